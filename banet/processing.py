@@ -1,0 +1,129 @@
+"""Pre- and post-processing: the one implementation every backend and exporter calls.
+
+Images in, images out: ``HxWxC`` (or ``NxHxWxC``) numpy arrays in uint8, uint16 or float [0, 1] become NCHW
+float32 network inputs following :class:`banet.conventions.Conventions`, padded to the size multiple; network
+outputs are clamped, cropped back and converted to the caller's dtype.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from banet.conventions import BANET, Conventions
+
+_INTEGER_MAX = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
+
+
+class ImageFormatError(ValueError):
+    """An input array that cannot be a colour image (wrong rank, channel count, dtype or range)."""
+
+
+class NonFiniteOutputError(RuntimeError):
+    """The network produced NaN or Inf (typically a float16 overflow); the image would be garbage."""
+
+
+@dataclass(frozen=True)
+class Padding:
+    """Rows/columns added at the bottom/right by :func:`pad_to_multiple`; :func:`crop` removes them."""
+
+    height: int
+    width: int
+    bottom: int
+    right: int
+
+
+def _check_images(images: np.ndarray) -> np.ndarray:
+    if not isinstance(images, np.ndarray):
+        raise ImageFormatError(f"expected a numpy array, got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ImageFormatError(f"expected HxWx3 or NxHxWx3 images, got shape {images.shape}")
+    if 0 in images.shape:
+        raise ImageFormatError(f"empty image: shape {images.shape}")
+    if images.dtype not in _INTEGER_MAX and not np.issubdtype(images.dtype, np.floating):
+        raise ImageFormatError(f"unsupported image dtype {images.dtype}: use uint8, uint16 or float in [0, 1]")
+    return images
+
+
+def to_unit_range(images: np.ndarray) -> np.ndarray:
+    """uint8/uint16/float images -> float32 in [0, 1]. Floats outside [0, 1] or NaN are rejected."""
+    if images.dtype in _INTEGER_MAX:
+        return images.astype(np.float32) / np.float32(_INTEGER_MAX[images.dtype])
+    out = images.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():
+        raise ImageFormatError("float image contains NaN or Inf")
+    lo, hi = float(out.min()), float(out.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ImageFormatError(f"float images must be in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
+                               "(divide by 255 for 8-bit data)")
+    return out
+
+
+def from_unit_range(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float [0, 1] -> the requested dtype (rounded for integer types)."""
+    dtype = np.dtype(dtype)
+    if dtype in _INTEGER_MAX:
+        return np.clip(np.rint(images * _INTEGER_MAX[dtype]), 0, _INTEGER_MAX[dtype]).astype(dtype)
+    return images.astype(dtype)
+
+
+def reorder_channels(images: np.ndarray, source: str, target: str) -> np.ndarray:
+    """Reorder the last axis from ``source`` to ``target`` channel order ("RGB"/"BGR")."""
+    source, target = source.upper(), target.upper()
+    if sorted(source) != sorted(target):
+        raise ValueError(f"cannot convert channel order {source} to {target}")
+    if source == target:
+        return images
+    return images[..., [source.index(c) for c in target]]
+
+
+def pad_to_multiple(batch: np.ndarray, multiple: int, mode: str = "reflect") -> tuple[np.ndarray, Padding]:
+    """Pad an NCHW batch at the bottom/right so H and W are multiples of ``multiple``.
+
+    Reflect padding needs at least two pixels along an axis; a 1-pixel axis is padded by edge replication.
+    """
+    height, width = batch.shape[2], batch.shape[3]
+    bottom, right = (-height) % multiple, (-width) % multiple
+    if bottom or right:
+        reflect_ok = mode == "reflect" and height > bottom and width > right
+        batch = np.pad(batch, ((0, 0), (0, 0), (0, bottom), (0, right)), mode="reflect" if reflect_ok else "edge")
+    return batch, Padding(height, width, bottom, right)
+
+
+def crop(batch: np.ndarray, padding: Padding) -> np.ndarray:
+    """Undo :func:`pad_to_multiple` on an NCHW batch."""
+    return batch[:, :, : padding.height, : padding.width]
+
+
+def preprocess(images: np.ndarray, conventions: Conventions = BANET, channel_order: str = "BGR",
+               pad: bool = True) -> tuple[np.ndarray, Padding]:
+    """Images (HxWx3 or NxHxWx3, any supported dtype, in ``channel_order``) -> padded NCHW float32 input."""
+    images = _check_images(images)
+    unit = reorder_channels(to_unit_range(images), channel_order, conventions.channel_order)
+    batch = np.ascontiguousarray(unit.transpose(0, 3, 1, 2)) + np.float32(conventions.offset)
+    if pad:
+        return pad_to_multiple(batch, conventions.size_multiple, conventions.pad_mode)
+    return batch, Padding(batch.shape[2], batch.shape[3], 0, 0)
+
+
+def network_output_to_unit(batch: np.ndarray, conventions: Conventions = BANET) -> np.ndarray:
+    """Clamp raw NCHW network output and map it to [0, 1] (no cropping, no reordering)."""
+    return np.clip(batch, conventions.clamp_min, conventions.clamp_max) - np.float32(conventions.offset)
+
+
+def postprocess(batch: np.ndarray, padding: Padding, dtype: np.dtype = np.uint8,
+                conventions: Conventions = BANET, channel_order: str = "BGR") -> np.ndarray:
+    """Raw NCHW network output -> NxHxWx3 images in ``dtype`` and ``channel_order``, padding removed.
+
+    Raises :class:`NonFiniteOutputError` if the output holds NaN or Inf (an FP16 overflow shows up this way):
+    a garbage image is never returned silently.
+    """
+    if not np.isfinite(batch).all():
+        raise NonFiniteOutputError("network output contains NaN or Inf (numeric overflow, e.g. in float16); "
+                               "refusing to return a garbage image")
+    unit = network_output_to_unit(crop(batch, padding), conventions).transpose(0, 2, 3, 1)
+    unit = reorder_channels(unit, conventions.channel_order, channel_order)
+    return from_unit_range(np.ascontiguousarray(unit), dtype)
