@@ -46,7 +46,8 @@ def nearest_resize_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, d
     """0/1 matrix ``[L, n]`` whose row ``j`` picks the source PyTorch's nearest resize n -> L picks."""
     pos, idx = _index_grid(length, bins, device)
     length_f = torch.ones((), device=device, dtype=torch.float32) * length
-    scale = bins / length_f
+    # A true float32 division, as in PyTorch's kernel (``bins / tensor`` would multiply by a reciprocal).
+    scale = torch.div(torch.full((), float(bins), device=device, dtype=torch.float32), length_f)
     source = torch.floor(pos.to(torch.float32) * scale).to(torch.int64)
     return (source == idx).to(dtype)
 
