@@ -1,0 +1,103 @@
+"""Model metadata carried by exported artifacts: one writer, one reader.
+
+The exporter stores this in the ONNX file's ``metadata_props``; the engine builder copies it into engine
+manifests; the runtime reads it back to learn the conventions and the network configuration instead of
+guessing them. Every key starts with ``banet.``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from banet.config import BANetConfig
+from banet.conventions import METADATA_PREFIX, Conventions
+
+SCHEMA_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What an exported model says about itself."""
+
+    conventions: Conventions
+    config: BANetConfig
+    precision: str  # "fp32" | "fp16" | "int8"
+    source_sha256: str
+    source_name: str
+    exporter: str
+    opset: int
+    input_name: str = "input"
+    output_name: str = "output"
+    #: "dynamic" or "static"; with static, ``static_shape`` is (N, H, W).
+    shape_mode: str = "dynamic"
+    static_shape: tuple[int, int, int] | None = None
+    #: inclusive bounds of the dynamic height/width the export was declared and verified for.
+    min_size: int = 2
+    max_size: int = 4096
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_props(self) -> dict[str, str]:
+        """Flat string key/values for ONNX ``metadata_props`` (and engine manifests)."""
+        props = dict(self.conventions.to_metadata())
+        props.update({
+            METADATA_PREFIX + "schema": SCHEMA_VERSION,
+            METADATA_PREFIX + "config": self.config.to_json(),
+            METADATA_PREFIX + "precision": self.precision,
+            METADATA_PREFIX + "source_sha256": self.source_sha256,
+            METADATA_PREFIX + "source_name": self.source_name,
+            METADATA_PREFIX + "exporter": self.exporter,
+            METADATA_PREFIX + "opset": str(self.opset),
+            METADATA_PREFIX + "input_name": self.input_name,
+            METADATA_PREFIX + "output_name": self.output_name,
+            METADATA_PREFIX + "shape_mode": self.shape_mode,
+            METADATA_PREFIX + "static_shape": json.dumps(list(self.static_shape) if self.static_shape else None),
+            METADATA_PREFIX + "min_size": str(self.min_size),
+            METADATA_PREFIX + "max_size": str(self.max_size),
+        })
+        props.update({METADATA_PREFIX + k: v for k, v in self.extra.items()})
+        return props
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
+        """Parse :meth:`to_props` output; a missing key raises an error naming it and the file."""
+        p = METADATA_PREFIX
+
+        def get(key: str) -> str:
+            if p + key not in props:
+                raise KeyError(f"{source}: metadata lacks '{p + key}'; it was not exported by banet-deploy's "
+                               "export/to_onnx.py (re-export it so conventions are not guessed)")
+            return props[p + key]
+
+        if get("schema") != SCHEMA_VERSION:
+            raise ValueError(f"{source}: metadata schema {get('schema')} is not supported (expected {SCHEMA_VERSION})")
+        known = {"schema", "config", "precision", "source_sha256", "source_name", "exporter", "opset", "input_name",
+                 "output_name", "shape_mode", "static_shape", "min_size", "max_size"}
+        conv_keys = set(Conventions().to_metadata())
+        extra = {k[len(p):]: v for k, v in props.items()
+                 if k.startswith(p) and k[len(p):] not in known and k not in conv_keys}
+        static = json.loads(get("static_shape"))
+        return cls(conventions=Conventions.from_metadata(props), config=BANetConfig.from_json(get("config")),
+                   precision=get("precision"), source_sha256=get("source_sha256"), source_name=get("source_name"),
+                   exporter=get("exporter"), opset=int(get("opset")), input_name=get("input_name"),
+                   output_name=get("output_name"), shape_mode=get("shape_mode"),
+                   static_shape=tuple(static) if static else None, min_size=int(get("min_size")),
+                   max_size=int(get("max_size")), extra=extra)
+
+
+def write_onnx_metadata(model, metadata: ModelMetadata) -> None:
+    """Replace the ``banet.*`` entries of an in-memory ``onnx.ModelProto``'s ``metadata_props``."""
+    keep = [(e.key, e.value) for e in model.metadata_props if not e.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    for key, value in keep + sorted(metadata.to_props().items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_onnx_metadata(path: str | Path) -> ModelMetadata:
+    """Read :class:`ModelMetadata` from an ONNX file without loading its weights."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(path))

@@ -1,0 +1,260 @@
+"""Export a BANet to ONNX (FP32 or FP16, dynamic or static shapes) and prove it matches PyTorch.
+
+The library behind ``export/to_onnx.py``. The file is written under a temporary name, checked (ONNX checker,
+shape inference), run with ONNX Runtime against PyTorch on a sweep of shapes, and only renamed to its final
+name when every shape passes: a graph that is right only at its traced size is never written as a success.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from banet.config import BANetConfig
+from banet.conventions import BANET
+from banet.metadata import ModelMetadata, write_onnx_metadata
+from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+MIN_OPSET, MAX_OPSET = 13, 21
+#: Default pass thresholds of the built-in verification, per precision.
+THRESHOLDS = {"fp32": (80.0, 1e-4), "fp16": (45.0, None)}
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be done or did not verify; the message says why and what to change."""
+
+
+class HalfPrecisionBANet(nn.Module):
+    """FP16 weights and compute with FP32 input and output.
+
+    Kept in float32, by measurement (see README, "FP16"): the global residual ``de_layer3(h) + x``, because
+    rounding the input image to float16 alone costs ~0.03% per pixel of 8-bit headroom that the network
+    cannot recover, and the index arithmetic of strip pooling (done in float32 by construction).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.net = model.half()
+
+    def forward(self, x: Tensor) -> Tensor:
+        net = self.net
+        skip = net.en_layer1(x.half())
+        h = net.en_layer2(skip)
+        for k in range(1, net.config.num_bams + 1):
+            h = getattr(net, f"BAM_{k}")(h)
+        h = net.de_layer2(torch.cat([net.de_layer1(h), skip], dim=1))
+        return net.de_layer3(h).float() + x
+
+
+@dataclass
+class ExportOptions:
+    opset: int = 17
+    precision: str = "fp32"
+    static_hw: tuple[int, int] | None = None
+    batch: int | None = None
+    min_size: int = 8
+    max_size: int = 4096
+    simplify: bool = False
+    exporter: str = "torchscript"
+    verify_shapes: Sequence[tuple[int, int, int]] = field(default_factory=lambda: list(DEFAULT_SWEEP))
+    min_psnr_db: float | None = None
+    max_abs_error: float | None = None
+    force: bool = False
+
+
+def validate_options(options: ExportOptions) -> None:
+    """Refuse, before any work, what the network or ONNX cannot take."""
+    multiple = BANET.size_multiple
+    if options.precision not in THRESHOLDS:
+        raise ExportError(f"unknown precision {options.precision!r}; choose one of {sorted(THRESHOLDS)}")
+    if not MIN_OPSET <= options.opset <= MAX_OPSET:
+        raise ExportError(f"opset {options.opset} cannot express this graph with the exporters used here "
+                          f"(supported: {MIN_OPSET}..{MAX_OPSET}; 17 is the default)")
+    if options.static_hw is not None:
+        h, w = options.static_hw
+        if h <= 0 or w <= 0 or h % multiple or w % multiple:
+            raise ExportError(f"static size {h}x{w} cannot be taken by BANet: height and width must be positive "
+                              f"multiples of {multiple} (one stride-2 stage down and up); pad the image, e.g. "
+                              f"{h + (-h) % multiple}x{w + (-w) % multiple}")
+    if options.batch is not None and options.batch < 1:
+        raise ExportError(f"--batch must be >= 1, got {options.batch}")
+    if options.min_size < multiple or options.min_size > options.max_size:
+        raise ExportError(f"dynamic size bounds {options.min_size}..{options.max_size} are invalid "
+                          f"(need {multiple} <= min <= max)")
+    if options.exporter not in ("torchscript", "dynamo"):
+        raise ExportError(f"unknown exporter {options.exporter!r}: torchscript or dynamo")
+
+
+def check_output_path(path: Path, force: bool) -> None:
+    """Refuse to overwrite without ``force``; fail early on a path that cannot be written."""
+    if path.exists() and not force:
+        raise ExportError(f"{path} exists; pass --force to overwrite it")
+    if path.exists() and path.is_dir():
+        raise ExportError(f"{path} is a directory; give a file name ending in .onnx")
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create output folder {parent}: {exc.strerror or exc}") from exc
+    if not os.access(parent, os.W_OK):
+        raise ExportError(f"output folder {parent} is not writable")
+
+
+def verification_shapes(options: ExportOptions) -> list[tuple[int, int, int]]:
+    """The sweep an export is held to: the user's shapes within the declared bounds, or the static shape."""
+    if options.static_hw is not None:
+        return [(options.batch or 1, *options.static_hw)]
+    shapes = []
+    for n, h, w in options.verify_shapes:
+        if options.min_size <= min(h, w) and max(h, w) <= options.max_size:
+            shapes.append((options.batch or n, h, w))
+    if not shapes:
+        raise ExportError(f"no verification shape lies within the size bounds {options.min_size}..{options.max_size}")
+    return shapes
+
+
+def torch_forward(model: nn.Module) -> Forward:
+    """FP32 PyTorch reference forward (the model is used in float32, whatever the export precision)."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def onnxruntime_forward(path: Path, threads: int | None = None) -> Forward:
+    """ONNX Runtime CPU forward of an exported file."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: x})[0]
+
+    return run
+
+
+def _trace(module: nn.Module, path: Path, options: ExportOptions) -> None:
+    batch = options.batch or 1
+    h, w = options.static_hw or (64, 64)
+    example = torch.zeros(batch, 3, h, w)
+    dynamic_axes = None
+    if options.static_hw is None or options.batch is None:
+        axes = {} if options.batch is not None else {0: "batch"}
+        if options.static_hw is None:
+            axes.update({2: "height", 3: "width"})
+        dynamic_axes = {INPUT_NAME: axes, OUTPUT_NAME: dict(axes)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if options.exporter == "torchscript":
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=options.opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes,
+                              do_constant_folding=True)
+        else:
+            dims = None
+            if dynamic_axes:
+                dim = torch.export.Dim
+                spec = {}
+                if 0 in dynamic_axes[INPUT_NAME]:
+                    spec[0] = dim("batch", min=1, max=64)
+                if options.static_hw is None:
+                    spec[2] = 2 * dim("half_height", min=options.min_size // 2, max=options.max_size // 2)
+                    spec[3] = 2 * dim("half_width", min=options.min_size // 2, max=options.max_size // 2)
+                dims = {"x": spec}
+            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=options.opset,
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=dims)
+            program.save(str(path), external_data=False)
+
+
+def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_sha256: str, source_name: str,
+                config: BANetConfig) -> tuple[Path, ParityReport]:
+    """Export, check, verify against PyTorch, and only then move the file to ``output``.
+
+    Raises :class:`ExportError` on any failure; a graph that failed verification is left next to the output as
+    ``<name>.failed.onnx`` for inspection, never under the requested name.
+    """
+    import onnx
+
+    validate_options(options)
+    output = Path(output)
+    check_output_path(output, options.force)
+    model = model.eval().float()
+    shapes = verification_shapes(options)
+    tmp = output.with_name(output.stem + ".partial.onnx")
+    module = HalfPrecisionBANet(copy.deepcopy(model)) if options.precision == "fp16" else model
+    started = time.perf_counter()
+    try:
+        _trace(module, tmp, options)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"torch.onnx ({options.exporter}) could not export at opset {options.opset}: "
+                          f"{first}") from exc
+    export_seconds = time.perf_counter() - started
+
+    proto = onnx.load(str(tmp))
+    if options.simplify:
+        import onnxslim
+
+        proto = onnxslim.slim(proto)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"the exported graph failed the ONNX checker / shape inference: {exc}") from exc
+    metadata = ModelMetadata(
+        conventions=BANET, config=config, precision=options.precision, source_sha256=source_sha256,
+        source_name=source_name, exporter=f"torch.onnx {options.exporter} (torch {torch.__version__}, "
+                                          f"onnx {onnx.__version__})", opset=options.opset,
+        input_name=INPUT_NAME, output_name=OUTPUT_NAME,
+        shape_mode="static" if options.static_hw else "dynamic",
+        static_shape=(options.batch or 1, *options.static_hw) if options.static_hw else None,
+        min_size=options.static_hw and min(options.static_hw) or options.min_size,
+        max_size=options.static_hw and max(options.static_hw) or options.max_size,
+        extra={"batch": str(options.batch) if options.batch else "dynamic"})
+    write_onnx_metadata(proto, metadata)
+    proto.doc_string = f"BANet ({config.describe()}) exported by banet-deploy"
+    onnx.save(proto, str(tmp))
+
+    min_psnr, max_abs = THRESHOLDS[options.precision]
+    min_psnr = options.min_psnr_db if options.min_psnr_db is not None else min_psnr
+    max_abs = options.max_abs_error if options.max_abs_error is not None else max_abs
+    report = compare(torch_forward(model), onnxruntime_forward(tmp), shapes, min_psnr, max_abs,
+                     reference_name="PyTorch FP32", candidate_name=f"ONNX Runtime {options.precision.upper()}")
+    log.info("exported in %.1f s; verification:\n%s", export_seconds, report.table())
+    if not report.passed:
+        failed = output.with_name(output.stem + ".failed.onnx")
+        os.replace(tmp, failed)
+        raise ExportError(f"verification failed, the graph does not match PyTorch on every shape; it was left "
+                          f"at {failed} for inspection, nothing written to {output}:\n{report.table()}")
+    proto = onnx.load(str(tmp))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "banet.parity", json.dumps(
+        {"reference": report.reference, "worst_psnr_db": round(report.worst_psnr_db, 2),
+         "max_abs_error": max(r.max_abs_error for r in report.results),
+         "shapes": ["x".join(map(str, r.shape)) for r in report.results]})
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, output)
+    return output, report
+

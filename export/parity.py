@@ -1,0 +1,131 @@
+"""Numerical parity between two implementations of the network, reported in max abs error and PSNR (dB).
+
+Used after every export (ONNX Runtime vs PyTorch), after every engine build (TensorRT vs ONNX Runtime) and by
+the precision reports. Inputs are real photographs (scikit-image's bundled ones) resized to each shape, so
+activations have realistic ranges; a graph that is right only at its traced size fails here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from banet.conventions import BANET, Conventions
+from banet.processing import network_output_to_unit, preprocess
+
+#: A forward pass: NCHW float32 network input -> NCHW float32 raw network output.
+Forward = Callable[[np.ndarray], np.ndarray]
+
+#: PSNR is reported as this when outputs are bit-identical (MSE 0).
+IDENTICAL_PSNR = 200.0
+
+_PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png")
+
+#: (batch, height, width): square, wide, tall, tiny, non-multiples of 3/5/7, float32-rounding lengths, batch > 1.
+DEFAULT_SWEEP: tuple[tuple[int, int, int], ...] = (
+    (1, 256, 256), (1, 8, 8), (1, 64, 250), (1, 250, 64), (2, 98, 130), (3, 38, 50), (1, 246, 98),
+    (1, 720, 1280),
+)
+
+
+def psnr_db(reference: np.ndarray, candidate: np.ndarray, conventions: Conventions = BANET) -> float:
+    """PSNR of the candidate's restored image against the reference's, both clamped to [0, 1] first."""
+    ref = network_output_to_unit(reference.astype(np.float64), conventions)
+    cand = network_output_to_unit(candidate.astype(np.float64), conventions)
+    mse = float(np.mean((ref - cand) ** 2))
+    return IDENTICAL_PSNR if mse == 0 else min(IDENTICAL_PSNR, 10.0 * math.log10(1.0 / mse))
+
+
+def photo_batch(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A deterministic NCHW network input built from real photos (random crop, resized to HxW)."""
+    import cv2
+    import skimage.data
+    from skimage.io import imread
+
+    rng = np.random.default_rng([seed, batch, height, width])
+    images = []
+    for i in range(batch):
+        photo = imread(os.path.join(skimage.data.data_dir, _PHOTOS[(seed + i) % len(_PHOTOS)]))[..., :3]
+        ph, pw = photo.shape[:2]
+        ch = int(rng.integers(max(1, ph // 2), ph + 1))
+        cw = int(min(pw, max(1, round(ch * width / height))))
+        y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
+        crop = photo[y:y + ch, x:x + cw]
+        images.append(cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA))
+    out, _ = preprocess(np.stack(images), channel_order="RGB", pad=False)
+    return out
+
+
+@dataclass
+class ShapeResult:
+    shape: tuple[int, int, int]
+    max_abs_error: float
+    psnr_db: float
+    passed: bool
+    error: str | None = None
+
+
+@dataclass
+class ParityReport:
+    """Per-shape results of a sweep and the thresholds they were held to."""
+
+    reference: str
+    candidate: str
+    min_psnr_db: float
+    max_abs_error: float | None
+    results: list[ShapeResult]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    @property
+    def worst_psnr_db(self) -> float:
+        return min(r.psnr_db for r in self.results)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
+
+    def table(self) -> str:
+        lines = [f"{self.candidate} vs {self.reference} (pass: PSNR >= {self.min_psnr_db:g} dB"
+                 + (f", max abs <= {self.max_abs_error:g})" if self.max_abs_error is not None else ")"),
+                 f"{'shape (NxHxW)':>16} {'max abs err':>12} {'PSNR dB':>9}  result"]
+        for r in self.results:
+            shape = "x".join(map(str, r.shape))
+            verdict = "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}"
+            lines.append(f"{shape:>16} {r.max_abs_error:12.3e} {r.psnr_db:9.2f}  {verdict}")
+        return "\n".join(lines)
+
+
+def compare(reference: Forward, candidate: Forward, shapes: Sequence[tuple[int, int, int]], min_psnr_db: float,
+            max_abs_error: float | None, reference_name: str = "reference", candidate_name: str = "candidate",
+            seed: int = 0, conventions: Conventions = BANET) -> ParityReport:
+    """Run both forwards on photo inputs of each shape and hold the candidate to the thresholds.
+
+    A candidate that raises (for example an ONNX Runtime shape error at an untraced size) fails that shape.
+    """
+    results = []
+    for shape in shapes:
+        x = photo_batch(*shape, seed=seed)
+        ref = reference(x)
+        try:
+            cand = candidate(x)
+            if cand.shape != ref.shape:
+                raise ValueError(f"output shape {cand.shape} != reference {ref.shape}")
+        except Exception as exc:  # a failure of the candidate is a failed shape, reported, not a crash
+            results.append(ShapeResult(tuple(shape), math.inf, 0.0, False, f"{type(exc).__name__}: {exc}"[:300]))
+            continue
+        err = float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64))))
+        if not np.isfinite(cand).all():
+            results.append(ShapeResult(tuple(shape), math.inf, 0.0, False, "NaN or Inf in output"))
+            continue
+        psnr = psnr_db(ref, cand, conventions)
+        ok = psnr >= min_psnr_db and (max_abs_error is None or err <= max_abs_error)
+        results.append(ShapeResult(tuple(shape), err, psnr, ok))
+    return ParityReport(reference_name, candidate_name, min_psnr_db, max_abs_error, results)

@@ -1,0 +1,131 @@
+"""Export BANet to ONNX with dynamic (or static) shapes, and verify it against PyTorch before writing it.
+
+Examples:
+    python export/to_onnx.py                                   # embedded default model -> engines/
+    python export/to_onnx.py --weights BANet_GoPro.pth         # the authors' checkpoint (any layout)
+    python export/to_onnx.py --fp16                            # FP16 weights/compute, FP32 input/output
+    python export/to_onnx.py --static 720x1280 --batch 1       # fixed-shape model
+    python export/to_onnx.py --verify-sizes 1x1080x1920 2x36x52  # add shapes to the parity sweep
+
+Every export is checked with the ONNX checker and shape inference, then run with ONNX Runtime against
+PyTorch on a sweep of shapes (square, wide, tall, 8x8, non-multiples of 7, batch > 1, 720x1280). The file
+is only written when every shape passes (FP32: PSNR >= 80 dB and max abs error <= 1e-4); otherwise the
+command exits non-zero and leaves the graph as <name>.failed.onnx for inspection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable without installation
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from banet.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from banet.defaults import default_weights_path  # noqa: E402
+from export.onnx_export import ExportError, ExportOptions, export_onnx  # noqa: E402
+from export.parity import DEFAULT_SWEEP  # noqa: E402
+
+ENGINES = Path(__file__).resolve().parent.parent / "engines"
+log = logging.getLogger("export.to_onnx")
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 720x1280, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    match = re.fullmatch(r"(?:(\d+)[xX])?(\d+)[xX](\d+)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected [N]xHxW such as 2x720x1280 or 96x96, got {text!r}")
+    return int(match.group(1) or 1), int(match.group(2)), int(match.group(3))
+
+
+def default_output(weights_stem: str, options: ExportOptions) -> Path:
+    name = weights_stem
+    if options.static_hw:
+        name += f"_{options.static_hw[0]}x{options.static_hw[1]}_b{options.batch or 1}"
+    if options.precision != "fp32":
+        name += f"_{options.precision}"
+    return ENGINES / f"{name}.onnx"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="export/to_onnx.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="checkpoint to export: .pth (bare, module.-prefixed or model_state) or .safetensors; "
+                             "default: the embedded default model")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="ONNX file to write (default: engines/<weights name>[_HxW_bN][_fp16].onnx)")
+    parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (13..21, default 17)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="float16 weights and compute with float32 input/output (residual add kept in fp32)")
+    parser.add_argument("--static", type=_size, default=None, metavar="HxW",
+                        help="fixed input height x width (both even) instead of dynamic height/width")
+    parser.add_argument("--batch", type=int, default=None, metavar="N",
+                        help="fixed batch size (default: dynamic batch)")
+    parser.add_argument("--min-size", type=int, default=8,
+                        help="smallest height/width the dynamic model is declared and verified for (default 8)")
+    parser.add_argument("--max-size", type=int, default=4096,
+                        help="largest height/width the dynamic model is declared and verified for (default 4096)")
+    parser.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim (re-verified)")
+    parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                        help="torch.onnx exporter: torchscript (fast, default) or dynamo (torch.export based)")
+    parser.add_argument("--verify-sizes", type=_shape, nargs="+", default=[], metavar="[N]xHxW",
+                        help="extra shapes for the parity sweep, e.g. 1x1080x1920 2x36x52")
+    parser.add_argument("--no-default-sweep", action="store_true",
+                        help="verify only on --verify-sizes (at least one required), not the built-in sweep")
+    parser.add_argument("--min-psnr", type=float, default=None,
+                        help="pass threshold in dB vs PyTorch FP32 (default 80 for fp32, 45 for fp16)")
+    parser.add_argument("--max-abs-error", type=float, default=None,
+                        help="pass threshold on the raw output (default 1e-4 for fp32, none for fp16)")
+    parser.add_argument("--report", type=Path, default=None, help="also write the parity report as JSON here")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.no_default_sweep and not args.verify_sizes:
+        print("error: --no-default-sweep needs at least one --verify-sizes shape", file=sys.stderr)
+        return 2
+    sweep = ([] if args.no_default_sweep else list(DEFAULT_SWEEP)) + list(args.verify_sizes)
+    options = ExportOptions(opset=args.opset, precision="fp16" if args.fp16 else "fp32", static_hw=args.static,
+                            batch=args.batch, min_size=args.min_size, max_size=args.max_size,
+                            simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
+                            min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force)
+    try:
+        weights = args.weights or default_weights_path()
+        loaded = load_checkpoint(weights)
+        log.info("weights: %s (%s, layout %s%s)", weights, loaded.config.describe(), loaded.layout,
+                 ", configuration inferred from shapes" if loaded.config_inferred else "")
+        output = args.output or default_output(Path(weights).stem, options)
+        path, report = export_onnx(loaded.model, output, options, loaded.sha256, Path(weights).name, loaded.config)
+    except (CheckpointError, ExportError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.quiet:
+        print(report.table())
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report.to_dict(), indent=2))
+    size_mb = path.stat().st_size / 1e6
+    shape = ("static " + "x".join(map(str, (options.batch or 1, *options.static_hw))) if options.static_hw
+             else "dynamic N,H,W")
+    print(f"wrote {path} ({size_mb:.1f} MB, {options.precision}, {shape}); "
+          f"verified on {len(report.results)} shapes, worst PSNR {report.worst_psnr_db:.1f} dB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,498 @@
+"""Real photographs for synthetic deblurring pairs: a fixed held-out split and a training split.
+
+No deblurring data set can be downloaded here, so sharp images come from photographs that ship with packages:
+
+**Held-out split** (evaluation and INT8 calibration, never training): the natural photographs bundled in
+scikit-image's ``skimage/data`` folder, read from disk (no network), so the split is identical on any machine
+after ``pip install scikit-image``. See :data:`HELDOUT_PHOTOS`. ``motorcycle_right`` is the stereo twin of
+``motorcycle_left``: it is held out too, and used for calibration only. Left out entirely: images that are not
+natural photographs (``retina``, ``cell``, ``ihc``, ``horse``, ``phantom``, ``logo``, chessboards), scans too
+small for a 256 px crop (``page``, ``text``) and ``clock_motion``, which is already motion-blurred (the
+evaluation uses it as a real-blur demo).
+
+**Training split**: real photographs from Debian packages, installed by ``training/get_photos.sh``:
+
+============================  =======  =================================================================
+package                       photos   what / why
+============================  =======  =================================================================
+lomiri-wallpapers-16.04       14       Ubuntu Touch wallpapers: landscapes, animals, still lifes, 2-5k px
+lomiri-wallpapers-20.04       1        the one photograph of the set (a nuthatch on bark); the rest is art
+mate-backgrounds              12       the ``nature/`` folder: flowers, leaves, drops (macro, 1.3-2.5k px)
+plasma-workspace-wallpapers   11       KDE's photographic wallpapers (lake, boats, forest, architecture)
+palapeli-data                 5        KDE jigsaw photos: castle, bridge at night, fruit, bee, chameleon
+opencv-doc                    25       OpenCV sample photos: streets, buildings, shop signs and scene text,
+                                       faces, a circuit board (0.3-1.3k px; urban detail the wallpapers lack)
+============================  =======  =================================================================
+
+Every file is listed explicitly in :data:`TRAINING_PHOTOS`: each was inspected and vector art, renders,
+gradients, logos, paintings and synthetic test charts (most of these packages, and all of gnome-backgrounds,
+sway-backgrounds, ukui-wallpapers, desktop-base and mypaint-data-extras) were left out. Near-duplicates within
+a package (stereo/flow pairs such as aloeR, graf3, rubberwhale2) are left out too. :func:`training_photo_files`
+then drops missing and small files, anything whose name or content hash matches a held-out photo, and
+byte-identical duplicates.
+
+Photos are looked up under ``/`` and under every directory in ``$BANET_PHOTO_ROOT`` (``os.pathsep``
+separated), where ``get_photos.sh --extract DIR`` unpacks the same files without root.
+
+Images are RGB. :func:`to_bgr_uint8` converts to the network's OpenCV BGR convention where needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import os
+import time
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from training.blur import DEFAULT_CONFIG, BlurConfig, RngLike, as_rng, degrade, random_motion_kernel
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "run `sudo bash training/get_photos.sh` (or `bash training/get_photos.sh --extract DIR` and " \
+               "export BANET_PHOTO_ROOT=DIR)"
+
+# --------------------------------------------------------------------------------------------------------------
+# Held-out split: scikit-image's bundled photographs
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeldoutPhoto:
+    """A held-out photograph in ``skimage/data`` and how many non-overlapping evaluation crops it gives."""
+
+    name: str
+    filename: str
+    eval_crops: int
+
+
+#: The held-out photographs. Order matters: evaluation crops are interleaved in this order (first crop of every
+#: photo, then second crops...), so any prefix of :func:`heldout_pairs` covers as many photos as it can.
+HELDOUT_PHOTOS: tuple[HeldoutPhoto, ...] = (
+    HeldoutPhoto("astronaut", "astronaut.png", 4),
+    HeldoutPhoto("coffee", "coffee.png", 2),
+    HeldoutPhoto("chelsea", "chelsea.png", 1),
+    HeldoutPhoto("rocket", "rocket.jpg", 2),
+    HeldoutPhoto("motorcycle_left", "motorcycle_left.png", 2),
+    HeldoutPhoto("camera", "camera.png", 4),
+    HeldoutPhoto("hubble_deep_field", "hubble_deep_field.jpg", 2),
+    HeldoutPhoto("coins", "coins.png", 1),
+    HeldoutPhoto("moon", "moon.png", 2),
+    HeldoutPhoto("brick", "brick.png", 2),
+    HeldoutPhoto("grass", "grass.png", 2),
+    HeldoutPhoto("gravel", "gravel.png", 2),
+    HeldoutPhoto("motorcycle_right", "motorcycle_right.png", 0),  # stereo twin: calibration only
+)
+
+#: Side of the square evaluation crops.
+EVAL_CROP = 256
+
+
+def _skimage_data_dir() -> Path:
+    import skimage.data
+
+    return Path(skimage.data.data_dir)
+
+
+def heldout_photo_files() -> dict[str, Path]:
+    """Name -> path of every held-out photograph (all exist after ``pip install scikit-image``)."""
+    root = _skimage_data_dir()
+    return {p.name: root / p.filename for p in HELDOUT_PHOTOS}
+
+
+@functools.lru_cache(maxsize=None)
+def load_heldout_photo(name: str) -> np.ndarray:
+    """A held-out photograph as read-only HxWx3 float32 RGB in [0, 1] (grey is replicated to 3 channels)."""
+    from skimage.io import imread
+
+    path = heldout_photo_files()[name]
+    img = imread(path)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    img = img[..., :3]
+    if img.dtype != np.uint8:
+        raise ValueError(f"{path}: expected 8-bit pixels, got {img.dtype}")
+    out = img.astype(np.float32) / 255.0
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """A square crop of a held-out photo: ``photo[y:y+size, x:x+size]``, with a unique name."""
+
+    name: str
+    photo: str
+    y: int
+    x: int
+    size: int
+
+
+def _grid_cells(height: int, width: int, size: int, count: int) -> list[tuple[int, int, int, int]]:
+    """``count`` non-overlapping cells (row, col, y, x) of a centred grid of size-by-size tiles, evenly spread."""
+    rows, cols = height // size, width // size
+    if rows * cols == 0 or count <= 0:
+        return []
+    y0, x0 = (height - rows * size) // 2, (width - cols * size) // 2
+    cells = [(r, c) for r in range(rows) for c in range(cols)]
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(cells) - 1, min(count, len(cells)))})
+    return [(cells[i][0], cells[i][1], y0 + cells[i][0] * size, x0 + cells[i][1] * size) for i in picks]
+
+
+def heldout_crop_specs(size: int = EVAL_CROP) -> list[CropSpec]:
+    """Where the evaluation crops are, interleaved across photos (see :data:`HELDOUT_PHOTOS`)."""
+    per_photo: list[list[CropSpec]] = []
+    for p in HELDOUT_PHOTOS:
+        h, w = load_heldout_photo(p.name).shape[:2]
+        cells = _grid_cells(h, w, size, p.eval_crops)
+        per_photo.append([CropSpec(f"{p.name}_r{r}c{c}", p.name, y, x, size) for r, c, y, x in cells])
+    longest = max((len(c) for c in per_photo), default=0)
+    return [crops[i] for i in range(longest) for crops in per_photo if i < len(crops)]
+
+
+def _crop(spec: CropSpec) -> np.ndarray:
+    photo = load_heldout_photo(spec.photo)
+    return np.ascontiguousarray(photo[spec.y:spec.y + spec.size, spec.x:spec.x + spec.size])
+
+
+def heldout_crops(size: int = EVAL_CROP) -> list[tuple[str, np.ndarray]]:
+    """The fixed evaluation crops: (name, HxWx3 float32 RGB [0, 1]); 26 crops of 256 px by default."""
+    return [(s.name, _crop(s)) for s in heldout_crop_specs(size)]
+
+
+def calibration_crop_specs(count: int = 32, size: int = EVAL_CROP, seed: int = 0) -> list[CropSpec]:
+    """Random (seeded) crop positions for INT8 calibration, cycling over all held-out photos.
+
+    They may overlap evaluation crops (same held-out photos) but never touch training photos.
+    """
+    rng = np.random.default_rng([seed, 0xCA1])
+    photos = [p.name for p in HELDOUT_PHOTOS]
+    specs = []
+    for i in range(count):
+        name = photos[i % len(photos)]
+        h, w = load_heldout_photo(name).shape[:2]
+        if min(h, w) < size:
+            raise ValueError(f"calibration crop size {size} exceeds held-out photo {name} ({h}x{w})")
+        y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+        specs.append(CropSpec(f"cal{i:03d}_{name}_y{y}x{x}", name, y, x, size))
+    return specs
+
+
+def calibration_crops(count: int = 32, size: int = EVAL_CROP, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Sharp calibration crops (name, HxWx3 float32 RGB [0, 1]) from the held-out photos."""
+    return [(s.name, _crop(s)) for s in calibration_crop_specs(count, size, seed)]
+
+
+def _item_rng(seed: int, name: str) -> np.random.Generator:
+    """A generator that depends only on (seed, name): stable across runs, orderings and Python hash salts."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+def _blurred_crop(spec: CropSpec, rng: np.random.Generator, config: BlurConfig) -> np.ndarray:
+    """Blur a crop using the real photo content around it as margin (reflected only beyond the photo)."""
+    kernel = random_motion_kernel(rng, config)
+    pad = kernel.shape[0] // 2
+    photo = load_heldout_photo(spec.photo)
+    padded = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    region = padded[spec.y:spec.y + spec.size + 2 * pad, spec.x:spec.x + spec.size + 2 * pad]
+    return degrade(region, kernel, rng, config, crop=pad)
+
+
+def _pairs(specs: Sequence[CropSpec], seed: int, config: BlurConfig) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    return [(s.name, _blurred_crop(s, _item_rng(seed, s.name), config), _crop(s)) for s in specs]
+
+
+def heldout_pairs(seed: int = 0, size: int = EVAL_CROP,
+                  config: BlurConfig | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The evaluation set: (name, blurred, sharp) HxWx3 float32 RGB [0, 1], identical on every run.
+
+    Each crop's blur, noise and JPEG draws depend only on ``seed`` and the crop's name, so taking a prefix or
+    reordering does not change any item. ``config`` defaults to :data:`training.blur.DEFAULT_CONFIG`.
+    """
+    return _pairs(heldout_crop_specs(size), seed, config or DEFAULT_CONFIG)
+
+
+def calibration_pairs(count: int = 32, size: int = EVAL_CROP, seed: int = 0,
+                      config: BlurConfig | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """INT8 calibration set: (name, blurred, sharp) from held-out photos; feed the *blurred* images."""
+    return _pairs(calibration_crop_specs(count, size, seed), seed, config or DEFAULT_CONFIG)
+
+
+def to_bgr_uint8(img: np.ndarray) -> np.ndarray:
+    """HxWx3 (or NxHxWx3) RGB float [0, 1] -> BGR uint8, the OpenCV / network channel convention."""
+    img = np.asarray(img)
+    if img.shape[-1] != 3:
+        raise ValueError(f"expected 3 channels last, got shape {img.shape}")
+    if img.dtype != np.uint8:
+        img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def from_bgr_uint8(img: np.ndarray) -> np.ndarray:
+    """BGR uint8 (as cv2.imread gives) -> RGB float32 [0, 1]."""
+    return np.ascontiguousarray(img[..., ::-1], dtype=np.float32) / 255.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training split: photographs from Debian packages
+# --------------------------------------------------------------------------------------------------------------
+
+_LOMIRI = "/usr/share/backgrounds/"
+_MATE = "/usr/share/backgrounds/mate/nature/"
+_OPENCV = "/usr/share/doc/opencv-doc/examples/"
+
+#: Debian package -> absolute paths of the real photographs it installs (inspected by eye; see module doc).
+TRAINING_PHOTOS: dict[str, tuple[str, ...]] = {
+    "lomiri-wallpapers-16.04": tuple(_LOMIRI + f for f in (
+        "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
+        "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
+        "analogpattern_by_Peter_Nerlich.jpg", "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg",
+        "greentock_by_Peter_Nerlich.jpg", "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+        "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg",
+    )),
+    "lomiri-wallpapers-20.04": (_LOMIRI + "Kleiber_by_Lukas_Baubkus.jpg",),
+    "mate-backgrounds": tuple(_MATE + f + ".jpg" for f in (
+        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Storm",
+        "TwoWings", "Wood", "YellowFlower",
+    )),
+    "plasma-workspace-wallpapers": tuple(f"/usr/share/wallpapers/{f}/contents/images/2560x1600.jpg" for f in (
+        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
+        "OneStandsOut", "Path", "summer_1am",
+    )),
+    "palapeli-data": tuple(f"/usr/share/palapeli/collection/{f}.jpg" for f in (
+        "castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee", "panther-chameleon-female",
+    )),
+    "opencv-doc": tuple(_OPENCV + f for f in (
+        "alphamat/input_images/plant.jpg", "data/aloeL.jpg", "data/baboon.jpg", "data/basketball1.png",
+        "data/board.jpg", "data/box_in_scene.png", "data/building.jpg", "data/chicky_512.png",
+        "data/ela_original.jpg", "data/fruits.jpg", "data/graf1.png", "data/leuvenA.jpg", "data/messi5.jpg",
+        "data/rubberwhale1.png", "data/squirrel_cls.jpg", "data/sudoku.png", "fuzzy/input.png",
+        "text/scenetext01.jpg", "text/scenetext02.jpg", "text/scenetext03.jpg", "text/scenetext04.jpg",
+        "text/scenetext05.jpg", "text/scenetext06.jpg", "text/scenetext_segmented_word01.jpg",
+        "text/scenetext_segmented_word02.jpg",
+    )),
+}
+
+#: Smallest accepted shorter side, in pixels, of a training photo.
+MIN_TRAINING_SIDE = 320
+
+
+def training_packages() -> tuple[str, ...]:
+    """The Debian packages ``get_photos.sh`` installs."""
+    return tuple(TRAINING_PHOTOS)
+
+
+def photo_roots() -> list[Path]:
+    """Where to look for the packages' files: each ``$BANET_PHOTO_ROOT`` entry, then ``/``."""
+    extra = [Path(p) for p in os.environ.get("BANET_PHOTO_ROOT", "").split(os.pathsep) if p]
+    return [*extra, Path("/")]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (content identity for de-duplication and the held-out check)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the file header, or None when it is not a readable image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except OSError:
+        return None
+
+
+def training_photo_files(roots: Sequence[str | os.PathLike] | None = None,
+                         min_side: int = MIN_TRAINING_SIDE) -> list[Path]:
+    """The training photographs found on this machine, in a deterministic order (by package path).
+
+    Skips files that are missing, unreadable or smaller than ``min_side`` on the shorter side, whose name stem
+    or SHA-256 matches a held-out photo, and byte-identical duplicates (first one kept).
+    """
+    roots = [Path(r) for r in roots] if roots is not None else photo_roots()
+    heldout = heldout_photo_files()
+    heldout_stems = {Path(p).stem.lower() for p in heldout.values()} | {n.lower() for n in heldout}
+    heldout_hashes = {file_sha256(p) for p in heldout.values()}
+    seen: set[str] = set()
+    found: list[Path] = []
+    missing = 0
+    for rel in sorted(p for paths in TRAINING_PHOTOS.values() for p in paths):
+        path = next((r / rel.lstrip("/") for r in roots if (r / rel.lstrip("/")).is_file()), None)
+        if path is None:
+            missing += 1
+            continue
+        size = _image_size(path)
+        if size is None or min(size) < min_side:
+            log.warning("skipping %s: unreadable or smaller than %d px (%s)", path, min_side, size)
+            continue
+        if path.stem.lower() in heldout_stems:
+            log.warning("skipping %s: its name matches a held-out photo", path)
+            continue
+        digest = file_sha256(path)
+        if digest in heldout_hashes:
+            log.warning("skipping %s: identical to a held-out photo", path)
+            continue
+        if digest in seen:
+            log.info("skipping %s: duplicate content", path)
+            continue
+        seen.add(digest)
+        found.append(path)
+    if missing:
+        log.info("%d of %d listed training photos are not installed; %s", missing, missing + len(found),
+                 INSTALL_HINT)
+    return found
+
+
+def load_photo(path: str | os.PathLike, max_side: int = 1024) -> np.ndarray:
+    """Decode a photo as HxWx3 uint8 RGB, downscaled (area filter) so its longer side is at most ``max_side``.
+
+    Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg directly (much faster) when that still leaves
+    at least ``max_side`` pixels.
+    """
+    path = Path(path)
+    size = _image_size(path)
+    flag = cv2.IMREAD_COLOR
+    if size is not None and path.suffix.lower() in (".jpg", ".jpeg"):
+        for factor, reduced in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                                (2, cv2.IMREAD_REDUCED_COLOR_2)):
+            if max(size) / factor >= max_side:
+                flag = reduced
+                break
+    bgr = cv2.imread(str(path), flag)
+    if bgr is None:
+        raise OSError(f"cannot decode {path}")
+    h, w = bgr.shape[:2]
+    scale = max_side / max(h, w)
+    if scale < 1.0:
+        bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+@functools.lru_cache(maxsize=2)
+def _load_all(files: tuple[str, ...], max_side: int) -> tuple[np.ndarray, ...]:
+    start = time.perf_counter()
+    photos = []
+    for f in files:
+        img = load_photo(f, max_side)
+        img.setflags(write=False)
+        photos.append(img)
+    mb = sum(p.nbytes for p in photos) / 2**20
+    log.info("decoded %d training photos (%.0f MiB) in %.1f s", len(photos), mb, time.perf_counter() - start)
+    return tuple(photos)
+
+
+def load_training_photos(files: Sequence[str | os.PathLike] | None = None,
+                         max_side: int = 1024) -> list[np.ndarray]:
+    """Decode (once per process; cached) the training photos as read-only uint8 RGB arrays.
+
+    ``files`` defaults to :func:`training_photo_files`. Raises when there is no photo, with the install hint.
+    """
+    paths = tuple(str(f) for f in (training_photo_files() if files is None else files))
+    if not paths:
+        raise FileNotFoundError(f"no training photos found; {INSTALL_HINT}")
+    return list(_load_all(paths, max_side))
+
+
+def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurConfig = DEFAULT_CONFIG,
+                         scale_range: tuple[float, float] = (0.5, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """One (blurred, sharp) crop pair, ``crop x crop x 3`` float32 RGB [0, 1], a pure function of ``seed``.
+
+    A random square region (side ``crop`` + the kernel's margins, divided by a random scale in ``scale_range``)
+    is resized to ``crop`` + margins, randomly rotated by multiples of 90 degrees and flipped, blurred with a
+    random kernel and centre-cropped, so no border effect reaches the pair. Geometry and degradation use
+    separate streams, so a different blur config (curriculum) keeps the same crops.
+    """
+    geo, deg = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
+    kernel = random_motion_kernel(deg, config)
+    pad = kernel.shape[0] // 2
+    region = crop + 2 * pad
+    h, w = photo.shape[:2]
+    scale = geo.uniform(*scale_range)
+    src = min(math.ceil(region / scale), h, w)  # upsamples only when the photo is too small for the scale
+    y, x = int(geo.integers(0, h - src + 1)), int(geo.integers(0, w - src + 1))
+    k, flip = int(geo.integers(0, 4)), bool(geo.integers(0, 2))
+    patch = photo[y:y + src, x:x + src]
+    if src != region:
+        patch = cv2.resize(patch, (region, region), interpolation=cv2.INTER_AREA if src > region else cv2.INTER_CUBIC)
+    patch = np.rot90(patch, k)
+    if flip:
+        patch = patch[:, ::-1]
+    sharp = np.ascontiguousarray(patch, dtype=np.float32) / np.float32(255.0)
+    blurred = degrade(sharp, kernel, deg, config, crop=pad)
+    return blurred, np.ascontiguousarray(sharp[pad:pad + crop, pad:pad + crop])
+
+
+def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng: RngLike,
+                        blur_config: BlurConfig | None = None,
+                        scale_range: tuple[float, float] = (0.5, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+    """One batch: (blurred, sharp) float32 NHWC RGB in [0, 1], deterministic given ``rng``'s state.
+
+    ``photos`` are HxWx3 uint8 RGB arrays (:func:`load_training_photos`), picked uniformly. ``rng`` draws one
+    seed per sample (then :func:`sample_training_pair`), so the batch does not depend on the blur config.
+    """
+    if not photos:
+        raise ValueError(f"no training photos; {INSTALL_HINT}")
+    rng = as_rng(rng)
+    config = blur_config or DEFAULT_CONFIG
+    choice = rng.integers(0, len(photos), size=batch)
+    seeds = rng.integers(0, 2**63 - 1, size=batch)
+    blurred = np.empty((batch, crop, crop, 3), np.float32)
+    sharp = np.empty((batch, crop, crop, 3), np.float32)
+    for i in range(batch):
+        blurred[i], sharp[i] = sample_training_pair(photos[choice[i]], crop, int(seeds[i]), config, scale_range)
+    return blurred, sharp
+
+
+def training_pairs(photos: Sequence[np.ndarray], crop: int = 128, batch: int = 8, rng: RngLike = 0,
+                   blur_config: BlurConfig | None = None,
+                   scale_range: tuple[float, float] = (0.5, 1.0)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless stream of :func:`make_training_batch` batches from one generator (same seed, same stream)."""
+    rng = as_rng(rng)
+    while True:
+        yield make_training_batch(photos, crop, batch, rng, blur_config, scale_range)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m training.photos``: list the splits and time the training batch generator."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--batches", type=int, default=20, help="batches to time")
+    parser.add_argument("--crop", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    files = training_photo_files()
+    for f in files:
+        log.info("train  %s", f)
+    log.info("held-out photos: %s", ", ".join(p.name for p in HELDOUT_PHOTOS))
+    log.info("%d evaluation crops, %d training photos", len(heldout_crop_specs()), len(files))
+    if files:
+        photos = load_training_photos(files)
+        stream = training_pairs(photos, args.crop, args.batch, rng=0)
+        next(stream)
+        start = time.perf_counter()
+        for _ in range(args.batches):
+            next(stream)
+        rate = args.batches / (time.perf_counter() - start)
+        log.info("%.1f batches/s of %d x %dx%d (%d OpenCV threads)", rate, args.batch, args.crop, args.crop,
+                 cv2.getNumThreads())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Train BANet on synthetic motion blur of real photographs: resumable, deterministic, CPU or GPU.
+
+The recipe is the authors' scaled to what the machine allows: Adam with linear learning-rate decay (after a
+short warm-up), random crops, flips and 90-degree rotations, loss = Charbonnier + 0.01 * FFT-L1. Every step's
+batch is a pure function of (seed, step), so a resumed run sees exactly the batches it would have seen, and its
+loss curve continues where it stopped.
+
+    python -m training.train --steps 20000                 # train (or resume) the default model
+    python -m training.train --smoke                       # seconds: a tiny network, a few steps
+    python -m training.train --export banet/weights/banet_default.safetensors   # ship the latest weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from banet.checkpoint import save_checkpoint
+from banet.config import BANetConfig
+from banet.defaults import DEFAULT_CONFIG
+from banet.model import BANet, count_parameters
+from banet.processing import preprocess
+from training.losses import deblur_loss
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUN = Path(__file__).resolve().parent / "runs" / "default"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run; stored in its checkpoint so a resume cannot silently change recipe."""
+
+    model: BANetConfig = field(default_factory=lambda: DEFAULT_CONFIG)
+    steps: int = 20000
+    batch: int = 8
+    crop: int = 96
+    lr: float = 3e-4
+    final_lr_ratio: float = 0.05
+    warmup: int = 200
+    grad_clip: float = 1.0
+    seed: int = 0
+    eval_every: int = 500
+    save_every: int = 100
+    eval_images: int = 8
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["model"] = self.model.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        data["model"] = BANetConfig.from_dict(data["model"])
+        return cls(**data)
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then linear decay to ``final_lr_ratio`` at ``steps`` (the authors decay linearly)."""
+    if step < config.warmup:
+        return (step + 1) / config.warmup
+    progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
+    return 1.0 - (1.0 - config.final_lr_ratio) * progress
+
+
+def to_network(images_rgb01: np.ndarray, device: torch.device) -> torch.Tensor:
+    """NHWC RGB [0, 1] float batch -> network input tensor, through the one pre-processing implementation."""
+    batch, _ = preprocess(images_rgb01, channel_order="RGB", pad=False)
+    return torch.from_numpy(batch).to(device)
+
+
+BatchSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+def default_batch_source(config: TrainConfig) -> BatchSource:
+    """Batches of (blurred, sharp) NHWC RGB float32 crops from the training photos, a pure function of step."""
+    from training.photos import load_training_photos, make_training_batch
+
+    photos = load_training_photos()
+    log.info("training on %d photos", len(photos))
+
+    def source(step: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([config.seed, step])
+        return make_training_batch(photos, config.crop, config.batch, rng)
+
+    return source
+
+
+def _save_state(path: Path, model: BANet, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
+                history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(), "step": step,
+                "train_config": json.dumps(config.to_dict()), "history": json.dumps(history)}, tmp)
+    os.replace(tmp, path)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None = None, device: str = "auto",
+          max_minutes: float | None = None, evaluate_fn: Callable[[BANet], dict] | None = None,
+          progress: bool = True) -> list[dict]:
+    """Train (resuming from ``run_dir/last.pt`` when present) until ``config.steps`` or ``max_minutes``.
+
+    Returns the history: one entry per logged step with the loss, learning rate and any evaluation.
+    """
+    from tqdm import tqdm
+
+    torch.manual_seed(config.seed)
+    dev = pick_device(device)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / "last.pt"
+    model = BANet(config.model).to(dev)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    step, history = 0, []
+    if state_path.exists():
+        state = torch.load(state_path, map_location=dev, weights_only=True)
+        stored = TrainConfig.from_dict(json.loads(state["train_config"]))
+        if stored.model != config.model or stored.seed != config.seed or stored.crop != config.crop \
+                or stored.batch != config.batch:
+            raise ValueError(f"{state_path} was trained with {stored}; refusing to resume with {config}. "
+                             "Use another --run directory for a different recipe.")
+        model.load_state_dict(state["model_state"])
+        optimizer.load_state_dict(state["optimizer_state"])
+        step, history = int(state["step"]), json.loads(state["history"])
+        log.info("resumed %s at step %d", state_path, step)
+    if batch_source is None:
+        batch_source = default_batch_source(config)
+    use_amp = dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    log.info("%s, %d parameters, on %s", config.model.describe(), count_parameters(model), dev)
+
+    started = time.monotonic()
+    running = []
+    bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    model.train()
+    while step < config.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * learning_rate_factor(step, config)
+        blurred, sharp = batch_source(step)
+        x, y = to_network(blurred, dev), to_network(sharp, dev)
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=use_amp):
+            loss = deblur_loss(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        step += 1
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
+        running.append(loss.item())
+        bar.update(1)
+        if step % config.save_every == 0 or step == config.steps:
+            entry = {"step": step, "loss": float(np.mean(running)), "lr": optimizer.param_groups[0]["lr"]}
+            running = []
+            if evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps):
+                model.eval()
+                entry.update(evaluate_fn(model))
+                model.train()
+            history.append(entry)
+            bar.set_postfix(loss=f"{entry['loss']:.4f}", **({"gain_db": f"{entry['psnr_gain']:.2f}"}
+                                                          if "psnr_gain" in entry else {}))
+            log.info("step %d: %s", step, json.dumps(entry))
+            _save_state(state_path, model, optimizer, step, config, history)
+            with open(run_dir / "history.jsonl", "w") as handle:
+                handle.writelines(json.dumps(e) + "\n" for e in history)
+            if max_minutes is not None and (time.monotonic() - started) / 60 > max_minutes:
+                log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes, step)
+                break
+    bar.close()
+    model.eval()
+    return history
+
+
+def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path:
+    """Write the run's latest weights in our safetensors format, with how they were trained in the header."""
+    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
+    config = TrainConfig.from_dict(json.loads(state["train_config"]))
+    history = json.loads(state["history"])
+    model = BANet(config.model)
+    model.load_state_dict(state["model_state"])
+    evals = [e for e in history if "psnr_gain" in e]
+    metadata = {"banet.trained_steps": str(state["step"]), "banet.train_config": json.dumps(config.to_dict()),
+                "banet.description": "banet-deploy default: small BANet trained on synthetic motion blur of real "
+                                     "photographs (not the authors' GoPro model)"}
+    if evals:
+        metadata["banet.last_eval"] = json.dumps(evals[-1])
+    return save_checkpoint(model, output, metadata=metadata, overwrite=overwrite)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=DEFAULT_RUN,
+                        help="run directory holding last.pt (resumed if present) and history.jsonl")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps,
+                        help="total steps of the schedule (the lr decays linearly to the end)")
+    parser.add_argument("--batch", type=int, default=TrainConfig.batch, help="crops per step")
+    parser.add_argument("--crop", type=int, default=TrainConfig.crop, help="crop size in pixels (even)")
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak Adam learning rate")
+    parser.add_argument("--num-bams", type=int, default=DEFAULT_CONFIG.num_bams, help="blur-aware modules")
+    parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}",
+                        help="dim_1,dim_2 widths (64,128 is the paper's network)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data stream and initial weights")
+    parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
+                        help="steps between held-out evaluations (PSNR gain over the blurred input)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--smoke", action="store_true", help="tiny network, 30 steps on 32x32 crops")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="instead of training, write the run's latest weights to this safetensors file")
+    parser.add_argument("--force", action="store_true", help="allow --export to overwrite an existing file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.export is not None:
+        path = export_weights(args.run, args.export, overwrite=args.force)
+        print(f"wrote {path}")
+        return 0
+    dim_1, dim_2 = (int(v) for v in args.widths.split(","))
+    config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
+                         crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every)
+    if args.smoke:
+        config = TrainConfig(model=BANetConfig(2, 8, 16), steps=30, batch=4, crop=32, warmup=5, save_every=10,
+                             eval_every=30, seed=args.seed)
+    from training.evaluate import quick_evaluator
+
+    train(config, args.run, device=args.device, max_minutes=args.max_minutes,
+          evaluate_fn=quick_evaluator(config.eval_images))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
