@@ -1,15 +1,15 @@
 """Synthetic camera-shake blur: random trajectories, their PSFs, and a realistic degradation pipeline.
 
-Why this exists: no deblurring data set (GoPro, RealBlur...) can be downloaded here, so training and evaluation
-pairs are synthesised from sharp photographs, the way the deblurring literature does when it has no paired data:
+Why this exists: no deblurring data set (GoPro, RealBlur...) can be downloaded here, so training and
+evaluation pairs are synthesised from sharp photographs, as the deblurring literature does without pairs:
 
 * **Trajectories** follow Boracchi & Foi, "Modeling the performance of image restoration from motion blur"
   (IEEE TIP 2012), as re-implemented by DeblurGAN (Kupyn et al. 2018, ``RandomTrajectory``): a particle with
   constant speed whose velocity gets Gaussian jitter, a centripetal pull back to the origin and rare abrupt
   "big shakes". :func:`random_trajectory` is a seeded port of that generator.
-* **PSFs** rasterise a trajectory with sub-pixel bilinear splatting (:func:`trajectory_to_kernel`). Kernels are
-  centred on their centre of mass so the blurred image is not shifted against the sharp target (a pixel loss
-  would otherwise learn to blur). :func:`random_motion_kernel` rescales trajectories to a drawn *extent*
+* **PSFs** rasterise a trajectory with sub-pixel bilinear splatting (:func:`trajectory_to_kernel`). Kernels
+  are centred on their centre of mass so the blurred image is not shifted against the sharp target (a pixel
+  loss would otherwise learn to blur). :func:`random_motion_kernel` rescales trajectories to a drawn *extent*
   (longest side of the trajectory's bounding box, in pixels); ``BlurConfig.extent_range`` is the knob a
   curriculum turns.
 * **Degradation** (:func:`degrade`) blurs in linear light (a sensor integrates photons, not sRGB code values),
@@ -42,9 +42,9 @@ def as_rng(rng: RngLike) -> np.random.Generator:
     return np.random.default_rng(0 if rng is None else rng)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Trajectories and kernels
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def random_trajectory(rng: RngLike, iterations: int = 2000, max_len: float = 60.0,
@@ -58,8 +58,8 @@ def random_trajectory(rng: RngLike, iterations: int = 2000, max_len: float = 60.
         expl: exploration: scales the velocity jitter, the centripetal pull and the chance of big shakes.
 
     Returns:
-        complex128 array of ``iterations`` positions (x = real, y = imag) starting at 0. DeblurGAN's ``canvas``
-        only placed the path on a fixed grid; here :func:`trajectory_to_kernel` sizes the kernel to fit.
+        complex128 array of ``iterations`` positions (x = real, y = imag) starting at 0. DeblurGAN's
+        ``canvas`` only placed the path on a fixed grid; :func:`trajectory_to_kernel` sizes kernels to fit.
     """
     if iterations < 2:
         raise ValueError(f"iterations must be >= 2, got {iterations}")
@@ -121,7 +121,8 @@ def trajectory_to_kernel(traj: np.ndarray, size: int | None = None) -> np.ndarra
     x0, y0 = np.floor(xs).astype(np.int64), np.floor(ys).astype(np.int64)
     fx, fy = xs - x0, ys - y0
     kernel = np.zeros(size * size, np.float64)
-    for dy, dx, w in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+    splats = ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy))
+    for dy, dx, w in splats:
         kernel += np.bincount((y0 + dy) * size + (x0 + dx), weights=w, minlength=size * size)
     kernel = kernel.reshape(size, size)
     # Trim all-zero borders symmetrically (keeps the centre pixel the centre).
@@ -136,8 +137,10 @@ class BlurConfig:
     """How :func:`synthesize_pair` degrades a sharp image. Defaults: GoPro-like camera shake.
 
     Attributes:
-        extent_range: blur extent in pixels (longest side of the trajectory's bounding box), drawn uniformly.
-            The curriculum knob: see :meth:`with_max_extent`. Kernels are at most ``2 * ceil(max) + 3`` wide.
+        extent_range: blur extent in pixels (longest side of the trajectory's bounding box), log-uniform
+            (mild blur is more common than severe blur, as in GoPro; the median of 7-31 is 15; bounds below
+            0.5 px count as 0.5). The curriculum knob: see :meth:`with_max_extent`. Kernels are at most
+            ``2 * ceil(max) + 3`` pixels wide.
         expl_choices: trajectory exploration values, one drawn per kernel (DeblurGAN's set).
         exposure_range: fraction of the simulated trajectory the shutter is open for (Boracchi & Foi's T),
             log-uniform. Short exposures give the smooth, gently curved paths of real hand shake; the whole
@@ -202,7 +205,8 @@ def random_motion_kernel(rng: RngLike, config: BlurConfig = DEFAULT_CONFIG,
 
     Args:
         rng: random source.
-        config: trajectory parameters (``expl_choices``, ``exposure_range``, ``iterations``, ``extent_range``).
+        config: trajectory parameters (``expl_choices``, ``exposure_range``, ``iterations``,
+            ``extent_range``).
         extent_range: overrides ``config.extent_range``.
 
     Returns:
@@ -212,7 +216,7 @@ def random_motion_kernel(rng: RngLike, config: BlurConfig = DEFAULT_CONFIG,
     lo, hi = config.extent_range if extent_range is None else extent_range
     expl = float(rng.choice(np.asarray(config.expl_choices)))
     exposure = _log_uniform(rng, config.exposure_range)
-    target = rng.uniform(lo, hi)
+    target = _log_uniform(rng, (max(lo, 0.5), max(hi, 0.5)))
     traj = random_trajectory(rng, iterations=config.iterations, max_len=60.0, expl=expl)
     traj = traj[: max(2, int(round(exposure * len(traj))))]
     extent = trajectory_extent(traj)
@@ -221,9 +225,9 @@ def random_motion_kernel(rng: RngLike, config: BlurConfig = DEFAULT_CONFIG,
     return trajectory_to_kernel(traj)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Image operations
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def srgb_to_linear(img: np.ndarray) -> np.ndarray:
@@ -246,7 +250,7 @@ def convolve(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 
 
 def apply_blur(sharp: np.ndarray, kernel: np.ndarray, linear_light: bool = True) -> np.ndarray:
-    """Blur an HxWx3 float32 [0, 1] image with ``kernel``; in linear light when asked (sRGB -> linear -> sRGB).
+    """Blur an HxWx3 float32 [0, 1] image with ``kernel``, in linear light when asked (sRGB->linear->sRGB).
 
     Borders are reflected; crop ``kernel.shape[0] // 2`` pixels from each side to drop border effects.
     """
@@ -347,7 +351,8 @@ def synthesize_pair(sharp: np.ndarray, rng: RngLike, config: BlurConfig = DEFAUL
     kernel = random_motion_kernel(rng, config)
     pad = kernel.shape[0] // 2 if valid else 0
     if valid and min(sharp.shape[:2]) <= 2 * pad:
-        raise ValueError(f"image {sharp.shape[:2]} too small for a valid blur with a {kernel.shape[0]} px kernel")
+        raise ValueError(f"image {sharp.shape[:2]} too small for a valid blur with a {kernel.shape[0]} px "
+                         "kernel")
     blurred = degrade(sharp, kernel, rng, config, crop=pad)
     if pad:
         sharp = sharp[pad:-pad, pad:-pad]

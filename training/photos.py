@@ -25,11 +25,11 @@ opencv-doc                    25       OpenCV sample photos: streets, buildings,
 ============================  =======  =================================================================
 
 Every file is listed explicitly in :data:`TRAINING_PHOTOS`: each was inspected and vector art, renders,
-gradients, logos, paintings and synthetic test charts (most of these packages, and all of gnome-backgrounds,
-sway-backgrounds, ukui-wallpapers, desktop-base and mypaint-data-extras) were left out. Near-duplicates within
-a package (stereo/flow pairs such as aloeR, graf3, rubberwhale2) are left out too. :func:`training_photo_files`
-then drops missing and small files, anything whose name or content hash matches a held-out photo, and
-byte-identical duplicates.
+gradients, logos, paintings and synthetic test charts (most of these packages, and all of
+gnome-backgrounds, sway-backgrounds, ukui-wallpapers, desktop-base and mypaint-data-extras) were left out.
+Near-duplicates within a package (stereo/flow pairs such as aloeR, graf3, rubberwhale2) are left out too.
+:func:`training_photo_files` then drops missing and small files, anything whose name or content hash
+matches a held-out photo, and byte-identical duplicates.
 
 Photos are looked up under ``/`` and under every directory in ``$BANET_PHOTO_ROOT`` (``os.pathsep``
 separated), where ``get_photos.sh --extract DIR`` unpacks the same files without root.
@@ -60,9 +60,9 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = "run `sudo bash training/get_photos.sh` (or `bash training/get_photos.sh --extract DIR` and " \
                "export BANET_PHOTO_ROOT=DIR)"
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Held-out split: scikit-image's bundled photographs
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class HeldoutPhoto:
     eval_crops: int
 
 
-#: The held-out photographs. Order matters: evaluation crops are interleaved in this order (first crop of every
-#: photo, then second crops...), so any prefix of :func:`heldout_pairs` covers as many photos as it can.
+#: The held-out photographs. Order matters: evaluation crops are interleaved in this order (first crop of
+#: every photo, then second crops...), so any prefix of :func:`heldout_pairs` covers as many photos as it can.
 HELDOUT_PHOTOS: tuple[HeldoutPhoto, ...] = (
     HeldoutPhoto("astronaut", "astronaut.png", 4),
     HeldoutPhoto("coffee", "coffee.png", 2),
@@ -108,7 +108,7 @@ def heldout_photo_files() -> dict[str, Path]:
     return {p.name: root / p.filename for p in HELDOUT_PHOTOS}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_heldout_photo(name: str) -> np.ndarray:
     """A held-out photograph as read-only HxWx3 float32 RGB in [0, 1] (grey is replicated to 3 channels)."""
     from skimage.io import imread
@@ -137,7 +137,7 @@ class CropSpec:
 
 
 def _grid_cells(height: int, width: int, size: int, count: int) -> list[tuple[int, int, int, int]]:
-    """``count`` non-overlapping cells (row, col, y, x) of a centred grid of size-by-size tiles, evenly spread."""
+    """``count`` non-overlapping cells (row, col, y, x) of a centred grid of size x size tiles, spread out."""
     rows, cols = height // size, width // size
     if rows * cols == 0 or count <= 0:
         return []
@@ -206,12 +206,14 @@ def _blurred_crop(spec: CropSpec, rng: np.random.Generator, config: BlurConfig) 
     return degrade(region, kernel, rng, config, crop=pad)
 
 
-def _pairs(specs: Sequence[CropSpec], seed: int, config: BlurConfig) -> list[tuple[str, np.ndarray, np.ndarray]]:
+Pair = tuple[str, np.ndarray, np.ndarray]
+
+
+def _pairs(specs: Sequence[CropSpec], seed: int, config: BlurConfig) -> list[Pair]:
     return [(s.name, _blurred_crop(s, _item_rng(seed, s.name), config), _crop(s)) for s in specs]
 
 
-def heldout_pairs(seed: int = 0, size: int = EVAL_CROP,
-                  config: BlurConfig | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def heldout_pairs(seed: int = 0, size: int = EVAL_CROP, config: BlurConfig | None = None) -> list[Pair]:
     """The evaluation set: (name, blurred, sharp) HxWx3 float32 RGB [0, 1], identical on every run.
 
     Each crop's blur, noise and JPEG draws depend only on ``seed`` and the crop's name, so taking a prefix or
@@ -221,7 +223,7 @@ def heldout_pairs(seed: int = 0, size: int = EVAL_CROP,
 
 
 def calibration_pairs(count: int = 32, size: int = EVAL_CROP, seed: int = 0,
-                      config: BlurConfig | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+                      config: BlurConfig | None = None) -> list[Pair]:
     """INT8 calibration set: (name, blurred, sharp) from held-out photos; feed the *blurred* images."""
     return _pairs(calibration_crop_specs(count, size, seed), seed, config or DEFAULT_CONFIG)
 
@@ -241,9 +243,9 @@ def from_bgr_uint8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[..., ::-1], dtype=np.float32) / 255.0
 
 
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Training split: photographs from Debian packages
-# --------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 _LOMIRI = "/usr/share/backgrounds/"
 _MATE = "/usr/share/backgrounds/mate/nature/"
@@ -255,8 +257,9 @@ TRAINING_PHOTOS: dict[str, tuple[str, ...]] = {
         "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg",
         "Picture_1A_by_freespace.jpg", "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg",
         "analogpattern_by_Peter_Nerlich.jpg", "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg",
-        "greentock_by_Peter_Nerlich.jpg", "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg",
-        "seeding_by_Clements_Engelhardt.jpg", "sunset_by_Aitzol_Berasategi.jpg",
+        "greentock_by_Peter_Nerlich.jpg", "life_by_Aitzol_Berasategi.jpg",
+        "picosdeeuropa_by_Aitzol_Berasategi.jpg", "seeding_by_Clements_Engelhardt.jpg",
+        "sunset_by_Aitzol_Berasategi.jpg",
     )),
     "lomiri-wallpapers-20.04": (_LOMIRI + "Kleiber_by_Lukas_Baubkus.jpg",),
     "mate-backgrounds": tuple(_MATE + f + ".jpg" for f in (
@@ -264,11 +267,12 @@ TRAINING_PHOTOS: dict[str, tuple[str, ...]] = {
         "TwoWings", "Wood", "YellowFlower",
     )),
     "plasma-workspace-wallpapers": tuple(f"/usr/share/wallpapers/{f}/contents/images/2560x1600.jpg" for f in (
-        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey", "Kite",
-        "OneStandsOut", "Path", "summer_1am",
+        "BytheWater", "ColdRipple", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Grey",
+        "Kite", "OneStandsOut", "Path", "summer_1am",
     )),
     "palapeli-data": tuple(f"/usr/share/palapeli/collection/{f}.jpg" for f in (
-        "castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee", "panther-chameleon-female",
+        "castle-maintenon", "cincinnati-bridge", "citrus-fruits", "european-honey-bee",
+        "panther-chameleon-female",
     )),
     "opencv-doc": tuple(_OPENCV + f for f in (
         "alphamat/input_images/plant.jpg", "data/aloeL.jpg", "data/baboon.jpg", "data/basketball1.png",
@@ -378,7 +382,8 @@ def load_photo(path: str | os.PathLike, max_side: int = 1024) -> np.ndarray:
     h, w = bgr.shape[:2]
     scale = max_side / max(h, w)
     if scale < 1.0:
-        bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        size_out = (max(1, round(w * scale)), max(1, round(h * scale)))
+        bgr = cv2.resize(bgr, size_out, interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
 
 
@@ -407,28 +412,52 @@ def load_training_photos(files: Sequence[str | os.PathLike] | None = None,
     return list(_load_all(paths, max_side))
 
 
+def texture(img: np.ndarray) -> float:
+    """Mean absolute horizontal + vertical difference of the channel mean, in [0, 1] units (0 = flat)."""
+    grey = np.asarray(img, np.float32).mean(axis=-1)
+    if img.dtype == np.uint8:
+        grey /= 255.0
+    return float(np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean())
+
+
+#: Crops flatter than this (see :func:`texture`) are redrawn: about 15% of random crops of the training photos
+#: are sky or out-of-focus background, which teach a deblurring network nothing.
+MIN_TEXTURE = 0.01
+
+
 def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurConfig = DEFAULT_CONFIG,
-                         scale_range: tuple[float, float] = (0.5, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+                         scale_range: tuple[float, float] = (0.5, 1.0), min_texture: float = MIN_TEXTURE,
+                         tries: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """One (blurred, sharp) crop pair, ``crop x crop x 3`` float32 RGB [0, 1], a pure function of ``seed``.
 
-    A random square region (side ``crop`` + the kernel's margins, divided by a random scale in ``scale_range``)
-    is resized to ``crop`` + margins, randomly rotated by multiples of 90 degrees and flipped, blurred with a
-    random kernel and centre-cropped, so no border effect reaches the pair. Geometry and degradation use
-    separate streams, so a different blur config (curriculum) keeps the same crops.
+    A random square region (side ``crop`` + the kernel's margins, divided by a random scale in
+    ``scale_range``) is resized to ``crop`` + margins, rotated by a random multiple of 90 degrees, maybe
+    flipped, blurred with a random kernel and centre-cropped, so no border effect reaches the pair. Up to
+    ``tries`` regions are drawn until one has :func:`texture` >= ``min_texture`` (else the most textured is
+    used). Geometry and degradation use separate random streams, so another blur config (a curriculum) keeps
+    the same photo regions.
     """
     geo, deg = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     kernel = random_motion_kernel(deg, config)
     pad = kernel.shape[0] // 2
     region = crop + 2 * pad
     h, w = photo.shape[:2]
-    scale = geo.uniform(*scale_range)
-    src = min(math.ceil(region / scale), h, w)  # upsamples only when the photo is too small for the scale
-    y, x = int(geo.integers(0, h - src + 1)), int(geo.integers(0, w - src + 1))
+    best, best_texture = None, -1.0
+    for _ in range(max(1, tries)):
+        scale = geo.uniform(*scale_range)
+        src = min(math.ceil(region / scale), h, w)  # upsamples only when the photo is too small for the scale
+        y, x = int(geo.integers(0, h - src + 1)), int(geo.integers(0, w - src + 1))
+        patch = photo[y:y + src, x:x + src]
+        if src != region:
+            interpolation = cv2.INTER_AREA if src > region else cv2.INTER_CUBIC
+            patch = cv2.resize(patch, (region, region), interpolation=interpolation)
+        t = texture(patch[pad:pad + crop, pad:pad + crop])
+        if t > best_texture:
+            best, best_texture = patch, t
+        if t >= min_texture:
+            break
     k, flip = int(geo.integers(0, 4)), bool(geo.integers(0, 2))
-    patch = photo[y:y + src, x:x + src]
-    if src != region:
-        patch = cv2.resize(patch, (region, region), interpolation=cv2.INTER_AREA if src > region else cv2.INTER_CUBIC)
-    patch = np.rot90(patch, k)
+    patch = np.rot90(best, k)
     if flip:
         patch = patch[:, ::-1]
     sharp = np.ascontiguousarray(patch, dtype=np.float32) / np.float32(255.0)
@@ -438,7 +467,8 @@ def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurCo
 
 def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng: RngLike,
                         blur_config: BlurConfig | None = None,
-                        scale_range: tuple[float, float] = (0.5, 1.0)) -> tuple[np.ndarray, np.ndarray]:
+                        scale_range: tuple[float, float] = (0.5, 1.0),
+                        min_texture: float = MIN_TEXTURE) -> tuple[np.ndarray, np.ndarray]:
     """One batch: (blurred, sharp) float32 NHWC RGB in [0, 1], deterministic given ``rng``'s state.
 
     ``photos`` are HxWx3 uint8 RGB arrays (:func:`load_training_photos`), picked uniformly. ``rng`` draws one
@@ -453,17 +483,19 @@ def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng
     blurred = np.empty((batch, crop, crop, 3), np.float32)
     sharp = np.empty((batch, crop, crop, 3), np.float32)
     for i in range(batch):
-        blurred[i], sharp[i] = sample_training_pair(photos[choice[i]], crop, int(seeds[i]), config, scale_range)
+        blurred[i], sharp[i] = sample_training_pair(photos[choice[i]], crop, int(seeds[i]), config,
+                                                    scale_range, min_texture)
     return blurred, sharp
 
 
 def training_pairs(photos: Sequence[np.ndarray], crop: int = 128, batch: int = 8, rng: RngLike = 0,
                    blur_config: BlurConfig | None = None,
-                   scale_range: tuple[float, float] = (0.5, 1.0)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                   scale_range: tuple[float, float] = (0.5, 1.0),
+                   min_texture: float = MIN_TEXTURE) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless stream of :func:`make_training_batch` batches from one generator (same seed, same stream)."""
     rng = as_rng(rng)
     while True:
-        yield make_training_batch(photos, crop, batch, rng, blur_config, scale_range)
+        yield make_training_batch(photos, crop, batch, rng, blur_config, scale_range, min_texture)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

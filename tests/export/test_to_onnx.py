@@ -1,0 +1,160 @@
+"""ONNX export: parity sweep, metadata round trip, refusal of bad requests, and the full-size network."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from banet.config import FULL
+from banet.metadata import read_onnx_metadata
+from banet.model import BANet
+from export.onnx_export import ExportError, ExportOptions, export_onnx, onnxruntime_forward
+from export.parity import photo_batch
+from export.to_onnx import main
+
+REPO = Path(__file__).resolve().parents[2]
+SMALL_SWEEP = [(1, 64, 64), (1, 8, 8), (2, 38, 50), (1, 30, 98), (1, 98, 30), (3, 14, 22), (1, 246, 20)]
+
+
+def _export(model, path, **kw):
+    options = ExportOptions(verify_shapes=kw.pop("verify_shapes", SMALL_SWEEP), **kw)
+    return export_onnx(model, path, options, "0" * 64, "tiny.safetensors", model.config)
+
+
+def test_dynamic_export_matches_pytorch_on_the_sweep(tmp_path, tiny_model):
+    path, report = _export(tiny_model, tmp_path / "m.onnx")
+    assert report.passed and len(report.results) == len(SMALL_SWEEP)
+    for result in report.results:
+        assert result.max_abs_error <= 1e-4 and result.psnr_db >= 80, result
+    # Independent re-check at a shape outside the sweep, with a fresh session.
+    x = photo_batch(2, 46, 118, seed=3)
+    with torch.no_grad():
+        expected = tiny_model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(onnxruntime_forward(path)(x), expected, atol=1e-4, rtol=0)
+    assert not (tmp_path / "m.partial.onnx").exists()
+
+
+def test_metadata_round_trip(tmp_path, tiny_model):
+    path, _ = _export(tiny_model, tmp_path / "m.onnx", min_size=8, max_size=512)
+    meta = read_onnx_metadata(path)
+    assert meta.config == tiny_model.config
+    assert meta.conventions.channel_order == "BGR" and meta.conventions.offset == -0.5
+    assert meta.conventions.size_multiple == 2
+    assert meta.precision == "fp32" and meta.opset == 17 and meta.shape_mode == "dynamic"
+    assert (meta.min_size, meta.max_size) == (8, 512)
+    assert meta.source_sha256 == "0" * 64 and "torch" in meta.exporter
+    model = onnx.load(str(path))
+    inp = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in inp] == ["batch", 3, "height", "width"]
+    assert "banet.parity" in {p.key for p in model.metadata_props}
+
+
+def test_static_export(tmp_path, tiny_model):
+    path, report = _export(tiny_model, tmp_path / "s.onnx", static_hw=(48, 80), batch=2)
+    assert [r.shape for r in report.results] == [(2, 48, 80)] and report.passed
+    meta = read_onnx_metadata(path)
+    assert meta.shape_mode == "static" and meta.static_shape == (2, 48, 80)
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [2, 3, 48, 80]
+
+
+def test_graph_right_only_at_traced_size_is_never_written(tmp_path, tiny_model, monkeypatch):
+    """Freeze the resize length as a constant (the classic export bug): verification must catch it."""
+    import banet.pooling as pooling
+
+    original = pooling.nearest_resize_matrix
+
+    def frozen(length, bins, dtype, device):
+        return original(int(length), bins, dtype, device)  # int() bakes the traced size into the graph
+
+    monkeypatch.setattr(pooling, "nearest_resize_matrix", frozen)
+    with pytest.raises(ExportError, match="verification failed") as info:
+        _export(tiny_model, tmp_path / "bad.onnx")
+    assert "FAIL" in str(info.value)
+    assert not (tmp_path / "bad.onnx").exists()
+    assert (tmp_path / "bad.failed.onnx").exists()
+
+
+def test_fp16_export_drift_is_measured(tmp_path, tiny_model):
+    path, report = _export(tiny_model, tmp_path / "h.onnx", precision="fp16",
+                           verify_shapes=[(1, 64, 64), (2, 38, 50)])
+    assert report.passed and 45 <= report.worst_psnr_db < 200
+    model = onnx.load(str(path))
+    assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in model.graph.initializer)
+    assert read_onnx_metadata(path).precision == "fp16"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"static_hw": (47, 64)}, "static size 47x64 cannot be taken"),
+    ({"opset": 9}, "opset 9 cannot express"),
+    ({"min_size": 64, "max_size": 32}, "bounds"),
+])
+def test_bad_requests_are_refused_before_work(tmp_path, tiny_model, kwargs, message):
+    with pytest.raises(ExportError, match=message):
+        _export(tiny_model, tmp_path / "x.onnx", **kwargs)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_refuses_to_overwrite(tmp_path, tiny_weights, capsys):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"user data")
+    assert main(["--weights", str(tiny_weights), "--output", str(out), "-q"]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"user data"
+
+
+def test_cli_missing_weights(tmp_path, capsys):
+    assert main(["--weights", str(tmp_path / "nope.pth"), "--output", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "nope.pth: checkpoint file not found" in err and "Traceback" not in err
+
+
+def test_cli_unwritable_output(tmp_path, tiny_weights, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--weights", str(tiny_weights), "--output", str(blocker / "sub" / "m.onnx")]) == 1
+    assert "cannot create output folder" in capsys.readouterr().err
+
+
+def test_cli_odd_static_size(tmp_path, tiny_weights, capsys):
+    assert main(["--weights", str(tiny_weights), "--output", str(tmp_path / "m.onnx"), "--static", "721x1280"]) == 1
+    assert "must be positive multiples of 2" in capsys.readouterr().err
+
+
+def test_cli_exports_module_prefixed_checkpoint_with_extra_sizes(tmp_path, tiny_model, capsys):
+    ckpt = tmp_path / "BANet_tiny.pth"
+    torch.save({"module." + k: v for k, v in tiny_model.state_dict().items()}, ckpt)
+    report = tmp_path / "parity.json"
+    code = main(["--weights", str(ckpt), "--output", str(tmp_path / "m.onnx"), "--no-default-sweep",
+                 "--verify-sizes", "2x36x52", "10x12", "--simplify", "--report", str(report), "-q"])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "2x36x52" in out and "1x10x12" in out and "wrote" in out
+    assert report.exists()
+
+
+def test_script_help_runs_without_installation():
+    result = subprocess.run([sys.executable, str(REPO / "export" / "to_onnx.py"), "--help"], capture_output=True,
+                            text=True, cwd="/", timeout=120)
+    assert result.returncode == 0 and "--verify-sizes" in result.stdout and "--static" in result.stdout
+
+
+def test_full_network_exports_fast_and_exactly(tmp_path):
+    """The paper's stack-10 64/128 network: export under 60 s, parity on several shapes including batch 2."""
+    torch.manual_seed(0)
+    model = BANet(FULL).eval()
+    started = time.perf_counter()
+    path, report = export_onnx(model, tmp_path / "full.onnx",
+                               ExportOptions(verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 30, 98)]),
+                               "0" * 64, "random", FULL)
+    elapsed = time.perf_counter() - started
+    assert report.passed, report.table()
+    assert elapsed < 60, elapsed
+    assert path.stat().st_size > 70e6
