@@ -5,7 +5,9 @@
 #   bash training/get_photos.sh --extract DIR   # no root: apt-get download + dpkg-deb -x into DIR, keep only
 #                                               # the listed photos; then: export BANET_PHOTO_ROOT=DIR
 #
-# About 230 MB of packages (opencv-doc alone is 96 MB; --extract keeps only ~40 MB of photos).
+# Downloads ~275 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, mate-backgrounds 47 MB);
+# installing takes ~490 MB of disk (opencv-doc's HTML docs and its mathjax dependency are most of it), while
+# --extract keeps only the 68 listed photos (~40 MB). --extract needs current apt lists (apt-get update).
 # The held-out split needs nothing: it is scikit-image's bundled photos.
 set -euo pipefail
 
@@ -25,7 +27,6 @@ if [[ "${1:-}" == "--extract" ]]; then
     mkdir -p "$dest"
     dest="$(cd "$dest" && pwd)"
     work="$(mktemp -d)"
-    chmod 755 "$work"  # lets apt drop privileges to _apt for the download
     trap 'rm -rf "$work"' EXIT
     (cd "$work" && apt-get download "${PACKAGES[@]}")
     for deb in "$work"/*.deb; do

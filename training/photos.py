@@ -434,8 +434,8 @@ def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurCo
     ``scale_range``) is resized to ``crop`` + margins, rotated by a random multiple of 90 degrees, maybe
     flipped, blurred with a random kernel and centre-cropped, so no border effect reaches the pair. Up to
     ``tries`` regions are drawn until one has :func:`texture` >= ``min_texture`` (else the most textured is
-    used). Geometry and degradation use separate random streams, so another blur config (a curriculum) keeps
-    the same photo regions.
+    used). Geometry and degradation use separate random streams: changing the blur config (a curriculum)
+    changes the kernels and noise, not the sequence of photo, scale and position draws.
     """
     geo, deg = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     kernel = random_motion_kernel(deg, config)

@@ -1,0 +1,195 @@
+"""Photo sources: the held-out split is fixed and disjoint from training; batches are seeded and blurred."""
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from training import photos as P
+from training.blur import BlurConfig
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return P.heldout_pairs()
+
+
+def hf_energy(img: np.ndarray) -> float:
+    grey = img.mean(-1)
+    return float((np.diff(grey, axis=0) ** 2).mean() + (np.diff(grey, axis=1) ** 2).mean())
+
+
+def synthetic_photos(count: int = 3, seed: int = 0) -> list[np.ndarray]:
+    """Textured uint8 RGB 'photos' (no Debian package needed)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        coarse = rng.random((30, 40, 3), dtype=np.float32)
+        base = cv2.resize(coarse, (400, 300), interpolation=cv2.INTER_CUBIC)
+        out.append((np.clip(base + 0.2 * rng.random((300, 400, 3)), 0, 1) * 255).astype(np.uint8))
+    return out
+
+
+def test_heldout_set_size_format_and_names(heldout):
+    assert len(heldout) >= 24
+    names = [n for n, _, _ in heldout]
+    assert len(set(names)) == len(names)
+    for name, blurred, sharp in heldout:
+        assert blurred.shape == sharp.shape == (P.EVAL_CROP, P.EVAL_CROP, 3), name
+        assert blurred.dtype == sharp.dtype == np.float32
+        assert 0 <= blurred.min() and blurred.max() <= 1 and 0 <= sharp.min() and sharp.max() <= 1
+    # Interleaved: the first photos-many items come from distinct photos (a quick evaluation's prefix).
+    first = [s.photo for s in P.heldout_crop_specs()[:12]]
+    assert len(set(first)) == 12
+
+
+def test_heldout_crops_do_not_overlap_within_a_photo():
+    specs = P.heldout_crop_specs()
+    for a in specs:
+        for b in specs:
+            if a is not b and a.photo == b.photo:
+                assert abs(a.y - b.y) >= a.size or abs(a.x - b.x) >= a.size, (a, b)
+    crops = dict(P.heldout_crops())
+    assert set(crops) == {s.name for s in specs}
+
+
+def test_heldout_pairs_are_blurred(heldout):
+    for name, blurred, sharp in heldout:
+        psnr = 10 * np.log10(1.0 / np.mean((blurred - sharp) ** 2))
+        assert 12 < psnr < 40, (name, psnr)
+        assert hf_energy(blurred) < hf_energy(sharp), name
+
+
+def test_heldout_pairs_are_reproducible_and_order_independent(heldout):
+    again = P.heldout_pairs()
+    for (n1, b1, s1), (n2, b2, s2) in zip(heldout, again):
+        assert n1 == n2
+        np.testing.assert_array_equal(b1, b2)
+        np.testing.assert_array_equal(s1, s2)
+    specs = P.heldout_crop_specs()[:3]
+    reversed_pairs = {n: b for n, b, _ in P._pairs(specs[::-1], 0, P.DEFAULT_CONFIG)}
+    for name, blurred, _ in heldout[:3]:
+        np.testing.assert_array_equal(reversed_pairs[name], blurred)
+    other_seed = P._pairs(specs[:1], 1, P.DEFAULT_CONFIG)[0][1]
+    assert not np.array_equal(other_seed, heldout[0][1])
+
+
+def test_calibration_crops_come_from_heldout_photos():
+    a = P.calibration_crops(count=6, size=128, seed=0)
+    b = P.calibration_crops(count=6, size=128, seed=0)
+    heldout_names = {p.name for p in P.HELDOUT_PHOTOS}
+    assert [n for n, _ in a] == [n for n, _ in b]
+    for (name, img), (_, img2) in zip(a, b):
+        assert img.shape == (128, 128, 3) and img.dtype == np.float32
+        np.testing.assert_array_equal(img, img2)
+        assert name.split("_", 1)[1].rsplit("_y", 1)[0] in heldout_names
+    pairs = P.calibration_pairs(count=2, size=128)
+    assert pairs[0][1].shape == (128, 128, 3)
+
+
+def test_heldout_photos_ship_with_scikit_image():
+    files = P.heldout_photo_files()
+    assert len(files) >= 12
+    for name, path in files.items():
+        assert path.is_file(), path
+        img = P.load_heldout_photo(name)
+        assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.float32
+
+
+def test_training_list_never_names_heldout_photos():
+    heldout = {p.name.lower() for p in P.HELDOUT_PHOTOS}
+    heldout |= {Path(p.filename).stem.lower() for p in P.HELDOUT_PHOTOS}
+    listed = [p for paths in P.TRAINING_PHOTOS.values() for p in paths]
+    assert len(listed) == len(set(listed)) >= 40
+    for path in listed:
+        assert Path(path).stem.lower() not in heldout, path
+        assert "skimage" not in path
+
+
+def test_installed_training_photos_are_disjoint_from_heldout():
+    files = P.training_photo_files()
+    if not files:
+        pytest.skip("no training photos installed (run training/get_photos.sh); held-out tests still ran")
+    heldout_hashes = {P.file_sha256(p) for p in P.heldout_photo_files().values()}
+    heldout_names = {p.stem.lower() for p in P.heldout_photo_files().values()}
+    hashes = [P.file_sha256(f) for f in files]
+    assert not heldout_hashes & set(hashes)
+    assert not heldout_names & {f.stem.lower() for f in files}
+    assert len(set(hashes)) == len(hashes)
+    listed = [p for paths in P.TRAINING_PHOTOS.values() for p in paths]
+    if all(any((r / p.lstrip("/")).is_file() for r in P.photo_roots()) for p in listed):
+        assert len(files) >= 40
+
+
+def test_listing_filters_small_duplicate_and_heldout_files(tmp_path):
+    listed = sorted(p for paths in P.TRAINING_PHOTOS.values() for p in paths)
+    big = (np.random.default_rng(0).random((400, 500, 3)) * 255).astype(np.uint8)
+
+    def put(rel: str, image: np.ndarray | None = None, copy_of: Path | None = None) -> None:
+        target = tmp_path / rel.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if copy_of is not None:
+            shutil.copyfile(copy_of, target)
+        else:
+            ok, buf = cv2.imencode(Path(rel).suffix, image)
+            assert ok
+            target.write_bytes(buf.tobytes())
+
+    put(listed[0], big)
+    put(listed[1], big)  # byte-identical duplicate
+    put(listed[2], big[:100, :100])  # too small
+    put(listed[3], copy_of=P.heldout_photo_files()["astronaut"])  # held-out content under another name
+    put(listed[4], np.ascontiguousarray(big[::-1]))
+    found = P.training_photo_files(roots=[tmp_path])
+    assert found == [tmp_path / listed[0].lstrip("/"), tmp_path / listed[4].lstrip("/")]
+
+
+def test_load_photo_downscales_and_returns_rgb(tmp_path):
+    bgr = np.zeros((900, 1500, 3), np.uint8)
+    bgr[..., 2] = 250  # red in OpenCV's BGR order
+    path = tmp_path / "red.jpg"
+    cv2.imwrite(str(path), bgr)
+    img = P.load_photo(path, max_side=600)
+    assert img.dtype == np.uint8 and max(img.shape[:2]) == 600 and img.shape[2] == 3
+    assert img[..., 0].mean() > 200 and img[..., 2].mean() < 30
+    rgb = P.from_bgr_uint8(bgr)
+    np.testing.assert_array_equal(P.to_bgr_uint8(rgb), bgr)
+
+
+def test_training_batches_shapes_determinism_and_blur():
+    photos = synthetic_photos()
+    b1, s1 = P.make_training_batch(photos, 64, 4, np.random.default_rng(0))
+    b2, s2 = P.make_training_batch(photos, 64, 4, np.random.default_rng(0))
+    b3, _ = P.make_training_batch(photos, 64, 4, np.random.default_rng(1))
+    assert b1.shape == s1.shape == (4, 64, 64, 3) and b1.dtype == s1.dtype == np.float32
+    assert 0 <= b1.min() and b1.max() <= 1 and 0 <= s1.min() and s1.max() <= 1
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(s1, s2)
+    assert not np.array_equal(b1, b3)
+    for blurred, sharp in zip(b1, s1):
+        assert np.abs(blurred - sharp).mean() > 0.005
+        assert hf_energy(blurred) < hf_energy(sharp)
+
+
+def test_training_pairs_stream_is_seeded_and_curriculum_applies():
+    photos = synthetic_photos(2, seed=1)
+    s1, s2 = P.training_pairs(photos, 32, 2, rng=5), P.training_pairs(photos, 32, 2, rng=5)
+    first, second = next(s1), next(s1)
+    np.testing.assert_array_equal(first[0], next(s2)[0])
+    assert not np.array_equal(first[1], second[1])
+    gentle = BlurConfig(noise_prob=0.0, jpeg_prob=0.0).with_max_extent(1.0)
+    blurred, sharp = next(P.training_pairs(photos, 32, 2, rng=5, blur_config=gentle))
+    assert np.abs(blurred - sharp).mean() < np.abs(first[0] - first[1]).mean()
+
+
+def test_empty_photo_list_is_an_error():
+    with pytest.raises(ValueError, match="get_photos"):
+        P.make_training_batch([], 32, 1, 0)
+
+
+def test_install_script_installs_exactly_the_listed_packages():
+    script = (Path(P.__file__).parent / "get_photos.sh").read_text()
+    block = script.split("PACKAGES=(", 1)[1].split(")", 1)[0]
+    assert tuple(block.split()) == P.training_packages()

@@ -1,0 +1,1 @@
+"""Training, evaluation and synthetic data for the banet-deploy default model."""
