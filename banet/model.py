@@ -103,13 +103,17 @@ class BANet(nn.Module):
         self.de_layer2 = nn.Sequential(_conv3x3(2 * c1, c1), nn.LeakyReLU(0.2))
         self.de_layer3 = nn.Sequential(_conv3x3(c1, 3))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def residual(self, x: Tensor) -> Tensor:
+        """Everything but the global skip: the correction the network adds to its input."""
         skip = self.en_layer1(x)
         h = self.en_layer2(skip)
         for k in range(1, self.config.num_bams + 1):
             h = getattr(self, f"BAM_{k}")(h)
         h = self.de_layer2(torch.cat([self.de_layer1(h), skip], dim=1))
-        return self.de_layer3(h) + x
+        return self.de_layer3(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.residual(x) + x
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -113,8 +113,10 @@ def pick_device(name: str) -> torch.device:
 
 def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None = None, device: str = "auto",
           max_minutes: float | None = None, evaluate_fn: Callable[[BANet], dict] | None = None,
-          progress: bool = True) -> list[dict]:
+          progress: bool = True, stop_at: int | None = None) -> list[dict]:
     """Train (resuming from ``run_dir/last.pt`` when present) until ``config.steps`` or ``max_minutes``.
+
+    ``stop_at`` ends the session early at that step (saved, resumable) without changing the schedule.
 
     Returns the history: one entry per logged step with the loss, learning rate and any evaluation.
     """
@@ -148,7 +150,8 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     running = []
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     model.train()
-    while step < config.steps:
+    end = min(config.steps, stop_at) if stop_at is not None else config.steps
+    while step < end:
         for group in optimizer.param_groups:
             group["lr"] = config.lr * learning_rate_factor(step, config)
         blurred, sharp = batch_source(step)
@@ -172,7 +175,7 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
         running.append(loss.item())
         bar.update(1)
-        if step % config.save_every == 0 or step == config.steps:
+        if step % config.save_every == 0 or step == end:
             entry = {"step": step, "loss": float(np.mean(running)), "lr": optimizer.param_groups[0]["lr"]}
             running = []
             if evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps):

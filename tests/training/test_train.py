@@ -1,0 +1,97 @@
+"""Training: the loss falls on a tiny network, and a resumed run continues the same loss curve exactly."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from banet.checkpoint import load_checkpoint
+from banet.config import BANetConfig
+from training.losses import charbonnier, deblur_loss, fft_l1
+from training.photos import make_training_batch
+from training.train import TrainConfig, export_weights, learning_rate_factor, train
+
+
+def _synthetic_photo(seed: int = 0, size: int = 160) -> np.ndarray:
+    """A procedurally drawn 'photo' (rectangles, discs, gradients): not a held-out or training photo."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = np.zeros((size, size, 3), np.uint8)
+    img[:] = np.linspace(0, 255, size, dtype=np.uint8)[None, :, None]
+    for _ in range(40):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        x, y = (int(v) for v in rng.integers(0, size, 2))
+        if rng.random() < 0.5:
+            cv2.rectangle(img, (x, y), (x + int(rng.integers(4, 40)), y + int(rng.integers(4, 40))), color, -1)
+        else:
+            cv2.circle(img, (x, y), int(rng.integers(3, 20)), color, -1)
+    return img
+
+
+def _source(config: TrainConfig):
+    photos = [_synthetic_photo(0), _synthetic_photo(1)]
+    return lambda step: make_training_batch(photos, config.crop, config.batch,
+                                            np.random.default_rng([config.seed, step]))
+
+
+SMOKE = dict(model=BANetConfig(2, 8, 16), steps=40, batch=4, crop=32, warmup=2, save_every=10, lr=2e-3)
+
+
+def test_losses():
+    a = torch.zeros(1, 3, 8, 8)
+    assert charbonnier(a, a).item() == pytest.approx(1e-3)
+    assert fft_l1(a, a).item() == 0
+    b = a + 0.1
+    assert deblur_loss(b, a).item() > deblur_loss(a, a).item()
+
+
+def test_learning_rate_schedule():
+    config = TrainConfig(steps=1000, warmup=100, final_lr_ratio=0.1)
+    assert learning_rate_factor(0, config) == pytest.approx(0.01)
+    assert learning_rate_factor(100, config) == pytest.approx(1.0)
+    assert learning_rate_factor(1000, config) == pytest.approx(0.1)
+
+
+def test_smoke_training_loss_falls(tmp_path):
+    """A tiny network fitting one fixed batch: the loss must fall clearly within 40 steps."""
+    config = TrainConfig(**SMOKE)
+    fixed = _source(config)(0)
+    history = train(replace(config, lr=5e-3), tmp_path / "run", batch_source=lambda step: fixed, progress=False)
+    losses = [entry["loss"] for entry in history]
+    assert len(losses) == 4
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.95 * losses[0], losses
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path):
+    config = TrainConfig(**{**SMOKE, "steps": 30})
+    straight = train(config, tmp_path / "a", batch_source=_source(config), progress=False)
+    first = train(config, tmp_path / "b", batch_source=_source(config), progress=False, stop_at=20)
+    assert [e["step"] for e in first] == [10, 20]
+    resumed = train(config, tmp_path / "b", batch_source=_source(config), progress=False)
+    assert [e["step"] for e in resumed] == [10, 20, 30]
+    for a, b in zip(straight, resumed):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-7)
+
+
+def test_resume_refuses_a_different_recipe(tmp_path):
+    config = TrainConfig(**{**SMOKE, "steps": 10})
+    train(config, tmp_path / "r", batch_source=_source(config), progress=False)
+    other = TrainConfig(**{**SMOKE, "steps": 10, "crop": 48})
+    with pytest.raises(ValueError, match="refusing to resume"):
+        train(other, tmp_path / "r", batch_source=_source(other), progress=False)
+
+
+def test_exported_weights_load_with_their_training_record(tmp_path):
+    config = TrainConfig(**{**SMOKE, "steps": 10})
+    train(config, tmp_path / "r", batch_source=_source(config), progress=False)
+    path = export_weights(tmp_path / "r", tmp_path / "w.safetensors")
+    loaded = load_checkpoint(path)
+    assert loaded.config == config.model
+    assert loaded.metadata["banet.trained_steps"] == "10"
+    assert json.loads(loaded.metadata["banet.train_config"])["crop"] == 32
+    with pytest.raises(FileExistsError):
+        export_weights(tmp_path / "r", path)
