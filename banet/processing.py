@@ -80,17 +80,31 @@ def reorder_channels(images: np.ndarray, source: str, target: str) -> np.ndarray
     return images[..., [source.index(c) for c in target]]
 
 
-def pad_to_multiple(batch: np.ndarray, multiple: int, mode: str = "reflect") -> tuple[np.ndarray, Padding]:
-    """Pad an NCHW batch at the bottom/right so H and W are multiples of ``multiple``.
+def pad_to(batch: np.ndarray, height: int, width: int, mode: str = "reflect") -> tuple[np.ndarray, Padding]:
+    """Pad an NCHW batch at the bottom/right up to ``height`` x ``width`` (never crops).
 
-    Reflect padding needs at least two pixels along an axis; a 1-pixel axis is padded by edge replication.
+    Reflect padding needs the padding to be shorter than the axis; otherwise edge replication is used.
     """
-    height, width = batch.shape[2], batch.shape[3]
-    bottom, right = (-height) % multiple, (-width) % multiple
+    h, w = batch.shape[2], batch.shape[3]
+    bottom, right = max(0, height - h), max(0, width - w)
     if bottom or right:
-        reflect_ok = mode == "reflect" and height > bottom and width > right
+        reflect_ok = mode == "reflect" and h > bottom and w > right
         batch = np.pad(batch, ((0, 0), (0, 0), (0, bottom), (0, right)), mode="reflect" if reflect_ok else "edge")
-    return batch, Padding(height, width, bottom, right)
+    return batch, Padding(h, w, bottom, right)
+
+
+def padded_size(height: int, width: int, multiple: int, minimum: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """The smallest size >= (height, width) and >= ``minimum`` whose sides are multiples of ``multiple``."""
+    def up(value: int, low: int) -> int:
+        value = max(value, low)
+        return value + (-value) % multiple
+
+    return up(height, minimum[0]), up(width, minimum[1])
+
+
+def pad_to_multiple(batch: np.ndarray, multiple: int, mode: str = "reflect") -> tuple[np.ndarray, Padding]:
+    """Pad an NCHW batch at the bottom/right so H and W are multiples of ``multiple``."""
+    return pad_to(batch, *padded_size(batch.shape[2], batch.shape[3], multiple), mode=mode)
 
 
 def crop(batch: np.ndarray, padding: Padding) -> np.ndarray:
@@ -99,13 +113,17 @@ def crop(batch: np.ndarray, padding: Padding) -> np.ndarray:
 
 
 def preprocess(images: np.ndarray, conventions: Conventions = BANET, channel_order: str = "BGR",
-               pad: bool = True) -> tuple[np.ndarray, Padding]:
-    """Images (HxWx3 or NxHxWx3, any supported dtype, in ``channel_order``) -> padded NCHW float32 input."""
+               pad: bool = True, min_size: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, Padding]:
+    """Images (HxWx3 or NxHxWx3, any supported dtype, in ``channel_order``) -> padded NCHW float32 input.
+
+    With ``pad``, height and width are padded up to the size multiple and to at least ``min_size``.
+    """
     images = _check_images(images)
     unit = reorder_channels(to_unit_range(images), channel_order, conventions.channel_order)
     batch = np.ascontiguousarray(unit.transpose(0, 3, 1, 2)) + np.float32(conventions.offset)
     if pad:
-        return pad_to_multiple(batch, conventions.size_multiple, conventions.pad_mode)
+        target = padded_size(batch.shape[2], batch.shape[3], conventions.size_multiple, min_size)
+        return pad_to(batch, *target, mode=conventions.pad_mode)
     return batch, Padding(batch.shape[2], batch.shape[3], 0, 0)
 
 

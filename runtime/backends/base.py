@@ -1,0 +1,82 @@
+"""The backend interface: load an artifact, run an NCHW float32 batch, close.
+
+Pre-processing, padding, tiling and post-processing sit above this (``runtime.deblurrer``) and are shared by
+every backend; a backend only moves tensors through one inference engine.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+from banet.metadata import ModelMetadata
+
+
+class BackendUnavailableError(RuntimeError):
+    """The backend's library (or a GPU) is missing; the message names the extra to install."""
+
+
+class IncompatibleArtifactError(RuntimeError):
+    """An artifact that cannot run here (e.g. an engine built for another GPU or TensorRT version)."""
+
+
+@dataclass(frozen=True)
+class ShapeLimits:
+    """Input shapes a loaded artifact accepts.
+
+    ``min_hw``/``max_hw`` bound height and width (inclusive); ``max_batch`` bounds the batch;
+    ``static_shape`` (N, H, W) is set when the artifact takes exactly one shape; ``fixed_batch`` when only
+    the batch is fixed.
+    """
+
+    min_hw: tuple[int, int] = (2, 2)
+    max_hw: tuple[int, int] = (1 << 30, 1 << 30)
+    max_batch: int = 1 << 30
+    static_shape: tuple[int, int, int] | None = None
+    fixed_batch: int | None = None
+
+    def check(self, shape: tuple[int, ...]) -> str | None:
+        """Why ``shape`` (N, C, H, W) cannot run, or None if it can."""
+        n, _, h, w = shape
+        if self.static_shape is not None and (n, h, w) != tuple(self.static_shape):
+            return f"this artifact only takes batch x height x width = {'x'.join(map(str, self.static_shape))}"
+        if self.fixed_batch is not None and n != self.fixed_batch:
+            return f"this artifact only takes batches of exactly {self.fixed_batch}"
+        if n > self.max_batch:
+            return f"batch {n} exceeds the artifact's maximum {self.max_batch}"
+        if h < self.min_hw[0] or w < self.min_hw[1]:
+            return f"{h}x{w} is smaller than the artifact's minimum {self.min_hw[0]}x{self.min_hw[1]}"
+        if h > self.max_hw[0] or w > self.max_hw[1]:
+            return f"{h}x{w} exceeds the artifact's maximum {self.max_hw[0]}x{self.max_hw[1]}"
+        return None
+
+
+class Backend(abc.ABC):
+    """One loaded model on one inference engine. Thread safety is the caller's (the Deblurrer locks)."""
+
+    #: short name: "torch", "onnxruntime", "tensorrt", "tensorrt-rtx"
+    name: str = "backend"
+
+    def __init__(self, metadata: ModelMetadata, limits: ShapeLimits) -> None:
+        self.metadata = metadata
+        self.limits = limits
+
+    @abc.abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """NCHW float32 network input (already normalised and padded) -> NCHW float32 raw network output."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release engine and device memory. Safe to call twice."""
+
+    def describe(self) -> str:
+        """One line for logs: backend, device and precision."""
+        return f"{self.name} ({self.metadata.precision})"
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

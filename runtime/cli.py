@@ -1,0 +1,157 @@
+"""Deblur image files, folders and videos from the command line.
+
+Examples:
+    python -m runtime blurred.png                      # -> deblurred/blurred.png
+    python -m runtime photos/ --output out/ --side-by-side
+    python -m runtime clip.mp4 --model engines/banet_default.onnx
+    banet-deblur photos/ --tile 512
+
+Outputs go to --output (default ./deblurred), keep their names, and never overwrite an input; an existing
+output is only replaced with --force.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from runtime.images import IMAGE_SUFFIXES, read_image, write_image
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+log = logging.getLogger("runtime.cli")
+
+
+def collect_inputs(paths: list[Path]) -> list[Path]:
+    """Files given directly, plus images and videos found (sorted) in given folders."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        elif path.exists():
+            found.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    if not found:
+        raise FileNotFoundError(f"no images or videos found in {', '.join(map(str, paths))}")
+    return found
+
+
+def output_path(source: Path, output_dir: Path, inputs: set[Path], force: bool) -> Path:
+    target = output_dir / source.name
+    if target.resolve() in inputs:
+        raise FileExistsError(f"{target} is one of the inputs; choose another --output folder")
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to replace it")
+    return target
+
+
+def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    gap = np.full((before.shape[0], 8) + before.shape[2:], np.iinfo(before.dtype).max if
+                  np.issubdtype(before.dtype, np.integer) else 1.0, before.dtype)
+    return np.concatenate([before, gap, after], axis=1)
+
+
+def video_frames(path: Path) -> Iterator[np.ndarray]:
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise OSError(f"{path}: OpenCV cannot open this video")
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
+def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    capture = cv2.VideoCapture(str(source))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    capture.release()
+    writer = None
+    frames = 0
+    try:
+        for frame in tqdm(video_frames(source), total=count, desc=source.name, unit="frame"):
+            out = deblurrer(frame)
+            out = side_by_side(frame, out) if with_side else out
+            if writer is None:
+                target = target.with_suffix(".mp4") if target.suffix.lower() != ".mp4" else target
+                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                         (out.shape[1], out.shape[0]))
+            writer.write(out)
+            frames += 1
+    finally:
+        if writer is not None:
+            writer.release()
+    return frames
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", type=Path, nargs="+", help="image files, video files or folders of them")
+    parser.add_argument("--output", "-o", type=Path, default=Path("deblurred"), help="output folder")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="checkpoint (.pth/.safetensors), ONNX file or TensorRT engine (default: embedded model)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None,
+                        help="force a backend (default: from the model file's extension)")
+    parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
+    parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
+    parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    from tqdm import tqdm
+
+    from banet.checkpoint import CheckpointError
+    from banet.processing import ImageFormatError
+    from runtime import Deblurrer
+    from runtime.backends.base import BackendUnavailableError, IncompatibleArtifactError
+    from runtime.images import ImageReadError
+
+    try:
+        inputs = collect_inputs(args.inputs)
+        args.output.mkdir(parents=True, exist_ok=True)
+        resolved = {p.resolve() for p in inputs}
+        targets = [output_path(p, args.output, resolved, args.force) for p in inputs]
+        deblurrer = Deblurrer(args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap)
+    except (OSError, ValueError, CheckpointError, BackendUnavailableError, IncompatibleArtifactError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    failures = 0
+    with deblurrer:
+        for source, target in tqdm(list(zip(inputs, targets)), desc="deblur", unit="file", disable=args.quiet):
+            try:
+                if source.suffix.lower() in VIDEO_SUFFIXES:
+                    frames = process_video(deblurrer, source, target, args.side_by_side)
+                    log.info("%s -> %s (%d frames)", source, target, frames)
+                    continue
+                image = read_image(source)
+                out = deblurrer(image)
+                write_image(target, side_by_side(image, out) if args.side_by_side else out)
+            except (ImageReadError, ImageFormatError, OSError, ValueError) as exc:
+                failures += 1
+                print(f"error: {source}: {exc}", file=sys.stderr)
+    print(f"deblurred {len(inputs) - failures} of {len(inputs)} file(s) into {args.output}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

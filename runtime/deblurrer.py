@@ -1,0 +1,146 @@
+"""``Deblurrer``: the one object apps embed. Images in, deblurred images out, on any backend.
+
+    from runtime import Deblurrer
+    with Deblurrer() as deblur:            # the embedded default model on PyTorch
+        sharp = deblur(cv2.imread("blurred.png"))
+
+Conventions (channel order, normalisation, size multiple) come from the artifact's metadata and are applied
+by :mod:`banet.processing`; padding, tiling and batching are here; the backend only runs tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from banet.processing import postprocess, preprocess
+from runtime.backends.base import Backend
+from runtime.images import merge_image, split_image
+from runtime.loading import open_backend
+from runtime.tiling import run_tiled
+
+log = logging.getLogger(__name__)
+
+
+class Deblurrer:
+    """Deblur images with a BANet checkpoint, ONNX model or TensorRT engine.
+
+    Args:
+        model: path of a checkpoint (.pth/.safetensors), ONNX file or engine; None for the embedded default.
+        backend: "torch", "onnxruntime" or "tensorrt"; default chosen from the file extension.
+        rgb: numpy inputs are RGB instead of OpenCV's BGR (outputs keep the input's order either way).
+        tile: run images larger than ``tile`` x ``tile`` pixels in overlapping tiles (None: only when the
+            artifact's shape limits require it).
+        tile_overlap: overlap between tiles in pixels, blended linearly.
+        **backend_options: passed to the backend (e.g. ``device="cuda"``, ``half=True``, ``threads=2``).
+    """
+
+    def __init__(self, model: str | Path | None = None, backend: str | None = None, rgb: bool = False,
+                 tile: int | None = None, tile_overlap: int = 32, **backend_options) -> None:
+        if model is None:
+            from banet.defaults import default_weights_path
+
+            model = default_weights_path()
+        self.rgb = rgb
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        self._lock = threading.Lock()
+        self.backend: Backend | None = open_backend(Path(model), backend, **backend_options)
+        self.conventions = self.backend.metadata.conventions
+        multiple = self.conventions.size_multiple
+        if tile is not None and (tile < 2 * tile_overlap or tile % multiple):
+            raise ValueError(f"tile must be a multiple of {multiple} and at least twice tile_overlap "
+                             f"({tile_overlap}), got {tile}")
+        log.info("Deblurrer ready: %s", self.backend.describe())
+
+    # -- public API ---------------------------------------------------------------------------------------------
+    def deblur(self, image, rgb: bool | None = None):
+        """Deblur one image: HxWx3 (BGR by default) / HxW / HxWx4 numpy array or a PIL image.
+
+        Returns the same size, dtype, channel order (and alpha, untouched) as the input.
+        """
+        return self.deblur_batch([image], rgb=rgb)[0]
+
+    __call__ = deblur
+
+    def deblur_batch(self, images: Sequence, rgb: bool | None = None) -> list:
+        """Deblur a list of images (sizes may differ); images of equal size run as one batch."""
+        rgb = self.rgb if rgb is None else rgb
+        parts = [split_image(image, rgb) for image in images]
+        results: list = [None] * len(parts)
+        groups: dict[tuple, list[int]] = {}
+        for i, (colour, _, form) in enumerate(parts):
+            groups.setdefault((colour.shape, str(colour.dtype), form.channel_order), []).append(i)
+        for (_, _, order), indices in groups.items():
+            stack = np.stack([parts[i][0] for i in indices])
+            restored = self._restore(stack, order)
+            for i, colour in zip(indices, restored):
+                results[i] = merge_image(colour, parts[i][1], parts[i][2])
+        return results
+
+    def close(self) -> None:
+        """Free the backend (and its GPU memory). Further calls raise."""
+        with self._lock:
+            if self.backend is not None:
+                self.backend.close()
+                self.backend = None
+
+    def __enter__(self) -> Deblurrer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Deblurrer({self.backend.describe() if self.backend else 'closed'})"
+
+    # -- internals ----------------------------------------------------------------------------------------------
+    def _restore(self, images: np.ndarray, channel_order: str) -> np.ndarray:
+        """NxHxWx3 images of one size and dtype -> restored images, same dtype and order."""
+        backend = self._backend()
+        limits = backend.limits
+        batch, padding = preprocess(images, self.conventions, channel_order, min_size=limits.min_hw)
+        height, width = batch.shape[2:]
+        tile = self._tile_size(height, width)
+        if tile is None:
+            raw = self._forward(batch)
+        else:
+            raw = run_tiled(batch, self._forward, tile, self.tile_overlap)
+        return postprocess(raw, padding, images.dtype, self.conventions, channel_order)
+
+    def _tile_size(self, height: int, width: int) -> tuple[int, int] | None:
+        limits = self._backend().limits
+        if limits.static_shape is not None:
+            th, tw = limits.static_shape[1:]
+            return None if (height, width) == (th, tw) else (th, tw)
+        th = min(self.tile or height, limits.max_hw[0])
+        tw = min(self.tile or width, limits.max_hw[1])
+        return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        """Run the backend in chunks its limits accept (a fixed batch size is filled by repeating)."""
+        backend = self._backend()
+        limits = backend.limits
+        chunk = limits.fixed_batch or min(limits.max_batch, len(batch))
+        outputs = []
+        for start in range(0, len(batch), chunk):
+            part = batch[start:start + chunk]
+            real = len(part)
+            if limits.fixed_batch and real < limits.fixed_batch:
+                part = np.concatenate([part] + [part[-1:]] * (limits.fixed_batch - real))
+            problem = limits.check(part.shape)
+            if problem:
+                raise ValueError(f"input of shape {part.shape} cannot run on {backend.describe()}: {problem}")
+            with self._lock:
+                out = backend.run(np.ascontiguousarray(part, dtype=np.float32))
+            outputs.append(out[:real])
+        return np.concatenate(outputs)
+
+    def _backend(self) -> Backend:
+        if self.backend is None:
+            raise RuntimeError("this Deblurrer has been closed")
+        return self.backend

@@ -1,0 +1,125 @@
+"""Reading and normalising user images: numpy arrays (uint8/uint16/float, grey, BGR/RGB, alpha) and PIL images.
+
+The network takes three colour channels; :func:`split_image` turns whatever the user gave into an HxWx3 array
+plus what is needed to give the result back in the same form (:func:`merge_image`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from banet.processing import ImageFormatError
+
+#: Smallest height/width accepted: a 1-pixel image has no blur to remove.
+MIN_SIDE = 2
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class ImageReadError(OSError):
+    """A file that does not exist or cannot be decoded as an image."""
+
+
+@dataclass(frozen=True)
+class ImageForm:
+    """How the caller's image looked, so the result is returned in the same form."""
+
+    kind: str  # "grey2d", "grey3d", "colour", "colour+alpha"
+    channel_order: str  # "BGR" or "RGB" for colour channels
+    dtype: np.dtype
+    pil_mode: str | None = None
+
+
+def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None, ImageForm]:
+    """User image -> (HxWx3 colour array in its own dtype, alpha plane or None, form).
+
+    PIL images are always RGB(A)/L; numpy arrays are BGR unless ``rgb``. Raises :class:`ImageFormatError` for
+    anything that is not a 2-D image with 1, 3 or 4 channels, or is smaller than 2x2.
+    """
+    pil_mode = None
+    if _is_pil(image):
+        pil_mode = image.mode
+        if pil_mode not in ("L", "RGB", "RGBA", "I;16"):
+            image = image.convert("RGBA" if "A" in pil_mode else "RGB")
+            pil_mode = image.mode
+        array = np.asarray(image)
+        rgb = True
+    elif isinstance(image, np.ndarray):
+        array = image
+    else:
+        raise ImageFormatError(f"expected a numpy array or a PIL image, got {type(image).__name__}")
+    if array.size == 0:
+        raise ImageFormatError(f"empty image: shape {array.shape}")
+    if array.ndim == 2:
+        colour, alpha, kind = np.repeat(array[..., None], 3, axis=2), None, "grey2d"
+    elif array.ndim == 3 and array.shape[2] == 1:
+        colour, alpha, kind = np.repeat(array, 3, axis=2), None, "grey3d"
+    elif array.ndim == 3 and array.shape[2] == 3:
+        colour, alpha, kind = array, None, "colour"
+    elif array.ndim == 3 and array.shape[2] == 4:
+        colour, alpha, kind = array[..., :3], array[..., 3], "colour+alpha"
+    else:
+        raise ImageFormatError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {array.shape} "
+                               f"({array.ndim} dimensions); pass batches as a list of images")
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise ImageFormatError(f"image of {array.shape[0]}x{array.shape[1]} pixels is too small to deblur "
+                               f"(at least {MIN_SIDE}x{MIN_SIDE})")
+    return colour, alpha, ImageForm(kind, "RGB" if rgb else "BGR", array.dtype, pil_mode)
+
+
+def merge_image(colour: np.ndarray, alpha: np.ndarray | None, form: ImageForm):
+    """Inverse of :func:`split_image` for a restored HxWx3 colour array in the original dtype."""
+    if form.kind in ("grey2d", "grey3d"):
+        grey = colour.astype(np.float64).mean(axis=2)
+        if np.issubdtype(form.dtype, np.integer):
+            grey = np.rint(grey)
+        out = grey.astype(form.dtype)
+        out = out[..., None] if form.kind == "grey3d" else out
+    elif form.kind == "colour+alpha":
+        out = np.concatenate([colour, alpha[..., None].astype(colour.dtype)], axis=2)
+    else:
+        out = colour
+    if form.pil_mode is not None:
+        from PIL import Image
+
+        return Image.fromarray(out, mode=form.pil_mode) if form.pil_mode != "I;16" else Image.fromarray(out)
+    return out
+
+
+def _is_pil(image) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:
+        return False
+    return isinstance(image, Image.Image)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as OpenCV does (BGR, 8 or 16 bit, alpha and grey kept)."""
+    import cv2
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: image file not found")
+    if not path.is_file():
+        raise ImageReadError(f"{path}: not a file")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'} "
+                             "file of another kind, truncated or empty?)")
+    return image
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Write an image (BGR order, as OpenCV expects)."""
+    import cv2
+
+    path = Path(path)
+    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    if not ok:
+        raise ImageReadError(f"{path}: OpenCV could not encode an image of shape {image.shape} and dtype "
+                             f"{image.dtype} as {path.suffix}")
+    encoded.tofile(str(path))

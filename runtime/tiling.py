@@ -1,0 +1,60 @@
+"""Overlapping tiles with smooth blending, for images larger than an engine's profile or a memory budget.
+
+Works on NCHW network-input arrays (after pre-processing, before post-processing), so it serves every
+backend. Tiles overlap by ``overlap`` pixels and are blended with linear ramps across the overlap, which hides
+seams; BANet's strip pooling sees whole rows/columns of a tile only, so a tiled result is close to, not
+identical with, an untiled one (tests measure how close).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering ``length`` with tiles of ``tile`` overlapping by at least ``overlap``."""
+    if tile >= length:
+        return [0]
+    stride = tile - overlap
+    if stride <= 0:
+        raise ValueError(f"tile overlap {overlap} must be smaller than the tile size {tile}")
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def _ramp(size: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1-D blending weight: ramps up over ``overlap`` at inner edges, flat 1 at image borders."""
+    weight = np.ones(size, np.float32)
+    ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap if overlap > 0 else np.zeros(0, np.float32)
+    n = min(overlap, size)
+    if not at_start and n:
+        weight[:n] = ramp[:n]
+    if not at_end and n:
+        weight[size - n:] = np.minimum(weight[size - n:], ramp[:n][::-1])
+    return weight
+
+
+def run_tiled(batch: np.ndarray, forward: Callable[[np.ndarray], np.ndarray], tile: tuple[int, int],
+              overlap: int) -> np.ndarray:
+    """Run ``forward`` on overlapping tiles of an NCHW batch and blend the outputs into one NCHW array.
+
+    ``tile`` is (height, width) and must fit the network (multiples of its size multiple); tiles at the
+    right/bottom are shifted inwards so every tile has exactly that size.
+    """
+    n, c, height, width = batch.shape
+    th, tw = min(tile[0], height), min(tile[1], width)
+    out = np.zeros((n, 3, height, width), np.float32)
+    total = np.zeros((1, 1, height, width), np.float32)
+    ys, xs = tile_starts(height, th, overlap), tile_starts(width, tw, overlap)
+    for y in ys:
+        wy = _ramp(th, overlap, y == 0, y + th == height)
+        for x in xs:
+            wx = _ramp(tw, overlap, x == 0, x + tw == width)
+            weight = wy[:, None] * wx[None, :]
+            result = forward(np.ascontiguousarray(batch[:, :, y:y + th, x:x + tw]))
+            out[:, :, y:y + th, x:x + tw] += result * weight
+            total[:, :, y:y + th, x:x + tw] += weight
+    return out / total
