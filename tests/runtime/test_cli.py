@@ -1,0 +1,61 @@
+"""The command line: files, folders and videos in, outputs that never overwrite inputs."""
+
+import cv2
+import numpy as np
+
+from runtime.cli import main
+from runtime.images import read_image, write_image
+
+
+def _image(h=40, w=56, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_files_and_folders(tmp_path, tiny_weights, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "a.png", _image())
+    write_image(src / "b.jpg", _image(seed=1))
+    (src / "notes.txt").write_text("ignored")
+    out = tmp_path / "out"
+    assert main([str(src), "--output", str(out), "--model", str(tiny_weights), "-q"]) == 0
+    assert read_image(out / "a.png").shape == (40, 56, 3)
+    assert (out / "b.jpg").exists() and not (out / "notes.txt").exists()
+    assert "deblurred 2 of 2" in capsys.readouterr().out
+
+
+def test_side_by_side_and_no_overwrite(tmp_path, tiny_weights, capsys):
+    write_image(tmp_path / "a.png", _image())
+    before = (tmp_path / "a.png").read_bytes()
+    # Writing into the input's own folder would replace the input: refused.
+    assert main([str(tmp_path / "a.png"), "--output", str(tmp_path), "--model", str(tiny_weights), "-q"]) == 1
+    assert "is one of the inputs" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == before
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_weights), "--side-by-side", "-q"]) == 0
+    assert read_image(out / "a.png").shape == (40, 56 * 2 + 8, 3)
+    assert main([str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 1
+    assert "pass --force" in capsys.readouterr().err
+
+
+def test_video(tmp_path, tiny_weights):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(5):
+        writer.write(_image(32, 48, seed=i))
+    writer.release()
+    out = tmp_path / "out"
+    assert main([str(path), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 0
+    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 5
+
+
+def test_bad_inputs(tmp_path, tiny_weights, capsys):
+    assert main([str(tmp_path / "missing.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_weights)]) == 1
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "fake.png").write_text("text")
+    assert main([str(tmp_path / "fake.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_weights), "-q"]) == 1
+    assert "not an image OpenCV can decode" in capsys.readouterr().err
