@@ -1,0 +1,242 @@
+"""Benchmark every backend x precision available here, side by side in one run, with ratios and plots.
+
+    python -m benchmarks.run                 # default + full network, writes benchmarks/results/
+    python -m benchmarks.run --quick         # 256x256 only, few repeats (a smoke run)
+    banet-benchmark --sizes 256x256 1280x720 --batches 1 4
+
+Each configuration is warmed up, then timed (CUDA events on GPUs); p50/p95/p99, images/s and peak host
+(and device) memory are reported, with every latency also as a ratio to PyTorch eager FP32 measured in the
+same run. Configurations a machine cannot run in reasonable time are skipped with the reason printed. Model
+cost (parameters, FLOPs) and the latency floor of named GPUs are printed next to the measurements; floors are
+estimates from peak throughput and are labelled as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from banet.config import FULL, BANetConfig
+from benchmarks import cost
+from benchmarks.systems import System, Unavailable, onnxruntime_system, tensorrt_system, torch_system
+from benchmarks.timing import PeakRssSampler, time_call
+
+log = logging.getLogger("benchmarks")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass
+class Model:
+    label: str
+    config: BANetConfig
+    weights: Path
+    sizes: list[tuple[int, int]]
+    note: str = ""
+
+
+def machine_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
+
+
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 1280x720, got {text!r}")
+    return int(m.group(2)), int(m.group(1))  # stored as (H, W)
+
+
+def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[str, Path]) -> list:
+    """(factory, name) pairs; factories raise Unavailable with the reason."""
+    from banet.checkpoint import load_checkpoint
+    from export.onnx_export import ExportOptions, export_onnx
+
+    def onnx_fp32() -> System:
+        path = workdir / f"{slug(model.label)}.onnx"
+        if not path.exists():
+            loaded = load_checkpoint(model.weights)
+            export_onnx(loaded.model, path, ExportOptions(verify_shapes=[(1, 64, 64), (2, 38, 50)]),
+                        loaded.sha256, model.weights.name, loaded.config)
+        return onnxruntime_system(path, "onnxruntime fp32", threads)
+
+    factories = [(lambda v=v: torch_system(model.weights, v), f"torch {v}")
+                 for v in ("eager", "fp16", "channels_last", "compile", "cudagraphs")]
+    factories.append((onnx_fp32, "onnxruntime fp32"))
+    for flavour, path in int8.items():
+        factories.append((lambda p=path, f=flavour: onnxruntime_system(p, f"onnxruntime int8 ({f})", threads),
+                          f"onnxruntime int8 ({flavour})"))
+    for precision in ("fp32", "fp16", "int8"):
+        engine = Path("engines") / f"{slug(model.label)}_{precision}.engine"
+        factories.append((lambda e=engine, p=precision: _engine(e, p), f"tensorrt {precision}"))
+    return factories
+
+
+def _engine(path: Path, precision: str) -> System:
+    if not path.exists():
+        raise Unavailable(f"no engine at {path} (build it with: python export/build_trt.py --{precision})")
+    return tensorrt_system(path, f"tensorrt {precision}")
+
+
+def benchmark(models: list[Model], batches: list[int], repeats: int, warmup: int, max_call_s: float,
+              threads: int | None, int8: dict[str, Path]) -> dict:
+    rows, skips, costs = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in models:
+            for h, w in model.sizes:
+                total = cost.flops(model.config, h, w)
+                entry = {"model": model.label, "size": f"{w}x{h}", "gflop_per_image": total / 1e9,
+                         "parameters": cost.parameters(model.config),
+                         "floor_ms_estimate": {g: {"fp32": cost.lower_bound_ms(total, p.fp32),
+                                                   "fp16": cost.lower_bound_ms(total, p.fp16_fp32acc),
+                                                   "int8": cost.lower_bound_ms(total, p.int8)}
+                                               for g, p in cost.GPUS.items()}}
+                costs.append(entry)
+            for factory, name in build_systems(model, Path(tmp), threads, int8 if model.label.startswith("default")
+                                               else {}):
+                try:
+                    system = factory()
+                except Unavailable as exc:
+                    skips.append({"model": model.label, "system": name, "reason": str(exc)})
+                    log.info("skip %s / %s: %s", model.label, name, exc)
+                    continue
+                try:
+                    rows += _time_system(model, system, batches, repeats, warmup, max_call_s, skips)
+                finally:
+                    system.close()
+    _add_ratios(rows)
+    return {"rows": rows, "skipped": skips, "cost": costs}
+
+
+def _time_system(model: Model, system: System, batches, repeats, warmup, max_call_s, skips) -> list[dict]:
+    from export.parity import photo_batch
+
+    rows = []
+    per_pixel_s = None  # measured seconds per pixel, used to skip configurations that would take too long
+    for h, w in sorted(model.sizes, key=lambda s: s[0] * s[1]):
+        for n in sorted(batches):
+            estimate = per_pixel_s * n * h * w if per_pixel_s else 0.0
+            if estimate > max_call_s:
+                skips.append({"model": model.label, "system": system.name, "size": f"{w}x{h}", "batch": n,
+                              "reason": f"one call would take about {estimate:.0f} s here (limit {max_call_s:g} s)"})
+                continue
+            x = photo_batch(n, h, w)
+            with PeakRssSampler() as mem:
+                started = time.perf_counter()
+                timing = time_call(lambda x=x: system.run(x), warmup=warmup, repeats=repeats,
+                                   budget_s=max(3 * max_call_s, 10.0), cuda=system.cuda)
+                elapsed = time.perf_counter() - started
+            per_pixel_s = max(per_pixel_s or 0.0, timing.p50 / 1e3 / (n * h * w))
+            rows.append({"model": model.label, "system": system.name, "precision": system.precision,
+                         "device": system.device, "size": f"{w}x{h}", "batch": n, "samples": len(timing.samples_ms),
+                         "p50_ms": timing.p50, "p95_ms": timing.p95, "p99_ms": timing.p99,
+                         "images_per_s": n / (timing.p50 / 1e3), "peak_host_mb": (mem.peak - mem.baseline) / 1e6,
+                         "peak_device_mb": (system.device_peak() or 0) / 1e6 or None, "wall_s": elapsed})
+            log.info("%s %s %s b%d: p50 %.1f ms", model.label, system.name, f"{w}x{h}", n, timing.p50)
+    return rows
+
+
+def _add_ratios(rows: list[dict]) -> None:
+    """Speed-up vs PyTorch eager FP32 at the same model, size and batch (both measured in this run)."""
+    base = {(r["model"], r["size"], r["batch"]): r["p50_ms"] for r in rows if r["system"] == "torch eager"}
+    for r in rows:
+        ref = base.get((r["model"], r["size"], r["batch"]))
+        r["speedup_vs_torch_eager"] = ref / r["p50_ms"] if ref else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=None, help="default-model checkpoint (default: embedded)")
+    parser.add_argument("--sizes", type=_size, nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
+                        metavar="WxH", help="resolutions for the default network (default 256x256 1280x720 1920x1080)")
+    parser.add_argument("--full-sizes", type=_size, nargs="*", default=[(256, 256)], metavar="WxH",
+                        help="resolutions for the full stack-10 network (default 256x256; none to skip)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed calls per configuration (max)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--max-call-s", type=float, default=12.0,
+                        help="skip configurations whose single call would take longer than this")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    parser.add_argument("--int8", type=Path, nargs="*", default=None,
+                        help="INT8 Q/DQ ONNX files to include (default: engines/*_int8*.onnx of the default model)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--quick", action="store_true", help="256x256, batch 1, 3 repeats: a smoke run")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from banet.defaults import default_weights_path
+
+    weights = args.weights or default_weights_path()
+    if args.quick:
+        args.sizes, args.full_sizes, args.batches, args.repeats, args.warmup = [(256, 256)], [], [1], 3, 1
+    from banet.checkpoint import load_checkpoint, save_checkpoint
+
+    default_config = load_checkpoint(weights).config
+    models = [Model(f"default ({default_config.describe()})", default_config, weights, args.sizes)]
+    tmp_full = None
+    if args.full_sizes:
+        import torch
+
+        from banet.model import BANet
+
+        torch.manual_seed(0)
+        tmp_full = Path(tempfile.mkdtemp()) / "full_random.safetensors"
+        save_checkpoint(BANet(FULL), tmp_full)
+        models.append(Model(f"full ({FULL.describe()}, random weights)", FULL, tmp_full, args.full_sizes,
+                            "timing does not depend on the weights"))
+    int8_files = args.int8 if args.int8 is not None else sorted(Path("engines").glob(f"{weights.stem}_int8*.onnx"))
+    int8 = {p.stem.split("_int8")[-1].strip("_") or "qdq": p for p in int8_files}
+
+    started = time.perf_counter()
+    result = benchmark(models, args.batches, args.repeats, args.warmup, args.max_call_s, args.threads, int8)
+    machine = machine_name()
+    result.update({"machine": machine, "date": dt.date.today().isoformat(), "python": platform.python_version(),
+                   "total_s": time.perf_counter() - started, "weights": str(weights), "threads": args.threads})
+    try:
+        import torch
+
+        result["torch"] = torch.__version__
+    except ImportError:
+        pass
+    from benchmarks.report import attach_quality, markdown, plots
+
+    attach_quality(result)
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = args.output / f"{slug(machine)}_{result['date']}"
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=2))
+    Path(f"{stem}.md").write_text(markdown(result))
+    if not args.no_plots:
+        plots(result, stem)
+    print(markdown(result))
+    print(f"wrote {stem}.json, {stem}.md" + ("" if args.no_plots else ", and plots") +
+          f" in {result['total_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""The systems a benchmark compares: each turns an NCHW float32 batch into the network output.
+
+A system is built from the runtime's own backends where one exists (so the benchmark times what apps run),
+plus the PyTorch variants only a GPU makes worthwhile (half precision, channels_last, torch.compile, CUDA
+graphs). Every system either builds or says why it cannot run here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class System:
+    name: str
+    precision: str
+    run: Callable[[np.ndarray], object]
+    close: Callable[[], None]
+    device: str
+    cuda: bool = False
+    #: bytes of device memory in use at peak, if the system can tell
+    device_peak: Callable[[], int | None] = lambda: None
+
+
+class Unavailable(Exception):
+    """This system cannot run on this machine; the message says why (printed as the skip reason)."""
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def torch_system(weights: Path, variant: str) -> System:
+    """PyTorch eager FP32 (the baseline), or a GPU variant: fp16, channels_last, compile, cudagraphs."""
+    import torch
+
+    from runtime.backends.torch_backend import TorchBackend
+
+    cuda = _cuda_available()
+    if variant != "eager" and not cuda:
+        raise Unavailable(f"torch {variant} is a GPU optimisation; no CUDA GPU here")
+    device = "cuda" if cuda else "cpu"
+    backend = TorchBackend(weights, device=device, half=variant in ("fp16", "cudagraphs"),
+                           channels_last=variant == "channels_last")
+    model = backend.model
+    precision = "fp16" if variant in ("fp16", "cudagraphs") else "fp32"
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+
+    if variant == "compile":
+        compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
+
+        def run(batch: np.ndarray):
+            with torch.inference_mode():
+                return compiled(torch.from_numpy(batch).to(device, dtype))
+    elif variant == "cudagraphs":
+        graphs: dict[tuple, tuple] = {}
+
+        def run(batch: np.ndarray):
+            key = batch.shape
+            if key not in graphs:
+                static_in = torch.from_numpy(batch).to(device, dtype)
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream), torch.inference_mode():
+                    for _ in range(2):
+                        model(static_in)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph), torch.inference_mode():
+                    static_out = model(static_in)
+                graphs[key] = (graph, static_in, static_out)
+            graph, static_in, static_out = graphs[key]
+            static_in.copy_(torch.from_numpy(batch))
+            graph.replay()
+            return static_out
+    else:
+        def run(batch: np.ndarray):
+            x = torch.from_numpy(batch).to(device, dtype)
+            if variant == "channels_last":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                return model(x)
+
+    def peak() -> int | None:
+        return int(torch.cuda.max_memory_allocated()) if cuda else None
+
+    return System(f"torch {variant}", precision, run, backend.close, device, cuda, peak)
+
+
+def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None) -> System:
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    backend = OnnxRuntimeBackend(onnx_path, threads=threads)
+    provider = backend.providers[0]
+    device = "cuda" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
+    return System(name, backend.metadata.precision, backend.run, backend.close, device, device == "cuda")
+
+
+def tensorrt_system(engine: Path, name: str) -> System:
+    try:
+        from runtime.backends.tensorrt import TensorRTBackend
+    except ImportError as exc:
+        raise Unavailable(f"TensorRT backend unavailable: {exc}") from exc
+    try:
+        backend = TensorRTBackend(engine)
+    except Exception as exc:  # missing TensorRT / GPU / incompatible engine: reported as the skip reason
+        raise Unavailable(str(exc).splitlines()[0]) from exc
+    return System(name, backend.metadata.precision, backend.run, backend.close, "cuda", True)

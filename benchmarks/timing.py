@@ -1,0 +1,101 @@
+"""Timing done right: warm-up, device synchronisation (CUDA events on GPUs), percentiles, peak memory."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * 4096
+    except OSError:
+        return 0
+
+
+class PeakRssSampler:
+    """Samples RSS every few ms in a thread; ``peak - baseline`` is the host memory a run needed."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        self.interval_s = interval_s
+        self.baseline = rss_bytes()
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakRssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+
+
+@dataclass
+class Timing:
+    samples_ms: list[float]
+    warmup: int
+
+    @property
+    def p50(self) -> float:
+        return float(np.percentile(self.samples_ms, 50))
+
+    @property
+    def p95(self) -> float:
+        return float(np.percentile(self.samples_ms, 95))
+
+    @property
+    def p99(self) -> float:
+        return float(np.percentile(self.samples_ms, 99))
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.samples_ms)
+
+
+def time_call(fn: Callable[[], object], warmup: int = 2, repeats: int = 10, budget_s: float | None = None,
+              cuda: bool = False) -> Timing:
+    """Time ``fn`` after ``warmup`` calls; stop early once ``budget_s`` is spent (at least 3 samples).
+
+    On CUDA, each sample is measured with CUDA events around the call and a synchronise, so asynchronous
+    launches are not mistaken for latency (the mistake of the paper's timing script).
+    """
+    for _ in range(warmup):
+        fn()
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+    samples = []
+    started = time.perf_counter()
+    for i in range(repeats):
+        if cuda:
+            import torch
+
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            samples.append(begin.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+        if budget_s is not None and i >= 2 and time.perf_counter() - started > budget_s:
+            break
+    return Timing(samples, warmup)
