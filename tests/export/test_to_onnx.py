@@ -158,3 +158,10 @@ def test_full_network_exports_fast_and_exactly(tmp_path):
     assert report.passed, report.table()
     assert elapsed < 60, elapsed
     assert path.stat().st_size > 70e6
+
+
+def test_dynamo_exporter_also_verifies(tmp_path, tiny_model):
+    path, report = _export(tiny_model, tmp_path / "d.onnx", exporter="dynamo", opset=18,
+                           verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 246, 20)])
+    assert report.passed, report.table()
+    assert "dynamo" in read_onnx_metadata(path).exporter
