@@ -175,3 +175,16 @@ def test_readme_example_runs_as_written(tmp_path):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sharp.png").exists()
+
+
+def test_non_finite_network_output_is_an_error_not_an_image(tmp_path, tiny_model):
+    import torch
+
+    from banet.checkpoint import save_checkpoint
+    from banet.processing import NonFiniteOutputError
+
+    with torch.no_grad():
+        tiny_model.BAM_1.final_conv.bias.fill_(float("inf"))  # what an FP16 overflow looks like downstream
+    weights = save_checkpoint(tiny_model, tmp_path / "overflow.safetensors")
+    with Deblurrer(weights) as d, pytest.raises(NonFiniteOutputError, match="NaN or Inf"):
+        d(np.full((16, 16, 3), 100, np.uint8))
