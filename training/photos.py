@@ -40,7 +40,6 @@ Images are RGB. :func:`to_bgr_uint8` converts to the network's OpenCV BGR conven
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import os
@@ -53,6 +52,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from banet.checkpoint import file_sha256
 from training.blur import DEFAULT_CONFIG, BlurConfig, RngLike, as_rng, degrade, random_motion_kernel
 
 log = logging.getLogger(__name__)
@@ -298,15 +298,6 @@ def photo_roots() -> list[Path]:
     """Where to look for the packages' files: each ``$BANET_PHOTO_ROOT`` entry, then ``/``."""
     extra = [Path(p) for p in os.environ.get("BANET_PHOTO_ROOT", "").split(os.pathsep) if p]
     return [*extra, Path("/")]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes (content identity for de-duplication and the held-out check)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
