@@ -225,8 +225,8 @@ def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_s
         input_name=INPUT_NAME, output_name=OUTPUT_NAME,
         shape_mode="static" if options.static_hw else "dynamic",
         static_shape=(options.batch or 1, *options.static_hw) if options.static_hw else None,
-        min_size=options.static_hw and min(options.static_hw) or options.min_size,
-        max_size=options.static_hw and max(options.static_hw) or options.max_size,
+        min_size=min(options.static_hw) if options.static_hw else options.min_size,
+        max_size=max(options.static_hw) if options.static_hw else options.max_size,
         extra={"batch": str(options.batch) if options.batch else "dynamic"})
     write_onnx_metadata(proto, metadata)
     proto.doc_string = f"BANet ({config.describe()}) exported by banet-deploy"
