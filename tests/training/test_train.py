@@ -95,3 +95,12 @@ def test_exported_weights_load_with_their_training_record(tmp_path):
     assert json.loads(loaded.metadata["banet.train_config"])["crop"] == 32
     with pytest.raises(FileExistsError):
         export_weights(tmp_path / "r", path)
+
+
+def test_bf16_autocast_training_runs_and_learns(tmp_path):
+    config = TrainConfig(**SMOKE)
+    fixed = _source(config)(0)
+    history = train(replace(config, lr=5e-3), tmp_path / "run", batch_source=lambda step: fixed, progress=False,
+                    precision="bf16")
+    losses = [entry["loss"] for entry in history]
+    assert losses[-1] < 0.95 * losses[0], losses
