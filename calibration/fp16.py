@@ -78,3 +78,65 @@ def emulated_fp16_forward(model: BANet, fp32_residual: bool = True):
             return emulated(torch.from_numpy(x)).numpy()
 
     return run
+
+
+def measure(model: BANet, shapes=((1, 256, 256), (2, 98, 130), (1, 720, 1280)), onnx: bool = True) -> dict:
+    """FP16 drift vs FP32 PyTorch, in dB: emulated GPU FP16 (residual add in fp32 and in fp16), and the FP16 ONNX
+    export on ONNX Runtime CPU (which largely upcasts to fp32, so it understates GPU drift)."""
+    import tempfile
+    from pathlib import Path
+
+    from export.onnx_export import ExportOptions, export_onnx, onnxruntime_forward, torch_forward
+    from export.parity import compare
+
+    reference = torch_forward(model)
+    results = {
+        "emulated fp16 (fp32 residual add, as exported)": compare(reference, emulated_fp16_forward(model), shapes,
+                                                                  0.0, None),
+        "emulated fp16 (fp16 residual add)": compare(reference, emulated_fp16_forward(model, False), shapes, 0.0,
+                                                     None),
+    }
+    if onnx:
+        with tempfile.TemporaryDirectory() as tmp:
+            path, _ = export_onnx(model, Path(tmp) / "fp16.onnx",
+                                  ExportOptions(precision="fp16", verify_shapes=[(1, 64, 64)]), "-", "-", model.config)
+            results["FP16 ONNX on ONNX Runtime CPU"] = compare(reference, onnxruntime_forward(path), shapes, 0.0, None)
+    return {name: {"worst_psnr_db": round(r.worst_psnr_db, 2),
+                   "per_shape": {"x".join(map(str, s.shape)): round(s.psnr_db, 2) for s in r.results},
+                   "max_abs_error": max(s.max_abs_error for s in r.results)} for name, r in results.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m calibration.fp16``: FP16 drift of the default (or given) and the full network."""
+    import argparse
+    import json
+
+    from banet.checkpoint import load_checkpoint
+    from banet.config import FULL
+    from banet.defaults import default_weights_path
+
+    parser = argparse.ArgumentParser(prog="python -m calibration.fp16", description=main.__doc__)
+    parser.add_argument("--weights", default=None, help="checkpoint (default: the embedded default model)")
+    parser.add_argument("--full", action="store_true",
+                        help="also the full stack-10 network (random weights, seed 0: the authors' are not here)")
+    parser.add_argument("--json", default=None, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    loaded = load_checkpoint(args.weights or default_weights_path())
+    report = {f"{loaded.path.name} ({loaded.config.describe()})": measure(loaded.model)}
+    if args.full:
+        torch.manual_seed(0)
+        report[f"random weights ({FULL.describe()})"] = measure(BANet(FULL).eval(), shapes=((1, 256, 256),
+                                                                                            (2, 64, 96)))
+    for model_name, rows in report.items():
+        print(model_name)
+        for name, row in rows.items():
+            shapes = ", ".join(f"{k}: {v:.1f}" for k, v in row["per_shape"].items())
+            print(f"  {name:48s} worst {row['worst_psnr_db']:6.1f} dB   ({shapes})")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
