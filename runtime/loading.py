@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,10 @@ def open_backend(path: Path, backend: str | None = None, **options) -> Backend:
         return OnnxRuntimeBackend(onnx_for_checkpoint(path) if kind == "torch" else path, **options)
     if kind != "tensorrt":
         raise ValueError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
-    from runtime.backends.tensorrt import TensorRTBackend
-
+    try:
+        from runtime.backends.tensorrt import TensorRTBackend
+    except ImportError as exc:
+        raise BackendUnavailableError(f"cannot run {path}: the TensorRT backend is unavailable ({exc}); install "
+                                      "TensorRT and cuda-python (pip install 'banet-deploy[tensorrt]') on a GPU "
+                                      "machine, or run the .onnx with backend='onnxruntime'") from exc
     return TensorRTBackend(path, **options)

@@ -188,3 +188,22 @@ def test_non_finite_network_output_is_an_error_not_an_image(tmp_path, tiny_model
     weights = save_checkpoint(tiny_model, tmp_path / "overflow.safetensors")
     with Deblurrer(weights) as d, pytest.raises(NonFiniteOutputError, match="NaN or Inf"):
         d(np.full((16, 16, 3), 100, np.uint8))
+
+
+def test_engine_without_tensorrt_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    from runtime import BackendUnavailableError
+
+    real_import = builtins.__import__
+
+    def no_tensorrt(name, *args, **kwargs):
+        if name in ("tensorrt", "tensorrt_rtx", "runtime.backends.tensorrt"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorrt)
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 64)
+    with pytest.raises(BackendUnavailableError, match="TensorRT"):
+        Deblurrer(engine)
