@@ -90,7 +90,7 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
         factories.append((lambda p=path, f=flavour: onnxruntime_system(p, f"onnxruntime int8 ({f})", threads),
                           f"onnxruntime int8 ({flavour})"))
     for precision in ("fp32", "fp16", "int8"):
-        engine = Path("engines") / f"{slug(model.label)}_{precision}.engine"
+        engine = Path("engines") / f"{model.weights.stem}_{precision}.engine"
         factories.append((lambda e=engine, p=precision: _engine(e, p), f"tensorrt {precision}"))
     return factories
 
