@@ -1,0 +1,277 @@
+"""Engine manifests: the JSON file next to every TensorRT engine, and the check that keeps engines honest.
+
+A serialized TensorRT engine only runs on the TensorRT release that built it (unless built version-compatible)
+and on the GPU it was built for (unless built hardware-compatible); TensorRT for RTX engines run on the compute
+capabilities they were compiled for. ``export/build_trt.py`` writes one :class:`EngineManifest` next to each
+engine (``engines/banet_default_fp16.engine`` -> ``engines/banet_default_fp16.json``) with what it was built
+from and for; the runtime reads it *before* touching the engine and refuses, with a message saying what differs
+and the command that rebuilds it, instead of failing deep inside TensorRT or producing garbage.
+
+This module is the only writer and reader of manifests and the only place that decides compatibility;
+it needs neither TensorRT nor a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from banet.checkpoint import file_sha256
+from banet.conventions import METADATA_PREFIX
+from banet.metadata import ModelMetadata
+
+SCHEMA_VERSION = 1
+
+#: Runtime flavours: the name used on the command line and in manifests -> the Python module.
+FLAVOURS = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+FLAVOUR_NAMES = {"tensorrt": "TensorRT", "tensorrt-rtx": "TensorRT for RTX"}
+INSTALL_HINTS = {
+    "tensorrt": "install TensorRT 10+ and cuda-python from NVIDIA (pip install 'banet-deploy[tensorrt]' with "
+                "NVIDIA's package index, or the TensorRT tar/deb packages)",
+    "tensorrt-rtx": "pip install 'banet-deploy[rtx]' (PyPI tensorrt-rtx and cuda-python)",
+}
+
+#: Compute capabilities TensorRT for RTX compiles for by default (no --target): Ampere, Ada and Blackwell RTX
+#: GPUs "and later" (NVIDIA's TensorRT-RTX documentation, "CPU-Only AOT and TensorRT-RTX Engines").
+RTX_DEFAULT_TARGETS = ("sm86", "sm89", "sm120", "sm121")
+#: Every compute capability a TensorRT for RTX engine can be targeted at (module ComputeCapability enum).
+RTX_KNOWN_TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
+#: Datacenter and embedded architectures that are not RTX GPUs even though their number is >= 8.0.
+_NOT_RTX = {(8, 7), (9, 0), (10, 0), (10, 1), (10, 3), (11, 0)}
+
+HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
+
+
+class ManifestError(RuntimeError):
+    """A manifest that is missing, unreadable, or does not describe the engine next to it."""
+
+
+def manifest_path(engine: str | Path) -> Path:
+    """``engines/x.engine`` -> ``engines/x.json`` (the name ``export/to_triton.py`` also reads)."""
+    return Path(engine).with_suffix(".json")
+
+
+def cc_text(cc: tuple[int, int] | None) -> str:
+    return "unknown" if cc is None else f"{cc[0]}.{cc[1]}"
+
+
+def target_to_cc(target: str) -> tuple[int, int]:
+    """``"sm75"`` -> (7, 5); ``"sm120"`` -> (12, 0)."""
+    digits = target.lower().removeprefix("sm").removeprefix("_")
+    if not digits.isdigit() or len(digits) < 2:
+        raise ValueError(f"not a compute capability target: {target!r} (expected e.g. sm75, sm86, sm120)")
+    return int(digits[:-1]), int(digits[-1])
+
+
+def cc_to_target(cc: tuple[int, int]) -> str:
+    return f"sm{cc[0]}{cc[1]}"
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(text).split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One optimisation profile of the engine's input, each shape NCHW."""
+
+    input: str
+    min: tuple[int, int, int, int]
+    opt: tuple[int, int, int, int]
+    max: tuple[int, int, int, int]
+
+    def to_dict(self) -> dict:
+        return {"input": self.input, "min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Profile:
+        return cls(data["input"], tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
+
+
+@dataclass
+class EngineManifest:
+    """What an engine was built from and for. Written by the builder, checked by the runtime."""
+
+    engine: str  # file name of the engine, next to the manifest
+    engine_sha256: str
+    engine_bytes: int
+    runtime: str  # "tensorrt" | "tensorrt-rtx"
+    runtime_version: str
+    precision: str  # "fp32" | "fp16" | "int8"
+    profiles: list[dict]
+    onnx: dict  # {"path", "sha256", "bytes", "precision"}
+    metadata: dict[str, str]  # the ONNX's banet.* metadata (conventions, network configuration, source sha)
+    build: dict  # options, strongly typed or not, seconds, when, host
+    #: GPU the engine was built on (name, compute_capability) or None for an ahead-of-time build without a GPU.
+    gpu: dict | None = None
+    #: TensorRT for RTX compute capability targets ("sm75", ...); empty means the builder's default targets.
+    targets: list[str] = field(default_factory=list)
+    version_compatible: bool = False
+    hardware_compatibility: str = "none"
+    #: engine vs ONNX Runtime FP32 right after the build; {"skipped": reason} where it could not run.
+    drift: dict = field(default_factory=dict)
+    rebuild_command: str = ""
+    schema: int = SCHEMA_VERSION
+
+    # -- reading and writing -------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        tmp = path.with_name(path.name + ".partial")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "manifest") -> EngineManifest:
+        if data.get("schema") != SCHEMA_VERSION:
+            raise ManifestError(f"{source}: manifest schema {data.get('schema')!r} is not supported "
+                                f"(expected {SCHEMA_VERSION}); rebuild the engine with export/build_trt.py")
+        required = ("engine", "engine_sha256", "engine_bytes", "runtime", "runtime_version", "precision",
+                    "profiles", "onnx", "metadata", "build")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise ManifestError(f"{source}: manifest lacks {missing}; rebuild the engine with export/build_trt.py")
+        if data["runtime"] not in FLAVOURS:
+            raise ManifestError(f"{source}: unknown runtime {data['runtime']!r} (expected one of {list(FLAVOURS)})")
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def profile(self) -> Profile:
+        return Profile.from_dict(self.profiles[0])
+
+    @property
+    def flavour_name(self) -> str:
+        return f"{FLAVOUR_NAMES[self.runtime]} {self.runtime_version}"
+
+    def model_metadata(self) -> ModelMetadata:
+        """The model metadata the ONNX carried, with the engine's own precision."""
+        props = dict(self.metadata)
+        props[METADATA_PREFIX + "precision"] = self.precision
+        return ModelMetadata.from_props(props, f"{self.engine} manifest")
+
+    def describe_targets(self) -> str:
+        if self.runtime != "tensorrt-rtx":
+            return ""
+        return ",".join(self.targets) if self.targets else "default (" + ",".join(RTX_DEFAULT_TARGETS) + " and later)"
+
+
+def read_manifest(engine: str | Path, verify_engine: bool = True) -> EngineManifest:
+    """Read the manifest next to ``engine``; with ``verify_engine`` also check that it describes this file."""
+    engine = Path(engine)
+    path = manifest_path(engine)
+    if not path.is_file():
+        raise ManifestError(f"{engine}: no manifest at {path}; engines must be built by export/build_trt.py, "
+                            "which writes it (python export/build_trt.py --help)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: unreadable manifest ({exc}); rebuild the engine with export/build_trt.py") \
+            from exc
+    manifest = EngineManifest.from_dict(data, str(path))
+    if verify_engine:
+        size = engine.stat().st_size
+        if size != manifest.engine_bytes or file_sha256(engine) != manifest.engine_sha256:
+            raise ManifestError(f"{path} does not describe {engine} (its size or sha256 differs: the engine was "
+                                f"replaced or the manifest copied from another one); rebuild with: "
+                                f"{manifest.rebuild_command or 'python export/build_trt.py'}")
+    return manifest
+
+
+# -- compatibility -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuntimeEnvironment:
+    """What the machine that wants to run the engine has."""
+
+    flavour: str  # "tensorrt" | "tensorrt-rtx"
+    version: str
+    gpu_name: str | None = None
+    compute_capability: tuple[int, int] | None = None
+
+
+def rtx_runs_on(manifest: EngineManifest, cc: tuple[int, int]) -> bool:
+    """Whether a TensorRT for RTX engine built for ``manifest.targets`` can run on a GPU of ``cc``."""
+    if manifest.targets:
+        return cc in {target_to_cc(t) for t in manifest.targets}
+    return cc not in _NOT_RTX and (cc in {(8, 6), (8, 9)} or cc >= (12, 0))
+
+
+def incompatibilities(manifest: EngineManifest, env: RuntimeEnvironment,
+                      current_onnx_sha256: str | None = None) -> list[str]:
+    """Every reason the engine cannot run in ``env`` (empty: it can). Pure: no TensorRT, no GPU needed.
+
+    ``current_onnx_sha256`` is the sha256 of the ONNX file the engine was built from, as it is now (None when
+    that file is not there to compare): a different one means the engine is stale.
+    """
+    problems = []
+    built = manifest.flavour_name
+    here = f"{FLAVOUR_NAMES.get(env.flavour, env.flavour)} {env.version}"
+    if env.flavour != manifest.runtime:
+        problems.append(f"it was built with {built} but this machine would run it with {here}; engines of one "
+                        "cannot be loaded by the other")
+    else:
+        b, r = parse_version(manifest.runtime_version), parse_version(env.version)
+        if manifest.runtime == "tensorrt" and manifest.version_compatible:
+            if not (r >= b and r[:1] and b[:1] and r[0] - b[0] <= 1):
+                problems.append(f"it was built version-compatible with {built}, which runs on that release and "
+                                f"later ones of the same or the next major version, not on {here}")
+        elif r != b:
+            problems.append(f"it was built with {built} and this machine has {here}; engines only load on the "
+                            "exact release that built them"
+                            + (" (build with --version-compatible to relax this)" if manifest.runtime == "tensorrt"
+                               else ""))
+    cc = env.compute_capability
+    gpu = f"{env.gpu_name or 'this GPU'} (compute capability {cc_text(cc)})"
+    if cc is not None:
+        if manifest.runtime == "tensorrt-rtx":
+            if not rtx_runs_on(manifest, cc):
+                problems.append(f"it was compiled by TensorRT for RTX for targets {manifest.describe_targets()}, "
+                                f"and {gpu} is not among them" + (
+                                    "; TensorRT for RTX runs on RTX GPUs (Turing sm75 with --target sm75, "
+                                    "Ampere sm86, Ada sm89, Blackwell sm120): on datacenter GPUs use TensorRT "
+                                    "(--runtime tensorrt)" if cc in _NOT_RTX or cc == (8, 0) else
+                                    f"; rebuild with --target {cc_to_target(cc)}"))
+        else:
+            built_gpu = manifest.gpu or {}
+            built_cc = tuple(built_gpu["compute_capability"]) if built_gpu.get("compute_capability") else None
+            built_desc = (f"{built_gpu.get('name', 'an unknown GPU')} (compute capability "
+                          f"{cc_text(built_cc)})")
+            level = manifest.hardware_compatibility
+            if level == "ampere_plus":
+                if cc < (8, 0):
+                    problems.append(f"it was built hardware-compatible for Ampere and later GPUs (compute capability "
+                                    f">= 8.0) and {gpu} is older")
+            elif level == "same_compute_capability":
+                if built_cc is not None and cc != built_cc:
+                    problems.append(f"it was built for GPUs of compute capability {cc_text(built_cc)} and {gpu} "
+                                    "differs")
+            elif built_cc is not None and cc != built_cc:
+                problems.append(f"it was built on {built_desc} and {gpu} differs; TensorRT engines are specific to "
+                                "the GPU they were built on (build with --hardware-compatible ampere_plus to relax)")
+            elif built_gpu.get("name") and env.gpu_name and built_gpu["name"] != env.gpu_name:
+                problems.append(f"it was built on {built_desc} and this is {gpu}; TensorRT engines are tuned for "
+                                "the exact GPU model (build with --hardware-compatible same_compute_capability to "
+                                "allow other models of the same compute capability)")
+    if current_onnx_sha256 is not None and current_onnx_sha256 != manifest.onnx.get("sha256"):
+        problems.append(f"the ONNX it was built from ({manifest.onnx.get('path')}) has changed since (sha256 "
+                        f"{manifest.onnx.get('sha256', '?')[:12]}... then, {current_onnx_sha256[:12]}... now): the "
+                        "engine is stale")
+    return problems
+
+
+def explain(engine: str | Path, manifest: EngineManifest, problems: list[str]) -> str:
+    """One message for an incompatible engine: what differs, and how to rebuild it."""
+    lines = [f"{engine} cannot run here:"] + [f"  - {p}" for p in problems]
+    lines.append(f"rebuild it on this machine with: {manifest.rebuild_command or 'python export/build_trt.py'}")
+    return "\n".join(lines)

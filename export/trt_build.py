@@ -1,0 +1,994 @@
+"""Build TensorRT / TensorRT for RTX engines from the exported ONNX: plan, validate, build, manifest, drift.
+
+The library behind ``export/build_trt.py``. Everything that needs neither TensorRT nor a GPU (which ONNX, the
+optimisation profile against the ONNX's dynamic dimensions and the network's size multiple, what each runtime
+and target can do, the ``trtexec`` line) is decided by :func:`make_plan` and refused there with the reason,
+before any build. :func:`build_serialized` is the only code that calls the builder; it follows NVIDIA's
+documented Python API, identical for ``tensorrt`` (10.x and 11.x) and ``tensorrt_rtx`` except where noted:
+
+* TensorRT 10.x, weakly typed (default there): FP32 ONNX, ``BuilderFlag.FP16`` for FP16; INT8 from the Q/DQ
+  ONNX with ``BuilderFlag.INT8`` (+FP16), or implicit calibration (``IInt8EntropyCalibrator2``, with a cache).
+* TensorRT 11+ (no weak typing, no calibrators), TensorRT for RTX, or ``--strongly-typed`` on 10.x: a strongly
+  typed network, precision from the ONNX itself (the FP16 export of ``to_onnx.py --fp16``, or the Q/DQ ONNX).
+* TensorRT for RTX builds ahead of time without a GPU, for compute capability targets (``--target sm75``);
+  timing caches are no-ops there (kernels are compiled just in time; the runtime keeps a runtime cache).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from banet.checkpoint import file_sha256
+from banet.conventions import BANET, METADATA_PREFIX
+from banet.manifest import (
+    FLAVOUR_NAMES,
+    FLAVOURS,
+    HARDWARE_COMPATIBILITY,
+    INSTALL_HINTS,
+    RTX_DEFAULT_TARGETS,
+    RTX_KNOWN_TARGETS,
+    EngineManifest,
+    Profile,
+    manifest_path,
+    target_to_cc,
+)
+from banet.metadata import ModelMetadata
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = ROOT / "engines"
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Default optimisation profile (N, H, W): 256x256 up to 1080p, batches up to 4.
+DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (1, 256, 256), (1, 720, 1280), (4, 1080, 1920)
+#: Shapes the engine is compared with ONNX Runtime FP32 on right after the build (those inside the profile).
+DRIFT_SHAPES = ((1, 256, 256), (2, 256, 384), (1, 720, 1280))
+#: Drift below this (PSNR vs ONNX Runtime FP32, dB) fails the build: the engine is kept as <name>.failed.engine.
+MIN_PSNR_DB = {"fp32": 70.0, "fp16": 40.0, "int8": 25.0}
+#: Export defaults of export/to_onnx.py, for validating a plan whose ONNX will be exported first.
+EXPORT_MIN_SIZE, EXPORT_MAX_SIZE = 8, 4096
+INT8_COMMAND = "python -m calibration.quantize --flavour trt"
+
+
+class PlanError(ValueError):
+    """A build request that cannot work; the message says why and what to do instead. Raised before building."""
+
+
+class BuildError(RuntimeError):
+    """TensorRT refused or failed the build (the message carries its first error)."""
+
+
+class RuntimeMissingError(RuntimeError):
+    """The requested TensorRT flavour (or a GPU it needs) is not on this machine; one line with install hints."""
+
+
+# -- which TensorRT ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """The TensorRT flavour a build uses; ``module`` is None where it is not installed (dry runs still plan)."""
+
+    flavour: str
+    module: object | None = None
+    version: str | None = None
+
+    @property
+    def major(self) -> int | None:
+        return int(self.version.split(".")[0]) if self.version else None
+
+    @property
+    def label(self) -> str:
+        return f"{FLAVOUR_NAMES[self.flavour]} {self.version or '(not installed)'}"
+
+
+def _import(flavour: str):
+    try:
+        module = importlib.import_module(FLAVOURS[flavour])
+        return module, str(module.__version__)
+    except Exception:  # ImportError, or a broken install (e.g. PyPI's download stub): treated as missing
+        return None, None
+
+
+def detect_runtime(requested: str = "auto") -> RuntimeInfo:
+    """``auto``: TensorRT if installed, else TensorRT for RTX, else (not installed) TensorRT."""
+    if requested not in ("auto", *FLAVOURS):
+        raise PlanError(f"unknown runtime {requested!r}; choose auto, tensorrt or tensorrt-rtx")
+    for flavour in (FLAVOURS if requested == "auto" else (requested,)):
+        module, version = _import(flavour)
+        if module is not None:
+            return RuntimeInfo(flavour, module, version)
+    return RuntimeInfo("tensorrt" if requested == "auto" else requested)
+
+
+# -- shapes and ONNX -----------------------------------------------------------------------------------------------
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"NxHxW"``, ``"HxW"`` (batch 1) or ``"Nx3xHxW"`` -> (N, H, W)."""
+    parts = text.lower().replace(",", "x").split("x")
+    if not all(p.strip().isdigit() for p in parts) or len(parts) not in (2, 3, 4):
+        raise ValueError(f"expected a shape NxHxW, HxW or Nx3xHxW such as 1x720x1280, got {text!r}")
+    values = [int(p) for p in parts]
+    if len(values) == 4:
+        if values[1] != 3:
+            raise ValueError(f"{text!r}: BANet takes 3 channels, got {values[1]}")
+        values = [values[0], values[2], values[3]]
+    if len(values) == 2:
+        values = [1, *values]
+    return tuple(values)
+
+
+def nchw(shape: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    return (shape[0], 3, shape[1], shape[2])
+
+
+def shape_text(shape: Iterable[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    """What the plan needs to know about the ONNX a build starts from."""
+
+    path: Path
+    exists: bool
+    metadata: ModelMetadata | None
+    input_name: str
+    #: the input's dimensions: an int where static, the dimension's name where dynamic
+    input_dims: tuple
+    qdq_nodes: int = 0
+    sha256: str | None = None
+    size: int = 0
+    metadata_note: str = ""
+
+    @property
+    def precision(self) -> str:
+        if self.qdq_nodes:
+            return "int8"
+        return self.metadata.precision if self.metadata else "fp32"
+
+    @property
+    def min_size(self) -> int:
+        return self.metadata.min_size if self.metadata else EXPORT_MIN_SIZE
+
+    @property
+    def max_size(self) -> int:
+        return self.metadata.max_size if self.metadata else EXPORT_MAX_SIZE
+
+    @property
+    def size_multiple(self) -> int:
+        return self.metadata.conventions.size_multiple if self.metadata else BANET.size_multiple
+
+
+def read_onnx_info(path: Path, fallback_metadata: Path | None = None) -> OnnxInfo:
+    """Read the input signature, Q/DQ node count and banet metadata of an ONNX file (weights not loaded).
+
+    A quantized ONNX whose tool dropped the ``banet.*`` metadata borrows it from ``fallback_metadata`` (the FP32
+    ONNX it was made from), noted in ``metadata_note``.
+    """
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise PlanError(f"{path}: ONNX file not found")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise PlanError(f"{path}: not a readable ONNX file ({exc})") from exc
+    props = {e.key: e.value for e in model.metadata_props}
+    note = ""
+    try:
+        metadata = ModelMetadata.from_props(props, str(path))
+    except (KeyError, ValueError) as exc:
+        if fallback_metadata is None or not Path(fallback_metadata).is_file():
+            raise PlanError(f"{path}: {exc}") from exc
+        from banet.metadata import read_onnx_metadata
+
+        metadata = read_onnx_metadata(fallback_metadata)
+        note = f"banet metadata taken from {fallback_metadata} ({path.name} carries none)"
+    inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise PlanError(f"{path}: expected one network input, found {[i.name for i in inputs]}")
+    dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                 for d in inputs[0].type.tensor_type.shape.dim)
+    if len(dims) != 4:
+        raise PlanError(f"{path}: input {inputs[0].name!r} has {len(dims)} dimensions, expected NCHW")
+    qdq = sum(1 for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    return OnnxInfo(path, True, metadata, inputs[0].name, dims, qdq, file_sha256(path), path.stat().st_size, note)
+
+
+def expected_onnx_info(path: Path, precision: str) -> OnnxInfo:
+    """The ONNX ``export/to_onnx.py`` will write (dynamic N, H, W, its default size bounds)."""
+    return OnnxInfo(Path(path), False, None, "input", ("batch", 3, "height", "width"),
+                    metadata_note=f"not there yet: exported first ({precision}) by the build")
+
+
+def validate_profile(minimum: tuple, opt: tuple, maximum: tuple, onnx: OnnxInfo) -> Profile:
+    """Check (N, H, W) min/opt/max against each other, the ONNX's dimensions and the network's size multiple."""
+    names = ("batch", "height", "width")
+    for label, shape in (("--min", minimum), ("--opt", opt), ("--max", maximum)):
+        if len(shape) != 3 or any(int(v) < 1 for v in shape):
+            raise PlanError(f"{label} {shape_text(shape)}: every dimension must be >= 1")
+    for i, name in enumerate(names):
+        if not minimum[i] <= opt[i] <= maximum[i]:
+            raise PlanError(f"profile {name}: need min <= opt <= max, got {minimum[i]} / {opt[i]} / {maximum[i]} "
+                            f"(--min {shape_text(minimum)} --opt {shape_text(opt)} --max {shape_text(maximum)})")
+    multiple = onnx.size_multiple
+    for label, shape in (("--min", minimum), ("--opt", opt), ("--max", maximum)):
+        for i in (1, 2):
+            if shape[i] % multiple:
+                raise PlanError(f"{label} {shape_text(shape)}: {names[i]} {shape[i]} is not a multiple of "
+                                f"{multiple}, which BANet needs (one stride-2 stage down and up); use "
+                                f"{shape[i] + (-shape[i]) % multiple}")
+    onnx_dims = (onnx.input_dims[0], onnx.input_dims[2], onnx.input_dims[3])
+    if isinstance(onnx.input_dims[1], int) and onnx.input_dims[1] != 3:
+        raise PlanError(f"{onnx.path}: input has {onnx.input_dims[1]} channels, BANet takes 3")
+    for i, name in enumerate(names):
+        dim = onnx_dims[i]
+        if isinstance(dim, int) and dim > 0:
+            if not minimum[i] == opt[i] == maximum[i] == dim:
+                raise PlanError(f"{onnx.path.name} has a static {name} of {dim}: the profile must use {dim} for it "
+                                f"(min/opt/max {name} given: {minimum[i]}/{opt[i]}/{maximum[i]})")
+        elif i > 0:
+            lo, hi = onnx.min_size, onnx.max_size
+            if minimum[i] < lo or maximum[i] > hi:
+                raise PlanError(f"profile {name} {minimum[i]}..{maximum[i]} is outside the {lo}..{hi} the ONNX "
+                                f"was exported and verified for (re-export with --min-size/--max-size)")
+    return Profile(onnx.input_name, nchw(minimum), nchw(opt), nchw(maximum))
+
+
+def parse_targets(text: str | None) -> tuple[str, ...]:
+    """``"sm75,sm86"`` -> ("sm75", "sm86"); also accepts ``7.5`` and ``75``. Unknown targets are refused."""
+    if not text:
+        return ()
+    targets = []
+    for raw in text.replace(" ", "").split(","):
+        if not raw:
+            continue
+        item = raw.lower()
+        if "." in item and item.replace(".", "").isdigit():
+            item = "sm" + item.replace(".", "")
+        elif item.isdigit():
+            item = "sm" + item
+        try:
+            target_to_cc(item)
+        except ValueError as exc:
+            raise PlanError(f"unknown target {raw!r}: {exc}; TensorRT for RTX targets are "
+                            f"{', '.join(RTX_KNOWN_TARGETS)}") from exc
+        if item not in RTX_KNOWN_TARGETS:
+            raise PlanError(f"unknown target {raw!r}: TensorRT for RTX compiles for {', '.join(RTX_KNOWN_TARGETS)} "
+                            "(sm75 Turing, e.g. RTX 2080 Ti; sm86 Ampere; sm89 Ada; sm120 Blackwell RTX)")
+        if item not in targets:
+            targets.append(item)
+    return tuple(targets)
+
+
+# -- the plan ------------------------------------------------------------------------------------------------------
+@dataclass
+class BuildOptions:
+    """What the user asked for (command-line options, as a library call)."""
+
+    precision: str = "fp32"
+    onnx: Path | None = None
+    weights: Path | None = None
+    output: Path | None = None
+    force: bool = False
+    targets: tuple[str, ...] = ()
+    min_shape: tuple[int, int, int] = DEFAULT_MIN
+    opt_shape: tuple[int, int, int] = DEFAULT_OPT
+    max_shape: tuple[int, int, int] = DEFAULT_MAX
+    workspace_mib: int | None = None
+    optimization_level: int = 3
+    timing_cache: Path | None = None
+    version_compatible: bool = False
+    hardware_compatibility: str = "none"
+    strongly_typed: bool = False
+    tf32: bool = False
+    calibrate: bool = False
+    calibration_cache: Path | None = None
+    calibration_shape: tuple[int, int, int] = (1, 256, 256)
+    calibration_batches: int = 32
+    drift_shapes: tuple[tuple[int, int, int], ...] = DRIFT_SHAPES
+    min_psnr_db: float | None = None
+    progress: bool = True
+
+
+@dataclass
+class BuildPlan:
+    """Everything decided before building; :meth:`describe` is what ``--dry-run`` prints."""
+
+    options: BuildOptions
+    runtime: RuntimeInfo
+    precision: str
+    strongly_typed: bool
+    onnx: OnnxInfo
+    output: Path
+    profile: Profile
+    targets: tuple[str, ...]
+    builder_flags: list[str]
+    weights: Path | None
+    drift_shapes: list[tuple[int, int, int]]
+    reference_onnx: Path | None
+    notes: list[str] = field(default_factory=list)
+    export_precision: str | None = None  # set when the ONNX must be exported first
+
+    @property
+    def manifest(self) -> Path:
+        return manifest_path(self.output)
+
+    @property
+    def needs_gpu(self) -> bool:
+        """TensorRT proper builds on the GPU it targets; TensorRT for RTX compiles ahead of time on the CPU."""
+        return self.runtime.flavour == "tensorrt"
+
+    def describe(self) -> str:
+        o = self.options
+        lines = [f"build plan ({self.precision.upper()}, {self.runtime.label})"]
+        onnx_state = (f"sha256 {self.onnx.sha256[:12]}..., {self.onnx.size / 1e6:.1f} MB" if self.onnx.exists
+                      else self.onnx.metadata_note)
+        lines.append(f"  onnx:        {show(self.onnx.path)} ({onnx_state})")
+        if self.onnx.exists and self.onnx.metadata_note:
+            lines.append(f"               {self.onnx.metadata_note}")
+        if self.export_precision:
+            lines.append(f"               export first: {export_command(self.weights, self.export_precision)}")
+        lines.append(f"  engine:      {show(self.output)}   manifest: {show(self.manifest)}")
+        p = self.profile
+        lines.append(f"  profile:     {p.input} min {shape_text(p.min)}  opt {shape_text(p.opt)}  max "
+                     f"{shape_text(p.max)}")
+        typing = "strongly typed (precision from the ONNX)" if self.strongly_typed else "weakly typed"
+        lines.append(f"  network:     {typing}; builder flags: {', '.join(self.builder_flags) or 'none'}")
+        if self.runtime.flavour == "tensorrt-rtx":
+            lines.append(f"  targets:     {', '.join(self.targets) if self.targets else 'default (' + ', '.join(RTX_DEFAULT_TARGETS) + ' and later)'}")  # noqa: E501
+        lines.append(f"  optimisation level {o.optimization_level}; workspace "
+                     f"{str(o.workspace_mib) + ' MiB' if o.workspace_mib else 'TensorRT default'}; timing cache "
+                     f"{o.timing_cache or 'none'}")
+        compat = []
+        if o.version_compatible:
+            compat.append("version-compatible")
+        if o.hardware_compatibility != "none":
+            compat.append(f"hardware-compatible ({o.hardware_compatibility})")
+        if compat:
+            lines.append(f"  compatibility: {', '.join(compat)}")
+        if o.calibrate:
+            lines.append(f"  INT8 calibration: entropy calibrator, {o.calibration_batches} batches of "
+                         f"{shape_text(nchw(o.calibration_shape))}, cache {show(calibration_cache_path(self))}")
+        lines.append(f"  drift check: {', '.join(shape_text(s) for s in self.drift_shapes)} vs ONNX Runtime FP32 "
+                     f"({show(self.reference_onnx)}), needs a GPU; fail below "
+                     f"{self.min_psnr_db:.0f} dB")
+        lines.extend(f"  note: {n}" for n in self.notes)
+        lines.append("  equivalent command line:")
+        lines.append("    " + trtexec_command(self))
+        lines.append(f"  rebuild command: {rebuild_command(self)}")
+        return "\n".join(lines)
+
+    @property
+    def min_psnr_db(self) -> float:
+        return self.options.min_psnr_db if self.options.min_psnr_db is not None else MIN_PSNR_DB[self.precision]
+
+
+def default_onnx(stem: str, precision: str, strongly_typed: bool, calibrate: bool) -> Path:
+    """Which exported ONNX a build starts from: FP16 ONNX only for strongly typed FP16; Q/DQ ONNX for INT8."""
+    if precision == "int8" and not calibrate:
+        return ENGINES / f"{stem}_int8_trt.onnx"
+    if precision == "fp16" and strongly_typed:
+        return ENGINES / f"{stem}_fp16.onnx"
+    return ENGINES / f"{stem}.onnx"
+
+
+def default_engine(stem: str, precision: str, targets: tuple[str, ...]) -> Path:
+    """``engines/<weights stem>_<precision>[_<targets>].engine`` (the name the benchmarks look for)."""
+    suffix = ("_" + "-".join(targets)) if targets else ""
+    return ENGINES / f"{stem}_{precision}{suffix}.engine"
+
+
+def show(path: Path | str) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def export_command(weights: Path | None, precision: str) -> str:
+    from banet.defaults import DEFAULT_WEIGHTS
+
+    parts = ["python", "export/to_onnx.py"]
+    if weights is not None and Path(weights).resolve() != DEFAULT_WEIGHTS.resolve():
+        parts += ["--weights", show(weights)]
+    if precision == "fp16":
+        parts.append("--fp16")
+    return shlex.join(parts)
+
+
+def calibration_cache_path(plan: BuildPlan) -> Path:
+    return plan.options.calibration_cache or plan.output.with_suffix(".calib")
+
+
+def _weights_stem(options: BuildOptions) -> tuple[str, Path | None]:
+    if options.weights is not None:
+        return Path(options.weights).stem, Path(options.weights)
+    if options.onnx is not None and Path(options.onnx).is_file():
+        try:
+            info = read_onnx_info(Path(options.onnx))
+            return Path(info.metadata.source_name).stem, None
+        except PlanError:
+            return Path(options.onnx).stem, None
+    from banet.defaults import DEFAULT_WEIGHTS
+
+    return DEFAULT_WEIGHTS.stem, DEFAULT_WEIGHTS
+
+
+def make_plan(options: BuildOptions, runtime: RuntimeInfo) -> BuildPlan:
+    """Decide and validate everything that needs neither TensorRT nor a GPU; PlanError with the reason."""
+    precision = options.precision
+    if precision not in PRECISIONS:
+        raise PlanError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    flavour = runtime.flavour
+    rtx = flavour == "tensorrt-rtx"
+    notes: list[str] = []
+    targets = tuple(options.targets)
+    # -- what the runtime can do ----------------------------------------------------------------------------------
+    if targets and not rtx:
+        raise PlanError("--target selects compute capabilities for TensorRT for RTX (--runtime tensorrt-rtx); "
+                        "TensorRT builds for the GPU it runs on (use --hardware-compatible ampere_plus for an "
+                        "engine that runs on other Ampere+ GPUs)")
+    if rtx and precision == "int8":
+        raise PlanError("INT8 is not available with TensorRT for RTX: it has no INT8 convolution path (only "
+                        "weight-only INT8 GEMMs); build INT8 engines with TensorRT 10+ (--runtime tensorrt) from "
+                        f"the Q/DQ ONNX ({INT8_COMMAND}), or use --fp16")
+    if rtx and "sm75" in targets and precision == "fp32":
+        raise PlanError("FP32 cannot be built for sm75 (Turing, e.g. RTX 2080 Ti) with TensorRT for RTX: it has no "
+                        "FP32 GEMM on Turing (\"FP32 GEMM is not supported\"), and BANet's strip pooling runs as "
+                        "MatMuls; add --fp16 (builds from the half-precision export of to_onnx.py --fp16)")
+    if rtx and options.version_compatible:
+        raise PlanError("--version-compatible is a TensorRT option: TensorRT for RTX engines only load on the "
+                        "release that built them")
+    if rtx and options.hardware_compatibility != "none":
+        raise PlanError("--hardware-compatible is a TensorRT option; with TensorRT for RTX choose the GPUs with "
+                        "--target (e.g. --target sm75,sm86,sm89,sm120)")
+    if options.hardware_compatibility not in HARDWARE_COMPATIBILITY:
+        raise PlanError(f"unknown --hardware-compatible {options.hardware_compatibility!r}; choose one of "
+                        f"{HARDWARE_COMPATIBILITY}")
+    major = runtime.major
+    strongly_typed = rtx or options.strongly_typed or (major is not None and major >= 11)
+    if options.calibrate:
+        if precision != "int8":
+            raise PlanError("--calibrate is for --int8 (implicit INT8 calibration)")
+        if rtx or (major is not None and major >= 11):
+            raise PlanError(f"--calibrate needs TensorRT 10: {runtime.label} has no INT8 calibrators (removed in "
+                            f"TensorRT 11); build from the Q/DQ ONNX instead ({INT8_COMMAND})")
+        if options.strongly_typed:
+            raise PlanError("--calibrate uses implicit quantization, which needs a weakly typed network; drop "
+                            "--strongly-typed, or build from the Q/DQ ONNX without --calibrate")
+    if not 0 <= options.optimization_level <= 5:
+        raise PlanError(f"--optimization-level must be 0..5 (TensorRT's builder levels), got "
+                        f"{options.optimization_level}")
+    if options.workspace_mib is not None and options.workspace_mib < 1:
+        raise PlanError(f"--workspace must be a positive number of MiB, got {options.workspace_mib}")
+    if runtime.module is None and flavour == "tensorrt" and not strongly_typed and not options.calibrate:
+        notes.append("TensorRT is not installed here, so its version is unknown: this is the TensorRT 10.x plan "
+                     "(weakly typed); on TensorRT 11+ the build is strongly typed, from the "
+                     + ("FP16 ONNX" if precision == "fp16" else "Q/DQ ONNX" if precision == "int8" else "same ONNX"))
+    if rtx and options.timing_cache:
+        notes.append("timing caches are no-ops in TensorRT for RTX (kernels are compiled just in time on the "
+                     "user's GPU; the runtime backend keeps a runtime cache instead): --timing-cache ignored")
+    if rtx and not targets:
+        notes.append("no --target: the engine runs on Ampere and later RTX GPUs (sm86, sm89, sm120...), not on "
+                     "Turing (RTX 20xx): for an RTX 2080 Ti use --fp16 --target sm75")
+
+    # -- which ONNX ----------------------------------------------------------------------------------------------
+    stem, weights = _weights_stem(options)
+    onnx_path = Path(options.onnx) if options.onnx else default_onnx(stem, precision, strongly_typed,
+                                                                     options.calibrate)
+    export_precision = None
+    fp32_sibling = ENGINES / f"{stem}.onnx" if options.onnx is None else None
+    if onnx_path.is_file():
+        onnx = read_onnx_info(onnx_path, fallback_metadata=fp32_sibling)
+    elif options.onnx is not None:
+        raise PlanError(f"{onnx_path}: ONNX file not found")
+    elif precision == "int8" and not options.calibrate:
+        raise PlanError(f"{onnx_path}: the INT8 Q/DQ ONNX is missing; create it with: {INT8_COMMAND}"
+                        + ("" if rtx else " (or, on TensorRT 10, calibrate at build time with --calibrate)"))
+    else:
+        export_precision = "fp16" if (precision == "fp16" and strongly_typed) else "fp32"
+        onnx = expected_onnx_info(onnx_path, export_precision)
+    wanted = {"fp32": "fp32", "fp16": "fp16" if strongly_typed else None, "int8": None}[precision]
+    if onnx.exists:
+        if precision == "int8" and not options.calibrate and not onnx.qdq_nodes:
+            raise PlanError(f"{onnx_path} has no QuantizeLinear/DequantizeLinear nodes: INT8 engines are built from "
+                            f"the Q/DQ ONNX ({INT8_COMMAND}), or with --calibrate on TensorRT 10")
+        if precision != "int8" and onnx.qdq_nodes:
+            raise PlanError(f"{onnx_path} is quantized (Q/DQ nodes): build it with --int8")
+        if options.calibrate and onnx.precision != "fp32":
+            raise PlanError(f"--calibrate needs the FP32 ONNX, {onnx_path} is {onnx.precision}")
+        if wanted and onnx.precision != wanted:
+            hint = (" (the strongly typed path takes its precision from the ONNX: export it with "
+                    "export/to_onnx.py --fp16)" if wanted == "fp16" else "")
+            raise PlanError(f"{onnx_path} is a {onnx.precision.upper()} ONNX but a {precision.upper()} "
+                            f"{'strongly typed ' if strongly_typed else ''}build needs a {wanted.upper()} one{hint}")
+    profile = validate_profile(options.min_shape, options.opt_shape, options.max_shape, onnx)
+
+    # -- builder flags -------------------------------------------------------------------------------------------
+    flags = []
+    if not strongly_typed:
+        if precision == "fp16":
+            flags.append("FP16")
+        if precision == "int8":
+            flags += ["INT8", "FP16"]
+    if precision == "fp32" and not options.tf32:
+        flags.append("no TF32")
+    if options.version_compatible:
+        flags.append("VERSION_COMPATIBLE")
+    if precision == "int8" and strongly_typed:
+        notes.append("strongly typed INT8: layers without Q/DQ run in the ONNX's own precision (FP32)")
+
+    # -- output ------------------------------------------------------------------------------------------------------
+    output = Path(options.output) if options.output else default_engine(stem, precision, targets)
+    if output.suffix.lower() not in (".engine", ".plan", ".trt"):
+        raise PlanError(f"{output}: engine files end in .engine (the runtime picks the backend from the extension)")
+    if output.exists() and not options.force:
+        raise PlanError(f"{output} exists; pass --force to overwrite it")
+    if output.exists() and output.is_dir():
+        raise PlanError(f"{output} is a directory; give a file name ending in .engine")
+    for parent in {output.parent, *(p.parent for p in (options.timing_cache, options.calibration_cache) if p)}:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PlanError(f"cannot create folder {parent}: {exc.strerror or exc}") from exc
+        if not os.access(parent, os.W_OK):
+            raise PlanError(f"folder {parent} is not writable")
+    if options.calibrate:
+        c, _, h, w = nchw(options.calibration_shape)
+        if h % onnx.size_multiple or w % onnx.size_multiple:
+            raise PlanError(f"--calibration-shape {shape_text(options.calibration_shape)}: height and width must be "
+                            f"multiples of {onnx.size_multiple}")
+
+    drift = [s for s in options.drift_shapes
+             if all(profile.min[i] <= v <= profile.max[i] for i, v in zip((0, 2, 3), s))
+             and s[1] % onnx.size_multiple == 0 and s[2] % onnx.size_multiple == 0]
+    if not drift:
+        drift = [(profile.min[0], profile.min[2], profile.min[3]), (profile.opt[0], profile.opt[2], profile.opt[3])]
+    fp32_source = (onnx.precision == "fp32") if onnx.exists else export_precision == "fp32"
+    reference = onnx.path if fp32_source else onnx.path.with_name(stem + ".onnx")
+    return BuildPlan(options, runtime, precision, strongly_typed, onnx, output, profile, targets, flags, weights,
+                     sorted(set(drift), key=drift.index), reference, notes, export_precision)
+
+
+# -- equivalent command lines -------------------------------------------------------------------------------------
+def trtexec_command(plan: BuildPlan) -> str:
+    """The ``trtexec`` (TensorRT) or ``tensorrt_rtx`` (TensorRT for RTX) line that builds the same engine."""
+    o, p = plan.options, plan.profile
+    rtx = plan.runtime.flavour == "tensorrt-rtx"
+    args = ["tensorrt_rtx" if rtx else "trtexec", f"--onnx={show(plan.onnx.path)}", f"--saveEngine={show(plan.output)}"]
+    args += [f"--minShapes={p.input}:{shape_text(p.min)}", f"--optShapes={p.input}:{shape_text(p.opt)}",
+             f"--maxShapes={p.input}:{shape_text(p.max)}"]
+    if rtx:
+        if plan.targets:
+            args.append("--computeCapabilities=" + ",".join(t[2:] for t in plan.targets))
+    else:
+        if plan.strongly_typed:
+            args.append("--stronglyTyped")
+        if "FP16" in plan.builder_flags:
+            args.append("--fp16")
+        if "INT8" in plan.builder_flags:
+            args.append("--int8")
+        if o.calibrate:
+            args.append(f"--calib={show(calibration_cache_path(plan))}")
+        if "no TF32" in plan.builder_flags:
+            args.append("--noTF32")
+        args.append(f"--builderOptimizationLevel={o.optimization_level}")
+        if o.workspace_mib:
+            args.append(f"--memPoolSize=workspace:{o.workspace_mib}M")
+        if o.timing_cache:
+            args.append(f"--timingCacheFile={o.timing_cache}")
+        if o.version_compatible:
+            args.append("--versionCompatible")
+        if o.hardware_compatibility != "none":
+            level = {"ampere_plus": "ampere+", "same_compute_capability": "sameComputeCapability"}
+            args.append(f"--hardwareCompatibilityLevel={level[o.hardware_compatibility]}")
+    args.append("--skipInference")
+    line = shlex.join(args)
+    if o.calibrate:
+        line += "   # trtexec reads an existing calibration cache; the first build writes it"
+    return line
+
+
+def rebuild_command(plan: BuildPlan) -> str:
+    """The ``export/build_trt.py`` line that builds this engine again (stored in the manifest)."""
+    o = plan.options
+    args = ["python", "export/build_trt.py"]
+    if plan.precision != "fp32":
+        args.append(f"--{plan.precision}")
+    args += ["--runtime", plan.runtime.flavour]
+    if plan.targets:
+        args += ["--target", ",".join(plan.targets)]
+    if o.onnx is not None:
+        args += ["--onnx", show(o.onnx)]
+    elif o.weights is not None:
+        args += ["--weights", show(o.weights)]
+    if o.output is not None:
+        args += ["--output", show(o.output)]
+    p = plan.profile
+    if (p.min, p.opt, p.max) != (nchw(DEFAULT_MIN), nchw(DEFAULT_OPT), nchw(DEFAULT_MAX)):
+        args += ["--min", shape_text(p.min[:1] + p.min[2:]), "--opt", shape_text(p.opt[:1] + p.opt[2:]),
+                 "--max", shape_text(p.max[:1] + p.max[2:])]
+    if o.strongly_typed and plan.runtime.flavour == "tensorrt":
+        args.append("--strongly-typed")
+    if o.calibrate:
+        args.append("--calibrate")
+    if o.version_compatible:
+        args.append("--version-compatible")
+    if o.hardware_compatibility != "none":
+        args += ["--hardware-compatible", o.hardware_compatibility]
+    args.append("--force")
+    return shlex.join(args)
+
+
+# -- calling TensorRT ----------------------------------------------------------------------------------------------
+def _make_logger(trt, echo: bool):
+    """A logger that keeps TensorRT's errors (the first one becomes the failure message)."""
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(str(msg))
+                log.error("[%s] %s", "TensorRT", msg)
+            elif severity == trt.ILogger.Severity.WARNING and echo:
+                log.debug("[TensorRT] %s", msg)
+
+    return _Logger()
+
+
+def _make_progress_monitor(trt, stream=None):
+    """An ``IProgressMonitor`` that prints the top build phases with elapsed time (TensorRT 10+ / RTX)."""
+    stream = stream or sys.stderr
+
+    class _Progress(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.started = time.perf_counter()
+            self.depth: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps) -> None:
+            depth = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+            self.depth[phase_name] = depth
+            if depth <= 1:
+                print(f"  [{time.perf_counter() - self.started:6.1f} s] {'  ' * depth}{phase_name}", file=stream,
+                      flush=True)
+
+        def step_complete(self, phase_name, step) -> bool:
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name) -> None:
+            self.depth.pop(phase_name, None)
+
+    return _Progress()
+
+
+def batches_from_reader(reader) -> Iterator[np.ndarray]:
+    """NCHW float32 batches from an ONNX Runtime ``CalibrationDataReader`` (``get_next() -> {name: array}``)."""
+    while True:
+        item = reader.get_next()
+        if item is None:
+            return
+        yield np.asarray(next(iter(item.values())), dtype=np.float32)
+
+
+def _fit(batch: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Centre-crop (and cycle the batch) to the calibration shape the engine's calibration profile fixes."""
+    n, c, h, w = shape
+    if batch.ndim != 4 or batch.shape[1] != c or batch.shape[2] < h or batch.shape[3] < w:
+        raise BuildError(f"calibration batch of shape {batch.shape} cannot be cropped to {shape_text(shape)}")
+    y, x = (batch.shape[2] - h) // 2, (batch.shape[3] - w) // 2
+    crop = batch[:, :, y:y + h, x:x + w]
+    reps = -(-n // len(crop))
+    return np.ascontiguousarray(np.concatenate([crop] * reps)[:n], dtype=np.float32)
+
+
+def make_entropy_calibrator(trt, batches: Iterable[np.ndarray], shape: tuple[int, int, int, int], cache: Path):
+    """An ``IInt8EntropyCalibrator2`` (TensorRT 10) fed by any iterable of NCHW float32 batches, with a cache file.
+
+    Where ``cache`` exists, TensorRT reads it and skips calibration; after calibrating it is written.
+    """
+    from runtime.backends.cuda import DeviceBuffer, check, import_cudart
+
+    cudart = import_cudart()
+
+    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = iter(batches)
+            self.buffer = DeviceBuffer(cudart)
+            self.count = 0
+
+        def get_batch_size(self) -> int:
+            return shape[0]
+
+        def get_batch(self, names):
+            try:
+                batch = _fit(next(self.batches), shape)
+            except StopIteration:
+                return None
+            ptr = self.buffer.ensure(batch.nbytes)
+            check(cudart, cudart.cudaMemcpy(ptr, batch.ctypes.data, batch.nbytes,
+                                            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice), "cudaMemcpy")
+            self.count += 1
+            return [ptr]
+
+        def read_calibration_cache(self):
+            return cache.read_bytes() if cache.is_file() else None
+
+        def write_calibration_cache(self, data) -> None:
+            cache.write_bytes(bytes(data))
+
+    return _EntropyCalibrator()
+
+
+def default_calibration_batches(plan: BuildPlan) -> Iterator[np.ndarray]:
+    """Batches for ``--calibrate``: the calibration work's data reader where it exists, else real photos."""
+    n, h, w = plan.options.calibration_shape
+    count = plan.options.calibration_batches
+    try:
+        from onnxruntime.quantization import CalibrationDataReader
+
+        from calibration import data as calibration_data
+
+        for value in vars(calibration_data).values():
+            if isinstance(value, type) and issubclass(value, CalibrationDataReader) and \
+                    value is not CalibrationDataReader:
+                try:
+                    reader = value()
+                except TypeError:
+                    continue
+                log.info("INT8 calibration data: calibration.data.%s", value.__name__)
+                return batches_from_reader(reader)
+    except ImportError:
+        pass
+    from export.parity import photo_batch
+
+    log.info("INT8 calibration data: %d real-photo batches (export.parity.photo_batch)", count)
+    return (photo_batch(n, h, w, seed=1000 + i) for i in range(count))
+
+
+def build_serialized(plan: BuildPlan, trt, calibration_batches: Iterable[np.ndarray] | None = None,
+                     progress_stream=None) -> tuple[bytes, dict]:
+    """Build the engine with ``trt`` (the ``tensorrt`` or ``tensorrt_rtx`` module). Returns (plan bytes, details).
+
+    Raises BuildError with TensorRT's first error when parsing or building fails.
+    """
+    o = plan.options
+    rtx = plan.runtime.flavour == "tensorrt-rtx"
+    logger = _make_logger(trt, echo=False)
+    builder = trt.Builder(logger)
+    flags = 0
+    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(plan.onnx.path)):
+        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
+        raise BuildError(f"the ONNX parser of {plan.runtime.label} refused {plan.onnx.path}: "
+                         + ("; ".join(errors[:3]) or "no error reported"))
+    config = builder.create_builder_config()
+    if o.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, o.workspace_mib << 20)
+    config.builder_optimization_level = o.optimization_level
+    for name in plan.builder_flags:
+        if name == "no TF32":
+            config.clear_flag(trt.BuilderFlag.TF32)
+        else:
+            config.set_flag(getattr(trt.BuilderFlag, name))
+    if o.hardware_compatibility != "none":
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, o.hardware_compatibility.upper())
+    if rtx and plan.targets:
+        config.num_compute_capabilities = len(plan.targets)
+        for index, target in enumerate(plan.targets):
+            if not config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), index):
+                raise BuildError(f"{plan.runtime.label} refused target {target}")
+    profile = builder.create_optimization_profile()
+    p = plan.profile
+    profile.set_shape(p.input, p.min, p.opt, p.max)
+    config.add_optimization_profile(profile)
+    calibrator = None
+    if o.calibrate:
+        shape = nchw(o.calibration_shape)
+        batches = calibration_batches if calibration_batches is not None else default_calibration_batches(plan)
+        calibrator = make_entropy_calibrator(trt, batches, shape, calibration_cache_path(plan))
+        config.int8_calibrator = calibrator
+        calibration_profile = builder.create_optimization_profile()
+        calibration_profile.set_shape(p.input, shape, shape, shape)
+        config.set_calibration_profile(calibration_profile)
+    timing_cache = None
+    if o.timing_cache and not rtx:
+        data = o.timing_cache.read_bytes() if o.timing_cache.is_file() else b""
+        timing_cache = config.create_timing_cache(data)
+        config.set_timing_cache(timing_cache, False)
+    if o.progress and hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = _make_progress_monitor(trt, progress_stream)
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if calibrator is not None:
+        calibrator.buffer.free()
+    if serialized is None:
+        first = logger.errors[0] if logger.errors else "no error reported"
+        raise BuildError(f"{plan.runtime.label} could not build the engine: {first}")
+    if timing_cache is not None:
+        o.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    details = {"seconds": round(seconds, 2), "layers": network.num_layers}
+    return bytes(serialized), details
+
+
+# -- the whole build -----------------------------------------------------------------------------------------------
+def export_missing_onnx(plan: BuildPlan) -> BuildPlan:
+    """Export the ONNX the plan starts from when it is not there yet (verified by the exporter), then re-plan."""
+    if plan.export_precision is None:
+        return plan
+    from banet.checkpoint import load_checkpoint
+    from export.onnx_export import ExportOptions, export_onnx
+
+    weights = plan.weights
+    if weights is None:
+        raise PlanError(f"{plan.onnx.path} is missing and no --weights were given to export it from")
+    log.info("exporting %s first (%s)", plan.onnx.path, export_command(weights, plan.export_precision))
+    loaded = load_checkpoint(weights)
+    export_onnx(loaded.model, plan.onnx.path, ExportOptions(precision=plan.export_precision), loaded.sha256,
+                Path(weights).name, loaded.config)
+    return make_plan(plan.options, plan.runtime)
+
+
+def ensure_runnable(plan: BuildPlan) -> dict | None:
+    """Raise RuntimeMissingError (one line, install hints) if the flavour or a GPU it needs is missing.
+
+    Returns the build machine's GPU (name, compute capability) or None (TensorRT for RTX without a GPU).
+    """
+    flavour = plan.runtime.flavour
+    if plan.runtime.module is None:
+        raise RuntimeMissingError(f"{FLAVOUR_NAMES[flavour]} is not installed here (module "
+                                  f"{FLAVOURS[flavour]}): {INSTALL_HINTS[flavour]}"
+                                  + ("; or build without a GPU with TensorRT for RTX (--runtime tensorrt-rtx, RTX "
+                                     "GPUs only)" if flavour == "tensorrt" and plan.precision != "int8" else ""))
+    from runtime.backends.cuda import CudaUnavailableError, gpu_info
+
+    try:
+        gpu = gpu_info(0)
+    except CudaUnavailableError as exc:
+        if plan.needs_gpu:
+            raise RuntimeMissingError(f"TensorRT builds engines on the GPU they are for, and there is none here "
+                                      f"({exc}); run this on the target GPU machine, or build ahead of time for RTX "
+                                      "GPUs with --runtime tensorrt-rtx") from exc
+        return None
+    return {"name": gpu.name, "compute_capability": list(gpu.compute_capability)}
+
+
+def _relative(path: Path, start: Path) -> str:
+    try:
+        return os.path.relpath(path.resolve(), start.resolve())
+    except ValueError:
+        return str(path.resolve())
+
+
+def measure_drift(plan: BuildPlan, engine: Path) -> dict:
+    """Engine vs ONNX Runtime FP32 on the plan's drift shapes (needs a GPU to run the engine)."""
+    from export.onnx_export import onnxruntime_forward
+    from export.parity import compare
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    reference = plan.reference_onnx
+    if reference is None or not reference.is_file():
+        return {"skipped": f"no FP32 ONNX at {reference} to compare with (export it with export/to_onnx.py)"}
+    with TensorRTBackend(engine, check_onnx=False) as backend:
+        report = compare(onnxruntime_forward(reference), backend.run, plan.drift_shapes, plan.min_psnr_db, None,
+                         reference_name=f"ONNX Runtime FP32 ({reference.name})",
+                         candidate_name=f"{plan.runtime.label} {plan.precision.upper()} on {backend.gpu.name}")
+    log.info("drift right after the build:\n%s", report.table())
+    result = report.to_dict()
+    result["worst_psnr_db"] = round(report.worst_psnr_db, 2)
+    result["passed"] = report.passed
+    return result
+
+
+def build(plan: BuildPlan, calibration_batches: Iterable[np.ndarray] | None = None,
+          measure: Callable[[BuildPlan, Path], dict] | None = measure_drift) -> tuple[Path, EngineManifest]:
+    """Build, write the engine and its manifest, measure drift where a GPU is present.
+
+    Raises RuntimeMissingError / PlanError / BuildError; a build that drifts past the threshold is left as
+    ``<name>.failed.engine`` (with its manifest) and raises BuildError.
+    """
+    gpu = ensure_runnable(plan)
+    plan = export_missing_onnx(plan)
+    trt = plan.runtime.module
+    log.info("building %s with %s from %s", plan.output, plan.runtime.label, plan.onnx.path)
+    data, details = build_serialized(plan, trt, calibration_batches)
+    tmp = plan.output.with_name(plan.output.name + ".partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, plan.output)
+    o = plan.options
+    manifest = EngineManifest(
+        engine=plan.output.name, engine_sha256=file_sha256(plan.output), engine_bytes=plan.output.stat().st_size,
+        runtime=plan.runtime.flavour, runtime_version=plan.runtime.version, precision=plan.precision,
+        profiles=[plan.profile.to_dict()],
+        onnx={"path": _relative(plan.onnx.path, plan.output.parent), "sha256": plan.onnx.sha256,
+              "bytes": plan.onnx.size, "precision": plan.onnx.precision},
+        metadata={k: v for k, v in plan.onnx.metadata.to_props().items() if k.startswith(METADATA_PREFIX)},
+        build={"strongly_typed": plan.strongly_typed, "builder_flags": plan.builder_flags,
+               "optimization_level": o.optimization_level, "workspace_mib": o.workspace_mib,
+               "timing_cache": str(o.timing_cache) if o.timing_cache and plan.runtime.flavour == "tensorrt" else None,
+               "calibration": ({"cache": str(calibration_cache_path(plan)), "shape": list(nchw(o.calibration_shape))}
+                               if o.calibrate else None),
+               "seconds": details["seconds"], "network_layers": details["layers"],
+               "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "host": platform.node(), "python": platform.python_version(),
+               "trtexec_equivalent": trtexec_command(plan)},
+        gpu=gpu, targets=list(plan.targets), version_compatible=o.version_compatible,
+        hardware_compatibility=o.hardware_compatibility, rebuild_command=rebuild_command(plan))
+    manifest.write(plan.manifest)
+    if gpu is None:
+        manifest.drift = {"skipped": "no GPU on the build machine (ahead-of-time TensorRT for RTX build); run "
+                                     f"python export/build_trt.py --check {show(plan.output)} on the target GPU"}
+    elif measure is not None:
+        try:
+            manifest.drift = measure(plan, plan.output)
+        except Exception as exc:  # the engine is built; a GPU that cannot run it is recorded, not hidden
+            manifest.drift = {"skipped": f"could not run the engine here: {str(exc).splitlines()[0]}"}
+    manifest.write(plan.manifest)
+    if manifest.drift.get("passed") is False:
+        failed = plan.output.with_name(plan.output.stem + ".failed" + plan.output.suffix)
+        os.replace(plan.output, failed)
+        manifest.engine = failed.name
+        manifest.write(manifest_path(failed))
+        plan.manifest.unlink(missing_ok=True)
+        raise BuildError(f"the engine drifts from ONNX Runtime FP32 beyond {plan.min_psnr_db:.0f} dB (worst "
+                         f"{manifest.drift['worst_psnr_db']:.1f} dB); left at {failed} for inspection")
+    return plan.output, manifest
+
+
+def check_engine(engine: Path, reference_onnx: Path | None = None,
+                 shapes: Iterable[tuple[int, int, int]] = DRIFT_SHAPES) -> EngineManifest:
+    """Run an engine built elsewhere (e.g. ahead of time) on this GPU and record its drift in its manifest."""
+    from banet.manifest import read_manifest
+
+    manifest = read_manifest(engine)
+    onnx_path = (engine.parent / manifest.onnx["path"]).resolve()
+    runtime = RuntimeInfo(manifest.runtime, *_import(manifest.runtime))
+    reference = reference_onnx or onnx_path.with_name(Path(manifest.metadata.get(METADATA_PREFIX + "source_name",
+                                                                                 onnx_path.name)).stem + ".onnx")
+    p = manifest.profile
+    fits = [s for s in shapes if all(p.min[i] <= v <= p.max[i] for i, v in zip((0, 2, 3), s))] or \
+        [(p.opt[0], p.opt[2], p.opt[3])]
+    stub = BuildPlan(BuildOptions(precision=manifest.precision), runtime, manifest.precision,
+                     manifest.build.get("strongly_typed", True),
+                     OnnxInfo(onnx_path, onnx_path.is_file(), None, p.input, ()), engine, p,
+                     tuple(manifest.targets), [], None, fits, Path(reference))
+    manifest.drift = measure_drift(stub, engine)
+    manifest.write(manifest_path(engine))
+    return manifest
+
+
+def summary(manifest: EngineManifest, path: Path) -> str:
+    drift = manifest.drift
+    drift_text = (f"drift vs ONNX Runtime FP32 {drift['worst_psnr_db']:.1f} dB" if "worst_psnr_db" in drift
+                  else f"drift not measured ({drift.get('skipped', 'unknown')})")
+    targets = f", targets {manifest.describe_targets()}" if manifest.runtime == "tensorrt-rtx" else ""
+    return (f"wrote {show(path)} ({manifest.engine_bytes / 1e6:.1f} MB, {manifest.precision}, "
+            f"{FLAVOUR_NAMES[manifest.runtime]} {manifest.runtime_version}{targets}) in "
+            f"{manifest.build['seconds']:.1f} s; {drift_text}; manifest {show(manifest_path(path))}")
+
+
+def manifest_json(manifest: EngineManifest) -> str:
+    return json.dumps(manifest.to_dict(), indent=2)

@@ -1,0 +1,213 @@
+"""TensorRT backend: an engine built by ``export/build_trt.py``, on TensorRT or TensorRT for RTX.
+
+The manifest next to the engine is read first: an engine for another TensorRT release or flavour, another GPU
+(unless built hardware-compatible), other RTX targets, or built from an ONNX that has changed since, is refused
+with :class:`IncompatibleArtifactError` naming what differs and the command that rebuilds it, before TensorRT
+touches the file. Missing TensorRT, cuda-python or GPU is a :class:`BackendUnavailableError` with install hints.
+
+Execution follows NVIDIA's documented TensorRT 10 API (the same in ``tensorrt`` 10/11 and ``tensorrt_rtx``):
+``Runtime.deserialize_cuda_engine``, ``create_execution_context``, ``set_input_shape``, ``set_tensor_address``,
+``execute_async_v3`` on a CUDA stream, with device buffers from cuda-python (:mod:`runtime.backends.cuda`).
+TensorRT for RTX compiles kernels just in time on first use of a shape; its runtime cache (``runtime_cache=``,
+default in ``~/.cache/banet-deploy``) keeps them across runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from banet.checkpoint import file_sha256
+from banet.manifest import (
+    FLAVOUR_NAMES,
+    FLAVOURS,
+    INSTALL_HINTS,
+    EngineManifest,
+    ManifestError,
+    RuntimeEnvironment,
+    explain,
+    incompatibilities,
+    read_manifest,
+)
+from runtime.backends.base import Backend, BackendUnavailableError, IncompatibleArtifactError, ShapeLimits
+from runtime.backends.cuda import CudaUnavailableError, DeviceBuffer, GpuInfo, Stream, check, gpu_info, import_cudart
+
+log = logging.getLogger(__name__)
+
+
+def limits_from_manifest(manifest: EngineManifest) -> ShapeLimits:
+    """Shape limits of the engine's optimisation profile (NCHW min/max)."""
+    p = manifest.profile
+    (n0, _, h0, w0), (n1, _, h1, w1) = p.min, p.max
+    static = (n0, h0, w0) if (n0, h0, w0) == (n1, h1, w1) else None
+    return ShapeLimits(min_hw=(h0, w0), max_hw=(h1, w1), max_batch=n1, static_shape=static,
+                       fixed_batch=n0 if n0 == n1 else None)
+
+
+def import_flavour(flavour: str):
+    """The TensorRT module an engine needs, or an error saying what to install (or that the other one is here)."""
+    try:
+        return importlib.import_module(FLAVOURS[flavour])
+    except Exception as exc:  # ImportError or a broken install
+        other = next(f for f in FLAVOURS if f != flavour)
+        try:
+            importlib.import_module(FLAVOURS[other])
+            has_other = True
+        except Exception:
+            has_other = False
+        if has_other:
+            raise IncompatibleArtifactError(
+                f"this engine was built with {FLAVOUR_NAMES[flavour]}, and this machine has "
+                f"{FLAVOUR_NAMES[other]} instead (engines of one cannot be loaded by the other): "
+                f"{INSTALL_HINTS[flavour]}, or rebuild it with --runtime {other}") from exc
+        raise BackendUnavailableError(f"{FLAVOUR_NAMES[flavour]} is not installed ({exc}): "
+                                      f"{INSTALL_HINTS[flavour]}; on a GPU machine") from exc
+
+
+class TensorRTBackend(Backend):
+    """Runs one engine on one CUDA GPU. ``run`` takes and returns NCHW float32 host arrays."""
+
+    name = "tensorrt"
+
+    def __init__(self, path: str | Path, device: int = 0, runtime_cache: str | Path | bool | None = None,
+                 check_onnx: bool = True) -> None:
+        """Open ``path`` (an ``.engine`` with its ``.json`` manifest).
+
+        Args:
+            device: CUDA device index.
+            runtime_cache: TensorRT for RTX only: file for its just-in-time kernel cache (default: in the
+                banet-deploy cache folder, keyed by engine and GPU); False disables it.
+            check_onnx: refuse the engine if the ONNX it was built from is still there but has changed.
+        """
+        path = Path(path)
+        self.path = path
+        self.context = self.engine = self.stream = None
+        self._buffers: list[DeviceBuffer] = []
+        self.runtime_cache_path: Path | None = None
+        self._runtime_cache = None
+        try:
+            manifest = read_manifest(path)
+        except ManifestError as exc:
+            raise IncompatibleArtifactError(str(exc)) from exc
+        self.manifest = manifest
+        self.name = manifest.runtime
+        trt = import_flavour(manifest.runtime)
+        try:
+            cudart = import_cudart()
+            gpu = gpu_info(device)
+        except CudaUnavailableError as exc:
+            raise BackendUnavailableError(f"cannot run {path} on {FLAVOUR_NAMES[manifest.runtime]}: {exc}; it needs "
+                                          "an NVIDIA GPU with its driver and cuda-python (pip install "
+                                          "'cuda-python>=12'), or run the .onnx with backend='onnxruntime'") from exc
+        self.gpu: GpuInfo = gpu
+        env = RuntimeEnvironment(manifest.runtime, str(trt.__version__), gpu.name, gpu.compute_capability)
+        onnx_sha = None
+        onnx_path = (path.parent / manifest.onnx.get("path", "")).resolve()
+        if check_onnx and manifest.onnx.get("path") and onnx_path.is_file():
+            onnx_sha = file_sha256(onnx_path)
+        problems = incompatibilities(manifest, env, onnx_sha)
+        if problems:
+            raise IncompatibleArtifactError(explain(path, manifest, problems))
+        metadata = manifest.model_metadata()
+        super().__init__(metadata, limits_from_manifest(manifest))
+
+        self.trt, self.cudart = trt, cudart
+        check(cudart, cudart.cudaSetDevice(device), "cudaSetDevice")
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        if manifest.version_compatible:
+            self.runtime.engine_host_code_allowed = True  # version-compatible engines embed their lean runtime
+        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise IncompatibleArtifactError(f"{FLAVOUR_NAMES[manifest.runtime]} {trt.__version__} could not "
+                                            f"deserialize {path} (its log above says why); rebuild it with: "
+                                            f"{manifest.rebuild_command}")
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise IncompatibleArtifactError(f"{path}: expected one input and one output, found {inputs} / {outputs}")
+        self.input_name, self.output_name = inputs[0], outputs[0]
+        for name in (self.input_name, self.output_name):
+            if self.engine.get_tensor_dtype(name) != trt.DataType.FLOAT:
+                raise IncompatibleArtifactError(f"{path}: tensor {name!r} is {self.engine.get_tensor_dtype(name)}, "
+                                                "expected float32 input/output (export with export/to_onnx.py)")
+        if manifest.runtime == "tensorrt-rtx":
+            self.context = self._rtx_context(runtime_cache, manifest, gpu)
+        else:
+            self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise BackendUnavailableError(f"could not create an execution context for {path} (out of GPU memory? "
+                                          f"its profile allows up to {manifest.profile.max})")
+        self.stream = Stream(cudart)
+        self._buffers = [DeviceBuffer(cudart), DeviceBuffer(cudart)]
+
+    def _rtx_context(self, runtime_cache, manifest: EngineManifest, gpu: GpuInfo):
+        """Execution context with a runtime cache (TensorRT for RTX: ``IRuntimeConfig``/``IRuntimeCache``)."""
+        config = self.engine.create_runtime_config()
+        if runtime_cache is not False:
+            if runtime_cache in (None, True):
+                from runtime.loading import cache_dir
+
+                cc = "".join(map(str, gpu.compute_capability))
+                runtime_cache = cache_dir() / f"{manifest.engine_sha256[:16]}-sm{cc}.rtx-runtime-cache"
+            self.runtime_cache_path = Path(runtime_cache)
+            self._runtime_cache = config.create_runtime_cache()
+            if self.runtime_cache_path.is_file():
+                if not self._runtime_cache.deserialize(self.runtime_cache_path.read_bytes()):
+                    log.info("runtime cache %s does not match this GPU/driver; starting a new one",
+                             self.runtime_cache_path)
+            config.set_runtime_cache(self._runtime_cache)
+        return self.engine.create_execution_context(config)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.context is None:
+            raise RuntimeError("this TensorRT backend has been closed")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        problem = self.limits.check(batch.shape)
+        if problem:
+            raise ValueError(f"input of shape {batch.shape} cannot run on {self.path.name}: {problem}")
+        if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
+            raise ValueError(f"{self.path.name} refused input shape {batch.shape}")
+        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        output = np.empty(out_shape, dtype=np.float32)
+        src = self._buffers[0].ensure(batch.nbytes)
+        dst = self._buffers[1].ensure(output.nbytes)
+        self.context.set_tensor_address(self.input_name, src)
+        self.context.set_tensor_address(self.output_name, dst)
+        self.stream.to_device(src, batch)
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError(f"TensorRT failed to run {self.path.name} on shape {batch.shape}")
+        self.stream.to_host(output, dst)
+        self.stream.synchronize()
+        return output
+
+    def close(self) -> None:
+        if self._runtime_cache is not None and self.runtime_cache_path is not None:
+            try:
+                self.runtime_cache_path.parent.mkdir(parents=True, exist_ok=True)
+                self.runtime_cache_path.write_bytes(bytes(self._runtime_cache.serialize()))
+            except OSError as exc:
+                log.warning("could not save the runtime cache %s: %s", self.runtime_cache_path, exc)
+            self._runtime_cache = None
+        self.context = None
+        self.engine = None
+        for buffer in self._buffers:
+            buffer.free()
+        self._buffers = []
+        if self.stream is not None:
+            self.stream.destroy()
+            self.stream = None
+
+    def describe(self) -> str:
+        m = self.manifest
+        return f"{FLAVOUR_NAMES[m.runtime]} {m.runtime_version} on {self.gpu.name} ({m.precision})"
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: CUDA may be gone already
+            pass
