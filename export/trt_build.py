@@ -740,28 +740,20 @@ def make_entropy_calibrator(trt, batches: Iterable[np.ndarray], shape: tuple[int
 
 
 def default_calibration_batches(plan: BuildPlan) -> Iterator[np.ndarray]:
-    """Batches for ``--calibrate``: the calibration work's data reader where it exists, else real photos."""
+    """Batches for ``--calibrate``: the calibration work's data (``calibration.data``) where it is installed,
+    else deterministic real-photo inputs. Either way a plain iterable of NCHW float32 batches."""
     n, h, w = plan.options.calibration_shape
     count = plan.options.calibration_batches
     try:
-        from onnxruntime.quantization import CalibrationDataReader
-
         from calibration import data as calibration_data
 
-        for value in vars(calibration_data).values():
-            if isinstance(value, type) and issubclass(value, CalibrationDataReader) and \
-                    value is not CalibrationDataReader:
-                try:
-                    reader = value()
-                except TypeError:
-                    continue
-                log.info("INT8 calibration data: calibration.data.%s", value.__name__)
-                return batches_from_reader(reader)
-    except ImportError:
-        pass
+        source = calibration_data.CalibrationSource(count=count * n, size=(h, w), batch=n)
+        log.info("INT8 calibration data: %s", source.describe())
+        return batches_from_reader(source.reader())
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        log.info("INT8 calibration data: %d real-photo batches (calibration.data unavailable: %s)", count, exc)
     from export.parity import photo_batch
 
-    log.info("INT8 calibration data: %d real-photo batches (export.parity.photo_batch)", count)
     return (photo_batch(n, h, w, seed=1000 + i) for i in range(count))
 
 

@@ -48,23 +48,20 @@ def limits_from_manifest(manifest: EngineManifest) -> ShapeLimits:
 
 
 def import_flavour(flavour: str):
-    """The TensorRT module an engine needs, or an error saying what to install (or that the other one is here)."""
+    """The TensorRT module an engine needs, or BackendUnavailableError saying what to install."""
     try:
         return importlib.import_module(FLAVOURS[flavour])
-    except Exception as exc:  # ImportError or a broken install
+    except Exception as exc:  # ImportError, or a broken install (e.g. PyPI's tensorrt download stub)
         other = next(f for f in FLAVOURS if f != flavour)
         try:
             importlib.import_module(FLAVOURS[other])
-            has_other = True
+            instead = (f"; this machine has {FLAVOUR_NAMES[other]}, which cannot load it (rebuild the engine with "
+                       f"--runtime {other} to use that)")
         except Exception:
-            has_other = False
-        if has_other:
-            raise IncompatibleArtifactError(
-                f"this engine was built with {FLAVOUR_NAMES[flavour]}, and this machine has "
-                f"{FLAVOUR_NAMES[other]} instead (engines of one cannot be loaded by the other): "
-                f"{INSTALL_HINTS[flavour]}, or rebuild it with --runtime {other}") from exc
-        raise BackendUnavailableError(f"{FLAVOUR_NAMES[flavour]} is not installed ({exc}): "
-                                      f"{INSTALL_HINTS[flavour]}; on a GPU machine") from exc
+            instead = ""
+        raise BackendUnavailableError(f"this engine needs {FLAVOUR_NAMES[flavour]}, which is not installed "
+                                      f"({type(exc).__name__}: {exc}): {INSTALL_HINTS[flavour]}, on a GPU "
+                                      f"machine{instead}") from exc
 
 
 class TensorRTBackend(Backend):

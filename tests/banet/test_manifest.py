@@ -1,0 +1,141 @@
+"""Engine manifests: writing, reading, and the compatibility check the runtime applies (no TensorRT needed)."""
+
+import json
+
+import pytest
+
+from banet.config import BANetConfig
+from banet.conventions import BANET
+from banet.manifest import (
+    EngineManifest,
+    ManifestError,
+    RuntimeEnvironment,
+    explain,
+    incompatibilities,
+    manifest_path,
+    read_manifest,
+    target_to_cc,
+)
+from banet.metadata import ModelMetadata
+
+
+def make_manifest(engine_bytes=b"engine", **changes) -> EngineManifest:
+    import hashlib
+
+    metadata = ModelMetadata(conventions=BANET, config=BANetConfig(num_bams=2, dim_1=8, dim_2=16), precision="fp32",
+                             source_sha256="ab" * 32, source_name="tiny.safetensors", exporter="test", opset=17)
+    fields = dict(
+        engine="tiny_fp16.engine", engine_sha256=hashlib.sha256(engine_bytes).hexdigest(),
+        engine_bytes=len(engine_bytes), runtime="tensorrt", runtime_version="10.8.0.43", precision="fp16",
+        profiles=[{"input": "input", "min": [1, 3, 64, 64], "opt": [1, 3, 256, 256], "max": [2, 3, 512, 512]}],
+        onnx={"path": "tiny.onnx", "sha256": "cd" * 32, "bytes": 123, "precision": "fp32"},
+        metadata=metadata.to_props(), build={"seconds": 1.0},
+        gpu={"name": "NVIDIA GeForce RTX 3090", "compute_capability": [8, 6]},
+        rebuild_command="python export/build_trt.py --fp16 --runtime tensorrt --force")
+    fields.update(changes)
+    return EngineManifest(**fields)
+
+
+RTX3090 = RuntimeEnvironment("tensorrt", "10.8.0.43", "NVIDIA GeForce RTX 3090", (8, 6))
+
+
+def test_round_trip_and_engine_check(tmp_path):
+    engine = tmp_path / "tiny_fp16.engine"
+    engine.write_bytes(b"engine")
+    manifest = make_manifest()
+    manifest.write(manifest_path(engine))
+    assert manifest_path(engine) == tmp_path / "tiny_fp16.json"
+    back = read_manifest(engine)
+    assert back.to_dict() == manifest.to_dict()
+    assert back.profile.max == (2, 3, 512, 512)
+    metadata = back.model_metadata()
+    assert metadata.precision == "fp16" and metadata.config.num_bams == 2  # engine precision, ONNX's network
+
+    engine.write_bytes(b"another engine")  # replaced engine: the manifest no longer describes it
+    with pytest.raises(ManifestError, match="does not describe"):
+        read_manifest(engine)
+
+
+def test_missing_or_foreign_manifest(tmp_path):
+    engine = tmp_path / "x.engine"
+    engine.write_bytes(b"engine")
+    with pytest.raises(ManifestError, match="no manifest .*build_trt.py"):
+        read_manifest(engine)
+    manifest_path(engine).write_text(json.dumps({"schema": 1, "engine": "x.engine"}))
+    with pytest.raises(ManifestError, match="lacks"):
+        read_manifest(engine)
+    manifest_path(engine).write_text("{not json")
+    with pytest.raises(ManifestError, match="unreadable"):
+        read_manifest(engine)
+
+
+def test_same_machine_is_compatible():
+    assert incompatibilities(make_manifest(), RTX3090) == []
+
+
+@pytest.mark.parametrize("env, message", [
+    (RuntimeEnvironment("tensorrt", "10.9.0.34", "NVIDIA GeForce RTX 3090", (8, 6)),
+     "built with TensorRT 10.8.0.43 and this machine has TensorRT 10.9.0.34"),
+    (RuntimeEnvironment("tensorrt-rtx", "1.7.1.116", "NVIDIA GeForce RTX 3090", (8, 6)),
+     "built with TensorRT 10.8.0.43 but this machine would run it with TensorRT for RTX"),
+    (RuntimeEnvironment("tensorrt", "10.8.0.43", "NVIDIA H100 80GB HBM3", (9, 0)),
+     r"built on NVIDIA GeForce RTX 3090 \(compute capability 8.6\) and NVIDIA H100 .*9.0"),
+    (RuntimeEnvironment("tensorrt", "10.8.0.43", "NVIDIA RTX A6000", (8, 6)),
+     "tuned for the exact GPU model"),
+])
+def test_mismatches_are_named(env, message):
+    problems = incompatibilities(make_manifest(), env)
+    assert len(problems) == 1
+    assert __import__("re").search(message, problems[0]), problems[0]
+    text = explain("engines/tiny_fp16.engine", make_manifest(), problems)
+    assert "cannot run here" in text and "python export/build_trt.py --fp16 --runtime tensorrt --force" in text
+
+
+def test_version_compatible_engines_run_on_later_releases_only():
+    manifest = make_manifest(version_compatible=True)
+    later = RuntimeEnvironment("tensorrt", "11.4.0.1", "NVIDIA GeForce RTX 3090", (8, 6))
+    older = RuntimeEnvironment("tensorrt", "10.3.0.26", "NVIDIA GeForce RTX 3090", (8, 6))
+    too_new = RuntimeEnvironment("tensorrt", "12.0.0", "NVIDIA GeForce RTX 3090", (8, 6))
+    assert incompatibilities(manifest, later) == []
+    assert "version-compatible" in incompatibilities(manifest, older)[0]
+    assert incompatibilities(manifest, too_new)
+
+
+def test_hardware_compatible_engines():
+    ampere = make_manifest(hardware_compatibility="ampere_plus")
+    assert incompatibilities(ampere, RuntimeEnvironment("tensorrt", "10.8.0.43", "NVIDIA H100", (9, 0))) == []
+    assert "older" in incompatibilities(ampere, RuntimeEnvironment("tensorrt", "10.8.0.43", "Tesla T4", (7, 5)))[0]
+    same = make_manifest(hardware_compatibility="same_compute_capability")
+    assert incompatibilities(same, RuntimeEnvironment("tensorrt", "10.8.0.43", "NVIDIA RTX A6000", (8, 6))) == []
+    assert incompatibilities(same, RuntimeEnvironment("tensorrt", "10.8.0.43", "NVIDIA L4", (8, 9)))
+
+
+def test_rtx_targets():
+    sm75 = make_manifest(runtime="tensorrt-rtx", runtime_version="1.7.1.116", gpu=None, targets=["sm75"])
+    rtx = "tensorrt-rtx", "1.7.1.116"
+    assert incompatibilities(sm75, RuntimeEnvironment(*rtx, "NVIDIA GeForce RTX 2080 Ti", (7, 5))) == []
+    problem = incompatibilities(sm75, RuntimeEnvironment(*rtx, "NVIDIA GeForce RTX 3090", (8, 6)))[0]
+    assert "targets sm75" in problem and "--target sm86" in problem
+    default = make_manifest(runtime="tensorrt-rtx", runtime_version="1.7.1.116", gpu=None, targets=[])
+    assert incompatibilities(default, RuntimeEnvironment(*rtx, "NVIDIA GeForce RTX 4090", (8, 9))) == []
+    assert incompatibilities(default, RuntimeEnvironment(*rtx, "NVIDIA GeForce RTX 5090", (12, 0))) == []
+    turing = incompatibilities(default, RuntimeEnvironment(*rtx, "NVIDIA GeForce RTX 2080 Ti", (7, 5)))[0]
+    assert "--target sm75" in turing
+    h100 = incompatibilities(default, RuntimeEnvironment(*rtx, "NVIDIA H100 80GB HBM3", (9, 0)))[0]
+    assert "datacenter GPUs use TensorRT" in h100
+    newer = incompatibilities(default, RuntimeEnvironment("tensorrt-rtx", "1.8.0.1", "RTX 4090", (8, 9)))[0]
+    assert "exact release" in newer
+
+
+def test_stale_onnx_is_refused():
+    manifest = make_manifest()
+    assert incompatibilities(manifest, RTX3090, current_onnx_sha256="cd" * 32) == []
+    problem = incompatibilities(manifest, RTX3090, current_onnx_sha256="ef" * 32)[0]
+    assert "has changed" in problem and "stale" in problem
+
+
+def test_target_parsing():
+    assert target_to_cc("sm75") == (7, 5)
+    assert target_to_cc("sm120") == (12, 0)
+    with pytest.raises(ValueError):
+        target_to_cc("turing")
