@@ -1,0 +1,385 @@
+"""Drift report: every precision against FP32 PyTorch, and what it costs in restoration quality and buys in speed.
+
+    python -m calibration.drift              # default model -> out/drift/drift_report.json + drift_report.md
+    python -m calibration.drift --full       # + FP16 drift of the full stack-10 network (random weights)
+
+Rows: FP32 ONNX, FP16 ONNX (ONNX Runtime CPU), FP16 PyTorch (emulated on CPU; real half precision on a GPU
+when one is present), INT8 Q/DQ in the ``ort`` and ``trt`` flavours (ONNX Runtime CPU int8 kernels). For each,
+on the held-out set (blurred crops of photos never used for training): the PSNR of its output vs FP32
+PyTorch's (mean and worst image, and the max abs error of the raw output), and its restoration PSNR/SSIM vs the
+sharp images, with the change from FP32. Then the INT8 vs FP32 ONNX Runtime CPU speed ratio, measured in the
+same run (warm-up, interleaved repeats, median) at 1 and 2 threads. Missing models are made first: the FP16
+ONNX with the exporter, the INT8 models with ``calibration.quantize``'s defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.parity import Forward, psnr_db
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUTPUT = Path("out/drift")
+
+
+@dataclass
+class DriftRow:
+    """One precision/backend on the held-out set."""
+
+    name: str
+    precision: str
+    backend: str
+    drift_psnr_db: float
+    drift_worst_psnr_db: float
+    max_abs_error: float
+    psnr: float
+    ssim: float
+    delta_psnr_db: float = 0.0
+    delta_ssim: float = 0.0
+    file: str | None = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+def run_heldout(forward: Forward, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                conventions=None) -> tuple[list[np.ndarray], dict]:
+    """Raw outputs of ``forward`` on the held-out blurred images, and restoration PSNR/SSIM vs the sharp ones.
+
+    Images go through the runtime's pre/post-processing; the metrics come from ``training.evaluate``.
+    """
+    from banet.conventions import BANET
+    from banet.processing import postprocess, preprocess
+    from training.evaluate import evaluate_pairs
+
+    conventions = conventions or BANET
+    raws: list[np.ndarray] = []
+
+    def restore(images):
+        out = []
+        for image in images:
+            batch, padding = preprocess(image, conventions, channel_order="RGB")
+            raw = forward(batch)
+            raws.append(raw)
+            out.append(postprocess(raw, padding, np.float32, conventions, channel_order="RGB")[0])
+        return out
+
+    summary = evaluate_pairs(restore, pairs)["summary"]
+    return raws, summary
+
+
+def drift_row(name: str, precision: str, backend: str, forward: Forward, pairs, reference: list[np.ndarray],
+              baseline: dict | None, file: Path | None = None, note: str = "") -> tuple[DriftRow, list, dict]:
+    """Measure one forward: drift vs the reference raw outputs, restoration quality and its change."""
+    started = time.perf_counter()
+    raws, summary = run_heldout(forward, pairs)
+    seconds = time.perf_counter() - started
+    psnrs = [psnr_db(r, c) for r, c in zip(reference, raws)]
+    err = max(float(np.max(np.abs(r.astype(np.float64) - c))) for r, c in zip(reference, raws))
+    base = baseline or summary
+    row = DriftRow(name, precision, backend, float(np.mean(psnrs)), float(np.min(psnrs)), err,
+                   summary["psnr_deblurred"], summary["ssim_deblurred"],
+                   summary["psnr_deblurred"] - base["psnr_deblurred"],
+                   summary["ssim_deblurred"] - base["ssim_deblurred"],
+                   str(file) if file else None, seconds, note)
+    log.info("%-34s drift %.1f dB (worst %.1f), PSNR %.3f dB (%+.3f), SSIM %.4f (%+.4f), %.1f s", name,
+             row.drift_psnr_db, row.drift_worst_psnr_db, row.psnr, row.delta_psnr_db, row.ssim, row.delta_ssim,
+             seconds)
+    return row, raws, summary
+
+
+def measure_speed(models: dict[str, Path], shape: tuple[int, int, int] = (1, 256, 256),
+                  threads: Sequence[int] = (1, 2), warmup: int = 2, repeats: int = 7) -> list[dict]:
+    """Median latency (ms) of each ONNX model on ONNX Runtime CPU, interleaved so load changes hit all alike."""
+    import onnxruntime as ort
+
+    from export.parity import photo_batch
+
+    x = photo_batch(*shape)
+    results = []
+    for count in threads:
+        sessions = {}
+        for name, path in models.items():
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = count
+            opts.log_severity_level = 3
+            sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        for _ in range(warmup):
+            for session in sessions.values():
+                session.run(None, {"input": x})
+        for _ in range(repeats):
+            for name, session in sessions.items():
+                start = time.perf_counter()
+                session.run(None, {"input": x})
+                times[name].append((time.perf_counter() - start) * 1e3)
+        results.append({"threads": count, "median_ms": {k: round(statistics.median(v), 2) for k, v in times.items()},
+                        "min_ms": {k: round(min(v), 2) for k, v in times.items()}})
+    return results
+
+
+def gpu_half_forward(model) -> Forward | None:
+    """Real half precision on a CUDA GPU (the FP16 export's structure), or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    from export.onnx_export import HalfPrecisionBANet
+
+    half = HalfPrecisionBANet(copy.deepcopy(model).float()).cuda().eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return half(torch.from_numpy(x).cuda()).float().cpu().numpy()
+
+    return run
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown tables."""
+    held = report["heldout"]
+    lines = [f"# Drift report: {report['model']['name']} ({report['model']['config']})", "",
+             f"Held-out set: {held['images']} blurred crops of {held['size']} px (photos never used for training); "
+             f"blurred input PSNR {held['psnr_blurred']:.2f} dB / SSIM {held['ssim_blurred']:.4f}. Drift = PSNR "
+             "of each output vs FP32 PyTorch's (mean over images; worst image), after clamping.", "",
+             "| precision | backend | drift vs FP32 PyTorch dB (worst) | max abs err | PSNR dB | delta dB | SSIM "
+             "| delta SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['name']} | {r['backend']} | {r['drift_psnr_db']:.1f} ({r['drift_worst_psnr_db']:.1f}) "
+                     f"| {r['max_abs_error']:.2e} | {r['psnr']:.3f} | {r['delta_psnr_db']:+.3f} | {r['ssim']:.4f} "
+                     f"| {r['delta_ssim']:+.4f} |")
+    notes = [f"- {r['name']}: {r['note']}" for r in report["rows"] if r["note"]]
+    if notes:
+        lines += ["", *notes]
+    speed = report.get("speed")
+    if speed:
+        lines += ["", f"## Speed on ONNX Runtime CPU ({speed['shape']}, {speed['machine']}; median of "
+                      f"{speed['repeats']} interleaved runs after {speed['warmup']} warm-up)", "",
+                  "| threads | " + " | ".join(f"{k} ms" for k in speed["models"]) + " | "
+                  + " | ".join(f"{k} speed-up" for k in speed["models"] if k != "FP32 ONNX") + " |",
+                  "|---:|" + "---:|" * (2 * len(speed["models"]) - 1)]
+        for res in speed["results"]:
+            ms = res["median_ms"]
+            ratios = [f"{ms['FP32 ONNX'] / ms[k]:.2f}x" for k in speed["models"] if k != "FP32 ONNX"]
+            lines.append(f"| {res['threads']} | " + " | ".join(f"{ms[k]:.1f}" for k in speed["models"]) + " | "
+                         + " | ".join(ratios) + " |")
+    int8 = report.get("int8") or {}
+    if int8:
+        lines += ["", "## INT8 models", ""]
+        for flavour, info in int8.items():
+            lines.append(f"- `{info['file']}` ({flavour}): {info['format']}; calibration {info['calibration']}; "
+                         f"kept in float: {', '.join(info['excluded_groups']) or 'none'}")
+    full = report.get("full_network_fp16")
+    if full:
+        lines += ["", f"## FP16 drift of {full['network']}", "", full["note"], "",
+                  "| variant | worst PSNR vs FP32 PyTorch dB | per shape |", "|---|---:|---|"]
+        for name, row in full["results"].items():
+            per = ", ".join(f"{k}: {v:.1f}" for k, v in row["per_shape"].items())
+            lines.append(f"| {name} | {row['worst_psnr_db']:.1f} | {per} |")
+    lines += ["", f"GPU: {report['gpu']}", f"Whole run: {report['seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def int8_info(path: Path) -> dict:
+    """What an INT8 file says about itself (flavour, calibration, float blocks)."""
+    from banet.metadata import read_onnx_metadata
+
+    extra = read_onnx_metadata(path).extra
+    return {"file": str(path), "format": extra.get("int8_format", "?"),
+            "calibration": json.loads(extra.get("int8_calibration", "{}")),
+            "excluded_groups": json.loads(extra.get("int8_excluded_groups", "[]")),
+            "quantized_nodes": int(extra.get("int8_quantized_nodes", 0))}
+
+
+def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, int8: dict[str, Path],
+                 limit: int | None = None, speed: bool = True, full: bool = False, threads: int = 1,
+                 progress: Callable[[str], None] | None = None) -> dict:
+    """Measure every row (see module docstring) and return the report as a dict."""
+    from tqdm import tqdm
+
+    from calibration.fp16 import emulated_fp16_forward
+    from export.onnx_export import onnxruntime_forward, torch_forward
+    from training.photos import heldout_pairs
+
+    started = time.perf_counter()
+    pairs = heldout_pairs()[:limit]
+    reference_forward = torch_forward(model)
+    candidates: list[tuple[str, str, str, Callable[[], Forward | None], Path | None, str]] = [
+        ("FP32 ONNX", "fp32", "ONNX Runtime CPU", lambda: onnxruntime_forward(fp32, threads), fp32, ""),
+    ]
+    if fp16 is not None:
+        candidates.append(("FP16 ONNX", "fp16", "ONNX Runtime CPU", lambda: onnxruntime_forward(fp16, threads), fp16,
+                           "ONNX Runtime's CPU provider upcasts much of an FP16 graph to float32, so this "
+                           "understates GPU drift"))
+    candidates.append(("FP16 PyTorch (emulated)", "fp16", "PyTorch CPU, emulated", lambda: emulated_fp16_forward(model),
+                       None, "float16 storage of weights and every activation, float32 arithmetic inside each op "
+                       "(a GPU's tensor-core path), residual add in float32 as exported"))
+    candidates.append(("FP16 PyTorch (GPU)", "fp16", "PyTorch CUDA", lambda: gpu_half_forward(model), None,
+                       "real half precision on the GPU"))
+    for flavour, path in int8.items():
+        candidates.append((f"INT8 {flavour}", "int8", "ONNX Runtime CPU",
+                           lambda p=path: onnxruntime_forward(p, threads), path, ""))
+
+    reference, baseline = run_heldout(reference_forward, pairs)
+    rows = [DriftRow("FP32 PyTorch (reference)", "fp32", "PyTorch CPU", 200.0, 200.0, 0.0,
+                     baseline["psnr_deblurred"], baseline["ssim_deblurred"])]
+    gpu = "none here: FP16 drift is emulated on the CPU (see calibration/fp16.py)"
+    for name, precision, backend, make, path, note in tqdm(candidates, desc="precisions", disable=progress is None):
+        forward = make()
+        if forward is None:
+            continue
+        if backend == "PyTorch CUDA":
+            import torch
+
+            gpu = torch.cuda.get_device_name(0)
+        row, _, _ = drift_row(name, precision, backend, forward, pairs, reference, baseline, path, note)
+        rows.append(row)
+
+    import torch
+
+    report = {"model": {"name": weights.name, "config": config.describe(), "weights": str(weights)},
+              "reference": "FP32 PyTorch (CPU)",
+              "heldout": {"images": len(pairs), "size": pairs[0][1].shape[0],
+                          "psnr_blurred": baseline["psnr_blurred"], "ssim_blurred": baseline["ssim_blurred"]},
+              "rows": [asdict(r) for r in rows], "gpu": gpu,
+              "int8": {flavour: int8_info(path) for flavour, path in int8.items()},
+              "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                           "onnxruntime": __import__("onnxruntime").__version__}}
+    if speed and int8:
+        models = {"FP32 ONNX": fp32, **{f"INT8 {f}": p for f, p in int8.items()}}
+        shape, warmup, repeats = (1, 256, 256), 2, 7
+        results = measure_speed(models, shape, (1, 2), warmup, repeats)
+        report["speed"] = {"shape": "x".join(map(str, shape)), "machine": _machine(), "warmup": warmup,
+                           "repeats": repeats, "models": list(models), "results": results}
+        for res in results:
+            ms = res["median_ms"]
+            res["speedup_vs_fp32"] = {k: round(ms["FP32 ONNX"] / v, 3) for k, v in ms.items() if k != "FP32 ONNX"}
+    if full:
+        report["full_network_fp16"] = full_network_fp16()
+    ort_row = next((r for r in rows if r.name == "INT8 ort"), None)
+    if ort_row is not None:
+        report["acceptance"] = {"int8_ort_delta_psnr_db": round(ort_row.delta_psnr_db, 4),
+                                "int8_ort_within_0.3_db": abs(ort_row.delta_psnr_db) <= 0.3}
+        if report.get("speed"):
+            report["acceptance"]["int8_ort_speedup_1_thread"] = report["speed"]["results"][0]["speedup_vs_fp32"].get(
+                "INT8 ort")
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def full_network_fp16() -> dict:
+    """FP16 drift of the paper's stack-10 network (random weights, seed 0: its trained weights are not here)."""
+    import torch
+
+    from banet.config import FULL
+    from banet.model import BANet
+    from calibration.fp16 import measure
+
+    torch.manual_seed(0)
+    model = BANet(FULL).eval()
+    shapes = ((1, 256, 256), (2, 64, 96))
+    return {"network": f"{FULL.describe()}, random weights (seed 0)",
+            "note": "Random weights: only the default network is trained here (the authors' weights cannot be "
+                    "downloaded), so these numbers show the architecture's FP16 numerics, not a trained model's. "
+                    "Inputs: real photos resized to each shape.",
+            "results": measure(model, shapes=shapes)}
+
+
+def _machine() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def ensure_fp16_onnx(fp32: Path, model, weights: Path, loaded) -> Path:
+    """``engines/<stem>_fp16.onnx``, exported (and verified) first if missing."""
+    from export.onnx_export import ExportOptions, export_onnx
+
+    path = fp32.with_name(f"{fp32.stem}_fp16.onnx")
+    if not path.is_file():
+        log.info("exporting the FP16 ONNX to %s", path)
+        options = ExportOptions(precision="fp16", verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 256, 256)])
+        export_onnx(model, path, options, loaded.sha256, weights.name, loaded.config)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    from calibration.quantize import add_calibration_arguments
+
+    parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the embedded default model)")
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="FP32 ONNX (default engines/<weights stem>.onnx, exported if missing)")
+    parser.add_argument("--int8", type=Path, nargs="*", default=None,
+                        help="INT8 Q/DQ files (default engines/<stem>_int8_ort.onnx and _int8_trt.onnx, made with "
+                             "calibration.quantize's defaults if missing)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="folder for the report (out/drift)")
+    parser.add_argument("--full", action="store_true", help="add FP16 drift of the full stack-10 network")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N held-out images")
+    parser.add_argument("--no-speed", action="store_true", help="skip the INT8 vs FP32 speed measurement")
+    parser.add_argument("--no-fp16-onnx", action="store_true", help="skip the FP16 ONNX row")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the quality rows")
+    add_calibration_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    from banet.checkpoint import CheckpointError, load_checkpoint
+    from banet.defaults import default_weights_path
+    from calibration.data import CalibrationDataError
+    from calibration.quantize import (
+        DEFAULT_EXCLUDE,
+        QuantizeError,
+        default_int8_path,
+        ensure_fp32_onnx,
+        quantize_int8,
+        source_from_args,
+    )
+    from export.onnx_export import ExportError
+
+    try:
+        weights = args.weights or default_weights_path()
+        loaded = load_checkpoint(weights)
+        fp32 = ensure_fp32_onnx(args.onnx, weights)
+        fp16 = None if args.no_fp16_onnx else ensure_fp16_onnx(fp32, loaded.model, Path(weights), loaded)
+        if args.int8 is not None:
+            int8 = {p.stem.split("_int8")[-1].strip("_") or p.stem: p for p in args.int8}
+        else:
+            int8 = {}
+            for flavour in ("ort", "trt"):
+                path = default_int8_path(fp32, flavour)
+                if not path.is_file():
+                    quantize_int8(fp32, path, source_from_args(args), flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])
+                int8[flavour] = path
+        report = build_report(loaded.model, Path(weights), loaded.config, fp32, fp16, int8, args.limit,
+                              not args.no_speed, args.full, args.threads, progress=log.info)
+    except (CheckpointError, ExportError, QuantizeError, CalibrationDataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "drift_report.json").write_text(json.dumps(report, indent=2))
+    text = markdown(report)
+    (args.output / "drift_report.md").write_text(text)
+    print(text)
+    print(f"wrote {args.output / 'drift_report.json'} and drift_report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,460 @@
+"""INT8 by explicit quantization: a Q/DQ ONNX model made with ONNX Runtime's quantization tools.
+
+Weights are quantized per output channel, symmetric int8; activations per tensor, with ranges calibrated on
+:mod:`calibration.data` (minmax, entropy or percentile). Two flavours of the same graph, because one does not
+serve both backends (measured on this CPU, see ``docs``/README):
+
+* ``ort``: unsigned asymmetric activations (U8S8): what ONNX Runtime's x86 int8 kernels are fast with.
+  Conv/ConvTranspose and the elementwise ops around them are quantized, so int8 tensors flow between layers.
+* ``trt``: signed symmetric activations (S8S8, zero point 0) on the inputs of Conv/ConvTranspose only, with
+  per-channel symmetric weights: the placement TensorRT expects for explicit quantization (it fuses the
+  following activation/elementwise ops itself). This is the file a TensorRT INT8 build takes.
+
+Never quantized, whatever the flavour: the strip-pooling index arithmetic (shape-derived Mul/Div/Floor that
+build the averaging and selection matrices: rounding them would pick wrong rows at some sizes) and the pooling
+MatMuls (their averaging matrices depend on the image size, so a range calibrated at one size clips at
+another). Only nodes on the image data path are candidates (:func:`quantizable_nodes`).
+
+Calibrated tensor ranges are cached (``$BANET_CACHE/calibration/ranges-*.json``) keyed by the FP32 model's
+sha256, the calibration source, the method and the flavour, so re-quantizing (different exclusions, the
+sensitivity search) does not recalibrate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibration.data import CalibrationDataError, CalibrationSource
+
+log = logging.getLogger(__name__)
+
+ENGINES = Path(__file__).resolve().parent.parent / "engines"
+METHODS = ("minmax", "entropy", "percentile")
+#: Default verification shapes (N, H, W) of a quantized model against FP32 ONNX Runtime: square, odd sizes
+#: where nearest-resize rounding differs, batch > 1.
+VERIFY_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 128, 128), (2, 38, 50), (1, 64, 250))
+#: A quantized model drifting more than this from FP32 on any verification shape is refused (dB PSNR).
+MIN_VERIFY_PSNR_DB = 25.0
+
+
+class QuantizeError(RuntimeError):
+    """Quantization that cannot be done or did not verify; the message says why and what to change."""
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """How a Q/DQ model is quantized for one backend."""
+
+    name: str
+    signed_activations: bool
+    op_types: tuple[str, ...]
+    description: str
+    quantize_conv_outputs: bool = True
+
+    def quant_types(self):
+        from onnxruntime.quantization import QuantType
+
+        return (QuantType.QInt8 if self.signed_activations else QuantType.QUInt8), QuantType.QInt8
+
+    def extra_options(self, method: str, percentile: float) -> dict:
+        options = {"ActivationSymmetric": self.signed_activations, "WeightSymmetric": True}
+        if not self.quantize_conv_outputs:
+            options["OpTypesToExcludeOutputQuantization"] = ["Conv", "ConvTranspose"]
+        if self.signed_activations:
+            options["QDQKeepRemovableActivations"] = True
+        if method == "percentile":
+            options["CalibPercentile"] = percentile
+        return options
+
+
+FLAVOURS: dict[str, Flavour] = {
+    "ort": Flavour("ort", False, ("Conv", "ConvTranspose", "Add", "Mul", "Concat", "LeakyRelu", "Relu", "Sigmoid"),
+                   "U8S8 for ONNX Runtime CPU: uint8 asymmetric activations, int8 per-channel symmetric weights"),
+    "trt": Flavour("trt", True, ("Conv", "ConvTranspose"),
+                   "S8S8 for TensorRT: int8 symmetric activations on Conv/ConvTranspose inputs, int8 per-channel "
+                   "symmetric weights", quantize_conv_outputs=False),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Which nodes, and their blocks
+# --------------------------------------------------------------------------------------------------------------
+
+def data_path_nodes(graph) -> set[str]:
+    """Names of nodes whose outputs depend on the image values (not only on its shape).
+
+    ``Shape``/``Size`` cut the dependence, so the strip-pooling index arithmetic built from them is excluded.
+    """
+    data = {i.name for i in graph.input}
+    nodes = set()
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type in ("Shape", "Size"):
+            continue
+        if any(name in data for name in node.input):
+            data.update(node.output)
+            nodes.add(node.name)
+    return nodes
+
+
+def quantizable_nodes(model, flavour: Flavour) -> list[str]:
+    """Nodes a flavour quantizes: its op types, on the image data path, never the pooling MatMuls."""
+    on_path = data_path_nodes(model.graph)
+    names = [n.name for n in model.graph.node if n.op_type in flavour.op_types and n.name in on_path]
+    if any(not name for name in names) or len(set(names)) != len(names):
+        raise QuantizeError("the ONNX graph has unnamed or duplicate node names; re-export it with "
+                            "export/to_onnx.py")
+    return names
+
+
+def group_of(node_name: str) -> str:
+    """The block a node belongs to, from the PyTorch module path in its ONNX name.
+
+    ``/BAM_2/BA/mask_conv_1/Conv`` -> ``BAM_2/BA.mask``; ``/BAM_2/content_conv_d3/Conv`` -> ``BAM_2/CPDC``;
+    ``/de_layer3/de_layer3.0/Conv`` -> ``de_layer3``; the top-level ``/Add`` (global residual add) ->
+    ``global_residual`` and ``/Concat`` (decoder skip concat) -> ``skip_concat``.
+    """
+    parts = [p for p in node_name.split("/") if p]
+    scopes = parts[:-1]
+    if not scopes:
+        op = parts[-1].split("_")[0] if parts else ""
+        return {"Add": "global_residual", "Concat": "skip_concat"}.get(op, "top")
+    top = scopes[0]
+    if not top.startswith("BAM_") or len(scopes) == 1:
+        return top if not top.startswith("BAM_") else f"{top}/fusion"
+    sub = scopes[1]
+    if sub == "BA":
+        return f"{top}/BA.mask" if len(scopes) > 2 and scopes[2].startswith("mask_conv") else f"{top}/BA"
+    if sub.startswith("content_conv") or sub == "fuse_conv_1":
+        return f"{top}/CPDC"
+    if sub == "input_conv":
+        return f"{top}/input_conv"
+    return f"{top}/fusion"
+
+
+def node_groups(names: Iterable[str]) -> dict[str, list[str]]:
+    """Nodes by :func:`group_of`, in graph order."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(group_of(name), []).append(name)
+    return groups
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Quantization
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class QuantizedModel:
+    """What :func:`quantize_int8` wrote and measured."""
+
+    path: Path
+    flavour: str
+    method: str
+    quantized_nodes: list[str]
+    excluded_groups: list[str]
+    verification: dict[str, float]
+    seconds: float
+    calibration: dict = field(default_factory=dict)
+
+    @property
+    def worst_psnr_db(self) -> float:
+        return min(self.verification.values())
+
+
+def _sha256(path: Path) -> str:
+    from banet.checkpoint import file_sha256
+
+    return file_sha256(path)
+
+
+def ranges_cache_path(fp32_onnx: Path, source: CalibrationSource, flavour: Flavour, method: str,
+                      percentile: float) -> Path:
+    """Where the calibrated ranges of this (model, data, method, flavour) live."""
+    import onnxruntime
+
+    from calibration.data import _cache_root
+
+    key = json.dumps({"model": _sha256(fp32_onnx), "source": source._key(), "method": method,
+                      "percentile": percentile if method == "percentile" else None, "ops": flavour.op_types,
+                      "ort": onnxruntime.__version__}, sort_keys=True)
+    return _cache_root() / f"ranges-{method}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def _calibration_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    names = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+             "percentile": CalibrationMethod.Percentile}
+    if method not in names:
+        raise QuantizeError(f"unknown calibration method {method!r}; choose one of {METHODS}")
+    return names[method]
+
+
+def check_source_fits(metadata, source: CalibrationSource) -> None:
+    """A static-shape model can only be calibrated at its own shape."""
+    if metadata.shape_mode == "static" and metadata.static_shape:
+        n, h, w = metadata.static_shape
+        if (h, w) != tuple(source.size) or source.batch != n:
+            raise CalibrationDataError(f"the model is static {n}x{h}x{w}; calibrate with --calib-size {h}x{w} "
+                                       f"--calib-batch {n} (got {source.size[0]}x{source.size[1]}, batch "
+                                       f"{source.batch})")
+
+
+def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, source: CalibrationSource,
+                  flavour: str = "ort", method: str = "minmax", exclude_groups: Sequence[str] = (),
+                  percentile: float = 99.999, force: bool = False,
+                  verify_shapes: Sequence[tuple[int, int, int]] = VERIFY_SHAPES,
+                  min_verify_psnr_db: float = MIN_VERIFY_PSNR_DB, extra_metadata: dict | None = None,
+                  threads: int = 1) -> QuantizedModel:
+    """Quantize an FP32 ONNX export to a Q/DQ INT8 model, verify it against FP32, write it to ``output``.
+
+    ``exclude_groups`` are block names (:func:`group_of`) kept in float. Raises :class:`QuantizeError` (or
+    :class:`~calibration.data.CalibrationDataError`); a model that fails verification is left as
+    ``<name>.failed.onnx`` and nothing is written under ``output``.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    from banet.metadata import read_onnx_metadata, write_onnx_metadata
+
+    started = time.perf_counter()
+    fp32_onnx, output = Path(fp32_onnx), Path(output)
+    if flavour not in FLAVOURS:
+        raise QuantizeError(f"unknown flavour {flavour!r}; choose one of {sorted(FLAVOURS)}")
+    spec = FLAVOURS[flavour]
+    calibrate_method = _calibration_method(method)
+    if not fp32_onnx.is_file():
+        raise QuantizeError(f"{fp32_onnx}: FP32 ONNX model not found (export it with export/to_onnx.py)")
+    if output.exists() and not force:
+        raise QuantizeError(f"{output} exists; pass --force to overwrite it")
+    try:
+        metadata = read_onnx_metadata(fp32_onnx)
+    except (KeyError, ValueError) as exc:
+        raise QuantizeError(str(exc)) from exc
+    if metadata.precision != "fp32":
+        raise QuantizeError(f"{fp32_onnx} is a {metadata.precision} model; quantize the FP32 export")
+    check_source_fits(metadata, source)
+
+    model = onnx.load(str(fp32_onnx))
+    candidates = quantizable_nodes(model, spec)
+    groups = node_groups(candidates)
+    unknown = sorted(set(exclude_groups) - set(groups))
+    if unknown:
+        raise QuantizeError(f"unknown group(s) to exclude: {', '.join(unknown)}; groups of this model: "
+                            f"{', '.join(groups)}")
+    excluded = {name for g in exclude_groups for name in groups[g]}
+    nodes = [n for n in candidates if n not in excluded]
+    if not nodes:
+        raise QuantizeError("every quantizable node is excluded: nothing to quantize")
+
+    cache = ranges_cache_path(fp32_onnx, source, spec, method, percentile)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    reader = None if cache.is_file() else source.reader(metadata.input_name, metadata.conventions)
+    if reader is not None:
+        log.info("calibrating (%s, %s): %s", method, flavour, source.describe())
+    activation_type, weight_type = spec.quant_types()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.stem + ".partial.onnx")
+    root_logger = logging.getLogger()
+    level = root_logger.level
+    root_logger.setLevel(max(level, logging.ERROR))  # ORT's "consider pre-processing" warnings (see README)
+    try:
+        quantize_static(str(fp32_onnx), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        reduce_range=False, activation_type=activation_type, weight_type=weight_type,
+                        op_types_to_quantize=list(spec.op_types), nodes_to_quantize=nodes,
+                        calibrate_method=calibrate_method, extra_options=spec.extra_options(method, percentile),
+                        calibration_cache_path=str(cache))
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise QuantizeError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        root_logger.setLevel(level)
+
+    proto = onnx.load(str(tmp))
+    extra = {k: v for k, v in metadata.extra.items() if k != "parity"}
+    if "parity" in metadata.extra:
+        extra["fp32_parity"] = metadata.extra["parity"]
+    calibration = {"method": method, **source.to_dict()}
+    if method == "percentile":
+        calibration["percentile"] = percentile
+    extra.update({"int8_flavour": flavour, "int8_format": spec.description, "int8_calibration": json.dumps(calibration),
+                  "int8_excluded_groups": json.dumps(sorted(exclude_groups)),
+                  "int8_quantized_nodes": str(len(nodes)), **(extra_metadata or {})})
+    write_onnx_metadata(proto, dataclasses.replace(metadata, precision="int8", extra=extra))
+    onnx.save(proto, str(tmp))
+
+    verification = verify_against_fp32(fp32_onnx, tmp, verify_shapes, threads)
+    if min(verification.values()) < min_verify_psnr_db:
+        failed = output.with_name(output.stem + ".failed.onnx")
+        os.replace(tmp, failed)
+        raise QuantizeError(f"the INT8 model drifts too far from FP32 ({verification}, dB; needs >= "
+                            f"{min_verify_psnr_db:g}); left at {failed}. Exclude sensitive blocks "
+                            "(python -m calibration.sensitivity) or try another --method.")
+    proto = onnx.load(str(tmp))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "banet.int8_verification", json.dumps(
+        {"reference": "FP32 ONNX Runtime", "psnr_db": {k: round(v, 2) for k, v in verification.items()}})
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, output)
+    seconds = time.perf_counter() - started
+    log.info("wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output, flavour,
+             method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)
+    return QuantizedModel(output, flavour, method, nodes, sorted(exclude_groups), verification, seconds, calibration)
+
+
+def verify_against_fp32(fp32_onnx: Path, candidate: Path, shapes: Sequence[tuple[int, int, int]],
+                        threads: int = 1) -> dict[str, float]:
+    """PSNR (dB) of the candidate's output vs FP32 ONNX Runtime on real-photo inputs of each shape."""
+    from export.onnx_export import onnxruntime_forward
+    from export.parity import photo_batch, psnr_db
+
+    reference, quantized = onnxruntime_forward(fp32_onnx, threads), onnxruntime_forward(candidate, threads)
+    out = {}
+    for shape in shapes:
+        x = photo_batch(*shape)
+        result = quantized(x)
+        out["x".join(map(str, shape))] = psnr_db(reference(x), result) if np.isfinite(result).all() else 0.0
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------------------
+
+def parse_size(text: str) -> tuple[int, int]:
+    import re
+
+    match = re.fullmatch(r"(\d+)(?:[xX](\d+))?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x256 (or one number), got {text!r}")
+    h = int(match.group(1))
+    return h, int(match.group(2) or h)
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    """The calibration-data options shared by the quantize, sensitivity and drift commands."""
+    group = parser.add_argument_group("calibration data")
+    group.add_argument("--calib-dir", type=Path, default=None,
+                       help="folder of your own (blurred) images; default: the built-in held-out set")
+    group.add_argument("--calib-count", type=int, default=32, help="number of calibration images (default 32)")
+    group.add_argument("--calib-size", type=parse_size, default=(256, 256), metavar="HxW",
+                       help="calibration input size: your engine profile's opt size (default 256x256)")
+    group.add_argument("--calib-batch", type=int, default=1, help="images per calibration batch (default 1)")
+    group.add_argument("--calib-mode", choices=("crop", "resize"), default="crop",
+                       help="fit folder images by a seeded crop at native resolution (default) or a resize")
+    group.add_argument("--seed", type=int, default=0, help="sampling/crop seed (default 0)")
+
+
+def source_from_args(args: argparse.Namespace) -> CalibrationSource:
+    return CalibrationSource(args.calib_dir, args.calib_count, tuple(args.calib_size), args.calib_batch, args.seed,
+                             args.calib_mode)
+
+
+def ensure_fp32_onnx(path: Path | None, weights: Path | None) -> Path:
+    """The FP32 ONNX to quantize: ``path``, or ``engines/<weights stem>.onnx``, exported first if missing."""
+    from banet.defaults import default_weights_path
+
+    weights = Path(weights) if weights else default_weights_path()
+    path = Path(path) if path else ENGINES / f"{weights.stem}.onnx"
+    if path.is_file():
+        return path
+    from banet.checkpoint import load_checkpoint
+    from export.onnx_export import ExportOptions, export_onnx
+
+    log.info("%s missing: exporting %s to it first", path, weights)
+    loaded = load_checkpoint(weights)
+    export_onnx(loaded.model, path, ExportOptions(), loaded.sha256, weights.name, loaded.config)
+    return path
+
+
+def default_int8_path(fp32_onnx: Path, flavour: str) -> Path:
+    """``engines/<stem>_int8_<flavour>.onnx`` (the names ``benchmarks/run.py`` looks for)."""
+    return fp32_onnx.with_name(f"{fp32_onnx.stem}_int8_{flavour}.onnx")
+
+
+#: Blocks kept in float by default, per flavour, chosen by ``python -m calibration.sensitivity`` on the default
+#: model (see README): empty means everything quantizable is quantized.
+DEFAULT_EXCLUDE: dict[str, tuple[str, ...]] = {"ort": (), "trt": ()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m calibration.quantize", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="FP32 ONNX to quantize (default: engines/<weights stem>.onnx, exported if missing)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="checkpoint to export when the FP32 ONNX is missing (default: the embedded model)")
+    parser.add_argument("--flavour", choices=("ort", "trt", "both"), default="both",
+                        help="ort: U8S8 for ONNX Runtime CPU; trt: S8S8 for TensorRT; both (default)")
+    parser.add_argument("--method", choices=METHODS, default="minmax", help="activation calibration (default minmax)")
+    parser.add_argument("--percentile", type=float, default=99.999, help="percentile for --method percentile")
+    parser.add_argument("--exclude", nargs="*", default=None, metavar="GROUP",
+                        help="blocks to keep in float, e.g. de_layer3 BAM_4/BA.mask (default: the flavour's "
+                             "measured defaults; pass --exclude with no names to quantize everything)")
+    parser.add_argument("--auto-exclude", type=float, default=None, metavar="DB",
+                        help="run the sensitivity search and keep the most harmful blocks in float until the "
+                             "drift vs FP32 is >= DB dB")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="output file (only with one flavour; default engines/<stem>_int8_<flavour>.onnx)")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--list-groups", action="store_true", help="print the model's quantizable blocks and exit")
+    add_calibration_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    flavours = ["ort", "trt"] if args.flavour == "both" else [args.flavour]
+    if args.output and len(flavours) > 1:
+        print("error: --output needs a single --flavour", file=sys.stderr)
+        return 2
+    try:
+        fp32 = ensure_fp32_onnx(args.onnx, args.weights)
+        if args.list_groups:
+            import onnx
+
+            model = onnx.load(str(fp32), load_external_data=False)
+            for flavour in flavours:
+                print(f"{flavour}:")
+                for name, nodes in node_groups(quantizable_nodes(model, FLAVOURS[flavour])).items():
+                    print(f"  {name:22s} {len(nodes):3d} nodes")
+            return 0
+        source = source_from_args(args)
+        for flavour in flavours:
+            output = args.output or default_int8_path(fp32, flavour)
+            exclude = list(DEFAULT_EXCLUDE[flavour]) if args.exclude is None else args.exclude
+            extra = {}
+            if args.auto_exclude is not None:
+                from calibration.sensitivity import search
+
+                report = search(fp32, source, flavour, args.method, args.auto_exclude, percentile=args.percentile)
+                print(report.table())
+                exclude = report.excluded
+                extra["int8_sensitivity"] = json.dumps(report.summary())
+            result = quantize_int8(fp32, output, source, flavour, args.method, exclude, args.percentile, args.force,
+                                   extra_metadata=extra)
+            drift = ", ".join(f"{k}: {v:.1f}" for k, v in result.verification.items())
+            print(f"wrote {result.path} ({flavour}, {args.method}, {len(result.quantized_nodes)} nodes quantized, "
+                  f"float blocks: {', '.join(result.excluded_groups) or 'none'}); drift vs FP32 ONNX: {drift} dB "
+                  f"({result.seconds:.0f} s)")
+    except (QuantizeError, CalibrationDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
