@@ -205,6 +205,7 @@ def int8_info(path: Path) -> dict:
 
 def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, int8: dict[str, Path],
                  limit: int | None = None, speed: bool = True, full: bool = False, threads: int = 1,
+                 fp16_rows: bool = True,
                  progress: Callable[[str], None] | None = None) -> dict:
     """Measure every row (see module docstring) and return the report as a dict."""
     from tqdm import tqdm
@@ -223,11 +224,13 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
         candidates.append(("FP16 ONNX", "fp16", "ONNX Runtime CPU", lambda: onnxruntime_forward(fp16, threads), fp16,
                            "ONNX Runtime's CPU provider upcasts much of an FP16 graph to float32, so this "
                            "understates GPU drift"))
-    candidates.append(("FP16 PyTorch (emulated)", "fp16", "PyTorch CPU, emulated", lambda: emulated_fp16_forward(model),
-                       None, "float16 storage of weights and every activation, float32 arithmetic inside each op "
-                       "(a GPU's tensor-core path), residual add in float32 as exported"))
-    candidates.append(("FP16 PyTorch (GPU)", "fp16", "PyTorch CUDA", lambda: gpu_half_forward(model), None,
-                       "real half precision on the GPU"))
+    if fp16_rows:
+        candidates.append(("FP16 PyTorch (emulated)", "fp16", "PyTorch CPU, emulated",
+                           lambda: emulated_fp16_forward(model), None,
+                           "float16 storage of weights and every activation, float32 arithmetic inside each op "
+                           "(a GPU's tensor-core path), residual add in float32 as exported"))
+        candidates.append(("FP16 PyTorch (GPU)", "fp16", "PyTorch CUDA", lambda: gpu_half_forward(model), None,
+                           "real half precision on the GPU"))
     for flavour, path in int8.items():
         candidates.append((f"INT8 {flavour}", "int8", "ONNX Runtime CPU",
                            lambda p=path: onnxruntime_forward(p, threads), path, ""))
@@ -334,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="add FP16 drift of the full stack-10 network")
     parser.add_argument("--limit", type=int, default=None, help="only the first N held-out images")
     parser.add_argument("--no-speed", action="store_true", help="skip the INT8 vs FP32 speed measurement")
-    parser.add_argument("--no-fp16-onnx", action="store_true", help="skip the FP16 ONNX row")
+    parser.add_argument("--no-fp16", action="store_true", help="skip the FP16 rows (INT8 only, faster)")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the quality rows")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
@@ -357,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.weights or default_weights_path()
         loaded = load_checkpoint(weights)
         fp32 = ensure_fp32_onnx(args.onnx, weights)
-        fp16 = None if args.no_fp16_onnx else ensure_fp16_onnx(fp32, loaded.model, Path(weights), loaded)
+        fp16 = None if args.no_fp16 else ensure_fp16_onnx(fp32, loaded.model, Path(weights), loaded)
         if args.int8 is not None:
             int8 = {p.stem.split("_int8")[-1].strip("_") or p.stem: p for p in args.int8}
         else:
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                     quantize_int8(fp32, path, source_from_args(args), flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])
                 int8[flavour] = path
         report = build_report(loaded.model, Path(weights), loaded.config, fp32, fp16, int8, args.limit,
-                              not args.no_speed, args.full, args.threads, progress=log.info)
+                              not args.no_speed, args.full, args.threads, not args.no_fp16, progress=log.info)
     except (CheckpointError, ExportError, QuantizeError, CalibrationDataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
