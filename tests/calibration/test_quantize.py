@@ -1,0 +1,186 @@
+"""Q/DQ INT8 models: which ops are quantized (and which never are), flavours, metadata, verification, errors."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from banet.metadata import read_onnx_metadata
+from calibration.data import CalibrationDataError, CalibrationSource
+from calibration.quantize import (
+    FLAVOURS,
+    QuantizeError,
+    check_source_fits,
+    data_path_nodes,
+    group_of,
+    main,
+    node_groups,
+    quantizable_nodes,
+    quantize_int8,
+    ranges_cache_path,
+)
+
+SOURCE = CalibrationSource(count=4, size=(48, 48), batch=2)
+SHAPES = ((1, 48, 48), (2, 38, 50))
+
+
+@pytest.fixture(scope="module")
+def quantized(tiny_onnx, tmp_path_factory, calibration_cache):
+    folder = tmp_path_factory.mktemp("int8")
+    return {flavour: quantize_int8(tiny_onnx, folder / f"tiny_int8_{flavour}.onnx", SOURCE, flavour,
+                                   verify_shapes=SHAPES, threads=1) for flavour in ("ort", "trt")}
+
+
+def _structure(path):
+    """(graph, producer by tensor, nodes whose inputs come from a DequantizeLinear, initialisers)."""
+    graph = onnx.load(str(path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    fed = {node.name for node in graph.node if node.op_type not in ("QuantizeLinear", "DequantizeLinear")
+           and any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in node.input)}
+    return graph, producer, fed, {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+
+
+def test_group_names_follow_the_module_tree():
+    assert group_of("/en_layer1/en_layer1.0/Conv") == "en_layer1"
+    assert group_of("/BAM_2/BA/mask_conv_1/Conv") == "BAM_2/BA.mask"
+    assert group_of("/BAM_2/BA/conv_5/Conv") == "BAM_2/BA"
+    assert group_of("/BAM_2/content_conv_d3_2/Conv") == "BAM_2/CPDC"
+    assert group_of("/BAM_2/input_conv/Conv") == "BAM_2/input_conv"
+    assert group_of("/BAM_2/final_conv/Conv") == "BAM_2/fusion"
+    assert group_of("/Add") == "global_residual" and group_of("/Concat") == "skip_concat"
+
+
+def test_index_arithmetic_and_pooling_matmuls_are_never_candidates(tiny_onnx):
+    model = onnx.load(str(tiny_onnx))
+    on_path = data_path_nodes(model.graph)
+    by_name = {n.name: n for n in model.graph.node}
+    assert not any(by_name[n].op_type in ("Floor", "Range", "Cast", "Shape") for n in on_path)
+    for flavour in FLAVOURS.values():
+        names = quantizable_nodes(model, flavour)
+        assert {by_name[n].op_type for n in names} <= set(flavour.op_types)
+        assert "MatMul" not in {by_name[n].op_type for n in names}
+    groups = node_groups(quantizable_nodes(model, FLAVOURS["ort"]))
+    assert {"en_layer1", "BAM_1/BA", "BAM_2/BA.mask", "de_layer3", "global_residual"} <= set(groups)
+
+
+def _weights_quantized(graph, producer) -> set[str]:
+    """Names of Conv/ConvTranspose nodes whose weights come through a DequantizeLinear (int8 weights)."""
+    return {n.name for n in graph.node if n.op_type in ("Conv", "ConvTranspose")
+            and producer.get(n.input[1]) is not None and producer[n.input[1]].op_type == "DequantizeLinear"}
+
+
+def test_ort_flavour_structure(quantized, tiny_onnx):
+    graph, producer, fed, inits = _structure(quantized["ort"].path)
+    ops = {n.name: n.op_type for n in graph.node}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert convs and all(n.name in fed for n in convs)  # every conv takes int8 activations...
+    assert _weights_quantized(graph, producer) == {n.name for n in convs}  # ...and int8 weights
+    assert {ops[n] for n in fed} >= {"Conv", "ConvTranspose", "Add", "Mul", "Concat", "LeakyRelu", "Sigmoid"}
+    # The strip-pooling index arithmetic is never quantized, and the pooling matrices (built from the image
+    # size) reach the MatMuls in float: only their feature input may be a dequantized activation.
+    assert not any(ops[n] in ("Floor", "Div", "ReduceSum", "Range", "Cast", "Less", "Greater") for n in fed)
+    on_path = data_path_nodes(onnx.load(str(tiny_onnx)).graph)
+    fp32_producer = {o: n for n in onnx.load(str(tiny_onnx)).graph.node for o in n.output}
+    for matmul in (n for n in graph.node if n.op_type == "MatMul"):
+        for tensor in matmul.input:
+            if tensor in fp32_producer and fp32_producer[tensor].name not in on_path:
+                assert producer[tensor].op_type != "DequantizeLinear", matmul.name
+    for n in graph.node:
+        if n.op_type == "QuantizeLinear":  # activations: uint8, asymmetric
+            assert inits[n.input[2]].dtype == np.uint8
+    for conv in convs:  # weights: int8 per output channel, symmetric
+        dq = producer[conv.input[1]]
+        q_weight, scale, zero = (inits[i] for i in dq.input)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        out_channels = q_weight.shape[0 if conv.op_type == "Conv" else 1]
+        assert q_weight.dtype == np.int8 and scale.shape == (out_channels,) and not zero.any()
+        assert axis == (0 if conv.op_type == "Conv" else 1)
+
+
+def test_trt_flavour_is_symmetric_on_conv_inputs_only(quantized):
+    graph, producer, fed, inits = _structure(quantized["trt"].path)
+    convs = {n.name for n in graph.node if n.op_type in ("Conv", "ConvTranspose")}
+    assert _weights_quantized(graph, producer) == convs and convs <= fed
+    assert not any(n.op_type in ("Floor", "Div", "ReduceSum") for n in graph.node if n.name in fed)
+    quantizers = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers and all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any() for n in quantizers)
+    conv_outputs = {n.output[0] for n in graph.node if n.op_type in ("Conv", "ConvTranspose")}
+    assert not any(n.input[0] in conv_outputs for n in quantizers)  # TensorRT places Q/DQ at inputs
+
+
+def test_metadata_and_verification(quantized, tiny_onnx):
+    for flavour, result in quantized.items():
+        meta = read_onnx_metadata(result.path)
+        assert meta.precision == "int8" and meta.extra["int8_flavour"] == flavour
+        assert meta.config == read_onnx_metadata(tiny_onnx).config
+        assert json.loads(meta.extra["int8_calibration"])["count"] == 4
+        assert set(result.verification) == {"1x48x48", "2x38x50"}
+        assert 25 < result.worst_psnr_db < 100, result.verification  # quantized, and right at odd sizes too
+        props = {p.key: p.value for p in onnx.load(str(result.path), load_external_data=False).metadata_props}
+        assert "banet.int8_verification" in props
+
+
+def test_runtime_runs_the_int8_model(quantized):
+    from runtime import Deblurrer
+
+    image = (np.random.default_rng(0).random((30, 42, 3)) * 255).astype(np.uint8)
+    with Deblurrer(quantized["ort"].path, threads=1) as deblur:
+        out = deblur(image)
+    assert out.shape == image.shape and out.dtype == np.uint8
+
+
+def test_excluded_blocks_stay_float_and_ranges_are_reused(tiny_onnx, tmp_path, quantized, monkeypatch):
+    assert ranges_cache_path(tiny_onnx, SOURCE, FLAVOURS["ort"], "minmax", 99.999).is_file()
+    monkeypatch.setattr(CalibrationSource, "reader", lambda *a, **k: pytest.fail("recalibrated despite the cache"))
+    result = quantize_int8(tiny_onnx, tmp_path / "x.onnx", SOURCE, "ort", exclude_groups=["de_layer3", "BAM_1/BA"],
+                           verify_shapes=((1, 32, 32),), threads=1)
+    graph, producer, _, _ = _structure(result.path)
+    groups = node_groups(quantizable_nodes(onnx.load(str(tiny_onnx)), FLAVOURS["ort"]))
+    kept_float = {n for n in groups["de_layer3"] + groups["BAM_1/BA"] if "Conv" in n}
+    int8_weights = _weights_quantized(graph, producer)
+    assert kept_float and not kept_float & int8_weights
+    assert int8_weights and int8_weights < _weights_quantized(*_structure(quantized["ort"].path)[:2])
+    assert len(result.quantized_nodes) < len(quantized["ort"].quantized_nodes)
+    assert json.loads(read_onnx_metadata(result.path).extra["int8_excluded_groups"]) == ["BAM_1/BA", "de_layer3"]
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_other_calibration_methods(tiny_onnx, tmp_path, method):
+    small = CalibrationSource(count=2, size=(32, 32))
+    result = quantize_int8(tiny_onnx, tmp_path / "m.onnx", small, "ort", method, verify_shapes=((1, 32, 32),),
+                           threads=1)
+    assert json.loads(read_onnx_metadata(result.path).extra["int8_calibration"])["method"] == method
+    assert result.worst_psnr_db > 20
+
+
+def test_refusals(tiny_onnx, tmp_path, quantized):
+    with pytest.raises(QuantizeError, match="exists; pass --force"):
+        quantize_int8(tiny_onnx, quantized["ort"].path, SOURCE)
+    with pytest.raises(QuantizeError, match="unknown group"):
+        quantize_int8(tiny_onnx, tmp_path / "a.onnx", SOURCE, exclude_groups=["BAM_9/BA"])
+    with pytest.raises(QuantizeError, match="unknown flavour"):
+        quantize_int8(tiny_onnx, tmp_path / "a.onnx", SOURCE, "tflite")
+    with pytest.raises(QuantizeError, match="int8 model"):
+        quantize_int8(quantized["ort"].path, tmp_path / "a.onnx", SOURCE)
+    with pytest.raises(QuantizeError, match="not found"):
+        quantize_int8(tmp_path / "missing.onnx", tmp_path / "a.onnx", SOURCE)
+    static = SimpleNamespace(shape_mode="static", static_shape=(1, 720, 1280))
+    with pytest.raises(CalibrationDataError, match="--calib-size 720x1280"):
+        check_source_fits(static, SOURCE)
+
+
+def test_bad_calibration_folder_fails_the_command_cleanly(tiny_onnx, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = main(["--onnx", str(tiny_onnx), "--flavour", "ort", "--calib-dir", str(tmp_path / "empty"),
+                 "--output", str(tmp_path / "q.onnx")])
+    assert code == 1 and "holds no images" in capsys.readouterr().err
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_cli_list_groups(tiny_onnx, capsys):
+    assert main(["--onnx", str(tiny_onnx), "--list-groups"]) == 0
+    out = capsys.readouterr().out
+    assert "ort:" in out and "trt:" in out and "BAM_2/BA.mask" in out
