@@ -1,0 +1,220 @@
+"""Real engine builds with TensorRT for RTX (the ``rtx`` extra), ahead of time, no GPU needed.
+
+Running an engine needs an RTX GPU: those tests skip with the reason where there is none. The builds with
+NVIDIA TensorRT proper are marked ``tensorrt`` and run where it is installed (with a GPU).
+"""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from banet.checkpoint import save_checkpoint
+from banet.config import BANetConfig
+from banet.manifest import read_manifest
+from banet.model import BANet
+from export import build_trt, trt_build
+from export.onnx_export import ExportOptions, export_onnx
+
+trt = pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed (pip install '.[rtx]')")
+pytestmark = pytest.mark.rtx
+
+TINY = BANetConfig(num_bams=1, dim_1=8, dim_2=16)
+SMALL_PROFILE = ["--min", "64x64", "--opt", "128x128", "--max", "2x256x256"]
+
+
+def gpu_or_skip():
+    """The GPU (name, compute capability) an engine can run on here, or skip with the reason."""
+    from runtime.backends.cuda import CudaUnavailableError, gpu_info
+
+    try:
+        return gpu_info(0)
+    except CudaUnavailableError as exc:
+        pytest.skip(f"running an engine needs a CUDA GPU: {exc}")
+
+
+def export(model, path, precision, config, name="tiny.safetensors"):
+    export_onnx(model, path, ExportOptions(precision=precision, verify_shapes=[(1, 64, 64)]), "ab" * 32, name,
+                config)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rtx")
+    torch.manual_seed(0)
+    model = BANet(TINY).eval()
+    return {p: export(model, folder / f"tiny_{p}.onnx", p, TINY) for p in ("fp32", "fp16")}
+
+
+def check_engine_and_manifest(engine, precision, targets):
+    assert engine.is_file() and engine.stat().st_size > 1_000_000, "engine missing or trivially small"
+    manifest = read_manifest(engine)  # also checks the manifest's size and sha256 against the engine file
+    assert manifest.runtime == "tensorrt-rtx" and manifest.runtime_version == trt.__version__
+    assert manifest.precision == precision and manifest.targets == list(targets)
+    assert manifest.build["strongly_typed"] is True and manifest.build["seconds"] > 0
+    assert manifest.metadata["banet.schema"] == "1"
+    assert manifest.drift  # measured, or the reason it was not
+    return manifest
+
+
+def test_fp32_default_targets(tmp_path, tiny_onnx, capsys):
+    engine = tmp_path / "tiny_fp32.engine"
+    code = build_trt.main(["--runtime", "tensorrt-rtx", "--onnx", str(tiny_onnx["fp32"]), "--output", str(engine),
+                           "-q", *SMALL_PROFILE])
+    assert code == 0, capsys.readouterr().err
+    manifest = check_engine_and_manifest(engine, "fp32", [])
+    assert manifest.profiles[0]["max"] == [2, 3, 256, 256]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_fp16_for_rtx_2080ti(tmp_path, tiny_onnx, capsys):
+    engine = tmp_path / "tiny_fp16_sm75.engine"
+    code = build_trt.main(["--fp16", "--runtime", "tensorrt-rtx", "--target", "sm75", "--onnx",
+                           str(tiny_onnx["fp16"]), "--output", str(engine), "-q", *SMALL_PROFILE])
+    assert code == 0, capsys.readouterr().err
+    manifest = check_engine_and_manifest(engine, "fp16", ["sm75"])
+    assert manifest.onnx["precision"] == "fp16"
+
+
+@pytest.fixture
+def no_builder(monkeypatch):
+    """Fail the test if the TensorRT for RTX builder is ever constructed."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the builder was called: the request should have been refused before building")
+
+    monkeypatch.setattr(trt, "Builder", refuse)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "sm75"], "FP32 cannot be built for sm75 .*FP32 GEMM is not supported.*add --fp16"),
+    (["--int8"], "INT8 is not available with TensorRT for RTX"),
+    (["--fp16", "--target", "sm90"], "unknown target 'sm90'"),
+    (["--fp16", "--target", "ampere"], "unknown target 'ampere'"),
+])
+def test_refusals_before_building(tmp_path, tiny_onnx, capsys, no_builder, args, message):
+    onnx = tiny_onnx["fp16" if "--fp16" in args else "fp32"]
+    code = build_trt.main(["--runtime", "tensorrt-rtx", "--onnx", str(onnx), "--output", str(tmp_path / "x.engine"),
+                           *args, *SMALL_PROFILE])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert __import__("re").search(message, err), err
+    assert not (tmp_path / "x.engine").exists()
+
+
+def test_missing_onnx_is_exported_first(tmp_path, monkeypatch, capsys):
+    """From a checkpoint only: the FP16 ONNX is exported (and verified), then the sm75 engine is built."""
+    monkeypatch.setattr(trt_build, "ENGINES", tmp_path)
+    torch.manual_seed(1)
+    weights = save_checkpoint(BANet(TINY).eval(), tmp_path / "mine.safetensors")
+    code = build_trt.main(["--fp16", "--runtime", "tensorrt-rtx", "--target", "sm75", "--weights", str(weights),
+                           "-q", *SMALL_PROFILE])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "mine_fp16.onnx").is_file()
+    manifest = check_engine_and_manifest(tmp_path / "mine_fp16_sm75.engine", "fp16", ["sm75"])
+    assert manifest.metadata["banet.source_name"] == "mine.safetensors"
+
+
+def test_builder_error_is_one_clear_line(tmp_path, tiny_onnx):
+    """What the TensorRT for RTX builder itself says when a request slips past the plan (FP32 on Turing)."""
+    plan = trt_build.make_plan(trt_build.BuildOptions(onnx=tiny_onnx["fp32"], output=tmp_path / "x.engine",
+                                                      min_shape=(1, 64, 64), opt_shape=(1, 64, 64),
+                                                      max_shape=(1, 64, 64), progress=False),
+                               trt_build.detect_runtime("tensorrt-rtx"))
+    plan.targets = ("sm75",)  # bypass the plan's refusal on purpose
+    with pytest.raises(trt_build.BuildError, match="FP32 GEMM is not supported"):
+        trt_build.build_serialized(plan, trt)
+
+
+# -- the default model and the full network ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def default_model_onnx(tmp_path_factory):
+    from banet.checkpoint import load_checkpoint
+    from banet.defaults import default_weights_path
+
+    folder = tmp_path_factory.mktemp("default")
+    loaded = load_checkpoint(default_weights_path())
+    return {p: export(loaded.model, folder / f"banet_default_{p}.onnx", p, loaded.config,
+                      "banet_default.safetensors") for p in ("fp32", "fp16")}
+
+
+@pytest.mark.parametrize("precision, targets", [("fp32", ()), ("fp16", ("sm75",))])
+def test_default_model_engines(tmp_path, default_model_onnx, precision, targets):
+    """The shipped model with the default profile (256x256 .. 4x1080x1920): FP32 Ampere+ and FP16 for sm75."""
+    engine = tmp_path / f"banet_default_{precision}.engine"
+    options = trt_build.BuildOptions(precision=precision, onnx=default_model_onnx[precision], output=engine,
+                                     targets=targets, progress=False)
+    plan = trt_build.make_plan(options, trt_build.detect_runtime("tensorrt-rtx"))
+    started = time.perf_counter()
+    path, manifest = trt_build.build(plan)
+    print(f"default model {precision} {targets or 'default targets'}: {manifest.build['seconds']:.1f} s build, "
+          f"{time.perf_counter() - started:.1f} s in all, {manifest.engine_bytes / 1e6:.1f} MB")
+    check_engine_and_manifest(path, precision, targets)
+    assert manifest.profiles[0]["min"] == [1, 3, 256, 256] and manifest.profiles[0]["max"] == [4, 3, 1080, 1920]
+
+
+def test_full_stack10_network_fp16_for_sm75(tmp_path):
+    """The paper's full network (random weights) parses and builds for the RTX 2080 Ti from the FP16 export."""
+    torch.manual_seed(0)
+    config = BANetConfig()
+    onnx = export(BANet(config).eval(), tmp_path / "full_fp16.onnx", "fp16", config, "banet_full.safetensors")
+    engine = tmp_path / "full_fp16_sm75.engine"
+    plan = trt_build.make_plan(trt_build.BuildOptions(precision="fp16", onnx=onnx, output=engine, targets=("sm75",),
+                                                      progress=False), trt_build.detect_runtime("tensorrt-rtx"))
+    _, manifest = trt_build.build(plan)
+    print(f"full stack-10 fp16 sm75: {manifest.build['seconds']:.1f} s, {manifest.engine_bytes / 1e6:.1f} MB")
+    check_engine_and_manifest(engine, "fp16", ("sm75",))
+    assert manifest.engine_bytes > 30e6  # 18 M half-precision weights
+
+
+# -- running engines -----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_engines(tmp_path_factory, tiny_onnx):
+    folder = tmp_path_factory.mktemp("engines")
+    runtime = trt_build.detect_runtime("tensorrt-rtx")
+    engines = {}
+    for precision, targets in (("fp32", ()), ("fp16", ("sm75",))):
+        options = trt_build.BuildOptions(precision=precision, onnx=tiny_onnx[precision],
+                                         output=folder / f"tiny_{precision}.engine", targets=targets,
+                                         min_shape=(1, 64, 64), opt_shape=(1, 128, 128), max_shape=(2, 256, 256),
+                                         progress=False)
+        engines[precision], _ = trt_build.build(trt_build.make_plan(options, runtime), measure=None)
+    return engines
+
+
+def test_engine_on_a_machine_without_gpu_is_backend_unavailable(tiny_engines):
+    from runtime import BackendUnavailableError, Deblurrer
+    from runtime.backends.cuda import CudaUnavailableError, gpu_info
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    try:
+        gpu_info(0)
+        pytest.skip("this machine has a GPU")
+    except CudaUnavailableError:
+        pass
+    with pytest.raises(BackendUnavailableError, match="GPU"):
+        TensorRTBackend(tiny_engines["fp32"])
+    with pytest.raises(BackendUnavailableError, match="GPU"):
+        Deblurrer(tiny_engines["fp16"])
+
+
+@pytest.mark.gpu
+def test_engine_runs_and_matches_onnxruntime(tiny_engines, tiny_onnx):
+    from export.onnx_export import onnxruntime_forward
+    from export.parity import photo_batch, psnr_db
+    from runtime.backends.tensorrt import TensorRTBackend
+
+    gpu = gpu_or_skip()
+    cc = gpu.compute_capability
+    precision = "fp16" if cc == (7, 5) else "fp32"
+    if cc != (7, 5) and not (cc in {(8, 6), (8, 9)} or cc >= (12, 0)):
+        pytest.skip(f"{gpu.name} (sm{cc[0]}{cc[1]}) is not an RTX GPU: TensorRT for RTX engines do not run on it")
+    reference = onnxruntime_forward(tiny_onnx["fp32"])
+    with TensorRTBackend(tiny_engines[precision]) as backend:
+        for shape in ((1, 64, 64), (2, 96, 130), (1, 256, 256)):
+            x = photo_batch(*shape)
+            out = backend.run(x)
+            assert out.shape == x.shape and np.isfinite(out).all()
+            assert psnr_db(reference(x), out) > (70 if precision == "fp32" else 40)
