@@ -1,0 +1,133 @@
+"""The TensorRT backend's refusals, which need neither TensorRT nor a GPU: manifests are checked first."""
+
+import hashlib
+import importlib
+import json
+import types
+
+import pytest
+
+from banet.config import BANetConfig
+from banet.conventions import BANET
+from banet.manifest import EngineManifest, manifest_path
+from banet.metadata import ModelMetadata
+from runtime import BackendUnavailableError, Deblurrer, IncompatibleArtifactError
+from runtime.backends import tensorrt as trt_backend
+from runtime.backends.cuda import GpuInfo
+
+
+def make_manifest(**changes) -> EngineManifest:
+    """A manifest for the 6-byte engine b"engine": TensorRT 10.8 on an RTX 3090, built from tiny.onnx."""
+    metadata = ModelMetadata(conventions=BANET, config=BANetConfig(num_bams=2, dim_1=8, dim_2=16), precision="fp32",
+                             source_sha256="ab" * 32, source_name="tiny.safetensors", exporter="test", opset=17)
+    fields = dict(
+        engine="tiny_fp16.engine", engine_sha256=hashlib.sha256(b"engine").hexdigest(), engine_bytes=6,
+        runtime="tensorrt", runtime_version="10.8.0.43", precision="fp16",
+        profiles=[{"input": "input", "min": [1, 3, 64, 64], "opt": [1, 3, 256, 256], "max": [2, 3, 512, 512]}],
+        onnx={"path": "tiny.onnx", "sha256": "cd" * 32, "bytes": 123, "precision": "fp32"},
+        metadata=metadata.to_props(), build={"seconds": 1.0},
+        gpu={"name": "NVIDIA GeForce RTX 3090", "compute_capability": [8, 6]},
+        rebuild_command="python export/build_trt.py --fp16 --runtime tensorrt --force")
+    fields.update(changes)
+    return EngineManifest(**fields)
+
+
+def write_engine(tmp_path, **changes):
+    engine = tmp_path / "tiny_fp16.engine"
+    engine.write_bytes(b"engine")
+    make_manifest(**changes).write(manifest_path(engine))
+    return engine
+
+
+def installed(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except Exception:
+        return False
+
+
+def test_engine_without_manifest_is_refused(tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"\0" * 64)
+    with pytest.raises(IncompatibleArtifactError, match="no manifest .*build_trt.py"):
+        Deblurrer(engine)
+
+
+def test_manifest_of_another_engine_is_refused(tmp_path):
+    engine = write_engine(tmp_path)
+    engine.write_bytes(b"rebuilt engine")
+    with pytest.raises(IncompatibleArtifactError, match="does not describe"):
+        trt_backend.TensorRTBackend(engine)
+
+
+def test_missing_tensorrt_is_backend_unavailable(tmp_path):
+    if installed("tensorrt"):
+        pytest.skip("TensorRT is installed here")
+    engine = write_engine(tmp_path)
+    with pytest.raises(BackendUnavailableError, match="needs TensorRT, which is not installed.*pip install"):
+        Deblurrer(engine)
+
+
+def test_missing_gpu_is_backend_unavailable(tmp_path, monkeypatch):
+    from runtime.backends.cuda import CudaUnavailableError
+
+    monkeypatch.setattr(trt_backend, "import_flavour", lambda flavour: types.SimpleNamespace(__version__="10.8.0.43"))
+
+    def no_gpu(device=0):
+        raise CudaUnavailableError("no usable CUDA GPU: CUDA driver version is insufficient")
+
+    monkeypatch.setattr(trt_backend, "gpu_info", no_gpu)
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
+        trt_backend.TensorRTBackend(write_engine(tmp_path))
+
+
+@pytest.mark.parametrize("version, gpu, message", [
+    ("10.9.0.34", GpuInfo(0, "NVIDIA GeForce RTX 3090", (8, 6), 24 << 30), "exact release"),
+    ("10.8.0.43", GpuInfo(0, "NVIDIA H100 80GB HBM3", (9, 0), 80 << 30), "built on NVIDIA GeForce RTX 3090"),
+])
+def test_mismatched_engine_is_refused_before_tensorrt_loads_it(tmp_path, monkeypatch, version, gpu, message):
+    """A stand-in module and GPU: the refusal happens on the manifest, before any TensorRT call."""
+    module = types.SimpleNamespace(__version__=version)  # no Runtime: loading the engine would fail loudly
+    monkeypatch.setattr(trt_backend, "import_flavour", lambda flavour: module)
+    monkeypatch.setattr(trt_backend, "import_cudart", lambda: None)
+    monkeypatch.setattr(trt_backend, "gpu_info", lambda device=0: gpu)
+    with pytest.raises(IncompatibleArtifactError, match=message) as info:
+        trt_backend.TensorRTBackend(write_engine(tmp_path))
+    assert "rebuild it on this machine with: python export/build_trt.py" in str(info.value)
+
+
+def test_rtx_engine_on_a_datacenter_gpu_is_refused(tmp_path, monkeypatch):
+    module = types.SimpleNamespace(__version__="1.7.1.116")
+    monkeypatch.setattr(trt_backend, "import_flavour", lambda flavour: module)
+    monkeypatch.setattr(trt_backend, "import_cudart", lambda: None)
+    monkeypatch.setattr(trt_backend, "gpu_info", lambda device=0: GpuInfo(0, "NVIDIA H100", (9, 0), 80 << 30))
+    engine = write_engine(tmp_path, runtime="tensorrt-rtx", runtime_version="1.7.1.116", gpu=None, targets=["sm75"])
+    with pytest.raises(IncompatibleArtifactError, match="TensorRT for RTX runs on RTX GPUs"):
+        trt_backend.TensorRTBackend(engine)
+
+
+def test_stale_onnx_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "tiny.onnx").write_bytes(b"a different onnx")
+    monkeypatch.setattr(trt_backend, "import_flavour", lambda flavour: types.SimpleNamespace(__version__="10.8.0.43"))
+    monkeypatch.setattr(trt_backend, "import_cudart", lambda: None)
+    monkeypatch.setattr(trt_backend, "gpu_info",
+                        lambda device=0: GpuInfo(0, "NVIDIA GeForce RTX 3090", (8, 6), 24 << 30))
+    with pytest.raises(IncompatibleArtifactError, match="stale"):
+        trt_backend.TensorRTBackend(write_engine(tmp_path))
+
+
+def test_shape_limits_from_the_profile():
+    limits = trt_backend.limits_from_manifest(make_manifest())
+    assert limits.min_hw == (64, 64) and limits.max_hw == (512, 512) and limits.max_batch == 2
+    assert limits.check((1, 3, 100, 100)) is None
+    assert "exceeds" in limits.check((1, 3, 600, 100))
+    static = make_manifest(profiles=[{"input": "input", "min": [1, 3, 720, 1280], "opt": [1, 3, 720, 1280],
+                                      "max": [1, 3, 720, 1280]}])
+    assert trt_backend.limits_from_manifest(static).static_shape == (1, 720, 1280)
+
+
+def test_manifest_json_is_plain(tmp_path):
+    engine = write_engine(tmp_path)
+    data = json.loads(manifest_path(engine).read_text())
+    assert data["profiles"][0]["max"][0] == 2  # what export/to_triton.py reads for max_batch_size
