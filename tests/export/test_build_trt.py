@@ -382,3 +382,26 @@ def test_stand_in_builder_calls_strongly_typed_and_calibrated(tmp_path, onnx_fil
     assert ("config.num_compute_capabilities =", (2,)) in calls
     assert ("config.set_compute_capability", ("SM75", 0)) in calls
     assert ("config.set_compute_capability", ("SM86", 1)) in calls
+
+
+# -- NVIDIA TensorRT proper, where it is installed (a user's GPU machine) ------------------------------------------
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_builds_a_small_engine_and_checks_drift(tmp_path, onnx_files, precision):
+    from banet.manifest import read_manifest
+    from export.trt_build import build
+    from runtime.backends.cuda import CudaUnavailableError, gpu_info
+
+    runtime = detect_runtime("tensorrt")
+    if runtime.module is None:
+        pytest.skip("NVIDIA TensorRT is not installed (it cannot be installed from PyPI on these machines)")
+    try:
+        gpu_info(0)
+    except CudaUnavailableError as exc:
+        pytest.skip(f"TensorRT builds need a GPU: {exc}")
+    onnx = onnx_files["fp16" if precision == "fp16" and (runtime.major or 10) >= 11 else "fp32"]
+    plan = make_plan(options(tmp_path, onnx, precision=precision, progress=False), runtime)
+    engine, manifest = build(plan)
+    assert read_manifest(engine).engine_sha256 == manifest.engine_sha256
+    assert manifest.gpu and manifest.runtime == "tensorrt"
+    assert manifest.drift["passed"] and manifest.drift["worst_psnr_db"] >= plan.min_psnr_db
