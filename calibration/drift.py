@@ -205,7 +205,7 @@ def int8_info(path: Path) -> dict:
 
 def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, int8: dict[str, Path],
                  limit: int | None = None, speed: bool = True, full: bool = False, threads: int = 1,
-                 fp16_rows: bool = True,
+                 fp16_rows: bool = True, speed_shape: tuple[int, int, int] = (1, 256, 256), repeats: int = 7,
                  progress: Callable[[str], None] | None = None) -> dict:
     """Measure every row (see module docstring) and return the report as a dict."""
     from tqdm import tqdm
@@ -262,7 +262,7 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
                            "onnxruntime": __import__("onnxruntime").__version__}}
     if speed and int8:
         models = {"FP32 ONNX": fp32, **{f"INT8 {f}": p for f, p in int8.items()}}
-        shape, warmup, repeats = (1, 256, 256), 2, 7
+        shape, warmup = speed_shape, 2
         results = measure_speed(models, shape, (1, 2), warmup, repeats)
         report["speed"] = {"shape": "x".join(map(str, shape)), "machine": _machine(), "warmup": warmup,
                            "repeats": repeats, "models": list(models), "results": results}

@@ -1,0 +1,70 @@
+"""Drift report on a small network: every precision row, restoration deltas, speed ratio, JSON and Markdown."""
+
+import json
+
+import pytest
+
+from calibration import drift
+from calibration.data import CalibrationSource
+from calibration.quantize import quantize_int8
+from tests.calibration.conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def int8_model(tiny_onnx, tmp_path_factory, calibration_cache):
+    path = tmp_path_factory.mktemp("drift") / "tiny_int8_ort.onnx"
+    return quantize_int8(tiny_onnx, path, CalibrationSource(count=2, size=(32, 32)), "ort", verify_shapes=(),
+                         threads=1).path
+
+
+@pytest.fixture(scope="module")
+def tiny_fp16(tiny_net, tiny_onnx):
+    from export.onnx_export import ExportOptions, export_onnx
+
+    path = tiny_onnx.with_name("tiny_fp16.onnx")
+    if not path.exists():
+        export_onnx(tiny_net, path, ExportOptions(precision="fp16", verify_shapes=[(1, 32, 32)]), "0" * 64, "tiny",
+                    TINY)
+    return path
+
+
+def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(drift, "full_network_fp16", lambda: {"network": "stand-in", "note": "n", "results": {
+        "emulated": {"worst_psnr_db": 90.0, "per_shape": {"1x8x8": 90.0}, "max_abs_error": 1e-3}}})
+    report = drift.build_report(tiny_net, tmp_path / "tiny.safetensors", TINY, tiny_onnx, tiny_fp16,
+                                {"ort": int8_model}, limit=1, speed=True, full=True, threads=1,
+                                speed_shape=(1, 64, 64), repeats=2)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == {"FP32 PyTorch (reference)", "FP32 ONNX", "FP16 ONNX", "FP16 PyTorch (emulated)", "INT8 ort"}
+    reference = rows["FP32 PyTorch (reference)"]
+    assert rows["FP32 ONNX"]["drift_psnr_db"] > 100 and abs(rows["FP32 ONNX"]["delta_psnr_db"]) < 1e-3
+    assert 50 < rows["FP16 PyTorch (emulated)"]["drift_psnr_db"] < 150
+    assert 20 < rows["INT8 ort"]["drift_worst_psnr_db"] <= rows["INT8 ort"]["drift_psnr_db"] < 80
+    for row in rows.values():
+        assert row["delta_psnr_db"] == pytest.approx(row["psnr"] - reference["psnr"])
+        assert 0 < row["ssim"] <= 1
+    assert report["heldout"]["images"] == 1
+    assert [r["threads"] for r in report["speed"]["results"]] == [1, 2]
+    assert report["speed"]["results"][0]["speedup_vs_fp32"]["INT8 ort"] > 0
+    assert set(report["acceptance"]) >= {"int8_ort_delta_psnr_db", "int8_ort_speedup_1_thread"}
+    assert report["int8"]["ort"]["calibration"]["count"] == 2
+    text = drift.markdown(report)
+    assert "| INT8 ort |" in text and "speed-up" in text and "stand-in" in text
+    json.dumps(report)
+
+
+def test_cli_writes_json_and_markdown(tiny_weights, tiny_onnx, int8_model, tmp_path):
+    out = tmp_path / "drift"
+    code = drift.main(["--weights", str(tiny_weights), "--onnx", str(tiny_onnx), "--int8", str(int8_model),
+                       "--no-fp16", "--no-speed", "--limit", "1", "--output", str(out)])
+    assert code == 0
+    report = json.loads((out / "drift_report.json").read_text())
+    assert [r["name"] for r in report["rows"]] == ["FP32 PyTorch (reference)", "FP32 ONNX", "INT8 ort"]
+    assert "| FP32 ONNX |" in (out / "drift_report.md").read_text()
+
+
+def test_cli_reports_a_bad_calibration_folder(tiny_weights, tiny_onnx, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = drift.main(["--weights", str(tiny_weights), "--onnx", str(tiny_onnx), "--no-fp16", "--limit", "1",
+                       "--calib-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "o")])
+    assert code == 1 and "holds no images" in capsys.readouterr().err
