@@ -20,6 +20,48 @@ def attach_quality(result: dict, path: Path = DRIFT_REPORT) -> None:
     result["quality_note"] = f"from {path}"
 
 
+#: The drift-report row that measures each benchmarked system's numerics. Systems not listed (TensorRT engines,
+#: torch.compile, channels_last, CUDA graphs) compute differently from every measured row, so they get no quality
+#: figures rather than borrowed ones; an engine's own drift is in its manifest (see the engine table).
+QUALITY_SOURCE = {
+    "torch eager": "FP32 PyTorch (reference)",
+    "torch fp16": "FP16 PyTorch (emulated)",
+    "onnxruntime fp32": "FP32 ONNX",
+    "onnxruntime int8 (ort)": "INT8 ort",
+    "onnxruntime int8 (trt)": "INT8 trt",
+}
+
+
+def quality_for(result: dict, row: dict) -> dict | None:
+    """The drift-report row for a benchmark row of the same weights, or None."""
+    quality = result.get("quality")
+    if not quality or not row["model"].startswith("default") or row["system"] not in QUALITY_SOURCE:
+        return None
+    if quality.get("model", {}).get("name") != Path(result.get("weights", "")).name:
+        return None
+    return next((q for q in quality.get("rows", []) if q["name"] == QUALITY_SOURCE[row["system"]]), None)
+
+
+def engine_builds(folder: Path = Path("engines")) -> list[dict]:
+    """Build time, size and targets of every engine manifest in ``folder`` (written by export/build_trt.py)."""
+    builds = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or "engine_bytes" not in data:
+            continue
+        build = data.get("build", {})
+        builds.append({"engine": data.get("engine"), "runtime": f"{data.get('runtime')} {data.get('runtime_version')}",
+                       "precision": data.get("precision"), "targets": ",".join(data.get("targets") or []) or "default",
+                       "onnx": data.get("onnx", {}).get("path"), "network": data.get("metadata", {}).get(
+                           "banet.config"), "build_s": build.get("seconds"), "layers": build.get("network_layers"),
+                       "engine_mb": data["engine_bytes"] / 1e6, "gpu": (data.get("gpu") or {}).get("name"),
+                       "drift": data.get("drift")})
+    return builds
+
+
 def _fmt(value, digits=1) -> str:
     if value is None:
         return "-"
@@ -33,13 +75,16 @@ def markdown(result: dict) -> str:
              "warmed-up calls (CUDA events on GPUs); speed-up is PyTorch eager FP32's p50 divided by the row's p50, "
              "both measured in this run.", "",
              "| model | system | precision | device | size | batch | p50 ms | p95 ms | p99 ms | images/s | "
-             "speed-up | peak host MB | peak device MB |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "speed-up | peak host MB | peak device MB | drift vs FP32 dB | held-out PSNR dB (delta) |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
+        q = quality_for(result, r)
+        drift = _fmt(q["drift_psnr_db"]) if q else "-"
+        restored = f"{q['psnr']:.2f} ({q['delta_psnr_db']:+.2f})" if q else "-"
         lines.append(f"| {r['model']} | {r['system']} | {r['precision']} | {r['device']} | {r['size']} "
                      f"| {r['batch']} | {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | {_fmt(r['p99_ms'])} "
                      f"| {_fmt(r['images_per_s'], 2)} | {_fmt(r['speedup_vs_torch_eager'], 2)}x "
-                     f"| {_fmt(r['peak_host_mb'], 0)} | {_fmt(r['peak_device_mb'], 0)} |")
+                     f"| {_fmt(r['peak_host_mb'], 0)} | {_fmt(r['peak_device_mb'], 0)} | {drift} | {restored} |")
     lines += ["", "## Model cost and the latency floor of named GPUs (estimates from peak throughput)", "",
               "| model | size | parameters | GFLOP/image | RTX 2080 Ti floor fp32 / fp16 / int8 ms "
               "| H100 SXM floor fp16 ms |", "|---|---|---:|---:|---:|---:|"]
@@ -48,12 +93,21 @@ def markdown(result: dict) -> str:
         h = c["floor_ms_estimate"]["H100 SXM"]
         lines.append(f"| {c['model']} | {c['size']} | {c['parameters']:,} | {c['gflop_per_image']:,.1f} | "
                      f"{t['fp32']:.1f} / {t['fp16']:.1f} / {t['int8']:.1f} | {h['fp16']:.2f} |")
+    if result.get("engines"):
+        lines += ["", "## Engine builds (from the manifests in engines/)", "",
+                  "| engine | runtime | precision | targets | built on GPU | build s | engine MB | layers |",
+                  "|---|---|---|---|---|---:|---:|---:|"]
+        for e in result["engines"]:
+            lines.append(f"| {e['engine']} | {e['runtime']} | {e['precision']} | {e['targets']} | {e['gpu'] or 'none'} "
+                         f"| {_fmt(e['build_s'])} | {_fmt(e['engine_mb'])} | {e['layers'] or '-'} |")
     if result["skipped"]:
         lines += ["", "## Skipped here", ""]
         for s in result["skipped"]:
             where = f" {s['size']} b{s['batch']}" if "size" in s else ""
             lines.append(f"- {s['model']} / {s['system']}{where}: {s['reason']}")
-    lines += ["", "## Quality", "", result.get("quality_note") or ""]
+    lines += ["", "## Quality", "", "Drift and held-out restoration PSNR come from the drift report (PSNR of each "
+              "output vs FP32 PyTorch; restoration PSNR on the 26 held-out images, delta vs FP32 PyTorch), "
+              + (result.get("quality_note") or "")]
     return "\n".join(lines) + "\n"
 
 
@@ -85,4 +139,30 @@ def plots(result: dict, stem: Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
-    return written
+    quality_plot = _quality_speed_plot(result, Path(f"{stem}_quality_speed.png"), plt)
+    return written + ([quality_plot] if quality_plot else [])
+
+
+def _quality_speed_plot(result: dict, path: Path, plt) -> Path | None:
+    """Held-out PSNR vs speed-up over PyTorch eager, one point per system with drift figures (batch 1)."""
+    points = [(r, quality_for(result, r)) for r in result["rows"] if r["batch"] == 1]
+    points = [(r, q) for r, q in points if q and r["speedup_vs_torch_eager"]]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for size in sorted({r["size"] for r, _ in points}, key=lambda t: int(t.split("x")[0])):
+        chosen = [(r, q) for r, q in points if r["size"] == size]
+        ax.scatter([r["speedup_vs_torch_eager"] for r, _ in chosen], [q["psnr"] for _, q in chosen], label=size)
+        for r, q in chosen:
+            ax.annotate(r["system"], (r["speedup_vs_torch_eager"], q["psnr"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+    ax.axhline(result["quality"]["heldout"]["psnr_blurred"], color="grey", ls="--", lw=0.8, label="blurred input")
+    ax.set_xlabel("speed-up vs PyTorch eager FP32 (same run, batch 1)")
+    ax.set_ylabel("held-out restoration PSNR (dB)")
+    ax.set_title(f"quality vs speed, default network\n{result['machine']}", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, title="size", title_fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

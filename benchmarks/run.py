@@ -26,6 +26,7 @@ from pathlib import Path
 
 from banet.config import FULL, BANetConfig
 from benchmarks import cost
+from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import System, Unavailable, onnxruntime_system, tensorrt_system, torch_system
 from benchmarks.timing import PeakRssSampler, time_call
 
@@ -186,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", type=Path, nargs="*", default=None,
                         help="INT8 Q/DQ ONNX files to include (default: engines/*_int8*.onnx of the default model)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--drift-report", type=Path, default=DRIFT_REPORT,
+                        help="drift report of the default weights (python -m calibration.drift) for quality columns")
+    parser.add_argument("--engines", type=Path, default=Path("engines"),
+                        help="folder whose engine manifests (build time, size) go into the results")
     parser.add_argument("--quick", action="store_true", help="256x256, batch 1, 3 repeats: a smoke run")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     args = parser.parse_args(argv)
@@ -225,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         result["torch"] = torch.__version__
     except ImportError:
         pass
-    from benchmarks.report import attach_quality, markdown, plots
+    from benchmarks.report import attach_quality, engine_builds, markdown, plots
 
-    attach_quality(result)
+    attach_quality(result, args.drift_report)
+    result["engines"] = engine_builds(args.engines)
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / f"{slug(machine)}_{result['date']}"
     Path(f"{stem}.json").write_text(json.dumps(result, indent=2))

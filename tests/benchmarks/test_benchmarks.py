@@ -44,3 +44,36 @@ def test_quick_run_writes_results(tmp_path, tiny_weights, monkeypatch):
     assert result["cost"][0]["gflop_per_image"] > 0
     assert json_file.with_suffix(".md").read_text().startswith("# Benchmark:")
     assert list((tmp_path / "res").glob("*_latency_default.png"))
+
+
+def test_quality_columns_engine_table_and_quality_plot(tmp_path, tiny_weights, monkeypatch):
+    """Drift-report rows land on the systems they measured (and only those); engine manifests make a table."""
+    monkeypatch.chdir(tmp_path)
+    drift = {"model": {"name": tiny_weights.name}, "heldout": {"psnr_blurred": 20.0},
+             "rows": [{"name": "FP32 PyTorch (reference)", "drift_psnr_db": 200.0, "psnr": 21.5, "delta_psnr_db": 0.0},
+                      {"name": "FP32 ONNX", "drift_psnr_db": 150.25, "psnr": 21.5, "delta_psnr_db": -0.0}]}
+    (tmp_path / "drift.json").write_text(json.dumps(drift))
+    engines = tmp_path / "eng"
+    engines.mkdir()
+    (engines / "x_fp16.json").write_text(json.dumps({"engine": "x_fp16.engine", "engine_bytes": 2_500_000,
+                                                      "runtime": "tensorrt-rtx", "runtime_version": "1.7",
+                                                      "precision": "fp16", "targets": ["sm75"],
+                                                      "build": {"seconds": 3.2, "network_layers": 99}}))
+    (engines / "notes.json").write_text("[1, 2]")  # not a manifest: ignored
+    assert main(["--quick", "--weights", str(tiny_weights), "--output", str(tmp_path / "res"),
+                 "--drift-report", str(tmp_path / "drift.json"), "--engines", str(engines)]) == 0
+    [json_file] = (tmp_path / "res").glob("*.json")
+    result = json.loads(json_file.read_text())
+    assert [e["engine"] for e in result["engines"]] == ["x_fp16.engine"]
+    table = json_file.with_suffix(".md").read_text()
+    onnx_line = next(line for line in table.splitlines() if "| onnxruntime fp32 |" in line)
+    assert onnx_line.endswith("| 150.2 | 21.50 (-0.00) |")
+    assert "| x_fp16.engine | tensorrt-rtx 1.7 | fp16 | sm75 | none | 3.2 | 2.5 | 99 |" in table
+    assert list((tmp_path / "res").glob("*_quality_speed.png"))
+    # a drift report of other weights must not be attributed to these
+    drift["model"]["name"] = "other.safetensors"
+    (tmp_path / "drift.json").write_text(json.dumps(drift))
+    assert main(["--quick", "--weights", str(tiny_weights), "--output", str(tmp_path / "res2"), "--no-plots",
+                 "--drift-report", str(tmp_path / "drift.json"), "--engines", str(engines)]) == 0
+    [md] = (tmp_path / "res2").glob("*.md")
+    assert next(line for line in md.read_text().splitlines() if "| onnxruntime fp32 |" in line).endswith("| - | - |")
