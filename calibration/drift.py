@@ -130,6 +130,47 @@ def measure_speed(models: dict[str, Path], shape: tuple[int, int, int] = (1, 256
     return results
 
 
+def profile_ops(path: Path, shape: tuple[int, int, int] = (1, 256, 256), threads: int = 1, runs: int = 3,
+                top: int = 8) -> dict:
+    """ONNX Runtime's own profile of a model: time per op type (ms per run, after one warm-up), largest first.
+
+    Shows where an INT8 model's time goes: fused int8 kernels (QLinearConv...) or float kernels with
+    QuantizeLinear/DequantizeLinear around them.
+    """
+    import tempfile
+
+    import onnxruntime as ort
+
+    from export.parity import photo_batch
+
+    x = photo_batch(*shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session.run(None, {"input": x})
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            session.run(None, {"input": x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    measured = runs_seen[1:] if len(runs_seen) > 1 else runs_seen
+    start = measured[0]["ts"] if measured else 0
+    per_op: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= start:
+            op = e.get("args", {}).get("op_name", "?")
+            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / max(1, len(measured))
+    total = sum(per_op.values())
+    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])
+    return {"file": str(path), "shape": "x".join(map(str, shape)), "threads": threads,
+            "kernel_ms_per_run": round(total, 1),
+            "ops": [{"op": op, "ms": round(ms, 1), "share": round(ms / total, 3)} for op, ms in ranked[:top]]}
+
+
 def gpu_half_forward(model) -> Forward | None:
     """Real half precision on a CUDA GPU (the FP16 export's structure), or None without one."""
     import torch
@@ -175,6 +216,15 @@ def markdown(report: dict) -> str:
             ratios = [f"{ms['FP32 ONNX'] / ms[k]:.2f}x" for k in speed["models"] if k != "FP32 ONNX"]
             lines.append(f"| {res['threads']} | " + " | ".join(f"{ms[k]:.1f}" for k in speed["models"]) + " | "
                          + " | ".join(ratios) + " |")
+    profile = report.get("profile")
+    if profile:
+        first = next(iter(profile.values()))
+        lines += ["", f"## Where the time goes (ONNX Runtime profile, {first['shape']}, {first['threads']} thread; "
+                      "kernel ms per run by op type)", "", "| model | kernels ms | largest op types |",
+                  "|---|---:|---|"]
+        for name, prof in profile.items():
+            ops = ", ".join(f"{o['op']} {o['ms']:.0f}" for o in prof["ops"][:5])
+            lines.append(f"| {name} | {prof['kernel_ms_per_run']:.0f} | {ops} |")
     int8 = report.get("int8") or {}
     if int8:
         lines += ["", "## INT8 models", ""]
@@ -269,6 +319,7 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
         for res in results:
             ms = res["median_ms"]
             res["speedup_vs_fp32"] = {k: round(ms["FP32 ONNX"] / v, 3) for k, v in ms.items() if k != "FP32 ONNX"}
+        report["profile"] = {name: profile_ops(path, shape) for name, path in models.items()}
     if full:
         report["full_network_fp16"] = full_network_fp16()
     ort_row = next((r for r in rows if r.name == "INT8 ort"), None)

@@ -49,7 +49,8 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
     assert set(report["acceptance"]) >= {"int8_ort_delta_psnr_db", "int8_ort_speedup_1_thread"}
     assert report["int8"]["ort"]["calibration"]["count"] == 2
     text = drift.markdown(report)
-    assert "| INT8 ort |" in text and "speed-up" in text and "stand-in" in text
+    assert report["profile"]["INT8 ort"]["ops"][0]["op"]  # where the time goes, by op type
+    assert "| INT8 ort |" in text and "speed-up" in text and "stand-in" in text and "QLinearConv" in text
     json.dumps(report)
 
 
