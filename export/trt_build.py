@@ -782,7 +782,8 @@ def build_serialized(plan: BuildPlan, trt, calibration_batches: Iterable[np.ndar
     config.builder_optimization_level = o.optimization_level
     for name in plan.builder_flags:
         if name == "no TF32":
-            config.clear_flag(trt.BuilderFlag.TF32)
+            if hasattr(trt.BuilderFlag, "TF32"):
+                config.clear_flag(trt.BuilderFlag.TF32)
         else:
             config.set_flag(getattr(trt.BuilderFlag, name))
     if o.hardware_compatibility != "none":

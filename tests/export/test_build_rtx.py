@@ -155,18 +155,23 @@ def test_default_model_engines(tmp_path, default_model_onnx, precision, targets)
     assert manifest.profiles[0]["min"] == [1, 3, 256, 256] and manifest.profiles[0]["max"] == [4, 3, 1080, 1920]
 
 
-def test_full_stack10_network_fp16_for_sm75(tmp_path):
-    """The paper's full network (random weights) parses and builds for the RTX 2080 Ti from the FP16 export."""
+def test_full_stack10_network_builds(tmp_path):
+    """The paper's full network (random weights) parses and builds for the default RTX targets.
+
+    FP32: its export takes seconds, while the FP16 export traces the half-precision model on the CPU (about a
+    minute here); the FP16 sm75 build of the full network was measured by hand (see the README).
+    """
     torch.manual_seed(0)
     config = BANetConfig()
-    onnx = export(BANet(config).eval(), tmp_path / "full_fp16.onnx", "fp16", config, "banet_full.safetensors")
-    engine = tmp_path / "full_fp16_sm75.engine"
-    plan = trt_build.make_plan(trt_build.BuildOptions(precision="fp16", onnx=onnx, output=engine, targets=("sm75",),
-                                                      progress=False), trt_build.detect_runtime("tensorrt-rtx"))
+    onnx = export(BANet(config).eval(), tmp_path / "full.onnx", "fp32", config, "banet_full.safetensors")
+    engine = tmp_path / "full_fp32.engine"
+    plan = trt_build.make_plan(trt_build.BuildOptions(onnx=onnx, output=engine, progress=False),
+                               trt_build.detect_runtime("tensorrt-rtx"))
     _, manifest = trt_build.build(plan)
-    print(f"full stack-10 fp16 sm75: {manifest.build['seconds']:.1f} s, {manifest.engine_bytes / 1e6:.1f} MB")
-    check_engine_and_manifest(engine, "fp16", ("sm75",))
-    assert manifest.engine_bytes > 30e6  # 18 M half-precision weights
+    print(f"full stack-10 fp32 default targets: {manifest.build['seconds']:.1f} s, "
+          f"{manifest.engine_bytes / 1e6:.1f} MB")
+    check_engine_and_manifest(engine, "fp32", ())
+    assert manifest.engine_bytes > 60e6  # 18 M float32 weights
 
 
 # -- running engines -----------------------------------------------------------------------------------------------
