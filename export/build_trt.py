@@ -157,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
             strongly_typed=args.strongly_typed, tf32=args.tf32, calibrate=args.calibrate,
             calibration_cache=args.calibration_cache, calibration_shape=args.calibration_shape,
             min_psnr_db=args.min_psnr, progress=not (args.no_progress or args.quiet))
-        plan = make_plan(options, runtime)
+        plan = make_plan(options, runtime, allow_missing_input=args.dry_run)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.dry_run:
         print(plan.describe())
+        if plan.missing:
+            print(f"a real build would stop with: {plan.missing}")
+            return 0
         try:
             ensure_runnable(plan)
             print("ready to build here (drop --dry-run)")

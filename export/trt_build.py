@@ -25,7 +25,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -321,6 +321,7 @@ class BuildPlan:
     reference_onnx: Path | None
     notes: list[str] = field(default_factory=list)
     export_precision: str | None = None  # set when the ONNX must be exported first
+    missing: str | None = None  # an input the user must create first (dry runs only)
 
     @property
     def manifest(self) -> Path:
@@ -366,6 +367,8 @@ class BuildPlan:
                      f"({show(self.reference_onnx)}), needs a GPU; fail below "
                      f"{self.min_psnr_db:.0f} dB")
         lines.extend(f"  note: {n}" for n in self.notes)
+        if self.missing:
+            lines.append(f"  MISSING INPUT: {self.missing}")
         lines.append("  equivalent command line:")
         lines.append("    " + trtexec_command(self))
         lines.append(f"  rebuild command: {rebuild_command(self)}")
@@ -429,8 +432,12 @@ def _weights_stem(options: BuildOptions) -> tuple[str, Path | None]:
     return DEFAULT_WEIGHTS.stem, DEFAULT_WEIGHTS
 
 
-def make_plan(options: BuildOptions, runtime: RuntimeInfo) -> BuildPlan:
-    """Decide and validate everything that needs neither TensorRT nor a GPU; PlanError with the reason."""
+def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: bool = False) -> BuildPlan:
+    """Decide and validate everything that needs neither TensorRT nor a GPU; PlanError with the reason.
+
+    ``allow_missing_input`` (dry runs): a missing INT8 Q/DQ ONNX is recorded in ``plan.missing`` instead of
+    refused, and the profile is checked against the bounds the exporter gives it.
+    """
     precision = options.precision
     if precision not in PRECISIONS:
         raise PlanError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
@@ -498,8 +505,11 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo) -> BuildPlan:
     elif options.onnx is not None:
         raise PlanError(f"{onnx_path}: ONNX file not found")
     elif precision == "int8" and not options.calibrate:
-        raise PlanError(f"{onnx_path}: the INT8 Q/DQ ONNX is missing; create it with: {INT8_COMMAND}"
-                        + ("" if rtx else " (or, on TensorRT 10, calibrate at build time with --calibrate)"))
+        missing = (f"{show(onnx_path)}: the INT8 Q/DQ ONNX is missing; create it with: {INT8_COMMAND}"
+                   + ("" if rtx else " (or, on TensorRT 10, calibrate at build time with --calibrate)"))
+        if not allow_missing_input:
+            raise PlanError(missing)
+        onnx = replace(expected_onnx_info(onnx_path, "int8"), metadata_note="missing")
     else:
         export_precision = "fp16" if (precision == "fp16" and strongly_typed) else "fp32"
         onnx = expected_onnx_info(onnx_path, export_precision)
@@ -561,8 +571,11 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo) -> BuildPlan:
         drift = [(profile.min[0], profile.min[2], profile.min[3]), (profile.opt[0], profile.opt[2], profile.opt[3])]
     fp32_source = (onnx.precision == "fp32") if onnx.exists else export_precision == "fp32"
     reference = onnx.path if fp32_source else onnx.path.with_name(stem + ".onnx")
-    return BuildPlan(options, runtime, precision, strongly_typed, onnx, output, profile, targets, flags, weights,
+    plan = BuildPlan(options, runtime, precision, strongly_typed, onnx, output, profile, targets, flags, weights,
                      sorted(set(drift), key=drift.index), reference, notes, export_precision)
+    if not onnx.exists and export_precision is None:
+        plan.missing = missing
+    return plan
 
 
 # -- equivalent command lines -------------------------------------------------------------------------------------
@@ -903,6 +916,8 @@ def build(plan: BuildPlan, calibration_batches: Iterable[np.ndarray] | None = No
     Raises RuntimeMissingError / PlanError / BuildError; a build that drifts past the threshold is left as
     ``<name>.failed.engine`` (with its manifest) and raises BuildError.
     """
+    if plan.missing:
+        raise PlanError(plan.missing)
     gpu = ensure_runnable(plan)
     plan = export_missing_onnx(plan)
     trt = plan.runtime.module

@@ -405,3 +405,17 @@ def test_tensorrt_builds_a_small_engine_and_checks_drift(tmp_path, onnx_files, p
     assert read_manifest(engine).engine_sha256 == manifest.engine_sha256
     assert manifest.gpu and manifest.runtime == "tensorrt"
     assert manifest.drift["passed"] and manifest.drift["worst_psnr_db"] >= plan.min_psnr_db
+
+
+def test_int8_without_its_qdq_onnx(tmp_path, monkeypatch, capsys):
+    """Dry run: the plan is printed with the missing input and its command; a real build stops on it."""
+    from export import trt_build
+
+    monkeypatch.setattr(trt_build, "ENGINES", tmp_path)
+    weights = tmp_path / "mine.safetensors"
+    common = ["--int8", "--runtime", "tensorrt", "--weights", str(weights)]
+    assert build_trt.main(common + ["--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "MISSING INPUT" in out and "python -m calibration.quantize --flavour trt" in out
+    assert build_trt.main(common) == 1
+    assert "the INT8 Q/DQ ONNX is missing" in capsys.readouterr().err
