@@ -37,8 +37,11 @@ def quality_for(result: dict, row: dict) -> dict | None:
     quality = result.get("quality")
     if not quality or not row["model"].startswith("default") or row["system"] not in QUALITY_SOURCE:
         return None
-    if quality.get("model", {}).get("name") != Path(result.get("weights", "")).name:
+    model = quality.get("model", {})
+    if model.get("name") != Path(result.get("weights", "")).name:
         return None
+    if model.get("sha256") and result.get("weights_sha256") and model["sha256"] != result["weights_sha256"]:
+        return None  # same file name, other weights (e.g. a newer snapshot): the report does not describe them
     return next((q for q in quality.get("rows", []) if q["name"] == QUALITY_SOURCE[row["system"]]), None)
 
 

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.weights or default_weights_path()
     if args.quick:
         args.sizes, args.full_sizes, args.batches, args.repeats, args.warmup = [(256, 256)], [], [1], 3, 1
-    from banet.checkpoint import load_checkpoint, save_checkpoint
+    from banet.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 
     default_config = load_checkpoint(weights).config
     models = [Model(f"default ({default_config.describe()})", default_config, weights, args.sizes)]
@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     result = benchmark(models, args.batches, args.repeats, args.warmup, args.max_call_s, args.threads, int8)
     machine = machine_name()
     result.update({"machine": machine, "date": dt.date.today().isoformat(), "python": platform.python_version(),
-                   "total_s": time.perf_counter() - started, "weights": str(weights), "threads": args.threads})
+                   "total_s": time.perf_counter() - started, "weights": str(weights), "threads": args.threads,
+                   "weights_sha256": file_sha256(weights)})
     try:
         import torch
 

@@ -31,9 +31,13 @@ def tiny_fp16(tiny_net, tiny_onnx):
 def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model, tmp_path, monkeypatch):
     monkeypatch.setattr(drift, "full_network_fp16", lambda: {"network": "stand-in", "note": "n", "results": {
         "emulated": {"worst_psnr_db": 90.0, "per_shape": {"1x8x8": 90.0}, "max_abs_error": 1e-3}}})
-    report = drift.build_report(tiny_net, tmp_path / "tiny.safetensors", TINY, tiny_onnx, tiny_fp16,
+    from banet.checkpoint import file_sha256, save_checkpoint
+
+    weights = save_checkpoint(tiny_net, tmp_path / "tiny.safetensors")
+    report = drift.build_report(tiny_net, weights, TINY, tiny_onnx, tiny_fp16,
                                 {"ort": int8_model}, limit=1, speed=True, full=True, threads=1,
                                 speed_shape=(1, 64, 64), repeats=2)
+    assert report["model"]["sha256"] == file_sha256(weights)
     rows = {r["name"]: r for r in report["rows"]}
     assert set(rows) == {"FP32 PyTorch (reference)", "FP32 ONNX", "FP16 ONNX", "FP16 PyTorch (emulated)", "INT8 ort"}
     reference = rows["FP32 PyTorch (reference)"]
