@@ -87,6 +87,56 @@ class DeviceBuffer:
             self.ptr, self.nbytes = 0, 0
 
 
+class PinnedBuffer:
+    """Page-locked host memory (``cudaMallocHost``) that grows on demand, seen as a float32 numpy array.
+
+    Copies between pinned memory and the GPU are truly asynchronous and run at full bus speed; copies from
+    ordinary (pageable) numpy memory go through a driver staging buffer first.
+    """
+
+    def __init__(self, cudart) -> None:
+        self.cudart = cudart
+        self.ptr = 0
+        self.nbytes = 0
+
+    def array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 view of ``shape`` on the pinned memory (valid until the next larger request or ``free``)."""
+        import ctypes
+
+        count = int(np.prod(shape))
+        if count * 4 > self.nbytes:
+            self.free()
+            self.ptr = int(check(self.cudart, self.cudart.cudaMallocHost(count * 4), f"cudaMallocHost({count * 4})"))
+            self.nbytes = count * 4
+        return np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.ptr)).reshape(shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            check(self.cudart, self.cudart.cudaFreeHost(self.ptr), "cudaFreeHost")
+            self.ptr, self.nbytes = 0, 0
+
+
+class CudaGraph:
+    """A captured CUDA graph of work enqueued on a stream, replayed with one launch."""
+
+    def __init__(self, cudart, stream: Stream, enqueue) -> None:
+        self.cudart = cudart
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        check(cudart, cudart.cudaStreamBeginCapture(stream.handle, mode), "cudaStreamBeginCapture")
+        try:
+            enqueue()
+        finally:
+            self.graph = check(cudart, cudart.cudaStreamEndCapture(stream.handle), "cudaStreamEndCapture")
+        self.exec = check(cudart, cudart.cudaGraphInstantiate(self.graph, 0), "cudaGraphInstantiate")
+
+    def launch(self, stream: Stream) -> None:
+        check(self.cudart, self.cudart.cudaGraphLaunch(self.exec, stream.handle), "cudaGraphLaunch")
+
+    def destroy(self) -> None:
+        check(self.cudart, self.cudart.cudaGraphExecDestroy(self.exec), "cudaGraphExecDestroy")
+        check(self.cudart, self.cudart.cudaGraphDestroy(self.graph), "cudaGraphDestroy")
+
+
 class Stream:
     """One CUDA stream with host<->device copies of contiguous numpy arrays."""
 

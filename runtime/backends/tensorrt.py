@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,17 @@ from banet.manifest import (
     read_manifest,
 )
 from runtime.backends.base import Backend, BackendUnavailableError, IncompatibleArtifactError, ShapeLimits
-from runtime.backends.cuda import CudaUnavailableError, DeviceBuffer, GpuInfo, Stream, check, gpu_info, import_cudart
+from runtime.backends.cuda import (
+    CudaGraph,
+    CudaUnavailableError,
+    DeviceBuffer,
+    GpuInfo,
+    PinnedBuffer,
+    Stream,
+    check,
+    gpu_info,
+    import_cudart,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +81,7 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, path: str | Path, device: int = 0, runtime_cache: str | Path | bool | None = None,
-                 check_onnx: bool = True) -> None:
+                 check_onnx: bool = True, cuda_graph: bool = False) -> None:
         """Open ``path`` (an ``.engine`` with its ``.json`` manifest).
 
         Args:
@@ -78,11 +89,17 @@ class TensorRTBackend(Backend):
             runtime_cache: TensorRT for RTX only: file for its just-in-time kernel cache (default: in the
                 banet-deploy cache folder, keyed by engine and GPU); False disables it.
             check_onnx: refuse the engine if the ONNX it was built from is still there but has changed.
+            cuda_graph: capture each input shape's inference in a CUDA graph the first time it runs and replay it
+                after (less launch overhead for fixed-shape streams such as video; one graph per shape).
         """
         path = Path(path)
         self.path = path
         self.context = self.engine = self.stream = None
         self._buffers: list[DeviceBuffer] = []
+        self._pinned: list[PinnedBuffer] = []
+        self._graphs: dict[tuple[int, ...], CudaGraph] = {}
+        self.cuda_graph = cuda_graph
+        self._lock = threading.Lock()
         self.runtime_cache_path: Path | None = None
         self._runtime_cache = None
         try:
@@ -141,6 +158,7 @@ class TensorRTBackend(Backend):
                                           f"its profile allows up to {manifest.profile.max})")
         self.stream = Stream(cudart)
         self._buffers = [DeviceBuffer(cudart), DeviceBuffer(cudart)]
+        self._pinned = [PinnedBuffer(cudart), PinnedBuffer(cudart)]
 
     def _rtx_context(self, runtime_cache, manifest: EngineManifest, gpu: GpuInfo):
         """Execution context with a runtime cache (TensorRT for RTX: ``IRuntimeConfig``/``IRuntimeCache``)."""
@@ -161,43 +179,72 @@ class TensorRTBackend(Backend):
         return self.engine.create_execution_context(config)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.context is None:
-            raise RuntimeError("this TensorRT backend has been closed")
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        """One inference; thread-safe (calls on one instance are serialised: one context, one stream)."""
+        batch = np.asarray(batch, dtype=np.float32)
         problem = self.limits.check(batch.shape)
         if problem:
             raise ValueError(f"input of shape {batch.shape} cannot run on {self.path.name}: {problem}")
-        if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
-            raise ValueError(f"{self.path.name} refused input shape {batch.shape}")
+        with self._lock:
+            if self.context is None:
+                raise RuntimeError("this TensorRT backend has been closed")
+            return self._run_locked(batch)
+
+    def _run_locked(self, batch: np.ndarray) -> np.ndarray:
+        shape = tuple(batch.shape)
+        if not self.context.set_input_shape(self.input_name, shape):
+            raise ValueError(f"{self.path.name} refused input shape {shape}")
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
-        output = np.empty(out_shape, dtype=np.float32)
-        src = self._buffers[0].ensure(batch.nbytes)
-        dst = self._buffers[1].ensure(output.nbytes)
+        host_in = self._pinned[0].array(shape)
+        host_out = self._pinned[1].array(out_shape)
+        np.copyto(host_in, batch)
+        nbytes_in, nbytes_out = host_in.nbytes, host_out.nbytes
+        if nbytes_in > self._buffers[0].nbytes or nbytes_out > self._buffers[1].nbytes:
+            self._drop_graphs()  # graphs hold device addresses: a re-allocation invalidates them
+        src = self._buffers[0].ensure(nbytes_in)
+        dst = self._buffers[1].ensure(nbytes_out)
         self.context.set_tensor_address(self.input_name, src)
         self.context.set_tensor_address(self.output_name, dst)
-        self.stream.to_device(src, batch)
-        if not self.context.execute_async_v3(int(self.stream)):
-            raise RuntimeError(f"TensorRT failed to run {self.path.name} on shape {batch.shape}")
-        self.stream.to_host(output, dst)
+        self.stream.to_device(src, host_in)
+        graph = self._graphs.get(shape)
+        if graph is not None:
+            graph.launch(self.stream)
+        else:
+            self._enqueue(shape)
+            if self.cuda_graph:
+                # TensorRT updates internal state on the first enqueue after a shape change; capture the next.
+                self._graphs[shape] = CudaGraph(self.cudart, self.stream, lambda: self._enqueue(shape))
+        self.stream.to_host(host_out, dst)
         self.stream.synchronize()
-        return output
+        return host_out.copy()
+
+    def _enqueue(self, shape: tuple[int, ...]) -> None:
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise RuntimeError(f"TensorRT failed to run {self.path.name} on shape {shape}")
+
+    def _drop_graphs(self) -> None:
+        for graph in self._graphs.values():
+            graph.destroy()
+        self._graphs = {}
 
     def close(self) -> None:
-        if self._runtime_cache is not None and self.runtime_cache_path is not None:
-            try:
-                self.runtime_cache_path.parent.mkdir(parents=True, exist_ok=True)
-                self.runtime_cache_path.write_bytes(bytes(self._runtime_cache.serialize()))
-            except OSError as exc:
-                log.warning("could not save the runtime cache %s: %s", self.runtime_cache_path, exc)
-            self._runtime_cache = None
-        self.context = None
-        self.engine = None
-        for buffer in self._buffers:
-            buffer.free()
-        self._buffers = []
-        if self.stream is not None:
-            self.stream.destroy()
-            self.stream = None
+        """Free the GPU memory, graphs and stream (saving the RTX runtime cache); waits for a running call."""
+        with self._lock:
+            if self._runtime_cache is not None and self.runtime_cache_path is not None:
+                try:
+                    self.runtime_cache_path.parent.mkdir(parents=True, exist_ok=True)
+                    self.runtime_cache_path.write_bytes(bytes(self._runtime_cache.serialize()))
+                except OSError as exc:
+                    log.warning("could not save the runtime cache %s: %s", self.runtime_cache_path, exc)
+                self._runtime_cache = None
+            self._drop_graphs()
+            self.context = None
+            self.engine = None
+            for buffer in (*self._buffers, *self._pinned):
+                buffer.free()
+            self._buffers, self._pinned = [], []
+            if self.stream is not None:
+                self.stream.destroy()
+                self.stream = None
 
     def describe(self) -> str:
         m = self.manifest

@@ -5,6 +5,7 @@ import importlib
 import json
 import types
 
+import numpy as np
 import pytest
 
 from banet.config import BANetConfig
@@ -131,3 +132,134 @@ def test_manifest_json_is_plain(tmp_path):
     engine = write_engine(tmp_path)
     data = json.loads(manifest_path(engine).read_text())
     assert data["profiles"][0]["max"][0] == 2  # what export/to_triton.py reads for max_batch_size
+
+
+# -- the run loop against stand-ins: checks the order of CUDA/TensorRT calls, never that an engine runs ----------
+class _StandInCudart:
+    """Records cuda-python runtime calls; 'device memory' is a dict of numpy arrays keyed by fake pointers."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    class cudaStreamCaptureMode:
+        cudaStreamCaptureModeThreadLocal = 1
+
+    def __init__(self):
+        import ctypes
+
+        self.calls, self.next_ptr, self.host, self._ctypes = [], 1 << 20, {}, ctypes
+
+    def _log(self, name, *values):
+        self.calls.append(name)
+        return (0, *values)
+
+    def cudaMalloc(self, n):
+        self.next_ptr += n + 256
+        return self._log("cudaMalloc", self.next_ptr)
+
+    def cudaMallocHost(self, n):
+        buf = (self._ctypes.c_char * n)()
+        self.host[self._ctypes.addressof(buf)] = buf
+        return self._log("cudaMallocHost", self._ctypes.addressof(buf))
+
+    def cudaFreeHost(self, ptr):
+        return self._log("cudaFreeHost")
+
+    def cudaFree(self, ptr):
+        return self._log("cudaFree")
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
+        return self._log("H2D" if kind == 1 else "D2H")
+
+    def cudaStreamBeginCapture(self, stream, mode):
+        return self._log("BeginCapture")
+
+    def cudaStreamEndCapture(self, stream):
+        return self._log("EndCapture", "graph")
+
+    def cudaGraphInstantiate(self, graph, flags):
+        return self._log("GraphInstantiate", "exec")
+
+    def cudaGraphLaunch(self, graph_exec, stream):
+        return self._log("GraphLaunch")
+
+    def cudaGraphExecDestroy(self, graph_exec):
+        return self._log("GraphExecDestroy")
+
+    def cudaGraphDestroy(self, graph):
+        return self._log("GraphDestroy")
+
+    def cudaStreamSynchronize(self, stream):
+        return self._log("Synchronize")
+
+    def cudaStreamDestroy(self, stream):
+        return self._log("StreamDestroy")
+
+
+class _StandInContext:
+    def __init__(self, calls):
+        self.calls, self.shape = calls, None
+
+    def set_input_shape(self, name, shape):
+        self.shape = shape
+        return True
+
+    def get_tensor_shape(self, name):
+        return self.shape
+
+    def set_tensor_address(self, name, ptr):
+        pass
+
+    def execute_async_v3(self, stream):
+        self.calls.append("execute")
+        return True
+
+
+def _stand_in_backend(cuda_graph: bool):
+    import threading
+
+    from runtime.backends.base import ShapeLimits
+    from runtime.backends.cuda import DeviceBuffer, PinnedBuffer, Stream
+
+    cudart = _StandInCudart()
+    backend = object.__new__(trt_backend.TensorRTBackend)
+    backend.path, backend.cudart, backend.cuda_graph = trt_backend.Path("stand-in.engine"), cudart, cuda_graph
+    backend.context = _StandInContext(cudart.calls)
+    backend.limits = ShapeLimits(min_hw=(8, 8), max_hw=(512, 512), max_batch=4)
+    backend.input_name, backend.output_name = "input", "output"
+    backend._buffers, backend._pinned = [DeviceBuffer(cudart), DeviceBuffer(cudart)], [PinnedBuffer(cudart),
+                                                                                     PinnedBuffer(cudart)]
+    backend._graphs, backend._lock, backend._runtime_cache = {}, threading.Lock(), None
+    backend.stream = Stream.__new__(Stream)
+    backend.stream.cudart, backend.stream.handle = cudart, 7
+    return backend, cudart.calls
+
+
+def test_stand_in_run_loop_reuses_buffers_and_replays_cuda_graphs():
+    backend, calls = _stand_in_backend(cuda_graph=True)
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    backend.run(x)
+    assert calls.count("cudaMallocHost") == 2 and calls.count("cudaMalloc") == 2
+    assert calls[calls.index("H2D"):] == ["H2D", "execute", "BeginCapture", "execute", "EndCapture",
+                                          "GraphInstantiate", "D2H", "Synchronize"]
+    calls.clear()
+    backend.run(x)  # same shape: replay, no allocation
+    assert calls == ["H2D", "GraphLaunch", "D2H", "Synchronize"]
+    calls.clear()
+    backend.run(np.zeros((2, 3, 32, 32), np.float32))  # larger: re-allocation drops the graphs that held addresses
+    assert calls.index("GraphExecDestroy") < calls.index("cudaMalloc") and "BeginCapture" in calls
+    calls.clear()
+    backend.close()
+    assert calls.count("GraphExecDestroy") == 1 and calls.count("cudaFreeHost") == 2 and "StreamDestroy" in calls
+    with pytest.raises(RuntimeError, match="closed"):
+        backend.run(x)
+
+
+def test_stand_in_run_loop_without_graphs_enqueues_each_call():
+    backend, calls = _stand_in_backend(cuda_graph=False)
+    x = np.zeros((1, 3, 16, 16), np.float32)
+    backend.run(x)
+    backend.run(x)
+    assert calls.count("execute") == 2 and "BeginCapture" not in calls and calls.count("cudaMalloc") == 2
+    with pytest.raises(ValueError, match="cannot run on stand-in.engine"):
+        backend.run(np.zeros((1, 3, 1024, 16), np.float32))
