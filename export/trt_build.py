@@ -418,6 +418,19 @@ def calibration_cache_path(plan: BuildPlan) -> Path:
     return plan.options.calibration_cache or plan.output.with_suffix(".calib")
 
 
+def _stale_onnx(onnx: OnnxInfo, weights: Path | None) -> str | None:
+    """Why a derived ONNX no longer matches the weights it stands for (another checkpoint's sha256), or None."""
+    if weights is None or onnx.metadata is None or not onnx.metadata.source_sha256 or not Path(weights).is_file():
+        return None
+    from banet.checkpoint import file_sha256
+
+    current = file_sha256(weights)
+    if onnx.metadata.source_sha256 == current:
+        return None
+    return (f"{show(onnx.path)} was exported from other weights than {show(weights)} (sha256 "
+            f"{onnx.metadata.source_sha256[:12]}... vs {current[:12]}...)")
+
+
 def _weights_stem(options: BuildOptions) -> tuple[str, Path | None]:
     if options.weights is not None:
         return Path(options.weights).stem, Path(options.weights)
@@ -498,10 +511,19 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
     stem, weights = _weights_stem(options)
     onnx_path = Path(options.onnx) if options.onnx else default_onnx(stem, precision, strongly_typed,
                                                                      options.calibrate)
-    export_precision = None
+    export_precision: str | None = None
     fp32_sibling = ENGINES / f"{stem}.onnx" if options.onnx is None else None
     if onnx_path.is_file():
         onnx = read_onnx_info(onnx_path, fallback_metadata=fp32_sibling)
+        stale = _stale_onnx(onnx, weights) if options.onnx is None else None
+        if stale and (onnx.qdq_nodes or not options.force):
+            fix = (f"re-quantize it: {INT8_COMMAND} --force" if onnx.qdq_nodes else
+                   f"re-export it: {export_command(weights, onnx.precision)} --force (or pass --force here)")
+            raise PlanError(f"{stale}; {fix}")
+        if stale:
+            notes.append(f"{stale}: re-exported first (--force)")
+            export_precision = onnx.precision
+            onnx = expected_onnx_info(onnx_path, export_precision)
     elif options.onnx is not None:
         raise PlanError(f"{onnx_path}: ONNX file not found")
     elif precision == "int8" and not options.calibrate:
@@ -853,8 +875,9 @@ def export_missing_onnx(plan: BuildPlan) -> BuildPlan:
         raise PlanError(f"{plan.onnx.path} is missing and no --weights were given to export it from")
     log.info("exporting %s first (%s)", plan.onnx.path, export_command(weights, plan.export_precision))
     loaded = load_checkpoint(weights)
-    export_onnx(loaded.model, plan.onnx.path, ExportOptions(precision=plan.export_precision), loaded.sha256,
-                Path(weights).name, loaded.config)
+    # force: only reached for a missing ONNX or, with --force, one exported from other weights (see make_plan)
+    export_onnx(loaded.model, plan.onnx.path, ExportOptions(precision=plan.export_precision, force=True),
+                loaded.sha256, Path(weights).name, loaded.config)
     return make_plan(plan.options, plan.runtime)
 
 

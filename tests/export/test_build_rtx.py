@@ -115,6 +115,17 @@ def test_missing_onnx_is_exported_first(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "mine_fp16.onnx").is_file()
     manifest = check_engine_and_manifest(tmp_path / "mine_fp16_sm75.engine", "fp16", ["sm75"])
     assert manifest.metadata["banet.source_name"] == "mine.safetensors"
+    first_sha = manifest.metadata["banet.source_sha256"]
+
+    # New weights under the same name (a newer snapshot): the derived FP16 ONNX is stale and never used silently.
+    torch.manual_seed(2)
+    save_checkpoint(BANet(TINY).eval(), weights, overwrite=True)
+    args = ["--fp16", "--runtime", "tensorrt-rtx", "--target", "sm75", "--weights", str(weights), "-q", *SMALL_PROFILE]
+    assert build_trt.main(args) == 1
+    assert "was exported from other weights" in capsys.readouterr().err
+    assert build_trt.main([*args, "--force"]) == 0, capsys.readouterr().err
+    manifest = check_engine_and_manifest(tmp_path / "mine_fp16_sm75.engine", "fp16", ["sm75"])
+    assert manifest.metadata["banet.source_sha256"] not in (first_sha, None)
 
 
 def test_builder_error_is_one_clear_line(tmp_path, tiny_onnx):
