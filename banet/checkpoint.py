@@ -23,6 +23,7 @@ import logging
 import os
 import pickle
 import re
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,8 +250,25 @@ def save_checkpoint(model: BANet, path: str | os.PathLike, metadata: dict[str, s
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=header)
+    _canonical_header(tmp)
     os.replace(tmp, path)
     return path
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys, in place, so equal weights give equal files (and sha256).
+
+    safetensors serialises its metadata map in hash order, which changes from one save to the next. The header
+    is length-prefixed JSON that may end in spaces; reordering keeps its length, so only those bytes change.
+    """
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canonical) > length:  # never expected; keep the library's own header rather than corrupt the file
+            return
+        handle.seek(8)
+        handle.write(canonical + b" " * (length - len(canonical)))
 
 
 def describe_metadata(metadata: dict[str, str]) -> str:

@@ -101,3 +101,21 @@ def read_onnx_metadata(path: str | Path) -> ModelMetadata:
 
     model = onnx.load(str(path), load_external_data=False)
     return ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(path))
+
+
+def stale_source(metadata: ModelMetadata, onnx_path: str | Path, weights: str | Path | None) -> str | None:
+    """Why an ONNX derived from ``weights`` no longer stands for them (it carries another checkpoint's sha256).
+
+    None when it matches, or when there is nothing to compare (no weights file, no recorded sha256). Tools that
+    find ``engines/<weights stem>*.onnx`` call this so a newer checkpoint under the same name is never measured,
+    quantized or built through an ONNX of the old one.
+    """
+    if weights is None or not metadata.source_sha256 or not Path(weights).is_file():
+        return None
+    from banet.checkpoint import file_sha256
+
+    current = file_sha256(weights)
+    if metadata.source_sha256 == current:
+        return None
+    return (f"{onnx_path} was exported from other weights than {weights} (sha256 {metadata.source_sha256[:12]}... "
+            f"vs {current[:12]}...)")

@@ -365,11 +365,18 @@ def _machine() -> str:
 
 
 def ensure_fp16_onnx(fp32: Path, model, weights: Path, loaded) -> Path:
-    """``engines/<stem>_fp16.onnx``, exported (and verified) first if missing."""
-    from export.onnx_export import ExportOptions, export_onnx
+    """``engines/<stem>_fp16.onnx``, exported (and verified) first if missing; refused if made from other weights."""
+    from export.onnx_export import ExportError, ExportOptions, export_onnx
 
     path = fp32.with_name(f"{fp32.stem}_fp16.onnx")
-    if not path.is_file():
+    if path.is_file():
+        from banet.metadata import read_onnx_metadata, stale_source
+
+        stale = stale_source(read_onnx_metadata(path), path, weights)
+        if stale:
+            raise ExportError(f"{stale}; re-export it first: python export/to_onnx.py --fp16 --weights {weights} "
+                               f"--output {path} --force")
+    else:
         log.info("exporting the FP16 ONNX to %s", path)
         options = ExportOptions(precision="fp16", verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 256, 256)])
         export_onnx(model, path, options, loaded.sha256, weights.name, loaded.config)
@@ -408,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.defaults import default_weights_path
+    from banet.metadata import read_onnx_metadata, stale_source
     from calibration.data import CalibrationDataError
     from calibration.quantize import (
         DEFAULT_EXCLUDE,
@@ -432,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
                 path = default_int8_path(fp32, flavour)
                 if not path.is_file():
                     quantize_int8(fp32, path, source_from_args(args), flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])
+                stale = stale_source(read_onnx_metadata(path), path, weights)
+                if stale:
+                    raise QuantizeError(f"{stale}; re-quantize it: python -m calibration.quantize --flavour {flavour} "
+                                        "--force")
                 int8[flavour] = path
         report = build_report(loaded.model, Path(weights), loaded.config, fp32, fp16, int8, args.limit,
                               not args.no_speed, args.full, args.threads, not args.no_fp16, progress=log.info)

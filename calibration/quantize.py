@@ -401,9 +401,18 @@ def ensure_fp32_onnx(path: Path | None, weights: Path | None) -> Path:
     """The FP32 ONNX to quantize: ``path``, or ``engines/<weights stem>.onnx``, exported first if missing."""
     from banet.defaults import default_weights_path
 
+    given_weights = weights is not None
     weights = Path(weights) if weights else default_weights_path()
+    derived = path is None
     path = Path(path) if path else ENGINES / f"{weights.stem}.onnx"
     if path.is_file():
+        from banet.metadata import read_onnx_metadata, stale_source
+
+        # a derived ONNX, or one given together with its weights, must come from those weights
+        stale = stale_source(read_onnx_metadata(path), path, weights) if derived or given_weights else None
+        if stale:
+            raise QuantizeError(f"{stale}; re-export it first: python export/to_onnx.py --weights {weights} "
+                                f"--output {path} --force")
         return path
     from banet.checkpoint import load_checkpoint
     from export.onnx_export import ExportOptions, export_onnx

@@ -162,3 +162,16 @@ def test_foreign_state_dict(tmp_path: Path) -> None:
     torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointMismatchError, match="not a BANet state_dict"):
         load_checkpoint(tmp_path / "other.pth")
+
+
+def test_same_weights_give_the_same_file(tmp_path, tiny_model):
+    """The sha256 exported artifacts record must identify the weights: saving twice gives identical bytes."""
+    from banet.checkpoint import file_sha256, save_checkpoint
+
+    metadata = {"banet.note": "é", "z": "1", "a": "2"}
+    first = save_checkpoint(tiny_model, tmp_path / "a.safetensors", metadata=metadata)
+    shas = {file_sha256(save_checkpoint(tiny_model, tmp_path / f"{i}.safetensors", metadata=metadata))
+            for i in range(4)}
+    assert shas == {file_sha256(first)}
+    loaded = load_checkpoint(first)
+    assert loaded.config == tiny_model.config

@@ -40,9 +40,20 @@ def tiny_net() -> BANet:
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_net) -> Path:
+def tiny_checkpoint(tmp_path_factory, tiny_net) -> Path:
+    """tiny_net saved once: the file whose sha256 tiny_onnx records (safetensors headers are written in a
+    different key order on each save, so another save of the same network has another sha256)."""
+    from banet.checkpoint import save_checkpoint
+
+    return save_checkpoint(tiny_net, tmp_path_factory.mktemp("weights") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_net, tiny_checkpoint) -> Path:
+    from banet.checkpoint import file_sha256
     from export.onnx_export import ExportOptions, export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    export_onnx(tiny_net, path, ExportOptions(verify_shapes=[(1, 32, 32)]), "0" * 64, "tiny.safetensors", TINY)
+    export_onnx(tiny_net, path, ExportOptions(verify_shapes=[(1, 32, 32)]), file_sha256(tiny_checkpoint),
+                "tiny.safetensors", TINY)
     return path

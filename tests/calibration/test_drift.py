@@ -58,9 +58,9 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
     json.dumps(report)
 
 
-def test_cli_writes_json_and_markdown(tiny_weights, tiny_onnx, int8_model, tmp_path):
+def test_cli_writes_json_and_markdown(tiny_checkpoint, tiny_onnx, int8_model, tmp_path):
     out = tmp_path / "drift"
-    code = drift.main(["--weights", str(tiny_weights), "--onnx", str(tiny_onnx), "--int8", str(int8_model),
+    code = drift.main(["--weights", str(tiny_checkpoint), "--onnx", str(tiny_onnx), "--int8", str(int8_model),
                        "--no-fp16", "--no-speed", "--limit", "1", "--output", str(out)])
     assert code == 0
     report = json.loads((out / "drift_report.json").read_text())
@@ -68,8 +68,26 @@ def test_cli_writes_json_and_markdown(tiny_weights, tiny_onnx, int8_model, tmp_p
     assert "| FP32 ONNX |" in (out / "drift_report.md").read_text()
 
 
-def test_cli_reports_a_bad_calibration_folder(tiny_weights, tiny_onnx, tmp_path, capsys):
+def test_cli_reports_a_bad_calibration_folder(tiny_checkpoint, tiny_onnx, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = drift.main(["--weights", str(tiny_weights), "--onnx", str(tiny_onnx), "--no-fp16", "--limit", "1",
+    code = drift.main(["--weights", str(tiny_checkpoint), "--onnx", str(tiny_onnx), "--no-fp16", "--limit", "1",
                        "--calib-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "o")])
     assert code == 1 and "holds no images" in capsys.readouterr().err
+
+
+def test_cli_refuses_an_onnx_of_other_weights(tiny_net, tiny_onnx, tmp_path, capsys):
+    """A newer checkpoint next to an ONNX exported from the old one: measured through it, the report would show
+    the old network's numbers; refused instead."""
+    import copy
+
+    import torch
+
+    from banet.checkpoint import save_checkpoint
+
+    newer = copy.deepcopy(tiny_net)
+    with torch.no_grad():
+        newer.de_layer3[0].bias.add_(0.01)
+    weights = save_checkpoint(newer, tmp_path / "tiny.safetensors")
+    code = drift.main(["--weights", str(weights), "--onnx", str(tiny_onnx), "--no-fp16", "--limit", "1",
+                       "--output", str(tmp_path / "o")])
+    assert code == 1 and "was exported from other weights" in capsys.readouterr().err
