@@ -419,16 +419,9 @@ def calibration_cache_path(plan: BuildPlan) -> Path:
 
 
 def _stale_onnx(onnx: OnnxInfo, weights: Path | None) -> str | None:
-    """Why a derived ONNX no longer matches the weights it stands for (another checkpoint's sha256), or None."""
-    if weights is None or onnx.metadata is None or not onnx.metadata.source_sha256 or not Path(weights).is_file():
-        return None
-    from banet.checkpoint import file_sha256
+    from banet.metadata import stale_source
 
-    current = file_sha256(weights)
-    if onnx.metadata.source_sha256 == current:
-        return None
-    return (f"{show(onnx.path)} was exported from other weights than {show(weights)} (sha256 "
-            f"{onnx.metadata.source_sha256[:12]}... vs {current[:12]}...)")
+    return stale_source(onnx.metadata, show(onnx.path), weights) if onnx.metadata is not None else None
 
 
 def _weights_stem(options: BuildOptions) -> tuple[str, Path | None]:
