@@ -28,7 +28,7 @@ from banet.config import FULL, BANetConfig
 from benchmarks import cost
 from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import System, Unavailable, onnxruntime_system, tensorrt_system, torch_system
-from benchmarks.timing import PeakRssSampler, time_call
+from benchmarks.timing import PeakRssSampler, cpu_name, time_call
 
 log = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -44,6 +44,7 @@ class Model:
 
 
 def machine_name() -> str:
+    """The GPU's name where there is one, else the CPU's."""
     try:
         import torch
 
@@ -51,13 +52,7 @@ def machine_name() -> str:
             return torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name()
 
 
 def slug(text: str) -> str:

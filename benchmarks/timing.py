@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import platform
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -99,3 +101,14 @@ def time_call(fn: Callable[[], object], warmup: int = 2, repeats: int = 10, budg
         if budget_s is not None and i >= 2 and time.perf_counter() - started > budget_s:
             break
     return Timing(samples, warmup)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: results files are named after it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

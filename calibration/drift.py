@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import cpu_name
 from export.parity import Forward, psnr_db
 
 log = logging.getLogger(__name__)
@@ -317,7 +318,7 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
         models = {"FP32 ONNX": fp32, **{f"INT8 {f}": p for f, p in int8.items()}}
         shape, warmup = speed_shape, 2
         results = measure_speed(models, shape, (1, 2), warmup, repeats)
-        report["speed"] = {"shape": "x".join(map(str, shape)), "machine": _machine(), "warmup": warmup,
+        report["speed"] = {"shape": "x".join(map(str, shape)), "machine": cpu_name(), "warmup": warmup,
                            "repeats": repeats, "models": list(models), "results": results}
         for res in results:
             ms = res["median_ms"]
@@ -352,16 +353,6 @@ def full_network_fp16() -> dict:
                     "downloaded), so these numbers show the architecture's FP16 numerics, not a trained model's. "
                     "Inputs: real photos resized to each shape.",
             "results": measure(model, shapes=shapes)}
-
-
-def _machine() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def ensure_fp16_onnx(fp32: Path, model, weights: Path, loaded) -> Path:

@@ -1,6 +1,5 @@
 """The TensorRT backend's refusals, which need neither TensorRT nor a GPU: manifests are checked first."""
 
-import hashlib
 import importlib
 import json
 import types
@@ -8,29 +7,11 @@ import types
 import numpy as np
 import pytest
 
-from banet.config import BANetConfig
-from banet.conventions import BANET
-from banet.manifest import EngineManifest, manifest_path
-from banet.metadata import ModelMetadata
+from banet.manifest import manifest_path
 from runtime import BackendUnavailableError, Deblurrer, IncompatibleArtifactError
 from runtime.backends import tensorrt as trt_backend
 from runtime.backends.cuda import GpuInfo
-
-
-def make_manifest(**changes) -> EngineManifest:
-    """A manifest for the 6-byte engine b"engine": TensorRT 10.8 on an RTX 3090, built from tiny.onnx."""
-    metadata = ModelMetadata(conventions=BANET, config=BANetConfig(num_bams=2, dim_1=8, dim_2=16), precision="fp32",
-                             source_sha256="ab" * 32, source_name="tiny.safetensors", exporter="test", opset=17)
-    fields = dict(
-        engine="tiny_fp16.engine", engine_sha256=hashlib.sha256(b"engine").hexdigest(), engine_bytes=6,
-        runtime="tensorrt", runtime_version="10.8.0.43", precision="fp16",
-        profiles=[{"input": "input", "min": [1, 3, 64, 64], "opt": [1, 3, 256, 256], "max": [2, 3, 512, 512]}],
-        onnx={"path": "tiny.onnx", "sha256": "cd" * 32, "bytes": 123, "precision": "fp32"},
-        metadata=metadata.to_props(), build={"seconds": 1.0},
-        gpu={"name": "NVIDIA GeForce RTX 3090", "compute_capability": [8, 6]},
-        rebuild_command="python export/build_trt.py --fp16 --runtime tensorrt --force")
-    fields.update(changes)
-    return EngineManifest(**fields)
+from tests.manifest_helpers import make_manifest
 
 
 def write_engine(tmp_path, **changes):
