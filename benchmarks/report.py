@@ -153,18 +153,25 @@ def _quality_speed_plot(result: dict, path: Path, plt) -> Path | None:
     if not points:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    labelled = set()
     for size in sorted({r["size"] for r, _ in points}, key=lambda t: int(t.split("x")[0])):
         chosen = [(r, q) for r, q in points if r["size"] == size]
         ax.scatter([r["speedup_vs_torch_eager"] for r, _ in chosen], [q["psnr"] for _, q in chosen], label=size)
         for r, q in chosen:
+            if r["system"] in labelled:  # one label per system: its points share a PSNR and would overlap
+                continue
+            labelled.add(r["system"])
             ax.annotate(r["system"], (r["speedup_vs_torch_eager"], q["psnr"]), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-    ax.axhline(result["quality"]["heldout"]["psnr_blurred"], color="grey", ls="--", lw=0.8, label="blurred input")
+                        xytext=(4, 4 + 11 * (len(labelled) % 3)), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "grey"})
+    blurred = result["quality"]["heldout"]["psnr_blurred"]
+    ax.axhline(blurred, color="grey", ls="--", lw=0.8, label="blurred input")
+    ax.set_ylim(blurred - 0.2, max(q["psnr"] for _, q in points) + 0.6)  # room for the labels above the points
     ax.set_xlabel("speed-up vs PyTorch eager FP32 (same run, batch 1)")
     ax.set_ylabel("held-out restoration PSNR (dB)")
     ax.set_title(f"quality vs speed, default network\n{result['machine']}", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, title="size", title_fontsize=8)
+    ax.legend(fontsize=8, title="size", title_fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
