@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.outputs import check_output
 from calibration.data import CalibrationDataError, CalibrationSource
 
 log = logging.getLogger(__name__)
@@ -268,8 +269,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     calibrate_method = _calibration_method(method)
     if not fp32_onnx.is_file():
         raise QuantizeError(f"{fp32_onnx}: FP32 ONNX model not found (export it with export/to_onnx.py)")
-    if output.exists() and not force:
-        raise QuantizeError(f"{output} exists; pass --force to overwrite it")
+    check_output(output, force=force, error=QuantizeError, suffix=".onnx")
     try:
         metadata = read_onnx_metadata(fp32_onnx)
     except (KeyError, ValueError) as exc:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from banet.config import BANetConfig
 from banet.conventions import BANET
 from banet.metadata import ModelMetadata, write_onnx_metadata
+from banet.outputs import check_output
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
 
 log = logging.getLogger(__name__)
@@ -97,17 +98,7 @@ def validate_options(options: ExportOptions) -> None:
 
 def check_output_path(path: Path, force: bool) -> None:
     """Refuse to overwrite without ``force``; fail early on a path that cannot be written."""
-    if path.exists() and not force:
-        raise ExportError(f"{path} exists; pass --force to overwrite it")
-    if path.exists() and path.is_dir():
-        raise ExportError(f"{path} is a directory; give a file name ending in .onnx")
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ExportError(f"cannot create output folder {parent}: {exc.strerror or exc}") from exc
-    if not os.access(parent, os.W_OK):
-        raise ExportError(f"output folder {parent} is not writable")
+    check_output(path, force=force, error=ExportError, suffix=".onnx")
 
 
 def verification_shapes(options: ExportOptions) -> list[tuple[int, int, int]]:

@@ -46,6 +46,7 @@ from banet.manifest import (
     target_to_cc,
 )
 from banet.metadata import ModelMetadata
+from banet.outputs import check_output
 
 log = logging.getLogger(__name__)
 
@@ -562,17 +563,8 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
     output = Path(options.output) if options.output else default_engine(stem, precision, targets)
     if output.suffix.lower() not in (".engine", ".plan", ".trt"):
         raise PlanError(f"{output}: engine files end in .engine (the runtime picks the backend from the extension)")
-    if output.exists() and not options.force:
-        raise PlanError(f"{output} exists; pass --force to overwrite it")
-    if output.exists() and output.is_dir():
-        raise PlanError(f"{output} is a directory; give a file name ending in .engine")
-    for parent in {output.parent, *(p.parent for p in (options.timing_cache, options.calibration_cache) if p)}:
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PlanError(f"cannot create folder {parent}: {exc.strerror or exc}") from exc
-        if not os.access(parent, os.W_OK):
-            raise PlanError(f"folder {parent} is not writable")
+    check_output(output, force=options.force, error=PlanError, suffix=".engine",
+                 folders=[p.parent for p in (options.timing_cache, options.calibration_cache) if p])
     if options.calibrate:
         c, _, h, w = nchw(options.calibration_shape)
         if h % onnx.size_multiple or w % onnx.size_multiple:

@@ -1,0 +1,51 @@
+"""The shared output-path rule: refuse to overwrite, refuse folders, fail early on unwritable folders."""
+
+import os
+
+import pytest
+
+from banet.outputs import check_output
+
+
+class Refused(RuntimeError):
+    pass
+
+
+def test_new_file_in_missing_folder_is_fine_and_folder_is_made(tmp_path):
+    target = tmp_path / "a" / "b" / "model.onnx"
+    check_output(target, force=False, error=Refused, suffix=".onnx")
+    assert target.parent.is_dir()
+    assert not target.exists()
+
+
+def test_existing_file_is_refused_unless_forced(tmp_path):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"user data")
+    with pytest.raises(Refused, match="exists; pass --force"):
+        check_output(target, force=False, error=Refused, suffix=".onnx")
+    check_output(target, force=True, error=Refused, suffix=".onnx")
+    assert target.read_bytes() == b"user data"  # checking never touches the file
+
+
+def test_folder_in_place_of_file_is_refused_even_with_force(tmp_path):
+    with pytest.raises(Refused, match="is a directory; give a file name ending in .engine"):
+        check_output(tmp_path, force=True, error=Refused, suffix=".engine")
+
+
+def test_extra_folders_are_checked_too(tmp_path):
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(Refused, match="cannot create output folder"):
+        check_output(tmp_path / "x.engine", force=False, error=Refused, suffix=".engine",
+                     folders=[blocker / "sub"])
+
+
+def test_unwritable_folder_is_refused(tmp_path, monkeypatch):
+    # Root may write anywhere, so the permission answer is forced for this one folder rather than chmod'ed.
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if os.fspath(p) == os.fspath(locked)
+                        else real_access(p, mode))
+    with pytest.raises(Refused, match=f"output folder {locked} is not writable"):
+        check_output(locked / "m.onnx", force=False, error=Refused, suffix=".onnx")
