@@ -587,7 +587,12 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
 
 # -- equivalent command lines -------------------------------------------------------------------------------------
 def trtexec_command(plan: BuildPlan) -> str:
-    """The ``trtexec`` (TensorRT) or ``tensorrt_rtx`` (TensorRT for RTX) line that builds the same engine."""
+    """The ``trtexec`` (TensorRT) or ``tensorrt_rtx`` (TensorRT for RTX) line that builds the same engine.
+
+    ``tensorrt_rtx`` takes trtexec's ``--onnx/--saveEngine/--min|opt|maxShapes/--skipInference`` and, for an
+    ahead-of-time build, ``--computeCapabilities=75,...`` (TensorRT for RTX docs: "Compute capability
+    configuration"); it has no precision flags, as its networks are strongly typed.
+    """
     o, p = plan.options, plan.profile
     rtx = plan.runtime.flavour == "tensorrt-rtx"
     args = ["tensorrt_rtx" if rtx else "trtexec", f"--onnx={show(plan.onnx.path)}", f"--saveEngine={show(plan.output)}"]
