@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Ship a new default model and regenerate every artifact and number that depends on it, in order:
+# weights -> held-out evaluation (pictures) -> FP32/FP16 ONNX -> INT8 Q/DQ -> TensorRT for RTX engines ->
+# drift report -> FP16 drift table -> benchmarks. The README's numbers come from the files this writes.
+#
+#   bash scripts/refresh_default.sh                      # from training/runs/default/last.pt
+#   bash scripts/refresh_default.sh --no-benchmarks      # skip the ~10-minute benchmark run
+#   RUN=training/runs/other bash scripts/refresh_default.sh
+#
+# Replaces banet/weights/banet_default.safetensors (the old one stays in git history), docs/images/*,
+# docs/drift_report.* and writes benchmarks/results/<cpu>_<date>.*. Pause any training on this machine first:
+# the speed columns are only honest on an otherwise idle CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+RUN=${RUN:-training/runs/default}
+benchmarks=1
+[[ "${1:-}" == "--no-benchmarks" ]] && benchmarks=0
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "weights from $RUN"
+$PY -m training.train --run "$RUN" --export banet/weights/banet_default.safetensors --force
+
+step "held-out evaluation -> docs/images/"
+$PY -m training.evaluate --output out/eval
+cp out/eval/side_by_side.png docs/images/heldout_side_by_side.png
+cp out/eval/clock_motion.png docs/images/clock_motion.png
+cp out/eval/metrics.json docs/images/heldout_metrics.json
+
+step "ONNX (FP32, FP16), each verified against PyTorch"
+$PY export/to_onnx.py --force
+$PY export/to_onnx.py --fp16 --force
+
+step "INT8 Q/DQ (ort and trt flavours)"
+$PY -m calibration.quantize --flavour both --force
+
+step "TensorRT for RTX engines (no GPU needed)"
+$PY export/build_trt.py --runtime tensorrt-rtx --force
+$PY export/build_trt.py --fp16 --runtime tensorrt-rtx --force
+$PY export/build_trt.py --fp16 --runtime tensorrt-rtx --target sm75 --force
+
+step "drift report -> docs/"
+$PY -m calibration.drift --full
+cp out/drift/drift_report.json out/drift/drift_report.md docs/
+
+step "FP16 drift table (README)"
+$PY -m calibration.fp16 --full --json out/fp16_drift.json
+
+if (( benchmarks )); then
+    step "benchmarks -> benchmarks/results/"
+    $PY -m benchmarks.run
+fi
+step "done: update the README's numbers from docs/images/heldout_metrics.json, docs/drift_report.md, out/fp16_drift.json and benchmarks/results/"
