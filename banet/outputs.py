@@ -30,3 +30,12 @@ def check_output(path: Path, *, force: bool, error: type[Exception], suffix: str
             raise error(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
         if not os.access(folder, os.W_OK):
             raise error(f"output folder {folder} is not writable")
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as a user types it and as committed reports show it: relative to the working folder when inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.outputs import shown_path
 from benchmarks.timing import cpu_name
 from export.parity import Forward, psnr_db
 
@@ -94,7 +95,7 @@ def drift_row(name: str, precision: str, backend: str, forward: Forward, pairs, 
                    summary["psnr_deblurred"], summary["ssim_deblurred"],
                    summary["psnr_deblurred"] - base["psnr_deblurred"],
                    summary["ssim_deblurred"] - base["ssim_deblurred"],
-                   _shown(file) if file else None, seconds, note)
+                   shown_path(file) if file else None, seconds, note)
     log.info("%-34s drift %.1f dB (worst %.1f), PSNR %.3f dB (%+.3f), SSIM %.4f (%+.4f), %.1f s", name,
              row.drift_psnr_db, row.drift_worst_psnr_db, row.psnr, row.delta_psnr_db, row.ssim, row.delta_ssim,
              seconds)
@@ -167,7 +168,7 @@ def profile_ops(path: Path, shape: tuple[int, int, int] = (1, 256, 256), threads
             per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / max(1, len(measured))
     total = sum(per_op.values())
     ranked = sorted(per_op.items(), key=lambda kv: -kv[1])
-    return {"file": _shown(path), "shape": "x".join(map(str, shape)), "threads": threads,
+    return {"file": shown_path(path), "shape": "x".join(map(str, shape)), "threads": threads,
             "kernel_ms_per_run": round(total, 1),
             "ops": [{"op": op, "ms": round(ms, 1), "share": round(ms / total, 3)} for op, ms in ranked[:top]]}
 
@@ -248,7 +249,7 @@ def int8_info(path: Path) -> dict:
     from banet.metadata import read_onnx_metadata
 
     extra = read_onnx_metadata(path).extra
-    return {"file": _shown(path), "format": extra.get("int8_format", "?"),
+    return {"file": shown_path(path), "format": extra.get("int8_format", "?"),
             "calibration": json.loads(extra.get("int8_calibration", "{}")),
             "excluded_groups": json.loads(extra.get("int8_excluded_groups", "[]")),
             "quantized_nodes": int(extra.get("int8_quantized_nodes", 0))}
@@ -305,7 +306,7 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
 
     from banet.checkpoint import file_sha256
 
-    report = {"model": {"name": weights.name, "config": config.describe(), "weights": _shown(weights),
+    report = {"model": {"name": weights.name, "config": config.describe(), "weights": shown_path(weights),
                         "sha256": file_sha256(weights)},
               "reference": "FP32 PyTorch (CPU)",
               "heldout": {"images": len(pairs), "size": pairs[0][1].shape[0],
@@ -372,15 +373,6 @@ def ensure_fp16_onnx(fp32: Path, model, weights: Path, loaded) -> Path:
         options = ExportOptions(precision="fp16", verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 256, 256)])
         export_onnx(model, path, options, loaded.sha256, weights.name, loaded.config)
     return path
-
-
-def _shown(path: Path | str) -> str:
-    """A path as the report shows it: relative to the working directory when inside it (reports get committed)."""
-    path = Path(path).resolve()
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def main(argv: list[str] | None = None) -> int:

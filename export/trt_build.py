@@ -47,6 +47,7 @@ from banet.manifest import (
 )
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output
+from banet.outputs import shown_path as show
 
 log = logging.getLogger(__name__)
 
@@ -393,15 +394,6 @@ def default_engine(stem: str, precision: str, targets: tuple[str, ...]) -> Path:
     """``engines/<weights stem>_<precision>[_<targets>].engine`` (the name the benchmarks look for)."""
     suffix = ("_" + "-".join(targets)) if targets else ""
     return ENGINES / f"{stem}_{precision}{suffix}.engine"
-
-
-def show(path: Path | str) -> str:
-    """A path as the user would type it: relative to the current folder when inside it."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def export_command(weights: Path | None, precision: str) -> str:

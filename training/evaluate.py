@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from banet.outputs import shown_path
 from banet.processing import postprocess, preprocess
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     Image.fromarray(side_by_side(rows)).save(args.output / "side_by_side.png")
     clock, clock_restored = clock_motion_demo(restore)
     Image.fromarray(side_by_side([(clock, clock_restored)])).save(args.output / "clock_motion.png")
-    report = {"weights": str(loaded.path), "sha256": loaded.sha256, "config": loaded.config.to_dict(),
+    report = {"weights": shown_path(loaded.path), "sha256": loaded.sha256, "config": loaded.config.to_dict(),
               "summary": result["summary"], "per_image": result["per_image"]}
     (args.output / "metrics.json").write_text(json.dumps(report, indent=2))
     s = result["summary"]

@@ -49,3 +49,11 @@ def test_unwritable_folder_is_refused(tmp_path, monkeypatch):
                         else real_access(p, mode))
     with pytest.raises(Refused, match=f"output folder {locked} is not writable"):
         check_output(locked / "m.onnx", force=False, error=Refused, suffix=".onnx")
+
+
+def test_shown_path_is_relative_inside_the_working_folder_and_unchanged_outside(tmp_path, monkeypatch):
+    from banet.outputs import shown_path
+
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(tmp_path / "engines" / "a.onnx") == os.path.join("engines", "a.onnx")
+    assert shown_path("/elsewhere/b.onnx") == "/elsewhere/b.onnx"
