@@ -8,8 +8,8 @@
 # Writes OUT/env.txt (GPU, driver, versions), OUT/drift/drift_report.{json,md} (FP16 rows measured in real
 # half precision on the GPU, next to the CPU rows) and OUT/bench/<gpu>_<date>.{json,md,png} (PyTorch eager FP32
 # vs FP16, channels_last, torch.compile and CUDA graphs; ONNX Runtime where its providers exist). Each phase
-# has its own time limit (about 10 minutes in all) so one slow phase cannot eat the whole lease. Commit what comes back with the
-# device name; CI never depends on it.
+# has its own time limit (about 10 minutes in all) so one slow phase cannot eat the whole lease. Commit what
+# comes back with the device name; CI never depends on it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-out/gpu_checks}}

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from banet.outputs import check_output
+from banet.outputs import check_output, shown_path
 
 
 class Refused(RuntimeError):
@@ -52,8 +52,6 @@ def test_unwritable_folder_is_refused(tmp_path, monkeypatch):
 
 
 def test_shown_path_is_relative_inside_the_working_folder_and_unchanged_outside(tmp_path, monkeypatch):
-    from banet.outputs import shown_path
-
     monkeypatch.chdir(tmp_path)
     assert shown_path(tmp_path / "engines" / "a.onnx") == os.path.join("engines", "a.onnx")
     assert shown_path("/elsewhere/b.onnx") == "/elsewhere/b.onnx"
