@@ -17,6 +17,10 @@ from banet.conventions import METADATA_PREFIX, Conventions
 SCHEMA_VERSION = "1"
 
 
+class ArtifactError(ValueError):
+    """A file that is not a usable BANet artifact: unreadable, truncated, foreign, or without our metadata."""
+
+
 @dataclass(frozen=True)
 class ModelMetadata:
     """What an exported model says about itself."""
@@ -66,19 +70,24 @@ class ModelMetadata:
 
         def get(key: str) -> str:
             if p + key not in props:
-                raise KeyError(f"{source}: metadata lacks '{p + key}'; it was not exported by banet-deploy's "
+                raise ArtifactError(f"{source}: metadata lacks '{p + key}'; it was not exported by banet-deploy's "
                                "export/to_onnx.py (re-export it so conventions are not guessed)")
             return props[p + key]
 
         if get("schema") != SCHEMA_VERSION:
-            raise ValueError(f"{source}: metadata schema {get('schema')} is not supported (expected {SCHEMA_VERSION})")
+            raise ArtifactError(f"{source}: metadata schema {get('schema')} is not supported "
+                                f"(expected {SCHEMA_VERSION})")
         known = {"schema", "config", "precision", "source_sha256", "source_name", "exporter", "opset", "input_name",
                  "output_name", "shape_mode", "static_shape", "min_size", "max_size"}
         conv_keys = set(Conventions().to_metadata())
         extra = {k[len(p):]: v for k, v in props.items()
                  if k.startswith(p) and k[len(p):] not in known and k not in conv_keys}
         static = json.loads(get("static_shape"))
-        return cls(conventions=Conventions.from_metadata(props), config=BANetConfig.from_json(get("config")),
+        try:
+            conventions = Conventions.from_metadata(props)
+        except KeyError as exc:
+            raise ArtifactError(f"{source}: {exc.args[0]}") from None
+        return cls(conventions=conventions, config=BANetConfig.from_json(get("config")),
                    precision=get("precision"), source_sha256=get("source_sha256"), source_name=get("source_name"),
                    exporter=get("exporter"), opset=int(get("opset")), input_name=get("input_name"),
                    output_name=get("output_name"), shape_mode=get("shape_mode"),
@@ -95,12 +104,61 @@ def write_onnx_metadata(model, metadata: ModelMetadata) -> None:
         entry.key, entry.value = key, value
 
 
-def read_onnx_metadata(path: str | Path) -> ModelMetadata:
-    """Read :class:`ModelMetadata` from an ONNX file without loading its weights."""
+def load_onnx(path: str | Path, load_external_data: bool = False):
+    """``onnx.load`` with one-line errors: a missing file, a directory, or bytes that are not an ONNX model."""
     import onnx
+    from google.protobuf.message import DecodeError
 
-    model = onnx.load(str(path), load_external_data=False)
-    return ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(path))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX file not found" if not path.exists() else f"{path}: not a file")
+    try:
+        model = onnx.load(str(path), load_external_data=load_external_data)
+    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: not a readable ONNX model (truncated, corrupt or another kind of file: "
+                            f"{type(exc).__name__})") from None
+    if not model.graph.node:
+        raise ArtifactError(f"{path}: not a readable ONNX model (no graph: truncated, corrupt or another kind of "
+                            "file)")
+    return model
+
+
+def expected_conv_nodes(config: BANetConfig) -> int:
+    """Conv nodes in an exported BANet graph: 4 outside the BAMs, 18 convolutions per BAM, 3 of them (BA's strip
+    convolutions) applied twice (horizontal and vertical strips). Quantized and FP16 graphs keep every Conv."""
+    return 4 + 21 * config.num_bams
+
+
+def check_banet_graph(model, metadata: ModelMetadata, source: str = "model") -> None:
+    """Refuse a graph that carries BANet metadata but is not the network it describes (a foreign ONNX with our
+    metadata copied in, or one edited since export): one NCHW 3-channel input and output under the recorded
+    names, and the convolution count of the recorded configuration."""
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    outputs = list(model.graph.output)
+
+    def described(values) -> str:
+        return ", ".join(f"{v.name}[{','.join(d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim)}]"
+                         for v in values) or "none"
+
+    for kind, values, name in (("input", inputs, metadata.input_name), ("output", outputs, metadata.output_name)):
+        dims = values[0].type.tensor_type.shape.dim if len(values) == 1 else []
+        if len(values) != 1 or values[0].name != name or len(dims) != 4 or dims[1].dim_value != 3:
+            raise ArtifactError(f"{source}: not a BANet graph: expected one {kind} {name}[N,3,H,W], found "
+                                f"{described(values)}")
+    convs = sum(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node)
+    expected = expected_conv_nodes(metadata.config) + 1  # + the decoder's ConvTranspose
+    if convs != expected:
+        raise ArtifactError(f"{source}: not a BANet graph of the recorded configuration "
+                            f"({metadata.config.describe()}): {convs} convolutions where {expected} are expected")
+
+
+def read_onnx_metadata(path: str | Path) -> ModelMetadata:
+    """Read :class:`ModelMetadata` from an ONNX file (without external weights) and check that the graph is the
+    BANet it describes. Raises :class:`ArtifactError` (one line) for anything else."""
+    model = load_onnx(path)
+    metadata = ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(path))
+    check_banet_graph(model, metadata, str(path))
+    return metadata
 
 
 def stale_source(metadata: ModelMetadata, onnx_path: str | Path, weights: str | Path | None) -> str | None:

@@ -6,14 +6,19 @@ Examples:
     python -m runtime clip.mp4 --model engines/banet_default.onnx
     banet-deblur photos/ --tile 512
 
-Outputs go to --output (default ./deblurred), keep their names, and never overwrite an input; an existing
-output is only replaced with --force.
+Outputs go to --output (default ./deblurred) and keep their names (videos become .mp4). Nothing is written
+unless every output is safe: an existing output is only replaced with --force; two inputs that would land on
+one output, or an output that is the same file as an input (including hard links and symlinks), are refused
+even with --force. Files are written under a temporary name and renamed into place, so an interrupted run
+never leaves a half-written output or touches another name of the same file. A file that fails (unreadable,
+a NaN output...) is reported and the rest go on; the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,13 +46,50 @@ def collect_inputs(paths: list[Path]) -> list[Path]:
     return found
 
 
-def output_path(source: Path, output_dir: Path, inputs: set[Path], force: bool) -> Path:
-    target = output_dir / source.name
-    if target.resolve() in inputs:
-        raise FileExistsError(f"{target} is one of the inputs; choose another --output folder")
-    if target.exists() and not force:
-        raise FileExistsError(f"{target} exists; pass --force to replace it")
-    return target
+def output_name(source: Path) -> str:
+    """The output file name for an input: the same name; videos are written as MPEG-4 (.mp4)."""
+    return Path(source.name).with_suffix(".mp4").name if is_video(source) else source.name
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file a path reaches (links followed), or None if there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def plan_outputs(inputs: list[Path], output_dir: Path, force: bool) -> list[Path]:
+    """Where each input's result goes, after refusing every unsafe plan before anything is written.
+
+    Refused: two inputs mapping to one output; an output that is the same file as any input (the same path,
+    a symlink or a hard link), even with ``force``; an existing output without ``force``.
+    """
+    targets = [output_dir / output_name(p) for p in inputs]
+    sources: dict[Path, Path] = {}
+    for source, target in zip(inputs, targets):
+        key = target.resolve()
+        if key in sources:
+            raise FileExistsError(f"{sources[key]} and {source} would both be written to {target}; deblur them "
+                                  "into different --output folders")
+        sources[key] = source
+    input_ids = {_file_id(p): p for p in inputs}
+    input_paths = {p.resolve(): p for p in inputs}
+    for target in targets:
+        same = input_paths.get(target.resolve())
+        if same is None and target.exists():
+            same = input_ids.get(_file_id(target))
+        if same is not None:
+            raise FileExistsError(f"{target} is the same file as the input {same}; choose another --output "
+                                  "folder (never overwritten, even with --force)")
+        if target.exists() and not force:
+            raise FileExistsError(f"{target} exists; pass --force to replace it")
+    return targets
 
 
 def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
@@ -73,8 +115,12 @@ def video_frames(path: Path) -> Iterator[np.ndarray]:
 
 
 def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int:
+    """Deblur every frame of ``source`` into the MPEG-4 file ``target``, written under a temporary name and
+    renamed into place only when complete."""
     import cv2
     from tqdm import tqdm
+
+    partial = target.with_name(f".{target.stem}.partial.mp4")
 
     capture = cv2.VideoCapture(str(source))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -87,14 +133,21 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int
             out = deblurrer(frame)
             out = side_by_side(frame, out) if with_side else out
             if writer is None:
-                target = target.with_suffix(".mp4") if target.suffix.lower() != ".mp4" else target
-                writer = cv2.VideoWriter(str(target), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
                                          (out.shape[1], out.shape[0]))
+                if not writer.isOpened():
+                    raise OSError(f"{target}: OpenCV cannot write an MPEG-4 video here")
             writer.write(out)
             frames += 1
+        if writer is None:
+            raise OSError(f"{source}: no frame could be read")
+        writer.release()
+        writer = None
+        os.replace(partial, target)
     finally:
         if writer is not None:
             writer.release()
+        partial.unlink(missing_ok=True)
     return frames
 
 
@@ -121,16 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from banet.checkpoint import CheckpointError
-    from banet.processing import ImageFormatError
+    from banet.processing import ImageFormatError, NonFiniteOutputError
     from runtime import Deblurrer
     from runtime.backends.base import BackendUnavailableError, IncompatibleArtifactError
     from runtime.images import ImageReadError
 
     try:
         inputs = collect_inputs(args.inputs)
+        targets = plan_outputs(inputs, args.output, args.force)
         args.output.mkdir(parents=True, exist_ok=True)
-        resolved = {p.resolve() for p in inputs}
-        targets = [output_path(p, args.output, resolved, args.force) for p in inputs]
         deblurrer = Deblurrer(args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap)
     except (OSError, ValueError, CheckpointError, BackendUnavailableError, IncompatibleArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -139,14 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     with deblurrer:
         for source, target in tqdm(list(zip(inputs, targets)), desc="deblur", unit="file", disable=args.quiet):
             try:
-                if source.suffix.lower() in VIDEO_SUFFIXES:
+                if is_video(source):
                     frames = process_video(deblurrer, source, target, args.side_by_side)
                     log.info("%s -> %s (%d frames)", source, target, frames)
                     continue
                 image = read_image(source)
                 out = deblurrer(image)
                 write_image(target, side_by_side(image, out) if args.side_by_side else out)
-            except (ImageReadError, ImageFormatError, OSError, ValueError) as exc:
+            except (ImageReadError, ImageFormatError, NonFiniteOutputError, OSError, ValueError) as exc:
                 failures += 1
                 print(f"error: {source}: {exc}", file=sys.stderr)
     print(f"deblurred {len(inputs) - failures} of {len(inputs)} file(s) into {args.output}")

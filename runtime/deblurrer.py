@@ -21,9 +21,13 @@ from banet.processing import postprocess, preprocess
 from runtime.backends.base import Backend
 from runtime.images import merge_image, split_image
 from runtime.loading import open_backend
-from runtime.tiling import run_tiled
+from runtime.tiling import activation_bytes_per_pixel, budget_tile, run_tiled
 
 log = logging.getLogger(__name__)
+
+#: Working memory one forward pass may use by default, in MiB: with the image itself and the runtime, a 12 MP
+#: photo stays well inside an 8 GB laptop's memory (see the README for measured peaks).
+DEFAULT_MEMORY_BUDGET_MB = 1024
 
 
 class Deblurrer:
@@ -33,14 +37,24 @@ class Deblurrer:
         model: path of a checkpoint (.pth/.safetensors), ONNX file or engine; None for the embedded default.
         backend: "torch", "onnxruntime" or "tensorrt"; default chosen from the file extension.
         rgb: numpy inputs are RGB instead of OpenCV's BGR (outputs keep the input's order either way).
-        tile: run images larger than ``tile`` x ``tile`` pixels in overlapping tiles (None: only when the
-            artifact's shape limits require it).
+        tile: run images larger than ``tile`` x ``tile`` pixels in overlapping tiles (None: when the memory
+            budget or the artifact's shape limits require it).
         tile_overlap: overlap between tiles in pixels, blended linearly.
+        memory_budget_mb: working memory one forward pass may take (estimated from the network's widths);
+            larger images run in tiles of the largest size that fits, same-sized batches in chunks that fit.
+            None: no budget (an untiled 12 MP photo then needs about 13 GB on ONNX Runtime).
         **backend_options: passed to the backend (e.g. ``device="cuda"``, ``half=True``, ``threads=2``).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str | None = None, rgb: bool = False,
-                 tile: int | None = None, tile_overlap: int = 32, **backend_options) -> None:
+                 tile: int | None = None, tile_overlap: int = 32,
+                 memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB, **backend_options) -> None:
+        if not isinstance(tile_overlap, int) or tile_overlap < 0:
+            raise ValueError(f"tile_overlap must be a whole number of pixels >= 0, got {tile_overlap!r}")
+        if tile is not None and (not isinstance(tile, int) or tile <= 0):
+            raise ValueError(f"tile must be a positive whole number of pixels, got {tile!r}")
+        if memory_budget_mb is not None and not memory_budget_mb > 0:
+            raise ValueError(f"memory_budget_mb must be > 0 (or None for no budget), got {memory_budget_mb!r}")
         if model is None:
             from banet.defaults import default_weights_path
 
@@ -48,6 +62,7 @@ class Deblurrer:
         self.rgb = rgb
         self.tile = tile
         self.tile_overlap = tile_overlap
+        self.memory_budget_mb = memory_budget_mb
         self._lock = threading.Lock()
         self.backend: Backend | None = open_backend(Path(model), backend, **backend_options)
         self.conventions = self.backend.metadata.conventions
@@ -55,6 +70,7 @@ class Deblurrer:
         if tile is not None and (tile < 2 * tile_overlap or tile % multiple):
             raise ValueError(f"tile must be a multiple of {multiple} and at least twice tile_overlap "
                              f"({tile_overlap}), got {tile}")
+        self._bytes_per_pixel = activation_bytes_per_pixel(self.backend.metadata.config)
         log.info("Deblurrer ready: %s", self.backend.describe())
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -119,6 +135,11 @@ class Deblurrer:
             return None if (height, width) == (th, tw) else (th, tw)
         th = min(self.tile or height, limits.max_hw[0])
         tw = min(self.tile or width, limits.max_hw[1])
+        budget = self._budget_pixels()
+        if self.tile is None and budget is not None:
+            multiple = self.conventions.size_multiple
+            min_side = max(limits.min_hw[0], 2 * self.tile_overlap + multiple)
+            th, tw = budget_tile(th, tw, budget, multiple, min_side)
         return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
@@ -126,6 +147,9 @@ class Deblurrer:
         backend = self._backend()
         limits = backend.limits
         chunk = limits.fixed_batch or min(limits.max_batch, len(batch))
+        budget = self._budget_pixels()
+        if budget is not None and not limits.fixed_batch:
+            chunk = max(1, min(chunk, budget // (batch.shape[2] * batch.shape[3])))
         outputs = []
         for start in range(0, len(batch), chunk):
             part = batch[start:start + chunk]
@@ -139,6 +163,12 @@ class Deblurrer:
                 out = backend.run(np.ascontiguousarray(part, dtype=np.float32))
             outputs.append(out[:real])
         return np.concatenate(outputs)
+
+    def _budget_pixels(self) -> int | None:
+        """How many input pixels one forward pass may take under the memory budget (None: unbounded)."""
+        if self.memory_budget_mb is None:
+            return None
+        return max(1, int(self.memory_budget_mb * 2**20 // self._bytes_per_pixel))
 
     def _backend(self) -> Backend:
         if self.backend is None:

@@ -41,10 +41,11 @@ def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None
     pil_mode = None
     if _is_pil(image):
         pil_mode = image.mode
-        if pil_mode not in ("L", "RGB", "RGBA", "I;16"):
-            image = image.convert("RGBA" if "A" in pil_mode else "RGB")
+        array = _pil_array(image)
+        if array is None:
+            image = image.convert("RGBA" if "A" in pil_mode or "transparency" in image.info else "RGB")
             pil_mode = image.mode
-        array = np.asarray(image)
+            array = np.asarray(image)
         rgb = True
     elif isinstance(image, np.ndarray):
         array = image
@@ -84,8 +85,37 @@ def merge_image(colour: np.ndarray, alpha: np.ndarray | None, form: ImageForm):
     if form.pil_mode is not None:
         from PIL import Image
 
-        return Image.fromarray(out, mode=form.pil_mode) if form.pil_mode != "I;16" else Image.fromarray(out)
+        if form.pil_mode == "I":
+            return Image.fromarray(out.astype(np.int32))
+        if form.pil_mode.startswith("I;16"):
+            return Image.fromarray(out)  # uint16 -> I;16
+        return Image.fromarray(out.astype(np.float32) if form.pil_mode == "F" else out)
     return out
+
+
+#: PIL modes taken as they are (grey modes "I" and "I;16*" are 16-bit data, "F" is float in [0, 1]); any other
+#: mode (palette, CMYK, YCbCr, 1-bit, LA...) is converted to RGB or RGBA.
+_PIL_DIRECT = ("L", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _pil_array(image) -> np.ndarray | None:
+    """The pixels of a PIL image in a mode taken directly, or None when it must be converted first.
+
+    Mode "I" (32-bit integers, what PIL gives for 16-bit PNGs) must hold 16-bit values: it becomes uint16
+    (and is returned as mode "I" again). Mode "F" must be float in [0, 1], like float arrays.
+    """
+    if image.mode not in _PIL_DIRECT:
+        return None
+    array = np.asarray(image)
+    if image.mode.startswith("I;16"):
+        return array.astype(np.uint16)  # native byte order
+    if image.mode == "I":
+        lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        if lo < 0 or hi > 65535:
+            raise ImageFormatError(f"PIL image of mode I holds values in [{lo}, {hi}]; only 16-bit data "
+                                   "(0..65535) is supported")
+        return array.astype(np.uint16)
+    return array
 
 
 def _is_pil(image) -> bool:
@@ -114,7 +144,13 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write an image (BGR order, as OpenCV expects)."""
+    """Write an image (BGR order, as OpenCV expects) under a temporary name, then rename it into place.
+
+    The rename replaces the directory entry, so an existing file is swapped whole (never half-written, and a
+    hard link elsewhere to the old file keeps the old content).
+    """
+    import os
+
     import cv2
 
     path = Path(path)
@@ -122,4 +158,9 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
     if not ok:
         raise ImageReadError(f"{path}: OpenCV could not encode an image of shape {image.shape} and dtype "
                              f"{image.dtype} as {path.suffix}")
-    encoded.tofile(str(path))
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        encoded.tofile(str(partial))
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

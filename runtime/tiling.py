@@ -8,13 +8,47 @@ identical with, an untiled one (tests measure how close).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
+from banet.config import BANetConfig
+
+#: Peak bytes of working memory per input pixel, per channel of width (see :func:`activation_bytes_per_pixel`).
+_BYTES_PER_PIXEL_PER_CHANNEL = 24
+
+
+def activation_bytes_per_pixel(config: BANetConfig) -> int:
+    """Estimated peak working memory of one forward pass per input pixel, in bytes.
+
+    Full-resolution features have ``dim_1`` channels, half-resolution ones ``dim_2`` (a quarter of the pixels);
+    24 bytes per pixel per channel covers the measured peaks of the default network (stack-4 32/64) at
+    1024x1024: ONNX Runtime CPU 1.1 KB/pixel, PyTorch CPU 0.85 KB/pixel (``benchmarks/memory.py`` re-measures).
+    """
+    return _BYTES_PER_PIXEL_PER_CHANNEL * (config.dim_1 + config.dim_2 // 4)
+
+
+def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_side: int) -> tuple[int, int]:
+    """The largest tile (h, w) <= (height, width) with h * w <= ``budget_pixels``, sides multiples of
+    ``multiple`` and at least ``min_side`` (so tiles still overlap usefully when the budget is tiny)."""
+    if height * width <= budget_pixels:
+        return height, width
+
+    def down(value: float) -> int:
+        return max(min_side, int(value) - int(value) % multiple)
+
+    th = min(height, down(math.sqrt(budget_pixels)))
+    tw = min(width, down(budget_pixels / th))
+    if tw == width:  # a narrow image: give the spare budget back to the height
+        th = min(height, down(budget_pixels / tw))
+    return th, tw
+
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets covering ``length`` with tiles of ``tile`` overlapping by at least ``overlap``."""
+    if overlap < 0:
+        raise ValueError(f"tile overlap must be >= 0 pixels, got {overlap}")
     if tile >= length:
         return [0]
     stride = tile - overlap
@@ -57,4 +91,5 @@ def run_tiled(batch: np.ndarray, forward: Callable[[np.ndarray], np.ndarray], ti
             result = forward(np.ascontiguousarray(batch[:, :, y:y + th, x:x + tw]))
             out[:, :, y:y + th, x:x + tw] += result * weight
             total[:, :, y:y + th, x:x + tw] += weight
-    return out / total
+    out /= total
+    return out

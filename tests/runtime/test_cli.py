@@ -29,7 +29,7 @@ def test_side_by_side_and_no_overwrite(tmp_path, tiny_weights, capsys):
     before = (tmp_path / "a.png").read_bytes()
     # Writing into the input's own folder would replace the input: refused.
     assert main([str(tmp_path / "a.png"), "--output", str(tmp_path), "--model", str(tiny_weights), "-q"]) == 1
-    assert "is one of the inputs" in capsys.readouterr().err
+    assert "is the same file as the input" in capsys.readouterr().err
     assert (tmp_path / "a.png").read_bytes() == before
     out = tmp_path / "out"
     assert main([str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_weights), "--side-by-side", "-q"]) == 0
