@@ -1,24 +1,53 @@
 """A small client for ``python -m runtime.serve`` (and the Triton ensemble): send an image, get it deblurred.
 
     python -m runtime.client blurred.png --output sharp.png [--url 127.0.0.1:8000] [--model banet]
+
+The server takes 8-bit colour images: a 16-bit image is converted to 8 bits (with a note; ``python -m runtime``
+deblurs locally and keeps 16 bits), grey images are sent as three equal channels, an alpha channel is kept
+aside and put back on the result. Any failure (server down, unknown model, unreadable or too small image, a
+refusal from the server) is one line on stderr and exit code 1. An HTTP server is checked within
+--connect-timeout seconds before the image is sent.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import sys
+import warnings
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from runtime.images import MIN_SIDE
+
+
+class ClientError(RuntimeError):
+    """Something the user can fix: the server is unreachable, the model unknown, the image unusable."""
+
 
 class DeblurClient:
-    """Wraps PyTriton's ``ModelClient`` (tritonclient underneath): ``client(image) -> deblurred image``."""
+    """Wraps PyTriton's ``ModelClient`` (tritonclient underneath): ``client(image) -> deblurred image``.
 
-    def __init__(self, url: str = "127.0.0.1:8000", model: str = "banet", timeout_s: float = 120.0) -> None:
+    Args:
+        url: ``host:port`` of the HTTP server (or ``grpc://host:port``).
+        model: model name on the server.
+        timeout_s: how long one inference may take.
+        connect_timeout_s: how long to wait for the server and the model to answer before giving up.
+    """
+
+    def __init__(self, url: str = "127.0.0.1:8000", model: str = "banet", timeout_s: float = 120.0,
+                 connect_timeout_s: float = 5.0) -> None:
+        if not url.startswith("grpc://"):
+            check_server(url, model, connect_timeout_s)
         from pytriton.client import ModelClient
+        from pytriton.client.warnings import NotSupportedTimeoutWarning
 
-        self._client = ModelClient(url, model, init_timeout_s=timeout_s, inference_timeout_s=timeout_s)
+        # A short connect timeout with a long inference timeout is deliberate; PyTriton warns about it each time.
+        warnings.filterwarnings("ignore", category=NotSupportedTimeoutWarning)
+        self._client = ModelClient(url, model, init_timeout_s=connect_timeout_s, inference_timeout_s=timeout_s)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
@@ -35,22 +64,102 @@ class DeblurClient:
         self.close()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("image", type=Path, help="blurred image file")
-    parser.add_argument("--output", type=Path, required=True, help="where to write the deblurred image")
-    parser.add_argument("--url", default="127.0.0.1:8000", help="server address (HTTP port, or grpc://host:8001)")
-    parser.add_argument("--model", default="banet", help="model name on the server")
-    args = parser.parse_args(argv)
+def check_server(url: str, model: str, timeout_s: float) -> None:
+    """Raise :class:`ClientError` within about ``timeout_s`` unless ``model`` is ready at the HTTP server ``url``."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 8000, timeout=timeout_s)
+    try:
+        conn.request("GET", f"/v2/models/{quote(model, safe='')}/ready")
+        response = conn.getresponse()
+        body = response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise ClientError(f"cannot reach a server at {url}: {reason} (is `python -m runtime.serve` running?)") \
+            from None
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise ClientError(f"model '{model}' is not available at {url}: {_server_message(body, response.status)}")
+
+
+def _server_message(body: bytes, status: int) -> str:
+    try:
+        message = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        message = None
+    return message or f"HTTP {status}"
+
+
+def prepare_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
+    """A decoded file -> (HxWx3 uint8 BGR for the server, alpha plane or None, notes for the user)."""
+    notes = []
+    if image.dtype == np.uint16:
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        notes.append("16-bit image converted to 8-bit for the server (python -m runtime keeps 16 bits)")
+    elif image.dtype != np.uint8:
+        raise ClientError(f"{image.dtype} images are not supported; save it as an 8- or 16-bit image")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ClientError(f"expected a grey, colour or colour+alpha image, got shape {image.shape}")
+    if min(image.shape[:2]) < MIN_SIDE:
+        raise ClientError(f"image of {image.shape[0]}x{image.shape[1]} pixels is too small to deblur "
+                          f"(at least {MIN_SIDE}x{MIN_SIDE})")
+    alpha = image[..., 3] if image.shape[2] == 4 else None
+    return np.ascontiguousarray(image[..., :3]), alpha, notes
+
+
+def deblur_file(args: argparse.Namespace) -> None:
+    """Read, send, write; raises ClientError/ImageReadError/PyTriton client errors for :func:`main`."""
     from runtime.images import read_image, write_image
 
     if args.output.resolve() == args.image.resolve():
-        print("error: --output would overwrite the input", file=sys.stderr)
+        raise ClientError("--output would overwrite the input")
+    _quiet_opencv()
+    image, alpha, notes = prepare_image(read_image(args.image))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    with DeblurClient(args.url, args.model, timeout_s=args.timeout, connect_timeout_s=args.connect_timeout) as client:
+        result = client(image)
+    if alpha is not None:
+        result = np.concatenate([result, alpha[..., None]], axis=2)
+    write_image(args.output, result)
+
+
+def _quiet_opencv() -> None:
+    """OpenCV logs decoder warnings (a truncated file) on stderr; our own one-line error says it instead."""
+    import cv2
+
+    cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m runtime.client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("image", type=Path, help="blurred image file (PNG, JPEG, ...; 8 or 16 bit)")
+    parser.add_argument("--output", type=Path, required=True, help="where to write the deblurred image (8 bit)")
+    parser.add_argument("--url", default="127.0.0.1:8000",
+                        help="server address: host:port of its HTTP port (default 127.0.0.1:8000), or "
+                             "grpc://host:port where the server opened gRPC")
+    parser.add_argument("--model", default="banet", help="model name on the server (default banet)")
+    parser.add_argument("--connect-timeout", type=float, default=5.0,
+                        help="seconds to wait for the server and model before giving up (default 5)")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds one image may take on the server (default 120)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from pytriton.client.exceptions import PyTritonClientError
+
+    try:
+        deblur_file(args)
+    except (ClientError, OSError, PyTritonClientError) as exc:  # OSError includes ImageReadError
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
-    image = read_image(args.image)
-    with DeblurClient(args.url, args.model) as client:
-        write_image(args.output, client(image[..., :3] if image.ndim == 3 else np.repeat(image[..., None], 3, 2)))
     print(f"wrote {args.output}")
     return 0
 

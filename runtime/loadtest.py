@@ -16,6 +16,21 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
+
+
+def photo_images(count: int, height: int, width: int) -> list[np.ndarray]:
+    """``count`` real photos (scikit-image's samples) resized to HxW, uint8 BGR: what clients send."""
+    import cv2
+    import skimage.data
+    from skimage.io import imread
+
+    images = []
+    for i in range(count):
+        photo = imread(f"{skimage.data.data_dir}/{PHOTOS[i % len(PHOTOS)]}")[..., :3]
+        images.append(cv2.resize(photo[..., ::-1], (width, height), interpolation=cv2.INTER_AREA))
+    return images
+
 
 def load_test(url: str, images: list[np.ndarray], expected: list[np.ndarray], requests: int, concurrency: int,
               model: str = "banet") -> dict:
@@ -62,23 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=4, help="client threads (bounded)")
     parser.add_argument("--size", default="96x128", help="HxW of the test images")
-    parser.add_argument("--port", type=int, default=8010, help="HTTP port on 127.0.0.1 (gRPC +1, metrics +2)")
+    parser.add_argument("--port", type=int, default=8010, help="HTTP port on 127.0.0.1 (metrics on port + 2)")
     args = parser.parse_args(argv)
-    from export.parity import photo_batch
     from runtime import Deblurrer
     from runtime.serve import ServeConfig, start
 
     h, w = (int(v) for v in args.size.split("x"))
-    images = [((photo_batch(1, h, w, seed=s)[0].transpose(1, 2, 0) + 0.5) * 255).round().astype(np.uint8)
-              for s in range(4)]
+    images = photo_images(4, h, w)
     with Deblurrer(args.model) as deblurrer:
         expected = [deblurrer(img) for img in images]
-        config = ServeConfig("127.0.0.1", args.port, args.port + 1, args.port + 2)
-        triton = start(deblurrer, config)
-        try:
-            report = load_test(f"{config.host}:{config.http_port}", images, expected, args.requests, args.concurrency)
-        finally:
-            triton.stop()
+        with start(deblurrer, ServeConfig("127.0.0.1", args.port, metrics_port=args.port + 2)) as server:
+            report = load_test(server.url, images, expected, args.requests, args.concurrency)
     print(json.dumps(report, indent=2))
     return 0 if report["all_match"] else 1
 

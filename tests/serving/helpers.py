@@ -1,0 +1,61 @@
+"""Raw HTTP helpers for the serving tests: hand-made KServe v2 requests and the refusal check."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+
+import numpy as np
+
+
+def json_request(shape, data, datatype="UINT8", name="image", **extra) -> bytes:
+    return json.dumps({"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}],
+                       **extra}).encode()
+
+
+def binary_request(image: np.ndarray, declared: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """A KServe v2 binary-tensor request for an NxHxWx3 uint8 batch; ``declared`` overrides binary_data_size."""
+    raw = np.ascontiguousarray(image).tobytes()
+    header = json.dumps({"inputs": [{"name": "image", "shape": list(image.shape), "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": len(raw) if declared is None else declared}}],
+                         "outputs": [{"name": "deblurred", "parameters": {"binary_data": True}}]}).encode()
+    return header + raw, {"Inference-Header-Content-Length": str(len(header)),
+                          "Content-Type": "application/octet-stream"}
+
+
+def post(port: int, body: bytes, headers: dict | None = None, path: str = "/v2/models/banet/infer",
+         method: str = "POST") -> tuple[int, bytes, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        conn.close()
+
+
+def raw_exchange(port: int, data: bytes, half_close: bool = False) -> tuple[int, bytes]:
+    """Send raw bytes (malformed HTTP welcome); ``half_close`` ends the upload early, like a dropped client."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, response.read()
+
+
+_PATH = re.compile(r"(?:/[\w.-]+){2,}|\.py\b|[A-Za-z]:\\")
+
+
+def assert_clean_refusal(status: int, body: bytes, what: str = "") -> str:
+    """A 4xx whose body is one line of JSON {"error": ...} with no traceback and no file path."""
+    text = body.decode("utf-8", "replace")
+    assert 400 <= status < 500, f"{what}: status {status}: {text[:300]}"
+    assert "\n" not in text.strip() and "Traceback" not in text, f"{what}: {text[:300]}"
+    assert not _PATH.search(text), f"{what}: path in body: {text[:300]}"
+    message = json.loads(text)["error"]
+    assert message, what
+    return message
