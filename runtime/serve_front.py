@@ -226,8 +226,8 @@ def _check_shape(shape: object, limits: FrontLimits) -> int:
         raise RequestError(400, f"image of {height}x{width} pixels is too small to deblur (at least "
                                 f"{limits.min_side}x{limits.min_side})")
     if height * width > limits.max_pixels:
-        raise RequestError(413, f"image of {height}x{width} pixels ({height * width / 1e6:.1f} MP) is over the "
-                                f"server's limit of {limits.max_pixels / 1e6:.1f} MP")
+        raise RequestError(413, f"image of {height}x{width} pixels ({height * width / 1e6:.2f} MP) is over the "
+                                f"server's limit of {limits.max_pixels / 1e6:.2f} MP")
     return n * height * width * channels
 
 
@@ -344,6 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
     """One client connection (keep-alive): route, check, forward to Triton, clean error bodies."""
 
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # so even a garbled request line gets a status line back
     server: FrontServer
     server_version = "banet-front"
     sys_version = ""
@@ -367,6 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (bad request line, unknown method...) as one-line JSON too."""
         self.close_connection = True
+        if code == 501:  # http.server's answer to a method without a do_ handler
+            code, message = 405, f"method {_printable(str(self.command))} not allowed"
         self._send_json_error(code, message or self.responses.get(code, ("error",))[0])
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
