@@ -6,9 +6,11 @@ serve both backends (measured on this CPU, see ``docs``/README):
 
 * ``ort``: unsigned asymmetric activations (U8S8): what ONNX Runtime's x86 int8 kernels are fast with.
   Conv/ConvTranspose and the elementwise ops around them are quantized, so int8 tensors flow between layers.
-* ``trt``: signed symmetric activations (S8S8, zero point 0) on the inputs of Conv/ConvTranspose only, with
-  per-channel symmetric weights: the placement TensorRT expects for explicit quantization (it fuses the
-  following activation/elementwise ops itself). This is the file a TensorRT INT8 build takes.
+* ``trt``: TensorRT's explicit-quantization rules (:data:`TRT_OPTIONS` says which rule each option follows):
+  signed symmetric activations (S8S8, zero point 0) on the inputs of Conv/ConvTranspose only, per-channel
+  symmetric weights on the output-channel axis, float biases, no Q/DQ on convolution outputs, and the residual
+  inputs of the adds that follow a convolution quantized. This is the file a TensorRT INT8 build takes; it is
+  parsed with NVIDIA's ONNX parser before it is kept (:func:`check_tensorrt_conformance`).
 
 Never quantized, whatever the flavour: the strip-pooling index arithmetic (shape-derived Mul/Div/Floor that
 build the averaging and selection matrices: rounding them would pick wrong rows at some sizes) and the pooling
@@ -58,6 +60,38 @@ class QuantizeError(RuntimeError):
     """Quantization that cannot be done or did not verify; the message says why and what to change."""
 
 
+#: ONNX Runtime ``extra_options`` of the ``trt`` flavour, each following a rule of NVIDIA's TensorRT developer
+#: guide ("Working with Quantized Types" / "Explicit Quantization", and its Q/DQ layer-placement
+#: recommendations). Checked on the written file by tests/calibration/test_quantize.py.
+TRT_OPTIONS: dict[str, object] = {
+    # TensorRT's quantization is symmetric: zero points must be 0, for activations and weights alike (its
+    # parser refuses a non-zero zero point).
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    # No bias quantization: TensorRT's parser accepts DequantizeLinear only on 8-bit (and FP8/4-bit) inputs and
+    # refuses ONNX Runtime's int32 bias ("input has type Int32 but must have type FP8, FP4, Int4, Int8, or
+    # UInt8"); the guide keeps biases in high precision and TensorRT folds them into the fused convolution.
+    "QuantizeBias": False,
+    # "By default, don't quantize the outputs of weighted operations": TensorRT fuses what follows a
+    # convolution (bias, LeakyReLU, the residual add) into it and quantizes the fused output itself where the
+    # next layer's input Q/DQ asks for it.
+    "OpTypesToExcludeOutputQuantization": ["Conv", "ConvTranspose"],
+    # Per-channel weight scales on the output-channel axis: dimension 0 of a Conv weight (out, in, kh, kw),
+    # dimension 1 of a ConvTranspose weight (in, out, kh, kw). ONNX Runtime 1.32's Conv quantizer picks these
+    # axes itself and does not read this mapping; it is stated so that no version can pick another silently.
+    "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
+    # One Q/DQ pair per tensor, shared by all its consumers. The residual input of each add that follows a
+    # convolution (a BAM's input, the network's input for the global residual) is also the input of a
+    # quantized convolution, so the add reads the same dequantized tensor: the guide's "quantize the residual
+    # input in skip connections", which lets TensorRT fuse the add into the convolution before it (and emit
+    # int8 from the fusion when a Q follows). The convolution branch of the add stays unquantized.
+    "DedicatedQDQPair": False,
+    # Keep activations explicit (ONNX Runtime may drop a Relu/Clip it deems removable after a Q): TensorRT
+    # fuses them itself, and the graph must compute the same function with or without Q/DQ.
+    "QDQKeepRemovableActivations": True,
+}
+
+
 @dataclass(frozen=True)
 class Flavour:
     """How a Q/DQ model is quantized for one backend."""
@@ -66,7 +100,9 @@ class Flavour:
     signed_activations: bool
     op_types: tuple[str, ...]
     description: str
-    quantize_conv_outputs: bool = True
+    options: dict = field(default_factory=dict)
+    #: the file is meant for TensorRT: NVIDIA's ONNX parser must accept it before it is kept
+    tensorrt: bool = False
 
     def quant_types(self):
         from onnxruntime.quantization import QuantType
@@ -74,11 +110,8 @@ class Flavour:
         return (QuantType.QInt8 if self.signed_activations else QuantType.QUInt8), QuantType.QInt8
 
     def extra_options(self, method: str, percentile: float) -> dict:
-        options = {"ActivationSymmetric": self.signed_activations, "WeightSymmetric": True}
-        if not self.quantize_conv_outputs:
-            options["OpTypesToExcludeOutputQuantization"] = ["Conv", "ConvTranspose"]
-        if self.signed_activations:
-            options["QDQKeepRemovableActivations"] = True
+        """ONNX Runtime ``extra_options``: the flavour's own, plus the calibration method's."""
+        options = {"ActivationSymmetric": self.signed_activations, "WeightSymmetric": True, **self.options}
         if method == "percentile":
             options["CalibPercentile"] = percentile
         return options
@@ -87,9 +120,11 @@ class Flavour:
 FLAVOURS: dict[str, Flavour] = {
     "ort": Flavour("ort", False, ("Conv", "ConvTranspose", "Add", "Mul", "Concat", "LeakyRelu", "Relu", "Sigmoid"),
                    "U8S8 for ONNX Runtime CPU: uint8 asymmetric activations, int8 per-channel symmetric weights"),
+    # Only the inputs of the weighted operations (Conv, ConvTranspose) get Q/DQ: the guide's first placement
+    # rule ("quantize all inputs of weighted operations"); TensorRT runs the rest in float or fuses it.
     "trt": Flavour("trt", True, ("Conv", "ConvTranspose"),
                    "S8S8 for TensorRT: int8 symmetric activations on Conv/ConvTranspose inputs, int8 per-channel "
-                   "symmetric weights", quantize_conv_outputs=False),
+                   "symmetric weights, float biases", options=TRT_OPTIONS, tensorrt=True),
 }
 
 
@@ -172,6 +207,8 @@ class QuantizedModel:
     verification: dict[str, float]
     seconds: float
     calibration: dict = field(default_factory=dict)
+    #: the TensorRT parser check (``trt`` flavour): parser and layer count, or why it was skipped
+    tensorrt_parse: dict = field(default_factory=dict)
 
     @property
     def worst_psnr_db(self) -> float | None:
@@ -330,10 +367,10 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     write_onnx_metadata(proto, dataclasses.replace(metadata, precision="int8", extra=extra))
     onnx.save(proto, str(tmp))
 
+    conformance = check_tensorrt_conformance(tmp, output) if spec.tensorrt else None
     verification = verify_against_fp32(fp32_onnx, tmp, verify_shapes, threads) if verify_shapes else {}
     if verification and min(verification.values()) < min_verify_psnr_db:
-        failed = output.with_name(output.stem + ".failed.onnx")
-        os.replace(tmp, failed)
+        failed = leave_failed(tmp, output)
         raise QuantizeError(f"the INT8 model drifts too far from FP32 ({verification}, dB; needs >= "
                             f"{min_verify_psnr_db:g}); left at {failed}. Exclude sensitive blocks "
                             "(python -m calibration.sensitivity) or try another --method.")
@@ -341,12 +378,46 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     entry = proto.metadata_props.add()
     entry.key, entry.value = "banet.int8_verification", json.dumps(
         {"reference": "FP32 ONNX Runtime", "psnr_db": {k: round(v, 2) for k, v in verification.items()}})
+    if conformance is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "banet.int8_tensorrt_parse", json.dumps(conformance)
     onnx.save(proto, str(tmp))
     os.replace(tmp, output)
     seconds = time.perf_counter() - started
     log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output,
             flavour, method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)
-    return QuantizedModel(output, flavour, method, nodes, sorted(exclude_groups), verification, seconds, calibration)
+    return QuantizedModel(output, flavour, method, nodes, sorted(exclude_groups), verification, seconds, calibration,
+                          conformance or {})
+
+
+def leave_failed(candidate: Path, output: Path) -> Path:
+    """Move a refused model to ``<name>.failed.onnx`` next to ``output`` (never under ``output``), as export does."""
+    failed = output.with_name(output.stem + ".failed.onnx")
+    os.replace(candidate, failed)
+    return failed
+
+
+def check_tensorrt_conformance(candidate: Path, output: Path) -> dict:
+    """Parse a TensorRT-bound model with the installed TensorRT-family ONNX parser; refuse it if that fails.
+
+    Why: a Q/DQ graph ONNX Runtime runs can still be one NVIDIA's parser rejects (int32 bias DequantizeLinear,
+    non-zero zero points), and that would only show on the user's GPU machine. Raises :class:`QuantizeError`
+    with one line naming the node and the parser's reason, the model left as ``<name>.failed.onnx``. Where
+    neither ``tensorrt`` nor ``tensorrt_rtx`` is installed the check is skipped, and says so.
+    """
+    from export.trt_build import parse_onnx
+
+    report = parse_onnx(candidate)
+    if report is None:
+        reason = "neither TensorRT (tensorrt) nor TensorRT for RTX (tensorrt_rtx) is installed"
+        log.warning("TensorRT parser check skipped: %s", reason)
+        return {"skipped": reason}
+    if not report.ok:
+        failed = leave_failed(candidate, output)
+        raise QuantizeError(f"the ONNX parser of {report.parser} refuses the INT8 model at {report.first_error()}; "
+                            f"left at {failed}, nothing written to {output}")
+    log.info("%s parses the INT8 model (%d layers)", report.parser, report.layers)
+    return {"parser": report.parser, "layers": report.layers}
 
 
 def verify_against_fp32(fp32_onnx: Path, candidate: Path, shapes: Sequence[tuple[int, int, int]],
@@ -435,6 +506,15 @@ def default_int8_path(fp32_onnx: Path, flavour: str) -> Path:
 DEFAULT_EXCLUDE: dict[str, tuple[str, ...]] = {"ort": (), "trt": ()}
 
 
+def parse_summary(parse: dict) -> str:
+    """The TensorRT parser check as the end of the command's summary line ("" for flavours it does not apply to)."""
+    if not parse:
+        return ""
+    if "skipped" in parse:
+        return f"; TensorRT parser check skipped ({parse['skipped']})"
+    return f"; {parse['parser']} parses it ({parse['layers']} layers)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m calibration.quantize", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -495,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
             drift = ", ".join(f"{k}: {v:.1f}" for k, v in result.verification.items())
             print(f"wrote {result.path} ({flavour}, {args.method}, {len(result.quantized_nodes)} nodes quantized, "
                   f"float blocks: {', '.join(result.excluded_groups) or 'none'}); drift vs FP32 ONNX: {drift} dB "
-                  f"({result.seconds:.0f} s)")
+                  f"({result.seconds:.0f} s){parse_summary(result.tensorrt_parse)}")
     except (QuantizeError, CalibrationDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

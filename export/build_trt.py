@@ -16,7 +16,7 @@ Which TensorRT:
     tensorrt-rtx  NVIDIA TensorRT for RTX (pip install tensorrt-rtx): RTX GPUs only (Turing sm75 .. Blackwell
                   sm120), builds ahead of time on any machine, no GPU needed. Default targets: Ampere+ RTX.
                   Turing (RTX 20xx, sm75) needs --fp16 --target sm75 (no FP32 GEMMs on Turing). No INT8.
-    auto          whichever is installed, TensorRT first (default).
+    auto          whichever is installed, TensorRT first (default); for --int8 TensorRT only.
 
 Output: the engine and, next to it, <name>.json: TensorRT flavour and version, GPU / targets, precision,
 profile, the ONNX's sha256 and metadata, build options and time, and the drift against ONNX Runtime FP32
@@ -24,7 +24,8 @@ measured right after the build (on a GPU). The runtime refuses an engine whose m
 installed TensorRT or the GPU, naming what differs and the command that rebuilds it.
 
 Missing ONNX (FP32/FP16) is exported first with export/to_onnx.py. Exit status: 0 built (or planned with
---dry-run), 1 refused or failed (one line saying why), 2 bad command line.
+--dry-run), 1 refused or failed (one line saying why), 2 bad command line. A dry run also parses the ONNX with
+the TensorRT-family parser installed here (tensorrt or tensorrt_rtx) and fails on what it refuses.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from export.trt_build import (  # noqa: E402
     make_plan,
     parse_shape,
     parse_targets,
+    parser_check,
     shape_text,
     summary,
 )
@@ -147,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         targets = parse_targets(args.target)
-        runtime = detect_runtime(args.runtime)
+        precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"
+        runtime = detect_runtime(args.runtime, precision)
         options = BuildOptions(
-            precision="fp16" if args.fp16 else "int8" if args.int8 else "fp32", onnx=args.onnx,
+            precision=precision, onnx=args.onnx,
             weights=args.weights, output=args.output, force=args.force, targets=targets, min_shape=args.min,
             opt_shape=args.opt, max_shape=args.max, workspace_mib=args.workspace,
             optimization_level=args.optimization_level, timing_cache=args.timing_cache,
@@ -166,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
         if plan.missing:
             print(f"a real build would stop with: {plan.missing}")
             return 0
+        try:
+            print(parser_check(plan))
+        except PlanError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         try:
             ensure_runnable(plan)
             print("ready to build here (drop --dry-run)")

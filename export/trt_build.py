@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -103,11 +104,16 @@ def _import(flavour: str):
         return None, None
 
 
-def detect_runtime(requested: str = "auto") -> RuntimeInfo:
-    """``auto``: TensorRT if installed, else TensorRT for RTX, else (not installed) TensorRT."""
+def detect_runtime(requested: str = "auto", precision: str | None = None) -> RuntimeInfo:
+    """``auto``: TensorRT if installed, else TensorRT for RTX, else (not installed) TensorRT.
+
+    For ``precision="int8"`` ``auto`` means TensorRT only: TensorRT for RTX has no INT8 convolutions (see
+    :func:`make_plan`), so an INT8 plan is TensorRT's, installed or not.
+    """
     if requested not in ("auto", *FLAVOURS):
         raise PlanError(f"unknown runtime {requested!r}; choose auto, tensorrt or tensorrt-rtx")
-    for flavour in (FLAVOURS if requested == "auto" else (requested,)):
+    candidates = (("tensorrt",) if precision == "int8" else FLAVOURS) if requested == "auto" else (requested,)
+    for flavour in candidates:
         module, version = _import(flavour)
         if module is not None:
             return RuntimeInfo(flavour, module, version)
@@ -577,6 +583,26 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
     return plan
 
 
+def parser_check(plan: BuildPlan) -> str:
+    """Parse the plan's ONNX with the TensorRT-family parser installed here, whatever runtime the plan is for.
+
+    What a dry run adds to the plan: NVIDIA's parser is the first thing a build runs, and a file it refuses
+    (e.g. an int32 bias DequantizeLinear) should stop the plan, not the build on the GPU machine. Returns the
+    line to print; raises PlanError naming the node and the parser's reason. Nothing is renamed: a dry run
+    changes no file (``calibration.quantize`` never keeps a file the parser refuses).
+    """
+    if not plan.onnx.exists:
+        return "TensorRT parser check: skipped (the ONNX is exported first by the build)"
+    report = parse_onnx(plan.onnx.path)
+    if report is None:
+        return "TensorRT parser check: skipped (neither tensorrt nor tensorrt_rtx is installed here)"
+    if not report.ok:
+        fix = f"; re-quantize it: {INT8_COMMAND} --force" if plan.onnx.qdq_nodes else ""
+        raise PlanError(f"the ONNX parser of {report.parser} refuses {show(plan.onnx.path)} at "
+                        f"{report.first_error()}{fix}")
+    return f"TensorRT parser check: {report.parser} parses {plan.onnx.path.name} ({report.layers} layers)"
+
+
 # -- equivalent command lines -------------------------------------------------------------------------------------
 def trtexec_command(plan: BuildPlan) -> str:
     """The ``trtexec`` (TensorRT) or ``tensorrt_rtx`` (TensorRT for RTX) line that builds the same engine.
@@ -653,8 +679,11 @@ def rebuild_command(plan: BuildPlan) -> str:
 
 
 # -- calling TensorRT ----------------------------------------------------------------------------------------------
-def _make_logger(trt, echo: bool):
-    """A logger that keeps TensorRT's errors (the first one becomes the failure message)."""
+def _make_logger(trt, echo: bool, quiet: bool = False):
+    """A logger that keeps TensorRT's errors (the first one becomes the failure message).
+
+    ``quiet``: errors are only kept, not logged (a conformance parse reports them in one line of its own).
+    """
 
     class _Logger(trt.ILogger):
         def __init__(self) -> None:
@@ -664,7 +693,8 @@ def _make_logger(trt, echo: bool):
         def log(self, severity, msg) -> None:
             if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
                 self.errors.append(str(msg))
-                log.error("[%s] %s", "TensorRT", msg)
+                if not quiet:
+                    log.error("[%s] %s", "TensorRT", msg)
             elif severity == trt.ILogger.Severity.WARNING and echo:
                 log.debug("[TensorRT] %s", msg)
 
@@ -695,6 +725,105 @@ def _make_progress_monitor(trt, stream=None):
             self.depth.pop(phase_name, None)
 
     return _Progress()
+
+
+# -- parsing: the conformance check of every ONNX meant for TensorRT --------------------------------------------
+#: Lines TensorRT for RTX adds to parser errors on a machine without a GPU driver: noise, never the reason.
+_NOISE = ("Cuda Runtime", "cudaError", "CUDA driver")
+
+
+def _reason(text: str, node: str) -> str:
+    """The parser's reason in one line: without the "Invalid Node" header, source locations and the node name.
+
+    ``ITensor::getDimensions: Error Code 4: API Usage Error (N: input has type Int32 but ... UInt8. In checkType
+    at /_src/...cpp:456)`` -> ``input has type Int32 but ... UInt8.``
+    """
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Invalid Node") and not any(n in line for n in _NOISE)]
+    reason = (useful or lines or ["no reason given"])[0]
+    wrapped = re.search(r"Error Code \d+: [^(]*\((.*)\)\s*$", reason)
+    if wrapped:
+        reason = wrapped.group(1)
+    reason = re.sub(r"\s*In \w+ at \S+$", "", reason).strip().rstrip(".")
+    if node and reason.startswith(f"{node}: "):
+        reason = reason[len(node) + 2:]
+    return reason
+
+
+def _parser_errors(parser, logger) -> list[str]:
+    """One ``node <name>: <reason>`` line per parser error (TensorRT's logger where the parser gave none)."""
+    errors = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        node = str(error.node_name()) if hasattr(error, "node_name") else ""
+        reason = _reason(error.desc(), node)
+        if reason.startswith("Invalid Node") or reason == "no reason given":  # the detail went to the logger
+            reason = next((_reason(e, node) for e in logger.errors if node and node in e), reason)
+        errors.append(f"node {node}: {reason}" if node else reason)
+    if not errors:
+        errors = [_reason(e, "") for e in logger.errors if not any(n in e for n in _NOISE)][:1]
+    return errors or ["no error reported"]
+
+
+def _parse_into(trt, network, logger, path: Path) -> tuple[object, list[str]]:
+    """Parse ``path`` into ``network``; (the parser, which owns converted weights, and its errors, [] if none)."""
+    parser = trt.OnnxParser(network, logger)
+    if parser.parse_from_file(str(path)):
+        return parser, []
+    return parser, _parser_errors(parser, logger)
+
+
+def _one_line(errors: list[str]) -> str:
+    """The first error, and how many more there are."""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return errors[0].replace("\n", " ") + more
+
+
+@dataclass(frozen=True)
+class ParseReport:
+    """What a TensorRT-family ONNX parser said about one file."""
+
+    parser: str
+    layers: int
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def first_error(self) -> str:
+        """The first ``node <name>: <reason>`` (and how many more): the one line a refusal prints."""
+        return _one_line(list(self.errors))
+
+    def to_dict(self) -> dict:
+        return {"parser": self.parser, "layers": self.layers, "errors": list(self.errors)}
+
+
+def installed_runtime() -> RuntimeInfo | None:
+    """The TensorRT-family module installed here (TensorRT first, else TensorRT for RTX), or None."""
+    runtime = detect_runtime("auto")
+    return runtime if runtime.module is not None else None
+
+
+def parse_onnx(path: Path, runtime: RuntimeInfo | None = None) -> ParseReport | None:
+    """Parse ``path`` with NVIDIA's ONNX parser of ``runtime`` (default: the installed one); None if none is.
+
+    The network is strongly typed where the runtime builds it so (TensorRT 11+, TensorRT for RTX), as the build
+    would be. Nothing is built and no GPU is needed; TensorRT's messages are kept, not printed.
+    """
+    runtime = runtime or installed_runtime()
+    if runtime is None or runtime.module is None:
+        return None
+    trt = runtime.module
+    logger = _make_logger(trt, echo=False, quiet=True)
+    builder = trt.Builder(logger)
+    flags = 0
+    strongly = runtime.flavour == "tensorrt-rtx" or (runtime.major or 0) >= 11
+    if strongly and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    _, errors = _parse_into(trt, network, logger, Path(path))
+    return ParseReport(f"{runtime.label}", int(network.num_layers), tuple(errors))
 
 
 def batches_from_reader(reader) -> Iterator[np.ndarray]:
@@ -788,11 +917,10 @@ def build_serialized(plan: BuildPlan, trt, calibration_batches: Iterable[np.ndar
     if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(plan.onnx.path)):
-        errors = [str(parser.get_error(i)) for i in range(parser.num_errors)] or logger.errors
-        raise BuildError(f"the ONNX parser of {plan.runtime.label} refused {plan.onnx.path}: "
-                         + ("; ".join(errors[:3]) or "no error reported"))
+    parser, errors = _parse_into(trt, network, logger, plan.onnx.path)  # the parser owns weights: keep it alive
+    if errors:
+        raise BuildError(f"the ONNX parser of {plan.runtime.label} refused {show(plan.onnx.path)} at "
+                         f"{_one_line(errors)}")
     config = builder.create_builder_config()
     if o.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, o.workspace_mib << 20)

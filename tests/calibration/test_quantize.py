@@ -1,6 +1,7 @@
 """Q/DQ INT8 models: which ops are quantized (and which never are), flavours, metadata, verification, errors."""
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -109,6 +110,98 @@ def test_trt_flavour_is_symmetric_on_conv_inputs_only(quantized):
     assert quantizers and all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any() for n in quantizers)
     conv_outputs = {n.output[0] for n in graph.node if n.op_type in ("Conv", "ConvTranspose")}
     assert not any(n.input[0] in conv_outputs for n in quantizers)  # TensorRT places Q/DQ at inputs
+
+
+def test_trt_flavour_follows_tensorrts_explicit_quantization_rules(quantized):
+    """Every rule calibration.quantize.TRT_OPTIONS cites, checked on the written file."""
+    graph, producer, _, inits = _structure(quantized["trt"].path)
+    dequantizers = [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    # no int32 anywhere (bias DequantizeLinear on int32 is what NVIDIA's parser refuses), only int8 behind a DQ
+    assert not [name for name, value in inits.items() if value.dtype == np.int32]
+    assert dequantizers and all(inits[n.input[0]].dtype == np.int8 for n in dequantizers if n.input[0] in inits)
+    # symmetric: every zero point, activation or weight, is 0
+    assert all(not inits[n.input[2]].any() for n in dequantizers)
+    for conv in (n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")):
+        if len(conv.input) > 2:  # biases stay float initialisers, read directly by the convolution
+            assert conv.input[2] in inits and inits[conv.input[2]].dtype == np.float32, conv.name
+        dq = producer[conv.input[1]]
+        weight, scale = inits[dq.input[0]], inits[dq.input[1]]
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        out_axis = 0 if conv.op_type == "Conv" else 1  # ConvTranspose weights are (in, out, kh, kw)
+        assert axis == out_axis and scale.shape == (weight.shape[out_axis],), conv.name
+    # residual adds after a convolution: the residual input is dequantized, the convolution branch is not
+    residual = [n for n in graph.node if n.op_type == "Add"
+                and sum(producer.get(i) is not None and producer[i].op_type == "Conv" for i in n.input) == 1]
+    assert len(residual) == 3  # BAM_1, BAM_2 and the global residual of the two-BAM test network
+    for add in residual:
+        kinds = sorted(producer[i].op_type if i in producer else "graph input" for i in add.input)
+        assert kinds == ["Conv", "DequantizeLinear"], (add.name, kinds)
+
+
+def test_trt_flavour_options_state_the_guides_rules():
+    from calibration.quantize import TRT_OPTIONS
+
+    options = FLAVOURS["trt"].extra_options("minmax", 99.999)
+    assert options["QuantizeBias"] is False and options["DedicatedQDQPair"] is False
+    assert options["ActivationSymmetric"] is options["WeightSymmetric"] is True
+    assert options["QDQOpTypePerChannelSupportToAxis"] == {"Conv": 0, "ConvTranspose": 1}
+    assert set(TRT_OPTIONS) <= set(options) and FLAVOURS["trt"].tensorrt and not FLAVOURS["ort"].tensorrt
+    assert "QuantizeBias" not in FLAVOURS["ort"].extra_options("minmax", 99.999)  # ORT runs int32 biases fast
+
+
+# -- NVIDIA's ONNX parser: every TensorRT-bound file is parsed before it is kept ------------------------------------
+def _parser():
+    """The TensorRT-family parser installed here (CI: TensorRT for RTX), or skip."""
+    from export.trt_build import installed_runtime
+
+    runtime = installed_runtime()
+    if runtime is None:
+        pytest.skip("neither tensorrt nor tensorrt_rtx is installed (pip install '.[rtx]')")
+    return runtime
+
+
+def test_trt_flavour_parses_with_nvidias_parser(quantized, tiny_onnx, tmp_path):
+    from export.trt_build import parse_onnx
+
+    runtime = _parser()
+    report = parse_onnx(quantized["trt"].path, runtime)
+    assert report.ok and report.layers > 100, report
+    recorded = quantized["trt"].tensorrt_parse
+    assert recorded == {"parser": runtime.label, "layers": report.layers}
+    props = {p.key: p.value for p in onnx.load(str(quantized["trt"].path), load_external_data=False).metadata_props}
+    assert json.loads(props["banet.int8_tensorrt_parse"]) == recorded
+    # a mixed-precision file (blocks kept in float, as the sensitivity search leaves them) is held to it too
+    mixed = quantize_int8(tiny_onnx, tmp_path / "mixed.onnx", SOURCE, "trt", exclude_groups=["de_layer3", "BAM_1/BA"],
+                          verify_shapes=((1, 32, 32),), threads=1)
+    assert mixed.tensorrt_parse["layers"] > 100 and parse_onnx(mixed.path, runtime).ok
+    assert not quantized["ort"].tensorrt_parse  # the ort flavour is not meant for TensorRT
+
+
+def test_planted_int32_bias_is_refused_in_one_line(tiny_onnx, tmp_path, monkeypatch, capfd):
+    """ONNX Runtime's default int32 bias Q/DQ (the bug of issue 19), planted: the command refuses the file."""
+    import dataclasses
+
+    _parser()
+    planted = dataclasses.replace(FLAVOURS["trt"], options={**FLAVOURS["trt"].options, "QuantizeBias": True})
+    monkeypatch.setitem(FLAVOURS, "trt", planted)
+    output = tmp_path / "planted.onnx"
+    code = main(["--onnx", str(tiny_onnx), "--flavour", "trt", "--calib-count", "4", "--calib-size", "48x48",
+                 "--calib-batch", "2", "--output", str(output)])
+    err = capfd.readouterr().err
+    assert code == 1, err
+    assert err.count("\n") == 1 and err.startswith("error: the ONNX parser of ") and "Traceback" not in err, err
+    assert re.search(r"at node \S+bias_DequantizeLinear: input has type Int32 but must have type .*Int8", err), err
+    assert not output.exists() and (tmp_path / "planted.failed.onnx").is_file()
+
+
+def test_without_a_parser_the_check_is_skipped_and_says_so(tiny_onnx, tmp_path, monkeypatch, caplog):
+    from export import trt_build
+
+    monkeypatch.setattr(trt_build, "installed_runtime", lambda: None)
+    with caplog.at_level("WARNING", logger="calibration.quantize"):
+        result = quantize_int8(tiny_onnx, tmp_path / "q.onnx", SOURCE, "trt", verify_shapes=(), threads=1)
+    assert "skipped" in result.tensorrt_parse and result.path.is_file()
+    assert any("TensorRT parser check skipped" in r.getMessage() for r in caplog.records)
 
 
 def test_metadata_and_verification(quantized, tiny_onnx):

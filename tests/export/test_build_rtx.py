@@ -166,13 +166,23 @@ def test_default_model_engines(tmp_path, default_model_onnx, precision, targets)
     assert manifest.profiles[0]["min"] == [1, 3, 256, 256] and manifest.profiles[0]["max"] == [4, 3, 1080, 1920]
 
 
+@pytest.fixture(scope="module")
+def full_network_fp32(tmp_path_factory):
+    """The paper's full network (random weights), exported once as FP32 ONNX for the FP32 and INT8 tests."""
+    torch.manual_seed(0)
+    config = BANetConfig()
+    return export(BANet(config).eval(), tmp_path_factory.mktemp("full") / "full.onnx", "fp32", config,
+                  "banet_full.safetensors")
+
+
 @pytest.mark.parametrize("precision, targets, floor_mb", [("fp32", (), 60), ("fp16", ("sm75",), 30)])
-def test_full_stack10_network_builds(tmp_path, precision, targets, floor_mb):
+def test_full_stack10_network_builds(tmp_path, full_network_fp32, precision, targets, floor_mb):
     """The paper's full network (random weights) parses and builds: FP32 for the default RTX targets, and FP16
     for the RTX 2080 Ti (sm75) the paper timed on."""
     torch.manual_seed(0)
     config = BANetConfig()
-    onnx = export(BANet(config).eval(), tmp_path / "full.onnx", precision, config, "banet_full.safetensors")
+    onnx = (full_network_fp32 if precision == "fp32" else
+            export(BANet(config).eval(), tmp_path / "full.onnx", precision, config, "banet_full.safetensors"))
     engine = tmp_path / f"full_{precision}.engine"
     plan = trt_build.make_plan(trt_build.BuildOptions(precision=precision, onnx=onnx, output=engine,
                                                       targets=targets, progress=False),
@@ -182,6 +192,114 @@ def test_full_stack10_network_builds(tmp_path, precision, targets, floor_mb):
           f"{manifest.engine_bytes / 1e6:.1f} MB")
     check_engine_and_manifest(engine, precision, targets)
     assert manifest.engine_bytes > floor_mb * 1e6  # 18 M weights: 72 MB in float32, 36 MB in float16
+
+
+# -- every file the project writes for TensorRT: parsed, and built where TensorRT for RTX can build it -------------
+def quantize_trt(fp32_onnx, output, size=(32, 32), batch=1, **kwargs):
+    """The ``trt`` flavour INT8 ONNX, as ``python -m calibration.quantize --flavour trt`` writes it (which parses
+    it with TensorRT for RTX before keeping it), on a small calibration set."""
+    from calibration.data import CalibrationSource
+    from calibration.quantize import quantize_int8
+
+    source = CalibrationSource(count=2 * batch, size=size, batch=batch)
+    result = quantize_int8(fp32_onnx, output, source, "trt", verify_shapes=((batch, *size),), threads=2, **kwargs)
+    assert result.tensorrt_parse["parser"] == trt_build.installed_runtime().label  # the conformance step ran
+    return result.path
+
+
+def assert_parses(onnx):
+    """NVIDIA's parser (TensorRT for RTX here) takes the file with no error; returns its layer count."""
+    report = trt_build.parse_onnx(onnx, trt_build.detect_runtime("tensorrt-rtx"))
+    assert report.ok, report.first_error()
+    assert report.layers > 100
+    return report.layers
+
+
+def build_qdq(onnx, output, shapes=None):
+    """Build a Q/DQ ONNX with TensorRT for RTX's builder, using the strongly typed plan TensorRT 11 gets.
+
+    ``build_trt.py`` refuses INT8 with TensorRT for RTX (its support matrix has INT8 only as weight-only GEMMs, no
+    INT8 convolutions), so this is a conformance build: NVIDIA's builder takes every Q/DQ node of the graph.
+    """
+    import dataclasses
+
+    shapes = shapes or {}
+    options = trt_build.BuildOptions(precision="int8", onnx=onnx, output=output, progress=False, **shapes)
+    plan = trt_build.make_plan(options, trt_build.RuntimeInfo("tensorrt", None, "11.4.0"))
+    assert plan.strongly_typed and plan.builder_flags == []
+    plan = dataclasses.replace(plan, runtime=trt_build.detect_runtime("tensorrt-rtx"))
+    data, details = trt_build.build_serialized(plan, trt)
+    assert len(data) > 1_000_000 and details["layers"] > 100
+    return data, details
+
+
+TINY_SHAPES = dict(min_shape=(1, 64, 64), opt_shape=(1, 128, 128), max_shape=(2, 256, 256))
+STATIC_SHAPES = dict(min_shape=(1, 64, 64), opt_shape=(1, 64, 64), max_shape=(1, 64, 64))
+
+
+@pytest.fixture(scope="module")
+def tiny_tensorrt_files(tmp_path_factory, tiny_onnx):
+    """Every kind of file the project writes for TensorRT, for the tiny network: FP32 and FP16 exports (dynamic
+    and static 1x64x64), the ``trt`` INT8 Q/DQ ONNX of both, and a mixed-precision one (blocks kept in float,
+    as ``calibration.sensitivity`` / ``--auto-exclude`` leave them)."""
+    folder = tmp_path_factory.mktemp("tensorrt-files")
+    torch.manual_seed(0)
+    model = BANet(TINY).eval()
+    files = {f"{p}_dynamic": tiny_onnx[p] for p in ("fp32", "fp16")}
+    for precision in ("fp32", "fp16"):
+        files[f"{precision}_static"] = folder / f"tiny_{precision}_64x64.onnx"
+        export_onnx(model, files[f"{precision}_static"], ExportOptions(precision=precision, static_hw=(64, 64),
+                                                                       batch=1), "ab" * 32, "tiny.safetensors", TINY)
+    with pytest.MonkeyPatch.context() as patch:  # calibration data cached privately, never in the user's cache
+        patch.setenv("BANET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        files["int8_dynamic"] = quantize_trt(tiny_onnx["fp32"], folder / "tiny_int8_trt.onnx")
+        files["int8_static"] = quantize_trt(files["fp32_static"], folder / "tiny_64x64_int8_trt.onnx", size=(64, 64))
+        files["int8_mixed"] = quantize_trt(tiny_onnx["fp32"], folder / "tiny_int8_trt_mixed.onnx",
+                                           exclude_groups=["de_layer3", "BAM_1/BA.mask", "en_layer1"])
+    return files
+
+
+@pytest.mark.parametrize("kind", ["fp32_dynamic", "fp16_dynamic", "fp32_static", "fp16_static", "int8_dynamic",
+                                  "int8_static", "int8_mixed"])
+def test_every_tensorrt_file_parses_and_builds(tmp_path, tiny_tensorrt_files, kind):
+    """Parsed by NVIDIA's parser with no error, then built: FP32 for the default targets, FP16 for sm75, INT8 with
+    the builder's strongly typed Q/DQ path (see :func:`build_qdq`)."""
+    onnx = tiny_tensorrt_files[kind]
+    layers = assert_parses(onnx)
+    precision, shape_mode = kind.split("_")[0], kind.split("_")[1]
+    shapes = STATIC_SHAPES if shape_mode == "static" else TINY_SHAPES
+    engine = tmp_path / f"{kind}.engine"
+    if precision == "int8":
+        _, details = build_qdq(onnx, engine, shapes)
+        assert details["layers"] == layers
+        return
+    targets = ("sm75",) if precision == "fp16" else ()
+    options = trt_build.BuildOptions(precision=precision, onnx=onnx, output=engine, targets=targets, progress=False,
+                                     **shapes)
+    _, manifest = trt_build.build(trt_build.make_plan(options, trt_build.detect_runtime("tensorrt-rtx")))
+    check_engine_and_manifest(engine, precision, targets)
+    assert manifest.build["network_layers"] == layers
+
+
+def test_default_model_int8_parses_and_builds(tmp_path, default_model_onnx, monkeypatch):
+    """The shipped model's ``trt`` INT8 ONNX: parsed with no error and built with the default profile."""
+    monkeypatch.setenv("BANET_CACHE", str(tmp_path / "cache"))
+    onnx = quantize_trt(default_model_onnx["fp32"], tmp_path / "banet_default_int8_trt.onnx", size=(128, 128))
+    layers = assert_parses(onnx)
+    data, details = build_qdq(onnx, tmp_path / "banet_default_int8.engine")
+    print(f"default model INT8 (trt flavour): {layers} layers, {details['seconds']:.1f} s build, "
+          f"{len(data) / 1e6:.1f} MB")
+
+
+def test_full_stack10_network_int8_parses_and_builds(tmp_path, full_network_fp32, monkeypatch):
+    """The full network's ``trt`` INT8 ONNX: parsed with no error and built with the default profile."""
+    monkeypatch.setenv("BANET_CACHE", str(tmp_path / "cache"))
+    onnx = quantize_trt(full_network_fp32, tmp_path / "full_int8_trt.onnx")
+    layers = assert_parses(onnx)
+    data, details = build_qdq(onnx, tmp_path / "full_int8.engine")
+    print(f"full stack-10 INT8 (trt flavour): {layers} layers, {details['seconds']:.1f} s build, "
+          f"{len(data) / 1e6:.1f} MB")
+    assert len(data) > 30e6  # 18 M weights
 
 
 # -- running engines -----------------------------------------------------------------------------------------------

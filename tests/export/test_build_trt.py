@@ -2,6 +2,7 @@
 and arguments of the builder calls against a stand-in module (which proves nothing about real engines: the tests
 that really build are in test_build_rtx.py, with TensorRT for RTX, and marked ``tensorrt`` for TensorRT)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from export.trt_build import (
     RuntimeInfo,
     build_serialized,
     detect_runtime,
+    installed_runtime,
     make_plan,
     parse_shape,
     parse_targets,
@@ -42,7 +44,12 @@ def tensorrt_installed() -> bool:
 
 @pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory):
-    """A tiny network exported as FP32 and FP16 ONNX (dynamic N, H, W), and an INT8 Q/DQ one."""
+    """A tiny network exported as FP32 and FP16 ONNX (dynamic N, H, W), its INT8 Q/DQ ONNX made by the project's
+    quantizer (``trt`` flavour), and one made with ONNX Runtime's defaults (int32 biases: what NVIDIA's parser
+    refuses)."""
+    from calibration.data import CalibrationSource
+    from calibration.quantize import quantize_int8
+
     folder = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
     model = BANet(TINY).eval()
@@ -52,12 +59,17 @@ def onnx_files(tmp_path_factory):
         export_onnx(model, path, ExportOptions(precision=precision, verify_shapes=[(1, 64, 64)]), "ab" * 32,
                     "tiny.safetensors", TINY)
         files[precision] = path
-    files["int8"] = quantize_for_test(files["fp32"], folder / "tiny_int8_trt.onnx")
+    with pytest.MonkeyPatch.context() as patch:  # calibration data cached privately, never in the user's cache
+        patch.setenv("BANET_CACHE", str(tmp_path_factory.mktemp("cache")))
+        source = CalibrationSource(count=2, size=(32, 32))
+        files["int8"] = quantize_int8(files["fp32"], folder / "tiny_int8_trt.onnx", source, "trt",
+                                      verify_shapes=((1, 32, 32),), threads=1).path
+    files["int8_ort_defaults"] = quantize_with_ort_defaults(files["fp32"], folder / "tiny_int8_ort_defaults.onnx")
     return files
 
 
-def quantize_for_test(source: Path, target: Path) -> Path:
-    """A Q/DQ ONNX for the INT8 plans (test fixture; the project's quantizer is calibration.quantize)."""
+def quantize_with_ort_defaults(source: Path, target: Path) -> Path:
+    """A Q/DQ ONNX from plain ``quantize_static`` (int32 bias DequantizeLinear, non-zero zero points)."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -229,7 +241,34 @@ def test_dry_run_without_tensorrt(tmp_path, onnx_files, capsys, flags):
     assert "build plan" in out and "trtexec --onnx=" in out and "rebuild command" in out
     if not tensorrt_installed():
         assert "a real build here would stop with: TensorRT is not installed" in out
+    parser = installed_runtime()
+    if parser is None:
+        assert "TensorRT parser check: skipped (neither tensorrt nor tensorrt_rtx is installed here)" in out
+    else:
+        assert re.search(rf"TensorRT parser check: {re.escape(parser.label)} parses {onnx.name} \(\d+ layers\)", out)
     assert not (tmp_path / "plan.engine").exists()
+
+
+def test_dry_run_refuses_what_nvidias_parser_refuses(tmp_path, onnx_files, capfd):
+    """ONNX Runtime's default int32 bias Q/DQ: one line naming the node and the parser's reason, exit 1."""
+    if installed_runtime() is None:
+        pytest.skip("neither tensorrt nor tensorrt_rtx is installed: nothing to parse with")
+    onnx = onnx_files["int8_ort_defaults"]
+    before = onnx.read_bytes()
+    code = build_trt.main(["--int8", "--dry-run", "--onnx", str(onnx), "--output", str(tmp_path / "plan.engine"),
+                           "--min", "64x64", "--opt", "128x128", "--max", "2x256x256"])
+    err = capfd.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert re.search(r"^error: the ONNX parser of .* refuses .*tiny_int8_ort_defaults.onnx at node \S+: .*"
+                     r"re-quantize it: python -m calibration.quantize --flavour trt --force$", err.strip()), err
+    assert "Int32" in err or "zero point" in err.lower(), err
+    assert onnx.read_bytes() == before and not (tmp_path / "plan.engine").exists()  # a dry run changes no file
+
+
+def test_auto_runtime_for_int8_is_tensorrt():
+    """TensorRT for RTX has no INT8 convolutions: an INT8 plan with --runtime auto is TensorRT's, installed or not."""
+    assert detect_runtime("auto", "int8").flavour == "tensorrt"
+    assert detect_runtime("tensorrt-rtx", "int8").flavour == "tensorrt-rtx"  # asked for: refused by the plan
 
 
 def test_real_build_without_tensorrt_fails_with_one_line(tmp_path, onnx_files, capsys):
