@@ -26,8 +26,8 @@ def binary_request(image: np.ndarray, declared: int | None = None) -> tuple[byte
 
 
 def post(port: int, body: bytes, headers: dict | None = None, path: str = "/v2/models/banet/infer",
-         method: str = "POST") -> tuple[int, bytes, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+         method: str = "POST", timeout: float = 60) -> tuple[int, bytes, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()

@@ -174,7 +174,9 @@ def test_big_image_over_a_lowered_limit_is_refused_before_triton(served):
                     reason="a 4000x3000 image takes about 30 s on 2 CPU cores; set BANET_TEST_BIG_IMAGE=1")
 def test_real_4000x3000_image_within_default_limit(served):
     image = np.random.default_rng(2).integers(0, 256, (1, 3000, 4000, 3), dtype=np.uint8)
-    status, data, headers = post(served.port, *binary_request(image))
+    started = time.perf_counter()
+    status, data, headers = post(served.port, *binary_request(image), timeout=600)
+    print(f"4000x3000 through the server: {time.perf_counter() - started:.1f} s")
     assert status == 200, data[:300]
     out = np.frombuffer(data[int(headers["Inference-Header-Content-Length"]):], np.uint8).reshape(image.shape)
     np.testing.assert_array_equal(out[0], served.deblurrer(image[0]))
