@@ -132,6 +132,10 @@ def trajectory_to_kernel(traj: np.ndarray, size: int | None = None) -> np.ndarra
     return (kernel / kernel.sum()).astype(np.float32)
 
 
+#: Blur families :class:`BlurConfig` can draw (see its ``kind``).
+BLUR_KINDS = ("trajectory", "linear", "none")
+
+
 @dataclass(frozen=True)
 class BlurConfig:
     """How :func:`synthesize_pair` degrades a sharp image. Defaults: GoPro-like camera shake.
@@ -153,6 +157,11 @@ class BlurConfig:
         quantize: round the blurred image to 8 bits (what a camera or a PNG would give the network).
         jpeg_prob: probability of a JPEG round trip after quantisation.
         jpeg_quality_range: inclusive JPEG quality range, drawn uniformly.
+        kind: the blur family: ``"trajectory"`` (camera shake, above), ``"linear"`` (straight motion at a
+            uniform random angle, length log-uniform in ``extent_range``) or ``"none"`` (a sharp input: the
+            identity kernel; the model must pass it through unchanged).
+        srgb_noise_range: when set, Gaussian noise of a log-uniform sigma in this range is added to the sRGB
+            values after the camera pipeline (what image editors' "add noise" does), before quantisation.
     """
 
     extent_range: tuple[float, float] = (7.0, 31.0)
@@ -166,8 +175,14 @@ class BlurConfig:
     quantize: bool = True
     jpeg_prob: float = 0.3
     jpeg_quality_range: tuple[int, int] = (70, 95)
+    kind: str = "trajectory"
+    srgb_noise_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.kind not in BLUR_KINDS:
+            raise ValueError(f"kind must be one of {BLUR_KINDS}, got {self.kind!r}")
+        if self.srgb_noise_range is not None and not 0 < self.srgb_noise_range[0] <= self.srgb_noise_range[1]:
+            raise ValueError(f"srgb_noise_range must satisfy 0 < min <= max, got {self.srgb_noise_range}")
         lo, hi = self.extent_range
         if not 0 <= lo <= hi:
             raise ValueError(f"extent_range must satisfy 0 <= min <= max, got {self.extent_range}")
@@ -189,7 +204,7 @@ class BlurConfig:
     @property
     def max_kernel_size(self) -> int:
         """Upper bound on the side of any kernel this config draws (for margins around crops)."""
-        return 2 * math.ceil(self.extent_range[1]) + 3
+        return 1 if self.kind == "none" else 2 * math.ceil(self.extent_range[1]) + 3
 
     def with_max_extent(self, max_extent: float) -> BlurConfig:
         """This config with blur extents capped at ``max_extent`` px (curriculum: start small, grow)."""
@@ -199,9 +214,65 @@ class BlurConfig:
 DEFAULT_CONFIG = BlurConfig()
 
 
+@dataclass(frozen=True)
+class BlurMixture:
+    """A training distribution over blur families: each crop draws one :class:`BlurConfig` by weight."""
+
+    components: tuple[tuple[float, BlurConfig], ...]
+
+    def __post_init__(self) -> None:
+        if not self.components or any(w < 0 for w, _ in self.components) \
+                or sum(w for w, _ in self.components) <= 0:
+            raise ValueError("a BlurMixture needs components with non-negative weights and a positive sum")
+
+    def pick(self, rng: RngLike) -> BlurConfig:
+        """One component's config, drawn by weight."""
+        weights = np.array([w for w, _ in self.components], np.float64)
+        index = int(as_rng(rng).choice(len(weights), p=weights / weights.sum()))
+        return self.components[index][1]
+
+    @property
+    def max_kernel_size(self) -> int:
+        return max(config.max_kernel_size for _, config in self.components)
+
+
+#: Sensor noise from clean to ISO-3200-like (shot-noise gain and read-noise sigma in linear [0, 1] units).
+WIDE_NOISE = {"noise_prob": 0.8, "shot_noise_range": (1e-4, 6e-3), "read_noise_range": (2e-4, 4e-3)}
+
+#: What users meet (issue 18, "do no harm"): camera shake (the original recipe, 35%), camera shake in sRGB
+#: and short shake (10%), straight linear motion of 3-31 px in linear light and in sRGB (35%), nearly sharp
+#: inputs (5%) and sharp inputs the model must return unchanged (15%), with noise from clean to ISO 3200 and
+#: JPEG. Held-out evaluation covers each family separately (``training.evaluate``).
+DO_NO_HARM_MIXTURE = BlurMixture((
+    (0.35, DEFAULT_CONFIG),
+    (0.10, BlurConfig(extent_range=(3.0, 31.0), linear_light=False, **WIDE_NOISE)),
+    (0.15, BlurConfig(kind="linear", extent_range=(3.0, 31.0), **WIDE_NOISE)),
+    (0.15, BlurConfig(kind="linear", extent_range=(3.0, 31.0), linear_light=False, noise_prob=0.4,
+                      srgb_noise_range=(0.002, 0.02))),
+    (0.05, BlurConfig(extent_range=(0.5, 2.5), **WIDE_NOISE)),
+    (0.15, BlurConfig(kind="none", noise_prob=0.0, jpeg_prob=0.2, jpeg_quality_range=(85, 95))),
+))
+
+#: Training recipes by name (``TrainConfig.recipe``): what ``make_training_batch`` draws blur from.
+RECIPES: dict[str, BlurConfig | BlurMixture] = {"trajectory": DEFAULT_CONFIG, "do-no-harm": DO_NO_HARM_MIXTURE}
+
+
+def linear_motion_kernel(length: float, angle: float) -> np.ndarray:
+    """A straight-line motion PSF: ``length`` pixels end to end at ``angle`` radians, sub-pixel rasterised.
+
+    Uniform speed along the segment (a box filter along the motion), as a camera or object moving steadily
+    during the exposure gives; centred like :func:`trajectory_to_kernel`.
+    """
+    if not length >= 0:
+        raise ValueError(f"length must be >= 0, got {length}")
+    samples = max(2, int(math.ceil(4 * length)) + 1)
+    traj = np.linspace(0.0, length, samples) * cmath.exp(1j * angle)
+    return trajectory_to_kernel(traj)
+
+
 def random_motion_kernel(rng: RngLike, config: BlurConfig = DEFAULT_CONFIG,
                          extent_range: tuple[float, float] | None = None) -> np.ndarray:
-    """A random camera-shake PSF: Boracchi-Foi trajectory, exposure cut, rescaled to a random extent.
+    """A random PSF of ``config.kind``; for camera shake: Boracchi-Foi trajectory, exposure cut, rescaled.
 
     Args:
         rng: random source.
@@ -214,6 +285,11 @@ def random_motion_kernel(rng: RngLike, config: BlurConfig = DEFAULT_CONFIG,
     """
     rng = as_rng(rng)
     lo, hi = config.extent_range if extent_range is None else extent_range
+    if config.kind == "none":
+        return np.ones((1, 1), np.float32)
+    if config.kind == "linear":
+        angle = rng.uniform(0.0, math.pi)
+        return linear_motion_kernel(_log_uniform(rng, (max(lo, 0.5), max(hi, 0.5))), angle)
     expl = float(rng.choice(np.asarray(config.expl_choices)))
     exposure = _log_uniform(rng, config.exposure_range)
     target = _log_uniform(rng, (max(lo, 0.5), max(hi, 0.5)))
@@ -324,6 +400,9 @@ def degrade(sharp: np.ndarray, kernel: np.ndarray, rng: RngLike, config: BlurCon
         else:
             img = add_poisson_gaussian_noise(img, noise_rng, shot, read)
     img = linear_to_srgb(img) if config.linear_light else np.clip(img, 0.0, 1.0)
+    if config.srgb_noise_range is not None:  # drawn only when asked: other configs keep their streams
+        sigma = _log_uniform(noise_rng, config.srgb_noise_range)
+        img = np.clip(img + sigma * noise_rng.standard_normal(img.shape).astype(np.float32), 0.0, 1.0)
     if config.quantize:
         img = np.round(img * 255.0) / 255.0
     if use_jpeg:

@@ -73,15 +73,24 @@ def evaluate_pairs(restore: Restorer, pairs: Sequence[tuple[str, np.ndarray, np.
 
 
 def quick_evaluator(count: int) -> Callable[[torch.nn.Module], dict]:
-    """For training logs: PSNR gain on the first ``count`` held-out pairs (fast, no SSIM)."""
-    from training.photos import heldout_pairs
+    """For training logs, on the first ``count`` held-out crops (fast, no SSIM): the trajectory family's PSNR
+    gain, the sRGB linear family's mean and worst gain, and the worst identity PSNR on sharp inputs."""
+    from training.photos import heldout_crops, heldout_family_pairs, heldout_pairs
 
     pairs = heldout_pairs()[:count]
+    linear = heldout_family_pairs("linear_srgb")[:count]
+    sharp = [image for _, image in heldout_crops()[:count]]
 
     def run(model: torch.nn.Module) -> dict:
         device = next(model.parameters()).device
-        summary = evaluate_pairs(torch_restorer(model, device), pairs, with_ssim=False)["summary"]
-        return {k: round(summary[k], 4) for k in ("psnr_blurred", "psnr_deblurred", "psnr_gain")}
+        restore = torch_restorer(model, device)
+        summary = evaluate_pairs(restore, pairs, with_ssim=False)["summary"]
+        out = {k: round(summary[k], 4) for k in ("psnr_blurred", "psnr_deblurred", "psnr_gain")}
+        rows = evaluate_pairs(restore, linear, with_ssim=False)["per_image"]
+        gains = [r["psnr_deblurred"] - r["psnr_blurred"] for r in rows]
+        out.update(linear_gain=round(float(np.mean(gains)), 4), linear_worst=round(float(min(gains)), 4))
+        out["sharp_worst_psnr"] = round(min(psnr(r, s) for r, s in zip(restore(sharp), sharp)), 4)
+        return out
 
     return run
 

@@ -53,7 +53,7 @@ import cv2
 import numpy as np
 
 from banet.checkpoint import file_sha256
-from training.blur import DEFAULT_CONFIG, BlurConfig, RngLike, as_rng, degrade, random_motion_kernel
+from training.blur import DEFAULT_CONFIG, BlurConfig, BlurMixture, RngLike, as_rng, degrade, random_motion_kernel
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,25 @@ def heldout_pairs(seed: int = 0, size: int = EVAL_CROP, config: BlurConfig | Non
     reordering does not change any item. ``config`` defaults to :data:`training.blur.DEFAULT_CONFIG`.
     """
     return _pairs(heldout_crop_specs(size), seed, config or DEFAULT_CONFIG)
+
+
+#: Held-out blur families (issue 18), each on the same 26 crops: name -> (degradation, seed). ``trajectory`` is
+#: the original evaluation set (unchanged); the linear families are straight motion of 7-15 px at a random angle,
+#: blurred in sRGB with mild Gaussian noise, or in linear light with the camera model's mild sensor noise.
+EVAL_FAMILIES: dict[str, tuple[BlurConfig, int]] = {
+    "trajectory": (DEFAULT_CONFIG, 0),
+    "linear_srgb": (BlurConfig(kind="linear", extent_range=(7.0, 15.0), linear_light=False, noise_prob=0.0,
+                               jpeg_prob=0.0, srgb_noise_range=(0.002, 0.01)), 1),
+    "linear_light": (BlurConfig(kind="linear", extent_range=(7.0, 15.0), jpeg_prob=0.0), 2),
+}
+
+
+def heldout_family_pairs(family: str, size: int = EVAL_CROP) -> list[Pair]:
+    """The held-out crops degraded by one of :data:`EVAL_FAMILIES` (``trajectory`` = :func:`heldout_pairs`)."""
+    if family not in EVAL_FAMILIES:
+        raise ValueError(f"unknown blur family {family!r}; choose one of {sorted(EVAL_FAMILIES)}")
+    config, seed = EVAL_FAMILIES[family]
+    return heldout_pairs(seed, size, config)
 
 
 def calibration_pairs(count: int = 32, size: int = EVAL_CROP, seed: int = 0,
@@ -457,13 +476,14 @@ def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurCo
 
 
 def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng: RngLike,
-                        blur_config: BlurConfig | None = None,
+                        blur_config: BlurConfig | BlurMixture | None = None,
                         scale_range: tuple[float, float] = (0.5, 1.0),
                         min_texture: float = MIN_TEXTURE) -> tuple[np.ndarray, np.ndarray]:
     """One batch: (blurred, sharp) float32 NHWC RGB in [0, 1], deterministic given ``rng``'s state.
 
     ``photos`` are HxWx3 uint8 RGB arrays (:func:`load_training_photos`), picked uniformly. ``rng`` draws one
     seed per sample (then :func:`sample_training_pair`), so the batch does not depend on the blur config.
+    A :class:`BlurMixture` draws each sample's config from a stream of its own seed.
     """
     if not photos:
         raise ValueError(f"no training photos; {INSTALL_HINT}")
@@ -474,13 +494,15 @@ def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng
     blurred = np.empty((batch, crop, crop, 3), np.float32)
     sharp = np.empty((batch, crop, crop, 3), np.float32)
     for i in range(batch):
-        blurred[i], sharp[i] = sample_training_pair(photos[choice[i]], crop, int(seeds[i]), config,
+        sample_config = config.pick(np.random.default_rng([int(seeds[i]), 2])) \
+            if isinstance(config, BlurMixture) else config
+        blurred[i], sharp[i] = sample_training_pair(photos[choice[i]], crop, int(seeds[i]), sample_config,
                                                     scale_range, min_texture)
     return blurred, sharp
 
 
 def training_pairs(photos: Sequence[np.ndarray], crop: int = 128, batch: int = 8, rng: RngLike = 0,
-                   blur_config: BlurConfig | None = None,
+                   blur_config: BlurConfig | BlurMixture | None = None,
                    scale_range: tuple[float, float] = (0.5, 1.0),
                    min_texture: float = MIN_TEXTURE) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless stream of :func:`make_training_batch` batches from one generator (same seed, same stream)."""

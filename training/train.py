@@ -39,7 +39,11 @@ DEFAULT_RUN = Path(__file__).resolve().parent / "runs" / "default"
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run; stored in its checkpoint so a resume cannot silently change recipe."""
+    """Everything that defines a run; stored in its checkpoint so a resume cannot silently change recipe.
+
+    ``recipe`` names the blur distribution (:data:`training.blur.RECIPES`); ``init_steps`` is how many steps
+    the weights a fine-tune started from had already had (0 for a run from scratch).
+    """
 
     model: BANetConfig = field(default_factory=lambda: DEFAULT_CONFIG)
     steps: int = 20000
@@ -53,6 +57,8 @@ class TrainConfig:
     eval_every: int = 500
     save_every: int = 100
     eval_images: int = 8
+    recipe: str = "trajectory"
+    init_steps: int = 0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -85,16 +91,43 @@ BatchSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 def default_batch_source(config: TrainConfig) -> BatchSource:
     """Batches of (blurred, sharp) NHWC RGB float32 crops from the training photos, a pure function of step."""
+    from training.blur import RECIPES
     from training.photos import load_training_photos, make_training_batch
 
+    if config.recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {config.recipe!r}; choose one of {sorted(RECIPES)}")
     photos = load_training_photos()
-    log.info("training on %d photos", len(photos))
+    blur = RECIPES[config.recipe]
+    log.info("training on %d photos, recipe %s", len(photos), config.recipe)
 
     def source(step: int) -> tuple[np.ndarray, np.ndarray]:
         rng = np.random.default_rng([config.seed, step])
-        return make_training_batch(photos, config.crop, config.batch, rng)
+        return make_training_batch(photos, config.crop, config.batch, rng, blur)
 
     return source
+
+
+def _start_from_weights(path: Path, model: BANet, config: TrainConfig, run_dir: Path) -> tuple[int, list[dict]]:
+    """Initialise ``model`` from a shipped checkpoint when there is no ``last.pt`` (optimizer state is rebuilt).
+
+    If the checkpoint was exported from this very run (same recipe, as its header records), training resumes
+    at the step it records, with the run's committed ``history.jsonl``; otherwise it is a fine-tune from step 0.
+    """
+    from banet.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(path, config=config.model)
+    model.load_state_dict(loaded.model.state_dict())
+    header = loaded.metadata
+    stored = header.get("banet.train_config")
+    if stored and TrainConfig.from_dict(json.loads(stored)) == config and "banet.run_step" in header:
+        step = int(header["banet.run_step"])
+        history_file = run_dir / "history.jsonl"
+        history = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()] \
+            if history_file.is_file() else []
+        log.info("resuming %s at step %d from %s (optimizer state rebuilt)", run_dir, step, path)
+        return step, [e for e in history if e["step"] <= step]
+    log.info("fine-tuning from %s (%s steps before this run)", path, header.get("banet.trained_steps", "?"))
+    return 0, []
 
 
 def _save_state(path: Path, model: BANet, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
@@ -133,12 +166,15 @@ def pick_device(name: str) -> torch.device:
 
 def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None = None, device: str = "auto",
           max_minutes: float | None = None, evaluate_fn: Callable[[BANet], dict] | None = None,
-          progress: bool = True, stop_at: int | None = None, precision: str = "fp32") -> list[dict]:
+          progress: bool = True, stop_at: int | None = None, precision: str = "fp32",
+          init_from: Path | None = None) -> list[dict]:
     """Train (resuming from ``run_dir/last.pt`` when present) until ``config.steps`` or ``max_minutes``.
 
     ``stop_at`` ends the session early at that step (saved, resumable) without changing the schedule.
     ``precision``: "fp32", "bf16", "fp16" or "auto" (mixed precision by :func:`autocast_dtype`); weights and
     optimizer state stay float32. A resumed run repeats its loss curve exactly only with the same precision.
+    ``init_from``: a checkpoint to start from when ``run_dir`` has no ``last.pt`` (see
+    :func:`_start_from_weights`): a fine-tune, or the resumption of this run from its exported weights.
 
     Returns the history: one entry per logged step with the loss, learning rate and any evaluation.
     """
@@ -155,13 +191,15 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
         state = torch.load(state_path, map_location=dev, weights_only=True)
         stored = TrainConfig.from_dict(json.loads(state["train_config"]))
         if stored.model != config.model or stored.seed != config.seed or stored.crop != config.crop \
-                or stored.batch != config.batch:
+                or stored.batch != config.batch or stored.recipe != config.recipe:
             raise ValueError(f"{state_path} was trained with {stored}; refusing to resume with {config}. "
                              "Use another --run directory for a different recipe.")
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         step, history = int(state["step"]), json.loads(state["history"])
         log.info("resumed %s at step %d", state_path, step)
+    elif init_from is not None:
+        step, history = _start_from_weights(init_from, model, config, run_dir)
     if batch_source is None:
         batch_source = default_batch_source(config)
     amp_dtype = autocast_dtype(dev, precision)
@@ -228,7 +266,8 @@ def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path
     model = BANet(config.model)
     model.load_state_dict(state["model_state"])
     evals = [e for e in history if "psnr_gain" in e]
-    metadata = {"banet.trained_steps": str(state["step"]), "banet.train_config": json.dumps(config.to_dict()),
+    metadata = {"banet.trained_steps": str(config.init_steps + int(state["step"])),
+                "banet.run_step": str(state["step"]), "banet.train_config": json.dumps(config.to_dict()),
                 "banet.description": "banet-deploy default: small BANet trained on synthetic motion blur of real "
                                      "photographs (not the authors' GoPro model)"}
     if evals:
@@ -249,6 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}",
                         help="dim_1,dim_2 widths (64,128 is the paper's network)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data stream and initial weights")
+    parser.add_argument("--recipe", default=TrainConfig.recipe,
+                        help="blur distribution: trajectory (camera shake only) or do-no-harm (shake, linear "
+                             "motion, sharp inputs, noise and JPEG; see training/blur.py)")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from these weights when the run has no last.pt: a fine-tune, or the "
+                             "resumption of this run from weights it exported (optimizer state rebuilt)")
+    parser.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear lr warm-up steps")
     parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
                         help="steps between held-out evaluations (PSNR gain over the blurred input)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
@@ -269,15 +315,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
     dim_1, dim_2 = (int(v) for v in args.widths.split(","))
+    init_steps = 0
+    if args.init_from is not None:
+        from banet.checkpoint import read_state_dict
+
+        header = read_state_dict(args.init_from)[2]
+        stored = header.get("banet.train_config")
+        init_steps = int(header.get("banet.trained_steps", 0))
+        if stored and "banet.run_step" in header and json.loads(stored).get("recipe") == args.recipe:
+            init_steps = TrainConfig.from_dict(json.loads(stored)).init_steps  # resuming this run
     config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
-                         crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every)
+                         crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
+                         recipe=args.recipe, init_steps=init_steps, warmup=args.warmup)
     if args.smoke:
         config = TrainConfig(model=BANetConfig(2, 8, 16), steps=30, batch=4, crop=32, warmup=5, save_every=10,
                              eval_every=30, seed=args.seed)
     from training.evaluate import quick_evaluator
 
     train(config, args.run, device=args.device, max_minutes=args.max_minutes,
-          evaluate_fn=quick_evaluator(config.eval_images), precision=args.precision)
+          evaluate_fn=quick_evaluator(config.eval_images), precision=args.precision, init_from=args.init_from)
     return 0
 
 

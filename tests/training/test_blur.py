@@ -194,3 +194,40 @@ def test_config_validation():
         BlurConfig(jpeg_quality_range=(50, 101))
     with pytest.raises(ValueError):
         BlurConfig(exposure_range=(0.0, 0.5))
+
+
+def test_linear_kernel_is_a_centred_line_of_the_right_length():
+    from training.blur import linear_motion_kernel
+
+    horizontal = linear_motion_kernel(10.0, 0.0)
+    assert horizontal.sum() == pytest.approx(1.0, abs=1e-6)
+    rows = np.nonzero(horizontal.sum(axis=1) > 1e-6)[0]
+    cols = np.nonzero(horizontal.sum(axis=0) > 1e-6)[0]
+    assert len(rows) == 1 and 10 <= len(cols) <= 12  # one row, ~11 px long (bilinear splat at the ends)
+    centre = horizontal.shape[0] // 2
+    ys, xs = np.indices(horizontal.shape)
+    assert (horizontal * xs).sum() == pytest.approx(centre, abs=1e-4)
+    vertical = linear_motion_kernel(10.0, np.pi / 2)
+    assert np.allclose(vertical, horizontal.T, atol=1e-6)
+
+
+def test_blur_kinds_and_their_streams():
+    from training.blur import DO_NO_HARM_MIXTURE, BlurConfig
+
+    sharp = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
+    identity = BlurConfig(kind="none", noise_prob=0.0, jpeg_prob=0.0)
+    assert random_motion_kernel(0, identity).shape == (1, 1)
+    out = degrade(sharp, random_motion_kernel(0, identity), 0, identity)
+    assert np.abs(out - sharp).max() <= 0.5 / 255 + 1e-5  # only 8-bit quantisation
+    line = random_motion_kernel(3, BlurConfig(kind="linear", extent_range=(9.0, 9.0)))
+    assert line.shape[0] >= 9
+    # sRGB noise is drawn only when asked: the default stream (and so the held-out set) is unchanged
+    kernel = random_motion_kernel(1)
+    assert np.array_equal(degrade(sharp, kernel, 4), degrade(sharp, kernel, 4, BlurConfig()))
+    noisy = degrade(sharp, kernel, 4, BlurConfig(srgb_noise_range=(0.05, 0.05), noise_prob=0.0))
+    assert np.abs(noisy - degrade(sharp, kernel, 4, BlurConfig(noise_prob=0.0))).mean() > 0.02
+    picks = [DO_NO_HARM_MIXTURE.pick(np.random.default_rng(s)).kind for s in range(400)]
+    assert {"trajectory", "linear", "none"} == set(picks)
+    assert 0.08 < picks.count("none") / len(picks) < 0.22  # weight 0.15
+    with pytest.raises(ValueError, match="kind"):
+        BlurConfig(kind="zoom")

@@ -104,3 +104,29 @@ def test_bf16_autocast_training_runs_and_learns(tmp_path):
                     precision="bf16")
     losses = [entry["loss"] for entry in history]
     assert losses[-1] < 0.95 * losses[0], losses
+
+
+def test_resume_from_exported_weights_without_optimizer_state(tmp_path):
+    """Git keeps only the shipped weights and history.jsonl: a fresh machine resumes this run from them."""
+    config = TrainConfig(**{**SMOKE, "steps": 30})
+    run = tmp_path / "r"
+    train(config, run, batch_source=_source(config), progress=False, stop_at=20)
+    weights = export_weights(run, tmp_path / "w.safetensors")
+    (run / "last.pt").unlink()
+    resumed = train(config, run, batch_source=_source(config), progress=False, init_from=weights)
+    assert [e["step"] for e in resumed] == [10, 20, 30]
+
+
+def test_fine_tune_starts_from_given_weights_at_step_zero(tmp_path):
+    config = TrainConfig(**{**SMOKE, "steps": 10})
+    train(config, tmp_path / "base", batch_source=_source(config), progress=False)
+    base = export_weights(tmp_path / "base", tmp_path / "base.safetensors")
+    tuned = replace(config, recipe="do-no-harm", init_steps=10, lr=1e-9, warmup=1)
+    history = train(tuned, tmp_path / "tune", batch_source=_source(tuned), progress=False, init_from=base)
+    assert [e["step"] for e in history] == [10]
+    out = export_weights(tmp_path / "tune", tmp_path / "tuned.safetensors")
+    loaded, start = load_checkpoint(out), load_checkpoint(base)
+    assert loaded.metadata["banet.trained_steps"] == "20"
+    # lr ~0: the fine-tune starts from (and here stays at) the given weights, not from a fresh initialisation
+    for key, value in start.model.state_dict().items():
+        assert torch.allclose(value, loaded.model.state_dict()[key], atol=1e-6), key
