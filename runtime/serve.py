@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import socket
 import sysconfig
 from collections.abc import Iterator
@@ -216,9 +217,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM (docker stop, systemd) and SIGINT stop the server cleanly, even when started in the background
+    (where a shell leaves SIGINT ignored); otherwise the Triton child process would outlive us."""
+
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    _stop_on_signals()
     from runtime import Deblurrer
 
     config = ServeConfig(args.host, args.http_port, args.grpc_port, args.metrics_port, args.max_batch,
@@ -229,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             server.serve()
         except KeyboardInterrupt:
-            pass
+            log.info("stopping")
         finally:
             server.stop()
     return 0

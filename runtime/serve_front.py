@@ -226,8 +226,8 @@ def _check_shape(shape: object, limits: FrontLimits) -> int:
         raise RequestError(400, f"image of {height}x{width} pixels is too small to deblur (at least "
                                 f"{limits.min_side}x{limits.min_side})")
     if height * width > limits.max_pixels:
-        raise RequestError(413, f"image of {height}x{width} pixels ({height * width / 1e6:.2f} MP) is over the "
-                                f"server's limit of {limits.max_pixels / 1e6:.2f} MP")
+        raise RequestError(413, f"image of {height}x{width} = {height * width:,} pixels is over the server's "
+                                f"limit of {limits.max_pixels:,} pixels")
     return n * height * width * channels
 
 
