@@ -289,8 +289,9 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     """Quantize an FP32 ONNX export to a Q/DQ INT8 model, verify it against FP32, write it to ``output``.
 
     ``exclude_groups`` are block names (:func:`group_of`) kept in float. Raises :class:`QuantizeError` (or
-    :class:`~calibration.data.CalibrationDataError`); a model that fails verification is left as
-    ``<name>.failed.onnx`` and nothing is written under ``output``. ``threads``: ONNX Runtime intra-op threads
+    :class:`~calibration.data.CalibrationDataError`); a model that fails verification, or (``trt`` flavour) that
+    NVIDIA's ONNX parser refuses (:func:`check_tensorrt_conformance`), is left as ``<name>.failed.onnx`` and
+    nothing is written under ``output``. ``threads``: ONNX Runtime intra-op threads
     for calibration and verification (default: ONNX Runtime's choice).
     """
     import onnx
