@@ -172,7 +172,8 @@ def test_big_image_over_a_lowered_limit_is_refused_before_triton(served):
 
 
 @pytest.mark.skipif(not os.environ.get("BANET_TEST_BIG_IMAGE"),
-                    reason="a 4000x3000 image takes about 30 s on 2 CPU cores; set BANET_TEST_BIG_IMAGE=1")
+                    reason="a 4000x3000 round trip plus the direct run take 1-2+ min on 2 CPU cores; "
+                           "set BANET_TEST_BIG_IMAGE=1")
 def test_real_4000x3000_image_within_default_limit(served):
     image = np.random.default_rng(2).integers(0, 256, (1, 3000, 4000, 3), dtype=np.uint8)
     started = time.perf_counter()
