@@ -12,6 +12,9 @@ documented Python API, identical for ``tensorrt`` (10.x and 11.x) and ``tensorrt
   typed network, precision from the ONNX itself (the FP16 export of ``to_onnx.py --fp16``, or the Q/DQ ONNX).
 * TensorRT for RTX builds ahead of time without a GPU, for compute capability targets (``--target sm75``);
   timing caches are no-ops there (kernels are compiled just in time; the runtime keeps a runtime cache).
+
+:func:`parse_onnx` runs NVIDIA's ONNX parser alone (no GPU, nothing built) with whichever TensorRT is
+installed: ``calibration.quantize`` refuses a ``trt`` INT8 file it rejects, and a dry run checks the build's ONNX.
 """
 
 from __future__ import annotations
@@ -736,7 +739,7 @@ def _reason(text: str, node: str) -> str:
     """The parser's reason in one line: without the "Invalid Node" header, source locations and the node name.
 
     ``ITensor::getDimensions: Error Code 4: API Usage Error (N: input has type Int32 but ... UInt8. In checkType
-    at /_src/...cpp:456)`` -> ``input has type Int32 but ... UInt8.``
+    at /_src/...cpp:456)`` -> ``input has type Int32 but ... UInt8``
     """
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     useful = [line for line in lines if not line.startswith("Invalid Node") and not any(n in line for n in _NOISE)]
@@ -795,9 +798,6 @@ class ParseReport:
         """The first ``node <name>: <reason>`` (and how many more): the one line a refusal prints."""
         return _one_line(list(self.errors))
 
-    def to_dict(self) -> dict:
-        return {"parser": self.parser, "layers": self.layers, "errors": list(self.errors)}
-
 
 def installed_runtime() -> RuntimeInfo | None:
     """The TensorRT-family module installed here (TensorRT first, else TensorRT for RTX), or None."""
@@ -822,8 +822,10 @@ def parse_onnx(path: Path, runtime: RuntimeInfo | None = None) -> ParseReport | 
     if strongly and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
-    _, errors = _parse_into(trt, network, logger, Path(path))
-    return ParseReport(f"{runtime.label}", int(network.num_layers), tuple(errors))
+    parser, errors = _parse_into(trt, network, logger, Path(path))
+    layers = int(network.num_layers)
+    del parser
+    return ParseReport(runtime.label, layers, tuple(errors))
 
 
 def batches_from_reader(reader) -> Iterator[np.ndarray]:

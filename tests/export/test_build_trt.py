@@ -265,6 +265,21 @@ def test_dry_run_refuses_what_nvidias_parser_refuses(tmp_path, onnx_files, capfd
     assert onnx.read_bytes() == before and not (tmp_path / "plan.engine").exists()  # a dry run changes no file
 
 
+def test_parser_errors_become_one_line_with_the_reason():
+    """The text TensorRT for RTX 1.7.1 gave for an int32 bias DequantizeLinear on a machine without a GPU driver."""
+    from export.trt_build import _reason
+
+    node = "BAM_1.BA.conv_final.bias_DequantizeLinear"
+    desc = (f"Invalid Node - {node}\nITensor::getDimensions: Error Code 4: API Usage Error ({node}: input has type "
+            "Int32 but must have type FP8, FP4, Int4, Int8, or UInt8. In checkType at /_src/optimizer/common/"
+            "nodeBase.cpp:456)\n[checkMacros.cpp::catchCudaError::250] Error Code 1: Cuda Runtime (In "
+            "catchCudaError at /_src/common/dispatch/checkMacros.cpp:250 (cudaError 35: CUDA driver version is "
+            "insufficient for CUDA runtime version))")
+    assert _reason(desc, node) == "input has type Int32 but must have type FP8, FP4, Int4, Int8, or UInt8"
+    assert _reason("Assertion failed: shiftIsAllZeros(zeroPoint): Non-zero zero point is not supported.", "x") == \
+        "Assertion failed: shiftIsAllZeros(zeroPoint): Non-zero zero point is not supported"
+
+
 def test_auto_runtime_for_int8_is_tensorrt():
     """TensorRT for RTX has no INT8 convolutions: an INT8 plan with --runtime auto is TensorRT's, installed or not."""
     assert detect_runtime("auto", "int8").flavour == "tensorrt"
