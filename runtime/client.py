@@ -82,6 +82,17 @@ def check_server(url: str, model: str, timeout_s: float) -> None:
         raise ClientError(f"model '{model}' is not available at {url}: {_server_message(body, response.status)}")
 
 
+def error_line(text: str) -> str:
+    """One line for the user. Errors that bypass the server's front (gRPC) carry PyTriton's traceback: keep the
+    tagged reason from it, or say where the details are."""
+    from runtime.serve_front import INTERNAL_ERROR, find_tag
+
+    tagged = find_tag(text)
+    if tagged:
+        return tagged[1]
+    return INTERNAL_ERROR if "Traceback" in text else " ".join(text.split())
+
+
 def _server_message(body: bytes, status: int) -> str:
     try:
         message = json.loads(body).get("error")
@@ -158,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         deblur_file(args)
     except (ClientError, OSError, PyTritonClientError) as exc:  # OSError includes ImageReadError
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {error_line(str(exc))}", file=sys.stderr)
         return 1
     print(f"wrote {args.output}")
     return 0

@@ -53,6 +53,7 @@ _REQUEST_PARAMETERS = {"binary_data_output": bool, "priority": int, "timeout": i
 _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/config|/stats|/infer)?$")
 _GET_PATHS = {"/v2", "/v2/health/live", "/v2/health/ready"}
 _TAG = re.compile(r"<<banet-error (\d{3}): (.*?)>>")
+INTERNAL_ERROR = "internal error while running the model (see the server log)"
 _PATH_LIKE = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.~-]+){2,}[/\\]?")
 
 
@@ -109,12 +110,18 @@ def clean_upstream_error(status: int, body: bytes) -> tuple[int, str]:
         message = str(json.loads(body).get("error", ""))
     except (ValueError, AttributeError):
         message = body.decode("utf-8", "replace")
-    tagged = _TAG.search(message)
+    tagged = find_tag(message)
     if tagged:
-        return int(tagged.group(1)), one_line(tagged.group(2))
+        return tagged
     if "Traceback" in message or 'File "' in message:
-        return (500 if status >= 500 else status), "internal error while running the model (see the server log)"
+        return (500 if status >= 500 else status), INTERNAL_ERROR
     return status, one_line(message) or f"inference server answered {status}"
+
+
+def find_tag(text: str) -> tuple[int, str] | None:
+    """The (status, message) of an :func:`error_tag` inside ``text`` (e.g. a traceback), or None."""
+    tagged = _TAG.search(text)
+    return (int(tagged.group(1)), one_line(tagged.group(2))) if tagged else None
 
 
 def scrub_config(body: bytes) -> bytes:
@@ -285,6 +292,7 @@ class FrontServer(ThreadingHTTPServer):
     """The front: one thread per connection, at most ``max_connections`` at once."""
 
     daemon_threads = True
+    request_queue_size = 64
 
     def __init__(self, address: tuple[str, int], limits: FrontLimits, upstream: tuple[str, int]) -> None:
         self.limits = limits

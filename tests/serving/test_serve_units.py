@@ -37,6 +37,15 @@ def test_upstream_errors_become_one_line():
     assert one_line("no file /root/.cache/x/y.py here\n") == "no file <path> here"
 
 
+def test_client_keeps_the_tagged_reason_of_a_grpc_traceback():
+    from runtime.client import error_line
+
+    text = 'Traceback (most recent call last):\n  File "/x/serve.py"\nError: ' + error_tag(400, "too small") + "\nAt:"
+    assert error_line(text) == "too small"
+    assert error_line('Traceback:\n File "/x.py"') == "internal error while running the model (see the server log)"
+    assert error_line("/data/a.png: image file\nnot found") == "/data/a.png: image file not found"
+
+
 def test_config_loses_path_parameters():
     body = b'{"name":"banet","parameters":{"workspace-path":{"string_value":"/root/.cache/pytriton/w"},"k":{"v":1}}}'
     assert scrub_config(body) == b'{"name": "banet", "parameters": {"k": {"v": 1}}}'
