@@ -348,6 +348,14 @@ def _refuse_connection(sock: socket.socket) -> None:
         pass
 
 
+def _declared_length(headers) -> int | None:
+    """A plain, valid Content-Length (no chunking), or None."""
+    values = headers.get_all("Content-Length") or []
+    if headers.get("Transfer-Encoding") or len(set(values)) != 1 or not values[0].strip().isdigit():
+        return None
+    return int(values[0])
+
+
 class _Handler(BaseHTTPRequestHandler):
     """One client connection (keep-alive): route, check, forward to Triton, clean error bodies."""
 
@@ -386,7 +394,7 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ---------------------------------------------------------------------------------------------
     def _guarded(self, handler) -> None:
         self._body_read = False
-        self._unread = None  # body bytes declared but not read yet
+        self._unread = _declared_length(self.headers)  # body bytes declared but not read yet
         try:
             handler()
         except RequestError as exc:
@@ -447,7 +455,6 @@ class _Handler(BaseHTTPRequestHandler):
         if len(values) > 1 or not next(iter(values)).strip().isdigit():
             raise RequestError(400, "invalid Content-Length")
         length = int(next(iter(values)))
-        self._unread = length
         if length > self.server.limits.body_limit:
             raise RequestError(413, f"request body of {length} bytes is over the server's limit of "
                                     f"{self.server.limits.body_limit} bytes")

@@ -205,3 +205,21 @@ def test_connection_cap_and_idle_timeout(served):
         assert post(front.port, None, path="/v2/health/live", method="GET")[0] == 200
     finally:
         front.stop()
+
+
+def test_refusals_keep_a_kept_alive_connection_usable(served):
+    """Clients reuse connections: a refused request's body is read and dropped, so the next request works."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
+    try:
+        for path, body, expected in [("/v2/models/nope/infer", json_request([1, 2, 2, 3], [0] * 12), 404),
+                                     (INFER, b"{bad json", 400), (INFER, KILLER, 413),
+                                     (INFER, json_request([1, 2, 2, 3], [7] * 12), 200)]:
+            conn.request("POST", path, body=body)
+            response = conn.getresponse()
+            assert response.status == expected, response.read()
+            assert response.getheader("Connection") != "close"
+            response.read()
+    finally:
+        conn.close()
