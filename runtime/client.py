@@ -67,7 +67,11 @@ class DeblurClient:
 def check_server(url: str, model: str, timeout_s: float) -> None:
     """Raise :class:`ClientError` within about ``timeout_s`` unless ``model`` is ready at the HTTP server ``url``."""
     parts = urlsplit(url if "://" in url else f"http://{url}")
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 8000, timeout=timeout_s)
+    try:
+        port = parts.port or 8000
+    except ValueError:
+        raise ClientError(f"invalid server address {url!r}; expected host:port") from None
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", port, timeout=timeout_s)
     try:
         conn.request("GET", f"/v2/models/{quote(model, safe='')}/ready")
         response = conn.getresponse()
