@@ -134,6 +134,9 @@ class EngineManifest:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> EngineManifest:
+        if not isinstance(data, dict):
+            raise ManifestError(f"{source}: not an engine manifest (a JSON {type(data).__name__}, expected an "
+                                "object); rebuild the engine with export/build_trt.py")
         if data.get("schema") != SCHEMA_VERSION:
             raise ManifestError(f"{source}: manifest schema {data.get('schema')!r} is not supported "
                                 f"(expected {SCHEMA_VERSION}); rebuild the engine with export/build_trt.py")

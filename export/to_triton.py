@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = write_repository(args.onnx, args.repository, args.name, args.max_batch, args.gpu, args.instances,
                                    args.engine, args.force)
-    except (TritonRepoError, KeyError, ValueError, OSError) as exc:
+    except (TritonRepoError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} models to {args.repository}: " + ", ".join(p.parent.name for p in written))

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import onnx
 
-from banet.metadata import ModelMetadata
+from banet.manifest import ManifestError, read_manifest
+from banet.metadata import ModelMetadata, check_banet_graph, load_onnx
 
 _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                    onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.INT32: "TYPE_INT32",
@@ -84,8 +85,9 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
                      gpu: bool = False, instances: int = 1, engine: Path | None = None,
                      force: bool = False) -> list[Path]:
     """Write the repository; returns the config.pbtxt paths. Refuses to replace existing models unless ``force``."""
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = load_onnx(onnx_path)
     metadata = ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(onnx_path))
+    check_banet_graph(model, metadata, str(onnx_path))
     inputs, outputs, static_batch = onnx_io(model)
     if static_batch is not None:
         max_batch = static_batch if static_batch > 1 else 1
@@ -94,11 +96,12 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
     plan[f"{name}_onnx"] = _config(f"{name}_onnx", "onnxruntime_onnx", max_batch, inputs, outputs, kind, instances,
                                    True)
     if engine is not None:
-        manifest_path = engine.with_suffix(".json")
-        if not engine.exists() or not manifest_path.exists():
-            raise TritonRepoError(f"engine {engine} or its manifest {manifest_path} is missing")
-        manifest = json.loads(manifest_path.read_text())
-        profile_max = manifest.get("profiles", [{}])[0].get("max", [max_batch])[0]
+        if not engine.is_file():
+            raise TritonRepoError(f"engine {engine} not found")
+        try:
+            profile_max = read_manifest(engine).profile.max[0]
+        except ManifestError as exc:
+            raise TritonRepoError(str(exc)) from None
         plan[f"{name}_trt"] = _config(f"{name}_trt", "tensorrt_plan", int(profile_max), inputs, outputs, "KIND_GPU",
                                       instances, True)
     image = [TensorSpec("image", "TYPE_UINT8", (-1, -1, 3))]
