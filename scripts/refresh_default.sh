@@ -3,7 +3,7 @@
 # weights -> held-out evaluation (pictures) -> FP32/FP16 ONNX -> INT8 Q/DQ -> TensorRT for RTX engines ->
 # drift report -> FP16 drift table -> benchmarks. The README's numbers come from the files this writes.
 #
-#   bash scripts/refresh_default.sh                      # from training/runs/default/last.pt
+#   bash scripts/refresh_default.sh                      # from training/runs/do-no-harm/last.pt
 #   bash scripts/refresh_default.sh --no-benchmarks      # skip the ~10-minute benchmark run
 #   RUN=training/runs/other bash scripts/refresh_default.sh
 #
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-RUN=${RUN:-training/runs/default}
+RUN=${RUN:-training/runs/do-no-harm}
 benchmarks=1
 [[ "${1:-}" == "--no-benchmarks" ]] && benchmarks=0
 
@@ -24,7 +24,9 @@ $PY -m training.train --run "$RUN" --export banet/weights/banet_default.safetens
 
 step "held-out evaluation -> docs/images/"
 $PY -m training.evaluate --output out/eval
-cp out/eval/side_by_side.png docs/images/heldout_side_by_side.png
+cp out/eval/side_by_side_trajectory.png docs/images/heldout_side_by_side.png
+cp out/eval/side_by_side_linear_srgb.png docs/images/heldout_linear_srgb.png
+cp out/eval/sharp_worst.png docs/images/sharp_worst.png
 cp out/eval/clock_motion.png docs/images/clock_motion.png
 cp out/eval/metrics.json docs/images/heldout_metrics.json
 
