@@ -9,6 +9,20 @@ and the command that rebuilds it, instead of failing deep inside TensorRT or pro
 
 This module is the only writer and reader of manifests and the only place that decides compatibility;
 it needs neither TensorRT nor a GPU.
+
+Replacing an engine and its manifest together (a rebuild with ``--force``) cannot be one rename, and the
+runtime opens the engine under its stable name, so the pair is swapped in two renames with a recovery rule:
+
+1. :func:`stage_pair` writes the new engine and its manifest, each synced, under staged names
+   (``x.partial.engine``, ``x.partial.json``); the old pair is untouched.
+2. :func:`commit_pair` renames the engine over ``x.engine``: the commit point. Then the manifest over
+   ``x.json``.
+3. :func:`read_manifest`, when ``x.json`` is missing or does not describe ``x.engine`` (sha256 and size), takes
+   ``x.partial.json`` if that one does: a build killed between the two renames.
+
+So at every instant a reader sees the old pair (before step 2's first rename) or the new one (after it). A
+build killed anywhere leaves only staged files, which the next build to that engine settles first
+(:func:`settle_pair`: an interrupted commit is completed, the rest removed).
 """
 
 from __future__ import annotations
@@ -21,6 +35,7 @@ from pathlib import Path
 from banet.checkpoint import file_sha256
 from banet.conventions import METADATA_PREFIX
 from banet.metadata import ModelMetadata
+from banet.outputs import PARTIAL, sync_folder, write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -126,11 +141,12 @@ class EngineManifest:
         return asdict(self)
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".partial")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-        return path
+        """Write the manifest whole or not at all (an ``OSError`` leaves ``path`` as it was)."""
+        return write_atomic(Path(path), (json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n").encode())
+
+    def describes(self, size: int, sha256: str) -> bool:
+        """Whether this manifest is the one of an engine file of ``size`` bytes and this ``sha256``."""
+        return size == self.engine_bytes and sha256 == self.engine_sha256
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> EngineManifest:
@@ -170,26 +186,124 @@ class EngineManifest:
         return ",".join(self.targets) if self.targets else "default (" + ",".join(RTX_DEFAULT_TARGETS) + " and later)"
 
 
-def read_manifest(engine: str | Path, verify_engine: bool = True) -> EngineManifest:
-    """Read the manifest next to ``engine``; with ``verify_engine`` also check that it describes this file."""
-    engine = Path(engine)
-    path = manifest_path(engine)
-    if not path.is_file():
-        raise ManifestError(f"{engine}: no manifest at {path}; engines must be built by export/build_trt.py, "
-                            "which writes it (python export/build_trt.py --help)")
+def _load(path: Path) -> EngineManifest:
+    """Parse one manifest file; ManifestError (one line) for anything unreadable."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{path}: unreadable manifest ({exc}); rebuild the engine with export/build_trt.py") \
             from exc
-    manifest = EngineManifest.from_dict(data, str(path))
-    if verify_engine:
-        size = engine.stat().st_size
-        if size != manifest.engine_bytes or file_sha256(engine) != manifest.engine_sha256:
-            raise ManifestError(f"{path} does not describe {engine} (its size or sha256 differs: the engine was "
-                                f"replaced or the manifest copied from another one); rebuild with: "
-                                f"{manifest.rebuild_command or 'python export/build_trt.py'}")
-    return manifest
+    return EngineManifest.from_dict(data, str(path))
+
+
+def _staged_for(engine: Path, size: int, sha256: str) -> EngineManifest | None:
+    """The staged manifest (``x.partial.json``) if it describes ``engine``: a build killed between its renames."""
+    staged = manifest_path(staged_engine_path(engine))
+    try:
+        manifest = _load(staged) if staged.is_file() else None
+    except ManifestError:
+        return None
+    return manifest if manifest is not None and manifest.describes(size, sha256) else None
+
+
+def read_manifest(engine: str | Path, verify_engine: bool = True) -> EngineManifest:
+    """Read the manifest next to ``engine``; with ``verify_engine`` also check that it describes this file.
+
+    With ``verify_engine``, a manifest that is missing or describes another file gives way to a staged manifest
+    that describes this one (the recovery rule of the module docstring).
+    """
+    engine = Path(engine)
+    path = manifest_path(engine)
+    if verify_engine and not engine.is_file():
+        raise ManifestError(f"{engine}: engine file not found" if not engine.exists() else
+                            f"{engine} is a directory, not an engine file")
+    size, sha = (engine.stat().st_size, file_sha256(engine)) if verify_engine else (0, "")
+    if not path.is_file():
+        staged = _staged_for(engine, size, sha) if verify_engine else None
+        if staged is not None:
+            return staged
+        raise ManifestError(f"{engine}: no manifest at {path}; engines must be built by export/build_trt.py, "
+                            "which writes it (python export/build_trt.py --help)")
+    manifest = _load(path)
+    if not verify_engine or manifest.describes(size, sha):
+        return manifest
+    staged = _staged_for(engine, size, sha)
+    if staged is not None:
+        return staged
+    again = _load(path) if path.is_file() else manifest  # a build that finished both renames meanwhile
+    if again.describes(size, sha):
+        return again
+    raise ManifestError(f"{path} does not describe {engine} (its size or sha256 differs: the engine was "
+                        f"replaced or the manifest copied from another one); rebuild with: "
+                        f"{manifest.rebuild_command or 'python export/build_trt.py'}")
+
+
+# -- replacing an engine and its manifest together (module docstring) ----------------------------------------------
+def staged_engine_path(engine: str | Path) -> Path:
+    """``x.engine`` -> ``x.partial.engine``, where a build writes a new engine (its manifest: ``x.partial.json``)."""
+    engine = Path(engine)
+    return engine.with_name(f"{engine.stem}{PARTIAL}{engine.suffix}")
+
+
+def staged_files(engine: str | Path) -> list[Path]:
+    """Every file a build of ``engine`` writes before its commit, and the temporary names they are written under
+    (``x.engine.partial`` is also what builds before this scheme left behind)."""
+    engine = Path(engine)
+    staged = staged_engine_path(engine)
+    pairs = (staged, manifest_path(staged), engine, manifest_path(engine))
+    return [staged, manifest_path(staged), *(p.with_name(p.name + PARTIAL) for p in pairs)]
+
+
+def discard_staged(engine: str | Path) -> None:
+    """Remove what :func:`stage_pair` wrote (the engine's committed pair is not touched)."""
+    for path in staged_files(engine):
+        path.unlink(missing_ok=True)
+
+
+def stage_pair(engine: str | Path, data: bytes, manifest: EngineManifest) -> Path:
+    """Write ``data`` and ``manifest`` (which must describe it) under the staged names; returns the staged engine.
+
+    On any failure (``OSError``: a full disk...) nothing staged is left behind and the error is re-raised.
+    """
+    staged = staged_engine_path(engine)
+    try:
+        write_atomic(staged, data)
+        manifest.write(manifest_path(staged))
+    except BaseException:
+        discard_staged(engine)
+        raise
+    return staged
+
+
+def commit_pair(engine: str | Path) -> None:
+    """Swap the staged pair in: the engine rename is the commit point, then the manifest's (module docstring)."""
+    engine = Path(engine)
+    staged = staged_engine_path(engine)
+    os.replace(staged, engine)
+    os.replace(manifest_path(staged), manifest_path(engine))
+    sync_folder(engine.parent)
+
+
+def settle_pair(engine: str | Path) -> bool:
+    """Finish or discard what an interrupted build left next to ``engine``; True if a commit was completed.
+
+    A staged manifest that describes ``engine`` while ``x.json`` does not is the second half of a commit that was
+    killed: it is renamed into place. Every other staged file is removed; the committed pair stays as it is.
+    """
+    engine = Path(engine)
+    staged = manifest_path(staged_engine_path(engine))
+    finished = False
+    if engine.is_file() and staged.is_file():
+        size, sha = engine.stat().st_size, file_sha256(engine)
+        try:
+            current = _load(manifest_path(engine)) if manifest_path(engine).is_file() else None
+        except ManifestError:
+            current = None
+        if (current is None or not current.describes(size, sha)) and _staged_for(engine, size, sha) is not None:
+            os.replace(staged, manifest_path(engine))
+            finished = True
+    discard_staged(engine)
+    return finished
 
 
 # -- compatibility -------------------------------------------------------------------------------------------------

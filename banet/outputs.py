@@ -1,14 +1,23 @@
-"""One rule for every file this toolkit writes: never replace a user's file unless asked, fail before the work.
+"""One rule for every file this toolkit reads or writes: fail before the work, in one line, and never leave a
+user's file half replaced.
 
-Exporting, quantizing and building take seconds to minutes; a path that cannot be written should stop the
-command before any of that, with a message that names the path, not after it with an ``OSError``.
+Exporting, quantizing and building take seconds to minutes; a path that cannot be read or written should stop
+the command before any of that, with a message that names the path, not after it with an ``OSError``. Inputs
+must exist (:func:`check_input`: a mistyped name is refused, never created); outputs are never replaced unless
+asked (:func:`check_output`) and are written whole or not at all (:func:`write_atomic`), with one line for a
+write that fails (:func:`write_error`, e.g. a full disk).
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
+
+#: Suffix :func:`write_atomic` adds to a file's name while it is being written.
+PARTIAL = ".partial"
 
 
 def check_output(path: Path, *, force: bool, error: type[Exception], suffix: str,
@@ -30,6 +39,67 @@ def check_output(path: Path, *, force: bool, error: type[Exception], suffix: str
             raise error(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
         if not os.access(folder, os.W_OK):
             raise error(f"output folder {folder} is not writable")
+
+
+def check_input(path: Path, *, error: type[Exception], what: str, fix: str = "") -> Path:
+    """Raise ``error`` when the file a command reads is missing or is a folder; ``fix`` says how to make it.
+
+    Why here: a command given a mistyped input path must stop, never create something under that name.
+    """
+    path = Path(path)
+    hint = f"; {fix}" if fix else ""
+    if not path.exists():
+        raise error(f"{path}: {what} not found{hint}")
+    if not path.is_file():
+        raise error(f"{path} is a directory, not {what}{hint}")
+    return path
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: a synced ``<name>.partial`` renamed over ``path``.
+
+    On any failure (a full disk...) the partial file is removed and the ``OSError`` re-raised; ``path`` is
+    untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + PARTIAL)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    sync_folder(path.parent)
+    return path
+
+
+def sync_folder(folder: Path) -> None:
+    """Make renames in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def write_error(exc: OSError, path: Path, size: int | None = None) -> str:
+    """The one line for a write that failed: a full disk says how much was needed and how much is free."""
+    if exc.errno == errno.ENOSPC:
+        try:
+            free = f", {shutil.disk_usage(Path(path).parent).free / 1e6:.1f} MB free"
+        except OSError:
+            free = ""
+        needed = f": {size / 1e6:.1f} MB needed{free}" if size is not None else free.replace(", ", ": ", 1)
+        return f"no space left on device writing {path}{needed}"
+    return f"cannot write {path}: {exc.strerror or exc}"
 
 
 def shown_path(path: Path | str) -> str:

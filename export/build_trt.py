@@ -23,9 +23,14 @@ profile, the ONNX's sha256 and metadata, build options and time, and the drift a
 measured right after the build (on a GPU). The runtime refuses an engine whose manifest does not match the
 installed TensorRT or the GPU, naming what differs and the command that rebuilds it.
 
-Missing ONNX (FP32/FP16) is exported first with export/to_onnx.py. Exit status: 0 built (or planned with
---dry-run), 1 refused or failed (one line saying why), 2 bad command line. A dry run also parses the ONNX with
-the TensorRT-family parser installed here (tensorrt or tensorrt_rtx) and fails on what it refuses.
+Missing ONNX (FP32/FP16) at the default path is exported first with export/to_onnx.py; an --onnx, --weights
+or --check path must exist. Exit status: 0 built (or planned with --dry-run), 1 refused or failed (one line
+saying why), 2 bad command line. A dry run also parses the ONNX with the TensorRT-family parser installed here
+(tensorrt or tensorrt_rtx) and fails on what it refuses.
+
+Rebuilding with --force replaces the engine and its manifest together: the new pair is written under staged
+names and swapped in, so a build killed at any point, a full disk or a failed drift check leaves the old pair
+working (banet/manifest.py says how); the next build clears what a killed one left.
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the embedded default model)")
     parser.add_argument("--onnx", type=Path, default=None,
                         help="ONNX to build from (default: engines/<name>.onnx, <name>_fp16.onnx for strongly typed "
-                             "FP16, <name>_int8_trt.onnx for INT8)")
+                             "FP16, <name>_int8_trt.onnx for INT8); it must exist. With --check: the FP32 ONNX to "
+                             "compare with (default: the engine's FP32 ONNX, as its manifest records)")
     parser.add_argument("--output", type=Path, default=None,
                         help="engine file (default: engines/<name>_<precision>[_<targets>].engine); the manifest is "
                              "written next to it as .json")
@@ -129,24 +135,32 @@ def build_parser() -> argparse.ArgumentParser:
                              "equivalent trtexec / tensorrt_rtx command, build nothing")
     parser.add_argument("--check", type=Path, default=None, metavar="ENGINE",
                         help="load an engine built elsewhere (e.g. ahead of time) on this GPU, measure its drift "
-                             "and record it in its manifest; nothing is built")
+                             "and record it in its manifest; nothing is built. Fails (exit 1, manifest untouched) "
+                             "when it cannot measure: no GPU, no FP32 ONNX to compare with")
     parser.add_argument("--no-progress", action="store_true", help="do not print build phases")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
     return parser
+
+
+def check(engine: Path, reference: Path | None) -> int:
+    """``--check``: measure and record an engine's drift here; exit 1 (one line, manifest untouched) if it cannot."""
+    try:
+        manifest = check_engine(engine, reference)
+    except (ManifestError, PlanError, RuntimeMissingError, BuildError) as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    drift = manifest.drift
+    verdict = "passed" if drift.get("passed") else "FAILED"
+    print(f"{engine}: drift vs ONNX Runtime FP32 {drift['worst_psnr_db']:.1f} dB on this GPU ({verdict}; recorded "
+          "in its manifest)")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.check is not None:
-        try:
-            manifest = check_engine(args.check)
-        except (ManifestError, RuntimeError, FileNotFoundError) as exc:
-            print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-            return 1
-        print(f"{args.check}: drift {manifest.drift.get('worst_psnr_db', '?')} dB on this GPU (recorded in its "
-              "manifest)")
-        return 0
+        return check(args.check, args.onnx)
     try:
         targets = parse_targets(args.target)
         precision = "fp16" if args.fp16 else "int8" if args.int8 else "fp32"

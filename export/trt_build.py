@@ -19,6 +19,7 @@ installed: ``calibration.quantize`` refuses a ``trt`` INT8 file it rejects, and 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -46,11 +47,16 @@ from banet.manifest import (
     RTX_KNOWN_TARGETS,
     EngineManifest,
     Profile,
+    commit_pair,
+    discard_staged,
     manifest_path,
+    read_manifest,
+    settle_pair,
+    stage_pair,
     target_to_cc,
 )
 from banet.metadata import ModelMetadata
-from banet.outputs import check_output
+from banet.outputs import check_input, check_output, write_atomic, write_error
 from banet.outputs import shown_path as show
 
 log = logging.getLogger(__name__)
@@ -187,26 +193,22 @@ def read_onnx_info(path: Path, fallback_metadata: Path | None = None) -> OnnxInf
     A quantized ONNX whose tool dropped the ``banet.*`` metadata borrows it from ``fallback_metadata`` (the FP32
     ONNX it was made from), noted in ``metadata_note``.
     """
-    import onnx
+    from banet.metadata import check_banet_graph, load_onnx, read_onnx_metadata
 
     path = Path(path)
-    if not path.is_file():
-        raise PlanError(f"{path}: ONNX file not found")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise PlanError(f"{path}: not a readable ONNX file ({exc})") from exc
-    props = {e.key: e.value for e in model.metadata_props}
     note = ""
     try:
-        metadata = ModelMetadata.from_props(props, str(path))
-    except (KeyError, ValueError) as exc:
-        if fallback_metadata is None or not Path(fallback_metadata).is_file():
-            raise PlanError(f"{path}: {exc}") from exc
-        from banet.metadata import read_onnx_metadata
-
-        metadata = read_onnx_metadata(fallback_metadata)
-        note = f"banet metadata taken from {fallback_metadata} ({path.name} carries none)"
+        model = load_onnx(path)
+        try:
+            metadata = ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(path))
+        except (KeyError, ValueError):
+            if fallback_metadata is None or not Path(fallback_metadata).is_file():
+                raise
+            metadata = read_onnx_metadata(fallback_metadata)
+            note = f"banet metadata taken from {fallback_metadata} ({path.name} carries none)"
+        check_banet_graph(model, metadata, str(path))
+    except (FileNotFoundError, KeyError, ValueError) as exc:  # ArtifactError is a ValueError
+        raise PlanError(str(exc).strip("'\"")) from None
     inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
     if len(inputs) != 1:
         raise PlanError(f"{path}: expected one network input, found {[i.name for i in inputs]}")
@@ -216,6 +218,16 @@ def read_onnx_info(path: Path, fallback_metadata: Path | None = None) -> OnnxInf
         raise PlanError(f"{path}: input {inputs[0].name!r} has {len(dims)} dimensions, expected NCHW")
     qdq = sum(1 for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear"))
     return OnnxInfo(path, True, metadata, inputs[0].name, dims, qdq, file_sha256(path), path.stat().st_size, note)
+
+
+def read_given_onnx(path: Path, fallback_metadata: Path | None, precision: str, weights: Path | None) -> OnnxInfo:
+    """The ``--onnx`` a user named: it must be there (never exported under a mistyped name), with the command
+    that makes it when it is not."""
+    if not Path(path).exists():
+        make = (f"{INT8_COMMAND} --output {show(path)}" if precision == "int8" else
+                f"{export_command(weights, precision)} --output {show(path)}")
+        raise PlanError(f"{path}: ONNX file not found; make it with {make}")
+    return read_onnx_info(path, fallback_metadata)
 
 
 def expected_onnx_info(path: Path, precision: str) -> OnnxInfo:
@@ -503,13 +515,17 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
                      "Turing (RTX 20xx): for an RTX 2080 Ti use --fp16 --target sm75")
 
     # -- which ONNX ----------------------------------------------------------------------------------------------
+    if options.weights is not None:
+        check_input(options.weights, error=PlanError, what="checkpoint file")
     stem, weights = _weights_stem(options)
     onnx_path = Path(options.onnx) if options.onnx else default_onnx(stem, precision, strongly_typed,
                                                                      options.calibrate)
     export_precision: str | None = None
     fp32_sibling = ENGINES / f"{stem}.onnx" if options.onnx is None else None
-    if onnx_path.is_file():
-        onnx = read_onnx_info(onnx_path, fallback_metadata=fp32_sibling)
+    if options.onnx is not None or onnx_path.is_file():
+        made_as = "fp32" if precision == "fp16" and not strongly_typed else precision
+        onnx = read_given_onnx(onnx_path, fp32_sibling, made_as, weights) if options.onnx is not None else \
+            read_onnx_info(onnx_path, fallback_metadata=fp32_sibling)
         stale = _stale_onnx(onnx, weights) if options.onnx is None else None
         if stale and (onnx.qdq_nodes or not options.force):
             fix = (f"re-quantize it: {INT8_COMMAND} --force" if onnx.qdq_nodes else
@@ -519,8 +535,6 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
             notes.append(f"{stale}: re-exported first (--force)")
             export_precision = onnx.precision
             onnx = expected_onnx_info(onnx_path, export_precision)
-    elif options.onnx is not None:
-        raise PlanError(f"{onnx_path}: ONNX file not found")
     elif precision == "int8" and not options.calibrate:
         missing = (f"{show(onnx_path)}: the INT8 Q/DQ ONNX is missing; create it with: {INT8_COMMAND}"
                    + ("" if rtx else " (or, on TensorRT 10, calibrate at build time with --calibrate)"))
@@ -564,8 +578,10 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
     output = Path(options.output) if options.output else default_engine(stem, precision, targets)
     if output.suffix.lower() not in (".engine", ".plan", ".trt"):
         raise PlanError(f"{output}: engine files end in .engine (the runtime picks the backend from the extension)")
-    check_output(output, force=options.force, error=PlanError, suffix=".engine",
-                 folders=[p.parent for p in (options.timing_cache, options.calibration_cache) if p])
+    check_output(output, force=options.force, error=PlanError, suffix=".engine")
+    for cache in (options.timing_cache, options.calibration_cache):
+        if cache:  # read and updated in place: it may exist, but must be a file in a writable folder
+            check_output(cache, force=True, error=PlanError, suffix=" (a cache file)")
     if options.calibrate:
         c, _, h, w = nchw(options.calibration_shape)
         if h % onnx.size_multiple or w % onnx.size_multiple:
@@ -882,7 +898,10 @@ def make_entropy_calibrator(trt, batches: Iterable[np.ndarray], shape: tuple[int
             return cache.read_bytes() if cache.is_file() else None
 
         def write_calibration_cache(self, data) -> None:
-            cache.write_bytes(bytes(data))
+            try:
+                write_atomic(cache, bytes(data))
+            except OSError as exc:  # raised inside TensorRT's callback it would abort the build: say it instead
+                log.warning("calibration cache not written: %s", write_error(exc, cache, len(data)))
 
     return _EntropyCalibrator()
 
@@ -903,6 +922,14 @@ def default_calibration_batches(plan: BuildPlan) -> Iterator[np.ndarray]:
     from export.parity import photo_batch
 
     return (photo_batch(n, h, w, seed=1000 + i) for i in range(count))
+
+
+def _save_timing_cache(path: Path, data: bytes) -> None:
+    """Update the timing cache whole or not at all; a cache that cannot be written only costs the next build time."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        log.warning("timing cache not updated: %s", write_error(exc, path, len(data)))
 
 
 def build_serialized(plan: BuildPlan, trt, calibration_batches: Iterable[np.ndarray] | None = None,
@@ -969,7 +996,7 @@ def build_serialized(plan: BuildPlan, trt, calibration_batches: Iterable[np.ndar
         first = logger.errors[0] if logger.errors else "no error reported"
         raise BuildError(f"{plan.runtime.label} could not build the engine: {first}")
     if timing_cache is not None:
-        o.timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+        _save_timing_cache(o.timing_cache, bytes(config.get_timing_cache().serialize()))
     details = {"seconds": round(seconds, 2), "layers": network.num_layers}
     return bytes(serialized), details
 
@@ -1044,26 +1071,11 @@ def measure_drift(plan: BuildPlan, engine: Path) -> dict:
     return result
 
 
-def build(plan: BuildPlan, calibration_batches: Iterable[np.ndarray] | None = None,
-          measure: Callable[[BuildPlan, Path], dict] | None = measure_drift) -> tuple[Path, EngineManifest]:
-    """Build, write the engine and its manifest, measure drift where a GPU is present.
-
-    Raises RuntimeMissingError / PlanError / BuildError; a build that drifts past the threshold is left as
-    ``<name>.failed.engine`` (with its manifest) and raises BuildError.
-    """
-    if plan.missing:
-        raise PlanError(plan.missing)
-    gpu = ensure_runnable(plan)
-    plan = export_missing_onnx(plan)
-    trt = plan.runtime.module
-    log.info("building %s with %s from %s", plan.output, plan.runtime.label, plan.onnx.path)
-    data, details = build_serialized(plan, trt, calibration_batches)
-    tmp = plan.output.with_name(plan.output.name + ".partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, plan.output)
+def new_manifest(plan: BuildPlan, data: bytes, details: dict, gpu: dict | None) -> EngineManifest:
+    """The manifest of freshly built engine bytes (its drift is measured after the engine is written)."""
     o = plan.options
-    manifest = EngineManifest(
-        engine=plan.output.name, engine_sha256=file_sha256(plan.output), engine_bytes=plan.output.stat().st_size,
+    return EngineManifest(
+        engine=plan.output.name, engine_sha256=hashlib.sha256(data).hexdigest(), engine_bytes=len(data),
         runtime=plan.runtime.flavour, runtime_version=plan.runtime.version, precision=plan.precision,
         profiles=[plan.profile.to_dict()],
         onnx={"path": _relative(plan.onnx.path, plan.output.parent), "sha256": plan.onnx.sha256,
@@ -1080,46 +1092,175 @@ def build(plan: BuildPlan, calibration_batches: Iterable[np.ndarray] | None = No
                "trtexec_equivalent": trtexec_command(plan)},
         gpu=gpu, targets=list(plan.targets), version_compatible=o.version_compatible,
         hardware_compatibility=o.hardware_compatibility, rebuild_command=rebuild_command(plan))
-    manifest.write(plan.manifest)
+
+
+def _drift_after_build(plan: BuildPlan, staged: Path, gpu: dict | None,
+                       measure: Callable[[BuildPlan, Path], dict] | None) -> dict:
+    """Drift of the staged engine, or why it was not measured (a new engine has no earlier measurement to keep)."""
     if gpu is None:
-        manifest.drift = {"skipped": "no GPU on the build machine (ahead-of-time TensorRT for RTX build); run "
-                                     f"python export/build_trt.py --check {show(plan.output)} on the target GPU"}
-    elif measure is not None:
-        try:
-            manifest.drift = measure(plan, plan.output)
-        except Exception as exc:  # the engine is built; a GPU that cannot run it is recorded, not hidden
-            manifest.drift = {"skipped": f"could not run the engine here: {str(exc).splitlines()[0]}"}
-    manifest.write(plan.manifest)
+        return {"skipped": "no GPU on the build machine (ahead-of-time TensorRT for RTX build); run "
+                           f"python export/build_trt.py --check {show(plan.output)} on the target GPU"}
+    if measure is None:
+        return {}
+    try:
+        return measure(plan, staged)
+    except Exception as exc:  # the engine is built; a GPU that cannot run it is recorded, not hidden
+        return {"skipped": f"could not run the engine here: {str(exc).splitlines()[0]}"}
+
+
+def _keep_failed(plan: BuildPlan, staged: Path, manifest: EngineManifest) -> Path:
+    """A build that drifts past the threshold: its staged pair becomes ``<name>.failed.engine`` (+ manifest), for
+    inspection. The committed pair, an earlier good engine, is not touched."""
+    failed = plan.output.with_name(plan.output.stem + ".failed" + plan.output.suffix)
+    manifest.engine = failed.name
+    manifest.write(manifest_path(failed))
+    os.replace(staged, failed)
+    discard_staged(plan.output)
+    return failed
+
+
+def _settle(engine: Path) -> None:
+    """Before building: complete or discard what a killed build left next to ``engine`` (banet.manifest)."""
+    try:
+        if settle_pair(engine):
+            log.info("completed the replacement of %s that an interrupted build left half done", show(engine))
+    except OSError as exc:
+        raise BuildError(f"cannot clean up what an earlier build left next to {engine}: {exc}") from exc
+
+
+def _stage(plan: BuildPlan, data: bytes, manifest: EngineManifest) -> Path:
+    """Write the new pair under staged names; BuildError (one line, nothing left behind) if it cannot be written."""
+    try:
+        return stage_pair(plan.output, data, manifest)
+    except OSError as exc:
+        raise BuildError(write_error(exc, plan.output, len(data))) from exc
+
+
+def _commit(plan: BuildPlan, staged: Path, manifest: EngineManifest) -> None:
+    """Record the drift in the staged manifest, then swap the pair in (BuildError if that cannot be written)."""
+    try:
+        manifest.write(manifest_path(staged))
+        commit_pair(plan.output)
+    except OSError as exc:
+        if staged.exists():  # not committed: the old pair stands; leave nothing of the new one
+            discard_staged(plan.output)
+        raise BuildError(write_error(exc, plan.output)) from exc
+
+
+def build(plan: BuildPlan, calibration_batches: Iterable[np.ndarray] | None = None,
+          measure: Callable[[BuildPlan, Path], dict] | None = measure_drift) -> tuple[Path, EngineManifest]:
+    """Build, write the engine and its manifest, measure drift where a GPU is present.
+
+    The engine and its manifest replace an existing pair together (``banet.manifest``: staged under
+    ``<name>.partial.engine`` / ``.partial.json``, drift measured there, then swapped in): a build killed at any
+    point, a full disk, or a failed drift check leaves the previous pair as it was. Raises RuntimeMissingError /
+    PlanError / BuildError; a build that drifts past the threshold is left as ``<name>.failed.engine`` (with its
+    manifest) and raises BuildError.
+    """
+    if plan.missing:
+        raise PlanError(plan.missing)
+    gpu = ensure_runnable(plan)
+    plan = export_missing_onnx(plan)
+    _settle(plan.output)
+    log.info("building %s with %s from %s", plan.output, plan.runtime.label, plan.onnx.path)
+    data, details = build_serialized(plan, plan.runtime.module, calibration_batches)
+    manifest = new_manifest(plan, data, details, gpu)
+    staged = _stage(plan, data, manifest)
+    manifest.drift = _drift_after_build(plan, staged, gpu, measure)
     if manifest.drift.get("passed") is False:
-        failed = plan.output.with_name(plan.output.stem + ".failed" + plan.output.suffix)
-        os.replace(plan.output, failed)
-        manifest.engine = failed.name
-        manifest.write(manifest_path(failed))
-        plan.manifest.unlink(missing_ok=True)
+        failed = _keep_failed(plan, staged, manifest)
         raise BuildError(f"the engine drifts from ONNX Runtime FP32 beyond {plan.min_psnr_db:.0f} dB (worst "
-                         f"{manifest.drift['worst_psnr_db']:.1f} dB); left at {failed} for inspection")
+                         f"{manifest.drift['worst_psnr_db']:.1f} dB); left at {failed} for inspection"
+                         + (f", {show(plan.output)} unchanged" if plan.output.exists() else ""))
+    _commit(plan, staged, manifest)
     return plan.output, manifest
+
+
+def drift_reference(engine: Path, manifest: EngineManifest) -> Path:
+    """The FP32 ONNX an engine is compared with: the ONNX it was built from when that is FP32, else the FP32
+    export of the same weights next to it (``<weights stem>.onnx``, as :func:`make_plan` names it)."""
+    onnx_path = (Path(engine).parent / str(manifest.onnx.get("path", ""))).resolve()
+    if manifest.onnx.get("precision") == "fp32":
+        return onnx_path
+    source = manifest.metadata.get(METADATA_PREFIX + "source_name", onnx_path.name)
+    return onnx_path.with_name(Path(source).stem + ".onnx")
+
+
+def check_reference(reference: Path, engine: Path, manifest: EngineManifest) -> None:
+    """PlanError (one line, with the command that makes it) unless ``reference`` is the FP32 ONNX export of the
+    weights the engine was built from: comparing with anything else would record a meaningless drift."""
+    from banet.defaults import DEFAULT_WEIGHTS
+    from banet.metadata import ArtifactError, read_onnx_metadata
+
+    source = manifest.metadata.get(METADATA_PREFIX + "source_name", "")
+    weights = None if source in ("", DEFAULT_WEIGHTS.name) else Path(source)
+    make = (f"export it with {export_command(weights, 'fp32')} --output {show(reference)}, or name it with "
+            "--onnx FILE")
+    cannot = f"cannot measure the drift of {show(engine)}"
+    try:
+        metadata = read_onnx_metadata(reference)
+    except FileNotFoundError as exc:
+        missing = f"no FP32 ONNX at {show(reference)} to compare with" if not reference.exists() else str(exc)
+        raise PlanError(f"{cannot}: {missing}; {make}") from None
+    except ArtifactError as exc:
+        raise PlanError(f"{cannot}: {exc}") from None
+    if metadata.precision != "fp32":
+        raise PlanError(f"{cannot}: {show(reference)} is a {metadata.precision.upper()} ONNX, the reference must be "
+                        f"the FP32 export; {make}")
+    recorded = manifest.metadata.get(METADATA_PREFIX + "source_sha256")
+    if recorded and metadata.source_sha256 != recorded:
+        raise PlanError(f"{cannot}: {show(reference)} was exported from other weights than the engine (sha256 "
+                        f"{metadata.source_sha256[:12]}... vs {recorded[:12]}...); {make}")
+
+
+def _gpu_here(engine: Path) -> None:
+    """RuntimeMissingError unless a CUDA GPU is here to run ``engine``."""
+    from runtime.backends.cuda import CudaUnavailableError, gpu_info
+
+    try:
+        gpu_info(0)
+    except CudaUnavailableError as exc:
+        raise RuntimeMissingError(f"cannot measure the drift of {show(engine)} here: {str(exc).splitlines()[0]}; "
+                                  "run --check on a machine with the GPU it is for") from None
 
 
 def check_engine(engine: Path, reference_onnx: Path | None = None,
                  shapes: Iterable[tuple[int, int, int]] = DRIFT_SHAPES) -> EngineManifest:
-    """Run an engine built elsewhere (e.g. ahead of time) on this GPU and record its drift in its manifest."""
-    from banet.manifest import read_manifest
+    """Run an engine built elsewhere (e.g. ahead of time) on this GPU and record its drift in its manifest.
 
+    Whatever would keep the drift from being measured (no engine or manifest, no FP32 reference ONNX, its
+    TensorRT or a GPU missing, an engine that does not run) is refused in one line (ManifestError, PlanError,
+    RuntimeMissingError, BuildError) and the manifest is left as it was: only a new measurement replaces an
+    earlier one.
+    """
+    engine = Path(engine)
     manifest = read_manifest(engine)
-    onnx_path = (engine.parent / manifest.onnx["path"]).resolve()
+    reference = Path(reference_onnx) if reference_onnx else drift_reference(engine, manifest)
+    check_reference(reference, engine, manifest)
     runtime = RuntimeInfo(manifest.runtime, *_import(manifest.runtime))
-    reference = reference_onnx or onnx_path.with_name(Path(manifest.metadata.get(METADATA_PREFIX + "source_name",
-                                                                                 onnx_path.name)).stem + ".onnx")
+    if runtime.module is None:
+        raise RuntimeMissingError(f"cannot measure the drift of {show(engine)}: it needs "
+                                  f"{FLAVOUR_NAMES[manifest.runtime]}, not installed here: "
+                                  f"{INSTALL_HINTS[manifest.runtime]}")
+    _gpu_here(engine)
     p = manifest.profile
     fits = [s for s in shapes if all(p.min[i] <= v <= p.max[i] for i, v in zip((0, 2, 3), s))] or \
         [(p.opt[0], p.opt[2], p.opt[3])]
     stub = BuildPlan(BuildOptions(precision=manifest.precision), runtime, manifest.precision,
                      manifest.build.get("strongly_typed", True),
-                     OnnxInfo(onnx_path, onnx_path.is_file(), None, p.input, ()), engine, p,
-                     tuple(manifest.targets), [], None, fits, Path(reference))
-    manifest.drift = measure_drift(stub, engine)
-    manifest.write(manifest_path(engine))
+                     OnnxInfo(reference, True, None, p.input, ()), engine, p,
+                     tuple(manifest.targets), [], None, fits, reference)
+    try:
+        drift = measure_drift(stub, engine)
+    except Exception as exc:  # TensorRT, CUDA or the backend refusing: nothing measured, nothing recorded
+        raise BuildError(f"could not run {show(engine)} here: {str(exc).splitlines()[0]}") from exc
+    if "skipped" in drift:
+        raise PlanError(f"cannot measure the drift of {show(engine)}: {drift['skipped']}")
+    manifest.drift = drift
+    try:
+        manifest.write(manifest_path(engine))
+    except OSError as exc:
+        raise BuildError(write_error(exc, manifest_path(engine))) from exc
     return manifest
 
 

@@ -463,10 +463,11 @@ def test_tensorrt_builds_a_small_engine_and_checks_drift(tmp_path, onnx_files, p
 
 def test_int8_without_its_qdq_onnx(tmp_path, monkeypatch, capsys):
     """Dry run: the plan is printed with the missing input and its command; a real build stops on it."""
+    from banet.checkpoint import save_checkpoint
     from export import trt_build
 
     monkeypatch.setattr(trt_build, "ENGINES", tmp_path)
-    weights = tmp_path / "mine.safetensors"
+    weights = save_checkpoint(BANet(TINY).eval(), tmp_path / "mine.safetensors")  # --weights must exist
     common = ["--int8", "--runtime", "tensorrt", "--weights", str(weights)]
     assert build_trt.main(common + ["--dry-run"]) == 0
     out = capsys.readouterr().out
