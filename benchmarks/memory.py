@@ -1,0 +1,140 @@
+"""Peak memory of whole photos through ``Deblurrer`` with default settings, and what automatic tiling costs.
+
+    python -m benchmarks.memory                                   # 12 MP and 48 MP on ONNX Runtime and PyTorch
+    python -m benchmarks.memory --sizes 4000x3000 --backends onnxruntime --agreement 3000x2000
+
+Each case runs in a fresh process (so its peak resident set size, ``ru_maxrss``, is its own): the embedded default
+model, the default memory budget, a real photograph (scikit-image's ``astronaut``) resized to the size. The
+agreement check runs one photo untiled (no budget) and with the default budget and reports the PSNR between the
+two outputs. Results: ``benchmarks/results/memory_<cpu>_<date>.json`` and ``.md``. Memory is measured here, in a
+benchmark, never asserted in a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.run import RESULTS, _size, slug
+from benchmarks.timing import cpu_name
+
+log = logging.getLogger(__name__)
+
+
+def _photo(width: int, height: int) -> np.ndarray:
+    """scikit-image's astronaut (BGR uint8) resized to width x height: a real photo at phone-camera size."""
+    import cv2
+    import skimage.data
+
+    return cv2.resize(skimage.data.astronaut()[..., ::-1], (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def measure(backend: str, width: int, height: int) -> dict:
+    """One case, in this process: peak RSS and seconds for one photo through a default ``Deblurrer``."""
+    from runtime import Deblurrer
+    from runtime.deblurrer import DEFAULT_MEMORY_BUDGET_MB
+
+    image = _photo(width, height)
+    with Deblurrer(backend=backend) as deblur:
+        deblur(image[:64, :64])  # warm-up: load and first run
+        before = _peak_mb()
+        started = time.perf_counter()
+        out = deblur(image)
+        seconds = time.perf_counter() - started
+        tile = deblur._tile_size(height, width)
+    assert out.shape == image.shape
+    return {"backend": backend, "size": f"{width}x{height}", "megapixels": round(width * height / 1e6, 1),
+            "tile": list(tile) if tile else None, "peak_rss_mb": round(_peak_mb()), "rss_before_mb": round(before),
+            "seconds": round(seconds, 1), "budget_mb": DEFAULT_MEMORY_BUDGET_MB}
+
+
+def agreement(backend: str, width: int, height: int) -> dict:
+    """PSNR between the default (auto-tiled) and the untiled output of one real photo."""
+    from runtime import Deblurrer
+
+    image = _photo(width, height)
+    with Deblurrer(backend=backend) as tiled:
+        tile = tiled._tile_size(height, width)
+        a = tiled(image).astype(np.float64)
+    with Deblurrer(backend=backend, memory_budget_mb=None) as untiled:
+        b = untiled(image).astype(np.float64)
+    mse = float(np.mean((a - b) ** 2))
+    return {"backend": backend, "size": f"{width}x{height}", "tile": list(tile) if tile else None,
+            "psnr_tiled_vs_untiled_db": round(10 * np.log10(255.0**2 / max(mse, 1e-12)), 2),
+            "max_abs_diff": int(np.abs(a - b).max())}
+
+
+def _child(kind: str, backend: str, size: str) -> dict:
+    cmd = [sys.executable, "-m", "benchmarks.memory", "--child", kind, backend, size]
+    log.info("running %s", " ".join(cmd[2:]))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        return {"backend": backend, "size": size, "failed": f"exit {done.returncode}: {tail[0]}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Path:
+    output.mkdir(parents=True, exist_ok=True)
+    stem = output / f"memory_{slug(cpu_name())}_{datetime.date.today().isoformat()}"
+    stem.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "cases": rows, "agreement": agreements},
+                                                    indent=2) + "\n")
+    lines = [f"# Peak memory, default settings ({cpu_name()})", "",
+             "| backend | size | MP | tile | peak RSS | seconds |", "|---|---|---:|---|---:|---:|"]
+    for r in rows:
+        if "failed" in r:
+            lines.append(f"| {r['backend']} | {r['size']} | | | {r['failed']} | |")
+            continue
+        tile = "x".join(map(str, r["tile"])) if r["tile"] else "untiled"
+        lines.append(f"| {r['backend']} | {r['size']} | {r['megapixels']} | {tile} | {r['peak_rss_mb']} MB | "
+                     f"{r['seconds']} |")
+    if agreements:
+        lines += ["", "| backend | size | tile | tiled vs untiled | max abs diff (8-bit) |", "|---|---|---|---:|---:|"]
+        for a in agreements:
+            tile = "x".join(map(str, a["tile"])) if a.get("tile") else "untiled"
+            value = a.get("failed") or f"{a['psnr_tiled_vs_untiled_db']} dB"
+            lines.append(f"| {a['backend']} | {a['size']} | {tile} | {value} | {a.get('max_abs_diff', '')} |")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return stem.with_suffix(".md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", nargs="+", type=_size, default=[(3000, 4000), (6000, 8000)],
+                        help="photo sizes, WxH (default: 12 MP and 48 MP)")
+    parser.add_argument("--backends", nargs="+", choices=("onnxruntime", "torch"), default=["onnxruntime", "torch"])
+    parser.add_argument("--agreement", type=_size, default=(2000, 3000),
+                        help="WxH of the tiled-vs-untiled check (untiled needs about 1.1 KB per pixel)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.child:
+        kind, backend, size = args.child
+        height, width = _size(size)  # (H, W), as benchmarks.run parses WxH
+        print(json.dumps((measure if kind == "measure" else agreement)(backend, width, height)))
+        return 0
+    rows = [_child("measure", b, f"{w}x{h}") for h, w in args.sizes for b in args.backends]
+    h, w = args.agreement
+    agreements = [_child("agreement", b, f"{w}x{h}") for b in args.backends[:1]]
+    report = write_results(rows, agreements, args.output)
+    print(report.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
