@@ -375,6 +375,23 @@ def ensure_fp16_onnx(fp32: Path, model, weights: Path, loaded) -> Path:
     return path
 
 
+def read_int8(path: Path) -> Path:
+    """A given ``--int8`` file, checked: there, readable, a BANet INT8 Q/DQ model (QuantizeError, one line)."""
+    from banet.metadata import ArtifactError, read_onnx_metadata
+    from calibration.quantize import QuantizeError
+
+    make = f"make it with python -m calibration.quantize --flavour ort|trt --output {path}"
+    try:
+        metadata = read_onnx_metadata(path)
+    except FileNotFoundError as exc:
+        raise QuantizeError(f"{exc}; {make}") from None
+    except ArtifactError as exc:
+        raise QuantizeError(str(exc)) from None
+    if metadata.precision != "int8":
+        raise QuantizeError(f"{path} is a {metadata.precision} model, not an INT8 Q/DQ one; {make}")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     from calibration.quantize import add_calibration_arguments
 
@@ -396,33 +413,37 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    from banet.checkpoint import CheckpointError, load_checkpoint
+    from banet.checkpoint import load_checkpoint
     from banet.defaults import default_weights_path
     from banet.metadata import read_onnx_metadata, stale_source
-    from calibration.data import CalibrationDataError
+    from banet.outputs import check_output
     from calibration.quantize import (
         DEFAULT_EXCLUDE,
         QuantizeError,
+        command_errors,
         default_int8_path,
         ensure_fp32_onnx,
+        error_line,
         quantize_int8,
         source_from_args,
     )
-    from export.onnx_export import ExportError
 
     try:
+        check_output(args.output / "drift_report.json", force=True, error=QuantizeError, suffix=".json")
+        source = source_from_args(args)
+        given_int8 = {p.stem.split("_int8")[-1].strip("_") or p.stem: read_int8(p) for p in args.int8 or ()}
         weights = args.weights or default_weights_path()
         loaded = load_checkpoint(weights)
         fp32 = ensure_fp32_onnx(args.onnx, weights)
         fp16 = None if args.no_fp16 else ensure_fp16_onnx(fp32, loaded.model, Path(weights), loaded)
         if args.int8 is not None:
-            int8 = {p.stem.split("_int8")[-1].strip("_") or p.stem: p for p in args.int8}
+            int8 = given_int8
         else:
             int8 = {}
             for flavour in ("ort", "trt"):
                 path = default_int8_path(fp32, flavour)
                 if not path.is_file():
-                    quantize_int8(fp32, path, source_from_args(args), flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])
+                    quantize_int8(fp32, path, source, flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])
                 stale = stale_source(read_onnx_metadata(path), path, weights)
                 if stale:
                     raise QuantizeError(f"{stale}; re-quantize it: python -m calibration.quantize --flavour {flavour} "
@@ -430,8 +451,8 @@ def main(argv: list[str] | None = None) -> int:
                 int8[flavour] = path
         report = build_report(loaded.model, Path(weights), loaded.config, fp32, fp16, int8, args.limit,
                               not args.no_speed, args.full, args.threads, not args.no_fp16, progress=log.info)
-    except (CheckpointError, ExportError, QuantizeError, CalibrationDataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (*command_errors(), FileNotFoundError) as exc:
+        print(error_line(exc), file=sys.stderr)
         return 1
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "drift_report.json").write_text(json.dumps(report, indent=2))

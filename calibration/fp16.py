@@ -110,10 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m calibration.fp16``: FP16 drift of the default (or given) and the full network."""
     import argparse
     import json
+    import sys
+    from pathlib import Path
 
-    from banet.checkpoint import load_checkpoint
+    from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.config import FULL
     from banet.defaults import default_weights_path
+    from banet.outputs import check_output
+    from calibration.quantize import error_line
+    from export.onnx_export import ExportError
 
     parser = argparse.ArgumentParser(prog="python -m calibration.fp16", description=main.__doc__)
     parser.add_argument("--weights", default=None, help="checkpoint (default: the embedded default model)")
@@ -121,12 +126,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="also the full stack-10 network (random weights, seed 0: the authors' are not here)")
     parser.add_argument("--json", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    loaded = load_checkpoint(args.weights or default_weights_path())
-    report = {f"{loaded.path.name} ({loaded.config.describe()})": measure(loaded.model)}
-    if args.full:
-        torch.manual_seed(0)
-        report[f"random weights ({FULL.describe()})"] = measure(BANet(FULL).eval(), shapes=((1, 256, 256),
-                                                                                            (2, 64, 96)))
+    try:
+        if args.json:
+            check_output(Path(args.json), force=True, error=ExportError, suffix=".json")
+        loaded = load_checkpoint(args.weights or default_weights_path())
+        report = {f"{loaded.path.name} ({loaded.config.describe()})": measure(loaded.model)}
+        if args.full:
+            torch.manual_seed(0)
+            report[f"random weights ({FULL.describe()})"] = measure(BANet(FULL).eval(), shapes=((1, 256, 256),
+                                                                                                (2, 64, 96)))
+    except (CheckpointError, ExportError, FileNotFoundError) as exc:
+        print(error_line(exc), file=sys.stderr)
+        return 1
     for model_name, rows in report.items():
         print(model_name)
         for name, row in rows.items():

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.outputs import check_output
-from calibration.data import CalibrationDataError, CalibrationSource
+from banet.outputs import check_input, check_output
+from calibration.data import CalibrationDataError, CalibrationSource, list_images
 
 log = logging.getLogger(__name__)
 
@@ -465,27 +465,63 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def source_from_args(args: argparse.Namespace) -> CalibrationSource:
+    """The calibration source the options describe, refused (CalibrationDataError) before any work: a
+    ``--calib-dir`` that is missing, not a folder or holds no images, a size, count or batch it cannot take."""
+    if args.calib_dir is not None:
+        list_images(args.calib_dir)
     return CalibrationSource(args.calib_dir, args.calib_count, tuple(args.calib_size), args.calib_batch, args.seed,
                              args.calib_mode)
 
 
 def ensure_fp32_onnx(path: Path | None, weights: Path | None) -> Path:
-    """The FP32 ONNX to quantize: ``path``, or ``engines/<weights stem>.onnx``, exported first if missing."""
+    """The FP32 ONNX to quantize or measure against, checked: readable, a BANet FP32 export, of ``weights``.
+
+    A given ``path`` must be there: a mistyped name is refused with the command that makes it, never exported
+    to. Only the default, ``engines/<weights stem>.onnx``, is exported first when missing. Given ``weights``
+    must exist, and the ONNX must have been exported from them (as must a derived one from the default weights).
+    """
     from banet.defaults import default_weights_path
 
     given_weights = weights is not None
+    if given_weights:
+        check_input(weights, error=QuantizeError, what="checkpoint file")
     weights = Path(weights) if weights else default_weights_path()
     derived = path is None
     path = Path(path) if path else ENGINES / f"{weights.stem}.onnx"
-    if path.is_file():
-        from banet.metadata import read_onnx_metadata, stale_source
+    if derived and not path.exists():
+        return export_fp32_onnx(path, weights)
+    metadata = read_fp32_onnx(path, weights if given_weights else None)
+    from banet.metadata import stale_source
 
-        # a derived ONNX, or one given together with its weights, must come from those weights
-        stale = stale_source(read_onnx_metadata(path), path, weights) if derived or given_weights else None
-        if stale:
-            raise QuantizeError(f"{stale}; re-export it first: python export/to_onnx.py --weights {weights} "
-                                f"--output {path} --force")
-        return path
+    # a derived ONNX, or one given together with its weights, must come from those weights
+    stale = stale_source(metadata, path, weights) if derived or given_weights else None
+    if stale:
+        raise QuantizeError(f"{stale}; re-export it first: python export/to_onnx.py --weights {weights} "
+                            f"--output {path} --force")
+    return path
+
+
+def read_fp32_onnx(path: Path, weights: Path | None = None):
+    """The metadata of a given FP32 ONNX; QuantizeError (one line, how to make it) for a missing, unreadable,
+    foreign or non-FP32 file."""
+    from banet.metadata import ArtifactError, read_onnx_metadata
+
+    make = "python export/to_onnx.py" + (f" --weights {weights}" if weights else "") + f" --output {path}"
+    try:
+        metadata = read_onnx_metadata(path)
+    except FileNotFoundError as exc:
+        raise QuantizeError(f"{exc}; export it with {make}, or leave out --onnx to use (and make) "
+                            "engines/<weights stem>.onnx") from None
+    except ArtifactError as exc:
+        raise QuantizeError(str(exc)) from None
+    if metadata.precision != "fp32":
+        raise QuantizeError(f"{path} is a {metadata.precision} model; quantize (and measure against) the FP32 "
+                            f"export: {make}")
+    return metadata
+
+
+def export_fp32_onnx(path: Path, weights: Path) -> Path:
+    """Export ``weights`` to the default FP32 ONNX ``path`` (the only input a command makes for itself)."""
     from banet.checkpoint import load_checkpoint
     from export.onnx_export import ExportOptions, export_onnx
 
@@ -541,6 +577,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_errors() -> tuple[type[Exception], ...]:
+    """What the calibration commands refuse in one line (``error: ...``, exit 1) instead of a traceback: their
+    own errors and those of the checkpoint and export behind an FP32 ONNX they make first."""
+    from banet.checkpoint import CheckpointError
+    from export.onnx_export import ExportError
+
+    return QuantizeError, CalibrationDataError, CheckpointError, ExportError
+
+
+def error_line(exc: Exception) -> str:
+    """``error: <first line>``: detail after it (an export's parity table) has already been logged."""
+    return f"error: {(str(exc).strip() or type(exc).__name__).splitlines()[0]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -549,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --output needs a single --flavour", file=sys.stderr)
         return 2
     try:
+        source = source_from_args(args)
+        if args.output:
+            check_output(args.output, force=args.force, error=QuantizeError, suffix=".onnx")
         fp32 = ensure_fp32_onnx(args.onnx, args.weights)
         if args.list_groups:
             import onnx
@@ -559,7 +612,6 @@ def main(argv: list[str] | None = None) -> int:
                 for name, nodes in node_groups(quantizable_nodes(model, FLAVOURS[flavour])).items():
                     print(f"  {name:22s} {len(nodes):3d} nodes")
             return 0
-        source = source_from_args(args)
         for flavour in flavours:
             output = args.output or default_int8_path(fp32, flavour)
             exclude = list(DEFAULT_EXCLUDE[flavour]) if args.exclude is None else args.exclude
@@ -577,8 +629,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {result.path} ({flavour}, {args.method}, {len(result.quantized_nodes)} nodes quantized, "
                   f"float blocks: {', '.join(result.excluded_groups) or 'none'}); drift vs FP32 ONNX: {drift} dB "
                   f"({result.seconds:.0f} s){parse_summary(result.tensorrt_parse)}")
-    except (QuantizeError, CalibrationDataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except command_errors() as exc:
+        print(error_line(exc), file=sys.stderr)
         return 1
     return 0
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.data import CalibrationDataError, CalibrationSource
+from banet.outputs import check_output
+from calibration.data import CalibrationSource
 from calibration.quantize import FLAVOURS, QuantizeError, node_groups, quantizable_nodes, quantize_int8
 
 log = logging.getLogger(__name__)
@@ -161,7 +162,15 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.quantize import METHODS, add_calibration_arguments, ensure_fp32_onnx, source_from_args
+    from calibration.quantize import (
+        METHODS,
+        add_calibration_arguments,
+        command_errors,
+        ensure_fp32_onnx,
+        error_line,
+        parse_size,
+        source_from_args,
+    )
 
     parser = argparse.ArgumentParser(prog="python -m calibration.sensitivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -175,21 +184,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep blocks in float until the output PSNR vs FP32 is at least this (default 45 dB)")
     parser.add_argument("--max-excluded", type=int, default=None, help="keep at most this many blocks in float")
     parser.add_argument("--probe-count", type=int, default=8, help="probe images (default 8)")
-    parser.add_argument("--probe-size", default="128x128", help="probe image size (default 128x128)")
+    parser.add_argument("--probe-size", type=parse_size, default=(128, 128), metavar="HxW",
+                        help="probe image size (default 128x128)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from calibration.quantize import parse_size
-
     try:
-        fp32 = ensure_fp32_onnx(args.onnx, args.weights)
+        if args.json:
+            check_output(args.json, force=True, error=QuantizeError, suffix=".json")
         source = source_from_args(args)
-        probe = probe_inputs(source, args.probe_count, parse_size(args.probe_size))
+        probe = probe_inputs(source, args.probe_count, args.probe_size)
+        fp32 = ensure_fp32_onnx(args.onnx, args.weights)
         report = search(fp32, source, args.flavour, args.method, args.drift_budget_db, probe, args.percentile,
                         args.max_excluded)
-    except (QuantizeError, CalibrationDataError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except command_errors() as exc:
+        print(error_line(exc), file=sys.stderr)
         return 1
     print(report.table())
     if args.json:

@@ -27,6 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from banet.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from banet.defaults import default_weights_path  # noqa: E402
+from banet.outputs import check_output  # noqa: E402
 from export.onnx_export import ExportError, ExportOptions, export_onnx  # noqa: E402
 from export.parity import DEFAULT_SWEEP  # noqa: E402
 
@@ -105,13 +106,18 @@ def main(argv: list[str] | None = None) -> int:
                             simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
                             min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force)
     try:
+        if args.report:
+            check_output(args.report, force=True, error=ExportError, suffix=".json")
         weights = args.weights or default_weights_path()
         loaded = load_checkpoint(weights)
         log.info("weights: %s (%s, layout %s%s)", weights, loaded.config.describe(), loaded.layout,
                  ", configuration inferred from shapes" if loaded.config_inferred else "")
         output = args.output or default_output(Path(weights).stem, options)
         path, report = export_onnx(loaded.model, output, options, loaded.sha256, Path(weights).name, loaded.config)
-    except (CheckpointError, ExportError, FileNotFoundError) as exc:
+    except (CheckpointError, FileNotFoundError) as exc:  # a bad --weights: one line (torch's detail dropped)
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except ExportError as exc:  # with -q the parity table of a failed verification follows the line
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.quiet:
