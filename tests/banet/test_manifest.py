@@ -1,16 +1,20 @@
 """Engine manifests: writing, reading, and the compatibility check the runtime applies (no TensorRT needed)."""
 
 import json
+import os
 
 import pytest
 
 from banet.manifest import (
     ManifestError,
     RuntimeEnvironment,
+    commit_pair,
     explain,
     incompatibilities,
     manifest_path,
     read_manifest,
+    settle_pair,
+    stage_pair,
     target_to_cc,
 )
 from tests.manifest_helpers import make_manifest
@@ -118,3 +122,56 @@ def test_target_parsing():
     assert target_to_cc("sm120") == (12, 0)
     with pytest.raises(ValueError):
         target_to_cc("turing")
+
+
+# -- replacing an engine and its manifest together -----------------------------------------------------------------
+def committed_pair(folder, data=b"old engine"):
+    engine = folder / "x.engine"
+    engine.write_bytes(data)
+    make_manifest(data, engine="x.engine").write(manifest_path(engine))
+    return engine
+
+
+def test_staged_pair_is_invisible_until_committed(tmp_path):
+    engine = committed_pair(tmp_path)
+    new = make_manifest(b"new engine", engine="x.engine")
+    staged = stage_pair(engine, b"new engine", new)
+    assert staged == tmp_path / "x.partial.engine" and manifest_path(staged).is_file()
+    assert read_manifest(engine).engine_sha256 == make_manifest(b"old engine").engine_sha256
+    commit_pair(engine)
+    assert read_manifest(engine).engine_sha256 == new.engine_sha256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.engine", "x.json"]
+
+
+@pytest.mark.parametrize("first_build", [False, True])
+def test_a_commit_cut_between_its_renames_reads_as_the_new_pair_and_is_settled(tmp_path, first_build):
+    engine = tmp_path / "x.engine" if first_build else committed_pair(tmp_path)
+    new = make_manifest(b"new engine", engine="x.engine")
+    staged = stage_pair(engine, b"new engine", new)
+    os.replace(staged, engine)  # the commit point; the manifest rename never happens
+    assert read_manifest(engine).engine_sha256 == new.engine_sha256  # the staged manifest describes it
+    assert settle_pair(engine) is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.engine", "x.json"]
+    assert read_manifest(engine).engine_sha256 == new.engine_sha256
+
+
+def test_settling_an_uncommitted_stage_keeps_the_old_pair(tmp_path):
+    engine = committed_pair(tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    stage_pair(engine, b"new engine", make_manifest(b"new engine", engine="x.engine"))
+    (tmp_path / "x.engine.partial").write_bytes(b"left by an older build")
+    assert settle_pair(engine) is False
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_a_staged_manifest_of_other_bytes_is_never_taken(tmp_path):
+    engine = committed_pair(tmp_path)
+    stage_pair(engine, b"new engine", make_manifest(b"new engine", engine="x.engine"))
+    engine.write_bytes(b"replaced by hand")
+    with pytest.raises(ManifestError, match="does not describe"):
+        read_manifest(engine)
+
+
+def test_missing_engine_is_named(tmp_path):
+    with pytest.raises(ManifestError, match="x.engine: engine file not found"):
+        read_manifest(tmp_path / "x.engine")

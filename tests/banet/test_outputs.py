@@ -1,10 +1,13 @@
-"""The shared output-path rule: refuse to overwrite, refuse folders, fail early on unwritable folders."""
+"""The shared path rules: refuse to overwrite, refuse folders, fail early on unwritable folders, inputs must exist,
+writes are whole or nothing."""
 
+import errno
 import os
 
 import pytest
 
-from banet.outputs import check_output, shown_path
+import banet.outputs
+from banet.outputs import check_input, check_output, shown_path, write_atomic, write_error
 
 
 class Refused(RuntimeError):
@@ -55,3 +58,41 @@ def test_shown_path_is_relative_inside_the_working_folder_and_unchanged_outside(
     monkeypatch.chdir(tmp_path)
     assert shown_path(tmp_path / "engines" / "a.onnx") == os.path.join("engines", "a.onnx")
     assert shown_path("/elsewhere/b.onnx") == "/elsewhere/b.onnx"
+
+
+def test_inputs_must_exist_and_be_files(tmp_path):
+    with pytest.raises(Refused, match=r"mistyped.onnx: ONNX file not found; export it$"):
+        check_input(tmp_path / "mistyped.onnx", error=Refused, what="ONNX file", fix="export it")
+    with pytest.raises(Refused, match="is a directory, not a checkpoint"):
+        check_input(tmp_path, error=Refused, what="a checkpoint")
+    (tmp_path / "w.pth").write_bytes(b"x")
+    assert check_input(tmp_path / "w.pth", error=Refused, what="a checkpoint") == tmp_path / "w.pth"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.pth"]  # nothing created for the missing one
+
+
+def test_atomic_write_leaves_the_old_file_on_a_full_disk(tmp_path, monkeypatch):
+    target = tmp_path / "cache.bin"
+    write_atomic(target, b"old")
+
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[:1])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(banet.outputs, "open", lambda path, mode: Full(open(path, mode)), raising=False)
+    with pytest.raises(OSError) as info:
+        write_atomic(target, b"new data" * 1000)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["cache.bin"]
+    message = write_error(info.value, target, 8000)
+    assert message.startswith(f"no space left on device writing {target}: 0.0 MB needed, ") and "MB free" in message
+    assert write_error(PermissionError(errno.EACCES, "Permission denied"), target) == \
+        f"cannot write {target}: Permission denied"
