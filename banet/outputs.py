@@ -10,10 +10,11 @@ write that fails (:func:`write_error`, e.g. a full disk).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 #: Suffix :func:`write_atomic` adds to a file's name while it is being written.
@@ -100,6 +101,17 @@ def write_error(exc: OSError, path: Path, size: int | None = None) -> str:
         needed = f": {size / 1e6:.1f} MB needed{free}" if size is not None else free.replace(", ", ": ", 1)
         return f"no space left on device writing {path}{needed}"
     return f"cannot write {path}: {exc.strerror or exc}"
+
+
+@contextlib.contextmanager
+def removed_on_write_error(partial: Path, target: Path, error: type[Exception]) -> Iterator[None]:
+    """Around a write of ``partial`` (a file that becomes ``target`` once complete): an ``OSError`` (a full disk)
+    removes ``partial`` and becomes ``error`` with :func:`write_error`'s one line, so nothing half written stays."""
+    try:
+        yield
+    except OSError as exc:
+        Path(partial).unlink(missing_ok=True)
+        raise error(write_error(exc, target)) from exc
 
 
 def shown_path(path: Path | str) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.outputs import check_input, check_output
+from banet.outputs import check_input, check_output, removed_on_write_error
 from calibration.data import CalibrationDataError, CalibrationSource, list_images
 
 log = logging.getLogger(__name__)
@@ -366,7 +366,8 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
                   "int8_excluded_groups": json.dumps(sorted(exclude_groups)),
                   "int8_quantized_nodes": str(len(nodes)), **(extra_metadata or {})})
     write_onnx_metadata(proto, dataclasses.replace(metadata, precision="int8", extra=extra))
-    onnx.save(proto, str(tmp))
+    with removed_on_write_error(tmp, output, QuantizeError):
+        onnx.save(proto, str(tmp))
 
     conformance = check_tensorrt_conformance(tmp, output) if spec.tensorrt else None
     verification = verify_against_fp32(fp32_onnx, tmp, verify_shapes, threads) if verify_shapes else {}
@@ -382,7 +383,8 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     if conformance is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "banet.int8_tensorrt_parse", json.dumps(conformance)
-    onnx.save(proto, str(tmp))
+    with removed_on_write_error(tmp, output, QuantizeError):
+        onnx.save(proto, str(tmp))
     os.replace(tmp, output)
     seconds = time.perf_counter() - started
     log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output,

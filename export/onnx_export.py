@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from banet.config import BANetConfig
 from banet.conventions import BANET
 from banet.metadata import ModelMetadata, write_onnx_metadata
-from banet.outputs import check_output
+from banet.outputs import check_output, removed_on_write_error
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,8 @@ def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_s
         extra={"batch": str(options.batch) if options.batch else "dynamic"})
     write_onnx_metadata(proto, metadata)
     proto.doc_string = f"BANet ({config.describe()}) exported by banet-deploy"
-    onnx.save(proto, str(tmp))
+    with removed_on_write_error(tmp, output, ExportError):
+        onnx.save(proto, str(tmp))
 
     min_psnr, max_abs = THRESHOLDS[options.precision]
     min_psnr = options.min_psnr_db if options.min_psnr_db is not None else min_psnr
@@ -243,7 +244,8 @@ def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_s
         {"reference": report.reference, "worst_psnr_db": round(report.worst_psnr_db, 2),
          "max_abs_error": max(r.max_abs_error for r in report.results),
          "shapes": ["x".join(map(str, r.shape)) for r in report.results]})
-    onnx.save(proto, str(tmp))
+    with removed_on_write_error(tmp, output, ExportError):
+        onnx.save(proto, str(tmp))
     os.replace(tmp, output)
     return output, report
 

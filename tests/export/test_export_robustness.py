@@ -399,3 +399,20 @@ def test_manifest_error_messages_stay_one_line(tmp_path):
         with pytest.raises(ManifestError, match=message) as info:
             read_manifest(engine)
         assert "\n" not in str(info.value)
+
+
+def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, files, capsys, monkeypatch):
+    import onnx
+
+    real_save = onnx.save
+
+    def full_save(proto, path, *args, **kwargs):
+        real_save(proto, path, *args, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(onnx, "save", full_save)
+    code = to_onnx.main(["--weights", str(files["weights"]), "--output", str(tmp_path / "x.onnx"), "-q",
+                         "--no-default-sweep", "--verify-sizes", "1x32x32"])
+    refused(capsys, code, "no space left on device writing", "x.onnx")
+    assert list(tmp_path.iterdir()) == []

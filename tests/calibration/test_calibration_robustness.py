@@ -209,3 +209,25 @@ def test_command_line_mistyped_onnx_prints_no_traceback_and_exports_nothing(tmp_
     assert "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "missing.onnx: ONNX file not found" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_onnx, capsys, monkeypatch):
+    import errno
+    import os
+
+    import onnx
+
+    real_save = onnx.save
+
+    def full_save(proto, path, *args, **kwargs):
+        if not str(path).endswith(".partial.onnx"):  # ONNX Runtime's own temporary files are not ours
+            return real_save(proto, path, *args, **kwargs)
+        real_save(proto, path, *args, **kwargs)
+        Path(path).write_bytes(Path(path).read_bytes()[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(onnx, "save", full_save)
+    code = quantize.main(["--onnx", str(tiny_onnx), "--output", str(tmp_path / "q.onnx"), "--flavour", "ort",
+                          "--calib-count", "2", "--calib-size", "32x32"])
+    refused(capsys, code, "no space left on device writing", "q.onnx")
+    assert list(tmp_path.iterdir()) == []
