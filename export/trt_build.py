@@ -579,9 +579,9 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
     if output.suffix.lower() not in (".engine", ".plan", ".trt"):
         raise PlanError(f"{output}: engine files end in .engine (the runtime picks the backend from the extension)")
     check_output(output, force=options.force, error=PlanError, suffix=".engine")
-    for cache in (options.timing_cache, options.calibration_cache):
+    for cache, suffix in ((options.timing_cache, ".bin"), (options.calibration_cache, ".calib")):
         if cache:  # read and updated in place: it may exist, but must be a file in a writable folder
-            check_output(cache, force=True, error=PlanError, suffix=" (a cache file)")
+            check_output(cache, force=True, error=PlanError, suffix=suffix)
     if options.calibrate:
         c, _, h, w = nchw(options.calibration_shape)
         if h % onnx.size_multiple or w % onnx.size_multiple:
@@ -1113,9 +1113,13 @@ def _keep_failed(plan: BuildPlan, staged: Path, manifest: EngineManifest) -> Pat
     inspection. The committed pair, an earlier good engine, is not touched."""
     failed = plan.output.with_name(plan.output.stem + ".failed" + plan.output.suffix)
     manifest.engine = failed.name
-    manifest.write(manifest_path(failed))
-    os.replace(staged, failed)
-    discard_staged(plan.output)
+    try:
+        manifest.write(manifest_path(failed))
+        os.replace(staged, failed)
+    except OSError as exc:
+        raise BuildError(write_error(exc, failed)) from exc
+    finally:
+        discard_staged(plan.output)
     return failed
 
 
