@@ -474,3 +474,16 @@ def test_int8_without_its_qdq_onnx(tmp_path, monkeypatch, capsys):
     assert "MISSING INPUT" in out and "python -m calibration.quantize --flavour trt" in out
     assert build_trt.main(common) == 1
     assert "the INT8 Q/DQ ONNX is missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("passed, code", [(True, 0), (False, 1)])
+def test_check_exit_code_follows_the_drift_verdict(tmp_path, monkeypatch, capsys, passed, code):
+    """A measured drift below the threshold fails ``--check`` (exit 1), as a failed Polygraphy comparison does."""
+    import types
+
+    import export.build_trt as cli
+
+    measured = types.SimpleNamespace(drift={"worst_psnr_db": 61.5 if passed else 12.0, "passed": passed})
+    monkeypatch.setattr(cli, "check_engine", lambda engine, reference: measured)
+    assert cli.check(tmp_path / "x.engine", None) == code
+    assert ("passed" if passed else "FAILED") in capsys.readouterr().out
