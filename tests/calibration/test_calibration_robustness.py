@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from calibration import drift, fp16, quantize, sensitivity
+from tests.cli_helpers import refused
 
 ROOT = Path(__file__).resolve().parents[2]
 RANDOM_BYTES = random.Random(0).randbytes(4096)
@@ -46,18 +47,6 @@ def bad(tmp_path_factory, tiny_onnx) -> dict[str, Path]:
 def _no_default_export(monkeypatch, tmp_path):
     """engines/ stays untouched: a default FP32 path would be made in this test's folder, never the repository's."""
     monkeypatch.setattr(quantize, "ENGINES", tmp_path / "engines")
-
-
-def refused(capsys, code: int, *needles: str) -> str:
-    """Exit 1 with one ``error:`` line (containing ``needles``) and no traceback; returns the line."""
-    err = capsys.readouterr().err
-    assert code == 1, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def listing(folder: Path) -> dict[str, bytes | None]:

@@ -32,6 +32,7 @@ from banet.manifest import ManifestError, manifest_path, read_manifest
 from banet.model import BANet
 from export import build_trt, to_onnx, trt_build
 from export.onnx_export import ExportOptions, export_onnx
+from tests.cli_helpers import refused
 from tests.manifest_helpers import make_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,18 +99,6 @@ def folder_state(folder: Path) -> dict[str, bytes]:
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def refused(capsys, code: int, *needles: str) -> str:
-    """Exit 1 with one ``error:`` line (containing ``needles``) and no traceback; returns the line."""
-    err = capsys.readouterr().err
-    assert code == 1, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 # -- 1. engine and manifest are replaced together ------------------------------------------------------------------
