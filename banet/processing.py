@@ -51,7 +51,9 @@ def _check_images(images: np.ndarray) -> np.ndarray:
 def to_unit_range(images: np.ndarray) -> np.ndarray:
     """uint8/uint16/float images -> float32 in [0, 1]. Floats outside [0, 1] or NaN are rejected."""
     if images.dtype in _INTEGER_MAX:
-        return images.astype(np.float32) / np.float32(_INTEGER_MAX[images.dtype])
+        out = images.astype(np.float32)
+        out /= np.float32(_INTEGER_MAX[images.dtype])  # in place: large photos need no second float copy
+        return out
     out = images.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         raise ImageFormatError("float image contains NaN or Inf")
@@ -66,7 +68,10 @@ def from_unit_range(images: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """float [0, 1] -> the requested dtype (rounded for integer types)."""
     dtype = np.dtype(dtype)
     if dtype in _INTEGER_MAX:
-        return np.clip(np.rint(images * _INTEGER_MAX[dtype]), 0, _INTEGER_MAX[dtype]).astype(dtype)
+        scaled = images * np.float32(_INTEGER_MAX[dtype])
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, 0, _INTEGER_MAX[dtype], out=scaled)
+        return scaled.astype(dtype)
     return images.astype(dtype)
 
 
@@ -120,7 +125,9 @@ def preprocess(images: np.ndarray, conventions: Conventions = BANET, channel_ord
     """
     images = _check_images(images)
     unit = reorder_channels(to_unit_range(images), channel_order, conventions.channel_order)
-    batch = np.ascontiguousarray(unit.transpose(0, 3, 1, 2)) + np.float32(conventions.offset)
+    batch = np.empty((unit.shape[0], unit.shape[3], unit.shape[1], unit.shape[2]), np.float32)
+    batch[...] = unit.transpose(0, 3, 1, 2)  # one NCHW copy (never a view of the caller's array)...
+    batch += np.float32(conventions.offset)  # ...shifted in place
     if pad:
         target = padded_size(batch.shape[2], batch.shape[3], conventions.size_multiple, min_size)
         return pad_to(batch, *target, mode=conventions.pad_mode)
@@ -129,7 +136,9 @@ def preprocess(images: np.ndarray, conventions: Conventions = BANET, channel_ord
 
 def network_output_to_unit(batch: np.ndarray, conventions: Conventions = BANET) -> np.ndarray:
     """Clamp raw NCHW network output and map it to [0, 1] (no cropping, no reordering)."""
-    return np.clip(batch, conventions.clamp_min, conventions.clamp_max) - np.float32(conventions.offset)
+    unit = np.clip(batch, conventions.clamp_min, conventions.clamp_max)
+    unit -= np.float32(conventions.offset)
+    return unit
 
 
 def postprocess(batch: np.ndarray, padding: Padding, dtype: np.dtype = np.uint8,

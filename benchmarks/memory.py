@@ -24,8 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.run import RESULTS, _size, slug
-from benchmarks.timing import cpu_name
+from benchmarks.timing import cpu_name, parse_wxh, slug
+
+#: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
+RESULTS = Path(__file__).resolve().parent / "results"
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +116,10 @@ def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Pat
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", type=_size, default=[(3000, 4000), (6000, 8000)],
+    parser.add_argument("--sizes", nargs="+", type=parse_wxh, default=[(3000, 4000), (6000, 8000)],
                         help="photo sizes, WxH (default: 12 MP and 48 MP)")
     parser.add_argument("--backends", nargs="+", choices=("onnxruntime", "torch"), default=["onnxruntime", "torch"])
-    parser.add_argument("--agreement", type=_size, default=(2000, 3000),
+    parser.add_argument("--agreement", type=parse_wxh, default=(2000, 3000),
                         help="WxH of the tiled-vs-untiled check (untiled needs about 1.1 KB per pixel)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.child:
         kind, backend, size = args.child
-        height, width = _size(size)  # (H, W), as benchmarks.run parses WxH
+        height, width = parse_wxh(size)
         print(json.dumps((measure if kind == "measure" else agreement)(backend, width, height)))
         return 0
     rows = [_child("measure", b, f"{w}x{h}") for h, w in args.sizes for b in args.backends]

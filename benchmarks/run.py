@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import logging
 import platform
-import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from banet.config import FULL, BANetConfig
 from benchmarks import cost
 from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import System, Unavailable, onnxruntime_system, tensorrt_system, torch_system
-from benchmarks.timing import PeakRssSampler, cpu_name, time_call
+from benchmarks.timing import PeakRssSampler, cpu_name, parse_wxh, slug, time_call
 
 log = logging.getLogger("benchmarks")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,15 +54,6 @@ def machine_name() -> str:
     return cpu_name()
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
-
-
-def _size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 1280x720, got {text!r}")
-    return int(m.group(2)), int(m.group(1))  # stored as (H, W)
 
 
 def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[str, Path]) -> list:
@@ -169,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None, help="default-model checkpoint (default: embedded)")
-    parser.add_argument("--sizes", type=_size, nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
+    parser.add_argument("--sizes", type=parse_wxh, nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
                         metavar="WxH", help="resolutions for the default network (default 256x256 1280x720 1920x1080)")
-    parser.add_argument("--full-sizes", type=_size, nargs="*", default=[(256, 256)], metavar="WxH",
+    parser.add_argument("--full-sizes", type=parse_wxh, nargs="*", default=[(256, 256)], metavar="WxH",
                         help="resolutions for the full stack-10 network (default 256x256; none to skip)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per configuration (max)")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import platform
+import re
 import statistics
 import threading
 import time
@@ -112,3 +114,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of ``text`` (results files are named after the machine)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
+
+
+def parse_wxh(text: str) -> tuple[int, int]:
+    """A ``WxH`` command-line size (width first, as screens are named) -> (height, width)."""
+    m = re.fullmatch(r"(\d+)x(\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected WxH such as 1280x720, got {text!r}")
+    return int(m.group(2)), int(m.group(1))
