@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint(BANet(FULL), tmp_full)
         models.append(Model(f"full ({FULL.describe()}, random weights)", FULL, tmp_full, args.full_sizes,
                             "timing does not depend on the weights"))
-    int8_files = args.int8 if args.int8 is not None else sorted(Path("engines").glob(f"{weights.stem}_int8*.onnx"))
+    int8_files = args.int8 if args.int8 is not None else sorted(
+        p for p in Path("engines").glob(f"{weights.stem}_int8*.onnx") if not p.name.endswith(".failed.onnx"))
     int8 = {p.stem.split("_int8")[-1].strip("_") or "qdq": p for p in int8_files}
 
     started = time.perf_counter()
