@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +64,12 @@ class TrainConfig:
         data = asdict(self)
         data["model"] = self.model.to_dict()
         return data
+
+    def same_run(self, other: TrainConfig) -> bool:
+        """Whether ``other`` continues this run: same network, data stream and recipe. The schedule (steps,
+        learning rate) may change on resume, as a shortened or extended run needs."""
+        keys = ("model", "seed", "crop", "batch", "recipe")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -119,7 +125,7 @@ def _start_from_weights(path: Path, model: BANet, config: TrainConfig, run_dir: 
     model.load_state_dict(loaded.model.state_dict())
     header = loaded.metadata
     stored = header.get("banet.train_config")
-    if stored and TrainConfig.from_dict(json.loads(stored)) == config and "banet.run_step" in header:
+    if stored and "banet.run_step" in header and TrainConfig.from_dict(json.loads(stored)).same_run(config):
         step = int(header["banet.run_step"])
         history_file = run_dir / "history.jsonl"
         history = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()] \
@@ -128,6 +134,20 @@ def _start_from_weights(path: Path, model: BANet, config: TrainConfig, run_dir: 
         return step, [e for e in history if e["step"] <= step]
     log.info("fine-tuning from %s (%s steps before this run)", path, header.get("banet.trained_steps", "?"))
     return 0, []
+
+
+def _steps_before_run(weights: Path, config: TrainConfig) -> int:
+    """Steps the weights had before this run: all of their steps for a fine-tune, or, when they were exported
+    by this very run (same recipe, see :meth:`TrainConfig.same_run`), the steps its start had."""
+    from banet.checkpoint import read_state_dict
+
+    header = read_state_dict(weights)[2]
+    stored = header.get("banet.train_config")
+    if stored and "banet.run_step" in header:
+        stored_config = TrainConfig.from_dict(json.loads(stored))
+        if stored_config.same_run(config):
+            return stored_config.init_steps
+    return int(header.get("banet.trained_steps", 0))
 
 
 def _save_state(path: Path, model: BANet, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
@@ -190,10 +210,10 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     if state_path.exists():
         state = torch.load(state_path, map_location=dev, weights_only=True)
         stored = TrainConfig.from_dict(json.loads(state["train_config"]))
-        if stored.model != config.model or stored.seed != config.seed or stored.crop != config.crop \
-                or stored.batch != config.batch or stored.recipe != config.recipe:
+        if not stored.same_run(config):
             raise ValueError(f"{state_path} was trained with {stored}; refusing to resume with {config}. "
                              "Use another --run directory for a different recipe.")
+        config = replace(config, init_steps=stored.init_steps)  # what this run started from is the run's record
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         step, history = int(state["step"]), json.loads(state["history"])
@@ -315,18 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
     dim_1, dim_2 = (int(v) for v in args.widths.split(","))
-    init_steps = 0
-    if args.init_from is not None:
-        from banet.checkpoint import read_state_dict
-
-        header = read_state_dict(args.init_from)[2]
-        stored = header.get("banet.train_config")
-        init_steps = int(header.get("banet.trained_steps", 0))
-        if stored and "banet.run_step" in header and json.loads(stored).get("recipe") == args.recipe:
-            init_steps = TrainConfig.from_dict(json.loads(stored)).init_steps  # resuming this run
     config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
                          crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
-                         recipe=args.recipe, init_steps=init_steps, warmup=args.warmup)
+                         recipe=args.recipe, warmup=args.warmup)
+    if args.init_from is not None:
+        config = replace(config, init_steps=_steps_before_run(args.init_from, config))
     if args.smoke:
         config = TrainConfig(model=BANetConfig(2, 8, 16), steps=30, batch=4, crop=32, warmup=5, save_every=10,
                              eval_every=30, seed=args.seed)

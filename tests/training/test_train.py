@@ -130,3 +130,15 @@ def test_fine_tune_starts_from_given_weights_at_step_zero(tmp_path):
     # lr ~0: the fine-tune starts from (and here stays at) the given weights, not from a fresh initialisation
     for key, value in start.model.state_dict().items():
         assert torch.allclose(value, loaded.model.state_dict()[key], atol=1e-6), key
+
+
+def test_extending_the_schedule_resumes_from_exported_weights(tmp_path):
+    """A longer --steps on resume continues the run (the schedule may move), it does not restart it."""
+    config = TrainConfig(**{**SMOKE, "steps": 20})
+    run = tmp_path / "r"
+    train(config, run, batch_source=_source(config), progress=False)
+    weights = export_weights(run, tmp_path / "w.safetensors")
+    (run / "last.pt").unlink()
+    longer = replace(config, steps=30)
+    history = train(longer, run, batch_source=_source(longer), progress=False, init_from=weights)
+    assert [e["step"] for e in history] == [10, 20, 30]
