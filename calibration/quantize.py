@@ -538,11 +538,13 @@ def default_int8_path(fp32_onnx: Path, flavour: str) -> Path:
     return fp32_onnx.with_name(f"{fp32_onnx.stem}_int8_{flavour}.onnx")
 
 
-#: Blocks kept in float by default, per flavour. Measured on the default model (README, INT8): with everything
-#: quantized, restoration PSNR on the held-out set is within 0.07 dB of FP32 for both flavours, and the blocks the
-#: sensitivity search would keep in float first are full-resolution convolutions (slow in float), so none are.
+#: Blocks kept in float by default, per flavour, measured on the shipped default model (held-out PSNR change vs
+#: FP32, 26 crops): ``ort`` with everything quantized loses 0.16 dB, so nothing is kept in float. ``trt`` (symmetric
+#: int8 activations) loses 0.34 dB with everything quantized, over the 0.3 dB bound; the decoder's last two
+#: full-resolution convolutions in float bring it to 0.22 dB (en_layer1 alone: 0.33, de_layer3 alone: 0.30,
+#: de_layer2 alone: 0.25). TensorRT runs the two float convolutions beside the int8 ones.
 #: Use ``--auto-exclude DB`` (or ``--exclude``) for a tighter drift budget.
-DEFAULT_EXCLUDE: dict[str, tuple[str, ...]] = {"ort": (), "trt": ()}
+DEFAULT_EXCLUDE: dict[str, tuple[str, ...]] = {"ort": (), "trt": ("de_layer2", "de_layer3")}
 
 
 def parse_summary(parse: dict) -> str:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 #: Working memory one forward pass may use by default, in MiB: with the image itself and the runtime, a 12 MP
 #: photo stays well inside an 8 GB laptop's memory (see the README for measured peaks).
-DEFAULT_MEMORY_BUDGET_MB = 1024
+DEFAULT_MEMORY_BUDGET_MB = 768
 
 
 class Deblurrer:

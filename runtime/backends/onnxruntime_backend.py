@@ -48,6 +48,10 @@ class OnnxRuntimeBackend(Backend):
                                           f"(available: {available})")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # The CPU arena grows in powers of two and keeps its peak: measured 1.85 GB vs 1.33 GB without it for one
+        # 966x964 tile of the default network (~15% slower). Predictable memory is what the Deblurrer's memory
+        # budget relies on, so the CPU provider allocates per run (GPU providers keep their own arenas).
+        options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=providers)
