@@ -17,7 +17,6 @@ problem.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,13 @@ from pathlib import Path
 import torch
 
 from banet.config import BANetConfig
+from banet.errors import (  # noqa: F401  (re-exported: the checkpoint API raises them)
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+)
+from banet.hashing import file_sha256  # noqa: F401  (re-exported)
 from banet.model import BANet
 
 log = logging.getLogger(__name__)
@@ -38,29 +44,6 @@ FORMAT_TAG = "banet-deploy/1"
 _KEY_FORMAT = "banet.format"
 _KEY_CONFIG = "banet.config"
 _LIST_LIMIT = 12
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; the message names the file and what is wrong."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """The checkpoint path does not exist."""
-
-
-class CheckpointFormatError(CheckpointError):
-    """The file is not a readable checkpoint: truncated, another kind of file, or unsafe pickled objects."""
-
-
-class CheckpointMismatchError(CheckpointError):
-    """The tensors do not fit the network: missing or unexpected keys, or wrong shapes."""
-
-    def __init__(self, message: str, missing: list[str] = (), unexpected: list[str] = (),
-                 shape_mismatches: dict[str, tuple] | None = None) -> None:
-        super().__init__(message)
-        self.missing = list(missing)
-        self.unexpected = list(unexpected)
-        self.shape_mismatches = dict(shape_mismatches or {})
 
 
 @dataclass
@@ -74,15 +57,6 @@ class LoadedCheckpoint:
     sha256: str
     config_inferred: bool
     metadata: dict[str, str] = field(default_factory=dict)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (recorded in exported models so artifacts trace back to their weights)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _short_list(keys: list[str]) -> str:

@@ -32,8 +32,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from banet.checkpoint import file_sha256
 from banet.conventions import METADATA_PREFIX
+from banet.hashing import file_sha256
 from banet.metadata import ModelMetadata
 from banet.outputs import PARTIAL, sync_folder, write_atomic
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 from banet.config import BANetConfig
 from banet.conventions import METADATA_PREFIX, Conventions
+from banet.errors import ArtifactError
+from banet.hashing import file_sha256
+from banet.onnx_wire import summarize_onnx
 
 SCHEMA_VERSION = "1"
-
-
-class ArtifactError(ValueError):
-    """A file that is not a usable BANet artifact: unreadable, truncated, foreign, or without our metadata."""
 
 
 @dataclass(frozen=True)
@@ -95,69 +94,46 @@ class ModelMetadata:
                    max_size=int(get("max_size")), extra=extra)
 
 
-def write_onnx_metadata(model, metadata: ModelMetadata) -> None:
-    """Replace the ``banet.*`` entries of an in-memory ``onnx.ModelProto``'s ``metadata_props``."""
-    keep = [(e.key, e.value) for e in model.metadata_props if not e.key.startswith(METADATA_PREFIX)]
-    del model.metadata_props[:]
-    for key, value in keep + sorted(metadata.to_props().items()):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-
-
-def load_onnx(path: str | Path, load_external_data: bool = False):
-    """``onnx.load`` with one-line errors: a missing file, a directory, or bytes that are not an ONNX model."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: ONNX file not found" if not path.exists() else f"{path}: not a file")
-    try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
-    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"{path}: not a readable ONNX model (truncated, corrupt or another kind of file: "
-                            f"{type(exc).__name__})") from None
-    if not model.graph.node:
-        raise ArtifactError(f"{path}: not a readable ONNX model (no graph: truncated, corrupt or another kind of "
-                            "file)")
-    return model
-
-
 def expected_conv_nodes(config: BANetConfig) -> int:
     """Conv nodes in an exported BANet graph: 4 outside the BAMs, 18 convolutions per BAM, 3 of them (BA's strip
     convolutions) applied twice (horizontal and vertical strips). Quantized and FP16 graphs keep every Conv."""
     return 4 + 21 * config.num_bams
 
 
-def check_banet_graph(model, metadata: ModelMetadata, source: str = "model") -> None:
+def check_signature(inputs: list[tuple[str, list]], outputs: list[tuple[str, list]], conv_count: int,
+                    metadata: ModelMetadata, source: str = "model") -> None:
     """Refuse a graph that carries BANet metadata but is not the network it describes (a foreign ONNX with our
     metadata copied in, or one edited since export): one NCHW 3-channel input and output under the recorded
-    names, and the convolution count of the recorded configuration."""
-    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-    outputs = list(model.graph.output)
+    names, and the convolution count (Conv + ConvTranspose nodes) of the recorded configuration.
 
+    ``inputs``/``outputs`` are (name, dims) pairs, dims as ints or symbolic names; readers with the ``onnx``
+    package and without it (the runtime, :mod:`banet.onnx_wire`) both end here.
+    """
     def described(values) -> str:
-        return ", ".join(f"{v.name}[{','.join(d.dim_param or str(d.dim_value) for d in v.type.tensor_type.shape.dim)}]"
-                         for v in values) or "none"
+        return ", ".join(f"{name}[{','.join(str(d) for d in dims)}]" for name, dims in values) or "none"
 
     for kind, values, name in (("input", inputs, metadata.input_name), ("output", outputs, metadata.output_name)):
-        dims = values[0].type.tensor_type.shape.dim if len(values) == 1 else []
-        if len(values) != 1 or values[0].name != name or len(dims) != 4 or dims[1].dim_value != 3:
+        dims = list(values[0][1]) if len(values) == 1 else []
+        if len(values) != 1 or values[0][0] != name or len(dims) != 4 or dims[1] != 3:
             raise ArtifactError(f"{source}: not a BANet graph: expected one {kind} {name}[N,3,H,W], found "
                                 f"{described(values)}")
-    convs = sum(n.op_type in ("Conv", "ConvTranspose") for n in model.graph.node)
     expected = expected_conv_nodes(metadata.config) + 1  # + the decoder's ConvTranspose
-    if convs != expected:
+    if conv_count != expected:
         raise ArtifactError(f"{source}: not a BANet graph of the recorded configuration "
-                            f"({metadata.config.describe()}): {convs} convolutions where {expected} are expected")
+                            f"({metadata.config.describe()}): {conv_count} convolutions where {expected} are "
+                            "expected")
 
 
 def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     """Read :class:`ModelMetadata` from an ONNX file (without external weights) and check that the graph is the
-    BANet it describes. Raises :class:`ArtifactError` (one line) for anything else."""
-    model = load_onnx(path)
-    metadata = ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(path))
-    check_banet_graph(model, metadata, str(path))
+    BANet it describes. Raises :class:`ArtifactError` (one line) for anything else. Needs no ``onnx`` package."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: ONNX file not found" if not path.exists() else f"{path}: not a file")
+    summary = summarize_onnx(path.read_bytes(), str(path))
+    metadata = ModelMetadata.from_props(summary.props, str(path))
+    convs = summary.ops["Conv"] + summary.ops["ConvTranspose"]
+    check_signature(summary.inputs, summary.outputs, convs, metadata, str(path))
     return metadata
 
 
@@ -170,8 +146,6 @@ def stale_source(metadata: ModelMetadata, onnx_path: str | Path, weights: str | 
     """
     if weights is None or not metadata.source_sha256 or not Path(weights).is_file():
         return None
-    from banet.checkpoint import file_sha256
-
     current = file_sha256(weights)
     if metadata.source_sha256 == current:
         return None

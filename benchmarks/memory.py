@@ -24,10 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.timing import cpu_name, parse_wxh, slug
+from banet.machine import cpu_name, slug
+from benchmarks.timing import parse_wxh
 
 #: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Results go under the current project (where the command is run), never into an installed package.
+RESULTS = Path("benchmarks") / "results"
 
 log = logging.getLogger(__name__)
 

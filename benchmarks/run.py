@@ -23,14 +23,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from banet.artifacts import engine_path, engines_dir, is_failed
 from banet.config import FULL, BANetConfig
+from banet.machine import cpu_name, slug
 from benchmarks import cost
 from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import System, Unavailable, onnxruntime_system, tensorrt_system, torch_system
-from benchmarks.timing import PeakRssSampler, cpu_name, parse_wxh, slug, time_call
+from benchmarks.timing import PeakRssSampler, parse_wxh, time_call
 
 log = logging.getLogger("benchmarks")
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Results go under the current project (where the command is run), never into an installed package.
+RESULTS = Path("benchmarks") / "results"
 
 
 @dataclass
@@ -76,7 +79,7 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
         factories.append((lambda p=path, f=flavour: onnxruntime_system(p, f"onnxruntime int8 ({f})", threads),
                           f"onnxruntime int8 ({flavour})"))
     for precision in ("fp32", "fp16", "int8"):
-        engine = Path("engines") / f"{model.weights.stem}_{precision}.engine"
+        engine = engine_path(model.weights.stem, precision)
         factories.append((lambda e=engine, p=precision: _engine(e, p), f"tensorrt {precision}"))
     return factories
 
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         models.append(Model(f"full ({FULL.describe()}, random weights)", FULL, tmp_full, args.full_sizes,
                             "timing does not depend on the weights"))
     int8_files = args.int8 if args.int8 is not None else sorted(
-        p for p in Path("engines").glob(f"{weights.stem}_int8*.onnx") if not p.name.endswith(".failed.onnx"))
+        p for p in engines_dir().glob(f"{weights.stem}_int8*.onnx") if not is_failed(p))
     int8 = {p.stem.split("_int8")[-1].strip("_") or "qdq": p for p in int8_files}
 
     started = time.perf_counter()

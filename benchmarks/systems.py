@@ -46,7 +46,7 @@ def torch_system(weights: Path, variant: str) -> System:
     """PyTorch eager FP32 (the baseline), or a GPU variant: fp16, channels_last, compile, cudagraphs."""
     import torch
 
-    from runtime.backends.torch_backend import TorchBackend
+    from banet.torch_backend import TorchBackend
 
     cuda = _cuda_available()
     if variant != "eager" and not cuda:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import re
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -103,22 +101,6 @@ def time_call(fn: Callable[[], object], warmup: int = 2, repeats: int = 10, budg
         if budget_s is not None and i >= 2 and time.perf_counter() - started > budget_s:
             break
     return Timing(samples, warmup)
-
-
-def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: results files are named after it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def slug(text: str) -> str:
-    """A file-name-safe form of ``text`` (results files are named after the machine)."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
 
 
 def parse_wxh(text: str) -> tuple[int, int]:

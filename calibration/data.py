@@ -5,7 +5,7 @@ A :class:`CalibrationSource` says where the images come from and how many, at wh
 * a folder of the user's images (``--calib-dir``): every readable image file under it, listed in sorted order,
   ``count`` of them sampled with a seeded generator, each cropped (seeded position, native resolution, so blur
   keeps its length in pixels) or resized to ``size``;
-* the built-in set: blurred crops of the held-out photographs (``training.photos.calibration_pairs``), the
+* the built-in set: blurred crops of the held-out photographs (``calibration.photos.calibration_pairs``), the
   same split the evaluation uses and never a training photo.
 
 Images become network inputs through :func:`banet.processing.preprocess`, the one implementation the runtime
@@ -45,7 +45,7 @@ class CalibrationDataError(ValueError):
 
 
 def _cache_root() -> Path:
-    from runtime.loading import cache_dir
+    from banet.paths import cache_dir
 
     return cache_dir() / "calibration"
 
@@ -98,7 +98,7 @@ class CalibrationSource:
         payload = {"version": CACHE_VERSION, **self.to_dict()}
         del payload["batch"]  # batching does not change the images
         if self.folder is None:
-            from training.blur import DEFAULT_CONFIG
+            from calibration.blur import DEFAULT_CONFIG
 
             payload["blur"] = repr(DEFAULT_CONFIG)
         else:
@@ -128,7 +128,7 @@ class CalibrationSource:
     def _builtin(self) -> list[np.ndarray]:
         import cv2
 
-        from training.photos import calibration_pairs, to_bgr_uint8
+        from calibration.photos import calibration_pairs, to_bgr_uint8
 
         h, w = self.size
         side = max(h, w)

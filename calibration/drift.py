@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.machine import cpu_name
 from banet.outputs import shown_path
-from benchmarks.timing import cpu_name
 from export.parity import Forward, psnr_db
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def run_heldout(forward: Forward, pairs: Sequence[tuple[str, np.ndarray, np.ndar
     """
     from banet.conventions import BANET
     from banet.processing import postprocess, preprocess
-    from training.evaluate import evaluate_pairs
+    from export.parity import evaluate_pairs
 
     conventions = conventions or BANET
     raws: list[np.ndarray] = []
@@ -105,27 +105,22 @@ def drift_row(name: str, precision: str, backend: str, forward: Forward, pairs, 
 def measure_speed(models: dict[str, Path], shape: tuple[int, int, int] = (1, 256, 256),
                   threads: Sequence[int] = (1, 2), warmup: int = 2, repeats: int = 7) -> list[dict]:
     """Median latency (ms) of each ONNX model on ONNX Runtime CPU, interleaved so load changes hit all alike."""
-    import onnxruntime as ort
-
     from export.parity import photo_batch
+    from runtime.backends.onnxruntime_backend import open_session, session_forward
 
     x = photo_batch(*shape)
     results = []
     for count in threads:
-        sessions = {}
-        for name, path in models.items():
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = count
-            opts.log_severity_level = 3
-            sessions[name] = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        times: dict[str, list[float]] = {name: [] for name in sessions}
+        runs = {name: session_forward(open_session(path, ["CPUExecutionProvider"], count))
+                for name, path in models.items()}
+        times: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(warmup):
-            for session in sessions.values():
-                session.run(None, {"input": x})
+            for run in runs.values():
+                run(x)
         for _ in range(repeats):
-            for name, session in sessions.items():
+            for name, run in runs.items():
                 start = time.perf_counter()
-                session.run(None, {"input": x})
+                run(x)
                 times[name].append((time.perf_counter() - start) * 1e3)
         results.append({"threads": count, "median_ms": {k: round(statistics.median(v), 2) for k, v in times.items()},
                         "min_ms": {k: round(min(v), 2) for k, v in times.items()}})
@@ -141,22 +136,16 @@ def profile_ops(path: Path, shape: tuple[int, int, int] = (1, 256, 256), threads
     """
     import tempfile
 
-    import onnxruntime as ort
-
     from export.parity import photo_batch
+    from runtime.backends.onnxruntime_backend import open_session, session_forward
 
     x = photo_batch(*shape)
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        session.run(None, {"input": x})
-        opts.enable_profiling = True
-        opts.profile_file_prefix = str(Path(tmp) / "profile")
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session_forward(open_session(path, ["CPUExecutionProvider"], threads))(x)
+        session = open_session(path, ["CPUExecutionProvider"], threads, profile_prefix=str(Path(tmp) / "profile"))
+        run = session_forward(session)
         for _ in range(runs + 1):
-            session.run(None, {"input": x})
+            run(x)
         events = json.loads(Path(session.end_profiling()).read_text())
     runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     measured = runs_seen[1:] if len(runs_seen) > 1 else runs_seen
@@ -263,8 +252,8 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
     from tqdm import tqdm
 
     from calibration.fp16 import emulated_fp16_forward
+    from calibration.photos import heldout_pairs
     from export.onnx_export import onnxruntime_forward, torch_forward
-    from training.photos import heldout_pairs
 
     started = time.perf_counter()
     pairs = heldout_pairs()[:limit]
@@ -378,7 +367,7 @@ def ensure_fp16_onnx(fp32: Path, model, weights: Path, loaded) -> Path:
 def read_int8(path: Path) -> Path:
     """A given ``--int8`` file, checked: there, readable, a BANet INT8 Q/DQ model (QuantizeError, one line)."""
     from banet.metadata import ArtifactError, read_onnx_metadata
-    from calibration.quantize import QuantizeError
+    from calibration.int8 import QuantizeError
 
     make = f"make it with python -m calibration.quantize --flavour ort|trt --output {path}"
     try:
@@ -393,7 +382,7 @@ def read_int8(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.quantize import add_calibration_arguments
+    from calibration.cli_common import add_calibration_arguments
 
     parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -417,16 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     from banet.defaults import default_weights_path
     from banet.metadata import read_onnx_metadata, stale_source
     from banet.outputs import check_output
-    from calibration.quantize import (
-        DEFAULT_EXCLUDE,
-        QuantizeError,
-        command_errors,
-        default_int8_path,
-        ensure_fp32_onnx,
-        error_line,
-        quantize_int8,
-        source_from_args,
-    )
+    from calibration.cli_common import command_errors, ensure_fp32_onnx, error_line, source_from_args
+    from calibration.int8 import DEFAULT_EXCLUDE, QuantizeError, default_int8_path, quantize_int8
 
     try:
         check_output(args.output / "drift_report.json", force=True, error=QuantizeError, suffix=".json")

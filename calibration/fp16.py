@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     from banet.config import FULL
     from banet.defaults import default_weights_path
     from banet.outputs import check_output
-    from calibration.quantize import error_line
+    from calibration.cli_common import error_line
     from export.onnx_export import ExportError
 
     parser = argparse.ArgumentParser(prog="python -m calibration.fp16", description=main.__doc__)

@@ -30,7 +30,7 @@ import numpy as np
 
 from banet.outputs import check_output
 from calibration.data import CalibrationSource
-from calibration.quantize import FLAVOURS, QuantizeError, node_groups, quantizable_nodes, quantize_int8
+from calibration.int8 import FLAVOURS, METHODS, QuantizeError, node_groups, quantizable_nodes, quantize_int8
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,7 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.quantize import (
-        METHODS,
+    from calibration.cli_common import (
         add_calibration_arguments,
         command_errors,
         ensure_fp32_onnx,

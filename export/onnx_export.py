@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from banet.artifacts import failed_path
 from banet.config import BANetConfig
 from banet.conventions import BANET
-from banet.metadata import ModelMetadata, write_onnx_metadata
+from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
+from export.onnx_file import write_onnx_metadata
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
 
 log = logging.getLogger(__name__)
@@ -125,20 +127,10 @@ def torch_forward(model: nn.Module) -> Forward:
 
 
 def onnxruntime_forward(path: Path, threads: int | None = None) -> Forward:
-    """ONNX Runtime CPU forward of an exported file."""
-    import onnxruntime as ort
+    """ONNX Runtime CPU forward of an ONNX file (metadata not needed: export verifies before writing it)."""
+    from runtime.backends.onnxruntime_backend import open_session, session_forward
 
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return session.run(None, {name: x})[0]
-
-    return run
+    return session_forward(open_session(path, ["CPUExecutionProvider"], threads))
 
 
 def _trace(module: nn.Module, path: Path, options: ExportOptions) -> None:
@@ -234,7 +226,7 @@ def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_s
                      reference_name="PyTorch FP32", candidate_name=f"ONNX Runtime {options.precision.upper()}")
     log.info("exported in %.1f s; verification:\n%s", export_seconds, report.table())
     if not report.passed:
-        failed = output.with_name(output.stem + ".failed.onnx")
+        failed = failed_path(output)
         os.replace(tmp, failed)
         raise ExportError(f"verification failed, the graph does not match PyTorch on every shape; it was left "
                           f"at {failed} for inspection, nothing written to {output}:\n{report.table()}")

@@ -32,12 +32,49 @@ DEFAULT_SWEEP: tuple[tuple[int, int, int], ...] = (
 )
 
 
-def psnr_db(reference: np.ndarray, candidate: np.ndarray, conventions: Conventions = BANET) -> float:
-    """PSNR of the candidate's restored image against the reference's, both clamped to [0, 1] first."""
-    ref = network_output_to_unit(reference.astype(np.float64), conventions)
-    cand = network_output_to_unit(candidate.astype(np.float64), conventions)
-    mse = float(np.mean((ref - cand) ** 2))
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB between two images in [0, 1] (capped at ``IDENTICAL_PSNR``): the project's one PSNR."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return IDENTICAL_PSNR if mse == 0 else min(IDENTICAL_PSNR, 10.0 * math.log10(1.0 / mse))
+
+
+def psnr_db(reference: np.ndarray, candidate: np.ndarray, conventions: Conventions = BANET) -> float:
+    """PSNR of the candidate's restored image against the reference's (raw network outputs, each clamped to
+    [0, 1] by the conventions first)."""
+    return psnr(network_output_to_unit(reference.astype(np.float64), conventions),
+                network_output_to_unit(candidate.astype(np.float64), conventions))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM between two HxWx3 images in [0, 1] (scikit-image)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(b, a, data_range=1.0, channel_axis=2))
+
+
+#: Restores a list of HxWx3 float images in [0, 1] (sizes may differ).
+Restorer = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
+
+
+def evaluate_pairs(restore: Restorer, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                   with_ssim: bool = True) -> dict:
+    """Mean PSNR (and SSIM) of the blurred inputs and of the restored outputs against the sharp images."""
+    names = [p[0] for p in pairs]
+    blurred = [p[1] for p in pairs]
+    sharp = [p[2] for p in pairs]
+    restored = restore(blurred)
+    per_image = []
+    for name, b, r, s in zip(names, blurred, restored, sharp):
+        row = {"name": name, "psnr_blurred": psnr(b, s), "psnr_deblurred": psnr(r, s)}
+        if with_ssim:
+            row.update(ssim_blurred=ssim(b, s), ssim_deblurred=ssim(r, s))
+        per_image.append(row)
+    summary = {k: float(np.mean([row[k] for row in per_image])) for k in per_image[0] if k != "name"}
+    summary["psnr_gain"] = summary["psnr_deblurred"] - summary["psnr_blurred"]
+    if with_ssim:
+        summary["ssim_gain"] = summary["ssim_deblurred"] - summary["ssim_blurred"]
+    summary["images"] = len(per_image)
+    return {"summary": summary, "per_image": per_image, "restored": restored}
 
 
 def photo_batch(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:

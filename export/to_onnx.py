@@ -25,13 +25,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installation
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from banet.artifacts import onnx_path  # noqa: E402
 from banet.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from banet.defaults import default_weights_path  # noqa: E402
 from banet.outputs import check_output  # noqa: E402
 from export.onnx_export import ExportError, ExportOptions, export_onnx  # noqa: E402
 from export.parity import DEFAULT_SWEEP  # noqa: E402
 
-ENGINES = Path(__file__).resolve().parent.parent / "engines"
 log = logging.getLogger("export.to_onnx")
 
 
@@ -50,12 +50,7 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 
 def default_output(weights_stem: str, options: ExportOptions) -> Path:
-    name = weights_stem
-    if options.static_hw:
-        name += f"_{options.static_hw[0]}x{options.static_hw[1]}_b{options.batch or 1}"
-    if options.precision != "fp32":
-        name += f"_{options.precision}"
-    return ENGINES / f"{name}.onnx"
+    return onnx_path(weights_stem, options.precision, options.static_hw, options.batch)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,15 +17,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installation
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from banet.artifacts import onnx_path  # noqa: E402
 from export.triton_repo import TritonRepoError, write_repository  # noqa: E402
-
-ENGINES = Path(__file__).resolve().parent.parent / "engines"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="export/to_triton.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx", type=Path, default=ENGINES / "banet_default.onnx",
+    parser.add_argument("--onnx", type=Path, default=onnx_path("banet_default"),
                         help="ONNX model exported by export/to_onnx.py (default: engines/banet_default.onnx)")
     parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine (+ manifest) to add as a plan")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="output folder")

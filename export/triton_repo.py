@@ -21,7 +21,8 @@ from pathlib import Path
 import onnx
 
 from banet.manifest import ManifestError, read_manifest
-from banet.metadata import ModelMetadata, check_banet_graph, load_onnx
+from banet.metadata import ModelMetadata
+from export.onnx_file import check_banet_graph, load_onnx
 
 _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                    onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.INT32: "TYPE_INT32",

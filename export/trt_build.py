@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.artifacts import engine_path, failed_path, int8_onnx_path
+from banet.artifacts import onnx_path as exported_onnx_path
 from banet.checkpoint import file_sha256
 from banet.conventions import BANET, METADATA_PREFIX
 from banet.manifest import (
@@ -61,8 +63,6 @@ from banet.outputs import shown_path as show
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
-ENGINES = ROOT / "engines"
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Default optimisation profile (N, H, W): 256x256 up to 1080p, batches up to 4.
 DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (1, 256, 256), (1, 720, 1280), (4, 1080, 1920)
@@ -193,7 +193,8 @@ def read_onnx_info(path: Path, fallback_metadata: Path | None = None) -> OnnxInf
     A quantized ONNX whose tool dropped the ``banet.*`` metadata borrows it from ``fallback_metadata`` (the FP32
     ONNX it was made from), noted in ``metadata_note``.
     """
-    from banet.metadata import check_banet_graph, load_onnx, read_onnx_metadata
+    from banet.metadata import read_onnx_metadata
+    from export.onnx_file import check_banet_graph, load_onnx
 
     path = Path(path)
     note = ""
@@ -405,16 +406,15 @@ class BuildPlan:
 def default_onnx(stem: str, precision: str, strongly_typed: bool, calibrate: bool) -> Path:
     """Which exported ONNX a build starts from: FP16 ONNX only for strongly typed FP16; Q/DQ ONNX for INT8."""
     if precision == "int8" and not calibrate:
-        return ENGINES / f"{stem}_int8_trt.onnx"
+        return int8_onnx_path(exported_onnx_path(stem), "trt")
     if precision == "fp16" and strongly_typed:
-        return ENGINES / f"{stem}_fp16.onnx"
-    return ENGINES / f"{stem}.onnx"
+        return exported_onnx_path(stem, "fp16")
+    return exported_onnx_path(stem)
 
 
 def default_engine(stem: str, precision: str, targets: tuple[str, ...]) -> Path:
-    """``engines/<weights stem>_<precision>[_<targets>].engine`` (the name the benchmarks look for)."""
-    suffix = ("_" + "-".join(targets)) if targets else ""
-    return ENGINES / f"{stem}_{precision}{suffix}.engine"
+    """:func:`banet.artifacts.engine_path`: ``<weights stem>_<precision>[_<targets>].engine``."""
+    return engine_path(stem, precision, targets)
 
 
 def export_command(weights: Path | None, precision: str) -> str:
@@ -521,7 +521,7 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
     onnx_path = Path(options.onnx) if options.onnx else default_onnx(stem, precision, strongly_typed,
                                                                      options.calibrate)
     export_precision: str | None = None
-    fp32_sibling = ENGINES / f"{stem}.onnx" if options.onnx is None else None
+    fp32_sibling = exported_onnx_path(stem) if options.onnx is None else None
     if options.onnx is not None or onnx_path.is_file():
         made_as = "fp32" if precision == "fp16" and not strongly_typed else precision
         onnx = read_given_onnx(onnx_path, fp32_sibling, made_as, weights) if options.onnx is not None else \
@@ -1111,7 +1111,7 @@ def _drift_after_build(plan: BuildPlan, staged: Path, gpu: dict | None,
 def _keep_failed(plan: BuildPlan, staged: Path, manifest: EngineManifest) -> Path:
     """A build that drifts past the threshold: its staged pair becomes ``<name>.failed.engine`` (+ manifest), for
     inspection. The committed pair, an earlier good engine, is not touched."""
-    failed = plan.output.with_name(plan.output.stem + ".failed" + plan.output.suffix)
+    failed = failed_path(plan.output)
     manifest.engine = failed.name
     try:
         manifest.write(manifest_path(failed))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.images import IMAGE_SUFFIXES, read_image, write_image
+from runtime.images import IMAGE_SUFFIXES, read_image, require_opencv, write_image
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 log = logging.getLogger("runtime.cli")
@@ -99,7 +99,7 @@ def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def video_frames(path: Path) -> Iterator[np.ndarray]:
-    import cv2
+    cv2 = require_opencv(f"{path}: reading a video")
 
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
@@ -117,7 +117,7 @@ def video_frames(path: Path) -> Iterator[np.ndarray]:
 def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int:
     """Deblur every frame of ``source`` into the MPEG-4 file ``target``, written under a temporary name and
     renamed into place only when complete."""
-    import cv2
+    cv2 = require_opencv(f"{source}: deblurring a video")
     from tqdm import tqdm
 
     partial = target.with_name(f".{target.stem}.partial.mp4")
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     from tqdm import tqdm
 
-    from banet.checkpoint import CheckpointError
+    from banet.errors import CheckpointError
     from banet.processing import ImageFormatError, NonFiniteOutputError
     from runtime import Deblurrer
     from runtime.backends.base import BackendUnavailableError, IncompatibleArtifactError

@@ -89,7 +89,7 @@ def check_server(url: str, model: str, timeout_s: float) -> None:
 def error_line(text: str) -> str:
     """One line for the user. Errors that bypass the server's front (gRPC) carry PyTriton's traceback: keep the
     tagged reason from it, or say where the details are."""
-    from runtime.serve_front import INTERNAL_ERROR, find_tag
+    from runtime.serve_requests import INTERNAL_ERROR, find_tag
 
     tagged = find_tag(text)
     if tagged:

@@ -126,15 +126,37 @@ def _is_pil(image) -> bool:
     return isinstance(image, Image.Image)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as OpenCV does (BGR, 8 or 16 bit, alpha and grey kept)."""
-    import cv2
+OPENCV_HINT = "pip install 'banet-deploy[video]' (OpenCV)"
 
+
+def opencv():
+    """The ``cv2`` module, or None where OpenCV is not installed (the thin deploy install reads with Pillow)."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
+
+def require_opencv(what: str):
+    """``cv2`` for a feature only OpenCV has (videos); an error naming the extra otherwise."""
+    cv2 = opencv()
+    if cv2 is None:
+        raise ImageReadError(f"{what} needs OpenCV, which is not installed: {OPENCV_HINT}")
+    return cv2
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as OpenCV does (BGR, 8 or 16 bit, alpha and grey kept); with Pillow where OpenCV is not
+    installed (8-bit colour, 8/16-bit grey; a 16-bit colour file is refused rather than truncated)."""
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: image file not found")
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
+    cv2 = opencv()
+    if cv2 is None:
+        return _read_with_pillow(path)
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
@@ -143,24 +165,72 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
+def _png_is_16bit_colour(path: Path) -> bool:
+    """PNG header: bit depth (byte 24) 16 with colour type (byte 25) RGB (2) or RGBA (6)."""
+    with open(path, "rb") as handle:
+        head = handle.read(26)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 6)
+
+
+def _read_with_pillow(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if _png_is_16bit_colour(path):
+        raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
+                array = _pil_array(image)
+                return array if image.mode == "L" else array.astype(np.uint16)
+            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
+    except (UnidentifiedImageError, OSError, ValueError, ImageFormatError) as exc:
+        raise ImageReadError(f"{path}: not an image Pillow can decode (truncated, empty, another kind of file, or a "
+                             f"format that needs OpenCV: {OPENCV_HINT}): {exc}") from None
+    return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]])  # RGB(A) -> BGR(A), as OpenCV reads
+
+
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Write an image (BGR order, as OpenCV expects) under a temporary name, then rename it into place.
 
     The rename replaces the directory entry, so an existing file is swapped whole (never half-written, and a
-    hard link elsewhere to the old file keeps the old content).
+    hard link elsewhere to the old file keeps the old content). Without OpenCV, Pillow writes it.
     """
     import os
 
-    import cv2
-
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix or ".png", image)
-    if not ok:
-        raise ImageReadError(f"{path}: OpenCV could not encode an image of shape {image.shape} and dtype "
-                             f"{image.dtype} as {path.suffix}")
+    encoded = _encode(path, image)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         encoded.tofile(str(partial))
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _encode(path: Path, image: np.ndarray) -> np.ndarray:
+    """The encoded bytes of ``image`` in the format of ``path``'s extension."""
+    cv2 = opencv()
+    if cv2 is not None:
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+        if not ok:
+            raise ImageReadError(f"{path}: OpenCV could not encode an image of shape {image.shape} and dtype "
+                                 f"{image.dtype} as {path.suffix}")
+        return encoded
+    import io
+
+    from PIL import Image
+
+    if image.ndim == 3 and image.dtype != np.uint8:
+        raise ImageReadError(f"{path}: writing {image.dtype} colour images needs OpenCV: {OPENCV_HINT}")
+    if image.ndim == 3:
+        image = image[..., [2, 1, 0, 3][:image.shape[2]]]  # BGR(A) -> RGB(A)
+    buffer = io.BytesIO()
+    try:
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, format=Image.registered_extensions().get(
+            path.suffix.lower(), "PNG"))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ImageReadError(f"{path}: Pillow could not encode an image of shape {image.shape} and dtype "
+                             f"{image.dtype} as {path.suffix}: {exc}") from None
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)

@@ -1,10 +1,17 @@
 """Pick and open a backend for an artifact: ``.engine`` -> TensorRT, ``.onnx`` -> ONNX Runtime, checkpoints ->
-PyTorch. A checkpoint can also be run on ONNX Runtime: it is exported (and verified) once into a cache."""
+PyTorch.
+
+The runtime runs ``.onnx`` and ``.engine`` files itself. Checkpoints need the model layer (torch), which sits
+above the runtime: it registers its openers under the entry point group ``banet_deploy.checkpoint_backends``
+(``torch``: :mod:`banet.torch_backend`; ``onnxruntime``: :mod:`export.checkpoint_onnx`, an export into the cache),
+so the runtime finds them without importing them by name, and an app that ships only an ONNX or an engine never
+loads PyTorch.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from runtime.backends.base import Backend, BackendUnavailableError
@@ -13,6 +20,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".safetensors", ".bin", ".ckpt"}
+CHECKPOINT_BACKENDS = "banet_deploy.checkpoint_backends"
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -31,23 +39,20 @@ def backend_for_path(path: Path) -> str:
                      f".pth or .safetensors, or pass backend= one of {BACKENDS}")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("BANET_CACHE", Path.home() / ".cache" / "banet-deploy"))
-
-
-def onnx_for_checkpoint(weights: Path) -> Path:
-    """Export ``weights`` to ONNX once (verified by the exporter) and reuse it, keyed by the file's sha256."""
-    from banet.checkpoint import file_sha256, load_checkpoint
-    from export.onnx_export import ExportOptions, export_onnx
-
-    digest = file_sha256(weights)
-    target = cache_dir() / f"{weights.stem}-{digest[:16]}.onnx"
-    if not target.exists():
-        log.info("exporting %s to %s for ONNX Runtime (once)", weights, target)
-        loaded = load_checkpoint(weights)
-        options = ExportOptions(verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 30, 98)])
-        export_onnx(loaded.model, target, options, loaded.sha256, weights.name, loaded.config)
-    return target
+def checkpoint_opener(backend: str):
+    """The registered callable ``(path, **options) -> Backend`` that runs a checkpoint on ``backend``."""
+    found = [e for e in entry_points(group=CHECKPOINT_BACKENDS) if e.name == backend]
+    if not found:
+        raise BackendUnavailableError(
+            f"no opener for checkpoints on {backend!r} is registered (entry point group {CHECKPOINT_BACKENDS}); "
+            "install banet-deploy with its model layer: pip install 'banet-deploy[export,cpu]' (or pip install -e "
+            "'.[export,cpu]' from a checkout)")
+    try:
+        return found[0].load()
+    except ImportError as exc:
+        raise BackendUnavailableError(
+            f"running a checkpoint needs PyTorch and the model layer ({exc}); install them with pip install "
+            "'banet-deploy[export]', or run an exported .onnx / .engine instead") from exc
 
 
 def open_backend(path: Path, backend: str | None = None, **options) -> Backend:
@@ -58,18 +63,18 @@ def open_backend(path: Path, backend: str | None = None, **options) -> Backend:
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     kind = backend_for_path(path)
+    if kind == "torch":
+        if backend == "tensorrt":
+            raise ValueError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
+        return checkpoint_opener(backend)(path, **options)
     if backend == "torch":
-        if kind != "torch":
-            raise ValueError(f"{path}: the torch backend runs checkpoints (.pth/.safetensors), not {path.suffix}")
-        from runtime.backends.torch_backend import TorchBackend
-
-        return TorchBackend(path, **options)
+        raise ValueError(f"{path}: the torch backend runs checkpoints (.pth/.safetensors), not {path.suffix}")
     if backend == "onnxruntime":
         if kind == "tensorrt":
             raise ValueError(f"{path}: a TensorRT engine cannot run on ONNX Runtime; use its .onnx")
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(onnx_for_checkpoint(path) if kind == "torch" else path, **options)
+        return OnnxRuntimeBackend(path, **options)
     if kind != "tensorrt":
         raise ValueError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
     try:

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime.backends.base import BackendUnavailableError
-from runtime.serve_front import DEFAULT_MAX_PIXELS, MB, FrontLimits, FrontServer, error_tag, start_front
+from runtime.serve_front import FrontServer, start_front
+from runtime.serve_requests import DEFAULT_MAX_PIXELS, MB, FrontLimits, error_tag
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "banet"
@@ -142,7 +143,7 @@ def describe_failure(exc: BaseException) -> str:
 
 def make_infer(deblurrer, max_pixels: int = DEFAULT_MAX_PIXELS):
     """The batched inference function PyTriton calls. Every failure leaves as one tagged line: PyTriton wraps it in
-    a traceback, which the front strips (see :func:`runtime.serve_front.clean_upstream_error`)."""
+    a traceback, which the front strips (see :func:`runtime.serve_requests.clean_upstream_error`)."""
     from pytriton.decorators import batch
     from pytriton.exceptions import PyTritonBadParameterError
 

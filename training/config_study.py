@@ -22,12 +22,12 @@ import torch
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.model import BANet, count_parameters
-from training.photos import Pair, heldout_pairs
+from calibration.photos import Pair, heldout_pairs
 from training.train import BatchSource, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
-STUDY_RUNS = Path(__file__).resolve().parent / "runs" / "study"
+STUDY_RUNS = Path("training") / "runs" / "study"  # under the current project
 #: Candidates: narrower and wider than the default, fewer and more BAMs (the paper compares 4, 8, 10, 12).
 CANDIDATES: dict[str, BANetConfig] = {
     "stack-2 32/64": BANetConfig(2, 32, 64),

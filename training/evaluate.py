@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from banet.outputs import shown_path
 from banet.processing import postprocess, preprocess
+from export.parity import Restorer, evaluate_pairs, psnr, ssim  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 IDENTITY_FLOOR_DB = 35.0
 
 #: Restores a list of HxWx3 RGB float32 [0, 1] images; any backend can be evaluated through this.
-Restorer = Callable[[Sequence[np.ndarray]], list[np.ndarray]]
 
 
 def torch_restorer(model: torch.nn.Module, device: str | torch.device = "cpu") -> Restorer:
@@ -50,39 +49,10 @@ def torch_restorer(model: torch.nn.Module, device: str | torch.device = "cpu") -
     return restore
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(peak_signal_noise_ratio(b, a, data_range=1.0))
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    return float(structural_similarity(b, a, data_range=1.0, channel_axis=2))
-
-
-def evaluate_pairs(restore: Restorer, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
-                   with_ssim: bool = True) -> dict:
-    """Mean PSNR (and SSIM) of the blurred inputs and of the restored outputs against the sharp images."""
-    names = [p[0] for p in pairs]
-    blurred = [p[1] for p in pairs]
-    sharp = [p[2] for p in pairs]
-    restored = restore(blurred)
-    per_image = []
-    for name, b, r, s in zip(names, blurred, restored, sharp):
-        row = {"name": name, "psnr_blurred": psnr(b, s), "psnr_deblurred": psnr(r, s)}
-        if with_ssim:
-            row.update(ssim_blurred=ssim(b, s), ssim_deblurred=ssim(r, s))
-        per_image.append(row)
-    summary = {k: float(np.mean([row[k] for row in per_image])) for k in per_image[0] if k != "name"}
-    summary["psnr_gain"] = summary["psnr_deblurred"] - summary["psnr_blurred"]
-    if with_ssim:
-        summary["ssim_gain"] = summary["ssim_deblurred"] - summary["ssim_blurred"]
-    summary["images"] = len(per_image)
-    return {"summary": summary, "per_image": per_image, "restored": restored}
-
-
 def quick_evaluator(count: int) -> Callable[[torch.nn.Module], dict]:
     """For training logs, on the first ``count`` held-out crops (fast, no SSIM): the trajectory family's PSNR
     gain, the sRGB linear family's mean and worst gain, and the worst identity PSNR on sharp inputs."""
-    from training.photos import heldout_crops, heldout_family_pairs, heldout_pairs
+    from calibration.photos import heldout_crops, heldout_family_pairs, heldout_pairs
 
     pairs = heldout_pairs()[:count]
     linear = heldout_family_pairs("linear_srgb")[:count]
@@ -167,10 +137,10 @@ def laplacian_variance(image: np.ndarray, sigma: float = SHARPNESS_SIGMA) -> flo
 
 
 def evaluate_all(restore: Restorer, limit: int | None = None) -> dict:
-    """Every held-out family (see ``training.photos.EVAL_FAMILIES``), sharp identity and ``clock_motion``."""
+    """Every held-out family (see ``calibration.photos.EVAL_FAMILIES``), sharp identity and ``clock_motion``."""
     from tqdm import tqdm
 
-    from training.photos import EVAL_FAMILIES, heldout_crops, heldout_family_pairs
+    from calibration.photos import EVAL_FAMILIES, heldout_crops, heldout_family_pairs
 
     families: dict[str, dict] = {}
     for name in tqdm(EVAL_FAMILIES, desc="families", unit="family"):

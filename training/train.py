@@ -34,14 +34,14 @@ from training.losses import deblur_loss
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUN = Path(__file__).resolve().parent / "runs" / "default"
+DEFAULT_RUN = Path("training") / "runs" / "default"  # under the current project
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a run; stored in its checkpoint so a resume cannot silently change recipe.
 
-    ``recipe`` names the blur distribution (:data:`training.blur.RECIPES`); ``init_steps`` is how many steps
+    ``recipe`` names the blur distribution (:data:`calibration.blur.RECIPES`); ``init_steps`` is how many steps
     the weights a fine-tune started from had already had (0 for a run from scratch).
     """
 
@@ -97,7 +97,7 @@ BatchSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 def default_batch_source(config: TrainConfig) -> BatchSource:
     """Batches of (blurred, sharp) NHWC RGB float32 crops from the training photos, a pure function of step."""
-    from training.blur import RECIPES
+    from calibration.blur import RECIPES
     from training.photos import load_training_photos, make_training_batch
 
     if config.recipe not in RECIPES:
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the data stream and initial weights")
     parser.add_argument("--recipe", default=TrainConfig.recipe,
                         help="blur distribution: trajectory (camera shake only) or do-no-harm (shake, linear "
-                             "motion, sharp inputs, noise and JPEG; see training/blur.py)")
+                             "motion, sharp inputs, noise and JPEG; see calibration/blur.py)")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from these weights when the run has no last.pt: a fine-tune, or the "
                              "resumption of this run from weights it exported (optimizer state rebuilt)")

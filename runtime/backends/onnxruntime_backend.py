@@ -27,43 +27,73 @@ def limits_from_metadata(metadata) -> ShapeLimits:
                        max_batch=fixed or 1 << 30, fixed_batch=fixed)
 
 
+def import_onnxruntime():
+    """The ``onnxruntime`` module, or :class:`BackendUnavailableError` naming the extra to install."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailableError("onnxruntime is not installed: pip install 'banet-deploy[cpu]' "
+                                      "(or [gpu] for onnxruntime-gpu)") from exc
+    return ort
+
+
+def open_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 profile_prefix: str | None = None):
+    """The one way this project opens an ONNX Runtime session (the backend, export and INT8 verification, drift,
+    benchmarks): quiet logging, ``threads`` intra-op threads, the best available providers by default.
+
+    The CPU arena is off: it grows in powers of two and keeps its peak (measured 1.85 GB vs 1.33 GB without it
+    for one 966x964 tile of the default network, ~15% slower). Predictable memory is what the Deblurrer's
+    memory budget relies on; GPU providers keep their own arenas.
+    """
+    ort = import_onnxruntime()
+    available = ort.get_available_providers()
+    if providers is None:
+        providers = [p for p in PROVIDER_PREFERENCE if p in available]
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise BackendUnavailableError(f"execution provider(s) {missing} not available in this onnxruntime "
+                                      f"(available: {available})")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.enable_cpu_mem_arena = False
+    if threads:
+        options.intra_op_num_threads = threads
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), options, providers=providers)
+
+
+def session_forward(session):
+    """``batch -> first output`` for a session, feeding its (single) input by name."""
+    name = session.get_inputs()[0].name
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        return session.run(None, {name: batch})[0]
+
+    return run
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX file exported by ``export/to_onnx.py`` (its metadata gives the conventions)."""
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise BackendUnavailableError("onnxruntime is not installed: pip install 'banet-deploy[cpu]' "
-                                          "(or [gpu] for onnxruntime-gpu)") from exc
+        import_onnxruntime()
         metadata = read_onnx_metadata(path)
-        available = ort.get_available_providers()
-        if providers is None:
-            providers = [p for p in PROVIDER_PREFERENCE if p in available]
-        missing = [p for p in providers if p not in available]
-        if missing:
-            raise BackendUnavailableError(f"execution provider(s) {missing} not available in this onnxruntime "
-                                          f"(available: {available})")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        # The CPU arena grows in powers of two and keeps its peak: measured 1.85 GB vs 1.33 GB without it for one
-        # 966x964 tile of the default network (~15% slower). Predictable memory is what the Deblurrer's memory
-        # budget relies on, so the CPU provider allocates per run (GPU providers keep their own arenas).
-        options.enable_cpu_mem_arena = False
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
+        self.session = open_session(path, providers, threads)
+        self._run = session_forward(self.session)
         self.providers = self.session.get_providers()
         super().__init__(metadata, limits_from_metadata(metadata))
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self._run(batch)
 
     def close(self) -> None:
         self.session = None
+        self._run = None
 
     def describe(self) -> str:
         return f"onnxruntime {self.providers[0]} ({self.metadata.precision})"

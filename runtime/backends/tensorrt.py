@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.checkpoint import file_sha256
+from banet.hashing import file_sha256
 from banet.manifest import (
     FLAVOUR_NAMES,
     FLAVOURS,
@@ -165,7 +165,7 @@ class TensorRTBackend(Backend):
         config = self.engine.create_runtime_config()
         if runtime_cache is not False:
             if runtime_cache in (None, True):
-                from runtime.loading import cache_dir
+                from banet.paths import cache_dir
 
                 cc = "".join(map(str, gpu.compute_capability))
                 runtime_cache = cache_dir() / f"{manifest.engine_sha256[:16]}-sm{cc}.rtx-runtime-cache"

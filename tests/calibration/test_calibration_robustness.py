@@ -46,7 +46,7 @@ def bad(tmp_path_factory, tiny_onnx) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def _no_default_export(monkeypatch, tmp_path):
     """engines/ stays untouched: a default FP32 path would be made in this test's folder, never the repository's."""
-    monkeypatch.setattr(quantize, "ENGINES", tmp_path / "engines")
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path / "engines"))
 
 
 def listing(folder: Path) -> dict[str, bytes | None]:

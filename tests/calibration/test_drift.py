@@ -6,7 +6,7 @@ import pytest
 
 from calibration import drift
 from calibration.data import CalibrationSource
-from calibration.quantize import quantize_int8
+from calibration.int8 import quantize_int8
 from tests.calibration.conftest import TINY
 
 

@@ -11,18 +11,18 @@ from onnx import numpy_helper
 
 from banet.metadata import read_onnx_metadata
 from calibration.data import CalibrationDataError, CalibrationSource
-from calibration.quantize import (
+from calibration.int8 import (
     FLAVOURS,
     QuantizeError,
     check_source_fits,
     data_path_nodes,
     group_of,
-    main,
     node_groups,
     quantizable_nodes,
     quantize_int8,
     ranges_cache_path,
 )
+from calibration.quantize import main
 
 SOURCE = CalibrationSource(count=4, size=(48, 48), batch=2)
 SHAPES = ((1, 48, 48), (2, 38, 50))
@@ -139,7 +139,7 @@ def test_trt_flavour_follows_tensorrts_explicit_quantization_rules(quantized):
 
 
 def test_trt_flavour_options_state_the_guides_rules():
-    from calibration.quantize import TRT_OPTIONS
+    from calibration.int8 import TRT_OPTIONS
 
     options = FLAVOURS["trt"].extra_options("minmax", 99.999)
     assert options["QuantizeBias"] is False and options["DedicatedQDQPair"] is False

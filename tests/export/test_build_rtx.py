@@ -106,7 +106,7 @@ def test_refusals_before_building(tmp_path, tiny_onnx, capsys, no_builder, args,
 
 def test_missing_onnx_is_exported_first(tmp_path, monkeypatch, capsys):
     """From a checkpoint only: the FP16 ONNX is exported (and verified), then the sm75 engine is built."""
-    monkeypatch.setattr(trt_build, "ENGINES", tmp_path)
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path))
     torch.manual_seed(1)
     weights = save_checkpoint(BANet(TINY).eval(), tmp_path / "mine.safetensors")
     code = build_trt.main(["--fp16", "--runtime", "tensorrt-rtx", "--target", "sm75", "--weights", str(weights),
@@ -199,7 +199,7 @@ def quantize_trt(fp32_onnx, output, size=(32, 32), batch=1, **kwargs):
     """The ``trt`` flavour INT8 ONNX, as ``python -m calibration.quantize --flavour trt`` writes it (which parses
     it with TensorRT for RTX before keeping it), on a small calibration set."""
     from calibration.data import CalibrationSource
-    from calibration.quantize import quantize_int8
+    from calibration.int8 import quantize_int8
 
     source = CalibrationSource(count=2 * batch, size=size, batch=batch)
     result = quantize_int8(fp32_onnx, output, source, "trt", verify_shapes=((batch, *size),), threads=2, **kwargs)

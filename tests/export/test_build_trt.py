@@ -48,7 +48,7 @@ def onnx_files(tmp_path_factory):
     quantizer (``trt`` flavour), and one made with ONNX Runtime's defaults (int32 biases: what NVIDIA's parser
     refuses)."""
     from calibration.data import CalibrationSource
-    from calibration.quantize import quantize_int8
+    from calibration.int8 import quantize_int8
 
     folder = tmp_path_factory.mktemp("onnx")
     torch.manual_seed(0)
@@ -464,9 +464,8 @@ def test_tensorrt_builds_a_small_engine_and_checks_drift(tmp_path, onnx_files, p
 def test_int8_without_its_qdq_onnx(tmp_path, monkeypatch, capsys):
     """Dry run: the plan is printed with the missing input and its command; a real build stops on it."""
     from banet.checkpoint import save_checkpoint
-    from export import trt_build
 
-    monkeypatch.setattr(trt_build, "ENGINES", tmp_path)
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path))
     weights = save_checkpoint(BANet(TINY).eval(), tmp_path / "mine.safetensors")  # --weights must exist
     common = ["--int8", "--runtime", "tensorrt", "--weights", str(weights)]
     assert build_trt.main(common + ["--dry-run"]) == 0

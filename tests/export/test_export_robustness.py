@@ -321,7 +321,7 @@ def test_build_refuses_a_bad_onnx(tmp_path, files, capsys, kind, message, dry_ru
 
 
 def test_build_refuses_missing_weights(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(trt_build, "ENGINES", tmp_path)
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path))
     code = build_trt.main(["--runtime", "tensorrt-rtx", "--weights", str(tmp_path / "mistyped.safetensors"),
                            "--dry-run"])
     refused(capsys, code, "mistyped.safetensors: checkpoint file not found")

@@ -37,7 +37,7 @@ def _one_line_error(err: str) -> None:
 @pytest.fixture
 def exported_onnx(tiny_weights):
     """The tiny network's ONNX, exported and verified through the runtime's own cache."""
-    from runtime.loading import onnx_for_checkpoint
+    from export.checkpoint_onnx import onnx_for_checkpoint
 
     return onnx_for_checkpoint(tiny_weights)
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from runtime.serve_front import (
+from runtime.serve_front import _ByteBudget
+from runtime.serve_requests import (
     FrontLimits,
     RequestError,
-    _ByteBudget,
     check_infer_request,
     clean_upstream_error,
     error_tag,

@@ -7,13 +7,14 @@ import cv2
 import numpy as np
 import pytest
 
+from calibration import photos as H
+from calibration.blur import BlurConfig
 from training import photos as P
-from training.blur import BlurConfig
 
 
 @pytest.fixture(scope="module")
 def heldout():
-    return P.heldout_pairs()
+    return H.heldout_pairs()
 
 
 def hf_energy(img: np.ndarray) -> float:
@@ -37,21 +38,21 @@ def test_heldout_set_size_format_and_names(heldout):
     names = [n for n, _, _ in heldout]
     assert len(set(names)) == len(names)
     for name, blurred, sharp in heldout:
-        assert blurred.shape == sharp.shape == (P.EVAL_CROP, P.EVAL_CROP, 3), name
+        assert blurred.shape == sharp.shape == (H.EVAL_CROP, H.EVAL_CROP, 3), name
         assert blurred.dtype == sharp.dtype == np.float32
         assert 0 <= blurred.min() and blurred.max() <= 1 and 0 <= sharp.min() and sharp.max() <= 1
     # Interleaved: the first photos-many items come from distinct photos (a quick evaluation's prefix).
-    first = [s.photo for s in P.heldout_crop_specs()[:12]]
+    first = [s.photo for s in H.heldout_crop_specs()[:12]]
     assert len(set(first)) == 12
 
 
 def test_heldout_crops_do_not_overlap_within_a_photo():
-    specs = P.heldout_crop_specs()
+    specs = H.heldout_crop_specs()
     for a in specs:
         for b in specs:
             if a is not b and a.photo == b.photo:
                 assert abs(a.y - b.y) >= a.size or abs(a.x - b.x) >= a.size, (a, b)
-    crops = dict(P.heldout_crops())
+    crops = dict(H.heldout_crops())
     assert set(crops) == {s.name for s in specs}
 
 
@@ -63,44 +64,44 @@ def test_heldout_pairs_are_blurred(heldout):
 
 
 def test_heldout_pairs_are_reproducible_and_order_independent(heldout):
-    again = P.heldout_pairs()
+    again = H.heldout_pairs()
     for (n1, b1, s1), (n2, b2, s2) in zip(heldout, again):
         assert n1 == n2
         np.testing.assert_array_equal(b1, b2)
         np.testing.assert_array_equal(s1, s2)
-    specs = P.heldout_crop_specs()[:3]
-    reversed_pairs = {n: b for n, b, _ in P._pairs(specs[::-1], 0, P.DEFAULT_CONFIG)}
+    specs = H.heldout_crop_specs()[:3]
+    reversed_pairs = {n: b for n, b, _ in H._pairs(specs[::-1], 0, H.DEFAULT_CONFIG)}
     for name, blurred, _ in heldout[:3]:
         np.testing.assert_array_equal(reversed_pairs[name], blurred)
-    other_seed = P._pairs(specs[:1], 1, P.DEFAULT_CONFIG)[0][1]
+    other_seed = H._pairs(specs[:1], 1, H.DEFAULT_CONFIG)[0][1]
     assert not np.array_equal(other_seed, heldout[0][1])
 
 
 def test_calibration_crops_come_from_heldout_photos():
-    a = P.calibration_crops(count=6, size=128, seed=0)
-    b = P.calibration_crops(count=6, size=128, seed=0)
-    heldout_names = {p.name for p in P.HELDOUT_PHOTOS}
+    a = H.calibration_crops(count=6, size=128, seed=0)
+    b = H.calibration_crops(count=6, size=128, seed=0)
+    heldout_names = {p.name for p in H.HELDOUT_PHOTOS}
     assert [n for n, _ in a] == [n for n, _ in b]
     for (name, img), (_, img2) in zip(a, b):
         assert img.shape == (128, 128, 3) and img.dtype == np.float32
         np.testing.assert_array_equal(img, img2)
         assert name.split("_", 1)[1].rsplit("_y", 1)[0] in heldout_names
-    pairs = P.calibration_pairs(count=2, size=128)
+    pairs = H.calibration_pairs(count=2, size=128)
     assert pairs[0][1].shape == (128, 128, 3)
 
 
 def test_heldout_photos_ship_with_scikit_image():
-    files = P.heldout_photo_files()
+    files = H.heldout_photo_files()
     assert len(files) >= 12
     for name, path in files.items():
         assert path.is_file(), path
-        img = P.load_heldout_photo(name)
+        img = H.load_heldout_photo(name)
         assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.float32
 
 
 def test_training_list_never_names_heldout_photos():
-    heldout = {p.name.lower() for p in P.HELDOUT_PHOTOS}
-    heldout |= {Path(p.filename).stem.lower() for p in P.HELDOUT_PHOTOS}
+    heldout = {p.name.lower() for p in H.HELDOUT_PHOTOS}
+    heldout |= {Path(p.filename).stem.lower() for p in H.HELDOUT_PHOTOS}
     listed = [p for paths in P.TRAINING_PHOTOS.values() for p in paths]
     assert len(listed) == len(set(listed)) >= 40
     for path in listed:
@@ -112,8 +113,8 @@ def test_installed_training_photos_are_disjoint_from_heldout():
     files = P.training_photo_files()
     if not files:
         pytest.skip("no training photos installed (run training/get_photos.sh); held-out tests still ran")
-    heldout_hashes = {P.file_sha256(p) for p in P.heldout_photo_files().values()}
-    heldout_names = {p.stem.lower() for p in P.heldout_photo_files().values()}
+    heldout_hashes = {P.file_sha256(p) for p in H.heldout_photo_files().values()}
+    heldout_names = {p.stem.lower() for p in H.heldout_photo_files().values()}
     hashes = [P.file_sha256(f) for f in files]
     assert not heldout_hashes & set(hashes)
     assert not heldout_names & {f.stem.lower() for f in files}
@@ -140,7 +141,7 @@ def test_listing_filters_small_duplicate_and_heldout_files(tmp_path):
     put(listed[0], big)
     put(listed[1], big)  # byte-identical duplicate
     put(listed[2], big[:100, :100])  # too small
-    put(listed[3], copy_of=P.heldout_photo_files()["astronaut"])  # held-out content under another name
+    put(listed[3], copy_of=H.heldout_photo_files()["astronaut"])  # held-out content under another name
     put(listed[4], np.ascontiguousarray(big[::-1]))
     found = P.training_photo_files(roots=[tmp_path])
     assert found == [tmp_path / listed[0].lstrip("/"), tmp_path / listed[4].lstrip("/")]
@@ -154,8 +155,8 @@ def test_load_photo_downscales_and_returns_rgb(tmp_path):
     img = P.load_photo(path, max_side=600)
     assert img.dtype == np.uint8 and max(img.shape[:2]) == 600 and img.shape[2] == 3
     assert img[..., 0].mean() > 200 and img[..., 2].mean() < 30
-    rgb = P.from_bgr_uint8(bgr)
-    np.testing.assert_array_equal(P.to_bgr_uint8(rgb), bgr)
+    rgb = H.from_bgr_uint8(bgr)
+    np.testing.assert_array_equal(H.to_bgr_uint8(rgb), bgr)
 
 
 def test_training_batches_shapes_determinism_and_blur():

@@ -1,4 +1,8 @@
-"""PyTorch backend: any checkpoint the model package loads, on CPU or CUDA, optionally half / channels_last."""
+"""PyTorch backend: any checkpoint the model package loads, on CPU or CUDA, optionally half / channels_last.
+
+It lives with the model (it needs torch and the network definition) and plugs into the runtime through the
+entry point group ``banet_deploy.checkpoint_backends`` (see ``pyproject.toml``), so the runtime itself never
+imports torch: ``Deblurrer("model.safetensors")`` finds it when the model layer is installed."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.blur import (
+from calibration.blur import (
     BlurConfig,
     add_poisson_gaussian_noise,
     apply_blur,
@@ -197,7 +197,7 @@ def test_config_validation():
 
 
 def test_linear_kernel_is_a_centred_line_of_the_right_length():
-    from training.blur import linear_motion_kernel
+    from calibration.blur import linear_motion_kernel
 
     horizontal = linear_motion_kernel(10.0, 0.0)
     assert horizontal.sum() == pytest.approx(1.0, abs=1e-6)
@@ -212,7 +212,7 @@ def test_linear_kernel_is_a_centred_line_of_the_right_length():
 
 
 def test_blur_kinds_and_their_streams():
-    from training.blur import DO_NO_HARM_MIXTURE, BlurConfig
+    from calibration.blur import DO_NO_HARM_MIXTURE, BlurConfig
 
     sharp = np.random.default_rng(0).random((40, 40, 3)).astype(np.float32)
     identity = BlurConfig(kind="none", noise_prob=0.0, jpeg_prob=0.0)

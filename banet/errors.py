@@ -1,0 +1,31 @@
+"""The errors every layer raises about user-supplied files, defined once at the bottom so the runtime can catch
+them without importing the model (torch) or ONNX code that raises them."""
+
+from __future__ import annotations
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what is wrong."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The checkpoint path does not exist."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The file is not a readable checkpoint: truncated, another kind of file, or unsafe pickled objects."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The tensors do not fit the network: missing or unexpected keys, or wrong shapes."""
+
+    def __init__(self, message: str, missing: list[str] = (), unexpected: list[str] = (),
+                 shape_mismatches: dict[str, tuple] | None = None) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
+        self.unexpected = list(unexpected)
+        self.shape_mismatches = dict(shape_mismatches or {})
+
+
+class ArtifactError(ValueError):
+    """A file that is not a usable BANet artifact: unreadable, truncated, foreign, or without our metadata."""

@@ -1,0 +1,23 @@
+"""Which machine this is, for naming results files and reports (no third-party imports)."""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: results files are named after it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def slug(text: str) -> str:
+    """A file-name-safe form of ``text`` (results files are named after the machine)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]

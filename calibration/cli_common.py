@@ -1,0 +1,131 @@
+"""Command-line pieces the precision tools share (``calibration.quantize``, ``calibration.sensitivity``,
+``calibration.drift``): calibration arguments, finding or exporting the FP32 ONNX, one error line per failure."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from banet.artifacts import onnx_path
+from banet.outputs import check_input
+from calibration.data import CalibrationDataError, CalibrationSource, list_images
+from calibration.int8 import QuantizeError
+
+log = logging.getLogger(__name__)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    import re
+
+    match = re.fullmatch(r"(\d+)(?:[xX](\d+))?", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x256 (or one number), got {text!r}")
+    h = int(match.group(1))
+    return h, int(match.group(2) or h)
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    """The calibration-data options shared by the quantize, sensitivity and drift commands."""
+    group = parser.add_argument_group("calibration data")
+    group.add_argument("--calib-dir", type=Path, default=None,
+                       help="folder of your own (blurred) images; default: the built-in held-out set")
+    group.add_argument("--calib-count", type=int, default=32, help="number of calibration images (default 32)")
+    group.add_argument("--calib-size", type=parse_size, default=(256, 256), metavar="HxW",
+                       help="calibration input size: your engine profile's opt size (default 256x256)")
+    group.add_argument("--calib-batch", type=int, default=1, help="images per calibration batch (default 1)")
+    group.add_argument("--calib-mode", choices=("crop", "resize"), default="crop",
+                       help="fit folder images by a seeded crop at native resolution (default) or a resize")
+    group.add_argument("--seed", type=int, default=0, help="sampling/crop seed (default 0)")
+
+
+def source_from_args(args: argparse.Namespace) -> CalibrationSource:
+    """The calibration source the options describe, refused (CalibrationDataError) before any work: a
+    ``--calib-dir`` that is missing, not a folder or holds no images, a size, count or batch it cannot take."""
+    if args.calib_dir is not None:
+        list_images(args.calib_dir)
+    return CalibrationSource(args.calib_dir, args.calib_count, tuple(args.calib_size), args.calib_batch, args.seed,
+                             args.calib_mode)
+
+
+def ensure_fp32_onnx(path: Path | None, weights: Path | None) -> Path:
+    """The FP32 ONNX to quantize or measure against, checked: readable, a BANet FP32 export, of ``weights``.
+
+    A given ``path`` must be there: a mistyped name is refused with the command that makes it, never exported
+    to. Only the default, ``engines/<weights stem>.onnx``, is exported first when missing. Given ``weights``
+    must exist, and the ONNX must have been exported from them (as must a derived one from the default weights).
+    """
+    from banet.defaults import default_weights_path
+
+    given_weights = weights is not None
+    if given_weights:
+        check_input(weights, error=QuantizeError, what="checkpoint file")
+    weights = Path(weights) if weights else default_weights_path()
+    derived = path is None
+    path = Path(path) if path else onnx_path(weights.stem)
+    if derived and not path.exists():
+        return export_fp32_onnx(path, weights)
+    metadata = read_fp32_onnx(path, weights if given_weights else None)
+    from banet.metadata import stale_source
+
+    # a derived ONNX, or one given together with its weights, must come from those weights
+    stale = stale_source(metadata, path, weights) if derived or given_weights else None
+    if stale:
+        raise QuantizeError(f"{stale}; re-export it first: python export/to_onnx.py --weights {weights} "
+                            f"--output {path} --force")
+    return path
+
+
+def read_fp32_onnx(path: Path, weights: Path | None = None):
+    """The metadata of a given FP32 ONNX; QuantizeError (one line, how to make it) for a missing, unreadable,
+    foreign or non-FP32 file."""
+    from banet.metadata import ArtifactError, read_onnx_metadata
+
+    make = "python export/to_onnx.py" + (f" --weights {weights}" if weights else "") + f" --output {path}"
+    try:
+        metadata = read_onnx_metadata(path)
+    except FileNotFoundError as exc:
+        raise QuantizeError(f"{exc}; export it with {make}, or leave out --onnx to use (and make) "
+                            "engines/<weights stem>.onnx") from None
+    except ArtifactError as exc:
+        raise QuantizeError(str(exc)) from None
+    if metadata.precision != "fp32":
+        raise QuantizeError(f"{path} is a {metadata.precision} model; quantize (and measure against) the FP32 "
+                            f"export: {make}")
+    return metadata
+
+
+def export_fp32_onnx(path: Path, weights: Path) -> Path:
+    """Export ``weights`` to the default FP32 ONNX ``path`` (the only input a command makes for itself)."""
+    from banet.checkpoint import load_checkpoint
+    from export.onnx_export import ExportOptions, export_onnx
+
+    log.info("%s missing: exporting %s to it first", path, weights)
+    loaded = load_checkpoint(weights)
+    export_onnx(loaded.model, path, ExportOptions(), loaded.sha256, weights.name, loaded.config)
+    return path
+
+
+def parse_summary(parse: dict) -> str:
+    """The TensorRT parser check as the end of the command's summary line ("" for flavours it does not apply to)."""
+    if not parse:
+        return ""
+    if "skipped" in parse:
+        return f"; TensorRT parser check skipped ({parse['skipped']})"
+    return f"; {parse['parser']} parses it ({parse['layers']} layers)"
+
+
+def command_errors() -> tuple[type[Exception], ...]:
+    """What the calibration commands refuse in one line (``error: ...``, exit 1) instead of a traceback: their
+    own errors and those of the checkpoint and export behind an FP32 ONNX they make first."""
+    from banet.checkpoint import CheckpointError
+    from export.onnx_export import ExportError
+
+    return QuantizeError, CalibrationDataError, CheckpointError, ExportError
+
+
+def error_line(exc: Exception) -> str:
+    """``error: <first line>``: detail after it (an export's parity table) has already been logged."""
+    return f"error: {(str(exc).strip() or type(exc).__name__).splitlines()[0]}"
+
+

@@ -1,0 +1,40 @@
+"""Run a checkpoint on ONNX Runtime: export it (verified against PyTorch) once into the cache, then open the
+ONNX. This is the exporter's job, not the runtime's; it plugs into ``Deblurrer(checkpoint,
+backend="onnxruntime")`` through the entry point group ``banet_deploy.checkpoint_backends``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from banet.hashing import file_sha256
+from banet.paths import cache_dir
+from runtime.backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+#: Shapes the on-the-fly export is verified on (odd sizes and a batch of two).
+VERIFY_SHAPES = [(1, 64, 64), (2, 38, 50), (1, 30, 98)]
+
+
+def onnx_for_checkpoint(weights: Path) -> Path:
+    """Export ``weights`` to ONNX once (verified by the exporter) and reuse it, keyed by the file's sha256."""
+    from banet.checkpoint import load_checkpoint
+    from export.onnx_export import ExportOptions, export_onnx
+
+    weights = Path(weights)
+    digest = file_sha256(weights)
+    target = cache_dir() / f"{weights.stem}-{digest[:16]}.onnx"
+    if not target.exists():
+        log.info("exporting %s to %s for ONNX Runtime (once)", weights, target)
+        loaded = load_checkpoint(weights)
+        export_onnx(loaded.model, target, ExportOptions(verify_shapes=VERIFY_SHAPES), loaded.sha256, weights.name,
+                    loaded.config)
+    return target
+
+
+def open_checkpoint_on_onnxruntime(weights: str | Path, **options) -> Backend:
+    """The checkpoint's cached ONNX export on ONNX Runtime (``options`` as for ``OnnxRuntimeBackend``)."""
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    return OnnxRuntimeBackend(onnx_for_checkpoint(Path(weights)), **options)

@@ -1,0 +1,236 @@
+"""The request rules of the validating HTTP front (:mod:`runtime.serve_front`): limits, the checks a KServe v2
+inference request must pass before it reaches Triton, and the one-line error bodies (tags that survive PyTriton's
+traceback wrapping, tracebacks and paths scrubbed). Pure functions of the request bytes: no sockets here."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.images import MIN_SIDE
+
+MB = 1 << 20
+#: A refused body up to this size is read and dropped, so the client can read the refusal.
+DRAIN_LIMIT = 256 * MB
+#: About 48 megapixels: an 8000x6000 photo.
+DEFAULT_MAX_PIXELS = 8000 * 6000
+INPUT_NAME, OUTPUT_NAME = "image", "deblurred"
+_REQUEST_PARAMETERS = {"binary_data_output": bool, "priority": int, "timeout": int}
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/config|/stats|/infer)?$")
+_GET_PATHS = {"/v2", "/v2/health/live", "/v2/health/ready"}
+_TAG = re.compile(r"<<banet-error (\d{3}): (.*?)>>")
+INTERNAL_ERROR = "internal error while running the model (see the server log)"
+_PATH_LIKE = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.~-]+){2,}[/\\]?")
+
+
+@dataclass(frozen=True)
+class FrontLimits:
+    """What the front accepts. ``max_body_bytes`` None: one image of ``max_pixels`` plus 1 MiB of header."""
+
+    model: str = "banet"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_body_bytes: int | None = None
+    max_json_bytes: int = 32 * MB
+    max_header_bytes: int = 64 * 1024
+    max_inflight_bytes: int | None = None  # None: twice the body limit
+    max_batch: int = 8
+    min_side: int = MIN_SIDE
+    max_connections: int = 64
+    idle_timeout_s: float = 60.0
+    upstream_timeout_s: float = 600.0
+    busy_wait_s: float = 30.0
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_body_bytes if self.max_body_bytes is not None else self.max_pixels * 3 + MB
+
+    @property
+    def inflight_limit(self) -> int:
+        return self.max_inflight_bytes if self.max_inflight_bytes is not None else 2 * self.body_limit
+
+
+class RequestError(Exception):
+    """A request the front answers itself: HTTP ``status`` and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = one_line(message)
+
+
+# -- messages -------------------------------------------------------------------------------------------------
+def one_line(text: object, limit: int = 300) -> str:
+    """Whitespace collapsed, file-system paths replaced by <path>, cut to ``limit`` characters."""
+    text = _PATH_LIKE.sub("<path>", " ".join(str(text).split()))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def error_tag(status: int, message: object) -> str:
+    """Wrap an infer-function error so the front can recover its status and one-line reason from Triton."""
+    return f"<<banet-error {status}: {one_line(message).replace('>>', '> >')}>>"
+
+
+def clean_upstream_error(status: int, body: bytes) -> tuple[int, str]:
+    """Triton's error response -> (status, one-line message) without tracebacks or paths."""
+    try:
+        message = str(json.loads(body).get("error", ""))
+    except (ValueError, AttributeError):
+        message = body.decode("utf-8", "replace")
+    tagged = find_tag(message)
+    if tagged:
+        return tagged
+    if "Traceback" in message or 'File "' in message:
+        return (500 if status >= 500 else status), INTERNAL_ERROR
+    return status, one_line(message) or f"inference server answered {status}"
+
+
+def find_tag(text: str) -> tuple[int, str] | None:
+    """The (status, message) of an :func:`error_tag` inside ``text`` (e.g. a traceback), or None."""
+    tagged = _TAG.search(text)
+    return (int(tagged.group(1)), one_line(tagged.group(2))) if tagged else None
+
+
+def scrub_config(body: bytes) -> bytes:
+    """Model config JSON without parameters that hold paths (PyTriton puts its workspace path there)."""
+    try:
+        config = json.loads(body)
+        parameters = config.get("parameters") or {}
+        config["parameters"] = {k: v for k, v in parameters.items() if not _PATH_LIKE.search(json.dumps(v))}
+    except (ValueError, AttributeError):
+        return body
+    return json.dumps(config).encode()
+
+
+def _printable(name: str) -> str:
+    return one_line(name.encode("ascii", "backslashreplace").decode(), limit=64)
+
+
+# -- request checks -------------------------------------------------------------------------------------------
+def check_infer_request(body: bytes, header_length: int | None, limits: FrontLimits) -> None:
+    """Raise :class:`RequestError` unless ``body`` is an inference request the model can serve."""
+    if header_length is None and len(body) > limits.max_json_bytes:
+        raise RequestError(413, f"JSON request of {len(body)} bytes is over the {limits.max_json_bytes} byte "
+                                "limit for JSON data; send the image as a binary tensor")
+    header_bytes = body if header_length is None else body[:header_length]
+    request = _parse_json(header_bytes)
+    _check_keys(request, {"id", "inputs", "outputs", "parameters"}, "request")
+    _check_request_parameters(request.get("parameters", {}))
+    _check_outputs(request.get("outputs", []))
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise RequestError(400, f"'inputs' must list exactly one tensor, named '{INPUT_NAME}'")
+    binary = None if header_length is None else len(body) - header_length
+    _check_input(inputs[0], binary, limits)
+
+
+def _parse_json(data: bytes) -> dict:
+    try:
+        request = json.loads(data)
+    except (ValueError, RecursionError):
+        raise RequestError(400, "request header is not valid JSON") from None
+    if not isinstance(request, dict):
+        raise RequestError(400, "request header must be a JSON object")
+    return request
+
+
+def _check_keys(obj: dict, allowed: set[str], what: str) -> None:
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise RequestError(400, f"unsupported field '{_printable(str(unknown[0]))}' in {what}")
+
+
+def _check_request_parameters(parameters: object) -> None:
+    if not isinstance(parameters, dict):
+        raise RequestError(400, "'parameters' must be a JSON object")
+    for key, value in parameters.items():
+        kind = _REQUEST_PARAMETERS.get(key)
+        if kind is None:
+            raise RequestError(400, f"unsupported request parameter '{_printable(key)}'")
+        if type(value) is not kind:
+            raise RequestError(400, f"request parameter '{key}' must be {kind.__name__}")
+
+
+def _check_outputs(outputs: object) -> None:
+    if not isinstance(outputs, list) or len(outputs) > 1:
+        raise RequestError(400, f"'outputs' must be a list naming at most '{OUTPUT_NAME}'")
+    for output in outputs:
+        if not isinstance(output, dict) or output.get("name") != OUTPUT_NAME:
+            raise RequestError(400, f"the model has one output, '{OUTPUT_NAME}'")
+        _check_keys(output, {"name", "parameters"}, "output")
+        parameters = output.get("parameters", {})
+        if not isinstance(parameters, dict) or set(parameters) - {"binary_data"}:
+            raise RequestError(400, "output parameters other than 'binary_data' (e.g. shared memory) are not "
+                                    "accepted")
+
+
+def _check_input(tensor: dict, binary_bytes: int | None, limits: FrontLimits) -> None:
+    _check_keys(tensor, {"name", "shape", "datatype", "parameters", "data"}, "input")
+    if tensor.get("name") != INPUT_NAME:
+        raise RequestError(400, f"unknown input '{_printable(str(tensor.get('name')))}'; the model takes "
+                                f"'{INPUT_NAME}'")
+    if tensor.get("datatype") != "UINT8":
+        raise RequestError(400, f"input '{INPUT_NAME}' must have datatype UINT8, got "
+                                f"'{_printable(str(tensor.get('datatype')))}'")
+    count = _check_shape(tensor.get("shape"), limits)
+    parameters = tensor.get("parameters", {})
+    if not isinstance(parameters, dict) or set(parameters) - {"binary_data_size"}:
+        raise RequestError(400, "input parameters other than 'binary_data_size' (e.g. shared memory) are not "
+                                "accepted")
+    if "binary_data_size" in parameters:
+        _check_binary(parameters["binary_data_size"], "data" in tensor, binary_bytes, count)
+    else:
+        if binary_bytes:
+            raise RequestError(400, f"body carries {binary_bytes} bytes after the header, but the input declares "
+                                    "no binary_data_size")
+        _check_json_data(tensor.get("data"), count)
+
+
+def _check_shape(shape: object, limits: FrontLimits) -> int:
+    """Validate [N, H, W, 3]; return the element count N*H*W*3."""
+    if (not isinstance(shape, list) or len(shape) != 4
+            or not all(type(d) is int and 0 <= d < 1 << 40 for d in shape)):
+        raise RequestError(400, "input shape must be [N, H, W, 3] with non-negative integers (N = batch)")
+    n, height, width, channels = shape
+    if channels != 3:
+        raise RequestError(400, f"images must have 3 channels (BGR), got {channels}")
+    if not 1 <= n <= limits.max_batch:
+        raise RequestError(400, f"batch size must be 1 to {limits.max_batch}, got {n}")
+    if min(height, width) < limits.min_side:
+        raise RequestError(400, f"image of {height}x{width} pixels is too small to deblur (at least "
+                                f"{limits.min_side}x{limits.min_side})")
+    if height * width > limits.max_pixels:
+        raise RequestError(413, f"image of {height}x{width} = {height * width:,} pixels is over the server's "
+                                f"limit of {limits.max_pixels:,} pixels")
+    return n * height * width * channels
+
+
+def _check_binary(size: object, has_json_data: bool, binary_bytes: int | None, count: int) -> None:
+    if binary_bytes is None:
+        raise RequestError(400, "binary_data_size given without an Inference-Header-Content-Length header")
+    if has_json_data:
+        raise RequestError(400, "input has both 'data' and binary_data_size")
+    if type(size) is not int or size != count:
+        raise RequestError(400, f"binary_data_size must be {count} bytes for the declared shape, got "
+                                f"{_printable(str(size))}")
+    if binary_bytes != size:
+        raise RequestError(400, f"body holds {binary_bytes} bytes of binary data, but the input declares {size}")
+
+
+def _check_json_data(data: object, count: int) -> None:
+    if not isinstance(data, list):
+        raise RequestError(400, f"input '{INPUT_NAME}' needs 'data' (a list of {count} integers) or a binary "
+                                "tensor")
+    try:
+        array = np.array(data)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise RequestError(400, "'data' must be a flat or evenly nested list of integers 0-255") from None
+    if array.size != count:
+        raise RequestError(400, f"'data' holds {array.size} values, but the declared shape needs {count}")
+    if array.dtype.kind not in "iu" or (count and (array.min() < 0 or array.max() > 255)):
+        raise RequestError(400, "'data' must hold integers 0-255 (UINT8)")
+
+
+# -- the server -----------------------------------------------------------------------------------------------
