@@ -249,6 +249,7 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
                  fp16_rows: bool = True, speed_shape: tuple[int, int, int] = (1, 256, 256), repeats: int = 7,
                  progress: Callable[[str], None] | None = None) -> dict:
     """Measure every row (see module docstring) and return the report as a dict."""
+    # Long by design (~80 lines): one row per artifact, in the report's order, each a few lines.
     from tqdm import tqdm
 
     from calibration.fp16 import emulated_fp16_forward

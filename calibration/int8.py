@@ -39,6 +39,7 @@ import numpy as np
 
 from banet.artifacts import failed_path, int8_onnx_path
 from banet.hashing import file_sha256
+from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
 from calibration.data import CalibrationDataError, CalibrationSource
 
@@ -299,6 +300,57 @@ def check_source_fits(metadata, source: CalibrationSource) -> None:
                                        f"{source.batch})")
 
 
+def nodes_to_quantize(model, spec: Flavour, exclude_groups: Sequence[str]) -> list[str]:
+    """The flavour's quantizable nodes of ``model`` minus the excluded blocks; QuantizeError naming an unknown
+    block, or when nothing is left."""
+    candidates = quantizable_nodes(model, spec)
+    groups = node_groups(candidates)
+    unknown = sorted(set(exclude_groups) - set(groups))
+    if unknown:
+        raise QuantizeError(f"unknown group(s) to exclude: {', '.join(unknown)}; groups of this model: "
+                            f"{', '.join(groups)}")
+    excluded = {name for g in exclude_groups for name in groups[g]}
+    nodes = [n for n in candidates if n not in excluded]
+    if not nodes:
+        raise QuantizeError("every quantizable node is excluded: nothing to quantize")
+    return nodes
+
+
+def int8_metadata(fp32: ModelMetadata, extra: dict[str, str]) -> ModelMetadata:
+    """The INT8 model's metadata: the FP32 export's, precision int8, its parity record kept as ``fp32_parity``."""
+    kept = {k: v for k, v in fp32.extra.items() if k != "parity"}
+    if "parity" in fp32.extra:
+        kept["fp32_parity"] = fp32.extra["parity"]
+    return dataclasses.replace(fp32, precision="int8", extra={**kept, **extra})
+
+
+def _check_and_commit(fp32_onnx: Path, tmp: Path, output: Path, tensorrt: bool,
+                      verify_shapes: Sequence[tuple[int, int, int]], min_psnr_db: float,
+                      threads: int | None) -> tuple[dict | None, dict[str, float]]:
+    """Parser check (``trt`` flavour) and drift against FP32 on ``tmp``; record both in it and rename it to
+    ``output``, or leave it as ``<name>.failed.onnx`` and raise."""
+    import onnx
+
+    conformance = check_tensorrt_conformance(tmp, output) if tensorrt else None
+    verification = verify_against_fp32(fp32_onnx, tmp, verify_shapes, threads) if verify_shapes else {}
+    if verification and min(verification.values()) < min_psnr_db:
+        failed = leave_failed(tmp, output)
+        raise QuantizeError(f"the INT8 model drifts too far from FP32 ({verification}, dB; needs >= "
+                            f"{min_psnr_db:g}); left at {failed}. Exclude sensitive blocks "
+                            "(python -m calibration.sensitivity) or try another --method.")
+    proto = onnx.load(str(tmp))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "banet.int8_verification", json.dumps(
+        {"reference": "FP32 ONNX Runtime", "psnr_db": {k: round(v, 2) for k, v in verification.items()}})
+    if conformance is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "banet.int8_tensorrt_parse", json.dumps(conformance)
+    with removed_on_write_error(tmp, output, QuantizeError):
+        onnx.save(proto, str(tmp))
+    os.replace(tmp, output)
+    return conformance, verification
+
+
 def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, source: CalibrationSource,
                   flavour: str = "ort", method: str = "minmax", exclude_groups: Sequence[str] = (),
                   percentile: float = 99.999, force: bool = False,
@@ -336,17 +388,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
         raise QuantizeError(f"{fp32_onnx} is a {metadata.precision} model; quantize the FP32 export")
     check_source_fits(metadata, source)
 
-    model = onnx.load(str(fp32_onnx))
-    candidates = quantizable_nodes(model, spec)
-    groups = node_groups(candidates)
-    unknown = sorted(set(exclude_groups) - set(groups))
-    if unknown:
-        raise QuantizeError(f"unknown group(s) to exclude: {', '.join(unknown)}; groups of this model: "
-                            f"{', '.join(groups)}")
-    excluded = {name for g in exclude_groups for name in groups[g]}
-    nodes = [n for n in candidates if n not in excluded]
-    if not nodes:
-        raise QuantizeError("every quantizable node is excluded: nothing to quantize")
+    nodes = nodes_to_quantize(onnx.load(str(fp32_onnx)), spec, exclude_groups)
 
     cache = ranges_cache_path(fp32_onnx, source, spec, method, percentile)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -371,36 +413,18 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
         raise QuantizeError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}") from exc
 
     proto = onnx.load(str(tmp))
-    extra = {k: v for k, v in metadata.extra.items() if k != "parity"}
-    if "parity" in metadata.extra:
-        extra["fp32_parity"] = metadata.extra["parity"]
     calibration = {"method": method, **source.to_dict()}
     if method == "percentile":
         calibration["percentile"] = percentile
-    extra.update({"int8_flavour": flavour, "int8_format": spec.description, "int8_calibration": json.dumps(calibration),
-                  "int8_excluded_groups": json.dumps(sorted(exclude_groups)),
-                  "int8_quantized_nodes": str(len(nodes)), **(extra_metadata or {})})
-    write_onnx_metadata(proto, dataclasses.replace(metadata, precision="int8", extra=extra))
+    extra = {"int8_flavour": flavour, "int8_format": spec.description, "int8_calibration": json.dumps(calibration),
+             "int8_excluded_groups": json.dumps(sorted(exclude_groups)), "int8_quantized_nodes": str(len(nodes)),
+             **(extra_metadata or {})}
+    write_onnx_metadata(proto, int8_metadata(metadata, extra))
     with removed_on_write_error(tmp, output, QuantizeError):
         onnx.save(proto, str(tmp))
 
-    conformance = check_tensorrt_conformance(tmp, output) if spec.tensorrt else None
-    verification = verify_against_fp32(fp32_onnx, tmp, verify_shapes, threads) if verify_shapes else {}
-    if verification and min(verification.values()) < min_verify_psnr_db:
-        failed = leave_failed(tmp, output)
-        raise QuantizeError(f"the INT8 model drifts too far from FP32 ({verification}, dB; needs >= "
-                            f"{min_verify_psnr_db:g}); left at {failed}. Exclude sensitive blocks "
-                            "(python -m calibration.sensitivity) or try another --method.")
-    proto = onnx.load(str(tmp))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = "banet.int8_verification", json.dumps(
-        {"reference": "FP32 ONNX Runtime", "psnr_db": {k: round(v, 2) for k, v in verification.items()}})
-    if conformance is not None:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "banet.int8_tensorrt_parse", json.dumps(conformance)
-    with removed_on_write_error(tmp, output, QuantizeError):
-        onnx.save(proto, str(tmp))
-    os.replace(tmp, output)
+    conformance, verification = _check_and_commit(fp32_onnx, tmp, output, spec.tensorrt, verify_shapes,
+                                                   min_verify_psnr_db, threads)
     seconds = time.perf_counter() - started
     log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output,
             flavour, method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)
@@ -423,7 +447,7 @@ def check_tensorrt_conformance(candidate: Path, output: Path) -> dict:
     with one line naming the node and the parser's reason, the model left as ``<name>.failed.onnx``. Where
     neither ``tensorrt`` nor ``tensorrt_rtx`` is installed the check is skipped, and says so.
     """
-    from export.trt_build import parse_onnx
+    from export.trt.builder import parse_onnx
 
     report = parse_onnx(candidate)
     if report is None:

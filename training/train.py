@@ -198,6 +198,7 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
 
     Returns the history: one entry per logged step with the loss, learning rate and any evaluation.
     """
+    # Long by design (~90 lines): the training loop reads top to bottom (resume, step, log, evaluate, save).
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)

@@ -161,7 +161,7 @@ def _parser():
 
 
 def test_trt_flavour_parses_with_nvidias_parser(quantized, tiny_onnx, tmp_path):
-    from export.trt_build import parse_onnx
+    from export.trt.builder import parse_onnx
 
     runtime = _parser()
     report = parse_onnx(quantized["trt"].path, runtime)
@@ -195,10 +195,10 @@ def test_planted_int32_bias_is_refused_in_one_line(tiny_onnx, tmp_path, monkeypa
 
 
 def test_without_a_parser_the_check_is_skipped_and_says_so(tiny_onnx, tmp_path, monkeypatch, caplog):
-    from export import trt_build
+    from export.trt import builder
 
-    monkeypatch.setattr(trt_build, "installed_runtime", lambda: None)
-    with caplog.at_level("WARNING", logger="calibration.quantize"):
+    monkeypatch.setattr(builder, "installed_runtime", lambda: None)
+    with caplog.at_level("WARNING", logger="calibration.int8"):
         result = quantize_int8(tiny_onnx, tmp_path / "q.onnx", SOURCE, "trt", verify_shapes=(), threads=1)
     assert "skipped" in result.tensorrt_parse and result.path.is_file()
     assert any("TensorRT parser check skipped" in r.getMessage() for r in caplog.records)

@@ -267,7 +267,7 @@ def test_dry_run_refuses_what_nvidias_parser_refuses(tmp_path, onnx_files, capfd
 
 def test_parser_errors_become_one_line_with_the_reason():
     """The text TensorRT for RTX 1.7.1 gave for an int32 bias DequantizeLinear on a machine without a GPU driver."""
-    from export.trt_build import _reason
+    from export.trt.builder import _reason
 
     node = "BAM_1.BA.conv_final.bias_DequantizeLinear"
     desc = (f"Invalid Node - {node}\nITensor::getDimensions: Error Code 4: API Usage Error ({node}: input has type "

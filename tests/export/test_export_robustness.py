@@ -32,6 +32,7 @@ from banet.manifest import ManifestError, manifest_path, read_manifest
 from banet.model import BANet
 from export import build_trt, to_onnx, trt_build
 from export.onnx_export import ExportOptions, export_onnx
+from export.trt import engine_files
 from tests.cli_helpers import refused
 from tests.manifest_helpers import make_manifest
 
@@ -85,8 +86,8 @@ def fake_builder(monkeypatch):
     def build_serialized(plan, trt, calibration_batches=None, progress_stream=None):
         return f"stand-in engine {next(counter)};".encode() * 2000, {"seconds": 0.01, "layers": 3}
 
-    monkeypatch.setattr(trt_build, "build_serialized", build_serialized)
-    monkeypatch.setattr(trt_build, "ensure_runnable", lambda plan: None)
+    monkeypatch.setattr(engine_files, "build_serialized", build_serialized)
+    monkeypatch.setattr(engine_files, "ensure_runnable", lambda plan: None)
 
 
 def build_args(onnx: Path, engine: Path, *extra: str) -> list[str]:
@@ -188,7 +189,7 @@ def test_a_failed_drift_check_keeps_the_old_pair(tmp_path, files, fake_builder, 
                                                       min_shape=(1, 64, 64), opt_shape=(1, 64, 64),
                                                       max_shape=(1, 128, 128), progress=False),
                                trt_build.detect_runtime("tensorrt-rtx"))
-    monkeypatch.setattr(trt_build, "ensure_runnable", lambda plan: {"name": "a GPU", "compute_capability": [8, 6]})
+    monkeypatch.setattr(engine_files, "ensure_runnable", lambda plan: {"name": "a GPU", "compute_capability": [8, 6]})
     with pytest.raises(trt_build.BuildError, match="left at .*tiny.failed.engine.*tiny.engine unchanged"):
         trt_build.build(plan, measure=lambda plan, path: {"worst_psnr_db": 12.0, "passed": False})
     after = folder_state(tmp_path)

@@ -1,0 +1,339 @@
+"""The only code that calls TensorRT's parser and builder (NVIDIA's documented Python API, the same for ``tensorrt``
+10/11 and ``tensorrt_rtx`` except where noted), plus the INT8 entropy calibrator."""
+
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from banet.outputs import shown_path as show
+from banet.outputs import write_atomic, write_error
+from export.trt.onnx_info import INT8_COMMAND, nchw, shape_text
+from export.trt.plan import BuildPlan, calibration_cache_path
+from export.trt.runtime_info import BuildError, PlanError, RuntimeInfo, installed_runtime
+
+log = logging.getLogger(__name__)
+
+
+def parser_check(plan: BuildPlan) -> str:
+    """Parse the plan's ONNX with the TensorRT-family parser installed here, whatever runtime the plan is for.
+
+    What a dry run adds to the plan: NVIDIA's parser is the first thing a build runs, and a file it refuses
+    (e.g. an int32 bias DequantizeLinear) should stop the plan, not the build on the GPU machine. Returns the
+    line to print; raises PlanError naming the node and the parser's reason. Nothing is renamed: a dry run
+    changes no file (``calibration.quantize`` never keeps a file the parser refuses).
+    """
+    if not plan.onnx.exists:
+        return "TensorRT parser check: skipped (the ONNX is exported first by the build)"
+    report = parse_onnx(plan.onnx.path)
+    if report is None:
+        return "TensorRT parser check: skipped (neither tensorrt nor tensorrt_rtx is installed here)"
+    if not report.ok:
+        fix = f"; re-quantize it: {INT8_COMMAND} --force" if plan.onnx.qdq_nodes else ""
+        raise PlanError(f"the ONNX parser of {report.parser} refuses {show(plan.onnx.path)} at "
+                        f"{report.first_error()}{fix}")
+    return f"TensorRT parser check: {report.parser} parses {plan.onnx.path.name} ({report.layers} layers)"
+
+
+def _make_logger(trt, echo: bool, quiet: bool = False):
+    """A logger that keeps TensorRT's errors (the first one becomes the failure message).
+
+    ``quiet``: errors are only kept, not logged (a conformance parse reports them in one line of its own).
+    """
+
+    class _Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity, msg) -> None:
+            if severity in (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR):
+                self.errors.append(str(msg))
+                if not quiet:
+                    log.error("[%s] %s", "TensorRT", msg)
+            elif severity == trt.ILogger.Severity.WARNING and echo:
+                log.debug("[TensorRT] %s", msg)
+
+    return _Logger()
+
+
+def _make_progress_monitor(trt, stream=None):
+    """An ``IProgressMonitor`` that prints the top build phases with elapsed time (TensorRT 10+ / RTX)."""
+    stream = stream or sys.stderr
+
+    class _Progress(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.started = time.perf_counter()
+            self.depth: dict[str, int] = {}
+
+        def phase_start(self, phase_name, parent_phase, num_steps) -> None:
+            depth = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+            self.depth[phase_name] = depth
+            if depth <= 1:
+                print(f"  [{time.perf_counter() - self.started:6.1f} s] {'  ' * depth}{phase_name}", file=stream,
+                      flush=True)
+
+        def step_complete(self, phase_name, step) -> bool:
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name) -> None:
+            self.depth.pop(phase_name, None)
+
+    return _Progress()
+
+
+#: Lines TensorRT for RTX adds to parser errors on a machine without a GPU driver: noise, never the reason.
+_NOISE = ("Cuda Runtime", "cudaError", "CUDA driver")
+
+
+def _reason(text: str, node: str) -> str:
+    """The parser's reason in one line: without the "Invalid Node" header, source locations and the node name.
+
+    ``ITensor::getDimensions: Error Code 4: API Usage Error (N: input has type Int32 but ... UInt8. In checkType
+    at /_src/...cpp:456)`` -> ``input has type Int32 but ... UInt8``
+    """
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Invalid Node") and not any(n in line for n in _NOISE)]
+    reason = (useful or lines or ["no reason given"])[0]
+    wrapped = re.search(r"Error Code \d+: [^(]*\((.*)\)\s*$", reason)
+    if wrapped:
+        reason = wrapped.group(1)
+    reason = re.sub(r"\s*In \w+ at \S+$", "", reason).strip().rstrip(".")
+    if node and reason.startswith(f"{node}: "):
+        reason = reason[len(node) + 2:]
+    return reason
+
+
+def _parser_errors(parser, logger) -> list[str]:
+    """One ``node <name>: <reason>`` line per parser error (TensorRT's logger where the parser gave none)."""
+    errors = []
+    for i in range(parser.num_errors):
+        error = parser.get_error(i)
+        node = str(error.node_name()) if hasattr(error, "node_name") else ""
+        reason = _reason(error.desc(), node)
+        if reason.startswith("Invalid Node") or reason == "no reason given":  # the detail went to the logger
+            reason = next((_reason(e, node) for e in logger.errors if node and node in e), reason)
+        errors.append(f"node {node}: {reason}" if node else reason)
+    if not errors:
+        errors = [_reason(e, "") for e in logger.errors if not any(n in e for n in _NOISE)][:1]
+    return errors or ["no error reported"]
+
+
+def _parse_into(trt, network, logger, path: Path) -> tuple[object, list[str]]:
+    """Parse ``path`` into ``network``; (the parser, which owns converted weights, and its errors, [] if none)."""
+    parser = trt.OnnxParser(network, logger)
+    if parser.parse_from_file(str(path)):
+        return parser, []
+    return parser, _parser_errors(parser, logger)
+
+
+def _one_line(errors: list[str]) -> str:
+    """The first error, and how many more there are."""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return errors[0].replace("\n", " ") + more
+
+
+@dataclass(frozen=True)
+class ParseReport:
+    """What a TensorRT-family ONNX parser said about one file."""
+
+    parser: str
+    layers: int
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def first_error(self) -> str:
+        """The first ``node <name>: <reason>`` (and how many more): the one line a refusal prints."""
+        return _one_line(list(self.errors))
+
+
+def parse_onnx(path: Path, runtime: RuntimeInfo | None = None) -> ParseReport | None:
+    """Parse ``path`` with NVIDIA's ONNX parser of ``runtime`` (default: the installed one); None if none is.
+
+    The network is strongly typed where the runtime builds it so (TensorRT 11+, TensorRT for RTX), as the build
+    would be. Nothing is built and no GPU is needed; TensorRT's messages are kept, not printed.
+    """
+    runtime = runtime or installed_runtime()
+    if runtime is None or runtime.module is None:
+        return None
+    trt = runtime.module
+    logger = _make_logger(trt, echo=False, quiet=True)
+    builder = trt.Builder(logger)
+    flags = 0
+    strongly = runtime.flavour == "tensorrt-rtx" or (runtime.major or 0) >= 11
+    if strongly and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser, errors = _parse_into(trt, network, logger, Path(path))
+    layers = int(network.num_layers)
+    del parser
+    return ParseReport(runtime.label, layers, tuple(errors))
+
+
+def batches_from_reader(reader) -> Iterator[np.ndarray]:
+    """NCHW float32 batches from an ONNX Runtime ``CalibrationDataReader`` (``get_next() -> {name: array}``)."""
+    while True:
+        item = reader.get_next()
+        if item is None:
+            return
+        yield np.asarray(next(iter(item.values())), dtype=np.float32)
+
+
+def _fit(batch: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
+    """Centre-crop (and cycle the batch) to the calibration shape the engine's calibration profile fixes."""
+    n, c, h, w = shape
+    if batch.ndim != 4 or batch.shape[1] != c or batch.shape[2] < h or batch.shape[3] < w:
+        raise BuildError(f"calibration batch of shape {batch.shape} cannot be cropped to {shape_text(shape)}")
+    y, x = (batch.shape[2] - h) // 2, (batch.shape[3] - w) // 2
+    crop = batch[:, :, y:y + h, x:x + w]
+    reps = -(-n // len(crop))
+    return np.ascontiguousarray(np.concatenate([crop] * reps)[:n], dtype=np.float32)
+
+
+def make_entropy_calibrator(trt, batches: Iterable[np.ndarray], shape: tuple[int, int, int, int], cache: Path):
+    """An ``IInt8EntropyCalibrator2`` (TensorRT 10) fed by any iterable of NCHW float32 batches, with a cache file.
+
+    Where ``cache`` exists, TensorRT reads it and skips calibration; after calibrating it is written.
+    """
+    from runtime.backends.cuda import DeviceBuffer, check, import_cudart
+
+    cudart = import_cudart()
+
+    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = iter(batches)
+            self.buffer = DeviceBuffer(cudart)
+            self.count = 0
+
+        def get_batch_size(self) -> int:
+            return shape[0]
+
+        def get_batch(self, names):
+            try:
+                batch = _fit(next(self.batches), shape)
+            except StopIteration:
+                return None
+            ptr = self.buffer.ensure(batch.nbytes)
+            check(cudart, cudart.cudaMemcpy(ptr, batch.ctypes.data, batch.nbytes,
+                                            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice), "cudaMemcpy")
+            self.count += 1
+            return [ptr]
+
+        def read_calibration_cache(self):
+            return cache.read_bytes() if cache.is_file() else None
+
+        def write_calibration_cache(self, data) -> None:
+            try:
+                write_atomic(cache, bytes(data))
+            except OSError as exc:  # raised inside TensorRT's callback it would abort the build: say it instead
+                log.warning("calibration cache not written: %s", write_error(exc, cache, len(data)))
+
+    return _EntropyCalibrator()
+
+
+def default_calibration_batches(plan: BuildPlan) -> Iterator[np.ndarray]:
+    """Batches for ``--calibrate``: the calibration work's data (``calibration.data``) where it is installed,
+    else deterministic real-photo inputs. Either way a plain iterable of NCHW float32 batches."""
+    n, h, w = plan.options.calibration_shape
+    count = plan.options.calibration_batches
+    try:
+        from calibration import data as calibration_data
+
+        source = calibration_data.CalibrationSource(count=count * n, size=(h, w), batch=n)
+        log.info("INT8 calibration data: %s", source.describe())
+        return batches_from_reader(source.reader())
+    except (ImportError, AttributeError, TypeError, ValueError) as exc:
+        log.info("INT8 calibration data: %d real-photo batches (calibration.data unavailable: %s)", count, exc)
+    from export.parity import photo_batch
+
+    return (photo_batch(n, h, w, seed=1000 + i) for i in range(count))
+
+
+def _save_timing_cache(path: Path, data: bytes) -> None:
+    """Update the timing cache whole or not at all; a cache that cannot be written only costs the next build time."""
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        log.warning("timing cache not updated: %s", write_error(exc, path, len(data)))
+
+
+def build_serialized(plan: BuildPlan, trt, calibration_batches: Iterable[np.ndarray] | None = None,
+                     progress_stream=None) -> tuple[bytes, dict]:
+    """Build the engine with ``trt`` (the ``tensorrt`` or ``tensorrt_rtx`` module). Returns (plan bytes, details).
+
+    Raises BuildError with TensorRT's first error when parsing or building fails.
+    """
+    o = plan.options
+    rtx = plan.runtime.flavour == "tensorrt-rtx"
+    logger = _make_logger(trt, echo=False)
+    builder = trt.Builder(logger)
+    flags = 0
+    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser, errors = _parse_into(trt, network, logger, plan.onnx.path)  # the parser owns weights: keep it alive
+    if errors:
+        raise BuildError(f"the ONNX parser of {plan.runtime.label} refused {show(plan.onnx.path)} at "
+                         f"{_one_line(errors)}")
+    config = builder.create_builder_config()
+    if o.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, o.workspace_mib << 20)
+    config.builder_optimization_level = o.optimization_level
+    for name in plan.builder_flags:
+        if name == "no TF32":
+            if hasattr(trt.BuilderFlag, "TF32"):
+                config.clear_flag(trt.BuilderFlag.TF32)
+        else:
+            config.set_flag(getattr(trt.BuilderFlag, name))
+    if o.hardware_compatibility != "none":
+        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, o.hardware_compatibility.upper())
+    if rtx and plan.targets:
+        config.num_compute_capabilities = len(plan.targets)
+        for index, target in enumerate(plan.targets):
+            if not config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), index):
+                raise BuildError(f"{plan.runtime.label} refused target {target}")
+    profile = builder.create_optimization_profile()
+    p = plan.profile
+    profile.set_shape(p.input, p.min, p.opt, p.max)
+    config.add_optimization_profile(profile)
+    calibrator = None
+    if o.calibrate:
+        shape = nchw(o.calibration_shape)
+        batches = calibration_batches if calibration_batches is not None else default_calibration_batches(plan)
+        calibrator = make_entropy_calibrator(trt, batches, shape, calibration_cache_path(plan))
+        config.int8_calibrator = calibrator
+        calibration_profile = builder.create_optimization_profile()
+        calibration_profile.set_shape(p.input, shape, shape, shape)
+        config.set_calibration_profile(calibration_profile)
+    timing_cache = None
+    if o.timing_cache and not rtx:
+        data = o.timing_cache.read_bytes() if o.timing_cache.is_file() else b""
+        timing_cache = config.create_timing_cache(data)
+        config.set_timing_cache(timing_cache, False)
+    if o.progress and hasattr(trt, "IProgressMonitor"):
+        config.progress_monitor = _make_progress_monitor(trt, progress_stream)
+    started = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    seconds = time.perf_counter() - started
+    if calibrator is not None:
+        calibrator.buffer.free()
+    if serialized is None:
+        first = logger.errors[0] if logger.errors else "no error reported"
+        raise BuildError(f"{plan.runtime.label} could not build the engine: {first}")
+    if timing_cache is not None:
+        _save_timing_cache(o.timing_cache, bytes(config.get_timing_cache().serialize()))
+    details = {"seconds": round(seconds, 2), "layers": network.num_layers}
+    return bytes(serialized), details
