@@ -405,8 +405,8 @@ def test_stand_in_builder_calls_tensorrt10_fp16(tmp_path, onnx_files):
     assert cache.read_bytes() == b"timing-cache-bytes"  # written after the build
 
 
-def test_stand_in_builder_calls_strongly_typed_and_calibrated(tmp_path, onnx_files):
-    """Strongly typed (TensorRT 11) and calibrated INT8 (TensorRT 10) call sequences, on a stand-in module."""
+def test_stand_in_builder_calls_strongly_typed(tmp_path, onnx_files):
+    """Strongly typed call sequences (TensorRT 11, TensorRT for RTX with targets), on a stand-in module."""
     calls = []
     trt = stand_in_tensorrt(calls, "11.4.0.9")
     plan = make_plan(options(tmp_path, onnx_files["fp16"], precision="fp16"), RuntimeInfo("tensorrt", trt, "11.4"))
@@ -415,6 +415,25 @@ def test_stand_in_builder_calls_strongly_typed_and_calibrated(tmp_path, onnx_fil
     assert not any(c[0] == "config.set_flag" for c in calls)
 
     calls.clear()
+    trt = stand_in_tensorrt(calls, "1.7.1.116")
+    plan = make_plan(options(tmp_path, onnx_files["fp16"], precision="fp16", targets=("sm75", "sm86")),
+                     RuntimeInfo("tensorrt-rtx", trt, "1.7.1.116"))
+    build_serialized(plan, trt)
+    assert ("config.num_compute_capabilities =", (2,)) in calls
+    assert ("config.set_compute_capability", ("SM75", 0)) in calls
+    assert ("config.set_compute_capability", ("SM86", 1)) in calls
+
+
+def test_stand_in_builder_calls_calibrated_int8(tmp_path, onnx_files):
+    """Implicit INT8 calibration (TensorRT 10) on a stand-in module; the calibrator holds device buffers, so it
+    needs cuda-python (the tensorrt / rtx extras bring it; with only the cpu and dev extras this is skipped)."""
+    from runtime.backends.cuda import CudaUnavailableError, import_cudart
+
+    try:
+        import_cudart()
+    except CudaUnavailableError as exc:
+        pytest.skip(f"the INT8 calibrator needs cuda-python: {exc}")
+    calls = []
     trt = stand_in_tensorrt(calls, "10.8.0.43")
     plan = make_plan(options(tmp_path, onnx_files["fp32"], precision="int8", calibrate=True,
                              hardware_compatibility="ampere_plus", version_compatible=True),
@@ -427,15 +446,6 @@ def test_stand_in_builder_calls_strongly_typed_and_calibrated(tmp_path, onnx_fil
     assert any(c[0] == "config.int8_calibrator =" for c in calls)
     assert ("profile.set_shape", ("input", (1, 3, 256, 256), (1, 3, 256, 256), (1, 3, 256, 256))) in calls
     assert any(c[0] == "config.set_calibration_profile" for c in calls)
-
-    calls.clear()
-    trt = stand_in_tensorrt(calls, "1.7.1.116")
-    plan = make_plan(options(tmp_path, onnx_files["fp16"], precision="fp16", targets=("sm75", "sm86")),
-                     RuntimeInfo("tensorrt-rtx", trt, "1.7.1.116"))
-    build_serialized(plan, trt)
-    assert ("config.num_compute_capabilities =", (2,)) in calls
-    assert ("config.set_compute_capability", ("SM75", 0)) in calls
-    assert ("config.set_compute_capability", ("SM86", 1)) in calls
 
 
 # -- NVIDIA TensorRT proper, where it is installed (a user's GPU machine) ------------------------------------------
