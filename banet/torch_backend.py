@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from banet.checkpoint import load_checkpoint
+from banet.config import BANetConfig
 from banet.conventions import BANET
 from banet.metadata import ModelMetadata
 from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits
@@ -35,8 +36,23 @@ class TorchBackend(Backend):
             raise ValueError("half precision is for GPUs: float16 convolutions on a CPU are extremely slow and "
                              "not what a deployment runs; use half=False on CPU")
         loaded = load_checkpoint(weights, device=device)
-        self.model = loaded.model
-        self.device = torch.device(device)
+        self._setup(loaded.model, torch.device(device), half, channels_last, loaded.config, loaded.sha256,
+                    Path(weights).name)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, device: str = "cpu", source_name: str = "in-memory model"
+                   ) -> TorchBackend:
+        """A backend around a network already in memory (export verification, drift): the same ``run`` as for a
+        checkpoint file. The model is used as it is (no copy, no dtype change)."""
+        backend = cls.__new__(cls)
+        config = getattr(model, "config", None) or BANetConfig()
+        backend._setup(model, torch.device(device), False, False, config, "", source_name)
+        return backend
+
+    def _setup(self, model, device, half: bool, channels_last: bool, config: BANetConfig, sha256: str,
+               source_name: str) -> None:
+        self.model = model
+        self.device = device
         self.half = half
         self.channels_last = channels_last
         if half:
@@ -44,10 +60,9 @@ class TorchBackend(Backend):
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         metadata = ModelMetadata(
-            conventions=BANET, config=loaded.config, precision="fp16" if half else "fp32",
-            source_sha256=loaded.sha256, source_name=Path(weights).name,
-            exporter=f"none (PyTorch {torch.__version__} eager)", opset=0)
-        super().__init__(metadata, ShapeLimits())
+            conventions=BANET, config=config, precision="fp16" if half else "fp32", source_sha256=sha256,
+            source_name=source_name, exporter=f"none (PyTorch {torch.__version__} eager)", opset=0)
+        Backend.__init__(self, metadata, ShapeLimits())
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device)

@@ -1,7 +1,7 @@
 """Peak memory of whole photos through ``Deblurrer`` with default settings, and what automatic tiling costs.
 
     python -m benchmarks.memory                                   # 12 MP and 48 MP on ONNX Runtime and PyTorch
-    python -m benchmarks.memory --sizes 4000x3000 --backends onnxruntime --agreement 3000x2000
+    python -m benchmarks.memory --sizes 3000x4000 --backends onnxruntime --agreement 2000x3000
 
 Each case runs in a fresh process (so its peak resident set size, ``ru_maxrss``, is its own): the embedded default
 model, the default memory budget, a real photograph (scikit-image's ``astronaut``) resized to the size. The
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.machine import cpu_name, slug
-from benchmarks.timing import parse_wxh
+from banet.shapes import hw_text, parse_hw
 
 #: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
 #: Results go under the current project (where the command is run), never into an installed package.
@@ -60,7 +60,7 @@ def measure(backend: str, width: int, height: int) -> dict:
         seconds = time.perf_counter() - started
         tile = deblur._tile_size(height, width)
     assert out.shape == image.shape
-    return {"backend": backend, "size": f"{width}x{height}", "megapixels": round(width * height / 1e6, 1),
+    return {"backend": backend, "size": hw_text(height, width), "megapixels": round(width * height / 1e6, 1),
             "tile": list(tile) if tile else None, "peak_rss_mb": round(_peak_mb()), "rss_before_mb": round(before),
             "seconds": round(seconds, 1), "budget_mb": DEFAULT_MEMORY_BUDGET_MB}
 
@@ -75,9 +75,10 @@ def agreement(backend: str, width: int, height: int) -> dict:
         a = tiled(image).astype(np.float64)
     with Deblurrer(backend=backend, memory_budget_mb=None) as untiled:
         b = untiled(image).astype(np.float64)
-    mse = float(np.mean((a - b) ** 2))
-    return {"backend": backend, "size": f"{width}x{height}", "tile": list(tile) if tile else None,
-            "psnr_tiled_vs_untiled_db": round(10 * np.log10(255.0**2 / max(mse, 1e-12)), 2),
+    from export.parity import psnr
+
+    return {"backend": backend, "size": hw_text(height, width), "tile": list(tile) if tile else None,
+            "psnr_tiled_vs_untiled_db": round(psnr(a / 255.0, b / 255.0), 2),
             "max_abs_diff": int(np.abs(a - b).max())}
 
 
@@ -115,27 +116,31 @@ def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Pat
     return stem.with_suffix(".md")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", type=parse_wxh, default=[(3000, 4000), (6000, 8000)],
-                        help="photo sizes, WxH (default: 12 MP and 48 MP)")
+    parser.add_argument("--sizes", nargs="+", type=parse_hw, default=[(3000, 4000), (6000, 8000)],
+                        help="photo sizes, HxW (default: 3000x4000 and 6000x8000, 12 MP and 48 MP)")
     parser.add_argument("--backends", nargs="+", choices=("onnxruntime", "torch"), default=["onnxruntime", "torch"])
-    parser.add_argument("--agreement", type=parse_wxh, default=(2000, 3000),
-                        help="WxH of the tiled-vs-untiled check (untiled needs about 1.1 KB per pixel)")
+    parser.add_argument("--agreement", type=parse_hw, default=(2000, 3000),
+                        help="HxW of the tiled-vs-untiled check (untiled needs about 1.3 KB per pixel)")
     parser.add_argument("--no-agreement", action="store_true", help="skip the tiled-vs-untiled check")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.child:
         kind, backend, size = args.child
-        height, width = parse_wxh(size)
+        height, width = parse_hw(size)
         print(json.dumps((measure if kind == "measure" else agreement)(backend, width, height)))
         return 0
-    rows = [_child("measure", b, f"{w}x{h}") for h, w in args.sizes for b in args.backends]
+    rows = [_child("measure", b, hw_text(h, w)) for h, w in args.sizes for b in args.backends]
     h, w = args.agreement
-    agreements = [] if args.no_agreement else [_child("agreement", b, f"{w}x{h}") for b in args.backends[:1]]
+    agreements = [] if args.no_agreement else [_child("agreement", b, hw_text(h, w)) for b in args.backends[:1]]
     report = write_results(rows, agreements, args.output)
     print(report.read_text())
     return 0

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run                 # default + full network, writes benchmarks/results/
     python -m benchmarks.run --quick         # 256x256 only, few repeats (a smoke run)
-    banet-benchmark --sizes 256x256 1280x720 --batches 1 4
+    banet-benchmark --sizes 256x256 720x1280 --batches 1 4
 
 Each configuration is warmed up, then timed (CUDA events on GPUs); p50/p95/p99, images/s and peak host
 (and device) memory are reported, with every latency also as a ratio to PyTorch eager FP32 measured in the
@@ -26,10 +26,11 @@ from pathlib import Path
 from banet.artifacts import engine_path, engines_dir, is_failed
 from banet.config import FULL, BANetConfig
 from banet.machine import cpu_name, slug
+from banet.shapes import hw_text, parse_hw
 from benchmarks import cost
 from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import System, Unavailable, onnxruntime_system, tensorrt_system, torch_system
-from benchmarks.timing import PeakRssSampler, parse_wxh, time_call
+from benchmarks.timing import PeakRssSampler, time_call
 
 log = logging.getLogger("benchmarks")
 #: Results go under the current project (where the command is run), never into an installed package.
@@ -97,7 +98,7 @@ def benchmark(models: list[Model], batches: list[int], repeats: int, warmup: int
         for model in models:
             for h, w in model.sizes:
                 total = cost.flops(model.config, h, w)
-                entry = {"model": model.label, "size": f"{w}x{h}", "gflop_per_image": total / 1e9,
+                entry = {"model": model.label, "size": hw_text(h, w), "gflop_per_image": total / 1e9,
                          "parameters": cost.parameters(model.config),
                          "floor_ms_estimate": {g: {"fp32": cost.lower_bound_ms(total, p.fp32),
                                                    "fp16": cost.lower_bound_ms(total, p.fp16_fp32acc),
@@ -129,7 +130,7 @@ def _time_system(model: Model, system: System, batches, repeats, warmup, max_cal
         for n in sorted(batches):
             estimate = per_pixel_s * n * h * w if per_pixel_s else 0.0
             if estimate > max_call_s:
-                skips.append({"model": model.label, "system": system.name, "size": f"{w}x{h}", "batch": n,
+                skips.append({"model": model.label, "system": system.name, "size": hw_text(h, w), "batch": n,
                               "reason": f"one call would take about {estimate:.0f} s here (limit {max_call_s:g} s)"})
                 continue
             x = photo_batch(n, h, w)
@@ -142,11 +143,11 @@ def _time_system(model: Model, system: System, batches, repeats, warmup, max_cal
                 elapsed = time.perf_counter() - started
             per_pixel_s = max(per_pixel_s or 0.0, timing.p50 / 1e3 / (n * h * w))
             rows.append({"model": model.label, "system": system.name, "precision": system.precision,
-                         "device": system.device, "size": f"{w}x{h}", "batch": n, "samples": len(timing.samples_ms),
+                         "device": system.device, "size": hw_text(h, w), "batch": n, "samples": len(timing.samples_ms),
                          "p50_ms": timing.p50, "p95_ms": timing.p95, "p99_ms": timing.p99,
                          "images_per_s": n / (timing.p50 / 1e3), "peak_host_mb": (mem.peak - mem.baseline) / 1e6,
                          "peak_device_mb": (system.device_peak() or 0) / 1e6 or None, "wall_s": elapsed})
-            log.info("%s %s %s b%d: p50 %.1f ms", model.label, system.name, f"{w}x{h}", n, timing.p50)
+            log.info("%s %s %s b%d: p50 %.1f ms", model.label, system.name, hw_text(h, w), n, timing.p50)
     return rows
 
 
@@ -158,13 +159,13 @@ def _add_ratios(rows: list[dict]) -> None:
         r["speedup_vs_torch_eager"] = ref / r["p50_ms"] if ref else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None, help="default-model checkpoint (default: embedded)")
-    parser.add_argument("--sizes", type=parse_wxh, nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
-                        metavar="WxH", help="resolutions for the default network (default 256x256 1280x720 1920x1080)")
-    parser.add_argument("--full-sizes", type=parse_wxh, nargs="*", default=[(256, 256)], metavar="WxH",
+    parser.add_argument("--sizes", type=parse_hw, nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
+                        metavar="HxW", help="resolutions for the default network (default 256x256 720x1280 1080x1920)")
+    parser.add_argument("--full-sizes", type=parse_hw, nargs="*", default=[(256, 256)], metavar="HxW",
                         help="resolutions for the full stack-10 network (default 256x256; none to skip)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per configuration (max)")
@@ -181,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder whose engine manifests (build time, size) go into the results")
     parser.add_argument("--quick", action="store_true", help="256x256, batch 1, 3 repeats: a smoke run")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from banet.defaults import default_weights_path

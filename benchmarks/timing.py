@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import re
 import statistics
 import threading
 import time
@@ -103,9 +101,3 @@ def time_call(fn: Callable[[], object], warmup: int = 2, repeats: int = 10, budg
     return Timing(samples, warmup)
 
 
-def parse_wxh(text: str) -> tuple[int, int]:
-    """A ``WxH`` command-line size (width first, as screens are named) -> (height, width)."""
-    m = re.fullmatch(r"(\d+)x(\d+)", text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"expected WxH such as 1280x720, got {text!r}")
-    return int(m.group(2)), int(m.group(1))

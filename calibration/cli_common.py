@@ -9,6 +9,7 @@ from pathlib import Path
 
 from banet.artifacts import onnx_path
 from banet.outputs import check_input
+from banet.shapes import parse_hw
 from calibration.data import CalibrationDataError, CalibrationSource, list_images
 from calibration.int8 import QuantizeError
 
@@ -16,13 +17,8 @@ log = logging.getLogger(__name__)
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    import re
-
-    match = re.fullmatch(r"(\d+)(?:[xX](\d+))?", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 256x256 (or one number), got {text!r}")
-    h = int(match.group(1))
-    return h, int(match.group(2) or h)
+    """``HxW`` or one number (a square): :func:`banet.shapes.parse_hw`."""
+    return parse_hw(text, square_from_one=True)
 
 
 def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:

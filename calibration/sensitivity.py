@@ -96,11 +96,12 @@ def probe_inputs(source: CalibrationSource, count: int = 8, size: tuple[int, int
 
 def _mse_db(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
     from banet.processing import network_output_to_unit
+    from export.parity import psnr_from_mse
 
     mse = float(np.mean([np.mean((network_output_to_unit(r.astype(np.float64))
                                   - network_output_to_unit(o.astype(np.float64))) ** 2)
                          for r, o in zip(reference, outputs)]))
-    return mse, (200.0 if mse == 0 else min(200.0, -10.0 * math.log10(mse)))
+    return mse, psnr_from_mse(mse)
 
 
 def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort", method: str = "minmax",

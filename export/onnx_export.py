@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -117,13 +116,11 @@ def verification_shapes(options: ExportOptions) -> list[tuple[int, int, int]]:
 
 
 def torch_forward(model: nn.Module) -> Forward:
-    """FP32 PyTorch reference forward (the model is used in float32, whatever the export precision)."""
+    """PyTorch reference forward of an in-memory model: the torch backend's ``run`` (the same code that runs a
+    checkpoint in the runtime), on CPU, in the model's own precision."""
+    from banet.torch_backend import TorchBackend
 
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
-
-    return run
+    return TorchBackend.from_model(model).run
 
 
 def onnxruntime_forward(path: Path, threads: int | None = None) -> Forward:

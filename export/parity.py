@@ -32,10 +32,14 @@ DEFAULT_SWEEP: tuple[tuple[int, int, int], ...] = (
 )
 
 
+def psnr_from_mse(mse: float) -> float:
+    """PSNR in dB of a mean squared error of values in [0, 1], capped at ``IDENTICAL_PSNR`` (identical inputs)."""
+    return IDENTICAL_PSNR if mse == 0 else min(IDENTICAL_PSNR, 10.0 * math.log10(1.0 / mse))
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB between two images in [0, 1] (capped at ``IDENTICAL_PSNR``): the project's one PSNR."""
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return IDENTICAL_PSNR if mse == 0 else min(IDENTICAL_PSNR, 10.0 * math.log10(1.0 / mse))
+    return psnr_from_mse(float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)))
 
 
 def psnr_db(reference: np.ndarray, candidate: np.ndarray, conventions: Conventions = BANET) -> float:

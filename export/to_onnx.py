@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
@@ -29,24 +28,11 @@ from banet.artifacts import onnx_path  # noqa: E402
 from banet.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from banet.defaults import default_weights_path  # noqa: E402
 from banet.outputs import check_output  # noqa: E402
+from banet.shapes import parse_hw, parse_nhw  # noqa: E402
 from export.onnx_export import ExportError, ExportOptions, export_onnx  # noqa: E402
 from export.parity import DEFAULT_SWEEP  # noqa: E402
 
 log = logging.getLogger("export.to_onnx")
-
-
-def _size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 720x1280, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    match = re.fullmatch(r"(?:(\d+)[xX])?(\d+)[xX](\d+)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected [N]xHxW such as 2x720x1280 or 96x96, got {text!r}")
-    return int(match.group(1) or 1), int(match.group(2)), int(match.group(3))
 
 
 def default_output(weights_stem: str, options: ExportOptions) -> Path:
@@ -65,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (13..21, default 17)")
     parser.add_argument("--fp16", action="store_true",
                         help="float16 weights and compute with float32 input/output (residual add kept in fp32)")
-    parser.add_argument("--static", type=_size, default=None, metavar="HxW",
+    parser.add_argument("--static", type=parse_hw, default=None, metavar="HxW",
                         help="fixed input height x width (both even) instead of dynamic height/width")
     parser.add_argument("--batch", type=int, default=None, metavar="N",
                         help="fixed batch size (default: dynamic batch)")
@@ -76,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim (re-verified)")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                         help="torch.onnx exporter: torchscript (fast, default) or dynamo (torch.export based)")
-    parser.add_argument("--verify-sizes", type=_shape, nargs="+", default=[], metavar="[N]xHxW",
+    parser.add_argument("--verify-sizes", type=parse_nhw, nargs="+", default=[], metavar="[N]xHxW",
                         help="extra shapes for the parity sweep, e.g. 1x1080x1920 2x36x52")
     parser.add_argument("--no-default-sweep", action="store_true",
                         help="verify only on --verify-sizes (at least one required), not the built-in sweep")

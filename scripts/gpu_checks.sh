@@ -33,6 +33,6 @@ timeout 150 $PY -m calibration.drift --full --no-speed --output "$OUT/drift" || 
 echo "== GPU latency (PyTorch eager FP32 baseline, FP16, channels_last, compile, CUDA graphs)"
 # Batch 1 only: torch.compile autotunes once per shape. ONNX Runtime runs on the CPU there; --max-call-s 3
 # skips its large sizes.
-timeout 420 $PY -m benchmarks.run --sizes 256x256 1280x720 1920x1080 --full-sizes 256x256 1280x720 \
+timeout 420 $PY -m benchmarks.run --sizes 256x256 720x1280 1080x1920 --full-sizes 256x256 720x1280 \
     --batches 1 --repeats 50 --warmup 5 --max-call-s 3 --output "$OUT/bench" || { echo "benchmarks: exit $?"; status=1; }
 exit $status

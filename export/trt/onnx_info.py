@@ -19,6 +19,7 @@ from banet.manifest import (
 )
 from banet.metadata import ModelMetadata
 from banet.outputs import shown_path as show
+from banet.shapes import parse_nhw
 from export.trt.runtime_info import PlanError
 
 log = logging.getLogger(__name__)
@@ -36,18 +37,8 @@ INT8_COMMAND = "python -m calibration.quantize --flavour trt"
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"NxHxW"``, ``"HxW"`` (batch 1) or ``"Nx3xHxW"`` -> (N, H, W)."""
-    parts = text.lower().replace(",", "x").split("x")
-    if not all(p.strip().isdigit() for p in parts) or len(parts) not in (2, 3, 4):
-        raise ValueError(f"expected a shape NxHxW, HxW or Nx3xHxW such as 1x720x1280, got {text!r}")
-    values = [int(p) for p in parts]
-    if len(values) == 4:
-        if values[1] != 3:
-            raise ValueError(f"{text!r}: BANet takes 3 channels, got {values[1]}")
-        values = [values[0], values[2], values[3]]
-    if len(values) == 2:
-        values = [1, *values]
-    return tuple(values)
+    """``"NxHxW"``, ``"HxW"`` (batch 1) or ``"Nx3xHxW"`` -> (N, H, W) (:func:`banet.shapes.parse_nhw`)."""
+    return parse_nhw(text)
 
 
 def nchw(shape: tuple[int, int, int]) -> tuple[int, int, int, int]:
