@@ -62,15 +62,11 @@ def machine_name() -> str:
 
 def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[str, Path]) -> list:
     """(factory, name) pairs; factories raise Unavailable with the reason."""
-    from banet.checkpoint import load_checkpoint
-    from export.onnx_export import ExportOptions, export_onnx
+    from export.artifact_chain import exported_onnx
 
     def onnx_fp32() -> System:
-        path = workdir / f"{slug(model.label)}.onnx"
-        if not path.exists():
-            loaded = load_checkpoint(model.weights)
-            export_onnx(loaded.model, path, ExportOptions(verify_shapes=[(1, 64, 64), (2, 38, 50)]),
-                        loaded.sha256, model.weights.name, loaded.config)
+        path = exported_onnx(model.weights, "fp32", workdir / f"{slug(model.label)}.onnx",
+                             verify_shapes=[(1, 64, 64), (2, 38, 50)])
         return onnxruntime_system(path, "onnxruntime fp32", threads)
 
     factories = [(lambda v=v: torch_system(model.weights, v), f"torch {v}")

@@ -7,11 +7,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from banet.artifacts import onnx_path
 from banet.outputs import check_input
 from banet.shapes import parse_hw
 from calibration.data import CalibrationDataError, CalibrationSource, list_images
 from calibration.int8 import QuantizeError
+from export.artifact_chain import export_command, exported_onnx
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,16 @@ def ensure_fp32_onnx(path: Path | None, weights: Path | None) -> Path:
     if given_weights:
         check_input(weights, error=QuantizeError, what="checkpoint file")
     weights = Path(weights) if weights else default_weights_path()
-    derived = path is None
-    path = Path(path) if path else onnx_path(weights.stem)
-    if derived and not path.exists():
-        return export_fp32_onnx(path, weights)
+    if path is None:  # the default: made when missing, refused when exported from other weights
+        return exported_onnx(weights)
+    path = Path(path)
     metadata = read_fp32_onnx(path, weights if given_weights else None)
     from banet.metadata import stale_source
 
-    # a derived ONNX, or one given together with its weights, must come from those weights
-    stale = stale_source(metadata, path, weights) if derived or given_weights else None
+    # one given together with its weights must come from those weights
+    stale = stale_source(metadata, path, weights) if given_weights else None
     if stale:
-        raise QuantizeError(f"{stale}; re-export it first: python export/to_onnx.py --weights {weights} "
-                            f"--output {path} --force")
+        raise QuantizeError(f"{stale}; re-export it first: {export_command(weights, 'fp32', path)} --force")
     return path
 
 
@@ -89,17 +87,6 @@ def read_fp32_onnx(path: Path, weights: Path | None = None):
         raise QuantizeError(f"{path} is a {metadata.precision} model; quantize (and measure against) the FP32 "
                             f"export: {make}")
     return metadata
-
-
-def export_fp32_onnx(path: Path, weights: Path) -> Path:
-    """Export ``weights`` to the default FP32 ONNX ``path`` (the only input a command makes for itself)."""
-    from banet.checkpoint import load_checkpoint
-    from export.onnx_export import ExportOptions, export_onnx
-
-    log.info("%s missing: exporting %s to it first", path, weights)
-    loaded = load_checkpoint(weights)
-    export_onnx(loaded.model, path, ExportOptions(), loaded.sha256, weights.name, loaded.config)
-    return path
 
 
 def parse_summary(parse: dict) -> str:

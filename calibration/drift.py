@@ -346,23 +346,13 @@ def full_network_fp16() -> dict:
             "results": measure(model, shapes=shapes)}
 
 
-def ensure_fp16_onnx(fp32: Path, model, weights: Path, loaded) -> Path:
-    """``engines/<stem>_fp16.onnx``, exported (and verified) first if missing; refused if made from other weights."""
-    from export.onnx_export import ExportError, ExportOptions, export_onnx
+def ensure_fp16_onnx(fp32: Path, weights: Path) -> Path:
+    """``<fp32 stem>_fp16.onnx`` beside the FP32 file, exported (and verified) first if missing; refused if made
+    from other weights (:func:`export.artifact_chain.exported_onnx`)."""
+    from export.artifact_chain import exported_onnx
 
-    path = fp32.with_name(f"{fp32.stem}_fp16.onnx")
-    if path.is_file():
-        from banet.metadata import read_onnx_metadata, stale_source
-
-        stale = stale_source(read_onnx_metadata(path), path, weights)
-        if stale:
-            raise ExportError(f"{stale}; re-export it first: python export/to_onnx.py --fp16 --weights {weights} "
-                               f"--output {path} --force")
-    else:
-        log.info("exporting the FP16 ONNX to %s", path)
-        options = ExportOptions(precision="fp16", verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 256, 256)])
-        export_onnx(model, path, options, loaded.sha256, weights.name, loaded.config)
-    return path
+    return exported_onnx(weights, "fp16", fp32.with_name(f"{fp32.stem}_fp16.onnx"),
+                         verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 256, 256)])
 
 
 def read_int8(path: Path) -> Path:
@@ -417,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         weights = args.weights or default_weights_path()
         loaded = load_checkpoint(weights)
         fp32 = ensure_fp32_onnx(args.onnx, weights)
-        fp16 = None if args.no_fp16 else ensure_fp16_onnx(fp32, loaded.model, Path(weights), loaded)
+        fp16 = None if args.no_fp16 else ensure_fp16_onnx(fp32, Path(weights))
         if args.int8 is not None:
             int8 = given_int8
         else:

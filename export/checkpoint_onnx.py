@@ -9,6 +9,7 @@ from pathlib import Path
 
 from banet.hashing import file_sha256
 from banet.paths import cache_dir
+from export.artifact_chain import exported_onnx
 from runtime.backends.base import Backend
 
 log = logging.getLogger(__name__)
@@ -19,18 +20,9 @@ VERIFY_SHAPES = [(1, 64, 64), (2, 38, 50), (1, 30, 98)]
 
 def onnx_for_checkpoint(weights: Path) -> Path:
     """Export ``weights`` to ONNX once (verified by the exporter) and reuse it, keyed by the file's sha256."""
-    from banet.checkpoint import load_checkpoint
-    from export.onnx_export import ExportOptions, export_onnx
-
     weights = Path(weights)
-    digest = file_sha256(weights)
-    target = cache_dir() / f"{weights.stem}-{digest[:16]}.onnx"
-    if not target.exists():
-        log.info("exporting %s to %s for ONNX Runtime (once)", weights, target)
-        loaded = load_checkpoint(weights)
-        export_onnx(loaded.model, target, ExportOptions(verify_shapes=VERIFY_SHAPES), loaded.sha256, weights.name,
-                    loaded.config)
-    return target
+    target = cache_dir() / f"{weights.stem}-{file_sha256(weights)[:16]}.onnx"
+    return exported_onnx(weights, "fp32", target, verify_shapes=VERIFY_SHAPES)
 
 
 def open_checkpoint_on_onnxruntime(weights: str | Path, **options) -> Backend:

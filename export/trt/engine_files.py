@@ -31,8 +31,9 @@ from banet.manifest import (
 )
 from banet.outputs import shown_path as show
 from banet.outputs import write_error
+from export.artifact_chain import export_command
 from export.trt.builder import build_serialized
-from export.trt.onnx_info import OnnxInfo, export_command, nchw
+from export.trt.onnx_info import OnnxInfo, nchw
 from export.trt.plan import (
     DRIFT_SHAPES,
     BuildOptions,
@@ -51,17 +52,14 @@ def export_missing_onnx(plan: BuildPlan) -> BuildPlan:
     """Export the ONNX the plan starts from when it is not there yet (verified by the exporter), then re-plan."""
     if plan.export_precision is None:
         return plan
-    from banet.checkpoint import load_checkpoint
-    from export.onnx_export import ExportOptions, export_onnx
+    from export.artifact_chain import exported_onnx
 
     weights = plan.weights
     if weights is None:
         raise PlanError(f"{plan.onnx.path} is missing and no --weights were given to export it from")
     log.info("exporting %s first (%s)", plan.onnx.path, export_command(weights, plan.export_precision))
-    loaded = load_checkpoint(weights)
-    # force: only reached for a missing ONNX or, with --force, one exported from other weights (see make_plan)
-    export_onnx(loaded.model, plan.onnx.path, ExportOptions(precision=plan.export_precision, force=True),
-                loaded.sha256, Path(weights).name, loaded.config)
+    # replace_stale: only reached for a missing ONNX or, with --force, one exported from other weights (make_plan)
+    exported_onnx(weights, plan.export_precision, plan.onnx.path, replace_stale=True)
     return make_plan(plan.options, plan.runtime)
 
 

@@ -5,7 +5,6 @@ the optimisation-profile checks."""
 from __future__ import annotations
 
 import logging
-import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from banet.manifest import (
 from banet.metadata import ModelMetadata
 from banet.outputs import shown_path as show
 from banet.shapes import parse_nhw
+from export.artifact_chain import export_command
 from export.trt.runtime_info import PlanError
 
 log = logging.getLogger(__name__)
@@ -193,12 +193,3 @@ def parse_targets(text: str | None) -> tuple[str, ...]:
     return tuple(targets)
 
 
-def export_command(weights: Path | None, precision: str) -> str:
-    from banet.defaults import DEFAULT_WEIGHTS
-
-    parts = ["python", "export/to_onnx.py"]
-    if weights is not None and Path(weights).resolve() != DEFAULT_WEIGHTS.resolve():
-        parts += ["--weights", show(weights)]
-    if precision == "fp16":
-        parts.append("--fp16")
-    return shlex.join(parts)

@@ -18,12 +18,12 @@ from banet.manifest import (
     manifest_path,
 )
 from banet.outputs import shown_path as show
+from export.artifact_chain import export_command
 from export.trt.onnx_info import (
     DEFAULT_MAX,
     DEFAULT_MIN,
     DEFAULT_OPT,
     OnnxInfo,
-    export_command,
     nchw,
     read_onnx_info,
     shape_text,

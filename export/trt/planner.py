@@ -14,11 +14,11 @@ from banet.manifest import (
 )
 from banet.outputs import check_input, check_output
 from banet.outputs import shown_path as show
+from export.artifact_chain import export_command
 from export.trt.onnx_info import (
     INT8_COMMAND,
     OnnxInfo,
     expected_onnx_info,
-    export_command,
     nchw,
     read_given_onnx,
     read_onnx_info,

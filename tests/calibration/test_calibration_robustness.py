@@ -119,8 +119,8 @@ def test_unparseable_calibration_size_is_a_command_line_error(tmp_path, tiny_onn
         quantize.main(["--onnx", str(tiny_onnx), "--calib-size", "big"])
     err = capsys.readouterr().err
     assert info.value.code == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].endswith("error: argument --calib-size: expected HxW such as 256x256 (or "
-                                                 "one number), got 'big'")
+    assert err.strip().splitlines()[-1].endswith("error: argument --calib-size: expected HxW such as 720x1280 (or "
+                                                 "one number for a square), got 'big'")
 
 
 def test_quantize_output_folder_or_existing_file_is_refused_first(tmp_path, tiny_onnx, capsys):

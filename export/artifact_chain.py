@@ -1,0 +1,71 @@
+"""The one place that answers "is the ONNX of these weights there, is it theirs, and if not, make it".
+
+Names and places come from :mod:`banet.artifacts`; staleness is :func:`banet.metadata.stale_source` (the ONNX
+records the sha256 of the weights it was exported from). Every command that needs an exported ONNX it was not
+given (quantization, the drift report, engine builds, benchmarks, running a checkpoint on ONNX Runtime) calls
+:func:`exported_onnx`: a missing file is exported and verified against PyTorch first, a stale one is refused
+with the command that re-exports it (or replaced, where the user asked for that with ``--force``).
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+from banet.artifacts import onnx_path
+from banet.metadata import read_onnx_metadata, stale_source
+from banet.outputs import shown_path
+
+log = logging.getLogger(__name__)
+
+
+def export_command(weights: Path | None, precision: str, output: Path | None = None) -> str:
+    """The ``export/to_onnx.py`` line that makes this ONNX (``--weights`` left out for the embedded default)."""
+    from banet.defaults import DEFAULT_WEIGHTS
+
+    parts = ["python", "export/to_onnx.py"]
+    if weights is not None and Path(weights).resolve() != DEFAULT_WEIGHTS.resolve():
+        parts += ["--weights", shown_path(weights)]
+    if precision == "fp16":
+        parts.append("--fp16")
+    if output is not None:
+        parts += ["--output", shown_path(output)]
+    return shlex.join(parts)
+
+
+def exported_onnx(weights: str | Path, precision: str = "fp32", path: str | Path | None = None, *,
+                  replace_stale: bool = False, verify_shapes: Sequence[tuple[int, int, int]] | None = None) -> Path:
+    """The ``precision`` ONNX of ``weights`` at ``path`` (default :func:`banet.artifacts.onnx_path`), exported and
+    verified first when missing. One exported from other weights, or of another precision, raises
+    :class:`~export.onnx_export.ExportError` naming the command that re-exports it, unless ``replace_stale``."""
+    from export.onnx_export import ExportError
+
+    weights = Path(weights)
+    path = Path(path) if path is not None else onnx_path(weights.stem, precision)
+    if path.is_file():
+        metadata = read_onnx_metadata(path)
+        problem = stale_source(metadata, path, weights)
+        if problem is None and metadata.precision != precision:
+            problem = f"{path} is a {metadata.precision} model, not the {precision} export"
+        if problem is None:
+            return path
+        if not replace_stale:
+            raise ExportError(f"{problem}; re-export it first: {export_command(weights, precision, path)} --force")
+        log.info("%s: re-exporting", problem)
+    else:
+        log.info("%s missing: exporting %s to it first", path, weights)
+    return _export(weights, precision, path, verify_shapes)
+
+
+def _export(weights: Path, precision: str, path: Path, verify_shapes) -> Path:
+    from banet.checkpoint import load_checkpoint
+    from export.onnx_export import ExportOptions, export_onnx
+
+    loaded = load_checkpoint(weights)
+    options = ExportOptions(precision=precision, force=True)
+    if verify_shapes is not None:
+        options.verify_shapes = list(verify_shapes)
+    export_onnx(loaded.model, path, options, loaded.sha256, weights.name, loaded.config)
+    return path
