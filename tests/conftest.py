@@ -1,25 +1,78 @@
-"""Shared fixtures: small seeded networks and checkpoints written in the layouts users hold."""
+"""Shared fixtures: small seeded networks and checkpoints written in the layouts users hold.
 
+The suite also runs in the thin install (``pip install '.[cpu,dev]'``: no torch, onnx or OpenCV). There, a test
+module whose own imports need a missing extra is not collected, and the reason is printed at the end of the
+run; fixtures that build networks skip their tests with the reason.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
 
-from banet.checkpoint import save_checkpoint
 from banet.config import BANetConfig
-from banet.model import BANet
 
 TINY = BANetConfig(num_bams=2, dim_1=8, dim_2=16)
+_THIN = importlib.util.find_spec("torch") is None
+_NOT_COLLECTED: dict[str, str] = {}
+
+
+def _missing_import(path: Path) -> str | None:
+    """The first module-level import of ``path`` that fails here (a missing extra), or None."""
+    for node in ast.parse(path.read_text()).body:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except ImportError as exc:
+                return f"{exc.name or name} is not installed"
+    return None
+
+
+def pytest_ignore_collect(collection_path: Path, config) -> bool | None:
+    if not _THIN:
+        return None
+    if collection_path.is_dir() and (collection_path / "conftest.py").is_file():
+        source = collection_path / "conftest.py"
+    elif collection_path.suffix == ".py" and collection_path.name.startswith("test_"):
+        source = collection_path
+    else:
+        return None
+    missing = _missing_import(source)
+    if missing:
+        _NOT_COLLECTED[str(collection_path.relative_to(config.rootpath))] = missing
+        return True
+    return None
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _NOT_COLLECTED:
+        terminalreporter.section("not collected: needs an extra this install lacks (pip install '.[export]')")
+        for name, why in sorted(_NOT_COLLECTED.items()):
+            terminalreporter.write_line(f"{name}: {why}")
+
+
+def _torch():
+    return pytest.importorskip("torch", reason="building a network needs PyTorch: pip install '.[export]'")
 
 
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
-    torch.manual_seed(0)
+    if not _THIN:
+        _torch().manual_seed(0)
     yield
 
 
 @pytest.fixture
-def tiny_model() -> BANet:
+def tiny_model():
+    torch = _torch()
+    from banet.model import BANet
+
     torch.manual_seed(0)
     model = BANet(TINY).eval()
     # Random init leaves the residual branch tiny; scale the last layer so errors are not hidden by it.
@@ -29,5 +82,7 @@ def tiny_model() -> BANet:
 
 
 @pytest.fixture
-def tiny_weights(tmp_path: Path, tiny_model: BANet) -> Path:
+def tiny_weights(tmp_path: Path, tiny_model) -> Path:
+    from banet.checkpoint import save_checkpoint
+
     return save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")

@@ -17,7 +17,7 @@ def test_script_parses(script):
 
 
 def test_gpu_checks_stop_without_a_gpu(tmp_path):
-    import torch
+    torch = pytest.importorskip("torch", reason="the GPU checks run PyTorch: pip install '.[export]'")
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the script would run its measurements")

@@ -28,6 +28,7 @@ def test_bad_shapes_name_the_form():
 
 
 def test_every_command_reads_720x1280_as_height_720():
+    pytest.importorskip("torch", reason="the commands' modules need pip install '.[export]'")
     from benchmarks import memory, run
     from calibration import quantize
     from export import build_trt, to_onnx

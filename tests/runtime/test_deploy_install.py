@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def deploy_run(tmp_path_factory):
+    for module in ("torch", "skimage"):
+        pytest.importorskip(module, reason="exporting the default model's ONNX needs pip install '.[export]'")
     from skimage import data
 
     from banet.defaults import default_weights_path
