@@ -83,7 +83,8 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
 
 def _engine(path: Path, precision: str) -> System:
     if not path.exists():
-        raise Unavailable(f"no engine at {path} (build it with: python export/build_trt.py --{precision})")
+        flag = "" if precision == "fp32" else f" --{precision}"
+        raise Unavailable(f"no engine at {path} (build it with: python export/build_trt.py{flag})")
     return tensorrt_system(path, f"tensorrt {precision}")
 
 
