@@ -426,10 +426,16 @@ def main(argv: list[str] | None = None) -> int:
     except (*command_errors(), FileNotFoundError) as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "drift_report.json").write_text(json.dumps(report, indent=2))
+    from banet.outputs import write_atomic, write_error
+
     text = markdown(report)
-    (args.output / "drift_report.md").write_text(text)
+    try:  # each file whole or not at all (a full disk leaves the previous report readable)
+        args.output.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.output / "drift_report.json", json.dumps(report, indent=2).encode())
+        write_atomic(args.output / "drift_report.md", text.encode())
+    except OSError as exc:
+        print(f"error: {write_error(exc, args.output / 'drift_report.json')}", file=sys.stderr)
+        return 1
     print(text)
     print(f"wrote {args.output / 'drift_report.json'} and drift_report.md")
     return 0
