@@ -14,6 +14,7 @@ default in ``~/.cache/banet-deploy``) keeps them across runs.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import logging
 import threading
@@ -106,6 +107,12 @@ class TensorRTBackend(Backend):
             manifest = read_manifest(path)
         except ManifestError as exc:
             raise IncompatibleArtifactError(str(exc)) from exc
+        # The bytes TensorRT will load are read once, here, and must be the ones the manifest was checked against:
+        # a build replacing the pair between the two reads would otherwise pair an old manifest with a new engine.
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != manifest.engine_sha256:
+            raise IncompatibleArtifactError(f"{path} changed while it was being opened (replaced by a build?); "
+                                            "open it again")
         self.manifest = manifest
         self.name = manifest.runtime
         trt = import_flavour(manifest.runtime)
@@ -134,7 +141,8 @@ class TensorRTBackend(Backend):
         self.runtime = trt.Runtime(self.logger)
         if manifest.version_compatible:
             self.runtime.engine_host_code_allowed = True  # version-compatible engines embed their lean runtime
-        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        self.engine = self.runtime.deserialize_cuda_engine(data)
+        del data
         if self.engine is None:
             raise IncompatibleArtifactError(f"{FLAVOUR_NAMES[manifest.runtime]} {trt.__version__} could not "
                                             f"deserialize {path} (its log above says why); rebuild it with: "

@@ -43,6 +43,23 @@ def test_manifest_of_another_engine_is_refused(tmp_path):
         trt_backend.TensorRTBackend(engine)
 
 
+def test_engine_replaced_between_manifest_check_and_load_is_refused(tmp_path, monkeypatch):
+    """A build swapping the pair after the manifest was checked: the bytes TensorRT would load are not the ones
+    the manifest describes, so nothing is loaded."""
+    engine = write_engine(tmp_path)
+    real = trt_backend.read_manifest
+
+    def read_then_swap(path, *args, **kwargs):
+        manifest = real(path, *args, **kwargs)
+        engine.write_bytes(b"an engine from a newer build")
+        return manifest
+
+    monkeypatch.setattr(trt_backend, "read_manifest", read_then_swap)
+    monkeypatch.setattr(trt_backend, "import_flavour", lambda flavour: pytest.fail("TensorRT must not be reached"))
+    with pytest.raises(IncompatibleArtifactError, match="changed while it was being opened"):
+        trt_backend.TensorRTBackend(engine)
+
+
 def test_missing_tensorrt_is_backend_unavailable(tmp_path):
     if installed("tensorrt"):
         pytest.skip("TensorRT is installed here")
