@@ -111,6 +111,19 @@ class Profile:
         return cls(data["input"], tuple(data["min"]), tuple(data["opt"]), tuple(data["max"]))
 
 
+#: JSON types of the manifest's fields (``gpu`` may also be null); anything else is refused when read.
+_FIELD_TYPES: dict[str, type] = {
+    "engine": str, "engine_sha256": str, "engine_bytes": int, "runtime_version": str, "precision": str,
+    "profiles": list, "onnx": dict, "metadata": dict, "build": dict, "gpu": dict, "targets": list,
+    "version_compatible": bool, "hardware_compatibility": str, "drift": dict, "rebuild_command": str,
+}
+
+
+def _is(value: object, kind: type) -> bool:
+    """``isinstance`` for JSON values, where ``true`` must not pass for a number."""
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
 @dataclass
 class EngineManifest:
     """What an engine was built from and for. Written by the builder, checked by the runtime."""
@@ -163,6 +176,14 @@ class EngineManifest:
             raise ManifestError(f"{source}: manifest lacks {missing}; rebuild the engine with export/build_trt.py")
         if data["runtime"] not in FLAVOURS:
             raise ManifestError(f"{source}: unknown runtime {data['runtime']!r} (expected one of {list(FLAVOURS)})")
+        wrong = [f"{key} ({type(data[key]).__name__}, expected {kind.__name__})" for key, kind in _FIELD_TYPES.items()
+                 if key in data and data[key] is not None and not _is(data[key], kind)]
+        profiles = data["profiles"]
+        if not wrong and (not profiles or not all(isinstance(p, dict) for p in profiles)):
+            wrong.append("profiles (expected a non-empty list of objects)")
+        if wrong:
+            raise ManifestError(f"{source}: malformed manifest: {', '.join(wrong)}; rebuild the engine with "
+                                "export/build_trt.py")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 

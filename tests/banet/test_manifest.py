@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 
 import pytest
 
 from banet.manifest import (
+    EngineManifest,
     ManifestError,
     RuntimeEnvironment,
     commit_pair,
@@ -175,3 +177,20 @@ def test_a_staged_manifest_of_other_bytes_is_never_taken(tmp_path):
 def test_missing_engine_is_named(tmp_path):
     with pytest.raises(ManifestError, match="x.engine: engine file not found"):
         read_manifest(tmp_path / "x.engine")
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("engine_bytes", "6", "engine_bytes (str, expected int)"),
+    ("engine_bytes", True, "engine_bytes (bool, expected int)"),
+    ("profiles", {"input": "input"}, "profiles (dict, expected list)"),
+    ("profiles", [], "profiles (expected a non-empty list of objects)"),
+    ("gpu", "RTX 3090", "gpu (str, expected dict)"),
+    ("targets", "sm75", "targets (str, expected list)"),
+])
+def test_a_field_of_the_wrong_type_is_one_manifest_error(field, value, named):
+    """Hand-edited or foreign manifests fail when read, naming the field, never deep inside the runtime."""
+    data = make_manifest().to_dict()
+    data[field] = value
+    with pytest.raises(ManifestError, match="malformed manifest: .*" + re.escape(named)):
+        EngineManifest.from_dict(data, "x.json")
+    assert EngineManifest.from_dict(make_manifest().to_dict(), "x.json").engine_bytes == 6
