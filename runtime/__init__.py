@@ -1,9 +1,11 @@
-"""The runtime apps embed: ``from runtime import Deblurrer``."""
+"""The runtime apps embed: ``from runtime import Deblurrer`` (and the errors it raises, to catch them by name)."""
 
+from banet.errors import ArtifactError, CheckpointError
+from banet.processing import ImageFormatError, NonFiniteOutputError
 from runtime.backends.base import BackendUnavailableError, IncompatibleArtifactError
 from runtime.deblurrer import Deblurrer
 from runtime.images import ImageReadError
 from runtime.loading import ModelNotFoundError
 
-__all__ = ["BackendUnavailableError", "Deblurrer", "ImageReadError", "IncompatibleArtifactError",
-           "ModelNotFoundError"]
+__all__ = ["ArtifactError", "BackendUnavailableError", "CheckpointError", "Deblurrer", "ImageFormatError",
+           "ImageReadError", "IncompatibleArtifactError", "ModelNotFoundError", "NonFiniteOutputError"]
