@@ -124,12 +124,19 @@ def check_signature(inputs: list[tuple[str, list]], outputs: list[tuple[str, lis
                             "expected")
 
 
-def read_onnx_metadata(path: str | Path) -> ModelMetadata:
-    """Read :class:`ModelMetadata` from an ONNX file (without external weights) and check that the graph is the
-    BANet it describes. Raises :class:`ArtifactError` (one line) for anything else. Needs no ``onnx`` package."""
+def existing_onnx(path: str | Path) -> Path:
+    """``path`` as a Path; FileNotFoundError (one line) when it is missing or not a file. Every ONNX reader
+    starts here."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: ONNX file not found" if not path.exists() else f"{path}: not a file")
+    return path
+
+
+def read_onnx_metadata(path: str | Path) -> ModelMetadata:
+    """Read :class:`ModelMetadata` from an ONNX file (without external weights) and check that the graph is the
+    BANet it describes. Raises :class:`ArtifactError` (one line) for anything else. Needs no ``onnx`` package."""
+    path = existing_onnx(path)
     summary = summarize_onnx(path.read_bytes(), str(path))
     metadata = ModelMetadata.from_props(summary.props, str(path))
     convs = summary.ops["Conv"] + summary.ops["ConvTranspose"]

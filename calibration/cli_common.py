@@ -75,7 +75,7 @@ def read_fp32_onnx(path: Path, weights: Path | None = None):
     foreign or non-FP32 file."""
     from banet.metadata import ArtifactError, read_onnx_metadata
 
-    make = "python export/to_onnx.py" + (f" --weights {weights}" if weights else "") + f" --output {path}"
+    make = export_command(weights, "fp32", path)
     try:
         metadata = read_onnx_metadata(path)
     except FileNotFoundError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from banet.conventions import METADATA_PREFIX
 from banet.errors import ArtifactError
-from banet.metadata import ModelMetadata, check_signature
+from banet.metadata import ModelMetadata, check_signature, existing_onnx
 
 
 def write_onnx_metadata(model, metadata: ModelMetadata) -> None:
@@ -25,9 +25,7 @@ def load_onnx(path: str | Path, load_external_data: bool = False):
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: ONNX file not found" if not path.exists() else f"{path}: not a file")
+    path = existing_onnx(path)
     try:
         model = onnx.load(str(path), load_external_data=load_external_data)
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as exc:

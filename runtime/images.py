@@ -181,8 +181,7 @@ def _read_with_pillow(path: Path) -> np.ndarray:
         with Image.open(path) as image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
-                array = _pil_array(image)
-                return array if image.mode == "L" else array.astype(np.uint16)
+                return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
             alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except (UnidentifiedImageError, OSError, ValueError, ImageFormatError) as exc:
