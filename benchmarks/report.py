@@ -60,6 +60,7 @@ def engine_builds(folder: Path = Path("engines")) -> list[dict]:
                        "precision": data.get("precision"), "targets": ",".join(data.get("targets") or []) or "default",
                        "onnx": data.get("onnx", {}).get("path"), "network": data.get("metadata", {}).get(
                            "banet.config"), "build_s": build.get("seconds"), "layers": build.get("network_layers"),
+                       "builder": build.get("builder") or "TensorRT API (before Polygraphy)",
                        "engine_mb": data["engine_bytes"] / 1e6, "gpu": (data.get("gpu") or {}).get("name"),
                        "drift": data.get("drift")})
     return builds
@@ -98,10 +99,11 @@ def markdown(result: dict) -> str:
                      f"{t['fp32']:.1f} / {t['fp16']:.1f} / {t['int8']:.1f} | {h['fp16']:.2f} |")
     if result.get("engines"):
         lines += ["", "## Engine builds (from the manifests in engines/)", "",
-                  "| engine | runtime | precision | targets | built on GPU | build s | engine MB | layers |",
-                  "|---|---|---|---|---|---:|---:|---:|"]
+                  "| engine | runtime | builder | precision | targets | built on GPU | build s | engine MB | layers |",
+                  "|---|---|---|---|---|---|---:|---:|---:|"]
         for e in result["engines"]:
-            lines.append(f"| {e['engine']} | {e['runtime']} | {e['precision']} | {e['targets']} | {e['gpu'] or 'none'} "
+            lines.append(f"| {e['engine']} | {e['runtime']} | {e['builder']} | {e['precision']} | {e['targets']} "
+                         f"| {e['gpu'] or 'none'} "
                          f"| {_fmt(e['build_s'])} | {_fmt(e['engine_mb'])} | {e['layers'] or '-'} |")
     if result["skipped"]:
         lines += ["", "## Skipped here", ""]

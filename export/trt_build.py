@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from export.trt.builder import (  # noqa: F401
     ParseReport,
-    build_serialized,
     parse_onnx,
     parser_check,
 )
@@ -58,6 +57,12 @@ from export.trt.plan import (  # noqa: F401
 )
 from export.trt.planner import (  # noqa: F401
     make_plan,
+)
+from export.trt.polygraphy_build import (  # noqa: F401
+    build_loaders,
+    build_serialized,
+    polygraphy_backend,
+    run_build,
 )
 from export.trt.runtime_info import (  # noqa: F401
     PRECISIONS,

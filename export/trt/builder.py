@@ -1,5 +1,10 @@
-"""The only code that calls TensorRT's parser and builder (NVIDIA's documented Python API, the same for ``tensorrt``
-10/11 and ``tensorrt_rtx`` except where noted), plus the INT8 entropy calibrator."""
+"""NVIDIA's ONNX parser on its own (the dry run's and ``calibration.quantize``'s conformance check), the build's
+progress display and its INT8 calibration data. The build itself runs through Polygraphy
+(:mod:`export.trt.polygraphy_build`).
+
+The parser check stays ours rather than Polygraphy's ``NetworkFromOnnxPath`` for two needs that loader does not
+cover: it reports each refused node with its reason (Polygraphy folds them into one exception text), and it runs
+the parser of whichever TensorRT flavour is installed, while Polygraphy drives one flavour per process."""
 
 
 from __future__ import annotations
@@ -8,17 +13,16 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from banet.outputs import shown_path as show
-from banet.outputs import write_atomic, write_error
-from export.trt.onnx_info import INT8_COMMAND, nchw, shape_text
-from export.trt.plan import BuildPlan, calibration_cache_path
-from export.trt.runtime_info import BuildError, PlanError, RuntimeInfo, installed_runtime
+from export.trt.onnx_info import INT8_COMMAND
+from export.trt.plan import BuildPlan
+from export.trt.runtime_info import PlanError, RuntimeInfo, installed_runtime
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def _make_logger(trt, echo: bool, quiet: bool = False):
     return _Logger()
 
 
-def _make_progress_monitor(trt, stream=None):
+def make_progress_monitor(trt, stream=None):
     """An ``IProgressMonitor`` that prints the top build phases with elapsed time (TensorRT 10+ / RTX)."""
     stream = stream or sys.stderr
 
@@ -92,7 +96,7 @@ def _make_progress_monitor(trt, stream=None):
 
 
 #: Lines TensorRT for RTX adds to parser errors on a machine without a GPU driver: noise, never the reason.
-_NOISE = ("Cuda Runtime", "cudaError", "CUDA driver")
+NOISE = ("Cuda Runtime", "cudaError", "CUDA driver")
 
 
 def _reason(text: str, node: str) -> str:
@@ -102,7 +106,7 @@ def _reason(text: str, node: str) -> str:
     at /_src/...cpp:456)`` -> ``input has type Int32 but ... UInt8``
     """
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith("Invalid Node") and not any(n in line for n in _NOISE)]
+    useful = [line for line in lines if not line.startswith("Invalid Node") and not any(n in line for n in NOISE)]
     reason = (useful or lines or ["no reason given"])[0]
     wrapped = re.search(r"Error Code \d+: [^(]*\((.*)\)\s*$", reason)
     if wrapped:
@@ -124,7 +128,7 @@ def _parser_errors(parser, logger) -> list[str]:
             reason = next((_reason(e, node) for e in logger.errors if node and node in e), reason)
         errors.append(f"node {node}: {reason}" if node else reason)
     if not errors:
-        errors = [_reason(e, "") for e in logger.errors if not any(n in e for n in _NOISE)][:1]
+        errors = [_reason(e, "") for e in logger.errors if not any(n in e for n in NOISE)][:1]
     return errors or ["no error reported"]
 
 
@@ -191,59 +195,6 @@ def batches_from_reader(reader) -> Iterator[np.ndarray]:
         yield np.asarray(next(iter(item.values())), dtype=np.float32)
 
 
-def _fit(batch: np.ndarray, shape: tuple[int, int, int, int]) -> np.ndarray:
-    """Centre-crop (and cycle the batch) to the calibration shape the engine's calibration profile fixes."""
-    n, c, h, w = shape
-    if batch.ndim != 4 or batch.shape[1] != c or batch.shape[2] < h or batch.shape[3] < w:
-        raise BuildError(f"calibration batch of shape {batch.shape} cannot be cropped to {shape_text(shape)}")
-    y, x = (batch.shape[2] - h) // 2, (batch.shape[3] - w) // 2
-    crop = batch[:, :, y:y + h, x:x + w]
-    reps = -(-n // len(crop))
-    return np.ascontiguousarray(np.concatenate([crop] * reps)[:n], dtype=np.float32)
-
-
-def make_entropy_calibrator(trt, batches: Iterable[np.ndarray], shape: tuple[int, int, int, int], cache: Path):
-    """An ``IInt8EntropyCalibrator2`` (TensorRT 10) fed by any iterable of NCHW float32 batches, with a cache file.
-
-    Where ``cache`` exists, TensorRT reads it and skips calibration; after calibrating it is written.
-    """
-    from runtime.backends.cuda import DeviceBuffer, check, import_cudart
-
-    cudart = import_cudart()
-
-    class _EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self.batches = iter(batches)
-            self.buffer = DeviceBuffer(cudart)
-            self.count = 0
-
-        def get_batch_size(self) -> int:
-            return shape[0]
-
-        def get_batch(self, names):
-            try:
-                batch = _fit(next(self.batches), shape)
-            except StopIteration:
-                return None
-            ptr = self.buffer.ensure(batch.nbytes)
-            check(cudart, cudart.cudaMemcpy(ptr, batch.ctypes.data, batch.nbytes,
-                                            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice), "cudaMemcpy")
-            self.count += 1
-            return [ptr]
-
-        def read_calibration_cache(self):
-            return cache.read_bytes() if cache.is_file() else None
-
-        def write_calibration_cache(self, data) -> None:
-            try:
-                write_atomic(cache, bytes(data))
-            except OSError as exc:  # raised inside TensorRT's callback it would abort the build: say it instead
-                log.warning("calibration cache not written: %s", write_error(exc, cache, len(data)))
-
-    return _EntropyCalibrator()
-
-
 def default_calibration_batches(plan: BuildPlan) -> Iterator[np.ndarray]:
     """Batches for ``--calibrate``: the calibration work's data (``calibration.data``) where it is installed,
     else deterministic real-photo inputs. Either way a plain iterable of NCHW float32 batches."""
@@ -260,80 +211,3 @@ def default_calibration_batches(plan: BuildPlan) -> Iterator[np.ndarray]:
     from export.parity import photo_batch
 
     return (photo_batch(n, h, w, seed=1000 + i) for i in range(count))
-
-
-def _save_timing_cache(path: Path, data: bytes) -> None:
-    """Update the timing cache whole or not at all; a cache that cannot be written only costs the next build time."""
-    try:
-        write_atomic(path, data)
-    except OSError as exc:
-        log.warning("timing cache not updated: %s", write_error(exc, path, len(data)))
-
-
-def build_serialized(plan: BuildPlan, trt, calibration_batches: Iterable[np.ndarray] | None = None,
-                     progress_stream=None) -> tuple[bytes, dict]:
-    """Build the engine with ``trt`` (the ``tensorrt`` or ``tensorrt_rtx`` module). Returns (plan bytes, details).
-
-    Raises BuildError with TensorRT's first error when parsing or building fails.
-    """
-    o = plan.options
-    rtx = plan.runtime.flavour == "tensorrt-rtx"
-    logger = _make_logger(trt, echo=False)
-    builder = trt.Builder(logger)
-    flags = 0
-    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser, errors = _parse_into(trt, network, logger, plan.onnx.path)  # the parser owns weights: keep it alive
-    if errors:
-        raise BuildError(f"the ONNX parser of {plan.runtime.label} refused {show(plan.onnx.path)} at "
-                         f"{_one_line(errors)}")
-    config = builder.create_builder_config()
-    if o.workspace_mib:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, o.workspace_mib << 20)
-    config.builder_optimization_level = o.optimization_level
-    for name in plan.builder_flags:
-        if name == "no TF32":
-            if hasattr(trt.BuilderFlag, "TF32"):
-                config.clear_flag(trt.BuilderFlag.TF32)
-        else:
-            config.set_flag(getattr(trt.BuilderFlag, name))
-    if o.hardware_compatibility != "none":
-        config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel, o.hardware_compatibility.upper())
-    if rtx and plan.targets:
-        config.num_compute_capabilities = len(plan.targets)
-        for index, target in enumerate(plan.targets):
-            if not config.set_compute_capability(getattr(trt.ComputeCapability, target.upper()), index):
-                raise BuildError(f"{plan.runtime.label} refused target {target}")
-    profile = builder.create_optimization_profile()
-    p = plan.profile
-    profile.set_shape(p.input, p.min, p.opt, p.max)
-    config.add_optimization_profile(profile)
-    calibrator = None
-    if o.calibrate:
-        shape = nchw(o.calibration_shape)
-        batches = calibration_batches if calibration_batches is not None else default_calibration_batches(plan)
-        calibrator = make_entropy_calibrator(trt, batches, shape, calibration_cache_path(plan))
-        config.int8_calibrator = calibrator
-        calibration_profile = builder.create_optimization_profile()
-        calibration_profile.set_shape(p.input, shape, shape, shape)
-        config.set_calibration_profile(calibration_profile)
-    timing_cache = None
-    if o.timing_cache and not rtx:
-        data = o.timing_cache.read_bytes() if o.timing_cache.is_file() else b""
-        timing_cache = config.create_timing_cache(data)
-        config.set_timing_cache(timing_cache, False)
-    if o.progress and hasattr(trt, "IProgressMonitor"):
-        config.progress_monitor = _make_progress_monitor(trt, progress_stream)
-    started = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    seconds = time.perf_counter() - started
-    if calibrator is not None:
-        calibrator.buffer.free()
-    if serialized is None:
-        first = logger.errors[0] if logger.errors else "no error reported"
-        raise BuildError(f"{plan.runtime.label} could not build the engine: {first}")
-    if timing_cache is not None:
-        _save_timing_cache(o.timing_cache, bytes(config.get_timing_cache().serialize()))
-    details = {"seconds": round(seconds, 2), "layers": network.num_layers}
-    return bytes(serialized), details

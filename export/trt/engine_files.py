@@ -32,7 +32,6 @@ from banet.manifest import (
 from banet.outputs import shown_path as show
 from banet.outputs import write_error
 from export.artifact_chain import export_command
-from export.trt.builder import build_serialized
 from export.trt.onnx_info import OnnxInfo, nchw
 from export.trt.plan import (
     DRIFT_SHAPES,
@@ -43,6 +42,7 @@ from export.trt.plan import (
     trtexec_command,
 )
 from export.trt.planner import make_plan
+from export.trt.polygraphy_build import build_serialized
 from export.trt.runtime_info import BuildError, PlanError, RuntimeInfo, RuntimeMissingError, import_tensorrt
 
 log = logging.getLogger(__name__)
@@ -95,22 +95,29 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def measure_drift(plan: BuildPlan, engine: Path) -> dict:
-    """Engine vs ONNX Runtime FP32 on the plan's drift shapes (needs a GPU to run the engine)."""
-    from export.onnx_export import onnxruntime_forward
-    from export.parity import compare
-    from runtime.backends.tensorrt import TensorRTBackend
+    """Engine vs ONNX Runtime FP32 on the plan's drift shapes, as a Polygraphy comparison (``TrtRunner`` on the
+    engine's bytes vs ``OnnxrtRunner`` on the FP32 ONNX, our PSNR criterion as the compare function; needs a GPU
+    to run the engine)."""
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    from export.polygraphy_compare import compare_runners, onnxruntime_runner
+    from export.trt.polygraphy_build import polygraphy_backend
+    from runtime.backends.cuda import gpu_info
 
     reference = plan.reference_onnx
     if reference is None or not reference.is_file():
         return {"skipped": f"no FP32 ONNX at {reference} to compare with (export it with export/to_onnx.py)"}
-    with TensorRTBackend(engine, check_onnx=False) as backend:
-        report = compare(onnxruntime_forward(reference), backend.run, plan.drift_shapes, plan.min_psnr_db, None,
-                         reference_name=f"ONNX Runtime FP32 ({reference.name})",
-                         candidate_name=f"{plan.runtime.label} {plan.precision.upper()} on {backend.gpu.name}")
+    polygraphy_backend(plan.runtime.flavour)
+    candidate = TrtRunner(EngineFromBytes(Path(engine).read_bytes()), name="engine")
+    report = compare_runners(onnxruntime_runner(reference, "onnxruntime-fp32"), candidate, plan.drift_shapes,
+                             plan.min_psnr_db, input_name=plan.profile.input,
+                             reference_name=f"ONNX Runtime FP32 ({reference.name})",
+                             candidate_name=f"{plan.runtime.label} {plan.precision.upper()} on {gpu_info(0).name}")
     log.info("drift right after the build:\n%s", report.table())
     result = report.to_dict()
     result["worst_psnr_db"] = round(report.worst_psnr_db, 2)
     result["passed"] = report.passed
+    result["compared_with"] = "Polygraphy Comparator (TrtRunner vs OnnxrtRunner)"
     return result
 
 
@@ -129,7 +136,7 @@ def new_manifest(plan: BuildPlan, data: bytes, details: dict, gpu: dict | None) 
                "timing_cache": str(o.timing_cache) if o.timing_cache and plan.runtime.flavour == "tensorrt" else None,
                "calibration": ({"cache": str(calibration_cache_path(plan)), "shape": list(nchw(o.calibration_shape))}
                                if o.calibrate else None),
-               "seconds": details["seconds"], "network_layers": details["layers"],
+               "builder": details.get("builder"), "seconds": details["seconds"], "network_layers": details["layers"],
                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "host": platform.node(), "python": platform.python_version(),
                "trtexec_equivalent": trtexec_command(plan)},

@@ -20,7 +20,6 @@ from export.trt_build import (
     OnnxInfo,
     PlanError,
     RuntimeInfo,
-    build_serialized,
     detect_runtime,
     installed_runtime,
     make_plan,
@@ -310,142 +309,149 @@ def test_script_help_runs_without_installation():
     assert "--runtime" in result.stdout and "--target" in result.stdout and "tensorrt-rtx" in result.stdout
 
 
-# -- builder calls against a stand-in module -----------------------------------------------------------------------
-class StandIn:
-    """Records method calls and attribute writes; NOT TensorRT, and proves nothing about real engines."""
-
-    def __init__(self, calls, name, returns=None, attributes=None):
-        object.__setattr__(self, "_calls", calls)
-        object.__setattr__(self, "_name", name)
-        object.__setattr__(self, "_returns", returns or {})
-        object.__setattr__(self, "_attributes", attributes or {})
-
-    def __getattr__(self, attr):
-        if attr in self._attributes:
-            return self._attributes[attr]
-
-        def method(*args):
-            self._calls.append((f"{self._name}.{attr}", args))
-            value = self._returns.get(attr)
-            return value() if callable(value) else value
-
-        return method
-
-    def __setattr__(self, attr, value):
-        self._calls.append((f"{self._name}.{attr} =", (value,)))
-
-
-def stand_in_tensorrt(calls, version):
-    """A module-like object with the names build_serialized uses, each recording its call."""
+# -- the Polygraphy loaders a build constructs, against a stand-in TensorRT 10 module -----------------------------
+def stand_in_tensorrt(version: str):
+    """The names of TensorRT 10's module the loaders are constructed with: NOT TensorRT, proves nothing about real
+    engines (nothing here is run; the real builds are in test_build_rtx.py)."""
     import types
 
-    class ILogger:
-        class Severity:
-            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
-
-        def __init__(self):
-            pass
-
-    class Base:
-        def __init__(self):
-            pass
+    def interface(name):
+        return type(name, (), {"__init__": lambda self: None})
 
     enum = types.SimpleNamespace
-    timing = StandIn(calls, "timing_cache", {"serialize": lambda: b"timing-cache-bytes"})
-    config = StandIn(calls, "config", {"create_timing_cache": lambda: timing, "get_timing_cache": lambda: timing,
-                                       "set_compute_capability": lambda: True})
-    network = StandIn(calls, "network", attributes={"num_layers": 7})
-
-    def builder(logger):
-        calls.append(("Builder", ()))
-        return StandIn(calls, "builder", {"create_network": lambda: network, "create_builder_config": lambda: config,
-                                          "create_optimization_profile": lambda: StandIn(calls, "profile"),
-                                          "build_serialized_network": lambda: b"serialized-engine"})
-
-    def parser(network, logger):
-        calls.append(("OnnxParser", ()))
-        return StandIn(calls, "parser", {"parse_from_file": lambda: True}, {"num_errors": 0})
-
-    module = types.SimpleNamespace(
-        __version__=version, ILogger=ILogger, IProgressMonitor=Base, IInt8EntropyCalibrator2=Base,
-        Builder=builder, OnnxParser=parser,
-        NetworkDefinitionCreationFlag=enum(STRONGLY_TYPED=1),
-        BuilderFlag=enum(FP16="FP16", INT8="INT8", TF32="TF32", VERSION_COMPATIBLE="VERSION_COMPATIBLE"),
+    return types.SimpleNamespace(
+        __version__=version, IProgressMonitor=interface("IProgressMonitor"),
+        IInt8EntropyCalibrator2=interface("IInt8EntropyCalibrator2"),
+        IInt8LegacyCalibrator=interface("IInt8LegacyCalibrator"), IInt8Calibrator=interface("IInt8Calibrator"),
         MemoryPoolType=enum(WORKSPACE="WORKSPACE"),
-        HardwareCompatibilityLevel=enum(AMPERE_PLUS="AMPERE_PLUS", SAME_COMPUTE_CAPABILITY="SAME_CC"),
-        ComputeCapability=enum(SM75="SM75", SM86="SM86"))
-    return module
+        HardwareCompatibilityLevel=enum(AMPERE_PLUS="AMPERE_PLUS", SAME_COMPUTE_CAPABILITY="SAME_CC"))
 
 
-def names(calls):
-    return [c[0] for c in calls]
+@pytest.fixture
+def polygraphy_tensorrt10(monkeypatch):
+    """Polygraphy set up to drive a stand-in TensorRT 10 (``USE_TENSORRT_RTX`` off, its modules' ``trt`` replaced)
+    for constructing loaders; restored afterwards, so this process's real builds are unaffected."""
+    pytest.importorskip("polygraphy")
+    from export.trt.polygraphy_build import polygraphy_backend
+
+    polygraphy_backend(installed_runtime().flavour if installed_runtime() else "tensorrt-rtx")  # as real builds
+    import importlib
+
+    import polygraphy.config
+
+    trt = stand_in_tensorrt("10.8.0.43")
+    monkeypatch.setattr(polygraphy.config, "USE_TENSORRT_RTX", False)
+    for name in ("calibrator", "config", "loader"):
+        monkeypatch.setattr(importlib.import_module(f"polygraphy.backend.trt.{name}"), "trt", trt)
+    return trt
 
 
-def test_stand_in_builder_calls_tensorrt10_fp16(tmp_path, onnx_files):
-    """Order and arguments of the TensorRT 10 weakly typed FP16 build (stand-in module, not an engine build)."""
-    calls = []
-    trt = stand_in_tensorrt(calls, "10.8.0.43")
+def profile_shapes(config):
+    """(name, min, opt, max) of each optimisation profile of a Polygraphy CreateConfig."""
+    return [(name, tuple(s.min), tuple(s.opt), tuple(s.max)) for p in config.profiles for name, s in p.items()]
+
+
+def test_polygraphy_loaders_tensorrt10_fp16(tmp_path, onnx_files, polygraphy_tensorrt10):
+    """TensorRT 10 weakly typed FP16: FP32 ONNX parsed weakly typed, FP16 flag, the plan's profile, workspace,
+    optimisation level, timing cache loaded and saved, progress monitor; no calibrator."""
+    from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath
+
+    from export.trt_build import build_loaders
+
+    trt = polygraphy_tensorrt10
     cache = tmp_path / "timing.cache"
     plan = make_plan(options(tmp_path, onnx_files["fp32"], precision="fp16", workspace_mib=1024,
                              timing_cache=cache, optimization_level=4), RuntimeInfo("tensorrt", trt, "10.8.0.43"))
-    data, details = build_serialized(plan, trt)
-    assert data == b"serialized-engine" and details["layers"] == 7
-    assert calls[:3] == [("Builder", ()), ("builder.create_network", (0,)), ("OnnxParser", ())]
-    assert ("parser.parse_from_file", (str(onnx_files["fp32"]),)) in calls
-    assert ("config.set_memory_pool_limit", ("WORKSPACE", 1024 << 20)) in calls
-    assert ("config.builder_optimization_level =", (4,)) in calls
-    assert ("config.set_flag", ("FP16",)) in calls
-    assert ("profile.set_shape", ("input", (1, 3, 64, 64), (1, 3, 128, 128), (2, 3, 256, 256))) in calls
-    order = names(calls)
-    assert order.index("profile.set_shape") < order.index("config.add_optimization_profile") < \
-        order.index("builder.build_serialized_network")
-    assert ("config.create_timing_cache", (b"",)) in calls
-    assert ("config.set_timing_cache", (calls[order.index("config.set_timing_cache")][1][0], False)) in calls
-    assert order.index("config.progress_monitor =") < order.index("builder.build_serialized_network")
-    assert cache.read_bytes() == b"timing-cache-bytes"  # written after the build
+    loaders = build_loaders(plan, trt)
+    assert isinstance(loaders.network, NetworkFromOnnxPath) and not loaders.network.strongly_typed
+    assert loaders.network.path == str(onnx_files["fp32"])
+    config = loaders.create_config
+    assert type(config) is CreateConfig and loaders.config is config
+    assert config.fp16 and not config.int8 and config.tf32 and config.calibrator is None
+    assert profile_shapes(config) == [("input", (1, 3, 64, 64), (1, 3, 128, 128), (2, 3, 256, 256))]
+    assert config.memory_pool_limits == {"WORKSPACE": 1024 << 20}
+    assert config.builder_optimization_level == 4
+    assert config.timing_cache_path == str(cache) and loaders.save_timing_cache == cache
+    assert isinstance(config.progress_monitor, trt.IProgressMonitor)
+    assert loaders.builder.startswith("Polygraphy ")
 
 
-def test_stand_in_builder_calls_strongly_typed(tmp_path, onnx_files):
-    """Strongly typed call sequences (TensorRT 11, TensorRT for RTX with targets), on a stand-in module."""
-    calls = []
-    trt = stand_in_tensorrt(calls, "11.4.0.9")
-    plan = make_plan(options(tmp_path, onnx_files["fp16"], precision="fp16"), RuntimeInfo("tensorrt", trt, "11.4"))
-    build_serialized(plan, trt)
-    assert ("builder.create_network", (1 << 1,)) in calls
-    assert not any(c[0] == "config.set_flag" for c in calls)
+def test_polygraphy_loaders_fp32_and_strongly_typed(tmp_path, onnx_files, polygraphy_tensorrt10):
+    """FP32 clears TF32 unless asked; ``--strongly-typed`` on 10.x and TensorRT 11 parse strongly typed with no
+    precision flags (the FP16 ONNX carries the precision)."""
+    from export.trt_build import build_loaders
 
-    calls.clear()
-    trt = stand_in_tensorrt(calls, "1.7.1.116")
-    plan = make_plan(options(tmp_path, onnx_files["fp16"], precision="fp16", targets=("sm75", "sm86")),
-                     RuntimeInfo("tensorrt-rtx", trt, "1.7.1.116"))
-    build_serialized(plan, trt)
-    assert ("config.num_compute_capabilities =", (2,)) in calls
-    assert ("config.set_compute_capability", ("SM75", 0)) in calls
-    assert ("config.set_compute_capability", ("SM86", 1)) in calls
+    trt = polygraphy_tensorrt10
+    plan = make_plan(options(tmp_path, onnx_files["fp32"], progress=False), RuntimeInfo("tensorrt", trt, "10.8"))
+    config = build_loaders(plan, trt).create_config
+    assert not config.tf32 and not config.fp16 and config.progress_monitor is None
+    for runtime, strongly in ((RuntimeInfo("tensorrt", trt, "11.4.0.9"), False),
+                              (RuntimeInfo("tensorrt", trt, "10.8.0.43"), True)):
+        plan = make_plan(options(tmp_path, onnx_files["fp16"], precision="fp16", strongly_typed=strongly), runtime)
+        loaders = build_loaders(plan, trt)
+        assert loaders.network.strongly_typed and not loaders.create_config.fp16
+        assert not loaders.create_config.int8
 
 
-def test_stand_in_builder_calls_calibrated_int8(tmp_path, onnx_files):
-    """Implicit INT8 calibration (TensorRT 10) on a stand-in module; the calibrator holds device buffers, so it
-    needs cuda-python (the tensorrt / rtx extras bring it; with only the cpu and dev extras this is skipped)."""
-    from runtime.backends.cuda import CudaUnavailableError, import_cudart
+def test_polygraphy_loaders_calibrated_int8(tmp_path, onnx_files, polygraphy_tensorrt10):
+    """Implicit INT8 calibration (TensorRT 10): INT8+FP16 flags, compatibility options, Polygraphy's Calibrator
+    (entropy, with the cache next to the engine) fed the calibration batches cropped to the calibration shape,
+    and a fixed calibration profile that is not an optimisation profile of the engine."""
+    from polygraphy.backend.trt import PostprocessConfig
 
-    try:
-        import_cudart()
-    except CudaUnavailableError as exc:
-        pytest.skip(f"the INT8 calibrator needs cuda-python: {exc}")
-    calls = []
-    trt = stand_in_tensorrt(calls, "10.8.0.43")
+    from export.trt_build import build_loaders
+
+    trt = polygraphy_tensorrt10
     plan = make_plan(options(tmp_path, onnx_files["fp32"], precision="int8", calibrate=True,
                              hardware_compatibility="ampere_plus", version_compatible=True),
                      RuntimeInfo("tensorrt", trt, "10.8.0.43"))
-    batches = [np.zeros((1, 3, 300, 300), np.float32)]
-    build_serialized(plan, trt, calibration_batches=batches)
-    assert ("config.set_flag", ("INT8",)) in calls and ("config.set_flag", ("FP16",)) in calls
-    assert ("config.set_flag", ("VERSION_COMPATIBLE",)) in calls
-    assert ("config.hardware_compatibility_level =", ("AMPERE_PLUS",)) in calls
-    assert any(c[0] == "config.int8_calibrator =" for c in calls)
-    assert ("profile.set_shape", ("input", (1, 3, 256, 256), (1, 3, 256, 256), (1, 3, 256, 256))) in calls
-    assert any(c[0] == "config.set_calibration_profile" for c in calls)
+    batches = [np.arange(3 * 300 * 300, dtype=np.float32).reshape(1, 3, 300, 300)]
+    loaders = build_loaders(plan, trt, calibration_batches=batches)
+    config = loaders.create_config
+    assert config.int8 and config.fp16 and config.version_compatible
+    assert config.hardware_compatibility_level == "AMPERE_PLUS"
+    assert config.calibrator is loaders.calibrator and isinstance(loaders.calibrator, trt.IInt8EntropyCalibrator2)
+    assert loaders.calibrator._cache == str(tmp_path / "tiny.calib")
+    assert len(config.profiles) == 1  # the engine keeps one profile; calibration's is set by the postprocess step
+    assert isinstance(loaders.config, PostprocessConfig)
+    feed = next(iter(loaders.calibrator.data_loader))
+    assert list(feed) == ["input"] and feed["input"].shape == (1, 3, 256, 256)
+    assert np.array_equal(feed["input"], batches[0][:, :, 22:278, 22:278])
+
+    class Config:  # what the postprocess step does to TensorRT's builder config
+        def set_calibration_profile(self, profile):
+            self.calibration = profile
+
+    class Builder:
+        def create_optimization_profile(self):
+            class TrtProfile:
+                def set_shape(self, name, *shapes):
+                    self.shapes = (name, *shapes)
+            return TrtProfile()
+
+    class Network:
+        num_inputs = 1
+
+        def get_input(self, index):
+            import types
+
+            return types.SimpleNamespace(name="input", is_shape_tensor=False, dtype="float32", shape=(-1, 3, -1, -1))
+
+    built = Config()
+    loaders.config._func(Builder(), Network(), built)
+    assert [f.__name__ for f in loaders.config._func.steps] == ["fixed_calibration_profile"]
+    name, *shapes = built.calibration.shapes
+    assert name == "input" and [tuple(s) for s in shapes] == [(1, 3, 256, 256)] * 3
+
+
+def test_polygraphy_refuses_a_second_flavour_in_one_process(polygraphy_tensorrt10, monkeypatch):
+    import polygraphy.config
+
+    from export.trt_build import BuildError, polygraphy_backend
+
+    monkeypatch.setattr(polygraphy.config, "USE_TENSORRT_RTX", True)
+    with pytest.raises(BuildError, match="already drives TensorRT for RTX .*; use tensorrt in a new process"):
+        polygraphy_backend("tensorrt")
 
 
 # -- NVIDIA TensorRT proper, where it is installed (a user's GPU machine) ------------------------------------------
