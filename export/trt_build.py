@@ -52,6 +52,7 @@ from export.trt.plan import (  # noqa: F401
     BuildPlan,
     default_engine,
     default_onnx,
+    polygraphy_command,
     rebuild_command,
     trtexec_command,
 )

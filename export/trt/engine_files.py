@@ -38,6 +38,7 @@ from export.trt.plan import (
     BuildOptions,
     BuildPlan,
     calibration_cache_path,
+    polygraphy_command,
     rebuild_command,
     trtexec_command,
 )
@@ -139,7 +140,7 @@ def new_manifest(plan: BuildPlan, data: bytes, details: dict, gpu: dict | None) 
                "builder": details.get("builder"), "seconds": details["seconds"], "network_layers": details["layers"],
                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                "host": platform.node(), "python": platform.python_version(),
-               "trtexec_equivalent": trtexec_command(plan)},
+               "trtexec_equivalent": trtexec_command(plan), "polygraphy_equivalent": polygraphy_command(plan)},
         gpu=gpu, targets=list(plan.targets), version_compatible=o.version_compatible,
         hardware_compatibility=o.hardware_compatibility, rebuild_command=rebuild_command(plan))
 

@@ -138,6 +138,8 @@ class BuildPlan:
             lines.append(f"  MISSING INPUT: {self.missing}")
         lines.append("  equivalent command line:")
         lines.append("    " + trtexec_command(self))
+        lines.append("  the same build with Polygraphy's command line:")
+        lines.append("    " + polygraphy_command(self))
         lines.append(f"  rebuild command: {rebuild_command(self)}")
         return "\n".join(lines)
 
@@ -224,6 +226,50 @@ def trtexec_command(plan: BuildPlan) -> str:
     line = shlex.join(args)
     if o.calibrate:
         line += "   # trtexec reads an existing calibration cache; the first build writes it"
+    return line
+
+
+def polygraphy_command(plan: BuildPlan) -> str:
+    """The ``polygraphy convert`` line that builds the same engine through the same Polygraphy loaders.
+
+    For TensorRT for RTX it starts with ``POLYGRAPHY_USE_TENSORRT_RTX=1`` (Polygraphy picks the flavour from that
+    variable) and has no precision flags (RTX networks are strongly typed; ``convert --fp16`` is dropped there).
+    Two settings of ours have no ``convert`` option: TF32 off for RTX FP32 builds and a calibration profile that is
+    not an optimisation profile (``--calibrate``); the line says so in a comment.
+    """
+    o, p = plan.options, plan.profile
+    rtx = plan.runtime.flavour == "tensorrt-rtx"
+
+    def dims(shape) -> str:
+        return f"{p.input}:[{','.join(map(str, shape))}]"
+
+    args = ["polygraphy", "convert", show(plan.onnx.path), "--convert-to", "trt", "-o", show(plan.output),
+            "--trt-min-shapes", dims(p.min), "--trt-opt-shapes", dims(p.opt), "--trt-max-shapes", dims(p.max)]
+    if rtx and plan.targets:
+        args += ["--compute-capabilities", *(f"{t[2:-1]}.{t[-1]}" for t in plan.targets)]
+    if plan.strongly_typed and not rtx:
+        args.append("--strongly-typed")
+    if not rtx:
+        args += [f"--{name.lower()}" for name in ("FP16", "INT8") if name in plan.builder_flags]
+        if "no TF32" not in plan.builder_flags:
+            args.append("--tf32")
+    args += ["--builder-optimization-level", str(o.optimization_level)]
+    if o.workspace_mib:
+        args += ["--pool-limit", f"workspace:{o.workspace_mib}M"]
+    if o.version_compatible:
+        args.append("--version-compatible")
+    if o.hardware_compatibility != "none":
+        args += ["--hardware-compatibility-level", o.hardware_compatibility]
+    if o.timing_cache and not rtx:
+        args += ["--load-timing-cache", str(o.timing_cache), "--save-timing-cache", str(o.timing_cache)]
+    if o.calibrate:
+        args += ["--data-loader-script", "export/polygraphy_data.py:load_data", "--calibration-cache",
+                 show(calibration_cache_path(plan))]
+    line = ("POLYGRAPHY_USE_TENSORRT_RTX=1 " if rtx else "") + shlex.join(args)
+    if rtx and "no TF32" in plan.builder_flags:
+        line += "   # build_trt.py also turns TF32 off (convert has no switch for it with TensorRT for RTX)"
+    if o.calibrate:
+        line += "   # Polygraphy calibrates on its last profile; build_trt.py on a fixed calibration shape"
     return line
 
 

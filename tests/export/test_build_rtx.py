@@ -54,6 +54,7 @@ def check_engine_and_manifest(engine, precision, targets):
     assert manifest.runtime == "tensorrt-rtx" and manifest.runtime_version == trt.__version__
     assert manifest.precision == precision and manifest.targets == list(targets)
     assert manifest.build["strongly_typed"] is True and manifest.build["seconds"] > 0
+    assert manifest.build["builder"].startswith("Polygraphy ")  # built through Polygraphy's loaders
     assert manifest.metadata["banet.schema"] == "1"
     assert manifest.drift  # measured, or the reason it was not
     return manifest
@@ -137,6 +138,33 @@ def test_builder_error_is_one_clear_line(tmp_path, tiny_onnx):
     plan.targets = ("sm75",)  # bypass the plan's refusal on purpose
     with pytest.raises(trt_build.BuildError, match="FP32 GEMM is not supported"):
         trt_build.build_serialized(plan, trt)
+
+
+def test_printed_polygraphy_command_builds_the_engine(tmp_path, tiny_onnx):
+    """The ``polygraphy convert`` line a plan prints (``--dry-run``, the manifest) is a command that works: run as
+    printed, Polygraphy's own command line builds the FP16 sm75 engine, as large as build_trt.py's."""
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    output = tmp_path / "tiny_fp16_sm75.engine"
+    plan = trt_build.make_plan(trt_build.BuildOptions(precision="fp16", onnx=tiny_onnx["fp16"], output=output,
+                                                      targets=("sm75",), min_shape=(1, 64, 64),
+                                                      opt_shape=(1, 128, 128), max_shape=(2, 256, 256)),
+                               trt_build.detect_runtime("tensorrt-rtx"))
+    line = trt_build.polygraphy_command(plan)
+    assert line.startswith("POLYGRAPHY_USE_TENSORRT_RTX=1 polygraphy convert ") and "--compute-capabilities 7.5" in line
+    argv = shlex.split(line.split("   #")[0])[1:]
+    argv[0] = shutil.which("polygraphy", path=str(Path(sys.executable).parent)) or shutil.which("polygraphy")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "POLYGRAPHY_USE_TENSORRT_RTX": "1"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    data, details = trt_build.build_serialized(plan, trt)
+    size = output.stat().st_size
+    assert abs(size - len(data)) <= 0.05 * len(data), (size, len(data))
 
 
 # -- the default model and the full network ------------------------------------------------------------------------
