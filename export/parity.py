@@ -157,16 +157,22 @@ def compare(reference: Forward, candidate: Forward, shapes: Sequence[tuple[int, 
         ref = reference(x)
         try:
             cand = candidate(x)
-            if cand.shape != ref.shape:
-                raise ValueError(f"output shape {cand.shape} != reference {ref.shape}")
         except Exception as exc:  # a failure of the candidate is a failed shape, reported, not a crash
             results.append(ShapeResult(tuple(shape), math.inf, 0.0, False, f"{type(exc).__name__}: {exc}"[:300]))
             continue
-        err = float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64))))
-        if not np.isfinite(cand).all():
-            results.append(ShapeResult(tuple(shape), math.inf, 0.0, False, "NaN or Inf in output"))
-            continue
-        psnr = psnr_db(ref, cand, conventions)
-        ok = psnr >= min_psnr_db and (max_abs_error is None or err <= max_abs_error)
-        results.append(ShapeResult(tuple(shape), err, psnr, ok))
+        results.append(judge(tuple(shape), ref, cand, min_psnr_db, max_abs_error, conventions))
     return ParityReport(reference_name, candidate_name, min_psnr_db, max_abs_error, results)
+
+
+def judge(shape: tuple, reference: np.ndarray, candidate: np.ndarray, min_psnr_db: float,
+          max_abs_error: float | None, conventions: Conventions = BANET) -> ShapeResult:
+    """One shape's verdict: the candidate's output must be finite, of the reference's shape, within
+    ``min_psnr_db`` PSNR and (where given) ``max_abs_error`` of the reference."""
+    if candidate.shape != reference.shape:
+        return ShapeResult(shape, math.inf, 0.0, False,
+                           f"output shape {candidate.shape} != reference {reference.shape}")
+    if not np.isfinite(candidate).all():
+        return ShapeResult(shape, math.inf, 0.0, False, "NaN or Inf in output")
+    err = float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64))))
+    psnr = psnr_db(reference, candidate, conventions)
+    return ShapeResult(shape, err, psnr, psnr >= min_psnr_db and (max_abs_error is None or err <= max_abs_error))

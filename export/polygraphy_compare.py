@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from export.parity import ParityReport, ShapeResult, photo_batch, psnr_db
+from export.parity import ParityReport, ShapeResult, judge, photo_batch
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,8 @@ def psnr_compare_func(min_psnr_db: float, max_abs_error: float | None, collected
                 collected.append(ShapeResult(shape, math.inf, 0.0, False, f"no output {name!r} from the candidate"))
                 verdicts[name] = False
                 continue
-            cand = np.asarray(candidate[name])
-            if cand.shape != ref.shape:
-                result = ShapeResult(shape, math.inf, 0.0, False, f"output shape {cand.shape} != reference {ref.shape}")
-            elif not np.isfinite(cand).all():
-                result = ShapeResult(shape, math.inf, 0.0, False, "NaN or Inf in output")
-            else:
-                err = float(np.max(np.abs(ref.astype(np.float64) - cand.astype(np.float64))))
-                psnr = psnr_db(ref.astype(np.float32), cand.astype(np.float32))
-                ok = psnr >= min_psnr_db and (max_abs_error is None or err <= max_abs_error)
-                result = ShapeResult(shape, err, psnr, ok)
+            result = judge(shape, ref.astype(np.float32), np.asarray(candidate[name]).astype(np.float32),
+                           min_psnr_db, max_abs_error)
             collected.append(result)
             verdicts[name] = result.passed
         return verdicts

@@ -2,17 +2,21 @@
 
 The library behind ``export/build_trt.py``, split by job under :mod:`export.trt` (``runtime_info``: which
 TensorRT; ``onnx_info``: the ONNX, shapes and profile checks; ``plan``: options, plan, command lines;
-``planner``: :func:`make_plan`; ``builder``: parser, builder and calibrator calls; ``engine_files``: build,
-drift, engine + manifest pair, ``--check``). This module names the public API in one place.
+``planner``: :func:`make_plan`; ``polygraphy_build``: the build through NVIDIA Polygraphy's loaders;
+``builder``: the parser check, progress display and calibration data; ``engine_files``: build, drift (a
+Polygraphy comparison), engine + manifest pair, ``--check``). This module names the public API in one place.
 
 Everything that needs neither TensorRT nor a GPU (which ONNX, the
 optimisation profile against the ONNX's dynamic dimensions and the network's size multiple, what each runtime
 and target can do, the ``trtexec`` line) is decided by :func:`make_plan` and refused there with the reason,
-before any build. :func:`build_serialized` is the only code that calls the builder; it follows NVIDIA's
-documented Python API, identical for ``tensorrt`` (10.x and 11.x) and ``tensorrt_rtx`` except where noted:
+before any build. :func:`build_serialized` is the only code that builds: it constructs Polygraphy's
+``NetworkFromOnnxPath`` / ``CreateConfig`` (``CreateConfigRTX``) / ``EngineBytesFromNetwork`` loaders from the plan
+(:func:`build_loaders`, inspectable without TensorRT) and runs them (:func:`run_build`); the equivalent
+``polygraphy convert`` line is printed with the plan. Per runtime:
 
 * TensorRT 10.x, weakly typed (default there): FP32 ONNX, ``BuilderFlag.FP16`` for FP16; INT8 from the Q/DQ
-  ONNX with ``BuilderFlag.INT8`` (+FP16), or implicit calibration (``IInt8EntropyCalibrator2``, with a cache).
+  ONNX with ``BuilderFlag.INT8`` (+FP16), or implicit calibration (Polygraphy's ``Calibrator`` on
+  ``IInt8EntropyCalibrator2``, with a cache).
 * TensorRT 11+ (no weak typing, no calibrators), TensorRT for RTX, or ``--strongly-typed`` on 10.x: a strongly
   typed network, precision from the ONNX itself (the FP16 export of ``to_onnx.py --fp16``, or the Q/DQ ONNX).
 * TensorRT for RTX builds ahead of time without a GPU, for compute capability targets (``--target sm75``);
