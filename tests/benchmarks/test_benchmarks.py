@@ -58,7 +58,9 @@ def test_quality_columns_engine_table_and_quality_plot(tmp_path, tiny_weights, m
     (engines / "x_fp16.json").write_text(json.dumps({"engine": "x_fp16.engine", "engine_bytes": 2_500_000,
                                                       "runtime": "tensorrt-rtx", "runtime_version": "1.7",
                                                       "precision": "fp16", "targets": ["sm75"],
-                                                      "build": {"seconds": 3.2, "network_layers": 99}}))
+                                                      "build": {"seconds": 3.2, "network_layers": 99,
+                                                                "builder": "Polygraphy 0.53.6 (EngineBytesFromNetwork)"
+                                                                }}))
     (engines / "notes.json").write_text("[1, 2]")  # not a manifest: ignored
     assert main(["--quick", "--weights", str(tiny_weights), "--output", str(tmp_path / "res"),
                  "--drift-report", str(tmp_path / "drift.json"), "--engines", str(engines)]) == 0
@@ -68,7 +70,8 @@ def test_quality_columns_engine_table_and_quality_plot(tmp_path, tiny_weights, m
     table = json_file.with_suffix(".md").read_text()
     onnx_line = next(line for line in table.splitlines() if "| onnxruntime fp32 |" in line)
     assert onnx_line.endswith("| 150.2 | 21.50 (-0.00) |")
-    assert "| x_fp16.engine | tensorrt-rtx 1.7 | fp16 | sm75 | none | 3.2 | 2.5 | 99 |" in table
+    assert ("| x_fp16.engine | tensorrt-rtx 1.7 | Polygraphy 0.53.6 (EngineBytesFromNetwork) | fp16 | sm75 | none "
+            "| 3.2 | 2.5 | 99 |") in table
     assert list((tmp_path / "res").glob("*_quality_speed.png"))
     # a drift report of other weights (by name, or by content under the same name) is not attributed to these
     drift["model"]["sha256"] = "0" * 64
@@ -77,3 +80,17 @@ def test_quality_columns_engine_table_and_quality_plot(tmp_path, tiny_weights, m
                  "--drift-report", str(tmp_path / "drift.json"), "--engines", str(engines)]) == 0
     [md] = (tmp_path / "res2").glob("*.md")
     assert next(line for line in md.read_text().splitlines() if "| onnxruntime fp32 |" in line).endswith("| - | - |")
+
+
+def test_builder_comparison_summary():
+    """benchmarks.builders: medians per case and builder, the sizes seen, and the time ratio to the direct builder."""
+    from benchmarks.builders import summarise
+
+    rows = [{"case": "fp16_sm75", "builder": b, "engine_bytes": size, "build_s": t, "call_s": t + 0.1, "layers": 9}
+            for b, size, t in [("direct TensorRT API", 100, 2.0), ("Polygraphy", 100, 3.0),
+                               ("direct TensorRT API", 102, 4.0), ("Polygraphy", 100, 1.0),
+                               ("direct TensorRT API", 100, 3.0), ("Polygraphy", 101, 2.0)]]
+    summary = {s["builder"]: s for s in summarise(rows)}
+    assert summary["Polygraphy"]["median_build_s"] == 2.0 and summary["direct TensorRT API"]["median_build_s"] == 3.0
+    assert summary["Polygraphy"]["time_ratio_vs_direct"] == 0.67
+    assert summary["direct TensorRT API"]["engine_bytes_seen"] == [100, 102] and summary["Polygraphy"]["builds"] == 3
