@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +34,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 25
+_LOAD_FAILURE = re.compile(r"\] \"(failed to load '[^']+' version .*?)\"?$")
 
 
 class TritonLaunchError(RuntimeError):
@@ -131,6 +133,23 @@ class TritonServer:
             return ""
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
+    def load_failures(self) -> list[str]:
+        """Triton's "failed to load" lines of the log, without the log prefix: why models are unavailable."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        found = []
+        for line in text.splitlines():
+            match = _LOAD_FAILURE.search(line)
+            if match:
+                reason = match.group(1)
+                if "unable to find backend library" in reason:
+                    reason += (" (the bundled server has the Python backend only: write the repository with "
+                               "export/to_triton.py --flavour python, or serve it with NVIDIA's server container)")
+                found.append(reason)
+        return found
+
     def models(self) -> list[dict]:
         """The repository index: name, version, state (and reason) of every model."""
         status, body = http_get(self.host, self.http_port, "/v2/repository/index", method="POST")
@@ -146,8 +165,9 @@ class TritonServer:
             code = self.process.poll()
             if code is not None:
                 self._cleanup()
-                raise TritonLaunchError(f"tritonserver exited with code {code} before it was ready; the end of its "
-                                        f"log ({self.log_path}):\n{self.log_tail()}")
+                why = "".join(f"\n  {line}" for line in self.load_failures())
+                raise TritonLaunchError(f"tritonserver exited with code {code} before it was ready{why}\n"
+                                        f"the end of its log ({self.log_path}):\n{self.log_tail()}")
             with contextlib.suppress(OSError, http.client.HTTPException):
                 if http_get(self.host, self.http_port, "/v2/health/ready")[0] == 200:
                     return
