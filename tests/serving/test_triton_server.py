@@ -216,3 +216,22 @@ def test_a_server_that_dies_shows_the_end_of_its_log(tmp_path, onnx_file):
     message = str(caught.value)
     assert message.startswith("tritonserver exited with code")
     assert "failed to load 'banet_onnx' version 1" in message and "--flavour python" in message
+
+
+def test_the_load_test_runs_against_the_server(server, onnx_file, expected):
+    """runtime.loadtest's client and checks work on the Triton ensemble as they do on runtime.serve."""
+    from runtime.loadtest import load_test, table
+
+    report = load_test(server.url, photos(), expected, requests=6, concurrency=3)
+    assert report["requests"] == 6 and report["all_match"] and report["max_abs_diff_vs_direct"] <= 1
+    assert report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
+    assert "| on | 3 | 6 |" in table([{"dynamic_batching": True, **report}])
+
+
+def test_the_load_test_needs_an_onnx_file_for_triton(tmp_path, capsys):
+    from runtime.loadtest import main as loadtest
+
+    pytest.importorskip("cv2", reason="the load test resizes photos with OpenCV")
+    assert loadtest(["--target", "triton", "--model", str(tmp_path / "w.safetensors"), "--size", "8x8"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "export/to_onnx.py" in err
