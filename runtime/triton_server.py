@@ -143,7 +143,7 @@ class TritonServer:
         for line in text.splitlines():
             match = _LOAD_FAILURE.search(line)
             if match:
-                reason = match.group(1)
+                reason = match.group(1).split("\\n")[0].replace('\\"', '"')  # first line of a Python error
                 if "unable to find backend library" in reason:
                     reason += (" (the bundled server has the Python backend only: write the repository with "
                                "export/to_triton.py --flavour python, or serve it with NVIDIA's server container)")

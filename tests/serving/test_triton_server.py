@@ -212,9 +212,9 @@ def test_a_server_that_dies_shows_the_end_of_its_log(tmp_path, onnx_file):
 
     write_repository(onnx_file, tmp_path / "repo", flavour="onnxruntime", threads=1)
     with pytest.raises(TritonLaunchError) as caught:
-        start(tmp_path / "repo", http_port=0, grpc_port=0, timeout=60)
+        start(tmp_path / "repo", http_port=0, grpc_port=0, timeout=60, log_path=tmp_path / "server.log")
     message = str(caught.value)
-    assert message.startswith("tritonserver exited with code")
+    assert message.startswith("tritonserver exited with code") and str(tmp_path / "server.log") in message
     assert "failed to load 'banet_onnx' version 1" in message and "--flavour python" in message
 
 
