@@ -186,7 +186,10 @@ def main(argv: list[str] | None = None) -> int:
 
         output.parent.mkdir(parents=True, exist_ok=True)
         result = {"machine": cpu_name(), "cpus": os.cpu_count(), "date": str(datetime.date.today()),
-                  "target": args.target, "model": str(args.model or ""), "image_size": args.size, "rows": rows}
+                  "target": args.target, "model": str(args.model or ""), "image_size": args.size,
+                  "server_threads": args.threads if args.target == "triton" else None,
+                  "command": "python -m runtime.loadtest " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "rows": rows}
         output.write_text(json.dumps(result, indent=2) + "\n")
         output.with_suffix(".md").write_text(f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs), "
                                              f"{args.size} images\n\n{table(rows)}\n")
