@@ -193,7 +193,7 @@ class TritonServer:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 log.warning("tritonserver did not stop within %.0f s; killing it", timeout)
-                with contextlib.suppress(ProcessLookupError):
+                with contextlib.suppress(ProcessLookupError):  # not reaped yet: the group (its stubs) is ours
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._cleanup()
@@ -201,9 +201,7 @@ class TritonServer:
         return self.process.returncode
 
     def _cleanup(self) -> None:
-        """Kill stubs left behind, remove our shared-memory regions and the temporary folder."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # the process group is ours (start_new_session)
+        """Remove our shared-memory regions and the temporary folder (the log of a failed start stays)."""
         for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
             with contextlib.suppress(OSError):
                 region.unlink()
@@ -246,19 +244,22 @@ def start(repository: str | Path, host: str = "127.0.0.1", http_port: int = 8000
     """
     repository = Path(repository).resolve()
     _check_repository(repository)
-    ports = {}
+    bundled = find_bundled() if tritonserver is None else None
+    if tritonserver is not None and not Path(tritonserver).is_file():
+        raise TritonLaunchError(f"tritonserver {tritonserver} not found")
+    ports: dict[str, int] = {}
     for what, port in (("HTTP", http_port), ("gRPC", grpc_port), ("metrics", metrics_port)):
         if port is None:
             continue
-        port = port or free_port(host)
+        while not port or port in ports.values():  # 0: a free port, distinct from the ones already picked
+            port = free_port(host)
         check_port(host, port, what)
         ports[what] = port
     workdir = Path(tempfile.mkdtemp(prefix="banet_triton_"))
     shm_prefix = f"banet_triton_{uuid.uuid4().hex[:12]}_"
     env = os.environ.copy()
     command: list[str]
-    if tritonserver is None:
-        bundled = find_bundled()
+    if bundled is not None:
         backends = workdir / "backends" / "python"
         backends.mkdir(parents=True)
         for source in (bundled.python_backend / "libtriton_python.so",
@@ -270,8 +271,6 @@ def start(repository: str | Path, host: str = "127.0.0.1", http_port: int = 8000
         command = [str(binary), f"--backend-directory={workdir / 'backends'}"]
     else:
         binary = Path(tritonserver)
-        if not binary.is_file():
-            raise TritonLaunchError(f"tritonserver {binary} not found")
         command = [str(binary)]
     command += [f"--model-repository={repository}", f"--http-address={host}", f"--http-port={ports['HTTP']}",
                 f"--grpc-address={host}", f"--grpc-port={ports['gRPC']}", "--exit-timeout-secs=10",
@@ -292,7 +291,11 @@ def start(repository: str | Path, host: str = "127.0.0.1", http_port: int = 8000
             raise TritonLaunchError(f"cannot run {binary}: {exc.strerror}") from None
     server = TritonServer(process, host, ports["HTTP"], ports["gRPC"], ports.get("metrics"), log_path, workdir,
                           shm_prefix)
-    server.wait_ready(timeout)
+    try:
+        server.wait_ready(timeout)
+    except BaseException:  # Ctrl-C while waiting included: never leave a server running in its own session
+        server.stop()
+        raise
     log.info("tritonserver ready: HTTP %s, gRPC %s", server.url, server.grpc_url)
     return server
 
@@ -319,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     except TritonLaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted before the server was ready; stopped it", file=sys.stderr)
+        return 130
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
