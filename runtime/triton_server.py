@@ -219,19 +219,31 @@ class TritonServer:
         self.stop()
 
 
-def _check_repository(repository: Path) -> None:
+def _check_repository(repository: Path, bundled: bool) -> None:
+    """Refuse a missing or empty repository; for the bundled server, check what its models need up front."""
     if not repository.is_dir():
         raise TritonLaunchError(f"model repository {repository} not found; write one with export/to_triton.py")
-    if not any(p.is_file() for p in repository.glob("*/config.pbtxt")):
+    configs = {p.parent.name: p.read_text(errors="replace") for p in sorted(repository.glob("*/config.pbtxt"))}
+    if not configs:
         raise TritonLaunchError(f"{repository} holds no model (no <model>/config.pbtxt); write one with "
                                 "export/to_triton.py")
-    foreign = sorted(p.parent.name for p in repository.glob("*/config.pbtxt")
-                     if any(f'platform: "{kind}"' in p.read_text(errors="replace")
-                            for kind in ("onnxruntime_onnx", "tensorrt_plan")))
+    if not bundled:
+        return
+    foreign = [name for name, text in configs.items()
+               if any(f'platform: "{kind}"' in text for kind in ("onnxruntime_onnx", "tensorrt_plan"))]
     if foreign:
         log.warning("models %s need Triton's onnxruntime/tensorrt backends, which the bundled server lacks; "
                     "write the repository with export/to_triton.py --flavour python, or serve it with NVIDIA's "
                     "server container", foreign)
+    python_models = [name for name, text in configs.items() if 'backend: "python"' in text]
+    needs = {"numpy": python_models,
+             "onnxruntime": [m for m in python_models if any(repository.glob(f"{m}/*/model.onnx"))]}
+    missing = {module: models for module, models in needs.items() if models and importlib.util.find_spec(module)
+               is None}
+    if missing:
+        what = "; ".join(f"{module} (for {', '.join(models)})" for module, models in missing.items())
+        raise TritonLaunchError(f"the bundled server runs Python models with this Python ({sys.executable}), which "
+                                f"lacks {what}: pip install 'banet-deploy[cpu,serve]'")
 
 
 def start(repository: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
@@ -243,8 +255,8 @@ def start(repository: str | Path, host: str = "127.0.0.1", http_port: int = 8000
     up as the module docstring says. ``metrics_port`` None turns metrics off.
     """
     repository = Path(repository).resolve()
-    _check_repository(repository)
     bundled = find_bundled() if tritonserver is None else None
+    _check_repository(repository, bundled is not None)
     if tritonserver is not None and not Path(tritonserver).is_file():
         raise TritonLaunchError(f"tritonserver {tritonserver} not found")
     ports: dict[str, int] = {}

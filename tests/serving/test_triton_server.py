@@ -235,3 +235,18 @@ def test_the_load_test_needs_an_onnx_file_for_triton(tmp_path, capsys):
     assert loadtest(["--target", "triton", "--model", str(tmp_path / "w.safetensors"), "--size", "8x8"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "export/to_onnx.py" in err
+
+
+def test_a_python_without_onnxruntime_is_refused_before_starting(tmp_path, onnx_file, monkeypatch):
+    """The bundled server runs the Python models with this interpreter: what they import is checked first."""
+    _bundled_or_skip()
+    import importlib.util
+
+    from export.triton_repo import write_repository
+
+    write_repository(onnx_file, tmp_path / "repo")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(TritonLaunchError, match=r"lacks onnxruntime \(for banet_ort\)") as caught:
+        start(tmp_path / "repo", http_port=0, grpc_port=0)
+    assert "\n" not in str(caught.value)
