@@ -250,3 +250,41 @@ def test_a_python_without_onnxruntime_is_refused_before_starting(tmp_path, onnx_
     with pytest.raises(TritonLaunchError, match=r"lacks onnxruntime \(for banet_ort\)") as caught:
         start(tmp_path / "repo", http_port=0, grpc_port=0)
     assert "\n" not in str(caught.value)
+
+
+def test_the_command_line_serves_until_it_is_told_to_stop(tmp_path, onnx_file):
+    """python -m runtime.triton_server REPO: ready line, answers, SIGTERM -> clean stop (exit code 0)."""
+    _bundled_or_skip()
+    import signal
+    import subprocess
+    import sys
+
+    from export.triton_repo import write_repository
+
+    write_repository(onnx_file, tmp_path / "repo", threads=1)
+    process = subprocess.Popen([sys.executable, "-m", "runtime.triton_server", str(tmp_path / "repo"),
+                                "--http-port", "0", "--grpc-port", "0", "--timeout", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=Path(__file__).resolve().parents[2])
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("serving "):
+                break
+        assert lines and lines[-1].startswith("serving "), "".join(lines)
+        assert "banet READY" in lines[-1] and "http://127.0.0.1:" in lines[-1]
+        url = lines[-1].split("http://", 1)[1].split()[0]
+        client = httpclient.InferenceServerClient(url)
+        try:
+            assert _http_infer(client, photos()[2][None]).as_numpy("deblurred").shape == (1, 64, 40, 3)
+        finally:
+            client.close()
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, rest
+    assert "stopped (tritonserver exit code 0)" in rest
