@@ -1,9 +1,10 @@
 """Load-test a server on loopback: bounded concurrency, latency percentiles, every answer checked.
 
     python -m runtime.loadtest --requests 64 --concurrency 4        # starts its own PyTriton server on 127.0.0.1
-    python -m runtime.loadtest --target triton --concurrency 1,4,8 --batching on,off --output results.json
+    python -m runtime.loadtest --target triton --model engines/banet_default.onnx
         # writes a Triton repository (python flavour) for the ONNX model, serves it with the bundled tritonserver
-        # (python -m runtime.triton_server), dynamic batching on and off
+        # (python -m runtime.triton_server): concurrency 1, 4 and 8, dynamic batching on and off; results in
+        # benchmarks/results/loadtest_triton_<machine>_<date>.{json,md}
 
 Each response is compared with the direct ``Deblurrer`` output for the same image (dynamic batching may run a
 request in a different batch, so equality is checked to within 1 grey level).
@@ -88,6 +89,16 @@ def _ints(text: str) -> list[int]:
     return values
 
 
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 96x128, got {text!r}") from None
+    if h < 2 or w < 2:
+        raise argparse.ArgumentTypeError(f"images must be at least 2x2, got {text!r}")
+    return h, w
+
+
 def _switches(text: str) -> list[bool]:
     words = text.split(",")
     if not words or any(w not in ("on", "off") for w in words):
@@ -142,21 +153,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint, ONNX or engine (default: embedded model); the triton target needs an ONNX "
                              "file (default: engines/banet_default.onnx)")
     parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--concurrency", type=_ints, default=[4], help="client threads, e.g. 4 or 1,4,8")
+    parser.add_argument("--concurrency", type=_ints, default=None,
+                        help="client threads, e.g. 4 or 1,4,8 (default: 4; 1,4,8 for the triton target)")
     parser.add_argument("--batching", type=_switches, default=[True, False],
                         help="triton target: the network model's dynamic batching, on, off or on,off (default)")
     parser.add_argument("--threads", type=int, default=0,
                         help="triton target: ONNX Runtime threads of the server's network model (0: all cores)")
-    parser.add_argument("--size", default="96x128", help="HxW of the test images")
+    parser.add_argument("--size", type=_size, default=(96, 128), metavar="HxW",
+                        help="size of the test images (default 96x128)")
     parser.add_argument("--port", type=int, default=8010, help="pytriton target: HTTP port on 127.0.0.1 "
                                                                "(metrics on port + 2)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results JSON (+ .md table); default: benchmarks/results/loadtest_<target>_<machine>_"
                              "<date>.json when --concurrency lists several values, else none")
     args = parser.parse_args(argv)
+    if args.concurrency is None:
+        args.concurrency = [1, 4, 8] if args.target == "triton" else [4]
     from runtime import Deblurrer
 
-    h, w = (int(v) for v in args.size.split("x"))
+    h, w = args.size
     images = photo_images(4, h, w)
     rows: list[dict] = []
     if args.target == "triton":
@@ -169,8 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         with Deblurrer(onnx, backend="onnxruntime") as deblurrer:
             expected = [deblurrer(img) for img in images]
-        rows = triton_sweep(onnx, images, expected, args.requests, args.concurrency, args.batching, args.threads,
-                            max(args.concurrency))
+        from runtime.triton_server import TritonLaunchError
+
+        try:
+            rows = triton_sweep(onnx, images, expected, args.requests, args.concurrency, args.batching,
+                                args.threads, max(args.concurrency))
+        except TritonLaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     else:
         from runtime.serve import ServeConfig, start
 
@@ -186,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
 
         output.parent.mkdir(parents=True, exist_ok=True)
         result = {"machine": cpu_name(), "cpus": os.cpu_count(), "date": str(datetime.date.today()),
-                  "target": args.target, "model": str(args.model or ""), "image_size": args.size,
+                  "target": args.target, "model": str(args.model or ""), "image_size": f"{h}x{w}",
                   "server_threads": args.threads if args.target == "triton" else None,
                   "command": "python -m runtime.loadtest " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "rows": rows}
         output.write_text(json.dumps(result, indent=2) + "\n")
         output.with_suffix(".md").write_text(f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs), "
-                                             f"{args.size} images\n\n{table(rows)}\n")
+                                             f"{h}x{w} images\n\n{table(rows)}\n")
         print(f"wrote {output} and {output.with_suffix('.md')}")
     print(json.dumps(rows[0], indent=2) if len(rows) == 1 else table(rows))
     return 0 if all(r["all_match"] for r in rows) else 1
