@@ -2,10 +2,17 @@
 
 Examples:
     python export/to_triton.py                                   # engines/banet_default.onnx -> model_repository/
-    python export/to_triton.py --onnx engines/BANet_GoPro.onnx --gpu --max-batch 4
-    python export/to_triton.py --engine engines/banet_default_fp16.engine   # also a tensorrt_plan model
+    python -m runtime.triton_server model_repository             # serve it with the tritonserver PyTriton bundles
 
-Then: tritonserver --model-repository model_repository   (clients send UINT8 HxWx3 BGR images to "banet").
+    python export/to_triton.py --flavour onnxruntime --gpu       # for NVIDIA's server containers
+    python export/to_triton.py --engine engines/banet_default_fp16.engine   # tensorrt flavour (TensorRT engines)
+
+Flavours of the network model (pre/post-processing are Python models in every flavour):
+    python       ONNX Runtime in a Triton Python model: any server with the Python backend (the bundled one)
+    onnxruntime  Triton's onnxruntime_onnx backend: NVIDIA's server containers
+    tensorrt     Triton's tensorrt_plan backend: NVIDIA's containers with the engine's TensorRT version and GPU
+
+Clients send UINT8 [1, H, W, 3] BGR images as "image" to the ensemble "banet" and get "deblurred" back.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from banet.artifacts import onnx_path  # noqa: E402
-from export.triton_repo import TritonRepoError, write_repository  # noqa: E402
+from export.triton_repo import FLAVOURS, TritonRepoError, write_repository  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,11 +33,19 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=onnx_path("banet_default"),
                         help="ONNX model exported by export/to_onnx.py (default: engines/banet_default.onnx)")
-    parser.add_argument("--engine", type=Path, default=None, help="TensorRT engine (+ manifest) to add as a plan")
+    parser.add_argument("--flavour", choices=list(FLAVOURS), default=None,
+                        help="how the network runs (see above; default: tensorrt with --engine, else python)")
+    parser.add_argument("--engine", type=Path, default=None,
+                        help="TensorRT engine (+ manifest) for the tensorrt flavour (TensorRT for RTX is refused)")
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="output folder")
-    parser.add_argument("--name", default="banet", help="ensemble name; models are <name>_onnx, _trt, _pre, _post")
+    parser.add_argument("--name", default="banet",
+                        help="ensemble name; models are <name>_ort / _onnx / _trt (flavour), _pre, _post")
     parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size for dynamic batching")
+    parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
+                        help="Triton's dynamic batcher on the network model (default: on)")
     parser.add_argument("--instances", type=int, default=1, help="model instances per device")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="ONNX Runtime intra-op threads per instance, python flavour (default 0: all cores)")
     parser.add_argument("--gpu", action="store_true", help="run the ONNX model on GPU instances (KIND_GPU)")
     parser.add_argument("--force", action="store_true", help="replace models of the same names")
     args = parser.parse_args(argv)
@@ -39,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         written = write_repository(args.onnx, args.repository, args.name, args.max_batch, args.gpu, args.instances,
-                                   args.engine, args.force)
+                                   args.engine, args.force, args.flavour, args.dynamic_batching, args.threads)
     except (TritonRepoError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {len(written)} models to {args.repository}: " + ", ".join(p.parent.name for p in written))
+    print(f"see {args.repository / ('README_' + args.name + '.md')} for the server it needs")
     return 0
 
 

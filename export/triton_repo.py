@@ -2,25 +2,34 @@
 
 Models written (``max_batch_size`` > 0, so Triton's dynamic batcher groups same-shaped requests):
 
-* ``<name>_onnx``: the ONNX model on ONNX Runtime (``onnxruntime_onnx``), dynamic height/width;
-* ``<name>_trt``: the TensorRT plan (``tensorrt_plan``) when an engine and its manifest are given;
+* the network, in one of three flavours (:data:`FLAVOURS`), each for the servers that can run it:
+  ``python`` (``<name>_ort``: ONNX Runtime inside a Triton Python model, any server with the Python backend,
+  including the one PyTriton bundles), ``onnxruntime`` (``<name>_onnx``: Triton's ``onnxruntime_onnx`` backend,
+  NVIDIA's server containers) and ``tensorrt`` (``<name>_trt``: a TensorRT plan, NVIDIA's containers with the
+  engine's TensorRT version on the engine's GPU model);
 * ``<name>_pre`` / ``<name>_post`` (Python backend) and the ensemble ``<name>``: clients send a plain
   ``UINT8 [H, W, 3]`` BGR image and get one back; padding, normalisation, clamping and cropping happen in the
-  Python models through ``banet.processing`` (so the Triton Python environment needs banet-deploy installed).
+  Python models through ``banet.processing``, copied with the rest of the numpy-only core it needs into each
+  model's version folder, so the repository is self-contained: the server's Python needs numpy (and
+  onnxruntime for the ``python`` flavour), not banet-deploy;
+* ``README_<name>.md``: what was written, for which server, and how to start it.
 
 Input/output names, element types and dimensions are read from the ONNX graph, never restated.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
-from banet.manifest import ManifestError, read_manifest
+import banet
+from banet.manifest import EngineManifest, ManifestError, read_manifest
 from banet.metadata import ModelMetadata
 from export.onnx_file import check_banet_graph, load_onnx
 
@@ -28,6 +37,28 @@ _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16
                    onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.INT32: "TYPE_INT32",
                    onnx.TensorProto.INT64: "TYPE_INT64"}
 PYTHON_MODELS = Path(__file__).resolve().parent / "triton_python"
+BANET_PACKAGE = Path(banet.__file__).resolve().parent
+#: Core modules the Python models import; what they import from ``banet`` is copied along (see :func:`core_files`).
+VENDORED = ("conventions", "processing")
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One way to run the network inside Triton."""
+
+    suffix: str  # model name: <name>_<suffix>
+    backend: str  # Triton platform ("onnxruntime_onnx", "tensorrt_plan") or backend ("python")
+    server: str  # which Triton servers can load it (README and config comment)
+
+
+FLAVOURS = {
+    "python": Flavour("ort", "python", "any Triton server with the Python backend and numpy + onnxruntime in its "
+                      "Python environment (the tritonserver that PyTriton bundles: python -m runtime.triton_server)"),
+    "onnxruntime": Flavour("onnx", "onnxruntime_onnx", "a Triton server with the onnxruntime backend "
+                           "(NVIDIA's server containers, nvcr.io/nvidia/tritonserver:<yy.mm>-py3)"),
+    "tensorrt": Flavour("trt", "tensorrt_plan", "a Triton server with the tensorrt backend of the engine's TensorRT "
+                        "version, on the GPU model the engine was built on (NVIDIA's server containers)"),
+}
 
 
 class TritonRepoError(ValueError):
@@ -67,10 +98,11 @@ def onnx_io(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec],
 
 
 def _config(name: str, platform_or_backend: str, max_batch: int, inputs, outputs, kind: str | None,
-            instances: int, batching: bool, extra: str = "") -> str:
+            instances: int, batching: bool, extra: str = "", comment: str = "") -> str:
     """One config.pbtxt; ``kind`` None writes no instance group (ensembles have none)."""
     key = "backend" if platform_or_backend == "python" else "platform"
-    lines = [f'name: "{name}"', f'{key}: "{platform_or_backend}"', f"max_batch_size: {max_batch}",
+    lines = [f"# {line}" for line in comment.splitlines()]
+    lines += [f'name: "{name}"', f'{key}: "{platform_or_backend}"', f"max_batch_size: {max_batch}",
              "input [\n" + ",\n".join(t.pbtxt() for t in inputs) + "\n]",
              "output [\n" + ",\n".join(t.pbtxt() for t in outputs) + "\n]"]
     if kind is not None:
@@ -82,36 +114,126 @@ def _config(name: str, platform_or_backend: str, max_batch: int, inputs, outputs
     return "\n".join(lines) + "\n"
 
 
+def core_files(names: tuple[str, ...] = VENDORED) -> dict[str, Path]:
+    """``banet`` module files the Python models need: ``names`` and every ``banet`` module they import.
+
+    Raises :class:`TritonRepoError` if one imports anything but the standard library, numpy and ``banet``
+    modules (the repository must run on a server whose Python has numpy and nothing of this project).
+    """
+    found: dict[str, Path] = {}
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        path = BANET_PACKAGE / f"{name}.py"
+        found[name] = path
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                       [f"{node.module}.{a.name}" if node.module == "banet" else node.module for a in node.names]
+                       if isinstance(node, ast.ImportFrom) else [])
+            for module in modules:
+                top, _, rest = module.partition(".")
+                if top == "banet" and rest and (BANET_PACKAGE / f"{rest.split('.')[0]}.py").is_file():
+                    todo.append(rest.split(".")[0])
+                elif top not in ("numpy", "__future__") and top not in sys.stdlib_module_names:
+                    raise TritonRepoError(f"banet/{name}.py imports {module}; the Triton Python models may only "
+                                          "need numpy and the numpy-only core")
+    return found
+
+
+def engine_manifest(engine: Path) -> EngineManifest:
+    """The engine's manifest, refused with one line unless Triton's TensorRT backend can load the engine."""
+    if not engine.is_file():
+        raise TritonRepoError(f"engine {engine} not found")
+    try:
+        manifest = read_manifest(engine)
+    except ManifestError as exc:
+        raise TritonRepoError(str(exc)) from None
+    if manifest.runtime != "tensorrt":
+        raise TritonRepoError(
+            f"{engine} was built with {manifest.flavour_name}, which Triton's TensorRT backend (tensorrt_plan) "
+            "cannot load; build a TensorRT engine (python export/build_trt.py --runtime tensorrt) or serve the "
+            "ONNX model (--flavour python or onnxruntime)")
+    return manifest
+
+
+def engine_note(manifest: EngineManifest) -> str:
+    """One line: what the engine was built with and on, i.e. what the server must match."""
+    gpu = manifest.gpu or {}
+    cc = gpu.get("compute_capability")
+    where = (f"{gpu.get('name', 'an unknown GPU')}" + (f" (compute capability {cc[0]}.{cc[1]})" if cc else "")
+             if gpu else "no GPU (ahead-of-time build)")
+    return (f"engine built with {manifest.flavour_name} ({manifest.precision}) on {where}; the server's TensorRT "
+            f"must be {manifest.runtime_version} and its GPU the same model")
+
+
+def _readme(name: str, flavour: str, network: str, engine_line: str, batching: bool) -> str:
+    spec = FLAVOURS[flavour]
+    serve = ("python -m runtime.triton_server REPOSITORY        # the tritonserver PyTriton bundles, on 127.0.0.1"
+             if flavour == "python" else
+             "docker run --rm -p 8000:8000 -p 8001:8001 -v $PWD/REPOSITORY:/models "
+             + ("--gpus all " if flavour == "tensorrt" else "")
+             + "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\\n    tritonserver --model-repository /models")
+    lines = [f"# Triton model repository: {name}", "",
+             f"Written by `export/to_triton.py --flavour {flavour}`. Clients send `UINT8 [1, H, W, 3]` BGR images "
+             f'as input "image" to the ensemble `{name}` and get `"deblurred"` (same shape) back.', "",
+             f"- `{name}_pre` -> `{network}` -> `{name}_post`: pre/post-processing are Python models that import the "
+             "copy of banet-deploy's numpy-only core in their version folder (`1/banet/`); the server's Python "
+             "environment needs numpy" + (" and onnxruntime" if flavour == "python" else "") + ".",
+             f"- `{network}` (`{spec.backend}`) needs {spec.server}.",
+             f"- dynamic batching of `{network}`: {'on' if batching else 'off'}."]
+    if engine_line:
+        lines.append(f"- {engine_line}.")
+    lines += ["", "Serve it:", "", "    " + serve.replace("REPOSITORY", "<this folder>"), ""]
+    return "\n".join(lines)
+
+
 def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max_batch: int = 8,
                      gpu: bool = False, instances: int = 1, engine: Path | None = None,
-                     force: bool = False) -> list[Path]:
-    """Write the repository; returns the config.pbtxt paths. Refuses to replace existing models unless ``force``."""
+                     force: bool = False, flavour: str | None = None, dynamic_batching: bool = True,
+                     threads: int = 0) -> list[Path]:
+    """Write the repository; returns the config.pbtxt paths. Refuses to replace existing models unless ``force``.
+
+    ``flavour`` (see :data:`FLAVOURS`) defaults to ``tensorrt`` when an ``engine`` is given, else ``python``.
+    ``threads``: ONNX Runtime intra-op threads of the ``python`` flavour (0: its default).
+    """
+    flavour = flavour or ("tensorrt" if engine is not None else "python")
+    if flavour not in FLAVOURS:
+        raise TritonRepoError(f"unknown flavour {flavour!r} (expected one of {list(FLAVOURS)})")
+    if (engine is not None) != (flavour == "tensorrt"):
+        raise TritonRepoError("the tensorrt flavour needs --engine" if engine is None else
+                              f"--engine is only used by the tensorrt flavour, not {flavour}")
     model = load_onnx(onnx_path)
     metadata = ModelMetadata.from_props({e.key: e.value for e in model.metadata_props}, str(onnx_path))
     check_banet_graph(model, metadata, str(onnx_path))
     inputs, outputs, static_batch = onnx_io(model)
     if static_batch is not None:
         max_batch = static_batch if static_batch > 1 else 1
-    kind = "KIND_GPU" if gpu else "KIND_CPU"
-    plan: dict[str, str] = {}
-    plan[f"{name}_onnx"] = _config(f"{name}_onnx", "onnxruntime_onnx", max_batch, inputs, outputs, kind, instances,
-                                   True)
-    if engine is not None:
-        if not engine.is_file():
-            raise TritonRepoError(f"engine {engine} not found")
-        try:
-            profile_max = read_manifest(engine).profile.max[0]
-        except ManifestError as exc:
-            raise TritonRepoError(str(exc)) from None
-        plan[f"{name}_trt"] = _config(f"{name}_trt", "tensorrt_plan", int(profile_max), inputs, outputs, "KIND_GPU",
-                                      instances, True)
+    kind = "KIND_GPU" if gpu or flavour == "tensorrt" else "KIND_CPU"
+    spec = FLAVOURS[flavour]
+    network = f"{name}_{spec.suffix}"
+    comment = f"flavour {flavour}: needs {spec.server}"
+    engine_line = ""
+    extra = ""
+    if flavour == "tensorrt":
+        manifest = engine_manifest(engine)
+        max_batch = min(max_batch, int(manifest.profile.max[0]))
+        engine_line = engine_note(manifest)
+        comment += "\n" + engine_line
+    if flavour == "python":
+        extra = f'parameters {{\n  key: "intra_op_threads"\n  value: {{ string_value: "{threads}" }}\n}}'
+    plan: dict[str, str] = {network: _config(network, spec.backend, max_batch, inputs, outputs, kind, instances,
+                                             dynamic_batching, extra, comment)}
     image = [TensorSpec("image", "TYPE_UINT8", (-1, -1, 3))]
     size = TensorSpec("original_size", "TYPE_INT32", (2,))
     net_in, net_out = inputs[0], outputs[0]
     pre_out = [TensorSpec(net_in.name, net_in.data_type, net_in.dims), size]
-    plan[f"{name}_pre"] = _config(f"{name}_pre", "python", max_batch, image, pre_out, "KIND_CPU", instances, False)
+    core = "Python backend; imports the copy of banet's numpy-only core in 1/banet/ (needs numpy only)"
+    plan[f"{name}_pre"] = _config(f"{name}_pre", "python", max_batch, image, pre_out, "KIND_CPU", instances, False,
+                                  comment=core)
     plan[f"{name}_post"] = _config(f"{name}_post", "python", max_batch, [net_out, size], [TensorSpec(
-        "deblurred", "TYPE_UINT8", (-1, -1, 3))], "KIND_CPU", instances, False)
+        "deblurred", "TYPE_UINT8", (-1, -1, 3))], "KIND_CPU", instances, False, comment=core)
     steps = f"""ensemble_scheduling {{
   step [
     {{
@@ -122,7 +244,7 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
       output_map {{ key: "original_size" value: "original_size" }}
     }},
     {{
-      model_name: "{name}_onnx"
+      model_name: "{network}"
       model_version: -1
       input_map {{ key: "{net_in.name}" value: "network_input" }}
       output_map {{ key: "{net_out.name}" value: "network_output" }}
@@ -137,25 +259,42 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
   ]
 }}"""
     plan[name] = _config(name, "ensemble", max_batch, image, [TensorSpec("deblurred", "TYPE_UINT8", (-1, -1, 3))],
-                         None, instances, False, steps)
+                         None, instances, False, steps, comment=f"UINT8 BGR image in, deblurred image out; network: "
+                                                                f"{network} ({flavour} flavour)")
+    vendored = core_files()
 
-    existing = [m for m in plan if (repository / m).exists()]
+    # Every flavour's network folder is ours: replacing a repository with another flavour removes the old one,
+    # which a server without its backend would otherwise fail to load.
+    ours = list(plan) + [f"{name}_{f.suffix}" for f in FLAVOURS.values() if f"{name}_{f.suffix}" not in plan]
+    readme = repository / f"README_{name}.md"
+    existing = [m for m in ours if (repository / m).exists()] + ([readme.name] if readme.exists() else [])
     if existing and not force:
-        raise TritonRepoError(f"{repository} already has models {existing}; pass --force to replace them")
+        raise TritonRepoError(f"{repository} already has {existing}; pass --force to replace them")
+    for model_name in ours:
+        if (repository / model_name).exists():
+            shutil.rmtree(repository / model_name)
     written = []
     for model_name, text in plan.items():
         folder = repository / model_name
-        if folder.exists():
-            shutil.rmtree(folder)
         (folder / "1").mkdir(parents=True)
         (folder / "config.pbtxt").write_text(text)
         written.append(folder / "config.pbtxt")
-    shutil.copy2(onnx_path, repository / f"{name}_onnx" / "1" / "model.onnx")
-    if engine is not None:
-        shutil.copy2(engine, repository / f"{name}_trt" / "1" / "model.plan")
+    if flavour == "tensorrt":
+        shutil.copy2(engine, repository / network / "1" / "model.plan")
+    else:
+        shutil.copy2(onnx_path, repository / network / "1" / "model.onnx")
+    if flavour == "python":
+        shutil.copy2(PYTHON_MODELS / "network_onnxruntime.py", repository / network / "1" / "model.py")
     conventions = json.dumps(metadata.conventions.to_metadata())
     for role in ("pre", "post"):
-        source = (PYTHON_MODELS / f"{role}.py").read_text()
-        (repository / f"{name}_{role}" / "1" / "model.py").write_text(source)
-        (repository / f"{name}_{role}" / "1" / "conventions.json").write_text(conventions)
+        version = repository / f"{name}_{role}" / "1"
+        shutil.copy2(PYTHON_MODELS / f"{role}.py", version / "model.py")
+        (version / "conventions.json").write_text(conventions)
+        (version / "banet").mkdir()
+        (version / "banet" / "__init__.py").write_text(
+            '"""Copy of banet-deploy\'s numpy-only core, written by export/to_triton.py: '
+            'the Python models import it from here."""\n')
+        for module, path in vendored.items():
+            shutil.copy2(path, version / "banet" / f"{module}.py")
+    readme.write_text(_readme(name, flavour, network, engine_line, dynamic_batching))
     return written

@@ -1,6 +1,10 @@
-"""Load-test the PyTriton server on loopback: bounded concurrency, latency percentiles, every answer checked.
+"""Load-test a server on loopback: bounded concurrency, latency percentiles, every answer checked.
 
-    python -m runtime.loadtest --requests 64 --concurrency 4        # starts its own server on 127.0.0.1
+    python -m runtime.loadtest --requests 64 --concurrency 4        # starts its own PyTriton server on 127.0.0.1
+    python -m runtime.loadtest --target triton --model engines/banet_default.onnx
+        # writes a Triton repository (python flavour) for the ONNX model, serves it with the bundled tritonserver
+        # (python -m runtime.triton_server): concurrency 1, 4 and 8, dynamic batching on and off; results in
+        # benchmarks/results/loadtest_triton_<machine>_<date>.{json,md}
 
 Each response is compared with the direct ``Deblurrer`` output for the same image (dynamic batching may run a
 request in a different batch, so equality is checked to within 1 grey level).
@@ -9,10 +13,15 @@ request in a different batch, so equality is checked to within 1 grey level).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
@@ -70,26 +79,144 @@ def load_test(url: str, images: list[np.ndarray], expected: list[np.ndarray], re
             "all_match": worst <= 1}
 
 
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {text!r}")
+    return values
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 96x128, got {text!r}") from None
+    if h < 2 or w < 2:
+        raise argparse.ArgumentTypeError(f"images must be at least 2x2, got {text!r}")
+    return h, w
+
+
+def _switches(text: str) -> list[bool]:
+    words = text.split(",")
+    if not words or any(w not in ("on", "off") for w in words):
+        raise argparse.ArgumentTypeError(f"expected on, off or on,off; got {text!r}")
+    return [w == "on" for w in words]
+
+
+def triton_sweep(onnx: Path, images: list[np.ndarray], expected: list[np.ndarray], requests: int,
+                 concurrencies: list[int], batching: list[bool], threads: int, max_batch: int) -> list[dict]:
+    """For each batching setting: write a repository (python flavour), start the bundled tritonserver on it,
+    run :func:`load_test` at every concurrency, stop the server."""
+    from export.triton_repo import write_repository
+    from runtime.triton_server import start
+
+    rows = []
+    for dynamic in batching:
+        with tempfile.TemporaryDirectory(prefix="banet_loadtest_") as folder:
+            repo = Path(folder) / "repo"
+            write_repository(onnx, repo, max_batch=max_batch, dynamic_batching=dynamic, threads=threads)
+            with start(repo, http_port=0, grpc_port=0) as server:
+                for concurrency in concurrencies:
+                    load_test(server.url, images, expected, max(requests, concurrency), concurrency)  # warm-up
+                    report = load_test(server.url, images, expected, requests, concurrency)
+                    rows.append({"server": "tritonserver (bundled, python flavour)",
+                                 "dynamic_batching": dynamic, **report})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """The rows as a markdown table."""
+    lines = ["| dynamic batching | concurrency | requests | throughput (req/s) | p50 ms | p95 ms | p99 ms | "
+             "max diff vs Deblurrer |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        batching = {True: "on", False: "off"}.get(r.get("dynamic_batching"), "-")
+        lines.append(f"| {batching} | {r['concurrency']} | {r['requests']} | {r['throughput_rps']:.1f} | "
+                     f"{r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['max_abs_diff_vs_direct']} |")
+    return "\n".join(lines)
+
+
+def default_output(target: str) -> Path:
+    from banet.machine import cpu_name, slug
+
+    return Path("benchmarks") / "results" / f"loadtest_{target}_{slug(cpu_name())}_{datetime.date.today()}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.loadtest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="checkpoint, ONNX or engine (default: embedded model)")
+    parser.add_argument("--target", choices=("pytriton", "triton"), default="pytriton",
+                        help="pytriton: python -m runtime.serve; triton: the bundled tritonserver on a repository")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint, ONNX or engine (default: embedded model); the triton target needs an ONNX "
+                             "file (default: engines/banet_default.onnx)")
     parser.add_argument("--requests", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=4, help="client threads (bounded)")
-    parser.add_argument("--size", default="96x128", help="HxW of the test images")
-    parser.add_argument("--port", type=int, default=8010, help="HTTP port on 127.0.0.1 (metrics on port + 2)")
+    parser.add_argument("--concurrency", type=_ints, default=None,
+                        help="client threads, e.g. 4 or 1,4,8 (default: 4; 1,4,8 for the triton target)")
+    parser.add_argument("--batching", type=_switches, default=[True, False],
+                        help="triton target: the network model's dynamic batching, on, off or on,off (default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="triton target: ONNX Runtime threads of the server's network model (0: all cores)")
+    parser.add_argument("--size", type=_size, default=(96, 128), metavar="HxW",
+                        help="size of the test images (default 96x128)")
+    parser.add_argument("--port", type=int, default=8010, help="pytriton target: HTTP port on 127.0.0.1 "
+                                                               "(metrics on port + 2)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results JSON (+ .md table); default: benchmarks/results/loadtest_<target>_<machine>_"
+                             "<date>.json when --concurrency lists several values, else none")
     args = parser.parse_args(argv)
+    if args.concurrency is None:
+        args.concurrency = [1, 4, 8] if args.target == "triton" else [4]
     from runtime import Deblurrer
-    from runtime.serve import ServeConfig, start
 
-    h, w = (int(v) for v in args.size.split("x"))
+    h, w = args.size
     images = photo_images(4, h, w)
-    with Deblurrer(args.model) as deblurrer:
-        expected = [deblurrer(img) for img in images]
-        with start(deblurrer, ServeConfig("127.0.0.1", args.port, metrics_port=args.port + 2)) as server:
-            report = load_test(server.url, images, expected, args.requests, args.concurrency)
-    print(json.dumps(report, indent=2))
-    return 0 if report["all_match"] else 1
+    rows: list[dict] = []
+    if args.target == "triton":
+        from banet.artifacts import onnx_path
+
+        onnx = Path(args.model) if args.model else onnx_path("banet_default")
+        if onnx.suffix != ".onnx" or not onnx.is_file():
+            print(f"error: the triton target serves an ONNX file and {onnx} is none; export one with "
+                  "python export/to_onnx.py", file=sys.stderr)
+            return 1
+        with Deblurrer(onnx, backend="onnxruntime") as deblurrer:
+            expected = [deblurrer(img) for img in images]
+        from runtime.triton_server import TritonLaunchError
+
+        try:
+            rows = triton_sweep(onnx, images, expected, args.requests, args.concurrency, args.batching,
+                                args.threads, max(args.concurrency))
+        except TritonLaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    else:
+        from runtime.serve import ServeConfig, start
+
+        with Deblurrer(args.model) as deblurrer:
+            expected = [deblurrer(img) for img in images]
+            with start(deblurrer, ServeConfig("127.0.0.1", args.port, metrics_port=args.port + 2)) as server:
+                for concurrency in args.concurrency:
+                    rows.append({"server": "python -m runtime.serve (PyTriton)",
+                                 **load_test(server.url, images, expected, args.requests, concurrency)})
+    output = args.output or (default_output(args.target) if len(args.concurrency) > 1 else None)
+    if output is not None:
+        from banet.machine import cpu_name
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        result = {"machine": cpu_name(), "cpus": os.cpu_count(), "date": str(datetime.date.today()),
+                  "target": args.target, "model": str(args.model or ""), "image_size": f"{h}x{w}",
+                  "server_threads": args.threads if args.target == "triton" else None,
+                  "command": "python -m runtime.loadtest " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "rows": rows}
+        output.write_text(json.dumps(result, indent=2) + "\n")
+        output.with_suffix(".md").write_text(f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs), "
+                                             f"{h}x{w} images\n\n{table(rows)}\n")
+        print(f"wrote {output} and {output.with_suffix('.md')}")
+    print(json.dumps(rows[0], indent=2) if len(rows) == 1 else table(rows))
+    return 0 if all(r["all_match"] for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -1,24 +1,31 @@
 """Triton Python-backend model: raw network output + original size -> UINT8 [N, H, W, 3] BGR images.
 
-Written into the model repository by ``export/to_triton.py``; uses banet-deploy's one post-processing
-implementation (banet-deploy must be installed in Triton's Python environment).
+Written into the model repository by ``export/to_triton.py`` with a copy of banet-deploy's numpy-only core
+(``banet/`` next to this file): the one post-processing implementation, and nothing but numpy needed.
 """
 
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
-import triton_python_backend_utils as pb_utils
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the banet/ copy next to this file, never another installed banet
 
-from banet.conventions import Conventions
-from banet.processing import Padding, postprocess
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+import banet.processing  # noqa: E402
+from banet.conventions import Conventions  # noqa: E402
+from banet.processing import Padding, postprocess  # noqa: E402
 
 
 class TritonPythonModel:
     def initialize(self, args):
+        if Path(banet.processing.__file__).resolve().parent != HERE / "banet":
+            raise RuntimeError(f"imported {banet.processing.__file__}, not the copy in {HERE / 'banet'}")
         config = json.loads(args["model_config"])
         self.output_name = config["input"][0]["name"]
-        stored = (Path(__file__).parent / "conventions.json").read_text()
+        stored = (HERE / "conventions.json").read_text()
         self.conventions = Conventions.from_metadata(json.loads(stored))
 
     def execute(self, requests):

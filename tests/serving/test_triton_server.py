@@ -1,0 +1,290 @@
+"""The generated repository on a real Triton server: PyTriton's bundled ``tritonserver``, started by
+``runtime.triton_server`` on loopback, serves the whole ensemble (uint8 image in, uint8 image out).
+
+Every answer is compared with ``Deblurrer`` on the same ONNX file; bad requests are refused and the server keeps
+serving; the server stops cleanly (exit code 0, ports closed, no shared memory left behind).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.triton_server import TritonLaunchError, find_bundled, main, start
+
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient comes with the serve extra")
+grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient comes with the serve extra")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+from tests.serving.helpers import post  # noqa: E402
+
+MIN_PSNR = 60.0
+MAX_BATCH = 4
+
+
+def _bundled_or_skip():
+    try:
+        return find_bundled()
+    except TritonLaunchError as exc:
+        pytest.skip(str(exc))
+
+
+def photos() -> list[np.ndarray]:
+    """Three real photos (scikit-image's samples) cropped to three sizes, one of them odd; uint8 BGR."""
+    data = pytest.importorskip("skimage.data", reason="scikit-image provides the sample photos")
+    crops = ((data.astronaut(), (30, 180), (48, 64)), (data.chelsea(), (60, 150), (37, 53)),
+             (data.coffee(), (100, 200), (64, 40)))
+    return [np.ascontiguousarray(photo[y:y + h, x:x + w, ::-1]) for photo, (y, x), (h, w) in crops]
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+@pytest.fixture(scope="module")
+def onnx_file(tmp_path_factory) -> Path:
+    torch = pytest.importorskip("torch", reason="exporting the test network needs PyTorch")
+    from banet.config import BANetConfig
+    from banet.model import BANet
+    from export.onnx_export import ExportOptions, export_onnx
+
+    torch.manual_seed(0)
+    model = BANet(BANetConfig(num_bams=1, dim_1=8, dim_2=16)).eval()
+    with torch.no_grad():
+        model.de_layer3[0].weight.mul_(10)  # a residual that visibly changes the image, so errors show
+    path, _ = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx",
+                          ExportOptions(verify_shapes=[(1, 32, 32)]), "0" * 64, "tiny", model.config)
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(onnx_file):
+    from runtime import Deblurrer
+
+    with Deblurrer(onnx_file, backend="onnxruntime", threads=1) as deblurrer:
+        return [deblurrer(image) for image in photos()]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, onnx_file):
+    _bundled_or_skip()
+    from export.triton_repo import write_repository
+
+    repo = tmp_path_factory.mktemp("triton") / "repo"
+    write_repository(onnx_file, repo, max_batch=MAX_BATCH, threads=1)
+    running = start(repo, http_port=0, grpc_port=0, timeout=90)
+    yield running
+    assert running.stop() == 0, running.log_tail()
+    for port in (running.http_port, running.grpc_port):
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listening after stop()"
+    assert not list(Path("/dev/shm").glob(f"{running.shm_prefix}*"))
+
+
+def _http_infer(client, image: np.ndarray, datatype: str = "UINT8", name: str = "image", model: str = "banet"):
+    tensor = httpclient.InferInput(name, list(image.shape), datatype)
+    tensor.set_data_from_numpy(image)
+    return client.infer(model, [tensor], outputs=[httpclient.InferRequestedOutput("deblurred")])
+
+
+def test_every_model_is_ready(server):
+    states = {m["name"]: m["state"] for m in server.models()}
+    assert states == {"banet": "READY", "banet_ort": "READY", "banet_pre": "READY", "banet_post": "READY"}
+    assert server.url.startswith("127.0.0.1:")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_photos_match_the_deblurrer(server, expected, protocol):
+    module = httpclient if protocol == "http" else grpcclient
+    client = module.InferenceServerClient(server.url if protocol == "http" else server.grpc_url)
+    try:
+        assert client.is_model_ready("banet")
+        for image, reference in zip(photos(), expected):
+            tensor = module.InferInput("image", [1, *image.shape], "UINT8")
+            tensor.set_data_from_numpy(image[None])
+            out = client.infer("banet", [tensor]).as_numpy("deblurred")
+            assert out.dtype == np.uint8 and out.shape == (1, *image.shape)
+            assert psnr(out[0], reference) >= MIN_PSNR, (protocol, image.shape)
+            assert psnr(out[0], image) < 50, "the network changed nothing: the comparison would prove little"
+    finally:
+        client.close()
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, onnx_file):
+    """15 same-sized requests in flight at once: the dynamic batcher may group them; each answer is still its own."""
+    images = photos()
+    batch = [np.ascontiguousarray(np.roll(images[0], shift, axis=1)) for shift in range(0, 60, 4)]
+    from runtime import Deblurrer
+
+    with Deblurrer(onnx_file, backend="onnxruntime", threads=1) as deblurrer:
+        references = [deblurrer(image) for image in batch]
+    client = httpclient.InferenceServerClient(server.url, concurrency=8)
+    try:
+        pending = []
+        for image in batch:
+            tensor = httpclient.InferInput("image", [1, *image.shape], "UINT8")
+            tensor.set_data_from_numpy(image[None])
+            pending.append(client.async_infer("banet", [tensor]))
+        outs = [p.get_result().as_numpy("deblurred")[0] for p in pending]
+        stats = client.get_inference_statistics("banet_ort")["model_stats"][0]
+    finally:
+        client.close()
+    assert all(psnr(out, ref) >= MIN_PSNR for out, ref in zip(outs, references))
+    assert int(stats["inference_count"]) >= len(batch)
+
+
+BAD_REQUESTS = [
+    ("float32 pixels", np.zeros((1, 8, 8, 3), np.float32), "FP32", "image"),
+    ("four channels", np.zeros((1, 8, 8, 4), np.uint8), "UINT8", "image"),
+    ("no batch dimension", np.zeros((8, 8, 3), np.uint8), "UINT8", "image"),
+    ("empty image", np.zeros((1, 0, 8, 3), np.uint8), "UINT8", "image"),
+    ("batch over max_batch_size", np.zeros((MAX_BATCH + 1, 8, 8, 3), np.uint8), "UINT8", "image"),
+    ("wrong input name", np.zeros((1, 8, 8, 3), np.uint8), "UINT8", "picture"),
+]
+
+
+def test_bad_requests_are_refused_and_the_server_keeps_serving(server, expected):
+    client = httpclient.InferenceServerClient(server.url)
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    image = photos()[1]
+    try:
+        for what, array, datatype, name in BAD_REQUESTS:
+            with pytest.raises(InferenceServerException) as caught:
+                _http_infer(client, array, datatype, name)
+            message = caught.value.message()
+            assert message and "Traceback" not in message, what
+            tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+            tensor.set_data_from_numpy(array)
+            with pytest.raises(InferenceServerException):
+                grpc.infer("banet", [tensor])
+        with pytest.raises(InferenceServerException, match="banet_missing"):
+            _http_infer(client, image[None], model="banet_missing")
+        # Malformed bodies: Triton answers with a JSON error (its own status: 400, or 500 for unparsable JSON).
+        for body, headers in ((b"{not json", {}), (b"\x00" * 64, {"Inference-Header-Content-Length": "4000"})):
+            status, answer, _ = post(server.http_port, body, headers)
+            assert status in (400, 500) and json.loads(answer)["error"], answer
+        # Still serving, still right.
+        assert client.is_server_ready() and client.is_model_ready("banet")
+        out = _http_infer(client, image[None]).as_numpy("deblurred")[0]
+        assert psnr(out, expected[1]) >= MIN_PSNR
+    finally:
+        client.close()
+        grpc.close()
+
+
+# -- the launcher's refusals -----------------------------------------------------------------------------------
+def test_a_busy_port_is_refused_with_one_line(tmp_path, onnx_file):
+    from export.triton_repo import write_repository
+
+    write_repository(onnx_file, tmp_path / "repo")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(TritonLaunchError, match=f"HTTP port 127.0.0.1:{port} is busy") as caught:
+            start(tmp_path / "repo", http_port=port, grpc_port=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_refuses_a_missing_repository(tmp_path, capsys):
+    assert main([str(tmp_path / "nowhere"), "--http-port", "0", "--grpc-port", "0"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not found" in err and "export/to_triton.py" in err
+
+
+def test_missing_tritonserver_names_the_extra(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    with pytest.raises(TritonLaunchError, match=r"banet-deploy\[serve\]"):
+        find_bundled()
+
+
+def test_a_server_that_dies_shows_the_end_of_its_log(tmp_path, onnx_file):
+    """The onnxruntime flavour needs a backend the bundled server lacks: it exits, and the error says why."""
+    _bundled_or_skip()
+    from export.triton_repo import write_repository
+
+    write_repository(onnx_file, tmp_path / "repo", flavour="onnxruntime", threads=1)
+    with pytest.raises(TritonLaunchError) as caught:
+        start(tmp_path / "repo", http_port=0, grpc_port=0, timeout=60, log_path=tmp_path / "server.log")
+    message = str(caught.value)
+    assert message.startswith("tritonserver exited with code") and str(tmp_path / "server.log") in message
+    assert "failed to load 'banet_onnx' version 1" in message and "--flavour python" in message
+
+
+def test_the_load_test_runs_against_the_server(server, onnx_file, expected):
+    """runtime.loadtest's client and checks work on the Triton ensemble as they do on runtime.serve."""
+    from runtime.loadtest import load_test, table
+
+    report = load_test(server.url, photos(), expected, requests=6, concurrency=3)
+    assert report["requests"] == 6 and report["all_match"] and report["max_abs_diff_vs_direct"] <= 1
+    assert report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
+    assert "| on | 3 | 6 |" in table([{"dynamic_batching": True, **report}])
+
+
+def test_the_load_test_needs_an_onnx_file_for_triton(tmp_path, capsys):
+    from runtime.loadtest import main as loadtest
+
+    pytest.importorskip("cv2", reason="the load test resizes photos with OpenCV")
+    assert loadtest(["--target", "triton", "--model", str(tmp_path / "w.safetensors"), "--size", "8x8"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "export/to_onnx.py" in err
+
+
+def test_a_python_without_onnxruntime_is_refused_before_starting(tmp_path, onnx_file, monkeypatch):
+    """The bundled server runs the Python models with this interpreter: what they import is checked first."""
+    _bundled_or_skip()
+    import importlib.util
+
+    from export.triton_repo import write_repository
+
+    write_repository(onnx_file, tmp_path / "repo")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    with pytest.raises(TritonLaunchError, match=r"lacks onnxruntime \(for banet_ort\)") as caught:
+        start(tmp_path / "repo", http_port=0, grpc_port=0)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_command_line_serves_until_it_is_told_to_stop(tmp_path, onnx_file):
+    """python -m runtime.triton_server REPO: ready line, answers, SIGTERM -> clean stop (exit code 0)."""
+    _bundled_or_skip()
+    import signal
+    import subprocess
+    import sys
+
+    from export.triton_repo import write_repository
+
+    write_repository(onnx_file, tmp_path / "repo", threads=1)
+    process = subprocess.Popen([sys.executable, "-m", "runtime.triton_server", str(tmp_path / "repo"),
+                                "--http-port", "0", "--grpc-port", "0", "--timeout", "60"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               cwd=Path(__file__).resolve().parents[2])
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("serving "):
+                break
+        assert lines and lines[-1].startswith("serving "), "".join(lines)
+        assert "banet READY" in lines[-1] and "http://127.0.0.1:" in lines[-1]
+        url = lines[-1].split("http://", 1)[1].split()[0]
+        client = httpclient.InferenceServerClient(url)
+        try:
+            assert _http_infer(client, photos()[2][None]).as_numpy("deblurred").shape == (1, 64, 40, 3)
+        finally:
+            client.close()
+        process.send_signal(signal.SIGTERM)
+        rest = process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, rest
+    assert "stopped (tritonserver exit code 0)" in rest
