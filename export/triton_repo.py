@@ -40,6 +40,8 @@ PYTHON_MODELS = Path(__file__).resolve().parent / "triton_python"
 BANET_PACKAGE = Path(banet.__file__).resolve().parent
 #: Core modules the Python models import; what they import from ``banet`` is copied along (see :func:`core_files`).
 VENDORED = ("conventions", "processing")
+#: ... and what the ``python`` flavour's network model imports from it (its ONNX Runtime session options).
+VENDORED_NETWORK = ("onnxruntime_options",)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,16 @@ def core_files(names: tuple[str, ...] = VENDORED) -> dict[str, Path]:
                     raise TritonRepoError(f"banet/{name}.py imports {module}; the Triton Python models may only "
                                           "need numpy and the numpy-only core")
     return found
+
+
+def _vendor(version: Path, modules: dict[str, Path]) -> None:
+    """Copy ``modules`` (from :func:`core_files`) into ``version/banet/``, where the Python model imports them."""
+    (version / "banet").mkdir()
+    (version / "banet" / "__init__.py").write_text(
+        '"""Copy of banet-deploy\'s numpy-only core, written by export/to_triton.py: '
+        'the Python models import it from here."""\n')
+    for module, path in modules.items():
+        shutil.copy2(path, version / "banet" / f"{module}.py")
 
 
 def engine_manifest(engine: Path) -> EngineManifest:
@@ -262,6 +274,7 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
                          None, instances, False, steps, comment=f"UINT8 BGR image in, deblurred image out; network: "
                                                                 f"{network} ({flavour} flavour)")
     vendored = core_files()
+    vendored_network = core_files(VENDORED_NETWORK) if flavour == "python" else {}
 
     # Every flavour's network folder is ours: replacing a repository with another flavour removes the old one,
     # which a server without its backend would otherwise fail to load.
@@ -285,16 +298,12 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
         shutil.copy2(onnx_path, repository / network / "1" / "model.onnx")
     if flavour == "python":
         shutil.copy2(PYTHON_MODELS / "network_onnxruntime.py", repository / network / "1" / "model.py")
+        _vendor(repository / network / "1", vendored_network)
     conventions = json.dumps(metadata.conventions.to_metadata())
     for role in ("pre", "post"):
         version = repository / f"{name}_{role}" / "1"
         shutil.copy2(PYTHON_MODELS / f"{role}.py", version / "model.py")
         (version / "conventions.json").write_text(conventions)
-        (version / "banet").mkdir()
-        (version / "banet" / "__init__.py").write_text(
-            '"""Copy of banet-deploy\'s numpy-only core, written by export/to_triton.py: '
-            'the Python models import it from here."""\n')
-        for module, path in vendored.items():
-            shutil.copy2(path, version / "banet" / f"{module}.py")
+        _vendor(version, vendored)
     readme.write_text(_readme(name, flavour, network, engine_line, dynamic_batching))
     return written

@@ -2,19 +2,24 @@
 
 The flavour for a Triton server that has only the Python backend (such as the one PyTriton bundles); NVIDIA's
 server containers can also use the ``onnxruntime_onnx`` flavour. Triton's dynamic batcher hands over several
-requests at once: requests of the same image size run as one batch. The session is opened as
-``runtime.backends.onnxruntime_backend.open_session`` opens it (quiet log, CPU arena off).
+requests at once: requests of the same image size run as one batch. The session options come from the copy of
+``banet/onnxruntime_options.py`` next to this file, the same code the runtime opens its sessions with.
 Parameters (config.pbtxt): ``intra_op_threads`` (0: ONNX Runtime's default).
 """
 
 import json
+import sys
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
-
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # the banet/ copy next to this file, never another installed banet
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+import banet.onnxruntime_options  # noqa: E402
+from banet.onnxruntime_options import session_options  # noqa: E402
 
 
 class TritonPythonModel:
@@ -24,11 +29,9 @@ class TritonPythonModel:
         self.output_name = config["output"][0]["name"]
         params = config.get("parameters", {})
         threads = int(params.get("intra_op_threads", {}).get("string_value", "0") or 0)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.enable_cpu_mem_arena = False
-        if threads:
-            options.intra_op_num_threads = threads
+        if Path(banet.onnxruntime_options.__file__).resolve().parent != HERE / "banet":
+            raise RuntimeError(f"imported {banet.onnxruntime_options.__file__}, not the copy in {HERE / 'banet'}")
+        options = session_options(ort, threads)
         providers = ["CPUExecutionProvider"]
         if args.get("model_instance_kind") == "GPU":
             providers = [("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])})] + providers

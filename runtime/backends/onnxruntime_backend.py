@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.metadata import read_onnx_metadata
+from banet.onnxruntime_options import session_options
 from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,9 @@ def import_onnxruntime():
 def open_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None,
                  profile_prefix: str | None = None):
     """The one way this project opens an ONNX Runtime session (the backend, export and INT8 verification, drift,
-    benchmarks): quiet logging, ``threads`` intra-op threads, the best available providers by default.
-
-    The CPU arena is off: it grows in powers of two and keeps its peak (measured 1.85 GB vs 1.33 GB without it
-    for one 966x964 tile of the default network, ~15% slower). Predictable memory is what the Deblurrer's
-    memory budget relies on; GPU providers keep their own arenas.
+    benchmarks): the best available providers by default, options from
+    :func:`banet.onnxruntime_options.session_options` (quiet logging, ``threads`` intra-op threads, CPU arena off
+    for predictable memory).
     """
     ort = import_onnxruntime()
     available = ort.get_available_providers()
@@ -54,14 +53,7 @@ def open_session(path: str | Path, providers: list[str] | None = None, threads: 
     if missing:
         raise BackendUnavailableError(f"execution provider(s) {missing} not available in this onnxruntime "
                                       f"(available: {available})")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False
-    if threads:
-        options.intra_op_num_threads = threads
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
+    options = session_options(ort, threads, profile_prefix)
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
