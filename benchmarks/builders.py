@@ -44,6 +44,7 @@ def direct_builder(folder: Path):
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("direct_builder", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is being made
     spec.loader.exec_module(module)
     return module
 
