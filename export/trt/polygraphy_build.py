@@ -94,7 +94,7 @@ class BuildLoaders:
 
     network: object  # NetworkFromOnnxPath
     create_config: object  # CreateConfig (TensorRT) or CreateConfigRTX (TensorRT for RTX)
-    config: object  # create_config, or a PostprocessConfig around it (the calibration profile)
+    config: object  # create_config, or a PostprocessConfig around it (settings it has no option for)
     calibrator: object | None
     save_timing_cache: Path | None
     builder: str  # what made the engine, for the manifest: "Polygraphy 0.53.6 (EngineBytesFromNetwork)"
