@@ -30,7 +30,7 @@ from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.model import BANet, count_parameters
 from banet.processing import preprocess
-from training.losses import deblur_loss
+from training.losses import deblur_loss, harm_penalty
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class TrainConfig:
     """Everything that defines a run; stored in its checkpoint so a resume cannot silently change recipe.
 
     ``recipe`` names the blur distribution (:data:`calibration.blur.RECIPES`); ``init_steps`` is how many steps
-    the weights a fine-tune started from had already had (0 for a run from scratch).
+    the weights a fine-tune started from had already had (0 for a run from scratch). ``harm_weight`` scales
+    :func:`training.losses.harm_penalty` (0: the authors' loss alone).
     """
 
     model: BANetConfig = field(default_factory=lambda: DEFAULT_CONFIG)
@@ -59,6 +60,7 @@ class TrainConfig:
     eval_images: int = 8
     recipe: str = "trajectory"
     init_steps: int = 0
+    harm_weight: float = 0.0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -239,7 +241,10 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
         blurred, sharp = batch_source(step)
         x, y = to_network(blurred, dev), to_network(sharp, dev)
         with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            loss = deblur_loss(model(x), y)
+            output = model(x)
+            loss = deblur_loss(output, y)
+            if config.harm_weight:
+                loss = loss + config.harm_weight * harm_penalty(output, y, x)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -310,11 +315,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="dim_1,dim_2 widths (64,128 is the paper's network)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data stream and initial weights")
     parser.add_argument("--recipe", default=TrainConfig.recipe,
-                        help="blur distribution: trajectory (camera shake only) or do-no-harm (shake, linear "
-                             "motion, sharp inputs, noise and JPEG; see calibration/blur.py)")
+                        help="blur distribution: trajectory (camera shake only), do-no-harm (shake, linear "
+                             "motion, sharp inputs, noise and JPEG) or do-no-harm-shake (the same families with "
+                             "camera shake weighted up); see calibration/blur.py")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from these weights when the run has no last.pt: a fine-tune, or the "
                              "resumption of this run from weights it exported (optimizer state rebuilt)")
+    parser.add_argument("--harm-weight", type=float, default=TrainConfig.harm_weight,
+                        help="weight of the do-no-harm penalty: the excess loss on crops the network made worse "
+                             "than its input (0: off)")
     parser.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear lr warm-up steps")
     parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
                         help="steps between held-out evaluations (PSNR gain over the blurred input)")
@@ -338,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     dim_1, dim_2 = (int(v) for v in args.widths.split(","))
     config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
                          crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
-                         recipe=args.recipe, warmup=args.warmup)
+                         recipe=args.recipe, warmup=args.warmup, harm_weight=args.harm_weight)
     if args.init_from is not None:
         config = replace(config, init_steps=_steps_before_run(args.init_from, config))
     if args.smoke:

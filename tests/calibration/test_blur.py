@@ -229,5 +229,12 @@ def test_blur_kinds_and_their_streams():
     picks = [DO_NO_HARM_MIXTURE.pick(np.random.default_rng(s)).kind for s in range(400)]
     assert {"trajectory", "linear", "none"} == set(picks)
     assert 0.08 < picks.count("none") / len(picks) < 0.22  # weight 0.15
+    from calibration.blur import DO_NO_HARM_SHAKE_MIXTURE, RECIPES
+
+    assert RECIPES["do-no-harm-shake"] is DO_NO_HARM_SHAKE_MIXTURE
+    assert sum(w for w, _ in DO_NO_HARM_SHAKE_MIXTURE.components) == pytest.approx(1.0)
+    shake = [DO_NO_HARM_SHAKE_MIXTURE.pick(np.random.default_rng(s)).kind for s in range(400)]
+    assert shake.count("trajectory") / len(shake) > picks.count("trajectory") / len(picks) + 0.1  # 0.65 vs 0.50
+    assert 0.08 < shake.count("none") / len(shake) < 0.22  # sharp inputs keep their 0.15
     with pytest.raises(ValueError, match="kind"):
         BlurConfig(kind="zoom")

@@ -9,7 +9,7 @@ import torch
 
 from banet.checkpoint import load_checkpoint
 from banet.config import BANetConfig
-from training.losses import charbonnier, deblur_loss, fft_l1
+from training.losses import charbonnier, deblur_loss, fft_l1, harm_penalty
 from training.photos import make_training_batch
 from training.train import TrainConfig, export_weights, learning_rate_factor, train
 
@@ -46,6 +46,41 @@ def test_losses():
     assert fft_l1(a, a).item() == 0
     b = a + 0.1
     assert deblur_loss(b, a).item() > deblur_loss(a, a).item()
+
+
+def test_harm_penalty_counts_only_crops_made_worse():
+    torch.manual_seed(0)
+    target = torch.rand(3, 3, 16, 16)
+    blurred = target + 0.05 * torch.randn_like(target)
+    improved = target + 0.01 * torch.randn_like(target)
+    assert harm_penalty(improved, target, blurred).item() == 0  # every crop better than its input
+    worse = improved.clone()
+    worse[1] = target[1] + 0.2 * torch.randn_like(target[1])  # one crop made worse than its input
+    penalty = harm_penalty(worse, target, blurred)
+    excess = (charbonnier(worse[1:2], target[1:2]) - charbonnier(blurred[1:2], target[1:2])).item()
+    assert excess > 0 and penalty.item() == pytest.approx(excess / 3, rel=1e-4)
+    # its gradient flows into the output only (the input is data), and only through the harmed crop
+    out = worse.clone().requires_grad_(True)
+    harm_penalty(out, target, blurred.requires_grad_(True)).backward()
+    assert out.grad[0].abs().sum() == 0 and out.grad[2].abs().sum() == 0 and out.grad[1].abs().sum() > 0
+    assert blurred.grad is None
+
+
+def test_harm_weight_changes_training_and_is_recorded(tmp_path):
+    """The penalty is wired into the step: with an identity-like batch (sharp inputs) it changes the loss."""
+    config = TrainConfig(**{**SMOKE, "steps": 10})
+    photo = _synthetic_photo(2, 64)[:32, :32].astype(np.float32) / 255
+    batch = (np.stack([photo] * 4), np.stack([photo] * 4))  # sharp in, sharp out: any change is harm
+    plain = train(config, tmp_path / "plain", batch_source=lambda step: batch, progress=False)
+    harmed = train(replace(config, harm_weight=1.0), tmp_path / "harm", batch_source=lambda step: batch,
+                   progress=False)
+    assert harmed[0]["loss"] > plain[0]["loss"]
+    state = torch.load(tmp_path / "harm" / "last.pt", map_location="cpu", weights_only=True)
+    saved = TrainConfig.from_dict(json.loads(state["train_config"]))
+    assert saved.harm_weight == 1.0
+    legacy = config.to_dict()
+    del legacy["harm_weight"]  # checkpoints written before the option existed still load
+    assert TrainConfig.from_dict(legacy).harm_weight == 0.0
 
 
 def test_learning_rate_schedule():
