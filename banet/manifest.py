@@ -22,13 +22,17 @@ runtime opens the engine under its stable name, so the pair is swapped in two re
 
 So at every instant a reader sees the old pair (before step 2's first rename) or the new one (after it). A
 build killed anywhere leaves only staged files, which the next build to that engine settles first
-(:func:`settle_pair`: an interrupted commit is completed, the rest removed).
+(:func:`settle_pair`: an interrupted commit is completed, the rest removed). Two builds of the same engine at
+once would settle (delete) each other's staged files, so a build holds :func:`build_lock` from settling to
+committing, and a second one is refused in one line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -57,6 +61,10 @@ RTX_KNOWN_TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
 _NOT_RTX = {(8, 7), (9, 0), (10, 0), (10, 1), (10, 3), (11, 0)}
 
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
+
+
+class EngineBusyError(RuntimeError):
+    """Another process is building the same engine right now."""
 
 
 class ManifestError(RuntimeError):
@@ -303,6 +311,53 @@ def commit_pair(engine: str | Path) -> None:
     os.replace(staged, engine)
     os.replace(manifest_path(staged), manifest_path(engine))
     sync_folder(engine.parent)
+
+
+def lock_path(engine: str | Path) -> Path:
+    """``x.engine`` -> ``x.engine.lock``: held (and present) only while a build of ``x.engine`` runs."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".lock")
+
+
+@contextlib.contextmanager
+def build_lock(engine: str | Path) -> Iterator[None]:
+    """Hold the exclusive right to replace ``engine``'s pair; :class:`EngineBusyError` if another process has it.
+
+    An ``flock`` on ``x.engine.lock`` (released by the kernel if the holder dies, so a killed build never leaves a
+    stale lock); the file holds the holder's pid for the message and is removed on release. A lock taken on a file
+    that was removed meanwhile is retried, so two builds can never both believe they hold it. Where ``fcntl`` is
+    missing (Windows) builds are not locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = lock_path(engine)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise EngineBusyError(f"another build of {engine} is running (pid {holder}); wait for it to finish, "
+                                  "or build to another --output") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed that file as we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)  # releases the flock
 
 
 def settle_pair(engine: str | Path) -> bool:

@@ -4,12 +4,13 @@ manifest as a pair, and ``--check`` an existing engine."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,9 +22,12 @@ from banet.manifest import (
     FLAVOUR_NAMES,
     FLAVOURS,
     INSTALL_HINTS,
+    EngineBusyError,
     EngineManifest,
+    build_lock,
     commit_pair,
     discard_staged,
+    lock_path,
     manifest_path,
     read_manifest,
     settle_pair,
@@ -174,6 +178,20 @@ def _keep_failed(plan: BuildPlan, staged: Path, manifest: EngineManifest) -> Pat
     return failed
 
 
+@contextlib.contextmanager
+def _exclusive(engine: Path) -> Iterator[None]:
+    """Hold the build lock of ``engine`` (banet.manifest.build_lock); BuildError in one line if it is taken."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(build_lock(engine))
+    except EngineBusyError as exc:
+        raise BuildError(str(exc)) from None
+    except OSError as exc:
+        raise BuildError(write_error(exc, lock_path(engine))) from exc
+    with stack:
+        yield
+
+
 def _settle(engine: Path) -> None:
     """Before building: complete or discard what a killed build left next to ``engine`` (banet.manifest)."""
     try:
@@ -216,18 +234,19 @@ def build(plan: BuildPlan, calibration_batches: Iterable[np.ndarray] | None = No
         raise PlanError(plan.missing)
     gpu = ensure_runnable(plan)
     plan = export_missing_onnx(plan)
-    _settle(plan.output)
-    log.info("building %s with %s from %s", plan.output, plan.runtime.label, plan.onnx.path)
-    data, details = build_serialized(plan, plan.runtime.module, calibration_batches)
-    manifest = new_manifest(plan, data, details, gpu)
-    staged = _stage(plan, data, manifest)
-    manifest.drift = _drift_after_build(plan, staged, gpu, measure)
-    if manifest.drift.get("passed") is False:
-        failed = _keep_failed(plan, staged, manifest)
-        raise BuildError(f"the engine drifts from ONNX Runtime FP32 beyond {plan.min_psnr_db:.0f} dB (worst "
-                         f"{manifest.drift['worst_psnr_db']:.1f} dB); left at {failed} for inspection"
-                         + (f", {show(plan.output)} unchanged" if plan.output.exists() else ""))
-    _commit(plan, staged, manifest)
+    with _exclusive(plan.output):
+        _settle(plan.output)
+        log.info("building %s with %s from %s", plan.output, plan.runtime.label, plan.onnx.path)
+        data, details = build_serialized(plan, plan.runtime.module, calibration_batches)
+        manifest = new_manifest(plan, data, details, gpu)
+        staged = _stage(plan, data, manifest)
+        manifest.drift = _drift_after_build(plan, staged, gpu, measure)
+        if manifest.drift.get("passed") is False:
+            failed = _keep_failed(plan, staged, manifest)
+            raise BuildError(f"the engine drifts from ONNX Runtime FP32 beyond {plan.min_psnr_db:.0f} dB (worst "
+                             f"{manifest.drift['worst_psnr_db']:.1f} dB); left at {failed} for inspection"
+                             + (f", {show(plan.output)} unchanged" if plan.output.exists() else ""))
+        _commit(plan, staged, manifest)
     return plan.output, manifest
 
 

@@ -194,3 +194,19 @@ def test_a_field_of_the_wrong_type_is_one_manifest_error(field, value, named):
     with pytest.raises(ManifestError, match="malformed manifest: .*" + re.escape(named)):
         EngineManifest.from_dict(data, "x.json")
     assert EngineManifest.from_dict(make_manifest().to_dict(), "x.json").engine_bytes == 6
+
+
+def test_build_lock_is_exclusive_and_leaves_nothing_behind(tmp_path):
+    from banet.manifest import EngineBusyError, build_lock, lock_path
+
+    engine = tmp_path / "x.engine"
+    with build_lock(engine):
+        assert lock_path(engine).read_text() == str(os.getpid())
+        with pytest.raises(EngineBusyError, match=rf"another build of .*x.engine is running \(pid {os.getpid()}\)"):
+            with build_lock(engine):
+                pass
+        with build_lock(tmp_path / "y.engine"):  # other engines are not held up
+            pass
+    assert list(tmp_path.iterdir()) == []
+    with build_lock(engine):  # released: it can be taken again
+        pass

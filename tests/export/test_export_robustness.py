@@ -406,3 +406,30 @@ def test_export_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, files, c
                          "--no-default-sweep", "--verify-sizes", "1x32x32"])
     refused(capsys, code, "no space left on device writing", "x.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+# -- 5. two builds of one engine at once ---------------------------------------------------------------------------
+def test_a_second_build_of_the_same_engine_is_refused_while_the_first_runs(tmp_path, files, fake_builder, capsys):
+    """Another process holds the engine's build lock (a build in progress): a second build is refused in one line
+    naming it, touches nothing; once that process dies (SIGKILL: no cleanup runs) the lock is gone with it."""
+    engine = tmp_path / "tiny.engine"
+    assert build_trt.main(build_args(files["fp32"], engine)) == 0
+    before = folder_state(tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from banet.manifest import build_lock\n"
+                               f"with build_lock({str(engine)!r}):\n    print('held', flush=True); sys.stdin.read()"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        capsys.readouterr()
+        refused(capsys, build_trt.main(build_args(files["fp32"], engine, "--force")),
+                f"another build of {engine} is running (pid {holder.pid})")
+        state = folder_state(tmp_path)
+        assert {k: state[k] for k in before} == before and sorted(state) == sorted([*before, "tiny.engine.lock"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert build_trt.main(build_args(files["fp32"], engine, "--force")) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.engine", "tiny.json"]
+    rebuilt = engine.read_bytes()
+    assert rebuilt != before["tiny.engine"] and read_manifest(engine).engine_sha256 == sha(rebuilt)
