@@ -9,6 +9,7 @@ import torch
 
 from banet.checkpoint import load_checkpoint
 from banet.config import BANetConfig
+from banet.model import BANet
 from training.losses import charbonnier, deblur_loss, fft_l1, harm_penalty
 from training.photos import make_training_batch
 from training.train import TrainConfig, export_weights, learning_rate_factor, train
@@ -177,3 +178,23 @@ def test_extending_the_schedule_resumes_from_exported_weights(tmp_path):
     longer = replace(config, steps=30)
     history = train(longer, run, batch_source=_source(longer), progress=False, init_from=weights)
     assert [e["step"] for e in history] == [10, 20, 30]
+
+
+def test_fft_weight_is_applied_and_recorded(tmp_path):
+    """The FFT term's weight reaches the loss (a larger weight, a larger logged loss from the same start)."""
+    config = TrainConfig(**{**SMOKE, "steps": 10})
+    light = train(replace(config, fft_weight=0.0), tmp_path / "a", batch_source=_source(config), progress=False)
+    heavy = train(replace(config, fft_weight=0.05), tmp_path / "b", batch_source=_source(config), progress=False)
+    assert heavy[0]["loss"] > light[0]["loss"] * 1.5
+    state = torch.load(tmp_path / "b" / "last.pt", map_location="cpu", weights_only=True)
+    assert TrainConfig.from_dict(json.loads(state["train_config"])).fft_weight == 0.05
+
+
+def test_the_training_evaluation_reports_the_worst_image():
+    from training.evaluate import quick_evaluator
+
+    torch.manual_seed(0)
+    model = BANet(BANetConfig(1, 8, 16)).eval()
+    out = quick_evaluator(3)(model)
+    assert set(out) >= {"psnr_gain", "worst_gain", "worst_image", "linear_gain", "linear_worst", "sharp_worst_psnr"}
+    assert out["worst_gain"] <= out["psnr_gain"] and out["worst_image"].endswith("_r0c0")
