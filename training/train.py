@@ -44,8 +44,8 @@ class TrainConfig:
     ``recipe`` names the blur distribution (:data:`calibration.blur.RECIPES`); ``init_steps`` is how many steps
     the weights a fine-tune started from had already had (0 for a run from scratch). ``harm_weight`` scales
     :func:`training.losses.harm_penalty` (0: the authors' loss alone). ``fft_weight`` is the authors' 0.01 on
-    the FFT-L1 term; that term grows with the crop side (unnormalised FFT), so on 256 px crops it outweighs the
-    pixel term ~1.4 to 1 where on 96 px crops it was ~0.5 to 1.
+    the FFT-L1 term; for the same per-pixel error that term grows in proportion to the crop side (an
+    unnormalised FFT coefficient sums every pixel), so 256 px crops weigh it 2.7x more than 96 px crops did.
     """
 
     model: BANetConfig = field(default_factory=lambda: DEFAULT_CONFIG)
