@@ -9,7 +9,7 @@ from torch import Tensor
 
 def charbonnier(output: Tensor, target: Tensor, eps: float = 1e-3) -> Tensor:
     """Mean of sqrt((output - target)^2 + eps^2): a smooth L1 that is robust to outliers."""
-    return torch.sqrt((output - target) ** 2 + eps * eps).mean()
+    return per_image_charbonnier(output, target, eps).mean()
 
 
 def fft_l1(output: Tensor, target: Tensor) -> Tensor:
