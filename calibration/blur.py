@@ -255,15 +255,8 @@ DO_NO_HARM_MIXTURE = BlurMixture((
 
 #: The same families with camera shake weighted up (55% instead of 35%, from linear motion and sRGB shake), for
 #: fine-tuning a do-no-harm model whose shake gain fell below the shake-only model's (issue 18).
-DO_NO_HARM_SHAKE_MIXTURE = BlurMixture((
-    (0.55, DEFAULT_CONFIG),
-    (0.05, BlurConfig(extent_range=(3.0, 31.0), linear_light=False, **WIDE_NOISE)),
-    (0.10, BlurConfig(kind="linear", extent_range=(3.0, 31.0), **WIDE_NOISE)),
-    (0.10, BlurConfig(kind="linear", extent_range=(3.0, 31.0), linear_light=False, noise_prob=0.4,
-                      srgb_noise_range=(0.002, 0.02))),
-    (0.05, BlurConfig(extent_range=(0.5, 2.5), **WIDE_NOISE)),
-    (0.15, BlurConfig(kind="none", noise_prob=0.0, jpeg_prob=0.2, jpeg_quality_range=(85, 95))),
-))
+DO_NO_HARM_SHAKE_MIXTURE = BlurMixture(tuple(zip(
+    (0.55, 0.05, 0.10, 0.10, 0.05, 0.15), (config for _, config in DO_NO_HARM_MIXTURE.components), strict=True)))
 
 #: Training recipes by name (``TrainConfig.recipe``): what ``make_training_batch`` draws blur from.
 RECIPES: dict[str, BlurConfig | BlurMixture] = {"trajectory": DEFAULT_CONFIG, "do-no-harm": DO_NO_HARM_MIXTURE,
