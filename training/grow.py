@@ -1,0 +1,171 @@
+"""Grow a trained BANet wider without changing what it computes (Net2WiderNet, Chen et al. 2016).
+
+A fine-tune of the shipped stack-4 32/64 network saturates (README, #18): more capacity is the next step, and
+on a CPU there is no time to train a wider network from scratch. Widening the BAM features from ``dim_2`` to a
+larger width by *copying* channels keeps the network's function exactly:
+
+- a layer that produces a widened tensor gives each new channel the weights (and bias) of the old channel it
+  copies, so the new channel carries the same activation (every operation between layers -- LeakyReLU, ReLU,
+  sigmoid gating, strip pooling, means, residual sums -- acts channel by channel);
+- a layer that consumes a widened tensor splits each old channel's input weight among that channel's copies, in
+  random proportions that sum to one, so its output is unchanged; the uneven split breaks the copies' symmetry
+  so training can make them differ.
+
+Each width (``dim_2`` and ``dim_2 / 2``, and BA's fuse width) has one channel map shared by every tensor of that
+width, which keeps producers and consumers consistent through the residual connections. ``dim_1`` (the
+full-resolution encoder/decoder) is left as it is.
+
+    python -m training.grow --width 96 --output training/runs/wide96/start.safetensors
+    python -m training.train --run training/runs/wide96 --widths 32,96 \\
+        --init-from training/runs/wide96/start.safetensors ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from banet.model import BANet, BlurAwareModule
+
+log = logging.getLogger(__name__)
+
+#: How unevenly a consumer's weight is split among an old channel's copies (0: evenly, symmetric copies).
+SPLIT_JITTER = 0.2
+
+
+class ChannelMap:
+    """Which old channel each new channel copies, and how consumers split an old channel among its copies."""
+
+    def __init__(self, old: int, new: int, rng: np.random.Generator) -> None:
+        if new < old:
+            raise ValueError(f"can only widen: {old} -> {new} channels")
+        extra = rng.choice(old, size=new - old, replace=new - old > old)
+        self.source = torch.as_tensor(np.concatenate([np.arange(old), extra]), dtype=torch.long)
+        self.copies = torch.bincount(self.source, minlength=old)
+        self.rng = rng
+
+    def split(self, rows: int) -> torch.Tensor:
+        """(rows, new) proportions: for each row, the copies of an old channel get shares that sum to one."""
+        new = len(self.source)
+        shares = 1.0 + SPLIT_JITTER * self.rng.uniform(-1.0, 1.0, size=(rows, new))
+        shares = torch.as_tensor(shares, dtype=torch.float32)
+        totals = torch.zeros(rows, len(self.copies)).index_add_(1, self.source, shares)
+        return shares / totals[:, self.source]
+
+
+def _widen_out(weight: torch.Tensor, bias: torch.Tensor | None, out_map: ChannelMap | None,
+               dim: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if out_map is None:
+        return weight, bias
+    weight = weight.index_select(dim, out_map.source)
+    return weight, None if bias is None else bias.index_select(0, out_map.source)
+
+
+def _widen_in(weight: torch.Tensor, in_maps: list[ChannelMap | tuple[int, None]], dim: int = 1) -> torch.Tensor:
+    """Split each input block's channels among their copies; ``(n, None)`` marks a block of n unwidened inputs."""
+    rows = weight.shape[1 - dim]
+    blocks, start = [], 0
+    for block in in_maps:
+        if isinstance(block, tuple):
+            width = block[0]
+            blocks.append(weight.narrow(dim, start, width))
+        else:
+            width = len(block.copies)
+            part = weight.narrow(dim, start, width).index_select(dim, block.source)
+            share = block.split(rows)  # (rows, new)
+            if dim == 0:  # transposed convolution: weight is (in, out, kh, kw)
+                share = share.t()
+            blocks.append(part * share.reshape(*share.shape, *[1] * (weight.dim() - 2)))
+        start += width
+    if start != weight.shape[dim]:
+        raise ValueError(f"input blocks cover {start} of {weight.shape[dim]} channels")
+    return torch.cat(blocks, dim=dim)
+
+
+def _set_conv(module: nn.Conv2d | nn.ConvTranspose2d, out_map: ChannelMap | None,
+              in_maps: list[ChannelMap | tuple[int, None]]) -> None:
+    """Rewrite a (transposed) convolution's parameters and shape for widened inputs/outputs."""
+    transposed = isinstance(module, nn.ConvTranspose2d)
+    out_dim, in_dim = (1, 0) if transposed else (0, 1)
+    with torch.no_grad():
+        weight, bias = _widen_out(module.weight.data, None if module.bias is None else module.bias.data,
+                                  out_map, dim=out_dim)
+        weight = _widen_in(weight, in_maps, dim=in_dim)
+    module.weight = nn.Parameter(weight.contiguous())
+    if bias is not None:
+        module.bias = nn.Parameter(bias.contiguous())
+    module.in_channels = weight.shape[in_dim]
+    module.out_channels = weight.shape[out_dim]
+
+
+def _widen_bam(bam: BlurAwareModule, trunk: ChannelMap, half: ChannelMap, fused: ChannelMap) -> None:
+    ba = bam.BA
+    _set_conv(bam.input_conv, trunk, [trunk])
+    for conv in (ba.conv_1_h, ba.conv_1_w, ba.conv_3, ba.conv_5, ba.conv_7):
+        _set_conv(conv, half, [trunk])
+    _set_conv(ba.fuse_conv, fused, [half] * 4)
+    _set_conv(ba.conv_final, trunk, [fused])
+    _set_conv(ba.mask_conv_1, trunk, [trunk])
+    _set_conv(ba.mask_conv_2, trunk, [trunk])
+    for suffix in ("", "_2"):
+        for dilation in (1, 3, 5):
+            _set_conv(getattr(bam, f"content_conv_d{dilation}{suffix}"), half, [trunk])
+    _set_conv(bam.fuse_conv_1, trunk, [half] * 3)
+    _set_conv(bam.final_conv, trunk, [half] * 3 + [trunk])
+
+
+def widen(model: BANet, dim_2: int, seed: int = 0) -> BANet:
+    """A copy of ``model`` whose BAMs are ``dim_2`` wide, computing the same function (up to float rounding)."""
+    old = model.config
+    if dim_2 % 2:
+        raise ValueError(f"dim_2 must be even, got {dim_2}")
+    rng = np.random.default_rng(seed)
+    trunk = ChannelMap(old.dim_2, dim_2, rng)
+    half = ChannelMap(old.half_width, dim_2 // 2, rng)
+    fused = trunk if old.ba_fuse_full else half
+    grown = BANet(replace(old, dim_2=dim_2))
+    source = BANet(old)
+    source.load_state_dict(model.state_dict())
+    _set_conv(source.en_layer2[0], trunk, [(old.dim_1, None)])
+    for k in range(1, old.num_bams + 1):
+        _widen_bam(getattr(source, f"BAM_{k}"), trunk, half, fused)
+    _set_conv(source.de_layer1[0], None, [trunk])
+    grown.load_state_dict(source.state_dict(), strict=True)
+    return grown.eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from banet.checkpoint import load_checkpoint, save_checkpoint
+    from banet.defaults import DEFAULT_WEIGHTS
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="the trained network to grow")
+    parser.add_argument("--width", type=int, required=True, help="new dim_2 (BAM width), e.g. 96")
+    parser.add_argument("--output", type=Path, required=True, help="safetensors file to write (not overwritten)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the channel copies and weight splits")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.output.exists():
+        parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
+    loaded = load_checkpoint(args.weights)
+    grown = widen(loaded.model, args.width, args.seed)
+    probe = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) - 0.5
+    with torch.no_grad():
+        drift = (grown(probe) - loaded.model(probe)).abs().max().item()
+    if drift > 1e-4:  # a copy rule out of step with banet.model: refuse to write a different network
+        raise RuntimeError(f"widened network differs from the original by {drift:.2e}; not written")
+    metadata = {k: v for k, v in loaded.metadata.items() if k in ("banet.trained_steps", "banet.description")}
+    metadata["banet.grown_from"] = f"{args.weights} ({loaded.config.describe()}, sha256 {loaded.sha256[:12]})"
+    path = save_checkpoint(grown, args.output, metadata=metadata)
+    print(f"wrote {path}: {grown.config.describe()}, max |output difference| from the original {drift:.2e}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
