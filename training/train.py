@@ -265,10 +265,11 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
             raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
         running.append(loss.item())
         bar.update(1)
-        if step % config.save_every == 0 or step == end:
+        evaluate_now = evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps)
+        if step % config.save_every == 0 or step == end or evaluate_now:  # --eval-every need not be a multiple
             entry = {"step": step, "loss": float(np.mean(running)), "lr": optimizer.param_groups[0]["lr"]}
             running = []
-            if evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps):
+            if evaluate_now:
                 model.eval()
                 entry.update(evaluate_fn(model))
                 model.train()

@@ -198,3 +198,17 @@ def test_the_training_evaluation_reports_the_worst_image():
     out = quick_evaluator(3)(model)
     assert set(out) >= {"psnr_gain", "worst_gain", "worst_image", "linear_gain", "linear_worst", "sharp_worst_psnr"}
     assert out["worst_gain"] <= out["psnr_gain"] and out["worst_image"].endswith("_r0c0")
+
+
+def test_evaluations_run_at_every_eval_step_even_between_saves(tmp_path):
+    config = TrainConfig(**{**SMOKE, "steps": 30, "eval_every": 15})  # saves every 10: 15 is not a save step
+    calls = []
+
+    def evaluate(model):
+        calls.append(True)
+        return {"psnr_gain": 0.0}
+
+    history = train(config, tmp_path / "r", batch_source=_source(config), progress=False, evaluate_fn=evaluate)
+    assert [e["step"] for e in history if "psnr_gain" in e] == [15, 30]
+    assert [e["step"] for e in history] == [10, 15, 20, 30]
+    assert len(calls) == 2
