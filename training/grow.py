@@ -23,6 +23,7 @@ full-resolution encoder/decoder) is left as it is.
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -67,21 +68,17 @@ def _widen_out(weight: torch.Tensor, bias: torch.Tensor | None, out_map: Channel
     return weight, None if bias is None else bias.index_select(0, out_map.source)
 
 
-def _widen_in(weight: torch.Tensor, in_maps: list[ChannelMap | tuple[int, None]], dim: int = 1) -> torch.Tensor:
-    """Split each input block's channels among their copies; ``(n, None)`` marks a block of n unwidened inputs."""
+def _widen_in(weight: torch.Tensor, in_maps: list[ChannelMap], dim: int = 1) -> torch.Tensor:
+    """Split each input block's channels among their copies (the blocks of a concatenated input, in order)."""
     rows = weight.shape[1 - dim]
     blocks, start = [], 0
     for block in in_maps:
-        if isinstance(block, tuple):
-            width = block[0]
-            blocks.append(weight.narrow(dim, start, width))
-        else:
-            width = len(block.copies)
-            part = weight.narrow(dim, start, width).index_select(dim, block.source)
-            share = block.split(rows)  # (rows, new)
-            if dim == 0:  # transposed convolution: weight is (in, out, kh, kw)
-                share = share.t()
-            blocks.append(part * share.reshape(*share.shape, *[1] * (weight.dim() - 2)))
+        width = len(block.copies)
+        part = weight.narrow(dim, start, width).index_select(dim, block.source)
+        share = block.split(rows)  # (rows, new)
+        if dim == 0:  # transposed convolution: weight is (in, out, kh, kw)
+            share = share.t()
+        blocks.append(part * share.reshape(*share.shape, *[1] * (weight.dim() - 2)))
         start += width
     if start != weight.shape[dim]:
         raise ValueError(f"input blocks cover {start} of {weight.shape[dim]} channels")
@@ -89,14 +86,15 @@ def _widen_in(weight: torch.Tensor, in_maps: list[ChannelMap | tuple[int, None]]
 
 
 def _set_conv(module: nn.Conv2d | nn.ConvTranspose2d, out_map: ChannelMap | None,
-              in_maps: list[ChannelMap | tuple[int, None]]) -> None:
-    """Rewrite a (transposed) convolution's parameters and shape for widened inputs/outputs."""
+              in_maps: list[ChannelMap]) -> None:
+    """Rewrite a (transposed) convolution's parameters and shape for widened outputs and inputs (none: kept)."""
     transposed = isinstance(module, nn.ConvTranspose2d)
     out_dim, in_dim = (1, 0) if transposed else (0, 1)
     with torch.no_grad():
         weight, bias = _widen_out(module.weight.data, None if module.bias is None else module.bias.data,
                                   out_map, dim=out_dim)
-        weight = _widen_in(weight, in_maps, dim=in_dim)
+        if in_maps:
+            weight = _widen_in(weight, in_maps, dim=in_dim)
     module.weight = nn.Parameter(weight.contiguous())
     if bias is not None:
         module.bias = nn.Parameter(bias.contiguous())
@@ -130,9 +128,8 @@ def widen(model: BANet, dim_2: int, seed: int = 0) -> BANet:
     half = ChannelMap(old.half_width, dim_2 // 2, rng)
     fused = trunk if old.ba_fuse_full else half
     grown = BANet(replace(old, dim_2=dim_2))
-    source = BANet(old)
-    source.load_state_dict(model.state_dict())
-    _set_conv(source.en_layer2[0], trunk, [(old.dim_1, None)])
+    source = copy.deepcopy(model).cpu()  # the caller's model is left as it is
+    _set_conv(source.en_layer2[0], trunk, [])
     for k in range(1, old.num_bams + 1):
         _widen_bam(getattr(source, f"BAM_{k}"), trunk, half, fused)
     _set_conv(source.de_layer1[0], None, [trunk])

@@ -27,6 +27,7 @@ def test_widened_network_computes_the_same_function(fuse_full: bool, width: int)
     model = _small(fuse_full)
     grown = grow.widen(model, width, seed=1)
     assert grown.config == BANetConfig(2, 8, width, fuse_full)
+    assert model.en_layer2[0].weight.shape[0] == 16  # the original is left as it was
     x = torch.rand(2, 3, 22, 34, generator=torch.Generator().manual_seed(2)) - 0.5
     with torch.no_grad():
         before, after = model(x), grown(x)
