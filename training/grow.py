@@ -48,7 +48,7 @@ class ChannelMap:
             raise ValueError(f"can only widen: {old} -> {new} channels")
         extra = rng.choice(old, size=new - old, replace=new - old > old)
         self.source = torch.as_tensor(np.concatenate([np.arange(old), extra]), dtype=torch.long)
-        self.copies = torch.bincount(self.source, minlength=old)
+        self.old = old
         self.rng = rng
 
     def split(self, rows: int) -> torch.Tensor:
@@ -56,7 +56,7 @@ class ChannelMap:
         new = len(self.source)
         shares = 1.0 + SPLIT_JITTER * self.rng.uniform(-1.0, 1.0, size=(rows, new))
         shares = torch.as_tensor(shares, dtype=torch.float32)
-        totals = torch.zeros(rows, len(self.copies)).index_add_(1, self.source, shares)
+        totals = torch.zeros(rows, self.old).index_add_(1, self.source, shares)
         return shares / totals[:, self.source]
 
 
@@ -73,7 +73,7 @@ def _widen_in(weight: torch.Tensor, in_maps: list[ChannelMap], dim: int = 1) -> 
     rows = weight.shape[1 - dim]
     blocks, start = [], 0
     for block in in_maps:
-        width = len(block.copies)
+        width = block.old
         part = weight.narrow(dim, start, width).index_select(dim, block.source)
         share = block.split(rows)  # (rows, new)
         if dim == 0:  # transposed convolution: weight is (in, out, kh, kw)
