@@ -11,8 +11,8 @@
 #
 # Knobs (environment): WIDTH (96; the new BAM width), STEPS (3000), CROP (256), BATCH (16), LR (1e-4),
 # MINUTES (7: training stops there, resumably, even mid-schedule), RECIPE (do-no-harm), DEVICE (cuda).
-# Writes OUT/weights.safetensors (what to ship: copy it to training/runs/<run>/ and run refresh_default.sh with
-# its --init-from, see README), OUT/history.jsonl, OUT/eval/metrics.json (+ pictures), OUT/env.txt and
+# Writes OUT/weights.safetensors (to ship it: WEIGHTS=OUT/weights.safetensors bash scripts/refresh_default.sh;
+# to train on, pass it to training.train --init-from), OUT/history.jsonl, OUT/eval/metrics.json (+ pictures), OUT/env.txt and
 # OUT/log.txt. Commit the history and the metrics with the device name; CI never depends on this.
 set -uo pipefail
 cd "$(dirname "$0")/.."

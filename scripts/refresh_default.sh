@@ -6,6 +6,7 @@
 #   bash scripts/refresh_default.sh                      # from training/runs/do-no-harm/last.pt
 #   bash scripts/refresh_default.sh --no-benchmarks      # skip the ~10-minute benchmark run
 #   RUN=training/runs/other bash scripts/refresh_default.sh
+#   WEIGHTS=out/gpu_train/weights.safetensors bash scripts/refresh_default.sh   # weights already exported
 #
 # Replaces banet/weights/banet_default.safetensors (the old one stays in git history), docs/images/*,
 # docs/drift_report.* and writes benchmarks/results/<cpu>_<date>.*. Pause any training on this machine first:
@@ -19,8 +20,22 @@ benchmarks=1
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "weights from $RUN"
-$PY -m training.train --run "$RUN" --export banet/weights/banet_default.safetensors --force
+if [[ -n "${WEIGHTS:-}" ]]; then
+    step "weights from $WEIGHTS"
+    $PY - "$WEIGHTS" <<'CHECK' || exit 1  # refuse a file that is not a BANet checkpoint before replacing ours
+import sys
+from banet.checkpoint import load_checkpoint
+from banet.errors import CheckpointError
+try:
+    load_checkpoint(sys.argv[1])
+except CheckpointError as exc:
+    sys.exit(f"error: {exc}")
+CHECK
+    cp "$WEIGHTS" banet/weights/banet_default.safetensors
+else
+    step "weights from $RUN"
+    $PY -m training.train --run "$RUN" --export banet/weights/banet_default.safetensors --force
+fi
 
 step "held-out evaluation -> docs/images/"
 $PY -m training.evaluate --output out/eval

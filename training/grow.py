@@ -34,8 +34,6 @@ from torch import nn
 
 from banet.model import BANet, BlurAwareModule
 
-log = logging.getLogger(__name__)
-
 #: How unevenly a consumer's weight is split among an old channel's copies (0: evenly, symmetric copies).
 SPLIT_JITTER = 0.2
 
