@@ -100,8 +100,9 @@ def test_truncated_safetensors(tmp_path: Path) -> None:
 def test_not_a_checkpoint(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "x.pth"
     path.write_bytes(content)
-    with pytest.raises(CheckpointFormatError, match="not a PyTorch checkpoint|empty file"):
+    with pytest.raises(CheckpointFormatError, match="not a PyTorch checkpoint|empty file") as raised:
         load_checkpoint(path)
+    assert "\n" not in str(raised.value)  # one line, not torch.load's page of advice
 
 
 def test_container_without_tensors(tmp_path: Path) -> None:
