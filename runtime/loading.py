@@ -18,7 +18,7 @@ from runtime.backends.base import Backend, BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
 CHECKPOINT_SUFFIXES = {".pth", ".pt", ".safetensors", ".bin", ".ckpt"}
 CHECKPOINT_BACKENDS = "banet_deploy.checkpoint_backends"
 
@@ -75,6 +75,12 @@ def open_backend(path: Path, backend: str | None = None, **options) -> Backend:
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, **options)
+    if backend == "openvino":
+        if kind != "onnxruntime":
+            raise ValueError(f"{path}: the openvino backend runs an exported .onnx, not {path.suffix}")
+        from runtime.backends.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(path, **options)
     if kind != "tensorrt":
         raise ValueError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
     try:

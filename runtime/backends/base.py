@@ -7,6 +7,8 @@ every backend; a backend only moves tensors through one inference engine.
 from __future__ import annotations
 
 import abc
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +53,40 @@ class ShapeLimits:
         if h > self.max_hw[0] or w > self.max_hw[1]:
             return f"{h}x{w} exceeds the artifact's maximum {self.max_hw[0]}x{self.max_hw[1]}"
         return None
+
+
+class ShapeCache:
+    """A bounded least-recently-used map from an input shape to what was compiled for it.
+
+    Backends that compile per input shape (static shapes are where OpenVINO and ONNX Runtime make their fastest
+    code) keep a few: a tiled photo uses at most four tile shapes and same-sized batches reuse one. Dropping the
+    least recently used entry bounds memory when a caller feeds many sizes.
+    """
+
+    def __init__(self, build: Callable[[tuple[int, ...]], object], size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"shape_cache must be a whole number >= 1, got {size!r}")
+        self._build = build
+        self.size = size
+        self._entries: OrderedDict[Hashable, object] = OrderedDict()
+
+    def get(self, shape: tuple[int, ...]) -> object:
+        """The entry for ``shape``: cached (now most recently used) or built, cached and the oldest dropped."""
+        if shape in self._entries:
+            self._entries.move_to_end(shape)
+            return self._entries[shape]
+        entry = self._build(shape)
+        self._entries[shape] = entry
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return entry
+
+    def shapes(self) -> list[tuple[int, ...]]:
+        """The shapes cached now, least recently used first."""
+        return list(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 class Backend(abc.ABC):

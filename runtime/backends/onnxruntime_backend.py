@@ -9,7 +9,7 @@ import numpy as np
 
 from banet.metadata import read_onnx_metadata
 from banet.onnxruntime_options import session_options
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits
+from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, ShapeLimits
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,14 @@ def import_onnxruntime():
     return ort
 
 
+def check_threads(threads) -> None:
+    """Refuse a thread count that is not a whole number >= 0 (None/0: the library's default, all cores)."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
+
+
 def open_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None,
-                 profile_prefix: str | None = None):
+                 profile_prefix: str | None = None, fixed_dims: dict[str, int] | None = None):
     """The one way this project opens an ONNX Runtime session (the backend, export and INT8 verification, drift,
     benchmarks): the best available providers by default, options from
     :func:`banet.onnxruntime_options.session_options` (quiet logging, ``threads`` intra-op threads, CPU arena off
@@ -54,6 +60,8 @@ def open_session(path: str | Path, providers: list[str] | None = None, threads: 
         raise BackendUnavailableError(f"execution provider(s) {missing} not available in this onnxruntime "
                                       f"(available: {available})")
     options = session_options(ort, threads, profile_prefix)
+    for dim, value in (fixed_dims or {}).items():
+        options.add_free_dimension_override_by_name(dim, value)
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
@@ -67,25 +75,52 @@ def session_forward(session):
     return run
 
 
+#: The exporter's names for the input's free dimensions (NCHW), which a static session fixes.
+FREE_DIMS = ("batch", None, "height", "width")
+
+
 class OnnxRuntimeBackend(Backend):
-    """Runs an ONNX file exported by ``export/to_onnx.py`` (its metadata gives the conventions)."""
+    """Runs an ONNX file exported by ``export/to_onnx.py`` (its metadata gives the conventions).
+
+    ``static=True`` opens one session per input shape with the free dimensions fixed (ONNX Runtime then plans
+    memory and picks kernels for that shape), kept in a bounded cache of ``shape_cache`` shapes; the default is
+    one dynamic-shape session.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
+                 static: bool = False, shape_cache: int = 4) -> None:
+        check_threads(threads)
         import_onnxruntime()
         metadata = read_onnx_metadata(path)
-        self.session = open_session(path, providers, threads)
-        self._run = session_forward(self.session)
-        self.providers = self.session.get_providers()
+        self.path, self.threads, self.static = Path(path), threads, static
+        self._requested = providers
+        self._sessions = ShapeCache(self._open, shape_cache)
+        dynamic = self._open(())  # a model ONNX Runtime cannot load fails here, not at the first image
+        self.providers = dynamic[0].get_providers()
+        self._dynamic = None if static else dynamic
         super().__init__(metadata, limits_from_metadata(metadata))
 
+    def _open(self, shape: tuple[int, ...]):
+        """(session, forward function) for a new session; ``shape`` () keeps the free dimensions free."""
+        fixed = {dim: value for dim, value in zip(FREE_DIMS, shape) if dim}
+        session = open_session(self.path, self._requested, self.threads, fixed_dims=fixed)
+        return session, session_forward(session)
+
+    @property
+    def session_shapes(self) -> list[tuple[int, ...]]:
+        """The input shapes with a static session open now, least recently used first."""
+        return self._sessions.shapes()
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._run(batch)
+        session, forward = self._dynamic or self._sessions.get(tuple(batch.shape))
+        return forward(batch)
 
     def close(self) -> None:
-        self.session = None
-        self._run = None
+        self._dynamic = None
+        self._sessions.clear()
 
     def describe(self) -> str:
-        return f"onnxruntime {self.providers[0]} ({self.metadata.precision})"
+        mode = f", static shapes, cache {self._sessions.size}" if self.static else ""
+        return f"onnxruntime {self.providers[0]} ({self.metadata.precision}{mode})"

@@ -1,0 +1,101 @@
+"""Backends that compile per input shape: OpenVINO and ONNX Runtime's static sessions agree with the dynamic ONNX
+Runtime session on odd shapes and tiles, keep a bounded cache of shapes, and fail in one line when missing."""
+
+import builtins
+
+import numpy as np
+import pytest
+
+from runtime import BackendUnavailableError, Deblurrer
+from runtime.backends.base import ShapeCache
+from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+SHAPES = [(1, 3, 64, 64), (2, 3, 40, 56), (1, 3, 32, 96), (1, 3, 64, 64), (3, 3, 24, 40)]
+
+
+def _psnr(a, b):
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return np.inf if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+@pytest.fixture
+def tiny_onnx(tiny_weights):
+    from export.checkpoint_onnx import onnx_for_checkpoint
+
+    return onnx_for_checkpoint(tiny_weights)
+
+
+def _openvino_backend(path, **options):
+    pytest.importorskip("openvino", reason="the OpenVINO backend needs pip install '.[openvino]'")
+    from runtime.backends.openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(path, **options)
+
+
+def test_shape_cache_keeps_the_most_recent_and_builds_each_shape_once():
+    built = []
+    cache = ShapeCache(lambda shape: built.append(shape) or shape, size=2)
+    for shape in [(1,), (2,), (1,), (3,), (1,), (2,)]:
+        assert cache.get(shape) == shape
+    assert built == [(1,), (2,), (3,), (2,)]  # (2,) was evicted by (3,) since (1,) had been used after it
+    assert cache.shapes() == [(1,), (2,)]
+    with pytest.raises(ValueError, match="shape_cache"):
+        ShapeCache(lambda s: s, size=0)
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_openvino_agrees_with_onnxruntime_on_odd_shapes(tiny_onnx, static):
+    reference = OnnxRuntimeBackend(tiny_onnx, threads=1)
+    openvino = _openvino_backend(tiny_onnx, threads=1, static=static, shape_cache=2)
+    rng = np.random.default_rng(0)
+    for shape in SHAPES:
+        x = rng.random(shape, dtype=np.float32) - 0.5
+        out = openvino.run(x)
+        assert out.shape == shape and out.dtype == np.float32
+        assert _psnr(out, reference.run(x)) >= 60, shape
+        assert len(openvino.compiled_shapes) <= 2
+    assert openvino.compiled_shapes == ([(1, 3, 64, 64), (3, 3, 24, 40)] if static else [()])
+
+
+def test_onnxruntime_static_sessions_match_the_dynamic_session(tiny_onnx):
+    dynamic = OnnxRuntimeBackend(tiny_onnx, threads=1)
+    static = OnnxRuntimeBackend(tiny_onnx, threads=1, static=True, shape_cache=3)
+    rng = np.random.default_rng(1)
+    for shape in SHAPES:
+        x = rng.random(shape, dtype=np.float32) - 0.5
+        assert _psnr(static.run(x), dynamic.run(x)) >= 100, shape
+    assert static.session_shapes == [(1, 3, 32, 96), (1, 3, 64, 64), (3, 3, 24, 40)]
+    assert "static shapes" in static.describe()
+
+
+def test_openvino_deblurrer_matches_onnxruntime_on_tiles(tiny_onnx):
+    pytest.importorskip("openvino", reason="the OpenVINO backend needs pip install '.[openvino]'")
+    image = (np.random.default_rng(2).random((150, 211, 3)) * 255).astype(np.uint8)
+    with Deblurrer(tiny_onnx, backend="onnxruntime", tile=64, tile_overlap=16, threads=1) as ort_d, \
+            Deblurrer(tiny_onnx, backend="openvino", tile=64, tile_overlap=16, threads=1) as ov_d:
+        a, b = ort_d(image), ov_d(image)
+        assert ov_d.backend.name == "openvino"
+        assert len(ov_d.backend.compiled_shapes) <= 4  # interior, right, bottom and corner tiles at most
+    assert a.shape == b.shape == image.shape
+    assert _psnr(a / 255.0, b / 255.0) >= 60
+
+
+def test_missing_openvino_is_one_line(tiny_onnx, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(BackendUnavailableError) as info:
+        Deblurrer(tiny_onnx, backend="openvino")
+    message = str(info.value)
+    assert "\n" not in message and "pip install 'banet-deploy[openvino]'" in message
+
+
+@pytest.mark.parametrize("option, value", [("threads", -1), ("threads", "x"), ("shape_cache", 0)])
+def test_bad_options_are_refused(tiny_onnx, option, value):
+    with pytest.raises(ValueError, match=option):
+        OnnxRuntimeBackend(tiny_onnx, static=True, **{option: value})
