@@ -1,11 +1,16 @@
 """One owner of where artifacts live and what they are called: ONNX files, INT8 Q/DQ files and engines.
 
-Files go under :func:`engines_dir`: ``$BANET_ENGINES`` if set, else ``engines/`` in the current folder (the
-project the user runs the commands from), never next to the installed package, so an editable and a
-non-editable install behave the same. Names derive from the weights' file stem::
+Files go under :func:`engines_dir`: ``$BANET_ENGINES`` if set; else, when the code runs from a source checkout
+(a folder with ``pyproject.toml`` and ``.git`` above ``banet/``), that checkout's ``engines/``, whatever the
+current folder (so a command run from elsewhere finds the main job's files instead of re-exporting into a new
+``./engines``); else (an installed package) ``engines/`` in the current folder, never inside site-packages.
+Names derive from the weights' file stem; options that change what a file is give it a different name, so a
+variant never replaces the default file the other commands read::
 
     <stem>.onnx  <stem>_fp16.onnx  <stem>_<H>x<W>_b<N>[_fp16].onnx   exported (export/to_onnx.py)
+    <stem>_slim[_fp16].onnx                                          exported with --simplify
     <stem>_int8_ort.onnx  <stem>_int8_trt.onnx                       quantized (calibration.quantize)
+    <stem>_int8_<flavour>_<variant>.onnx                             other exclusions / method (quantize)
     <stem>_<precision>[_<targets>].engine (+ .manifest.json)         built (export/build_trt.py)
     <name>.failed.<suffix>                                           refused by a verification, kept to inspect
 
@@ -21,25 +26,48 @@ from pathlib import Path
 ENV = "BANET_ENGINES"
 
 
+def checkout_root() -> Path | None:
+    """The source checkout this code runs from (``pyproject.toml`` and ``.git`` above ``banet/``), or None when it
+    runs from an installed package."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / ".git").exists() else None
+
+
 def engines_dir() -> Path:
-    """``$BANET_ENGINES``, else ``./engines``."""
-    return Path(os.environ.get(ENV) or "engines")
+    """``$BANET_ENGINES``; else the checkout's ``engines/`` when run from one; else ``./engines``."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV])
+    root = checkout_root()
+    return root / "engines" if root is not None else Path("engines")
+
+
+def engines_rule() -> str:
+    """One line saying which engines folder the commands use and why (printed by the commands that write there)."""
+    if os.environ.get(ENV):
+        return f"engines folder {engines_dir()} (${ENV})"
+    if checkout_root() is not None:
+        return f"engines folder {engines_dir()} (this checkout's; set ${ENV} to use another)"
+    return f"engines folder {engines_dir().resolve()} (the current folder's; set ${ENV} to use another)"
 
 
 def onnx_path(stem: str, precision: str = "fp32", static_hw: tuple[int, int] | None = None,
-              batch: int | None = None, folder: Path | None = None) -> Path:
-    """An exported ONNX: ``<stem>[_<H>x<W>_b<N>][_<precision>].onnx`` (fp32 carries no suffix)."""
+              batch: int | None = None, folder: Path | None = None, simplified: bool = False) -> Path:
+    """An exported ONNX: ``<stem>[_<H>x<W>_b<N>][_slim][_<precision>].onnx`` (fp32 carries no suffix)."""
     name = stem
     if static_hw:
         name += f"_{static_hw[0]}x{static_hw[1]}_b{batch or 1}"
+    if simplified:
+        name += "_slim"
     if precision != "fp32":
         name += f"_{precision}"
     return (folder or engines_dir()) / f"{name}.onnx"
 
 
-def int8_onnx_path(fp32_onnx: Path, flavour: str) -> Path:
-    """The INT8 Q/DQ file made from ``fp32_onnx``, next to it: ``<stem>_int8_<flavour>.onnx``."""
-    return Path(fp32_onnx).with_name(f"{Path(fp32_onnx).stem}_int8_{flavour}.onnx")
+def int8_onnx_path(fp32_onnx: Path, flavour: str, variant: str = "") -> Path:
+    """The INT8 Q/DQ file made from ``fp32_onnx``, next to it: ``<stem>_int8_<flavour>[_<variant>].onnx`` (a variant:
+    exclusions or calibration other than the defaults the drift report and benchmarks read)."""
+    suffix = f"_{variant}" if variant else ""
+    return Path(fp32_onnx).with_name(f"{Path(fp32_onnx).stem}_int8_{flavour}{suffix}.onnx")
 
 
 def engine_path(stem: str, precision: str, targets: tuple[str, ...] = (), folder: Path | None = None) -> Path:

@@ -1,11 +1,15 @@
-"""The embedded default model: what every command uses when no ``--weights`` is given.
+"""The embedded default model: what every command uses when no ``--weights`` is given, and what to install for it.
 
 It is *not* the authors' GoPro model (those weights cannot be downloaded here): it is a small BANet trained
 by ``training/train.py`` on synthetic motion blur of real photographs. Its file records how it was trained.
+Its exported FP32 ONNX ships next to it (``banet_default.onnx``, made by ``scripts/refresh_default.sh``, its
+metadata recording the sha256 of these weights), so the thin install (no torch) runs the default model too.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from pathlib import Path
 
 from banet.config import BANetConfig
@@ -13,6 +17,13 @@ from banet.config import BANetConfig
 #: Small enough to train on 2 CPU cores, same module tree as the released network.
 DEFAULT_CONFIG = BANetConfig(num_bams=4, dim_1=32, dim_2=64)
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "banet_default.safetensors"
+#: The default weights exported to ONNX (FP32, dynamic N/H/W, parity-verified), shipped as package data.
+DEFAULT_ONNX = DEFAULT_WEIGHTS.with_suffix(".onnx")
+
+#: PyTorch for CPU machines, pinned as scripts/setup.sh pins it: an unpinned ``torch`` pulls a multi-GB CUDA build.
+TORCH_CPU_INSTALL = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+#: The model layer (checkpoints, export, quantization, engine builds), CPU torch first.
+EXPORT_INSTALL = f"{TORCH_CPU_INSTALL} && pip install 'banet-deploy[export]'"
 
 
 def default_weights_path() -> Path:
@@ -22,3 +33,28 @@ def default_weights_path() -> Path:
             f"the embedded default weights are missing ({DEFAULT_WEIGHTS}); reinstall banet-deploy from the "
             "repository or pass --weights with a checkpoint")
     return DEFAULT_WEIGHTS
+
+
+def default_model_path(backend: str | None = None) -> Path:
+    """What ``Deblurrer()`` opens for the default model: the checkpoint where PyTorch is installed and the torch
+    backend is wanted (or none is named), else the shipped ONNX, which needs no PyTorch."""
+    torch_wanted = backend in (None, "torch")
+    if torch_wanted and (backend == "torch" or importlib.util.find_spec("torch") is not None):
+        return default_weights_path()
+    if backend == "tensorrt":
+        raise ValueError("the tensorrt backend runs engines built by export/build_trt.py: pass the .engine path")
+    if not DEFAULT_ONNX.is_file():
+        raise FileNotFoundError(f"the embedded default model's ONNX is missing ({DEFAULT_ONNX}); reinstall "
+                                f"banet-deploy, or install PyTorch to run its checkpoint: {EXPORT_INSTALL}")
+    return DEFAULT_ONNX
+
+
+def missing_module_line(exc: ModuleNotFoundError, command: str) -> str:
+    """One line for a command whose imports failed (run outside the project's venv, or a thin install): what is
+    missing, for which Python, and how to get it (the CPU torch pin where torch is the missing one)."""
+    name = (exc.name or str(exc)).split(".")[0]
+    fix = (TORCH_CPU_INSTALL + " && pip install 'banet-deploy[export]'" if name == "torch" else
+           "pip install 'banet-deploy[export]' (with CPU torch first: " + TORCH_CPU_INSTALL + ")")
+    return (f"error: {command} needs the Python package {name!r}, which {sys.executable} does not have; run it "
+            f"with the project's venv (bash scripts/setup.sh, then .venv/bin/python {command} ...) or install it: "
+            f"{fix}")

@@ -3,7 +3,7 @@
 Examples:
     python export/build_trt.py --fp16 --dry-run          # check everything and print the plan + trtexec line
     python export/build_trt.py                           # FP32 baseline -> engines/banet_default_fp32.engine
-    python export/build_trt.py --fp16                    # -> engines/banet_default_fp16.engine
+    python export/build_trt.py --fp16                    # no GPU here: -> engines/banet_default_fp16_sm75.engine
     python export/build_trt.py --int8                    # from the Q/DQ ONNX (python -m calibration.quantize)
     python export/build_trt.py --int8 --calibrate        # TensorRT 10 only: entropy calibration + cache
     python export/build_trt.py --fp16 --runtime tensorrt-rtx --target sm75   # RTX 2080 Ti, no GPU needed
@@ -14,9 +14,14 @@ Which TensorRT:
                   On 10.x FP16 uses BuilderFlag.FP16 on the FP32 ONNX (weakly typed); on 11+ (no weak typing)
                   and with --strongly-typed, precision comes from the FP16 / Q/DQ ONNX itself.
     tensorrt-rtx  NVIDIA TensorRT for RTX (pip install tensorrt-rtx): RTX GPUs only (Turing sm75 .. Blackwell
-                  sm120), builds ahead of time on any machine, no GPU needed. Default targets: Ampere+ RTX.
-                  Turing (RTX 20xx, sm75) needs --fp16 --target sm75 (no FP32 GEMMs on Turing). No INT8.
+                  sm120), builds ahead of time on any machine, no GPU needed. No --target: this machine's
+                  GPU if it is an RTX one; else FP16 builds for the RTX 2080 Ti (sm75, the project's GPU) and
+                  FP32 for Ampere+ RTX (Turing has no FP32 GEMMs). Every build prints the GPUs its engine runs
+                  on. No INT8.
     auto          whichever is installed, TensorRT first (default); for --int8 TensorRT only.
+
+Files go under the engines folder: $BANET_ENGINES, else this checkout's engines/ (whatever the current folder),
+else ./engines for an installed package; the build says which.
 
 Output: the engine and, next to it, <name>.json: TensorRT flavour and version, GPU / targets, precision,
 profile, the ONNX's sha256 and metadata, build options and time, and the drift against ONNX Runtime FP32
@@ -43,28 +48,36 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installation
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from banet.checkpoint import CheckpointError  # noqa: E402
-from banet.manifest import ManifestError  # noqa: E402
-from export.onnx_export import ExportError  # noqa: E402
-from export.trt_build import (  # noqa: E402
-    DEFAULT_MAX,
-    DEFAULT_MIN,
-    DEFAULT_OPT,
-    BuildError,
-    BuildOptions,
-    PlanError,
-    RuntimeMissingError,
-    build,
-    check_engine,
-    detect_runtime,
-    ensure_runnable,
-    make_plan,
-    parse_shape,
-    parse_targets,
-    parser_check,
-    shape_text,
-    summary,
-)
+try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
+    from banet.artifacts import engines_rule
+    from banet.checkpoint import CheckpointError
+    from banet.manifest import ManifestError
+    from export.onnx_export import ExportError
+    from export.trt_build import (
+        DEFAULT_MAX,
+        DEFAULT_MIN,
+        DEFAULT_OPT,
+        BuildError,
+        BuildOptions,
+        PlanError,
+        RuntimeMissingError,
+        build,
+        check_engine,
+        detect_runtime,
+        ensure_runnable,
+        make_plan,
+        parse_shape,
+        parse_targets,
+        parser_check,
+        shape_text,
+        summary,
+    )
+except ModuleNotFoundError as _missing:
+    if __name__ != "__main__":
+        raise
+    from banet.defaults import missing_module_line
+
+    raise SystemExit(missing_module_line(_missing, "export/build_trt.py")) from None
 
 log = logging.getLogger("export.build_trt")
 
@@ -87,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TensorRT flavour (default auto: TensorRT if installed, else TensorRT for RTX)")
     parser.add_argument("--target", default=None, metavar="SM[,SM...]",
                         help="TensorRT for RTX compute capabilities, e.g. sm75 (RTX 2080 Ti) or sm75,sm86,sm89,sm120 "
-                             "(default: the builder's Ampere+ RTX targets)")
+                             "(default: this machine's RTX GPU; else sm75 for --fp16, Ampere+ RTX for FP32)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="checkpoint the ONNX is (or will be) exported from; names the engine "
                              "(default: the embedded default model)")
@@ -181,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.dry_run:
         print(plan.describe())
+        print(engines_rule())
         if plan.missing:
             print(f"a real build would stop with: {plan.missing}")
             return 0
@@ -195,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         except RuntimeMissingError as exc:
             print(f"a real build here would stop with: {exc}")
         return 0
+    log.info(engines_rule())
+    for note in plan.notes:
+        log.info("note: %s", note)
     try:
         path, manifest = build(plan)
     except (PlanError, RuntimeMissingError, BuildError, ExportError, CheckpointError, FileNotFoundError) as exc:

@@ -62,6 +62,13 @@ def _torch():
 
 
 @pytest.fixture(autouse=True)
+def _own_engines_folder(tmp_path_factory, monkeypatch):
+    """Default artifact paths go to a folder of the test's own (banet.artifacts: else the checkout's engines/,
+    which holds the main job's files); a test that sets $BANET_ENGINES itself overrides this."""
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path_factory.mktemp("engines")))
+
+
+@pytest.fixture(autouse=True)
 def _deterministic_threads():
     if not _THIN:
         _torch().manual_seed(0)

@@ -22,6 +22,7 @@ from banet.manifest import (
     FLAVOUR_NAMES,
     FLAVOURS,
     INSTALL_HINTS,
+    RTX_DEFAULT_TARGETS,
     EngineBusyError,
     EngineManifest,
     build_lock,
@@ -338,6 +339,28 @@ def check_engine(engine: Path, reference_onnx: Path | None = None,
     return manifest
 
 
+#: What each TensorRT for RTX target is, in the words a user buys GPUs in.
+TARGET_GPUS = {"sm75": "Turing RTX 20xx, e.g. the RTX 2080 Ti", "sm80": "A100-class Ampere",
+               "sm86": "Ampere RTX 30xx / A-series", "sm89": "Ada RTX 40xx", "sm120": "Blackwell RTX 50xx",
+               "sm121": "Blackwell GB10"}
+
+
+def runs_on(manifest: EngineManifest) -> str:
+    """Which GPUs an engine runs on, from its manifest (printed after every build)."""
+    if manifest.runtime == "tensorrt-rtx":
+        if manifest.targets:
+            return "runs on " + "; ".join(f"{t} ({TARGET_GPUS.get(t, 'RTX')})" for t in manifest.targets) + " only"
+        return ("runs on Ampere and later RTX GPUs (" + ", ".join(RTX_DEFAULT_TARGETS) + "), NOT on Turing "
+                "(RTX 2080 Ti: build --fp16 --target sm75)")
+    gpu = manifest.gpu or {}
+    cc = ".".join(map(str, gpu.get("compute_capability", []))) or "unknown"
+    if manifest.hardware_compatibility == "ampere_plus":
+        return "runs on Ampere and later GPUs (hardware-compatible)"
+    if manifest.hardware_compatibility == "same_compute_capability":
+        return f"runs on GPUs of compute capability {cc}"
+    return f"runs on {gpu.get('name', 'the build GPU')} (compute capability {cc}) only"
+
+
 def summary(manifest: EngineManifest, path: Path) -> str:
     drift = manifest.drift
     drift_text = (f"drift vs ONNX Runtime FP32 {drift['worst_psnr_db']:.1f} dB" if "worst_psnr_db" in drift
@@ -345,7 +368,8 @@ def summary(manifest: EngineManifest, path: Path) -> str:
     targets = f", targets {manifest.describe_targets()}" if manifest.runtime == "tensorrt-rtx" else ""
     return (f"wrote {show(path)} ({manifest.engine_bytes / 1e6:.1f} MB, {manifest.precision}, "
             f"{FLAVOUR_NAMES[manifest.runtime]} {manifest.runtime_version}{targets}) in "
-            f"{manifest.build['seconds']:.1f} s; {drift_text}; manifest {show(manifest_path(path))}")
+            f"{manifest.build['seconds']:.1f} s; {drift_text}; manifest {show(manifest_path(path))}\n"
+            f"the engine {runs_on(manifest)}")
 
 
 def manifest_json(manifest: EngineManifest) -> str:

@@ -11,6 +11,9 @@ from pathlib import Path
 from banet.artifacts import onnx_path as exported_onnx_path
 from banet.manifest import (
     HARDWARE_COMPATIBILITY,
+    RTX_DEFAULT_TARGETS,
+    RTX_KNOWN_TARGETS,
+    cc_to_target,
 )
 from banet.outputs import check_input, check_output
 from banet.outputs import shown_path as show
@@ -41,9 +44,9 @@ def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: 
     if precision not in PRECISIONS:
         raise PlanError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     notes: list[str] = []
-    targets = tuple(options.targets)
-    strongly_typed = _check_runtime_options(options, runtime, targets, notes)
     rtx = runtime.flavour == "tensorrt-rtx"
+    targets = tuple(options.targets) or (default_rtx_targets(precision, notes) if rtx else ())
+    strongly_typed = _check_runtime_options(options, runtime, targets, notes)
     stem, weights, onnx, export_precision, missing = _choose_onnx(options, strongly_typed, rtx, allow_missing_input,
                                                                   notes)
     _check_onnx_precision(onnx, options, strongly_typed)
@@ -114,10 +117,47 @@ def _check_runtime_options(options: BuildOptions, runtime: RuntimeInfo, targets:
     if rtx and options.timing_cache:
         notes.append("timing caches are no-ops in TensorRT for RTX (kernels are compiled just in time on the "
                      "user's GPU; the runtime backend keeps a runtime cache instead): --timing-cache ignored")
-    if rtx and not targets:
-        notes.append("no --target: the engine runs on Ampere and later RTX GPUs (sm86, sm89, sm120...), not on "
-                     "Turing (RTX 20xx): for an RTX 2080 Ti use --fp16 --target sm75")
     return strongly_typed
+
+
+#: The project's GPU: what an FP16 build targets when it is told no GPU and finds no RTX GPU here.
+PROJECT_TARGET = "sm75"
+
+
+def local_gpu() -> tuple[str, tuple[int, int]] | None:
+    """(name, compute capability) of this machine's first CUDA GPU, or None where there is none (or no CUDA)."""
+    from runtime.backends.cuda import CudaUnavailableError, gpu_info
+
+    try:
+        gpu = gpu_info(0)
+    except (CudaUnavailableError, ImportError, OSError):
+        return None
+    return gpu.name, tuple(gpu.compute_capability)
+
+
+def default_rtx_targets(precision: str, notes: list[str]) -> tuple[str, ...]:
+    """TensorRT for RTX targets when ``--target`` is not given: this machine's GPU if it is an RTX one; else, for
+    FP16, the RTX 2080 Ti (sm75, the project's GPU); else (FP32, which Turing cannot run) the builder's Ampere+
+    defaults. The choice is noted in the plan (and printed), so nobody is left guessing where the engine runs."""
+    gpu = local_gpu()
+    if gpu is not None:
+        name, cc = gpu
+        target = cc_to_target(cc)
+        if target in RTX_KNOWN_TARGETS:
+            if target == PROJECT_TARGET and precision == "fp32":
+                raise PlanError(f"this machine's GPU ({name}, sm75) is a Turing GPU, and FP32 cannot be built for sm75 "
+                                "with TensorRT for RTX (\"FP32 GEMM is not supported\"); add --fp16, or pass --target "
+                                "for other GPUs")
+            notes.append(f"no --target: built for this machine's GPU, {name} ({target}); --target picks others")
+            return (target,)
+        notes.append(f"this machine's GPU ({name}, {target}) cannot run TensorRT for RTX engines (RTX GPUs only)")
+    if precision == "fp16":
+        notes.append(f"no --target: built for the RTX 2080 Ti ({PROJECT_TARGET}, the project's GPU); for other RTX "
+                     "GPUs pass e.g. --target sm86,sm89,sm120 (or sm75,sm86,sm89,sm120 for all of them)")
+        return (PROJECT_TARGET,)
+    notes.append(f"no --target: the engine runs on Ampere and later RTX GPUs ({', '.join(RTX_DEFAULT_TARGETS)}), "
+                 "NOT on Turing (RTX 20xx, e.g. the RTX 2080 Ti): for that build --fp16 (FP32 cannot target sm75)")
+    return ()
 
 
 def _choose_onnx(options: BuildOptions, strongly_typed: bool, rtx: bool, allow_missing_input: bool,

@@ -34,9 +34,8 @@ def gpu_or_skip():
         pytest.skip(f"running an engine needs a CUDA GPU: {exc}")
 
 
-def export(model, path, precision, config, name="tiny.safetensors"):
-    export_onnx(model, path, ExportOptions(precision=precision, verify_shapes=[(1, 64, 64)]), "ab" * 32, name,
-                config)
+def export(model, path, precision, config, name="tiny.safetensors", sha256="ab" * 32):
+    export_onnx(model, path, ExportOptions(precision=precision, verify_shapes=[(1, 64, 64)]), sha256, name, config)
     return path
 
 
@@ -173,10 +172,32 @@ def default_model_onnx(tmp_path_factory):
     from banet.checkpoint import load_checkpoint
     from banet.defaults import default_weights_path
 
-    folder = tmp_path_factory.mktemp("default")
+    folder = tmp_path_factory.mktemp("default")  # laid out as an engines folder: the files the main job makes
     loaded = load_checkpoint(default_weights_path())
-    return {p: export(loaded.model, folder / f"banet_default_{p}.onnx", p, loaded.config,
-                      "banet_default.safetensors") for p in ("fp32", "fp16")}
+    return {p: export(loaded.model, folder / ("banet_default.onnx" if p == "fp32" else "banet_default_fp16.onnx"),
+                      p, loaded.config, "banet_default.safetensors", loaded.sha256) for p in ("fp32", "fp16")}
+
+
+def test_design_card_command_builds_for_the_rtx_2080ti_and_says_so(default_model_onnx, monkeypatch, capsys, caplog):
+    """``python export/build_trt.py --fp16``, nothing else, on a machine without a GPU: the engine's manifest lists
+    sm75 (the project's RTX 2080 Ti) and the command says which GPUs it runs on."""
+    from export.trt import planner
+
+    engines = default_model_onnx["fp16"].parent
+    monkeypatch.setenv("BANET_ENGINES", str(engines))
+    monkeypatch.setattr(planner, "local_gpu", lambda: None)  # a machine without a GPU, whatever this one has
+    if trt_build.detect_runtime("auto", "fp16").flavour != "tensorrt-rtx":
+        pytest.skip("NVIDIA TensorRT is installed here, so --runtime auto picks it (builds need its GPU)")
+    with caplog.at_level("INFO"):
+        code = build_trt.main(["--fp16"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    engine = engines / "banet_default_fp16_sm75.engine"
+    manifest = check_engine_and_manifest(engine, "fp16", ["sm75"])
+    assert "--target sm75" in manifest.rebuild_command
+    assert "the engine runs on sm75 (Turing RTX 20xx, e.g. the RTX 2080 Ti) only" in out
+    assert "built for the RTX 2080 Ti (sm75, the project's GPU)" in caplog.text
+    assert f"engines folder {engines} ($BANET_ENGINES)" in caplog.text
 
 
 @pytest.mark.parametrize("precision, targets", [("fp32", ()), ("fp16", ("sm75",))])

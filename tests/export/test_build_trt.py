@@ -197,6 +197,49 @@ def test_rtx_plan_and_its_command_line(tmp_path, onnx_files):
     assert "--runtime tensorrt-rtx --target sm75,sm86" in rebuild_command(plan)
 
 
+@pytest.mark.parametrize("gpu, precision, targets, note", [
+    (None, "fp16", ("sm75",), "built for the RTX 2080 Ti .sm75, the project's GPU"),
+    (("NVIDIA H200", (9, 0)), "fp16", ("sm75",), "H200, sm90. cannot run TensorRT for RTX engines"),
+    (("NVIDIA GeForce RTX 4090", (8, 9)), "fp16", ("sm89",), "this machine's GPU, NVIDIA GeForce RTX 4090 .sm89."),
+    (("NVIDIA GeForce RTX 3090", (8, 6)), "fp32", ("sm86",), "this machine's GPU"),
+    (None, "fp32", (), "NOT on Turing .RTX 20xx, e.g. the RTX 2080 Ti.: for that build --fp16"),
+])
+def test_rtx_targets_without_target(tmp_path, onnx_files, monkeypatch, gpu, precision, targets, note):
+    """No --target: the GPU found here if it is an RTX one, else sm75 for FP16 (the project's GPU) and the Ampere+
+    defaults for FP32 (Turing has no FP32 GEMMs); the plan says which, and the rebuild command names them."""
+    from export.trt import planner
+
+    monkeypatch.setattr(planner, "local_gpu", lambda: gpu)
+    plan = make_plan(options(tmp_path, onnx_files[precision], precision=precision), RTX)
+    assert plan.targets == targets
+    assert any(re.search(note, n) for n in plan.notes), plan.notes
+    assert ("--target" in rebuild_command(plan)) == bool(targets)
+
+
+def test_rtx_fp32_without_target_on_a_turing_gpu_is_refused(tmp_path, onnx_files, monkeypatch):
+    from export.trt import planner
+
+    monkeypatch.setattr(planner, "local_gpu", lambda: ("NVIDIA GeForce RTX 2080 Ti", (7, 5)))
+    with pytest.raises(PlanError, match=r"RTX 2080 Ti, sm75.*FP32 cannot be built for sm75.*add --fp16"):
+        make_plan(options(tmp_path, onnx_files["fp32"]), RTX)
+
+
+def test_script_outside_the_venv_is_one_line(tmp_path):
+    """Run by a Python without the project's packages (here: an isolated interpreter that cannot import numpy or
+    torch from this venv), the script says what is missing and how to get it, in one line, exit 1."""
+    import venv
+
+    bare = tmp_path / "bare"
+    venv.create(bare, with_pip=False)  # a plain interpreter: standard library only
+    done = subprocess.run([str(bare / "bin" / "python"), "-I", str(ROOT / "export" / "build_trt.py"), "--fp16"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert re.search(r"needs the Python package '(numpy|torch)'.*\.venv/bin/python export/build_trt.py.*pip install",
+                     line), line
+    assert not (tmp_path / "engines").exists()
+
+
 def test_other_refusals(tmp_path, onnx_files):
     existing = tmp_path / "exists.engine"
     existing.write_bytes(b"x")
