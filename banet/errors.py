@@ -29,3 +29,13 @@ class CheckpointMismatchError(CheckpointError):
 
 class ArtifactError(ValueError):
     """A file that is not a usable BANet artifact: unreadable, truncated, foreign, or without our metadata."""
+
+
+class OptionError(TypeError, ValueError):
+    """An option of the wrong type or value (``memory_budget_mb='768'``, ``threads='x'``, ``model=5``), refused
+    before any work; catchable as ``TypeError`` or ``ValueError``."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (libraries' run over several), or its type's name."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -19,6 +20,23 @@ from pathlib import Path
 
 #: Suffix :func:`write_atomic` adds to a file's name while it is being written.
 PARTIAL = ".partial"
+#: Longest file name (in bytes) the common file systems accept (ext4, APFS, NTFS, tmpfs).
+NAME_MAX = 255
+
+
+def partial_path(path: Path, keep_suffix: bool = False) -> Path:
+    """The temporary sibling ``path`` is written under: ``<name>.partial`` (``<name>.partial<suffix>`` with
+    ``keep_suffix``, for writers that pick the format from the extension).
+
+    A name already near the file-system limit would not fit with the tail added, so it becomes a digest of the
+    name instead: a 254-character file name can still be written.
+    """
+    path = Path(path)
+    tail = PARTIAL + (path.suffix if keep_suffix else "")
+    name = path.name + tail
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16] + tail
+    return path.with_name(name)
 
 
 def check_output(path: Path, *, force: bool, error: type[Exception], suffix: str,
@@ -63,7 +81,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
     untouched.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + PARTIAL)
+    tmp = partial_path(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)

@@ -11,7 +11,9 @@ unless every output is safe: an existing output is only replaced with --force; t
 one output, or an output that is the same file as an input (including hard links and symlinks), are refused
 even with --force. Files are written under a temporary name and renamed into place, so an interrupted run
 never leaves a half-written output or touches another name of the same file. A file that fails (unreadable,
-a NaN output...) is reported and the rest go on; the exit code is 1 if any failed.
+a NaN output, a full disk...) is reported on one line and the rest go on; the exit code is 1 if any failed, 130
+after Ctrl-C. Images are read upright (EXIF orientation applied); multi-page or animated files and images over
+--max-megapixels (decompression bombs) are refused from their header, before decoding.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.images import IMAGE_SUFFIXES, read_image, require_opencv, write_image
+from banet.errors import first_line
+from banet.outputs import partial_path
+from runtime.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, require_opencv, write_image
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 log = logging.getLogger("runtime.cli")
@@ -120,7 +124,7 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int
     cv2 = require_opencv(f"{source}: deblurring a video")
     from tqdm import tqdm
 
-    partial = target.with_name(f".{target.stem}.partial.mp4")
+    partial = partial_path(target, keep_suffix=True)  # OpenCV picks the container from the extension
 
     capture = cv2.VideoCapture(str(source))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
@@ -164,29 +168,59 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
     parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
+    parser.add_argument("--max-megapixels", type=_megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
+                        help="refuse images larger than this from their header, before decoding (decompression "
+                             "bombs); default %(default)g")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
     return parser
 
 
+def _megapixels(text: str) -> float:
+    """argparse type: a finite number of megapixels > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def file_error(source: Path, exc: BaseException) -> str:
+    """The one line for a file that failed: its path once (most messages start with it), then what went wrong;
+    an error this module does not expect also names its type."""
+    message = first_line(exc)
+    if not isinstance(exc, OSError | ValueError | RuntimeError):
+        message = f"{type(exc).__name__}: {message}"
+    return message if str(source) in message else f"{source}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; the exit status: 0 all deblurred, 1 any failure, 130 interrupted (Ctrl-C)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): the file in progress was not written", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from banet.errors import CheckpointError
-    from banet.processing import ImageFormatError, NonFiniteOutputError
     from runtime import Deblurrer
-    from runtime.backends.base import BackendUnavailableError, IncompatibleArtifactError
-    from runtime.images import ImageReadError
 
     try:
         inputs = collect_inputs(args.inputs)
         targets = plan_outputs(inputs, args.output, args.force)
         args.output.mkdir(parents=True, exist_ok=True)
         deblurrer = Deblurrer(args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap)
-    except (OSError, ValueError, CheckpointError, BackendUnavailableError, IncompatibleArtifactError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # a model, folder or option that cannot work: one line, never a traceback
+        log.debug("setup failed", exc_info=True)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1
+    max_pixels = round(args.max_megapixels * 1e6)
     failures = 0
     with deblurrer:
         for source, target in tqdm(list(zip(inputs, targets)), desc="deblur", unit="file", disable=args.quiet):
@@ -195,12 +229,13 @@ def main(argv: list[str] | None = None) -> int:
                     frames = process_video(deblurrer, source, target, args.side_by_side)
                     log.info("%s -> %s (%d frames)", source, target, frames)
                     continue
-                image = read_image(source)
+                image = read_image(source, max_pixels=max_pixels)
                 out = deblurrer(image)
                 write_image(target, side_by_side(image, out) if args.side_by_side else out)
-            except (ImageReadError, ImageFormatError, NonFiniteOutputError, OSError, ValueError) as exc:
+            except Exception as exc:  # one file's failure, whatever it is, never stops the others
+                log.debug("%s failed", source, exc_info=True)
                 failures += 1
-                print(f"error: {source}: {exc}", file=sys.stderr)
+                print(f"error: {file_error(source, exc)}", file=sys.stderr)
     print(f"deblurred {len(inputs) - failures} of {len(inputs)} file(s) into {args.output}")
     return 1 if failures else 0
 

@@ -11,16 +11,20 @@ by :mod:`banet.processing`; padding, tiling and batching are here; the backend o
 from __future__ import annotations
 
 import logging
+import math
+import os
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from banet.processing import postprocess, preprocess
+from banet.errors import OptionError
+from banet.processing import ImageFormatError, postprocess, preprocess
 from runtime.backends.base import Backend
 from runtime.images import merge_image, split_image
-from runtime.loading import open_backend
+from runtime.loading import backend_for_path, open_backend
 from runtime.tiling import activation_bytes_per_pixel, budget_tile, run_tiled
 
 log = logging.getLogger(__name__)
@@ -49,26 +53,21 @@ class Deblurrer:
     def __init__(self, model: str | Path | None = None, backend: str | None = None, rgb: bool = False,
                  tile: int | None = None, tile_overlap: int = 32,
                  memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB, **backend_options) -> None:
-        if not isinstance(tile_overlap, int) or tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be a whole number of pixels >= 0, got {tile_overlap!r}")
-        if tile is not None and (not isinstance(tile, int) or tile <= 0):
-            raise ValueError(f"tile must be a positive whole number of pixels, got {tile!r}")
-        if memory_budget_mb is not None and not memory_budget_mb > 0:
-            raise ValueError(f"memory_budget_mb must be > 0 (or None for no budget), got {memory_budget_mb!r}")
-        if model is None:
-            from banet.defaults import default_weights_path
+        check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options)
+        if model is None:  # the checkpoint where PyTorch is installed, else the ONNX shipped next to it
+            from banet.defaults import default_model_path
 
-            model = default_weights_path()
+            model = default_model_path(backend)
         self.rgb = rgb
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.memory_budget_mb = memory_budget_mb
         self._lock = threading.Lock()
-        self.backend: Backend | None = open_backend(Path(model), backend, **backend_options)
+        self.backend: Backend | None = _open(Path(model), backend, backend_options)
         self.conventions = self.backend.metadata.conventions
         multiple = self.conventions.size_multiple
         if tile is not None and (tile < 2 * tile_overlap or tile % multiple):
-            raise ValueError(f"tile must be a multiple of {multiple} and at least twice tile_overlap "
+            raise OptionError(f"tile must be a multiple of {multiple} and at least twice tile_overlap "
                              f"({tile_overlap}), got {tile}")
         self._bytes_per_pixel = activation_bytes_per_pixel(self.backend.metadata.config)
         log.info("Deblurrer ready: %s", self.backend.describe())
@@ -85,7 +84,12 @@ class Deblurrer:
 
     def deblur_batch(self, images: Sequence, rgb: bool | None = None) -> list:
         """Deblur a list of images (sizes may differ); images of equal size run as one batch."""
-        rgb = self.rgb if rgb is None else rgb
+        rgb = self.rgb if rgb is None else _check_bool("rgb", rgb)
+        if _is_single_image(images):
+            raise ImageFormatError(f"deblur_batch takes a list of images, got one {type(images).__name__}; call "
+                                   "deblur() for a single image")
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence | Iterable):
+            raise ImageFormatError(f"deblur_batch takes a list of images, got {type(images).__name__}")
         parts = [split_image(image, rgb) for image in images]
         results: list = [None] * len(parts)
         groups: dict[tuple, list[int]] = {}
@@ -174,3 +178,83 @@ class Deblurrer:
         if self.backend is None:
             raise RuntimeError("this Deblurrer has been closed")
         return self.backend
+
+
+# -- option checks: every option's type and range, in one line, before a model is opened ------------------------------
+#: Backend options this project's backends take, and what each must be (checked here so a wrong type is one line,
+#: not an error from deep inside PyTorch or ONNX Runtime); options not listed are left to the backend.
+_BOOL_OPTIONS = ("half", "channels_last", "static", "cuda_graph", "check_onnx")
+
+
+def _check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise OptionError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options: dict) -> None:
+    """Refuse a :class:`Deblurrer` option of the wrong type or value with one :class:`OptionError` line naming it."""
+    if model is not None and not isinstance(model, str | os.PathLike):
+        raise OptionError(f"model must be a file path (str or pathlib.Path) or None for the default model, got "
+                          f"{type(model).__name__}")
+    if backend is not None and not isinstance(backend, str):
+        raise OptionError(f"backend must be a name such as 'onnxruntime' or None, got {backend!r}")
+    _check_bool("rgb", rgb)
+    if not _whole(tile_overlap) or tile_overlap < 0:
+        raise OptionError(f"tile_overlap must be a whole number of pixels >= 0, got {tile_overlap!r}")
+    if tile is not None and (not _whole(tile) or tile <= 0):
+        raise OptionError(f"tile must be a positive whole number of pixels, got {tile!r}")
+    if memory_budget_mb is not None and (not isinstance(memory_budget_mb, int | float | np.integer | np.floating)
+                                         or isinstance(memory_budget_mb, bool | np.bool_)):
+        raise OptionError(f"memory_budget_mb must be a number of MiB (or None for no budget), got "
+                          f"{memory_budget_mb!r}")
+    if memory_budget_mb is not None and not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
+        raise OptionError(f"memory_budget_mb must be a finite number > 0 (or None for no budget), got "
+                          f"{memory_budget_mb!r}")
+    for name in _BOOL_OPTIONS:
+        if name in backend_options:
+            _check_bool(name, backend_options[name])
+    threads = backend_options.get("threads")
+    if threads is not None and (not _whole(threads) or threads < 0):
+        raise OptionError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
+    device = backend_options.get("device")
+    kind = backend or (_backend_kind(Path(model)) if model is not None else "torch")
+    if device is not None and kind == "torch" and not isinstance(device, str):
+        raise OptionError(f"device must be a name such as 'cpu' or 'cuda:0' on the torch backend, got {device!r}")
+    if device is not None and kind == "tensorrt" and not _whole(device):
+        raise OptionError(f"device must be a GPU index (0, 1...) on the tensorrt backend, got {device!r}")
+    if device is not None and not (isinstance(device, str) or _whole(device)):
+        raise OptionError(f"device must be a name such as 'cpu' or 'cuda:0' (or a GPU index), got {device!r}")
+    providers = backend_options.get("providers")
+    if providers is not None and (isinstance(providers, str) or not isinstance(providers, list | tuple)
+                                  or not all(isinstance(p, str | tuple) for p in providers)):
+        raise OptionError(f"providers must be a list of ONNX Runtime provider names, got {providers!r}")
+
+
+def _backend_kind(path: Path) -> str | None:
+    """The backend a model file runs on by default, or None when its extension does not say (refused later)."""
+    try:
+        return backend_for_path(path)
+    except ValueError:
+        return None
+
+
+def _open(path: Path, backend: str | None, options: dict) -> Backend:
+    """:func:`open_backend`, with an option the chosen backend does not take named in one line."""
+    try:
+        return open_backend(path, backend, **options)
+    except TypeError as exc:
+        unexpected = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if unexpected is None:
+            raise
+        raise OptionError(f"the {backend or _backend_kind(path)} backend for {path.name} takes no option "
+                          f"{unexpected.group(1)!r}") from None
+
+
+def _is_single_image(images) -> bool:
+    """A numpy array or PIL image where a list of them was expected."""
+    return (isinstance(images, np.ndarray) and images.ndim <= 3) or hasattr(images, "getpixel")

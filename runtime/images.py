@@ -6,16 +6,20 @@ plus what is needed to give the result back in the same form (:func:`merge_image
 
 from __future__ import annotations
 
+import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from banet.errors import first_line
+from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
 
 #: Smallest height/width accepted: a 1-pixel image has no blur to remove.
 MIN_SIDE = 2
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 
 
 class ImageReadError(OSError):
@@ -30,25 +34,38 @@ class ImageForm:
     channel_order: str  # "BGR" or "RGB" for colour channels
     dtype: np.dtype
     pil_mode: str | None = None
+    grey_channels: bool = False  # three equal colour channels: returned exactly grey
 
 
 def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None, ImageForm]:
     """User image -> (HxWx3 colour array in its own dtype, alpha plane or None, form).
 
     PIL images are always RGB(A)/L; numpy arrays are BGR unless ``rgb``. Raises :class:`ImageFormatError` for
-    anything that is not a 2-D image with 1, 3 or 4 channels, or is smaller than 2x2.
+    anything that is not a 2-D image with 1, 3 or 4 channels, or is smaller than 2x2, and :class:`ImageReadError`
+    for a PIL image whose pixels cannot be read (closed, or a lazily opened file that is truncated).
     """
     pil_mode = None
     if _is_pil(image):
+        image = _loaded_pil(image)
         pil_mode = image.mode
-        array = _pil_array(image)
+        array = _pil_array(image, detect_8bit=True)
         if array is None:
-            image = image.convert("RGBA" if "A" in pil_mode or "transparency" in image.info else "RGB")
+            target = "RGBA" if "A" in pil_mode or "transparency" in image.info else "RGB"
+            try:
+                image = image.convert(target)
+            except (ValueError, OSError) as exc:
+                raise ImageFormatError(f"a PIL image of mode {pil_mode} cannot be converted to {target}: "
+                                       f"{first_line(exc)}") from None
             pil_mode = image.mode
             array = np.asarray(image)
         rgb = True
+    elif isinstance(image, np.ma.MaskedArray):
+        raise ImageFormatError("a masked array: its masked pixels have no values to deblur; pass "
+                               "array.filled(value) instead")
     elif isinstance(image, np.ndarray):
-        array = image
+        array = np.asarray(image)  # a subclass (np.matrix...) as the plain array it holds
+        if not array.dtype.isnative:
+            array = array.astype(array.dtype.newbyteorder("="))
     else:
         raise ImageFormatError(f"expected a numpy array or a PIL image, got {type(image).__name__}")
     if array.size == 0:
@@ -67,55 +84,104 @@ def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None
     if min(array.shape[:2]) < MIN_SIDE:
         raise ImageFormatError(f"image of {array.shape[0]}x{array.shape[1]} pixels is too small to deblur "
                                f"(at least {MIN_SIDE}x{MIN_SIDE})")
-    return colour, alpha, ImageForm(kind, "RGB" if rgb else "BGR", array.dtype, pil_mode)
+    grey_channels = kind.startswith("colour") and _channels_equal(colour)
+    return colour, alpha, ImageForm(kind, "RGB" if rgb else "BGR", array.dtype, pil_mode, grey_channels)
+
+
+def _channels_equal(colour: np.ndarray) -> bool:
+    """Whether all three colour channels hold the same values: a grey photo stored as colour."""
+    return bool(np.array_equal(colour[..., 0], colour[..., 1]) and np.array_equal(colour[..., 0], colour[..., 2]))
+
+
+def _grey(colour: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """HxWx3 restored colour -> HxW grey in ``dtype``: the mean of the channels (rounded for integer types)."""
+    grey = colour.mean(axis=2, dtype=np.float32 if colour.dtype.itemsize <= 4 else np.float64)
+    if np.issubdtype(dtype, np.integer):
+        grey = np.rint(grey)
+    return grey.astype(dtype)
 
 
 def merge_image(colour: np.ndarray, alpha: np.ndarray | None, form: ImageForm):
-    """Inverse of :func:`split_image` for a restored HxWx3 colour array in the original dtype."""
+    """Inverse of :func:`split_image` for a restored HxWx3 colour array in the original dtype.
+
+    A grey input (one channel, or three equal ones) comes back exactly grey: the network's three outputs
+    differ slightly, so their mean is returned in every channel.
+    """
     if form.kind in ("grey2d", "grey3d"):
-        grey = colour.astype(np.float64).mean(axis=2)
-        if np.issubdtype(form.dtype, np.integer):
-            grey = np.rint(grey)
-        out = grey.astype(form.dtype)
+        out = _grey(colour, form.dtype)
         out = out[..., None] if form.kind == "grey3d" else out
-    elif form.kind == "colour+alpha":
-        out = np.concatenate([colour, alpha[..., None].astype(colour.dtype)], axis=2)
     else:
-        out = colour
+        if form.grey_channels:
+            colour = np.repeat(_grey(colour, colour.dtype)[..., None], 3, axis=2)
+        if form.kind == "colour+alpha":
+            out = np.concatenate([colour, alpha[..., None].astype(colour.dtype)], axis=2)
+        else:
+            out = colour
     if form.pil_mode is not None:
         from PIL import Image
 
         if form.pil_mode == "I":
             return Image.fromarray(out.astype(np.int32))
         if form.pil_mode.startswith("I;16"):
-            return Image.fromarray(out)  # uint16 -> I;16
+            return Image.fromarray(out.astype(np.uint16))  # -> I;16
         return Image.fromarray(out.astype(np.float32) if form.pil_mode == "F" else out)
     return out
 
 
-#: PIL modes taken as they are (grey modes "I" and "I;16*" are 16-bit data, "F" is float in [0, 1]); any other
-#: mode (palette, CMYK, YCbCr, 1-bit, LA...) is converted to RGB or RGBA.
+#: PIL modes taken as they are (grey modes "I" and "I;16*" are 8- or 16-bit data, see :func:`_pil_array`; "F" is
+#: float in [0, 1]); any other mode (palette, CMYK, YCbCr, 1-bit, LA...) is converted to RGB or RGBA.
 _PIL_DIRECT = ("L", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F")
 
 
-def _pil_array(image) -> np.ndarray | None:
+def _pil_array(image, detect_8bit: bool = False) -> np.ndarray | None:
     """The pixels of a PIL image in a mode taken directly, or None when it must be converted first.
 
     Mode "I" (32-bit integers, what PIL gives for 16-bit PNGs) must hold 16-bit values: it becomes uint16
-    (and is returned as mode "I" again). Mode "F" must be float in [0, 1], like float arrays.
+    (and is returned as mode "I" again). Mode "F" must be float in [0, 1], like float arrays. With
+    ``detect_8bit`` (images handed to the API, whose bit depth PIL does not record), integer modes "I" and "I;16*"
+    whose values all lie in 0..255 are 8-bit data (``Image.convert("I")`` of an 8-bit image) and become uint8.
     """
     if image.mode not in _PIL_DIRECT:
         return None
     array = np.asarray(image)
-    if image.mode.startswith("I;16"):
-        return array.astype(np.uint16)  # native byte order
-    if image.mode == "I":
+    if image.mode.startswith("I"):
         lo, hi = (int(array.min()), int(array.max())) if array.size else (0, 0)
         if lo < 0 or hi > 65535:
-            raise ImageFormatError(f"PIL image of mode I holds values in [{lo}, {hi}]; only 16-bit data "
-                                   "(0..65535) is supported")
-        return array.astype(np.uint16)
+            raise ImageFormatError(f"PIL image of mode I holds values in [{lo}, {hi}]; only 8-bit (0..255) or "
+                                   "16-bit (0..65535) data is supported")
+        return array.astype(np.uint8 if detect_8bit and hi <= 255 else np.uint16)  # native byte order
     return array
+
+
+#: EXIF tag 274: how the stored pixels must be turned to be shown upright.
+_ORIENTATION = 0x0112
+
+
+def _loaded_pil(image):
+    """A PIL image with its pixels loaded and its EXIF orientation applied (it is returned upright, as files are
+    read); one line for an image that is closed or truncated."""
+    try:
+        image.load()
+        orientation = image.getexif().get(_ORIENTATION, 1)
+    except Exception as exc:  # PIL raises ValueError (closed), OSError/SyntaxError (truncated, corrupt)...
+        raise ImageReadError(f"cannot read the pixels of this PIL image ({image.mode}, "
+                             f"{image.size[0]}x{image.size[1]}): {first_line(exc)}") from None
+    if orientation in range(2, 9):
+        from PIL import ImageOps
+
+        image = ImageOps.exif_transpose(image)
+    return image
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels (HxW...) upright following an EXIF orientation (1-8; anything else: unchanged)."""
+    transforms = {
+        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    transform = transforms.get(orientation)
+    return array if transform is None else np.ascontiguousarray(transform(array))
 
 
 def _is_pil(image) -> bool:
@@ -146,90 +212,167 @@ def require_opencv(what: str):
     return cv2
 
 
-def read_image(path: str | Path) -> np.ndarray:
+#: Largest image read from a file by default, in pixels (200 MP: above the largest camera sensors, far below a
+#: decompression bomb's billions); ``read_image(max_pixels=)`` and the CLI's ``--max-megapixels`` raise it.
+DEFAULT_MAX_PIXELS = 200_000_000
+
+
+class ImageWriteError(OSError):
+    """An output image that cannot be encoded or written (a full disk...); the message names the file."""
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What Pillow reads from a file's header without decoding its pixels."""
+
+    width: int
+    height: int
+    frames: int
+    orientation: int
+    format: str
+
+
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _read_header(data: bytes) -> _Header | None:
+    """Size, frame count and EXIF orientation from the header, or None when Pillow does not know the format.
+
+    Pillow's own decompression-bomb limit is lifted while the header is read (never while pixels are decoded
+    here without a check): the caller's ``max_pixels`` is the limit, and it needs the size to say so.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    with _PILLOW_LIMIT:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                frames = image.n_frames if getattr(image, "is_animated", False) else 1
+                orientation = image.getexif().get(_ORIENTATION, 1)
+                return _Header(image.size[0], image.size[1], frames, orientation, image.format or "")
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
+            return None
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as OpenCV does (BGR, 8 or 16 bit, alpha and grey kept); with Pillow where OpenCV is not
-    installed (8-bit colour, 8/16-bit grey; a 16-bit colour file is refused rather than truncated)."""
+    installed or does not know the format (GIF; 8-bit colour, 8/16-bit grey: a 16-bit colour file is refused
+    rather than truncated).
+
+    Refused in one line (:class:`ImageReadError`) before any pixel is decoded: a file whose header declares more
+    than ``max_pixels`` pixels (a decompression bomb; None: no limit), and a multi-page or animated file (only
+    its first page would be deblurred). The EXIF orientation is applied: the array is upright, as viewers show it.
+    """
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path}: image file not found")
     if not path.is_file():
         raise ImageReadError(f"{path}: not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    header = _read_header(data)
+    if header is not None:
+        pixels = header.width * header.height
+        if max_pixels is not None and pixels > max_pixels:
+            raise ImageReadError(f"{path}: {header.width}x{header.height} is {pixels / 1e6:.0f} megapixels, over "
+                                 f"the limit of {max_pixels / 1e6:g} (a decompression bomb?); raise the limit "
+                                 "(--max-megapixels, read_image(max_pixels=)) if the image is real")
+        if header.frames > 1 and header.format != "MPO":  # MPO: a camera JPEG with previews; its first is the photo
+            raise ImageReadError(f"{path}: a {header.format} with {header.frames} pages or frames; only single "
+                                 "images are deblurred (save each page as its own file, or a video as a video)")
+    image = _decode(path, data, header)
+    return apply_orientation(image, header.orientation) if header is not None else image
+
+
+def _decode(path: Path, data: bytes, header: _Header | None) -> np.ndarray:
+    """Pixels of an image file: OpenCV first (16-bit colour), Pillow where OpenCV is missing or does not know it."""
     cv2 = opencv()
-    if cv2 is None:
-        return _read_with_pillow(path)
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'} "
-                             "file of another kind, truncated or empty?)")
-    return image
+    if cv2 is not None:
+        try:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+        except cv2.error as exc:
+            raise ImageReadError(f"{path}: OpenCV cannot decode it: {first_line(exc)}") from None
+        if image is not None:
+            return image
+        if header is None:
+            raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'}"
+                                 " file of another kind, truncated or empty?)")
+    return _read_with_pillow(path, data, hint=cv2 is None)
 
 
-def _png_is_16bit_colour(path: Path) -> bool:
+def _png_is_16bit_colour(head: bytes) -> bool:
     """PNG header: bit depth (byte 24) 16 with colour type (byte 25) RGB (2) or RGBA (6)."""
-    with open(path, "rb") as handle:
-        head = handle.read(26)
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 26 and head[24] == 16 and head[25] in (2, 6)
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 26 and head[24] == 16 and head[25] in (2, 6)
 
 
-def _read_with_pillow(path: Path) -> np.ndarray:
+def _read_with_pillow(path: Path, data: bytes, hint: bool = True) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    if _png_is_16bit_colour(path):
+    if hint and _png_is_16bit_colour(data[:26]):
         raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
     try:
-        with Image.open(path) as image:
+        with _PILLOW_LIMIT:  # the size was checked against the caller's limit before this
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(io.BytesIO(data))
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+        with image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
                 return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
             alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, ImageFormatError) as exc:
-        raise ImageReadError(f"{path}: not an image Pillow can decode (truncated, empty, another kind of file, or a "
-                             f"format that needs OpenCV: {OPENCV_HINT}): {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, ImageFormatError) as exc:
+        extra = f", or a format that needs OpenCV: {OPENCV_HINT}" if hint else ""
+        raise ImageReadError(f"{path}: not an image Pillow can decode (truncated, empty, another kind of "
+                             f"file{extra}): {first_line(exc)}") from None
     return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]])  # RGB(A) -> BGR(A), as OpenCV reads
 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write an image (BGR order, as OpenCV expects) under a temporary name, then rename it into place.
+    """Write an image (BGR order, as OpenCV expects) whole or not at all (:func:`banet.outputs.write_atomic`).
 
     The rename replaces the directory entry, so an existing file is swapped whole (never half-written, and a
-    hard link elsewhere to the old file keeps the old content). Without OpenCV, Pillow writes it.
+    hard link elsewhere to the old file keeps the old content). Pillow writes the formats OpenCV lacks (GIF), and
+    everything where OpenCV is not installed. Raises :class:`ImageWriteError` in one line (a full disk says so).
     """
-    import os
-
     path = Path(path)
     encoded = _encode(path, image)
-    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
-        encoded.tofile(str(partial))
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        write_atomic(path, encoded)
+    except OSError as exc:
+        raise ImageWriteError(write_error(exc, path, len(encoded))) from None
 
 
-def _encode(path: Path, image: np.ndarray) -> np.ndarray:
+def _encode(path: Path, image: np.ndarray) -> bytes:
     """The encoded bytes of ``image`` in the format of ``path``'s extension."""
     cv2 = opencv()
-    if cv2 is not None:
-        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    suffix = path.suffix or ".png"
+    if cv2 is not None and cv2.haveImageWriter("x" + suffix):
+        try:
+            ok, encoded = cv2.imencode(suffix, image)
+        except cv2.error as exc:
+            ok, encoded = False, first_line(exc)
         if not ok:
-            raise ImageReadError(f"{path}: OpenCV could not encode an image of shape {image.shape} and dtype "
-                                 f"{image.dtype} as {path.suffix}")
-        return encoded
-    import io
-
+            raise ImageWriteError(f"{path}: OpenCV could not encode an image of shape {image.shape} and dtype "
+                                  f"{image.dtype} as {suffix}")
+        return encoded.tobytes()
     from PIL import Image
 
     if image.ndim == 3 and image.dtype != np.uint8:
-        raise ImageReadError(f"{path}: writing {image.dtype} colour images needs OpenCV: {OPENCV_HINT}")
+        raise ImageWriteError(f"{path}: writing {image.dtype} colour images needs OpenCV: {OPENCV_HINT}")
     if image.ndim == 3:
         image = image[..., [2, 1, 0, 3][:image.shape[2]]]  # BGR(A) -> RGB(A)
     buffer = io.BytesIO()
     try:
         Image.fromarray(np.ascontiguousarray(image)).save(buffer, format=Image.registered_extensions().get(
-            path.suffix.lower(), "PNG"))
+            suffix.lower(), "PNG"))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ImageReadError(f"{path}: Pillow could not encode an image of shape {image.shape} and dtype "
-                             f"{image.dtype} as {path.suffix}: {exc}") from None
-    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
+        raise ImageWriteError(f"{path}: Pillow could not encode an image of shape {image.shape} and dtype "
+                              f"{image.dtype} as {suffix}: {first_line(exc)}") from None
+    return buffer.getvalue()
