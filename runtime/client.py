@@ -5,8 +5,9 @@
 The server takes 8-bit colour images: a 16-bit image is converted to 8 bits (with a note; ``python -m runtime``
 deblurs locally and keeps 16 bits), grey images are sent as three equal channels, an alpha channel is kept
 aside and put back on the result. Any failure (server down, unknown model, unreadable or too small image, a
-refusal from the server) is one line on stderr and exit code 1. An HTTP server is checked within
---connect-timeout seconds before the image is sent.
+refusal from the server, a busy server's 503) is one line on stderr and exit code 1; bad options exit with code
+2, Ctrl-C with 130, each in one line. An HTTP server is checked within --connect-timeout seconds before the image
+is sent.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from runtime.images import MIN_SIDE
+from runtime.serve_requests import OneLineParser, number
 
 
 class ClientError(RuntimeError):
@@ -150,18 +152,19 @@ def _quiet_opencv() -> None:
     cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime.client", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m runtime.client", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", type=Path, help="blurred image file (PNG, JPEG, ...; 8 or 16 bit)")
     parser.add_argument("--output", type=Path, required=True, help="where to write the deblurred image (8 bit)")
     parser.add_argument("--url", default="127.0.0.1:8000",
                         help="server address: host:port of its HTTP port (default 127.0.0.1:8000), or "
                              "grpc://host:port where the server opened gRPC")
     parser.add_argument("--model", default="banet", help="model name on the server (default banet)")
-    parser.add_argument("--connect-timeout", type=float, default=5.0,
+    seconds = number(float, 0, 24 * 3600, low_open=True)
+    parser.add_argument("--connect-timeout", type=seconds, default=5.0,
                         help="seconds to wait for the server and model before giving up (default 5)")
-    parser.add_argument("--timeout", type=float, default=120.0,
+    parser.add_argument("--timeout", type=seconds, default=120.0,
                         help="seconds one image may take on the server (default 120)")
     return parser
 
@@ -175,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ClientError, OSError, PyTritonClientError) as exc:  # OSError includes ImageReadError
         print(f"error: {error_line(str(exc))}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     print(f"wrote {args.output}")
     return 0
 

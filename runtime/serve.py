@@ -16,6 +16,13 @@ gRPC is off by default. ``--grpc-port`` turns on Triton's own gRPC endpoint, bou
 ``--host`` says: it gets no front (Triton's gRPC does check data length against the declared shape, and the
 infer function still checks image size, but messages up to 2 GB are read and errors may carry tracebacks), so
 it is for trusted local clients. Prometheus metrics are on 127.0.0.1 (``--metrics-port``) only.
+
+Overload: inference requests wait for the model in one queue (``--queue-size``, default 16); a request that
+cannot be answered within ``--deadline-s`` of its arrival (default 120 s, predicted from the model's measured
+speed), or whose client hung up while it waited, is dropped before it is computed. Refusals are 503 with a
+Retry-After header. Triton's own log goes to a file (``--triton-log``; ``--verbose`` prints it instead).
+Start-up errors (model, ports, host, options) are one ``error:`` line and exit code 1 (2 for bad options);
+Ctrl-C stops with one line and exit code 130, SIGTERM stops cleanly with exit code 0.
 Needs the ``serve`` extra: pip install 'banet-deploy[serve]'.
 """
 
@@ -24,17 +31,32 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import signal
 import socket
+import sys
 import sysconfig
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from runtime.backends.base import BackendUnavailableError
-from runtime.serve_front import FrontServer, start_front
-from runtime.serve_requests import DEFAULT_MAX_PIXELS, MB, FrontLimits, error_tag
+from runtime.serve_front import LARGE_BYTES, FrontServer, release_memory
+from runtime.serve_requests import (
+    BATCH_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    MB,
+    FrontLimits,
+    OneLineParser,
+    error_tag,
+    number,
+    one_line,
+    port,
+)
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "banet"
@@ -56,10 +78,18 @@ class ServeConfig:
     max_body_bytes: int | None = None
     triton_http_port: int | None = None
     front: dict = field(default_factory=dict)  # further FrontLimits fields (timeouts, connection caps)
+    queue_size: int = 16
+    deadline_s: float = 120.0
+    triton_log: Path | None = None  # Triton's log file; None: printed on stdout (PyTriton's way)
 
     def limits(self) -> FrontLimits:
         return FrontLimits(model=MODEL_NAME, max_pixels=self.max_pixels, max_body_bytes=self.max_body_bytes,
-                           max_batch=self.max_batch, **self.front)
+                           max_batch=self.max_batch, queue_size=self.queue_size, deadline_s=self.deadline_s,
+                           **self.front)
+
+
+class ServeError(RuntimeError):
+    """The server cannot start or stopped by itself; the message is one line for the user."""
 
 
 class Server:
@@ -74,9 +104,12 @@ class Server:
         host, port = self.front.server_address[:2]
         return f"{host}:{port}"
 
-    def serve(self) -> None:
-        """Block until Triton stops (or Ctrl-C)."""
-        self.triton.serve()
+    def serve(self, poll_s: float = 1.0) -> None:
+        """Block until Ctrl-C (KeyboardInterrupt) or another exception from a signal handler; raise ServeError if
+        Triton stops by itself."""
+        while self.triton.is_alive():
+            time.sleep(poll_s)
+        raise ServeError("the Triton server stopped by itself; see its log")
 
     def stop(self) -> None:
         """Stop the front first (no new requests), then Triton."""
@@ -101,6 +134,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
+
+
+def _check_port_free(port_number: int, what: str) -> None:
+    """Raise ServeError if ``what`` (Triton's metrics or gRPC port on loopback) cannot be bound: Triton would
+    otherwise fail late, with a page of log."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((LOOPBACK, port_number))
+        except OSError as exc:
+            raise ServeError(f"cannot use {what} port {LOOPBACK}:{port_number}: {exc.strerror or exc}; pick another "
+                             f"with --{what}-port") from None
+
+
+def _bind_front(config: ServeConfig, triton_port: int) -> FrontServer:
+    """The public socket, bound before Triton starts, so a bad host or busy port fails fast and in one line."""
+    try:
+        return FrontServer((config.host, config.http_port), config.limits(), (LOOPBACK, triton_port))
+    except (OSError, OverflowError, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ServeError(f"cannot listen on {config.host}:{config.http_port}: {one_line(reason)}") from None
 
 
 # -- the infer function ---------------------------------------------------------------------------------------
@@ -141,9 +195,10 @@ def describe_failure(exc: BaseException) -> str:
     return error_tag(500, "internal error while deblurring (see the server log)")
 
 
-def make_infer(deblurrer, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """The batched inference function PyTriton calls. Every failure leaves as one tagged line: PyTriton wraps it in
-    a traceback, which the front strips (see :func:`runtime.serve_requests.clean_upstream_error`)."""
+def make_infer(deblurrer, max_pixels: int = DEFAULT_MAX_PIXELS, batch_pixels: int = BATCH_PIXELS):
+    """The batched inference function PyTriton calls; the model gets at most ``batch_pixels`` pixels per call (or
+    one image), which bounds peak memory. Every failure leaves as one tagged line: PyTriton wraps it in a
+    traceback, which the front strips (see :func:`runtime.serve_requests.clean_upstream_error`)."""
     from pytriton.decorators import batch
     from pytriton.exceptions import PyTritonBadParameterError
 
@@ -152,11 +207,14 @@ def make_infer(deblurrer, max_pixels: int = DEFAULT_MAX_PIXELS):
         try:
             check_images(image, max_pixels)
             out: list[np.ndarray] = []
-            for chunk in pixel_chunks(image, max_pixels):
+            for chunk in pixel_chunks(image, min(max_pixels, batch_pixels)):
                 out.extend(deblurrer.deblur_batch(list(chunk)))
             return {"deblurred": np.stack(out)}
         except Exception as exc:  # noqa: BLE001 (every failure becomes one line for the client)
             raise PyTritonBadParameterError(describe_failure(exc)) from None
+        finally:
+            if image.nbytes >= LARGE_BYTES:
+                release_memory()  # the model's activations for a big image would otherwise stay mapped
 
     return infer
 
@@ -172,82 +230,159 @@ def _start_triton(deblurrer, config: ServeConfig, triton_port: int):
     grpc = {"allow_grpc": False} if config.grpc_port is None else {"grpc_address": LOOPBACK,
                                                                     "grpc_port": config.grpc_port}
     metrics = {"allow_metrics": False} if config.metrics_port is None else {"metrics_port": config.metrics_port}
+    log_file = {} if config.triton_log is None else {"log_file": config.triton_log}
     triton = Triton(config=TritonConfig(http_address=LOOPBACK, http_port=triton_port, log_verbose=0, **grpc,
-                                        **metrics))
-    triton.bind(model_name=MODEL_NAME, infer_func=make_infer(deblurrer, config.max_pixels),
+                                        **metrics, **log_file))
+    triton.bind(model_name=MODEL_NAME, infer_func=make_infer(deblurrer, config.max_pixels,
+                                                             config.limits().batch_pixels),
                 inputs=[Tensor(name="image", dtype=np.uint8, shape=(-1, -1, 3))],
                 outputs=[Tensor(name="deblurred", dtype=np.uint8, shape=(-1, -1, 3))],
                 config=ModelConfig(max_batch_size=config.max_batch,
                                    batcher=DynamicBatcher(max_queue_delay_microseconds=config.queue_delay_us)),
                 strict=True)
-    triton.run()
+    try:
+        triton.run()
+    except BaseException:
+        triton.stop()
+        raise
     return triton
 
 
 def start(deblurrer, config: ServeConfig) -> Server:
-    """Start Triton on a private loopback port and the validating front on ``config.host:http_port``."""
+    """Start Triton on a private loopback port and the validating front on ``config.host:http_port``. The
+    public socket is bound first; a bad host, a busy port or a Triton that fails raise :class:`ServeError`."""
     triton_port = config.triton_http_port or _free_port()
-    triton = _start_triton(deblurrer, config, triton_port)
+    front = _bind_front(config, triton_port)
     try:
-        front = start_front(config.host, config.http_port, config.limits(), (LOOPBACK, triton_port))
+        for what, number_ in (("metrics", config.metrics_port), ("grpc", config.grpc_port)):
+            if number_ is not None:
+                _check_port_free(number_, what)
+        try:
+            triton = _start_triton(deblurrer, config, triton_port)
+        except (BackendUnavailableError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 (PyTriton's errors and tritonserver's failures, as one line)
+            log.debug("Triton failed to start", exc_info=True)
+            where = f"; see {config.triton_log}" if config.triton_log else ""
+            raise ServeError(f"the Triton server did not start: {one_line(exc)}{where}") from None
     except BaseException:
-        triton.stop()
+        front.server_close()
         raise
+    front.start()
     log.info("serving %s on http://%s:%d (images up to %.1f MP)%s", MODEL_NAME, config.host, front.port,
              config.max_pixels / 1e6, "" if config.grpc_port is None else
              f"; unvalidated gRPC on {LOOPBACK}:{config.grpc_port}")
     return Server(triton, front)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m runtime.serve", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m runtime.serve", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint, ONNX or engine (default: embedded model)")
-    parser.add_argument("--backend", default=None, help="torch, onnxruntime or tensorrt (default: from the file)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None,
+                        help="torch, onnxruntime or tensorrt (default: from the file)")
     parser.add_argument("--host", default=LOOPBACK,
                         help="address the HTTP port listens on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
-    parser.add_argument("--http-port", type=int, default=8000, help="public HTTP port (default 8000)")
-    parser.add_argument("--grpc-port", type=int, default=None,
+    parser.add_argument("--http-port", type=port(free_allowed=True), default=8000,
+                        help="public HTTP port (default 8000; 0 picks a free one)")
+    parser.add_argument("--grpc-port", type=port(), default=None,
                         help="also open Triton's gRPC on 127.0.0.1:PORT, without the request checks (default: off)")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics on 127.0.0.1 (default 8002)")
-    parser.add_argument("--max-batch", type=int, default=8, help="largest dynamic batch (default 8)")
-    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+    parser.add_argument("--metrics-port", type=port(), default=8002,
+                        help="Prometheus metrics on 127.0.0.1 (default 8002)")
+    parser.add_argument("--no-metrics", action="store_true", help="no metrics port")
+    parser.add_argument("--max-batch", type=number(int, 1, 1024), default=8, help="largest dynamic batch (default 8)")
+    parser.add_argument("--max-megapixels", type=number(float, 4e-6), default=DEFAULT_MAX_PIXELS / 1e6,
                         help="largest image accepted, in millions of pixels (default %(default).0f)")
-    parser.add_argument("--max-body-mb", type=float, default=None,
-                        help="largest request body in MiB (default: one image of --max-megapixels, plus 1 MiB)")
+    parser.add_argument("--max-body-mb", type=number(float, 0.001), default=None,
+                        help="largest request body in MiB, at least 0.001 (default: one image of --max-megapixels, "
+                             "plus 1 MiB)")
+    parser.add_argument("--queue-size", type=number(int, 0, 10_000), default=16,
+                        help="inference requests that may wait for the model; more get 503 (default 16)")
+    parser.add_argument("--deadline-s", type=number(float, 0, 24 * 3600, low_open=True), default=120.0,
+                        help="answer each request within this many seconds of its arrival: one that would not "
+                             "make it is refused (503) before it is computed (default 120)")
+    parser.add_argument("--triton-log", type=Path, default=None,
+                        help="file for Triton's log (default: triton.log in a new temporary folder, named at start)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="print Triton's and PyTriton's log on the console instead of a file")
     return parser
 
 
+class _Terminated(Exception):
+    """SIGTERM (docker stop, systemd): stop cleanly, exit code 0."""
+
+
 def _stop_on_signals() -> None:
-    """SIGTERM (docker stop, systemd) and SIGINT stop the server cleanly, even when started in the background
-    (where a shell leaves SIGINT ignored); otherwise the Triton child process would outlive us."""
+    """SIGINT raises KeyboardInterrupt even when started in the background (where a shell leaves SIGINT ignored),
+    SIGTERM raises :class:`_Terminated`: either way the server is stopped, otherwise the Triton child process
+    would outlive us."""
 
     def interrupt(signum, frame) -> None:
         raise KeyboardInterrupt
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, interrupt)
+    def terminate(signum, frame) -> None:
+        raise _Terminated
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def _quiet_logs(verbose: bool) -> Path | None:
+    """PyTriton's chatter only with --verbose; returns the folder made for Triton's log file (or None)."""
+    if verbose:
+        return None
+    logging.getLogger("pytriton").setLevel(logging.WARNING)
+    return Path(tempfile.mkdtemp(prefix="banet-serve-"))
+
+
+def _config(args: argparse.Namespace, log_folder: Path | None) -> ServeConfig:
+    max_pixels = int(args.max_megapixels * 1e6)
+    triton_log = args.triton_log if args.triton_log is not None else (log_folder / "triton.log" if log_folder
+                                                                      else None)
+    return ServeConfig(args.host, args.http_port, args.grpc_port, None if args.no_metrics else args.metrics_port,
+                       args.max_batch, max_pixels=max_pixels,
+                       max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * MB),
+                       queue_size=args.queue_size, deadline_s=args.deadline_s, triton_log=triton_log)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m runtime.serve``: 0 after SIGTERM, 130 after Ctrl-C, 1 with one ``error:`` line otherwise."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: errors only
     _stop_on_signals()
+    from banet.errors import CheckpointError
     from runtime import Deblurrer
+    from runtime.backends.base import IncompatibleArtifactError
 
-    config = ServeConfig(args.host, args.http_port, args.grpc_port, args.metrics_port, args.max_batch,
-                         max_pixels=int(args.max_megapixels * 1e6),
-                         max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * MB))
-    with Deblurrer(args.model, backend=args.backend) as deblurrer:
-        server = start(deblurrer, config)
-        try:
-            server.serve()
-        except KeyboardInterrupt:
-            log.info("stopping")
-        finally:
-            server.stop()
-    return 0
-
+    if args.triton_log is not None and not args.triton_log.parent.is_dir():
+        print(f"error: --triton-log {args.triton_log}: no such folder", file=sys.stderr)
+        return 1
+    log_folder = _quiet_logs(args.verbose)
+    config = _config(args, log_folder)
+    code = 1
+    try:
+        with Deblurrer(args.model, backend=args.backend) as deblurrer:
+            server = start(deblurrer, config)
+            if config.triton_log is not None:
+                log.info("Triton's log: %s", config.triton_log)
+            try:
+                server.serve()
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
+                    signal.signal(signum, signal.SIG_IGN)
+                server.stop()
+    except (ServeError, OSError, ValueError, CheckpointError, BackendUnavailableError,
+            IncompatibleArtifactError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted; server stopped", file=sys.stderr)
+        code = 130
+    except _Terminated:
+        log.info("stopped")
+        code = 0
+    if log_folder is not None and code != 1:  # kept after a failure: the error may point into it
+        shutil.rmtree(log_folder, ignore_errors=True)
+    return code
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -16,7 +16,15 @@ cannot serve itself, with a 4xx status and a one-line JSON body ``{"error": "...
 - 413: an image over ``max_pixels`` pixels (H*W);
 - 404: another model, or any endpoint other than inference, health and model metadata/config/ready/stats
   (model loading, logging, tracing and shared-memory registration stay private);
-- 503: too many connections, or too many request bytes already in flight (``max_inflight_bytes``).
+- 503 with Retry-After: too many connections, too many request bytes already in flight
+  (``max_inflight_bytes``), the model's queue full (``queue_size``), or a request that would not be answered
+  within its deadline (``deadline_s`` from its arrival, predicted from the model's measured speed).
+
+Overload: valid inference requests wait in one FIFO queue (:class:`AdmissionQueue`) and go to Triton together
+only up to ``batch_pixels`` pixels (one big image alone), so abandoned work never piles up inside Triton: a
+request whose client has hung up while it waited, or that can no longer make its deadline, is dropped before it
+is computed. Once a request is given to the model it is computed to the end (Triton cannot cancel it). After a
+large request the process hands freed memory back to the system (:func:`release_memory`).
 
 Good requests are forwarded byte for byte. Triton's own error bodies are reduced to one line: the infer
 function tags its errors with :func:`error_tag` so the reason and status survive PyTriton's traceback
@@ -25,13 +33,19 @@ wrapping; any other traceback becomes "internal error" (details stay in the serv
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import http.client
 import json
 import logging
+import math
+import select
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
@@ -50,6 +64,159 @@ from runtime.serve_requests import (
 )
 
 log = logging.getLogger(__name__)
+#: Bodies and images at least this large are followed by :func:`release_memory`.
+LARGE_BYTES = 8 * MB
+#: Retry-After (s) when no better estimate exists (connection cap, byte budget, a model not yet timed).
+RETRY_AFTER_S = 5
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None elsewhere (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the system after a large request. glibc keeps freed blocks of large
+    decodes and model activations in its arenas, so without this the process stays at its peak size."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+class ClientGone(Exception):
+    """The client hung up while its request waited; nothing is computed or answered."""
+
+
+@dataclass(eq=False)
+class _Ticket:
+    pixels: int
+    deadline: float
+    started: float | None = None
+
+
+class AdmissionQueue:
+    """The front's queue for the model: FIFO, at most ``queue_size`` requests waiting. Requests run together up to
+    ``batch_pixels`` pixels (a bigger one runs alone). Each waiting request is dropped as soon as its client is gone
+    or it cannot be answered by its deadline, predicted with the model's measured seconds per pixel; a request is
+    refused at once (503 + Retry-After) when the queue is full or that prediction already fails."""
+
+    def __init__(self, queue_size: int, batch_pixels: int, clock: Callable[[], float] = time.monotonic,
+                 poll_s: float = 0.25) -> None:
+        self.queue_size = queue_size
+        self.batch_pixels = batch_pixels
+        self.seconds_per_pixel: float | None = None  # None until a request of at least MIN_TIMED_PIXELS ran
+        self._clock = clock
+        self._poll_s = poll_s
+        self._cond = threading.Condition()
+        self._waiting: list[_Ticket] = []
+        self._running: list[_Ticket] = []
+
+    MIN_TIMED_PIXELS = 64 * 1024  # smaller requests time mostly overhead, not pixels
+
+    def estimate(self, pixels: int) -> float | None:
+        """Predicted model seconds for ``pixels``, or None before anything large enough was timed."""
+        return None if self.seconds_per_pixel is None else self.seconds_per_pixel * pixels
+
+    def observe(self, pixels: int, seconds: float) -> None:
+        """Fold one measured request into the speed estimate (moving average, recent requests weigh half)."""
+        if pixels >= self.MIN_TIMED_PIXELS:
+            rate = seconds / pixels
+            with self._cond:
+                old = self.seconds_per_pixel
+                self.seconds_per_pixel = rate if old is None else 0.5 * old + 0.5 * rate
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def _backlog_s(self, now: float, ahead: list[_Ticket]) -> float | None:
+        """Predicted seconds until the running requests and ``ahead`` are done (None: not timed yet)."""
+        if self.seconds_per_pixel is None:
+            return None
+        running = sum(max(0.0, self.estimate(t.pixels) - (now - t.started)) for t in self._running)
+        return running + sum(self.estimate(t.pixels) for t in ahead)
+
+    def _retry_after(self, now: float) -> int:
+        backlog = self._backlog_s(now, self._waiting)
+        return RETRY_AFTER_S if backlog is None else max(1, math.ceil(backlog))
+
+    def _fits(self, ticket: _Ticket) -> bool:
+        return not self._running or (sum(t.pixels for t in self._running) + ticket.pixels <= self.batch_pixels)
+
+    def _check_deadline(self, ticket: _Ticket, now: float) -> None:
+        ahead = self._waiting[:self._waiting.index(ticket)] if ticket in self._waiting else self._waiting
+        backlog, own = self._backlog_s(now, ahead), self.estimate(ticket.pixels)
+        if backlog is None:
+            if now >= ticket.deadline:
+                raise RequestError(503, "server busy: the request waited its whole deadline for the model; "
+                                        "retry later", self._retry_after(now))
+            return
+        finish = now + (0.0 if not ahead and self._fits(ticket) else backlog) + own
+        if finish > ticket.deadline:
+            if own > ticket.deadline - now and not ahead and not self._running:
+                raise RequestError(503, f"this image would take about {own:.0f} s on the model, beyond the "
+                                        "server's deadline; send a smaller image")
+            raise RequestError(503, f"server busy: the request would be answered in about {finish - now:.0f} s, "
+                                    "after its deadline; retry later", self._retry_after(now))
+
+    @contextmanager
+    def slot(self, pixels: int, deadline: float, client_gone: Callable[[], bool]) -> Iterator[None]:
+        """Wait in line for the model; the body runs the request. Raises RequestError 503 (queue full, deadline)
+        or :class:`ClientGone`; times the body to learn the model's speed."""
+        ticket = _Ticket(pixels, deadline)
+        with self._cond:
+            now = self._clock()
+            if self._waiting or not self._fits(ticket):
+                if len(self._waiting) >= self.queue_size:
+                    raise RequestError(503, f"server busy: {len(self._waiting)} requests already wait for the model; "
+                                            "retry later", self._retry_after(now))
+            self._check_deadline(ticket, now)
+            self._waiting.append(ticket)
+            try:
+                while True:
+                    if client_gone():
+                        raise ClientGone
+                    now = self._clock()
+                    self._check_deadline(ticket, now)
+                    if self._waiting[0] is ticket and self._fits(ticket):
+                        break
+                    self._cond.wait(self._poll_s)
+            finally:
+                self._waiting.remove(ticket)
+                self._cond.notify_all()
+            ticket.started = now
+            self._running.append(ticket)
+        try:
+            yield
+        finally:
+            seconds = self._clock() - ticket.started
+            with self._cond:
+                self._running.remove(ticket)
+                self._cond.notify_all()
+            self.observe(pixels, seconds)
+
+
+def client_gone(sock: socket.socket) -> bool:
+    """True when the peer has closed the connection: readable, and a peek reads end-of-file (or fails). A client
+    that sent more data (a pipelined request) is not gone."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
 
 class _ByteBudget:
     """Caps the request bytes held in memory at once; a request waits up to ``wait_s`` for room."""
@@ -64,7 +231,7 @@ class _ByteBudget:
         size = min(size, self._total)
         with self._cond:
             if not self._cond.wait_for(lambda: self._free >= size, timeout=wait_s):
-                raise RequestError(503, "server busy with other large requests; retry later")
+                raise RequestError(503, "server busy with other large requests; retry later", RETRY_AFTER_S)
             self._free -= size
         try:
             yield
@@ -84,6 +251,7 @@ class FrontServer(ThreadingHTTPServer):
         self.limits = limits
         self.upstream = upstream
         self.budget = _ByteBudget(limits.inflight_limit)
+        self.queue = AdmissionQueue(limits.queue_size, limits.batch_pixels)
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._thread: threading.Thread | None = None
         super().__init__(address, _Handler)
@@ -127,7 +295,7 @@ class FrontServer(ThreadingHTTPServer):
 def _refuse_connection(sock: socket.socket) -> None:
     body = json.dumps({"error": "too many connections; retry later"}).encode()
     head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
-            "\r\nConnection: close\r\n\r\n").encode()
+            f"\r\nRetry-After: {RETRY_AFTER_S}\r\nConnection: close\r\n\r\n").encode()
     try:
         sock.sendall(head + body)
     except OSError:
@@ -179,15 +347,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- routes ---------------------------------------------------------------------------------------------
     def _guarded(self, handler) -> None:
+        self._arrived = time.monotonic()
         self._body_read = False
         self._unread = _declared_length(self.headers)  # body bytes declared but not read yet
         try:
             handler()
+        except ClientGone:
+            log.info("dropped %s %s: the client hung up while it waited for the model", self.command, self.path)
+            self.close_connection = True
         except RequestError as exc:
             if not self._body_read:
                 self._drain_or_close()
             log.info("refused %s: %d %s", self.command, exc.status, exc.message)
-            self._send_json_error(exc.status, exc.message)
+            self._send_json_error(exc.status, exc.message, exc.retry_after)
         except Exception:
             log.exception("front: unexpected error")
             self.close_connection = True
@@ -204,13 +376,21 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._route({"/infer"}, allow_plain=False)
         length = self._content_length()
         header_length = self._header_length(length)
-        with self.server.budget.hold(length, self.server.limits.busy_wait_s):
+        limits = self.server.limits
+        with self.server.budget.hold(length, limits.busy_wait_s):
             body = self._read_body(length)
-            check_infer_request(body, header_length, self.server.limits)
+            pixels = check_infer_request(body, header_length, limits)
             headers = {k: self.headers[k] for k in ("Content-Type",) if self.headers.get(k)}
             if header_length is not None:
                 headers["Inference-Header-Content-Length"] = str(header_length)
-            self._forward("POST", path, body, headers)
+            with self.server.queue.slot(pixels, self._arrived + limits.deadline_s,
+                                        lambda: client_gone(self.connection)):
+                answer = self._exchange("POST", path, body, headers)
+            del body
+        self._reply("POST", path, *answer)
+        del answer
+        if length >= LARGE_BYTES or pixels * 3 >= LARGE_BYTES:
+            release_memory()
 
     def _route(self, suffixes: set[str | None], allow_plain: bool) -> str:
         """The upstream path for this request, or RequestError 404."""
@@ -286,7 +466,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- upstream -------------------------------------------------------------------------------------------
     def _forward(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> None:
-        status, response_headers, data = self._exchange(method, path, body, headers)
+        self._reply(method, path, *self._exchange(method, path, body, headers))
+
+    def _reply(self, method: str, path: str, status: int, response_headers: list[tuple[str, str]],
+               data: bytes) -> None:
+        """Triton's answer to the client: errors reduced to one line, configs without paths."""
         if status >= 400:
             status, message = clean_upstream_error(status, data)
             self._send_json_error(status, message)
@@ -329,8 +513,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._upstream_conn = None
 
     # -- responses ------------------------------------------------------------------------------------------
-    def _send_json_error(self, status: int, message: str) -> None:
-        self._send(status, json.dumps({"error": one_line(message)}).encode(), {"Content-Type": "application/json"})
+    def _send_json_error(self, status: int, message: str, retry_after: int | None = None) -> None:
+        headers = {"Content-Type": "application/json"}
+        if retry_after is not None:
+            headers["Retry-After"] = str(retry_after)
+        self._send(status, json.dumps({"error": one_line(message)}).encode(), headers)
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
         try:

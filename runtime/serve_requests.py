@@ -4,8 +4,11 @@ traceback wrapping, tracebacks and paths scrubbed). Pure functions of the reques
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import re
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +20,8 @@ MB = 1 << 20
 DRAIN_LIMIT = 256 * MB
 #: About 48 megapixels: an 8000x6000 photo.
 DEFAULT_MAX_PIXELS = 8000 * 6000
+#: Pixels the model is given at once (about one 1000x1000 image): more only raises peak memory on a CPU.
+BATCH_PIXELS = 1 << 20
 INPUT_NAME, OUTPUT_NAME = "image", "deblurred"
 _REQUEST_PARAMETERS = {"binary_data_output": bool, "priority": int, "timeout": int}
 _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/config|/stats|/infer)?$")
@@ -42,6 +47,9 @@ class FrontLimits:
     idle_timeout_s: float = 60.0
     upstream_timeout_s: float = 600.0
     busy_wait_s: float = 30.0
+    queue_size: int = 16  # inference requests that may wait for the model; more get 503 + Retry-After
+    deadline_s: float = 120.0  # a request not predicted to be answered within this, from its arrival, gets 503
+    batch_pixels: int = BATCH_PIXELS  # requests go to the model together up to this many pixels (or one alone)
 
     @property
     def body_limit(self) -> int:
@@ -53,12 +61,14 @@ class FrontLimits:
 
 
 class RequestError(Exception):
-    """A request the front answers itself: HTTP ``status`` and a one-line ``message``."""
+    """A request the front answers itself: HTTP ``status``, a one-line ``message`` and, for a 503 that a later
+    retry may pass, ``retry_after`` seconds (sent as a Retry-After header)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = one_line(message)
+        self.retry_after = retry_after
 
 
 # -- messages -------------------------------------------------------------------------------------------------
@@ -109,8 +119,9 @@ def _printable(name: str) -> str:
 
 
 # -- request checks -------------------------------------------------------------------------------------------
-def check_infer_request(body: bytes, header_length: int | None, limits: FrontLimits) -> None:
-    """Raise :class:`RequestError` unless ``body`` is an inference request the model can serve."""
+def check_infer_request(body: bytes, header_length: int | None, limits: FrontLimits) -> int:
+    """Raise :class:`RequestError` unless ``body`` is an inference request the model can serve; return its pixel
+    count N*H*W (the work it asks for, which the front's queue schedules by)."""
     if header_length is None and len(body) > limits.max_json_bytes:
         raise RequestError(413, f"JSON request of {len(body)} bytes is over the {limits.max_json_bytes} byte "
                                 "limit for JSON data; send the image as a binary tensor")
@@ -123,7 +134,7 @@ def check_infer_request(body: bytes, header_length: int | None, limits: FrontLim
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise RequestError(400, f"'inputs' must list exactly one tensor, named '{INPUT_NAME}'")
     binary = None if header_length is None else len(body) - header_length
-    _check_input(inputs[0], binary, limits)
+    return _check_input(inputs[0], binary, limits) // 3
 
 
 def _parse_json(data: bytes) -> dict:
@@ -166,7 +177,7 @@ def _check_outputs(outputs: object) -> None:
                                     "accepted")
 
 
-def _check_input(tensor: dict, binary_bytes: int | None, limits: FrontLimits) -> None:
+def _check_input(tensor: dict, binary_bytes: int | None, limits: FrontLimits) -> int:
     _check_keys(tensor, {"name", "shape", "datatype", "parameters", "data"}, "input")
     if tensor.get("name") != INPUT_NAME:
         raise RequestError(400, f"unknown input '{_printable(str(tensor.get('name')))}'; the model takes "
@@ -186,6 +197,7 @@ def _check_input(tensor: dict, binary_bytes: int | None, limits: FrontLimits) ->
             raise RequestError(400, f"body carries {binary_bytes} bytes after the header, but the input declares "
                                     "no binary_data_size")
         _check_json_data(tensor.get("data"), count)
+    return count
 
 
 def _check_shape(shape: object, limits: FrontLimits) -> int:
@@ -231,6 +243,40 @@ def _check_json_data(data: object, count: int) -> None:
         raise RequestError(400, f"'data' holds {array.size} values, but the declared shape needs {count}")
     if array.dtype.kind not in "iu" or (count and (array.min() < 0 or array.max() > 255)):
         raise RequestError(400, "'data' must hold integers 0-255 (UINT8)")
+
+
+# -- command lines --------------------------------------------------------------------------------------------
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose refusals are one line on stderr (``error: ...``, exit code 2), not usage + error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {one_line(message, limit=500)} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def number(kind: type, low: float, high: float = math.inf, low_open: bool = False):
+    """An argparse ``type``: a finite ``kind`` (int or float) in [low, high] (``low_open``: above ``low``)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got "
+                                             f"{_printable(text)!r}") from None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            bound = f"above {low:g}" if low_open else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{'' if high == math.inf else f' and at most {high:g}'}"
+                                             f", got {_printable(text)}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def port(free_allowed: bool = False):
+    """An argparse ``type`` for a TCP port: 1-65535, or 0 (any free port) when ``free_allowed``."""
+    return number(int, 0 if free_allowed else 1, 65535)
 
 
 # -- the server -----------------------------------------------------------------------------------------------
