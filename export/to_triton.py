@@ -13,11 +13,14 @@ Flavours of the network model (pre/post-processing are Python models in every fl
     tensorrt     Triton's tensorrt_plan backend: NVIDIA's containers with the engine's TensorRT version and GPU
 
 Clients send UINT8 [1, H, W, 3] BGR images as "image" to the ensemble "banet" and get "deblurred" back.
+Every model folder gets a to_triton.json listing what was written: --force replaces only such folders (of this
+--name, with nothing added to them), and runtime.triton_server reads the request limits from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -26,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from banet.artifacts import onnx_path  # noqa: E402
 from export.triton_repo import FLAVOURS, TritonRepoError, write_repository  # noqa: E402
+from runtime.serve_requests import DEFAULT_MAX_PIXELS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,21 +44,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="output folder")
     parser.add_argument("--name", default="banet",
                         help="ensemble name; models are <name>_ort / _onnx / _trt (flavour), _pre, _post")
-    parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size for dynamic batching")
+    parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size for dynamic batching (1 to 1024)")
+    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
+                        help="largest image (H*W) the ensemble accepts, in millions of pixels (default %(default).0f)")
     parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
                         help="Triton's dynamic batcher on the network model (default: on)")
-    parser.add_argument("--instances", type=int, default=1, help="model instances per device")
+    parser.add_argument("--instances", type=int, default=1, help="model instances per device (1 to 64)")
     parser.add_argument("--threads", type=int, default=0,
                         help="ONNX Runtime intra-op threads per instance, python flavour (default 0: all cores)")
     parser.add_argument("--gpu", action="store_true", help="run the ONNX model on GPU instances (KIND_GPU)")
-    parser.add_argument("--force", action="store_true", help="replace models of the same names")
+    parser.add_argument("--force", action="store_true",
+                        help="replace this ensemble's models, if this tool wrote them (never other folders)")
     args = parser.parse_args(argv)
+    if not (math.isfinite(args.max_megapixels) and args.max_megapixels > 0):
+        print(f"error: --max-megapixels must be a positive number, got {args.max_megapixels}", file=sys.stderr)
+        return 1
     if not args.onnx.exists():
         print(f"error: {args.onnx} not found; export it first: python export/to_onnx.py", file=sys.stderr)
         return 1
     try:
         written = write_repository(args.onnx, args.repository, args.name, args.max_batch, args.gpu, args.instances,
-                                   args.engine, args.force, args.flavour, args.dynamic_batching, args.threads)
+                                   args.engine, args.force, args.flavour, args.dynamic_batching, args.threads,
+                                   round(args.max_megapixels * 1e6))
     except (TritonRepoError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import ast
 import json
+import os
+import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import onnx
@@ -32,6 +34,9 @@ import banet
 from banet.manifest import EngineManifest, ManifestError, read_manifest
 from banet.metadata import ModelMetadata
 from export.onnx_file import check_banet_graph, load_onnx
+from runtime.images import MIN_SIDE
+from runtime.serve_requests import DEFAULT_MAX_PIXELS
+from runtime.triton_marker import MARKER, TOOL, MarkerError, RequestLimits, marker_text, read_marker
 
 _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                    onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.INT32: "TYPE_INT32",
@@ -65,6 +70,59 @@ FLAVOURS = {
 
 class TritonRepoError(ValueError):
     """The model cannot be described to Triton (or the repository cannot be written)."""
+
+
+#: Ensemble names: Triton model names that are also plain folder names (no separators, dots or spaces).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+INSTANCES_RANGE = (1, 64)
+THREADS_RANGE = (0, 1024)
+
+
+def check_name(name: object) -> str:
+    """``name`` if it is a safe ensemble name, else :class:`TritonRepoError` (one line, the name shortened)."""
+    if isinstance(name, str) and NAME.fullmatch(name):
+        return name
+    shown = repr(name if not isinstance(name, str) or len(name) <= 40 else name[:40] + "...")
+    raise TritonRepoError(f"invalid model name {shown}: use 1 to 64 letters, digits, '_' or '-', starting with a "
+                          "letter or digit (no path separators, dots or spaces)")
+
+
+def check_options(max_batch: int, instances: int, threads: int, max_pixels: int) -> None:
+    """Refuse, with one line naming the option, numbers outside what a working repository can hold."""
+    try:
+        RequestLimits(max_batch, max_pixels, MIN_SIDE).check()
+    except MarkerError as exc:
+        raise TritonRepoError(str(exc)) from None
+    for label, value, (low, high) in (("instances", instances, INSTANCES_RANGE), ("threads", threads, THREADS_RANGE)):
+        if type(value) is not int or not low <= value <= high:
+            raise TritonRepoError(f"{label} must be an integer from {low} to {high}, got {value!r}")
+
+
+def _inside(root: Path, path: Path) -> Path:
+    """``path`` if it resolves (links followed) inside the repository ``root`` (resolved), else refuse."""
+    resolved = path.resolve()
+    if resolved == root or root in resolved.parents:
+        return path
+    raise TritonRepoError(f"refusing to write {path}: it resolves to {resolved}, outside the repository {root}")
+
+
+def _present_files(folder: Path) -> set[str]:
+    """Files (and links) under ``folder``, relative, without Python's byte-code caches (the server writes those)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")
+            if (p.is_file() or p.is_symlink()) and "__pycache__" not in p.relative_to(folder).parts}
+
+
+def _check_ours(folder: Path, ensemble: str) -> None:
+    """Refuse unless ``folder`` is a model folder this tool wrote for ``ensemble``, holding nothing else."""
+    marker = read_marker(folder)
+    if marker is None or marker.get("ensemble") != ensemble:
+        raise TritonRepoError(f"{folder} was not written by {TOOL} for ensemble '{ensemble}' (no {MARKER} of "
+                              "ours in it); not replacing it: move it away or pick another --name")
+    extra = sorted(_present_files(folder) - set(marker["files"]) - {MARKER})
+    if extra:
+        more = f" and {len(extra) - 1} more files" if len(extra) > 1 else ""
+        raise TritonRepoError(f"{folder} holds {extra[0]}{more}, which {TOOL} did not write; not replacing it: "
+                              "move those files away first")
 
 
 @dataclass(frozen=True)
@@ -116,6 +174,12 @@ def _config(name: str, platform_or_backend: str, max_batch: int, inputs, outputs
     return "\n".join(lines) + "\n"
 
 
+def _parameters(**values: object) -> str:
+    """A config.pbtxt ``parameters`` block (string values, as Triton's Python models read them)."""
+    return "\n".join(f'parameters {{\n  key: "{key}"\n  value: {{ string_value: "{value}" }}\n}}'
+                     for key, value in values.items())
+
+
 def core_files(names: tuple[str, ...] = VENDORED) -> dict[str, Path]:
     """``banet`` module files the Python models need: ``names`` and every ``banet`` module they import.
 
@@ -142,16 +206,6 @@ def core_files(names: tuple[str, ...] = VENDORED) -> dict[str, Path]:
                     raise TritonRepoError(f"banet/{name}.py imports {module}; the Triton Python models may only "
                                           "need numpy and the numpy-only core")
     return found
-
-
-def _vendor(version: Path, modules: dict[str, Path]) -> None:
-    """Copy ``modules`` (from :func:`core_files`) into ``version/banet/``, where the Python model imports them."""
-    (version / "banet").mkdir()
-    (version / "banet" / "__init__.py").write_text(
-        '"""Copy of banet-deploy\'s numpy-only core, written by export/to_triton.py: '
-        'the Python models import it from here."""\n')
-    for module, path in modules.items():
-        shutil.copy2(path, version / "banet" / f"{module}.py")
 
 
 def engine_manifest(engine: Path) -> EngineManifest:
@@ -201,15 +255,63 @@ def _readme(name: str, flavour: str, network: str, engine_line: str, batching: b
     return "\n".join(lines)
 
 
+def _vendor_files(modules: dict[str, Path]) -> dict[str, Path | str]:
+    """What :func:`core_files` found, as version-folder files: ``1/banet/<module>.py`` and a package init."""
+    files: dict[str, Path | str] = {"1/banet/__init__.py": (
+        '"""Copy of banet-deploy\'s numpy-only core, written by export/to_triton.py: '
+        'the Python models import it from here."""\n')}
+    files.update({f"1/banet/{module}.py": path for module, path in modules.items()})
+    return files
+
+
+def _refuse_replacing(repository: Path, root: Path, name: str, models: list[str], readme: Path, force: bool,
+                      sources: list[Path]) -> list[str]:
+    """The existing models of this ensemble (and its README) that may be replaced; refuse anything else.
+
+    Without ``force`` nothing existing is replaced. With it, only folders this tool wrote for ``name`` (its
+    marker, no file added since), a README its ensemble marker names, and never a folder holding an input.
+    """
+    for path in [repository / m for m in models] + [readme]:
+        _inside(root, path)
+    existing = [m for m in models if os.path.lexists(repository / m)]
+    readme_exists = os.path.lexists(readme)
+    if (existing or readme_exists) and not force:
+        shown = existing + ([readme.name] if readme_exists else [])
+        raise TritonRepoError(f"{repository} already has {shown}; pass --force to replace them")
+    for model in existing:
+        _check_ours(repository / model, name)
+        folder = (repository / model).resolve()
+        for source in sources:
+            if folder in source.resolve().parents:
+                raise TritonRepoError(f"{source} lies inside {repository / model}, which --force would replace; "
+                                      "copy it elsewhere first")
+    if readme_exists:
+        marker = read_marker(repository / name)
+        if (readme.is_symlink() or not readme.is_file() or marker is None or marker.get("ensemble") != name
+                or marker.get("readme") != readme.name):
+            raise TritonRepoError(f"{readme} was not written by {TOOL}; not replacing it: move it away first")
+    return existing
+
+
 def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max_batch: int = 8,
                      gpu: bool = False, instances: int = 1, engine: Path | None = None,
                      force: bool = False, flavour: str | None = None, dynamic_batching: bool = True,
-                     threads: int = 0) -> list[Path]:
-    """Write the repository; returns the config.pbtxt paths. Refuses to replace existing models unless ``force``.
+                     threads: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
+    """Write the repository; returns the config.pbtxt paths.
 
+    Nothing is written before everything is checked: the name (:func:`check_name`), the numbers
+    (:func:`check_options`), that every path lies inside ``repository``, and what would be replaced: existing
+    models of this ensemble are refused unless ``force``, and even then only folders this tool wrote (its
+    ``to_triton.json`` marker, nothing added since) are replaced.
     ``flavour`` (see :data:`FLAVOURS`) defaults to ``tensorrt`` when an ``engine`` is given, else ``python``.
     ``threads``: ONNX Runtime intra-op threads of the ``python`` flavour (0: its default).
+    ``max_pixels``: the largest image (H*W) the pre-processing model, and the launcher's front, accept.
     """
+    name = check_name(name)
+    check_options(max_batch, instances, threads, max_pixels)
+    repository = Path(repository)
+    if repository.exists() and not repository.is_dir():
+        raise TritonRepoError(f"repository {repository} exists and is not a folder")
     flavour = flavour or ("tensorrt" if engine is not None else "python")
     if flavour not in FLAVOURS:
         raise TritonRepoError(f"unknown flavour {flavour!r} (expected one of {list(FLAVOURS)})")
@@ -234,7 +336,8 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
         engine_line = engine_note(manifest)
         comment += "\n" + engine_line
     if flavour == "python":
-        extra = f'parameters {{\n  key: "intra_op_threads"\n  value: {{ string_value: "{threads}" }}\n}}'
+        extra = _parameters(intra_op_threads=threads)
+    limits = RequestLimits(max_batch, max_pixels, MIN_SIDE)
     plan: dict[str, str] = {network: _config(network, spec.backend, max_batch, inputs, outputs, kind, instances,
                                              dynamic_batching, extra, comment)}
     image = [TensorSpec("image", "TYPE_UINT8", (-1, -1, 3))]
@@ -243,7 +346,8 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
     pre_out = [TensorSpec(net_in.name, net_in.data_type, net_in.dims), size]
     core = "Python backend; imports the copy of banet's numpy-only core in 1/banet/ (needs numpy only)"
     plan[f"{name}_pre"] = _config(f"{name}_pre", "python", max_batch, image, pre_out, "KIND_CPU", instances, False,
-                                  comment=core)
+                                  _parameters(max_pixels=max_pixels, min_side=MIN_SIDE),
+                                  comment=core + "\nrefuses images under min_side or over max_pixels (H*W) pixels")
     plan[f"{name}_post"] = _config(f"{name}_post", "python", max_batch, [net_out, size], [TensorSpec(
         "deblurred", "TYPE_UINT8", (-1, -1, 3))], "KIND_CPU", instances, False, comment=core)
     steps = f"""ensemble_scheduling {{
@@ -273,37 +377,44 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
     plan[name] = _config(name, "ensemble", max_batch, image, [TensorSpec("deblurred", "TYPE_UINT8", (-1, -1, 3))],
                          None, instances, False, steps, comment=f"UINT8 BGR image in, deblurred image out; network: "
                                                                 f"{network} ({flavour} flavour)")
-    vendored = core_files()
-    vendored_network = core_files(VENDORED_NETWORK) if flavour == "python" else {}
+    # Every file of every model, before anything is written: contents (str) or the file to copy (Path).
+    files: dict[str, dict[str, Path | str]] = {model_name: {"config.pbtxt": text} for model_name, text in plan.items()}
+    files[network]["1/model.plan" if flavour == "tensorrt" else "1/model.onnx"] = Path(engine or onnx_path)
+    if flavour == "python":
+        files[network]["1/model.py"] = PYTHON_MODELS / "network_onnxruntime.py"
+        files[network].update(_vendor_files(core_files(VENDORED_NETWORK)))
+    conventions = json.dumps(metadata.conventions.to_metadata())
+    vendored = _vendor_files(core_files())
+    for role in ("pre", "post"):
+        files[f"{name}_{role}"].update({"1/model.py": PYTHON_MODELS / f"{role}.py", "1/conventions.json": conventions,
+                                        **vendored})
+    roles = {name: "ensemble", network: "network", f"{name}_pre": "pre", f"{name}_post": "post"}
 
     # Every flavour's network folder is ours: replacing a repository with another flavour removes the old one,
     # which a server without its backend would otherwise fail to load.
     ours = list(plan) + [f"{name}_{f.suffix}" for f in FLAVOURS.values() if f"{name}_{f.suffix}" not in plan]
+    root = repository.resolve()
     readme = repository / f"README_{name}.md"
-    existing = [m for m in ours if (repository / m).exists()] + ([readme.name] if readme.exists() else [])
-    if existing and not force:
-        raise TritonRepoError(f"{repository} already has {existing}; pass --force to replace them")
-    for model_name in ours:
-        if (repository / model_name).exists():
-            shutil.rmtree(repository / model_name)
+    sources = [Path(onnx_path)] + ([Path(engine)] if engine is not None else [])
+    for model_name in _refuse_replacing(repository, root, name, ours, readme, force, sources):
+        shutil.rmtree(repository / model_name)
+    if os.path.lexists(readme):
+        readme.unlink()
     written = []
-    for model_name, text in plan.items():
-        folder = repository / model_name
+    for model_name, contents in files.items():
+        folder = _inside(root, repository / model_name)
         (folder / "1").mkdir(parents=True)
-        (folder / "config.pbtxt").write_text(text)
+        extra_fields = ({"flavour": flavour, "readme": readme.name, "limits": asdict(limits)}
+                        if model_name == name else {})
+        (folder / MARKER).write_text(marker_text(model_name, name, roles[model_name], list(contents),
+                                                 **extra_fields))
+        for relative, content in contents.items():
+            target = _inside(root, folder / relative)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                shutil.copy2(content, target)
+            else:
+                target.write_text(content)
         written.append(folder / "config.pbtxt")
-    if flavour == "tensorrt":
-        shutil.copy2(engine, repository / network / "1" / "model.plan")
-    else:
-        shutil.copy2(onnx_path, repository / network / "1" / "model.onnx")
-    if flavour == "python":
-        shutil.copy2(PYTHON_MODELS / "network_onnxruntime.py", repository / network / "1" / "model.py")
-        _vendor(repository / network / "1", vendored_network)
-    conventions = json.dumps(metadata.conventions.to_metadata())
-    for role in ("pre", "post"):
-        version = repository / f"{name}_{role}" / "1"
-        shutil.copy2(PYTHON_MODELS / f"{role}.py", version / "model.py")
-        (version / "conventions.json").write_text(conventions)
-        _vendor(version, vendored)
-    readme.write_text(_readme(name, flavour, network, engine_line, dynamic_batching))
+    _inside(root, readme).write_text(_readme(name, flavour, network, engine_line, dynamic_batching))
     return written

@@ -1,6 +1,17 @@
 """Start the ``tritonserver`` that PyTriton bundles on a model repository written by ``export/to_triton.py``.
 
-    python -m runtime.triton_server model_repository             # HTTP 8000, gRPC 8001 on 127.0.0.1; Ctrl-C stops
+    python -m runtime.triton_server model_repository             # HTTP 127.0.0.1:8000; Ctrl-C stops
+    python -m runtime.triton_server model_repository --grpc-port 8001 --verbose   # + gRPC, server log shown
+
+The public HTTP port is the project's validating front (:mod:`runtime.serve_front`, as ``runtime.serve`` has):
+Triton listens on a private loopback port, and every request is checked before Triton sees it, with the limits
+the ensemble was written with (its ``to_triton.json``: batch size, image size) - the bundled Triton allocates
+what a JSON request declares, so one request declaring a huge image would otherwise abort it. Only the ensemble
+is public (inference, metadata, health). gRPC is off unless ``--grpc-port`` is given; it is then Triton's own,
+on 127.0.0.1 only, without the front (Triton checks data length against the declared shape there, and the
+pre-processing model checks image size; for trusted local clients). The server's log goes to a file (``--log``,
+default a temporary folder, named in the ready line); ``--verbose`` also shows it. A server that dies is
+reported in one line, and not restarted.
 
 The bundled server (Triton 2.5x) has the Python backend only: serve repositories of the ``python`` flavour
 (``export/to_triton.py --flavour python``, the default). What the launcher sets up, as PyTriton does for its own
@@ -17,6 +28,7 @@ import http.client
 import importlib.util
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -31,9 +43,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.serve_front import FrontServer, start_front
+from runtime.serve_requests import FrontLimits
+from runtime.triton_marker import MarkerError, RequestLimits, ensemble_limits
+
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 25
+LOOPBACK = "127.0.0.1"
 _LOAD_FAILURE = re.compile(r"\] \"(failed to load '[^']+' version .*?)\"?$")
 
 
@@ -104,27 +121,44 @@ def http_get(host: str, port: int, path: str, timeout: float = 2.0, method: str 
 
 @dataclass
 class TritonServer:
-    """A running ``tritonserver`` process; :meth:`stop` (or leaving the ``with`` block) ends it."""
+    """A running ``tritonserver`` process behind its validating front; :meth:`stop` (or leaving the ``with``
+    block) ends both."""
 
     process: subprocess.Popen
     host: str
-    http_port: int
-    grpc_port: int
+    http_port: int  # the public port: the front (0 until the front is bound)
+    grpc_port: int | None  # Triton's own gRPC on 127.0.0.1, None: off
     metrics_port: int | None
     log_path: Path
     workdir: Path | None  # temporary backend folder and default log, removed by stop()
     shm_prefix: str
+    triton_port: int = 0  # Triton's HTTP port, private, on 127.0.0.1
+    model: str = ""  # the ensemble the front serves
+    limits: RequestLimits | None = None
+    front: FrontServer | None = None
     _stopped: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def url(self) -> str:
-        """host:port of the HTTP endpoint (what ``tritonclient.http`` and ``runtime.client`` take)."""
+        """host:port of the public HTTP endpoint (what ``tritonclient.http`` and ``runtime.client`` take)."""
         return f"{self.host}:{self.http_port}"
 
     @property
-    def grpc_url(self) -> str:
-        return f"{self.host}:{self.grpc_port}"
+    def triton_url(self) -> str:
+        """host:port of Triton's own HTTP endpoint: private, unvalidated, every model (tests, statistics)."""
+        return f"{LOOPBACK}:{self.triton_port}"
+
+    @property
+    def grpc_url(self) -> str | None:
+        return None if self.grpc_port is None else f"{LOOPBACK}:{self.grpc_port}"
+
+    def death_note(self) -> str:
+        """One line: how the server ended and where its log is."""
+        code = self.process.returncode
+        how = f"was killed by signal {-code} ({signal.Signals(-code).name})" if code is not None and code < 0 and \
+            -code in signal.valid_signals() else f"exited with code {code}"
+        return f"tritonserver {how}; its log: {self.log_path}"
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -152,7 +186,7 @@ class TritonServer:
 
     def models(self) -> list[dict]:
         """The repository index: name, version, state (and reason) of every model."""
-        status, body = http_get(self.host, self.http_port, "/v2/repository/index", method="POST")
+        status, body = http_get(LOOPBACK, self.triton_port, "/v2/repository/index", method="POST")
         return json.loads(body) if status == 200 else []
 
     def wait_ready(self, timeout: float = 120.0) -> None:
@@ -165,11 +199,13 @@ class TritonServer:
             code = self.process.poll()
             if code is not None:
                 self._cleanup()
-                why = "".join(f"\n  {line}" for line in self.load_failures())
-                raise TritonLaunchError(f"tritonserver exited with code {code} before it was ready{why}\n"
-                                        f"the end of its log ({self.log_path}):\n{self.log_tail()}")
+                failures = self.load_failures()
+                why = "".join(f"\n  {line}" for line in failures)
+                tail = "" if failures else f"\nthe end of its log:\n{self.log_tail()}"
+                raise TritonLaunchError(f"tritonserver exited with code {code} before it was ready (its log: "
+                                        f"{self.log_path}){why}{tail}")
             with contextlib.suppress(OSError, http.client.HTTPException):
-                if http_get(self.host, self.http_port, "/v2/health/ready")[0] == 200:
+                if http_get(LOOPBACK, self.triton_port, "/v2/health/ready")[0] == 200:
                     return
             if time.monotonic() > deadline:
                 tail = self.log_tail()
@@ -179,14 +215,15 @@ class TritonServer:
             time.sleep(0.2)
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """Stop the server cleanly (SIGTERM: Triton finishes in-flight requests), SIGKILL after ``timeout``.
-
-        Returns the exit code; safe to call twice.
+        """Stop the front (no new requests), then the server cleanly (SIGTERM: Triton finishes in-flight
+        requests), SIGKILL after ``timeout``. Returns the server's exit code; safe to call twice.
         """
         with self._lock:
             if self._stopped:
                 return self.process.returncode
             self._stopped = True
+        if self.front is not None:
+            self.front.stop()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -246,27 +283,41 @@ def _check_repository(repository: Path, bundled: bool) -> None:
                                 f"lacks {what}: pip install 'banet-deploy[cpu,serve]'")
 
 
-def start(repository: str | Path, host: str = "127.0.0.1", http_port: int = 8000, grpc_port: int = 8001,
+def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, grpc_port: int | None = None,
           metrics_port: int | None = None, tritonserver: str | Path | None = None, log_path: str | Path | None = None,
-          timeout: float = 120.0, log_verbose: int = 0, extra_args: tuple[str, ...] = ()) -> TritonServer:
-    """Start ``tritonserver`` on ``repository`` and wait until it is ready; port 0 picks a free port.
+          timeout: float = 120.0, log_verbose: int = 0, extra_args: tuple[str, ...] = (), model: str | None = None,
+          max_body_bytes: int | None = None) -> TritonServer:
+    """Start ``tritonserver`` on ``repository`` behind the validating front and wait until it is ready.
 
+    The front listens on ``host:http_port`` (0: a free port) and checks every request against the limits the
+    ensemble ``model`` (default: the only one) was written with; Triton's HTTP is on a private loopback port.
+    ``grpc_port`` None: no gRPC; otherwise Triton's own gRPC on 127.0.0.1 (0: a free port), not fronted.
     ``tritonserver``: another server binary (its own backends are used); default: PyTriton's bundled one, set
-    up as the module docstring says. ``metrics_port`` None turns metrics off.
+    up as the module docstring says. ``metrics_port`` None turns metrics off (else on 127.0.0.1).
+    ``max_body_bytes``: the front's request size limit (default: one image of the largest size, plus 1 MiB).
     """
     repository = Path(repository).resolve()
     bundled = find_bundled() if tritonserver is None else None
     _check_repository(repository, bundled is not None)
+    try:
+        model, limits = ensemble_limits(repository, model)
+    except MarkerError as exc:
+        raise TritonLaunchError(str(exc)) from None
     if tritonserver is not None and not Path(tritonserver).is_file():
         raise TritonLaunchError(f"tritonserver {tritonserver} not found")
+    if http_port:
+        check_port(host, http_port, "HTTP")
     ports: dict[str, int] = {}
-    for what, port in (("HTTP", http_port), ("gRPC", grpc_port), ("metrics", metrics_port)):
+    for what, port in (("gRPC", grpc_port), ("metrics", metrics_port)):
         if port is None:
             continue
-        while not port or port in ports.values():  # 0: a free port, distinct from the ones already picked
-            port = free_port(host)
-        check_port(host, port, what)
+        while not port or port in ports.values() or port == http_port:  # 0: a free port, distinct from the others
+            port = free_port(LOOPBACK)
+        check_port(LOOPBACK, port, what)
         ports[what] = port
+    triton_port = free_port(LOOPBACK)
+    while triton_port in ports.values() or triton_port == http_port:
+        triton_port = free_port(LOOPBACK)
     workdir = Path(tempfile.mkdtemp(prefix="banet_triton_"))
     shm_prefix = f"banet_triton_{uuid.uuid4().hex[:12]}_"
     env = os.environ.copy()
@@ -284,69 +335,139 @@ def start(repository: str | Path, host: str = "127.0.0.1", http_port: int = 8000
     else:
         binary = Path(tritonserver)
         command = [str(binary)]
-    command += [f"--model-repository={repository}", f"--http-address={host}", f"--http-port={ports['HTTP']}",
-                f"--grpc-address={host}", f"--grpc-port={ports['gRPC']}", "--exit-timeout-secs=10",
-                f"--log-verbose={log_verbose}", f"--backend-config=python,shm-region-prefix-name={shm_prefix}"]
+    command += [f"--model-repository={repository}", f"--http-address={LOOPBACK}", f"--http-port={triton_port}",
+                "--exit-timeout-secs=10", f"--log-verbose={log_verbose}",
+                f"--backend-config=python,shm-region-prefix-name={shm_prefix}"]
+    if "gRPC" in ports:
+        command += [f"--grpc-address={LOOPBACK}", f"--grpc-port={ports['gRPC']}"]
+    else:
+        command += ["--allow-grpc=false"]
     if "metrics" in ports:
-        command += [f"--metrics-address={host}", f"--metrics-port={ports['metrics']}"]
+        command += [f"--metrics-address={LOOPBACK}", f"--metrics-port={ports['metrics']}"]
     else:
         command += ["--allow-metrics=false"]
     command += list(extra_args)
     log_path = Path(log_path) if log_path is not None else workdir / "tritonserver.log"
     log.info("starting %s", " ".join(command))
-    with open(log_path, "wb") as log_file:
+    try:
+        log_file = open(log_path, "wb")  # noqa: SIM115 (closed right below; the child keeps its copy)
+    except OSError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise TritonLaunchError(f"cannot write the server log {log_path}: {exc.strerror}") from None
+    with log_file:
         try:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        env=env, start_new_session=True)
         except OSError as exc:
             shutil.rmtree(workdir, ignore_errors=True)
             raise TritonLaunchError(f"cannot run {binary}: {exc.strerror}") from None
-    server = TritonServer(process, host, ports["HTTP"], ports["gRPC"], ports.get("metrics"), log_path, workdir,
-                          shm_prefix)
+    server = TritonServer(process, host, http_port, ports.get("gRPC"), ports.get("metrics"), log_path, workdir,
+                          shm_prefix, triton_port, model, limits)
     try:
         server.wait_ready(timeout)
+        front_limits = FrontLimits(model=model, max_pixels=limits.max_pixels, max_body_bytes=max_body_bytes,
+                                   max_batch=limits.max_batch, min_side=limits.min_side)
+        try:
+            server.front = start_front(host, http_port, front_limits, (LOOPBACK, triton_port))
+        except OSError as exc:
+            raise TritonLaunchError(f"HTTP port {host}:{http_port} cannot be opened ({exc.strerror})") from None
+        server.http_port = server.front.port
     except BaseException:  # Ctrl-C while waiting included: never leave a server running in its own session
         server.stop()
         raise
-    log.info("tritonserver ready: HTTP %s, gRPC %s", server.url, server.grpc_url)
+    log.info("tritonserver ready: %s on http://%s (validated), Triton's own HTTP on %s%s", model, server.url,
+             server.triton_url, "" if server.grpc_url is None else f", gRPC {server.grpc_url}")
     return server
+
+
+def follow_log(path: Path, stop: threading.Event, out=None, poll_s: float = 0.2) -> threading.Thread:
+    """Copy the server's log to ``out`` (default stderr) as it grows, until ``stop`` is set (``--verbose``)."""
+
+    def run() -> None:
+        stream = out or sys.stderr
+        try:
+            with open(path, errors="replace") as source:
+                while True:
+                    line = source.readline()
+                    if line:
+                        stream.write(line)
+                        stream.flush()
+                    elif stop.wait(poll_s):
+                        break
+        except OSError as exc:
+            log.warning("cannot follow the server log %s: %s", path, exc.strerror)
+
+    thread = threading.Thread(target=run, name="triton-log", daemon=True)
+    thread.start()
+    return thread
+
+
+def _check_args(args: argparse.Namespace) -> str | None:
+    """The first command-line value out of range, as one line, or None."""
+    for label, port in (("http-port", args.http_port), ("grpc-port", args.grpc_port),
+                        ("metrics-port", args.metrics_port)):
+        if port is not None and not 0 <= port <= 65535:
+            return f"--{label} must be 0 to 65535, got {port}"
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        return f"--timeout must be a positive number of seconds, got {args.timeout}"
+    if args.max_body_mb is not None and not (math.isfinite(args.max_body_mb) and 0 < args.max_body_mb <= 1 << 20):
+        return f"--max-body-mb must be a positive number of MiB, got {args.max_body_mb}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m runtime.triton_server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repository", type=Path, help="model repository written by export/to_triton.py")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port (0: any free port)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (0: any free port)")
+    parser.add_argument("--host", default=LOOPBACK,
+                        help="address the (validated) HTTP port listens on (default: 127.0.0.1 only)")
+    parser.add_argument("--http-port", type=int, default=8000, help="public HTTP/REST port (0: any free port)")
+    parser.add_argument("--grpc-port", type=int, default=None,
+                        help="also open Triton's own gRPC on 127.0.0.1:PORT, without the front's checks "
+                             "(0: any free port; default: off)")
     parser.add_argument("--metrics-port", type=int, default=None,
-                        help="Prometheus metrics port (default: metrics off)")
+                        help="Prometheus metrics on 127.0.0.1:PORT (default: metrics off)")
+    parser.add_argument("--model", default=None,
+                        help="the ensemble to serve, if the repository holds several (default: the only one)")
+    parser.add_argument("--max-body-mb", type=float, default=None,
+                        help="largest request body in MiB (default: one image of the ensemble's largest size)")
     parser.add_argument("--tritonserver", type=Path, default=None,
                         help="another tritonserver binary (default: the one PyTriton bundles)")
-    parser.add_argument("--log", type=Path, default=None, help="write the server's log here")
+    parser.add_argument("--log", type=Path, default=None,
+                        help="write the server's log here (default: a temporary folder, removed on a clean stop)")
+    parser.add_argument("--verbose", action="store_true", help="also show the server's log (stderr) as it runs")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
     parser.add_argument("--log-verbose", type=int, default=0, help="Triton's --log-verbose level")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    problem = _check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    stop = threading.Event()
     try:
         server = start(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
-                       args.tritonserver, args.log, args.timeout, args.log_verbose)
+                       args.tritonserver, args.log, args.timeout, args.log_verbose, model=args.model,
+                       max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * (1 << 20)))
     except TritonLaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted before the server was ready; stopped it", file=sys.stderr)
         return 130
-    stop = threading.Event()
+    if args.verbose:
+        follow_log(server.log_path, stop)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    states = ", ".join(f"{m['name']} {m.get('state', '?')}" for m in server.models())
-    print(f"serving {args.repository} on http://{server.url} and grpc {server.grpc_url} ({states}); "
-          "Ctrl-C stops", flush=True)
+    states = ", ".join(f"{m['name']} {m.get('state', '?')}" for m in server.models() if m["name"] == server.model)
+    grpc = "" if server.grpc_url is None else f", unvalidated gRPC on {server.grpc_url}"
+    print(f"serving {args.repository} on http://{server.url} ({states}; images up to {server.limits.max_pixels:,} "
+          f"pixels, batches up to {server.limits.max_batch}){grpc}; server log: {server.log_path}; Ctrl-C stops",
+          flush=True)
     while not stop.wait(1.0):
         if server.process.poll() is not None:
-            print(f"error: tritonserver exited with code {server.process.returncode}; the end of its log:\n"
-                  f"{server.log_tail()}", file=sys.stderr)
+            print(f"error: {server.death_note()}; not restarted", file=sys.stderr)
+            stop.set()
             server.stop()
             return 1
     code = server.stop()

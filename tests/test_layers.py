@@ -22,7 +22,7 @@ CORE = ("banet", "banet.config", "banet.conventions", "banet.processing", "banet
         "banet.metadata", "banet.defaults", "banet.errors", "banet.hashing", "banet.onnx_wire", "banet.paths",
         "banet.machine")
 MODEL = ("banet.model", "banet.pooling", "banet.checkpoint", "banet.torch_backend")
-SERVING = ("runtime.serve", "runtime.serve_front", "runtime.serve_requests", "runtime.client", "runtime.loadtest")
+SERVING = ("runtime.serve", "runtime.serve_front", "runtime.triton_server", "runtime.client", "runtime.loadtest")
 #: (layer name, module prefixes, third-party packages the layer must not import)
 LAYERS = (
     ("core", CORE, None),  # None: the standard library and numpy only

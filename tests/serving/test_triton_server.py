@@ -1,13 +1,14 @@
 """The generated repository on a real Triton server: PyTriton's bundled ``tritonserver``, started by
 ``runtime.triton_server`` on loopback, serves the whole ensemble (uint8 image in, uint8 image out).
 
-Every answer is compared with ``Deblurrer`` on the same ONNX file; bad requests are refused and the server keeps
-serving; the server stops cleanly (exit code 0, ports closed, no shared memory left behind).
+Every answer is compared with ``Deblurrer`` on the same ONNX file; bad and hostile requests (huge declared
+shapes, values out of range, tiny images...) are refused by the launcher's validating front, or by Triton and the
+pre-processing model behind it, and the server keeps serving; the server stops cleanly (exit code 0, ports
+closed, no shared memory left behind). One server for the module (the command-line tests start their own).
 """
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
@@ -20,10 +21,11 @@ httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient comes
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient comes with the serve extra")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from tests.serving.helpers import post  # noqa: E402
+from tests.serving.helpers import assert_clean_refusal, binary_request, json_request, post  # noqa: E402
 
 MIN_PSNR = 60.0
 MAX_BATCH = 4
+MAX_PIXELS = 64 * 64  # small, so an image over the limit is cheap to send; the photos are at most 48x64
 
 
 def _bundled_or_skip():
@@ -76,11 +78,11 @@ def server(tmp_path_factory, onnx_file):
     from export.triton_repo import write_repository
 
     repo = tmp_path_factory.mktemp("triton") / "repo"
-    write_repository(onnx_file, repo, max_batch=MAX_BATCH, threads=1)
+    write_repository(onnx_file, repo, max_batch=MAX_BATCH, threads=1, max_pixels=MAX_PIXELS)
     running = start(repo, http_port=0, grpc_port=0, timeout=90)
     yield running
     assert running.stop() == 0, running.log_tail()
-    for port in (running.http_port, running.grpc_port):
+    for port in (running.http_port, running.triton_port, running.grpc_port):
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listening after stop()"
     assert not list(Path("/dev/shm").glob(f"{running.shm_prefix}*"))
@@ -95,7 +97,8 @@ def _http_infer(client, image: np.ndarray, datatype: str = "UINT8", name: str = 
 def test_every_model_is_ready(server):
     states = {m["name"]: m["state"] for m in server.models()}
     assert states == {"banet": "READY", "banet_ort": "READY", "banet_pre": "READY", "banet_post": "READY"}
-    assert server.url.startswith("127.0.0.1:")
+    assert server.url.startswith("127.0.0.1:") and server.http_port != server.triton_port
+    assert (server.model, server.limits.max_batch, server.limits.max_pixels) == ("banet", MAX_BATCH, MAX_PIXELS)
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
@@ -131,9 +134,13 @@ def test_concurrent_requests_each_get_their_own_answer(server, onnx_file):
             tensor.set_data_from_numpy(image[None])
             pending.append(client.async_infer("banet", [tensor]))
         outs = [p.get_result().as_numpy("deblurred")[0] for p in pending]
-        stats = client.get_inference_statistics("banet_ort")["model_stats"][0]
     finally:
         client.close()
+    private = httpclient.InferenceServerClient(server.triton_url)  # the front shows the ensemble only
+    try:
+        stats = private.get_inference_statistics("banet_ort")["model_stats"][0]
+    finally:
+        private.close()
     assert all(psnr(out, ref) >= MIN_PSNR for out, ref in zip(outs, references))
     assert int(stats["inference_count"]) >= len(batch)
 
@@ -164,10 +171,9 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(server, expected)
                 grpc.infer("banet", [tensor])
         with pytest.raises(InferenceServerException, match="banet_missing"):
             _http_infer(client, image[None], model="banet_missing")
-        # Malformed bodies: Triton answers with a JSON error (its own status: 400, or 500 for unparsable JSON).
+        # Malformed bodies: the front answers with a one-line JSON error.
         for body, headers in ((b"{not json", {}), (b"\x00" * 64, {"Inference-Header-Content-Length": "4000"})):
-            status, answer, _ = post(server.http_port, body, headers)
-            assert status in (400, 500) and json.loads(answer)["error"], answer
+            assert_clean_refusal(*post(server.http_port, body, headers)[:2], what=repr(body[:10]))
         # Still serving, still right.
         assert client.is_server_ready() and client.is_model_ready("banet")
         out = _http_infer(client, image[None]).as_numpy("deblurred")[0]
@@ -175,6 +181,72 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(server, expected)
     finally:
         client.close()
         grpc.close()
+
+
+def _huge_binary() -> tuple[bytes, dict[str, str]]:
+    """A binary-tensor request declaring 100000x100000 pixels and carrying 12 bytes."""
+    body, headers = binary_request(np.zeros((1, 2, 2, 3), np.uint8), declared=12)
+    header = body[:int(headers["Inference-Header-Content-Length"])].replace(b"[1, 2, 2, 3]", b"[1, 100000, 100000, 3]")
+    return header + body[-12:], {**headers, "Inference-Header-Content-Length": str(len(header))}
+
+
+#: (what, body, headers): the issue's 150-byte request and variations; each must get a clean 4xx from the front.
+HOSTILE = [
+    ("the 150-byte request", json_request([1, 100000, 100000, 3], list(range(12))), {}),
+    ("a trillion pixels", json_request([1, 1000000, 1000000, 3], [0] * 12), {}),
+    ("a 2**40 side", json_request([1, 2 ** 40, 1, 3], [0] * 12), {}),
+    ("a huge batch", json_request([100000, 100, 100, 3], [0] * 12), {}),
+    ("a negative side", json_request([1, -1, 4, 3], [0] * 12), {}),
+    ("a negative batch", json_request([-1, 2, 2, 3], [0] * 12), {}),
+    ("fewer values than the shape", json_request([1, 4, 4, 3], [0] * 12), {}),
+    ("more values than the shape", json_request([1, 2, 2, 3], [0] * 48), {}),
+    ("FP32 datatype", json_request([1, 2, 2, 3], [0.5] * 12, datatype="FP32"), {}),
+    ("UINT16 datatype", json_request([1, 2, 2, 3], [0] * 12, datatype="UINT16"), {}),
+    ("UINT8 value 300", json_request([1, 2, 2, 3], [300] * 12), {}),
+    ("UINT8 value -1", json_request([1, 2, 2, 3], [-1] * 12), {}),
+    ("a 1x1 image", json_request([1, 1, 1, 3], [7] * 3), {}),
+    ("a 1x9 image", json_request([1, 1, 9, 3], [7] * 27), {}),
+    ("a 9x1 image", json_request([1, 9, 1, 3], [7] * 27), {}),
+    ("a batch over max_batch_size", json_request([MAX_BATCH + 1, 2, 2, 3], [0] * (MAX_BATCH + 1) * 12), {}),
+    ("an image over the pixel limit", *binary_request(np.zeros((1, 65, 64, 3), np.uint8))),
+    ("a binary tensor declaring a huge shape", *_huge_binary()),
+    ("binary_data_size over the data", *binary_request(np.zeros((1, 2, 2, 3), np.uint8), declared=4000)),
+]
+
+
+def test_hostile_requests_leave_the_server_serving(server, expected):
+    """The issue's crash and its variations: refused in one line, the server still alive and still right."""
+    assert len(HOSTILE[0][1]) <= 150
+    for what, body, headers in HOSTILE:
+        status, answer, _ = post(server.http_port, body, headers)
+        assert_clean_refusal(status, answer, what)
+        assert server.process.poll() is None, f"{what} killed the server: {server.log_tail()}"
+    # The pre-processing model refuses what reaches Triton another way (its private port: too small, too large).
+    for shape in ((1, 1, 1, 3), (1, 65, 64, 3)):
+        status, answer, _ = post(server.triton_port, *binary_request(np.zeros(shape, np.uint8)))
+        assert status == 400 and ("too small" in answer.decode() or "over the server's limit" in answer.decode())
+    # gRPC (Triton's own, unfronted): a declared shape the data does not fill, a batch too large, a 1x1 image.
+    grpc = grpcclient.InferenceServerClient(server.grpc_url)
+    try:
+        for data, shape in ((np.zeros((1, 2, 2, 3), np.uint8), [1, 100000, 100000, 3]),
+                            (np.zeros((MAX_BATCH + 1, 2, 2, 3), np.uint8), None),
+                            (np.zeros((1, 1, 1, 3), np.uint8), None)):
+            tensor = grpcclient.InferInput("image", list(data.shape), "UINT8")
+            tensor.set_data_from_numpy(data)
+            if shape:
+                tensor.set_shape(shape)
+            with pytest.raises(InferenceServerException):
+                grpc.infer("banet", [tensor])
+    finally:
+        grpc.close()
+    assert server.process.poll() is None, server.log_tail()
+    client = httpclient.InferenceServerClient(server.url)
+    try:
+        for image, reference in zip(photos(), expected):
+            out = _http_infer(client, image[None]).as_numpy("deblurred")[0]
+            assert psnr(out, reference) >= MIN_PSNR
+    finally:
+        client.close()
 
 
 # -- the launcher's refusals -----------------------------------------------------------------------------------
