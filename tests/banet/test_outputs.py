@@ -96,3 +96,16 @@ def test_atomic_write_leaves_the_old_file_on_a_full_disk(tmp_path, monkeypatch):
     assert message.startswith(f"no space left on device writing {target}: 0.0 MB needed, ") and "MB free" in message
     assert write_error(PermissionError(errno.EACCES, "Permission denied"), target) == \
         f"cannot write {target}: Permission denied"
+
+
+def test_partial_name_fits_the_file_system_limit(tmp_path):
+    from banet.outputs import NAME_MAX, partial_path
+
+    assert partial_path(tmp_path / "a.onnx") == tmp_path / "a.onnx.partial"
+    assert partial_path(tmp_path / "clip.mp4", keep_suffix=True) == tmp_path / "clip.mp4.partial.mp4"
+    long = tmp_path / ("é" * 120 + ".png")  # 245 bytes in UTF-8: with ".partial" it would not fit
+    staged = partial_path(long, keep_suffix=True)
+    assert len(staged.name.encode()) <= NAME_MAX and staged.name.endswith(".partial.png")
+    assert partial_path(long) != partial_path(tmp_path / ("é" * 119 + "e.png"))  # distinct names stay distinct
+    write_atomic(long, b"data")
+    assert long.read_bytes() == b"data" and sorted(p.name for p in tmp_path.iterdir()) == [long.name]
