@@ -29,6 +29,9 @@ QUALITY_SOURCE = {
     "onnxruntime fp32": "FP32 ONNX",
     "onnxruntime int8 (ort)": "INT8 ort",
     "onnxruntime int8 (trt)": "INT8 trt",
+    "openvino fp32": "FP32 OpenVINO",
+    "openvino int8 (ort)": "INT8 ort OpenVINO",
+    "openvino int8 (trt)": "INT8 trt OpenVINO",
 }
 
 
@@ -74,18 +77,20 @@ def _fmt(value, digits=1) -> str:
 
 def markdown(result: dict) -> str:
     lines = [f"# Benchmark: {result['machine']}, {result['date']}", "",
-             f"Python {result.get('python')}, torch {result.get('torch', '-')}, ONNX Runtime threads: "
-             f"{result.get('threads') or 'all'}; whole run {result.get('total_s', 0):.0f} s. Latency is p50 of "
-             "warmed-up calls (CUDA events on GPUs); speed-up is PyTorch eager FP32's p50 divided by the row's p50, "
-             "both measured in this run.", "",
-             "| model | system | precision | device | size | batch | p50 ms | p95 ms | p99 ms | images/s | "
+             f"Python {result.get('python')}, torch {result.get('torch', '-')}; whole run "
+             f"{result.get('total_s', 0):.0f} s. Latency is p50 of warmed-up calls (CUDA events on GPUs), the systems "
+             "of one size, batch and thread count timed interleaved (one call of each per round); speed-up is "
+             "PyTorch eager FP32's p50 at the same threads divided by the row's p50, both measured in this run. "
+             "threads: intra-op threads given to every system (all: the library's default).", "",
+             "| model | system | precision | device | threads | size | batch | p50 ms | p95 ms | p99 ms | images/s | "
              "speed-up | peak host MB | peak device MB | drift vs FP32 dB | held-out PSNR dB (delta) |",
-             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         q = quality_for(result, r)
         drift = _fmt(q["drift_psnr_db"]) if q else "-"
         restored = f"{q['psnr']:.2f} ({q['delta_psnr_db']:+.2f})" if q else "-"
-        lines.append(f"| {r['model']} | {r['system']} | {r['precision']} | {r['device']} | {r['size']} "
+        lines.append(f"| {r['model']} | {r['system']} | {r['precision']} | {r['device']} "
+                     f"| {r.get('threads') or 'all'} | {r['size']} "
                      f"| {r['batch']} | {_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | {_fmt(r['p99_ms'])} "
                      f"| {_fmt(r['images_per_s'], 2)} | {_fmt(r['speedup_vs_torch_eager'], 2)}x "
                      f"| {_fmt(r['peak_host_mb'], 0)} | {_fmt(r['peak_device_mb'], 0)} | {drift} | {restored} |")
@@ -108,7 +113,7 @@ def markdown(result: dict) -> str:
     if result["skipped"]:
         lines += ["", "## Skipped here", ""]
         for s in result["skipped"]:
-            where = f" {s['size']} b{s['batch']}" if "size" in s else ""
+            where = f" {s['size']} b{s['batch']} t{s.get('threads') or 'all'}" if "size" in s else ""
             lines.append(f"- {s['model']} / {s['system']}{where}: {s['reason']}")
     lines += ["", "## Quality", "", "Drift and held-out restoration PSNR come from the drift report (PSNR of each "
               "output vs FP32 PyTorch; restoration PSNR on the 26 held-out images, delta vs FP32 PyTorch), "
@@ -129,10 +134,11 @@ def plots(result: dict, stem: Path) -> list[Path]:
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(7, 4.2))
-        for system in sorted({r["system"] for r in rows}):
+        for system, threads in sorted({(r["system"], r.get("threads") or 0) for r in rows}):
             pts = sorted((int(r["size"].split("x")[0]) * int(r["size"].split("x")[1]), r["p50_ms"], r["size"])
-                          for r in rows if r["system"] == system)
-            ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], marker="o", label=system)
+                          for r in rows if r["system"] == system and (r.get("threads") or 0) == threads)
+            ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], marker="o",
+                    label=f"{system}, {threads or 'all'} threads")
         ax.set_xlabel("megapixels per image (batch 1)")
         ax.set_ylabel("p50 latency (ms)")
         ax.set_yscale("log")

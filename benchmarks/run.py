@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fnmatch
+import functools
 import json
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -29,12 +32,14 @@ from banet.machine import cpu_name, slug
 from banet.shapes import hw_text, parse_hw
 from benchmarks import cost
 from benchmarks.report import DRIFT_REPORT
-from benchmarks.systems import System, Unavailable, onnxruntime_system, tensorrt_system, torch_system
-from benchmarks.timing import PeakRssSampler, time_call
+from benchmarks.systems import System, Unavailable, onnxruntime_system, openvino_system, tensorrt_system, torch_system
+from benchmarks.timing import PeakRssSampler, time_call, time_interleaved
 
 log = logging.getLogger("benchmarks")
 #: Results go under the current project (where the command is run), never into an installed package.
 RESULTS = Path("benchmarks") / "results"
+#: The systems a --quick smoke run compares (unless --only says otherwise): one per engine, no compilation wait.
+QUICK_SYSTEMS = ("torch eager", "onnxruntime fp32", "openvino fp32")
 
 
 @dataclass
@@ -61,20 +66,32 @@ def machine_name() -> str:
 
 
 def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[str, Path]) -> list:
-    """(factory, name) pairs; factories raise Unavailable with the reason."""
+    """(factory, name) pairs for every system this run compares; factories raise Unavailable with the reason.
+
+    ONNX Runtime and OpenVINO run each ONNX file both ways: one dynamic-shape session/model and one compiled per
+    shape (``static``: what the runtime's tiles and same-sized batches hit).
+    """
     from export.artifact_chain import exported_onnx
 
-    def onnx_fp32() -> System:
-        path = exported_onnx(model.weights, "fp32", workdir / f"{slug(model.label)}.onnx",
-                             verify_shapes=[(1, 64, 64), (2, 38, 50)])
-        return onnxruntime_system(path, "onnxruntime fp32", threads)
+    fp32_onnx: list[Path] = []
+
+    def onnx_fp32() -> Path:
+        if not fp32_onnx:
+            fp32_onnx.append(exported_onnx(model.weights, "fp32", workdir / f"{slug(model.label)}.onnx",
+                                           verify_shapes=[(1, 64, 64), (2, 38, 50)]))
+        return fp32_onnx[0]
 
     factories = [(lambda v=v: torch_system(model.weights, v), f"torch {v}")
                  for v in ("eager", "fp16", "channels_last", "compile", "cudagraphs")]
-    factories.append((onnx_fp32, "onnxruntime fp32"))
-    for flavour, path in int8.items():
-        factories.append((lambda p=path, f=flavour: onnxruntime_system(p, f"onnxruntime int8 ({f})", threads),
-                          f"onnxruntime int8 ({flavour})"))
+    onnx_files = [("fp32", None, onnx_fp32)] + [("int8", f, lambda p=p: p) for f, p in int8.items()]
+    for precision, flavour, path in onnx_files:
+        for engine, make, static_label in (("onnxruntime", onnxruntime_system, "static"),
+                                           ("openvino", openvino_system, "dynamic")):
+            for static in (False, True):
+                variant = static_label if static == (static_label == "static") else None
+                tags = ", ".join(t for t in (flavour, variant) if t)
+                name = f"{engine} {precision}" + (f" ({tags})" if tags else "")
+                factories.append((lambda m=make, p=path, n=name, s=static: m(p(), n, threads, static=s), name))
     for precision in ("fp32", "fp16", "int8"):
         engine = engine_path(model.weights.stem, precision)
         factories.append((lambda e=engine, p=precision: _engine(e, p), f"tensorrt {precision}"))
@@ -88,8 +105,18 @@ def _engine(path: Path, precision: str) -> System:
     return tensorrt_system(path, f"tensorrt {precision}")
 
 
+def set_torch_threads(threads: int | None) -> None:
+    """PyTorch's intra-op threads for this part of the run (None: all cores), so every peer gets the same count."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
 def benchmark(models: list[Model], batches: list[int], repeats: int, warmup: int, max_call_s: float,
-              threads: int | None, int8: dict[str, Path]) -> dict:
+              threads: list[int | None], int8: dict[str, Path], only: list[str] | None = None) -> dict:
+    """Every system x size x batch x thread count; the systems of one configuration are timed interleaved."""
     rows, skips, costs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
@@ -102,57 +129,77 @@ def benchmark(models: list[Model], batches: list[int], repeats: int, warmup: int
                                                    "int8": cost.lower_bound_ms(total, p.int8)}
                                                for g, p in cost.GPUS.items()}}
                 costs.append(entry)
-            for factory, name in build_systems(model, Path(tmp), threads, int8 if model.label.startswith("default")
-                                               else {}):
+            for count in threads:
+                set_torch_threads(count)
+                systems = []
+                for factory, name in build_systems(model, Path(tmp), count,
+                                                   int8 if model.label.startswith("default") else {}):
+                    if only and not any(fnmatch.fnmatch(name, pattern) for pattern in only):
+                        continue
+                    try:
+                        systems.append(factory())
+                    except Unavailable as exc:
+                        skips.append({"model": model.label, "system": name, "reason": str(exc)})
+                        log.info("skip %s / %s: %s", model.label, name, exc)
                 try:
-                    system = factory()
-                except Unavailable as exc:
-                    skips.append({"model": model.label, "system": name, "reason": str(exc)})
-                    log.info("skip %s / %s: %s", model.label, name, exc)
-                    continue
-                try:
-                    rows += _time_system(model, system, batches, repeats, warmup, max_call_s, skips)
+                    rows += _time_systems(model, systems, count, batches, repeats, warmup, max_call_s, skips)
                 finally:
-                    system.close()
+                    for system in systems:
+                        system.close()
     _add_ratios(rows)
     return {"rows": rows, "skipped": skips, "cost": costs}
 
 
-def _time_system(model: Model, system: System, batches, repeats, warmup, max_call_s, skips) -> list[dict]:
+def _time_systems(model: Model, systems: list[System], threads: int | None, batches, repeats, warmup, max_call_s,
+                  skips) -> list[dict]:
+    """Warm each system up alone (its peak host memory is sampled then), then time them all in rounds."""
     from export.parity import photo_batch
 
     rows = []
-    per_pixel_s = None  # measured seconds per pixel, used to skip configurations that would take too long
+    per_pixel_s: dict[str, float] = {}  # measured seconds per pixel, to skip configurations that would take too long
     for h, w in sorted(model.sizes, key=lambda s: s[0] * s[1]):
         for n in sorted(batches):
-            estimate = per_pixel_s * n * h * w if per_pixel_s else 0.0
-            if estimate > max_call_s:
-                skips.append({"model": model.label, "system": system.name, "size": hw_text(h, w), "batch": n,
-                              "reason": f"one call would take about {estimate:.0f} s here (limit {max_call_s:g} s)"})
-                continue
             x = photo_batch(n, h, w)
-            with PeakRssSampler() as mem:
-                started = time.perf_counter()
-                # Long calls need one warm-up only (caches and allocations are settled after it).
-                timing = time_call(lambda x=x: system.run(x), warmup=1 if estimate > 2.0 else warmup,
-                                   repeats=repeats,
-                                   budget_s=max(3 * max_call_s, 10.0), cuda=system.cuda)
-                elapsed = time.perf_counter() - started
-            per_pixel_s = max(per_pixel_s or 0.0, timing.p50 / 1e3 / (n * h * w))
-            rows.append({"model": model.label, "system": system.name, "precision": system.precision,
-                         "device": system.device, "size": hw_text(h, w), "batch": n, "samples": len(timing.samples_ms),
-                         "p50_ms": timing.p50, "p95_ms": timing.p95, "p99_ms": timing.p99,
-                         "images_per_s": n / (timing.p50 / 1e3), "peak_host_mb": (mem.peak - mem.baseline) / 1e6,
-                         "peak_device_mb": (system.device_peak() or 0) / 1e6 or None, "wall_s": elapsed})
-            log.info("%s %s %s b%d: p50 %.1f ms", model.label, system.name, hw_text(h, w), n, timing.p50)
+            timed, peaks, started = {}, {}, time.perf_counter()
+            for system in systems:
+                estimate = per_pixel_s.get(system.name, 0.0) * n * h * w
+                if estimate > max_call_s:
+                    skips.append({"model": model.label, "system": system.name, "size": hw_text(h, w), "batch": n,
+                                  "threads": threads, "reason": f"one call would take about {estimate:.0f} s here "
+                                                                f"(limit {max_call_s:g} s)"})
+                    continue
+                run = functools.partial(system.run, x)
+                with PeakRssSampler() as mem:
+                    # Long calls need one warm-up only (caches, compiled shapes and allocations are settled after it).
+                    warm = time_call(run, warmup=max(warmup - 1, 0) if estimate <= 2.0 else 0, repeats=1,
+                                     cuda=system.cuda)
+                peaks[system.name] = (mem.peak - mem.baseline) / 1e6
+                per_pixel_s[system.name] = warm.p50 / 1e3 / (n * h * w)
+                timed[system.name] = (run, system.cuda)
+            timings = time_interleaved(timed, repeats=repeats, budget_s=max(3 * max_call_s, 10.0) * len(timed))
+            elapsed = time.perf_counter() - started
+            for system in systems:
+                if system.name not in timings:
+                    continue
+                timing = timings[system.name]
+                per_pixel_s[system.name] = max(per_pixel_s[system.name], timing.p50 / 1e3 / (n * h * w))
+                rows.append({"model": model.label, "system": system.name, "precision": system.precision,
+                             "device": system.device, "threads": threads, "size": hw_text(h, w), "batch": n,
+                             "samples": len(timing.samples_ms), "p50_ms": timing.p50, "p95_ms": timing.p95,
+                             "p99_ms": timing.p99, "images_per_s": n / (timing.p50 / 1e3),
+                             "peak_host_mb": peaks[system.name],
+                             "peak_device_mb": (system.device_peak() or 0) / 1e6 or None, "wall_s": elapsed})
+                log.info("%s %s %s b%d t%s: p50 %.1f ms", model.label, system.name, hw_text(h, w), n,
+                         threads or "all", timing.p50)
     return rows
 
 
 def _add_ratios(rows: list[dict]) -> None:
-    """Speed-up vs PyTorch eager FP32 at the same model, size and batch (both measured in this run)."""
-    base = {(r["model"], r["size"], r["batch"]): r["p50_ms"] for r in rows if r["system"] == "torch eager"}
+    """Speed-up vs PyTorch eager FP32 at the same model, size, batch and threads (both measured in this run)."""
+    base = {(r["model"], r["size"], r["batch"], r.get("threads")): r["p50_ms"] for r in rows
+            if r["system"] == "torch eager"}
     for r in rows:
-        ref = base.get((r["model"], r["size"], r["batch"]))
+        ref = base.get((r["model"], r["size"], r["batch"], r.get("threads")))
         r["speedup_vs_torch_eager"] = ref / r["p50_ms"] if ref else None
 
 
@@ -169,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
     parser.add_argument("--max-call-s", type=float, default=16.0,
                         help="skip configurations whose single call would take longer than this")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[0], metavar="N",
+                        help="intra-op threads for every system, one pass per value (default 0: all cores), e.g. "
+                             "--threads 1 2")
+    parser.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
+                        help="run only the systems whose name matches a pattern, e.g. 'torch eager' 'openvino*'")
     parser.add_argument("--int8", type=Path, nargs="*", default=None,
                         help="INT8 Q/DQ ONNX files to include (default: engines/*_int8*.onnx of the default model)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
@@ -177,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drift report of the default weights (python -m calibration.drift) for quality columns")
     parser.add_argument("--engines", type=Path, default=Path("engines"),
                         help="folder whose engine manifests (build time, size) go into the results")
-    parser.add_argument("--quick", action="store_true", help="256x256, batch 1, 3 repeats: a smoke run")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"256x256, batch 1, 3 repeats, systems {', '.join(QUICK_SYSTEMS)}: a smoke run")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
 
@@ -191,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.weights or default_weights_path()
     if args.quick:
         args.sizes, args.full_sizes, args.batches, args.repeats, args.warmup = [(256, 256)], [], [1], 3, 1
+        args.only = args.only or list(QUICK_SYSTEMS)
     from banet.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 
     default_config = load_checkpoint(weights).config
@@ -211,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     int8 = {p.stem.split("_int8")[-1].strip("_") or "qdq": p for p in int8_files}
 
     started = time.perf_counter()
-    result = benchmark(models, args.batches, args.repeats, args.warmup, args.max_call_s, args.threads, int8)
+    threads = [t or None for t in args.threads]
+    result = benchmark(models, args.batches, args.repeats, args.warmup, args.max_call_s, threads, int8, args.only)
     machine = machine_name()
     result.update({"machine": machine, "date": dt.date.today().isoformat(), "python": platform.python_version(),
                    "total_s": time.perf_counter() - started, "weights": str(weights), "threads": args.threads,

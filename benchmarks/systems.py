@@ -42,14 +42,19 @@ def _cuda_available() -> bool:
         return False
 
 
+#: PyTorch variants that also run on a CPU (torch.compile's inductor makes C++ kernels there).
+CPU_VARIANTS = ("eager", "compile")
+
+
 def torch_system(weights: Path, variant: str) -> System:
-    """PyTorch eager FP32 (the baseline), or a GPU variant: fp16, channels_last, compile, cudagraphs."""
+    """PyTorch eager FP32 (the baseline), torch.compile (inductor, CPU or GPU), or a GPU-only variant: fp16,
+    channels_last, cudagraphs."""
     import torch
 
     from banet.torch_backend import TorchBackend
 
     cuda = _cuda_available()
-    if variant != "eager" and not cuda:
+    if variant not in CPU_VARIANTS and not cuda:
         raise Unavailable(f"torch {variant} is a GPU optimisation; no CUDA GPU here")
     device = "cuda" if cuda else "cpu"
     backend = TorchBackend(weights, device=device, half=variant in ("fp16", "cudagraphs"),
@@ -59,7 +64,8 @@ def torch_system(weights: Path, variant: str) -> System:
     dtype = torch.float16 if precision == "fp16" else torch.float32
 
     if variant == "compile":
-        compiled = torch.compile(model, mode="max-autotune-no-cudagraphs")
+        # On a GPU, autotuning picks the matmul/conv kernels; on a CPU, inductor's default mode is the peer.
+        compiled = torch.compile(model, mode="max-autotune-no-cudagraphs" if cuda else None)
 
         def run(batch: np.ndarray):
             with torch.inference_mode():
@@ -99,13 +105,26 @@ def torch_system(weights: Path, variant: str) -> System:
     return System(f"torch {variant}", precision, run, backend.close, device, cuda, peak)
 
 
-def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None) -> System:
+def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = False) -> System:
+    """The runtime's ONNX Runtime backend: one dynamic-shape session, or one session per shape (``static``)."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    backend = OnnxRuntimeBackend(onnx_path, threads=threads)
+    backend = OnnxRuntimeBackend(onnx_path, threads=threads, static=static)
     provider = backend.providers[0]
     device = "cuda" if provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else "cpu"
     return System(name, backend.metadata.precision, backend.run, backend.close, device, device == "cuda")
+
+
+def openvino_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = True) -> System:
+    """The runtime's OpenVINO backend on the CPU: compiled per shape (``static``) or one dynamic-shape model."""
+    try:
+        from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
+
+        import_openvino()
+    except Exception as exc:  # not installed: the one-line reason is the skip reason
+        raise Unavailable(str(exc).splitlines()[0]) from exc
+    backend = OpenVinoBackend(onnx_path, threads=threads, static=static)
+    return System(name, backend.metadata.precision, backend.run, backend.close, "cpu")
 
 
 def tensorrt_system(engine: Path, name: str) -> System:

@@ -67,6 +67,22 @@ class Timing:
         return statistics.fmean(self.samples_ms)
 
 
+def _sample_ms(fn: Callable[[], object], cuda: bool) -> float:
+    """One call of ``fn`` in milliseconds: CUDA events and a synchronise on GPUs, wall clock on CPUs."""
+    if cuda:
+        import torch
+
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return begin.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 def time_call(fn: Callable[[], object], warmup: int = 2, repeats: int = 10, budget_s: float | None = None,
               cuda: bool = False) -> Timing:
     """Time ``fn`` after ``warmup`` calls; stop early once ``budget_s`` is spent (at least 3 samples).
@@ -83,21 +99,25 @@ def time_call(fn: Callable[[], object], warmup: int = 2, repeats: int = 10, budg
     samples = []
     started = time.perf_counter()
     for i in range(repeats):
-        if cuda:
-            import torch
-
-            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            begin.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(begin.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e3)
+        samples.append(_sample_ms(fn, cuda))
         if budget_s is not None and i >= 2 and time.perf_counter() - started > budget_s:
             break
     return Timing(samples, warmup)
 
 
+def time_interleaved(fns: dict[str, tuple[Callable[[], object], bool]], repeats: int = 10,
+                     budget_s: float | None = None) -> dict[str, Timing]:
+    """Time already warmed-up calls in rounds, one sample of each per round: ``{name: (fn, cuda)}``.
+
+    Peers compared in one run are interleaved so that whatever else the machine does (another process, thermal
+    throttling, a noisy neighbour) falls on all of them alike instead of on whichever ran at that moment. Stops
+    early once ``budget_s`` is spent (at least 3 rounds).
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    started = time.perf_counter()
+    for i in range(repeats):
+        for name, (fn, cuda) in fns.items():
+            samples[name].append(_sample_ms(fn, cuda))
+        if budget_s is not None and i >= 2 and time.perf_counter() - started > budget_s:
+            break
+    return {name: Timing(values, 0) for name, values in samples.items()}

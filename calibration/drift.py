@@ -162,6 +162,20 @@ def profile_ops(path: Path, shape: tuple[int, int, int] = (1, 256, 256), threads
             "ops": [{"op": op, "ms": round(ms, 1), "share": round(ms / total, 3)} for op, ms in ranked[:top]]}
 
 
+def openvino_forward(path: Path, threads: int | None = None) -> Forward | None:
+    """The runtime's OpenVINO backend on ``path`` (compiled per shape, as ``Deblurrer(backend="openvino")`` runs
+    it), or None where openvino is not installed (the row is then left out)."""
+    from runtime.backends.base import BackendUnavailableError
+    from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
+
+    try:
+        import_openvino()
+    except BackendUnavailableError:
+        log.info("no OpenVINO rows: %s", "openvino is not installed")
+        return None
+    return OpenVinoBackend(path, threads=threads).run
+
+
 def gpu_half_forward(model) -> Forward | None:
     """Real half precision on a CUDA GPU (the FP16 export's structure), or None without one."""
     import torch
@@ -276,6 +290,9 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
     for flavour, path in int8.items():
         candidates.append((f"INT8 {flavour}", "int8", "ONNX Runtime CPU",
                            lambda p=path: onnxruntime_forward(p, threads), path, ""))
+    for name, precision, path in [("FP32", "fp32", fp32)] + [(f"INT8 {f}", "int8", p) for f, p in int8.items()]:
+        candidates.append((f"{name} OpenVINO", precision, "OpenVINO CPU", lambda p=path: openvino_forward(p, threads),
+                           path, "the same ONNX file compiled by OpenVINO for the input's shape"))
 
     reference, baseline = run_heldout(reference_forward, pairs)
     rows = [DriftRow("FP32 PyTorch (reference)", "fp32", "PyTorch CPU", 200.0, 200.0, 0.0,

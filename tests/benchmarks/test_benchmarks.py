@@ -7,7 +7,7 @@ import pytest
 from banet.config import FULL
 from benchmarks import cost
 from benchmarks.run import main
-from benchmarks.timing import time_call
+from benchmarks.timing import time_call, time_interleaved
 
 
 def test_full_network_cost_matches_hand_count():
@@ -94,3 +94,28 @@ def test_builder_comparison_summary():
     assert summary["Polygraphy"]["median_build_s"] == 2.0 and summary["direct TensorRT API"]["median_build_s"] == 3.0
     assert summary["Polygraphy"]["time_ratio_vs_direct"] == 0.67
     assert summary["direct TensorRT API"]["engine_bytes_seen"] == [100, 102] and summary["Polygraphy"]["builds"] == 3
+
+
+def test_time_interleaved_takes_one_sample_of_each_per_round():
+    calls = []
+    timings = time_interleaved({"a": (lambda: calls.append("a"), False), "b": (lambda: calls.append("b"), False)},
+                               repeats=4)
+    assert calls == ["a", "b"] * 4
+    assert [len(t.samples_ms) for t in timings.values()] == [4, 4]
+
+
+def test_peers_per_thread_count_with_ratios_from_the_same_threads(tmp_path, tiny_weights, monkeypatch):
+    pytest.importorskip("openvino", reason="OpenVINO is a peer here: pip install '.[openvino]'")
+    monkeypatch.chdir(tmp_path)
+    assert main(["--quick", "--weights", str(tiny_weights), "--output", str(tmp_path / "res"), "--no-plots",
+                 "--threads", "1", "2", "--only", "torch eager", "openvino*", "onnxruntime fp32 (static)"]) == 0
+    [json_file] = (tmp_path / "res").glob("*.json")
+    rows = json.loads(json_file.read_text())["rows"]
+    assert {(r["system"], r["threads"]) for r in rows} == {
+        (s, t) for s in ("torch eager", "openvino fp32", "openvino fp32 (dynamic)", "onnxruntime fp32 (static)")
+        for t in (1, 2)}
+    for threads in (1, 2):
+        eager = next(r for r in rows if r["system"] == "torch eager" and r["threads"] == threads)
+        other = next(r for r in rows if r["system"] == "openvino fp32" and r["threads"] == threads)
+        assert other["speedup_vs_torch_eager"] == pytest.approx(eager["p50_ms"] / other["p50_ms"])
+    assert "| openvino fp32 | fp32 | cpu | 1 | 256x256 |" in json_file.with_suffix(".md").read_text()

@@ -1,5 +1,6 @@
 """Drift report on a small network: every precision row, restoration deltas, speed ratio, JSON and Markdown."""
 
+import importlib.util
 import json
 
 import pytest
@@ -39,8 +40,13 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
                                 speed_shape=(1, 64, 64), repeats=2)
     assert report["model"]["sha256"] == file_sha256(weights)
     rows = {r["name"]: r for r in report["rows"]}
-    assert set(rows) == {"FP32 PyTorch (reference)", "FP32 ONNX", "FP16 ONNX", "FP16 PyTorch (emulated)", "INT8 ort"}
+    openvino = {"FP32 OpenVINO", "INT8 ort OpenVINO"} if importlib.util.find_spec("openvino") else set()
+    assert set(rows) == {"FP32 PyTorch (reference)", "FP32 ONNX", "FP16 ONNX", "FP16 PyTorch (emulated)",
+                         "INT8 ort"} | openvino
     reference = rows["FP32 PyTorch (reference)"]
+    if openvino:  # the same files on OpenVINO: FP32 as exact as ONNX Runtime's, INT8 close to ONNX Runtime's INT8
+        assert rows["FP32 OpenVINO"]["drift_psnr_db"] > 100
+        assert abs(rows["INT8 ort OpenVINO"]["drift_psnr_db"] - rows["INT8 ort"]["drift_psnr_db"]) < 6
     assert rows["FP32 ONNX"]["drift_psnr_db"] > 100 and abs(rows["FP32 ONNX"]["delta_psnr_db"]) < 1e-3
     assert 50 < rows["FP16 PyTorch (emulated)"]["drift_psnr_db"] < 150
     assert 20 < rows["INT8 ort"]["drift_worst_psnr_db"] <= rows["INT8 ort"]["drift_psnr_db"] < 80
