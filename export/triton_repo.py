@@ -36,7 +36,7 @@ from banet.metadata import ModelMetadata
 from export.onnx_file import check_banet_graph, load_onnx
 from runtime.images import MIN_SIDE
 from runtime.serve_requests import DEFAULT_MAX_PIXELS
-from runtime.triton_marker import MARKER, TOOL, MarkerError, RequestLimits, marker_text, read_marker
+from runtime.triton_marker import MARKER, MAX_PIXELS_RANGE, TOOL, MarkerError, RequestLimits, marker_text, read_marker
 
 _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                    onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.INT32: "TYPE_INT32",
@@ -89,6 +89,10 @@ def check_name(name: object) -> str:
 
 def check_options(max_batch: int, instances: int, threads: int, max_pixels: int) -> None:
     """Refuse, with one line naming the option, numbers outside what a working repository can hold."""
+    low, high = MAX_PIXELS_RANGE
+    if type(max_pixels) is not int or not low <= max_pixels <= high:
+        raise TritonRepoError(f"max-megapixels must be at most {high / 1e6:g} (and at least {low} pixels), got "
+                              f"{max_pixels / 1e6:g}")
     try:
         RequestLimits(max_batch, max_pixels, MIN_SIDE).check()
     except MarkerError as exc:
