@@ -9,6 +9,8 @@ closed, no shared memory left behind). One server for the module (the command-li
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 from pathlib import Path
 
@@ -360,3 +362,51 @@ def test_the_command_line_serves_until_it_is_told_to_stop(tmp_path, onnx_file):
             process.wait()
     assert process.returncode == 0, rest
     assert "stopped (tritonserver exit code 0)" in rest
+    # Triton's own log (its E... lines about CUDA on a CPU machine included) stays in the log file by default.
+    assert "server log: " in lines[-1] and not re.search(r"^[IWE]\d{4} ", "".join(lines) + rest, re.MULTILINE)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_server_that_dies_is_reported_in_one_line_and_not_restarted(tmp_path, onnx_file):
+    """--verbose shows the server's log; a tritonserver killed under the launcher: one line, exit code 1."""
+    _bundled_or_skip()
+    import signal
+    import subprocess
+    import sys
+
+    from export.triton_repo import write_repository
+
+    write_repository(onnx_file, tmp_path / "repo", threads=1)
+    process = subprocess.Popen([sys.executable, "-m", "runtime.triton_server", str(tmp_path / "repo"),
+                                "--http-port", "0", "--timeout", "60", "--verbose", "--log", str(tmp_path / "t.log")],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parents[2])
+    try:
+        ready = process.stdout.readline()
+        assert ready.startswith("serving ") and f"server log: {tmp_path / 't.log'}" in ready, ready
+        children = _children(process.pid)
+        assert len(children) == 1, children
+        os.kill(children[0], signal.SIGKILL)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 1
+    assert re.search(r"^I\d{4} ", err, re.MULTILINE), "--verbose did not show the server's log"
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: tritonserver was killed by signal 9 (SIGKILL); its log: {tmp_path / 't.log'}; "
+                      "not restarted"], err[-2000:]
+    assert not _children(process.pid) and (tmp_path / "t.log").stat().st_size > 0
