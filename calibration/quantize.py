@@ -3,16 +3,25 @@
 The quantizer itself is :mod:`calibration.int8`; the per-block sensitivity search (``--auto-exclude``) is
 :mod:`calibration.sensitivity`. This module is the command line: arguments, finding (or exporting) the FP32
 ONNX, one error line per failure.
+
+The default files (``<stem>_int8_ort.onnx``, ``<stem>_int8_trt.onnx``) are what the drift report, the benchmarks
+and INT8 engine builds read. A run with other settings (``--exclude`` other than the flavour's defaults,
+``--auto-exclude``, ``--method`` other than minmax) writes a variant with its own name,
+``<stem>_int8_<flavour>_<variant>.onnx``, so it never replaces a default file (``--output`` names it yourself).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
+from banet.artifacts import int8_onnx_path
 from banet.outputs import check_output
 from calibration.cli_common import (
     add_calibration_arguments,
@@ -27,7 +36,6 @@ from calibration.int8 import (
     FLAVOURS,
     METHODS,
     QuantizeError,
-    default_int8_path,
     node_groups,
     quantizable_nodes,
     quantize_int8,
@@ -35,6 +43,35 @@ from calibration.int8 import (
 from calibration.sensitivity import search
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PERCENTILE = 99.999
+
+
+def percentile_arg(text: str) -> float:
+    """argparse type for ``--percentile``: a number in (0, 100], refused before any work is done."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not a percentile: it must be in (0, 100], e.g. 99.999")
+    return value
+
+
+def variant(flavour: str, method: str, percentile: float, exclude: Sequence[str], auto_exclude: float | None) -> str:
+    """The name suffix of a Q/DQ file made with other settings than the default file's ('' for the defaults)."""
+    parts = []
+    if method != "minmax":
+        parts.append(method + (f"{percentile:g}" if method == "percentile" and percentile != DEFAULT_PERCENTILE
+                               else ""))
+    if auto_exclude is not None:
+        parts.append(f"auto{auto_exclude:g}db")
+    elif sorted(exclude) != sorted(DEFAULT_EXCLUDE[flavour]):
+        names = "+".join(re.sub(r"[^A-Za-z0-9_]+", "-", name) for name in sorted(exclude)) or "none"
+        if len(names) > 40:
+            names = hashlib.sha256(",".join(sorted(exclude)).encode()).hexdigest()[:10]
+        parts.append(f"float-{names}")
+    return "_".join(parts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--flavour", choices=("ort", "trt", "both"), default="both",
                         help="ort: U8S8 for ONNX Runtime CPU; trt: S8S8 for TensorRT; both (default)")
     parser.add_argument("--method", choices=METHODS, default="minmax", help="activation calibration (default minmax)")
-    parser.add_argument("--percentile", type=float, default=99.999, help="percentile for --method percentile")
+    parser.add_argument("--percentile", type=percentile_arg, default=DEFAULT_PERCENTILE,
+                        help=f"percentile for --method percentile, in (0, 100] (default {DEFAULT_PERCENTILE})")
     parser.add_argument("--exclude", nargs="*", default=None, metavar="GROUP",
                         help="blocks to keep in float, e.g. de_layer3 BAM_4/BA.mask (default: the flavour's "
                              "measured defaults; pass --exclude with no names to quantize everything)")
@@ -55,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the sensitivity search and keep the most harmful blocks in float until the "
                              "drift vs FP32 is >= DB dB")
     parser.add_argument("--output", type=Path, default=None,
-                        help="output file (only with one flavour; default engines/<stem>_int8_<flavour>.onnx)")
+                        help="output file (only with one flavour; default engines/<stem>_int8_<flavour>.onnx, "
+                             "or <stem>_int8_<flavour>_<variant>.onnx with other settings than the defaults)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--list-groups", action="store_true", help="print the model's quantizable blocks and exit")
     add_calibration_arguments(parser)
@@ -84,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {name:22s} {len(nodes):3d} nodes")
             return 0
         for flavour in flavours:
-            output = args.output or default_int8_path(fp32, flavour)
             exclude = list(DEFAULT_EXCLUDE[flavour]) if args.exclude is None else args.exclude
+            output = args.output or int8_onnx_path(fp32, flavour, variant(flavour, args.method, args.percentile,
+                                                                          exclude, args.auto_exclude))
+            if not args.force:  # refuse before the (long) sensitivity search and calibration
+                check_output(output, force=False, error=QuantizeError, suffix=".onnx")
             extra = {}
             if args.auto_exclude is not None:
                 report = search(fp32, source, flavour, args.method, args.auto_exclude, percentile=args.percentile)
@@ -93,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 exclude = report.excluded
                 extra["int8_sensitivity"] = json.dumps(report.summary())
             result = quantize_int8(fp32, output, source, flavour, args.method, exclude, args.percentile, args.force,
-                                   extra_metadata=extra)
+                                   extra_metadata=extra, log_level=logging.DEBUG)  # "wrote" is printed below, once
             drift = ", ".join(f"{k}: {v:.1f}" for k, v in result.verification.items())
             print(f"wrote {result.path} ({flavour}, {args.method}, {len(result.quantized_nodes)} nodes quantized, "
                   f"float blocks: {', '.join(result.excluded_groups) or 'none'}); drift vs FP32 ONNX: {drift} dB "

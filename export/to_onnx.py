@@ -4,13 +4,19 @@ Examples:
     python export/to_onnx.py                                   # embedded default model -> engines/
     python export/to_onnx.py --weights BANet_GoPro.pth         # the authors' checkpoint (any layout)
     python export/to_onnx.py --fp16                            # FP16 weights/compute, FP32 input/output
-    python export/to_onnx.py --static 720x1280 --batch 1       # fixed-shape model
+    python export/to_onnx.py --static 720x1280 --batch 1       # -> engines/banet_default_720x1280_b1.onnx
+    python export/to_onnx.py --simplify                        # -> engines/banet_default_slim.onnx
     python export/to_onnx.py --verify-sizes 1x1080x1920 2x36x52  # add shapes to the parity sweep
 
 Every export is checked with the ONNX checker and shape inference, then run with ONNX Runtime against
 PyTorch on a sweep of shapes (square, wide, tall, 8x8, non-multiples of 7, batch > 1, 720x1280). The file
 is only written when every shape passes (FP32: PSNR >= 80 dB and max abs error <= 1e-4); otherwise the
 command exits non-zero and leaves the graph as <name>.failed.onnx for inspection.
+
+Files go under the engines folder ($BANET_ENGINES, else this checkout's engines/, else ./engines); a static or
+simplified export has its own name there, so it never replaces the default ONNX the other commands read.
+Memory: a static export traces and verifies at its full size; --static 720x1280 of the default model peaked at
+6.2 GB resident (measured: 64 s on 2 cores), so leave that much memory free for it.
 """
 
 from __future__ import annotations
@@ -24,19 +30,27 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable without installation
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from banet.artifacts import onnx_path  # noqa: E402
-from banet.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from banet.defaults import default_weights_path  # noqa: E402
-from banet.outputs import check_output  # noqa: E402
-from banet.shapes import parse_hw, parse_nhw  # noqa: E402
-from export.onnx_export import ExportError, ExportOptions, export_onnx  # noqa: E402
-from export.parity import DEFAULT_SWEEP  # noqa: E402
+try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
+    from banet.artifacts import engines_rule, onnx_path
+    from banet.checkpoint import CheckpointError, load_checkpoint
+    from banet.defaults import default_weights_path
+    from banet.outputs import check_output
+    from banet.shapes import parse_hw, parse_nhw
+    from export.onnx_export import ExportError, ExportOptions, export_onnx
+    from export.parity import DEFAULT_SWEEP
+except ModuleNotFoundError as _missing:
+    if __name__ != "__main__":
+        raise
+    from banet.defaults import missing_module_line
+
+    raise SystemExit(missing_module_line(_missing, "export/to_onnx.py")) from None
 
 log = logging.getLogger("export.to_onnx")
 
 
 def default_output(weights_stem: str, options: ExportOptions) -> Path:
-    return onnx_path(weights_stem, options.precision, options.static_hw, options.batch)
+    """:func:`banet.artifacts.onnx_path`: a static or simplified export gets its own name, never the default one."""
+    return onnx_path(weights_stem, options.precision, options.static_hw, options.batch, simplified=options.simplify)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,14 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true",
                         help="float16 weights and compute with float32 input/output (residual add kept in fp32)")
     parser.add_argument("--static", type=parse_hw, default=None, metavar="HxW",
-                        help="fixed input height x width (both even) instead of dynamic height/width")
+                        help="fixed input height x width (both even) instead of dynamic height/width; traced and "
+                             "verified at that size (720x1280: ~6.2 GB peak memory)")
     parser.add_argument("--batch", type=int, default=None, metavar="N",
                         help="fixed batch size (default: dynamic batch)")
     parser.add_argument("--min-size", type=int, default=8,
                         help="smallest height/width the dynamic model is declared and verified for (default 8)")
     parser.add_argument("--max-size", type=int, default=4096,
                         help="largest height/width the dynamic model is declared and verified for (default 4096)")
-    parser.add_argument("--simplify", action="store_true", help="simplify the graph with onnxslim (re-verified)")
+    parser.add_argument("--simplify", action="store_true",
+                        help="simplify the graph with onnxslim (re-verified); default output <name>_slim.onnx")
     parser.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                         help="torch.onnx exporter: torchscript (fast, default) or dynamo (torch.export based)")
     parser.add_argument("--verify-sizes", type=parse_nhw, nargs="+", default=[], metavar="[N]xHxW",
@@ -94,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("weights: %s (%s, layout %s%s)", weights, loaded.config.describe(), loaded.layout,
                  ", configuration inferred from shapes" if loaded.config_inferred else "")
         output = args.output or default_output(Path(weights).stem, options)
+        if args.output is None:
+            log.info("%s", engines_rule())
         path, report = export_onnx(loaded.model, output, options, loaded.sha256, Path(weights).name, loaded.config)
     except (CheckpointError, FileNotFoundError) as exc:  # a bad --weights: one line (torch's detail dropped)
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)

@@ -14,6 +14,7 @@ import logging
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from banet.defaults import EXPORT_INSTALL
 from runtime.backends.base import Backend, BackendUnavailableError
 
 log = logging.getLogger(__name__)
@@ -45,14 +46,15 @@ def checkpoint_opener(backend: str):
     if not found:
         raise BackendUnavailableError(
             f"no opener for checkpoints on {backend!r} is registered (entry point group {CHECKPOINT_BACKENDS}); "
-            "install banet-deploy with its model layer: pip install 'banet-deploy[export,cpu]' (or pip install -e "
-            "'.[export,cpu]' from a checkout)")
+            f"install banet-deploy with its model layer: {EXPORT_INSTALL} (or pip install -e '.[export,cpu]' from "
+            "a checkout)")
     try:
         return found[0].load()
-    except ImportError as exc:
+    except ImportError as exc:  # one line, not the import's chained traceback
         raise BackendUnavailableError(
-            f"running a checkpoint needs PyTorch and the model layer ({exc}); install them with pip install "
-            "'banet-deploy[export]', or run an exported .onnx / .engine instead") from exc
+            f"running a checkpoint needs PyTorch and the model layer ({exc}); install them (CPU build): "
+            f"{EXPORT_INSTALL}; or run an exported .onnx / .engine instead (Deblurrer() with no model runs the "
+            "default model's shipped ONNX)") from None
 
 
 def open_backend(path: Path, backend: str | None = None, **options) -> Backend:

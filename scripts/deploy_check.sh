@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The thin deploy install, checked for real. A fresh venv gets only `pip install '.[cpu]'` (non-editable:
 # numpy, Pillow, tqdm and ONNX Runtime; no torch, onnx or OpenCV); then, from an empty folder, `Deblurrer` runs
-# an exported ONNX on a photo and the command line deblurs the file. Prints one JSON line: the venv's size on
-# disk, the `import runtime` time (best of 3 fresh processes), what was imported, where outputs went.
+# an exported ONNX on a photo, `Deblurrer()` runs the embedded default model (its shipped ONNX) and the command
+# line deblurs the file. Prints one JSON line: the venv's size on disk, the `import runtime` time (best of 3 fresh
+# processes), what was imported, where outputs went.
 #
 #   bash scripts/deploy_check.sh MODEL.onnx PHOTO.png [WORKDIR]
 #
-# MODEL.onnx comes from `python export/to_onnx.py` in the full install. Exit 1 if any check fails.
+# MODEL.onnx: any exported ONNX (banet/weights/banet_default.onnx ships with the package; others come from
+# `python export/to_onnx.py` in the full install). Exit 1 if any check fails.
 set -euo pipefail
 MODEL=$(realpath "$1"); PHOTO=$(realpath "$2"); WORK=${3:-$(mktemp -d)}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,6 +42,10 @@ with Deblurrer(model, rgb=True) as deblur:
     restored = deblur(image)
 assert restored.shape == image.shape and restored.dtype == np.uint8, (restored.shape, restored.dtype)
 np.save("api_output.npy", restored)
+with Deblurrer(rgb=True) as deblur:  # no model: the embedded default, which must run without torch
+    default_backend = deblur.backend.describe()
+    default_restored = deblur(image)
+np.save("default_output.npy", default_restored)
 sys.argv = ["python -m runtime", str(photo), "--model", model, "--output", "cli_out", "-q"]
 try:
     runpy.run_module("runtime", run_name="__main__", alter_sys=True)
@@ -50,7 +56,7 @@ written = Path("cli_out") / photo.name
 import runtime  # noqa: E402
 
 report = {
-    "venv_mb": size_mb, "import_runtime_s": import_s, "cli_exit": code,
+    "venv_mb": size_mb, "import_runtime_s": import_s, "cli_exit": code, "default_backend": default_backend,
     "cli_output": str(written.resolve()) if written.is_file() else None,
     "runtime_from": str(Path(runtime.__file__).resolve().parent),
     "installed": {m: importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "cv2", "onnxruntime")},

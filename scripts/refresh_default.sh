@@ -8,7 +8,9 @@
 #   RUN=training/runs/other bash scripts/refresh_default.sh
 #   WEIGHTS=out/gpu_train/weights.safetensors bash scripts/refresh_default.sh   # weights already exported
 #
-# Replaces banet/weights/banet_default.safetensors (the old one stays in git history), docs/images/*,
+# Replaces banet/weights/banet_default.safetensors and its shipped ONNX banet/weights/banet_default.onnx (what
+# Deblurrer() runs without torch; tests/banet/test_default_onnx.py fails until it is regenerated; the old ones
+# stay in git history), docs/images/*,
 # docs/drift_report.* and writes benchmarks/results/<cpu>_<date>.*. Pause any training on this machine first:
 # the speed columns are only honest on an otherwise idle CPU.
 set -euo pipefail
@@ -48,6 +50,11 @@ cp out/eval/metrics.json docs/images/heldout_metrics.json
 step "ONNX (FP32, FP16), each verified against PyTorch"
 $PY export/to_onnx.py --force
 $PY export/to_onnx.py --fp16 --force
+
+step "shipped default ONNX -> banet/weights/banet_default.onnx (the FP32 export just verified)"
+ENGINES=$($PY -c "from banet.artifacts import engines_dir; print(engines_dir())")
+cp "$ENGINES/banet_default.onnx" banet/weights/banet_default.onnx
+$PY -m pytest -q tests/banet/test_default_onnx.py
 
 step "INT8 Q/DQ (ort and trt flavours)"
 $PY -m calibration.quantize --flavour both --force

@@ -22,7 +22,7 @@ from calibration.int8 import (
     quantize_int8,
     ranges_cache_path,
 )
-from calibration.quantize import main
+from calibration.quantize import main, variant
 
 SOURCE = CalibrationSource(count=4, size=(48, 48), batch=2)
 SHAPES = ((1, 48, 48), (2, 38, 50))
@@ -286,3 +286,49 @@ def test_cli_auto_exclude_records_the_search(tiny_onnx, tmp_path, capsys):
     assert code == 0 and "INT8 sensitivity (trt, minmax)" in capsys.readouterr().out
     search = json.loads(read_onnx_metadata(out).extra["int8_sensitivity"])
     assert search["budget_met"] and search["excluded"] == []
+
+
+def test_a_bad_percentile_is_refused_before_any_work(tmp_path, capsys):
+    """argparse refuses it (exit 2) before the missing ONNX is even looked at, let alone calibrated (issue 29)."""
+    for value, why in (("200", "200 is not a percentile: it must be in \\(0, 100\\]"), ("0", "0 is not a percentile"),
+                       ("lots", "not a number: 'lots'")):
+        with pytest.raises(SystemExit) as stop:
+            main(["--onnx", str(tmp_path / "missing.onnx"), "--method", "percentile", "--percentile", value])
+        assert stop.value.code == 2
+        assert re.search(f"--percentile: {why}", capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_variant_names():
+    assert variant("trt", "minmax", 99.999, ["de_layer3", "de_layer2"], None) == ""  # the flavour's defaults
+    assert variant("ort", "minmax", 99.999, [], None) == ""
+    assert variant("trt", "minmax", 99.999, [], None) == "float-none"
+    assert variant("ort", "minmax", 99.999, ["BAM_4/BA.mask"], None) == "float-BAM_4-BA-mask"
+    assert variant("trt", "minmax", 99.999, [], 48) == "auto48db"
+    assert variant("ort", "percentile", 99.9, [], None) == "percentile99.9"
+    assert variant("ort", "entropy", 99.999, ["de_layer3"], None) == "entropy_float-de_layer3"
+    assert len(variant("ort", "minmax", 99.999, [f"BAM_{i}/BA.mask" for i in range(9)], None)) == len("float-") + 10
+
+
+def test_other_settings_never_replace_the_default_file_and_wrote_is_said_once(tiny_onnx, tmp_path, capsys, caplog):
+    """The default Q/DQ file (what drift, benchmarks and INT8 builds read) stays byte-identical when a run with
+    other exclusions follows, even with --force: the variant gets its own name. Each file is announced once."""
+    import logging
+    import shutil
+
+    fp32 = shutil.copy(tiny_onnx, tmp_path / "tiny.onnx")
+    common = ["--onnx", str(fp32), "--flavour", "trt", "--calib-count", "2", "--calib-size", "32x32"]
+    with caplog.at_level(logging.INFO):
+        assert main(common) == 0
+        default = tmp_path / "tiny_int8_trt.onnx"
+        before = default.read_bytes()
+        assert main([*common, "--exclude", "--force"]) == 0  # quantize everything
+    out = capsys.readouterr().out
+    logged = [r.getMessage() for r in caplog.records
+              if r.levelno >= logging.INFO and r.getMessage().startswith("wrote")]
+    assert not logged and out.count("wrote") == 2, (out, logged)
+    assert f"wrote {default}" in out and f"wrote {tmp_path / 'tiny_int8_trt_float-none.onnx'}" in out
+    assert default.read_bytes() == before
+    assert read_onnx_metadata(tmp_path / "tiny_int8_trt_float-none.onnx").precision == "int8"
+    assert main(common) == 1 and "exists" in capsys.readouterr().err  # the default again: refused, not replaced
+    assert default.read_bytes() == before

@@ -1,6 +1,7 @@
 """The thin deploy install (``pip install '.[cpu]'``, no torch): a fresh venv runs an exported ONNX of the default
-model on a real photo through ``Deblurrer`` and the command line, never importing torch, onnx or OpenCV, and
-gives the pixels the full install gives (``scripts/deploy_check.sh`` does the work; README numbers come from it)."""
+model on a real photo through ``Deblurrer`` and the command line, and ``Deblurrer()`` runs the embedded default
+model from its shipped ONNX, never importing torch, onnx or OpenCV, and gives the pixels the full install gives
+(``scripts/deploy_check.sh`` does the work; README numbers come from it)."""
 
 from __future__ import annotations
 
@@ -19,19 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def deploy_run(tmp_path_factory):
-    for module in ("torch", "skimage"):
-        pytest.importorskip(module, reason="exporting the default model's ONNX needs pip install '.[export]'")
+    pytest.importorskip("skimage", reason="the test photo comes from scikit-image: pip install '.[export]'")
     from skimage import data
 
-    from banet.defaults import default_weights_path
-    from export.checkpoint_onnx import onnx_for_checkpoint
+    from banet.defaults import DEFAULT_ONNX
 
     work = tmp_path_factory.mktemp("deploy")
-    os.environ["BANET_CACHE"] = str(work / "cache")
-    try:
-        model = onnx_for_checkpoint(default_weights_path())
-    finally:
-        del os.environ["BANET_CACHE"]
+    model = DEFAULT_ONNX  # the default model's ONNX as the package ships it (tests/banet/test_shipped_onnx.py)
     photo = work / "coffee.png"
     Image.fromarray(data.coffee()[::2, ::2]).save(photo)  # 200x300: odd aspect ratio, a real photo
     base_python = getattr(sys, "_base_executable", None) or "python3"
@@ -67,3 +62,17 @@ def test_deploy_install_gives_the_full_install_pixels(deploy_run):
     assert np.abs(thin.astype(int) - expected).max() <= 1
     cli = np.asarray(Image.open(report["cli_output"]).convert("RGB"))  # written BGR by Pillow -> read back as RGB
     assert np.abs(cli.astype(int) - expected).max() <= 1
+
+
+def test_deploy_install_runs_the_embedded_default_without_torch(deploy_run):
+    """``Deblurrer()`` with no model in the thin install: the shipped ONNX on ONNX Runtime, the same pixels."""
+    from runtime import Deblurrer
+
+    report, code, model, photo, env = deploy_run
+    assert code == 0 and "onnx" in report["default_backend"].lower(), report
+    image = np.asarray(Image.open(photo).convert("RGB"))
+    with Deblurrer(model, rgb=True) as deblur:
+        expected = deblur(image)
+    thin = np.load(env / "app" / "default_output.npy")
+    assert thin.shape == image.shape and np.abs(thin.astype(int) - expected).max() <= 1
+    assert not np.array_equal(thin, image)  # it ran the network, not a copy
