@@ -12,7 +12,12 @@ Models written (``max_batch_size`` > 0, so Triton's dynamic batcher groups same-
   Python models through ``banet.processing``, copied with the rest of the numpy-only core it needs into each
   model's version folder, so the repository is self-contained: the server's Python needs numpy (and
   onnxruntime for the ``python`` flavour), not banet-deploy;
-* ``README_<name>.md``: what was written, for which server, and how to start it.
+* ``README_<name>.md``: what was written, for which server, and how to start it;
+* ``<model>/to_triton.json`` in each model folder (:mod:`runtime.triton_marker`): the files written there, and
+  for the ensemble its request limits (batch, pixels), which ``runtime.triton_server``'s front enforces.
+
+Nothing is written until the name, the numbers and every target path (inside the repository) are checked;
+``force`` replaces only folders holding this tool's marker for this ensemble and nothing added since.
 
 Input/output names, element types and dimensions are read from the ONNX graph, never restated.
 """
