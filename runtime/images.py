@@ -262,7 +262,8 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     rather than truncated).
 
     Refused in one line (:class:`ImageReadError`) before any pixel is decoded: a file whose header declares more
-    than ``max_pixels`` pixels (a decompression bomb; None: no limit), and a multi-page or animated file (only
+    than ``max_pixels`` pixels (a decompression bomb; None: only the decoders' own limits, OpenCV's 1 gigapixel and
+    Pillow's 179 megapixels), and a multi-page or animated file (only
     its first page would be deblurred). The EXIF orientation is applied: the array is upright, as viewers show it.
     """
     path = Path(path)
@@ -284,11 +285,11 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         if header.frames > 1 and header.format != "MPO":  # MPO: a camera JPEG with previews; its first is the photo
             raise ImageReadError(f"{path}: a {header.format} with {header.frames} pages or frames; only single "
                                  "images are deblurred (save each page as its own file, or a video as a video)")
-    image = _decode(path, data, header)
+    image = _decode(path, data, header, max_pixels)
     return apply_orientation(image, header.orientation) if header is not None else image
 
 
-def _decode(path: Path, data: bytes, header: _Header | None) -> np.ndarray:
+def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | None) -> np.ndarray:
     """Pixels of an image file: OpenCV first (16-bit colour), Pillow where OpenCV is missing or does not know it."""
     cv2 = opencv()
     if cv2 is not None:
@@ -301,7 +302,7 @@ def _decode(path: Path, data: bytes, header: _Header | None) -> np.ndarray:
         if header is None:
             raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'}"
                                  " file of another kind, truncated or empty?)")
-    return _read_with_pillow(path, data, hint=cv2 is None)
+    return _read_with_pillow(path, data, max_pixels, hint=cv2 is None)
 
 
 def _png_is_16bit_colour(head: bytes) -> bool:
@@ -309,14 +310,15 @@ def _png_is_16bit_colour(head: bytes) -> bool:
     return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 26 and head[24] == 16 and head[25] in (2, 6)
 
 
-def _read_with_pillow(path: Path, data: bytes, hint: bool = True) -> np.ndarray:
+def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: bool = True) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if hint and _png_is_16bit_colour(data[:26]):
         raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
     try:
-        with _PILLOW_LIMIT:  # the size was checked against the caller's limit before this
-            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        with _PILLOW_LIMIT:  # the size was checked against the caller's limit: Pillow's own one moves to it
+            limit = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = limit if max_pixels is None else max_pixels
             try:
                 image = Image.open(io.BytesIO(data))
             finally:
@@ -327,7 +329,8 @@ def _read_with_pillow(path: Path, data: bytes, hint: bool = True) -> np.ndarray:
                 return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
             alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, ImageFormatError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError,
+            ImageFormatError) as exc:
         extra = f", or a format that needs OpenCV: {OPENCV_HINT}" if hint else ""
         raise ImageReadError(f"{path}: not an image Pillow can decode (truncated, empty, another kind of "
                              f"file{extra}): {first_line(exc)}") from None

@@ -597,3 +597,24 @@ def test_an_unexpected_error_in_one_file_does_not_stop_the_others(tmp_path, tiny
     _one_line_error(err)
     assert "b.png: MemoryError: cannot allocate 12 GB" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "c.png"]
+
+
+def test_without_opencv_pillow_applies_the_same_rules(tmp_path, monkeypatch):
+    """The thin deploy install reads with Pillow: the same upright pixels, GIFs, and one line for a bomb even with
+    the limit off (Pillow's own then answers)."""
+    import runtime.images
+    from runtime.images import ImageReadError
+
+    with_opencv = read_image(_save_with_orientation(tmp_path / "t.png", 6))
+    monkeypatch.setattr(runtime.images, "opencv", lambda: None)
+    assert np.array_equal(read_image(tmp_path / "t.png"), with_opencv)
+    _pil().save(tmp_path / "still.gif")
+    write_image(tmp_path / "out.gif", read_image(tmp_path / "still.gif"))
+    assert read_image(tmp_path / "out.gif").shape == (40, 56, 3)
+    for limit in (DEFAULT_PIXELS, None):
+        with pytest.raises(ImageReadError, match="megapixels|decompression bomb") as info:
+            read_image(_header_bomb(tmp_path / "bomb.png"), max_pixels=limit)
+        assert "\n" not in str(info.value)
+
+
+DEFAULT_PIXELS = 200_000_000
