@@ -222,7 +222,7 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
     if threads is not None and (not _whole(threads) or threads < 0):
         raise OptionError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
     device = backend_options.get("device")
-    kind = backend or (_backend_kind(Path(model)) if model is not None else "torch")
+    kind = backend or (_backend_kind(Path(model)) if model is not None else None)  # default: loading.py decides
     if device is not None and kind == "torch" and not isinstance(device, str):
         raise OptionError(f"device must be a name such as 'cpu' or 'cuda:0' on the torch backend, got {device!r}")
     if device is not None and kind == "tensorrt" and not _whole(device):
