@@ -6,7 +6,7 @@ ONNX, one error line per failure.
 
 The default files (``<stem>_int8_ort.onnx``, ``<stem>_int8_trt.onnx``) are what the drift report, the benchmarks
 and INT8 engine builds read. A run with other settings (``--exclude`` other than the flavour's defaults,
-``--auto-exclude``, ``--method`` other than minmax) writes a variant with its own name,
+``--auto-exclude``, ``--method`` other than minmax, your own ``--calib-dir``) writes a variant with its own name,
 ``<stem>_int8_<flavour>_<variant>.onnx``, so it never replaces a default file (``--output`` names it yourself).
 """
 
@@ -58,9 +58,12 @@ def percentile_arg(text: str) -> float:
     return value
 
 
-def variant(flavour: str, method: str, percentile: float, exclude: Sequence[str], auto_exclude: float | None) -> str:
+def variant(flavour: str, method: str, percentile: float, exclude: Sequence[str], auto_exclude: float | None,
+            calib_dir: Path | None = None) -> str:
     """The name suffix of a Q/DQ file made with other settings than the default file's ('' for the defaults)."""
     parts = []
+    if calib_dir is not None:
+        parts.append("calib-" + (re.sub(r"[^A-Za-z0-9_]+", "-", Path(calib_dir).resolve().name) or "dir"))
     if method != "minmax":
         parts.append(method + (f"{percentile:g}" if method == "percentile" and percentile != DEFAULT_PERCENTILE
                                else ""))
@@ -125,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         for flavour in flavours:
             exclude = list(DEFAULT_EXCLUDE[flavour]) if args.exclude is None else args.exclude
             output = args.output or int8_onnx_path(fp32, flavour, variant(flavour, args.method, args.percentile,
-                                                                          exclude, args.auto_exclude))
+                                                                          exclude, args.auto_exclude, args.calib_dir))
             if not args.force:  # refuse before the (long) sensitivity search and calibration
                 check_output(output, force=False, error=QuantizeError, suffix=".onnx")
             extra = {}

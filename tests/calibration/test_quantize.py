@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -307,6 +308,7 @@ def test_variant_names():
     assert variant("trt", "minmax", 99.999, [], 48) == "auto48db"
     assert variant("ort", "percentile", 99.9, [], None) == "percentile99.9"
     assert variant("ort", "entropy", 99.999, ["de_layer3"], None) == "entropy_float-de_layer3"
+    assert variant("trt", "minmax", 99.999, ["de_layer2", "de_layer3"], None, Path("my blurred/")) == "calib-my-blurred"
     assert len(variant("ort", "minmax", 99.999, [f"BAM_{i}/BA.mask" for i in range(9)], None)) == len("float-") + 10
 
 
