@@ -52,6 +52,7 @@ def test_the_main_job_from_an_empty_folder_writes_only_there(installed, tmp_path
     venv, site = installed
     before = digest(site)
     assert before, "the wheel installed none of the packages"
+    assert "banet/weights/banet_default.onnx" in before  # the default model runs without torch (package data)
     app = tmp_path / "app"
     app.mkdir()
     commands = [["banet-export-onnx", "--force"],
