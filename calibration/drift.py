@@ -30,6 +30,7 @@ import numpy as np
 
 from banet.machine import cpu_name
 from banet.outputs import shown_path
+from calibration.heldout import openvino_forward, run_heldout
 from export.parity import Forward, psnr_db
 
 log = logging.getLogger(__name__)
@@ -54,32 +55,6 @@ class DriftRow:
     file: str | None = None
     seconds: float = 0.0
     note: str = ""
-
-
-def run_heldout(forward: Forward, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
-                conventions=None) -> tuple[list[np.ndarray], dict]:
-    """Raw outputs of ``forward`` on the held-out blurred images, and restoration PSNR/SSIM vs the sharp ones.
-
-    Images go through the runtime's pre/post-processing; the metrics come from ``training.evaluate``.
-    """
-    from banet.conventions import BANET
-    from banet.processing import postprocess, preprocess
-    from export.parity import evaluate_pairs
-
-    conventions = conventions or BANET
-    raws: list[np.ndarray] = []
-
-    def restore(images):
-        out = []
-        for image in images:
-            batch, padding = preprocess(image, conventions, channel_order="RGB")
-            raw = forward(batch)
-            raws.append(raw)
-            out.append(postprocess(raw, padding, np.float32, conventions, channel_order="RGB")[0])
-        return out
-
-    summary = evaluate_pairs(restore, pairs)["summary"]
-    return raws, summary
 
 
 def drift_row(name: str, precision: str, backend: str, forward: Forward, pairs, reference: list[np.ndarray],
@@ -160,20 +135,6 @@ def profile_ops(path: Path, shape: tuple[int, int, int] = (1, 256, 256), threads
     return {"file": shown_path(path), "shape": "x".join(map(str, shape)), "threads": threads,
             "kernel_ms_per_run": round(total, 1),
             "ops": [{"op": op, "ms": round(ms, 1), "share": round(ms / total, 3)} for op, ms in ranked[:top]]}
-
-
-def openvino_forward(path: Path, threads: int | None = None) -> Forward | None:
-    """The runtime's OpenVINO backend on ``path`` (compiled per shape, as ``Deblurrer(backend="openvino")`` runs
-    it), or None where openvino is not installed (the row is then left out)."""
-    from runtime.backends.base import BackendUnavailableError
-    from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
-
-    try:
-        import_openvino()
-    except BackendUnavailableError:
-        log.info("no OpenVINO rows: %s", "openvino is not installed")
-        return None
-    return OpenVinoBackend(path, threads=threads).run
 
 
 def gpu_half_forward(model) -> Forward | None:

@@ -326,9 +326,9 @@ def int8_metadata(fp32: ModelMetadata, extra: dict[str, str]) -> ModelMetadata:
 
 def _check_and_commit(fp32_onnx: Path, tmp: Path, output: Path, tensorrt: bool,
                       verify_shapes: Sequence[tuple[int, int, int]], min_psnr_db: float,
-                      threads: int | None) -> tuple[dict | None, dict[str, float]]:
-    """Parser check (``trt`` flavour) and drift against FP32 on ``tmp``; record both in it and rename it to
-    ``output``, or leave it as ``<name>.failed.onnx`` and raise."""
+                      threads: int | None, heldout: bool = True) -> tuple[dict | None, dict[str, float]]:
+    """Parser check (``trt`` flavour), drift against FP32 and (``heldout``) the held-out cost on ``tmp``; record
+    them in it and rename it to ``output``, or leave it as ``<name>.failed.onnx`` and raise."""
     import onnx
 
     conformance = check_tensorrt_conformance(tmp, output) if tensorrt else None
@@ -345,6 +345,14 @@ def _check_and_commit(fp32_onnx: Path, tmp: Path, output: Path, tensorrt: bool,
     if conformance is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "banet.int8_tensorrt_parse", json.dumps(conformance)
+    if heldout:
+        from banet.conventions import METADATA_PREFIX
+        from banet.precision import HELDOUT_KEY
+
+        entry = proto.metadata_props.add()
+        from calibration.heldout import measure_heldout
+
+        entry.key, entry.value = METADATA_PREFIX + HELDOUT_KEY, json.dumps(measure_heldout(fp32_onnx, tmp, threads))
     with removed_on_write_error(tmp, output, QuantizeError):
         onnx.save(proto, str(tmp))
     os.replace(tmp, output)
@@ -356,8 +364,11 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
                   percentile: float = 99.999, force: bool = False,
                   verify_shapes: Sequence[tuple[int, int, int]] = VERIFY_SHAPES,
                   min_verify_psnr_db: float = MIN_VERIFY_PSNR_DB, extra_metadata: dict | None = None,
-                  threads: int | None = None, log_level: int = logging.INFO) -> QuantizedModel:
+                  threads: int | None = None, log_level: int = logging.INFO, heldout: bool = True) -> QuantizedModel:
     """Quantize an FP32 ONNX export to a Q/DQ INT8 model, verify it against FP32, write it to ``output``.
+
+    ``heldout``: also measure what it costs on the held-out photos and record it
+    (:func:`calibration.heldout.measure_heldout`; what ``Deblurrer(precision="int8")`` checks against the budget).
 
     ``exclude_groups`` are block names (:func:`group_of`) kept in float. Raises :class:`QuantizeError` (or
     :class:`~calibration.data.CalibrationDataError`); a model that fails verification, or (``trt`` flavour) that
@@ -424,7 +435,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
         onnx.save(proto, str(tmp))
 
     conformance, verification = _check_and_commit(fp32_onnx, tmp, output, spec.tensorrt, verify_shapes,
-                                                   min_verify_psnr_db, threads)
+                                                   min_verify_psnr_db, threads, heldout)
     seconds = time.perf_counter() - started
     log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output,
             flavour, method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)

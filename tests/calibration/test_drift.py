@@ -70,7 +70,8 @@ def test_cli_writes_json_and_markdown(tiny_checkpoint, tiny_onnx, int8_model, tm
                        "--no-fp16", "--no-speed", "--limit", "1", "--output", str(out)])
     assert code == 0
     report = json.loads((out / "drift_report.json").read_text())
-    assert [r["name"] for r in report["rows"]] == ["FP32 PyTorch (reference)", "FP32 ONNX", "INT8 ort"]
+    openvino = ["FP32 OpenVINO", "INT8 ort OpenVINO"] if importlib.util.find_spec("openvino") else []
+    assert [r["name"] for r in report["rows"]] == ["FP32 PyTorch (reference)", "FP32 ONNX", "INT8 ort"] + openvino
     assert "| FP32 ONNX |" in (out / "drift_report.md").read_text()
 
 

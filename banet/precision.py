@@ -1,0 +1,47 @@
+"""What a reduced precision may cost, in one place: the INT8 held-out budget and how a file's recorded cost is read.
+
+``calibration.quantize`` measures every INT8 file it writes on the held-out photos (restoration PSNR against the
+FP32 model's, per CPU backend that can run it) and records the result in the file's metadata under
+``banet.int8_heldout``. The runtime reads it back before it runs an INT8 file the user asked for by precision, and
+refuses a file that has no record or costs more than the budget.
+"""
+
+from __future__ import annotations
+
+import json
+
+from banet.metadata import ModelMetadata
+
+#: Most restoration PSNR an INT8 file may lose against FP32 on the held-out photos (dB), per backend.
+INT8_HELDOUT_BUDGET_DB = 0.3
+#: Metadata key (under ``banet.``) of the held-out record.
+HELDOUT_KEY = "int8_heldout"
+
+
+def heldout_record(metadata: ModelMetadata) -> dict | None:
+    """The held-out record of an INT8 file (``{"delta_psnr_db": {backend: dB}, ...}``), or None if it has none."""
+    raw = metadata.extra.get(HELDOUT_KEY)
+    if not raw:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("delta_psnr_db"), dict) else None
+
+
+def int8_refusal(metadata: ModelMetadata, backend: str, name: str = "the INT8 file") -> str | None:
+    """Why ``backend`` should not run this INT8 file within the budget, or None if its recorded cost fits."""
+    record = heldout_record(metadata)
+    if record is None:
+        return (f"{name} has no held-out quality record; make it with python -m calibration.quantize, which "
+                "measures and records it")
+    delta = record["delta_psnr_db"].get(backend)
+    if not isinstance(delta, (int, float)):
+        measured = ", ".join(sorted(record["delta_psnr_db"])) or "none"
+        return (f"{name} was not measured on {backend} (measured on: {measured}); make it again where {backend} "
+                "is installed")
+    if -delta > INT8_HELDOUT_BUDGET_DB:
+        return (f"{name} loses {-delta:.2f} dB on the held-out photos on {backend}, over the "
+                f"{INT8_HELDOUT_BUDGET_DB:g} dB INT8 budget")
+    return None

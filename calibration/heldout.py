@@ -1,0 +1,94 @@
+"""Restoration quality on the held-out photos: one forward's outputs and PSNR/SSIM, and what an INT8 file costs.
+
+Shared by the drift report (:mod:`calibration.drift`, every precision side by side) and the quantizer
+(:mod:`calibration.int8`, which records an INT8 file's cost in the file so the runtime can hold it to the budget).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from export.parity import Forward
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _heldout_pairs() -> list:
+    """The held-out set, made once per process (every INT8 file a process writes is measured on it; read only)."""
+    from calibration.photos import heldout_pairs
+
+    return heldout_pairs()
+
+
+def run_heldout(forward: Forward, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]],
+                conventions=None, with_ssim: bool = True) -> tuple[list[np.ndarray], dict]:
+    """Raw outputs of ``forward`` on the held-out blurred images, and restoration PSNR (and SSIM) vs the sharp ones.
+
+    Images go through the runtime's pre/post-processing; the metrics come from ``training.evaluate``.
+    """
+    from banet.conventions import BANET
+    from banet.processing import postprocess, preprocess
+    from export.parity import evaluate_pairs
+
+    conventions = conventions or BANET
+    raws: list[np.ndarray] = []
+
+    def restore(images):
+        out = []
+        for image in images:
+            batch, padding = preprocess(image, conventions, channel_order="RGB")
+            raw = forward(batch)
+            raws.append(raw)
+            out.append(postprocess(raw, padding, np.float32, conventions, channel_order="RGB")[0])
+        return out
+
+    summary = evaluate_pairs(restore, pairs, with_ssim)["summary"]
+    return raws, summary
+
+
+def openvino_forward(path: Path, threads: int | None = None) -> Forward | None:
+    """The runtime's OpenVINO backend on ``path`` (compiled per shape, as ``Deblurrer(backend="openvino")`` runs
+    it), or None where openvino is not installed (the row is then left out)."""
+    from runtime.backends.base import BackendUnavailableError
+    from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
+
+    try:
+        import_openvino()
+    except BackendUnavailableError:
+        log.info("no OpenVINO rows: %s", "openvino is not installed")
+        return None
+    return OpenVinoBackend(path, threads=threads).run
+
+
+#: Environment variable that limits how many held-out images an INT8 file is measured on (default: all 26). The
+#: test suite sets it, since it quantizes dozens of small models; the record states the count it used.
+IMAGES_ENV = "BANET_HELDOUT_IMAGES"
+
+
+def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None) -> dict:
+    """Restoration PSNR the INT8 file loses against its FP32 ONNX on the held-out photos, per CPU backend that can
+    run it here (ONNX Runtime; OpenVINO where installed): the record :func:`banet.precision.int8_refusal` reads."""
+    from banet.precision import INT8_HELDOUT_BUDGET_DB
+    from runtime.backends.onnxruntime_backend import open_session, session_forward
+
+    pairs = _heldout_pairs()[:int(os.environ.get(IMAGES_ENV) or 0) or None]
+
+    def onnxruntime_forward(path: Path) -> Forward:
+        return session_forward(open_session(path, ["CPUExecutionProvider"], threads))
+
+    _, fp32 = run_heldout(onnxruntime_forward(fp32_onnx), pairs, with_ssim=False)
+    forwards = {"onnxruntime": onnxruntime_forward(int8_onnx), "openvino": openvino_forward(int8_onnx, threads)}
+    deltas = {backend: round(run_heldout(forward, pairs, with_ssim=False)[1]["psnr_deblurred"]
+                             - fp32["psnr_deblurred"], 4)
+              for backend, forward in forwards.items() if forward is not None}
+    log.info("held-out restoration vs FP32: %s dB", deltas)
+    return {"reference": "FP32 ONNX on ONNX Runtime", "images": len(pairs),
+            "fp32_psnr_db": round(fp32["psnr_deblurred"], 4), "delta_psnr_db": deltas,
+            "budget_db": INT8_HELDOUT_BUDGET_DB}
