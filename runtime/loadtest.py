@@ -8,14 +8,23 @@
 
 Each response is compared with the direct ``Deblurrer`` output for the same image (dynamic batching may run a
 request in a different batch, so equality is checked to within 1 grey level).
+
+    python -m runtime.loadtest --burst 6 --size 1000x1000      # the overload check: see :func:`burst`
+
+``--burst N`` starts ``python -m runtime.serve`` in its own process, sends N concurrent KServe JSON requests of
+--size, then one small request, and reports each status (200 or 503), latency and Retry-After, how soon the small
+request was answered, and the server process's memory (VmRSS) before, at its peak and after.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import http.client
 import json
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -77,6 +86,105 @@ def load_test(url: str, images: list[np.ndarray], expected: list[np.ndarray], re
             "p50_ms": float(np.percentile(latencies, 50)), "p95_ms": float(np.percentile(latencies, 95)),
             "p99_ms": float(np.percentile(latencies, 99)), "max_abs_diff_vs_direct": worst,
             "all_match": worst <= 1}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (Linux /proc), or NaN if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _json_body(image: np.ndarray) -> bytes:
+    """A KServe v2 JSON inference request for one HxWx3 image, as plain HTTP clients (curl, requests) send it."""
+    return json.dumps({"inputs": [{"name": "image", "shape": [1, *image.shape], "datatype": "UINT8",
+                                   "data": image.ravel().tolist()}]}).encode()
+
+
+def _post(port: int, body: bytes, timeout: float | None) -> dict:
+    """POST one inference request; status (None when the client gave up), seconds and Retry-After."""
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("POST", "/v2/models/banet/infer", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        status, retry_after = response.status, response.getheader("Retry-After")
+    except TimeoutError:
+        status, retry_after = None, None  # the client hangs up, as an impatient one does
+    finally:
+        conn.close()
+    return {"status": status, "seconds": round(time.perf_counter() - started, 2), "retry_after": retry_after}
+
+
+def burst(server_args: list[str], count: int, size: tuple[int, int], client_timeout: float | None = None,
+          small: tuple[int, int] = (64, 64)) -> dict:
+    """Start ``python -m runtime.serve`` (its own process, so its memory is its own), send ``count`` concurrent
+    JSON requests of ``size`` at once, then one ``small`` request once all of them are answered (or their
+    clients gave up after ``client_timeout``); stop the server with SIGTERM."""
+    from runtime.serve import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "runtime.serve", "--http-port", str(port), "--no-metrics", *server_args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0.0]
+    done = threading.Event()
+    try:
+        _wait_ready(proc, port)
+        time.sleep(1.0)
+        before = rss_mb(proc.pid)
+
+        def sample() -> None:
+            while not done.wait(0.2):
+                peak[0] = max(peak[0], rss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        images = photo_images(count, *size)
+        bodies = [_json_body(image) for image in images]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=count) as pool:
+            answers = list(pool.map(lambda body: _post(port, body, client_timeout), bodies))
+        burst_s = time.perf_counter() - started
+        del bodies
+        small_answer = _post(port, _json_body(photo_images(1, *small)[0]), 600)
+        time.sleep(2.0)
+        after = rss_mb(proc.pid)
+        done.set()
+        sampler.join()
+    finally:
+        done.set()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+    return {"command": " ".join(command[1:]), "requests": count, "size": f"{size[0]}x{size[1]}",
+            "client_timeout_s": client_timeout, "answers": answers, "burst_s": round(burst_s, 1),
+            "small_request": small_answer, "rss_mb": {"before": round(before), "peak": round(max(peak[0], after)),
+                                                      "after": round(after)},
+            "server_exit_code": proc.returncode, "server_output": output.splitlines()}
+
+
+def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited with code {proc.returncode}: {proc.stdout.read()[-500:]}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v2/health/ready")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the server was not ready within {timeout:.0f} s")
 
 
 def _ints(text: str) -> list[int]:
@@ -163,10 +271,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="size of the test images (default 96x128)")
     parser.add_argument("--port", type=int, default=8010, help="pytriton target: HTTP port on 127.0.0.1 "
                                                                "(metrics on port + 2)")
+    parser.add_argument("--burst", type=int, default=None, metavar="N",
+                        help="overload check: N concurrent JSON requests of --size at a runtime.serve process")
+    parser.add_argument("--client-timeout", type=float, default=None,
+                        help="--burst: seconds a client waits before it hangs up (default: it waits)")
+    parser.add_argument("--server-args", default="",
+                        help="--burst: more runtime.serve options, e.g. '--deadline-s 60 --queue-size 4'")
     parser.add_argument("--output", type=Path, default=None,
                         help="results JSON (+ .md table); default: benchmarks/results/loadtest_<target>_<machine>_"
                              "<date>.json when --concurrency lists several values, else none")
     args = parser.parse_args(argv)
+    if args.burst is not None:
+        model = ["--model", args.model] if args.model else []
+        report = burst(model + args.server_args.split(), args.burst, args.size, args.client_timeout)
+        text = json.dumps(report, indent=2)
+        if args.output is not None:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text + "\n")
+        print(text)
+        return 0
     if args.concurrency is None:
         args.concurrency = [1, 4, 8] if args.target == "triton" else [4]
     from runtime import Deblurrer
@@ -193,11 +316,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     else:
+        import logging
+
         from runtime.serve import ServeConfig, start
 
-        with Deblurrer(args.model) as deblurrer:
+        logging.getLogger("pytriton").setLevel(logging.WARNING)
+        with Deblurrer(args.model) as deblurrer, tempfile.TemporaryDirectory(prefix="banet_loadtest_") as folder:
             expected = [deblurrer(img) for img in images]
-            with start(deblurrer, ServeConfig("127.0.0.1", args.port, metrics_port=args.port + 2)) as server:
+            config = ServeConfig("127.0.0.1", args.port, metrics_port=args.port + 2,
+                                 triton_log=Path(folder) / "triton.log")  # Triton's log lines stay off the console
+            with start(deblurrer, config) as server:
                 for concurrency in args.concurrency:
                     rows.append({"server": "python -m runtime.serve (PyTriton)",
                                  **load_test(server.url, images, expected, args.requests, concurrency)})

@@ -130,7 +130,8 @@ def _prepare_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now (the OS picks it)."""
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]
@@ -148,8 +149,10 @@ def _check_port_free(port_number: int, what: str) -> None:
                              f"with --{what}-port") from None
 
 
-def _bind_front(config: ServeConfig, triton_port: int) -> FrontServer:
-    """The public socket, bound before Triton starts, so a bad host or busy port fails fast and in one line."""
+def bind_front(config: ServeConfig) -> FrontServer:
+    """The public socket, bound (not yet serving) before the model and Triton start, so a bad host or a busy port
+    fails fast and in one line (:class:`ServeError`). Triton's private port is picked here too."""
+    triton_port = config.triton_http_port or free_port()
     try:
         return FrontServer((config.host, config.http_port), config.limits(), (LOOPBACK, triton_port))
     except (OSError, OverflowError, UnicodeError) as exc:
@@ -240,6 +243,8 @@ def _start_triton(deblurrer, config: ServeConfig, triton_port: int):
                 config=ModelConfig(max_batch_size=config.max_batch,
                                    batcher=DynamicBatcher(max_queue_delay_microseconds=config.queue_delay_us)),
                 strict=True)
+    if config.triton_log is not None:
+        _quiet_console(triton)
     try:
         triton.run()
     except BaseException:
@@ -248,11 +253,24 @@ def _start_triton(deblurrer, config: ServeConfig, triton_port: int):
     return triton
 
 
-def start(deblurrer, config: ServeConfig) -> Server:
+def _quiet_console(triton) -> None:
+    """With a log file, tritonserver still prints a few lines (NVML and DCGM probes on a CPU machine, signals) that
+    PyTriton relays to our stdout; it keeps them in memory as well (``logs()``), so turn the relay off. This is
+    PyTriton's private API (2.x): left alone if it has moved."""
+    try:
+        triton._initialize_server()
+        triton._triton_server._verbose = False
+    except AttributeError:
+        log.debug("PyTriton's console relay not found; tritonserver may print on stdout")
+
+
+def start(deblurrer, config: ServeConfig, front: FrontServer | None = None) -> Server:
     """Start Triton on a private loopback port and the validating front on ``config.host:http_port``. The
-    public socket is bound first; a bad host, a busy port or a Triton that fails raise :class:`ServeError`."""
-    triton_port = config.triton_http_port or _free_port()
-    front = _bind_front(config, triton_port)
+    public socket is bound first (or given: ``front`` from :func:`bind_front`); a bad host, a busy port or a
+    Triton that fails raise :class:`ServeError`."""
+    if front is None:
+        front = bind_front(config)
+    triton_port = front.upstream[1]
     try:
         for what, number_ in (("metrics", config.metrics_port), ("grpc", config.grpc_port)):
             if number_ is not None:
@@ -361,10 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     config = _config(args, log_folder)
     code = 1
     try:
+        front = bind_front(config)
         with Deblurrer(args.model, backend=args.backend) as deblurrer:
-            server = start(deblurrer, config)
+            server = start(deblurrer, config, front)
             if config.triton_log is not None:
-                log.info("Triton's log: %s", config.triton_log)
+                log.info("Triton's log: %s%s", config.triton_log, "" if args.triton_log else
+                         " (removed when the server stops cleanly; --triton-log FILE keeps one)")
             try:
                 server.serve()
             finally:
@@ -380,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     except _Terminated:
         log.info("stopped")
         code = 0
-    if log_folder is not None and code != 1:  # kept after a failure: the error may point into it
+    if log_folder is not None and (code != 1 or not config.triton_log.exists()):  # kept if an error points to it
         shutil.rmtree(log_folder, ignore_errors=True)
     return code
 

@@ -99,6 +99,7 @@ class ClientGone(Exception):
 class _Ticket:
     pixels: int
     deadline: float
+    arrived: float
     started: float | None = None
 
 
@@ -149,7 +150,9 @@ class AdmissionQueue:
         return running + sum(self.estimate(t.pixels) for t in ahead)
 
     def _retry_after(self, now: float) -> int:
-        backlog = self._backlog_s(now, self._waiting)
+        """Seconds until the model is predicted to be free of what runs now (waiting requests that cannot make
+        their deadlines are dropped, so they are not counted)."""
+        backlog = self._backlog_s(now, [])
         return RETRY_AFTER_S if backlog is None else max(1, math.ceil(backlog))
 
     def _fits(self, ticket: _Ticket) -> bool:
@@ -165,9 +168,10 @@ class AdmissionQueue:
             return
         finish = now + (0.0 if not ahead and self._fits(ticket) else backlog) + own
         if finish > ticket.deadline:
-            if own > ticket.deadline - now and not ahead and not self._running:
-                raise RequestError(503, f"this image would take about {own:.0f} s on the model, beyond the "
-                                        "server's deadline; send a smaller image")
+            if own > ticket.deadline - ticket.arrived:
+                raise RequestError(503, f"this request would take about {own:.0f} s on the model, beyond the "
+                                        f"server's deadline of {ticket.deadline - ticket.arrived:.0f} s; send a "
+                                        "smaller image")
             raise RequestError(503, f"server busy: the request would be answered in about {finish - now:.0f} s, "
                                     "after its deadline; retry later", self._retry_after(now))
 
@@ -175,9 +179,9 @@ class AdmissionQueue:
     def slot(self, pixels: int, deadline: float, client_gone: Callable[[], bool]) -> Iterator[None]:
         """Wait in line for the model; the body runs the request. Raises RequestError 503 (queue full, deadline)
         or :class:`ClientGone`; times the body to learn the model's speed."""
-        ticket = _Ticket(pixels, deadline)
         with self._cond:
             now = self._clock()
+            ticket = _Ticket(pixels, deadline, now)
             if self._waiting or not self._fits(ticket):
                 if len(self._waiting) >= self.queue_size:
                     raise RequestError(503, f"server busy: {len(self._waiting)} requests already wait for the model; "

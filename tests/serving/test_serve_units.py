@@ -20,7 +20,7 @@ def test_a_real_4000x3000_binary_request_passes_the_default_limits():
     body, headers = binary_request(np.zeros((1, 3000, 4000, 3), np.uint8))
     limits = FrontLimits()
     assert len(body) <= limits.body_limit
-    check_infer_request(body, int(headers["Inference-Header-Content-Length"]), limits)
+    assert check_infer_request(body, int(headers["Inference-Header-Content-Length"]), limits) == 3000 * 4000
     with pytest.raises(RequestError) as info:
         check_infer_request(body, int(headers["Inference-Header-Content-Length"]), FrontLimits(max_pixels=10**6))
     assert info.value.status == 413

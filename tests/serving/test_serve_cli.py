@@ -1,0 +1,103 @@
+"""``python -m runtime.serve`` and ``runtime.client`` start-up errors as users meet them: exactly one line on stderr,
+no traceback, a non-zero exit code. Bad options are checked in-process (argparse stops before anything starts);
+errors found while starting (model, ports, host) run the real command, all processes at once. A started server
+stops on Ctrl-C with one line and exit code 130, and Triton's log lines stay off its console."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytriton", reason="PyTriton comes with the serve extra")
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _one_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--http-port", "-1"], "--http-port"), (["--http-port", "70000"], "at most 65535"),
+    (["--http-port", "x"], "whole number"), (["--metrics-port", "0"], "--metrics-port"),
+    (["--max-megapixels", "-1"], "--max-megapixels"), (["--max-megapixels", "nan"], "--max-megapixels"),
+    (["--max-body-mb", "0"], "--max-body-mb"), (["--max-batch", "0"], "--max-batch"),
+    (["--queue-size", "-1"], "--queue-size"), (["--deadline-s", "0"], "--deadline-s"),
+    (["--deadline-s", "inf"], "--deadline-s"), (["--backend", "nope"], "--backend"),
+])
+def test_serve_refuses_bad_options_in_one_line(capsys, args, expected):
+    from runtime.serve import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert expected in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--timeout", "-1"], "--timeout"), (["--timeout", "0"], "--timeout"), (["--timeout", "x"], "--timeout"),
+    (["--connect-timeout", "0"], "--connect-timeout"), (["--connect-timeout", "nan"], "--connect-timeout"),
+])
+def test_client_refuses_bad_timeouts_in_one_line(capsys, tmp_path, args, expected):
+    from runtime.client import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["in.png", "--output", str(tmp_path / "out.png"), *args])
+    assert info.value.code == 2
+    assert expected in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_serve_start_up_errors_are_one_line(tmp_path):
+    bad_model = tmp_path / "garbage.onnx"
+    bad_model.write_bytes(b"not an onnx file" * 10)
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        cases = {
+            "missing model": (["--http-port", "0", "--model", str(tmp_path / "missing.onnx")], "not found"),
+            "bad model": (["--http-port", "0", "--model", str(bad_model)], "garbage.onnx"),
+            "busy port": (["--http-port", str(busy.getsockname()[1])], "cannot listen"),
+            # 192.0.2.1 (TEST-NET): an address of no interface here, refused at once (no DNS)
+            "bad host": (["--http-port", "0", "--host", "192.0.2.1"], "cannot listen on 192.0.2.1"),
+        }
+        procs = {name: subprocess.Popen([sys.executable, "-m", "runtime.serve", "--no-metrics", *args], cwd=tmp_path,
+                                        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for name, (args, _) in cases.items()}
+        for name, proc in procs.items():
+            _, stderr = proc.communicate(timeout=120)
+            assert proc.returncode == 1, (name, stderr)
+            assert cases[name][1] in _one_line(stderr), name
+    assert not list(tmp_path.glob("banet-serve-*"))
+
+
+def test_ctrl_c_stops_a_running_server_with_one_line_and_exit_130(served, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--model", str(served.weights), "--http-port",
+                             "0", "--no-metrics"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while not any(line.startswith("serving banet") for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, lines
+            lines.append(proc.stdout.readline())
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, stderr
+    assert stderr.strip() == "interrupted; server stopped"
+    console = "".join(lines) + stdout
+    assert "NVML" not in console and "Signal (2)" not in console, console
+    assert not [line for line in console.splitlines() if line[:1] in "EWI" and line[1:5].isdigit()], console
