@@ -46,6 +46,14 @@ with Deblurrer(rgb=True) as deblur:  # no model: the embedded default, which mus
     default_backend = deblur.backend.describe()
     default_restored = deblur(image)
 np.save("default_output.npy", default_restored)
+from banet.defaults import DEFAULT_WEIGHTS  # noqa: E402
+
+try:  # a checkpoint needs torch: refused in one line that names the CPU install, no chained traceback
+    Deblurrer(DEFAULT_WEIGHTS)
+    checkpoint_error = None
+except Exception as exc:  # noqa: BLE001
+    checkpoint_error = {"type": type(exc).__name__, "message": str(exc),
+                        "chained": exc.__cause__ is not None or not exc.__suppress_context__}
 sys.argv = ["python -m runtime", str(photo), "--model", model, "--output", "cli_out", "-q"]
 try:
     runpy.run_module("runtime", run_name="__main__", alter_sys=True)
@@ -57,6 +65,7 @@ import runtime  # noqa: E402
 
 report = {
     "venv_mb": size_mb, "import_runtime_s": import_s, "cli_exit": code, "default_backend": default_backend,
+    "checkpoint_error": checkpoint_error,
     "cli_output": str(written.resolve()) if written.is_file() else None,
     "runtime_from": str(Path(runtime.__file__).resolve().parent),
     "installed": {m: importlib.util.find_spec(m) is not None for m in ("torch", "onnx", "cv2", "onnxruntime")},

@@ -76,3 +76,11 @@ def test_deploy_install_runs_the_embedded_default_without_torch(deploy_run):
     thin = np.load(env / "app" / "default_output.npy")
     assert thin.shape == image.shape and np.abs(thin.astype(int) - expected).max() <= 1
     assert not np.array_equal(thin, image)  # it ran the network, not a copy
+
+
+def test_deploy_install_refuses_a_checkpoint_in_one_line_naming_the_cpu_torch_install(deploy_run):
+    report, *_ = deploy_run
+    error = report["checkpoint_error"]
+    assert error and error["type"] == "BackendUnavailableError" and not error["chained"], error
+    assert "\n" not in error["message"]
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in error["message"]
