@@ -271,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="size of the test images (default 96x128)")
     parser.add_argument("--port", type=int, default=8010, help="pytriton target: HTTP port on 127.0.0.1 "
                                                                "(metrics on port + 2)")
-    parser.add_argument("--burst", type=int, default=None, metavar="N",
+    from runtime.serve_requests import number
+
+    parser.add_argument("--burst", type=number(int, 1, 256), default=None, metavar="N",
                         help="overload check: N concurrent JSON requests of --size at a runtime.serve process")
-    parser.add_argument("--client-timeout", type=float, default=None,
+    parser.add_argument("--client-timeout", type=number(float, 0, low_open=True), default=None,
                         help="--burst: seconds a client waits before it hangs up (default: it waits)")
     parser.add_argument("--server-args", default="",
                         help="--burst: more runtime.serve options, e.g. '--deadline-s 60 --queue-size 4'")
@@ -283,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.burst is not None:
         model = ["--model", args.model] if args.model else []
-        report = burst(model + args.server_args.split(), args.burst, args.size, args.client_timeout)
+        try:
+            report = burst(model + args.server_args.split(), args.burst, args.size, args.client_timeout)
+        except RuntimeError as exc:  # the server did not start: its own error line is in the message
+            print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+            return 1
         text = json.dumps(report, indent=2)
         if args.output is not None:
             args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -151,8 +151,12 @@ def _check_port_free(port_number: int, what: str) -> None:
 
 def bind_front(config: ServeConfig) -> FrontServer:
     """The public socket, bound (not yet serving) before the model and Triton start, so a bad host or a busy port
-    fails fast and in one line (:class:`ServeError`). Triton's private port is picked here too."""
+    fails fast and in one line (:class:`ServeError`). Triton's private port is picked and its metrics and gRPC
+    ports are checked here too."""
     triton_port = config.triton_http_port or free_port()
+    for what, number_ in (("metrics", config.metrics_port), ("grpc", config.grpc_port)):
+        if number_ is not None:
+            _check_port_free(number_, what)
     try:
         return FrontServer((config.host, config.http_port), config.limits(), (LOOPBACK, triton_port))
     except (OSError, OverflowError, UnicodeError) as exc:
@@ -272,9 +276,6 @@ def start(deblurrer, config: ServeConfig, front: FrontServer | None = None) -> S
         front = bind_front(config)
     triton_port = front.upstream[1]
     try:
-        for what, number_ in (("metrics", config.metrics_port), ("grpc", config.grpc_port)):
-            if number_ is not None:
-                _check_port_free(number_, what)
         try:
             triton = _start_triton(deblurrer, config, triton_port)
         except (BackendUnavailableError, KeyboardInterrupt):

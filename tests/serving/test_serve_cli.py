@@ -59,6 +59,17 @@ def test_client_refuses_bad_timeouts_in_one_line(capsys, tmp_path, args, expecte
     assert not (tmp_path / "out.png").exists()
 
 
+def test_client_ctrl_c_is_one_line_and_exit_130(capsys, tmp_path, monkeypatch):
+    import runtime.client
+
+    def interrupted(args) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runtime.client, "deblur_file", interrupted)
+    assert runtime.client.main(["in.png", "--output", str(tmp_path / "out.png")]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 def test_serve_start_up_errors_are_one_line(tmp_path):
     bad_model = tmp_path / "garbage.onnx"
     bad_model.write_bytes(b"not an onnx file" * 10)
@@ -67,10 +78,13 @@ def test_serve_start_up_errors_are_one_line(tmp_path):
             "missing model": (["--http-port", "0", "--model", str(tmp_path / "missing.onnx")], "not found"),
             "bad model": (["--http-port", "0", "--model", str(bad_model)], "garbage.onnx"),
             "busy port": (["--http-port", str(busy.getsockname()[1])], "cannot listen"),
+            "busy metrics port": (["--http-port", "0", "--metrics-port", str(busy.getsockname()[1])],
+                                  "cannot use metrics port"),
             # 192.0.2.1 (TEST-NET): an address of no interface here, refused at once (no DNS)
             "bad host": (["--http-port", "0", "--host", "192.0.2.1"], "cannot listen on 192.0.2.1"),
         }
-        procs = {name: subprocess.Popen([sys.executable, "-m", "runtime.serve", "--no-metrics", *args], cwd=tmp_path,
+        procs = {name: subprocess.Popen([sys.executable, "-m", "runtime.serve", *args,
+                                         *([] if "metrics" in name else ["--no-metrics"])], cwd=tmp_path,
                                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for name, (args, _) in cases.items()}
         for name, proc in procs.items():
