@@ -95,9 +95,10 @@ class ServeError(RuntimeError):
 class Server:
     """The running server: the validating front on the public port and Triton behind it."""
 
-    def __init__(self, triton, front: FrontServer) -> None:
+    def __init__(self, triton, front: FrontServer, log_path: Path | None = None) -> None:
         self.triton = triton
         self.front = front
+        self.log_path = log_path  # Triton's log file, if it has one
 
     @property
     def url(self) -> str:
@@ -109,7 +110,7 @@ class Server:
         Triton stops by itself."""
         while self.triton.is_alive():
             time.sleep(poll_s)
-        raise ServeError("the Triton server stopped by itself; see its log")
+        raise ServeError(f"the Triton server stopped by itself; see {self.log_path or 'its log above'}")
 
     def stop(self) -> None:
         """Stop the front first (no new requests), then Triton."""
@@ -291,7 +292,7 @@ def start(deblurrer, config: ServeConfig, front: FrontServer | None = None) -> S
     log.info("serving %s on http://%s:%d (images up to %.1f MP)%s", MODEL_NAME, config.host, front.port,
              config.max_pixels / 1e6, "" if config.grpc_port is None else
              f"; unvalidated gRPC on {LOOPBACK}:{config.grpc_port}")
-    return Server(triton, front)
+    return Server(triton, front, config.triton_log)
 
 
 def _parser() -> OneLineParser:
@@ -404,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     if log_folder is not None and (code != 1 or not config.triton_log.exists()):  # kept if an error points to it
         shutil.rmtree(log_folder, ignore_errors=True)
     return code
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

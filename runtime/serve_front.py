@@ -172,8 +172,9 @@ class AdmissionQueue:
                 raise RequestError(503, f"this request would take about {own:.0f} s on the model, beyond the "
                                         f"server's deadline of {ticket.deadline - ticket.arrived:.0f} s; send a "
                                         "smaller image")
-            raise RequestError(503, f"server busy: the request would be answered in about {finish - now:.0f} s, "
-                                    "after its deadline; retry later", self._retry_after(now))
+            raise RequestError(503, f"server busy: the request would be answered in about {finish - now:.0f} s more, "
+                                    f"after its deadline ({ticket.deadline - ticket.arrived:.0f} s from its arrival); "
+                                    "retry later", self._retry_after(now))
 
     @contextmanager
     def slot(self, pixels: int, deadline: float, client_gone: Callable[[], bool]) -> Iterator[None]:
