@@ -72,13 +72,21 @@ def openvino_forward(path: Path, threads: int | None = None) -> Forward | None:
 IMAGES_ENV = "BANET_HELDOUT_IMAGES"
 
 
-def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None) -> dict:
+def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None) -> dict | None:
     """Restoration PSNR the INT8 file loses against its FP32 ONNX on the held-out photos, per CPU backend that can
-    run it here (ONNX Runtime; OpenVINO where installed): the record :func:`banet.precision.int8_refusal` reads."""
+    run it here (ONNX Runtime; OpenVINO where installed): the record :func:`banet.precision.int8_refusal` reads.
+    None for a model that cannot take the held-out crops (a static shape of another size): it gets no record, so
+    ``precision="int8"`` refuses it rather than trusting an unmeasured file."""
+    from banet.metadata import read_onnx_metadata
     from banet.precision import INT8_HELDOUT_BUDGET_DB
-    from runtime.backends.onnxruntime_backend import open_session, session_forward
+    from runtime.backends.onnxruntime_backend import limits_from_metadata, open_session, session_forward
 
     pairs = _heldout_pairs()[:int(os.environ.get(IMAGES_ENV) or 0) or None]
+    h, w = pairs[0][1].shape[:2]
+    unfit = limits_from_metadata(read_onnx_metadata(fp32_onnx)).check((1, 3, h, w))
+    if unfit:
+        log.info("no held-out record for %s: the held-out crops are %dx%d and %s", int8_onnx.name, h, w, unfit)
+        return None
 
     def onnxruntime_forward(path: Path) -> Forward:
         return session_forward(open_session(path, ["CPUExecutionProvider"], threads))

@@ -345,14 +345,17 @@ def _check_and_commit(fp32_onnx: Path, tmp: Path, output: Path, tensorrt: bool,
     if conformance is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "banet.int8_tensorrt_parse", json.dumps(conformance)
+    record = None
     if heldout:
+        from calibration.heldout import measure_heldout
+
+        record = measure_heldout(fp32_onnx, tmp, threads)
+    if record is not None:
         from banet.conventions import METADATA_PREFIX
         from banet.precision import HELDOUT_KEY
 
         entry = proto.metadata_props.add()
-        from calibration.heldout import measure_heldout
-
-        entry.key, entry.value = METADATA_PREFIX + HELDOUT_KEY, json.dumps(measure_heldout(fp32_onnx, tmp, threads))
+        entry.key, entry.value = METADATA_PREFIX + HELDOUT_KEY, json.dumps(record)
     with removed_on_write_error(tmp, output, QuantizeError):
         onnx.save(proto, str(tmp))
     os.replace(tmp, output)

@@ -30,6 +30,8 @@ import numpy as np
 from banet.errors import first_line
 from banet.outputs import partial_path
 from runtime.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, require_opencv, write_image
+from runtime.loading import BACKENDS
+from runtime.selection import PRECISIONS
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 log = logging.getLogger("runtime.cli")
@@ -162,8 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", "-o", type=Path, default=Path("deblurred"), help="output folder")
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint (.pth/.safetensors), ONNX file or TensorRT engine (default: embedded model)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None,
-                        help="force a backend (default: from the model file's extension)")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
+                        help="force a backend; auto: the fastest installed for the file (OpenVINO, else ONNX Runtime, "
+                             "for an .onnx and the default model) (default: from the model file's extension)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="int8: run the model's INT8 file on ONNX Runtime or OpenVINO (shipped for the default "
+                             "model; refused if its recorded held-out cost exceeds 0.3 dB); default: the file as it "
+                             "is")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for ONNX Runtime / OpenVINO (default: all cores)")
     parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
     parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
@@ -215,7 +224,10 @@ def _run(args: argparse.Namespace) -> int:
         inputs = collect_inputs(args.inputs)
         targets = plan_outputs(inputs, args.output, args.force)
         args.output.mkdir(parents=True, exist_ok=True)
-        deblurrer = Deblurrer(args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap)
+        options = {} if args.threads is None else {"threads": args.threads}
+        deblurrer = Deblurrer(args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap,
+                              precision=args.precision, **options)
+        log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
     except Exception as exc:  # a model, folder or option that cannot work: one line, never a traceback
         log.debug("setup failed", exc_info=True)
         print(f"error: {first_line(exc)}", file=sys.stderr)

@@ -25,6 +25,7 @@ from banet.processing import ImageFormatError, postprocess, preprocess
 from runtime.backends.base import Backend
 from runtime.images import merge_image, split_image
 from runtime.loading import backend_for_path, open_backend
+from runtime.selection import choose
 from runtime.tiling import activation_bytes_per_pixel, budget_tile, run_tiled
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,12 @@ class Deblurrer:
 
     Args:
         model: path of a checkpoint (.pth/.safetensors), ONNX file or engine; None for the embedded default.
-        backend: "torch", "onnxruntime" or "tensorrt"; default chosen from the file extension.
+        backend: "torch", "onnxruntime", "openvino" or "tensorrt"; "auto": the fastest installed for the file
+            (OpenVINO, else ONNX Runtime, for an .onnx and the default model); default chosen from the file
+            extension.
+        precision: "int8" runs the model's INT8 Q/DQ file on ONNX Runtime or OpenVINO (found next to the .onnx;
+            shipped for the default model), refused unless its recorded held-out cost is within 0.3 dB; "fp32"
+            insists on an FP32 file; None (default) runs the file as it is.
         rgb: numpy inputs are RGB instead of OpenCV's BGR (outputs keep the input's order either way).
         tile: run images larger than ``tile`` x ``tile`` pixels in overlapping tiles (None: when the memory
             budget or the artifact's shape limits require it).
@@ -52,18 +58,19 @@ class Deblurrer:
 
     def __init__(self, model: str | Path | None = None, backend: str | None = None, rgb: bool = False,
                  tile: int | None = None, tile_overlap: int = 32,
-                 memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB, **backend_options) -> None:
+                 memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB, precision: str | None = None,
+                 **backend_options) -> None:
         check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options)
-        if model is None:  # the checkpoint where PyTorch is installed, else the ONNX shipped next to it
-            from banet.defaults import default_model_path
-
-            model = default_model_path(backend)
+        # The default model: the checkpoint where PyTorch is installed, else the ONNX shipped next to it.
+        model, backend = choose(None if model is None else Path(model), backend, precision)
+        #: The file this Deblurrer runs (the INT8 file chosen for precision="int8", the default model's file...).
+        self.model_path = model
         self.rgb = rgb
         self.tile = tile
         self.tile_overlap = tile_overlap
         self.memory_budget_mb = memory_budget_mb
         self._lock = threading.Lock()
-        self.backend: Backend | None = _open(Path(model), backend, backend_options)
+        self.backend: Backend | None = _open(model, backend, backend_options)
         self.conventions = self.backend.metadata.conventions
         multiple = self.conventions.size_multiple
         if tile is not None and (tile < 2 * tile_overlap or tile % multiple):

@@ -1,0 +1,89 @@
+"""Which file and backend a ``Deblurrer`` runs when the user names a precision or asks for ``backend="auto"``.
+
+- ``backend="auto"``: an ``.onnx`` (and the default model) runs on OpenVINO where it is installed, else on ONNX
+  Runtime; an engine on TensorRT; a checkpoint on PyTorch. OpenVINO first because it measured faster on CPUs at
+  FP32 and INT8 (``python -m benchmarks.run``; the README's CPU table).
+- ``precision="int8"``: the INT8 Q/DQ file of the model for the backend (flavour :data:`INT8_FLAVOUR`), found next
+  to an FP32 ``.onnx`` (the shipped ones next to the default model; a checkpoint's in the engines folder), or the
+  file itself when it already is INT8. It runs only if the held-out cost recorded in it is within the budget
+  (:mod:`banet.precision`); the file used is logged and kept as ``Deblurrer.model_path``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from banet.artifacts import engines_dir, int8_onnx_path, onnx_path
+from banet.errors import ArtifactError, OptionError
+from banet.metadata import read_onnx_metadata
+from banet.precision import int8_refusal
+from runtime.loading import CHECKPOINT_SUFFIXES, ModelNotFoundError, backend_for_path
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "int8")
+#: Which INT8 flavour (calibration.quantize --flavour) each CPU backend runs: ``ort`` (U8S8) is what ONNX Runtime's
+#: CPU kernels are fastest with; OpenVINO's choice was measured the same way (README, CPU table).
+INT8_FLAVOUR = {"onnxruntime": "ort", "openvino": "ort"}
+
+
+def auto_backend(model: Path | None) -> str:
+    """The fastest backend installed here for ``model`` (None: the default model)."""
+    kind = "onnxruntime" if model is None else backend_for_path(model)
+    if kind != "onnxruntime":
+        return kind
+    return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
+
+
+def choose(model: Path | None, backend: str | None, precision: str | None) -> tuple[Path, str | None]:
+    """(file to open, backend) for a Deblurrer's ``model``, ``backend`` and ``precision`` options."""
+    if precision is not None and precision not in PRECISIONS:
+        raise OptionError(f"precision must be one of {PRECISIONS} (or None: the file's own), got {precision!r}")
+    if backend == "auto":
+        backend = auto_backend(model)
+    if model is None:
+        from banet.defaults import default_model_path
+
+        model = default_model_path("onnxruntime" if precision == "int8" else backend)
+    model = Path(model)
+    if precision != "int8":
+        if precision == "fp32" and model.suffix.lower() == ".onnx" and model.is_file():
+            found = read_onnx_metadata(model).precision
+            if found != "fp32":
+                raise OptionError(f"precision='fp32' asked, but {model.name} is a {found} model")
+        return model, backend
+    backend = backend or backend_for_path(model)
+    if backend not in INT8_FLAVOUR:
+        raise OptionError(f"precision='int8' runs INT8 Q/DQ ONNX files on {' or '.join(INT8_FLAVOUR)}, not on "
+                          f"{backend}; for TensorRT build an INT8 engine (python export/build_trt.py --int8)")
+    chosen = int8_file(model, backend)
+    reason = int8_refusal(read_onnx_metadata(chosen), backend, chosen.name)
+    if reason:
+        raise ArtifactError(f"{reason}; refusing precision='int8' (run FP32, or make a file within the budget)")
+    log.info("precision int8: running %s on %s", chosen, backend)
+    return chosen, backend
+
+
+def int8_file(model: Path, backend: str) -> Path:
+    """The INT8 file standing for ``model`` on ``backend``; ModelNotFoundError naming the command that makes it."""
+    if not model.exists():
+        raise ModelNotFoundError(f"{model}: model file not found")
+    flavour = INT8_FLAVOUR[backend]
+    suffix = model.suffix.lower()
+    if suffix == ".onnx" and read_onnx_metadata(model).precision == "int8":
+        return model
+    if suffix == ".onnx":
+        fp32, candidate = model, int8_onnx_path(model, flavour)
+    elif suffix in CHECKPOINT_SUFFIXES:
+        fp32 = onnx_path(model.stem)
+        candidate = int8_onnx_path(fp32, flavour)
+    else:
+        raise OptionError(f"precision='int8' takes an .onnx or a checkpoint, not {model.name}")
+    if not candidate.is_file():
+        raise ModelNotFoundError(
+            f"no INT8 file for {model.name} on {backend}: {candidate} does not exist; make it with python -m "
+            f"calibration.quantize --onnx {fp32} --flavour {flavour}"
+            + (f" (engines folder: {engines_dir()})" if suffix != ".onnx" else ""))
+    return candidate

@@ -1,0 +1,147 @@
+"""precision="int8" and backend="auto": the right file for the backend, held to the budget, named; refusals in one
+line."""
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from banet.artifacts import int8_onnx_path
+from banet.errors import ArtifactError, OptionError
+from runtime import Deblurrer, ModelNotFoundError
+from runtime.selection import auto_backend, choose
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    """A tiny network's FP32 ONNX and its INT8 ``ort`` file next to it (quantized for real, held-out cost recorded)."""
+    import torch
+
+    from banet.checkpoint import save_checkpoint
+    from banet.model import BANet
+    from calibration.data import CalibrationSource
+    from calibration.int8 import quantize_int8
+    from export.checkpoint_onnx import onnx_for_checkpoint
+    from tests.conftest import TINY
+
+    folder = tmp_path_factory.mktemp("selection")
+    torch.manual_seed(0)
+    weights = save_checkpoint(BANet(TINY).eval(), folder / "tiny.safetensors")
+    fp32 = folder / "tiny.onnx"
+    shutil.copy(onnx_for_checkpoint(weights), fp32)
+    int8 = quantize_int8(fp32, int8_onnx_path(fp32, "ort"), CalibrationSource(count=2, size=(32, 32)), "ort",
+                         verify_shapes=(), threads=1).path
+    return fp32, int8
+
+
+def _with_record(source, target, deltas):
+    """A copy of ``source`` whose held-out record says ``deltas`` (None: no record)."""
+    import onnx
+
+    proto = onnx.load(str(source))
+    kept = [p for p in proto.metadata_props if p.key != "banet.int8_heldout"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    if deltas is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "banet.int8_heldout", json.dumps({"delta_psnr_db": deltas, "images": 26})
+    onnx.save(proto, str(target))
+    return target
+
+
+def test_int8_runs_the_file_next_to_the_fp32_onnx(tiny_files, tmp_path):
+    fp32, int8 = tiny_files
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(fp32, folder / fp32.name)
+    _with_record(int8, folder / int8.name, {"onnxruntime": -0.1, "openvino": -0.12})
+    image = (np.random.default_rng(0).random((40, 52, 3)) * 255).astype(np.uint8)
+    with Deblurrer(folder / fp32.name, precision="int8", backend="onnxruntime", threads=1) as d, \
+            Deblurrer(folder / int8.name, backend="onnxruntime", threads=1) as direct:
+        assert d.model_path == folder / int8.name
+        assert d.backend.metadata.precision == "int8"
+        np.testing.assert_array_equal(d(image), direct(image))
+
+
+@pytest.mark.parametrize("deltas, message", [
+    ({"onnxruntime": -0.45}, "loses 0.45 dB on the held-out photos on onnxruntime, over the 0.3 dB INT8 budget"),
+    (None, "no held-out quality record"),
+    ({"openvino": -0.1}, "was not measured on onnxruntime"),
+])
+def test_int8_over_budget_or_unmeasured_is_refused(tiny_files, tmp_path, deltas, message):
+    fp32, int8 = tiny_files
+    shutil.copy(fp32, tmp_path / fp32.name)
+    _with_record(int8, tmp_path / int8.name, deltas)
+    with pytest.raises(ArtifactError, match=message) as info:
+        Deblurrer(tmp_path / fp32.name, precision="int8", backend="onnxruntime")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_int8_file_names_the_command_that_makes_it(tiny_files, tmp_path):
+    fp32, _ = tiny_files
+    shutil.copy(fp32, tmp_path / fp32.name)
+    with pytest.raises(ModelNotFoundError, match="python -m calibration.quantize --onnx .*tiny.onnx --flavour ort"):
+        Deblurrer(tmp_path / fp32.name, precision="int8", backend="onnxruntime")
+
+
+@pytest.mark.parametrize("backend", ["torch", "tensorrt"])
+def test_int8_on_other_backends_is_an_option_error(tiny_files, backend):
+    with pytest.raises(OptionError, match="precision='int8' runs INT8 Q/DQ ONNX files on onnxruntime or openvino"):
+        choose(tiny_files[0], backend, "int8")
+
+
+def test_fp32_refuses_an_int8_file_and_bad_precisions(tiny_files):
+    with pytest.raises(OptionError, match="is a int8 model"):
+        choose(tiny_files[1], None, "fp32")
+    with pytest.raises(OptionError, match="precision must be one of"):
+        choose(tiny_files[0], None, "int4")
+
+
+def test_auto_prefers_openvino_for_onnx_where_installed(tiny_files, tmp_path):
+    assert auto_backend(tiny_files[0]) == ("openvino" if HAS_OPENVINO else "onnxruntime")
+    assert auto_backend(tmp_path / "x.engine") == "tensorrt"
+    assert auto_backend(tmp_path / "x.safetensors") == "torch"
+    with Deblurrer(tiny_files[0], backend="auto", threads=1) as d:
+        assert d.backend.name == auto_backend(tiny_files[0])
+
+
+def test_default_model_int8_is_shipped_and_within_budget():
+    with Deblurrer(precision="int8", backend="onnxruntime", threads=1) as d:
+        assert d.model_path.name == "banet_default_int8_ort.onnx"
+        assert d.backend.metadata.precision == "int8"
+        out = d((np.random.default_rng(1).random((24, 40, 3)) * 255).astype(np.uint8))
+    assert out.shape == (24, 40, 3)
+
+
+def test_shipped_int8_stands_for_the_shipped_weights_and_was_measured_on_all_heldout_images():
+    """scripts/refresh_default.sh makes it again whenever the weights change; this fails until it does."""
+    from banet.defaults import DEFAULT_ONNX, DEFAULT_WEIGHTS
+    from banet.hashing import file_sha256
+    from banet.metadata import read_onnx_metadata
+    from banet.precision import INT8_HELDOUT_BUDGET_DB, heldout_record
+
+    shipped = int8_onnx_path(DEFAULT_ONNX, "ort")
+    metadata = read_onnx_metadata(shipped)
+    assert metadata.source_sha256 == file_sha256(DEFAULT_WEIGHTS)
+    record = heldout_record(metadata)
+    assert record["images"] == 26
+    assert set(record["delta_psnr_db"]) == {"onnxruntime", "openvino"}
+    assert all(-INT8_HELDOUT_BUDGET_DB <= d <= 0.05 for d in record["delta_psnr_db"].values())
+
+
+def test_cli_precision_int8_deblurs_with_the_shipped_file(tmp_path):
+    from PIL import Image
+
+    from runtime.cli import main
+
+    Image.fromarray((np.random.default_rng(2).random((30, 44, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--precision", "int8", "--backend",
+                 "onnxruntime", "--threads", "1", "-q"]) == 0
+    assert (tmp_path / "out" / "a.png").is_file()
+    with pytest.raises(SystemExit) as info:
+        main([str(tmp_path / "a.png"), "--precision", "int4"])
+    assert info.value.code == 2
