@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends.base import BackendUnavailableError
+from runtime.loading import BACKENDS
+from runtime.selection import PRECISIONS
 from runtime.serve_front import LARGE_BYTES, FrontServer, release_memory
 from runtime.serve_requests import (
     BATCH_PIXELS,
@@ -299,8 +301,11 @@ def _parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m runtime.serve", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint, ONNX or engine (default: embedded model)")
-    parser.add_argument("--backend", choices=("torch", "onnxruntime", "tensorrt"), default=None,
-                        help="torch, onnxruntime or tensorrt (default: from the file)")
+    parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
+                        help="force a backend; auto: the fastest installed for the file (default: from the file)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="int8: the model's INT8 file on ONNX Runtime or OpenVINO, within the 0.3 dB budget "
+                             "(default: the file as it is)")
     parser.add_argument("--host", default=LOOPBACK,
                         help="address the HTTP port listens on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
     parser.add_argument("--http-port", type=port(free_allowed=True), default=8000,
@@ -382,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         front = bind_front(config)
-        with Deblurrer(args.model, backend=args.backend) as deblurrer:
+        with Deblurrer(args.model, backend=args.backend, precision=args.precision) as deblurrer:
+            log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
             server = start(deblurrer, config, front)
             if config.triton_log is not None:
                 log.info("Triton's log: %s%s", config.triton_log, "" if args.triton_log else
