@@ -34,7 +34,7 @@ RESULTS = Path("benchmarks") / "results"
 log = logging.getLogger(__name__)
 
 
-def _photo(width: int, height: int) -> np.ndarray:
+def photo(width: int, height: int) -> np.ndarray:
     """scikit-image's astronaut (BGR uint8) resized to width x height: a real photo at phone-camera size."""
     import cv2
     import skimage.data
@@ -51,7 +51,7 @@ def measure(backend: str, width: int, height: int) -> dict:
     from runtime import Deblurrer
     from runtime.deblurrer import DEFAULT_MEMORY_BUDGET_MB
 
-    image = _photo(width, height)
+    image = photo(width, height)
     with Deblurrer(backend=backend) as deblur:
         deblur(image[:64, :64])  # warm-up: load and first run
         before = _peak_mb()
@@ -69,7 +69,7 @@ def agreement(backend: str, width: int, height: int) -> dict:
     """PSNR between the default (auto-tiled) and the untiled output of one real photo."""
     from runtime import Deblurrer
 
-    image = _photo(width, height)
+    image = photo(width, height)
     with Deblurrer(backend=backend) as tiled:
         tile = tiled._tile_size(height, width)
         a = tiled(image).astype(np.float64)

@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="drift report of the default weights (python -m calibration.drift) for quality columns")
     parser.add_argument("--engines", type=Path, default=Path("engines"),
                         help="folder whose engine manifests (build time, size) go into the results")
+    parser.add_argument("--e2e", type=parse_hw, default=None, metavar="HxW",
+                        help="also run one photo of this size through python -m runtime per backend and precision "
+                             "(wall time and peak memory of the whole command), e.g. --e2e 3000x4000")
     parser.add_argument("--quick", action="store_true",
                         help=f"256x256, batch 1, 3 repeats, systems {', '.join(QUICK_SYSTEMS)}: a smoke run")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -266,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     threads = [t or None for t in args.threads]
     result = benchmark(models, args.batches, args.repeats, args.warmup, args.max_call_s, threads, int8, args.only)
+    if args.e2e:
+        from benchmarks.end_to_end import end_to_end
+
+        result["end_to_end"] = end_to_end(*args.e2e)
     machine = machine_name()
     result.update({"machine": machine, "date": dt.date.today().isoformat(), "python": platform.python_version(),
                    "total_s": time.perf_counter() - started, "weights": str(weights), "threads": args.threads,

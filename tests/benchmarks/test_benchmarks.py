@@ -119,3 +119,12 @@ def test_peers_per_thread_count_with_ratios_from_the_same_threads(tmp_path, tiny
         other = next(r for r in rows if r["system"] == "openvino fp32" and r["threads"] == threads)
         assert other["speedup_vs_torch_eager"] == pytest.approx(eager["p50_ms"] / other["p50_ms"])
     assert "| openvino fp32 | fp32 | cpu | 1 | 256x256 |" in json_file.with_suffix(".md").read_text()
+
+
+def test_end_to_end_rows_time_the_real_command_and_keep_a_failure_as_its_reason():
+    from benchmarks.end_to_end import end_to_end
+
+    ok, failed = end_to_end(48, 64, threads=1, cases=(("onnxruntime", "int8"), ("tensorrt", "fp32")))
+    assert ok["exit"] == 0 and ok["wall_s"] > 0 and ok["peak_rss_mb"] > 20 and "error" not in ok
+    assert "--precision int8" in ok["command"] and ok["size"] == "48x64"
+    assert failed["exit"] == 1 and failed["error"].startswith("error: ")
