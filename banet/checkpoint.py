@@ -34,6 +34,7 @@ from banet.errors import (  # noqa: F401  (re-exported: the checkpoint API raise
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
+    first_line,
 )
 from banet.hashing import file_sha256  # noqa: F401  (re-exported)
 from banet.model import BANet
@@ -77,11 +78,6 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise CheckpointFormatError(f"{path}: not a readable safetensors file ({exc})") from exc
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message: torch.load's run to a page of advice."""
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "no detail")
-
-
 def _read_torch(path: Path) -> object:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
@@ -91,10 +87,10 @@ def _read_torch(path: Path) -> object:
                 f"{path}: holds pickled Python objects other than tensors and plain containers; refusing to "
                 "unpickle them (torch.load weights_only=True). Re-save just the state_dict.") from exc
         raise CheckpointFormatError(f"{path}: not a PyTorch checkpoint (unpickling failed: "
-                                    f"{_first_line(exc)})") from exc
+                                    f"{first_line(exc)})") from exc
     except Exception as exc:  # torch.load fails in many ways on foreign bytes; all mean the same to a user
         raise CheckpointFormatError(
-            f"{path}: truncated, corrupt or not a PyTorch checkpoint ({type(exc).__name__}: {_first_line(exc)})"
+            f"{path}: truncated, corrupt or not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)})"
         ) from exc
 
 

@@ -36,8 +36,9 @@ def default_weights_path() -> Path:
 
 
 def default_model_path(backend: str | None = None) -> Path:
-    """What ``Deblurrer()`` opens for the default model: the checkpoint where PyTorch is installed and the torch
-    backend is wanted (or none is named), else the shipped ONNX, which needs no PyTorch."""
+    """The default model's file for ``backend``: the checkpoint where PyTorch is installed and the torch backend is
+    wanted (or none is named), else the shipped ONNX, which needs no PyTorch. (``Deblurrer()`` names a backend:
+    runtime.selection picks the fastest installed for the default model.)"""
     torch_wanted = backend in (None, "torch")
     if torch_wanted and (backend == "torch" or importlib.util.find_spec("torch") is not None):
         return default_weights_path()
@@ -53,7 +54,7 @@ def missing_module_line(exc: ModuleNotFoundError, command: str) -> str:
     """One line for a command whose imports failed (run outside the project's venv, or a thin install): what is
     missing, for which Python, and how to get it (the CPU torch pin where torch is the missing one)."""
     name = (exc.name or str(exc)).split(".")[0]
-    fix = (TORCH_CPU_INSTALL + " && pip install 'banet-deploy[export]'" if name == "torch" else
+    fix = (EXPORT_INSTALL if name == "torch" else
            "pip install 'banet-deploy[export]' (with CPU torch first: " + TORCH_CPU_INSTALL + ")")
     return (f"error: {command} needs the Python package {name!r}, which {sys.executable} does not have; run it "
             f"with the project's venv (bash scripts/setup.sh, then .venv/bin/python {command} ...) or install it: "

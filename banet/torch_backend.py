@@ -27,7 +27,9 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, weights: str | Path, device: str | None = None, half: bool = False,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, threads: int | None = None) -> None:
+        if threads:  # PyTorch's intra-op threads are per process: the CLI's --threads means this process's CPU use
+            torch.set_num_threads(threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} requested but PyTorch sees no CUDA GPU "

@@ -347,9 +347,15 @@ def _check_and_commit(fp32_onnx: Path, tmp: Path, output: Path, tensorrt: bool,
         entry.key, entry.value = "banet.int8_tensorrt_parse", json.dumps(conformance)
     record = None
     if heldout:
+        from banet.errors import first_line
         from calibration.heldout import measure_heldout
 
-        record = measure_heldout(fp32_onnx, tmp, threads)
+        try:
+            record = measure_heldout(fp32_onnx, tmp, threads)
+        except Exception as exc:  # an engine that cannot run it, a bad setting: one line, the candidate kept
+            failed = leave_failed(tmp, output)
+            raise QuantizeError(f"measuring the INT8 model on the held-out photos failed ({type(exc).__name__}: "
+                                f"{first_line(exc)}); left at {failed}") from exc
     if record is not None:
         from banet.conventions import METADATA_PREFIX
         from banet.precision import HELDOUT_KEY

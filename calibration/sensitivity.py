@@ -128,7 +128,7 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
         def drift(excluded: list[str], tag: str) -> tuple[float, float]:
             path = Path(tmp) / f"{tag}.onnx"
             quantize_int8(fp32_onnx, path, source, flavour, method, excluded, percentile, force=True,
-                          verify_shapes=(), threads=threads, log_level=logging.DEBUG)
+                          verify_shapes=(), threads=threads, log_level=logging.DEBUG, heldout=False)  # a throwaway
             forward = onnxruntime_forward(path, threads)
             return _mse_db(reference, [forward(x) for x in batches])
 

@@ -116,6 +116,8 @@ def _post(port: int, body: bytes, timeout: float | None) -> dict:
         status, retry_after = response.status, response.getheader("Retry-After")
     except TimeoutError:
         status, retry_after = None, None  # the client hangs up, as an impatient one does
+    except (OSError, http.client.HTTPException) as exc:  # refused or cut off (e.g. over the front's connections)
+        status, retry_after = f"connection failed: {type(exc).__name__}", None
     finally:
         conn.close()
     return {"status": status, "seconds": round(time.perf_counter() - started, 2), "retry_after": retry_after}
@@ -130,11 +132,18 @@ def burst(server_args: list[str], count: int, size: tuple[int, int], client_time
 
     port = free_port()
     command = [sys.executable, "-m", "runtime.serve", "--http-port", str(port), "--no-metrics", *server_args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The server's output goes to a file, not a pipe nobody reads while the burst runs (a full pipe blocks it).
+    server_log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT, text=True)
     peak = [0.0]
     done = threading.Event()
     try:
-        _wait_ready(proc, port)
+        try:
+            _wait_ready(proc, port)
+        except RuntimeError as exc:
+            server_log.seek(0)
+            tail = " ".join(server_log.read().split()[-60:])
+            raise RuntimeError(f"{exc}; its output ends: {tail}") from None
         time.sleep(1.0)
         before = rss_mb(proc.pid)
 
@@ -160,10 +169,13 @@ def burst(server_args: list[str], count: int, size: tuple[int, int], client_time
         done.set()
         proc.send_signal(signal.SIGTERM)
         try:
-            output, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-            output, _ = proc.communicate()
+            proc.wait()
+        server_log.seek(0)
+        output = server_log.read()
+        server_log.close()
     return {"command": " ".join(command[1:]), "requests": count, "size": f"{size[0]}x{size[1]}",
             "client_timeout_s": client_timeout, "answers": answers, "burst_s": round(burst_s, 1),
             "small_request": small_answer, "rss_mb": {"before": round(before), "peak": round(max(peak[0], after)),
@@ -175,7 +187,7 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 180.0) -> No
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}: {proc.stdout.read()[-500:]}")
+            raise RuntimeError(f"the server exited with code {proc.returncode} before it was ready")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/v2/health/ready")

@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import sysconfig
 import tempfile
@@ -47,7 +46,7 @@ import numpy as np
 from runtime.backends.base import BackendUnavailableError
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
-from runtime.serve_front import LARGE_BYTES, FrontServer, release_memory
+from runtime.serve_front import LARGE_BYTES, FrontServer, bind_problem, free_port, release_memory
 from runtime.serve_requests import (
     BATCH_PIXELS,
     DEFAULT_MAX_PIXELS,
@@ -133,23 +132,13 @@ def _prepare_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = ":".join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
 def _check_port_free(port_number: int, what: str) -> None:
     """Raise ServeError if ``what`` (Triton's metrics or gRPC port on loopback) cannot be bound: Triton would
     otherwise fail late, with a page of log."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((LOOPBACK, port_number))
-        except OSError as exc:
-            raise ServeError(f"cannot use {what} port {LOOPBACK}:{port_number}: {exc.strerror or exc}; pick another "
-                             f"with --{what}-port") from None
+    problem = bind_problem(LOOPBACK, port_number)
+    if problem:
+        raise ServeError(f"cannot use {what} port {LOOPBACK}:{port_number}: {problem}; pick another with "
+                         f"--{what}-port")
 
 
 def bind_front(config: ServeConfig) -> FrontServer:
@@ -333,8 +322,9 @@ def _parser() -> OneLineParser:
     return parser
 
 
-class _Terminated(Exception):
-    """SIGTERM (docker stop, systemd): stop cleanly, exit code 0."""
+class _Terminated(BaseException):
+    """SIGTERM (docker stop, systemd): stop cleanly, exit code 0. A BaseException, like KeyboardInterrupt, so no
+    ``except Exception`` on the way (start-up error reporting) mistakes it for a failure."""
 
 
 def _stop_on_signals() -> None:
@@ -352,12 +342,13 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
-def _quiet_logs(verbose: bool) -> Path | None:
-    """PyTriton's chatter only with --verbose; returns the folder made for Triton's log file (or None)."""
+def _quiet_logs(verbose: bool, log_file: Path | None) -> Path | None:
+    """PyTriton's chatter only with --verbose; returns the folder made for Triton's log file (None with --verbose
+    or a --triton-log FILE of the user's)."""
     if verbose:
         return None
     logging.getLogger("pytriton").setLevel(logging.WARNING)
-    return Path(tempfile.mkdtemp(prefix="banet-serve-"))
+    return None if log_file is not None else Path(tempfile.mkdtemp(prefix="banet-serve-"))
 
 
 def _config(args: argparse.Namespace, log_folder: Path | None) -> ServeConfig:
@@ -375,14 +366,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: errors only
     _stop_on_signals()
-    from banet.errors import CheckpointError
+    from banet.errors import CheckpointError, first_line
     from runtime import Deblurrer
     from runtime.backends.base import IncompatibleArtifactError
 
     if args.triton_log is not None and not args.triton_log.parent.is_dir():
         print(f"error: --triton-log {args.triton_log}: no such folder", file=sys.stderr)
         return 1
-    log_folder = _quiet_logs(args.verbose)
+    log_folder = _quiet_logs(args.verbose, args.triton_log)
     config = _config(args, log_folder)
     code = 1
     try:
@@ -408,6 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     except _Terminated:
         log.info("stopped")
         code = 0
+    except Exception as exc:  # noqa: BLE001 (an inference library's own error at load: one line, never a traceback)
+        log.debug("start-up failed", exc_info=True)
+        print(f"error: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
     if log_folder is not None and (code != 1 or not config.triton_log.exists()):  # kept if an error points to it
         shutil.rmtree(log_folder, ignore_errors=True)
     return code

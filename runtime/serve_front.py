@@ -101,6 +101,8 @@ class _Ticket:
     deadline: float
     arrived: float
     started: float | None = None
+    #: pixels of every request running when this one started (itself included): they run as one batch
+    together: int = 0
 
 
 class AdmissionQueue:
@@ -146,8 +148,9 @@ class AdmissionQueue:
         """Predicted seconds until the running requests and ``ahead`` are done (None: not timed yet)."""
         if self.seconds_per_pixel is None:
             return None
-        running = sum(max(0.0, self.estimate(t.pixels) - (now - t.started)) for t in self._running)
-        return running + sum(self.estimate(t.pixels) for t in ahead)
+        # Requests running together form one batch: it ends when its slowest member's batch is done.
+        running = max((self.estimate(t.together) - (now - t.started) for t in self._running), default=0.0)
+        return max(0.0, running) + sum(self.estimate(t.pixels) for t in ahead)
 
     def _retry_after(self, now: float) -> int:
         """Seconds until the model is predicted to be free of what runs now (waiting requests that cannot make
@@ -203,6 +206,7 @@ class AdmissionQueue:
                 self._cond.notify_all()
             ticket.started = now
             self._running.append(ticket)
+            ticket.together = sum(t.pixels for t in self._running)
         try:
             yield
         finally:
@@ -210,7 +214,26 @@ class AdmissionQueue:
             with self._cond:
                 self._running.remove(ticket)
                 self._cond.notify_all()
-            self.observe(pixels, seconds)
+            self.observe(ticket.together, seconds)  # the batch's time was spent on all its pixels
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on now (busy, no such address), or None: servers check their ports
+    before starting anything slow, so a busy one fails fast in one line."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return str(exc.strerror or exc)
+    return None
 
 
 def client_gone(sock: socket.socket) -> bool:

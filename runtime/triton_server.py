@@ -33,7 +33,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.serve_front import FrontServer, start_front
+from runtime.serve_front import FrontServer, bind_problem, free_port, start_front
 from runtime.serve_requests import FrontLimits
 from runtime.triton_marker import MarkerError, RequestLimits, ensemble_limits
 
@@ -90,22 +89,12 @@ def find_bundled() -> BundledServer:
     return server
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def check_port(host: str, port: int, what: str) -> None:
     """Refuse, with one line, a port that something else already holds."""
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise TritonLaunchError(f"{what} port {host}:{port} is busy ({exc.strerror}); pick another with "
-                                    f"--{what.lower()}-port") from None
+    problem = bind_problem(host, port)
+    if problem:
+        raise TritonLaunchError(f"{what} port {host}:{port} is busy ({problem}); pick another with "
+                                f"--{what.lower()}-port")
 
 
 def http_get(host: str, port: int, path: str, timeout: float = 2.0, method: str = "GET") -> tuple[int, bytes]:

@@ -7,12 +7,14 @@ every backend; a backend only moves tensors through one inference engine.
 from __future__ import annotations
 
 import abc
+import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import numpy as np
 
+from banet.errors import OptionError
 from banet.metadata import ModelMetadata
 
 
@@ -53,6 +55,15 @@ class ShapeLimits:
         if h > self.max_hw[0] or w > self.max_hw[1]:
             return f"{h}x{w} exceeds the artifact's maximum {self.max_hw[0]}x{self.max_hw[1]}"
         return None
+
+
+def check_threads(threads) -> None:
+    """Refuse a thread count that is not a whole number >= 0 (None/0: the library's default, all cores), in one
+    :class:`~banet.errors.OptionError` line; the one rule for ``threads`` wherever it is given."""
+    if threads is None:
+        return
+    if not isinstance(threads, numbers.Integral) or isinstance(threads, bool | np.bool_) or threads < 0:
+        raise OptionError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
 
 
 class ShapeCache:

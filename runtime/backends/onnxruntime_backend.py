@@ -9,7 +9,7 @@ import numpy as np
 
 from banet.metadata import read_onnx_metadata
 from banet.onnxruntime_options import session_options
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, ShapeLimits
+from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, ShapeLimits, check_threads
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,6 @@ def import_onnxruntime():
         raise BackendUnavailableError("onnxruntime is not installed: pip install 'banet-deploy[cpu]' "
                                       "(or [gpu] for onnxruntime-gpu)") from exc
     return ort
-
-
-def check_threads(threads) -> None:
-    """Refuse a thread count that is not a whole number >= 0 (None/0: the library's default, all cores)."""
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise ValueError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
 
 
 def open_session(path: str | Path, providers: list[str] | None = None, threads: int | None = None,
@@ -92,6 +86,7 @@ class OnnxRuntimeBackend(Backend):
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
                  static: bool = False, shape_cache: int = 4) -> None:
         check_threads(threads)
+        threads = int(threads) if threads else None  # numpy integers too
         import_onnxruntime()
         metadata = read_onnx_metadata(path)
         self.path, self.threads, self.static = Path(path), threads, static

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from banet.metadata import read_onnx_metadata
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache
-from runtime.backends.onnxruntime_backend import check_threads, limits_from_metadata
+from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, check_threads
+from runtime.backends.onnxruntime_backend import limits_from_metadata
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class OpenVinoBackend(Backend):
     def __init__(self, path: str | Path, threads: int | None = None, static: bool = True,
                  shape_cache: int = DEFAULT_SHAPE_CACHE, device: str = "CPU") -> None:
         check_threads(threads)
+        threads = int(threads) if threads else None  # numpy integers too
         self._requests = ShapeCache(self._compile, shape_cache)
         ov = import_openvino()
         metadata = read_onnx_metadata(path)

@@ -26,7 +26,7 @@ def deploy_run(tmp_path_factory):
     from banet.defaults import DEFAULT_ONNX
 
     work = tmp_path_factory.mktemp("deploy")
-    model = DEFAULT_ONNX  # the default model's ONNX as the package ships it (tests/banet/test_shipped_onnx.py)
+    model = DEFAULT_ONNX  # the default model's ONNX as the package ships it (tests/banet/test_default_onnx.py)
     photo = work / "coffee.png"
     Image.fromarray(data.coffee()[::2, ::2]).save(photo)  # 200x300: odd aspect ratio, a real photo
     base_python = getattr(sys, "_base_executable", None) or "python3"

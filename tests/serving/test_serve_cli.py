@@ -85,13 +85,14 @@ def test_serve_start_up_errors_are_one_line(tmp_path):
         }
         procs = {name: subprocess.Popen([sys.executable, "-m", "runtime.serve", *args,
                                          *([] if "metrics" in name else ["--no-metrics"])], cwd=tmp_path,
-                                        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        env={**ENV, "TMPDIR": str(tmp_path)}, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
                  for name, (args, _) in cases.items()}
         for name, proc in procs.items():
             _, stderr = proc.communicate(timeout=120)
             assert proc.returncode == 1, (name, stderr)
             assert cases[name][1] in _one_line(stderr), name
-    assert not list(tmp_path.glob("banet-serve-*"))
+    assert not list(tmp_path.glob("banet-serve-*"))  # TMPDIR: the servers' temporary folders were made here
 
 
 def test_ctrl_c_stops_a_running_server_with_one_line_and_exit_130(served, tmp_path):
