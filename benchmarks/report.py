@@ -111,11 +111,10 @@ def markdown(result: dict) -> str:
                          f"| {e['gpu'] or 'none'} "
                          f"| {_fmt(e['build_s'])} | {_fmt(e['engine_mb'])} | {e['layers'] or '-'} |")
     if result.get("end_to_end"):
+        from benchmarks.end_to_end import table
+
         lines += ["", "## A whole photo through the command line (one fresh process per row, all cores)", "",
-                  "| command | size | wall s | peak RSS MB | result |", "|---|---|---:|---:|---|"]
-        for e in result["end_to_end"]:
-            lines.append(f"| `{e['command']}` | {e['size']} | {_fmt(e['wall_s'])} | {_fmt(e['peak_rss_mb'], 0)} "
-                         f"| {e.get('error') or 'ok'} |")
+                  *table(result["end_to_end"])]
     if result["skipped"]:
         lines += ["", "## Skipped here", ""]
         for s in result["skipped"]:

@@ -84,25 +84,30 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
     factories = [(lambda v=v: torch_system(model.weights, v), f"torch {v}")
                  for v in ("eager", "fp16", "channels_last", "compile", "cudagraphs")]
     onnx_files = [("fp32", None, onnx_fp32)] + [("int8", f, lambda p=p: p) for f, p in int8.items()]
+    # (engine, system maker, static, tag): each backend's default mode carries no tag
+    modes = [("onnxruntime", onnxruntime_system, False, None), ("onnxruntime", onnxruntime_system, True, "static"),
+             ("openvino", openvino_system, True, None), ("openvino", openvino_system, False, "dynamic")]
     for precision, flavour, path in onnx_files:
-        for engine, make, static_label in (("onnxruntime", onnxruntime_system, "static"),
-                                           ("openvino", openvino_system, "dynamic")):
-            for static in (False, True):
-                variant = static_label if static == (static_label == "static") else None
-                tags = ", ".join(t for t in (flavour, variant) if t)
-                name = f"{engine} {precision}" + (f" ({tags})" if tags else "")
-                factories.append((lambda m=make, p=path, n=name, s=static: m(p(), n, threads, static=s), name))
+        for engine, make, static, variant in modes:
+            tags = ", ".join(t for t in (flavour, variant) if t)
+            name = f"{engine} {precision}" + (f" ({tags})" if tags else "")
+            factories.append((lambda m=make, p=path, n=name, s=static: m(p(), n, threads, static=s), name))
+    stem = model.weights.stem
     for precision in ("fp32", "fp16", "int8"):
-        engine = engine_path(model.weights.stem, precision)
-        factories.append((lambda e=engine, p=precision: _engine(e, p), f"tensorrt {precision}"))
+        # build_trt.py names an engine for its targets (<stem>_fp16_sm75.engine); every one built is a system
+        built = sorted(p for p in engines_dir().glob(f"{stem}_{precision}*.engine") if not is_failed(p))
+        for engine in built or [engine_path(stem, precision)]:
+            targets = engine.stem[len(f"{stem}_{precision}"):].strip("_")
+            name = f"tensorrt {precision}" + (f" ({targets})" if targets else "")
+            factories.append((lambda e=engine, p=precision, n=name: _engine(e, p, n), name))
     return factories
 
 
-def _engine(path: Path, precision: str) -> System:
+def _engine(path: Path, precision: str, name: str) -> System:
     if not path.exists():
         flag = "" if precision == "fp32" else f" --{precision}"
         raise Unavailable(f"no engine at {path} (build it with: python export/build_trt.py{flag})")
-    return tensorrt_system(path, f"tensorrt {precision}")
+    return tensorrt_system(path, name)
 
 
 def set_torch_threads(threads: int | None) -> None:
@@ -174,7 +179,8 @@ def _time_systems(model: Model, systems: list[System], threads: int | None, batc
                     warm = time_call(run, warmup=max(warmup - 1, 0) if estimate <= 2.0 else 0, repeats=1,
                                      cuda=system.cuda)
                 peaks[system.name] = (mem.peak - mem.baseline) / 1e6
-                per_pixel_s[system.name] = warm.p50 / 1e3 / (n * h * w)
+                # first estimate only (a first call may include compiling the shape); the timed p50 replaces it
+                per_pixel_s.setdefault(system.name, warm.p50 / 1e3 / (n * h * w))
                 timed[system.name] = (run, system.cuda)
             timings = time_interleaved(timed, repeats=repeats, budget_s=max(3 * max_call_s, 10.0) * len(timed))
             elapsed = time.perf_counter() - started
@@ -182,7 +188,7 @@ def _time_systems(model: Model, systems: list[System], threads: int | None, batc
                 if system.name not in timings:
                     continue
                 timing = timings[system.name]
-                per_pixel_s[system.name] = max(per_pixel_s[system.name], timing.p50 / 1e3 / (n * h * w))
+                per_pixel_s[system.name] = timing.p50 / 1e3 / (n * h * w)
                 rows.append({"model": model.label, "system": system.name, "precision": system.precision,
                              "device": system.device, "threads": threads, "size": hw_text(h, w), "batch": n,
                              "samples": len(timing.samples_ms), "p50_ms": timing.p50, "p95_ms": timing.p95,

@@ -1,7 +1,7 @@
 """``Deblurrer``: the one object apps embed. Images in, deblurred images out, on any backend.
 
     from runtime import Deblurrer
-    with Deblurrer() as deblur:            # the embedded default model on PyTorch
+    with Deblurrer() as deblur:            # the embedded default model (its ONNX on OpenVINO / ONNX Runtime)
         sharp = deblur(cv2.imread("blurred.png"))
 
 Conventions (channel order, normalisation, size multiple) come from the artifact's metadata and are applied
@@ -22,7 +22,7 @@ import numpy as np
 
 from banet.errors import OptionError
 from banet.processing import ImageFormatError, postprocess, preprocess
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, check_threads
 from runtime.images import merge_image, split_image
 from runtime.loading import backend_for_path, open_backend
 from runtime.selection import choose
@@ -61,7 +61,7 @@ class Deblurrer:
                  memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB, precision: str | None = None,
                  **backend_options) -> None:
         check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options)
-        # The default model: the checkpoint where PyTorch is installed, else the ONNX shipped next to it.
+        # The default model: its shipped ONNX on the fastest CPU engine installed (runtime.selection).
         model, backend = choose(None if model is None else Path(model), backend, precision)
         #: The file this Deblurrer runs (the INT8 file chosen for precision="int8", the default model's file...).
         self.model_path = model
@@ -225,9 +225,7 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
     for name in _BOOL_OPTIONS:
         if name in backend_options:
             _check_bool(name, backend_options[name])
-    threads = backend_options.get("threads")
-    if threads is not None and (not _whole(threads) or threads < 0):
-        raise OptionError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
+    check_threads(backend_options.get("threads"))
     device = backend_options.get("device")
     kind = backend or (_backend_kind(Path(model)) if model is not None else None)  # default: loading.py decides
     if device is not None and kind == "torch" and not isinstance(device, str):

@@ -2,7 +2,9 @@
 
 - ``backend="auto"``: an ``.onnx`` (and the default model) runs on OpenVINO where it is installed, else on ONNX
   Runtime; an engine on TensorRT; a checkpoint on PyTorch. OpenVINO first because it measured faster on CPUs at
-  FP32 and INT8 (``python -m benchmarks.run``; the README's CPU table).
+  FP32 and INT8 (``python -m benchmarks.run``; the README's CPU table). ``Deblurrer()`` with neither a model nor
+  a backend is ``backend="auto"`` on the default model: its shipped FP32 ONNX (the same pixels as its checkpoint
+  on PyTorch, ~150 dB apart) on the fastest engine installed; ``backend="torch"`` runs the checkpoint.
 - ``precision="int8"``: the INT8 Q/DQ file of the model for the backend (flavour :data:`INT8_FLAVOUR`), found next
   to an FP32 ``.onnx`` (the shipped ones next to the default model; a checkpoint's in the engines folder), or the
   file itself when it already is INT8. It runs only if the held-out cost recorded in it is within the budget
@@ -41,7 +43,7 @@ def choose(model: Path | None, backend: str | None, precision: str | None) -> tu
     """(file to open, backend) for a Deblurrer's ``model``, ``backend`` and ``precision`` options."""
     if precision is not None and precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {PRECISIONS} (or None: the file's own), got {precision!r}")
-    if backend == "auto":
+    if backend == "auto" or (model is None and backend is None):  # the default model runs on the fastest installed
         backend = auto_backend(model)
     if model is None:
         from banet.defaults import default_model_path
