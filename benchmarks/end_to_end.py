@@ -49,7 +49,8 @@ def run_case(photo: Path, backend: str, precision: str, threads: int | None, fol
         seconds = time.perf_counter() - started
         errors.seek(0)
         stderr = errors.read()
-    row = {"command": " ".join(["python", *cmd[1:]]).replace(str(photo), photo.name), "backend": backend,
+    shown = " ".join(["python", *cmd[1:]]).replace(str(photo), photo.name).replace(str(folder), "OUT")
+    row = {"command": shown, "backend": backend,
            "precision": precision, "threads": threads, "exit": child.returncode, "wall_s": round(seconds, 1),
            "peak_rss_mb": round(peak_kb / 1024)}
     if child.returncode != 0:
