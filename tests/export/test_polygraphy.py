@@ -124,7 +124,8 @@ def test_post_build_drift_is_a_polygraphy_comparison(exports, tmp_path, monkeypa
 
     monkeypatch.setattr(polygraphy_trt, "EngineFromBytes", engine_from_bytes)
     monkeypatch.setattr(polygraphy_trt, "TrtRunner", trt_runner)
-    monkeypatch.setattr(cuda, "gpu_info", lambda index: type("Gpu", (), {"name": "Stand-in GPU"})())
+    monkeypatch.setattr(cuda, "gpu_info", lambda index: type("Gpu", (), {"name": "Stand-in GPU",
+                                                                          "compute_capability": (7, 5)})())
     plan = make_plan(BuildOptions(precision="fp16", onnx=exports["fp16"], output=engine, min_shape=(1, 32, 32),
                                   opt_shape=(1, 64, 64), max_shape=(2, 128, 128), drift_shapes=tuple(SHAPES)),
                      RuntimeInfo("tensorrt-rtx", None, "1.7.1.116"))
