@@ -497,8 +497,8 @@ def test_wrongly_typed_options_are_refused_before_the_model_is_opened(kwargs, tm
 def test_an_option_the_backend_does_not_take_is_named(tiny_weights):
     from runtime import OptionError
 
-    with pytest.raises(OptionError, match="the torch backend for tiny.safetensors takes no option 'threads'"):
-        Deblurrer(tiny_weights, threads=2)
+    with pytest.raises(OptionError, match="the torch backend for tiny.safetensors takes no option 'providers'"):
+        Deblurrer(tiny_weights, providers=["CPUExecutionProvider"])
 
 
 # -- issue 34: a grey photo stored in three channels comes back exactly grey --------------------------------------
