@@ -109,6 +109,13 @@ class Deblurrer:
                 results[i] = merge_image(colour, parts[i][1], parts[i][2])
         return results
 
+    def release_memory(self) -> None:
+        """Hand back the working memory the backend keeps between calls (OpenVINO's compiled shapes keep their
+        intermediate buffers): what a server does after a large request. The next call is a little slower."""
+        with self._lock:
+            if self.backend is not None:
+                self.backend.release_memory()
+
     def close(self) -> None:
         """Free the backend (and its GPU memory). Further calls raise."""
         with self._lock:

@@ -212,8 +212,9 @@ def make_infer(deblurrer, max_pixels: int = DEFAULT_MAX_PIXELS, batch_pixels: in
         except Exception as exc:  # noqa: BLE001 (every failure becomes one line for the client)
             raise PyTritonBadParameterError(describe_failure(exc)) from None
         finally:
-            if image.nbytes >= LARGE_BYTES:
-                release_memory()  # the model's activations for a big image would otherwise stay mapped
+            if image.nbytes >= LARGE_BYTES:  # the model's activations for a big image would otherwise stay mapped
+                deblurrer.release_memory()
+                release_memory()
 
     return infer
 

@@ -96,6 +96,10 @@ class ShapeCache:
         """The shapes cached now, least recently used first."""
         return list(self._entries)
 
+    def entries(self) -> list[object]:
+        """What is cached now, in the same order (the recency order is left as it is)."""
+        return list(self._entries.values())
+
     def clear(self) -> None:
         self._entries.clear()
 
@@ -117,6 +121,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release engine and device memory. Safe to call twice."""
+
+    def release_memory(self) -> None:  # noqa: B027 (optional: most engines keep nothing between calls)
+        """Hand back working memory the engine keeps between calls (a server does after large requests); the next
+        call allocates it again. Default: nothing is kept."""
 
     def describe(self) -> str:
         """One line for logs: backend, device and precision."""

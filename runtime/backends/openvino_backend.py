@@ -71,10 +71,11 @@ class OpenVinoBackend(Backend):
     def _compile(self, shape: tuple[int, ...]):
         """An infer request for ``shape``: the model reshaped to it and compiled (or the dynamic model's)."""
         if self._dynamic is not None:
-            return self._dynamic.create_infer_request()
+            return self._dynamic, self._dynamic.create_infer_request()
         self._model.reshape({self._input: list(shape)})
         log.debug("OpenVINO compiling %s for %s", self.metadata.precision, "x".join(map(str, shape)))
-        return self._core.compile_model(self._model, self.device, self._config).create_infer_request()
+        compiled = self._core.compile_model(self._model, self.device, self._config)
+        return compiled, compiled.create_infer_request()
 
     @property
     def compiled_shapes(self) -> list[tuple[int, ...]]:
@@ -82,9 +83,15 @@ class OpenVinoBackend(Backend):
         return self._requests.shapes()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        request = self._requests.get(tuple(batch.shape) if self.static else ())
+        _, request = self._requests.get(tuple(batch.shape) if self.static else ())
         request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def release_memory(self) -> None:
+        """Free the intermediate buffers every compiled shape keeps (about 370 MB for a 720x1280 INT8 one); the
+        next call on a shape allocates them again (measured ~5% slower at 720x1280)."""
+        for compiled, _ in self._requests.entries():
+            compiled.release_memory()
 
     def close(self) -> None:
         self._requests.clear()

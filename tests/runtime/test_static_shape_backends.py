@@ -99,3 +99,16 @@ def test_missing_openvino_is_one_line(tiny_onnx, monkeypatch):
 def test_bad_options_are_refused(tiny_onnx, option, value):
     with pytest.raises(ValueError, match=option):
         OnnxRuntimeBackend(tiny_onnx, static=True, **{option: value})
+
+
+def test_release_memory_keeps_results_and_compiled_shapes(tiny_onnx):
+    pytest.importorskip("openvino", reason="the OpenVINO backend needs pip install '.[openvino]'")
+    image = (np.random.default_rng(3).random((48, 64, 3)) * 255).astype(np.uint8)
+    with Deblurrer(tiny_onnx, backend="openvino", threads=1) as d:
+        before = d(image)
+        shapes = d.backend.compiled_shapes
+        d.release_memory()  # what runtime.serve does after a large request
+        assert d.backend.compiled_shapes == shapes
+        np.testing.assert_array_equal(d(image), before)
+    with Deblurrer(tiny_onnx, backend="onnxruntime", threads=1) as d:
+        d.release_memory()  # engines that keep nothing accept it too
