@@ -62,7 +62,7 @@ class Deblurrer:
                  **backend_options) -> None:
         check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options)
         # The default model: its shipped ONNX on the fastest CPU engine installed (runtime.selection).
-        model, backend = choose(None if model is None else Path(model), backend, precision)
+        model, backend = choose(None if model is None else Path(model), backend, precision, backend_options)
         #: The file this Deblurrer runs (the INT8 file chosen for precision="int8", the default model's file...).
         self.model_path = model
         self.rgb = rgb

@@ -39,10 +39,20 @@ def auto_backend(model: Path | None) -> str:
     return "openvino" if importlib.util.find_spec("openvino") is not None else "onnxruntime"
 
 
-def choose(model: Path | None, backend: str | None, precision: str | None) -> tuple[Path, str | None]:
-    """(file to open, backend) for a Deblurrer's ``model``, ``backend`` and ``precision`` options."""
+#: Backend options only PyTorch takes: asking for them (e.g. ``device="cuda"``) on the default model means its
+#: checkpoint on PyTorch, as before ``Deblurrer()`` ran the ONNX on the fastest CPU engine.
+TORCH_OPTIONS = ("half", "channels_last")
+
+
+def choose(model: Path | None, backend: str | None, precision: str | None,
+           options: dict | None = None) -> tuple[Path, str | None]:
+    """(file to open, backend) for a Deblurrer's ``model``, ``backend``, ``precision`` and backend ``options``."""
     if precision is not None and precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {PRECISIONS} (or None: the file's own), got {precision!r}")
+    options = options or {}
+    if model is None and backend is None and (any(o in options for o in TORCH_OPTIONS)
+                                              or str(options.get("device", "")).startswith("cuda")):
+        backend = "torch"  # a GPU (or half precision) asked for: the checkpoint on PyTorch
     if backend == "auto" or (model is None and backend is None):  # the default model runs on the fastest installed
         backend = auto_backend(model)
     if model is None:

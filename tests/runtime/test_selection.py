@@ -145,3 +145,17 @@ def test_cli_precision_int8_deblurs_with_the_shipped_file(tmp_path):
     with pytest.raises(SystemExit) as info:
         main([str(tmp_path / "a.png"), "--precision", "int4"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({}, "auto"), ({"threads": 1}, "auto"), ({"device": "cuda"}, "torch"), ({"device": "cuda:1"}, "torch"),
+    ({"half": True}, "torch"), ({"channels_last": True}, "torch"),
+])
+def test_default_model_goes_to_pytorch_only_when_a_pytorch_option_asks(options, expected):
+    from banet.defaults import DEFAULT_ONNX, DEFAULT_WEIGHTS
+
+    model, backend = choose(None, None, None, options)
+    if expected == "torch":
+        assert (model, backend) == (DEFAULT_WEIGHTS, "torch")
+    else:
+        assert (model, backend) == (DEFAULT_ONNX, auto_backend(None))
