@@ -48,7 +48,7 @@ def quality_for(result: dict, row: dict) -> dict | None:
     return next((q for q in quality.get("rows", []) if q["name"] == QUALITY_SOURCE[row["system"]]), None)
 
 
-def engine_builds(folder: Path = Path("engines")) -> list[dict]:
+def engine_builds(folder: Path) -> list[dict]:
     """Build time, size and targets of every engine manifest in ``folder`` (written by export/build_trt.py)."""
     builds = []
     for path in sorted(folder.glob("*.json")):

@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
     parser.add_argument("--drift-report", type=Path, default=DRIFT_REPORT,
                         help="drift report of the default weights (python -m calibration.drift) for quality columns")
-    parser.add_argument("--engines", type=Path, default=Path("engines"),
-                        help="folder whose engine manifests (build time, size) go into the results")
+    parser.add_argument("--engines", type=Path, default=None,
+                        help="folder whose engine manifests (build time, size) go into the results (default: the "
+                             "engines folder, $BANET_ENGINES or the checkout's engines/)")
     parser.add_argument("--e2e", type=parse_hw, default=None, metavar="HxW",
                         help="also run one photo of this size through python -m runtime per backend and precision "
                              "(wall time and peak memory of the whole command), e.g. --e2e 3000x4000")
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.report import attach_quality, engine_builds, markdown, plots
 
     attach_quality(result, args.drift_report)
-    result["engines"] = engine_builds(args.engines)
+    result["engines"] = engine_builds(args.engines or engines_dir())
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / f"{slug(machine)}_{result['date']}"
     Path(f"{stem}.json").write_text(json.dumps(result, indent=2))
