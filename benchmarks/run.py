@@ -73,13 +73,11 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
     """
     from export.artifact_chain import exported_onnx
 
-    fp32_onnx: list[Path] = []
-
+    @functools.cache
     def onnx_fp32() -> Path:
-        if not fp32_onnx:
-            fp32_onnx.append(exported_onnx(model.weights, "fp32", workdir / f"{slug(model.label)}.onnx",
-                                           verify_shapes=[(1, 64, 64), (2, 38, 50)]))
-        return fp32_onnx[0]
+        """Exported (and verified) once, when the first system that runs it is built."""
+        return exported_onnx(model.weights, "fp32", workdir / f"{slug(model.label)}.onnx",
+                             verify_shapes=[(1, 64, 64), (2, 38, 50)])
 
     factories = [(lambda v=v: torch_system(model.weights, v), f"torch {v}")
                  for v in ("eager", "fp16", "channels_last", "compile", "cudagraphs")]
