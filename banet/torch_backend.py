@@ -1,5 +1,9 @@
 """PyTorch backend: any checkpoint the model package loads, on CPU or CUDA, optionally half / channels_last.
 
+On CUDA each input shape runs as a CUDA graph by default (:mod:`banet.cuda_graphs`: eager PyTorch is
+launch-bound there at batch 1), with cuDNN's benchmark mode on while the backend runs; ``cuda_graph=False``
+runs eager.
+
 It lives with the model (it needs torch and the network definition) and plugs into the runtime through the
 entry point group ``banet_deploy.checkpoint_backends`` (see ``pyproject.toml``), so the runtime itself never
 imports torch: ``Deblurrer("model.safetensors")`` finds it when the model layer is installed."""
@@ -15,6 +19,8 @@ import torch
 from banet.checkpoint import load_checkpoint
 from banet.config import BANetConfig
 from banet.conventions import BANET
+from banet.cuda_graphs import DEFAULT_GRAPH_CACHE, GraphRunner, cudnn_benchmark
+from banet.errors import OptionError
 from banet.metadata import ModelMetadata
 from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits
 
@@ -27,7 +33,19 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, weights: str | Path, device: str | None = None, half: bool = False,
-                 channels_last: bool = False, threads: int | None = None) -> None:
+                 channels_last: bool = False, threads: int | None = None, cuda_graph: bool | None = None,
+                 graph_cache: int = DEFAULT_GRAPH_CACHE) -> None:
+        """Load ``weights`` on ``device`` (default: CUDA where PyTorch sees a GPU, else the CPU).
+
+        Args:
+            half: FP16 weights and activations (GPUs only).
+            channels_last: NHWC memory format (faster for some cuDNN kernels; measured per GPU by
+                scripts/gpu_checks.sh).
+            threads: PyTorch's intra-op CPU threads for this process.
+            cuda_graph: capture each input shape in a CUDA graph and replay it (None: on for CUDA devices; True
+                on a CPU is refused in one line; False: eager).
+            graph_cache: input shapes kept captured (least recently used dropped).
+        """
         if threads:  # PyTorch's intra-op threads are per process: the CLI's --threads means this process's CPU use
             torch.set_num_threads(threads)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -37,22 +55,25 @@ class TorchBackend(Backend):
         if half and not device.startswith("cuda"):
             raise ValueError("half precision is for GPUs: float16 convolutions on a CPU are extremely slow and "
                              "not what a deployment runs; use half=False on CPU")
+        graphs = check_graph_options(device, cuda_graph, graph_cache)
         loaded = load_checkpoint(weights, device=device)
         self._setup(loaded.model, torch.device(device), half, channels_last, loaded.config, loaded.sha256,
-                    Path(weights).name)
+                    Path(weights).name, graphs, graph_cache)
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module, device: str = "cpu", source_name: str = "in-memory model"
-                   ) -> TorchBackend:
+    def from_model(cls, model: torch.nn.Module, device: str = "cpu", source_name: str = "in-memory model",
+                   cuda_graph: bool = False) -> TorchBackend:
         """A backend around a network already in memory (export verification, drift): the same ``run`` as for a
-        checkpoint file. The model is used as it is (no copy, no dtype change)."""
+        checkpoint file. The model is used as it is (no copy, no dtype change); eager unless ``cuda_graph``."""
         backend = cls.__new__(cls)
         config = getattr(model, "config", None) or BANetConfig()
-        backend._setup(model, torch.device(device), False, False, config, "", source_name)
+        graphs = check_graph_options(str(device), cuda_graph, DEFAULT_GRAPH_CACHE)
+        backend._setup(model, torch.device(device), False, False, config, "", source_name, graphs,
+                       DEFAULT_GRAPH_CACHE)
         return backend
 
     def _setup(self, model, device, half: bool, channels_last: bool, config: BANetConfig, sha256: str,
-               source_name: str) -> None:
+               source_name: str, cuda_graph: bool = False, graph_cache: int = DEFAULT_GRAPH_CACHE) -> None:
         self.model = model
         self.device = device
         self.half = half
@@ -61,27 +82,65 @@ class TorchBackend(Backend):
             self.model.half()
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        dtype = torch.float16 if half else torch.float32
+        #: runs every batch: through CUDA graphs per shape when ``cuda_graph``, else eager (the same function)
+        self.runner = GraphRunner(self._forward, device, dtype, memory_format, size=graph_cache,
+                                  enabled=cuda_graph)
         metadata = ModelMetadata(
             conventions=BANET, config=config, precision="fp16" if half else "fp32", source_sha256=sha256,
             source_name=source_name, exporter=f"none (PyTorch {torch.__version__} eager)", opset=0)
         Backend.__init__(self, metadata, ShapeLimits())
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(batch).to(self.device)
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether input shapes run as CUDA graphs."""
+        return self.runner.enabled
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 NCHW on the device -> float32 NCHW contiguous: the precision and layout changes included, so
+        a CUDA graph captures them too."""
         if self.half:
             x = x.half()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            y = self.model(x)
-        return y.float().cpu().numpy()
+        return self.model(x).float().contiguous()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.device.type != "cuda":
+            return self.runner(batch)
+        with cudnn_benchmark():
+            return self.runner(batch)
+
+    def release_memory(self) -> None:
+        """Free the captured graphs and their memory pools (each shape captures again on its next call)."""
+        if getattr(self, "runner", None) is not None:
+            self.runner.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def close(self) -> None:
         if getattr(self, "model", None) is not None:
+            self.runner.clear()
             self.model = None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
     def describe(self) -> str:
         flags = [self.metadata.precision] + (["channels_last"] if self.channels_last else [])
+        if self.cuda_graph:
+            flags.append(f"CUDA graphs, cache {self.runner.size}")
         return f"torch on {self.device} ({', '.join(flags)})"
+
+
+def check_graph_options(device: str, cuda_graph: bool | None, graph_cache: int) -> bool:
+    """Whether CUDA graphs are on for ``device``; a request that cannot be met is one :class:`OptionError` line."""
+    if isinstance(graph_cache, bool) or not isinstance(graph_cache, int) or graph_cache < 1:
+        raise OptionError(f"graph_cache must be a whole number of input shapes >= 1, got {graph_cache!r}")
+    if cuda_graph is not None and not isinstance(cuda_graph, bool):
+        raise OptionError(f"cuda_graph must be True, False or None (on for CUDA devices), got {cuda_graph!r}")
+    on_cuda = device.startswith("cuda")
+    if cuda_graph and not on_cuda:
+        raise OptionError(f"cuda_graph=True needs a CUDA device, got device={device!r}; CUDA graphs replay GPU "
+                          "kernels (leave cuda_graph unset or False on a CPU)")
+    return on_cuda if cuda_graph is None else cuda_graph

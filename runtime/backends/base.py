@@ -74,11 +74,15 @@ class ShapeCache:
     least recently used entry bounds memory when a caller feeds many sizes.
     """
 
-    def __init__(self, build: Callable[[tuple[int, ...]], object], size: int) -> None:
+    def __init__(self, build: Callable[[tuple[int, ...]], object], size: int,
+                 evict: Callable[[object], None] | None = None) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"shape_cache must be a whole number >= 1, got {size!r}")
         self._build = build
         self.size = size
+        #: called with each entry dropped (least recently used, or by clear): frees what the entry holds (a CUDA
+        #: graph's memory pool) now instead of whenever the garbage collector gets to it
+        self._evict = evict
         self._entries: OrderedDict[Hashable, object] = OrderedDict()
 
     def get(self, shape: tuple[int, ...]) -> object:
@@ -89,7 +93,9 @@ class ShapeCache:
         entry = self._build(shape)
         self._entries[shape] = entry
         while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+            _, dropped = self._entries.popitem(last=False)
+            if self._evict is not None:
+                self._evict(dropped)
         return entry
 
     def shapes(self) -> list[tuple[int, ...]]:
@@ -101,7 +107,11 @@ class ShapeCache:
         return list(self._entries.values())
 
     def clear(self) -> None:
-        self._entries.clear()
+        """Drop every entry (each handed to ``evict`` first, oldest first)."""
+        while self._entries:
+            _, dropped = self._entries.popitem(last=False)
+            if self._evict is not None:
+                self._evict(dropped)
 
 
 class Backend(abc.ABC):

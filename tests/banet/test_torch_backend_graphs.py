@@ -1,0 +1,203 @@
+"""CUDA graphs in the PyTorch backend: keying, the LRU bound, fallbacks and option plumbing, tested on the CPU
+with a stand-in capture step; real capture and replay where a CUDA GPU is present (marked ``gpu``)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the PyTorch backend needs torch: pip install '.[export]'")
+
+from banet.cuda_graphs import GraphRunner, cudnn_benchmark  # noqa: E402
+from banet.errors import OptionError  # noqa: E402
+from banet.torch_backend import TorchBackend  # noqa: E402
+from runtime import Deblurrer  # noqa: E402
+from runtime.backends.base import ShapeCache  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU visible to PyTorch")
+
+
+class StandIn:
+    """A capture step that records what it was asked for; ``replay`` reruns the forward pass into the static
+    output (what a graph does), ``release`` is counted; ``fail`` makes the capture raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.captured: list[tuple[int, ...]] = []
+        self.replays = 0
+        self.released: list[tuple[int, ...]] = []
+        self.fail = fail
+
+    def __call__(self, forward, static_in):
+        shape = tuple(static_in.shape)
+        self.captured.append(shape)
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing\nsecond line")
+        static_out = forward(static_in).clone()
+
+        def replay():
+            self.replays += 1
+            static_out.copy_(forward(static_in))
+
+        return replay, static_out, lambda: self.released.append(shape)
+
+
+def _batch(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-0.5, 0.5, (n, 3, h, w)).astype(np.float32)
+
+
+def _runner(model, stand_in: StandIn, size: int = 8, enabled: bool = True) -> GraphRunner:
+    return GraphRunner(lambda x: model(x).contiguous(), torch.device("cpu"), size=size, enabled=enabled,
+                       capture=stand_in)
+
+
+def test_same_shape_reuses_its_graph_and_new_shapes_capture(tiny_model):
+    stand_in = StandIn()
+    runner = _runner(tiny_model, stand_in)
+    a1, a2, b = _batch(1, 32, 48, 1), _batch(1, 32, 48, 2), _batch(2, 32, 48, 3)
+    outs = [runner(x) for x in (a1, a2, b, a1)]
+    assert stand_in.captured == [(1, 3, 32, 48), (2, 3, 32, 48)]  # batch size is part of the key
+    assert stand_in.replays == 4
+    assert runner.keys() == [(2, 3, 32, 48, "float32", "contiguous_format"), (1, 3, 32, 48, "float32",
+                                                                                "contiguous_format")]
+    with torch.inference_mode():
+        for x, out in zip((a1, a2, b, a1), outs):  # each replay computed its own input, not a stale one
+            np.testing.assert_array_equal(out, tiny_model(torch.from_numpy(x)).numpy())
+
+
+def test_the_cache_bound_evicts_the_least_recently_used_and_frees_it(tiny_model):
+    stand_in = StandIn()
+    runner = _runner(tiny_model, stand_in, size=2)
+    a, b, c = _batch(1, 16, 16), _batch(1, 16, 32), _batch(1, 32, 16)
+    for x in (a, b, a, c):  # a used again before c: b is the least recently used
+        runner(x)
+    assert [k[:4] for k in runner.keys()] == [(1, 3, 16, 16), (1, 3, 32, 16)]
+    assert stand_in.released == [(1, 3, 16, 32)]
+    runner(b)  # b captures again, a goes
+    assert stand_in.captured.count((1, 3, 16, 32)) == 2
+    assert stand_in.released == [(1, 3, 16, 32), (1, 3, 16, 16)]
+    runner.clear()
+    assert runner.keys() == [] and len(stand_in.released) == 4
+
+
+def test_dtype_and_memory_format_are_part_of_the_key():
+    fp32 = GraphRunner(lambda x: x, torch.device("cpu"))
+    fp16_cl = GraphRunner(lambda x: x, torch.device("cpu"), torch.float16, torch.channels_last)
+    assert fp32.key((1, 3, 8, 8)) == (1, 3, 8, 8, "float32", "contiguous_format")
+    assert fp16_cl.key((1, 3, 8, 8)) == (1, 3, 8, 8, "float16", "channels_last")
+
+
+def test_a_failed_capture_runs_eager_is_logged_once_and_not_retried(tiny_model, caplog):
+    stand_in = StandIn(fail=True)
+    runner = _runner(tiny_model, stand_in)
+    x = _batch(1, 24, 24)
+    with caplog.at_level(logging.WARNING, logger="banet.cuda_graphs"):
+        first, second = runner(x), runner(x)
+    assert stand_in.captured == [(1, 3, 24, 24)]  # tried once
+    assert runner.failed == {(1, 3, 24, 24, "float32", "contiguous_format")} and runner.keys() == []
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "1x3x24x24" in warnings[0] and "second line" not in warnings[0]
+    with torch.inference_mode():
+        expected = tiny_model(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(first, expected)
+    np.testing.assert_array_equal(second, expected)
+
+
+def test_disabled_runner_never_captures(tiny_model):
+    stand_in = StandIn()
+    runner = _runner(tiny_model, stand_in, enabled=False)
+    runner(_batch(1, 16, 16))
+    assert stand_in.captured == [] and runner.keys() == []
+
+
+def test_shape_cache_hands_dropped_entries_to_evict():
+    dropped = []
+    cache = ShapeCache(lambda shape: f"entry {shape}", size=1, evict=dropped.append)
+    cache.get((1,))
+    cache.get((1,))
+    assert dropped == []
+    cache.get((2,))
+    cache.clear()
+    assert dropped == ["entry (1,)", "entry (2,)"]
+
+
+def test_cpu_backend_is_eager_and_equals_the_model(tiny_weights, tiny_model):
+    backend = TorchBackend(tiny_weights, device="cpu")
+    assert not backend.cuda_graph and "CUDA graphs" not in backend.describe()
+    x = _batch(2, 40, 56)
+    with torch.inference_mode():
+        expected = tiny_model(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(backend.run(x), expected)
+
+
+def test_backend_graph_path_equals_eager_on_cpu_with_a_stand_in_capture(tiny_weights):
+    """The backend's own forward (precision/layout conversions included) through the graph path: the same
+    numbers as its eager path, channels_last too."""
+    for channels_last in (False, True):
+        backend = TorchBackend(tiny_weights, device="cpu", channels_last=channels_last)
+        stand_in = StandIn()
+        graphs = GraphRunner(backend._forward, backend.device, memory_format=backend.runner.memory_format,
+                             capture=stand_in)
+        x = _batch(1, 48, 40)
+        out = graphs(x)
+        assert stand_in.replays == 1
+        np.testing.assert_array_equal(out, backend.run(x))
+        assert out.flags.c_contiguous and out.dtype == np.float32
+
+
+def test_graph_options_on_a_cpu(tiny_weights):
+    with pytest.raises(OptionError, match=r"cuda_graph=True needs a CUDA device, got device='cpu'"):
+        Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph=True)
+    with Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph=False) as deblur:
+        assert not deblur.backend.cuda_graph
+    with pytest.raises(OptionError, match="cuda_graph must be True or False"):
+        Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph="yes")
+    for bad in (0, True, 2.5):
+        with pytest.raises(OptionError, match="graph_cache must be a whole number"):
+            TorchBackend(tiny_weights, device="cpu", graph_cache=bad)
+
+
+def test_cudnn_benchmark_is_scoped():
+    before = torch.backends.cudnn.benchmark
+    with cudnn_benchmark():
+        assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+
+
+# -- real CUDA graphs ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_graphs_are_on_by_default_and_match_eager(tiny_weights):
+    graphs = TorchBackend(tiny_weights, device="cuda")
+    eager = TorchBackend(tiny_weights, device="cuda", cuda_graph=False)
+    assert graphs.cuda_graph and not eager.cuda_graph and "CUDA graphs" in graphs.describe()
+    for seed, shape in enumerate([(1, 64, 96), (1, 64, 96), (2, 32, 32)]):
+        x = _batch(*shape, seed=seed)
+        np.testing.assert_allclose(graphs.run(x), eager.run(x), rtol=0, atol=1e-4)
+    assert len(graphs.runner.keys()) == 2 and not graphs.runner.failed
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_graphs_fp16_channels_last_within_the_fp16_budget(tiny_weights):
+    reference = TorchBackend(tiny_weights, device="cuda", cuda_graph=False)
+    fast = TorchBackend(tiny_weights, device="cuda", half=True, channels_last=True)
+    x = _batch(1, 128, 160)
+    ref, out = reference.run(x), fast.run(x)
+    psnr = 10 * np.log10(1.0 / float(np.mean((ref - out) ** 2)))  # outputs span about 1.0
+    assert psnr >= 50, psnr
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_evicted_graphs_give_their_memory_back(tiny_weights):
+    backend = TorchBackend(tiny_weights, device="cuda", graph_cache=1)
+    backend.run(_batch(1, 256, 256))
+    torch.cuda.synchronize()
+    held = torch.cuda.memory_reserved()
+    for size in (192, 160, 128, 256):
+        backend.run(_batch(1, size, size))
+    backend.release_memory()
+    assert backend.runner.keys() == [] and torch.cuda.memory_reserved() <= held
