@@ -21,7 +21,7 @@ PACKAGES = ("banet", "runtime", "export", "calibration", "benchmarks", "training
 CORE = ("banet", "banet.config", "banet.conventions", "banet.processing", "banet.outputs", "banet.manifest",
         "banet.metadata", "banet.defaults", "banet.errors", "banet.hashing", "banet.onnx_wire", "banet.paths",
         "banet.machine")
-MODEL = ("banet.model", "banet.pooling", "banet.checkpoint", "banet.torch_backend")
+MODEL = ("banet.model", "banet.pooling", "banet.checkpoint", "banet.torch_backend", "banet.cuda_graphs")
 SERVING = ("runtime.serve", "runtime.serve_front", "runtime.triton_server", "runtime.client", "runtime.loadtest")
 #: (layer name, module prefixes, third-party packages the layer must not import)
 LAYERS = (
