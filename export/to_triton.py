@@ -2,7 +2,7 @@
 
 Examples:
     python export/to_triton.py                                   # engines/banet_default.onnx -> model_repository/
-    python -m runtime.triton_server model_repository             # serve it with the tritonserver PyTriton bundles
+    python -m serving.triton_server model_repository             # serve it with the tritonserver PyTriton bundles
 
     python export/to_triton.py --flavour onnxruntime --gpu       # for NVIDIA's server containers
     python export/to_triton.py --engine engines/banet_default_fp16.engine   # tensorrt flavour (TensorRT engines)
@@ -14,7 +14,7 @@ Flavours of the network model (pre/post-processing are Python models in every fl
 
 Clients send UINT8 [1, H, W, 3] BGR images as "image" to the ensemble "banet" and get "deblurred" back.
 Every model folder gets a to_triton.json listing what was written: --force replaces only such folders (of this
---name, with nothing added to them), and runtime.triton_server reads the request limits from it.
+--name, with nothing added to them), and serving.triton_server reads the request limits from it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from banet.artifacts import onnx_path  # noqa: E402
+from banet.triton_marker import DEFAULT_MAX_PIXELS  # noqa: E402
 from export.triton_repo import FLAVOURS, TritonRepoError, write_repository  # noqa: E402
-from runtime.serve_requests import DEFAULT_MAX_PIXELS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,8 +13,8 @@ Models written (``max_batch_size`` > 0, so Triton's dynamic batcher groups same-
   model's version folder, so the repository is self-contained: the server's Python needs numpy (and
   onnxruntime for the ``python`` flavour), not banet-deploy;
 * ``README_<name>.md``: what was written, for which server, and how to start it;
-* ``<model>/to_triton.json`` in each model folder (:mod:`runtime.triton_marker`): the files written there, and
-  for the ensemble its request limits (batch, pixels), which ``runtime.triton_server``'s front enforces.
+* ``<model>/to_triton.json`` in each model folder (:mod:`banet.triton_marker`): the files written there, and
+  for the ensemble its request limits (batch, pixels), which ``serving.triton_server``'s front enforces.
 
 Nothing is written until the name, the numbers and every target path (inside the repository) are checked;
 ``force`` replaces only folders holding this tool's marker for this ensemble and nothing added since.
@@ -38,10 +38,18 @@ import onnx
 import banet
 from banet.manifest import EngineManifest, ManifestError, read_manifest
 from banet.metadata import ModelMetadata
+from banet.triton_marker import (
+    DEFAULT_MAX_PIXELS,
+    MARKER,
+    MAX_PIXELS_RANGE,
+    TOOL,
+    MarkerError,
+    RequestLimits,
+    marker_text,
+    read_marker,
+)
 from export.onnx_file import check_banet_graph, load_onnx
 from runtime.images import MIN_SIDE
-from runtime.serve_requests import DEFAULT_MAX_PIXELS
-from runtime.triton_marker import MARKER, MAX_PIXELS_RANGE, TOOL, MarkerError, RequestLimits, marker_text, read_marker
 
 _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
                    onnx.TensorProto.UINT8: "TYPE_UINT8", onnx.TensorProto.INT32: "TYPE_INT32",
@@ -65,7 +73,7 @@ class Flavour:
 
 FLAVOURS = {
     "python": Flavour("ort", "python", "any Triton server with the Python backend and numpy + onnxruntime in its "
-                      "Python environment (the tritonserver that PyTriton bundles: python -m runtime.triton_server)"),
+                      "Python environment (the tritonserver that PyTriton bundles: python -m serving.triton_server)"),
     "onnxruntime": Flavour("onnx", "onnxruntime_onnx", "a Triton server with the onnxruntime backend "
                            "(NVIDIA's server containers, nvcr.io/nvidia/tritonserver:<yy.mm>-py3)"),
     "tensorrt": Flavour("trt", "tensorrt_plan", "a Triton server with the tensorrt backend of the engine's TensorRT "
@@ -245,7 +253,7 @@ def engine_note(manifest: EngineManifest) -> str:
 
 def _readme(name: str, flavour: str, network: str, engine_line: str, batching: bool) -> str:
     spec = FLAVOURS[flavour]
-    serve = ("python -m runtime.triton_server REPOSITORY        # the tritonserver PyTriton bundles, on 127.0.0.1"
+    serve = ("python -m serving.triton_server REPOSITORY        # the tritonserver PyTriton bundles, on 127.0.0.1"
              if flavour == "python" else
              "docker run --rm -p 8000:8000 -p 8001:8001 -v $PWD/REPOSITORY:/models "
              + ("--gpus all " if flavour == "tensorrt" else "")

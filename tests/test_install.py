@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("banet", "runtime", "export", "calibration", "training", "benchmarks")
+PACKAGES = ("banet", "runtime", "export", "calibration", "training", "benchmarks", "serving")
 
 
 def digest(folder: Path) -> dict[str, str]:

@@ -2,6 +2,8 @@
 
     core (numpy only) <- runtime <- model (torch) <- export, calibration <- benchmarks, training, serving
 
+``runtime`` is what an application embeds; the HTTP server and its tools are the top-level ``serving``.
+
 Every ``import`` statement of every module is read with :mod:`ast` (so an import hidden in a function counts);
 ``from banet import X`` is resolved through ``banet``'s lazy name table to the module that defines ``X``.
 """
@@ -16,20 +18,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("banet", "runtime", "export", "calibration", "benchmarks", "training")
+PACKAGES = ("banet", "runtime", "export", "calibration", "benchmarks", "training", "serving")
 
 CORE = ("banet", "banet.config", "banet.conventions", "banet.processing", "banet.outputs", "banet.manifest",
         "banet.metadata", "banet.defaults", "banet.errors", "banet.hashing", "banet.onnx_wire", "banet.paths",
         "banet.machine")
 MODEL = ("banet.model", "banet.pooling", "banet.checkpoint", "banet.torch_backend", "banet.cuda_graphs")
-SERVING = ("runtime.serve", "runtime.serve_front", "runtime.triton_server", "runtime.client", "runtime.loadtest")
 #: (layer name, module prefixes, third-party packages the layer must not import)
 LAYERS = (
     ("core", CORE, None),  # None: the standard library and numpy only
     ("runtime", ("runtime",), {"torch", "onnx", "onnxscript", "onnxslim", "safetensors", "skimage", "matplotlib"}),
     ("model", MODEL, set()),
     ("export/precision", ("export", "calibration"), set()),
-    ("benchmarks/training/serving", ("benchmarks", "training") + SERVING, set()),
+    ("benchmarks/training/serving", ("benchmarks", "training", "serving"), set()),
 )
 NUMPY_ONLY = {"numpy", "__future__"}
 
@@ -146,6 +147,52 @@ def test_imports_point_down_only():
     assert not problems, "layer contract broken:\n" + "\n".join(problems)
 
 
+def copy_packages(destination: Path) -> None:
+    """The project's modules, copied under ``destination`` (to plant a wrong import in a copy)."""
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            target = destination / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(path.read_text())
+
+
+def runtime_upward_imports(root: Path) -> list[str]:
+    """Imports by ``runtime`` modules of anything above the runtime layer (model, export, calibration, serving,
+    benchmarks, training), one line each."""
+    files = module_files(root)
+    known, lazy = set(files), lazy_names(root)
+    runtime_layer = layer_of("runtime")
+    return [f"{path.relative_to(root)}:{line}: {module} imports {target}"
+            for module, path in files.items() if layer_of(module) == runtime_layer
+            for target, line in imports_of(module, path, known, lazy)
+            if target.split(".")[0] in PACKAGES and layer_of(target) > runtime_layer]
+
+
+def test_the_runtime_imports_nothing_above_it():
+    """What an app embeds stands alone: no module of ``runtime`` imports export, calibration, the model, serving,
+    benchmarks or training (the layer order implies it; issue 31 names it as the acceptance rule)."""
+    assert any(m.startswith("runtime.") for m in module_files(ROOT)), "no runtime modules found"
+    assert runtime_upward_imports(ROOT) == []
+
+
+@pytest.mark.parametrize("planted", ["def f():\n    from serving.client import DeblurClient\n",
+                                     "import export.triton_repo\n", "from calibration import quantize\n"])
+def test_a_runtime_import_from_above_is_named(tmp_path, planted):
+    copy_packages(tmp_path)
+    (tmp_path / "runtime" / "planted.py").write_text(planted)
+    found = runtime_upward_imports(tmp_path)
+    assert len(found) == 1 and found[0].startswith("runtime/planted.py:") and "runtime.planted imports" in found[0]
+
+
+def test_serving_is_its_own_top_level_package():
+    """The server, front, client, load test and Triton launcher live in ``serving``; ``runtime`` has none of them."""
+    files = module_files(ROOT)
+    for name in ("serve", "front", "client", "loadtest", "triton_server", "request_rules"):
+        assert f"serving.{name}" in files and layer_of(f"serving.{name}") == len(LAYERS) - 1
+    assert not [m for m in files if m.startswith("runtime.") and ("serve" in m or "triton" in m or
+                                                                  m.endswith((".client", ".loadtest")))]
+
+
 def test_no_import_cycles():
     _, graph = check(ROOT)
     assert cycles(graph) == []
@@ -155,14 +202,12 @@ def test_no_import_cycles():
     ("def f():\n    from export.onnx_export import export_onnx\n", "runtime.planted (runtime) imports "
                                                                    "export.onnx_export (export/precision)"),
     ("import torch\n", "runtime.planted (runtime) imports torch"),
+    ("def f():\n    from serving.loadtest import main\n", "runtime.planted (runtime) imports serving.loadtest "
+                                                         "(benchmarks/training/serving)"),
 ])
 def test_a_planted_wrong_import_is_caught(tmp_path, planted, expected):
     """Copy the tree, add one module that imports upward (even inside a function): the contract names it."""
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            target = tmp_path / path.relative_to(ROOT)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(path.read_text())
+    copy_packages(tmp_path)
     (tmp_path / "runtime" / "planted.py").write_text(planted)
     problems, _ = check(tmp_path)
     assert len(problems) == 1 and expected in problems[0], problems

@@ -107,7 +107,7 @@ def test_release_memory_keeps_results_and_compiled_shapes(tiny_onnx):
     with Deblurrer(tiny_onnx, backend="openvino", threads=1) as d:
         before = d(image)
         shapes = d.backend.compiled_shapes
-        d.release_memory()  # what runtime.serve does after a large request
+        d.release_memory()  # what serving.serve does after a large request
         assert d.backend.compiled_shapes == shapes
         np.testing.assert_array_equal(d(image), before)
     with Deblurrer(tiny_onnx, backend="onnxruntime", threads=1) as d:

@@ -26,7 +26,7 @@ def served(tmp_path_factory):
     from banet.config import BANetConfig
     from banet.model import BANet
     from runtime import Deblurrer
-    from runtime.serve import ServeConfig, start
+    from serving.serve import ServeConfig, start
 
     torch.manual_seed(0)
     weights = save_checkpoint(BANet(BANetConfig(2, 8, 16)), tmp_path_factory.mktemp("w") / "tiny.safetensors")

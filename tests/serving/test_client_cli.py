@@ -1,4 +1,4 @@
-"""``python -m runtime.client`` as users run it: every failure is one line on stderr and exit code 1, quickly.
+"""``python -m serving.client`` as users run it: every failure is one line on stderr and exit code 1, quickly.
 The subprocess runs start together (each pays ~2 s of interpreter and import start-up) and are checked one by
 one; cases that need no fresh process call ``main`` in-process."""
 
@@ -55,7 +55,7 @@ def runs(served, tmp_path_factory):
     procs = {}
     for name, args in cases.items():
         output = folder / f"out-{name.replace(' ', '-')}.png"
-        command = [sys.executable, "-m", "runtime.client", *map(str, args), "--output", str(output)]
+        command = [sys.executable, "-m", "serving.client", *map(str, args), "--output", str(output)]
         procs[name] = (subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                         text=True), time.perf_counter(), output)
     results = {}
@@ -83,7 +83,7 @@ def test_failures_are_one_line_and_quick(runs, case, expected):
 
 
 def test_16_bit_image_is_converted_with_a_note(tmp_path, capsys, served):
-    from runtime.client import main
+    from serving.client import main
 
     files = _write_inputs(tmp_path)
     output = tmp_path / "out.png"
@@ -97,7 +97,7 @@ def test_16_bit_image_is_converted_with_a_note(tmp_path, capsys, served):
 
 
 def test_silent_server_times_out_after_connect_timeout(tmp_path, capsys):
-    from runtime.client import main
+    from serving.client import main
 
     files = _write_inputs(tmp_path)
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
@@ -111,7 +111,7 @@ def test_silent_server_times_out_after_connect_timeout(tmp_path, capsys):
 
 
 def test_alpha_is_kept(tmp_path, capsys, served):
-    from runtime.client import main
+    from serving.client import main
 
     files = _write_inputs(tmp_path)
     output = tmp_path / "out.png"

@@ -14,8 +14,8 @@ import pytest
 
 pytest.importorskip("pytriton", reason="PyTriton comes with the serve extra")
 
-from runtime.serve_front import start_front  # noqa: E402
-from runtime.serve_requests import FrontLimits  # noqa: E402
+from serving.front import start_front  # noqa: E402
+from serving.request_rules import FrontLimits  # noqa: E402
 from tests.serving.helpers import (  # noqa: E402
     assert_clean_refusal,
     binary_request,
@@ -187,7 +187,7 @@ def test_real_4000x3000_image_within_default_limit(served):
 
 def test_infer_function_errors_reach_the_client_as_one_line(served):
     """Straight to Triton's private port (as gRPC users would): the tagged error survives PyTriton's traceback."""
-    from runtime.serve_requests import clean_upstream_error
+    from serving.request_rules import clean_upstream_error
 
     status, body, _ = post(served.triton_port, json_request([1, 1, 1, 3], [0] * 3))
     assert b"Traceback" in body  # what PyTriton sends; the front cleans it:

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("pytriton", reason="PyTriton comes with the serve extra")
 
-from runtime.client import DeblurClient  # noqa: E402
-from runtime.loadtest import load_test  # noqa: E402
+from serving.client import DeblurClient  # noqa: E402
+from serving.loadtest import load_test  # noqa: E402
 from tests.serving.helpers import post  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""``python -m runtime.serve`` and ``runtime.client`` start-up errors as users meet them: exactly one line on stderr,
+"""``python -m serving.serve`` and ``serving.client`` start-up errors as users meet them: exactly one line on stderr,
 no traceback, a non-zero exit code. Bad options are checked in-process (argparse stops before anything starts);
 errors found while starting (model, ports, host) run the real command, all processes at once. A started server
 stops on Ctrl-C with one line and exit code 130, and Triton's log lines stay off its console."""
@@ -37,7 +37,7 @@ def _one_line(stderr: str) -> str:
     (["--deadline-s", "inf"], "--deadline-s"), (["--backend", "nope"], "--backend"),
 ])
 def test_serve_refuses_bad_options_in_one_line(capsys, args, expected):
-    from runtime.serve import main
+    from serving.serve import main
 
     with pytest.raises(SystemExit) as info:
         main(args)
@@ -50,7 +50,7 @@ def test_serve_refuses_bad_options_in_one_line(capsys, args, expected):
     (["--connect-timeout", "0"], "--connect-timeout"), (["--connect-timeout", "nan"], "--connect-timeout"),
 ])
 def test_client_refuses_bad_timeouts_in_one_line(capsys, tmp_path, args, expected):
-    from runtime.client import main
+    from serving.client import main
 
     with pytest.raises(SystemExit) as info:
         main(["in.png", "--output", str(tmp_path / "out.png"), *args])
@@ -60,13 +60,13 @@ def test_client_refuses_bad_timeouts_in_one_line(capsys, tmp_path, args, expecte
 
 
 def test_client_ctrl_c_is_one_line_and_exit_130(capsys, tmp_path, monkeypatch):
-    import runtime.client
+    import serving.client
 
     def interrupted(args) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runtime.client, "deblur_file", interrupted)
-    assert runtime.client.main(["in.png", "--output", str(tmp_path / "out.png")]) == 130
+    monkeypatch.setattr(serving.client, "deblur_file", interrupted)
+    assert serving.client.main(["in.png", "--output", str(tmp_path / "out.png")]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
 
 
@@ -83,7 +83,7 @@ def test_serve_start_up_errors_are_one_line(tmp_path):
             # 192.0.2.1 (TEST-NET): an address of no interface here, refused at once (no DNS)
             "bad host": (["--http-port", "0", "--host", "192.0.2.1"], "cannot listen on 192.0.2.1"),
         }
-        procs = {name: subprocess.Popen([sys.executable, "-m", "runtime.serve", *args,
+        procs = {name: subprocess.Popen([sys.executable, "-m", "serving.serve", *args,
                                          *([] if "metrics" in name else ["--no-metrics"])], cwd=tmp_path,
                                         env={**ENV, "TMPDIR": str(tmp_path)}, stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE, text=True)
@@ -96,7 +96,7 @@ def test_serve_start_up_errors_are_one_line(tmp_path):
 
 
 def test_ctrl_c_stops_a_running_server_with_one_line_and_exit_130(served, tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.serve", "--model", str(served.weights), "--http-port",
+    proc = subprocess.Popen([sys.executable, "-m", "serving.serve", "--model", str(served.weights), "--http-port",
                              "0", "--no-metrics"], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

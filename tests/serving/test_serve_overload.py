@@ -1,6 +1,6 @@
-"""Overload behaviour of the validating front (:class:`runtime.serve_front.AdmissionQueue`), with a stand-in model
+"""Overload behaviour of the validating front (:class:`serving.front.AdmissionQueue`), with a stand-in model
 behind it: an HTTP upstream that takes a fixed time per request and counts what it computed. The front is the
-one ``runtime.serve`` runs; only Triton is replaced, so that "computed or not" can be counted exactly and the
+one ``serving.serve`` runs; only Triton is replaced, so that "computed or not" can be counted exactly and the
 tests take seconds."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from runtime.serve_front import AdmissionQueue, start_front
-from runtime.serve_requests import FrontLimits, RequestError
+from serving.front import AdmissionQueue, start_front
+from serving.request_rules import FrontLimits, RequestError
 from tests.serving.helpers import binary_request, post
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from runtime.serve_front import _ByteBudget
-from runtime.serve_requests import (
+from serving.front import _ByteBudget
+from serving.request_rules import (
     FrontLimits,
     RequestError,
     check_infer_request,
@@ -38,7 +38,7 @@ def test_upstream_errors_become_one_line():
 
 
 def test_client_keeps_the_tagged_reason_of_a_grpc_traceback():
-    from runtime.client import error_line
+    from serving.client import error_line
 
     text = 'Traceback (most recent call last):\n  File "/x/serve.py"\nError: ' + error_tag(400, "too small") + "\nAt:"
     assert error_line(text) == "too small"
@@ -63,7 +63,7 @@ def test_byte_budget_refuses_when_full():
 
 def test_infer_failures_are_tagged_and_batches_split_by_pixels():
     from banet.processing import ImageFormatError, NonFiniteOutputError
-    from runtime.serve import check_images, describe_failure, pixel_chunks
+    from serving.serve import check_images, describe_failure, pixel_chunks
 
     assert describe_failure(ImageFormatError("too small")) == "<<banet-error 400: too small>>"
     assert describe_failure(NonFiniteOutputError("NaN")) == "<<banet-error 500: NaN>>"

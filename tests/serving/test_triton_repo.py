@@ -111,7 +111,7 @@ def test_python_flavour_is_the_default_and_self_contained(tmp_path, onnx_file):
     assert "onnxruntime" in (repo / "banet_ort" / "1" / "model.py").read_text()
     steps = [s.model_name for s in _parse(repo / "banet" / "config.pbtxt").ensemble_scheduling.step]
     assert steps == ["banet_pre", "banet_ort", "banet_post"]
-    assert "python -m runtime.triton_server" in (repo / "README_banet.md").read_text()
+    assert "python -m serving.triton_server" in (repo / "README_banet.md").read_text()
     for role in ("pre", "post"):
         version = repo / f"banet_{role}" / "1"
         for name in ("conventions", "processing"):  # copies of the one implementation, not a second one

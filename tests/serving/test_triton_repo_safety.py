@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from banet.triton_marker import MARKER, MarkerError, ensemble_limits
 from export.to_triton import main
 from export.triton_repo import TritonRepoError, write_repository
-from runtime.triton_marker import MARKER, MarkerError, ensemble_limits
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_force_refuses_a_readme_it_did_not_write_and_an_input_inside_what_it_rep
 
 
 def test_the_launcher_needs_the_limits_a_repository_was_written_with(tmp_path, onnx_file):
-    """runtime.triton_server reads the limits from the ensemble's marker and refuses a repository without one."""
+    """serving.triton_server reads the limits from the ensemble's marker and refuses a repository without one."""
     repo = tmp_path / "R"
     with pytest.raises(MarkerError, match="holds no ensemble written by export/to_triton.py"):
         ensemble_limits(repo)

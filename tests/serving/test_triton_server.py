@@ -1,5 +1,5 @@
 """The generated repository on a real Triton server: PyTriton's bundled ``tritonserver``, started by
-``runtime.triton_server`` on loopback, serves the whole ensemble (uint8 image in, uint8 image out).
+``serving.triton_server`` on loopback, serves the whole ensemble (uint8 image in, uint8 image out).
 
 Every answer is compared with ``Deblurrer`` on the same ONNX file; bad and hostile requests (huge declared
 shapes, values out of range, tiny images...) are refused by the launcher's validating front, or by Triton and the
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.triton_server import TritonLaunchError, find_bundled, main, start
+from serving.triton_server import TritonLaunchError, find_bundled, main, start
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient comes with the serve extra")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient comes with the serve extra")
@@ -293,8 +293,8 @@ def test_a_server_that_dies_shows_the_end_of_its_log(tmp_path, onnx_file):
 
 
 def test_the_load_test_runs_against_the_server(server, onnx_file, expected):
-    """runtime.loadtest's client and checks work on the Triton ensemble as they do on runtime.serve."""
-    from runtime.loadtest import load_test, table
+    """serving.loadtest's client and checks work on the Triton ensemble as they do on serving.serve."""
+    from serving.loadtest import load_test, table
 
     report = load_test(server.url, photos(), expected, requests=6, concurrency=3)
     assert report["requests"] == 6 and report["all_match"] and report["max_abs_diff_vs_direct"] <= 1
@@ -303,7 +303,7 @@ def test_the_load_test_runs_against_the_server(server, onnx_file, expected):
 
 
 def test_the_load_test_needs_an_onnx_file_for_triton(tmp_path, capsys):
-    from runtime.loadtest import main as loadtest
+    from serving.loadtest import main as loadtest
 
     pytest.importorskip("cv2", reason="the load test resizes photos with OpenCV")
     assert loadtest(["--target", "triton", "--model", str(tmp_path / "w.safetensors"), "--size", "8x8"]) == 1
@@ -327,7 +327,7 @@ def test_a_python_without_onnxruntime_is_refused_before_starting(tmp_path, onnx_
 
 
 def test_the_command_line_serves_until_it_is_told_to_stop(tmp_path, onnx_file):
-    """python -m runtime.triton_server REPO: ready line, answers, SIGTERM -> clean stop (exit code 0)."""
+    """python -m serving.triton_server REPO: ready line, answers, SIGTERM -> clean stop (exit code 0)."""
     _bundled_or_skip()
     import signal
     import subprocess
@@ -336,7 +336,7 @@ def test_the_command_line_serves_until_it_is_told_to_stop(tmp_path, onnx_file):
     from export.triton_repo import write_repository
 
     write_repository(onnx_file, tmp_path / "repo", threads=1)
-    process = subprocess.Popen([sys.executable, "-m", "runtime.triton_server", str(tmp_path / "repo"),
+    process = subprocess.Popen([sys.executable, "-m", "serving.triton_server", str(tmp_path / "repo"),
                                 "--http-port", "0", "--grpc-port", "0", "--timeout", "60"],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                cwd=Path(__file__).resolve().parents[2])
@@ -389,7 +389,7 @@ def test_a_server_that_dies_is_reported_in_one_line_and_not_restarted(tmp_path, 
     from export.triton_repo import write_repository
 
     write_repository(onnx_file, tmp_path / "repo", threads=1)
-    process = subprocess.Popen([sys.executable, "-m", "runtime.triton_server", str(tmp_path / "repo"),
+    process = subprocess.Popen([sys.executable, "-m", "serving.triton_server", str(tmp_path / "repo"),
                                 "--http-port", "0", "--timeout", "60", "--verbose", "--log", str(tmp_path / "t.log")],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                cwd=Path(__file__).resolve().parents[2])

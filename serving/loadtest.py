@@ -1,17 +1,17 @@
 """Load-test a server on loopback: bounded concurrency, latency percentiles, every answer checked.
 
-    python -m runtime.loadtest --requests 64 --concurrency 4        # starts its own PyTriton server on 127.0.0.1
-    python -m runtime.loadtest --target triton --model engines/banet_default.onnx
+    python -m serving.loadtest --requests 64 --concurrency 4        # starts its own PyTriton server on 127.0.0.1
+    python -m serving.loadtest --target triton --model engines/banet_default.onnx
         # writes a Triton repository (python flavour) for the ONNX model, serves it with the bundled tritonserver
-        # (python -m runtime.triton_server): concurrency 1, 4 and 8, dynamic batching on and off; results in
+        # (python -m serving.triton_server): concurrency 1, 4 and 8, dynamic batching on and off; results in
         # benchmarks/results/loadtest_triton_<machine>_<date>.{json,md}
 
 Each response is compared with the direct ``Deblurrer`` output for the same image (dynamic batching may run a
 request in a different batch, so equality is checked to within 1 grey level).
 
-    python -m runtime.loadtest --burst 6 --size 1000x1000      # the overload check: see :func:`burst`
+    python -m serving.loadtest --burst 6 --size 1000x1000      # the overload check: see :func:`burst`
 
-``--burst N`` starts ``python -m runtime.serve`` in its own process, sends N concurrent KServe JSON requests of
+``--burst N`` starts ``python -m serving.serve`` in its own process, sends N concurrent KServe JSON requests of
 --size, then one small request, and reports each status (200 or 503), latency and Retry-After, how soon the small
 request was answered, and the server process's memory (VmRSS) before, at its peak and after.
 """
@@ -53,7 +53,7 @@ def photo_images(count: int, height: int, width: int) -> list[np.ndarray]:
 def load_test(url: str, images: list[np.ndarray], expected: list[np.ndarray], requests: int, concurrency: int,
               model: str = "banet") -> dict:
     """Send ``requests`` requests (cycling through ``images``) from ``concurrency`` threads, one client each."""
-    from runtime.client import DeblurClient
+    from serving.client import DeblurClient
 
     local = threading.local()
     clients: list = []
@@ -125,13 +125,13 @@ def _post(port: int, body: bytes, timeout: float | None) -> dict:
 
 def burst(server_args: list[str], count: int, size: tuple[int, int], client_timeout: float | None = None,
           small: tuple[int, int] = (64, 64)) -> dict:
-    """Start ``python -m runtime.serve`` (its own process, so its memory is its own), send ``count`` concurrent
+    """Start ``python -m serving.serve`` (its own process, so its memory is its own), send ``count`` concurrent
     JSON requests of ``size`` at once, then one ``small`` request once all of them are answered (or their
     clients gave up after ``client_timeout``); stop the server with SIGTERM."""
-    from runtime.serve import free_port
+    from serving.serve import free_port
 
     port = free_port()
-    command = [sys.executable, "-m", "runtime.serve", "--http-port", str(port), "--no-metrics", *server_args]
+    command = [sys.executable, "-m", "serving.serve", "--http-port", str(port), "--no-metrics", *server_args]
     # The server's output goes to a file, not a pipe nobody reads while the burst runs (a full pipe blocks it).
     server_log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(command, stdout=server_log, stderr=subprocess.STDOUT, text=True)
@@ -231,7 +231,7 @@ def triton_sweep(onnx: Path, images: list[np.ndarray], expected: list[np.ndarray
     """For each batching setting: write a repository (python flavour), start the bundled tritonserver on it,
     run :func:`load_test` at every concurrency, stop the server."""
     from export.triton_repo import write_repository
-    from runtime.triton_server import start
+    from serving.triton_server import start
 
     rows = []
     for dynamic in batching:
@@ -265,10 +265,10 @@ def default_output(target: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.loadtest", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("pytriton", "triton"), default="pytriton",
-                        help="pytriton: python -m runtime.serve; triton: the bundled tritonserver on a repository")
+                        help="pytriton: python -m serving.serve; triton: the bundled tritonserver on a repository")
     parser.add_argument("--model", default=None,
                         help="checkpoint, ONNX or engine (default: embedded model); the triton target needs an ONNX "
                              "file (default: engines/banet_default.onnx)")
@@ -283,14 +283,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="size of the test images (default 96x128)")
     parser.add_argument("--port", type=int, default=8010, help="pytriton target: HTTP port on 127.0.0.1 "
                                                                "(metrics on port + 2)")
-    from runtime.serve_requests import number
+    from serving.request_rules import number
 
     parser.add_argument("--burst", type=number(int, 1, 256), default=None, metavar="N",
-                        help="overload check: N concurrent JSON requests of --size at a runtime.serve process")
+                        help="overload check: N concurrent JSON requests of --size at a serving.serve process")
     parser.add_argument("--client-timeout", type=number(float, 0, low_open=True), default=None,
                         help="--burst: seconds a client waits before it hangs up (default: it waits)")
     parser.add_argument("--server-args", default="",
-                        help="--burst: more runtime.serve options, e.g. '--deadline-s 60 --queue-size 4'")
+                        help="--burst: more serving.serve options, e.g. '--deadline-s 60 --queue-size 4'")
     parser.add_argument("--output", type=Path, default=None,
                         help="results JSON (+ .md table); default: benchmarks/results/loadtest_<target>_<machine>_"
                              "<date>.json when --concurrency lists several values, else none")
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         with Deblurrer(onnx, backend="onnxruntime") as deblurrer:
             expected = [deblurrer(img) for img in images]
-        from runtime.triton_server import TritonLaunchError
+        from serving.triton_server import TritonLaunchError
 
         try:
             rows = triton_sweep(onnx, images, expected, args.requests, args.concurrency, args.batching,
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import logging
 
-        from runtime.serve import ServeConfig, start
+        from serving.serve import ServeConfig, start
 
         logging.getLogger("pytriton").setLevel(logging.WARNING)
         with Deblurrer(args.model) as deblurrer, tempfile.TemporaryDirectory(prefix="banet_loadtest_") as folder:
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                                  triton_log=Path(folder) / "triton.log")  # Triton's log lines stay off the console
             with start(deblurrer, config) as server:
                 for concurrency in args.concurrency:
-                    rows.append({"server": "python -m runtime.serve (PyTriton)",
+                    rows.append({"server": "python -m serving.serve (PyTriton)",
                                  **load_test(server.url, images, expected, args.requests, concurrency)})
     output = args.output or (default_output(args.target) if len(args.concurrency) > 1 else None)
     if output is not None:
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"machine": cpu_name(), "cpus": os.cpu_count(), "date": str(datetime.date.today()),
                   "target": args.target, "model": str(args.model or ""), "image_size": f"{h}x{w}",
                   "server_threads": args.threads if args.target == "triton" else None,
-                  "command": "python -m runtime.loadtest " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "command": "python -m serving.loadtest " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "rows": rows}
         output.write_text(json.dumps(result, indent=2) + "\n")
         output.with_suffix(".md").write_text(f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs), "

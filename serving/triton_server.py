@@ -1,9 +1,9 @@
 """Start the ``tritonserver`` that PyTriton bundles on a model repository written by ``export/to_triton.py``.
 
-    python -m runtime.triton_server model_repository             # HTTP 127.0.0.1:8000; Ctrl-C stops
-    python -m runtime.triton_server model_repository --grpc-port 8001 --verbose   # + gRPC, server log shown
+    python -m serving.triton_server model_repository             # HTTP 127.0.0.1:8000; Ctrl-C stops
+    python -m serving.triton_server model_repository --grpc-port 8001 --verbose   # + gRPC, server log shown
 
-The public HTTP port is the project's validating front (:mod:`runtime.serve_front`, as ``runtime.serve`` has):
+The public HTTP port is the project's validating front (:mod:`serving.front`, as ``serving.serve`` has):
 Triton listens on a private loopback port, and every request is checked before Triton sees it, with the limits
 the ensemble was written with (its ``to_triton.json``: batch size, image size) - the bundled Triton allocates
 what a JSON request declares, so one request declaring a huge image would otherwise abort it. Only the ensemble
@@ -42,9 +42,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.serve_front import FrontServer, bind_problem, free_port, start_front
-from runtime.serve_requests import FrontLimits
-from runtime.triton_marker import MarkerError, RequestLimits, ensemble_limits
+from banet.triton_marker import MarkerError, RequestLimits, ensemble_limits
+from serving.front import FrontServer, bind_problem, free_port, start_front
+from serving.request_rules import FrontLimits
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class TritonServer:
 
     @property
     def url(self) -> str:
-        """host:port of the public HTTP endpoint (what ``tritonclient.http`` and ``runtime.client`` take)."""
+        """host:port of the public HTTP endpoint (what ``tritonclient.http`` and ``serving.client`` take)."""
         return f"{self.host}:{self.http_port}"
 
     @property
@@ -405,7 +405,7 @@ def _check_args(args: argparse.Namespace) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.triton_server", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m serving.triton_server", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repository", type=Path, help="model repository written by export/to_triton.py")
     parser.add_argument("--host", default=LOOPBACK,

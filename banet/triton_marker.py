@@ -1,7 +1,7 @@
 """The record ``export/to_triton.py`` leaves in every model folder it writes (``to_triton.json``), read back.
 
 Two readers, one format: the writer (``export/triton_repo.py``) tells its own folders from anyone else's, so
-``--force`` replaces only what it wrote; the launcher (``runtime/triton_server.py``) reads the request limits
+``--force`` replaces only what it wrote; the launcher (``serving/triton_server.py``) reads the request limits
 the ensemble was written with, so its validating front refuses what the generated configs and the
 pre-processing model would refuse, before Triton allocates anything. Standard library only.
 """
@@ -17,6 +17,9 @@ TOOL = "export/to_triton.py"
 #: Bounds of the limits a repository may be written with (and the launcher accepts).
 MAX_BATCH_RANGE = (1, 1024)
 MAX_PIXELS_RANGE = (4, 10**9)  # at least 2x2; at most 1000 megapixels
+#: The pixel limit a repository is written with and the servers' fronts enforce unless told otherwise: about
+#: 48 megapixels, an 8000x6000 photo. Here, below export and serving, so that both read the one number.
+DEFAULT_MAX_PIXELS = 8000 * 6000
 
 
 class MarkerError(ValueError):

@@ -1,12 +1,12 @@
 """Serve ``Deblurrer`` over HTTP with PyTriton (Triton Inference Server in-process) and dynamic batching.
 
-    python -m runtime.serve                              # embedded default model on http://127.0.0.1:8000
-    python -m runtime.serve --model engines/banet_default.onnx --host 0.0.0.0 --max-megapixels 24
+    python -m serving.serve                              # embedded default model on http://127.0.0.1:8000
+    python -m serving.serve --model engines/banet_default.onnx --host 0.0.0.0 --max-megapixels 24
 
 Request: ``image`` UINT8 [N, H, W, 3] (BGR; KServe v2 JSON or binary tensor). Response: ``deblurred`` UINT8
 [N, H, W, 3]. Same-shaped requests are batched by Triton's dynamic batcher.
 
-The public HTTP port is a small validating front (:mod:`runtime.serve_front`) in this process; Triton itself
+The public HTTP port is a small validating front (:mod:`serving.front`) in this process; Triton itself
 listens on a private loopback port. The bundled Triton aborts on some malformed requests (a JSON body that
 declares a huge shape kills it with ``std::bad_alloc``), so every request is checked before Triton sees it:
 declared shape, dtype, data length, image size (``--max-megapixels``, default 48 MP per image) and body size
@@ -43,13 +43,13 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.triton_marker import DEFAULT_MAX_PIXELS
 from runtime.backends.base import BackendUnavailableError
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
-from runtime.serve_front import FrontServer, bind_problem, free_port, release_memory
-from runtime.serve_requests import (
+from serving.front import FrontServer, bind_problem, free_port, release_memory
+from serving.request_rules import (
     BATCH_PIXELS,
-    DEFAULT_MAX_PIXELS,
     MB,
     FrontLimits,
     OneLineParser,
@@ -200,7 +200,7 @@ def describe_failure(exc: BaseException) -> str:
 def make_infer(deblurrer, max_pixels: int = DEFAULT_MAX_PIXELS, batch_pixels: int = BATCH_PIXELS):
     """The batched inference function PyTriton calls; the model gets at most ``batch_pixels`` pixels per call (or
     one image), which bounds peak memory. Every failure leaves as one tagged line: PyTriton wraps it in a
-    traceback, which the front strips (see :func:`runtime.serve_requests.clean_upstream_error`)."""
+    traceback, which the front strips (see :func:`serving.request_rules.clean_upstream_error`)."""
     from pytriton.decorators import batch
     from pytriton.exceptions import PyTritonBadParameterError
 
@@ -291,7 +291,7 @@ def start(deblurrer, config: ServeConfig, front: FrontServer | None = None) -> S
 
 
 def _parser() -> OneLineParser:
-    parser = OneLineParser(prog="python -m runtime.serve", description=__doc__,
+    parser = OneLineParser(prog="python -m serving.serve", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="checkpoint, ONNX or engine (default: embedded model)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
@@ -366,7 +366,7 @@ def _config(args: argparse.Namespace, log_folder: Path | None) -> ServeConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m runtime.serve``: 0 after SIGTERM, 130 after Ctrl-C, 1 with one ``error:`` line otherwise."""
+    """``python -m serving.serve``: 0 after SIGTERM, 130 after Ctrl-C, 1 with one ``error:`` line otherwise."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # stderr: errors only
     _stop_on_signals()

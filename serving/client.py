@@ -1,6 +1,6 @@
-"""A small client for ``python -m runtime.serve`` (and the Triton ensemble): send an image, get it deblurred.
+"""A small client for ``python -m serving.serve`` (and the Triton ensemble): send an image, get it deblurred.
 
-    python -m runtime.client blurred.png --output sharp.png [--url 127.0.0.1:8000] [--model banet]
+    python -m serving.client blurred.png --output sharp.png [--url 127.0.0.1:8000] [--model banet]
 
 The server takes 8-bit colour images: a 16-bit image is converted to 8 bits (with a note; ``python -m runtime``
 deblurs locally and keeps 16 bits), grey images are sent as three equal channels, an alpha channel is kept
@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from runtime.images import MIN_SIDE
-from runtime.serve_requests import OneLineParser, number
+from serving.request_rules import OneLineParser, number
 
 
 class ClientError(RuntimeError):
@@ -80,7 +80,7 @@ def check_server(url: str, model: str, timeout_s: float) -> None:
         body = response.read()
     except (OSError, http.client.HTTPException) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
-        raise ClientError(f"cannot reach a server at {url}: {reason} (is `python -m runtime.serve` running?)") \
+        raise ClientError(f"cannot reach a server at {url}: {reason} (is `python -m serving.serve` running?)") \
             from None
     finally:
         conn.close()
@@ -91,7 +91,7 @@ def check_server(url: str, model: str, timeout_s: float) -> None:
 def error_line(text: str) -> str:
     """One line for the user. Errors that bypass the server's front (gRPC) carry PyTriton's traceback: keep the
     tagged reason from it, or say where the details are."""
-    from runtime.serve_requests import INTERNAL_ERROR, find_tag
+    from serving.request_rules import INTERNAL_ERROR, find_tag
 
     tagged = find_tag(text)
     if tagged:
@@ -153,7 +153,7 @@ def _quiet_opencv() -> None:
 
 
 def _parser() -> OneLineParser:
-    parser = OneLineParser(prog="python -m runtime.client", description=__doc__,
+    parser = OneLineParser(prog="python -m serving.client", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", type=Path, help="blurred image file (PNG, JPEG, ...; 8 or 16 bit)")
     parser.add_argument("--output", type=Path, required=True, help="where to write the deblurred image (8 bit)")

@@ -1,4 +1,4 @@
-"""The request rules of the validating HTTP front (:mod:`runtime.serve_front`): limits, the checks a KServe v2
+"""The request rules of the validating HTTP front (:mod:`serving.front`): limits, the checks a KServe v2
 inference request must pass before it reaches Triton, and the one-line error bodies (tags that survive PyTriton's
 traceback wrapping, tracebacks and paths scrubbed). Pure functions of the request bytes: no sockets here."""
 
@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from banet.triton_marker import DEFAULT_MAX_PIXELS
 from runtime.images import MIN_SIDE
 
 MB = 1 << 20
 #: A refused body up to this size is read and dropped, so the client can read the refusal.
 DRAIN_LIMIT = 256 * MB
-#: About 48 megapixels: an 8000x6000 photo.
-DEFAULT_MAX_PIXELS = 8000 * 6000
 #: Pixels the model is given at once (about one 1000x1000 image): more only raises peak memory on a CPU.
 BATCH_PIXELS = 1 << 20
 INPUT_NAME, OUTPUT_NAME = "image", "deblurred"

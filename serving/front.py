@@ -1,4 +1,4 @@
-"""Validating HTTP front for ``runtime.serve``: the public HTTP port, in front of Triton on a private loopback port.
+"""Validating HTTP front for ``serving.serve``: the public HTTP port, in front of Triton on a private loopback port.
 
 Why it exists: the bundled Triton (2.51) allocates what a JSON request *declares* before it looks at the data,
 so one 95-byte request declaring shape [1, 1000000, 1000000, 3] aborts the whole server (``std::bad_alloc``);
@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
-from runtime.serve_requests import (
+from serving.request_rules import (
     _GET_PATHS,
     _MODEL_PATH,
     DRAIN_LIMIT,
