@@ -1,4 +1,12 @@
-"""ONNX Runtime backend: an exported ``.onnx`` on the best available execution provider."""
+"""ONNX Runtime backend: an exported ``.onnx`` on the best available execution provider.
+
+On a GPU (onnxruntime-gpu's ``CUDAExecutionProvider``) inputs and outputs go through IO binding: device buffers
+kept per input shape, one copy in and one out per call. With fixed input shapes (``static=True``, or a
+static-shape export) the CUDA provider also captures each session's run in a CUDA graph (its
+``enable_cuda_graph`` option) and replays it, which needs the input bound at the same device address every run;
+a session that cannot be captured (a node ONNX Runtime placed on the CPU) falls back to IO binding alone, logged.
+Not measured on a GPU by this project yet (no onnxruntime-gpu on the lent machines): README, GPU section.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.errors import OptionError
 from banet.metadata import read_onnx_metadata
 from banet.onnxruntime_options import session_options
 from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, ShapeLimits, check_threads
@@ -15,6 +24,13 @@ log = logging.getLogger(__name__)
 
 #: Preference order; the first one the installed onnxruntime offers is used.
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+#: Providers whose tensors live in CUDA memory (IO binding keeps inputs and outputs there).
+CUDA_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+
+
+def provider_name(provider) -> str:
+    """The name of a provider given as a name or as ``(name, options)``."""
+    return provider[0] if isinstance(provider, tuple) else provider
 
 
 def limits_from_metadata(metadata) -> ShapeLimits:
@@ -49,7 +65,7 @@ def open_session(path: str | Path, providers: list[str] | None = None, threads: 
     available = ort.get_available_providers()
     if providers is None:
         providers = [p for p in PROVIDER_PREFERENCE if p in available]
-    missing = [p for p in providers if p not in available]
+    missing = [provider_name(p) for p in providers if provider_name(p) not in available]
     if missing:
         raise BackendUnavailableError(f"execution provider(s) {missing} not available in this onnxruntime "
                                       f"(available: {available})")
@@ -73,35 +89,131 @@ def session_forward(session):
 FREE_DIMS = ("batch", None, "height", "width")
 
 
+def binding_plan(providers: list[str], fixed_shapes: bool, io_binding: bool | None = None,
+                 cuda_graph: bool | None = None) -> tuple[str | None, bool]:
+    """(device for IO binding or None, CUDA graphs on) for a session on ``providers`` (the active ones, first
+    first).
+
+    IO binding engages by default when a CUDA provider runs the model (``io_binding=True`` forces it, on the
+    CPU too, where it is the same path with host buffers); CUDA graphs by default when the CUDA provider runs it
+    and the input shapes are fixed, which a graph needs. An explicit request that cannot be met is one
+    :class:`OptionError` line.
+    """
+    for name, value in (("io_binding", io_binding), ("cuda_graph", cuda_graph)):
+        if value is not None and not isinstance(value, bool):
+            raise OptionError(f"{name} must be True, False or None (automatic), got {value!r}")
+    first = provider_name(providers[0]) if providers else None
+    on_cuda = first in CUDA_PROVIDERS
+    if cuda_graph and first != "CUDAExecutionProvider":
+        raise OptionError(f"cuda_graph=True needs ONNX Runtime's CUDAExecutionProvider (pip install "
+                          f"'banet-deploy[gpu]' on a GPU machine); this session runs on {first}")
+    if cuda_graph and not fixed_shapes:
+        raise OptionError("cuda_graph=True needs fixed input shapes: static=True (one session per input shape) "
+                          "or a static-shape export")
+    if cuda_graph and io_binding is False:
+        raise OptionError("cuda_graph=True needs io_binding (a graph reads its input from one device address)")
+    graphs = (first == "CUDAExecutionProvider" and fixed_shapes) if cuda_graph is None else cuda_graph
+    bind = graphs or (on_cuda if io_binding is None else io_binding)
+    return ("cuda" if on_cuda else "cpu") if bind else None, graphs
+
+
+class BoundForward:
+    """``batch -> output`` through IO binding: the input and output live in ``device`` buffers that are reused
+    while the shape stays the same (the same addresses every run, as a CUDA graph replay needs).
+
+    One host-to-device copy (``update_inplace``) and one device-to-host copy per call; on ``'cpu'`` the buffers are
+    host arrays of the binding's own (never the caller's), and the result is a copy.
+    """
+
+    def __init__(self, session, device: str = "cuda", device_id: int = 0) -> None:
+        self.session, self.device, self.device_id = session, device, device_id
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        self.shape: tuple[int, ...] | None = None
+        self._input = self._output = self._binding = None
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        ort = import_onnxruntime()
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if tuple(batch.shape) != self.shape:
+            # BANet's output has its input's shape (a residual network); a new shape gets new buffers
+            self._input = ort.OrtValue.ortvalue_from_numpy(batch.copy(), self.device, self.device_id)
+            self._output = ort.OrtValue.ortvalue_from_shape_and_type(batch.shape, np.float32, self.device,
+                                                                     self.device_id)
+            binding = self.session.io_binding()
+            binding.bind_ortvalue_input(self.input_name, self._input)
+            binding.bind_ortvalue_output(self.output_name, self._output)
+            self._binding, self.shape = binding, tuple(batch.shape)
+        else:
+            self._input.update_inplace(batch)
+        self.session.run_with_iobinding(self._binding)
+        out = self._output.numpy()
+        return out.copy() if self.device == "cpu" else out  # a CPU value's array is the binding's own buffer
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX file exported by ``export/to_onnx.py`` (its metadata gives the conventions).
 
     ``static=True`` opens one session per input shape with the free dimensions fixed (ONNX Runtime then plans
     memory and picks kernels for that shape), kept in a bounded cache of ``shape_cache`` shapes; the default is
-    one dynamic-shape session.
+    one dynamic-shape session. ``io_binding`` and ``cuda_graph`` (None: automatic, see :func:`binding_plan`)
+    matter on a GPU: device buffers per shape, and a CUDA graph per fixed-shape session.
     """
 
     name = "onnxruntime"
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
-                 static: bool = False, shape_cache: int = 4) -> None:
+                 static: bool = False, shape_cache: int = 4, io_binding: bool | None = None,
+                 cuda_graph: bool | None = None) -> None:
         check_threads(threads)
         threads = int(threads) if threads else None  # numpy integers too
         import_onnxruntime()
         metadata = read_onnx_metadata(path)
         self.path, self.threads, self.static = Path(path), threads, static
         self._requested = providers
+        self._graph_failed = False
+        self.binding_device: str | None = None
+        self.cuda_graph = False
         self._sessions = ShapeCache(self._open, shape_cache)
         dynamic = self._open(())  # a model ONNX Runtime cannot load fails here, not at the first image
         self.providers = dynamic[0].get_providers()
+        limits = limits_from_metadata(metadata)
+        self.binding_device, self.cuda_graph = binding_plan(self.providers, static or limits.static_shape is not None,
+                                                            io_binding, cuda_graph)
+        if self.binding_device and not static:
+            dynamic = self._open(()) if self.cuda_graph else (dynamic[0], self._forward_for(dynamic[0]))
         self._dynamic = None if static else dynamic
-        super().__init__(metadata, limits_from_metadata(metadata))
+        super().__init__(metadata, limits)
+
+    def _providers_for_graphs(self) -> list | None:
+        """The requested providers with the CUDA provider's ``enable_cuda_graph`` option set."""
+        names = self._requested or self.providers
+        out = []
+        for provider in names:
+            name, options = (provider if isinstance(provider, tuple) else (provider, {}))
+            if name == "CUDAExecutionProvider":
+                options = {**options, "enable_cuda_graph": "1"}
+            out.append((name, options) if options else name)
+        return out
 
     def _open(self, shape: tuple[int, ...]):
         """(session, forward function) for a new session; ``shape`` () keeps the free dimensions free."""
         fixed = {dim: value for dim, value in zip(FREE_DIMS, shape) if dim}
+        if self.cuda_graph and not self._graph_failed:
+            try:
+                session = open_session(self.path, self._providers_for_graphs(), self.threads, fixed_dims=fixed)
+                return session, self._forward_for(session)
+            except Exception as exc:  # e.g. a node placed on the CPU: capture is impossible for this model
+                self._graph_failed = True
+                log.warning("ONNX Runtime cannot use CUDA graphs for %s, running with IO binding alone: %s",
+                            self.path.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         session = open_session(self.path, self._requested, self.threads, fixed_dims=fixed)
-        return session, session_forward(session)
+        return session, self._forward_for(session)
+
+    def _forward_for(self, session):
+        if self.binding_device is None:
+            return session_forward(session)
+        return BoundForward(session, self.binding_device)
 
     @property
     def session_shapes(self) -> list[tuple[int, ...]]:
@@ -110,7 +222,18 @@ class OnnxRuntimeBackend(Backend):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         session, forward = self._dynamic or self._sessions.get(tuple(batch.shape))
-        return forward(batch)
+        if not self.cuda_graph or self._graph_failed:
+            return forward(batch)
+        try:
+            return forward(batch)
+        except Exception as exc:  # a capture that fails on the first run: reopen without graphs, once
+            self._graph_failed = True
+            log.warning("ONNX Runtime's CUDA graph failed for %s, running with IO binding alone: %s",
+                        self.path.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            self._sessions.clear()
+            if self._dynamic is not None:
+                self._dynamic = self._open(())
+            return self.run(batch)
 
     def close(self) -> None:
         self._dynamic = None
@@ -118,4 +241,6 @@ class OnnxRuntimeBackend(Backend):
 
     def describe(self) -> str:
         mode = f", static shapes, cache {self._sessions.size}" if self.static else ""
+        if self.binding_device:
+            mode += ", IO binding" + (", CUDA graphs" if self.cuda_graph and not self._graph_failed else "")
         return f"onnxruntime {self.providers[0]} ({self.metadata.precision}{mode})"
