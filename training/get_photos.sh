@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Fetch the real photographs of the training split (see training/photos.py for the list and why).
+# Fetch the real photographs of the training split (see training/photos.py for the list, sources and licences).
 #
 #   bash training/get_photos.sh                 # apt-get install the packages (root, or sudo when available)
-#   bash training/get_photos.sh --extract DIR   # no root: apt-get download + dpkg-deb -x into DIR, keep only
-#                                               # the listed photos; then: export BANET_PHOTO_ROOT=DIR
+#   bash training/get_photos.sh --extract DIR   # no root: apt-get download + dpkg-deb -x, keep only the listed
+#                                               # photos, downscaled; then: export BANET_PHOTO_ROOT=DIR
 #
-# Downloads ~275 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, mate-backgrounds 47 MB);
-# installing takes ~490 MB of disk (opencv-doc's HTML docs and its mathjax dependency are most of it), while
-# --extract keeps only the 68 listed photos (~40 MB). --extract needs current apt lists (apt-get update).
-# The held-out split needs nothing: it is scikit-image's bundled photos.
+# --extract downloads ~370 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, endless-sky-data
+# 70 MB, mate-backgrounds 47 MB, scratch 26 MB) into a temporary folder and keeps only the 386 listed photos as
+# JPEGs of at most 1024 px on the longer side (quality 92; JPEGs already that small are copied unchanged):
+# ~32 MB in DIR, small enough to travel with the working tree to a GPU machine (the script prints the total).
+# Installing the packages instead takes ~600 MB of disk and keeps the full-size originals. --extract needs
+# current apt lists (apt-get update) but no root. The held-out split needs nothing: scikit-image's photos.
 set -euo pipefail
 
 PACKAGES=(
@@ -18,6 +20,8 @@ PACKAGES=(
     plasma-workspace-wallpapers
     palapeli-data
     opencv-doc
+    endless-sky-data
+    scratch
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,20 +30,30 @@ if [[ "${1:-}" == "--extract" ]]; then
     dest="${2:?usage: get_photos.sh --extract DIR}"
     mkdir -p "$dest"
     dest="$(cd "$dest" && pwd)"
+    # Pillow does the downscaling: $PY, else the project's virtualenv, else python3.
+    py="${PY:-}"
+    if [[ -z "$py" ]]; then
+        if [[ -x "$here/../.venv/bin/python" ]]; then py="$here/../.venv/bin/python"; else py=python3; fi
+    fi
+    "$py" -c 'import PIL' 2>/dev/null || { echo "get_photos.sh --extract needs Pillow in $py (set PY=...)" >&2; exit 1; }
     work="$(mktemp -d)"
     trap 'rm -rf "$work"' EXIT
     (cd "$work" && apt-get download "${PACKAGES[@]}")
     for deb in "$work"/*.deb; do
         dpkg-deb -x "$deb" "$work/root"
     done
-    # Copy only the photos training/photos.py lists, keeping their absolute paths under $dest.
-    python3 - "$work/root" "$dest" "$here/photos.py" <<'EOF'
+    # Keep only the photos training/photos.py lists, under their absolute paths below $dest, as JPEGs of at
+    # most 1024 px on the longer side; a PNG becomes NAME.jpg, which training/photos.py also looks for.
+    "$py" - "$work/root" "$dest" "$here/photos.py" <<'PYTHON'
 import ast, shutil, sys
 from pathlib import Path
 
+from PIL import Image
+
+LONG_SIDE, QUALITY = 1024, 92
 src, dest, module = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 tree = ast.parse(module.read_text())
-# Evaluate TRAINING_PHOTOS without importing the package (it needs numpy/cv2, which system python may lack).
+# Evaluate TRAINING_PHOTOS without importing the package (its imports need the whole project).
 env: dict = {}
 for node in tree.body:
     targets = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
@@ -47,17 +61,29 @@ for node in tree.body:
         targets = [node.target.id]
     if any(t.startswith("_") and t.isupper() or t == "TRAINING_PHOTOS" for t in targets):
         exec(compile(ast.Module([node], []), str(module), "exec"), env)
-copied = 0
+copied, total, missing = 0, 0, []
 for paths in env["TRAINING_PHOTOS"].values():
     for p in paths:
         f = src / p.lstrip("/")
-        if f.is_file():
-            out = dest / p.lstrip("/")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, out)
-            copied += 1
-print(f"extracted {copied} photos into {dest}; now: export BANET_PHOTO_ROOT={dest}")
-EOF
+        if not f.is_file():
+            missing.append(p)
+            continue
+        out = dest / p.lstrip("/")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(f) as im:
+            if im.format == "JPEG" and max(im.size) <= LONG_SIDE:
+                shutil.copyfile(f, out)
+            else:
+                out = out.with_suffix(".jpg")
+                rgb = im.convert("RGB")
+                rgb.thumbnail((LONG_SIDE, LONG_SIDE), Image.Resampling.LANCZOS)
+                rgb.save(out, "JPEG", quality=QUALITY)
+        total += out.stat().st_size
+        copied += 1
+for p in missing:
+    print(f"warning: {p} is not in its package any more", file=sys.stderr)
+print(f"extracted {copied} photos ({total / 2**20:.1f} MiB) into {dest}; now: export BANET_PHOTO_ROOT={dest}")
+PYTHON
     exit 0
 fi
 

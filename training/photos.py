@@ -1,28 +1,40 @@
 """Real photographs for training pairs: the training split (the held-out split is :mod:`calibration.photos`).
 
-**Training split**: real photographs from Debian packages, installed by ``training/get_photos.sh``:
+**Training split**: 386 real photographs from Debian packages, fetched by ``training/get_photos.sh``:
 
-============================  =======  =================================================================
-package                       photos   what / why
-============================  =======  =================================================================
-lomiri-wallpapers-16.04       14       Ubuntu Touch wallpapers: landscapes, animals, still lifes, 2-5k px
-lomiri-wallpapers-20.04       1        the one photograph of the set (a nuthatch on bark); the rest is art
-mate-backgrounds              12       the ``nature/`` folder: flowers, leaves, drops (macro, 1.3-2.5k px)
-plasma-workspace-wallpapers   11       KDE's photographic wallpapers (lake, boats, forest, architecture)
-palapeli-data                 5        KDE jigsaw photos: castle, bridge at night, fruit, bee, chameleon
-opencv-doc                    25       OpenCV sample photos: streets, buildings, shop signs and scene text,
-                                       faces, a circuit board (0.3-1.3k px; urban detail the wallpapers lack)
-============================  =======  =================================================================
+============================  ======  ======================================================  ====================
+package                       photos  what / why                                              licence
+============================  ======  ======================================================  ====================
+lomiri-wallpapers-16.04       14      Ubuntu Touch wallpapers: landscapes, animals, still     CC-BY(-SA)-3.0/4.0,
+                                      lifes, 2-5k px                                          CC0 (per file)
+lomiri-wallpapers-20.04       1       the one photograph of the set (a nuthatch on bark)      CC-BY-SA-3.0
+mate-backgrounds              12      the ``nature/`` folder: flowers, leaves, drops (macro)  GPL-2+
+plasma-workspace-wallpapers   11      KDE's photographic wallpapers (lake, boats, forest)     GPL-2+
+palapeli-data                 5       KDE jigsaw photos: castle, bridge at night, fruit, bee  GPL-2+
+opencv-doc                    25      OpenCV sample photos: streets, buildings, scene text,   Apache-2.0 AND
+                                      faces, a circuit board (0.3-1.3k px; urban detail)      BSD-3-Clause
+endless-sky-data              269     the game's landing photographs (``images/land``, 720x   public domain
+                                      360): landscapes, coasts, cities, industry, spacecraft  (morgueFile, NASA),
+                                      halls; real photos, some colour-graded                  CC-BY-SA-3.0/4.0
+scratch                       49      Scratch 1.4 background photos (480x360): rooms, shops,  CC-BY-SA-3.0 (MIT)
+                                      streets, brick, murals, sports fields, nature
+============================  ======  ======================================================  ====================
 
-Every file is listed explicitly in :data:`TRAINING_PHOTOS`: each was inspected and vector art, renders,
-gradients, logos, paintings and synthetic test charts (most of these packages, and all of
-gnome-backgrounds, sway-backgrounds, ukui-wallpapers, desktop-base and mypaint-data-extras) were left out.
-Near-duplicates within a package (stereo/flow pairs such as aloeR, graf3, rubberwhale2) are left out too.
-:func:`training_photo_files` then drops missing and small files, anything whose name or content hash
-matches a held-out photo, and byte-identical duplicates.
+Every file is listed explicitly in :data:`TRAINING_PHOTOS`: each was inspected by eye on contact sheets, and
+vector art, renders, gradients, logos, paintings, drawn scenes and synthetic test charts (most of the first six
+packages, and all of gnome-backgrounds, sway-backgrounds, ukui-wallpapers, desktop-base and
+mypaint-data-extras) were left out: from endless-sky-data the Apollo "earthrise" (almost all black) and three
+abstract NASA/space images; from scratch its 9 drawn rooms/stages/walls, a graffiti close-up, a defocused
+near-copy of a basketball court and ``moon.jpg`` (lunar surface, named like scikit-image's held-out ``moon``).
+Near-duplicates within a package (stereo/flow pairs such as aloeR, graf3, rubberwhale2) are left out too; a
+16x16 difference hash found none among the 318 photos added in issue #33.
+:func:`training_photo_files` then drops missing and small files, anything whose name or content hash matches
+a held-out photo, and byte-identical duplicates. Licences are from each package's
+``/usr/share/doc/PKG/copyright`` (:data:`PHOTO_LICENCES`).
 
 Photos are looked up under ``/`` and under every directory in ``$BANET_PHOTO_ROOT`` (``os.pathsep``
-separated), where ``get_photos.sh --extract DIR`` unpacks the same files without root.
+separated), where ``get_photos.sh --extract DIR`` unpacks the same files without root, as JPEGs of at most
+1024 px (a listed ``NAME.png`` is found there as ``NAME.jpg``; 31.8 MiB for all 386).
 
 Images are RGB.
 """
@@ -58,6 +70,8 @@ log = logging.getLogger(__name__)
 _LOMIRI = "/usr/share/backgrounds/"
 _MATE = "/usr/share/backgrounds/mate/nature/"
 _OPENCV = "/usr/share/doc/opencv-doc/examples/"
+_ENDLESS_SKY = "/usr/share/games/endless-sky/images/land/"
+_SCRATCH = "/usr/share/scratch/Media/"
 
 #: Debian package -> absolute paths of the real photographs it installs (inspected by eye; see module doc).
 TRAINING_PHOTOS: dict[str, tuple[str, ...]] = {
@@ -91,6 +105,82 @@ TRAINING_PHOTOS: dict[str, tuple[str, ...]] = {
         "text/scenetext05.jpg", "text/scenetext06.jpg", "text/scenetext_segmented_word01.jpg",
         "text/scenetext_segmented_word02.jpg",
     )),
+    "endless-sky-data": tuple(_ENDLESS_SKY + f + ".jpg" for f in (
+        "badlands0", "badlands1", "badlands2", "badlands3", "badlands4", "badlands5", "badlands6", "badlands7",
+        "badlands8", "badlands9-harro", "beach0", "beach1", "beach10-sfiera", "beach11-harro", "beach12-harro",
+        "beach2", "beach3", "beach4", "beach5", "beach6", "beach7-sfiera", "beach8-sfiera", "beach9-sfiera",
+        "bwerner0", "bwerner1", "bwerner2", "bwerner3", "bwerner4", "bwerner5", "bwerner6", "bwerner7",
+        "bwerner8", "canyon0", "canyon01", "canyon02", "canyon03", "canyon04", "canyon05", "canyon1",
+        "canyon10-harro", "canyon2", "canyon3", "canyon4", "canyon5", "canyon6", "canyon7", "canyon8",
+        "canyon9", "city0", "city1", "city10", "city11", "city12", "city13-sfiera", "city14-sfiera",
+        "city15-sfiera", "city16-sfiera", "city17-sfiera", "city18-iridium", "city2", "city3", "city4", "city5",
+        "city6", "city7", "city8", "city9", "desert0", "desert1", "desert10-harro", "desert2", "desert3",
+        "desert4", "desert5", "desert6", "desert7", "desert8-sfiera", "desert9-sfiera", "dmottl0", "dmottl1",
+        "dmottl2", "dmottl3", "dmottl4", "dmottl5", "dune0", "dune1", "dune2", "dune3", "dune4", "dune5",
+        "dune6-harro", "fields0", "fields1", "fields10-sfiera", "fields11-sfiera", "fields12-sfiera",
+        "fields13-sfiera", "fields2", "fields3", "fields4", "fields5", "fields6", "fields7", "fields8",
+        "fields9", "fog0", "fog1", "fog2", "fog3", "fog4", "fog5", "fog6", "fog7", "forest0", "forest1",
+        "forest2", "forest3", "forest4", "forest5", "hills0", "hills1", "hills2", "hills3", "hills4",
+        "hills5-sfiera", "hills6-sfiera", "hills7-harro", "industrial0-iridium", "lava0", "lava1", "lava2",
+        "lava3", "lava4", "lava5", "lava6", "lava7-sfiera", "loc0", "loc1", "loc2", "mfield0", "mfield1",
+        "mfield2", "mfield3", "mfield4", "mfield5", "mountain0", "mountain1", "mountain10-sfiera",
+        "mountain11-sfiera", "mountain12-sfiera", "mountain13-sfiera", "mountain14-sfiera", "mountain15-sfiera",
+        "mountain16-striker", "mountain17-harro", "mountain18-harro", "mountain19-harro", "mountain2",
+        "mountain20-harro", "mountain21-harro", "mountain22-spfld", "mountain23-spfld", "mountain24-spfld",
+        "mountain25-spfld", "mountain3", "mountain4", "mountain5", "mountain6", "mountain7", "mountain8",
+        "mountain9", "myrabella0", "myrabella1", "myrabella2", "myrabella3", "myrabella4", "myrabella5",
+        "myrabella6", "myrabella7", "myrabella8", "nasa0", "nasa3", "nasa4", "nasa5", "nasa6", "nasa7", "nasa8",
+        "nasa9", "sea0", "sea1", "sea10-sfiera", "sea11-sfiera", "sea12-sfiera", "sea13-sfiera", "sea14-sfiera",
+        "sea15-harro", "sea16-harro", "sea17-harro", "sea2", "sea3", "sea4", "sea5", "sea6", "sea7", "sea8",
+        "sea9", "sky0", "sky1", "sky2", "sky3", "sky4", "sky5", "sky6", "sky7", "sky8", "sky9", "snow0",
+        "snow1", "snow10-sfiera", "snow10", "snow11-sfiera", "snow2", "snow3", "snow4", "snow5", "snow6",
+        "snow7", "snow8", "snow9", "space0", "space1", "space2", "space3", "space4", "space5", "space7",
+        "station0", "station1", "station2", "station3", "station4", "valley0", "valley1", "valley10-sfiera",
+        "valley11-harro", "valley12-harro", "valley13-harro", "valley14-harro", "valley15-harro", "valley2",
+        "valley3", "valley4", "valley5", "valley6", "valley7", "valley8", "valley9", "water0", "water1",
+        "water10-harro", "water11-harro", "water2", "water3", "water4", "water5", "water6", "water7", "water8",
+        "water9",
+    )),
+    "scratch": tuple(_SCRATCH + f for f in (
+        "Backgrounds/Indoors/clothing-store.jpg", "Backgrounds/Indoors/hall.jpg",
+        "Backgrounds/Indoors/kitchen.jpg", "Backgrounds/Indoors/the-movies-inside.jpg",
+        "Backgrounds/Nature/beach-malibu.jpg", "Backgrounds/Nature/canyon.jpg",
+        "Backgrounds/Nature/flower-bed.jpg", "Backgrounds/Nature/forest.jpg",
+        "Backgrounds/Nature/garden-rock.jpg", "Backgrounds/Nature/grand-canyon.jpg",
+        "Backgrounds/Nature/gravel-desert.jpg", "Backgrounds/Nature/hill.jpg", "Backgrounds/Nature/lake.jpg",
+        "Backgrounds/Nature/pathway.jpg", "Backgrounds/Nature/tree.jpg",
+        "Backgrounds/Nature/water-and-rocks.jpg", "Backgrounds/Nature/wave.jpg",
+        "Backgrounds/Outdoors/all-sports-mural.jpg", "Backgrounds/Outdoors/atom-playground.jpg",
+        "Backgrounds/Outdoors/bench-with-view.jpg", "Backgrounds/Outdoors/berkeley-mural.jpg",
+        "Backgrounds/Outdoors/boardwalk.jpg", "Backgrounds/Outdoors/brick-wall-and-stairs.jpg",
+        "Backgrounds/Outdoors/brick-wall2.jpg", "Backgrounds/Outdoors/building-at-mit.jpg",
+        "Backgrounds/Outdoors/building-fireproof.jpg", "Backgrounds/Outdoors/castle.jpg",
+        "Backgrounds/Outdoors/city-with-water.jpg", "Backgrounds/Outdoors/city-with-water2.jpg",
+        "Backgrounds/Outdoors/driveway.jpg", "Backgrounds/Outdoors/hallway_outdoors.jpg",
+        "Backgrounds/Outdoors/hay_field.jpg", "Backgrounds/Outdoors/houses.jpg",
+        "Backgrounds/Outdoors/mansion.jpg", "Backgrounds/Outdoors/mural-faro.jpg",
+        "Backgrounds/Outdoors/parking-ramp.jpg", "Backgrounds/Outdoors/pool.jpg",
+        "Backgrounds/Outdoors/route66.jpg", "Backgrounds/Outdoors/silos.jpg",
+        "Backgrounds/Outdoors/the-movies.jpg", "Backgrounds/Outdoors/train-tracks1.jpg",
+        "Backgrounds/Outdoors/train-tracks2.jpg", "Backgrounds/Outdoors/village.jpg",
+        "Backgrounds/Outdoors/wooden-house.jpg", "Backgrounds/Sports/baseball-field.jpg",
+        "Backgrounds/Sports/basketball-court1-a.jpg", "Backgrounds/Sports/football-field.jpg",
+        "Backgrounds/Sports/playing-field.jpg", "Backgrounds/Sports/tennis-backboard.jpg",
+    )),
+}
+
+#: Debian package -> licence of the listed photos, from ``/usr/share/doc/PKG/copyright``.
+PHOTO_LICENCES: dict[str, str] = {
+    "lomiri-wallpapers-16.04": "CC-BY-4.0, CC-BY-SA-3.0, CC-BY-SA-4.0 or CC0-1.0 (per file)",
+    "lomiri-wallpapers-20.04": "CC-BY-SA-3.0 (Lukas Baubkus)",
+    "mate-backgrounds": "GPL-2+",
+    "plasma-workspace-wallpapers": "GPL-2+ (KDE Visual Design Group)",
+    "palapeli-data": "GPL-2+",
+    "opencv-doc": "Apache-2.0 AND BSD-3-Clause",
+    "endless-sky-data": "public domain (morgueFile donations, NASA); CC-BY-SA-3.0/4.0 for the files named after "
+                        "their author (bwerner, dmottl, mfield, myrabella, -sfiera, -harro, -striker, -spfld, "
+                        "-iridium)",
+    "scratch": "CC-BY-SA-3.0 (MIT Media Lab, Scratch 1.4 media)",
 }
 
 #: Smallest accepted shorter side, in pixels, of a training photo.
@@ -119,6 +209,14 @@ def _image_size(path: Path) -> tuple[int, int] | None:
         return None
 
 
+def _find(rel: str, roots: Sequence[Path]) -> Path | None:
+    """The first of ``root/rel`` (or its ``.jpg`` twin, as ``get_photos.sh --extract`` stores a PNG) that exists."""
+    names = [rel.lstrip("/")]
+    if Path(rel).suffix.lower() != ".jpg":
+        names.append(str(Path(names[0]).with_suffix(".jpg")))
+    return next((r / n for r in roots for n in names if (r / n).is_file()), None)
+
+
 def training_photo_files(roots: Sequence[str | os.PathLike] | None = None,
                          min_side: int = MIN_TRAINING_SIDE) -> list[Path]:
     """The training photographs found on this machine, in a deterministic order (by package path).
@@ -134,7 +232,7 @@ def training_photo_files(roots: Sequence[str | os.PathLike] | None = None,
     found: list[Path] = []
     missing = 0
     for rel in sorted(p for paths in TRAINING_PHOTOS.values() for p in paths):
-        path = next((r / rel.lstrip("/") for r in roots if (r / rel.lstrip("/")).is_file()), None)
+        path = _find(rel, roots)
         if path is None:
             missing += 1
             continue

@@ -194,3 +194,18 @@ def test_install_script_installs_exactly_the_listed_packages():
     script = (Path(P.__file__).parent / "get_photos.sh").read_text()
     block = script.split("PACKAGES=(", 1)[1].split(")", 1)[0]
     assert tuple(block.split()) == P.training_packages()
+
+
+def test_every_package_has_a_licence_and_the_set_is_large():
+    assert set(P.PHOTO_LICENCES) == set(P.TRAINING_PHOTOS)
+    assert all(P.PHOTO_LICENCES.values())
+    assert sum(len(v) for v in P.TRAINING_PHOTOS.values()) >= 300
+
+
+def test_extracted_png_is_found_as_its_jpg_twin(tmp_path):
+    listed = sorted(p for paths in P.TRAINING_PHOTOS.values() for p in paths if p.endswith(".png"))
+    image = (np.random.default_rng(3).random((400, 500, 3)) * 255).astype(np.uint8)
+    twin = tmp_path / Path(listed[0].lstrip("/")).with_suffix(".jpg")
+    twin.parent.mkdir(parents=True)
+    assert cv2.imwrite(str(twin), image)
+    assert P.training_photo_files(roots=[tmp_path]) == [twin]
