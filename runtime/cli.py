@@ -70,29 +70,46 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def plan_outputs(inputs: list[Path], output_dir: Path, force: bool) -> list[Path]:
-    """Where each input's result goes, after refusing every unsafe plan before anything is written.
+def output_refusals(inputs: list[Path], targets: list[Path]) -> dict[int, str]:
+    """Inputs whose output is refused even with --force, by index, each with its one-line reason.
 
-    Refused: two inputs mapping to one output; an output that is the same file as any input (the same path,
-    a symlink or a hard link), even with ``force``; an existing output without ``force``.
+    Refused: two or more inputs mapping to one output (all of them: which one would win is arbitrary); an output
+    that is the same file as any input (the same path, a symlink or a hard link). Collisions come first, in input
+    order. The command line refuses the whole run on the first; ``serving.batch`` refuses these files only.
     """
-    targets = [output_dir / output_name(p) for p in inputs]
-    sources: dict[Path, Path] = {}
-    for source, target in zip(inputs, targets):
+    refusals: dict[int, str] = {}
+    first: dict[Path, int] = {}
+    for index, (source, target) in enumerate(zip(inputs, targets)):
         key = target.resolve()
-        if key in sources:
-            raise FileExistsError(f"{sources[key]} and {source} would both be written to {target}; deblur them "
-                                  "into different --output folders")
-        sources[key] = source
+        if key in first:
+            reason = (f"{inputs[first[key]]} and {source} would both be written to {target}; deblur them "
+                      "into different --output folders")
+            refusals.setdefault(first[key], reason)
+            refusals[index] = reason
+        else:
+            first[key] = index
     input_ids = {_file_id(p): p for p in inputs}
     input_paths = {p.resolve(): p for p in inputs}
-    for target in targets:
+    for index, target in enumerate(targets):
         same = input_paths.get(target.resolve())
         if same is None and target.exists():
             same = input_ids.get(_file_id(target))
         if same is not None:
-            raise FileExistsError(f"{target} is the same file as the input {same}; choose another --output "
-                                  "folder (never overwritten, even with --force)")
+            refusals.setdefault(index, f"{target} is the same file as the input {same}; choose another --output "
+                                       "folder (never overwritten, even with --force)")
+    return refusals
+
+
+def plan_outputs(inputs: list[Path], output_dir: Path, force: bool) -> list[Path]:
+    """Where each input's result goes, after refusing every unsafe plan before anything is written.
+
+    Refused: any of :func:`output_refusals`, even with ``force``; an existing output without ``force``.
+    """
+    targets = [output_dir / output_name(p) for p in inputs]
+    refusals = output_refusals(inputs, targets)
+    if refusals:
+        raise FileExistsError(next(iter(refusals.values())))
+    for target in targets:
         if target.exists() and not force:
             raise FileExistsError(f"{target} exists; pass --force to replace it")
     return targets
@@ -162,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", type=Path, nargs="+", help="image files, video files or folders of them")
     parser.add_argument("--output", "-o", type=Path, default=Path("deblurred"), help="output folder")
+    add_deblur_options(parser)
+    return parser
+
+
+def add_deblur_options(parser: argparse.ArgumentParser,
+                       threads_help: str = "CPU threads for ONNX Runtime / OpenVINO (default: all cores)") -> None:
+    """The model, backend, precision and per-file options of this command line, shared by ``serving.batch`` so
+    that both take the same options and produce the same files."""
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint (.pth/.safetensors), ONNX file or TensorRT engine (default: embedded model)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
@@ -171,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="int8: run the model's INT8 file on ONNX Runtime or OpenVINO (shipped for the default "
                              "model; refused if its recorded held-out cost exceeds 0.3 dB); default: the file as it "
                              "is")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for ONNX Runtime / OpenVINO (default: all cores)")
+    parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
     parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
@@ -181,7 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refuse images larger than this from their header, before decoding (decompression "
                              "bombs); default %(default)g")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
-    return parser
+
+
+def deblurrer_options(args: argparse.Namespace) -> dict:
+    """The :class:`~runtime.Deblurrer` keyword arguments the options of :func:`add_deblur_options` ask for."""
+    options = {} if args.threads is None else {"threads": args.threads}
+    return dict(model=args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap,
+                precision=args.precision, **options)
+
+
+def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int) -> int:
+    """Deblur one image or video file into ``target``, written whole or not at all; returns the frames written
+    (1 for an image). Raises on any failure, for the caller to report (:func:`file_error`)."""
+    if is_video(source):
+        return process_video(deblurrer, source, target, with_side)
+    image = read_image(source, max_pixels=max_pixels)
+    out = deblurrer(image)
+    write_image(target, side_by_side(image, out) if with_side else out)
+    return 1
 
 
 def _megapixels(text: str) -> float:
@@ -224,9 +265,7 @@ def _run(args: argparse.Namespace) -> int:
         inputs = collect_inputs(args.inputs)
         targets = plan_outputs(inputs, args.output, args.force)
         args.output.mkdir(parents=True, exist_ok=True)
-        options = {} if args.threads is None else {"threads": args.threads}
-        deblurrer = Deblurrer(args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap,
-                              precision=args.precision, **options)
+        deblurrer = Deblurrer(**deblurrer_options(args))
         log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
     except Exception as exc:  # a model, folder or option that cannot work: one line, never a traceback
         log.debug("setup failed", exc_info=True)
@@ -237,13 +276,9 @@ def _run(args: argparse.Namespace) -> int:
     with deblurrer:
         for source, target in tqdm(list(zip(inputs, targets)), desc="deblur", unit="file", disable=args.quiet):
             try:
+                frames = deblur_file(deblurrer, source, target, args.side_by_side, max_pixels)
                 if is_video(source):
-                    frames = process_video(deblurrer, source, target, args.side_by_side)
                     log.info("%s -> %s (%d frames)", source, target, frames)
-                    continue
-                image = read_image(source, max_pixels=max_pixels)
-                out = deblurrer(image)
-                write_image(target, side_by_side(image, out) if args.side_by_side else out)
             except Exception as exc:  # one file's failure, whatever it is, never stops the others
                 log.debug("%s failed", source, exc_info=True)
                 failures += 1

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Create .venv (if needed) and install banet-deploy with its export, CPU, OpenVINO, video, dev, serve and rtx extras
-# (rtx: TensorRT for RTX from PyPI, about 260 MB, which builds real engines for RTX GPUs without a GPU).
+# Create .venv (if needed) and install banet-deploy with its export, CPU, OpenVINO, video, dev, serve, rtx and batch
+# extras (rtx: TensorRT for RTX from PyPI, about 260 MB, which builds real engines for RTX GPUs without a GPU;
+# batch: Ray Data for python -m serving.batch, about 130 MB of wheels).
 # torch is pinned to the CPU build 2.13.0: an unpinned torch would pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[export,cpu,openvino,video,dev,serve,rtx]"
+.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[export,cpu,openvino,video,dev,serve,rtx,batch]"
 echo "banet-deploy installed in $(pwd)/.venv"
