@@ -1,11 +1,11 @@
-"""Each README example that writes into the engines folder, run after the main job, leaves the main job's
+"""Each README (and docs/) example that writes into the engines folder, run after the main job, leaves the main job's
 artifacts (and the default INT8 files the drift report and benchmarks read) byte-identical: it refuses with
 "exists", or writes a file of its own name (banet/artifacts.py: a static, simplified or otherwise different file
 never takes a default name), unless the README line says it replaces them.
 
-Fast by construction, with the real rules: the examples are read from README.md and run in-process on a tiny
-network (``--weights tiny.safetensors`` appended) in an engines folder of the test's own (``$BANET_ENGINES``,
-the documented rule), after the main job's commands ran on the same network there.
+Fast by construction, with the real rules: the examples are read from README.md and docs/*.md and run
+in-process on a tiny network (``--weights tiny.safetensors`` appended) in an engines folder of the test's own
+(``$BANET_ENGINES``, the documented rule), after the main job's commands ran on the same network there.
 """
 
 from __future__ import annotations
@@ -43,11 +43,17 @@ def fast(command: str, args: list[str]) -> list[str]:
     return [*args, *FAST[command]]
 
 
+#: The pages whose examples are run: the README and the pages it moved its details to (issue 32).
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_examples() -> list[tuple[str, list[str], str]]:
-    """(command, arguments, the line's comment) of each README line running one of :data:`COMMANDS` on the
-    default model (lines with their own --weights, --help, --check or another TensorRT are left out)."""
+    """(command, arguments, the line's comment) of each line of README.md and docs/*.md running one of
+    :data:`COMMANDS` on the default model (lines with their own --weights, --help, --check or another TensorRT
+    are left out; a line shown on two pages is run once)."""
     examples = []
-    for line in (ROOT / "README.md").read_text().splitlines():
+    lines = [line for page in PAGES for line in page.read_text().splitlines()]
+    for line in lines:
         if not re.match(r"(\.venv/bin/)?python (-m calibration\.quantize|export/to_onnx\.py|export/build_trt\.py)\b",
                         line):
             continue
@@ -61,7 +67,8 @@ def readme_examples() -> list[tuple[str, list[str], str]]:
             continue
         if "--runtime" in args and args[args.index("--runtime") + 1] == "tensorrt":
             continue
-        examples.append((command, args, comment.strip()))
+        if all((command, args) != (c, a) for c, a, _ in examples):
+            examples.append((command, args, comment.strip()))
     return examples
 
 
