@@ -96,8 +96,8 @@ class EntryPoint:
             code = (f"import sys; sys.argv = [{self.name!r}, '--help']; from {module} import {function}; "
                     f"sys.exit({function}())")
             return [sys.executable, "-c", code]
-        script = ROOT / self.name  # a shell script: --help only where it says it answers one
-        if script.is_file() and "--help" in script.read_text():
+        script = ROOT / self.name  # a shell script: --help only where it handles one (a case arm), never a run
+        if script.is_file() and re.search(r"^\s*(-h\|)?--help(\|-h)?\)", script.read_text(), re.M):
             return ["bash", self.name, "--help"]
         return None
 
