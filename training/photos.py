@@ -47,13 +47,24 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from banet.hashing import file_sha256
-from calibration.blur import DEFAULT_CONFIG, BlurConfig, BlurMixture, RngLike, as_rng, degrade, random_motion_kernel
+from calibration.blur import (
+    DEFAULT_CONFIG,
+    BlurConfig,
+    BlurMixture,
+    RngLike,
+    as_rng,
+    degrade,
+    linear_to_srgb,
+    random_motion_kernel,
+    srgb_to_linear,
+)
 from calibration.photos import HELDOUT_PHOTOS, heldout_crop_specs, heldout_photo_files
 
 INSTALL_HINT = "run `sudo bash training/get_photos.sh` (or `bash training/get_photos.sh --extract DIR` and " \
@@ -322,9 +333,34 @@ def texture(img: np.ndarray) -> float:
 MIN_TEXTURE = 0.01
 
 
+@dataclass(frozen=True)
+class Augment:
+    """Photometric variety applied to the SHARP crop before any blur is synthesised, so the blur physics (kernel,
+    linear-light convolution, noise, JPEG) are untouched: an exposure change of up to ``exposure_stops`` either
+    way and a white-balance gain of up to ``white_balance`` (relative) per channel, both in linear light (as a
+    camera would have recorded the scene), highlights clipped. Geometry (scale, crop position, 90-degree
+    rotations, flips) is always random (:func:`sample_training_pair`); ``scale_range`` here widens it.
+    """
+
+    exposure_stops: float = 0.5
+    white_balance: float = 0.12
+    scale_range: tuple[float, float] = (0.35, 1.0)
+
+    def photometric(self, sharp: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``sharp`` (HxWx3 float32 sRGB [0, 1]) with a random exposure and white balance, same shape."""
+        exposure = 2.0 ** rng.uniform(-self.exposure_stops, self.exposure_stops)
+        balance = np.exp(rng.uniform(-1, 1, size=3) * math.log1p(self.white_balance))
+        gains = (exposure * balance / np.exp(np.log(balance).mean())).astype(np.float32)
+        return linear_to_srgb(np.clip(srgb_to_linear(sharp) * gains, 0.0, 1.0)).astype(np.float32)
+
+
+#: The augmentation used by ``training.train --augment``.
+DEFAULT_AUGMENT = Augment()
+
+
 def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurConfig = DEFAULT_CONFIG,
                          scale_range: tuple[float, float] = (0.5, 1.0), min_texture: float = MIN_TEXTURE,
-                         tries: int = 4) -> tuple[np.ndarray, np.ndarray]:
+                         tries: int = 4, augment: Augment | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One (blurred, sharp) crop pair, ``crop x crop x 3`` float32 RGB [0, 1], a pure function of ``seed``.
 
     A random square region (side ``crop`` + the kernel's margins, divided by a random scale in
@@ -332,9 +368,13 @@ def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurCo
     flipped, blurred with a random kernel and centre-cropped, so no border effect reaches the pair. Up to
     ``tries`` regions are drawn until one has :func:`texture` >= ``min_texture`` (else the most textured is
     used). Geometry and degradation use separate random streams: changing the blur config (a curriculum)
-    changes the kernels and noise, not the sequence of photo, scale and position draws.
+    changes the kernels and noise, not the sequence of photo, scale and position draws. ``augment`` (None: off)
+    replaces ``scale_range`` by its own and jitters exposure and white balance of the sharp patch (a third
+    stream) before the blur.
     """
     geo, deg = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
+    if augment is not None:
+        scale_range = augment.scale_range
     kernel = random_motion_kernel(deg, config)
     pad = kernel.shape[0] // 2
     region = crop + 2 * pad
@@ -358,6 +398,8 @@ def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurCo
     if flip:
         patch = patch[:, ::-1]
     sharp = np.ascontiguousarray(patch, dtype=np.float32) / np.float32(255.0)
+    if augment is not None:
+        sharp = augment.photometric(sharp, np.random.default_rng([seed, 3]))
     blurred = degrade(sharp, kernel, deg, config, crop=pad)
     return blurred, np.ascontiguousarray(sharp[pad:pad + crop, pad:pad + crop])
 
@@ -365,7 +407,8 @@ def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurCo
 def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng: RngLike,
                         blur_config: BlurConfig | BlurMixture | None = None,
                         scale_range: tuple[float, float] = (0.5, 1.0),
-                        min_texture: float = MIN_TEXTURE) -> tuple[np.ndarray, np.ndarray]:
+                        min_texture: float = MIN_TEXTURE,
+                        augment: Augment | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One batch: (blurred, sharp) float32 NHWC RGB in [0, 1], deterministic given ``rng``'s state.
 
     ``photos`` are HxWx3 uint8 RGB arrays (:func:`load_training_photos`), picked uniformly. ``rng`` draws one
@@ -384,7 +427,7 @@ def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng
         sample_config = config.pick(np.random.default_rng([int(seeds[i]), 2])) \
             if isinstance(config, BlurMixture) else config
         blurred[i], sharp[i] = sample_training_pair(photos[choice[i]], crop, int(seeds[i]), sample_config,
-                                                    scale_range, min_texture)
+                                                    scale_range, min_texture, augment=augment)
     return blurred, sharp
 
 

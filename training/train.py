@@ -13,12 +13,14 @@ loss curve continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -46,6 +48,9 @@ class TrainConfig:
     :func:`training.losses.harm_penalty` (0: the authors' loss alone). ``fft_weight`` is the authors' 0.01 on
     the FFT-L1 term; for the same per-pixel error that term grows in proportion to the crop side (an
     unnormalised FFT coefficient sums every pixel), so 256 px crops weigh it 2.7x more than 96 px crops did.
+    ``augment`` adds :data:`training.photos.DEFAULT_AUGMENT` (wider scale range, exposure and white-balance
+    jitter of the sharp photo before the blur). ``minutes`` is set by a time-budgeted run (``--minutes``): the
+    budget ``steps`` was sized for, after measuring the step rate; a resumed run keeps that decided ``steps``.
     """
 
     model: BANetConfig = field(default_factory=lambda: DEFAULT_CONFIG)
@@ -64,6 +69,8 @@ class TrainConfig:
     init_steps: int = 0
     harm_weight: float = 0.0
     fft_weight: float = 0.01
+    augment: bool = False
+    minutes: float | None = None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -73,7 +80,7 @@ class TrainConfig:
     def same_run(self, other: TrainConfig) -> bool:
         """Whether ``other`` continues this run: same network, data stream and recipe. The schedule (steps,
         learning rate) may change on resume, as a shortened or extended run needs."""
-        keys = ("model", "seed", "crop", "batch", "recipe")
+        keys = ("model", "seed", "crop", "batch", "recipe", "augment")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     @classmethod
@@ -100,22 +107,67 @@ def to_network(images_rgb01: np.ndarray, device: torch.device) -> torch.Tensor:
 BatchSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
+class PhotoBatches:
+    """Batch ``step`` of a run: (blurred, sharp) NHWC RGB float32 crops, a pure function of (seed, step).
+
+    A plain picklable object (not a closure), so DataLoader worker processes can call it: every worker computes
+    exactly the bytes the training process would have (:func:`batch_stream`).
+    """
+
+    def __init__(self, photos: list[np.ndarray], config: TrainConfig) -> None:
+        from calibration.blur import RECIPES
+        from training.photos import DEFAULT_AUGMENT
+
+        if config.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {config.recipe!r}; choose one of {sorted(RECIPES)}")
+        self.photos, self.blur = photos, RECIPES[config.recipe]
+        self.crop, self.batch, self.seed = config.crop, config.batch, config.seed
+        self.augment = DEFAULT_AUGMENT if config.augment else None
+
+    def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        from training.photos import make_training_batch
+
+        rng = np.random.default_rng([self.seed, step])
+        return make_training_batch(self.photos, self.crop, self.batch, rng, self.blur, augment=self.augment)
+
+
 def default_batch_source(config: TrainConfig) -> BatchSource:
     """Batches of (blurred, sharp) NHWC RGB float32 crops from the training photos, a pure function of step."""
     from calibration.blur import RECIPES
-    from training.photos import load_training_photos, make_training_batch
+    from training.photos import load_training_photos
 
-    if config.recipe not in RECIPES:
+    if config.recipe not in RECIPES:  # before spending seconds decoding photos
         raise ValueError(f"unknown recipe {config.recipe!r}; choose one of {sorted(RECIPES)}")
-    photos = load_training_photos()
-    blur = RECIPES[config.recipe]
-    log.info("training on %d photos, recipe %s", len(photos), config.recipe)
-
-    def source(step: int) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng([config.seed, step])
-        return make_training_batch(photos, config.crop, config.batch, rng, blur)
-
+    source = PhotoBatches(load_training_photos(), config)
+    log.info("training on %d photos, recipe %s, augment %s", len(source.photos), config.recipe, config.augment)
     return source
+
+
+class _StepDataset(torch.utils.data.Dataset):
+    """Map-style dataset whose item ``k`` is ``source(k)``: the DataLoader's sampler hands out step indices."""
+
+    def __init__(self, source: BatchSource) -> None:
+        self.source = source
+
+    def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.source(int(step))
+
+
+def _as_is(batch: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return batch
+
+
+def batch_stream(source: BatchSource, start: int, workers: int = 0,
+                 prefetch: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Endless stream of ``source(start)``, ``source(start + 1)``, ...: in this process (``workers=0``) or computed
+    ahead by a pool of ``workers`` processes (a torch DataLoader whose sampler yields step indices, in order).
+    Batch k is ``source(k)`` whatever the worker count, so runs stay reproducible and resumable."""
+    if workers <= 0:
+        yield from (source(step) for step in itertools.count(start))
+        return
+    loader = torch.utils.data.DataLoader(_StepDataset(source), batch_size=None, sampler=itertools.count(start),
+                                         num_workers=workers, collate_fn=_as_is, prefetch_factor=prefetch)
+    yield from loader
 
 
 def _start_from_weights(path: Path, model: BANet, config: TrainConfig, run_dir: Path) -> tuple[int, list[dict]]:
@@ -189,11 +241,33 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: A time-budgeted run skips this many steps (start-up, worker pool filling) before timing ...
+PROBE_SKIP = 5
+#: ... this many steps, to size its schedule.
+PROBE_STEPS = 20
+#: Share of the remaining budget the decided schedule fills: evaluations and the rate's drift take the rest.
+BUDGET_SHARE = 0.93
+
+
+def decide_total_steps(step: int, steps_per_s: float, seconds_left: float, share: float = BUDGET_SHARE) -> int:
+    """Total schedule length for a time-budgeted run: the current step plus what ``share`` of the time left
+    holds at the measured rate (at least one more step)."""
+    return step + max(1, int(steps_per_s * max(0.0, seconds_left) * share))
+
+
 def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None = None, device: str = "auto",
           max_minutes: float | None = None, evaluate_fn: Callable[[BANet], dict] | None = None,
           progress: bool = True, stop_at: int | None = None, precision: str = "fp32",
-          init_from: Path | None = None) -> list[dict]:
+          init_from: Path | None = None, workers: int = 0, minutes: float | None = None,
+          clock: Callable[[], float] = time.monotonic) -> list[dict]:
     """Train (resuming from ``run_dir/last.pt`` when present) until ``config.steps`` or ``max_minutes``.
+
+    ``workers``: processes computing batches ahead (:func:`batch_stream`; same batches as 0). ``minutes``: a
+    time budget for a new run: the step rate is measured over steps ``PROBE_SKIP`` to ``PROBE_SKIP +
+    PROBE_STEPS`` (inside the warm-up, which does not depend on the total), then ``steps`` is set so the linear
+    decay reaches its floor at the deadline (:func:`decide_total_steps`) and stored in the run state; a resumed
+    budgeted run keeps that total (``minutes`` then only bounds the session, like ``max_minutes``).
+    ``clock`` is for tests.
 
     ``stop_at`` ends the session early at that step (saved, resumable) without changing the schedule.
     ``precision``: "fp32", "bf16", "fp16" or "auto" (mixed precision by :func:`autocast_dtype`); weights and
@@ -220,6 +294,9 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
             raise ValueError(f"{state_path} was trained with {stored}; refusing to resume with {config}. "
                              "Use another --run directory for a different recipe.")
         config = replace(config, init_steps=stored.init_steps)  # what this run started from is the run's record
+        if stored.minutes is not None:  # a time-budgeted run: its decided schedule is part of the run
+            config = replace(config, steps=stored.steps, minutes=stored.minutes)
+            log.info("keeping the schedule decided for %g minutes: %d steps", stored.minutes, stored.steps)
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
         step, history = int(state["step"]), json.loads(state["history"])
@@ -233,56 +310,81 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     log.info("%s, %d parameters, on %s, autocast %s", config.model.describe(), count_parameters(model), dev,
              amp_dtype or "off")
 
-    started = time.monotonic()
+    deciding = minutes is not None and config.minutes is None
+    if minutes is not None:
+        max_minutes = minutes if max_minutes is None else min(max_minutes, minutes)
+        if deciding and config.warmup < PROBE_SKIP + PROBE_STEPS:
+            log.warning("warm-up (%d steps) ends before the step rate is measured: the first steps' learning "
+                        "rate follows the provisional --steps %d", config.warmup, config.steps)
+    started = clock()
+    probe_start, probe_time = step + PROBE_SKIP, 0.0
     running = []
+    last_entry_time, last_entry_step = started, step
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     model.train()
-    end = min(config.steps, stop_at) if stop_at is not None else config.steps
-    while step < end:
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * learning_rate_factor(step, config)
-        blurred, sharp = batch_source(step)
-        x, y = to_network(blurred, dev), to_network(sharp, dev)
-        with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            output = model(x)
-            loss = deblur_loss(output, y, config.fft_weight)
-            if config.harm_weight:
-                loss = loss + config.harm_weight * harm_penalty(output, y, x)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        step += 1
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
-        running.append(loss.item())
-        bar.update(1)
-        evaluate_now = evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps)
-        if step % config.save_every == 0 or step == end or evaluate_now:  # --eval-every need not be a multiple
-            entry = {"step": step, "loss": float(np.mean(running)), "lr": optimizer.param_groups[0]["lr"]}
-            running = []
-            if evaluate_now:
-                model.eval()
-                entry.update(evaluate_fn(model))
-                model.train()
-            history.append(entry)
-            bar.set_postfix(loss=f"{entry['loss']:.4f}", **({"gain_db": f"{entry['psnr_gain']:.2f}"}
-                                                          if "psnr_gain" in entry else {}))
-            log.info("step %d: %s", step, json.dumps(entry))
-            _save_state(state_path, model, optimizer, step, config, history)
-            with open(run_dir / "history.jsonl", "w") as handle:
-                handle.writelines(json.dumps(e) + "\n" for e in history)
-            if max_minutes is not None and (time.monotonic() - started) / 60 > max_minutes:
-                log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes, step)
-                break
+    with contextlib.closing(batch_stream(batch_source, step, workers)) as batches:  # closing ends a pool
+        while step < (min(config.steps, stop_at) if stop_at is not None else config.steps):
+            if deciding and step == probe_start:
+                probe_time = clock()
+            if deciding and step == probe_start + PROBE_STEPS:
+                rate = PROBE_STEPS / max(1e-9, clock() - probe_time)
+                total = decide_total_steps(step, rate, minutes * 60 - (clock() - started))
+                config = replace(config, steps=total, minutes=minutes)
+                deciding = False
+                bar.total = total
+                bar.refresh()
+                log.info("%.3f steps/s over steps %d-%d: %d steps fill %g minutes; the learning rate reaches its "
+                         "floor at step %d", rate, probe_start, step, total, minutes, total)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * learning_rate_factor(step, config)
+            blurred, sharp = next(batches)
+            x, y = to_network(blurred, dev), to_network(sharp, dev)
+            with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                output = model(x)
+                loss = deblur_loss(output, y, config.fft_weight)
+                if config.harm_weight:
+                    loss = loss + config.harm_weight * harm_penalty(output, y, x)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            step += 1
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
+            running.append(loss.item())
+            bar.update(1)
+            evaluate_now = evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps)
+            end = min(config.steps, stop_at) if stop_at is not None else config.steps
+            out_of_time = max_minutes is not None and (clock() - started) / 60 > max_minutes
+            # --eval-every need not be a multiple of --save-every; a session out of time saves where it stops
+            if step % config.save_every == 0 or step == end or evaluate_now or out_of_time:
+                now = clock()
+                entry = {"step": step, "loss": float(np.mean(running)), "lr": optimizer.param_groups[0]["lr"],
+                         "steps_per_s": round((step - last_entry_step) / max(1e-9, now - last_entry_time), 4)}
+                running = []
+                if evaluate_now:
+                    model.eval()
+                    entry.update(evaluate_fn(model))
+                    model.train()
+                history.append(entry)
+                bar.set_postfix(loss=f"{entry['loss']:.4f}", **({"gain_db": f"{entry['psnr_gain']:.2f}"}
+                                                              if "psnr_gain" in entry else {}))
+                log.info("step %d: %s", step, json.dumps(entry))
+                _save_state(state_path, model, optimizer, step, config, history)
+                with open(run_dir / "history.jsonl", "w") as handle:
+                    handle.writelines(json.dumps(e) + "\n" for e in history)
+                last_entry_time, last_entry_step = clock(), step
+                if out_of_time:
+                    log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes, step)
+                    break
     bar.close()
     model.eval()
     return history
@@ -337,6 +439,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
                         help="steps between held-out evaluations (PSNR gain over the blurred input)")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="time budget of a new run: measure the step rate over the first steps, then size "
+                             "--steps so the learning rate reaches its floor at the deadline (stored in the run; "
+                             "a resumed run keeps it); --steps is then only the provisional length")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="processes computing batches ahead (0: in the training process); the same "
+                             "batches whatever the count")
+    parser.add_argument("--augment", action="store_true",
+                        help="photo augmentation before the blur: scale 0.35-1, exposure +-0.5 stop, white "
+                             "balance +-12%% per channel (training.photos.DEFAULT_AUGMENT)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
@@ -357,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
                          crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                          recipe=args.recipe, warmup=args.warmup, harm_weight=args.harm_weight,
-                         fft_weight=args.fft_weight, eval_images=args.eval_images)
+                         fft_weight=args.fft_weight, eval_images=args.eval_images, augment=args.augment)
     if args.init_from is not None:
         config = replace(config, init_steps=_steps_before_run(args.init_from, config))
     if args.smoke:
@@ -365,7 +477,13 @@ def main(argv: list[str] | None = None) -> int:
                              eval_every=30, seed=args.seed)
     from training.evaluate import quick_evaluator
 
-    train(config, args.run, device=args.device, max_minutes=args.max_minutes,
+    for name in ("minutes", "max_minutes"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    train(config, args.run, device=args.device, max_minutes=args.max_minutes, workers=args.workers,
+          minutes=args.minutes,
           evaluate_fn=quick_evaluator(config.eval_images), precision=args.precision, init_from=args.init_from)
     return 0
 

@@ -209,3 +209,42 @@ def test_extracted_png_is_found_as_its_jpg_twin(tmp_path):
     twin.parent.mkdir(parents=True)
     assert cv2.imwrite(str(twin), image)
     assert P.training_photo_files(roots=[tmp_path]) == [twin]
+
+
+def test_augment_is_seeded_and_leaves_geometry_and_blur_streams_alone():
+    photo = synthetic_photos(1, seed=4)[0]
+    config = BlurConfig(noise_prob=0.0, jpeg_prob=0.0)
+    plain = P.sample_training_pair(photo, 48, 7, config)
+    # A no-op augmentation with the same scale range reproduces the plain pair exactly: the photometric
+    # draws come from a stream of their own, so kernels, noise and crop positions are unchanged.
+    noop = P.Augment(exposure_stops=0.0, white_balance=0.0, scale_range=(0.5, 1.0))
+    same = P.sample_training_pair(photo, 48, 7, config, augment=noop)
+    np.testing.assert_allclose(same[0], plain[0], atol=2e-6)
+    np.testing.assert_allclose(same[1], plain[1], atol=2e-6)
+    jitter = P.Augment(exposure_stops=1.0, white_balance=0.3, scale_range=(0.5, 1.0))
+    a = P.sample_training_pair(photo, 48, 7, config, augment=jitter)
+    b = P.sample_training_pair(photo, 48, 7, config, augment=jitter)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert np.abs(a[1] - plain[1]).mean() > 0.01  # the sharp target itself changed ...
+    ratio = lambda img: img.reshape(-1, 3).mean(0) / img.mean()  # noqa: E731
+    assert np.abs(ratio(a[1]) - ratio(plain[1])).max() > 0.01  # ... in colour balance too
+    # ... and the blur is synthesised from the augmented target: same brightness and colour, less detail
+    np.testing.assert_allclose(a[0].reshape(-1, 3).mean(0), a[1].reshape(-1, 3).mean(0), atol=0.03)
+    assert hf_energy(a[0]) < hf_energy(a[1])
+    batch = P.make_training_batch([photo], 32, 3, np.random.default_rng(1), augment=P.DEFAULT_AUGMENT)
+    again = P.make_training_batch([photo], 32, 3, np.random.default_rng(1), augment=P.DEFAULT_AUGMENT)
+    np.testing.assert_array_equal(batch[1], again[1])
+    assert 0 <= batch[1].min() and batch[1].max() <= 1
+
+
+def test_photometric_jitter_keeps_range_and_mean_gain_is_exposure():
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.05, 0.6, (16, 16, 3)).astype(np.float32)
+    out = P.Augment(exposure_stops=1.0, white_balance=0.0).photometric(img, np.random.default_rng(2))
+    assert out.shape == img.shape and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+    from calibration.blur import srgb_to_linear
+
+    gain = srgb_to_linear(out) / srgb_to_linear(img)
+    np.testing.assert_allclose(gain, gain.flat[0], rtol=1e-3)  # one exposure gain for every pixel and channel
+    assert abs(np.log2(gain.flat[0])) <= 1.0 and abs(gain.flat[0] - 1) > 1e-3

@@ -212,3 +212,78 @@ def test_evaluations_run_at_every_eval_step_even_between_saves(tmp_path):
     assert [e["step"] for e in history if "psnr_gain" in e] == [15, 30]
     assert [e["step"] for e in history] == [10, 15, 20, 30]
     assert len(calls) == 2
+
+
+def test_worker_pool_yields_the_same_batches_as_the_training_process():
+    from training.train import PhotoBatches, batch_stream
+
+    config = TrainConfig(**{**SMOKE, "recipe": "do-no-harm", "augment": True})
+    source = PhotoBatches([_synthetic_photo(0), _synthetic_photo(1)], config)
+    expected = [source(step) for step in range(3, 8)]
+    for workers in (0, 1, 2):
+        stream = batch_stream(source, 3, workers=workers)
+        got = [next(stream) for _ in expected]
+        stream.close()
+        for (b1, s1), (b2, s2) in zip(expected, got):
+            assert isinstance(b2, np.ndarray)
+            np.testing.assert_array_equal(b1, b2)
+            np.testing.assert_array_equal(s1, s2)
+    assert not np.array_equal(expected[0][0], expected[1][0])
+    with pytest.raises(ValueError, match="unknown recipe"):
+        PhotoBatches([_synthetic_photo(0)], replace(config, recipe="nope"))
+
+
+def test_training_with_workers_repeats_the_in_process_loss_curve(tmp_path):
+    from training.train import PhotoBatches
+
+    config = TrainConfig(**{**SMOKE, "steps": 20})
+    source = PhotoBatches([_synthetic_photo(0), _synthetic_photo(1)], config)
+    plain = train(config, tmp_path / "a", batch_source=source, progress=False)
+    pooled = train(config, tmp_path / "b", batch_source=source, progress=False, workers=2)
+    assert [e["loss"] for e in plain] == pytest.approx([e["loss"] for e in pooled], rel=1e-5)
+
+
+class _FakeClock:
+    """Seconds that pass only when a batch is made: 0.5 s per step, whatever the machine's load."""
+
+    def __init__(self, source):
+        self.now, self.source = 0.0, source
+
+    def __call__(self) -> float:
+        return self.now
+
+    def batch(self, step):
+        self.now += 0.5
+        return self.source(step)
+
+
+def test_time_budget_sizes_the_schedule_to_end_at_the_deadline_and_resume_keeps_it(tmp_path):
+    from training.train import PROBE_SKIP, PROBE_STEPS, decide_total_steps
+
+    config = TrainConfig(**{**SMOKE, "steps": 10_000, "warmup": 30})
+    clock = _FakeClock(_source(config))
+    probe_end = PROBE_SKIP + PROBE_STEPS
+    total = decide_total_steps(probe_end, 2.0, 60 - 0.5 * probe_end)
+    assert probe_end < total < 120  # 2 steps/s for the 60 s budget, less the share kept back
+    run = tmp_path / "r"
+    first = train(config, run, batch_source=clock.batch, progress=False, minutes=1.0, clock=clock, stop_at=60)
+    assert first[-1]["step"] == 60
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+    stored = TrainConfig.from_dict(json.loads(state["train_config"]))
+    assert (stored.steps, stored.minutes) == (total, 1.0)
+    # a new session (another machine, another rate) continues the decided schedule to its end
+    clock2 = _FakeClock(_source(config))
+    history = train(config, run, batch_source=clock2.batch, progress=False, minutes=1.0, clock=clock2)
+    assert history[-1]["step"] == total
+    floor = config.lr * learning_rate_factor(total - 1, replace(config, steps=total))
+    assert history[-1]["lr"] == pytest.approx(floor)
+    assert floor < 1.5 * config.lr * config.final_lr_ratio  # the last step of the decay, at its floor
+
+
+def test_time_budget_stops_a_slow_session_where_it_is_and_saves(tmp_path):
+    config = TrainConfig(**{**SMOKE, "steps": 10_000, "warmup": 30, "save_every": 1000})
+    clock = _FakeClock(_source(config))
+    history = train(config, tmp_path / "r", batch_source=clock.batch, progress=False, max_minutes=0.1,
+                    clock=clock)
+    assert history[-1]["step"] == 13  # 6 s at 0.5 s per step: past the limit after step 13, saved there
+    assert (tmp_path / "r" / "last.pt").is_file()
