@@ -126,6 +126,12 @@ class GraphRunner:
         """The keys captured now, least recently used first."""
         return self._graphs.shapes()
 
+    def replay_function(self, shape: tuple[int, ...]) -> Callable[[], None] | None:
+        """The captured graph's replay for ``shape`` (device work only, no copies), or None if it is not captured:
+        what a benchmark times to compare with the compute floor."""
+        key = self.key(tuple(shape))
+        return self._graphs.get(key).replay if key in self.keys() else None
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             if not self.enabled:
@@ -134,7 +140,7 @@ class GraphRunner:
             if key in self.failed:
                 return self.eager(batch)
             try:
-                graph = self._graphs.get(key)
+                graph = self._get(key)
             except Exception as exc:  # capture is best effort: any failure means this shape runs eager
                 self.failed.add(key)
                 log.warning("CUDA graph capture failed for input %s, running it eagerly from now on: %s",
@@ -143,6 +149,21 @@ class GraphRunner:
                     torch.cuda.empty_cache()
                 return self.eager(batch)
             return self._replay(graph, batch)
+
+    def _get(self, key: GraphKey) -> _Graph:
+        """The graph for ``key``; when capturing it runs out of memory while other shapes hold theirs, those are
+        freed and the capture tried once more (the newest shape is the one in use)."""
+        try:
+            return self._graphs.get(key)
+        except torch.OutOfMemoryError:
+            if not self.keys():
+                raise
+            log.info("out of device memory capturing %s: freeing the %d graphs kept and trying again",
+                     "x".join(map(str, key[:4])), len(self.keys()))
+            self.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return self._graphs.get(key)
 
     def eager(self, batch: np.ndarray) -> np.ndarray:
         """The same forward pass without a graph (CPU, graphs off, or a shape that could not be captured)."""

@@ -32,7 +32,15 @@ from banet.machine import cpu_name, slug
 from banet.shapes import hw_text, parse_hw
 from benchmarks import cost
 from benchmarks.report import DRIFT_REPORT
-from benchmarks.systems import System, Unavailable, onnxruntime_system, openvino_system, tensorrt_system, torch_system
+from benchmarks.systems import (
+    System,
+    Unavailable,
+    deblurrer_torch_system,
+    onnxruntime_system,
+    openvino_system,
+    tensorrt_system,
+    torch_system,
+)
 from benchmarks.timing import PeakRssSampler, time_call, time_interleaved
 
 log = logging.getLogger("benchmarks")
@@ -81,6 +89,8 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
 
     factories = [(lambda v=v: torch_system(model.weights, v), f"torch {v}")
                  for v in ("eager", "fp16", "channels_last", "compile", "cudagraphs")]
+    factories += [(lambda h=half: deblurrer_torch_system(model.weights, half=h),
+                   f"Deblurrer torch cuda (graphs{', fp16' if half else ''})") for half in (False, True)]
     onnx_files = [("fp32", None, onnx_fp32)] + [("int8", f, lambda p=p: p) for f, p in int8.items()]
     # (engine, system maker, static, tag): each backend's default mode carries no tag
     modes = [("onnxruntime", onnxruntime_system, False, None), ("onnxruntime", onnxruntime_system, True, "static"),

@@ -58,14 +58,15 @@ def torch_system(weights: Path, variant: str) -> System:
         raise Unavailable(f"torch {variant} is a GPU optimisation; no CUDA GPU here")
     device = "cuda" if cuda else "cpu"
     backend = TorchBackend(weights, device=device, half=variant in ("fp16", "cudagraphs"),
-                           channels_last=variant == "channels_last")
+                           channels_last=variant == "channels_last", cuda_graph=False)  # variants made here
     model = backend.model
     precision = "fp16" if variant in ("fp16", "cudagraphs") else "fp32"
     dtype = torch.float16 if precision == "fp16" else torch.float32
 
     if variant == "compile":
-        # On a GPU, autotuning picks the matmul/conv kernels; on a CPU, inductor's default mode is the peer.
-        compiled = torch.compile(model, mode="max-autotune-no-cudagraphs" if cuda else None)
+        # Inductor's default mode on both: "max-autotune-no-cudagraphs" autotuned for over 190 s on an H200
+        # (deployment-facts.md, 2026-12-04) without reaching the rows after it.
+        compiled = torch.compile(model)
 
         def run(batch: np.ndarray):
             with torch.inference_mode():
@@ -103,6 +104,23 @@ def torch_system(weights: Path, variant: str) -> System:
         return int(torch.cuda.max_memory_allocated()) if cuda else None
 
     return System(f"torch {variant}", precision, run, backend.close, device, cuda, peak)
+
+
+def deblurrer_torch_system(weights: Path, half: bool = False, channels_last: bool = False) -> System:
+    """The runtime's own PyTorch path on CUDA, as ``Deblurrer(weights, backend="torch", device="cuda")`` runs it:
+    CUDA graphs per shape (on by default there), pinned host buffers, one synchronisation per call."""
+    if not _cuda_available():
+        raise Unavailable("the runtime's CUDA-graph path needs a CUDA GPU; none here")
+    import torch
+
+    from runtime import Deblurrer
+
+    deblur = Deblurrer(weights, backend="torch", device="cuda", half=half, channels_last=channels_last,
+                       memory_budget_mb=None)
+    backend = deblur.backend
+    tags = ["graphs"] + (["fp16"] if half else []) + (["channels_last"] if channels_last else [])
+    return System(f"Deblurrer torch cuda ({', '.join(tags)})", backend.metadata.precision, backend.run,
+                  deblur.close, "cuda", True, lambda: int(torch.cuda.max_memory_allocated()))
 
 
 def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = False) -> System:

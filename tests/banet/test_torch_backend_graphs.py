@@ -105,6 +105,29 @@ def test_a_failed_capture_runs_eager_is_logged_once_and_not_retried(tiny_model, 
     np.testing.assert_array_equal(second, expected)
 
 
+def test_out_of_memory_frees_the_other_graphs_and_tries_once_more(tiny_model):
+    stand_in = StandIn()
+    runner = _runner(tiny_model, stand_in)
+    runner(_batch(1, 16, 16))
+    runner(_batch(1, 16, 32))
+    real, calls = stand_in.__call__, []
+
+    def out_of_memory_once(forward, static_in):
+        calls.append(tuple(static_in.shape))
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(forward, static_in)
+
+    runner._capture = out_of_memory_once
+    runner(_batch(1, 32, 32))
+    assert calls == [(1, 3, 32, 32)] * 2 and [k[:4] for k in runner.keys()] == [(1, 3, 32, 32)]
+    assert stand_in.released == [(1, 3, 16, 16), (1, 3, 16, 32)] and not runner.failed
+    runner._capture = lambda f, x: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
+    runner.clear()
+    runner(_batch(1, 8, 8))  # nothing else to free: this shape runs eager from now on
+    assert [k[:4] for k in runner.failed] == [(1, 3, 8, 8)]
+
+
 def test_disabled_runner_never_captures(tiny_model):
     stand_in = StandIn()
     runner = _runner(tiny_model, stand_in, enabled=False)

@@ -1,0 +1,47 @@
+"""benchmarks.gpu_roofline runs every code path on a CPU (--cpu-ok: FP16 skipped with its reason, the graph
+variants through a stand-in capture) and writes its tables; without --cpu-ok it refuses where there is no GPU."""
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="the roofline benchmark runs PyTorch: pip install '.[export]'")
+
+from benchmarks import gpu_roofline  # noqa: E402
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: PyTorch's threads spinning against other processes on a busy CI machine cost more
+    than the work of a tiny network."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_cpu_smoke_run_writes_every_variant(tmp_path, tiny_weights, one_thread):
+    out = tmp_path / "roofline"
+    assert gpu_roofline.main(["--cpu-ok", "--weights", str(tiny_weights), "--sizes", "16x16", "32x32",
+                              "--repeats", "3", "--warmup", "0", "--output", str(out)]) == 0
+    result = json.loads((out / "roofline.json").read_text())
+    timed = {(r["variant"], r["size"]) for r in result["rows"]}
+    assert timed == {(v, s) for v in ("eager fp32", "graphs fp32") for s in ("16x16", "32x32")}
+    graphs = [r for r in result["rows"] if r["variant"] == "graphs fp32"]
+    assert all(r["cuda_graph"] is False and r["capture"] == "stand-in (CPU smoke run)" and "replay_p50_ms" in r
+               for r in graphs)  # the graph bookkeeping with a stand-in capture on a CPU
+    assert {s["variant"] for s in result["skipped"]} == {"eager fp16", "eager fp16 channels_last", "graphs fp16",
+                                                          "graphs fp16 channels_last"}
+    # the stand-in replays the same function: no drift; the floor estimate is there for each size
+    assert [(d["variant"], d["psnr_db_vs_eager_fp32"]) for d in result["drift"]] == [
+        ("eager fp32", float("inf")), ("graphs fp32", float("inf"))]
+    assert set(result["floor_ms_estimate"]) == {"16x16", "32x32"}
+    table = (out / "roofline.md").read_text()
+    assert "| graphs fp32 | 32x32 |" in table and "FP16 needs a CUDA GPU" in table
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the benchmark would run")
+def test_refuses_without_a_gpu(tmp_path, capsys):
+    assert gpu_roofline.main(["--output", str(tmp_path / "r")]) == 2
+    assert "no CUDA GPU visible to PyTorch" in capsys.readouterr().out
+    assert not (tmp_path / "r").exists()
