@@ -47,15 +47,17 @@ def capture_cuda_graph(forward: Forward, static_in: Tensor, warmup: int = WARMUP
     """Capture ``forward(static_in)`` in a ``torch.cuda.CUDAGraph`` after ``warmup`` eager passes on a side
     stream (PyTorch's recipe: lazy initialisation and cuDNN autotuning must not happen during capture)."""
     device = static_in.device
-    side = torch.cuda.Stream(device=device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(warmup):
-            forward(static_in)
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = forward(static_in)
+    with torch.cuda.device(device):  # capture on the model's GPU, whichever is current
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                forward(static_in)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        # thread_local: CUDA work of other threads (another model in a server) does not invalidate this capture
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            static_out = forward(static_in)
     return graph.replay, static_out, graph.reset
 
 
