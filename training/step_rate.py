@@ -1,0 +1,119 @@
+"""Measure training speed: batches/s of the data pipeline alone and steps/s of whole training steps, per worker count.
+
+    python -m training.step_rate --workers 0 1 2                     # the default network, 4 x 192 px, CPU
+    python -m training.step_rate --device cuda --batch 16 --crop 256 --workers 0 4 8
+
+Nothing is saved: the optimizer steps a throwaway copy of the network. The first ``--skip`` steps of each
+measurement (worker start-up, allocator warm-up) are not timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import time
+from dataclasses import replace
+
+import torch
+
+from banet.config import BANetConfig
+from banet.defaults import DEFAULT_CONFIG
+from banet.model import BANet
+from training.losses import deblur_loss
+from training.train import BatchSource, PhotoBatches, TrainConfig, autocast_dtype, batch_stream, pick_device, to_network
+
+log = logging.getLogger(__name__)
+
+
+def data_rate(source: BatchSource, workers: int, steps: int, skip: int) -> float:
+    """Batches per second the pipeline delivers with ``workers`` processes (no training)."""
+    stream = batch_stream(source, 0, workers)
+    try:
+        for _ in range(skip):
+            next(stream)
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(stream)
+        return steps / (time.perf_counter() - start)
+    finally:
+        stream.close()
+
+
+def step_rate(source: BatchSource, config: TrainConfig, device: torch.device, workers: int, steps: int,
+              skip: int, precision: str = "auto") -> float:
+    """Whole training steps (batch, forward, loss, backward, Adam) per second with ``workers`` processes."""
+    model = BANet(config.model).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    amp = autocast_dtype(device, precision)
+    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    stream = batch_stream(source, 0, workers)
+    try:
+        start = 0.0
+        for i in itertools.count():
+            if i == skip:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            if i == skip + steps:
+                break
+            blurred, sharp = next(stream)
+            x, y = to_network(blurred, device), to_network(sharp, device)
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = deblur_loss(model(x), y, config.fft_weight)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return steps / (time.perf_counter() - start)
+    finally:
+        stream.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to measure")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=192)
+    parser.add_argument("--recipe", default="do-no-harm")
+    parser.add_argument("--augment", action="store_true")
+    parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
+    parser.add_argument("--skip", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    parser.add_argument("--no-train", action="store_true", help="measure the data pipeline only")
+    args = parser.parse_args(argv)
+    if any(w < 0 for w in args.workers) or args.steps < 1 or args.skip < 0:
+        parser.error("--workers must be >= 0, --steps >= 1, --skip >= 0")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    from training.photos import load_training_photos
+
+    dim_1, dim_2 = (int(v) for v in args.widths.split(","))
+    config = replace(TrainConfig(), model=BANetConfig(DEFAULT_CONFIG.num_bams, dim_1, dim_2), batch=args.batch,
+                     crop=args.crop, recipe=args.recipe, augment=args.augment)
+    try:
+        source = PhotoBatches(load_training_photos(), config)
+    except (ValueError, FileNotFoundError) as exc:
+        parser.exit(1, f"error: {exc}\n")
+    device = pick_device(args.device)
+    for workers in args.workers:
+        result = {"device": str(device), "workers": workers, "batch": args.batch, "crop": args.crop,
+                  "threads": torch.get_num_threads(),
+                  "data_batches_per_s": round(data_rate(source, workers, args.steps, args.skip), 3)}
+        if not args.no_train:
+            result["train_steps_per_s"] = round(step_rate(source, config, device, workers, args.steps, args.skip,
+                                                          args.precision), 3)
+        print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
