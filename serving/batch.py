@@ -63,14 +63,15 @@ class DeblurWorker:
     """One Ray Data actor: one :class:`~runtime.Deblurrer`, and each file read, deblurred and written whole by
     :func:`runtime.cli.deblur_file`, exactly as the command line does; a failure becomes the file's result row."""
 
-    def __init__(self, options: dict, with_side: bool, max_pixels: int, cwd: str) -> None:
+    def __init__(self, options: dict, with_side: bool, max_pixels: int, cwd: str | None) -> None:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.with_side = with_side
         self.max_pixels = max_pixels
         self.deblurrer = None
         self.setup_error = None
         try:
-            os.chdir(cwd)  # relative paths mean what they meant to the user, as for the command line
+            if cwd is not None:
+                os.chdir(cwd)  # relative paths mean what they meant to the user, as for the command line
         except OSError:
             self.setup_error = (f"the folder the job was started in, {cwd}, is not on {socket.gethostname()}: give "
                                 "absolute paths on a file system every node mounts")
@@ -193,11 +194,11 @@ def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
 
 
 def check_results_path(path: Path, given: list[Path], inputs: list[Path], targets: list[Path], force: bool) -> Path:
-    """Refuse a results table that would land among what the user gave (``given`` files and folders, the
-    ``inputs`` found in them), replace an output, or replace a file that is not a table of ours (without
+    """Refuse a results table that would land among what the user gave (an input file, or in a folder given as
+    SRC; DST may be a subfolder of SRC), replace an output, or replace a file that is not a table of ours (without
     ``force``)."""
     key = path.resolve()
-    if key in {p.resolve() for p in inputs} or any(key.is_relative_to(p.resolve()) for p in given):
+    if key in {p.resolve() for p in inputs} or key.parent in {p.resolve() for p in given if p.is_dir()}:
         raise FileExistsError(f"{path}: the results table would be written among the inputs; choose another "
                               "--results file")
     if key in {t.resolve() for t in targets}:
@@ -288,17 +289,16 @@ def _deblur_on_ray(args: argparse.Namespace, jobs: list[tuple[Path, Path]], rows
     from tqdm import tqdm
 
     started = time.perf_counter()
-    threads = args.threads
-    local_cpus = os.cpu_count() or 1
+    address = args.address or os.environ.get("RAY_ADDRESS")  # Ray itself also connects to $RAY_ADDRESS
     init = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                 logging_level=logging.ERROR)
-    if not args.address:  # never fewer CPUs than the workers asked for: an actor that cannot be placed waits forever
-        init["num_cpus"] = max(local_cpus, (args.workers or 1) * (threads or 1))
+    if not address:  # never fewer CPUs than the workers ask for: an actor that cannot be placed would wait forever
+        init["num_cpus"] = max(os.cpu_count() or 1, (args.workers or 1) * (args.threads or 1))
     try:
-        ray.init(address=args.address or None, **init)
+        _check_reachable(address)
+        ray.init(address=address or None, **init)
     except Exception as exc:  # no cluster at --address, a Ray that cannot start here
-        print(f"error: Ray could not start{f' at {args.address}' if args.address else ''}: {first_line(exc)}",
-              file=sys.stderr)
+        print(f"error: Ray could not start{f' at {address}' if address else ''}: {first_line(exc)}", file=sys.stderr)
         return 1
     try:
         logging.getLogger("ray").setLevel(logging.ERROR)
@@ -332,6 +332,19 @@ def _deblur_on_ray(args: argparse.Namespace, jobs: list[tuple[Path, Path]], rows
     return 0
 
 
+def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
+    """Refuse a ``host:port`` (or ``ray://host:port``) nobody answers at, in seconds: Ray itself retries for
+    minutes, printing a warning every few seconds."""
+    if not address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"nothing answers at {host}:{port} ({first_line(exc)}); is the head node started "
+                              "(ray start --head)?") from None
+
+
 def _pipeline(args: argparse.Namespace, jobs: list[tuple[Path, Path]], todo: list[int], workers: int,
               threads: int | None):
     """read (the planned file list) -> map_batches(DeblurWorker) on a pool of ``workers`` actors."""
@@ -353,9 +366,16 @@ def _pipeline(args: argparse.Namespace, jobs: list[tuple[Path, Path]], todo: lis
         return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             DeblurWorker, batch_size=1, batch_format="numpy",
             fn_constructor_kwargs=dict(options=options, with_side=args.side_by_side,
-                                       max_pixels=round(args.max_megapixels * 1e6), cwd=os.getcwd()),
+                                       max_pixels=round(args.max_megapixels * 1e6), cwd=_cwd_if_needed(args)),
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads or 1,
             num_gpus=args.gpus_per_worker or None, max_restarts=0)
+
+
+def _cwd_if_needed(args: argparse.Namespace) -> str | None:
+    """The folder relative paths were given in, for the workers to work in; None when every path is absolute (a
+    worker on another node need not have that folder)."""
+    paths = [*args.inputs, args.output] + ([args.model] if args.model is not None else [])
+    return None if all(Path(p).is_absolute() for p in paths) else os.getcwd()
 
 
 def _workers_and_threads(args: argparse.Namespace, resources: dict, files: int) -> tuple[int, int | None]:

@@ -173,6 +173,10 @@ def test_nothing_to_do_starts_no_ray_and_results_never_replace_inputs(tmp_path, 
     assert notes.read_text() == "mine\n" and not (photos / "table.csv").exists()
     assert main([str(photos), str(out), "--model", str(tmp_path / "missing.onnx"), "-q"]) == 1
     assert "missing.onnx: model file not found" in capsys.readouterr().err
+    # A cluster address nobody answers at: one line at once (Ray itself would retry for minutes).
+    assert main([str(photos), str(tmp_path / "out2"), "--model", str(tiny_onnx), "--address", "127.0.0.1:1"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing answers at 127.0.0.1:1" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_stale_partials_of_ours_only(tmp_path):
