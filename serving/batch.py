@@ -3,7 +3,7 @@
 Examples:
     python -m serving.batch photos/ deblurred/                   # embedded local Ray, one worker per core
     banet-batch photos/ clips/ out/ --workers 2 --threads 1 --precision int8
-    banet-batch /shared/photos /shared/out --address auto --gpus-per-worker 1 --model /shared/banet.engine
+    banet-batch /shared/photos /shared/out --address auto --gpus-per-worker 1   # on a node of a Ray cluster
 
 The planning is the command line's (``python -m runtime``): the same inputs (files, and the images and videos in
 folders), the same output names, the same refusals and the same bytes in every output. Each Ray worker (an actor)
@@ -18,7 +18,8 @@ refused, with the one-line reason) goes to a results table, DST/banet-batch-resu
 otherwise, and a summary (files, failures, images/s, each worker's rate) ends the run. Exit status: 0 all done,
 1 any file failed or was refused, 2 Ray is not installed, 130 interrupted.
 
-On a cluster (``--address``), SRC and DST must be on a file system every node mounts at the same path.
+On a cluster (``--address auto`` on one of its nodes, after ``ray start``), SRC, DST and --model must be on a file
+system every node mounts at the same path; each node needs this package installed with the batch extra.
 """
 
 from __future__ import annotations
@@ -116,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpus-per-worker", type=_positive, default=0, metavar="N",
                         help="GPUs each worker reserves (device cuda); default 0: CPU workers")
     parser.add_argument("--address", default=None,
-                        help="Ray cluster to run on ('auto': the one this node belongs to, or ray://host:10001); "
-                             "default: an embedded Ray on this machine")
+                        help="Ray cluster to run on: 'auto' for the one this node belongs to (ray start), or its "
+                             "head's host:port; default: an embedded Ray on this machine, started and stopped here")
     parser.add_argument("--results", type=Path, default=None,
                         help=f"results table (CSV, one row per file); default DST/{RESULTS_NAME}")
     add_deblur_options(parser, threads_help="CPU threads (and Ray CPUs) per worker (default: 1, or the machine's "
@@ -296,7 +297,9 @@ def _deblur_on_ray(args: argparse.Namespace, jobs: list[tuple[Path, Path]], rows
         init["num_cpus"] = max(os.cpu_count() or 1, (args.workers or 1) * (args.threads or 1))
     try:
         _check_reachable(address)
-        ray.init(address=address or None, **init)
+        # "local": always a fresh embedded Ray; None would join a cluster `ray start` left on this machine (or fail
+        # on the address file of one that died).
+        ray.init(address=address or "local", **init)
     except Exception as exc:  # no cluster at --address, a Ray that cannot start here
         print(f"error: Ray could not start{f' at {address}' if address else ''}: {first_line(exc)}", file=sys.stderr)
         return 1
@@ -403,10 +406,7 @@ def _gpu_options(args: argparse.Namespace) -> dict:
             kind = backend_for_path(args.model)
         except ValueError:
             kind = None
-    options = {"threads": args.threads} if args.threads is not None else {}
-    if kind in (None, "torch"):
-        options["device"] = "cuda"
-    return options
+    return {"device": "cuda"} if kind in (None, "torch") else {}
 
 
 def _plain(value):
