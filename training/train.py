@@ -241,6 +241,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: The longest training session the CLI runs (issue #33's discipline: each run resumable, its history committed
+#: before the next starts).
+MAX_SESSION_MINUTES = 60.0
+
 #: A time-budgeted run skips this many steps (start-up, worker pool filling) before timing ...
 PROBE_SKIP = 5
 #: ... this many steps, to size its schedule.
@@ -438,7 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear lr warm-up steps")
     parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
                         help="steps between held-out evaluations (PSNR gain over the blurred input)")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    parser.add_argument("--max-minutes", type=float, default=MAX_SESSION_MINUTES,
+                        help="stop (resumably, state saved) after this long; at most %(default)g: no training "
+                             "session runs longer, so its history is committed before the next one starts")
     parser.add_argument("--minutes", type=float, default=None,
                         help="time budget of a new run: measure the step rate over the first steps, then size "
                              "--steps so the learning rate reaches its floor at the deadline (stored in the run; "
@@ -478,8 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.evaluate import quick_evaluator
 
     for name in ("minutes", "max_minutes"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+        value = getattr(args, name)
+        if value is not None and not 0 < value <= MAX_SESSION_MINUTES:
+            parser.error(f"--{name.replace('_', '-')} must be more than 0 and at most {MAX_SESSION_MINUTES:g} "
+                         "(resume the run for more)")
     if args.workers < 0:
         parser.error("--workers must be 0 or more")
     train(config, args.run, device=args.device, max_minutes=args.max_minutes, workers=args.workers,

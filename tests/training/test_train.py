@@ -287,3 +287,13 @@ def test_time_budget_stops_a_slow_session_where_it_is_and_saves(tmp_path):
                     clock=clock)
     assert history[-1]["step"] == 13  # 6 s at 0.5 s per step: past the limit after step 13, saved there
     assert (tmp_path / "r" / "last.pt").is_file()
+
+
+@pytest.mark.parametrize("option", ["--minutes", "--max-minutes"])
+@pytest.mark.parametrize("value", ["0", "61"])
+def test_cli_refuses_sessions_over_an_hour_or_empty(option, value, capsys):
+    from training.train import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([option, value, "--smoke"])
+    assert exc.value.code == 2 and "at most 60" in capsys.readouterr().err
