@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv (if needed) and install banet-deploy with its export, CPU, OpenVINO, video, dev, serve, rtx and batch
 # extras (rtx: TensorRT for RTX from PyPI, about 260 MB, which builds real engines for RTX GPUs without a GPU;
-# batch: Ray Data for python -m serving.batch, about 130 MB of wheels).
+# batch: Ray Data for python -m serving.batch, about 130 MB of wheels, 460 MB installed, 15 s).
 # torch is pinned to the CPU build 2.13.0: an unpinned torch would pull a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -38,7 +38,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from banet.errors import first_line
-from banet.outputs import partial_path, write_atomic
+from banet.outputs import partial_path, write_atomic, write_error
 from runtime.cli import (
     add_deblur_options,
     collect_inputs,
@@ -160,14 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def plan(inputs: list[Path], output_dir: Path, force: bool) -> tuple[list[dict | None], list[int]]:
-    """The command line's outputs and refusals for ``inputs``, with resuming: (a result row for each input
-    already settled, None for the rest; indexes of the inputs to deblur).
+def plan(inputs: list[Path], targets: list[Path], force: bool) -> tuple[list[dict | None], list[int]]:
+    """The command line's refusals for ``inputs`` and their ``targets`` (:func:`runtime.cli.output_name` in DST),
+    with resuming: (a result row for each input already settled, None for the rest; indexes of those to deblur).
 
     Refused (collisions, an output that is an input) are never written, even with ``force``; an existing output
     is complete (outputs are only ever renamed into place) and is skipped unless ``force``.
     """
-    targets = [output_dir / output_name(p) for p in inputs]
     refusals = output_refusals(inputs, targets)
     rows: list[dict | None] = [None] * len(inputs)
     todo = []
@@ -255,13 +254,13 @@ def _run(args: argparse.Namespace) -> int:
         targets = [args.output / output_name(p) for p in inputs]
         results = check_results_path(args.results or args.output / RESULTS_NAME, args.inputs, inputs, targets,
                                      args.force)
-        args.output.mkdir(parents=True, exist_ok=True)
         check_deblurrer_options(args)
+        args.output.mkdir(parents=True, exist_ok=True)
     except Exception as exc:  # a missing folder or model, a results file that would replace something: one line
         log.debug("planning failed", exc_info=True)
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1
-    rows, todo = plan(inputs, args.output, args.force)
+    rows, todo = plan(inputs, targets, args.force)
     stale = remove_stale_partials([t for t, row in zip(targets, rows) if row is None or row["status"] == "skipped"],
                                   inputs)
     if stale:
@@ -277,7 +276,11 @@ def _run(args: argparse.Namespace) -> int:
         code = _deblur_on_ray(args, [(inputs[i], targets[i]) for i in todo], rows, todo, timing)
         if code:
             return code
-    write_results(results, rows)
+    try:
+        write_results(results, rows)
+    except OSError as exc:  # a full disk, a folder made read-only during the run: the outputs are still there
+        print(f"error: {write_error(exc, results)}", file=sys.stderr)
+        return 1
     print(summary(rows, time.perf_counter() - began, timing, args.output, results))
     return 1 if any(row["status"] in ("failed", "refused") for row in rows) else 0
 
