@@ -51,6 +51,9 @@ class TrainConfig:
     ``augment`` adds :data:`training.photos.DEFAULT_AUGMENT` (wider scale range, exposure and white-balance
     jitter of the sharp photo before the blur). ``minutes`` is set by a time-budgeted run (``--minutes``): the
     budget ``steps`` was sized for, after measuring the step rate; a resumed run keeps that decided ``steps``.
+    ``replan_step``/``replan_factor``: where a budgeted run that fell behind (a shared machine got slower)
+    re-planned its decay: from that step the learning-rate factor goes linearly from ``replan_factor`` (its
+    value there, so the rate does not jump) to the floor at the new ``steps``.
     """
 
     model: BANetConfig = field(default_factory=lambda: DEFAULT_CONFIG)
@@ -71,6 +74,8 @@ class TrainConfig:
     fft_weight: float = 0.01
     augment: bool = False
     minutes: float | None = None
+    replan_step: int | None = None
+    replan_factor: float = 1.0
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -91,7 +96,11 @@ class TrainConfig:
 
 
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
-    """Linear warm-up, then linear decay to ``final_lr_ratio`` at ``steps`` (the authors decay linearly)."""
+    """Linear warm-up, then linear decay to ``final_lr_ratio`` at ``steps`` (the authors decay linearly); after a
+    re-plan (see :class:`TrainConfig`), linear from the factor at ``replan_step`` to the floor at ``steps``."""
+    if config.replan_step is not None and step >= config.replan_step:
+        progress = min(1.0, (step - config.replan_step) / max(1, config.steps - config.replan_step))
+        return config.replan_factor + (config.final_lr_ratio - config.replan_factor) * progress
     if step < config.warmup:
         return (step + 1) / config.warmup
     progress = min(1.0, (step - config.warmup) / max(1, config.steps - config.warmup))
@@ -270,8 +279,10 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     time budget for a new run: the step rate is measured over steps ``PROBE_SKIP`` to ``PROBE_SKIP +
     PROBE_STEPS`` (inside the warm-up, which does not depend on the total), then ``steps`` is set so the linear
     decay reaches its floor at the deadline (:func:`decide_total_steps`) and stored in the run state; a resumed
-    budgeted run keeps that total (``minutes`` then only bounds the session, like ``max_minutes``).
-    ``clock`` is for tests.
+    budgeted run keeps that total, and ``minutes`` is the session's deadline. At each save, a budgeted session
+    whose recent rate cannot finish the schedule by its deadline (other work slowed the machine) re-plans:
+    the rest of the decay is shortened to end at the deadline, continuing from the current learning rate, so a
+    run stopped by time is never left at a high learning rate. ``clock`` is for tests.
 
     ``stop_at`` ends the session early at that step (saved, resumable) without changing the schedule.
     ``precision``: "fp32", "bf16", "fp16" or "auto" (mixed precision by :func:`autocast_dtype`); weights and
@@ -299,7 +310,8 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
                              "Use another --run directory for a different recipe.")
         config = replace(config, init_steps=stored.init_steps)  # what this run started from is the run's record
         if stored.minutes is not None:  # a time-budgeted run: its decided schedule is part of the run
-            config = replace(config, steps=stored.steps, minutes=stored.minutes)
+            config = replace(config, steps=stored.steps, minutes=stored.minutes, replan_step=stored.replan_step,
+                             replan_factor=stored.replan_factor)
             log.info("keeping the schedule decided for %g minutes: %d steps", stored.minutes, stored.steps)
         model.load_state_dict(state["model_state"])
         optimizer.load_state_dict(state["optimizer_state"])
@@ -385,6 +397,18 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
                 _save_state(state_path, model, optimizer, step, config, history)
                 with open(run_dir / "history.jsonl", "w") as handle:
                     handle.writelines(json.dumps(e) + "\n" for e in history)
+                if minutes is not None and not deciding and step < end:
+                    rate = entry["steps_per_s"]
+                    seconds_left = minutes * 60 - (clock() - started)
+                    if rate > 0 and (config.steps - step) / rate > seconds_left:
+                        total = decide_total_steps(step, rate, seconds_left)
+                        if total < config.steps:
+                            log.info("behind schedule at %.3f steps/s: the decay now ends at step %d instead of "
+                                     "%d (the deadline)", rate, total, config.steps)
+                            config = replace(config, steps=total, replan_step=step,
+                                             replan_factor=learning_rate_factor(step, config))
+                            bar.total = total
+                            _save_state(state_path, model, optimizer, step, config, history)
                 last_entry_time, last_entry_step = clock(), step
                 if out_of_time:
                     log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes, step)

@@ -297,3 +297,37 @@ def test_cli_refuses_sessions_over_an_hour_or_empty(option, value, capsys):
     with pytest.raises(SystemExit) as exc:
         main([option, value, "--smoke"])
     assert exc.value.code == 2 and "at most 60" in capsys.readouterr().err
+
+
+def test_a_budgeted_run_that_falls_behind_replans_its_decay_to_the_deadline(tmp_path):
+    """The machine gets 3x slower after the rate was measured: the decay is shortened, continuously, and the
+    run still ends at its floor before the deadline instead of being cut off at a high learning rate."""
+    config = TrainConfig(**{**SMOKE, "steps": 10_000, "warmup": 30})
+    source = _source(config)
+    clock = _FakeClock(source)
+
+    def slowing(step):
+        clock.now += 0.5 if step < 40 else 1.5
+        return source(step)
+
+    history = train(config, tmp_path / "r", batch_source=slowing, progress=False, minutes=1.0, clock=clock)
+    state = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=True)
+    stored = TrainConfig.from_dict(json.loads(state["train_config"]))
+    assert stored.replan_step is not None and 0 < stored.replan_factor < 1
+    assert history[-1]["step"] == stored.steps and clock.now <= 60
+    assert history[-1]["lr"] == pytest.approx(config.lr * learning_rate_factor(stored.steps - 1, stored))
+    assert learning_rate_factor(stored.steps, stored) == pytest.approx(config.final_lr_ratio)  # floor at the end
+    lrs = [e["lr"] for e in history if e["step"] >= stored.replan_step]
+    assert len(lrs) >= 2 and all(b < a for a, b in zip(lrs, lrs[1:]))
+    # continuous at the re-plan: the factor there is the one the old schedule had
+    before = replace(stored, replan_step=None, steps=decide_total_steps_for(stored))
+    assert learning_rate_factor(stored.replan_step, stored) == pytest.approx(
+        learning_rate_factor(stored.replan_step, before))
+
+
+def decide_total_steps_for(stored: TrainConfig) -> int:
+    """The total decided after the probe of the test above (0.5 s per step, 60 s budget)."""
+    from training.train import PROBE_SKIP, PROBE_STEPS, decide_total_steps
+
+    probe_end = PROBE_SKIP + PROBE_STEPS
+    return decide_total_steps(probe_end, 2.0, 60 - 0.5 * probe_end)
