@@ -12,12 +12,22 @@ host copy into pinned memory, one host-to-device copy, one replay, one device-to
 It falls back to eager PyTorch, with the same function and so the same numbers, when graphs are off, on a CPU,
 or when capturing a shape fails (logged once; that shape is not tried again). The capture step is a parameter
 so the caching and fallback logic is tested without a GPU.
+
+Memory: a runner's graphs share one CUDA graph memory pool (``torch.cuda.graph_pool_handle``), so the graphs kept
+hold about the largest one's working memory plus each one's output, not each one's whole working memory (the
+Deblurrer's memory budget bounds one forward pass; with a pool per graph, ``graph_cache`` of them would each keep
+theirs). PyTorch's rule for sharing a pool (CUDA semantics, "Graph memory management"): the graphs must never
+replay concurrently, and a graph's live tensors may be overwritten by another's replay. Here a runner replays one
+graph at a time (its own lock, and each call synchronises before it returns), reads a graph's output right after
+that graph's replay, and allocates each static input outside the capture (so never in the pool): another graph's
+replay may overwrite only memory whose content the next replay of its owner recomputes first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -36,16 +46,18 @@ WARMUP_PASSES = 2
 
 #: ``forward(x) -> y``: float32 NCHW device tensor in, float32 NCHW (contiguous) device tensor out.
 Forward = Callable[[Tensor], Tensor]
-#: ``capture(forward, static_in) -> (replay, static_out, release)``: records ``forward`` reading ``static_in``;
-#: ``replay()`` recomputes ``static_out`` from whatever ``static_in`` holds; ``release()`` frees the graph.
-Capture = Callable[[Forward, Tensor], tuple[Callable[[], None], Tensor, Callable[[], None]]]
+#: ``capture(forward, static_in, pool) -> (replay, static_out, release)``: records ``forward`` reading ``static_in``
+#: with its memory from ``pool`` (shared by a runner's graphs; None: a pool of its own); ``replay()`` recomputes
+#: ``static_out`` from whatever ``static_in`` holds; ``release()`` frees the graph.
+Capture = Callable[[Forward, Tensor, object], tuple[Callable[[], None], Tensor, Callable[[], None]]]
 GraphKey = tuple[int, int, int, int, str, str]
 
 
-def capture_cuda_graph(forward: Forward, static_in: Tensor, warmup: int = WARMUP_PASSES
+def capture_cuda_graph(forward: Forward, static_in: Tensor, pool=None, warmup: int = WARMUP_PASSES
                        ) -> tuple[Callable[[], None], Tensor, Callable[[], None]]:
     """Capture ``forward(static_in)`` in a ``torch.cuda.CUDAGraph`` after ``warmup`` eager passes on a side
-    stream (PyTorch's recipe: lazy initialisation and cuDNN autotuning must not happen during capture)."""
+    stream (PyTorch's recipe: lazy initialisation and cuDNN autotuning must not happen during capture); ``pool``
+    (a ``torch.cuda.graph_pool_handle()``) is the memory pool it shares with other graphs, None for its own."""
     device = static_in.device
     with torch.cuda.device(device):  # capture on the model's GPU, whichever is current
         side = torch.cuda.Stream(device=device)
@@ -56,7 +68,7 @@ def capture_cuda_graph(forward: Forward, static_in: Tensor, warmup: int = WARMUP
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         # thread_local: CUDA work of other threads (another model in a server) does not invalidate this capture
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
             static_out = forward(static_in)
     return graph.replay, static_out, graph.reset
 
@@ -77,16 +89,32 @@ def _release(entry: _Graph) -> None:
     entry.release()
 
 
+_cudnn_lock = threading.Lock()
+_cudnn_users = 0
+_cudnn_before = False
+
+
 @contextlib.contextmanager
-def cudnn_benchmark(enabled: bool = True) -> Iterator[None]:
-    """cuDNN's benchmark mode (time the candidate kernels once per shape, keep the fastest) for this block only,
-    so the backend does not change the setting for the rest of the process."""
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
+def cudnn_benchmark() -> Iterator[None]:
+    """cuDNN's benchmark mode (time the candidate kernels once per shape, keep the fastest) while any block of this
+    kind runs, so the backend does not change the setting for the rest of the process.
+
+    The setting is process-wide: the first block to enter saves it and turns it on, the last to leave puts the
+    saved value back (a count under a lock), so backends running in several threads never leave it on.
+    """
+    global _cudnn_users, _cudnn_before
+    with _cudnn_lock:
+        if _cudnn_users == 0:
+            _cudnn_before = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+        _cudnn_users += 1
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = previous
+        with _cudnn_lock:
+            _cudnn_users -= 1
+            if _cudnn_users == 0:
+                torch.backends.cudnn.benchmark = _cudnn_before
 
 
 class GraphRunner:
@@ -97,7 +125,8 @@ class GraphRunner:
             format conversions go inside it, so they are captured too).
         device: where ``forward`` runs.
         dtype, memory_format: what ``forward`` computes in; part of the key (a graph is only valid for them).
-        size: shapes kept captured (least recently used dropped, its graph and buffers freed).
+        size: shapes kept captured (least recently used dropped, its graph and buffers freed); they share one
+            memory pool (see the module's notes on memory).
         enabled: False runs eager only (the same ``forward``).
         capture: the capture step (default :func:`capture_cuda_graph`); tests inject a stand-in.
     """
@@ -112,6 +141,11 @@ class GraphRunner:
         self.enabled = enabled
         self._capture = capture or capture_cuda_graph
         self._graphs = ShapeCache(self._build, size, evict=_release)
+        #: the memory pool this runner's graphs share: made for the first capture, dropped when no graph is kept
+        #: (PyTorch frees a pool once every graph using it is released; a new capture then starts a new one)
+        self._pool = None
+        #: one call at a time: graphs sharing a pool must never replay concurrently
+        self._lock = threading.Lock()
         #: keys whose capture failed: they run eager from then on (each is logged once)
         self.failed: set[GraphKey] = set()
 
@@ -135,7 +169,7 @@ class GraphRunner:
         return self._graphs.get(key).replay if key in self.keys() else None
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             if not self.enabled:
                 return self.eager(batch)
             key = self.key(batch.shape)
@@ -147,6 +181,8 @@ class GraphRunner:
                 self.failed.add(key)
                 log.warning("CUDA graph capture failed for input %s, running it eagerly from now on: %s",
                             "x".join(map(str, key[:4])), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                if not self.keys():
+                    self._pool = None  # a capture that failed part-way leaves nothing in a pool worth sharing
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 return self.eager(batch)
@@ -157,12 +193,12 @@ class GraphRunner:
         freed and the capture tried once more (the newest shape is the one in use)."""
         try:
             return self._graphs.get(key)
-        except torch.OutOfMemoryError:
+        except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError is its alias from torch 2.5 only
             if not self.keys():
                 raise
             log.info("out of device memory capturing %s: freeing the %d graphs kept and trying again",
                      "x".join(map(str, key[:4])), len(self.keys()))
-            self.clear()
+            self._clear()
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return self._graphs.get(key)
@@ -176,8 +212,10 @@ class GraphRunner:
     def _build(self, key: GraphKey) -> _Graph:
         shape = key[:4]
         pinned = self.device.type == "cuda"
-        device_in = torch.zeros(shape, dtype=torch.float32, device=self.device)
-        replay, device_out, release = self._capture(self.forward, device_in)
+        device_in = torch.zeros(shape, dtype=torch.float32, device=self.device)  # outside the capture: not pooled
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle() if self.device.type == "cuda" else object()
+        replay, device_out, release = self._capture(self.forward, device_in, self._pool)
         host_in = torch.empty(shape, dtype=torch.float32, pin_memory=pinned)
         host_out = torch.empty(tuple(device_out.shape), dtype=torch.float32, pin_memory=pinned)
         log.info("captured a CUDA graph for input %s (%s, %s); %d of %d kept", "x".join(map(str, shape)),
@@ -195,4 +233,9 @@ class GraphRunner:
 
     def clear(self) -> None:
         """Free every graph and its buffers (the next call of each shape captures again)."""
+        with self._lock:
+            self._clear()
+
+    def _clear(self) -> None:
         self._graphs.clear()
+        self._pool = None

@@ -22,7 +22,7 @@ from banet.conventions import BANET
 from banet.cuda_graphs import DEFAULT_GRAPH_CACHE, GraphRunner, cudnn_benchmark
 from banet.errors import OptionError
 from banet.metadata import ModelMetadata
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits
+from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits, check_tristate
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class TorchBackend(Backend):
             threads: PyTorch's intra-op CPU threads for this process.
             cuda_graph: capture each input shape in a CUDA graph and replay it (None: on for CUDA devices; True
                 on a CPU is refused in one line; False: eager).
-            graph_cache: input shapes kept captured (least recently used dropped).
+            graph_cache: input shapes kept captured (least recently used dropped). They share one memory pool:
+                together they hold about the largest shape's working memory plus each shape's output.
         """
         if threads:  # PyTorch's intra-op threads are per process: the CLI's --threads means this process's CPU use
             torch.set_num_threads(threads)
@@ -113,7 +114,7 @@ class TorchBackend(Backend):
             return self.runner(batch)
 
     def release_memory(self) -> None:
-        """Free the captured graphs and their memory pools (each shape captures again on its next call)."""
+        """Free the captured graphs and their memory pool (each shape captures again on its next call)."""
         if getattr(self, "runner", None) is not None:
             self.runner.clear()
             if self.device.type == "cuda":
@@ -137,8 +138,7 @@ def check_graph_options(device: str, cuda_graph: bool | None, graph_cache: int) 
     """Whether CUDA graphs are on for ``device``; a request that cannot be met is one :class:`OptionError` line."""
     if isinstance(graph_cache, bool) or not isinstance(graph_cache, int) or graph_cache < 1:
         raise OptionError(f"graph_cache must be a whole number of input shapes >= 1, got {graph_cache!r}")
-    if cuda_graph is not None and not isinstance(cuda_graph, bool):
-        raise OptionError(f"cuda_graph must be True, False or None (on for CUDA devices), got {cuda_graph!r}")
+    cuda_graph = check_tristate("cuda_graph", cuda_graph)
     on_cuda = device.startswith("cuda")
     if cuda_graph and not on_cuda:
         raise OptionError(f"cuda_graph=True needs a CUDA device, got device={device!r}; CUDA graphs replay GPU "

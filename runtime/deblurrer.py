@@ -22,7 +22,7 @@ import numpy as np
 
 from banet.errors import OptionError
 from banet.processing import ImageFormatError, postprocess, preprocess
-from runtime.backends.base import Backend, check_threads
+from runtime.backends.base import Backend, check_threads, check_tristate
 from runtime.images import merge_image, split_image
 from runtime.loading import backend_for_path, open_backend
 from runtime.selection import choose
@@ -197,7 +197,9 @@ class Deblurrer:
 # -- option checks: every option's type and range, in one line, before a model is opened ------------------------------
 #: Backend options this project's backends take, and what each must be (checked here so a wrong type is one line,
 #: not an error from deep inside PyTorch or ONNX Runtime); options not listed are left to the backend.
-_BOOL_OPTIONS = ("half", "channels_last", "static", "cuda_graph", "check_onnx")
+_BOOL_OPTIONS = ("half", "channels_last", "static", "check_onnx")
+#: Options that are True, False or None (automatic: on where the device supports them).
+_TRISTATE_OPTIONS = ("cuda_graph", "io_binding")
 
 
 def _check_bool(name: str, value) -> bool:
@@ -232,6 +234,9 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
     for name in _BOOL_OPTIONS:
         if name in backend_options:
             _check_bool(name, backend_options[name])
+    for name in _TRISTATE_OPTIONS:
+        if name in backend_options:
+            check_tristate(name, backend_options[name])
     check_threads(backend_options.get("threads"))
     device = backend_options.get("device")
     kind = backend or (_backend_kind(Path(model)) if model is not None else None)  # default: loading.py decides

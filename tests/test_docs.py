@@ -6,7 +6,9 @@
   run two at a time.
 * Numbers: a table or paragraph quoting a results file is preceded by ``<!-- source: PATH [PATH...] -->``; every
   number in it must be a value of that file at the precision quoted (``16,389`` matches 16388.6; ``4%`` matches
-  0.0385). Every table of the README carries a marker (``<!-- source: none (why) -->`` for one quoting no file).
+  0.0385). Every table of numbers in the README and docs/ carries a marker (``<!-- source: none (why) -->`` for one
+  quoting no file). A source is a path from the repository root: a file of the repository, or of the project's
+  shared notes beside it (``../shared/notes/...``, there in CI).
 * Links: every relative link points to an existing file, and an ``#anchor`` to a heading of the page.
 * Prose lines stay under 120 characters (tables and code blocks may be wider).
 """
@@ -391,6 +393,8 @@ ALL_QUOTES = [q for page in PAGES for q in quotes(page)]
 @pytest.mark.parametrize("quote", [q for q in ALL_QUOTES if q.sources], ids=lambda q: f"{q.page}:{q.line}")
 def test_quoted_numbers_equal_their_results_file(quote):
     for source in quote.sources:
+        if not (ROOT / source).exists() and not (ROOT / source).resolve().is_relative_to(ROOT):
+            pytest.skip(f"{quote.page}:{quote.line}: {source} is not beside this checkout (it is in CI)")
         assert (ROOT / source).is_file(), f"{quote.page}:{quote.line}: no results file {source}"
     assert quoted_numbers(without_table_header(quote.text)), f"{quote.page}:{quote.line}: no numbers follow the marker"
     wrong = unmatched(quote)
@@ -404,9 +408,15 @@ def test_none_markers_say_why():
                 (ROOT / quote.page).read_text().splitlines()[quote.line - 1]).group("what")), quote
 
 
-def test_every_readme_table_names_its_source():
-    lines = (ROOT / "README.md").read_text().splitlines()
-    sourced = {q.line for q in quotes(ROOT / "README.md")}
+GENERATED = {"drift_report.md", "config_study.md"}  # written by their commands (which name their sources)
+
+
+def unsourced_tables(page: Path, text: str | None = None) -> list[int]:
+    """Line numbers of the tables of numbers on a page that no ``<!-- source: ... -->`` marker precedes."""
+    text = page.read_text() if text is None else text
+    lines = text.splitlines()
+    sourced = {q.line for q in quotes(page, text)}
+    missing = []
     inside = False
     for i, line in enumerate(lines):
         if re.match(r"^\s*```", line):
@@ -419,13 +429,41 @@ def test_every_readme_table_names_its_source():
             if not row.startswith("|"):
                 break
             rows.append(row)
-        has_numbers = any(quoted_numbers(row) for row in rows)
         k = i - 1
         while k >= 0 and not lines[k].strip():
             k -= 1
-        if has_numbers:
-            assert k + 1 in sourced, f"README.md:{i + 1}: a table of numbers without <!-- source: ... -->"
+        if any(quoted_numbers(row) for row in rows) and k + 1 not in sourced:
+            missing.append(i + 1)
+    return missing
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if p.name not in GENERATED], ids=rel)
+def test_every_table_names_its_source(page):
+    """Every table of numbers on the README and the docs pages says where its numbers come from (a results file,
+    or ``none (why)``: what ran, with the command that produced it)."""
+    missing = unsourced_tables(page)
+    assert not missing, [f"{rel(page)}:{n}: a table of numbers without <!-- source: ... -->" for n in missing]
+
+
+def test_the_readme_quotes_results_files():
     assert len([q for q in quotes(ROOT / "README.md") if q.sources]) >= 5
+
+
+def test_the_table_check_finds_an_unsourced_table(tmp_path):
+    page = tmp_path / "page.md"
+    text = ("<!-- source: none (a label table) -->\n| a | b |\n|---|---|\n| x | 1.5 |\n\n"
+            "| names | only |\n|---|---|\n| x | y |\n\n"
+            "Text.\n\n| a | b |\n|---|---|\n| x | 2.5 |\n\n```\n| a | b |\n|---|---|\n| 3 | 4 |\n```\n")
+    assert unsourced_tables(page, text) == [12]
+
+
+def test_sources_stay_in_the_repository_or_the_shared_notes():
+    """A marker may name a file of the repository or of the project's shared notes (``../shared``, beside the
+    checkout in CI), nothing else outside it."""
+    outside = [f"{q.page}:{q.line} {s}" for q in ALL_QUOTES for s in q.sources
+               if not ((ROOT / s).resolve().is_relative_to(ROOT)
+                       or (ROOT / s).resolve().is_relative_to((ROOT.parent / "shared").resolve()))]
+    assert not outside, outside
 
 
 def test_the_number_check_fails_on_a_changed_number(tmp_path):
@@ -490,14 +528,13 @@ def test_relative_links_resolve():
 def test_docs_pages_are_linked_from_the_readme():
     readme = (ROOT / "README.md").read_text()
     for page in PAGES[1:]:
-        if page.name in {"drift_report.md", "config_study.md"}:  # written by their commands, linked from pages
+        if page.name in GENERATED:  # linked from pages
             continue
         assert f"(docs/{page.name}" in readme, f"README.md does not link docs/{page.name}"
 
 
 def test_prose_lines_stay_short():
-    long = [f"{rel(page)}:{number} ({len(line)})" for page in PAGES if page.name not in {"drift_report.md",
-                                                                                          "config_study.md"}
+    long = [f"{rel(page)}:{number} ({len(line)})" for page in PAGES if page.name not in GENERATED
             for number, line in prose_lines(page.read_text())
             if len(line) > MAX_PROSE and not line.startswith("|") and not MARKER.search(line)
             and max(map(len, line.split())) < MAX_PROSE * 2 // 3]  # a long link cannot be wrapped

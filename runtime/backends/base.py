@@ -66,6 +66,17 @@ def check_threads(threads) -> None:
         raise OptionError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
 
 
+def check_tristate(name: str, value) -> bool | None:
+    """``value`` as True, False or None (automatic: the backend decides), else one
+    :class:`~banet.errors.OptionError` line naming ``name``; the one rule for ``cuda_graph`` and ``io_binding``
+    (the Deblurrer, the PyTorch and the ONNX Runtime backends all check with it)."""
+    if value is None:
+        return None
+    if not isinstance(value, bool | np.bool_):
+        raise OptionError(f"{name} must be True, False or None (automatic), got {value!r}")
+    return bool(value)
+
+
 class ShapeCache:
     """A bounded least-recently-used map from an input shape to what was compiled for it.
 

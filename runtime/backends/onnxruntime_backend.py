@@ -18,7 +18,14 @@ import numpy as np
 from banet.errors import OptionError
 from banet.metadata import read_onnx_metadata
 from banet.onnxruntime_options import session_options
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, ShapeLimits, check_threads
+from runtime.backends.base import (
+    Backend,
+    BackendUnavailableError,
+    ShapeCache,
+    ShapeLimits,
+    check_threads,
+    check_tristate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +106,7 @@ def binding_plan(providers: list[str], fixed_shapes: bool, io_binding: bool | No
     and the input shapes are fixed, which a graph needs. An explicit request that cannot be met is one
     :class:`OptionError` line.
     """
-    for name, value in (("io_binding", io_binding), ("cuda_graph", cuda_graph)):
-        if value is not None and not isinstance(value, bool):
-            raise OptionError(f"{name} must be True, False or None (automatic), got {value!r}")
+    io_binding, cuda_graph = check_tristate("io_binding", io_binding), check_tristate("cuda_graph", cuda_graph)
     first = provider_name(providers[0]) if providers else None
     on_cuda = first in CUDA_PROVIDERS
     if cuda_graph and first != "CUDAExecutionProvider":
@@ -117,9 +122,34 @@ def binding_plan(providers: list[str], fixed_shapes: bool, io_binding: bool | No
     return ("cuda" if on_cuda else "cpu") if bind else None, graphs
 
 
+def provider_device_id(session) -> int:
+    """The GPU a session's first provider runs on: its ``device_id`` option (0 when not given), so IO binding
+    puts the buffers on the GPU the model is on (``providers=[("CUDAExecutionProvider", {"device_id": 1})]``)."""
+    provider = session.get_providers()[0]
+    return int(session.get_provider_options().get(provider, {}).get("device_id", 0))
+
+
+#: ONNX Runtime's CUDA provider runs a session normally once or twice (its ``min_num_runs_before_cuda_graph_
+#: capture_``: 1 in older releases, 2 in newer) and captures the graph on the next run: a capture failure shows in
+#: a session's first three runs.
+CAPTURE_RUNS = 3
+#: Failures that are not the capture's, whenever they happen: memory (ONNX Runtime's arena, CUDA) and inputs
+#: (ONNX Runtime's ``InvalidArgument``); they are raised as they are and graphs stay on.
+_NOT_CAPTURE = ("out of memory", "failed to allocate", "invalid_argument", "invalidargument")
+
+
+def is_capture_failure(exc: BaseException, runs_before: int) -> bool:
+    """Whether ``exc``, raised by a session's run after ``runs_before`` earlier runs, may be its CUDA graph failing
+    to capture (then the backend goes on without graphs and runs the batch again). Only a session's first
+    :data:`CAPTURE_RUNS` runs capture; running out of memory or a bad input is never a capture failure."""
+    text = f"{type(exc).__name__} {exc}".lower()
+    return runs_before < CAPTURE_RUNS and not any(word in text for word in _NOT_CAPTURE)
+
+
 class BoundForward:
-    """``batch -> output`` through IO binding: the input and output live in ``device`` buffers that are reused
-    while the shape stays the same (the same addresses every run, as a CUDA graph replay needs).
+    """``batch -> output`` through IO binding: the input and output live in ``device`` buffers (on GPU
+    ``device_id``) that are reused while the shape stays the same (the same addresses every run, as a CUDA graph
+    replay needs).
 
     One host-to-device copy (``update_inplace``) and one device-to-host copy per call; on ``'cpu'`` the buffers are
     host arrays of the binding's own (never the caller's), and the result is a copy.
@@ -131,6 +161,8 @@ class BoundForward:
         self.output_name = session.get_outputs()[0].name
         self.shape: tuple[int, ...] | None = None
         self._input = self._output = self._binding = None
+        #: runs started so far (a CUDA graph is captured in the first few, :data:`CAPTURE_RUNS`)
+        self.runs = 0
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         ort = import_onnxruntime()
@@ -146,6 +178,7 @@ class BoundForward:
             self._binding, self.shape = binding, tuple(batch.shape)
         else:
             self._input.update_inplace(batch)
+        self.runs += 1
         self.session.run_with_iobinding(self._binding)
         out = self._output.numpy()
         return out.copy() if self.device == "cpu" else out  # a CPU value's array is the binding's own buffer
@@ -213,7 +246,8 @@ class OnnxRuntimeBackend(Backend):
     def _forward_for(self, session):
         if self.binding_device is None:
             return session_forward(session)
-        return BoundForward(session, self.binding_device)
+        device_id = provider_device_id(session) if self.binding_device == "cuda" else 0
+        return BoundForward(session, self.binding_device, device_id)
 
     @property
     def session_shapes(self) -> list[tuple[int, ...]]:
@@ -224,9 +258,13 @@ class OnnxRuntimeBackend(Backend):
         session, forward = self._dynamic or self._sessions.get(tuple(batch.shape))
         if not self.cuda_graph or self._graph_failed:
             return forward(batch)
+        runs_before = getattr(forward, "runs", 0)
         try:
             return forward(batch)
-        except Exception as exc:  # a capture that fails on the first run: reopen without graphs, once
+        except Exception as exc:
+            if not is_capture_failure(exc, runs_before):  # out of memory, a bad input...: graphs stay on
+                raise
+            # the capture failed in a session's first runs: reopen without graphs, once
             self._graph_failed = True
             log.warning("ONNX Runtime's CUDA graph failed for %s, running with IO binding alone: %s",
                         self.path.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

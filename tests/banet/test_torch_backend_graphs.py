@@ -4,6 +4,7 @@ with a stand-in capture step; real capture and replay where a CUDA GPU is presen
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -28,11 +29,13 @@ class StandIn:
         self.captured: list[tuple[int, ...]] = []
         self.replays = 0
         self.released: list[tuple[int, ...]] = []
+        self.pools: list[object] = []
         self.fail = fail
 
-    def __call__(self, forward, static_in):
+    def __call__(self, forward, static_in, pool):
         shape = tuple(static_in.shape)
         self.captured.append(shape)
+        self.pools.append(pool)
         if self.fail:
             raise RuntimeError("operation not permitted when stream is capturing\nsecond line")
         static_out = forward(static_in).clone()
@@ -112,20 +115,35 @@ def test_out_of_memory_frees_the_other_graphs_and_tries_once_more(tiny_model):
     runner(_batch(1, 16, 32))
     real, calls = stand_in.__call__, []
 
-    def out_of_memory_once(forward, static_in):
+    def out_of_memory_once(forward, static_in, pool):
         calls.append(tuple(static_in.shape))
         if len(calls) == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(forward, static_in)
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(forward, static_in, pool)
 
     runner._capture = out_of_memory_once
     runner(_batch(1, 32, 32))
     assert calls == [(1, 3, 32, 32)] * 2 and [k[:4] for k in runner.keys()] == [(1, 3, 32, 32)]
     assert stand_in.released == [(1, 3, 16, 16), (1, 3, 16, 32)] and not runner.failed
-    runner._capture = lambda f, x: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory"))
+    assert stand_in.pools[-1] is not stand_in.pools[0]  # the freed graphs' pool is not reused
+    runner._capture = lambda f, x, p: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("CUDA out of memory"))
     runner.clear()
     runner(_batch(1, 8, 8))  # nothing else to free: this shape runs eager from now on
     assert [k[:4] for k in runner.failed] == [(1, 3, 8, 8)]
+
+
+def test_a_runners_graphs_share_one_memory_pool_until_all_are_freed(tiny_model):
+    stand_in = StandIn()
+    runner = _runner(tiny_model, stand_in, size=2)
+    for w in (16, 24, 32):  # the third capture evicts the first: the pool stays (the others still use it)
+        runner(_batch(1, 16, w))
+    assert len(stand_in.pools) == 3 and all(p is stand_in.pools[0] for p in stand_in.pools)
+    other = _runner(tiny_model, StandIn())
+    other(_batch(1, 16, 16))
+    assert other._pool is not runner._pool  # pools are per runner (per backend)
+    runner.clear()
+    runner(_batch(1, 16, 16))
+    assert stand_in.pools[-1] is not stand_in.pools[0]  # every graph was freed: a new pool
 
 
 def test_disabled_runner_never_captures(tiny_model):
@@ -175,18 +193,60 @@ def test_graph_options_on_a_cpu(tiny_weights):
         Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph=True)
     with Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph=False) as deblur:
         assert not deblur.backend.cuda_graph
-    with pytest.raises(OptionError, match="cuda_graph must be True or False"):
-        Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph="yes")
+    with Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph=None) as deblur:  # automatic: off
+        assert not deblur.backend.cuda_graph
+    for bad in ("yes", 1):  # the one message, from the Deblurrer's check and the backend's
+        with pytest.raises(OptionError, match=r"cuda_graph must be True, False or None \(automatic\), got"):
+            Deblurrer(tiny_weights, backend="torch", device="cpu", cuda_graph=bad)
+        with pytest.raises(OptionError, match=r"cuda_graph must be True, False or None \(automatic\), got"):
+            TorchBackend(tiny_weights, device="cpu", cuda_graph=bad)
     for bad in (0, True, 2.5):
         with pytest.raises(OptionError, match="graph_cache must be a whole number"):
             TorchBackend(tiny_weights, device="cpu", graph_cache=bad)
 
 
-def test_cudnn_benchmark_is_scoped():
+@pytest.fixture
+def cudnn_benchmark_off():
     before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False  # so that turning it on (and back off) shows
+    yield
+    torch.backends.cudnn.benchmark = before
+
+
+def test_cudnn_benchmark_is_scoped(cudnn_benchmark_off):
     with cudnn_benchmark():
         assert torch.backends.cudnn.benchmark
-    assert torch.backends.cudnn.benchmark == before
+    assert torch.backends.cudnn.benchmark is False
+
+
+def test_cudnn_benchmark_from_two_threads_is_restored_by_the_last_to_leave(cudnn_benchmark_off):
+    """Thread A enters, B enters, A leaves (B still runs: stays on), B leaves (back off); with a plain
+    save-and-restore B would have saved True and left it on."""
+    a_in, b_in, a_out, b_may_leave = (threading.Event() for _ in range(4))
+    seen = {}
+
+    def a():
+        with cudnn_benchmark():
+            a_in.set()
+            b_in.wait(5)
+        a_out.set()
+
+    def b():
+        a_in.wait(5)
+        with cudnn_benchmark():
+            b_in.set()
+            a_out.wait(5)
+            seen["after A left"] = torch.backends.cudnn.benchmark
+            b_may_leave.wait(5)
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    a_out.wait(5)
+    b_may_leave.set()
+    for t in threads:
+        t.join(5)
+    assert seen == {"after A left": True} and torch.backends.cudnn.benchmark is False
 
 
 # -- real CUDA graphs ---------------------------------------------------------------------------------------------
@@ -224,3 +284,42 @@ def test_evicted_graphs_give_their_memory_back(tiny_weights):
         backend.run(_batch(1, size, size))
     backend.release_memory()
     assert backend.runner.keys() == [] and torch.cuda.memory_reserved() <= held
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_graphs_sharing_a_pool_replay_in_any_order(tiny_weights):
+    """Graphs in one pool may reuse each other's working memory: replayed out of capture order with new data
+    each time, every output is still its own input's (each output is read before another graph replays)."""
+    graphs = TorchBackend(tiny_weights, device="cuda")
+    eager = TorchBackend(tiny_weights, device="cuda", cuda_graph=False)
+    shapes = [(1, 64, 64), (1, 96, 64), (2, 64, 96)]
+    for seed, shape in enumerate(shapes + shapes[::-1] + [shapes[1], shapes[0], shapes[2]]):
+        x = _batch(*shape, seed=seed)
+        np.testing.assert_allclose(graphs.run(x), eager.run(x), rtol=0, atol=1e-4)
+    assert len(graphs.runner.keys()) == 3 and not graphs.runner.failed
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_a_shared_pool_reserves_less_than_a_pool_per_graph(tiny_weights):
+    from banet.cuda_graphs import capture_cuda_graph
+
+    def reserved_after_capturing(capture) -> int:
+        backend = TorchBackend(tiny_weights, device="cuda", graph_cache=4)
+        if capture is not None:
+            backend.runner._capture = capture
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        before = torch.cuda.memory_reserved()
+        for size in (256, 224, 192, 160):
+            backend.run(_batch(1, size, size))
+        torch.cuda.synchronize()
+        grown = torch.cuda.memory_reserved() - before
+        backend.close()
+        torch.cuda.empty_cache()
+        return grown
+
+    shared = reserved_after_capturing(None)
+    separate = reserved_after_capturing(lambda forward, x, pool: capture_cuda_graph(forward, x, None))
+    assert shared < separate, (shared, separate)

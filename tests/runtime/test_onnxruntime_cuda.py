@@ -83,6 +83,15 @@ def test_cuda_graph_on_the_cpu_provider_is_refused_in_one_line(tiny_onnx):
         Deblurrer(tiny_onnx, backend="onnxruntime", cuda_graph=True, static=True)
 
 
+def test_deblurrer_checks_io_binding_and_cuda_graph_as_the_backends_do(tiny_onnx, monkeypatch):
+    with Deblurrer(tiny_onnx, backend="onnxruntime", cuda_graph=None, io_binding=None, threads=1) as deblur:
+        assert not deblur.backend.cuda_graph and deblur.backend.binding_device is None  # automatic: off on a CPU
+    monkeypatch.setattr(ort_backend, "read_onnx_metadata", lambda *a: pytest.fail("opened before the check"))
+    for name in ("io_binding", "cuda_graph"):
+        with pytest.raises(OptionError, match=rf"^{name} must be True, False or None \(automatic\), got 'yes'$"):
+            Deblurrer(tiny_onnx, backend="onnxruntime", **{name: "yes"})
+
+
 def test_graph_option_goes_to_the_cuda_provider_only(tiny_onnx):
     backend = OnnxRuntimeBackend(tiny_onnx, threads=1)
     backend.providers = [CUDA, CPU]
@@ -114,6 +123,132 @@ def test_a_session_that_cannot_take_graphs_falls_back_to_binding_alone(tiny_onnx
             np.testing.assert_array_equal(backend.run(x), plain.run(x))
     assert len(attempts) == 1 and len(caplog.records) == 1 and "more" not in caplog.records[0].getMessage()
     assert "CUDA graphs" not in backend.describe() and backend.session_shapes == [(1, 3, 32, 32), (1, 3, 48, 32)]
+
+
+class _FakeSession:
+    """What BoundForward asks of an ONNX Runtime session, on the providers given (no model, no GPU)."""
+
+    def __init__(self, providers, options):
+        self._providers, self._options = providers, options
+        self.bindings = []
+
+    def get_inputs(self):
+        return [type("Arg", (), {"name": "input"})()]
+
+    get_outputs = get_inputs
+
+    def get_providers(self):
+        return self._providers
+
+    def get_provider_options(self):
+        return self._options
+
+    def io_binding(self):
+        binding = type("Binding", (), {"bind_ortvalue_input": lambda *a: None,
+                                       "bind_ortvalue_output": lambda *a: None})()
+        self.bindings.append(binding)
+        return binding
+
+    def run_with_iobinding(self, binding):
+        pass
+
+
+class _FakeOrtValue:
+    made: list[tuple[str, int]] = []
+
+    def __init__(self, array):
+        self.array = array
+
+    @classmethod
+    def ortvalue_from_numpy(cls, array, device, device_id):
+        cls.made.append((device, device_id))
+        return cls(array)
+
+    @classmethod
+    def ortvalue_from_shape_and_type(cls, shape, dtype, device, device_id):
+        cls.made.append((device, device_id))
+        return cls(np.zeros(shape, dtype))
+
+    def numpy(self):
+        return self.array
+
+
+@pytest.mark.parametrize("options, expected", [
+    ({CUDA: {"device_id": "1", "arena_extend_strategy": "kNextPowerOfTwo"}, CPU: {}}, 1),
+    ({CUDA: {}, CPU: {}}, 0),
+    ({}, 0),
+])
+def test_io_binding_puts_buffers_on_the_sessions_gpu(tiny_onnx, monkeypatch, options, expected):
+    backend = OnnxRuntimeBackend(tiny_onnx, threads=1)
+    backend.binding_device = "cuda"
+    fake_ort = type("FakeOrt", (), {"OrtValue": _FakeOrtValue})
+    monkeypatch.setattr(ort_backend, "import_onnxruntime", lambda: fake_ort)
+    monkeypatch.setattr(_FakeOrtValue, "made", [])
+    forward = backend._forward_for(_FakeSession([CUDA, CPU], options))
+    assert forward.device_id == expected
+    forward(_batch((1, 3, 8, 8), 0))
+    assert _FakeOrtValue.made == [("cuda", expected)] * 2  # input and output buffers on that GPU
+
+
+@pytest.mark.parametrize("message, runs_before, expected", [
+    ("CUDA failure 900: operation not permitted when stream is capturing", 0, True),
+    ("CUDA failure 901: operation failed due to a previous error during capture", 2, True),
+    ("CUDA failure 901: operation failed due to a previous error during capture", 3, False),  # after capture
+    ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer", 0, False),
+    ("CUDA error cudaErrorMemoryAllocation: out of memory", 1, False),
+    ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input", 0, False),
+])
+def test_which_run_errors_count_as_capture_failures(message, runs_before, expected):
+    assert ort_backend.is_capture_failure(RuntimeError(message), runs_before) is expected
+
+
+def _graph_backend_on_the_cpu(tiny_onnx, monkeypatch):
+    """A static backend that believes it runs CUDA graphs (the CPU provider with an options dict stands in)."""
+    monkeypatch.setattr(ort_backend, "binding_plan", lambda *a, **k: ("cpu", True))
+    monkeypatch.setattr(OnnxRuntimeBackend, "_providers_for_graphs", lambda self: [(CPU, {})])
+    return OnnxRuntimeBackend(tiny_onnx, threads=1, static=True)
+
+
+def _failing_runs(monkeypatch, failures: dict[int, str]):
+    """Make BoundForward's run number k (1, 2...) of each session raise RuntimeError(failures[k])."""
+    real = BoundForward.__call__
+
+    def call(self, batch):
+        if self.runs + 1 in failures:
+            self.runs += 1
+            raise RuntimeError(failures[self.runs])
+        return real(self, batch)
+
+    monkeypatch.setattr(BoundForward, "__call__", call)
+
+
+@pytest.mark.parametrize("failures", [
+    {1: "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for requested buffer of size 9"},
+    {4: "CUDA failure 700: an illegal memory access was encountered"},  # after the capture runs
+])
+def test_errors_that_are_not_capture_failures_leave_graphs_on(tiny_onnx, monkeypatch, failures):
+    backend = _graph_backend_on_the_cpu(tiny_onnx, monkeypatch)
+    _failing_runs(monkeypatch, failures)
+    x = _batch((1, 3, 32, 32), 0)
+    message = next(iter(failures.values()))
+    for _ in range(next(iter(failures)) - 1):
+        backend.run(x)
+    with pytest.raises(RuntimeError, match=message.split(":")[0]):
+        backend.run(x)
+    assert backend.cuda_graph and not backend._graph_failed and "CUDA graphs" in backend.describe()
+    assert backend.session_shapes == [(1, 3, 32, 32)]  # the session is kept
+
+
+def test_a_capture_failure_in_the_first_runs_turns_graphs_off_and_reruns(tiny_onnx, monkeypatch, caplog):
+    plain = OnnxRuntimeBackend(tiny_onnx, threads=1, static=True)
+    backend = _graph_backend_on_the_cpu(tiny_onnx, monkeypatch)
+    _failing_runs(monkeypatch, {2: "CUDA failure 900: operation not permitted when stream is capturing"})
+    x = _batch((1, 3, 32, 32), 0)
+    with caplog.at_level(logging.WARNING, logger=ort_backend.__name__):
+        first, second = backend.run(x), backend.run(x)  # the second fails, reopens without graphs, runs again
+    np.testing.assert_array_equal(second, plain.run(x))
+    np.testing.assert_array_equal(first, second)
+    assert backend._graph_failed and "CUDA graphs" not in backend.describe() and len(caplog.records) == 1
 
 
 def _cuda_provider_or_skip():
