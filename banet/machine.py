@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import platform
 import re
 from pathlib import Path
@@ -21,3 +22,13 @@ def cpu_name() -> str:
 def slug(text: str) -> str:
     """A file-name-safe form of ``text`` (results files are named after the machine)."""
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
+
+
+def results_stem(kind: str | None, machine: str | None = None, date: str | None = None) -> str:
+    """``<kind>_<machine>_<date>``: the one name of a results file (without its suffix) in benchmarks/results.
+
+    ``machine`` defaults to this CPU's name (a GPU benchmark passes the GPU's), ``date`` to today (ISO); ``kind``
+    None gives ``<machine>_<date>``, the name benchmarks.run's main tables have always had.
+    """
+    date = date or datetime.date.today().isoformat()
+    return "_".join(([kind] if kind else []) + [slug(machine or cpu_name()), date])

@@ -98,10 +98,10 @@ def table(rows: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m benchmarks.end_to_end 3000x4000``: the rows alone, into benchmarks/results/e2e_<cpu>_<date>."""
     import argparse
-    import datetime
     import json
 
-    from banet.machine import cpu_name, slug
+    from banet.machine import cpu_name, results_stem
+    from banet.outputs import write_atomic
     from banet.shapes import parse_hw
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__,
@@ -113,10 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rows = end_to_end(*args.size, threads=args.threads)
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"e2e_{slug(cpu_name())}_{datetime.date.today().isoformat()}"
-    stem.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n")
+    stem = args.output / results_stem("e2e")
+    write_atomic(Path(f"{stem}.json"), (json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n").encode())
     lines = [f"# A whole photo through python -m runtime ({cpu_name()}, {os.cpu_count()} cores)", "", *table(rows)]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_atomic(Path(f"{stem}.md"), ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     return 0
 

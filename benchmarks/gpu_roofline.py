@@ -13,8 +13,10 @@ ways at batch 1 after warm-up, with CUDA events and a synchronisation per call:
 - ``replay``: the captured CUDA graph alone (graph variants only): the device time the floor compares with.
 
 The floor is :mod:`benchmarks.cost`'s estimate at the GPU's peak throughput (an estimate, not a measurement).
-Drift: each variant's output vs eager FP32 at the largest size, in dB (PSNR, peak 1 on the network output).
-Results are rewritten after every variant, so a time limit that stops the run leaves the rows measured so far.
+Drift: each variant's output vs eager FP32 at the largest size, in dB (the project's PSNR,
+``export.parity.psnr_db``: restored images in [0, 1], identical outputs at its cap of 200 dB).
+Results go to ``OUTPUT/roofline_<GPU>_<date>.{json,md}`` (``banet.machine.results_stem``), each file rewritten
+whole (never torn) after every variant, so a time limit that stops the run leaves the rows measured so far.
 On a CPU (``--cpu-ok``, for smoke tests only) FP16 variants are skipped and the graph variants replay a stand-in
 capture that runs eagerly, so every code path runs without a GPU.
 """
@@ -49,7 +51,7 @@ TARGETS_MS = {"256x256": 1.0, "1080x1920": 4.0}
 DRIFT_TARGET_DB = 50.0
 
 
-def _stand_in_capture(forward, static_in):
+def _stand_in_capture(forward, static_in, pool):
     """A CPU stand-in for :func:`banet.cuda_graphs.capture_cuda_graph` (smoke runs only): replay reruns eagerly."""
     import torch
 
@@ -102,11 +104,6 @@ def floors(config, sizes: list[tuple[int, int]]) -> dict:
     return result
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
 def measure(weights: Path, sizes: list[tuple[int, int]], repeats: int, warmup: int, cpu_ok: bool,
             variants: list[str] | None, write) -> dict:
     """Time every variant at every size; ``write(result)`` is called after each variant."""
@@ -114,7 +111,7 @@ def measure(weights: Path, sizes: list[tuple[int, int]], repeats: int, warmup: i
 
     from banet.checkpoint import load_checkpoint
     from benchmarks.timing import time_call
-    from export.parity import photo_batch
+    from export.parity import photo_batch, psnr_db
     from runtime import Deblurrer
 
     cuda = torch.cuda.is_available()
@@ -173,8 +170,11 @@ def measure(weights: Path, sizes: list[tuple[int, int]], repeats: int, warmup: i
                 if size == largest and name == VARIANTS[0][0]:
                     reference = out
                 if size == largest and reference is not None:
+                    # a NaN or inf (FP16 overflow) is reported as such, never as a PSNR
+                    finite = bool(np.isfinite(out).all())
                     result["drift"].append({"variant": name, "size": hw_text(*size), "psnr_db_vs_eager_fp32":
-                                            _psnr(out, reference)})
+                                            psnr_db(reference, out) if finite else None,
+                                            "non_finite_values": int(out.size - np.isfinite(out).sum())})
             if cuda:
                 result["rows"][-1]["peak_device_mb"] = torch.cuda.max_memory_allocated() / 1e6
         except Exception as exc:  # a failing variant is recorded; the next one runs
@@ -213,7 +213,9 @@ def markdown(result: dict) -> str:
               + ", ".join(f"{size} <= {ms:g} ms" for size, ms in result["targets_ms"].items())
               + f"; output >= {DRIFT_TARGET_DB:g} dB vs FP32.", "", "| variant | size | PSNR vs eager FP32 (dB) |",
               "|---|---|---|"]
-    lines += [f"| {d['variant']} | {d['size']} | {d['psnr_db_vs_eager_fp32']:.1f} |" for d in result["drift"]]
+    lines += [f"| {d['variant']} | {d['size']} | " + (f"{d['psnr_db_vs_eager_fp32']:.1f} |"
+              if d["psnr_db_vs_eager_fp32"] is not None else f"{d['non_finite_values']} non-finite values |")
+              for d in result["drift"]]
     if result["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{s['variant']}: {s['reason']}" for s in result["skipped"])]
     return "\n".join(lines) + "\n"
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variants", nargs="+", default=None, choices=[v[0] for v in VARIANTS], metavar="NAME",
                         help="only these variants (default all: " + ", ".join(v[0] for v in VARIANTS) + ")")
     parser.add_argument("--output", type=Path, default=Path("out") / "gpu_checks" / "roofline",
-                        help="folder for roofline.json and roofline.md (created)")
+                        help="folder for roofline_<GPU>_<date>.json and .md (created)")
     parser.add_argument("--cpu-ok", action="store_true",
                         help="run without a GPU (a smoke test of the code paths; the numbers mean nothing)")
     return parser
@@ -248,17 +250,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--repeats must be >= 3 and --warmup >= 0, got {args.repeats} and {args.warmup}")
         return 2
     from banet.defaults import default_weights_path
+    from banet.machine import cpu_name, results_stem
+    from banet.outputs import write_atomic
 
     weights = args.weights or default_weights_path()
     args.output.mkdir(parents=True, exist_ok=True)
+    machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
+    stem = args.output / results_stem("roofline", machine)
 
-    def write(result: dict) -> None:
-        (args.output / "roofline.json").write_text(json.dumps(result, indent=2))
-        (args.output / "roofline.md").write_text(markdown(result))
+    def write(result: dict) -> None:  # each file whole or not at all: a run stopped by a time limit leaves both
+        write_atomic(Path(f"{stem}.json"), json.dumps(result, indent=2).encode())
+        write_atomic(Path(f"{stem}.md"), markdown(result).encode())
 
     result = measure(weights, args.sizes, args.repeats, args.warmup, args.cpu_ok, args.variants, write)
     print(markdown(result))
-    print(f"wrote {args.output / 'roofline.json'} and roofline.md")
+    print(f"wrote {stem}.json and .md")
     return 0
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 
 from banet.artifacts import engine_path, engines_dir, is_failed
 from banet.config import FULL, BANetConfig
-from banet.machine import cpu_name, slug
+from banet.machine import cpu_name, results_stem, slug
+from banet.outputs import write_atomic
 from banet.shapes import hw_text, parse_hw
 from benchmarks import cost
 from benchmarks.report import DRIFT_REPORT
@@ -303,9 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     attach_quality(result, args.drift_report)
     result["engines"] = engine_builds(args.engines or engines_dir())
     args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / f"{slug(machine)}_{result['date']}"
-    Path(f"{stem}.json").write_text(json.dumps(result, indent=2))
-    Path(f"{stem}.md").write_text(markdown(result))
+    stem = args.output / results_stem(None, machine, result["date"])
+    write_atomic(Path(f"{stem}.json"), json.dumps(result, indent=2).encode())
+    write_atomic(Path(f"{stem}.md"), markdown(result).encode())
     if not args.no_plots:
         plots(result, stem)
     print(markdown(result))

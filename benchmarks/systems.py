@@ -62,6 +62,7 @@ def torch_system(weights: Path, variant: str) -> System:
     model = backend.model
     precision = "fp16" if variant in ("fp16", "cudagraphs") else "fp32"
     dtype = torch.float16 if precision == "fp16" else torch.float32
+    graphs: dict[tuple, tuple] = {}  # cudagraphs: shape -> (static input, replay, static output, release)
 
     if variant == "compile":
         # Inductor's default mode on both: "max-autotune-no-cudagraphs" autotuned for over 190 s on an H200
@@ -72,26 +73,24 @@ def torch_system(weights: Path, variant: str) -> System:
             with torch.inference_mode():
                 return compiled(torch.from_numpy(batch).to(device, dtype))
     elif variant == "cudagraphs":
-        graphs: dict[tuple, tuple] = {}
+        # The project's capture (banet.cuda_graphs: warm-up on a side stream, thread-local capture), one graph per
+        # shape, without the runtime's pinned host copies: the output stays on the device. Each graph has a pool of
+        # its own (pool None): a caller may keep one shape's output while another shape replays.
+        from banet.cuda_graphs import capture_cuda_graph
+
+        def half_forward(x):
+            return model(x.half())
 
         def run(batch: np.ndarray):
             key = batch.shape
-            if key not in graphs:
-                static_in = torch.from_numpy(batch).to(device, dtype)
-                stream = torch.cuda.Stream()
-                stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(stream), torch.inference_mode():
-                    for _ in range(2):
-                        model(static_in)
-                torch.cuda.current_stream().wait_stream(stream)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph), torch.inference_mode():
-                    static_out = model(static_in)
-                graphs[key] = (graph, static_in, static_out)
-            graph, static_in, static_out = graphs[key]
-            static_in.copy_(torch.from_numpy(batch))
-            graph.replay()
-            return static_out
+            with torch.inference_mode():
+                if key not in graphs:
+                    static_in = torch.from_numpy(batch).to(device)
+                    graphs[key] = (static_in, *capture_cuda_graph(half_forward, static_in, None))
+                static_in, replay, static_out, _ = graphs[key]
+                static_in.copy_(torch.from_numpy(batch))
+                replay()
+                return static_out
     else:
         def run(batch: np.ndarray):
             x = torch.from_numpy(batch).to(device, dtype)
@@ -103,7 +102,13 @@ def torch_system(weights: Path, variant: str) -> System:
     def peak() -> int | None:
         return int(torch.cuda.max_memory_allocated()) if cuda else None
 
-    return System(f"torch {variant}", precision, run, backend.close, device, cuda, peak)
+    def close() -> None:
+        for *_, release in graphs.values():
+            release()
+        graphs.clear()
+        backend.close()
+
+    return System(f"torch {variant}", precision, run, close, device, cuda, peak)
 
 
 def deblurrer_torch_system(weights: Path, half: bool = False, channels_last: bool = False) -> System:
