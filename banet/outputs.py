@@ -85,14 +85,22 @@ def write_atomic(path: Path, data: bytes) -> Path:
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        commit_partial(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    sync_folder(path.parent)
     return path
+
+
+def commit_partial(partial: Path, path: Path) -> Path:
+    """Make the complete file ``partial`` durable (fsync) and rename it over ``path``, then sync the folder: after
+    a crash ``path`` is the old file or the whole new one, never an empty or half-written one. Shared by
+    :func:`write_atomic` and writers that fill a file themselves (OpenCV's video writer)."""
+    with open(partial, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    sync_folder(Path(path).parent)
+    return Path(path)
 
 
 def sync_folder(folder: Path) -> None:

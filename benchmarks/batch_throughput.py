@@ -41,11 +41,13 @@ _STEADY = re.compile(r"([\d.]+) images/s while the workers ran \(([\d.]+) s\)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """argparse type: ``HxW`` in pixels, both at least 16."""
-    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
-    if not match or min(int(match[1]), int(match[2])) < 16:
-        raise argparse.ArgumentTypeError(f"expected HxW in pixels (each at least 16), got {text!r}")
-    return int(match[1]), int(match[2])
+    """argparse type: ``HxW`` in pixels (:func:`banet.shapes.parse_hw`), both at least 16."""
+    from banet.shapes import parse_hw
+
+    height, width = parse_hw(text)  # its ShapeError is an argparse.ArgumentTypeError
+    if min(height, width) < 16:
+        raise argparse.ArgumentTypeError(f"each side must be at least 16 pixels, got {text!r}")
+    return height, width
 
 
 def make_photos(folder: Path, count: int, height: int, width: int, seed: int = 0) -> list[Path]:

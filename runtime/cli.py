@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.errors import first_line
-from banet.outputs import partial_path
+from banet.outputs import commit_partial, partial_path
 from runtime.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, require_opencv, write_image
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
@@ -138,8 +137,8 @@ def video_frames(path: Path) -> Iterator[np.ndarray]:
 
 
 def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int:
-    """Deblur every frame of ``source`` into the MPEG-4 file ``target``, written under a temporary name and
-    renamed into place only when complete."""
+    """Deblur every frame of ``source`` into the MPEG-4 file ``target``, written under a temporary name, synced
+    and renamed into place only when complete (:func:`banet.outputs.commit_partial`)."""
     cv2 = require_opencv(f"{source}: deblurring a video")
     from tqdm import tqdm
 
@@ -166,7 +165,7 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int
             raise OSError(f"{source}: no frame could be read")
         writer.release()
         writer = None
-        os.replace(partial, target)
+        commit_partial(partial, target)  # synced first: after a crash never an empty video under its name
     finally:
         if writer is not None:
             writer.release()

@@ -11,22 +11,29 @@ holds one ``Deblurrer`` (CPU threads, or one GPU each) and reads, deblurs and wr
 whole under a temporary name and renamed into place, so a job killed half-way leaves only complete outputs.
 
 Resumable: an output that exists is skipped (it was written whole), so running the same command again after a
-kill or a crash finishes the job without redoing or losing anything; --force redoes it. Two inputs that would land
-on one output, and an output that is the same file as an input, are refused (those files only, even with
---force). A file that fails is reported and never stops the job. Every file's outcome (ok, failed, skipped,
-refused, with the one-line reason) goes to a results table, DST/banet-batch-results.csv unless --results says
-otherwise, and a summary (files, failures, images/s, each worker's rate) ends the run. Exit status: 0 all done,
-1 any file failed or was refused, 2 Ray is not installed, 130 interrupted.
+kill or a crash finishes the job without redoing or losing anything; --force redoes it. DST/banet-batch-job.json
+records the options that change the outputs (model file and its sha256, backend, precision, tiles, side by side,
+GPU or CPU): a rerun with other ones is refused, since it would mix outputs of both, unless --force (which redoes
+every file). One job at a time per DST (a lock, DST/.banet-batch.lock). Two inputs that would land on one output,
+and an output that is the same file as an input, are refused (those files only, even with --force). A file that
+fails is reported and never stops the job. Every file's outcome (ok, failed, skipped, refused, or not run when
+the job stopped early, with the one-line reason) goes to a results table, DST/banet-batch-results.csv unless
+--results says otherwise, written even when the job stops early, and a summary (files, failures, images/s, each
+worker's rate) ends the run.
 
 On a cluster (``--address auto`` on one of its nodes, after ``ray start``), SRC, DST and --model must be on a file
-system every node mounts at the same path; each node needs this package installed with the batch extra.
+system every node mounts at the same path; each node needs this package installed with the batch extra. Each
+worker reserves its CPU threads, its GPUs and the memory its model needs; a request no node (or the whole
+cluster) can place is refused at once instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
+import json
 import logging
 import math
 import os
@@ -38,6 +45,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from banet.errors import first_line
+from banet.hashing import file_sha256
 from banet.outputs import partial_path, write_atomic, write_error
 from runtime.cli import (
     add_deblur_options,
@@ -48,11 +56,34 @@ from runtime.cli import (
     output_name,
     output_refusals,
 )
+from serving.request_rules import number
 
 log = logging.getLogger("serving.batch")
 
 RAY_MISSING = "serving.batch needs Ray: pip install 'banet-deploy[batch]'"
 RESULTS_NAME = "banet-batch-results.csv"
+#: In DST: the options its outputs were made with (a rerun with other ones is refused), and the job's lock.
+JOB_NAME = "banet-batch-job.json"
+LOCK_NAME = ".banet-batch.lock"
+#: The options recorded in the job record, by the command-line flag that sets each (they change output bytes).
+RECORDED_FLAGS = {"model": "--model", "backend": "--backend", "precision": "--precision", "tile": "--tile",
+                  "tile_overlap": "--tile-overlap", "side_by_side": "--side-by-side", "device": "--gpus-per-worker"}
+#: Host memory a worker's process takes besides its model and the Deblurrer's working budget (Python, the
+#: inference library, a decoded photo and its output).
+WORKER_OVERHEAD_MB = 512
+#: How long Ray Data waits for the workers to start (a request Ray cannot place fails after this, never hangs).
+ACTOR_START_TIMEOUT_S = 600
+#: Testing hook: a worker that has written this many files stops (sleeps) before returning the last, so a test
+#: can kill a job at a known point.
+PAUSE_ENV = "BANET_BATCH_PAUSE_AFTER"
+EXIT_STATUS = """exit status:
+  0    every file deblurred (or already done by an earlier run)
+  1    the job ran but not every file is done: a file failed or was refused, or the job stopped early (a worker
+       could not load the model, a worker or node was lost); the results table says which, and the same command
+       resumes
+  2    the job did not run: bad options, the batch extra (Ray) missing, inputs, model or --results refused,
+       DST locked by another job or made with other options, Ray could not start or cannot place the workers
+  130  interrupted (Ctrl-C): finished files are kept and the results table written"""
 #: Columns of the results table, one row per input file, in input order.
 COLUMNS = ("file", "output", "status", "error", "seconds", "frames", "worker")
 #: What a worker returns per file: the table's columns plus when the work started and ended (epoch seconds) and
@@ -64,10 +95,13 @@ class DeblurWorker:
     """One Ray Data actor: one :class:`~runtime.Deblurrer`, and each file read, deblurred and written whole by
     :func:`runtime.cli.deblur_file`, exactly as the command line does; a failure becomes the file's result row."""
 
-    def __init__(self, options: dict, with_side: bool, max_pixels: int, cwd: str | None) -> None:
+    def __init__(self, options: dict, with_side: bool, max_pixels: int, cwd: str | None,
+                 pause_after: int | None = None) -> None:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.with_side = with_side
         self.max_pixels = max_pixels
+        self.pause_after = pause_after
+        self.written = 0
         self.deblurrer = None
         self.setup_error = None
         try:
@@ -101,20 +135,29 @@ class DeblurWorker:
             except Exception as exc:  # one file's failure, whatever it is, never stops the others
                 log.debug("%s failed", source, exc_info=True)
                 row.update(status="failed", error=file_error(Path(source), exc))
+            self.written += 1
+            if self.pause_after is not None and self.written >= self.pause_after:
+                self._pause()
         finished = time.time()
         return dict(row, seconds=round(finished - started, 4), started=started, finished=finished)
 
+    @staticmethod
+    def _pause(limit_s: float = 300.0) -> None:
+        """The testing hook (:data:`PAUSE_ENV`): wait to be killed; exit without writing more if nobody does."""
+        time.sleep(limit_s)
+        os._exit(3)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m serving.batch", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m serving.batch", description=__doc__, epilog=EXIT_STATUS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", type=Path, nargs="+", metavar="SRC",
                         help="image files, video files or folders of them (as for python -m runtime)")
     parser.add_argument("output", type=Path, metavar="DST", help="output folder")
-    parser.add_argument("--workers", type=_positive, default=None,
+    parser.add_argument("--workers", type=number(int, 1), default=None,
                         help="Ray workers, each with its own model (default: as many as the cluster's CPUs allow at "
                              "--threads each, or its GPUs at --gpus-per-worker each)")
-    parser.add_argument("--gpus-per-worker", type=_positive, default=0, metavar="N",
+    parser.add_argument("--gpus-per-worker", type=number(int, 1), default=0, metavar="N",
                         help="GPUs each worker reserves (device cuda); default 0: CPU workers")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to run on: 'auto' for the one this node belongs to (ray start), or its "
@@ -126,20 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the batch job; the exit status: 0 all deblurred (or already done), 1 any file failed or was refused,
-    2 Ray is missing, 130 interrupted (Ctrl-C)."""
+    """Run the batch job; the exit status is :data:`EXIT_STATUS`'s (0 all done, 1 not every file done, 2 the job
+    did not run, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
@@ -156,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): finished files are kept; run the same command again to resume", file=sys.stderr)
+        print("interrupted (Ctrl-C): finished files are kept and the results table written; run the same command "
+              "again to resume", file=sys.stderr)
         return 130
 
 
@@ -193,10 +226,11 @@ def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
     return removed
 
 
-def check_results_path(path: Path, given: list[Path], inputs: list[Path], targets: list[Path], force: bool) -> Path:
+def check_results_path(path: Path, given: list[Path], inputs: list[Path], targets: list[Path], force: bool,
+                       own: set[Path] = frozenset()) -> Path:
     """Refuse a results table that would land among what the user gave (an input file, or in a folder given as
-    SRC; DST may be a subfolder of SRC), replace an output, or replace a file that is not a table of ours (without
-    ``force``)."""
+    SRC; DST may be a subfolder of SRC), replace an output, or (without ``force``) replace a file that is not this
+    job's own table: ``own`` (resolved paths: DST's default table, the one DST's job record names)."""
     key = path.resolve()
     if key in {p.resolve() for p in inputs} or key.parent in {p.resolve() for p in given if p.is_dir()}:
         raise FileExistsError(f"{path}: the results table would be written among the inputs; choose another "
@@ -208,6 +242,9 @@ def check_results_path(path: Path, given: list[Path], inputs: list[Path], target
     if path.exists() and not force and not _is_results_table(path):
         raise FileExistsError(f"{path} exists and is not a results table of serving.batch; pass --force to replace "
                               "it or choose another --results file")
+    if path.exists() and not force and key not in own:
+        raise FileExistsError(f"{path} is the results table of another serving.batch job (not this DST's); pass "
+                              "--force to replace it or choose another --results file")
     return path
 
 
@@ -217,6 +254,75 @@ def _is_results_table(path: Path) -> bool:
             return next(csv.reader(handle), None) == list(COLUMNS)
     except (OSError, UnicodeDecodeError, csv.Error):
         return False
+
+
+def job_options(args: argparse.Namespace) -> dict:
+    """The options that change the bytes of the outputs, as :data:`JOB_NAME` records them: the model file (its
+    absolute path and sha256; ``default`` for the embedded one), backend, precision, tiles, side by side and
+    whether workers run on GPUs."""
+    model = None if args.model is None else {"path": str(Path(args.model).resolve()), "sha256": file_sha256(args.model)}
+    return {"model": model or "default", "backend": args.backend, "precision": args.precision, "tile": args.tile,
+            "tile_overlap": args.tile_overlap, "side_by_side": args.side_by_side,
+            "device": "cuda" if args.gpus_per_worker else "cpu"}
+
+
+def read_job(output: Path) -> dict | None:
+    """DST's job record (:data:`JOB_NAME`), None when there is none; a file of that name that is not one (or
+    cannot be read) is an empty record, so every option differs from it."""
+    path = output / JOB_NAME
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) and record.get("tool") == "serving.batch" else {}
+
+
+def check_job(output: Path, options: dict, force: bool) -> None:
+    """Refuse (without ``force``) a job whose output-changing options differ from those DST's outputs were made
+    with: resuming would skip those outputs and mix files made two ways."""
+    record = read_job(output)
+    if record is None or force:
+        return
+    recorded = record.get("options", {})
+    differing = [flag for key, flag in RECORDED_FLAGS.items() if recorded.get(key, "?") != options[key]]
+    if differing:
+        raise FileExistsError(f"{output} holds outputs made with other options ({', '.join(differing)} differ from "
+                              f"{output / JOB_NAME}); pass --force to redo every file with these, or choose another "
+                              "DST")
+    if record.get("redoing"):
+        raise FileExistsError(f"{output}: a --force run that changed the options stopped before redoing every file "
+                              "(outputs made with the earlier options may remain); pass --force to finish it")
+
+
+def write_job(output: Path, options: dict, results: Path, redoing: bool = False) -> None:
+    """Record the options DST's outputs are made with, and this job's results table; ``redoing``: a --force run
+    that changed them has not yet redone every file (until then a run without --force is refused)."""
+    record = {"tool": "serving.batch", "options": options, "results": str(results.resolve()), "redoing": redoing}
+    write_atomic(output / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode())
+
+
+class JobLocked(BlockingIOError):
+    """Another serving.batch job holds DST's lock."""
+
+
+@contextlib.contextmanager
+def locked(output: Path):
+    """Hold DST's lock (:data:`LOCK_NAME`, ``flock``) for the whole job: a second job on the same DST is refused,
+    where it would remove the first one's partial files and race for the same outputs."""
+    import fcntl
+
+    with open(output / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobLocked(f"another serving.batch job is running on {output} (it holds "
+                                  f"{output / LOCK_NAME}); wait for it to finish or choose another DST") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_deblurrer_options(args: argparse.Namespace) -> None:
@@ -249,17 +355,47 @@ def write_results(path: Path, rows: list[dict]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
+    address = args.address or os.environ.get("RAY_ADDRESS")  # Ray itself also connects to $RAY_ADDRESS
     try:
         inputs = collect_inputs(args.inputs)
         targets = [args.output / output_name(p) for p in inputs]
-        results = check_results_path(args.results or args.output / RESULTS_NAME, args.inputs, inputs, targets,
-                                     args.force)
         check_deblurrer_options(args)
+        options = job_options(args)
+        check_job(args.output, options, args.force)
+        record = read_job(args.output) or {}
+        own = {(args.output / RESULTS_NAME).resolve()} | ({Path(record["results"])} if record.get("results") else set())
+        results = check_results_path(args.results or args.output / RESULTS_NAME, args.inputs, inputs, targets,
+                                     args.force, own)
+        _check_reachable(address)
         args.output.mkdir(parents=True, exist_ok=True)
     except Exception as exc:  # a missing folder or model, a results file that would replace something: one line
         log.debug("planning failed", exc_info=True)
         print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 1
+        return 2
+    try:
+        with locked(args.output):
+            try:
+                check_job(args.output, options, args.force)  # again, under the lock: a job that just finished
+            except FileExistsError as exc:
+                print(f"error: {first_line(exc)}", file=sys.stderr)
+                return 2
+            return _run_locked(args, inputs, targets, options, results, address, began)
+    except JobLocked as exc:  # another job on this DST: one line
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # DST cannot be written (its lock, its job record): one line
+        log.debug("DST cannot be written", exc_info=True)
+        print(f"error: {write_error(exc, Path(exc.filename or args.output))}", file=sys.stderr)
+        return 2
+
+
+def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path], options: dict, results: Path,
+                address: str | None, began: float) -> int:
+    """The job, holding DST's lock: record its options, plan, deblur on Ray; the results table is written however
+    it ends (a file not reached is ``not run``)."""
+    previous = read_job(args.output)
+    redoing = previous is not None and (previous.get("options") != options or bool(previous.get("redoing")))
+    write_job(args.output, options, results, redoing)
     rows, todo = plan(inputs, targets, args.force)
     stale = remove_stale_partials([t for t, row in zip(targets, rows) if row is None or row["status"] == "skipped"],
                                   inputs)
@@ -272,48 +408,66 @@ def _run(args: argparse.Namespace) -> int:
         if row is not None and row["status"] == "refused":
             print(f"error: {row['error']}", file=sys.stderr)
     timing = {"start_up": 0.0}
-    if todo:
-        code = _deblur_on_ray(args, [(inputs[i], targets[i]) for i in todo], rows, todo, timing)
-        if code:
-            return code
+    code = 0
     try:
-        write_results(results, rows)
-    except OSError as exc:  # a full disk, a folder made read-only during the run: the outputs are still there
-        print(f"error: {write_error(exc, results)}", file=sys.stderr)
-        return 1
+        if todo:
+            code = _deblur_on_ray(args, address, [(inputs[i], targets[i]) for i in todo], rows, todo, timing)
+    finally:  # however the job ends (a worker without a model, Ray failing, Ctrl-C): the table of what was done
+        for index, row in enumerate(rows):
+            if row is None:
+                rows[index] = _row(inputs[index], targets[index], "not run",
+                                   "the job stopped before this file; run the same command again to resume")
+        try:
+            write_results(results, rows)
+            if redoing and all(row["status"] in ("ok", "refused") for row in rows):
+                write_job(args.output, options, results)  # every file redone with these options
+        except OSError as exc:  # a full disk, a folder made read-only during the run: the outputs are still there
+            print(f"error: {write_error(exc, results)}", file=sys.stderr)
+            code = code or 1
     print(summary(rows, time.perf_counter() - began, timing, args.output, results))
-    return 1 if any(row["status"] in ("failed", "refused") for row in rows) else 0
+    if code:
+        return code
+    return 1 if any(row["status"] in ("failed", "refused", "not run") for row in rows) else 0
 
 
-def _deblur_on_ray(args: argparse.Namespace, jobs: list[tuple[Path, Path]], rows: list, todo: list[int],
-                   timing: dict) -> int:
-    """Run ``jobs`` on Ray Data and fill their ``rows``; non-zero when the job cannot run (one line printed)."""
+def _deblur_on_ray(args: argparse.Namespace, address: str | None, jobs: list[tuple[Path, Path]], rows: list,
+                   todo: list[int], timing: dict) -> int:
+    """Run ``jobs`` on Ray Data and fill their ``rows``; 0 when the job ran, 1 when it stopped part-way, 2 when it
+    could not start (one line printed)."""
     import ray
     import ray.data
     from tqdm import tqdm
 
     started = time.perf_counter()
-    address = args.address or os.environ.get("RAY_ADDRESS")  # Ray itself also connects to $RAY_ADDRESS
+    memory = worker_memory(args)
     init = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                 logging_level=logging.ERROR)
     if not address:  # never fewer CPUs than the workers ask for: an actor that cannot be placed would wait forever
         init["num_cpus"] = max(os.cpu_count() or 1, (args.workers or 1) * (args.threads or 1))
     try:
-        _check_reachable(address)
         # "local": always a fresh embedded Ray; None would join a cluster `ray start` left on this machine (or fail
         # on the address file of one that died).
         ray.init(address=address or "local", **init)
     except Exception as exc:  # no cluster at --address, a Ray that cannot start here
         print(f"error: Ray could not start{f' at {address}' if address else ''}: {first_line(exc)}", file=sys.stderr)
-        return 1
+        return 2
+    results = None
     try:
         logging.getLogger("ray").setLevel(logging.ERROR)
         logging.getLogger("ray.data").setLevel(logging.ERROR)
-        ray.data.DataContext.get_current().enable_progress_bars = False  # ours is one bar of files, below
-        workers, threads = _workers_and_threads(args, ray.cluster_resources(), len(jobs))
-        log.info("%d worker(s), %s thread(s) each%s", workers, threads or "all",
-                 f", {args.gpus_per_worker} GPU(s) each" if args.gpus_per_worker else "")
-        dataset = _pipeline(args, jobs, todo, workers, threads)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours is one bar of files, below
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S  # a backstop: Ray Data's default waits forever
+        capacity = cluster_capacity()
+        try:
+            workers, threads = _workers_and_threads(args, capacity, len(jobs), memory)
+            check_capacity(args, workers, threads, memory, capacity)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        log.info("%d worker(s), %s thread(s) each%s, %.1f GiB memory each", workers, threads or "all",
+                 f", {args.gpus_per_worker} GPU(s) each" if args.gpus_per_worker else "", memory / 2**30)
+        dataset = _pipeline(args, jobs, todo, workers, threads, memory)
         timing["start_up"] = time.perf_counter() - started
         results = dataset.iter_rows()
         with tqdm(total=len(jobs), desc="deblur", unit="file", disable=args.quiet) as bar:
@@ -327,15 +481,75 @@ def _deblur_on_ray(args: argparse.Namespace, jobs: list[tuple[Path, Path]], rows
                 if row["status"] == "failed":
                     tqdm.write(f"error: {row['error']}", file=sys.stderr)
                 bar.update()
+    except ray.exceptions.GetTimeoutError:  # the backstop: workers that could not be placed in time
+        print(f"error: the Ray workers did not start within {ACTOR_START_TIMEOUT_S} s (the cluster lacks the CPUs, "
+              "GPUs or memory they reserve?); use fewer --workers, --threads or --gpus-per-worker", file=sys.stderr)
+        return 2
     except ray.exceptions.RayError as exc:  # a worker killed (out of memory...) or a node lost: the job stops
         log.debug("Ray failed", exc_info=True)
         print(f"error: the Ray job stopped ({first_line(exc)}); the files finished are kept: run the same command "
               "again to resume", file=sys.stderr)
         return 1
+    except Exception as exc:  # anything else Ray Data raises: one line, the table still written by the caller
+        log.debug("the job failed", exc_info=True)
+        print(f"error: the job stopped ({type(exc).__name__}: {first_line(exc)}); the files finished are kept: run "
+              "the same command again to resume", file=sys.stderr)
+        return 1
     finally:
         results = None  # the iterator's executor stops before Ray does (else it outlives Ray and says so)
         ray.shutdown()
     return 0
+
+
+def cluster_capacity() -> dict:
+    """What the Ray cluster offers the workers: CPUs, GPUs and memory (bytes) in all, and on its largest node (a
+    worker runs on one node)."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [node.get("Resources", {}) for node in ray.nodes() if node.get("Alive", True)]
+    capacity = {key: float(total.get(key, 0)) for key in ("CPU", "GPU", "memory")}
+    capacity.update({f"node_{key}": max((float(n.get(key, 0)) for n in nodes), default=0.0)
+                     for key in ("CPU", "GPU", "memory")})
+    return capacity
+
+
+def worker_memory(args: argparse.Namespace) -> int:
+    """Bytes of memory each worker reserves with Ray: the Deblurrer's working budget, the model twice (the file's
+    bytes as loaded, and the inference library's copy) and :data:`WORKER_OVERHEAD_MB`."""
+    from banet.defaults import DEFAULT_ONNX
+    from runtime.deblurrer import DEFAULT_MEMORY_BUDGET_MB
+
+    model = Path(args.model) if args.model is not None else DEFAULT_ONNX
+    try:
+        size = model.stat().st_size
+    except OSError:
+        size = 0
+    return int((DEFAULT_MEMORY_BUDGET_MB + WORKER_OVERHEAD_MB) * 2**20 + 2 * size)
+
+
+def check_capacity(args: argparse.Namespace, workers: int, threads: int | None, memory: int, capacity: dict) -> None:
+    """Refuse (ValueError, one line) workers the cluster cannot place: Ray Data would wait for them forever."""
+    gpus, cpus = args.gpus_per_worker, threads or 1
+    gib = 2**30
+    if gpus and gpus > capacity["node_GPU"]:
+        raise ValueError(f"--gpus-per-worker {gpus}: no node of the Ray cluster has {gpus} GPU(s) (the largest has "
+                         f"{capacity['node_GPU']:g}, the cluster {capacity['GPU']:g} in all)")
+    if gpus and workers * gpus > capacity["GPU"]:
+        raise ValueError(f"{workers} worker(s) x {gpus} GPU(s) need {workers * gpus} GPUs; the Ray cluster has "
+                         f"{capacity['GPU']:g}: use fewer --workers")
+    if cpus > capacity["node_CPU"]:
+        raise ValueError(f"--threads {cpus}: no node of the Ray cluster has {cpus} CPUs (the largest has "
+                         f"{capacity['node_CPU']:g}); use fewer --threads")
+    if workers * cpus > capacity["CPU"]:
+        raise ValueError(f"{workers} worker(s) x {cpus} thread(s) need {workers * cpus} CPUs; the Ray cluster has "
+                         f"{capacity['CPU']:g}: use fewer --workers or --threads")
+    if memory > capacity["node_memory"]:
+        raise ValueError(f"each worker needs {memory / gib:.1f} GiB of memory (its model and working budget); no node "
+                         f"of the Ray cluster offers that much (the largest {capacity['node_memory'] / gib:.1f} GiB)")
+    if workers * memory > capacity["memory"]:
+        raise ValueError(f"{workers} worker(s) x {memory / gib:.1f} GiB of memory need {workers * memory / gib:.1f} "
+                         f"GiB; the Ray cluster offers {capacity['memory'] / gib:.1f} GiB: use fewer --workers")
 
 
 def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
@@ -352,8 +566,9 @@ def _check_reachable(address: str | None, timeout_s: float = 10.0) -> None:
 
 
 def _pipeline(args: argparse.Namespace, jobs: list[tuple[Path, Path]], todo: list[int], workers: int,
-              threads: int | None):
-    """read (the planned file list) -> map_batches(DeblurWorker) on a pool of ``workers`` actors."""
+              threads: int | None, memory: int):
+    """read (the planned file list) -> map_batches(DeblurWorker) on a pool of ``workers`` actors, each reserving
+    ``threads`` CPUs (or 1), --gpus-per-worker GPUs and ``memory`` bytes."""
     import ray.data
 
     options = deblurrer_options(args)
@@ -372,9 +587,16 @@ def _pipeline(args: argparse.Namespace, jobs: list[tuple[Path, Path]], todo: lis
         return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
             DeblurWorker, batch_size=1, batch_format="numpy",
             fn_constructor_kwargs=dict(options=options, with_side=args.side_by_side,
-                                       max_pixels=round(args.max_megapixels * 1e6), cwd=_cwd_if_needed(args)),
+                                       max_pixels=round(args.max_megapixels * 1e6), cwd=_cwd_if_needed(args),
+                                       pause_after=_pause_after()),
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads or 1,
-            num_gpus=args.gpus_per_worker or None, max_restarts=0)
+            num_gpus=args.gpus_per_worker or None, memory=memory, max_restarts=0)
+
+
+def _pause_after() -> int | None:
+    """The testing hook's file count (:data:`PAUSE_ENV`), None when unset."""
+    value = os.environ.get(PAUSE_ENV, "")
+    return int(value) if value.strip().isdigit() else None
 
 
 def _cwd_if_needed(args: argparse.Namespace) -> str | None:
@@ -384,17 +606,20 @@ def _cwd_if_needed(args: argparse.Namespace) -> str | None:
     return None if all(Path(p).is_absolute() for p in paths) else os.getcwd()
 
 
-def _workers_and_threads(args: argparse.Namespace, resources: dict, files: int) -> tuple[int, int | None]:
-    """Workers and CPU threads per worker from the options and the cluster: by default as many 1-thread workers
-    as there are CPUs (or GPUs at --gpus-per-worker each), never more workers than files."""
+def _workers_and_threads(args: argparse.Namespace, capacity: dict, files: int,
+                         memory: int = 0) -> tuple[int, int | None]:
+    """Workers and CPU threads per worker from the options and the cluster (:func:`cluster_capacity`): by default
+    as many 1-thread workers as there are CPUs (or GPUs at --gpus-per-worker each) and as the memory holds at
+    ``memory`` bytes each, never more workers than files. (:func:`check_capacity` refuses what cannot be placed.)"""
     threads, workers = args.threads, args.workers
+    fit = int(capacity.get("memory", 0) // memory) if memory else files
     if args.gpus_per_worker:
-        workers = workers or max(1, int(resources.get("GPU", 0) // args.gpus_per_worker))
+        workers = workers or max(1, min(int(capacity.get("GPU", 0) // args.gpus_per_worker), fit))
     else:
-        cpus = int(resources.get("CPU", 1))
+        cpus = int(capacity.get("CPU", 1))
         if threads is None:
             threads = max(1, cpus // workers) if workers else 1
-        workers = workers or max(1, cpus // threads)
+        workers = workers or max(1, min(cpus // threads, fit))
     return min(workers, files), threads
 
 
@@ -425,7 +650,9 @@ def summary(rows: list[dict], wall: float, timing: dict, output: Path, results: 
     done = [row for row in rows if row["status"] == "ok"]
     frames = sum(row["frames"] for row in done)
     lines = [f"{len(rows)} file(s): {counts['ok']} deblurred, {counts['failed']} failed, {counts['refused']} "
-             f"refused, {counts['skipped']} already done, into {output} in {wall:.1f} s"]
+             f"refused, {counts['skipped']} already done"
+             + (f", {counts['not run']} not run (the job stopped early)" if counts["not run"] else "")
+             + f", into {output} in {wall:.1f} s"]
     worked = [row for row in rows if row.get("started")]
     if done and worked:
         span = max(row["finished"] for row in worked) - min(row["started"] for row in worked)

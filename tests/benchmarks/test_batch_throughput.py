@@ -38,6 +38,6 @@ def test_reads_the_batch_summary():
 
 def test_size_option():
     assert parse_size("512x384") == (512, 384)
-    for bad in ("512", "8x8", "axb"):
-        with pytest.raises(argparse.ArgumentTypeError):
+    for bad, needle in (("512", "expected HxW"), ("8x8", "at least 16"), ("axb", "expected HxW"), ("16x15", "16")):
+        with pytest.raises(argparse.ArgumentTypeError, match=needle):
             parse_size(bad)

@@ -1,9 +1,14 @@
 """python -m serving.batch: the command line's outputs byte for byte, per-file failures in the results table,
-collisions refused, and a job killed half-way resumed without redoing or losing a finished file."""
+collisions refused, a job killed half-way resumed without redoing or losing a finished file, reruns with other
+options and a second job on one DST refused, the table written when a job stops early, workers the cluster
+cannot place refused, and the exit status."""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import fcntl
+import json
 import os
 import signal
 import subprocess
@@ -20,7 +25,16 @@ from runtime.images import write_image
 pytest.importorskip("ray.data", reason="serving.batch runs on Ray Data: pip install '.[batch]'")
 cv2 = pytest.importorskip("cv2", reason="the video case needs OpenCV: pip install '.[video]'")
 
-from serving.batch import RAY_MISSING, RESULTS_NAME, main, remove_stale_partials  # noqa: E402
+import serving.batch as batch  # noqa: E402
+from serving.batch import (  # noqa: E402
+    JOB_NAME,
+    LOCK_NAME,
+    PAUSE_ENV,
+    RAY_MISSING,
+    RESULTS_NAME,
+    main,
+    remove_stale_partials,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,6 +66,7 @@ def _image(h: int, w: int, seed: int, channels: int | None = 3) -> np.ndarray:
 
 
 def _batch(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A job in a fresh process (its own embedded Ray, started and stopped there)."""
     return subprocess.run([sys.executable, "-m", "serving.batch", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -63,7 +78,7 @@ def _results(path: Path, base: Path) -> dict[str, dict]:
 
 
 def _outputs(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name != RESULTS_NAME}
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.name not in (RESULTS_NAME, JOB_NAME, LOCK_NAME)}
 
 
 def test_same_files_as_the_cli_with_failures_and_collisions_reported(tmp_path, tiny_onnx):
@@ -114,23 +129,24 @@ def test_same_files_as_the_cli_with_failures_and_collisions_reported(tmp_path, t
 def test_killed_half_way_then_resumed(tmp_path, tiny_onnx):
     photos = tmp_path / "photos"
     photos.mkdir()
-    names = [f"p{i:02d}.png" for i in range(16)]
+    names = [f"p{i:02d}.png" for i in range(8)]
     for i, name in enumerate(names):
-        write_image(photos / name, _image(256, 320, 100 + i))
+        write_image(photos / name, _image(48, 64, 100 + i))
     out = tmp_path / "out"
     command = [sys.executable, "-m", "serving.batch", str(photos), str(out), "--model", str(tiny_onnx),
                "--workers", "1", "--threads", "1", "-q"]
+    # The testing hook: the worker stops (sleeps) once it has written 3 files, so the kill lands at a known point.
     job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           start_new_session=True)
+                           start_new_session=True, env={**os.environ, PAUSE_ENV: "3"})
     try:
         deadline = time.monotonic() + 120
-        while not list(out.glob("*.png")) and job.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
+        while len(list(out.glob("*.png"))) < 3 and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
     finally:
         os.killpg(job.pid, signal.SIGKILL)  # the driver and the Ray processes it started, with no clean-up
         job.wait()
     finished = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("*.png")}
-    assert 0 < len(finished) < len(names), f"killed with {len(finished)} of {len(names)} done"
+    assert sorted(finished) == names[:3], f"killed with {sorted(finished)} done"
     # A kill during a write (here: of a --force run over a finished file) leaves its temporary file behind.
     stale = out / (sorted(finished)[0] + ".partial")
     stale.write_bytes(b"half an image")
@@ -143,8 +159,7 @@ def test_killed_half_way_then_resumed(tmp_path, tiny_onnx):
     rows = _results(out / RESULTS_NAME, photos)
     skipped = {n for n, r in rows.items() if r["status"] == "skipped"}
     redone = {n for n, r in rows.items() if r["status"] == "ok"}
-    # A worker may finish the file in its hands just after the driver died: also complete, also skipped.
-    assert set(finished) <= skipped and not skipped & redone and skipped | redone == set(names), rows
+    assert skipped == set(names[:3]) and redone == set(names[3:]), rows
     reference = tmp_path / "reference"
     assert cli_main([str(photos), "-o", str(reference), "--model", str(tiny_onnx), "--threads", "1", "-q"]) == 0
     assert _outputs(out) == _outputs(reference)
@@ -167,16 +182,17 @@ def test_nothing_to_do_starts_no_ray_and_results_never_replace_inputs(tmp_path, 
     notes.write_text("mine\n")
     for results, needle in ((photos / "table.csv", "among the inputs"), (notes, "not a results table"),
                             (out / "a.png", "would replace an output")):
-        assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(results), "-q"]) == 1
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(results), "-q"]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
     assert notes.read_text() == "mine\n" and not (photos / "table.csv").exists()
-    assert main([str(photos), str(out), "--model", str(tmp_path / "missing.onnx"), "-q"]) == 1
+    assert main([str(photos), str(out), "--model", str(tmp_path / "missing.onnx"), "-q"]) == 2
     assert "missing.onnx: model file not found" in capsys.readouterr().err
     # A cluster address nobody answers at: one line at once (Ray itself would retry for minutes).
-    assert main([str(photos), str(tmp_path / "out2"), "--model", str(tiny_onnx), "--address", "127.0.0.1:1"]) == 1
+    assert main([str(photos), str(tmp_path / "out2"), "--model", str(tiny_onnx), "--address", "127.0.0.1:1"]) == 2
     err = capsys.readouterr().err
     assert "nothing answers at 127.0.0.1:1" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out2").exists()  # refused before DST is made
 
 
 def test_stale_partials_of_ours_only(tmp_path):
@@ -194,3 +210,197 @@ def test_without_ray_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == RAY_MISSING and not (tmp_path / "out").exists()
+
+
+def _one_photo(tmp_path: Path, names=("a.png",)) -> tuple[Path, Path]:
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    for i, name in enumerate(names):
+        write_image(photos / name, _image(40, 56, i))
+    return photos, out
+
+
+def _fake_ray(monkeypatch, stop=None, fill: int | None = None) -> list:
+    """Replace the Ray part of a job: fill the first ``fill`` (default all) planned rows as deblurred, then raise
+    ``stop`` (an exception) or return it (an exit status); returns the planned file lists it was called with."""
+    calls = []
+
+    def fake(args, address, jobs, rows, todo, timing):
+        calls.append([source.name for source, _ in jobs])
+        for index, (source, target) in list(zip(todo, jobs))[:fill]:
+            target.write_bytes(b"deblurred")
+            rows[index] = dict(file=str(source), output=str(target), status="ok", error="", seconds=0.1, frames=1,
+                               worker="fake", started=1.0, finished=2.0)
+        if isinstance(stop, BaseException):
+            raise stop
+        return stop or 0
+
+    monkeypatch.setattr(batch, "_deblur_on_ray", fake)
+    return calls
+
+
+def test_rerun_with_other_options_refused_unless_force(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, out = _one_photo(tmp_path)
+    calls = _fake_ray(monkeypatch)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0
+    record = json.loads((out / JOB_NAME).read_text())
+    assert record["options"]["model"]["sha256"] == batch.file_sha256(tiny_onnx) and record["options"]["tile"] is None
+    capsys.readouterr()
+    other = tmp_path / "other.onnx"
+    other.write_bytes(tiny_onnx.read_bytes() + b"\0")
+    for extra, named in ((["--tile", "64"], "--tile"), (["--side-by-side"], "--side-by-side")):
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), *extra, "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"({named} differ" in err and "--force" in err and len(err.strip().splitlines()) == 1, err
+    assert main([str(photos), str(out), "--model", str(other), "-q"]) == 2
+    assert "(--model differ" in capsys.readouterr().err
+    assert len(calls) == 1 and (out / "a.png").read_bytes() == b"deblurred"  # nothing redone, nothing mixed
+    # The same options resume; --force redoes every file with the new ones and records them.
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0 and len(calls) == 1
+    assert main([str(photos), str(out), "--model", str(other), "--tile", "64", "--force", "-q"]) == 0
+    assert calls[-1] == ["a.png"]
+    record = json.loads((out / JOB_NAME).read_text())
+    assert record["options"]["tile"] == 64 and record["options"]["model"]["path"] == str(other.resolve())
+
+
+def test_second_job_on_the_same_dst_refused(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, out = _one_photo(tmp_path)
+    calls = _fake_ray(monkeypatch)
+    out.mkdir()
+    with open(out / LOCK_NAME, "a") as held:  # what a running job holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "another serving.batch job is running on" in err and len(err.strip().splitlines()) == 1, err
+        assert not calls and not (out / RESULTS_NAME).exists() and not (out / JOB_NAME).exists()
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0 and calls == [["a.png"]]
+
+
+def test_results_table_written_when_the_job_stops_early(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png", "c.png"))
+    _fake_ray(monkeypatch, stop=KeyboardInterrupt(), fill=1)  # Ctrl-C after the first file
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 130
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().err
+    rows = _results(out / RESULTS_NAME, photos)
+    assert [rows[n]["status"] for n in ("a.png", "b.png", "c.png")] == ["ok", "not run", "not run"], rows
+    assert "run the same command again" in rows["b.png"]["error"]
+    # A job Ray stopped (a worker without its model...): exit 1, the table says which files were not run.
+    _fake_ray(monkeypatch, stop=1, fill=1)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 1
+    rows = _results(out / RESULTS_NAME, photos)
+    assert [rows[n]["status"] for n in ("a.png", "b.png", "c.png")] == ["skipped", "ok", "not run"], rows
+    assert "1 not run (the job stopped early)" in capsys.readouterr().out
+
+
+def test_another_jobs_results_table_is_not_replaced(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, out = _one_photo(tmp_path)
+    _fake_ray(monkeypatch)
+    first = tmp_path / "first"
+    assert main([str(photos), str(first), "--model", str(tiny_onnx), "-q"]) == 0
+    theirs = first / RESULTS_NAME
+    before = theirs.read_bytes()
+    capsys.readouterr()
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(theirs), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "results table of another serving.batch job" in err and len(err.strip().splitlines()) == 1, err
+    assert theirs.read_bytes() == before and not out.exists()
+    # This job's own table (named by its job record) is replaced on a rerun without --force.
+    mine = tmp_path / "mine.csv"
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(mine), "-q"]) == 0
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(mine), "-q"]) == 0
+    assert _results(mine, photos)["a.png"]["status"] == "skipped"
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(theirs), "--force", "-q"]) == 0
+
+
+def _capacity(cpus: float = 4, gpus: float = 0, memory: float = 16 * 2**30, nodes: int = 1) -> dict:
+    """A cluster of ``nodes`` equal nodes with these resources each."""
+    node = {"CPU": cpus, "GPU": gpus, "memory": memory}
+    return {**{k: v * nodes for k, v in node.items()}, **{f"node_{k}": v for k, v in node.items()}}
+
+
+def test_workers_the_cluster_cannot_place_are_refused_at_once(tmp_path, tiny_onnx, monkeypatch, capsys):
+    import ray
+
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png"))
+    pipelines = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: None)
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(batch, "_pipeline", lambda *args: pipelines.append(args) or [][0])
+    cluster = {"capacity": _capacity(cpus=4, gpus=0)}
+    monkeypatch.setattr(batch, "cluster_capacity", lambda: cluster["capacity"])
+    base = [str(photos), str(out), "--model", str(tiny_onnx), "--address", "auto", "--force", "-q"]
+    for extra, needle in ((["--gpus-per-worker", "2"], "--gpus-per-worker 2: no node of the Ray cluster has 2"),
+                          (["--threads", "8"], "--threads 8: no node of the Ray cluster has 8 CPUs"),
+                          (["--workers", "2", "--threads", "3"], "2 worker(s) x 3 thread(s) need 6 CPUs")):
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    cluster["capacity"] = _capacity(cpus=8, gpus=2)
+    assert main(base + ["--workers", "2", "--gpus-per-worker", "2"]) == 2
+    assert "2 worker(s) x 2 GPU(s) need 4 GPUs; the Ray cluster has 2" in capsys.readouterr().err
+    cluster["capacity"] = _capacity(cpus=8, memory=2**30)
+    assert main(base) == 2
+    assert "no node of the Ray cluster offers that much" in capsys.readouterr().err
+    assert not pipelines and _results(out / RESULTS_NAME, photos)["a.png"]["status"] == "not run"
+    # The backstop for what the check cannot see: Ray Data waits a bounded time for its workers, not forever.
+    assert ray.data.DataContext.get_current().wait_for_min_actors_s == batch.ACTOR_START_TIMEOUT_S
+    # A cluster that can: the workers reserve their memory (model and working budget) and start.
+    cluster["capacity"] = _capacity(cpus=8, gpus=2, nodes=2)
+    assert main(base + ["--gpus-per-worker", "1"]) == 1  # the stand-in pipeline is empty: an error
+    (args, jobs, todo, workers, threads, memory), = pipelines
+    assert workers == 2 and threads is None and memory == batch.worker_memory(args)
+    assert memory >= (768 + batch.WORKER_OVERHEAD_MB) * 2**20 + 2 * tiny_onnx.stat().st_size
+
+
+def test_default_workers_fit_the_cluster():
+    args = argparse.Namespace(threads=None, workers=None, gpus_per_worker=0)
+    gib = 2**30
+    assert batch._workers_and_threads(args, _capacity(cpus=64, memory=64 * gib), 100, 2 * gib) == (32, 1)
+    assert batch._workers_and_threads(args, _capacity(cpus=4, memory=64 * gib), 100, 2 * gib) == (4, 1)
+    assert batch._workers_and_threads(args, _capacity(cpus=4, memory=64 * gib), 3, 2 * gib) == (3, 1)
+    gpu = argparse.Namespace(threads=None, workers=None, gpus_per_worker=2)
+    assert batch._workers_and_threads(gpu, _capacity(cpus=8, gpus=8, memory=64 * gib), 100, 2 * gib) == (4, None)
+
+
+def test_exit_status_usage_errors_are_2(tmp_path, capsys):
+    for bad in (["--workers", "0"], ["--gpus-per-worker", "x"], ["--no-such-option"]):
+        with pytest.raises(SystemExit) as stopped:
+            main([str(tmp_path), str(tmp_path / "out"), *bad])
+        assert stopped.value.code == 2, bad
+    assert "must be at least 1, got 0" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2  # nothing to plan
+    assert "missing: no such file or folder" in capsys.readouterr().err
+    help_text = batch.build_parser().format_help()
+    assert "exit status:" in help_text and "130" in help_text
+
+
+def test_videos_are_synced_before_their_rename(tmp_path, monkeypatch):
+    import runtime.cli as cli
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(2):
+        writer.write(_image(32, 48, i))
+    writer.release()
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    target = tmp_path / "out.mp4"
+    assert cli.process_video(lambda frame: frame, clip, target, with_side=False) == 2
+    partial = str(tmp_path / "out.mp4.partial.mp4")
+    assert partial in synced and target.stat().st_size > 0 and not Path(partial).exists()
+
+
+def test_a_forced_change_of_options_must_finish_before_resuming(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png"))
+    _fake_ray(monkeypatch)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0
+    _fake_ray(monkeypatch, stop=1, fill=1)  # --tile 64 --force stops after a.png: b.png is still the old one's
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "--force", "-q"]) == 1
+    capsys.readouterr()
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "stopped before redoing every file" in err and len(err.strip().splitlines()) == 1, err
+    calls = _fake_ray(monkeypatch)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "--force", "-q"]) == 0
+    assert calls == [["a.png", "b.png"]] and not json.loads((out / JOB_NAME).read_text())["redoing"]
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 0  # resumable again
