@@ -33,7 +33,12 @@ DEFAULT_SWEEP: tuple[tuple[int, int, int], ...] = (
 
 
 def psnr_from_mse(mse: float) -> float:
-    """PSNR in dB of a mean squared error of values in [0, 1], capped at ``IDENTICAL_PSNR`` (identical inputs)."""
+    """PSNR in dB of a mean squared error of values in [0, 1], capped at ``IDENTICAL_PSNR`` (identical inputs).
+
+    A non-finite error (NaN or inf in an output, e.g. an FP16 overflow) is ``-inf`` dB, so every ``>=`` budget fails
+    loudly; ``min(cap, nan)`` would have returned the cap, a perfect score."""
+    if not math.isfinite(mse):
+        return -math.inf
     return IDENTICAL_PSNR if mse == 0 else min(IDENTICAL_PSNR, 10.0 * math.log10(1.0 / mse))
 
 
