@@ -279,11 +279,11 @@ def read_job(output: Path) -> dict | None:
     return record if isinstance(record, dict) and record.get("tool") == "serving.batch" else {}
 
 
-def check_job(output: Path, options: dict, force: bool) -> None:
+def check_job(output: Path, options: dict, force: bool, targets: list[Path]) -> None:
     """Refuse (without ``force``) a job whose output-changing options differ from those DST's outputs were made
-    with: resuming would skip those outputs and mix files made two ways."""
+    with, when any of its ``targets`` exists: resuming would skip those outputs and mix files made two ways."""
     record = read_job(output)
-    if record is None or force:
+    if record is None or force or not any(target.exists() for target in targets):
         return
     recorded = record.get("options", {})
     differing = [flag for key, flag in RECORDED_FLAGS.items() if recorded.get(key, "?") != options[key]]
@@ -361,7 +361,7 @@ def _run(args: argparse.Namespace) -> int:
         targets = [args.output / output_name(p) for p in inputs]
         check_deblurrer_options(args)
         options = job_options(args)
-        check_job(args.output, options, args.force)
+        check_job(args.output, options, args.force, targets)
         record = read_job(args.output) or {}
         own = {(args.output / RESULTS_NAME).resolve()} | ({Path(record["results"])} if record.get("results") else set())
         results = check_results_path(args.results or args.output / RESULTS_NAME, args.inputs, inputs, targets,
@@ -375,7 +375,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with locked(args.output):
             try:
-                check_job(args.output, options, args.force)  # again, under the lock: a job that just finished
+                check_job(args.output, options, args.force, targets)  # again, under the lock: a job that just finished
             except FileExistsError as exc:
                 print(f"error: {first_line(exc)}", file=sys.stderr)
                 return 2
@@ -394,7 +394,8 @@ def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path
     """The job, holding DST's lock: record its options, plan, deblur on Ray; the results table is written however
     it ends (a file not reached is ``not run``)."""
     previous = read_job(args.output)
-    redoing = previous is not None and (previous.get("options") != options or bool(previous.get("redoing")))
+    redoing = previous is not None and ((args.force and previous.get("options") != options)
+                                        or bool(previous.get("redoing")))
     write_job(args.output, options, results, redoing)
     rows, todo = plan(inputs, targets, args.force)
     stale = remove_stale_partials([t for t, row in zip(targets, rows) if row is None or row["status"] == "skipped"],

@@ -261,6 +261,14 @@ def test_rerun_with_other_options_refused_unless_force(tmp_path, tiny_onnx, monk
     assert calls[-1] == ["a.png"]
     record = json.loads((out / JOB_NAME).read_text())
     assert record["options"]["tile"] == 64 and record["options"]["model"]["path"] == str(other.resolve())
+    # A job that wrote nothing (its workers could not load the model) pins nothing: other options need no --force.
+    fresh = tmp_path / "fresh"
+    _fake_ray(monkeypatch, stop=1, fill=0)
+    assert main([str(photos), str(fresh), "--model", str(other), "-q"]) == 1
+    _fake_ray(monkeypatch)
+    assert main([str(photos), str(fresh), "--model", str(tiny_onnx), "-q"]) == 0
+    record = json.loads((fresh / JOB_NAME).read_text())
+    assert record["options"]["model"]["path"] == str(tiny_onnx.resolve()) and not record["redoing"]
 
 
 def test_second_job_on_the_same_dst_refused(tmp_path, tiny_onnx, monkeypatch, capsys):
