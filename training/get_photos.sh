@@ -5,7 +5,7 @@
 #   bash training/get_photos.sh --extract DIR   # no root: apt-get download + dpkg-deb -x, keep only the listed
 #                                               # photos, downscaled; then: export BANET_PHOTO_ROOT=DIR
 #
-# --extract downloads ~370 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, endless-sky-data
+# --extract downloads ~360 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, endless-sky-data
 # 70 MB, mate-backgrounds 47 MB, scratch 26 MB) into a temporary folder and keeps only the 386 listed photos as
 # JPEGs of at most 1024 px on the longer side (quality 92; JPEGs already that small are copied unchanged):
 # ~32 MB in DIR, small enough to travel with the working tree to a GPU machine (the script prints the total).
