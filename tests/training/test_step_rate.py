@@ -1,0 +1,35 @@
+"""training.step_rate: the measurement runs on a tiny network and says in one line when there are no photos."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from banet.config import BANetConfig
+from training import step_rate as R
+from training.train import PhotoBatches, TrainConfig
+
+
+def _photo(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random((120, 160, 3)) * 255).astype(np.uint8)
+
+
+def test_rates_are_measured_with_and_without_workers():
+    config = replace(TrainConfig(), model=BANetConfig(1, 8, 16), batch=2, crop=32)
+    source = PhotoBatches([_photo(0), _photo(1)], config)
+    for workers in (0, 2):
+        assert R.data_rate(source, workers, steps=3, skip=1) > 0
+        assert R.step_rate(source, config, torch.device("cpu"), workers, steps=2, skip=1, precision="fp32") > 0
+
+
+def test_no_photos_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BANET_PHOTO_ROOT", str(tmp_path))
+    monkeypatch.setattr("training.photos.photo_roots", lambda: [tmp_path])
+    with pytest.raises(SystemExit) as exc:
+        R.main(["--workers", "0", "--steps", "1"])
+    assert exc.value.code == 1 and "get_photos" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        R.main(["--workers", "-1"])
+    assert exc.value.code == 2
