@@ -160,26 +160,32 @@ def calibration_crops(count: int = 32, size: int = EVAL_CROP, seed: int = 0) -> 
     return [(s.name, _crop(s)) for s in calibration_crop_specs(count, size, seed)]
 
 
-def _item_rng(seed: int, name: str) -> np.random.Generator:
+def item_rng(seed: int, name: str) -> np.random.Generator:
     """A generator that depends only on (seed, name): stable across runs, orderings and Python hash salts."""
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
-def _blurred_crop(spec: CropSpec, rng: np.random.Generator, config: BlurConfig) -> np.ndarray:
-    """Blur a crop using the real photo content around it as margin (reflected only beyond the photo)."""
+def blurred_crop(photo: np.ndarray, y: int, x: int, size: int, rng: np.random.Generator,
+                 config: BlurConfig) -> np.ndarray:
+    """Blur ``photo[y:y+size, x:x+size]`` using the real photo content around it as margin (reflected only
+    beyond the photo), drawing kernel, noise and JPEG from ``rng``; shared by evaluation, ``--train-gap`` and
+    benchmarks so every split is degraded the same way."""
     kernel = random_motion_kernel(rng, config)
     pad = kernel.shape[0] // 2
-    photo = load_heldout_photo(spec.photo)
     padded = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    region = padded[spec.y:spec.y + spec.size + 2 * pad, spec.x:spec.x + spec.size + 2 * pad]
+    region = padded[y:y + size + 2 * pad, x:x + size + 2 * pad]
     return degrade(region, kernel, rng, config, crop=pad)
+
+
+def _blurred_crop(spec: CropSpec, rng: np.random.Generator, config: BlurConfig) -> np.ndarray:
+    return blurred_crop(load_heldout_photo(spec.photo), spec.y, spec.x, spec.size, rng, config)
 
 
 Pair = tuple[str, np.ndarray, np.ndarray]
 
 
 def _pairs(specs: Sequence[CropSpec], seed: int, config: BlurConfig) -> list[Pair]:
-    return [(s.name, _blurred_crop(s, _item_rng(seed, s.name), config), _crop(s)) for s in specs]
+    return [(s.name, _blurred_crop(s, item_rng(seed, s.name), config), _crop(s)) for s in specs]
 
 
 def heldout_pairs(seed: int = 0, size: int = EVAL_CROP, config: BlurConfig | None = None) -> list[Pair]:

