@@ -1,7 +1,7 @@
 """Deblur an archive of photos and videos on every core of a machine, or of a Ray cluster, with Ray Data.
 
 Examples:
-    python -m serving.batch photos/ deblurred/                   # embedded local Ray, one worker per core
+    python -m serving.batch photos/ deblurred/                   # embedded local Ray, workers of up to 4 threads
     banet-batch photos/ clips/ out/ --workers 2 --threads 1 --precision int8
     banet-batch /shared/photos /shared/out --address auto --gpus-per-worker 1   # on a node of a Ray cluster
 
@@ -71,6 +71,10 @@ RECORDED_FLAGS = {"model": "--model", "backend": "--backend", "precision": "--pr
 #: Host memory a worker's process takes besides its model and the Deblurrer's working budget (Python, the
 #: inference library, a decoded photo and its output).
 WORKER_OVERHEAD_MB = 512
+#: Default CPU threads per worker. Measured (benchmarks/results/batch_AMD-EPYC_2026-12-05.md, 50 photos of 512 px):
+#: on 2 cores one 2-thread worker ran 0.78 images/s, two 1-thread workers 0.44 in all (the inference libraries scale
+#: across threads better than two models share the cores). 4 caps a worker on a large node; not measured above 2.
+DEFAULT_WORKER_THREADS = 4
 #: How long Ray Data waits for the workers to start (a request Ray cannot place fails after this, never hangs).
 ACTOR_START_TIMEOUT_S = 600
 #: Testing hook: a worker that has written this many files stops (sleeps) before returning the last, so a test
@@ -164,8 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "head's host:port; default: an embedded Ray on this machine, started and stopped here")
     parser.add_argument("--results", type=Path, default=None,
                         help=f"results table (CSV, one row per file); default DST/{RESULTS_NAME}")
-    add_deblur_options(parser, threads_help="CPU threads (and Ray CPUs) per worker (default: 1, or the machine's "
-                                            "cores divided by --workers)")
+    add_deblur_options(parser, threads_help=f"CPU threads (and Ray CPUs) per worker (default: "
+                                            f"{DEFAULT_WORKER_THREADS}, or a node's CPUs where fewer, or the cores "
+                                            "divided by --workers)")
     return parser
 
 
@@ -610,8 +615,9 @@ def _cwd_if_needed(args: argparse.Namespace) -> str | None:
 def _workers_and_threads(args: argparse.Namespace, capacity: dict, files: int,
                          memory: int = 0) -> tuple[int, int | None]:
     """Workers and CPU threads per worker from the options and the cluster (:func:`cluster_capacity`): by default
-    as many 1-thread workers as there are CPUs (or GPUs at --gpus-per-worker each) and as the memory holds at
-    ``memory`` bytes each, never more workers than files. (:func:`check_capacity` refuses what cannot be placed.)"""
+    workers of :data:`DEFAULT_WORKER_THREADS` threads (fewer where a node has fewer CPUs), as many as the CPUs (or
+    GPUs at --gpus-per-worker each) allow and the memory holds at ``memory`` bytes each, never more workers than
+    files. (:func:`check_capacity` refuses what cannot be placed.)"""
     threads, workers = args.threads, args.workers
     fit = int(capacity.get("memory", 0) // memory) if memory else files
     if args.gpus_per_worker:
@@ -619,7 +625,8 @@ def _workers_and_threads(args: argparse.Namespace, capacity: dict, files: int,
     else:
         cpus = int(capacity.get("CPU", 1))
         if threads is None:
-            threads = max(1, cpus // workers) if workers else 1
+            node_cpus = int(capacity.get("node_CPU") or cpus)
+            threads = max(1, cpus // workers) if workers else max(1, min(DEFAULT_WORKER_THREADS, node_cpus))
         workers = workers or max(1, min(cpus // threads, fit))
     return min(workers, files), threads
 

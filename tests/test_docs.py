@@ -476,11 +476,16 @@ def test_the_number_check_fails_on_a_changed_number(tmp_path):
         written = max((w for w, _, _ in quoted_numbers(without_table_header(quote.text))),
                       key=lambda w: len(w.strip("%")))
         digits = written.rstrip("%")
-        changed = digits[:-1] + str((int(digits[-1]) + 5) % 10) + written[len(digits):]
-        text = re.sub(rf"(?<![\w.,]){re.escape(written)}(?![\d,])", changed, quote.text, count=1)
-        assert text != quote.text
-        assert changed in unmatched(Quote(quote.page, quote.line, quote.sources, text)), (quote.page, quote.line,
-                                                                                           written, changed)
+        caught = []
+        # The last digit moved by 5 (or, where that lands on another value the file holds, by 3 or 7): caught.
+        for step in (5, 3, 7):
+            changed = digits[:-1] + str((int(digits[-1]) + step) % 10) + written[len(digits):]
+            text = re.sub(rf"(?<![\w.,]){re.escape(written)}(?![\d,])", changed, quote.text, count=1)
+            assert text != quote.text
+            caught = [changed] if changed in unmatched(Quote(quote.page, quote.line, quote.sources, text)) else []
+            if caught:
+                break
+        assert caught, (quote.page, quote.line, written)
         checked += 1
     assert checked >= 5
 

@@ -363,9 +363,15 @@ def test_workers_the_cluster_cannot_place_are_refused_at_once(tmp_path, tiny_onn
 def test_default_workers_fit_the_cluster():
     args = argparse.Namespace(threads=None, workers=None, gpus_per_worker=0)
     gib = 2**30
-    assert batch._workers_and_threads(args, _capacity(cpus=64, memory=64 * gib), 100, 2 * gib) == (32, 1)
-    assert batch._workers_and_threads(args, _capacity(cpus=4, memory=64 * gib), 100, 2 * gib) == (4, 1)
-    assert batch._workers_and_threads(args, _capacity(cpus=4, memory=64 * gib), 3, 2 * gib) == (3, 1)
+    assert batch.DEFAULT_WORKER_THREADS == 4
+    assert batch._workers_and_threads(args, _capacity(cpus=64, memory=64 * gib), 100, 2 * gib) == (16, 4)
+    assert batch._workers_and_threads(args, _capacity(cpus=64, memory=16 * gib), 100, 2 * gib) == (8, 4)
+    assert batch._workers_and_threads(args, _capacity(cpus=2, memory=64 * gib), 100, 2 * gib) == (1, 2)
+    assert batch._workers_and_threads(args, _capacity(cpus=4, nodes=3, memory=64 * gib), 100, 2 * gib) == (3, 4)
+    assert batch._workers_and_threads(args, _capacity(cpus=3, nodes=2, memory=64 * gib), 100, 2 * gib) == (2, 3)
+    assert batch._workers_and_threads(args, _capacity(cpus=64, memory=64 * gib), 3, 2 * gib) == (3, 4)
+    two = argparse.Namespace(threads=None, workers=2, gpus_per_worker=0)
+    assert batch._workers_and_threads(two, _capacity(cpus=4, memory=64 * gib), 100, 2 * gib) == (2, 2)
     gpu = argparse.Namespace(threads=None, workers=None, gpus_per_worker=2)
     assert batch._workers_and_threads(gpu, _capacity(cpus=8, gpus=8, memory=64 * gib), 100, 2 * gib) == (4, None)
 
