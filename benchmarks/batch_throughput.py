@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.photos < 2 or args.threads < 1:
         print("error: --photos must be at least 2 and --threads at least 1", file=sys.stderr)
         return 2
-    from banet.machine import slug
+    from banet.machine import results_stem
+    from banet.outputs import write_atomic
 
     try:
         if args.keep:
@@ -222,10 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    stem = args.output / f"batch_{slug(result['machine'])}_{result['date']}"
+    stem = args.output / results_stem("batch", result["machine"], result["date"])
     args.output.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(result))
+    write_atomic(stem.with_suffix(".json"), (json.dumps(result, indent=2) + "\n").encode())
+    write_atomic(stem.with_suffix(".md"), markdown(result).encode())
     print(markdown(result))
     print(f"wrote {stem}.json and .md")
     return 0 if result["outputs"]["identical"] else 1

@@ -14,7 +14,6 @@ repository's history and TensorRT for RTX. Both builders build the same plan in 
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import importlib.util
 import json
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from banet.machine import cpu_name, slug
+from banet.machine import cpu_name, results_stem
 
 #: The last commit whose export/trt/builder.py built engines with the TensorRT API directly.
 DIRECT_BUILDER_COMMIT = "5b62023"
@@ -101,7 +100,7 @@ def write_results(rows: list[dict], summary: list[dict], output: Path) -> Path:
     from polygraphy import __version__ as polygraphy_version
 
     output.mkdir(parents=True, exist_ok=True)
-    stem = output / f"builders_{slug(cpu_name())}_{datetime.date.today().isoformat()}"
+    stem = output / results_stem("builders")
     context = {"cpu": cpu_name(), "tensorrt_rtx": tensorrt_rtx.__version__, "polygraphy": polygraphy_version,
                "direct_builder_commit": DIRECT_BUILDER_COMMIT, "python": sys.version.split()[0]}
     stem.with_suffix(".json").write_text(json.dumps({**context, "summary": summary, "builds": rows}, indent=2) + "\n")

@@ -13,7 +13,6 @@ benchmark, never asserted in a timed test.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import resource
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.machine import cpu_name, slug
+from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text, parse_hw
 
 #: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
@@ -94,7 +93,7 @@ def _child(kind: str, backend: str, size: str) -> dict:
 
 def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Path:
     output.mkdir(parents=True, exist_ok=True)
-    stem = output / f"memory_{slug(cpu_name())}_{datetime.date.today().isoformat()}"
+    stem = output / results_stem("memory")
     stem.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "cases": rows, "agreement": agreements},
                                                     indent=2) + "\n")
     lines = [f"# Peak memory, default settings ({cpu_name()})", "",

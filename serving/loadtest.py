@@ -259,9 +259,9 @@ def table(rows: list[dict]) -> str:
 
 
 def default_output(target: str) -> Path:
-    from banet.machine import cpu_name, slug
+    from banet.machine import results_stem
 
-    return Path("benchmarks") / "results" / f"loadtest_{target}_{slug(cpu_name())}_{datetime.date.today()}.json"
+    return Path("benchmarks") / "results" / f"{results_stem(f'loadtest_{target}')}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
