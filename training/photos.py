@@ -36,6 +36,13 @@ Photos are looked up under ``/`` and under every directory in ``$BANET_PHOTO_ROO
 separated), where ``get_photos.sh --extract DIR`` unpacks the same files without root, as JPEGs of at most
 1024 px (a listed ``NAME.png`` is found there as ``NAME.jpg``; 31.8 MiB for all 386).
 
+The two modes give different bytes: an installed package keeps the full-size originals (``load_photo`` then
+downscales with an area filter), while ``--extract`` re-encodes every photo larger than 1024 px, and every
+PNG, as a Lanczos-downscaled JPEG (quality 92, 4:2:0 chroma), so its sharp targets carry mild JPEG artifacts.
+Kept on purpose: quality 95 with 4:4:4 chroma would roughly double the folder, past what travels with the
+working tree to a GPU machine (64 MiB). A run therefore records which it trained on: :func:`photo_source`
+(photos per mode and a hash of every file's content) is in the first history entry of each session.
+
 Images are RGB.
 """
 
@@ -207,6 +214,32 @@ def photo_roots() -> list[Path]:
     """Where to look for the packages' files: each ``$BANET_PHOTO_ROOT`` entry, then ``/``."""
     extra = [Path(p) for p in os.environ.get("BANET_PHOTO_ROOT", "").split(os.pathsep) if p]
     return [*extra, Path("/")]
+
+
+def photo_source(files: Sequence[str | os.PathLike]) -> dict:
+    """Where a run's photos came from: how many were found as installed under ``/`` and how many in an
+    extracted ``$BANET_PHOTO_ROOT`` folder (re-encoded JPEGs, see the module docstring), and a SHA-256 over the
+    sorted (listed path, content SHA-256) pairs: two runs with the same hash saw the same bytes."""
+    import hashlib
+
+    extra = [r for r in photo_roots() if r != Path("/")]
+    digest = hashlib.sha256()
+    installed = extracted = 0
+    entries = []
+    for f in files:
+        path = Path(f)
+        root = next((r for r in extra if path.is_relative_to(r)), None)
+        if root is None:
+            installed += 1
+            rel = str(path)
+        else:
+            extracted += 1
+            rel = "/" + str(path.relative_to(root))
+        entries.append((rel, file_sha256(path)))
+    for rel, sha in sorted(entries):
+        digest.update(f"{rel}\t{sha}\n".encode())
+    return {"photos": len(entries), "installed": installed, "extracted": extracted,
+            "sha256": digest.hexdigest()}
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:

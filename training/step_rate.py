@@ -21,8 +21,16 @@ import torch
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.model import BANet
-from training.losses import deblur_loss
-from training.train import BatchSource, PhotoBatches, TrainConfig, autocast_dtype, batch_stream, pick_device, to_network
+from training.train import (
+    BatchSource,
+    PhotoBatches,
+    TrainConfig,
+    autocast_dtype,
+    batch_stream,
+    pick_device,
+    to_network,
+    train_step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,8 @@ def data_rate(source: BatchSource, workers: int, steps: int, skip: int) -> float
 
 def step_rate(source: BatchSource, config: TrainConfig, device: torch.device, workers: int, steps: int,
               skip: int, precision: str = "auto") -> float:
-    """Whole training steps (batch, forward, loss, backward, Adam) per second with ``workers`` processes."""
+    """Whole training steps per second with ``workers`` processes: the batch and :func:`training.train.train_step`
+    (forward, loss, backward, gradient clipping, Adam), the step ``train.py`` runs and its budget probe times."""
     model = BANet(config.model).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     amp = autocast_dtype(device, precision)
@@ -59,17 +68,8 @@ def step_rate(source: BatchSource, config: TrainConfig, device: torch.device, wo
             if i == skip + steps:
                 break
             blurred, sharp = next(stream)
-            x, y = to_network(blurred, device), to_network(sharp, device)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss = deblur_loss(model(x), y, config.fft_weight)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
+            train_step(model, optimizer, to_network(blurred, device), to_network(sharp, device), config, amp,
+                       scaler)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return steps / (time.perf_counter() - start)
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crop", type=int, default=192)
     parser.add_argument("--recipe", default="do-no-harm")
     parser.add_argument("--augment", action="store_true")
-    parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}")
+    parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}",
+                        help="dim_1,dim_2 widths of the network measured")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--skip", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="auto")
@@ -93,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if any(w < 0 for w in args.workers) or args.steps < 1 or args.skip < 0:
         parser.error("--workers must be >= 0, --steps >= 1, --skip >= 0")
+    try:
+        dim_1, dim_2 = (int(v) for v in args.widths.split(","))
+        if dim_1 < 1 or dim_2 < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--widths must be two positive integers dim_1,dim_2 (e.g. 32,64), not {args.widths!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from training.photos import load_training_photos
 
-    dim_1, dim_2 = (int(v) for v in args.widths.split(","))
     config = replace(TrainConfig(), model=BANetConfig(DEFAULT_CONFIG.num_bams, dim_1, dim_2), batch=args.batch,
                      crop=args.crop, recipe=args.recipe, augment=args.augment)
     try:

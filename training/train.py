@@ -132,6 +132,8 @@ class PhotoBatches:
         self.photos, self.blur = photos, RECIPES[config.recipe]
         self.crop, self.batch, self.seed = config.crop, config.batch, config.seed
         self.augment = DEFAULT_AUGMENT if config.augment else None
+        #: where the photos came from (:func:`training.photos.photo_source`), recorded in the run's history
+        self.photo_source: dict | None = None
 
     def __call__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         from training.photos import make_training_batch
@@ -140,15 +142,45 @@ class PhotoBatches:
         return make_training_batch(self.photos, self.crop, self.batch, rng, self.blur, augment=self.augment)
 
 
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               config: TrainConfig, amp_dtype: torch.dtype | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """One optimizer step on a batch (network-layout tensors): forward under autocast, the loss (plus the
+    do-no-harm penalty when weighted), backward (fp16 loss scaling, unscaled before clipping), gradient-norm
+    clipping and Adam. Returns the loss; :func:`train` and :mod:`training.step_rate` both run exactly this."""
+    device_type = x.device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        output = model(x)
+        loss = deblur_loss(output, y, config.fft_weight)
+        if config.harm_weight:
+            loss = loss + config.harm_weight * harm_penalty(output, y, x)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return loss
+
+
 def default_batch_source(config: TrainConfig) -> BatchSource:
     """Batches of (blurred, sharp) NHWC RGB float32 crops from the training photos, a pure function of step."""
     from calibration.blur import RECIPES
-    from training.photos import load_training_photos
+    from training.photos import load_training_photos, photo_source, training_photo_files
 
     if config.recipe not in RECIPES:  # before spending seconds decoding photos
         raise ValueError(f"unknown recipe {config.recipe!r}; choose one of {sorted(RECIPES)}")
-    source = PhotoBatches(load_training_photos(), config)
-    log.info("training on %d photos, recipe %s, augment %s", len(source.photos), config.recipe, config.augment)
+    files = training_photo_files()
+    source = PhotoBatches(load_training_photos(files), config)
+    source.photo_source = photo_source(files)
+    log.info("training on %d photos (%s), recipe %s, augment %s", len(source.photos), source.photo_source,
+             config.recipe, config.augment)
     return source
 
 
@@ -166,8 +198,12 @@ def _as_is(batch: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return batch
 
 
+#: Batches each worker computes ahead (the DataLoader's prefetch_factor).
+PREFETCH = 4
+
+
 def batch_stream(source: BatchSource, start: int, workers: int = 0,
-                 prefetch: int = 4) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                 prefetch: int = PREFETCH) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless stream of ``source(start)``, ``source(start + 1)``, ...: in this process (``workers=0``) or computed
     ahead by a pool of ``workers`` processes (a torch DataLoader whose sampler yields step indices, in order).
     Batch k is ``source(k)`` whatever the worker count, so runs stay reproducible and resumable."""
@@ -254,12 +290,20 @@ def pick_device(name: str) -> torch.device:
 #: before the next starts).
 MAX_SESSION_MINUTES = 60.0
 
-#: A time-budgeted run skips this many steps (start-up, worker pool filling) before timing ...
+#: A time-budgeted run skips this many steps (start-up), plus the batches a worker pool computes ahead
+#: (``workers * PREFETCH``: served at GPU speed however slow the data is), before timing ...
 PROBE_SKIP = 5
 #: ... this many steps, to size its schedule.
 PROBE_STEPS = 20
 #: Share of the remaining budget the decided schedule fills: evaluations and the rate's drift take the rest.
 BUDGET_SHARE = 0.93
+
+
+def probe_window(step: int, workers: int) -> tuple[int, int]:
+    """(first, last) step of the rate probe of a budgeted run starting at ``step``: after the start-up steps and
+    after the batches the worker pool prefetched are used up, so a data-bound run is timed at its data rate."""
+    first = step + PROBE_SKIP + max(0, workers) * PREFETCH
+    return first, first + PROBE_STEPS
 
 
 def decide_total_steps(step: int, steps_per_s: float, seconds_left: float, share: float = BUDGET_SHARE) -> int:
@@ -276,8 +320,9 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     """Train (resuming from ``run_dir/last.pt`` when present) until ``config.steps`` or ``max_minutes``.
 
     ``workers``: processes computing batches ahead (:func:`batch_stream`; same batches as 0). ``minutes``: a
-    time budget for a new run: the step rate is measured over steps ``PROBE_SKIP`` to ``PROBE_SKIP +
-    PROBE_STEPS`` (inside the warm-up, which does not depend on the total), then ``steps`` is set so the linear
+    time budget for a new run: the step rate is measured over ``PROBE_STEPS`` steps after the start-up and the
+    worker pool's prefetched batches (:func:`probe_window`; inside the warm-up, which does not depend on the
+    total; a shorter provisional ``steps`` is stretched to reach it), then ``steps`` is set so the linear
     decay reaches its floor at the deadline (:func:`decide_total_steps`) and stored in the run state; a resumed
     budgeted run keeps that total, and ``minutes`` is the session's deadline. At each save, a budgeted session
     whose recent rate cannot finish the schedule by its deadline (other work slowed the machine) re-plans:
@@ -329,11 +374,17 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     deciding = minutes is not None and config.minutes is None
     if minutes is not None:
         max_minutes = minutes if max_minutes is None else min(max_minutes, minutes)
-        if deciding and config.warmup < PROBE_SKIP + PROBE_STEPS:
+        if deciding and config.warmup < probe_window(step, workers)[1]:
             log.warning("warm-up (%d steps) ends before the step rate is measured: the first steps' learning "
                         "rate follows the provisional --steps %d", config.warmup, config.steps)
+    probe_start, probe_end = probe_window(step, workers)
+    if deciding and config.steps <= probe_end:
+        log.info("provisional --steps %d ends before the step rate is measured (step %d): provisional length "
+                 "%d until then", config.steps, probe_end, probe_end + 1)
+        config = replace(config, steps=probe_end + 1)
+    session_entry = {"photos": getattr(batch_source, "photo_source", None), "workers": workers}
     started = clock()
-    probe_start, probe_time = step + PROBE_SKIP, 0.0
+    probe_time = 0.0
     running = []
     last_entry_time, last_entry_step = started, step
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
@@ -342,7 +393,7 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
         while step < (min(config.steps, stop_at) if stop_at is not None else config.steps):
             if deciding and step == probe_start:
                 probe_time = clock()
-            if deciding and step == probe_start + PROBE_STEPS:
+            if deciding and step == probe_end:
                 rate = PROBE_STEPS / max(1e-9, clock() - probe_time)
                 total = decide_total_steps(step, rate, minutes * 60 - (clock() - started))
                 config = replace(config, steps=total, minutes=minutes)
@@ -354,24 +405,8 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
             for group in optimizer.param_groups:
                 group["lr"] = config.lr * learning_rate_factor(step, config)
             blurred, sharp = next(batches)
-            x, y = to_network(blurred, dev), to_network(sharp, dev)
-            with torch.autocast(dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                output = model(x)
-                loss = deblur_loss(output, y, config.fft_weight)
-                if config.harm_weight:
-                    loss = loss + config.harm_weight * harm_penalty(output, y, x)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            loss = train_step(model, optimizer, to_network(blurred, dev), to_network(sharp, dev), config,
+                              amp_dtype, scaler)
             step += 1
             if not math.isfinite(loss.item()):
                 raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
@@ -386,6 +421,8 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
                 entry = {"step": step, "loss": float(np.mean(running)), "lr": optimizer.param_groups[0]["lr"],
                          "steps_per_s": round((step - last_entry_step) / max(1e-9, now - last_entry_time), 4)}
                 running = []
+                if session_entry is not None:  # what this session trained on, once per session
+                    entry["session"], session_entry = session_entry, None
                 if evaluate_now:
                     model.eval()
                     entry.update(evaluate_fn(model))
@@ -495,7 +532,12 @@ def main(argv: list[str] | None = None) -> int:
         path = export_weights(args.run, args.export, overwrite=args.force)
         print(f"wrote {path}")
         return 0
-    dim_1, dim_2 = (int(v) for v in args.widths.split(","))
+    try:
+        dim_1, dim_2 = (int(v) for v in args.widths.split(","))
+        if dim_1 < 1 or dim_2 < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--widths must be two positive integers dim_1,dim_2 (e.g. 32,64), not {args.widths!r}")
     config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
                          crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                          recipe=args.recipe, warmup=args.warmup, harm_weight=args.harm_weight,

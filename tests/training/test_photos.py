@@ -248,3 +248,17 @@ def test_photometric_jitter_keeps_range_and_mean_gain_is_exposure():
     gain = srgb_to_linear(out) / srgb_to_linear(img)
     np.testing.assert_allclose(gain, gain.flat[0], rtol=1e-3)  # one exposure gain for every pixel and channel
     assert abs(np.log2(gain.flat[0])) <= 1.0 and abs(gain.flat[0] - 1) > 1e-3
+
+
+def test_photo_source_tells_extracted_from_installed_and_hashes_the_bytes(tmp_path, monkeypatch):
+    extracted = tmp_path / "x" / "usr/share/a.jpg"
+    extracted.parent.mkdir(parents=True)
+    extracted.write_bytes(b"one")
+    installed = tmp_path / "elsewhere.jpg"
+    installed.write_bytes(b"two")
+    monkeypatch.setattr(P, "photo_roots", lambda: [tmp_path / "x", Path("/")])
+    first = P.photo_source([extracted, installed])
+    assert (first["photos"], first["installed"], first["extracted"]) == (2, 1, 1)
+    assert P.photo_source([installed, extracted])["sha256"] == first["sha256"]  # order does not matter
+    extracted.write_bytes(b"re-encoded")
+    assert P.photo_source([extracted, installed])["sha256"] != first["sha256"]

@@ -33,3 +33,10 @@ def test_no_photos_is_one_line(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exc:
         R.main(["--workers", "-1"])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("widths", ["32", "a,b", "32,0", "1,2,3"])
+def test_bad_widths_are_one_line(widths, capsys):
+    with pytest.raises(SystemExit) as exc:
+        R.main(["--widths", widths])
+    assert exc.value.code == 2 and "--widths must be two positive integers" in capsys.readouterr().err

@@ -331,3 +331,34 @@ def decide_total_steps_for(stored: TrainConfig) -> int:
 
     probe_end = PROBE_SKIP + PROBE_STEPS
     return decide_total_steps(probe_end, 2.0, 60 - 0.5 * probe_end)
+
+
+def test_train_step_clips_gradients_as_training_does():
+    """The one step both train() and training.step_rate run: gradients are clipped to grad_clip."""
+    from training.train import to_network, train_step
+
+    torch.manual_seed(0)
+    config = TrainConfig(**{**SMOKE, "grad_clip": 1e-3})
+    model = BANet(config.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    blurred, sharp = _source(config)(0)
+    cpu = torch.device("cpu")
+    loss = train_step(model, optimizer, to_network(blurred, cpu), to_network(sharp, cpu), config)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    assert torch.isfinite(loss) and float(norm) <= 1e-3 * 1.001
+
+
+def test_probe_waits_for_the_prefetched_batches_and_a_short_provisional_schedule_is_still_sized(tmp_path):
+    from training.train import PREFETCH, PROBE_SKIP, PROBE_STEPS, probe_window
+
+    assert probe_window(0, 0) == (PROBE_SKIP, PROBE_SKIP + PROBE_STEPS)
+    assert probe_window(7, 2) == (7 + PROBE_SKIP + 2 * PREFETCH, 7 + PROBE_SKIP + 2 * PREFETCH + PROBE_STEPS)
+    config = TrainConfig(**{**SMOKE, "steps": 10, "warmup": 30})  # provisional --steps below the probe
+    clock = _FakeClock(_source(config))
+    history = train(config, tmp_path / "r", batch_source=clock.batch, progress=False, minutes=1.0, clock=clock)
+    state = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=True)
+    stored = TrainConfig.from_dict(json.loads(state["train_config"]))
+    assert stored.minutes == 1.0 and stored.steps > PROBE_SKIP + PROBE_STEPS + 1
+    assert history[-1]["step"] == stored.steps
+    assert history[0]["session"] == {"photos": None, "workers": 0}
+    assert all("session" not in e for e in history[1:])
