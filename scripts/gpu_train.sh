@@ -17,7 +17,8 @@
 # Writes OUT/weights.safetensors (to ship it: WEIGHTS=OUT/weights.safetensors bash scripts/refresh_default.sh;
 # to train on, pass it to training.train --init-from), OUT/history.jsonl (steps/s per logged step),
 # OUT/step_rate.jsonl, OUT/eval/metrics.json (+ pictures), OUT/eval/train_gap.json, OUT/env.txt and OUT/log.txt.
-# Commit the history and the metrics with the device name; CI never depends on this.
+# Commit the history (as training/runs/<run>/history.jsonl; its first entry records the photo source and
+# workers; last.pt stays ignored) and the metrics with the device name; CI never depends on this.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-${OUT:-out/gpu_train}}

@@ -7,7 +7,9 @@
 #
 # --extract downloads ~360 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, endless-sky-data
 # 70 MB, mate-backgrounds 47 MB, scratch 26 MB) into a temporary folder and keeps only the 386 listed photos as
-# JPEGs of at most 1024 px on the longer side (quality 92; JPEGs already that small are copied unchanged):
+# JPEGs of at most 1024 px on the longer side (Lanczos, quality 92, 4:2:0: mild JPEG artifacts in the sharp
+# targets, kept so the folder stays small; each training session records which mode it trained on, see
+# training.photos.photo_source; JPEGs already that small are copied unchanged):
 # ~32 MB in DIR, small enough to travel with the working tree to a GPU machine (the script prints the total).
 # Installing the packages instead takes ~600 MB of disk and keeps the full-size originals. --extract needs
 # current apt lists (apt-get update) but no root. The held-out split needs nothing: scikit-image's photos.
