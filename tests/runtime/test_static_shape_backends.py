@@ -6,16 +6,12 @@ import builtins
 import numpy as np
 import pytest
 
+from export.parity import psnr
 from runtime import BackendUnavailableError, Deblurrer
 from runtime.backends.base import ShapeCache
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
 SHAPES = [(1, 3, 64, 64), (2, 3, 40, 56), (1, 3, 32, 96), (1, 3, 64, 64), (3, 3, 24, 40)]
-
-
-def _psnr(a, b):
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    return np.inf if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 @pytest.fixture
@@ -52,7 +48,7 @@ def test_openvino_agrees_with_onnxruntime_on_odd_shapes(tiny_onnx, static):
         x = rng.random(shape, dtype=np.float32) - 0.5
         out = openvino.run(x)
         assert out.shape == shape and out.dtype == np.float32
-        assert _psnr(out, reference.run(x)) >= 60, shape
+        assert psnr(out, reference.run(x)) >= 60, shape
         assert len(openvino.compiled_shapes) <= 2
     assert openvino.compiled_shapes == ([(1, 3, 64, 64), (3, 3, 24, 40)] if static else [()])
 
@@ -63,7 +59,7 @@ def test_onnxruntime_static_sessions_match_the_dynamic_session(tiny_onnx):
     rng = np.random.default_rng(1)
     for shape in SHAPES:
         x = rng.random(shape, dtype=np.float32) - 0.5
-        assert _psnr(static.run(x), dynamic.run(x)) >= 100, shape
+        assert psnr(static.run(x), dynamic.run(x)) >= 100, shape
     assert static.session_shapes == [(1, 3, 32, 96), (1, 3, 64, 64), (3, 3, 24, 40)]
     assert "static shapes" in static.describe()
 
@@ -77,7 +73,7 @@ def test_openvino_deblurrer_matches_onnxruntime_on_tiles(tiny_onnx):
         assert ov_d.backend.name == "openvino"
         assert len(ov_d.backend.compiled_shapes) <= 4  # interior, right, bottom and corner tiles at most
     assert a.shape == b.shape == image.shape
-    assert _psnr(a / 255.0, b / 255.0) >= 60
+    assert psnr(a / 255.0, b / 255.0) >= 60
 
 
 def test_missing_openvino_is_one_line(tiny_onnx, monkeypatch):

@@ -11,6 +11,7 @@ import torch
 from banet.checkpoint import save_checkpoint
 from banet.config import BANetConfig
 from banet.model import BANet
+from export.parity import psnr
 from training import evaluate as E
 from training import photos as P
 
@@ -57,8 +58,8 @@ def test_training_family_pairs_are_blurred_like_the_heldout_family_and_seeded(ph
         for (name, blurred, sharp), (_, b2, _) in zip(pairs, again):
             np.testing.assert_array_equal(blurred, b2)
             assert blurred.shape == sharp.shape == (256, 256, 3)
-            psnr = 10 * np.log10(1 / np.mean((blurred - sharp) ** 2))
-            assert 12 < psnr < 40, (family, name, psnr)
+            db = psnr(blurred, sharp)
+            assert 12 < db < 40, (family, name, db)
     shake = E.training_family_pairs("trajectory", crops)[0][1]
     linear = E.training_family_pairs("linear_light", crops)[0][1]
     assert not np.array_equal(shake, linear)
