@@ -437,22 +437,46 @@ def sample_training_pair(photo: np.ndarray, crop: int, seed: int, config: BlurCo
     return blurred, np.ascontiguousarray(sharp[pad:pad + crop, pad:pad + crop])
 
 
+#: How ``training.train --sample-by`` picks the photo of each crop: ``photo`` = every photo equally often (the
+#: stream of every run before it existed); ``area`` = in proportion to the photo's pixel count as decoded (at
+#: most 1024 px on the longer side), so every decoded pixel is about equally likely to be trained on and the 269
+#: small 720x360 endless-sky-data photos no longer outweigh the larger, more detailed ones 4 to 1.
+SAMPLING = ("photo", "area")
+
+
+def sampling_weights(photos: Sequence[np.ndarray], sample_by: str = "photo") -> np.ndarray | None:
+    """Probabilities of picking each photo for ``sample_by`` (:data:`SAMPLING`); None for ``photo`` (uniform)."""
+    if sample_by not in SAMPLING:
+        raise ValueError(f"unknown sampling {sample_by!r}; choose one of {SAMPLING}")
+    if sample_by == "photo":
+        return None
+    area = np.array([p.shape[0] * p.shape[1] for p in photos], np.float64)
+    return area / area.sum()
+
+
 def make_training_batch(photos: Sequence[np.ndarray], crop: int, batch: int, rng: RngLike,
                         blur_config: BlurConfig | BlurMixture | None = None,
                         scale_range: tuple[float, float] = (0.5, 1.0),
                         min_texture: float = MIN_TEXTURE,
-                        augment: Augment | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        augment: Augment | None = None,
+                        weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One batch: (blurred, sharp) float32 NHWC RGB in [0, 1], deterministic given ``rng``'s state.
 
-    ``photos`` are HxWx3 uint8 RGB arrays (:func:`load_training_photos`), picked uniformly. ``rng`` draws one
-    seed per sample (then :func:`sample_training_pair`), so the batch does not depend on the blur config.
-    A :class:`BlurMixture` draws each sample's config from a stream of its own seed.
+    ``photos`` are HxWx3 uint8 RGB arrays (:func:`load_training_photos`), picked uniformly, or with the
+    probabilities ``weights`` (:func:`sampling_weights`; None keeps the uniform stream's exact draws). ``rng``
+    draws one seed per sample (then :func:`sample_training_pair`), so the batch does not depend on the blur
+    config. A :class:`BlurMixture` draws each sample's config from a stream of its own seed.
     """
     if not photos:
         raise ValueError(f"no training photos; {INSTALL_HINT}")
     rng = as_rng(rng)
     config = blur_config or DEFAULT_CONFIG
-    choice = rng.integers(0, len(photos), size=batch)
+    if weights is None:
+        choice = rng.integers(0, len(photos), size=batch)
+    else:
+        if len(weights) != len(photos):
+            raise ValueError(f"{len(weights)} sampling weights for {len(photos)} photos")
+        choice = rng.choice(len(photos), size=batch, p=weights)
     seeds = rng.integers(0, 2**63 - 1, size=batch)
     blurred = np.empty((batch, crop, crop, 3), np.float32)
     sharp = np.empty((batch, crop, crop, 3), np.float32)

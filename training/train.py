@@ -49,8 +49,10 @@ class TrainConfig:
     the FFT-L1 term; for the same per-pixel error that term grows in proportion to the crop side (an
     unnormalised FFT coefficient sums every pixel), so 256 px crops weigh it 2.7x more than 96 px crops did.
     ``augment`` adds :data:`training.photos.DEFAULT_AUGMENT` (wider scale range, exposure and white-balance
-    jitter of the sharp photo before the blur). ``minutes`` is set by a time-budgeted run (``--minutes``): the
-    budget ``steps`` was sized for, after measuring the step rate; a resumed run keeps that decided ``steps``.
+    jitter of the sharp photo before the blur). ``sample_by`` picks each crop's photo uniformly (``photo``) or
+    in proportion to its pixel count (``area``; :func:`training.photos.sampling_weights`). ``minutes`` is set
+    by a time-budgeted run (``--minutes``): the budget ``steps`` was sized for, after measuring the step rate; a
+    resumed run keeps that decided ``steps``.
     ``replan_step``/``replan_factor``: where a budgeted run that fell behind (a shared machine got slower)
     re-planned its decay: from that step the learning-rate factor goes linearly from ``replan_factor`` (its
     value there, so the rate does not jump) to the floor at the new ``steps``.
@@ -73,6 +75,7 @@ class TrainConfig:
     harm_weight: float = 0.0
     fft_weight: float = 0.01
     augment: bool = False
+    sample_by: str = "photo"
     minutes: float | None = None
     replan_step: int | None = None
     replan_factor: float = 1.0
@@ -85,7 +88,7 @@ class TrainConfig:
     def same_run(self, other: TrainConfig) -> bool:
         """Whether ``other`` continues this run: same network, data stream and recipe. The schedule (steps,
         learning rate) may change on resume, as a shortened or extended run needs."""
-        keys = ("model", "seed", "crop", "batch", "recipe", "augment")
+        keys = ("model", "seed", "crop", "batch", "recipe", "augment", "sample_by")
         return all(getattr(self, k) == getattr(other, k) for k in keys)
 
     @classmethod
@@ -125,13 +128,14 @@ class PhotoBatches:
 
     def __init__(self, photos: list[np.ndarray], config: TrainConfig) -> None:
         from calibration.blur import RECIPES
-        from training.photos import DEFAULT_AUGMENT
+        from training.photos import DEFAULT_AUGMENT, sampling_weights
 
         if config.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {config.recipe!r}; choose one of {sorted(RECIPES)}")
         self.photos, self.blur = photos, RECIPES[config.recipe]
         self.crop, self.batch, self.seed = config.crop, config.batch, config.seed
         self.augment = DEFAULT_AUGMENT if config.augment else None
+        self.weights = sampling_weights(photos, config.sample_by)
         #: where the photos came from (:func:`training.photos.photo_source`), recorded in the run's history
         self.photo_source: dict | None = None
 
@@ -139,7 +143,8 @@ class PhotoBatches:
         from training.photos import make_training_batch
 
         rng = np.random.default_rng([self.seed, step])
-        return make_training_batch(self.photos, self.crop, self.batch, rng, self.blur, augment=self.augment)
+        return make_training_batch(self.photos, self.crop, self.batch, rng, self.blur, augment=self.augment,
+                                   weights=self.weights)
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -179,8 +184,8 @@ def default_batch_source(config: TrainConfig) -> BatchSource:
     files = training_photo_files()
     source = PhotoBatches(load_training_photos(files), config)
     source.photo_source = photo_source(files)
-    log.info("training on %d photos (%s), recipe %s, augment %s", len(source.photos), source.photo_source,
-             config.recipe, config.augment)
+    log.info("training on %d photos (%s), recipe %s, augment %s, sampled by %s", len(source.photos),
+             source.photo_source, config.recipe, config.augment, config.sample_by)
     return source
 
 
@@ -473,6 +478,8 @@ def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from training.photos import SAMPLING
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=DEFAULT_RUN,
                         help="run directory holding last.pt (resumed if present) and history.jsonl")
@@ -516,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--augment", action="store_true",
                         help="photo augmentation before the blur: scale 0.35-1, exposure +-0.5 stop, white "
                              "balance +-12%% per channel (training.photos.DEFAULT_AUGMENT)")
+    parser.add_argument("--sample-by", choices=SAMPLING, default=TrainConfig.sample_by,
+                        help="pick each crop's photo uniformly (photo) or in proportion to its pixel count "
+                             "(area: large detailed photos are not outweighed by many small ones)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
@@ -541,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
                          crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                          recipe=args.recipe, warmup=args.warmup, harm_weight=args.harm_weight,
-                         fft_weight=args.fft_weight, eval_images=args.eval_images, augment=args.augment)
+                         fft_weight=args.fft_weight, eval_images=args.eval_images, augment=args.augment,
+                         sample_by=args.sample_by)
     if args.init_from is not None:
         config = replace(config, init_steps=_steps_before_run(args.init_from, config))
     if args.smoke:

@@ -185,6 +185,26 @@ def test_training_pairs_stream_is_seeded_and_curriculum_applies():
     assert np.abs(blurred - sharp).mean() < np.abs(first[0] - first[1]).mean()
 
 
+def test_area_sampling_weights_follow_pixel_count_and_photo_sampling_keeps_the_old_stream():
+    small, large = np.full((40, 40, 3), 100, np.uint8), np.full((40, 160, 3), 200, np.uint8)
+    assert P.sampling_weights([small, large], "photo") is None
+    weights = P.sampling_weights([small, large], "area")
+    np.testing.assert_allclose(weights, [0.2, 0.8])
+    with pytest.raises(ValueError, match="unknown sampling"):
+        P.sampling_weights([small], "package")
+    photos = synthetic_photos()
+    uniform = P.make_training_batch(photos, 32, 4, np.random.default_rng(3))
+    explicit_none = P.make_training_batch(photos, 32, 4, np.random.default_rng(3), weights=None)
+    np.testing.assert_array_equal(uniform[1], explicit_none[1])
+    # Every crop comes from the one photo with all the weight; the other photos' colours never appear.
+    flat = [np.full((96, 96, 3), v, np.uint8) for v in (30, 130, 230)]
+    _, sharp = P.make_training_batch(flat, 32, 6, np.random.default_rng(3), min_texture=0.0,
+                                     weights=np.array([0.0, 1.0, 0.0]))
+    np.testing.assert_allclose(sharp, 130 / 255, atol=1e-6)
+    with pytest.raises(ValueError, match="3 sampling weights for 2 photos"):
+        P.make_training_batch(flat[:2], 32, 1, 0, weights=np.ones(3) / 3)
+
+
 def test_empty_photo_list_is_an_error():
     with pytest.raises(ValueError, match="get_photos"):
         P.make_training_batch([], 32, 1, 0)

@@ -84,6 +84,15 @@ def test_harm_weight_changes_training_and_is_recorded(tmp_path):
     assert TrainConfig.from_dict(legacy).harm_weight == 0.0
 
 
+def test_photo_sampling_is_part_of_the_run_and_old_checkpoints_load_as_uniform():
+    config = TrainConfig(**SMOKE)
+    assert config.sample_by == "photo"
+    assert not config.same_run(replace(config, sample_by="area"))
+    legacy = config.to_dict()
+    del legacy["sample_by"]  # checkpoints written before --sample-by existed sampled photos uniformly
+    assert TrainConfig.from_dict(legacy).sample_by == "photo"
+
+
 def test_learning_rate_schedule():
     config = TrainConfig(steps=1000, warmup=100, final_lr_ratio=0.1)
     assert learning_rate_factor(0, config) == pytest.approx(0.01)
@@ -217,8 +226,9 @@ def test_evaluations_run_at_every_eval_step_even_between_saves(tmp_path):
 def test_worker_pool_yields_the_same_batches_as_the_training_process():
     from training.train import PhotoBatches, batch_stream
 
-    config = TrainConfig(**{**SMOKE, "recipe": "do-no-harm", "augment": True})
+    config = TrainConfig(**{**SMOKE, "recipe": "do-no-harm", "augment": True, "sample_by": "area"})
     source = PhotoBatches([_synthetic_photo(0), _synthetic_photo(1)], config)
+    assert source.weights is not None
     expected = [source(step) for step in range(3, 8)]
     for workers in (0, 1, 2):
         stream = batch_stream(source, 3, workers=workers)
