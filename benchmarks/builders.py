@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from banet.machine import cpu_name, results_stem
+from banet.outputs import write_atomic
 
 #: The last commit whose export/trt/builder.py built engines with the TensorRT API directly.
 DIRECT_BUILDER_COMMIT = "5b62023"
@@ -103,7 +104,8 @@ def write_results(rows: list[dict], summary: list[dict], output: Path) -> Path:
     stem = output / results_stem("builders")
     context = {"cpu": cpu_name(), "tensorrt_rtx": tensorrt_rtx.__version__, "polygraphy": polygraphy_version,
                "direct_builder_commit": DIRECT_BUILDER_COMMIT, "python": sys.version.split()[0]}
-    stem.with_suffix(".json").write_text(json.dumps({**context, "summary": summary, "builds": rows}, indent=2) + "\n")
+    write_atomic(stem.with_suffix(".json"),
+                 (json.dumps({**context, "summary": summary, "builds": rows}, indent=2) + "\n").encode())
     lines = [f"# Engine builds: Polygraphy vs the direct TensorRT API ({cpu_name()})", "",
              f"TensorRT for RTX {context['tensorrt_rtx']}, Polygraphy {polygraphy_version}; the default model, "
              "default profile; builds alternate in one process. Build s = the builder call alone.", "",
@@ -113,7 +115,7 @@ def write_results(rows: list[dict], summary: list[dict], output: Path) -> Path:
         lines.append(f"| {s['case']} | {s['builder']} | {s['builds']} | {s['median_build_s']:.2f} | "
                      f"{s.get('time_ratio_vs_direct', '-')} | {', '.join(f'{b:,}' for b in s['engine_bytes_seen'])} | "
                      f"{', '.join(map(str, s['layers']))} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_atomic(stem.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
     return stem.with_suffix(".md")
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.machine import cpu_name, results_stem
+from banet.outputs import write_atomic
 from banet.shapes import hw_text, parse_hw
 
 #: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
@@ -94,8 +95,8 @@ def _child(kind: str, backend: str, size: str) -> dict:
 def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Path:
     output.mkdir(parents=True, exist_ok=True)
     stem = output / results_stem("memory")
-    stem.with_suffix(".json").write_text(json.dumps({"cpu": cpu_name(), "cases": rows, "agreement": agreements},
-                                                    indent=2) + "\n")
+    write_atomic(stem.with_suffix(".json"),
+                 (json.dumps({"cpu": cpu_name(), "cases": rows, "agreement": agreements}, indent=2) + "\n").encode())
     lines = [f"# Peak memory, default settings ({cpu_name()})", "",
              "| backend | size | MP | tile | peak RSS | seconds |", "|---|---|---:|---|---:|---:|"]
     for r in rows:
@@ -111,7 +112,7 @@ def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Pat
             tile = "x".join(map(str, a["tile"])) if a.get("tile") else "untiled"
             value = a.get("failed") or f"{a['psnr_tiled_vs_untiled_db']} dB"
             lines.append(f"| {a['backend']} | {a['size']} | {tile} | {value} | {a.get('max_abs_diff', '')} |")
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_atomic(stem.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
     return stem.with_suffix(".md")
 
 

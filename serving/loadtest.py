@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.outputs import write_atomic
+
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
 
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         text = json.dumps(report, indent=2)
         if args.output is not None:
             args.output.parent.mkdir(parents=True, exist_ok=True)
-            args.output.write_text(text + "\n")
+            write_atomic(args.output, (text + "\n").encode())
         print(text)
         return 0
     if args.concurrency is None:
@@ -357,9 +359,9 @@ def main(argv: list[str] | None = None) -> int:
                   "server_threads": args.threads if args.target == "triton" else None,
                   "command": "python -m serving.loadtest " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "rows": rows}
-        output.write_text(json.dumps(result, indent=2) + "\n")
-        output.with_suffix(".md").write_text(f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs), "
-                                             f"{h}x{w} images\n\n{table(rows)}\n")
+        write_atomic(output, (json.dumps(result, indent=2) + "\n").encode())
+        write_atomic(output.with_suffix(".md"), (f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs), "
+                                                 f"{h}x{w} images\n\n{table(rows)}\n").encode())
         print(f"wrote {output} and {output.with_suffix('.md')}")
     print(json.dumps(rows[0], indent=2) if len(rows) == 1 else table(rows))
     return 0 if all(r["all_match"] for r in rows) else 1
