@@ -302,6 +302,11 @@ PROBE_SKIP = 5
 PROBE_STEPS = 20
 #: Share of the remaining budget the decided schedule fills: evaluations and the rate's drift take the rest.
 BUDGET_SHARE = 0.93
+#: A budgeted session whose recent rate would finish the schedule within this share of the time left (the
+#: machine got faster again after a slow spell that shortened it), with at least two saves' worth of steps to
+#: spare, re-plans a longer decay; between this and 1 the plan stands, so a steady rate never re-plans back and
+#: forth.
+AHEAD_SHARE = 0.8
 
 
 def probe_window(step: int, workers: int) -> tuple[int, int]:
@@ -332,7 +337,10 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     budgeted run keeps that total, and ``minutes`` is the session's deadline. At each save, a budgeted session
     whose recent rate cannot finish the schedule by its deadline (other work slowed the machine) re-plans:
     the rest of the decay is shortened to end at the deadline, continuing from the current learning rate, so a
-    run stopped by time is never left at a high learning rate. ``clock`` is for tests.
+    run stopped by time is never left at a high learning rate; one whose rate would finish well before it
+    (:data:`AHEAD_SHARE`: the machine is free again) lengthens the decay the same way, up to the schedule the
+    session started with (or decided), so a slow spell does not cost the rest of the budget and a resumed run
+    never grows past its plan. ``clock`` is for tests.
 
     ``stop_at`` ends the session early at that step (saved, resumable) without changing the schedule.
     ``precision``: "fp32", "bf16", "fp16" or "auto" (mixed precision by :func:`autocast_dtype`); weights and
@@ -388,6 +396,7 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
                  "%d until then", config.steps, probe_end, probe_end + 1)
         config = replace(config, steps=probe_end + 1)
     session_entry = {"photos": getattr(batch_source, "photo_source", None), "workers": workers}
+    planned = config.steps  # the schedule this session started with (or decided): a re-plan never lengthens past it
     started = clock()
     probe_time = 0.0
     running = []
@@ -402,7 +411,7 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
                 rate = PROBE_STEPS / max(1e-9, clock() - probe_time)
                 total = decide_total_steps(step, rate, minutes * 60 - (clock() - started))
                 config = replace(config, steps=total, minutes=minutes)
-                deciding = False
+                deciding, planned = False, total
                 bar.total = total
                 bar.refresh()
                 log.info("%.3f steps/s over steps %d-%d: %d steps fill %g minutes; the learning rate reaches its "
@@ -442,15 +451,20 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
                 if minutes is not None and not deciding and step < end:
                     rate = entry["steps_per_s"]
                     seconds_left = minutes * 60 - (clock() - started)
-                    if rate > 0 and (config.steps - step) / rate > seconds_left:
-                        total = decide_total_steps(step, rate, seconds_left)
-                        if total < config.steps:
-                            log.info("behind schedule at %.3f steps/s: the decay now ends at step %d instead of "
-                                     "%d (the deadline)", rate, total, config.steps)
-                            config = replace(config, steps=total, replan_step=step,
-                                             replan_factor=learning_rate_factor(step, config))
-                            bar.total = total
-                            _save_state(state_path, model, optimizer, step, config, history)
+                    needed = (config.steps - step) / rate if rate > 0 else math.inf
+                    spare = seconds_left - needed  # idle time the plan leaves: worth re-planning for when it
+                    # holds a share of what is left and at least two more saves' worth of steps
+                    behind = needed > seconds_left
+                    ahead = spare > (1 - AHEAD_SHARE) * seconds_left and spare * rate > 2 * config.save_every
+                    total = decide_total_steps(step, rate, seconds_left) if rate > 0 else config.steps
+                    total = min(total, planned)
+                    if (behind and total < config.steps) or (ahead and total > config.steps):
+                        log.info("%s schedule at %.3f steps/s: the decay now ends at step %d instead of %d (the "
+                                 "deadline)", "behind" if behind else "ahead of", rate, total, config.steps)
+                        config = replace(config, steps=total, replan_step=step,
+                                         replan_factor=learning_rate_factor(step, config))
+                        bar.total = total
+                        _save_state(state_path, model, optimizer, step, config, history)
                 last_entry_time, last_entry_step = clock(), step
                 if out_of_time:
                     log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes, step)

@@ -1,6 +1,7 @@
 """Training: the loss falls on a tiny network, and a resumed run continues the same loss curve exactly."""
 
 import json
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -333,6 +334,30 @@ def test_a_budgeted_run_that_falls_behind_replans_its_decay_to_the_deadline(tmp_
     before = replace(stored, replan_step=None, steps=decide_total_steps_for(stored))
     assert learning_rate_factor(stored.replan_step, stored) == pytest.approx(
         learning_rate_factor(stored.replan_step, before))
+
+
+def test_a_budgeted_run_lengthens_its_decay_again_when_the_machine_is_free(tmp_path, caplog):
+    """A slow spell (other work on the machine) shortens the decay; when the rate comes back the decay is
+    lengthened again, continuously, and still ends at its floor before the deadline."""
+    config = TrainConfig(**{**SMOKE, "steps": 10_000, "warmup": 30})
+    source = _source(config)
+    clock = _FakeClock(source)
+
+    def spell(step):
+        clock.now += 1.5 if 30 <= step < 50 else 0.5
+        return source(step)
+
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        history = train(config, tmp_path / "r", batch_source=spell, progress=False, minutes=2.0, clock=clock)
+    replans = [r.getMessage() for r in caplog.records if "schedule at" in r.getMessage()]
+    assert [m.split()[0] for m in replans][:1] == ["behind"] and replans[-1].startswith("ahead of"), replans
+    state = torch.load(tmp_path / "r" / "last.pt", map_location="cpu", weights_only=True)
+    stored = TrainConfig.from_dict(json.loads(state["train_config"]))
+    assert f"ends at step {stored.steps} " in replans[-1]
+    assert history[-1]["step"] == stored.steps and clock.now <= 120
+    assert learning_rate_factor(stored.steps, stored) == pytest.approx(config.final_lr_ratio)
+    lrs = [e["lr"] for e in history if e["step"] >= 40]
+    assert len(lrs) >= 3 and all(b <= a for a, b in zip(lrs, lrs[1:]))  # never jumps up at a re-plan
 
 
 def decide_total_steps_for(stored: TrainConfig) -> int:
