@@ -107,6 +107,12 @@ class TorchBackend(Backend):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x).float().contiguous()
 
+    def device_memory_bytes(self) -> int | None:
+        """The CUDA device's total memory; None on a CPU."""
+        if self.device.type != "cuda":
+            return None
+        return int(torch.cuda.get_device_properties(self.device).total_memory)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.device.type != "cuda":
             return self.runner(batch)

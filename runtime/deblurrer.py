@@ -33,6 +33,18 @@ log = logging.getLogger(__name__)
 #: Working memory one forward pass may use by default, in MiB: with the image itself and the runtime, a 12 MP
 #: photo stays well inside an 8 GB laptop's memory (see the README for measured peaks).
 DEFAULT_MEMORY_BUDGET_MB = 768
+#: Share of a GPU's memory one forward pass may use under the automatic budget: an RTX 2080 Ti's 11 GiB gives
+#: 3.7 GiB, so a 1080x1920 frame runs untiled in FP32 (2.8 GB estimated), leaving the rest for the model, CUDA
+#: graphs' memory pool and other processes.
+GPU_MEMORY_SHARE = 1 / 3
+
+
+def automatic_budget_mb(device_memory_bytes: int | None) -> float:
+    """The ``memory_budget_mb="auto"`` budget: :data:`DEFAULT_MEMORY_BUDGET_MB` on the host, and
+    :data:`GPU_MEMORY_SHARE` of the GPU's memory (never less) when the backend runs on a GPU."""
+    if device_memory_bytes is None:
+        return float(DEFAULT_MEMORY_BUDGET_MB)
+    return max(float(DEFAULT_MEMORY_BUDGET_MB), GPU_MEMORY_SHARE * device_memory_bytes / 2**20)
 
 
 class Deblurrer:
@@ -52,13 +64,15 @@ class Deblurrer:
         tile_overlap: overlap between tiles in pixels, blended linearly.
         memory_budget_mb: working memory one forward pass may take (estimated from the network's widths);
             larger images run in tiles of the largest size that fits, same-sized batches in chunks that fit.
-            None: no budget (an untiled 12 MP photo then needs about 13 GB on ONNX Runtime).
+            "auto" (default): 768 MiB on the host, a third of the GPU's memory when the backend runs on one
+            (:func:`automatic_budget_mb`; the resolved number is ``self.memory_budget_mb``). None: no budget
+            (an untiled 12 MP photo then needs about 13 GB on ONNX Runtime).
         **backend_options: passed to the backend (e.g. ``device="cuda"``, ``half=True``, ``threads=2``).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str | None = None, rgb: bool = False,
                  tile: int | None = None, tile_overlap: int = 32,
-                 memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB, precision: str | None = None,
+                 memory_budget_mb: float | str | None = "auto", precision: str | None = None,
                  **backend_options) -> None:
         check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options)
         # The default model: its shipped ONNX on the fastest CPU engine installed (runtime.selection).
@@ -68,9 +82,11 @@ class Deblurrer:
         self.rgb = rgb
         self.tile = tile
         self.tile_overlap = tile_overlap
-        self.memory_budget_mb = memory_budget_mb
         self._lock = threading.Lock()
         self.backend: Backend | None = _open(model, backend, backend_options)
+        #: MiB one forward pass may take (None: unbounded); "auto" resolved for the backend's device
+        self.memory_budget_mb: float | None = (automatic_budget_mb(self.backend.device_memory_bytes())
+                                               if memory_budget_mb == "auto" else memory_budget_mb)
         self.conventions = self.backend.metadata.conventions
         multiple = self.conventions.size_multiple
         if tile is not None and (tile < 2 * tile_overlap or tile % multiple):
@@ -224,9 +240,11 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
         raise OptionError(f"tile_overlap must be a whole number of pixels >= 0, got {tile_overlap!r}")
     if tile is not None and (not _whole(tile) or tile <= 0):
         raise OptionError(f"tile must be a positive whole number of pixels, got {tile!r}")
+    if isinstance(memory_budget_mb, str) and memory_budget_mb == "auto":
+        memory_budget_mb = DEFAULT_MEMORY_BUDGET_MB  # resolved once the backend (and its device) is open
     if memory_budget_mb is not None and (not isinstance(memory_budget_mb, int | float | np.integer | np.floating)
                                          or isinstance(memory_budget_mb, bool | np.bool_)):
-        raise OptionError(f"memory_budget_mb must be a number of MiB (or None for no budget), got "
+        raise OptionError(f"memory_budget_mb must be a number of MiB, \"auto\" or None (no budget), got "
                           f"{memory_budget_mb!r}")
     if memory_budget_mb is not None and not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
         raise OptionError(f"memory_budget_mb must be a finite number > 0 (or None for no budget), got "

@@ -147,6 +147,11 @@ class Backend(abc.ABC):
         """Hand back working memory the engine keeps between calls (a server does after large requests); the next
         call allocates it again. Default: nothing is kept."""
 
+    def device_memory_bytes(self) -> int | None:
+        """Total memory of the GPU this backend runs on, for the Deblurrer's automatic memory budget; None on the
+        host (the default), where the budget stays the host's."""
+        return None
+
     def describe(self) -> str:
         """One line for logs: backend, device and precision."""
         return f"{self.name} ({self.metadata.precision})"

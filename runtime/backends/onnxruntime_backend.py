@@ -210,6 +210,8 @@ class OnnxRuntimeBackend(Backend):
         self._sessions = ShapeCache(self._open, shape_cache)
         dynamic = self._open(())  # a model ONNX Runtime cannot load fails here, not at the first image
         self.providers = dynamic[0].get_providers()
+        #: the GPU the CUDA provider runs on (None: not on a GPU)
+        self.gpu_index = provider_device_id(dynamic[0]) if self.providers[0] == "CUDAExecutionProvider" else None
         limits = limits_from_metadata(metadata)
         self.binding_device, self.cuda_graph = binding_plan(self.providers, static or limits.static_shape is not None,
                                                             io_binding, cuda_graph)
@@ -248,6 +250,18 @@ class OnnxRuntimeBackend(Backend):
             return session_forward(session)
         device_id = provider_device_id(session) if self.binding_device == "cuda" else 0
         return BoundForward(session, self.binding_device, device_id)
+
+    def device_memory_bytes(self) -> int | None:
+        """Total memory of the GPU the CUDA provider runs on (read with cuda-python); None on the CPU, or where
+        cuda-python is not installed to ask (the Deblurrer's budget then stays the host's)."""
+        if self.gpu_index is None:
+            return None
+        from runtime.backends.cuda import CudaUnavailableError, gpu_info
+
+        try:
+            return gpu_info(self.gpu_index).total_memory
+        except CudaUnavailableError:
+            return None
 
     @property
     def session_shapes(self) -> list[tuple[int, ...]]:

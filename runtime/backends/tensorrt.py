@@ -254,6 +254,10 @@ class TensorRTBackend(Backend):
                 self.stream.destroy()
                 self.stream = None
 
+    def device_memory_bytes(self) -> int | None:
+        """The engine's GPU's total memory (read when the engine was opened)."""
+        return self.gpu.total_memory
+
     def describe(self) -> str:
         m = self.manifest
         return f"{FLAVOUR_NAMES[m.runtime]} {m.runtime_version} on {self.gpu.name} ({m.precision})"

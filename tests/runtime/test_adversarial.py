@@ -266,6 +266,26 @@ def test_default_budget_tiles_a_12mp_photo_without_running_it(tiny_weights):
         assert tile is not None and tile[0] * tile[1] <= deblur._budget_pixels()
 
 
+def test_automatic_budget_is_the_hosts_on_a_cpu_and_a_third_of_the_gpu_on_a_gpu(tiny_weights, monkeypatch):
+    """"auto" (the default) keeps 768 MiB on the host; a backend on a GPU gets a third of its memory, so frames a
+    GPU holds whole are not tiled (a tiled 1080p frame costs a GPU its CUDA graphs' one-launch advantage)."""
+    from banet.torch_backend import TorchBackend
+    from runtime.deblurrer import DEFAULT_MEMORY_BUDGET_MB, automatic_budget_mb
+
+    assert automatic_budget_mb(None) == DEFAULT_MEMORY_BUDGET_MB
+    assert automatic_budget_mb(11 * 2**30) == pytest.approx(11 * 1024 / 3)  # an RTX 2080 Ti: 3.7 GiB
+    assert automatic_budget_mb(2**30) == DEFAULT_MEMORY_BUDGET_MB  # never below the host's
+    with Deblurrer(tiny_weights) as on_cpu:
+        assert on_cpu.memory_budget_mb == DEFAULT_MEMORY_BUDGET_MB and on_cpu._tile_size(3000, 4000) is not None
+    monkeypatch.setattr(TorchBackend, "device_memory_bytes", lambda self: 12 * 2**30)  # as on a 12 GiB GPU
+    with Deblurrer(tiny_weights) as on_gpu:
+        assert on_gpu.memory_budget_mb == pytest.approx(4096)
+        assert on_gpu._tile_size(3000, 4000) is None  # 12 MP in one pass
+    for explicit in (100, None):
+        with Deblurrer(tiny_weights, memory_budget_mb=explicit) as chosen:
+            assert chosen.memory_budget_mb == explicit  # a number or None the caller gave is kept as it is
+
+
 # -- other commands: bad files get one line ----------------------------------------------------------------------
 def test_evaluate_refuses_bad_weights_with_one_line(tmp_path, capsys):
     from training.evaluate import main as evaluate
