@@ -8,8 +8,9 @@ it (eager FP32, FP16, FP16 + channels_last; the same three through CUDA graphs, 
 ways at batch 1 after warm-up, with CUDA events and a synchronisation per call:
 
 - ``run``: the backend's call on an NCHW float32 host array (host copies and transfers included);
-- ``deblur``: ``Deblurrer.deblur`` on an HxWx3 uint8 image (pre- and post-processing too; no memory budget,
-  so no tiles);
+- ``deblur``: ``Deblurrer.deblur`` on an HxWx3 uint8 image (pre- and post-processing too), under the default
+  memory budget an app gets (``"auto"``: a third of the GPU's memory; each row records it and whether the size
+  ran in tiles; the CPU smoke run has no budget);
 - ``replay``: the captured CUDA graph alone (graph variants only): the device time the floor compares with.
 
 The floor is :mod:`benchmarks.cost`'s estimate at the GPU's peak throughput (an estimate, not a measurement).
@@ -134,7 +135,7 @@ def measure(weights: Path, sizes: list[tuple[int, int]], repeats: int, warmup: i
             continue
         try:
             deblur = Deblurrer(weights, backend="torch", device=device, half=half, channels_last=channels_last,
-                               cuda_graph=graphs and cuda, memory_budget_mb=None)
+                               cuda_graph=graphs and cuda, memory_budget_mb="auto" if cuda else None)
         except Exception as exc:  # one variant failing to open leaves the others
             result["skipped"].append({"variant": name, "reason": str(exc).splitlines()[0]})
             write(result)
@@ -157,6 +158,7 @@ def measure(weights: Path, sizes: list[tuple[int, int]], repeats: int, warmup: i
                                   cuda=cuda)
                 row = {"variant": name, "size": hw_text(*size), "half": half, "channels_last": channels_last,
                        "cuda_graph": backend.cuda_graph and cuda, "first_call_ms": first_ms,
+                       "memory_budget_mb": deblur.memory_budget_mb, "tiled": deblur.tile_for(*size) is not None,
                        "capture": ("CUDA graph" if cuda else "stand-in (CPU smoke run)") if graphs else None,
                        **{f"run_{k}_ms": getattr(run, k) for k in ("p50", "p95", "p99")},
                        **{f"deblur_{k}_ms": getattr(whole, k) for k in ("p50", "p95", "p99")}}

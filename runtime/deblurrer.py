@@ -162,6 +162,11 @@ class Deblurrer:
             raw = run_tiled(batch, self._forward, tile, self.tile_overlap)
         return postprocess(raw, padding, images.dtype, self.conventions, channel_order)
 
+    def tile_for(self, height: int, width: int) -> tuple[int, int] | None:
+        """The tile (h, w) an image of ``height`` x ``width`` runs in under this Deblurrer's budget and the
+        artifact's shape limits; None when it runs whole."""
+        return self._tile_size(height, width)
+
     def _tile_size(self, height: int, width: int) -> tuple[int, int] | None:
         limits = self._backend().limits
         if limits.static_shape is not None:

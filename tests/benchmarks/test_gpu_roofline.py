@@ -31,6 +31,7 @@ def test_cpu_smoke_run_writes_every_variant(tmp_path, tiny_weights, one_thread):
     result = json.loads(json_file.read_text())
     timed = {(r["variant"], r["size"]) for r in result["rows"]}
     assert timed == {(v, s) for v in ("eager fp32", "graphs fp32") for s in ("16x16", "32x32")}
+    assert all(r["memory_budget_mb"] is None and r["tiled"] is False for r in result["rows"])  # CPU: no budget
     graphs = [r for r in result["rows"] if r["variant"] == "graphs fp32"]
     assert all(r["cuda_graph"] is False and r["capture"] == "stand-in (CPU smoke run)" and "replay_p50_ms" in r
                for r in graphs)  # the graph bookkeeping with a stand-in capture on a CPU

@@ -276,11 +276,11 @@ def test_automatic_budget_is_the_hosts_on_a_cpu_and_a_third_of_the_gpu_on_a_gpu(
     assert automatic_budget_mb(11 * 2**30) == pytest.approx(11 * 1024 / 3)  # an RTX 2080 Ti: 3.7 GiB
     assert automatic_budget_mb(2**30) == DEFAULT_MEMORY_BUDGET_MB  # never below the host's
     with Deblurrer(tiny_weights) as on_cpu:
-        assert on_cpu.memory_budget_mb == DEFAULT_MEMORY_BUDGET_MB and on_cpu._tile_size(3000, 4000) is not None
+        assert on_cpu.memory_budget_mb == DEFAULT_MEMORY_BUDGET_MB and on_cpu.tile_for(3000, 4000) is not None
     monkeypatch.setattr(TorchBackend, "device_memory_bytes", lambda self: 12 * 2**30)  # as on a 12 GiB GPU
     with Deblurrer(tiny_weights) as on_gpu:
         assert on_gpu.memory_budget_mb == pytest.approx(4096)
-        assert on_gpu._tile_size(3000, 4000) is None  # 12 MP in one pass
+        assert on_gpu.tile_for(3000, 4000) is None  # 12 MP in one pass
     for explicit in (100, None):
         with Deblurrer(tiny_weights, memory_budget_mb=explicit) as chosen:
             assert chosen.memory_budget_mb == explicit  # a number or None the caller gave is kept as it is
