@@ -27,6 +27,7 @@ from training.train import (
     TrainConfig,
     autocast_dtype,
     batch_stream,
+    parse_widths,
     pick_device,
     to_network,
     train_step,
@@ -95,11 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(w < 0 for w in args.workers) or args.steps < 1 or args.skip < 0:
         parser.error("--workers must be >= 0, --steps >= 1, --skip >= 0")
     try:
-        dim_1, dim_2 = (int(v) for v in args.widths.split(","))
-        if dim_1 < 1 or dim_2 < 1:
-            raise ValueError
-    except ValueError:
-        parser.error(f"--widths must be two positive integers dim_1,dim_2 (e.g. 32,64), not {args.widths!r}")
+        dim_1, dim_2 = parse_widths(args.widths)
+    except ValueError as exc:
+        parser.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from training.photos import load_training_photos
 

@@ -491,6 +491,17 @@ def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path
     return save_checkpoint(model, output, metadata=metadata, overwrite=overwrite)
 
 
+def parse_widths(text: str) -> tuple[int, int]:
+    """``--widths`` ("32,64") as (dim_1, dim_2); ValueError with the one-line message the CLIs print."""
+    try:
+        dim_1, dim_2 = (int(v) for v in text.split(","))
+        if dim_1 < 1 or dim_2 < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--widths must be two positive integers dim_1,dim_2 (e.g. 32,64), not {text!r}") from None
+    return dim_1, dim_2
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.photos import SAMPLING
 
@@ -557,11 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
         return 0
     try:
-        dim_1, dim_2 = (int(v) for v in args.widths.split(","))
-        if dim_1 < 1 or dim_2 < 1:
-            raise ValueError
-    except ValueError:
-        parser.error(f"--widths must be two positive integers dim_1,dim_2 (e.g. 32,64), not {args.widths!r}")
+        dim_1, dim_2 = parse_widths(args.widths)
+    except ValueError as exc:
+        parser.error(str(exc))
     config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
                          crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                          recipe=args.recipe, warmup=args.warmup, harm_weight=args.harm_weight,
