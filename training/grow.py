@@ -138,6 +138,7 @@ def widen(model: BANet, dim_2: int, seed: int = 0) -> BANet:
 def main(argv: list[str] | None = None) -> int:
     from banet.checkpoint import load_checkpoint, save_checkpoint
     from banet.defaults import DEFAULT_WEIGHTS
+    from training.train import carried_metadata
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="the trained network to grow")
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         drift = (grown(probe) - loaded.model(probe)).abs().max().item()
     if drift > 1e-4:  # a copy rule out of step with banet.model: refuse to write a different network
         raise RuntimeError(f"widened network differs from the original by {drift:.2e}; not written")
-    metadata = {k: v for k, v in loaded.metadata.items() if k in ("banet.trained_steps", "banet.description")}
+    metadata = carried_metadata(loaded.metadata)
     metadata["banet.grown_from"] = f"{args.weights} ({loaded.config.describe()}, sha256 {loaded.sha256[:12]})"
     path = save_checkpoint(grown, args.output, metadata=metadata)
     print(f"wrote {path}: {grown.config.describe()}, max |output difference| from the original {drift:.2e}")

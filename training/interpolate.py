@@ -21,8 +21,6 @@ import torch
 
 from banet.model import BANet
 
-log = logging.getLogger(__name__)
-
 
 def interpolate(base: BANet, tuned: BANet, alpha: float) -> BANet:
     """A new network ``(1 - alpha) * base + alpha * tuned``, parameter by parameter; neither input changes.
@@ -31,7 +29,7 @@ def interpolate(base: BANet, tuned: BANet, alpha: float) -> BANet:
     (such as batch-norm counters) that differ, which cannot be blended.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], not {alpha}")
+        raise ValueError(f"alpha must be between 0 and 1, not {alpha}")
     if base.config != tuned.config:
         raise ValueError(f"cannot blend {base.config.describe()} with {tuned.config.describe()}: "
                          "the networks must have the same shape")
@@ -54,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from banet.checkpoint import load_checkpoint, save_checkpoint
     from banet.defaults import DEFAULT_WEIGHTS
     from banet.errors import CheckpointError
+    from training.train import carried_metadata
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, default=DEFAULT_WEIGHTS,
@@ -64,8 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="safetensors file to write (not overwritten)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if not 0.0 <= args.alpha <= 1.0:
-        parser.error(f"--alpha must be between 0 and 1, not {args.alpha}")
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
     try:
@@ -73,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         blended = interpolate(base.model, tuned.model, args.alpha)
     except (CheckpointError, ValueError) as exc:
         parser.error(str(exc))
-    metadata = {k: v for k, v in tuned.metadata.items() if k in ("banet.trained_steps", "banet.description")}
+    metadata = carried_metadata(tuned.metadata)
     metadata["banet.interpolated"] = (f"{1 - args.alpha:g} x {args.base} (sha256 {base.sha256[:12]}) + "
                                       f"{args.alpha:g} x {args.tuned} (sha256 {tuned.sha256[:12]})")
     path = save_checkpoint(blended, args.output, metadata=metadata)

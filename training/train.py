@@ -491,6 +491,16 @@ def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path
     return save_checkpoint(model, output, metadata=metadata, overwrite=overwrite)
 
 
+#: Header entries a checkpoint made from another one (grown, blended) carries over from its source.
+CARRIED_METADATA = ("banet.trained_steps", "banet.description")
+
+
+def carried_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """The entries of a source checkpoint's header that a checkpoint derived from it keeps
+    (:data:`CARRIED_METADATA`); the deriving tool adds its own line saying how it was made."""
+    return {k: v for k, v in metadata.items() if k in CARRIED_METADATA}
+
+
 def parse_widths(text: str) -> tuple[int, int]:
     """``--widths`` ("32,64") as (dim_1, dim_2); ValueError with the one-line message the CLIs print."""
     try:
