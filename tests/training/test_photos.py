@@ -125,7 +125,7 @@ def test_installed_training_photos_are_disjoint_from_heldout():
 
 
 def test_listing_filters_small_duplicate_and_heldout_files(tmp_path):
-    listed = sorted(p for paths in P.TRAINING_PHOTOS.values() for p in paths)
+    listed = sorted(p for paths in P.TRAINING_PHOTOS.values() for p in paths if p.endswith(".jpg"))
     big = (np.random.default_rng(0).random((400, 500, 3)) * 255).astype(np.uint8)
 
     def put(rel: str, image: np.ndarray | None = None, copy_of: Path | None = None) -> None:
@@ -229,6 +229,22 @@ def test_extracted_png_is_found_as_its_jpg_twin(tmp_path):
     twin.parent.mkdir(parents=True)
     assert cv2.imwrite(str(twin), image)
     assert P.training_photo_files(roots=[tmp_path]) == [twin]
+
+
+@pytest.mark.parametrize("suffix", [".jp2", ".j2k"])
+def test_listed_jpeg2000_photo_is_found_and_decoded_as_rgb(tmp_path, suffix):
+    from PIL import Image
+
+    listed = [p for paths in P.TRAINING_PHOTOS.values() for p in paths if p.endswith(suffix)]
+    assert listed  # python3-glymur's photos are JPEG 2000
+    rgb = np.zeros((360, 480, 3), np.uint8)
+    rgb[..., 0] = 240  # red
+    target = tmp_path / listed[0].lstrip("/")
+    target.parent.mkdir(parents=True)
+    Image.fromarray(rgb).save(target, "JPEG2000", irreversible=False)
+    assert P.training_photo_files(roots=[tmp_path]) == [target]
+    img = P.load_photo(target)
+    assert img.shape == (360, 480, 3) and img[..., 0].mean() > 200 and img[..., 2].mean() < 30
 
 
 def test_augment_is_seeded_and_leaves_geometry_and_blur_streams_alone():
