@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 #: (backend, precision) cases; torch runs the checkpoint, the others the shipped ONNX files of the default model.
 CASES = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
-         ("openvino", "int8"))
+         ("openvino", "bf16"), ("openvino", "int8"))
 
 
 def run_case(photo: Path, backend: str, precision: str, threads: int | None, folder: Path,

@@ -30,6 +30,7 @@ QUALITY_SOURCE = {
     "onnxruntime int8 (ort)": "INT8 ort",
     "onnxruntime int8 (trt)": "INT8 trt",
     "openvino fp32": "FP32 OpenVINO",
+    "openvino bf16": "FP32 OpenVINO in BF16",
     "openvino int8 (ort)": "INT8 ort OpenVINO",
     "openvino int8 (trt)": "INT8 trt OpenVINO",
 }

@@ -101,6 +101,9 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
             tags = ", ".join(t for t in (flavour, variant) if t)
             name = f"{engine} {precision}" + (f" ({tags})" if tags else "")
             factories.append((lambda m=make, p=path, n=name, s=static: m(p(), n, threads, static=s), name))
+    # Deblurrer(precision="bf16"): the FP32 file on OpenVINO in bfloat16, where the CPU has the units
+    factories.append((lambda: openvino_system(onnx_fp32(), "openvino bf16", threads, inference_precision="bf16"),
+                      "openvino bf16"))
     stem = model.weights.stem
     for precision in ("fp32", "fp16", "int8"):
         # build_trt.py names an engine for its targets (<stem>_fp16_sm75.engine); every one built is a system

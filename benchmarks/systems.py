@@ -138,16 +138,25 @@ def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None, s
     return System(name, backend.metadata.precision, backend.run, backend.close, device, device == "cuda")
 
 
-def openvino_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = True) -> System:
-    """The runtime's OpenVINO backend on the CPU: compiled per shape (``static``) or one dynamic-shape model."""
+def openvino_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = True,
+                    inference_precision: str = "f32") -> System:
+    """The runtime's OpenVINO backend on the CPU: compiled per shape (``static``) or one dynamic-shape model; an FP32
+    file in bfloat16 with ``inference_precision="bf16"`` (``Deblurrer(precision="bf16")``; Unavailable on CPUs
+    without bfloat16 units)."""
     try:
         from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
 
         import_openvino()
     except Exception as exc:  # not installed: the one-line reason is the skip reason
         raise Unavailable(str(exc).splitlines()[0]) from exc
-    backend = OpenVinoBackend(onnx_path, threads=threads, static=static)
-    return System(name, backend.metadata.precision, backend.run, backend.close, "cpu")
+    from runtime.backends.base import BackendUnavailableError
+
+    try:
+        backend = OpenVinoBackend(onnx_path, threads=threads, static=static, inference_precision=inference_precision)
+    except BackendUnavailableError as exc:  # e.g. no bfloat16 units on this CPU
+        raise Unavailable(str(exc)) from exc
+    precision = backend.metadata.precision if inference_precision == "f32" else inference_precision
+    return System(name, precision, backend.run, backend.close, "cpu")
 
 
 def tensorrt_system(engine: Path, name: str) -> System:

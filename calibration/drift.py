@@ -9,7 +9,9 @@ on the held-out set (blurred crops of photos never used for training): the PSNR 
 PyTorch's (mean and worst image, and the max abs error of the raw output), and its restoration PSNR/SSIM vs the
 sharp images, with the change from FP32. Then the INT8 vs FP32 ONNX Runtime CPU speed ratio, measured in the
 same run (warm-up, interleaved repeats, median) at 1 and 2 threads. Missing models are made first: the FP16
-ONNX with the exporter, the INT8 models with ``calibration.quantize``'s defaults.
+ONNX with the exporter, the INT8 models with ``calibration.quantize``'s defaults. Where OpenVINO is installed, the
+FP32 and INT8 files again on OpenVINO, and the FP32 file in bfloat16 arithmetic on CPUs with bfloat16 units
+(``Deblurrer(precision="bf16")``).
 """
 
 from __future__ import annotations
@@ -254,6 +256,10 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
     for name, precision, path in [("FP32", "fp32", fp32)] + [(f"INT8 {f}", "int8", p) for f, p in int8.items()]:
         candidates.append((f"{name} OpenVINO", precision, "OpenVINO CPU", lambda p=path: openvino_forward(p, threads),
                            path, "the same ONNX file compiled by OpenVINO for the input's shape"))
+    candidates.append(("FP32 OpenVINO in BF16", "bf16", "OpenVINO CPU, bfloat16",
+                       lambda: openvino_forward(fp32, threads, inference_precision="bf16"), fp32,
+                       "the FP32 file in bfloat16 arithmetic (Deblurrer(precision=\"bf16\")); CPUs with bfloat16 "
+                       "units only"))
 
     reference, baseline = run_heldout(reference_forward, pairs)
     rows = [DriftRow("FP32 PyTorch (reference)", "fp32", "PyTorch CPU", 200.0, 200.0, 0.0,

@@ -193,8 +193,8 @@ def add_deblur_options(parser: argparse.ArgumentParser,
                              "for an .onnx and the default model) (default: from the model file's extension)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="int8: run the model's INT8 file on ONNX Runtime or OpenVINO (shipped for the default "
-                             "model; refused if its recorded held-out cost exceeds 0.3 dB); default: the file as it "
-                             "is")
+                             "model; refused if its recorded held-out cost exceeds 0.3 dB); bf16: an FP32 .onnx on "
+                             "OpenVINO in bfloat16 (CPUs with bfloat16 units); default: the file as it is")
     parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")

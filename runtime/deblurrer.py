@@ -25,7 +25,7 @@ from banet.processing import ImageFormatError, postprocess, preprocess
 from runtime.backends.base import Backend, check_threads, check_tristate
 from runtime.images import merge_image, split_image
 from runtime.loading import backend_for_path, open_backend
-from runtime.selection import choose
+from runtime.selection import choose, precision_options
 from runtime.tiling import activation_bytes_per_pixel, budget_tile, run_tiled
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,9 @@ class Deblurrer:
             (OpenVINO, else ONNX Runtime, for an .onnx and the default model); default chosen from the file
             extension.
         precision: "int8" runs the model's INT8 Q/DQ file on ONNX Runtime or OpenVINO (found next to the .onnx;
-            shipped for the default model), refused unless its recorded held-out cost is within 0.3 dB; "fp32"
-            insists on an FP32 file; None (default) runs the file as it is.
+            shipped for the default model), refused unless its recorded held-out cost is within 0.3 dB; "bf16" runs
+            an FP32 .onnx on OpenVINO in bfloat16 (CPUs with bfloat16 units only); "fp32" insists on an FP32 file;
+            None (default) runs the file as it is.
         rgb: numpy inputs are RGB instead of OpenCV's BGR (outputs keep the input's order either way).
         tile: run images larger than ``tile`` x ``tile`` pixels in overlapping tiles (None: when the memory
             budget or the artifact's shape limits require it).
@@ -83,7 +84,7 @@ class Deblurrer:
         self.tile = tile
         self.tile_overlap = tile_overlap
         self._lock = threading.Lock()
-        self.backend: Backend | None = _open(model, backend, backend_options)
+        self.backend: Backend | None = _open(model, backend, {**backend_options, **precision_options(precision)})
         #: MiB one forward pass may take (None: unbounded); "auto" resolved for the backend's device
         self.memory_budget_mb: float | None = (automatic_budget_mb(self.backend.device_memory_bytes())
                                                if memory_budget_mb == "auto" else memory_budget_mb)

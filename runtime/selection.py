@@ -9,6 +9,9 @@
   to an FP32 ``.onnx`` (the shipped ones next to the default model; a checkpoint's in the engines folder), or the
   file itself when it already is INT8. It runs only if the held-out cost recorded in it is within the budget
   (:mod:`banet.precision`); the file used is logged and kept as ``Deblurrer.model_path``.
+- ``precision="bf16"``: an FP32 ``.onnx`` (the default model's shipped one when no model is named) on OpenVINO in
+  bfloat16 arithmetic, on CPUs with bfloat16 units (refused elsewhere by the backend). No file of its own: the
+  drift report and the CPU benchmark measure what it costs and buys.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from runtime.loading import CHECKPOINT_SUFFIXES, ModelNotFoundError, backend_for
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "bf16")
 #: Which INT8 flavour (calibration.quantize --flavour) each CPU backend runs: ``ort`` (U8S8) is what ONNX Runtime's
 #: CPU kernels are fastest with; OpenVINO's choice was measured the same way (README, CPU table).
 INT8_FLAVOUR = {"onnxruntime": "ort", "openvino": "ort"}
@@ -53,6 +56,10 @@ def choose(model: Path | None, backend: str | None, precision: str | None,
     if model is None and backend is None and (any(o in options for o in TORCH_OPTIONS)
                                               or str(options.get("device", "")).startswith("cuda")):
         backend = "torch"  # a GPU (or half precision) asked for: the checkpoint on PyTorch
+    if precision == "bf16":
+        from banet.defaults import default_model_path
+
+        return bf16_choice(Path(model) if model is not None else default_model_path("openvino"), backend)
     if backend == "auto" or (model is None and backend is None):  # the default model runs on the fastest installed
         backend = auto_backend(model)
     if model is None:
@@ -76,6 +83,27 @@ def choose(model: Path | None, backend: str | None, precision: str | None,
         raise ArtifactError(f"{reason}; refusing precision='int8' (run FP32, or make a file within the budget)")
     log.info("precision int8: running %s on %s", chosen, backend)
     return chosen, backend
+
+
+def bf16_choice(model: Path, backend: str | None) -> tuple[Path, str]:
+    """(model, "openvino") for ``precision="bf16"``: an FP32 ``.onnx`` on OpenVINO, else one OptionError line."""
+    if model.suffix.lower() != ".onnx":
+        raise OptionError(f"precision='bf16' runs an exported FP32 .onnx, not {model.name}: export it first "
+                          f"(python export/to_onnx.py --weights {model})")
+    backend = "openvino" if backend in (None, "auto") else backend
+    if backend != "openvino":
+        raise OptionError(f"precision='bf16' runs FP32 ONNX files on OpenVINO (CPUs with bfloat16 units), not on "
+                          f"{backend}; on a GPU use half=True (PyTorch) or an FP16 engine (build_trt.py --fp16)")
+    found = read_onnx_metadata(model).precision if model.is_file() else "fp32"
+    if found != "fp32":
+        raise OptionError(f"precision='bf16' lowers an FP32 model; {model.name} is an {found.upper()} model")
+    log.info("precision bf16: running %s on openvino in bfloat16", model)
+    return model, backend
+
+
+def precision_options(precision: str | None) -> dict:
+    """Backend options a precision adds: bfloat16 arithmetic for "bf16" (OpenVINO), none for the others."""
+    return {"inference_precision": "bf16"} if precision == "bf16" else {}
 
 
 def int8_file(model: Path, backend: str) -> Path:

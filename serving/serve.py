@@ -297,8 +297,8 @@ def _parser() -> OneLineParser:
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
                         help="force a backend; auto: the fastest installed for the file (default: from the file)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="int8: the model's INT8 file on ONNX Runtime or OpenVINO, within the 0.3 dB budget "
-                             "(default: the file as it is)")
+                        help="int8: the model's INT8 file on ONNX Runtime or OpenVINO, within the 0.3 dB budget; "
+                             "bf16: an FP32 .onnx on OpenVINO in bfloat16 (default: the file as it is)")
     parser.add_argument("--host", default=LOOPBACK,
                         help="address the HTTP port listens on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
     parser.add_argument("--http-port", type=port(free_allowed=True), default=8000,

@@ -6,6 +6,11 @@ in a small least-recently-used cache (``static=False`` compiles the dynamic-shap
 benchmark compares both). Inference precision is pinned to f32: on CPUs with bf16 or fp16 units OpenVINO would
 otherwise lower FP32 models silently, which is drift the user did not ask for. An INT8 Q/DQ file still runs
 its quantized layers in INT8 (that is what its Q/DQ pairs say).
+
+``inference_precision="bf16"`` (what ``Deblurrer(precision="bf16")`` asks for) lowers an FP32 file to bfloat16
+compute on CPUs with bfloat16 units (AVX512_BF16 or AMX: Intel Xeon 4th generation and later, AMD Zen 4 and
+later). It is refused in one line on other CPUs, where OpenVINO would silently run f32 instead, and checked
+after each compilation (OpenVINO reports the precision it compiled for).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.errors import OptionError
 from banet.metadata import read_onnx_metadata
 from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, check_threads
 from runtime.backends.onnxruntime_backend import limits_from_metadata
@@ -23,6 +29,8 @@ log = logging.getLogger(__name__)
 
 #: Compiled shapes kept by default: a tiled photo uses up to 4 tile shapes (interior, right, bottom, corner).
 DEFAULT_SHAPE_CACHE = 4
+#: Compute precisions OpenVINO may run an FP32 file in: the file's own (f32) and bfloat16 where the CPU has the units.
+INFERENCE_PRECISIONS = ("f32", "bf16")
 
 
 def import_openvino():
@@ -43,13 +51,18 @@ class OpenVinoBackend(Backend):
         static: compile per input shape (bounded cache) instead of one dynamic-shape model.
         shape_cache: how many compiled shapes to keep (``static`` only); the least recently used is dropped.
         device: OpenVINO device name.
+        inference_precision: "f32" (default: the file's own arithmetic) or "bf16" (an FP32 file in bfloat16 on a
+            CPU with bfloat16 units; BackendUnavailableError elsewhere).
     """
 
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, static: bool = True,
-                 shape_cache: int = DEFAULT_SHAPE_CACHE, device: str = "CPU") -> None:
+                 shape_cache: int = DEFAULT_SHAPE_CACHE, device: str = "CPU",
+                 inference_precision: str = "f32") -> None:
         check_threads(threads)
+        if inference_precision not in INFERENCE_PRECISIONS:
+            raise OptionError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
         threads = int(threads) if threads else None  # numpy integers too
         self._requests = ShapeCache(self._compile, shape_cache)
         ov = import_openvino()
@@ -60,12 +73,16 @@ class OpenVinoBackend(Backend):
                                           f"(available: {self._core.available_devices})")
         self.device = device
         self.static = static
-        self._config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+        if inference_precision != "f32":
+            check_lowering(self._core, device, inference_precision, metadata.precision, Path(path).name)
+        #: The arithmetic OpenVINO runs the file in: "f32" (its own) or "bf16"; checked after every compilation.
+        self.inference_precision = inference_precision
+        self._config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
         self._model = self._core.read_model(str(path))
         self._input = self._model.inputs[0].get_any_name()
-        self._dynamic = None if static else self._core.compile_model(self._model, device, self._config)
+        self._dynamic = None if static else self._checked(self._core.compile_model(self._model, device, self._config))
         super().__init__(metadata, limits_from_metadata(metadata))
 
     def _compile(self, shape: tuple[int, ...]):
@@ -74,8 +91,16 @@ class OpenVinoBackend(Backend):
             return self._dynamic, self._dynamic.create_infer_request()
         self._model.reshape({self._input: list(shape)})
         log.debug("OpenVINO compiling %s for %s", self.metadata.precision, "x".join(map(str, shape)))
-        compiled = self._core.compile_model(self._model, self.device, self._config)
+        compiled = self._checked(self._core.compile_model(self._model, self.device, self._config))
         return compiled, compiled.create_infer_request()
+
+    def _checked(self, compiled):
+        """``compiled``, after checking OpenVINO compiled it in the precision asked for (it may substitute one)."""
+        got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if got != self.inference_precision:
+            raise BackendUnavailableError(f"OpenVINO compiled the model for {got} arithmetic, not the "
+                                          f"{self.inference_precision} asked for")
+        return compiled
 
     @property
     def compiled_shapes(self) -> list[tuple[int, ...]]:
@@ -100,4 +125,17 @@ class OpenVinoBackend(Backend):
 
     def describe(self) -> str:
         mode = f"static shapes, cache {self._requests.size}" if self.static else "dynamic shapes"
-        return f"openvino {self.device} ({self.metadata.precision}, {mode})"
+        compute = "" if self.inference_precision == "f32" else f" in {self.inference_precision}"
+        return f"openvino {self.device} ({self.metadata.precision}{compute}, {mode})"
+
+
+def check_lowering(core, device: str, precision: str, file_precision: str, name: str) -> None:
+    """Refuse, in one line, a lowering to ``precision`` that ``device`` cannot run natively (OpenVINO would run
+    f32 instead, silently) or that would stack on a file already reduced (its drift was measured on f32)."""
+    if file_precision != "fp32":
+        raise OptionError(f"{precision} compute lowers an FP32 model; {name} is an {file_precision.upper()} model")
+    capabilities = list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+    if precision.upper() not in capabilities:
+        raise BackendUnavailableError(
+            f"this {device} has no {precision} units (OpenVINO capabilities: {', '.join(capabilities)}); {precision} "
+            "needs AVX512_BF16 or AMX (Intel Xeon 4th generation or later, AMD Zen 4 or later): run fp32 or int8")

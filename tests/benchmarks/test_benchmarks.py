@@ -110,15 +110,37 @@ def test_peers_per_thread_count_with_ratios_from_the_same_threads(tmp_path, tiny
     assert main(["--quick", "--weights", str(tiny_weights), "--output", str(tmp_path / "res"), "--no-plots",
                  "--threads", "1", "2", "--only", "torch eager", "openvino*", "onnxruntime fp32 (static)"]) == 0
     [json_file] = (tmp_path / "res").glob("*.json")
-    rows = json.loads(json_file.read_text())["rows"]
-    assert {(r["system"], r["threads"]) for r in rows} == {
-        (s, t) for s in ("torch eager", "openvino fp32", "openvino fp32 (dynamic)", "onnxruntime fp32 (static)")
-        for t in (1, 2)}
+    result = json.loads(json_file.read_text())
+    rows = result["rows"]
+    peers = ["torch eager", "openvino fp32", "openvino fp32 (dynamic)", "onnxruntime fp32 (static)"]
+    import openvino
+
+    if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        peers.append("openvino bf16")  # Deblurrer(precision="bf16"): timed where the CPU has bfloat16 units
+        assert {r["precision"] for r in rows if r["system"] == "openvino bf16"} == {"bf16"}
+    else:
+        assert any(s["system"] == "openvino bf16" and "no bf16 units" in s["reason"] for s in result["skipped"])
+    assert {(r["system"], r["threads"]) for r in rows} == {(s, t) for s in peers for t in (1, 2)}
     for threads in (1, 2):
         eager = next(r for r in rows if r["system"] == "torch eager" and r["threads"] == threads)
         other = next(r for r in rows if r["system"] == "openvino fp32" and r["threads"] == threads)
         assert other["speedup_vs_torch_eager"] == pytest.approx(eager["p50_ms"] / other["p50_ms"])
     assert "| openvino fp32 | fp32 | cpu | 1 | 256x256 |" in json_file.with_suffix(".md").read_text()
+
+
+def test_bf16_peer_is_skipped_with_its_reason_on_a_cpu_without_bfloat16_units(monkeypatch):
+    pytest.importorskip("openvino", reason="OpenVINO is a peer here: pip install '.[openvino]'")
+    from benchmarks.systems import Unavailable, openvino_system
+    from runtime.backends import openvino_backend
+
+    def no_bf16(core, device, precision, file_precision, name):
+        raise openvino_backend.BackendUnavailableError(f"this {device} has no {precision} units")
+
+    monkeypatch.setattr(openvino_backend, "check_lowering", no_bf16)
+    from banet.defaults import DEFAULT_ONNX
+
+    with pytest.raises(Unavailable, match="no bf16 units"):
+        openvino_system(DEFAULT_ONNX, "openvino bf16", 1, inference_precision="bf16")
 
 
 def test_end_to_end_rows_time_the_real_command_and_keep_a_failure_as_its_reason():
