@@ -59,10 +59,22 @@ def measure(backend: str, width: int, height: int) -> dict:
         out = deblur(image)
         seconds = time.perf_counter() - started
         tile = deblur._tile_size(height, width)
+        count, computed = tile_work(height, width, tile, deblur.tile_overlap)
     assert out.shape == image.shape
     return {"backend": backend, "size": hw_text(height, width), "megapixels": round(width * height / 1e6, 1),
-            "tile": list(tile) if tile else None, "peak_rss_mb": round(_peak_mb()), "rss_before_mb": round(before),
+            "tile": list(tile) if tile else None, "tiles": count, "computed_x": computed,
+            "peak_rss_mb": round(_peak_mb()), "rss_before_mb": round(before),
             "seconds": round(seconds, 1), "budget_mb": DEFAULT_MEMORY_BUDGET_MB}
+
+
+def tile_work(height: int, width: int, tile: tuple[int, int] | None, overlap: int) -> tuple[int, float]:
+    """How many tiles a photo runs in and how many times its pixel count they compute (overlaps counted twice)."""
+    from runtime.tiling import tile_starts
+
+    if tile is None:
+        return 1, 1.0
+    count = len(tile_starts(height, tile[0], overlap)) * len(tile_starts(width, tile[1], overlap))
+    return count, round(count * tile[0] * tile[1] / (height * width), 3)
 
 
 def agreement(backend: str, width: int, height: int) -> dict:
@@ -98,14 +110,15 @@ def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Pat
     write_atomic(stem.with_suffix(".json"),
                  (json.dumps({"cpu": cpu_name(), "cases": rows, "agreement": agreements}, indent=2) + "\n").encode())
     lines = [f"# Peak memory, default settings ({cpu_name()})", "",
-             "| backend | size | MP | tile | peak RSS | seconds |", "|---|---|---:|---|---:|---:|"]
+             "| backend | size | MP | tile | tiles (pixels computed) | peak RSS | seconds |",
+             "|---|---|---:|---|---|---:|---:|"]
     for r in rows:
         if "failed" in r:
-            lines.append(f"| {r['backend']} | {r['size']} | | | {r['failed']} | |")
+            lines.append(f"| {r['backend']} | {r['size']} | | | | {r['failed']} | |")
             continue
         tile = "x".join(map(str, r["tile"])) if r["tile"] else "untiled"
-        lines.append(f"| {r['backend']} | {r['size']} | {r['megapixels']} | {tile} | {r['peak_rss_mb']} MB | "
-                     f"{r['seconds']} |")
+        lines.append(f"| {r['backend']} | {r['size']} | {r['megapixels']} | {tile} | {r['tiles']} "
+                     f"({r['computed_x']}x) | {r['peak_rss_mb']} MB | {r['seconds']} |")
     if agreements:
         lines += ["", "| backend | size | tile | tiled vs untiled | max abs diff (8-bit) |", "|---|---|---|---:|---:|"]
         for a in agreements:
@@ -121,7 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", type=parse_hw, default=[(3000, 4000), (6000, 8000)],
                         help="photo sizes, HxW (default: 3000x4000 and 6000x8000, 12 MP and 48 MP)")
-    parser.add_argument("--backends", nargs="+", choices=("onnxruntime", "torch"), default=["onnxruntime", "torch"])
+    parser.add_argument("--backends", nargs="+", choices=("onnxruntime", "openvino", "torch"),
+                        default=["onnxruntime", "torch"],
+                        help="Deblurrer backends to measure; the first also runs the agreement check")
     parser.add_argument("--agreement", type=parse_hw, default=(2000, 3000),
                         help="HxW of the tiled-vs-untiled check (untiled needs about 1.3 KB per pixel)")
     parser.add_argument("--no-agreement", action="store_true", help="skip the tiled-vs-untiled check")

@@ -179,7 +179,7 @@ class Deblurrer:
         if self.tile is None and budget is not None:
             multiple = self.conventions.size_multiple
             min_side = max(limits.min_hw[0], 2 * self.tile_overlap + multiple)
-            th, tw = budget_tile(th, tw, budget, multiple, min_side)
+            th, tw = budget_tile(th, tw, budget, multiple, min_side, self.tile_overlap)
         return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:

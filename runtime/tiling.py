@@ -8,7 +8,6 @@ identical with, an untiled one (tests measure how close).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -30,20 +29,47 @@ def activation_bytes_per_pixel(config: BANetConfig) -> int:
     return _BYTES_PER_PIXEL_PER_CHANNEL * (config.dim_1 + config.dim_2 // 4)
 
 
-def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_side: int) -> tuple[int, int]:
-    """The largest tile (h, w) <= (height, width) with h * w <= ``budget_pixels``, sides multiples of
-    ``multiple`` and at least ``min_side`` (so tiles still overlap usefully when the budget is tiny)."""
+def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_side: int,
+                overlap: int = 0) -> tuple[int, int]:
+    """The tile (h, w) <= (height, width) with h * w <= ``budget_pixels`` and sides multiples of ``multiple`` (and at
+    least ``min_side``, so tiles still overlap usefully when the budget is tiny) that covers the image with the
+    fewest pixels computed.
+
+    Tiles overlapping by ``overlap`` are sized evenly for their count: the square tile that fills the budget leaves
+    the last tile of each row and column shifted far inwards (a 3000x4000 photo computed 1.49x its pixels that way,
+    a 1080x1920 frame 1.72x), while even tiles compute 1.05-1.09x. Of plans within 1% of the least work, the one
+    with no side over twice the other (each tile's strip pooling then sees a fair share of both axes), then the
+    fewest tiles (fewer calls), then the squarest wins.
+    """
     if height * width <= budget_pixels:
         return height, width
+    plans = []
+    for rows in range(1, height // max(min_side - overlap, 1) + 2):
+        th = height if rows == 1 else min(height, max(min_side, _even_tile(height, rows, overlap, multiple)))
+        cap = min(width, budget_pixels // th)
+        cap -= cap % multiple if cap < width else 0
+        if cap < min(min_side, width) or (cap < width and cap <= overlap):
+            continue  # too tall for the budget: even the narrowest tile does not fit
+        tw = width if cap >= width else _even_tile(width, -(-(width - overlap) // (cap - overlap)), overlap, multiple)
+        work = _tile_count(height, th, overlap) * _tile_count(width, tw, overlap)
+        plans.append((work * th * tw, work, max(th, tw) / min(th, tw), (th, tw)))
+        if th <= min_side:
+            break
+    if not plans:  # the budget is below one min_side x min_side tile: the smallest tile there is
+        return min(height, min_side), min(width, min_side)
+    least = min(p[0] for p in plans)
+    return min((p for p in plans if p[0] <= least * 1.01), key=lambda p: (p[2] > 2, p[1], p[2]))[3]
 
-    def down(value: float) -> int:
-        return max(min_side, int(value) - int(value) % multiple)
 
-    th = min(height, down(math.sqrt(budget_pixels)))
-    tw = min(width, down(budget_pixels / th))
-    if tw == width:  # a narrow image: give the spare budget back to the height
-        th = min(height, down(budget_pixels / tw))
-    return th, tw
+def _tile_count(length: int, tile: int, overlap: int) -> int:
+    """How many tiles :func:`tile_starts` places along ``length``."""
+    return 1 if tile >= length else -(-(length - tile) // (tile - overlap)) + 1
+
+
+def _even_tile(length: int, count: int, overlap: int, multiple: int) -> int:
+    """The smallest tile, a multiple of ``multiple``, of which ``count`` overlapping by ``overlap`` cover ``length``."""
+    side = -(-(length + (count - 1) * overlap) // count)
+    return -(-side // multiple) * multiple
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from runtime import Deblurrer
-from runtime.tiling import _ramp, run_tiled, tile_starts
+from runtime.tiling import _ramp, budget_tile, run_tiled, tile_starts
 
 
 def test_tile_starts_cover_and_overlap():
@@ -44,3 +44,29 @@ def test_tiled_matches_untiled_and_has_no_seams(tiny_weights):
     col_jump = np.abs(np.diff(b, axis=1)).mean(axis=(0, 2))
     base = np.median(col_jump)
     assert max(col_jump[c] for c in boundaries if c < len(col_jump)) < 2.0 * base + 1.0
+
+
+@pytest.mark.parametrize("height, width", [(3000, 4000), (4000, 3000), (1080, 1920), (2160, 3840), (3024, 4032),
+                                           (6000, 8000)])
+def test_budget_tiles_are_even_so_little_is_computed_twice(height, width):
+    """Under the default CPU budget (the default network: 599,186 pixels) the tiles of a phone photo, a 1080p and a
+    4K frame compute at most 1.10x the image's pixels (the square budget tile computed 1.49x a 3000x4000 photo and
+    1.72x a 1080p frame: its last row and column shifted far inwards)."""
+    budget, overlap = 599_186, 32
+    th, tw = budget_tile(height, width, budget, 8, 2 * overlap + 8, overlap)
+    assert th * tw <= budget and th % 8 == 0 and tw % 8 == 0 and max(th, tw) <= 2 * min(th, tw)
+    computed = len(tile_starts(height, th, overlap)) * len(tile_starts(width, tw, overlap)) * th * tw
+    assert computed <= 1.10 * height * width
+
+
+def test_budget_tiles_respect_budget_multiple_and_minimum_on_random_shapes():
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        height, width = (int(v) * 8 for v in rng.integers(1, 700, size=2))
+        overlap = int(rng.choice([0, 8, 32]))
+        min_side = 2 * overlap + 8
+        budget = int(rng.integers(min_side**2, 2_000_000))
+        th, tw = budget_tile(height, width, budget, 8, min_side, overlap)
+        assert th <= height and tw <= width and th * tw <= budget
+        assert th % 8 == 0 and tw % 8 == 0 and th >= min(min_side, height) and tw >= min(min_side, width)
+    assert budget_tile(100, 100, 64, 8, 24, 8) == (24, 24)  # below one minimum tile: the minimum tile
