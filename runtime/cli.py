@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy as np
 
 from banet.errors import first_line
 from banet.outputs import commit_partial, partial_path
-from runtime.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, read_image, require_opencv, write_image
+from runtime.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, opencv, read_image, require_opencv, write_image
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
 
@@ -37,18 +38,21 @@ log = logging.getLogger("runtime.cli")
 
 
 def collect_inputs(paths: list[Path]) -> list[Path]:
-    """Files given directly, plus images and videos found (sorted) in given folders."""
-    found = []
+    """Files given directly, plus images and videos found (sorted) in given folders; a file reached twice (a
+    folder and a file in it, the same name typed twice) is deblurred once, at its first place."""
+    found: dict[str, Path] = {}
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
         elif path.exists():
-            found.append(path)
+            files = [path]
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
+        for file in files:  # the same name, however written; links stay apart (each is its own output name)
+            found.setdefault(os.path.abspath(file), file)
     if not found:
         raise FileNotFoundError(f"no images or videos found in {', '.join(map(str, paths))}")
-    return found
+    return list(found.values())
 
 
 def output_name(source: Path) -> str:
@@ -79,7 +83,7 @@ def output_refusals(inputs: list[Path], targets: list[Path]) -> dict[int, str]:
     refusals: dict[int, str] = {}
     first: dict[Path, int] = {}
     for index, (source, target) in enumerate(zip(inputs, targets)):
-        key = target.resolve()
+        key = target.parent.resolve() / target.name  # the directory entry written (a link there is replaced)
         if key in first:
             reason = (f"{inputs[first[key]]} and {source} would both be written to {target}; deblur them "
                       "into different --output folders")
@@ -96,6 +100,9 @@ def output_refusals(inputs: list[Path], targets: list[Path]) -> dict[int, str]:
         if same is not None:
             refusals.setdefault(index, f"{target} is the same file as the input {same}; choose another --output "
                                        "folder (never overwritten, even with --force)")
+        elif target.is_dir():
+            refusals.setdefault(index, f"{target} is a folder, so the result of {inputs[index]} cannot be written "
+                                       "under that name (not even with --force); choose another --output folder")
     return refusals
 
 
@@ -104,6 +111,9 @@ def plan_outputs(inputs: list[Path], output_dir: Path, force: bool) -> list[Path
 
     Refused: any of :func:`output_refusals`, even with ``force``; an existing output without ``force``.
     """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output {output_dir} is a file, not a folder; give a folder to write the "
+                                 "results in (it is created if missing)")
     targets = [output_dir / output_name(p) for p in inputs]
     refusals = output_refusals(inputs, targets)
     if refusals:
@@ -136,9 +146,19 @@ def video_frames(path: Path) -> Iterator[np.ndarray]:
         capture.release()
 
 
-def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int:
+def even_frame(frame: np.ndarray) -> np.ndarray:
+    """``frame`` with an odd height or width padded by one row/column repeating its edge: MPEG-4 (4:2:0) stores
+    only even sizes, and OpenCV's writer would otherwise drop the last row and column of every frame unsaid."""
+    bottom, right = frame.shape[0] % 2, frame.shape[1] % 2
+    if not (bottom or right):
+        return frame
+    return np.pad(frame, ((0, bottom), (0, right)) + ((0, 0),) * (frame.ndim - 2), mode="edge")
+
+
+def process_video(deblurrer, source: Path, target: Path, with_side: bool, progress: bool = True) -> int:
     """Deblur every frame of ``source`` into the MPEG-4 file ``target``, written under a temporary name, synced
-    and renamed into place only when complete (:func:`banet.outputs.commit_partial`)."""
+    and renamed into place only when complete (:func:`banet.outputs.commit_partial`). Frames of an odd size are
+    written one row/column larger (:func:`even_frame`), logged. ``progress``: show a progress bar of frames."""
     cv2 = require_opencv(f"{source}: deblurring a video")
     from tqdm import tqdm
 
@@ -151,15 +171,18 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool) -> int
     writer = None
     frames = 0
     try:
-        for frame in tqdm(video_frames(source), total=count, desc=source.name, unit="frame"):
+        for frame in tqdm(video_frames(source), total=count, desc=source.name, unit="frame", disable=not progress):
             out = deblurrer(frame)
             out = side_by_side(frame, out) if with_side else out
             if writer is None:
-                writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                         (out.shape[1], out.shape[0]))
+                size = even_frame(out).shape[1::-1]
+                if size != out.shape[1::-1]:
+                    log.warning("%s: %dx%d frames are written as %dx%d (MPEG-4 stores even sizes only; the last "
+                                "row/column is repeated)", source, out.shape[1], out.shape[0], *size)
+                writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
                 if not writer.isOpened():
                     raise OSError(f"{target}: OpenCV cannot write an MPEG-4 video here")
-            writer.write(out)
+            writer.write(even_frame(out))
             frames += 1
         if writer is None:
             raise OSError(f"{source}: no frame could be read")
@@ -213,11 +236,13 @@ def deblurrer_options(args: argparse.Namespace) -> dict:
                 precision=args.precision, **options)
 
 
-def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int) -> int:
+def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int,
+                progress: bool = True) -> int:
     """Deblur one image or video file into ``target``, written whole or not at all; returns the frames written
-    (1 for an image). Raises on any failure, for the caller to report (:func:`file_error`)."""
+    (1 for an image). Raises on any failure, for the caller to report (:func:`file_error`). ``progress``: a
+    video's progress bar of frames."""
     if is_video(source):
-        return process_video(deblurrer, source, target, with_side)
+        return process_video(deblurrer, source, target, with_side, progress)
     image = read_image(source, max_pixels=max_pixels)
     out = deblurrer(image)
     write_image(target, side_by_side(image, out) if with_side else out)
@@ -255,15 +280,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _quiet_opencv() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings ("PNG input buffer is incomplete", "moov atom not found") off
+    stderr: a file that fails is reported in one ``error:`` line of this command's, not with the decoder's
+    lines besides."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when a video is opened
+    cv2 = opencv()
+    if cv2 is not None:
+        cv2.setLogLevel(2)  # errors only (OpenCV's LOG_LEVEL_ERROR)
+
+
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from runtime import Deblurrer
 
+    _quiet_opencv()
     try:
         inputs = collect_inputs(args.inputs)
         targets = plan_outputs(inputs, args.output, args.force)
-        args.output.mkdir(parents=True, exist_ok=True)
+        try:
+            args.output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(f"cannot create the output folder {args.output}: {exc.strerror or exc}") from None
         deblurrer = Deblurrer(**deblurrer_options(args))
         log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
     except Exception as exc:  # a model, folder or option that cannot work: one line, never a traceback
@@ -275,7 +314,8 @@ def _run(args: argparse.Namespace) -> int:
     with deblurrer:
         for source, target in tqdm(list(zip(inputs, targets)), desc="deblur", unit="file", disable=args.quiet):
             try:
-                frames = deblur_file(deblurrer, source, target, args.side_by_side, max_pixels)
+                frames = deblur_file(deblurrer, source, target, args.side_by_side, max_pixels,
+                                     progress=not args.quiet)
                 if is_video(source):
                     log.info("%s -> %s (%d frames)", source, target, frames)
             except Exception as exc:  # one file's failure, whatever it is, never stops the others

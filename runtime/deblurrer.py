@@ -23,8 +23,8 @@ import numpy as np
 from banet.errors import OptionError
 from banet.processing import ImageFormatError, postprocess, preprocess
 from runtime.backends.base import Backend, check_threads, check_tristate
-from runtime.images import merge_image, split_image
-from runtime.loading import backend_for_path, open_backend
+from runtime.images import ImageReadError, merge_image, split_image
+from runtime.loading import BACKENDS, backend_for_path, open_backend
 from runtime.selection import choose, precision_options
 from runtime.tiling import activation_bytes_per_pixel, budget_tile, run_tiled
 
@@ -37,6 +37,8 @@ DEFAULT_MEMORY_BUDGET_MB = 768
 #: 3.7 GiB, so a 1080x1920 frame runs untiled in FP32 (2.8 GB estimated), leaving the rest for the model, CUDA
 #: graphs' memory pool and other processes.
 GPU_MEMORY_SHARE = 1 / 3
+#: Largest budget taken literally, in MiB (1 EiB, more than any machine has): a larger one means no limit in effect.
+_MAX_BUDGET_MB = float(2**40)
 
 
 def automatic_budget_mb(device_memory_bytes: int | None) -> float:
@@ -102,19 +104,34 @@ class Deblurrer:
 
         Returns the same size, dtype, channel order (and alpha, untouched) as the input.
         """
-        return self.deblur_batch([image], rgb=rgb)[0]
+        return self._deblur_list([image], rgb, single=True)[0]
 
     __call__ = deblur
 
     def deblur_batch(self, images: Sequence, rgb: bool | None = None) -> list:
-        """Deblur a list of images (sizes may differ); images of equal size run as one batch."""
-        rgb = self.rgb if rgb is None else _check_bool("rgb", rgb)
+        """Deblur a list of images (sizes may differ); images of equal size run as one batch.
+
+        An image that cannot be deblurred is refused before any runs, its error naming its index in the list.
+        """
         if _is_single_image(images):
             raise ImageFormatError(f"deblur_batch takes a list of images, got one {type(images).__name__}; call "
                                    "deblur() for a single image")
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence | Iterable):
             raise ImageFormatError(f"deblur_batch takes a list of images, got {type(images).__name__}")
-        parts = [split_image(image, rgb) for image in images]
+        return self._deblur_list(images, rgb, single=False)
+
+    def _deblur_list(self, images: Iterable, rgb: bool | None, single: bool) -> list:
+        """Images -> restored images in the same forms; ``single``: one image from :meth:`deblur`, whose errors
+        need no index."""
+        rgb = self.rgb if rgb is None else _check_bool("rgb", rgb)
+        parts = []
+        for index, image in enumerate(images):
+            try:
+                parts.append(split_image(image, rgb))
+            except (ImageFormatError, ImageReadError) as exc:
+                if single:
+                    raise
+                raise type(exc)(f"image {index} of the list: {exc}") from None
         results: list = [None] * len(parts)
         groups: dict[tuple, list[int]] = {}
         for i, (colour, _, form) in enumerate(parts):
@@ -199,8 +216,8 @@ class Deblurrer:
             problem = limits.check(part.shape)
             if problem:
                 raise ValueError(f"input of shape {part.shape} cannot run on {backend.describe()}: {problem}")
-            with self._lock:
-                out = backend.run(np.ascontiguousarray(part, dtype=np.float32))
+            with self._lock:  # close() takes the same lock: the backend is checked again once it is held
+                out = self._backend().run(np.ascontiguousarray(part, dtype=np.float32))
             outputs.append(out[:real])
         return np.concatenate(outputs)
 
@@ -208,7 +225,8 @@ class Deblurrer:
         """How many input pixels one forward pass may take under the memory budget (None: unbounded)."""
         if self.memory_budget_mb is None:
             return None
-        return max(1, int(self.memory_budget_mb * 2**20 // self._bytes_per_pixel))
+        # capped (1 EiB) so that a huge finite budget (1e308 MiB) stays a number instead of overflowing to inf
+        return max(1, int(min(float(self.memory_budget_mb), _MAX_BUDGET_MB) * 2**20 // self._bytes_per_pixel))
 
     def _backend(self) -> Backend:
         if self.backend is None:
@@ -222,6 +240,8 @@ class Deblurrer:
 _BOOL_OPTIONS = ("half", "channels_last", "static", "check_onnx")
 #: Options that are True, False or None (automatic: on where the device supports them).
 _TRISTATE_OPTIONS = ("cuda_graph", "io_binding")
+#: The devices the torch backend runs on.
+_TORCH_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def _check_bool(name: str, value) -> bool:
@@ -239,8 +259,13 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
     if model is not None and not isinstance(model, str | os.PathLike):
         raise OptionError(f"model must be a file path (str or pathlib.Path) or None for the default model, got "
                           f"{type(model).__name__}")
+    if model is not None and not os.fspath(model).strip():
+        raise OptionError("model is an empty path; give a model file, or None for the default model")
     if backend is not None and not isinstance(backend, str):
         raise OptionError(f"backend must be a name such as 'onnxruntime' or None, got {backend!r}")
+    if backend is not None and backend not in ("auto", *BACKENDS):
+        raise OptionError(f"unknown backend {backend!r}; choose one of {('auto', *BACKENDS)} (or None: from the "
+                          "model file's extension)")
     _check_bool("rgb", rgb)
     if not _whole(tile_overlap) or tile_overlap < 0:
         raise OptionError(f"tile_overlap must be a whole number of pixels >= 0, got {tile_overlap!r}")
@@ -264,16 +289,25 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
     check_threads(backend_options.get("threads"))
     device = backend_options.get("device")
     kind = backend or (_backend_kind(Path(model)) if model is not None else None)  # default: loading.py decides
-    if device is not None and kind == "torch" and not isinstance(device, str):
-        raise OptionError(f"device must be a name such as 'cpu' or 'cuda:0' on the torch backend, got {device!r}")
+    if device is not None and kind == "torch" and not (isinstance(device, str) and _TORCH_DEVICE.fullmatch(device)):
+        # PyTorch itself would fail deep inside for "meta", "CUDA" or "gpu" (or load the weights nowhere)
+        raise OptionError(f"device must be 'cpu', 'cuda' or 'cuda:N' on the torch backend, got {device!r}")
     if device is not None and kind == "tensorrt" and not _whole(device):
         raise OptionError(f"device must be a GPU index (0, 1...) on the tensorrt backend, got {device!r}")
     if device is not None and not (isinstance(device, str) or _whole(device)):
         raise OptionError(f"device must be a name such as 'cpu' or 'cuda:0' (or a GPU index), got {device!r}")
     providers = backend_options.get("providers")
     if providers is not None and (isinstance(providers, str) or not isinstance(providers, list | tuple)
-                                  or not all(isinstance(p, str | tuple) for p in providers)):
-        raise OptionError(f"providers must be a list of ONNX Runtime provider names, got {providers!r}")
+                                  or not all(isinstance(p, str) or _provider_with_options(p) for p in providers)):
+        raise OptionError(f"providers must be a list of ONNX Runtime provider names or (name, options dict) pairs, "
+                          f"got {providers!r}")
+
+
+def _provider_with_options(provider) -> bool:
+    """Whether ``provider`` is ONNX Runtime's ``(name, {option: value})`` form (anything else there makes it print a
+    banner and silently fall back to the CPU provider)."""
+    return (isinstance(provider, tuple) and len(provider) == 2 and isinstance(provider[0], str)
+            and isinstance(provider[1], dict))
 
 
 def _backend_kind(path: Path) -> str | None:

@@ -19,6 +19,9 @@ from banet.processing import ImageFormatError
 
 #: Smallest height/width accepted: a 1-pixel image has no blur to remove.
 MIN_SIDE = 2
+#: Integer dtypes images may have (besides floats in [0, 1]); checked here, with the rest of the image's form, so
+#: that a list refuses a bad image before any of the others run (the same rule as :mod:`banet.processing`).
+_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
 
 
@@ -50,7 +53,7 @@ def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None
         pil_mode = image.mode
         array = _pil_array(image, detect_8bit=True)
         if array is None:
-            target = "RGBA" if "A" in pil_mode or "transparency" in image.info else "RGB"
+            target = "RGBA" if _has_alpha(image) else "RGB"
             try:
                 image = image.convert(target)
             except (ValueError, OSError) as exc:
@@ -70,6 +73,8 @@ def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None
         raise ImageFormatError(f"expected a numpy array or a PIL image, got {type(image).__name__}")
     if array.size == 0:
         raise ImageFormatError(f"empty image: shape {array.shape}")
+    if array.dtype not in _DTYPES and not np.issubdtype(array.dtype, np.floating):
+        raise ImageFormatError(f"unsupported image dtype {array.dtype}: use uint8, uint16 or float in [0, 1]")
     if array.ndim == 2:
         colour, alpha, kind = np.repeat(array[..., None], 3, axis=2), None, "grey2d"
     elif array.ndim == 3 and array.shape[2] == 1:
@@ -86,6 +91,15 @@ def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None
                                f"(at least {MIN_SIDE}x{MIN_SIDE})")
     grey_channels = kind.startswith("colour") and _channels_equal(colour)
     return colour, alpha, ImageForm(kind, "RGB" if rgb else "BGR", array.dtype, pil_mode, grey_channels)
+
+
+#: PIL modes with an alpha band ("LAB" has an "A" band too, but it is a colour axis, not transparency).
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+def _has_alpha(image) -> bool:
+    """Whether a PIL image carries transparency: an alpha band (premultiplied too) or a transparent colour."""
+    return image.mode in _ALPHA_MODES or "transparency" in image.info
 
 
 def _channels_equal(colour: np.ndarray) -> bool:
@@ -327,7 +341,7 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
                 return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
-            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            alpha = _has_alpha(image)
             array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError,
             ImageFormatError) as exc:
@@ -352,13 +366,26 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         raise ImageWriteError(write_error(exc, path, len(encoded))) from None
 
 
+#: libtiff's LZW compression: lossless for every sample type.
+_TIFF_LZW = 5
+
+
+def _encode_params(cv2, suffix: str, image: np.ndarray) -> list[int]:
+    """OpenCV encoder parameters that keep ``image`` exact: a float colour TIFF is otherwise written with OpenCV's
+    default for it, SGILOG, a lossy log-luminance code (errors of 2% of full scale, values outside [0, 1] that
+    the same file then fails to read back as)."""
+    if suffix.lower() in (".tif", ".tiff") and image.dtype.kind == "f":
+        return [cv2.IMWRITE_TIFF_COMPRESSION, _TIFF_LZW]
+    return []
+
+
 def _encode(path: Path, image: np.ndarray) -> bytes:
     """The encoded bytes of ``image`` in the format of ``path``'s extension."""
     cv2 = opencv()
     suffix = path.suffix or ".png"
     if cv2 is not None and cv2.haveImageWriter("x" + suffix):
         try:
-            ok, encoded = cv2.imencode(suffix, image)
+            ok, encoded = cv2.imencode(suffix, image, _encode_params(cv2, suffix, image))
         except cv2.error as exc:
             ok, encoded = False, first_line(exc)
         if not ok:

@@ -61,6 +61,9 @@ def open_backend(path: Path, backend: str | None = None, **options) -> Backend:
     """Open ``path`` on ``backend`` (default: chosen from the extension)."""
     if not path.exists():
         raise ModelNotFoundError(f"{path}: model file not found")
+    if path.is_dir():  # named before its (missing) extension is: "cannot tell the backend" would mislead
+        raise ModelNotFoundError(f"{path} is a folder, not a model file; give the .onnx, .engine or "
+                                 ".pth/.safetensors file in it")
     backend = backend or backend_for_path(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import numbers
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -57,6 +58,11 @@ class ShapeLimits:
         return None
 
 
+#: Most inference threads accepted: above the largest CPUs' hardware threads, far below what would exhaust a
+#: machine's thread limit (ONNX Runtime starts every intra-op thread when its session opens).
+MAX_THREADS = 4096
+
+
 def check_threads(threads) -> None:
     """Refuse a thread count that is not a whole number >= 0 (None/0: the library's default, all cores), in one
     :class:`~banet.errors.OptionError` line; the one rule for ``threads`` wherever it is given."""
@@ -64,6 +70,9 @@ def check_threads(threads) -> None:
         return
     if not isinstance(threads, numbers.Integral) or isinstance(threads, bool | np.bool_) or threads < 0:
         raise OptionError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
+    if threads > MAX_THREADS:  # ONNX Runtime would try to start them all; OpenVINO and pybind11 fail deep inside
+        raise OptionError(f"threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} cores; 0: all "
+                          f"of them), got {threads!r}")
 
 
 def check_tristate(name: str, value) -> bool | None:
@@ -87,8 +96,9 @@ class ShapeCache:
 
     def __init__(self, build: Callable[[tuple[int, ...]], object], size: int,
                  evict: Callable[[object], None] | None = None) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"shape_cache must be a whole number >= 1, got {size!r}")
+        if isinstance(size, bool | np.bool_) or not isinstance(size, numbers.Integral) or size < 1:
+            raise OptionError(f"shape_cache must be a whole number >= 1, got {size!r}")
+        size = int(size)
         self._build = build
         self.size = size
         #: called with each entry dropped (least recently used, or by clear): frees what the entry holds (a CUDA

@@ -68,6 +68,8 @@ class OpenVinoBackend(Backend):
         ov = import_openvino()
         metadata = read_onnx_metadata(path)
         self._core = ov.Core()
+        # "cpu" (what PyTorch and apps write) names OpenVINO's "CPU"
+        device = next((d for d in self._core.available_devices if d.lower() == str(device).lower()), device)
         if device not in self._core.available_devices:
             raise BackendUnavailableError(f"OpenVINO device {device!r} is not available here "
                                           f"(available: {self._core.available_devices})")
