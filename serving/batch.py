@@ -37,8 +37,12 @@ import json
 import logging
 import math
 import os
+import shutil
+import signal
 import socket
 import sys
+import tempfile
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -77,17 +81,22 @@ WORKER_OVERHEAD_MB = 512
 DEFAULT_WORKER_THREADS = 4
 #: How long Ray Data waits for the workers to start (a request Ray cannot place fails after this, never hangs).
 ACTOR_START_TIMEOUT_S = 600
+#: Longest temporary folder (bytes) Ray's session folder goes under: its Unix socket
+#: ``<folder>/banet-ray-XXXXXXXX/session_<date>_<time>_<pid>/sockets/plasma_store`` must fit in 107 bytes.
+RAY_TEMP_BASE_MAX = 24
 #: Testing hook: a worker that has written this many files stops (sleeps) before returning the last, so a test
 #: can kill a job at a known point.
 PAUSE_ENV = "BANET_BATCH_PAUSE_AFTER"
 EXIT_STATUS = """exit status:
   0    every file deblurred (or already done by an earlier run)
-  1    the job ran but not every file is done: a file failed or was refused, or the job stopped early (a worker
-       could not load the model, a worker or node was lost); the results table says which, and the same command
-       resumes
-  2    the job did not run: bad options, the batch extra (Ray) missing, inputs, model or --results refused,
-       DST locked by another job or made with other options, Ray could not start or cannot place the workers
-  130  interrupted (Ctrl-C): finished files are kept and the results table written"""
+  1    not every file is done: the job did not run (the batch extra (Ray) missing, inputs, DST, model or
+       --results refused, DST locked by another job or made with other options, Ray could not start or cannot
+       place the workers), or it ran and a file failed or was refused, or it stopped early (a worker could not
+       load the model, a worker or node was lost); the error lines and the results table say which, and the same
+       command resumes
+  2    usage error: an unknown option or a bad value (as for every command)
+  130  interrupted (Ctrl-C): finished files are kept and the results table written
+  143  terminated (SIGTERM) while deblurring: the same"""
 #: Columns of the results table, one row per input file, in input order.
 COLUMNS = ("file", "output", "status", "error", "seconds", "frames", "worker")
 #: What a worker returns per file: the table's columns plus when the work started and ended (epoch seconds) and
@@ -175,27 +184,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the batch job; the exit status is :data:`EXIT_STATUS`'s (0 all done, 1 not every file done, 2 the job
-    did not run, 130 interrupted)."""
+    """Run the batch job; the exit status is :data:`EXIT_STATUS`'s (0 all done, 1 not every file done, whether the
+    job ran or not, 2 a usage error, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         import ray  # noqa: F401
     except ImportError:
         print(RAY_MISSING, file=sys.stderr)
-        return 2
+        return 1
     try:
         import ray.data  # noqa: F401
     except ImportError as exc:  # Ray without its data extra, or a pyarrow built for another numpy
         print(f"serving.batch needs Ray Data, which does not import here ({first_line(exc)}): pip install "
               "'banet-deploy[batch]'", file=sys.stderr)
-        return 2
+        return 1
     try:
         return _run(args)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): finished files are kept and the results table written; run the same command "
-              "again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted (Ctrl-C)", 130)
+        print(f"{what}: finished files are kept and the results table written; run the same command again to "
+              "resume", file=sys.stderr)
+        return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while Ray runs: the job stops as after Ctrl-C (Ray stopped, the table written), exit status 143."""
+
+
+def _terminate(signum: int, frame) -> None:
+    raise Terminated()
 
 
 def plan(inputs: list[Path], targets: list[Path], force: bool) -> tuple[list[dict | None], list[int]]:
@@ -220,12 +238,19 @@ def plan(inputs: list[Path], targets: list[Path], force: bool) -> tuple[list[dic
 
 def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
     """Remove the temporary files a killed run left for ``targets`` (:func:`banet.outputs.partial_path`: images
-    ``<name>.partial``, videos ``<name>.partial.mp4``), never one of the ``inputs``; returns how many."""
+    ``<name>.partial``, videos ``<name>.partial.mp4``), never one of the ``inputs``; returns how many.
+
+    A symbolic link of that name (to a file or to nothing) is removed too, whatever it points to (only the link):
+    the writers open the temporary name and would write through it, outside DST or over an input."""
     given = {p.resolve() for p in inputs}
+    named = {p.absolute() for p in inputs}
     removed = 0
     for target in targets:
         for partial in {partial_path(target), partial_path(target, keep_suffix=True)}:
-            if partial.is_file() and partial.resolve() not in given:
+            if partial.is_symlink() and partial.absolute() not in named:
+                partial.unlink(missing_ok=True)
+                removed += 1
+            elif partial.is_file() and partial.resolve() not in given:
                 partial.unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -288,6 +313,9 @@ def check_job(output: Path, options: dict, force: bool, targets: list[Path]) -> 
     """Refuse (without ``force``) a job whose output-changing options differ from those DST's outputs were made
     with, when any of its ``targets`` exists: resuming would skip those outputs and mix files made two ways."""
     record = read_job(output)
+    if record == {} and not force:  # a file of that name the user made (or a damaged record): never replaced
+        raise FileExistsError(f"{output / JOB_NAME} exists and is not the job record of serving.batch; pass --force to "
+                              "replace it, or choose another DST")
     if record is None or force or not any(target.exists() for target in targets):
         return
     recorded = record.get("options", {})
@@ -305,7 +333,16 @@ def write_job(output: Path, options: dict, results: Path, redoing: bool = False)
     """Record the options DST's outputs are made with, and this job's results table; ``redoing``: a --force run
     that changed them has not yet redone every file (until then a run without --force is refused)."""
     record = {"tool": "serving.batch", "options": options, "results": str(results.resolve()), "redoing": redoing}
-    write_atomic(output / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode())
+    write_own(output / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def write_own(path: Path, data: bytes) -> None:
+    """:func:`banet.outputs.write_atomic` for the job's own files (its record, its results table), after removing
+    a symbolic link planted at the temporary name, which the write would otherwise follow (outside DST)."""
+    partial = partial_path(path)
+    if partial.is_symlink():
+        partial.unlink()
+    write_atomic(path, data)
 
 
 class JobLocked(BlockingIOError):
@@ -318,7 +355,14 @@ def locked(output: Path):
     where it would remove the first one's partial files and race for the same outputs."""
     import fcntl
 
-    with open(output / LOCK_NAME, "a") as handle:
+    try:  # never through a symbolic link: opening one to nothing would create its target, outside DST
+        fd = os.open(output / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        if (output / LOCK_NAME).is_symlink():
+            raise FileExistsError(f"{output / LOCK_NAME} is a symbolic link, not serving.batch's lock; remove it or "
+                                  "choose another DST") from None
+        raise
+    with os.fdopen(fd, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -328,6 +372,26 @@ def locked(output: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse, before anything is written, a DST that is not a folder or is one of the SRC folders (every output
+    would be its input, and the job's files would land among the inputs), and a path given that is not valid
+    UTF-8 (Ray cannot start with one on its command line)."""
+    given = [*args.inputs, args.output, args.model, args.results]
+    for path in (p for p in given if p is not None):
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            raise ValueError(f"{shown}: the name is not valid UTF-8, which Ray cannot pass to its workers; rename "
+                             "it") from None
+    output = args.output
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"{output} exists and is not a folder; give DST a folder (made if missing)")
+    if output.is_dir() and any(p.is_dir() and p.resolve() == output.resolve() for p in args.inputs):
+        raise FileExistsError(f"{output} is also an input folder (SRC): every output would be the same file as its "
+                              "input; choose another DST")
 
 
 def check_deblurrer_options(args: argparse.Namespace) -> None:
@@ -355,13 +419,16 @@ def write_results(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, buffer.getvalue().encode())
+    # A file name that is not UTF-8 (Python holds its bytes as surrogates) is written with those bytes escaped (\xff)
+    text = buffer.getvalue().encode(errors="surrogateescape").decode(errors="backslashreplace")
+    write_own(path, text.encode())
 
 
 def _run(args: argparse.Namespace) -> int:
     began = time.perf_counter()
     address = args.address or os.environ.get("RAY_ADDRESS")  # Ray itself also connects to $RAY_ADDRESS
     try:
+        check_paths(args)
         inputs = collect_inputs(args.inputs)
         targets = [args.output / output_name(p) for p in inputs]
         check_deblurrer_options(args)
@@ -376,22 +443,22 @@ def _run(args: argparse.Namespace) -> int:
     except Exception as exc:  # a missing folder or model, a results file that would replace something: one line
         log.debug("planning failed", exc_info=True)
         print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return 1
     try:
         with locked(args.output):
             try:
                 check_job(args.output, options, args.force, targets)  # again, under the lock: a job that just finished
             except FileExistsError as exc:
                 print(f"error: {first_line(exc)}", file=sys.stderr)
-                return 2
+                return 1
             return _run_locked(args, inputs, targets, options, results, address, began)
-    except JobLocked as exc:  # another job on this DST: one line
+    except (JobLocked, FileExistsError) as exc:  # another job on this DST, a link where its lock goes: one line
         print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return 1
     except OSError as exc:  # DST cannot be written (its lock, its job record): one line
         log.debug("DST cannot be written", exc_info=True)
         print(f"error: {write_error(exc, Path(exc.filename or args.output))}", file=sys.stderr)
-        return 2
+        return 1
 
 
 def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path], options: dict, results: Path,
@@ -438,8 +505,8 @@ def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path
 
 def _deblur_on_ray(args: argparse.Namespace, address: str | None, jobs: list[tuple[Path, Path]], rows: list,
                    todo: list[int], timing: dict) -> int:
-    """Run ``jobs`` on Ray Data and fill their ``rows``; 0 when the job ran, 1 when it stopped part-way, 2 when it
-    could not start (one line printed)."""
+    """Run ``jobs`` on Ray Data and fill their ``rows``; 0 when the job ran, 1 when it stopped part-way or could
+    not start (one line printed)."""
     import ray
     import ray.data
     from tqdm import tqdm
@@ -448,15 +515,22 @@ def _deblur_on_ray(args: argparse.Namespace, address: str | None, jobs: list[tup
     memory = worker_memory(args)
     init = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
                 logging_level=logging.ERROR)
+    temp_dir = None
     if not address:  # never fewer CPUs than the workers ask for: an actor that cannot be placed would wait forever
         init["num_cpus"] = max(os.cpu_count() or 1, (args.workers or 1) * (args.threads or 1))
+        temp_dir = init["_temp_dir"] = ray_temp_dir()  # removed when Ray stops (a cluster keeps its own)
     try:
         # "local": always a fresh embedded Ray; None would join a cluster `ray start` left on this machine (or fail
         # on the address file of one that died).
         ray.init(address=address or "local", **init)
     except Exception as exc:  # no cluster at --address, a Ray that cannot start here
+        ray.shutdown()  # whatever it started
+        remove_ray_temp_dir(temp_dir)
         print(f"error: Ray could not start{f' at {address}' if address else ''}: {first_line(exc)}", file=sys.stderr)
-        return 2
+        return 1
+    # Ray's own SIGTERM handlers exit without a word (status 15) after a C++ stack dump; ours stops as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     results = None
     try:
         logging.getLogger("ray").setLevel(logging.ERROR)
@@ -470,7 +544,7 @@ def _deblur_on_ray(args: argparse.Namespace, address: str | None, jobs: list[tup
             check_capacity(args, workers, threads, memory, capacity)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return 1
         log.info("%d worker(s), %s thread(s) each%s, %.1f GiB memory each", workers, threads or "all",
                  f", {args.gpus_per_worker} GPU(s) each" if args.gpus_per_worker else "", memory / 2**30)
         dataset = _pipeline(args, jobs, todo, workers, threads, memory)
@@ -490,7 +564,7 @@ def _deblur_on_ray(args: argparse.Namespace, address: str | None, jobs: list[tup
     except ray.exceptions.GetTimeoutError:  # the backstop: workers that could not be placed in time
         print(f"error: the Ray workers did not start within {ACTOR_START_TIMEOUT_S} s (the cluster lacks the CPUs, "
               "GPUs or memory they reserve?); use fewer --workers, --threads or --gpus-per-worker", file=sys.stderr)
-        return 2
+        return 1
     except ray.exceptions.RayError as exc:  # a worker killed (out of memory...) or a node lost: the job stops
         log.debug("Ray failed", exc_info=True)
         print(f"error: the Ray job stopped ({first_line(exc)}); the files finished are kept: run the same command "
@@ -504,7 +578,34 @@ def _deblur_on_ray(args: argparse.Namespace, address: str | None, jobs: list[tup
     finally:
         results = None  # the iterator's executor stops before Ray does (else it outlives Ray and says so)
         ray.shutdown()
+        remove_ray_temp_dir(temp_dir)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def ray_temp_dir() -> str:
+    """A new folder for the embedded Ray's session (its logs, sockets and spilled objects), which the job removes
+    when Ray stops (:func:`remove_ray_temp_dir`): Ray's default, ``/tmp/ray/session_*``, stays behind after every
+    run. Made under ``$RAY_TMPDIR`` or the system's temporary folder, or /tmp where that path is too long for the
+    Unix sockets Ray puts under it."""
+    base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    if len(os.fsencode(base)) > RAY_TEMP_BASE_MAX and os.path.isdir("/tmp"):
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix="banet-ray-", dir=base)
+
+
+def remove_ray_temp_dir(path: str | None, attempts: int = 3) -> None:
+    """Remove :func:`ray_temp_dir`'s folder after ``ray.shutdown()`` (a worker still exiting may write its last log
+    line into it meanwhile: tried again); a folder that cannot be removed is named at debug level, never an error."""
+    if path is None:
+        return
+    for attempt in range(attempts):
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.2 * (attempt + 1))
+    log.debug("could not remove Ray's temporary folder %s", path)
 
 
 def cluster_capacity() -> dict:

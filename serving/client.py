@@ -132,8 +132,7 @@ def deblur_file(args: argparse.Namespace) -> None:
     """Read, send, write; raises ClientError/ImageReadError/PyTriton client errors for :func:`main`."""
     from runtime.images import read_image, write_image
 
-    if args.output.resolve() == args.image.resolve():
-        raise ClientError("--output would overwrite the input")
+    check_output(args.output, args.image, args.force)
     _quiet_opencv()
     image, alpha, notes = prepare_image(read_image(args.image))
     for note in notes:
@@ -143,6 +142,17 @@ def deblur_file(args: argparse.Namespace) -> None:
     if alpha is not None:
         result = np.concatenate([result, alpha[..., None]], axis=2)
     write_image(args.output, result)
+
+
+def check_output(output: Path, image: Path, force: bool) -> None:
+    """Refuse, before anything is sent, an output that is the input (a symbolic or hard link to it included, even
+    with ``force``), a folder, or (without ``force``) an existing file."""
+    if output.resolve() == image.resolve() or (output.exists() and image.exists() and output.samefile(image)):
+        raise ClientError("--output would overwrite the input")
+    if output.is_dir():
+        raise ClientError(f"--output {output} is a folder; give a file name")
+    if output.exists() and not force:
+        raise ClientError(f"{output} exists; pass --force to replace it")
 
 
 def _quiet_opencv() -> None:
@@ -157,6 +167,7 @@ def _parser() -> OneLineParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", type=Path, help="blurred image file (PNG, JPEG, ...; 8 or 16 bit)")
     parser.add_argument("--output", type=Path, required=True, help="where to write the deblurred image (8 bit)")
+    parser.add_argument("--force", action="store_true", help="replace --output if it exists")
     parser.add_argument("--url", default="127.0.0.1:8000",
                         help="server address: host:port of its HTTP port (default 127.0.0.1:8000), or "
                              "grpc://host:port where the server opened gRPC")

@@ -60,6 +60,7 @@ from serving.request_rules import (
     check_infer_request,
     clean_upstream_error,
     one_line,
+    plain_int,
     scrub_config,
 )
 
@@ -333,9 +334,9 @@ def _refuse_connection(sock: socket.socket) -> None:
 def _declared_length(headers) -> int | None:
     """A plain, valid Content-Length (no chunking), or None."""
     values = headers.get_all("Content-Length") or []
-    if headers.get("Transfer-Encoding") or len(set(values)) != 1 or not values[0].strip().isdigit():
+    if headers.get("Transfer-Encoding") or len(set(values)) != 1:
         return None
-    return int(values[0])
+    return plain_int(values[0])
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -446,9 +447,9 @@ class _Handler(BaseHTTPRequestHandler):
         values = set(self.headers.get_all("Content-Length") or [])
         if not values:
             raise RequestError(411, "Content-Length required")
-        if len(values) > 1 or not next(iter(values)).strip().isdigit():
+        length = plain_int(next(iter(values))) if len(values) == 1 else None
+        if length is None:
             raise RequestError(400, "invalid Content-Length")
-        length = int(next(iter(values)))
         if length > self.server.limits.body_limit:
             raise RequestError(413, f"request body of {length} bytes is over the server's limit of "
                                     f"{self.server.limits.body_limit} bytes")
@@ -458,9 +459,9 @@ class _Handler(BaseHTTPRequestHandler):
         value = self.headers.get("Inference-Header-Content-Length")
         if value is None:
             return None
-        if not value.strip().isdigit():
+        header_length = plain_int(value)
+        if header_length is None:
             raise RequestError(400, "invalid Inference-Header-Content-Length")
-        header_length = int(value)
         if header_length > length or header_length > self.server.limits.max_header_bytes:
             raise RequestError(400, f"Inference-Header-Content-Length {header_length} is over the body length "
                                     f"or the {self.server.limits.max_header_bytes} byte header limit")

@@ -113,6 +113,13 @@ def scrub_config(body: bytes) -> bytes:
     return json.dumps(config).encode()
 
 
+def plain_int(text: str | None, digits: int = 18) -> int | None:
+    """A header's non-negative integer: ASCII digits only (str.isdigit also takes '²', which int() refuses) and at
+    most ``digits`` of them (int() refuses over 4300); None for anything else."""
+    text = (text or "").strip()
+    return int(text) if 0 < len(text) <= digits and text.isascii() and text.isdigit() else None
+
+
 def _printable(name: str) -> str:
     return one_line(name.encode("ascii", "backslashreplace").decode(), limit=64)
 
@@ -127,6 +134,8 @@ def check_infer_request(body: bytes, header_length: int | None, limits: FrontLim
     header_bytes = body if header_length is None else body[:header_length]
     request = _parse_json(header_bytes)
     _check_keys(request, {"id", "inputs", "outputs", "parameters"}, "request")
+    if not isinstance(request.get("id", ""), str):
+        raise RequestError(400, "request 'id' must be a string")
     _check_request_parameters(request.get("parameters", {}))
     _check_outputs(request.get("outputs", []))
     inputs = request.get("inputs")
@@ -136,9 +145,28 @@ def check_infer_request(body: bytes, header_length: int | None, limits: FrontLim
     return _check_input(inputs[0], binary, limits) // 3
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """json's object_pairs_hook: refuse a key given twice. Python keeps the last value, Triton's parser the first,
+    so ``{"inputs": [huge shape], "inputs": [valid]}`` would be checked here and allocated there (it aborted the
+    server)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _DuplicateKey(twice)
+    return obj
+
+
 def _parse_json(data: bytes) -> dict:
     try:
-        request = json.loads(data)
+        # UTF-8 only (json.loads would also take UTF-16 or UTF-32 bytes, which Triton cannot parse: a 500 there)
+        request = json.loads(data.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise RequestError(400, f"field '{_printable(str(exc))}' given twice in the request JSON") from None
     except (ValueError, RecursionError):
         raise RequestError(400, "request header is not valid JSON") from None
     if not isinstance(request, dict):
@@ -161,6 +189,8 @@ def _check_request_parameters(parameters: object) -> None:
             raise RequestError(400, f"unsupported request parameter '{_printable(key)}'")
         if type(value) is not kind:
             raise RequestError(400, f"request parameter '{key}' must be {kind.__name__}")
+        if kind is int and not 0 <= value < 1 << 64:  # Triton reads them as unsigned 64-bit integers
+            raise RequestError(400, f"request parameter '{key}' must be 0 to 2**64 - 1")
 
 
 def _check_outputs(outputs: object) -> None:

@@ -10,9 +10,11 @@ import csv
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -182,14 +184,14 @@ def test_nothing_to_do_starts_no_ray_and_results_never_replace_inputs(tmp_path, 
     notes.write_text("mine\n")
     for results, needle in ((photos / "table.csv", "among the inputs"), (notes, "not a results table"),
                             (out / "a.png", "would replace an output")):
-        assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(results), "-q"]) == 2
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(results), "-q"]) == 1
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
     assert notes.read_text() == "mine\n" and not (photos / "table.csv").exists()
-    assert main([str(photos), str(out), "--model", str(tmp_path / "missing.onnx"), "-q"]) == 2
+    assert main([str(photos), str(out), "--model", str(tmp_path / "missing.onnx"), "-q"]) == 1
     assert "missing.onnx: model file not found" in capsys.readouterr().err
     # A cluster address nobody answers at: one line at once (Ray itself would retry for minutes).
-    assert main([str(photos), str(tmp_path / "out2"), "--model", str(tiny_onnx), "--address", "127.0.0.1:1"]) == 2
+    assert main([str(photos), str(tmp_path / "out2"), "--model", str(tiny_onnx), "--address", "127.0.0.1:1"]) == 1
     err = capsys.readouterr().err
     assert "nothing answers at 127.0.0.1:1" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out2").exists()  # refused before DST is made
@@ -208,7 +210,7 @@ def test_without_ray_one_line(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; from serving.batch import main; "
             f"raise SystemExit(main([{str(tmp_path)!r}, {str(tmp_path / 'out')!r}]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert done.stderr.strip() == RAY_MISSING and not (tmp_path / "out").exists()
 
 
@@ -249,10 +251,10 @@ def test_rerun_with_other_options_refused_unless_force(tmp_path, tiny_onnx, monk
     other = tmp_path / "other.onnx"
     other.write_bytes(tiny_onnx.read_bytes() + b"\0")
     for extra, named in ((["--tile", "64"], "--tile"), (["--side-by-side"], "--side-by-side")):
-        assert main([str(photos), str(out), "--model", str(tiny_onnx), *extra, "-q"]) == 2
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), *extra, "-q"]) == 1
         err = capsys.readouterr().err
         assert f"({named} differ" in err and "--force" in err and len(err.strip().splitlines()) == 1, err
-    assert main([str(photos), str(out), "--model", str(other), "-q"]) == 2
+    assert main([str(photos), str(out), "--model", str(other), "-q"]) == 1
     assert "(--model differ" in capsys.readouterr().err
     assert len(calls) == 1 and (out / "a.png").read_bytes() == b"deblurred"  # nothing redone, nothing mixed
     # The same options resume; --force redoes every file with the new ones and records them.
@@ -277,7 +279,7 @@ def test_second_job_on_the_same_dst_refused(tmp_path, tiny_onnx, monkeypatch, ca
     out.mkdir()
     with open(out / LOCK_NAME, "a") as held:  # what a running job holds
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 2
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 1
         err = capsys.readouterr().err
         assert "another serving.batch job is running on" in err and len(err.strip().splitlines()) == 1, err
         assert not calls and not (out / RESULTS_NAME).exists() and not (out / JOB_NAME).exists()
@@ -308,7 +310,7 @@ def test_another_jobs_results_table_is_not_replaced(tmp_path, tiny_onnx, monkeyp
     theirs = first / RESULTS_NAME
     before = theirs.read_bytes()
     capsys.readouterr()
-    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(theirs), "-q"]) == 2
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(theirs), "-q"]) == 1
     err = capsys.readouterr().err
     assert "results table of another serving.batch job" in err and len(err.strip().splitlines()) == 1, err
     assert theirs.read_bytes() == before and not out.exists()
@@ -340,14 +342,14 @@ def test_workers_the_cluster_cannot_place_are_refused_at_once(tmp_path, tiny_onn
     for extra, needle in ((["--gpus-per-worker", "2"], "--gpus-per-worker 2: no node of the Ray cluster has 2"),
                           (["--threads", "8"], "--threads 8: no node of the Ray cluster has 8 CPUs"),
                           (["--workers", "2", "--threads", "3"], "2 worker(s) x 3 thread(s) need 6 CPUs")):
-        assert main(base + extra) == 2, extra
+        assert main(base + extra) == 1, extra
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
     cluster["capacity"] = _capacity(cpus=8, gpus=2)
-    assert main(base + ["--workers", "2", "--gpus-per-worker", "2"]) == 2
+    assert main(base + ["--workers", "2", "--gpus-per-worker", "2"]) == 1
     assert "2 worker(s) x 2 GPU(s) need 4 GPUs; the Ray cluster has 2" in capsys.readouterr().err
     cluster["capacity"] = _capacity(cpus=8, memory=2**30)
-    assert main(base) == 2
+    assert main(base) == 1
     assert "no node of the Ray cluster offers that much" in capsys.readouterr().err
     assert not pipelines and _results(out / RESULTS_NAME, photos)["a.png"]["status"] == "not run"
     # The backstop for what the check cannot see: Ray Data waits a bounded time for its workers, not forever.
@@ -376,13 +378,13 @@ def test_default_workers_fit_the_cluster():
     assert batch._workers_and_threads(gpu, _capacity(cpus=8, gpus=8, memory=64 * gib), 100, 2 * gib) == (4, None)
 
 
-def test_exit_status_usage_errors_are_2(tmp_path, capsys):
+def test_exit_status_usage_errors_are_2_set_up_errors_1(tmp_path, capsys):
     for bad in (["--workers", "0"], ["--gpus-per-worker", "x"], ["--no-such-option"]):
         with pytest.raises(SystemExit) as stopped:
             main([str(tmp_path), str(tmp_path / "out"), *bad])
         assert stopped.value.code == 2, bad
     assert "must be at least 1, got 0" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 2  # nothing to plan
+    assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 1  # nothing to plan
     assert "missing: no such file or folder" in capsys.readouterr().err
     help_text = batch.build_parser().format_help()
     assert "exit status:" in help_text and "130" in help_text
@@ -411,10 +413,123 @@ def test_a_forced_change_of_options_must_finish_before_resuming(tmp_path, tiny_o
     _fake_ray(monkeypatch, stop=1, fill=1)  # --tile 64 --force stops after a.png: b.png is still the old one's
     assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "--force", "-q"]) == 1
     capsys.readouterr()
-    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 2
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 1
     err = capsys.readouterr().err
     assert "stopped before redoing every file" in err and len(err.strip().splitlines()) == 1, err
     calls = _fake_ray(monkeypatch)
     assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "--force", "-q"]) == 0
     assert calls == [["a.png", "b.png"]] and not json.loads((out / JOB_NAME).read_text())["redoing"]
     assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 0  # resumable again
+
+
+def _one_line(err: str, needle: str) -> None:
+    assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_dst_that_is_src_a_file_or_not_utf8_refused_before_writing(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, _ = _one_photo(tmp_path)
+    calls = _fake_ray(monkeypatch)
+    before = sorted(p.name for p in photos.iterdir())
+    # DST = SRC: was a misleading "results table among the inputs" (or, with --results elsewhere, the job's lock
+    # and record written into the photos folder and every file refused).
+    for extra in ([], ["--results", str(tmp_path / "r.csv")]):
+        assert main([str(photos), str(photos), "--model", str(tiny_onnx), "-q", *extra]) == 1
+        _one_line(capsys.readouterr().err, "is also an input folder (SRC)")
+    assert sorted(p.name for p in photos.iterdir()) == before and not (tmp_path / "r.csv").exists()
+    model_bytes = tiny_onnx.read_bytes()
+    assert main([str(photos), str(tiny_onnx), "--model", str(tiny_onnx), "-q"]) == 1  # was "[Errno 17] File exists"
+    _one_line(capsys.readouterr().err, "exists and is not a folder")
+    assert tiny_onnx.read_bytes() == model_bytes
+    # A name that is not UTF-8: Ray could not start ('surrogates not allowed'), then a traceback printing the summary.
+    odd = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out\xff"))
+    assert main([str(photos), str(odd), "--model", str(tiny_onnx), "-q"]) == 1
+    _one_line(capsys.readouterr().err, "out\\xff: the name is not valid UTF-8")
+    assert not odd.exists() and not calls
+
+
+def test_file_names_that_are_not_utf8_go_to_the_results_table(tmp_path, tiny_onnx, monkeypatch):
+    photos, out = _one_photo(tmp_path)
+    odd = os.fsencode(photos) + b"/caf\xe9.png"  # a Latin-1 name from an old camera or archive
+    (photos / "a.png").rename(os.fsdecode(odd))
+    _fake_ray(monkeypatch)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0  # was UnicodeEncodeError, no table
+    table = (out / RESULTS_NAME).read_text(encoding="utf-8")
+    assert "caf\\xe9.png" in table and ",ok," in table, table
+    assert os.path.exists(os.fsencode(out) + b"/caf\xe9.png")
+
+
+def test_links_planted_in_dst_are_never_written_through(tmp_path, tiny_onnx, monkeypatch):
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png", "c.png"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    out.mkdir()
+    victim = photos / "b.png"
+    original = victim.read_bytes()
+    # Temporary names an attacker (or a broken earlier tool) left as links: to nothing outside DST, to an input.
+    (out / "a.png.partial").symlink_to(outside / "evil.png")
+    (out / "c.png.partial").symlink_to(victim)
+    (out / f"{RESULTS_NAME}.partial").symlink_to(outside / "evil.csv")
+    assert remove_stale_partials([out / "a.png", out / "c.png"], [photos / n for n in ("a.png", "b.png", "c.png")]) \
+        == 2
+    (out / "a.png.partial").symlink_to(outside / "evil.png")
+    (out / "c.png.partial").symlink_to(victim)
+
+    def fake(args, address, jobs, rows, todo, timing):  # writes as the workers do: through the temporary name
+        from banet.outputs import write_atomic
+
+        for index, (source, target) in zip(todo, jobs):
+            write_atomic(target, b"deblurred")
+            rows[index] = dict(file=str(source), output=str(target), status="ok", error="", seconds=0.1, frames=1,
+                               worker="fake")
+        return 0
+
+    monkeypatch.setattr(batch, "_deblur_on_ray", fake)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0
+    assert not list(outside.iterdir()) and victim.read_bytes() == original  # were evil.png, evil.csv, b.png changed
+    assert all(not (out / n).is_symlink() and (out / n).read_bytes() == b"deblurred" for n in ("a.png", "c.png"))
+    # The lock is never opened through a link either (one to nothing would create its target).
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / LOCK_NAME).symlink_to(outside / "lock")
+    assert main([str(photos), str(fresh), "--model", str(tiny_onnx), "-q"]) == 1
+    assert not (outside / "lock").exists()
+
+
+def test_a_job_record_the_user_made_is_not_replaced(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, out = _one_photo(tmp_path)
+    calls = _fake_ray(monkeypatch)
+    out.mkdir()
+    (out / JOB_NAME).write_text('{"my": "notes"}\n')
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 1
+    _one_line(capsys.readouterr().err, "is not the job record of serving.batch; pass --force")
+    assert (out / JOB_NAME).read_text() == '{"my": "notes"}\n' and not calls
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--force", "-q"]) == 0 and calls == [["a.png"]]
+    assert json.loads((out / JOB_NAME).read_text())["tool"] == "serving.batch"
+
+
+def test_sigterm_stops_like_ctrl_c_and_ray_leaves_no_session_folder(tmp_path, tiny_onnx):
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png", "ünï 照片.png"))
+    temp = Path(tempfile.mkdtemp(prefix="bt", dir="/tmp"))  # short: Ray's sockets go under it
+    try:
+        env = {**os.environ, "TMPDIR": str(temp), PAUSE_ENV: "1"}
+        command = [sys.executable, "-m", "serving.batch", str(photos), str(out), "--model", str(tiny_onnx),
+                   "--workers", "1", "--threads", "1", "-q"]
+        job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env=env)
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*.png")) and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job.send_signal(signal.SIGTERM)  # the driver only, as a service manager would
+        _, err = job.communicate(timeout=60)
+        assert job.returncode == 143, err  # was 15, after a C++ stack dump ("*** SIGTERM received ...")
+        _one_line(err, "terminated (SIGTERM): finished files are kept")
+        assert _results(out / RESULTS_NAME, photos)["b.png"]["status"] == "not run"
+        # Ray's session folder (logs, sockets) was TMPDIR/ray/session_*, left behind after every run.
+        assert not [p for p in temp.iterdir() if p.name == "ray" or p.name.startswith("banet-ray-")]
+        del env[PAUSE_ENV]
+        again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+        assert again.returncode == 0, again.stderr
+        assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "ünï 照片.png"]
+        assert not [p for p in temp.iterdir() if p.name == "ray" or p.name.startswith("banet-ray-")]
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)

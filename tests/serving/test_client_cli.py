@@ -120,3 +120,23 @@ def test_alpha_is_kept(tmp_path, capsys, served):
     out = cv2.imread(str(output), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(out[..., 3], rgba[..., 3])
     np.testing.assert_array_equal(out[..., :3], served.deblurrer(np.ascontiguousarray(rgba[..., :3])))
+
+
+def test_an_existing_output_is_kept_unless_force(tmp_path, capsys, served):
+    from serving.client import main
+
+    files = _write_inputs(tmp_path)
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"a photo of mine")
+    linked = tmp_path / "linked.png"
+    os.link(files["good"], linked)  # a hard link to the input: the same file under another name
+    good = files["good"].read_bytes()
+    for output, extra, needle in [(mine, [], "mine.png exists; pass --force"),  # was silently replaced
+                                  (linked, ["--force"], "would overwrite the input"),  # was replaced too
+                                  (tmp_path, ["--force"], "is a folder")]:
+        assert main([str(files["good"]), "--output", str(output), "--url", served.url, *extra]) == 1
+        err = capsys.readouterr().err
+        assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert mine.read_bytes() == b"a photo of mine" and files["good"].read_bytes() == good
+    assert main([str(files["good"]), "--output", str(mine), "--url", served.url, "--force"]) == 0
+    assert cv2.imread(str(mine)).shape == (24, 32, 3)

@@ -224,3 +224,49 @@ def test_refusals_keep_a_kept_alive_connection_usable(served):
             response.read()
     finally:
         conn.close()
+
+
+def test_what_python_and_triton_parse_differently_is_refused(served):
+    """The front checks with Python's json and int(), Triton parses with its own: a request they read differently
+    must be refused, not forwarded. Duplicate keys: Python keeps the last value, Triton the first, so a valid
+    second 'inputs' used to carry the killer shape past the checks and abort Triton (every later request 502)."""
+    small = {"name": "image", "shape": [1, 2, 2, 3], "datatype": "UINT8", "data": [0] * 12}
+    killer = '{"name": "image", "shape": [1, 1000000, 1000000, 3], "datatype": "UINT8", "data": [0]}'
+    smuggled = f'{{"inputs": [{killer}], "inputs": [{json.dumps(small)}]}}'.encode()
+    shape_twice = (b'{"inputs": [{"name": "image", "shape": [1, 1000000, 1000000, 3], "shape": [1, 2, 2, 3], '
+                   b'"datatype": "UINT8", "data": [' + b", ".join([b"0"] * 12) + b"]}]}")
+    header = json.dumps({"inputs": [{"name": "image", "shape": [1, 2, 2, 3], "datatype": "UINT8",
+                                     "parameters": {"binary_data_size": 12}}]})
+    binary_twice = ('{"inputs": [{"name": "image", "shape": [1, 100000, 100000, 3], "datatype": "UINT8", '
+                    '"parameters": {"binary_data_size": 12}}], ' + header[1:]).encode()
+    cases = [
+        ("inputs twice", post(served.port, smuggled)[:2], "'inputs' given twice"),
+        ("shape twice", post(served.port, shape_twice)[:2], "'shape' given twice"),
+        ("binary header twice", post(served.port, binary_twice + b"\0" * 12,
+                                     {"Inference-Header-Content-Length": str(len(binary_twice))})[:2], "twice"),
+        # These reached Triton and came back as 500s.
+        ("id object", post(served.port, json.dumps({"id": {"a": 1}, "inputs": [small]}).encode())[:2], "'id'"),
+        ("priority -1", post(served.port, json.dumps({"inputs": [small], "parameters": {"priority": -1}})
+                             .encode())[:2], "'priority'"),
+        ("timeout 2**64", post(served.port, json.dumps({"inputs": [small], "parameters": {"timeout": 2**64}})
+                               .encode())[:2], "'timeout'"),
+        ("utf-16 json", post(served.port, json.dumps({"inputs": [small]}).encode("utf-16"))[:2], "not valid JSON"),
+    ]
+    good = json_request([1, 2, 2, 3], [0] * 12)
+    # str.isdigit() takes '²' and '¹' (int() does not) and int() refuses 5000 digits: the Content-Length ones got no
+    # answer at all (a traceback in the server log), the Inference-Header-Content-Length one a 500.
+    for label, head in [("content-length ²", "Content-Length: \xb2"),
+                        ("content-length 5000 digits", f"Content-Length: {'9' * 5000}"),
+                        ("header length ¹", f"Content-Length: {len(good)}\r\nInference-Header-Content-Length: \xb9")]:
+        request = f"POST {INFER} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{head}\r\n\r\n".encode("latin-1")
+        cases.append((label, raw_exchange(served.port, request + good), "invalid"))
+    for label, (status, body), needle in cases:
+        assert status == 400 and needle in assert_clean_refusal(status, body, label), (label, body)
+    request = "GET /v2/health/ready HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: \xb2\r\n\r\n"
+    assert raw_exchange(served.port, request.encode("latin-1"))[0] == 200  # was no answer
+
+    image = np.random.default_rng(3).integers(0, 256, (1, 16, 12, 3), dtype=np.uint8)
+    status, data, headers = post(served.port, *binary_request(image))
+    assert status == 200, data[:300]  # Triton is alive
+    out = np.frombuffer(data[int(headers["Inference-Header-Content-Length"]):], np.uint8).reshape(image.shape)
+    np.testing.assert_array_equal(out[0], served.deblurrer(image[0]))
