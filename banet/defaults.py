@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from banet.config import BANetConfig
+from banet.errors import OptionError
 
 #: Small enough to train on 2 CPU cores, same module tree as the released network.
 DEFAULT_CONFIG = BANetConfig(num_bams=4, dim_1=32, dim_2=64)
@@ -43,7 +44,7 @@ def default_model_path(backend: str | None = None) -> Path:
     if torch_wanted and (backend == "torch" or importlib.util.find_spec("torch") is not None):
         return default_weights_path()
     if backend == "tensorrt":
-        raise ValueError("the tensorrt backend runs engines built by export/build_trt.py: pass the .engine path")
+        raise OptionError("the tensorrt backend runs engines built by export/build_trt.py: pass the .engine path")
     if not DEFAULT_ONNX.is_file():
         raise FileNotFoundError(f"the embedded default model's ONNX is missing ({DEFAULT_ONNX}); reinstall "
                                 f"banet-deploy, or install PyTorch to run its checkpoint: {EXPORT_INSTALL}")

@@ -36,6 +36,10 @@ class OptionError(TypeError, ValueError):
     before any work; catchable as ``TypeError`` or ``ValueError``."""
 
 
+class DeblurrerClosedError(RuntimeError):
+    """A ``Deblurrer`` (or its backend) used after ``close()``; a ``RuntimeError``, as it was before it had a name."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (libraries' run over several), or its type's name."""
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)

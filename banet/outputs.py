@@ -74,20 +74,55 @@ def check_input(path: Path, *, error: type[Exception], what: str, fix: str = "")
     return path
 
 
+#: ``open`` flags that never follow a symbolic link at the last component (0 where the platform has none).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def clear_partial(partial: Path) -> None:
+    """Remove whatever entry is at the temporary name ``partial`` (a file a killed run left, or a symbolic link
+    someone planted there: only the link is removed, never what it points to), so that the writer creates a new
+    file of its own instead of writing through a link, outside the output folder or over an input.
+
+    A folder at that name is not removed: ``IsADirectoryError`` naming it.
+    """
+    partial = Path(partial)
+    if partial.is_dir() and not partial.is_symlink():
+        raise IsADirectoryError(errno.EISDIR, f"a folder is in the way of the temporary file {partial}; remove it",
+                                str(partial))
+    partial.unlink(missing_ok=True)
+
+
+def _create_new(path: Path) -> int:
+    """A descriptor of ``path`` created anew for writing: never an existing file, never through a symbolic link."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0), 0o666)
+
+
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` whole or not at all: a synced ``<name>.partial`` renamed over ``path``.
 
-    On any failure (a full disk...) the partial file is removed and the ``OSError`` re-raised; ``path`` is
-    untouched.
+    The partial file is always a new one (:func:`clear_partial`, then created with ``O_CREAT | O_EXCL |
+    O_NOFOLLOW``): a symbolic link planted at that name is removed, never written through, and one planted again
+    in between makes the write fail (``FileExistsError``) instead of following it. On any failure (a full
+    disk...) the partial file is removed and the ``OSError`` re-raised; ``path`` is untouched.
     """
     path = Path(path)
     tmp = partial_path(path)
+    clear_partial(tmp)
+    created = False
     try:
-        with open(tmp, "wb") as handle:
+        descriptor = _create_new(tmp)
+        created = True
+        try:
+            handle = open(descriptor, "wb")
+        except BaseException:
+            os.close(descriptor)
+            raise
+        with handle:
             handle.write(data)
         commit_partial(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if created:  # only the file this call made: an entry planted meanwhile is not ours to remove
+            tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -95,9 +130,19 @@ def write_atomic(path: Path, data: bytes) -> Path:
 def commit_partial(partial: Path, path: Path) -> Path:
     """Make the complete file ``partial`` durable (fsync) and rename it over ``path``, then sync the folder: after
     a crash ``path`` is the old file or the whole new one, never an empty or half-written one. Shared by
-    :func:`write_atomic` and writers that fill a file themselves (OpenCV's video writer)."""
-    with open(partial, "rb+") as handle:
-        os.fsync(handle.fileno())
+    :func:`write_atomic` and writers that fill a file themselves (OpenCV's video writer). A symbolic link found
+    at ``partial`` (put there while the file was written) is refused (``OSError``), never renamed into place."""
+    try:
+        handle = os.open(partial, os.O_RDWR | _NOFOLLOW)
+    except OSError:
+        if Path(partial).is_symlink():
+            raise OSError(errno.ELOOP, f"{partial} became a symbolic link while it was written; refusing to "
+                                       "rename it into place", str(partial)) from None
+        raise
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
     os.replace(partial, path)
     sync_folder(Path(path).parent)
     return Path(path)

@@ -48,8 +48,22 @@ def _check_images(images: np.ndarray) -> np.ndarray:
     return images
 
 
+#: How far outside [0, 1] a float image may stray and still be taken (clipped to [0, 1]): float32 rounding
+#: (1.0000001 is the float32 after 1.0) and resampling leave values this close; anything further is refused.
+UNIT_TOLERANCE = 1e-6
+#: A float image whose largest value is above this is data on the 0..255 scale (the message says to divide).
+_EIGHT_BIT_HINT_ABOVE = 1.5
+
+
 def to_unit_range(images: np.ndarray) -> np.ndarray:
-    """uint8/uint16/float images -> float32 in [0, 1]. Floats outside [0, 1] or NaN are rejected."""
+    """uint8/uint16/float images -> float32 in [0, 1].
+
+    Float images must be finite and in [0, 1]. The rule for values just outside: within :data:`UNIT_TOLERANCE`
+    (1e-6) of [0, 1], as float32 rounding leaves them (1.0000001), they are clipped to [0, 1] (in a copy: the
+    caller's array is never changed); further out, or NaN/Inf, the image is refused with
+    :class:`ImageFormatError`, whose message shows the real range to 9 significant digits (so 1.0000012 is not
+    shown as 1) and says to divide by 255 only when the largest value is clearly on the 8-bit scale (above 1.5).
+    """
     if images.dtype in _INTEGER_MAX:
         out = images.astype(np.float32)
         out /= np.float32(_INTEGER_MAX[images.dtype])  # in place: large photos need no second float copy
@@ -57,10 +71,13 @@ def to_unit_range(images: np.ndarray) -> np.ndarray:
     out = images.astype(np.float32, copy=False)
     if not np.isfinite(out).all():
         raise ImageFormatError("float image contains NaN or Inf")
-    lo, hi = float(out.min()), float(out.max())
+    # the range of the caller's values (before any float32 rounding), to compare and to show exactly
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -UNIT_TOLERANCE or hi > 1.0 + UNIT_TOLERANCE:
+        hint = " (divide by 255 for 8-bit data)" if hi > _EIGHT_BIT_HINT_ABOVE else ""
+        raise ImageFormatError(f"float images must be in [0, 1]; got values in [{lo:.9g}, {hi:.9g}]{hint}")
     if lo < 0.0 or hi > 1.0:
-        raise ImageFormatError(f"float images must be in [0, 1]; got values in [{lo:.4g}, {hi:.4g}] "
-                               "(divide by 255 for 8-bit data)")
+        out = np.clip(out, 0.0, 1.0)  # a new array: never the caller's
     return out
 
 

@@ -54,8 +54,8 @@ class TorchBackend(Backend):
             raise BackendUnavailableError(f"device {device!r} requested but PyTorch sees no CUDA GPU "
                                           f"(torch {torch.__version__}); use device='cpu'")
         if half and not device.startswith("cuda"):
-            raise ValueError("half precision is for GPUs: float16 convolutions on a CPU are extremely slow and "
-                             "not what a deployment runs; use half=False on CPU")
+            raise OptionError("half precision is for GPUs: float16 convolutions on a CPU are extremely slow and "
+                              "not what a deployment runs; use half=False on CPU")
         graphs = check_graph_options(device, cuda_graph, graph_cache)
         loaded = load_checkpoint(weights, device=device)
         self._setup(loaded.model, torch.device(device), half, channels_last, loaded.config, loaded.sha256,

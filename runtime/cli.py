@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.errors import first_line
-from banet.outputs import commit_partial, partial_path
+from banet.outputs import clear_partial, commit_partial, partial_path
 from runtime.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, opencv, read_image, require_opencv, write_image
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
@@ -103,7 +104,18 @@ def output_refusals(inputs: list[Path], targets: list[Path]) -> dict[int, str]:
         elif target.is_dir():
             refusals.setdefault(index, f"{target} is a folder, so the result of {inputs[index]} cannot be written "
                                        "under that name (not even with --force); choose another --output folder")
+    given = {_entry(p): p for p in inputs}
+    for index, target in enumerate(targets):  # the temporary name is cleared before it is written
+        staged = given.get(_entry(partial_path(target, keep_suffix=is_video(target))))
+        if staged is not None:
+            refusals.setdefault(index, f"the input {staged} is at the temporary file name of {target}, which is "
+                                       "cleared before it is written; rename it or choose another --output folder")
     return refusals
+
+
+def _entry(path: Path) -> Path:
+    """The directory entry ``path`` names (its folder resolved, a link at the name itself not followed)."""
+    return path.parent.resolve() / path.name
 
 
 def plan_outputs(inputs: list[Path], output_dir: Path, force: bool) -> list[Path]:
@@ -169,6 +181,7 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool, progre
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     capture.release()
     writer = None
+    opened: tuple[int, int] | None = None
     frames = 0
     try:
         for frame in tqdm(video_frames(source), total=count, desc=source.name, unit="frame", disable=not progress):
@@ -179,7 +192,9 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool, progre
                 if size != out.shape[1::-1]:
                     log.warning("%s: %dx%d frames are written as %dx%d (MPEG-4 stores even sizes only; the last "
                                 "row/column is repeated)", source, out.shape[1], out.shape[0], *size)
+                clear_partial(partial)  # OpenCV opens a path, following a link there: none is left to follow
                 writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                opened = _own_partial(partial, target)  # ...and one planted again meanwhile is refused
                 if not writer.isOpened():
                     raise OSError(f"{target}: OpenCV cannot write an MPEG-4 video here")
             writer.write(even_frame(out))
@@ -188,12 +203,40 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool, progre
             raise OSError(f"{source}: no frame could be read")
         writer.release()
         writer = None
+        if _own_partial(partial, target) != opened:
+            raise OSError(f"{target}: its temporary file {partial} was replaced while the video was written")
         commit_partial(partial, target)  # synced first: after a crash never an empty video under its name
     finally:
         if writer is not None:
             writer.release()
-        partial.unlink(missing_ok=True)
+        if opened is not None and _file_at(partial) == opened:  # only the file this call made
+            partial.unlink(missing_ok=True)
     return frames
+
+
+def _file_at(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the directory entry ``path`` itself (a link is not followed), or None if there is none."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _own_partial(partial: Path, target: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file OpenCV's writer made at ``partial`` (None: it made none); ``OSError`` when a
+    symbolic link or anything but a plain file is there (planted after :func:`banet.outputs.clear_partial`), after
+    removing that link: nothing more is written through it."""
+    try:
+        st = os.lstat(partial)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        partial.unlink(missing_ok=True)
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{target}: a symbolic link or folder appeared at its temporary name {partial} while the "
+                      "video was written; refusing to write through it")
+    return st.st_dev, st.st_ino
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.errors import OptionError
+from banet.errors import DeblurrerClosedError, OptionError
 from banet.processing import ImageFormatError, postprocess, preprocess
 from runtime.backends.base import Backend, check_threads, check_tristate
 from runtime.images import ImageReadError, merge_image, split_image
@@ -87,15 +87,19 @@ class Deblurrer:
         self.tile_overlap = tile_overlap
         self._lock = threading.Lock()
         self.backend: Backend | None = _open(model, backend, {**backend_options, **precision_options(precision)})
-        #: MiB one forward pass may take (None: unbounded); "auto" resolved for the backend's device
-        self.memory_budget_mb: float | None = (automatic_budget_mb(self.backend.device_memory_bytes())
-                                               if memory_budget_mb == "auto" else memory_budget_mb)
-        self.conventions = self.backend.metadata.conventions
-        multiple = self.conventions.size_multiple
-        if tile is not None and (tile < 2 * tile_overlap or tile % multiple):
-            raise OptionError(f"tile must be a multiple of {multiple} and at least twice tile_overlap "
-                             f"({tile_overlap}), got {tile}")
-        self._bytes_per_pixel = activation_bytes_per_pixel(self.backend.metadata.config)
+        try:
+            #: MiB one forward pass may take (None: unbounded); "auto" resolved for the backend's device
+            self.memory_budget_mb: float | None = (automatic_budget_mb(self.backend.device_memory_bytes())
+                                                   if memory_budget_mb == "auto" else memory_budget_mb)
+            self.conventions = self.backend.metadata.conventions
+            multiple = self.conventions.size_multiple  # known from the model's metadata, so checked once it is open
+            if tile is not None and (tile < 2 * tile_overlap or tile % multiple):
+                raise OptionError(f"tile must be a multiple of {multiple} and at least twice tile_overlap "
+                                  f"({tile_overlap}), got {tile}")
+            self._bytes_per_pixel = activation_bytes_per_pixel(self.backend.metadata.config)
+        except BaseException:  # refused after the backend opened: it is closed, never left holding its memory
+            self.close()
+            raise
         log.info("Deblurrer ready: %s", self.backend.describe())
 
     # -- public API ---------------------------------------------------------------------------------------------
@@ -230,7 +234,8 @@ class Deblurrer:
 
     def _backend(self) -> Backend:
         if self.backend is None:
-            raise RuntimeError("this Deblurrer has been closed")
+            raise DeblurrerClosedError("this Deblurrer has been closed; make a new one (or call it before close(), "
+                                       "or inside its with block)")
         return self.backend
 
 

@@ -184,6 +184,23 @@ class BoundForward:
         return out.copy() if self.device == "cpu" else out  # a CPU value's array is the binding's own buffer
 
 
+def cpu_device_providers(device, providers: list | None) -> list | None:
+    """The providers for ONNX Runtime's ``device`` option: "cpu" (any case) means the CPU provider alone (and
+    agrees with ``providers`` naming only it); None leaves ``providers`` as given. Anything else is one
+    :class:`OptionError` line: a GPU is chosen with ``providers`` on this backend."""
+    if device is None:
+        return providers
+    if not (isinstance(device, str) and device.lower() == "cpu"):
+        raise OptionError(f"the onnxruntime backend takes device='cpu' (its CPU provider), got {device!r}; for a "
+                          "GPU pass providers=['CUDAExecutionProvider'] (onnxruntime-gpu), or run the checkpoint "
+                          "with backend='torch', device='cuda'")
+    if providers is None:
+        return ["CPUExecutionProvider"]
+    if any(provider_name(p) != "CPUExecutionProvider" for p in providers):
+        raise OptionError(f"device='cpu' and providers={providers!r} disagree; give one of them")
+    return providers
+
+
 class OnnxRuntimeBackend(Backend):
     """Runs an ONNX file exported by ``export/to_onnx.py`` (its metadata gives the conventions).
 
@@ -197,7 +214,10 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path: str | Path, providers: list[str] | None = None, threads: int | None = None,
                  static: bool = False, shape_cache: int = 4, io_binding: bool | None = None,
-                 cuda_graph: bool | None = None) -> None:
+                 cuda_graph: bool | None = None, device: str | None = None) -> None:
+        """``device``: "cpu" (what apps pass to every backend) runs on the CPU provider; None: the best provider
+        installed (``providers`` picks them by name)."""
+        providers = cpu_device_providers(device, providers)
         check_threads(threads)
         threads = int(threads) if threads else None  # numpy integers too
         import_onnxruntime()

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.errors import DeblurrerClosedError
 from banet.hashing import file_sha256
 from banet.manifest import (
     FLAVOUR_NAMES,
@@ -194,7 +195,7 @@ class TensorRTBackend(Backend):
             raise ValueError(f"input of shape {batch.shape} cannot run on {self.path.name}: {problem}")
         with self._lock:
             if self.context is None:
-                raise RuntimeError("this TensorRT backend has been closed")
+                raise DeblurrerClosedError("this TensorRT backend has been closed")
             return self._run_locked(batch)
 
     def _run_locked(self, batch: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ writes are whole or nothing."""
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,57 @@ def test_partial_name_fits_the_file_system_limit(tmp_path):
     assert partial_path(long) != partial_path(tmp_path / ("é" * 119 + "e.png"))  # distinct names stay distinct
     write_atomic(long, b"data")
     assert long.read_bytes() == b"data" and sorted(p.name for p in tmp_path.iterdir()) == [long.name]
+
+
+def test_atomic_write_never_writes_through_a_link_planted_at_the_partial_name(tmp_path, monkeypatch):
+    from banet.outputs import partial_path
+
+    victim, outside = tmp_path / "input.png", tmp_path / "outside"
+    victim.write_bytes(b"the user's photo")
+    out = tmp_path / "out"
+    out.mkdir()
+    # Before: open("wb") followed both links, overwriting the input and creating a file outside the output folder.
+    (out / "a.png.partial").symlink_to(victim)
+    (out / "b.png.partial").symlink_to(outside)
+    write_atomic(out / "a.png", b"deblurred a")
+    write_atomic(out / "b.png", b"deblurred b")
+    assert victim.read_bytes() == b"the user's photo" and not outside.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert not (out / "a.png").is_symlink() and (out / "a.png").read_bytes() == b"deblurred a"
+    # A stale partial file (hard-linked to the input) is replaced, not truncated through.
+    os.link(victim, out / "c.png.partial")
+    write_atomic(out / "c.png", b"deblurred c")
+    assert victim.read_bytes() == b"the user's photo" and (out / "c.png").read_bytes() == b"deblurred c"
+    # A link planted again between the clean-up and the open: the write fails, nothing is written through it.
+    real_clear = banet.outputs.clear_partial
+
+    def clear_then_plant(partial):
+        real_clear(partial)
+        Path(partial).symlink_to(victim)
+
+    monkeypatch.setattr(banet.outputs, "clear_partial", clear_then_plant)
+    with pytest.raises(FileExistsError):
+        write_atomic(out / "d.png", b"deblurred d")
+    assert victim.read_bytes() == b"the user's photo" and not (out / "d.png").exists()
+    assert partial_path(out / "d.png").is_symlink()  # not ours: left for the next clean-up, never followed
+
+
+def test_atomic_write_refuses_a_folder_at_the_partial_name_in_one_line(tmp_path):
+    (tmp_path / "a.png.partial").mkdir()
+    with pytest.raises(IsADirectoryError) as info:
+        write_atomic(tmp_path / "a.png", b"x")
+    assert write_error(info.value, tmp_path / "a.png") == (f"cannot write {tmp_path / 'a.png'}: a folder is in the "
+                                                            f"way of the temporary file {tmp_path / 'a.png.partial'}; "
+                                                            "remove it")
+    assert (tmp_path / "a.png.partial").is_dir() and not (tmp_path / "a.png").exists()
+
+
+def test_commit_refuses_a_partial_that_became_a_link(tmp_path):
+    from banet.outputs import commit_partial
+
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    (tmp_path / "v.mp4.partial.mp4").symlink_to(victim)
+    with pytest.raises(OSError, match="became a symbolic link"):
+        commit_partial(tmp_path / "v.mp4.partial.mp4", tmp_path / "v.mp4")
+    assert not (tmp_path / "v.mp4").exists() and victim.read_bytes() == b"keep"

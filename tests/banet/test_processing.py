@@ -86,3 +86,34 @@ def test_conventions_metadata_round_trip() -> None:
     del meta["banet.offset"]
     with pytest.raises(KeyError, match="banet.offset"):
         Conventions.from_metadata(meta)
+
+
+def test_float_rounding_just_outside_the_unit_range_is_clipped_not_refused() -> None:
+    from banet.processing import UNIT_TOLERANCE, to_unit_range
+
+    image = np.full((4, 4, 3), 0.5, np.float32)
+    image[0, 0, 0] = np.nextafter(np.float32(1), np.float32(2))  # 1.0000001: float32 rounding of a computed 1.0
+    image[0, 0, 1] = -np.float32(1e-7)
+    kept = image.copy()
+    # Before: "got values in [1, 1] (divide by 255 for 8-bit data)": refused, the overshoot hidden, a wrong hint.
+    unit = to_unit_range(image)
+    assert unit.min() == 0.0 and unit.max() == 1.0 and unit[0, 0, 2] == np.float32(0.5)
+    np.testing.assert_array_equal(image, kept)  # the caller's array is not clipped in place
+    assert np.isfinite(preprocess(image)[0]).all()
+    assert UNIT_TOLERANCE == 1e-6
+
+
+@pytest.mark.parametrize("value, shown, hint", [
+    (1.0000012, "1.0000012", False),  # over the tolerance: refused, its real value shown (was "1")
+    (-0.00002, "-2e-05", False),
+    (1.2, "1.2", False),  # a slightly over-bright float image: no 8-bit hint
+    (255.0, "255", True),  # 8-bit data passed as float: divide by 255
+])
+def test_out_of_range_floats_show_the_real_range_and_the_8bit_hint_only_for_8bit_data(value, shown, hint) -> None:
+    image = np.full((4, 4, 3), 0.5, np.float64)
+    image[1, 2, 0] = value
+    with pytest.raises(ImageFormatError) as info:
+        preprocess(image)
+    message = str(info.value)
+    assert shown in message and message.startswith("float images must be in [0, 1]; got values in [")
+    assert ("divide by 255" in message) == hint, message
