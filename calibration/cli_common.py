@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 from banet.outputs import check_input
@@ -21,6 +23,42 @@ def parse_size(text: str) -> tuple[int, int]:
     return parse_hw(text, square_from_one=True)
 
 
+def whole_number(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``low``, refused on the command line (exit 2) before any work."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def decibels(text: str) -> float:
+    """argparse type: a drift budget in dB (PSNR vs FP32), a positive finite number (``nan`` would pass no test)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of dB, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number of dB (PSNR vs FP32, e.g. 45), got {text}")
+    return value
+
+
+def quiet_opencv() -> None:
+    """OpenCV logs decoder warnings to stderr ("PNG input buffer is incomplete") before the one ``error:`` line a
+    bad calibration image gets; the calibration commands keep its errors only, as ``python -m runtime`` does."""
+    try:
+        import cv2
+    except ImportError:
+        return
+    cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
+
+
 def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     """The calibration-data options shared by the quantize, sensitivity and drift commands."""
     group = parser.add_argument_group("calibration data")
@@ -32,7 +70,7 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calib-batch", type=int, default=1, help="images per calibration batch (default 1)")
     group.add_argument("--calib-mode", choices=("crop", "resize"), default="crop",
                        help="fit folder images by a seeded crop at native resolution (default) or a resize")
-    group.add_argument("--seed", type=int, default=0, help="sampling/crop seed (default 0)")
+    group.add_argument("--seed", type=whole_number(0), default=0, help="sampling/crop seed, >= 0 (default 0)")
 
 
 def source_from_args(args: argparse.Namespace) -> CalibrationSource:
@@ -65,8 +103,9 @@ def ensure_fp32_onnx(path: Path | None, weights: Path | None) -> Path:
 
     # one given together with its weights must come from those weights
     stale = stale_source(metadata, path, weights) if given_weights else None
-    if stale:
-        raise QuantizeError(f"{stale}; re-export it first: {export_command(weights, 'fp32', path)} --force")
+    if stale:  # the ONNX is the user's: name its checkpoint first, re-exporting over it is the second choice
+        raise QuantizeError(f"{stale}; pass --weights with the checkpoint it was exported from, or re-export it: "
+                            f"{export_command(weights, 'fp32', path)} --force")
     return path
 
 

@@ -121,8 +121,12 @@ class CalibrationSource:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.stem + f".{os.getpid()}.partial.npz")
-            np.savez(tmp, count=len(images), **{f"img{i:04d}": im for i, im in enumerate(images)})
-            os.replace(tmp, path)
+            try:  # a Ctrl-C or a full disk leaves no half-written entry in the cache
+                np.savez(tmp, count=len(images), **{f"img{i:04d}": im for i, im in enumerate(images)})
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return images
 
     def _builtin(self) -> list[np.ndarray]:

@@ -357,7 +357,7 @@ def read_int8(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.cli_common import add_calibration_arguments
+    from calibration.cli_common import add_calibration_arguments, quiet_opencv, whole_number
 
     parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -369,13 +369,15 @@ def main(argv: list[str] | None = None) -> int:
                              "calibration.quantize's defaults if missing)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="folder for the report (out/drift)")
     parser.add_argument("--full", action="store_true", help="add FP16 drift of the full stack-10 network")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N held-out images")
+    parser.add_argument("--limit", type=whole_number(1), default=None, help="only the first N held-out images")
     parser.add_argument("--no-speed", action="store_true", help="skip the INT8 vs FP32 speed measurement")
     parser.add_argument("--no-fp16", action="store_true", help="skip the FP16 rows (INT8 only, faster)")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for the quality rows")
+    parser.add_argument("--threads", type=whole_number(0), default=1,
+                        help="ONNX Runtime threads for the quality rows (0: all cores; default 1)")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_opencv()
 
     from banet.checkpoint import load_checkpoint
     from banet.defaults import default_weights_path
@@ -387,7 +389,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_output(args.output / "drift_report.json", force=True, error=QuantizeError, suffix=".json")
         source = source_from_args(args)
-        given_int8 = {p.stem.split("_int8")[-1].strip("_") or p.stem: read_int8(p) for p in args.int8 or ()}
+        given_int8: dict[str, Path] = {}
+        for path in args.int8 or ():
+            row = path.stem.split("_int8")[-1].strip("_") or path.stem
+            if row in given_int8:  # one row per name: the second file would silently replace the first
+                raise QuantizeError(f"--int8 {given_int8[row]} and {path} would both be the row 'INT8 {row}'; "
+                                    "rename one (the row is the part of the name after _int8_)")
+            given_int8[row] = read_int8(path)
         weights = args.weights or default_weights_path()
         loaded = load_checkpoint(weights)
         fp32 = ensure_fp32_onnx(args.onnx, weights)
@@ -410,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     except (*command_errors(), FileNotFoundError) as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"interrupted (Ctrl-C): no report written to {args.output}", file=sys.stderr)
+        return 130
     from banet.outputs import write_atomic, write_error
 
     text = markdown(report)

@@ -37,11 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.artifacts import failed_path, int8_onnx_path
+from banet.artifacts import int8_onnx_path
 from banet.hashing import file_sha256
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
 from calibration.data import CalibrationDataError, CalibrationSource
+from export.onnx_file import claim_staging, refused_path
 
 log = logging.getLogger(__name__)
 
@@ -291,13 +292,19 @@ def _calibration_method(method: str):
 
 
 def check_source_fits(metadata, source: CalibrationSource) -> None:
-    """A static-shape model can only be calibrated at its own shape."""
+    """A static-shape model can only be calibrated at its own shape, a dynamic one within the sizes it was exported
+    and verified for (a larger calibration size is also a memory bomb: the built-in photos are resized up to it,
+    and ONNX Runtime keeps every intermediate tensor of a chunk)."""
+    h, w = source.size
     if metadata.shape_mode == "static" and metadata.static_shape:
-        n, h, w = metadata.static_shape
-        if (h, w) != tuple(source.size) or source.batch != n:
-            raise CalibrationDataError(f"the model is static {n}x{h}x{w}; calibrate with --calib-size {h}x{w} "
-                                       f"--calib-batch {n} (got {source.size[0]}x{source.size[1]}, batch "
-                                       f"{source.batch})")
+        n, sh, sw = metadata.static_shape
+        if (sh, sw) != (h, w) or source.batch != n:
+            raise CalibrationDataError(f"the model is static {n}x{sh}x{sw}; calibrate with --calib-size {sh}x{sw} "
+                                       f"--calib-batch {n} (got {h}x{w}, batch {source.batch})")
+    elif not metadata.min_size <= min(h, w) <= max(h, w) <= metadata.max_size:
+        raise CalibrationDataError(f"calibration size {h}x{w} is outside the {metadata.min_size}..{metadata.max_size} "
+                                   "the model was exported and verified for; use your engine profile's opt size "
+                                   "(e.g. --calib-size 720x1280)")
 
 
 def nodes_to_quantize(model, spec: Flavour, exclude_groups: Sequence[str]) -> list[str]:
@@ -399,6 +406,8 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     calibrate_method = _calibration_method(method)
     if not fp32_onnx.is_file():
         raise QuantizeError(f"{fp32_onnx}: FP32 ONNX model not found (export it with export/to_onnx.py)")
+    if output.resolve() == fp32_onnx.resolve():  # even with --force: the reference every INT8 file is measured on
+        raise QuantizeError(f"{output} is the FP32 ONNX being quantized; write the INT8 model to its own file")
     check_output(output, force=force, error=QuantizeError, suffix=".onnx")
     try:
         metadata = read_onnx_metadata(fp32_onnx)
@@ -420,41 +429,47 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
         options["CalibStridedMinMax"] = max(d for d in range(1, CALIBRATION_CHUNK + 1) if len(reader) % d == 0)
     activation_type, weight_type = spec.quant_types()
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.stem + ".partial.onnx")
     try:
-        with _quiet_onnxruntime_quantization(), _calibration_threads(threads):
-            quantize_static(str(fp32_onnx), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                            reduce_range=False, activation_type=activation_type, weight_type=weight_type,
-                            op_types_to_quantize=list(spec.op_types), nodes_to_quantize=nodes,
-                            calibrate_method=calibrate_method, extra_options=options,
-                            calibration_cache_path=str(cache))
-    except Exception as exc:
+        tmp = claim_staging(output)
+    except OSError as exc:
+        raise QuantizeError(f"cannot stage {output}: {exc.strerror or exc}") from None
+    try:  # whatever stops it (a failure, Ctrl-C), no staged file stays behind; a refused one is left as .failed
+        try:
+            with _quiet_onnxruntime_quantization(), _calibration_threads(threads):
+                quantize_static(str(fp32_onnx), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                                reduce_range=False, activation_type=activation_type, weight_type=weight_type,
+                                op_types_to_quantize=list(spec.op_types), nodes_to_quantize=nodes,
+                                calibrate_method=calibrate_method, extra_options=options,
+                                calibration_cache_path=str(cache))
+        except Exception as exc:
+            raise QuantizeError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}") from exc
+
+        proto = onnx.load(str(tmp))
+        calibration = {"method": method, **source.to_dict()}
+        if method == "percentile":
+            calibration["percentile"] = percentile
+        extra = {"int8_flavour": flavour, "int8_format": spec.description, "int8_calibration": json.dumps(calibration),
+                 "int8_excluded_groups": json.dumps(sorted(exclude_groups)), "int8_quantized_nodes": str(len(nodes)),
+                 **(extra_metadata or {})}
+        write_onnx_metadata(proto, int8_metadata(metadata, extra))
+        with removed_on_write_error(tmp, output, QuantizeError):
+            onnx.save(proto, str(tmp))
+
+        conformance, verification = _check_and_commit(fp32_onnx, tmp, output, spec.tensorrt, verify_shapes,
+                                                       min_verify_psnr_db, threads, heldout)
+        seconds = time.perf_counter() - started
+        log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output,
+                flavour, method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)
+        return QuantizedModel(output, flavour, method, nodes, sorted(exclude_groups), verification, seconds,
+                              calibration, conformance or {})
+    except BaseException:
         tmp.unlink(missing_ok=True)
-        raise QuantizeError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}") from exc
-
-    proto = onnx.load(str(tmp))
-    calibration = {"method": method, **source.to_dict()}
-    if method == "percentile":
-        calibration["percentile"] = percentile
-    extra = {"int8_flavour": flavour, "int8_format": spec.description, "int8_calibration": json.dumps(calibration),
-             "int8_excluded_groups": json.dumps(sorted(exclude_groups)), "int8_quantized_nodes": str(len(nodes)),
-             **(extra_metadata or {})}
-    write_onnx_metadata(proto, int8_metadata(metadata, extra))
-    with removed_on_write_error(tmp, output, QuantizeError):
-        onnx.save(proto, str(tmp))
-
-    conformance, verification = _check_and_commit(fp32_onnx, tmp, output, spec.tensorrt, verify_shapes,
-                                                   min_verify_psnr_db, threads, heldout)
-    seconds = time.perf_counter() - started
-    log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output,
-            flavour, method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)
-    return QuantizedModel(output, flavour, method, nodes, sorted(exclude_groups), verification, seconds, calibration,
-                          conformance or {})
+        raise
 
 
 def leave_failed(candidate: Path, output: Path) -> Path:
     """Move a refused model to ``<name>.failed.onnx`` next to ``output`` (never under ``output``), as export does."""
-    failed = failed_path(output)
+    failed = refused_path(output)
     os.replace(candidate, failed)
     return failed
 

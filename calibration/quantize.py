@@ -26,9 +26,11 @@ from banet.outputs import check_output
 from calibration.cli_common import (
     add_calibration_arguments,
     command_errors,
+    decibels,
     ensure_fp32_onnx,
     error_line,
     parse_summary,
+    quiet_opencv,
     source_from_args,
 )
 from calibration.int8 import (
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--exclude", nargs="*", default=None, metavar="GROUP",
                         help="blocks to keep in float, e.g. de_layer3 BAM_4/BA.mask (default: the flavour's "
                              "measured defaults; pass --exclude with no names to quantize everything)")
-    parser.add_argument("--auto-exclude", type=float, default=None, metavar="DB",
+    parser.add_argument("--auto-exclude", type=decibels, default=None, metavar="DB",
                         help="run the sensitivity search and keep the most harmful blocks in float until the "
                              "drift vs FP32 is >= DB dB")
     parser.add_argument("--output", type=Path, default=None,
@@ -104,18 +106,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_conflict(args: argparse.Namespace) -> str | None:
+    """Options one of which would be silently ignored (exit 2, as argparse's refusals), or None."""
+    if args.exclude is not None and args.auto_exclude is not None:
+        return ("--exclude and --auto-exclude both choose the blocks kept in float (the search would replace your "
+                "list): pass one of them")
+    if args.percentile != DEFAULT_PERCENTILE and args.method != "percentile":
+        return f"--percentile is for --method percentile; with --method {args.method} it would be ignored"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_opencv()
     flavours = ["ort", "trt"] if args.flavour == "both" else [args.flavour]
     if args.output and len(flavours) > 1:
         print("error: --output needs a single --flavour", file=sys.stderr)
         return 2
+    conflict = option_conflict(args)
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
+        return 2
     try:
         source = source_from_args(args)
         if args.output:
+            if args.output.suffix.lower() != ".onnx":
+                raise QuantizeError(f"{args.output}: ONNX files end in .onnx (the runtime picks the backend from the "
+                                    "extension)")
             check_output(args.output, force=args.force, error=QuantizeError, suffix=".onnx")
         fp32 = ensure_fp32_onnx(args.onnx, args.weights)
+        if args.output and args.output.resolve() == fp32.resolve():  # before the search and calibration
+            raise QuantizeError(f"{args.output} is the FP32 ONNX being quantized; write the INT8 model to its own file")
         if args.list_groups:
             import onnx
 
@@ -146,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     except command_errors() as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): the file in progress was not written", file=sys.stderr)
+        return 130
     return 0
 
 

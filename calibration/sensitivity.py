@@ -166,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     from calibration.cli_common import (
         add_calibration_arguments,
         command_errors,
+        decibels,
         ensure_fp32_onnx,
         error_line,
         parse_size,
+        quiet_opencv,
         source_from_args,
     )
 
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flavour", choices=sorted(FLAVOURS), default="ort", help="Q/DQ flavour (default ort)")
     parser.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
     parser.add_argument("--percentile", type=float, default=99.999, help="percentile for --method percentile")
-    parser.add_argument("--drift-budget-db", type=float, default=45.0,
+    parser.add_argument("--drift-budget-db", type=decibels, default=45.0,
                         help="keep blocks in float until the output PSNR vs FP32 is at least this (default 45 dB)")
     parser.add_argument("--max-excluded", type=int, default=None, help="keep at most this many blocks in float")
     parser.add_argument("--probe-count", type=int, default=8, help="probe images (default 8)")
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_opencv()
     try:
         if args.json:
             check_output(args.json, force=True, error=QuantizeError, suffix=".json")

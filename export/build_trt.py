@@ -30,8 +30,9 @@ installed TensorRT or the GPU, naming what differs and the command that rebuilds
 
 Missing ONNX (FP32/FP16) at the default path is exported first with export/to_onnx.py; an --onnx, --weights
 or --check path must exist. Exit status: 0 built (or planned with --dry-run), 1 refused or failed (one line
-saying why), 2 bad command line. A dry run also parses the ONNX with the TensorRT-family parser installed here
-(tensorrt or tensorrt_rtx) and fails on what it refuses.
+saying why), 2 bad or contradicting command line, 130 interrupted (Ctrl-C: nothing is replaced). A dry run also
+parses the ONNX with the TensorRT-family parser installed here (tensorrt or tensorrt_rtx) and fails on what it
+refuses.
 
 Rebuilding with --force replaces the engine and its manifest together: the new pair is written under staged
 names and swapped in, so a build killed at any point, a full disk or a failed drift check leaves the old pair
@@ -170,9 +171,40 @@ def check(engine: Path, reference: Path | None) -> int:
     return 0 if drift.get("passed") else 1  # a failed comparison fails the command, as Polygraphy's do
 
 
+#: Options that only shape a build; ``--check`` measures an existing engine and would silently ignore them.
+BUILD_ONLY = ("fp16", "int8", "target", "weights", "output", "force", "min", "opt", "max", "workspace",
+              "optimization_level", "timing_cache", "version_compatible", "hardware_compatible", "strongly_typed",
+              "tf32", "calibrate", "calibration_cache", "calibration_shape", "dry_run", "runtime", "min_psnr")
+
+
+def check_conflicts(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str | None:
+    """Build options given with ``--check`` (which builds nothing, and records a measurement even beside
+    ``--dry-run``): the line that refuses them, or None."""
+    if args.check is None:
+        return None
+    given = [f"--{name.replace('_', '-')}" for name in BUILD_ONLY if getattr(args, name) != parser.get_default(name)]
+    if given:
+        return (f"--check measures an existing engine (and records the drift in its manifest); it builds nothing, "
+                f"so {', '.join(given)} would be ignored: drop {'them' if len(given) > 1 else 'it'}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    conflict = check_conflicts(args, parser)
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
+        return 2
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): no engine or manifest was changed", file=sys.stderr)
+        return 130
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.check is not None:
         return check(args.check, args.onnx)
     try:
@@ -191,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = make_plan(options, runtime, allow_missing_input=args.dry_run)
     except PlanError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a path the system refuses (a name too long...): one line, not a traceback
+        print(f"error: {exc.filename or args.output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     if args.dry_run:
         print(plan.describe())

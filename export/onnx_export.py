@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import time
 import warnings
@@ -20,12 +21,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from banet.artifacts import failed_path
 from banet.config import BANetConfig
 from banet.conventions import BANET
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
-from export.onnx_file import write_onnx_metadata
+from export.onnx_file import claim_staging, refused_path, write_onnx_metadata
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,19 @@ def validate_options(options: ExportOptions) -> None:
             raise ExportError(f"static size {h}x{w} cannot be taken by BANet: height and width must be positive "
                               f"multiples of {multiple} (one stride-2 stage down and up); pad the image, e.g. "
                               f"{h + (-h) % multiple}x{w + (-w) % multiple}")
+        if max(h, w) > options.max_size:  # traced and verified at full size: 720x1280 already peaks at 6.2 GB
+            raise ExportError(f"static size {h}x{w} is larger than --max-size {options.max_size}: a static export "
+                              "is traced and verified at its full size (720x1280 peaked at 6.2 GB of memory); "
+                              "raise --max-size if you mean it, or export dynamic shapes and let the runtime tile")
+    else:
+        empty = [s for s in options.verify_shapes if min(s) < 1]
+        if empty:
+            raise ExportError(f"verification shape {'x'.join(map(str, empty[0]))}: batch, height and width must "
+                              "be >= 1")
+    if options.min_psnr_db is not None and not math.isfinite(options.min_psnr_db):
+        raise ExportError(f"--min-psnr must be a finite number of dB, got {options.min_psnr_db}")
+    if options.max_abs_error is not None and not options.max_abs_error >= 0:  # NaN fails this too
+        raise ExportError(f"--max-abs-error must be >= 0, got {options.max_abs_error}")
     if options.batch is not None and options.batch < 1:
         raise ExportError(f"--batch must be >= 1, got {options.batch}")
     if options.min_size < multiple or options.min_size > options.max_size:
@@ -164,21 +177,12 @@ def _trace(module: nn.Module, path: Path, options: ExportOptions) -> None:
             program.save(str(path), external_data=False)
 
 
-def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_sha256: str, source_name: str,
-                config: BANetConfig) -> tuple[Path, ParityReport]:
-    """Export, check, verify against PyTorch, and only then move the file to ``output``.
-
-    Raises :class:`ExportError` on any failure; a graph that failed verification is left next to the output as
-    ``<name>.failed.onnx`` for inspection, never under the requested name.
-    """
+def _export_checked(model: nn.Module, output: Path, tmp: Path, options: ExportOptions,
+                    shapes: list[tuple[int, int, int]], source_sha256: str, source_name: str,
+                    config: BANetConfig) -> ParityReport:
+    """The export behind :func:`export_onnx`, staged at ``tmp``: trace, check, verify, then rename to ``output``."""
     import onnx
 
-    validate_options(options)
-    output = Path(output)
-    check_output_path(output, options.force)
-    model = model.eval().float()
-    shapes = verification_shapes(options)
-    tmp = output.with_name(output.stem + ".partial.onnx")
     module = HalfPrecisionBANet(copy.deepcopy(model)) if options.precision == "fp16" else model
     started = time.perf_counter()
     try:
@@ -223,7 +227,7 @@ def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_s
                      reference_name="PyTorch FP32", candidate_name=f"ONNX Runtime {options.precision.upper()}")
     log.info("exported in %.1f s; verification:\n%s", export_seconds, report.table())
     if not report.passed:
-        failed = failed_path(output)
+        failed = refused_path(output)
         os.replace(tmp, failed)
         raise ExportError(f"verification failed, the graph does not match PyTorch on every shape; it was left "
                           f"at {failed} for inspection, nothing written to {output}:\n{report.table()}")
@@ -236,5 +240,30 @@ def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_s
     with removed_on_write_error(tmp, output, ExportError):
         onnx.save(proto, str(tmp))
     os.replace(tmp, output)
+    return report
+
+
+def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_sha256: str, source_name: str,
+                config: BANetConfig) -> tuple[Path, ParityReport]:
+    """Export, check, verify against PyTorch, and only then move the file to ``output``.
+
+    Raises :class:`ExportError` on any failure; a graph that failed verification is left next to the output as
+    ``<name>.failed.onnx`` for inspection, never under the requested name; whatever stops it (an error,
+    Ctrl-C) leaves no staged file behind.
+    """
+    validate_options(options)
+    output = Path(output)
+    check_output_path(output, options.force)
+    model = model.eval().float()
+    shapes = verification_shapes(options)
+    try:
+        tmp = claim_staging(output)
+    except OSError as exc:
+        raise ExportError(f"cannot stage {output}: {exc.strerror or exc}") from None
+    try:  # whatever stops the export (a failure, Ctrl-C), nothing staged stays behind
+        report = _export_checked(model, output, tmp, options, shapes, source_sha256, source_name, config)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return output, report
 

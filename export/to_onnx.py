@@ -32,12 +32,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
     from banet.artifacts import engines_rule, onnx_path
-    from banet.checkpoint import CheckpointError, load_checkpoint
+    from banet.checkpoint import CheckpointError
     from banet.defaults import default_weights_path
-    from banet.outputs import check_output
+    from banet.outputs import check_output, write_atomic, write_error
     from banet.shapes import parse_hw, parse_nhw
     from export.onnx_export import ExportError, ExportOptions, export_onnx
     from export.parity import DEFAULT_SWEEP
+    from export.weights import load_for_export
 except ModuleNotFoundError as _missing:
     if __name__ != "__main__":
         raise
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "default: the embedded default model")
     parser.add_argument("--output", type=Path, default=None,
                         help="ONNX file to write (default: engines/<weights name>[_HxW_bN][_fp16].onnx)")
-    parser.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    parser.add_argument("--force", action="store_true", help="overwrite the output file (and --report) if it exists")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (13..21, default 17)")
     parser.add_argument("--fp16", action="store_true",
                         help="float16 weights and compute with float32 input/output (residual add kept in fp32)")
@@ -86,44 +87,82 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pass threshold in dB vs PyTorch FP32 (default 80 for fp32, 45 for fp16)")
     parser.add_argument("--max-abs-error", type=float, default=None,
                         help="pass threshold on the raw output (default 1e-4 for fp32, none for fp16)")
-    parser.add_argument("--report", type=Path, default=None, help="also write the parity report as JSON here")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="also write the parity report as JSON here (an existing file only with --force)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
     return parser
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (resolved, links followed), whether or not it exists yet."""
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def command_line_conflict(args: argparse.Namespace) -> str | None:
+    """Options that contradict each other (exit 2, as argparse does), or None."""
+    if args.no_default_sweep and not args.verify_sizes:
+        return "--no-default-sweep needs at least one --verify-sizes shape"
+    if args.static is not None and (args.verify_sizes or args.no_default_sweep):
+        return ("--static exports are verified at their own shape only; --verify-sizes / --no-default-sweep "
+                "would be ignored, drop them")
+    return None
+
+
+def check_paths(weights: Path, output: Path, report: Path | None, force: bool) -> None:
+    """Refuse, before any work, an output that is not an ONNX file name and a report that would overwrite the
+    checkpoint, the ONNX itself, or an existing file without ``--force`` (ExportError, one line)."""
+    if output.suffix.lower() != ".onnx":
+        raise ExportError(f"{output}: ONNX files end in .onnx (the runtime picks the backend from the extension)")
+    if report is None:
+        return
+    for other, what in ((weights, "the checkpoint (--weights)"), (output, "the ONNX file")):
+        if _same_file(report, other):
+            raise ExportError(f"--report {report} is {what}; give the report its own file name")
+    check_output(report, force=force, error=ExportError, suffix=".json")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    if args.no_default_sweep and not args.verify_sizes:
-        print("error: --no-default-sweep needs at least one --verify-sizes shape", file=sys.stderr)
+    conflict = command_line_conflict(args)
+    if conflict:
+        print(f"error: {conflict}", file=sys.stderr)
         return 2
     sweep = ([] if args.no_default_sweep else list(DEFAULT_SWEEP)) + list(args.verify_sizes)
     options = ExportOptions(opset=args.opset, precision="fp16" if args.fp16 else "fp32", static_hw=args.static,
                             batch=args.batch, min_size=args.min_size, max_size=args.max_size,
                             simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
                             min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force)
+    weights = Path(args.weights or default_weights_path())
+    output = args.output or default_output(weights.stem, options)
     try:
-        if args.report:
-            check_output(args.report, force=True, error=ExportError, suffix=".json")
-        weights = args.weights or default_weights_path()
-        loaded = load_checkpoint(weights)
+        check_paths(weights, output, args.report, args.force)
+        loaded = load_for_export(weights)
         log.info("weights: %s (%s, layout %s%s)", weights, loaded.config.describe(), loaded.layout,
                  ", configuration inferred from shapes" if loaded.config_inferred else "")
-        output = args.output or default_output(Path(weights).stem, options)
         if args.output is None:
             log.info("%s", engines_rule())
-        path, report = export_onnx(loaded.model, output, options, loaded.sha256, Path(weights).name, loaded.config)
+        path, report = export_onnx(loaded.model, output, options, loaded.sha256, weights.name, loaded.config)
     except (CheckpointError, FileNotFoundError) as exc:  # a bad --weights: one line (torch's detail dropped)
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
     except ExportError as exc:  # with -q the parity table of a failed verification follows the line
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a path the system refuses (a name too long...): one line, not a traceback
+        print(f"error: {exc.filename or output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted (Ctrl-C): nothing written to {output}", file=sys.stderr)
+        return 130
     if args.quiet:
         print(report.table())
     if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report.to_dict(), indent=2))
+        try:
+            write_atomic(args.report, json.dumps(report.to_dict(), indent=2).encode())
+        except OSError as exc:
+            print(f"error: {write_error(exc, args.report)} (the ONNX was written: {path})", file=sys.stderr)
+            return 1
     size_mb = path.stat().st_size / 1e6
     shape = ("static " + "x".join(map(str, (options.batch or 1, *options.static_hw))) if options.static_hw
              else "dynamic N,H,W")

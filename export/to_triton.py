@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="replace this ensemble's models, if this tool wrote them (never other folders)")
     args = parser.parse_args(argv)
-    if not (math.isfinite(args.max_megapixels) and args.max_megapixels > 0):
+    if not (math.isfinite(args.max_megapixels * 1e6) and args.max_megapixels > 0):  # 1e308 MP overflows to inf
         print(f"error: --max-megapixels must be a positive number, got {args.max_megapixels}", file=sys.stderr)
         return 1
     if not args.onnx.exists():

@@ -36,6 +36,7 @@ from pathlib import Path
 import onnx
 
 import banet
+from banet.conventions import METADATA_PREFIX
 from banet.manifest import EngineManifest, ManifestError, read_manifest
 from banet.metadata import ModelMetadata
 from banet.triton_marker import (
@@ -241,6 +242,24 @@ def engine_manifest(engine: Path) -> EngineManifest:
     return manifest
 
 
+def check_engine_matches(manifest: EngineManifest, engine: Path, metadata: ModelMetadata, onnx_path: Path) -> None:
+    """Refuse an engine that is not the network the ONNX describes: the repository's configs, conventions and
+    README come from the ONNX, the plan file from the engine, so other weights or another shape mode (a static
+    engine under a dynamic config, which Triton refuses to load) would be served under the ONNX's description."""
+    built_from = manifest.onnx.get("path", "the ONNX it was built from")
+    recorded = manifest.metadata.get(METADATA_PREFIX + "source_sha256")
+    if recorded and recorded != metadata.source_sha256:
+        raise TritonRepoError(f"{engine} was built from other weights than {onnx_path} (sha256 {str(recorded)[:12]}... "
+                              f"vs {metadata.source_sha256[:12]}...); pass the ONNX it was built from "
+                              f"(--onnx, its manifest names {built_from})")
+    mode = manifest.metadata.get(METADATA_PREFIX + "shape_mode", metadata.shape_mode)
+    static = manifest.metadata.get(METADATA_PREFIX + "static_shape", "null")
+    if mode != metadata.shape_mode or (mode == "static" and static != json.dumps(metadata.static_shape)):
+        raise TritonRepoError(f"{engine} was built from a {mode} export ({static}), {onnx_path} is "
+                              f"{metadata.shape_mode}; pass the ONNX it was built from (--onnx, its manifest names "
+                              f"{built_from})")
+
+
 def engine_note(manifest: EngineManifest) -> str:
     """One line: what the engine was built with and on, i.e. what the server must match."""
     gpu = manifest.gpu or {}
@@ -349,6 +368,7 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
     extra = ""
     if flavour == "tensorrt":
         manifest = engine_manifest(engine)
+        check_engine_matches(manifest, engine, metadata, Path(onnx_path))
         max_batch = min(max_batch, int(manifest.profile.max[0]))
         engine_line = engine_note(manifest)
         comment += "\n" + engine_line

@@ -9,9 +9,12 @@ the parser of whichever TensorRT flavour is installed, while Polygraphy drives o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +28,31 @@ from export.trt.plan import BuildPlan
 from export.trt.runtime_info import PlanError, RuntimeInfo, installed_runtime
 
 log = logging.getLogger(__name__)
+
+#: Set by Ctrl-C while an engine is being built (:func:`deferred_interrupt`); the progress monitor then cancels.
+BUILD_INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[threading.Event]:
+    """Ctrl-C while TensorRT builds, honoured.
+
+    TensorRT calls back into Python during a build (its logger, the progress monitor) and swallows what those
+    raise ("Exception caught in log(): KeyboardInterrupt"), so a plain Ctrl-C was lost and the build went on to
+    replace the engine. For the duration SIGINT only sets :data:`BUILD_INTERRUPTED`: the progress monitor cancels
+    the build at its next step, and the caller raises ``KeyboardInterrupt`` once TensorRT has returned. Outside
+    the main thread (no signal handlers there), or where SIGINT is ignored (a background job), nothing changes.
+    """
+    BUILD_INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield BUILD_INTERRUPTED
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: BUILD_INTERRUPTED.set())
+    try:
+        yield BUILD_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def parser_check(plan: BuildPlan) -> str:
@@ -87,7 +115,7 @@ def make_progress_monitor(trt, stream=None):
                       flush=True)
 
         def step_complete(self, phase_name, step) -> bool:
-            return True  # False would cancel the build
+            return not BUILD_INTERRUPTED.is_set()  # False cancels the build (Ctrl-C: deferred_interrupt)
 
         def phase_finish(self, phase_name) -> None:
             self.depth.pop(phase_name, None)

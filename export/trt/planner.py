@@ -5,6 +5,7 @@ reason and what to do instead."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from banet.manifest import (
     RTX_DEFAULT_TARGETS,
     RTX_KNOWN_TARGETS,
     cc_to_target,
+    manifest_path,
 )
 from banet.outputs import check_input, check_output
 from banet.outputs import shown_path as show
@@ -32,6 +34,10 @@ from export.trt.plan import BuildOptions, BuildPlan, default_engine, default_onn
 from export.trt.runtime_info import PRECISIONS, PlanError, RuntimeInfo
 
 log = logging.getLogger(__name__)
+
+#: Largest ``--workspace`` in MiB: 1 TiB, more memory than any GPU has (TensorRT would take, or overflow on, any
+#: number; a typo of a few digits must be one line, not a traceback from its bindings).
+MAX_WORKSPACE_MIB = 1 << 20
 
 
 def make_plan(options: BuildOptions, runtime: RuntimeInfo, allow_missing_input: bool = False) -> BuildPlan:
@@ -96,6 +102,10 @@ def _check_runtime_options(options: BuildOptions, runtime: RuntimeInfo, targets:
                         f"{HARDWARE_COMPATIBILITY}")
     major = runtime.major
     strongly_typed = rtx or options.strongly_typed or (major is not None and major >= 11)
+    if not options.calibrate and (options.calibration_cache is not None
+                                  or tuple(options.calibration_shape) != BuildOptions.calibration_shape):
+        raise PlanError("--calibration-cache and --calibration-shape set up --calibrate (TensorRT 10 implicit INT8 "
+                        "calibration); without it they would be ignored: add --int8 --calibrate, or drop them")
     if options.calibrate:
         if precision != "int8":
             raise PlanError("--calibrate is for --int8 (implicit INT8 calibration)")
@@ -108,8 +118,11 @@ def _check_runtime_options(options: BuildOptions, runtime: RuntimeInfo, targets:
     if not 0 <= options.optimization_level <= 5:
         raise PlanError(f"--optimization-level must be 0..5 (TensorRT's builder levels), got "
                         f"{options.optimization_level}")
-    if options.workspace_mib is not None and options.workspace_mib < 1:
-        raise PlanError(f"--workspace must be a positive number of MiB, got {options.workspace_mib}")
+    if options.workspace_mib is not None and not 1 <= options.workspace_mib <= MAX_WORKSPACE_MIB:
+        raise PlanError(f"--workspace must be a positive number of MiB up to {MAX_WORKSPACE_MIB} (1 TiB, more than "
+                        f"any GPU has), got {options.workspace_mib}")
+    if options.min_psnr_db is not None and not math.isfinite(options.min_psnr_db):
+        raise PlanError(f"--min-psnr must be a finite number of dB, got {options.min_psnr_db}")
     if runtime.module is None and flavour == "tensorrt" and not strongly_typed and not options.calibrate:
         notes.append("TensorRT is not installed here, so its version is unknown: this is the TensorRT 10.x plan "
                      "(weakly typed); on TensorRT 11+ the build is strongly typed, from the "
@@ -242,8 +255,17 @@ def _checked_output(options: BuildOptions, stem: str, targets: tuple[str, ...], 
     if output.suffix.lower() not in (".engine", ".plan", ".trt"):
         raise PlanError(f"{output}: engine files end in .engine (the runtime picks the backend from the extension)")
     check_output(output, force=options.force, error=PlanError, suffix=".engine")
-    for cache, suffix in ((options.timing_cache, ".bin"), (options.calibration_cache, ".calib")):
+    taken = {"the ONNX the engine is built from": onnx.path, "the engine (--output)": output,
+             "the engine's manifest": manifest_path(output)}
+    if options.weights is not None:
+        taken["the checkpoint (--weights)"] = Path(options.weights)
+    for option, cache, suffix in (("--timing-cache", options.timing_cache, ".bin"),
+                                  ("--calibration-cache", options.calibration_cache, ".calib")):
         if cache:  # read and updated in place: it may exist, but must be a file in a writable folder
+            for what, path in taken.items():  # TensorRT would write its cache over it
+                if Path(cache).resolve() == Path(path).resolve():
+                    raise PlanError(f"{option} {cache} is {what}; give the cache its own file name")
+            taken[option] = Path(cache)
             check_output(cache, force=True, error=PlanError, suffix=suffix)
     if options.calibrate:
         c, _, h, w = nchw(options.calibration_shape)

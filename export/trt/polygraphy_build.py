@@ -36,6 +36,7 @@ from types import ModuleType
 import numpy as np
 
 from banet.outputs import shown_path as show
+from export.trt.builder import BUILD_INTERRUPTED
 from export.trt.onnx_info import nchw, shape_text
 from export.trt.plan import BuildPlan, calibration_cache_path
 from export.trt.runtime_info import BuildError, RuntimeMissingError, installed_runtime
@@ -201,7 +202,8 @@ class _Collect(logging.Handler):
         text = message.split("] ", 1)[1] if message.startswith("[") and "] " in message else message
         if record.levelno >= logging.ERROR:
             self.errors.append(text)
-            log.error("[Polygraphy] %s", text)
+            if not BUILD_INTERRUPTED.is_set():  # a build cancelled by Ctrl-C: its errors only say so
+                log.error("[Polygraphy] %s", text)
         else:
             log.debug("[Polygraphy] %s", text)
 
@@ -232,16 +234,19 @@ def polygraphy_log() -> Iterator[_Collect]:
 
 
 def run_build(plan: BuildPlan, loaders: BuildLoaders) -> tuple[bytes, dict]:
-    """Run the loaders: parse, build, serialise. Returns (engine bytes, details); BuildError in one line."""
+    """Run the loaders: parse, build, serialise. Returns (engine bytes, details); BuildError in one line, and
+    KeyboardInterrupt for a Ctrl-C during the build (TensorRT would swallow it: :func:`deferred_interrupt`)."""
     from polygraphy.exception import PolygraphyException
 
-    from export.trt.builder import NOISE, parse_onnx
+    from export.trt.builder import NOISE, deferred_interrupt, parse_onnx
 
     backend, _ = polygraphy_backend(plan.runtime.flavour)
-    with polygraphy_log() as collected:
+    with polygraphy_log() as collected, deferred_interrupt() as interrupted:
         try:
             built = loaders.network()
         except PolygraphyException as exc:
+            if interrupted.is_set():
+                raise KeyboardInterrupt from None
             report = parse_onnx(plan.onnx.path, plan.runtime)
             reason = report.first_error() if report is not None and not report.ok else str(exc).splitlines()[0]
             raise BuildError(f"the ONNX parser of {plan.runtime.label} refused {show(plan.onnx.path)} at "
@@ -256,12 +261,16 @@ def run_build(plan: BuildPlan, loaders: BuildLoaders) -> tuple[bytes, dict]:
                 warnings.filterwarnings("ignore", "Use Deprecated in TensorRT-RTX", DeprecationWarning)
                 data = engine()
         except PolygraphyException as exc:
+            if interrupted.is_set():  # the progress monitor cancelled the build
+                raise KeyboardInterrupt from None
             useful = [e for e in collected.errors if not any(n in e for n in NOISE)]
             first = (useful or [str(exc).splitlines()[0]])[0]
             raise BuildError(f"{plan.runtime.label} could not build the engine: {first}") from None
         finally:
             if loaders.calibrator is not None and hasattr(loaders.calibrator, "free"):
                 loaders.calibrator.free()
+        if interrupted.is_set():  # Ctrl-C after the last cancellable step: the engine is not kept either
+            raise KeyboardInterrupt
         seconds = time.perf_counter() - started
     return bytes(data), {"seconds": round(seconds, 2), "layers": layers, "builder": loaders.builder}
 

@@ -41,6 +41,8 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
     assert report["model"]["sha256"] == file_sha256(weights)
     rows = {r["name"]: r for r in report["rows"]}
     openvino = {"FP32 OpenVINO", "INT8 ort OpenVINO"} if importlib.util.find_spec("openvino") else set()
+    if openvino and drift.openvino_forward(tiny_onnx, 1, inference_precision="bf16") is not None:
+        openvino.add("FP32 OpenVINO in BF16")  # CPUs with bfloat16 units only
     assert set(rows) == {"FP32 PyTorch (reference)", "FP32 ONNX", "FP16 ONNX", "FP16 PyTorch (emulated)",
                          "INT8 ort"} | openvino
     reference = rows["FP32 PyTorch (reference)"]
@@ -71,6 +73,8 @@ def test_cli_writes_json_and_markdown(tiny_checkpoint, tiny_onnx, int8_model, tm
     assert code == 0
     report = json.loads((out / "drift_report.json").read_text())
     openvino = ["FP32 OpenVINO", "INT8 ort OpenVINO"] if importlib.util.find_spec("openvino") else []
+    if openvino and drift.openvino_forward(tiny_onnx, 1, inference_precision="bf16") is not None:
+        openvino.append("FP32 OpenVINO in BF16")  # CPUs with bfloat16 units only
     assert [r["name"] for r in report["rows"]] == ["FP32 PyTorch (reference)", "FP32 ONNX", "INT8 ort"] + openvino
     assert "| FP32 ONNX |" in (out / "drift_report.md").read_text()
 

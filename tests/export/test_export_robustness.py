@@ -293,7 +293,9 @@ def test_full_disk_is_one_line_and_leaves_the_old_pair(tmp_path, files, fake_bui
 
     def full_open(path, mode="r", *args, **kwargs):
         handle = open(path, mode, *args, **kwargs)
-        return FullDisk(handle, 100) if "w" in mode and str(path).endswith(full_on) else handle
+        # write_atomic opens the partial file it created by descriptor (O_EXCL|O_NOFOLLOW): name it through /proc
+        name = os.readlink(f"/proc/self/fd/{path}") if isinstance(path, int) else str(path)
+        return FullDisk(handle, 100) if "w" in mode and name.endswith(full_on) else handle
 
     monkeypatch.setattr(banet.outputs, "open", full_open, raising=False)
     line = refused(capsys, build_trt.main(build_args(files["fp32"], engine, "--force")),
@@ -356,7 +358,7 @@ def test_to_onnx_refuses_bad_weights(tmp_path, files, capsys, kind, message):
 
 
 def test_to_onnx_refuses_a_folder_as_report_before_exporting(tmp_path, files, capsys, monkeypatch):
-    monkeypatch.setattr(to_onnx, "load_checkpoint", lambda path: pytest.fail("the export started"))
+    monkeypatch.setattr(to_onnx, "load_for_export", lambda path: pytest.fail("the export started"))
     code = to_onnx.main(["--weights", str(files["weights"]), "--output", str(tmp_path / "x.onnx"), "--report",
                          str(tmp_path)])
     refused(capsys, code, "is a directory")

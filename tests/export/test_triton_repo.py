@@ -31,7 +31,7 @@ def _parse(path):
 @pytest.fixture
 def onnx_file(tmp_path, tiny_model):
     path, _ = export_onnx(tiny_model, tmp_path / "m.onnx", ExportOptions(verify_shapes=[(1, 32, 32)]),
-                          "0" * 64, "tiny", tiny_model.config)
+                          "ab" * 32, "tiny", tiny_model.config)  # the weights make_manifest's engines are built from
     return path
 
 
@@ -176,3 +176,21 @@ def test_force_replaces_another_flavour(tmp_path, onnx_file):
         write_repository(onnx_file, repo, flavour="python")
     write_repository(onnx_file, repo, flavour="python", force=True)
     assert not (repo / "banet_onnx").exists() and (repo / "banet_ort").is_dir() and (repo / "theirs").is_dir()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"banet.source_sha256": "cd" * 32}, "was built from other weights than"),
+    ({"banet.shape_mode": "static", "banet.static_shape": "[1, 64, 64]"}, "was built from a static export"),
+])
+def test_an_engine_of_another_network_is_refused(tmp_path, onnx_file, capsys, changes, message):
+    """Before: the configs, conventions and README came from --onnx and the plan from --engine, whatever network
+    each was: another model's engine was served under this ONNX's description, a static engine under dynamic dims
+    (Triton then refuses to load it, on the GPU server)."""
+    from tests.manifest_helpers import make_manifest
+
+    metadata = {**make_manifest().metadata, **changes}
+    engine = _engine(tmp_path, metadata=metadata)
+    assert main(["--onnx", str(onnx_file), "--repository", str(tmp_path / "r"), "--engine", str(engine)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("error: ") and message in err and "tiny.onnx" in err, err
+    assert not (tmp_path / "r").exists()

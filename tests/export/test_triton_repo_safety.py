@@ -69,7 +69,7 @@ def test_hostile_names_write_nothing_anywhere(tmp_path, onnx_file, capsys):
 @pytest.mark.parametrize("option, value", [
     ("--max-batch", "-4"), ("--max-batch", "0"), ("--max-batch", "100000"), ("--instances", "0"),
     ("--instances", "-1"), ("--threads", "-1"), ("--max-megapixels", "0"), ("--max-megapixels", "nan"),
-    ("--max-megapixels", "-2"), ("--max-megapixels", "1e12"),
+    ("--max-megapixels", "-2"), ("--max-megapixels", "1e12"), ("--max-megapixels", "1e308"),
 ])
 def test_bad_numbers_are_refused_before_writing(tmp_path, onnx_file, capsys, option, value):
     repo = tmp_path / "R"
