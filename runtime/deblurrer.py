@@ -196,11 +196,12 @@ class Deblurrer:
             return None if (height, width) == (th, tw) else (th, tw)
         th = min(self.tile or height, limits.max_hw[0])
         tw = min(self.tile or width, limits.max_hw[1])
-        budget = self._budget_pixels()
-        if self.tile is None and budget is not None:
+        if self.tile is None:  # even tiles within the budget and the artifact's largest input
+            budget = self._budget_pixels()
             multiple = self.conventions.size_multiple
             min_side = max(limits.min_hw[0], 2 * self.tile_overlap + multiple)
-            th, tw = budget_tile(th, tw, budget, multiple, min_side, self.tile_overlap)
+            th, tw = budget_tile(height, width, th * tw if budget is None else budget, multiple, min_side,
+                                 self.tile_overlap, (th, tw))
         return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:

@@ -49,14 +49,16 @@ def test_tiled_matches_untiled_and_has_no_seams(tiny_weights):
 @pytest.mark.parametrize("height, width", [(3000, 4000), (4000, 3000), (1080, 1920), (2160, 3840), (3024, 4032),
                                            (6000, 8000)])
 def test_budget_tiles_are_even_so_little_is_computed_twice(height, width):
-    """Under the default CPU budget (the default network: 599,186 pixels) the tiles of a phone photo, a 1080p and a
-    4K frame compute at most 1.10x the image's pixels (the square budget tile computed 1.49x a 3000x4000 photo and
-    1.72x a 1080p frame: its last row and column shifted far inwards)."""
+    """Under the default CPU budget (the default network: 599,186 pixels, size multiple 2; also with a multiple of 8)
+    the tiles of phone photos, a 1080p and a 4K frame compute at most 1.10x the image's pixels (the square budget
+    tile computed 1.47x a 3024x4032 photo and 1.73x a 1080p frame: its last row and column shifted far inwards)."""
     budget, overlap = 599_186, 32
-    th, tw = budget_tile(height, width, budget, 8, 2 * overlap + 8, overlap)
-    assert th * tw <= budget and th % 8 == 0 and tw % 8 == 0 and max(th, tw) <= 2 * min(th, tw)
-    computed = len(tile_starts(height, th, overlap)) * len(tile_starts(width, tw, overlap)) * th * tw
-    assert computed <= 1.10 * height * width
+    for multiple in (2, 8):
+        th, tw = budget_tile(height, width, budget, multiple, 2 * overlap + multiple, overlap)
+        assert th * tw <= budget and th % multiple == 0 and tw % multiple == 0
+        assert max(th, tw) <= 2 * min(th, tw)
+        computed = len(tile_starts(height, th, overlap)) * len(tile_starts(width, tw, overlap)) * th * tw
+        assert computed <= 1.10 * height * width
 
 
 def test_budget_tiles_respect_budget_multiple_and_minimum_on_random_shapes():
@@ -70,3 +72,15 @@ def test_budget_tiles_respect_budget_multiple_and_minimum_on_random_shapes():
         assert th <= height and tw <= width and th * tw <= budget
         assert th % 8 == 0 and tw % 8 == 0 and th >= min(min_side, height) and tw >= min(min_side, width)
     assert budget_tile(100, 100, 64, 8, 24, 8) == (24, 24)  # below one minimum tile: the minimum tile
+
+
+def test_budget_tiles_stay_within_the_artifacts_largest_input_and_stay_even():
+    """An artifact's largest input caps the tile; tiles are still planned for the whole image (a 6000x8000 photo on
+    a model exported up to 4096x4096), and with no budget the cap alone sets them."""
+    for budget in (599_186, 10**12):
+        th, tw = budget_tile(6000, 8000, budget, 2, 66, 32, (4096, 4096))
+        assert th <= 4096 and tw <= 4096 and th * tw <= budget
+        computed = len(tile_starts(6000, th, 32)) * len(tile_starts(8000, tw, 32)) * th * tw
+        assert computed <= 1.14 * 6000 * 8000
+    assert budget_tile(300, 400, 10**12, 2, 66, 32, (4096, 4096)) == (300, 400)
+    assert budget_tile(300, 5000, 10**12, 2, 66, 32, (4096, 4096))[1] <= 4096
