@@ -103,6 +103,10 @@ def _extract_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor
     if not isinstance(obj, dict) or not obj:
         kind = type(obj).__name__ if not isinstance(obj, dict) else "an empty dict"
         raise CheckpointFormatError(f"{path}: not a checkpoint: it holds {kind}, not a state_dict of tensors")
+    odd_keys = [repr(k) for k in obj if not isinstance(k, str)]
+    if odd_keys:
+        raise CheckpointFormatError(f"{path}: not a state_dict: keys that are not parameter names: "
+                                    f"{_short_list(odd_keys)}")
     not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointFormatError(
@@ -182,6 +186,23 @@ def check_state_dict(state: dict[str, torch.Tensor], model: torch.nn.Module, sou
                                   missing=missing, unexpected=unexpected, shape_mismatches=shapes)
 
 
+def check_trained_values(state: dict[str, torch.Tensor], model: torch.nn.Module, source: str = "state_dict") -> None:
+    """Raise :class:`CheckpointFormatError` for tensors that cannot be a trained network's: integer or boolean ones
+    where the network has floats (``load_state_dict`` would cast them silently: a wrong ``save_file`` call, mask
+    or quantized tensors under the right names), and NaN or Inf values (a diverged or corrupt run, which would
+    otherwise surface far away, e.g. as an export that "does not match PyTorch")."""
+    expected = model.state_dict()
+    not_float = [f"{k} ({str(v.dtype).removeprefix('torch.')})" for k, v in state.items()
+                 if k in expected and expected[k].is_floating_point() and not v.is_floating_point()]
+    if not_float:
+        raise CheckpointFormatError(f"{source}: {len(not_float)} tensor(s) are not floating point, so they are not "
+                                    f"trained weights (loading would cast them silently): {_short_list(not_float)}")
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise CheckpointFormatError(f"{source}: {len(not_finite)} tensor(s) hold NaN or Inf values (a diverged or "
+                                    f"corrupt training run): {_short_list(not_finite)}")
+
+
 def load_checkpoint(path: str | os.PathLike, config: BANetConfig | None = None,
                     device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Load a BANet from any supported checkpoint file, in eval mode.
@@ -204,6 +225,7 @@ def load_checkpoint(path: str | os.PathLike, config: BANetConfig | None = None,
         inferred = True
     model = BANet(config)
     check_state_dict(state, model, str(path))
+    check_trained_values(state, model, str(path))
     model.load_state_dict(state, strict=True)
     model.eval().to(device)
     log.info("loaded %s from %s (layout: %s; configuration %s)", config.describe(), path, layout,

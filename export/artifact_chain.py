@@ -60,10 +60,10 @@ def exported_onnx(weights: str | Path, precision: str = "fp32", path: str | Path
 
 
 def _export(weights: Path, precision: str, path: Path, verify_shapes) -> Path:
+    from banet.checkpoint import load_checkpoint
     from export.onnx_export import ExportOptions, export_onnx
-    from export.weights import load_for_export
 
-    loaded = load_for_export(weights)
+    loaded = load_checkpoint(weights)
     options = ExportOptions(precision=precision, force=True)
     if verify_shapes is not None:
         options.verify_shapes = list(verify_shapes)

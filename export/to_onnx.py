@@ -32,13 +32,12 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
     from banet.artifacts import engines_rule, onnx_path
-    from banet.checkpoint import CheckpointError
+    from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.defaults import default_weights_path
     from banet.outputs import check_output, write_atomic, write_error
     from banet.shapes import parse_hw, parse_nhw
     from export.onnx_export import ExportError, ExportOptions, export_onnx
     from export.parity import DEFAULT_SWEEP
-    from export.weights import load_for_export
 except ModuleNotFoundError as _missing:
     if __name__ != "__main__":
         raise
@@ -137,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or default_output(weights.stem, options)
     try:
         check_paths(weights, output, args.report, args.force)
-        loaded = load_for_export(weights)
+        loaded = load_checkpoint(weights)
         log.info("weights: %s (%s, layout %s%s)", weights, loaded.config.describe(), loaded.layout,
                  ", configuration inferred from shapes" if loaded.config_inferred else "")
         if args.output is None:

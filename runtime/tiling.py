@@ -37,9 +37,9 @@ def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_
 
     Tiles overlapping by ``overlap`` are sized evenly for their count: the square tile that fills the budget leaves
     the last tile of each row and column shifted far inwards (under the default CPU budget a 3024x4032 photo
-    computed 1.47x its pixels that way, a 1080x1920 frame 1.73x), while even tiles compute 1.05-1.08x. Of plans within 1% of the least work, the one
-    with no side over twice the other (each tile's strip pooling then sees a fair share of both axes), then the
-    fewest tiles (fewer calls), then the squarest wins.
+    computed 1.47x its pixels that way, a 1080x1920 frame 1.73x), while even tiles compute 1.05-1.08x. Of plans
+    within 1% of the least work, the one with no side over twice the other (each tile's strip pooling then sees a
+    fair share of both axes), then the fewest tiles (fewer calls), then the squarest wins.
     """
     max_h, max_w = (min(height, max_side[0]), min(width, max_side[1])) if max_side else (height, width)
     if height * width <= budget_pixels and (max_h, max_w) == (height, width):

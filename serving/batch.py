@@ -333,16 +333,7 @@ def write_job(output: Path, options: dict, results: Path, redoing: bool = False)
     """Record the options DST's outputs are made with, and this job's results table; ``redoing``: a --force run
     that changed them has not yet redone every file (until then a run without --force is refused)."""
     record = {"tool": "serving.batch", "options": options, "results": str(results.resolve()), "redoing": redoing}
-    write_own(output / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode())
-
-
-def write_own(path: Path, data: bytes) -> None:
-    """:func:`banet.outputs.write_atomic` for the job's own files (its record, its results table), after removing
-    a symbolic link planted at the temporary name, which the write would otherwise follow (outside DST)."""
-    partial = partial_path(path)
-    if partial.is_symlink():
-        partial.unlink()
-    write_atomic(path, data)
+    write_atomic(output / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode())
 
 
 class JobLocked(BlockingIOError):
@@ -421,7 +412,7 @@ def write_results(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # A file name that is not UTF-8 (Python holds its bytes as surrogates) is written with those bytes escaped (\xff)
     text = buffer.getvalue().encode(errors="surrogateescape").decode(errors="backslashreplace")
-    write_own(path, text.encode())
+    write_atomic(path, text.encode())
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -176,3 +176,25 @@ def test_same_weights_give_the_same_file(tmp_path, tiny_model):
     assert shas == {file_sha256(first)}
     loaded = load_checkpoint(first)
     assert loaded.config == tiny_model.config
+
+
+@pytest.mark.parametrize("spoil, words", [
+    (lambda s: s.__setitem__("en_layer1.0.bias", s["en_layer1.0.bias"].to(torch.int32)), "not floating point"),
+    (lambda s: s.__setitem__("de_layer3.0.bias", s["de_layer3.0.bias"] > 0), "bool"),
+    (lambda s: s["en_layer1.0.weight"].view(-1).__setitem__(0, float("nan")), "NaN or Inf"),
+])
+def test_tensors_that_cannot_be_trained_weights_are_refused_by_every_loader(tmp_path: Path, spoil, words) -> None:
+    """Integer, boolean and NaN tensors are refused where every path loads a checkpoint (PyTorch runs, exports,
+    training), not only in one command: load_state_dict would cast them silently, NaN would surface far away."""
+    state = _model().state_dict()
+    spoil(state)
+    torch.save(state, tmp_path / "spoilt.pth")
+    with pytest.raises(CheckpointFormatError, match=words) as info:
+        load_checkpoint(tmp_path / "spoilt.pth")
+    assert "spoilt.pth" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_keys_that_are_not_parameter_names_are_refused(tmp_path: Path) -> None:
+    torch.save({1: torch.zeros(1), "en_layer1.0.bias": torch.zeros(1)}, tmp_path / "ints.pth")
+    with pytest.raises(CheckpointFormatError, match="keys that are not parameter names: 1"):
+        load_checkpoint(tmp_path / "ints.pth")

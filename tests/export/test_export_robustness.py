@@ -358,7 +358,7 @@ def test_to_onnx_refuses_bad_weights(tmp_path, files, capsys, kind, message):
 
 
 def test_to_onnx_refuses_a_folder_as_report_before_exporting(tmp_path, files, capsys, monkeypatch):
-    monkeypatch.setattr(to_onnx, "load_for_export", lambda path: pytest.fail("the export started"))
+    monkeypatch.setattr(to_onnx, "load_checkpoint", lambda path: pytest.fail("the export started"))
     code = to_onnx.main(["--weights", str(files["weights"]), "--output", str(tmp_path / "x.onnx"), "--report",
                          str(tmp_path)])
     refused(capsys, code, "is a directory")

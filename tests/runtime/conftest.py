@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import pytest
 
+from banet.defaults import default_model_path
 from runtime import Deblurrer
 
 
@@ -14,3 +17,9 @@ def pair(tiny_weights):
     with Deblurrer(tiny_weights, backend="torch") as torch_d, \
             Deblurrer(tiny_weights, backend="onnxruntime", threads=1) as ort_d:
         yield torch_d, ort_d
+
+
+@pytest.fixture(scope="module")
+def onnx_path() -> Path:
+    """The default model's shipped FP32 ONNX (fast on ONNX Runtime at small sizes)."""
+    return default_model_path("onnxruntime")

@@ -22,10 +22,7 @@ from runtime import Deblurrer
 from runtime.cli import main
 from runtime.images import read_image, write_image
 from runtime.tiling import budget_tile
-
-
-def _image(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+from tests.runtime.sample_images import random_image as _image
 
 
 def _one_line_error(err: str) -> None:
@@ -118,8 +115,8 @@ def test_missing_model_is_one_line(tmp_path, capsys):
 # -- a network that outputs NaN: each file fails, the batch goes on ------------------------------------------------
 def test_nan_output_fails_each_file_and_the_run_goes_on(tmp_path, capsys):
     model = BANet(BANetConfig(2, 8, 16))
-    with torch.no_grad():
-        model.de_layer3[0].bias.fill_(float("nan"))
+    with torch.no_grad():  # finite weights (NaN ones are refused when loaded) whose products overflow: Inf and NaN out
+        model.de_layer3[0].weight.fill_(3e38)
     weights = save_checkpoint(model, tmp_path / "nan.safetensors")
     for name in ("a.png", "b.png"):
         write_image(_mkdir(tmp_path / "in") / name, _image())

@@ -1,14 +1,10 @@
 """The command line: files, folders and videos in, outputs that never overwrite inputs."""
 
 import cv2
-import numpy as np
 
 from runtime.cli import main
 from runtime.images import read_image, write_image
-
-
-def _image(h=40, w=56, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+from tests.runtime.sample_images import random_image as _image
 
 
 def test_files_and_folders(tmp_path, tiny_weights, capsys):

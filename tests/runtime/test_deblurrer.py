@@ -187,8 +187,8 @@ def test_non_finite_network_output_is_an_error_not_an_image(tmp_path, tiny_model
     from banet.checkpoint import save_checkpoint
     from banet.processing import NonFiniteOutputError
 
-    with torch.no_grad():
-        tiny_model.BAM_1.final_conv.bias.fill_(float("inf"))  # what an FP16 overflow looks like downstream
+    with torch.no_grad():  # finite weights whose products overflow (what an FP16 overflow looks like downstream;
+        tiny_model.BAM_1.final_conv.weight.fill_(3e38)  # Inf or NaN weights are refused when the file is loaded)
     weights = save_checkpoint(tiny_model, tmp_path / "overflow.safetensors")
     with Deblurrer(weights) as d, pytest.raises(NonFiniteOutputError, match="NaN or Inf"):
         d(np.full((16, 16, 3), 100, np.uint8))

@@ -10,25 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 import runtime.cli
-from banet.defaults import default_model_path
 from runtime import Deblurrer, DeblurrerClosedError, OptionError
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.cli import main
 from runtime.images import write_image
 from runtime.selection import choose
-
-
-def _image(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def onnx_path() -> Path:
-    return default_model_path("onnxruntime")
+from tests.runtime.sample_images import random_image as _image
 
 
 # -- the API ----------------------------------------------------------------------------------------------------------

@@ -15,20 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from banet.defaults import default_model_path
 from runtime import Deblurrer, ImageFormatError, ModelNotFoundError, OptionError
 from runtime.backends.base import ShapeCache
 from runtime.cli import main
 from runtime.images import read_image, write_image
-
-
-def _image(h: int = 40, w: int = 56, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
-@pytest.fixture(scope="module")
-def onnx_path() -> Path:
-    return default_model_path("onnxruntime")
+from tests.runtime.sample_images import random_image as _image
 
 
 @pytest.fixture
