@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import pytest
 
 import runtime.cli
@@ -18,6 +17,7 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from runtime.cli import main
 from runtime.images import write_image
 from runtime.selection import choose
+from tests.runtime.sample_images import mjpeg_video
 from tests.runtime.sample_images import random_image as _image
 
 
@@ -82,11 +82,7 @@ def test_a_tile_off_the_size_multiple_closes_the_backend_it_opened(onnx_path, mo
 
 # -- the command line ----------------------------------------------------------------------------------------------
 def _video(path: Path, frames: int = 2) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
-    for i in range(frames):
-        writer.write(_image(32, 48, seed=i))
-    writer.release()
-    return path
+    return mjpeg_video(path, frames, 32, 48)
 
 
 def test_a_link_planted_at_a_videos_temporary_name_is_never_written_through(tmp_path, tiny_weights):

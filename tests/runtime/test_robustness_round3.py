@@ -19,6 +19,7 @@ from runtime import Deblurrer, ImageFormatError, ModelNotFoundError, OptionError
 from runtime.backends.base import ShapeCache
 from runtime.cli import main
 from runtime.images import read_image, write_image
+from tests.runtime.sample_images import mjpeg_video
 from tests.runtime.sample_images import random_image as _image
 
 
@@ -185,11 +186,7 @@ def test_writing_into_the_input_folder_names_the_input_even_through_a_symlink(tm
 
 def _odd_video(path: Path, frames: int = 3) -> Path:
     """An MJPEG AVI of 47x33 frames (OpenCV's own writer keeps odd sizes; its FFmpeg one would not)."""
-    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 10, (47, 33))
-    for i in range(frames):
-        writer.write(_image(33, 47, seed=i))
-    writer.release()
-    return path
+    return mjpeg_video(path, frames, 33, 47)
 
 
 def _frames(path: Path) -> list[np.ndarray]:
