@@ -49,16 +49,6 @@ def decibels(text: str) -> float:
     return value
 
 
-def quiet_opencv() -> None:
-    """OpenCV logs decoder warnings to stderr ("PNG input buffer is incomplete") before the one ``error:`` line a
-    bad calibration image gets; the calibration commands keep its errors only, as ``python -m runtime`` does."""
-    try:
-        import cv2
-    except ImportError:
-        return
-    cv2.setLogLevel(2)  # LOG_LEVEL_ERROR
-
-
 def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     """The calibration-data options shared by the quantize, sensitivity and drift commands."""
     group = parser.add_argument_group("calibration data")

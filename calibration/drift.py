@@ -357,7 +357,8 @@ def read_int8(path: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.cli_common import add_calibration_arguments, quiet_opencv, whole_number
+    from calibration.cli_common import add_calibration_arguments, whole_number
+    from runtime.images import quiet_opencv
 
     parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

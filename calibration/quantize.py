@@ -30,7 +30,6 @@ from calibration.cli_common import (
     ensure_fp32_onnx,
     error_line,
     parse_summary,
-    quiet_opencv,
     source_from_args,
 )
 from calibration.int8 import (
@@ -43,6 +42,7 @@ from calibration.int8 import (
     quantize_int8,
 )
 from calibration.sensitivity import search
+from runtime.images import quiet_opencv
 
 log = logging.getLogger(__name__)
 

@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None) -> int:
         ensure_fp32_onnx,
         error_line,
         parse_size,
-        quiet_opencv,
         source_from_args,
     )
+    from runtime.images import quiet_opencv
 
     parser = argparse.ArgumentParser(prog="python -m calibration.sensitivity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -30,7 +30,14 @@ import numpy as np
 
 from banet.errors import first_line
 from banet.outputs import clear_partial, commit_partial, partial_path
-from runtime.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES, opencv, read_image, require_opencv, write_image
+from runtime.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    quiet_opencv,
+    read_image,
+    require_opencv,
+    write_image,
+)
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
 
@@ -323,22 +330,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _quiet_opencv() -> None:
-    """Keep OpenCV's and FFmpeg's own warnings ("PNG input buffer is incomplete", "moov atom not found") off
-    stderr: a file that fails is reported in one ``error:`` line of this command's, not with the decoder's
-    lines besides."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when a video is opened
-    cv2 = opencv()
-    if cv2 is not None:
-        cv2.setLogLevel(2)  # errors only (OpenCV's LOG_LEVEL_ERROR)
-
-
 def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from runtime import Deblurrer
 
-    _quiet_opencv()
+    quiet_opencv()
     try:
         inputs = collect_inputs(args.inputs)
         targets = plan_outputs(inputs, args.output, args.force)

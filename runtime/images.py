@@ -7,6 +7,7 @@ plus what is needed to give the result back in the same form (:func:`merge_image
 from __future__ import annotations
 
 import io
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +217,16 @@ def opencv():
     except ImportError:
         return None
     return cv2
+
+
+def quiet_opencv(silent: bool = False) -> None:
+    """Keep OpenCV's and FFmpeg's own warnings ("PNG input buffer is incomplete", "moov atom not found") off stderr:
+    a file that fails is reported in one ``error:`` line of the command's, not with the decoder's lines besides.
+    OpenCV keeps its error lines unless ``silent``. The one switch for every command that reads images."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET, read when a video is opened
+    cv2 = opencv()
+    if cv2 is not None:
+        cv2.setLogLevel(0 if silent else 2)  # OpenCV's LOG_LEVEL_SILENT / LOG_LEVEL_ERROR
 
 
 def require_opencv(what: str):

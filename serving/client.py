@@ -22,7 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
-from runtime.images import MIN_SIDE
+from runtime.images import MIN_SIDE, quiet_opencv
 from serving.request_rules import OneLineParser, number
 
 
@@ -133,7 +133,7 @@ def deblur_file(args: argparse.Namespace) -> None:
     from runtime.images import read_image, write_image
 
     check_output(args.output, args.image, args.force)
-    _quiet_opencv()
+    quiet_opencv(silent=True)
     image, alpha, notes = prepare_image(read_image(args.image))
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -153,13 +153,6 @@ def check_output(output: Path, image: Path, force: bool) -> None:
         raise ClientError(f"--output {output} is a folder; give a file name")
     if output.exists() and not force:
         raise ClientError(f"{output} exists; pass --force to replace it")
-
-
-def _quiet_opencv() -> None:
-    """OpenCV logs decoder warnings (a truncated file) on stderr; our own one-line error says it instead."""
-    import cv2
-
-    cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
 
 
 def _parser() -> OneLineParser:
