@@ -2,6 +2,10 @@
 
     python -m calibration.drift              # default model -> out/drift/drift_report.json + drift_report.md
     python -m calibration.drift --full       # + FP16 drift of the full stack-10 network (random weights)
+    python -m calibration.drift --output r/  # r/drift_report.json + .md; a report already there only with --force
+
+out/drift is this command's own folder: each run replaces the report there, as a build folder. A folder you name
+with --output is yours: a report already in it is refused (before any work) unless you pass --force.
 
 Rows: FP32 ONNX, FP16 ONNX (ONNX Runtime CPU), FP16 PyTorch (emulated on CPU; real half precision on a GPU
 when one is present), INT8 Q/DQ in the ``ort`` and ``trt`` flavours (ONNX Runtime CPU int8 kernels). For each,
@@ -368,7 +372,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", type=Path, nargs="*", default=None,
                         help="INT8 Q/DQ files (default engines/<stem>_int8_ort.onnx and _int8_trt.onnx, made with "
                              "calibration.quantize's defaults if missing)")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="folder for the report (out/drift)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for drift_report.json and drift_report.md (default out/drift, whose report "
+                             "each run regenerates; in a folder you name, an existing report only with --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the report already in the --output folder you named (out/drift's is always "
+                             "replaced)")
     parser.add_argument("--full", action="store_true", help="add FP16 drift of the full stack-10 network")
     parser.add_argument("--limit", type=whole_number(1), default=None, help="only the first N held-out images")
     parser.add_argument("--no-speed", action="store_true", help="skip the INT8 vs FP32 speed measurement")
@@ -387,8 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     from calibration.cli_common import command_errors, ensure_fp32_onnx, error_line, source_from_args
     from calibration.int8 import DEFAULT_EXCLUDE, QuantizeError, default_int8_path, quantize_int8
 
+    # out/drift is this command's own folder (a rerun refreshes its report, as a build folder); a folder the user
+    # names may hold a report they keep, replaced only with --force. Both refused before the (minutes of) work.
+    replace = args.force or args.output is None
+    args.output = DEFAULT_OUTPUT if args.output is None else args.output
     try:
-        check_output(args.output / "drift_report.json", force=True, error=QuantizeError, suffix=".json")
+        for name, suffix in (("drift_report.json", ".json"), ("drift_report.md", ".md")):
+            check_output(args.output / name, force=replace, error=QuantizeError, suffix=suffix)
         source = source_from_args(args)
         given_int8: dict[str, Path] = {}
         for path in args.int8 or ():
@@ -425,13 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     from banet.outputs import write_atomic, write_error
 
     text = markdown(report)
-    try:  # each file whole or not at all (a full disk leaves the previous report readable)
-        args.output.mkdir(parents=True, exist_ok=True)
-        write_atomic(args.output / "drift_report.json", json.dumps(report, indent=2).encode())
-        write_atomic(args.output / "drift_report.md", text.encode())
-    except OSError as exc:
-        print(f"error: {write_error(exc, args.output / 'drift_report.json')}", file=sys.stderr)
-        return 1
+    for path, data in ((args.output / "drift_report.json", json.dumps(report, indent=2).encode()),
+                       (args.output / "drift_report.md", text.encode())):
+        try:  # each file whole or not at all (a full disk leaves the previous report readable)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+        except OSError as exc:
+            print(f"error: {write_error(exc, path)}", file=sys.stderr)
+            return 1
     print(text)
     print(f"wrote {args.output / 'drift_report.json'} and drift_report.md")
     return 0

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.config import FULL
     from banet.defaults import default_weights_path
-    from banet.outputs import check_output
+    from banet.outputs import check_output, write_atomic, write_error
     from calibration.cli_common import error_line
     from export.onnx_export import ExportError
 
@@ -124,11 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", default=None, help="checkpoint (default: the embedded default model)")
     parser.add_argument("--full", action="store_true",
                         help="also the full stack-10 network (random weights, seed 0: the authors' are not here)")
-    parser.add_argument("--json", default=None, help="write the results as JSON here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write the results as JSON here (an existing file only with --force)")
+    parser.add_argument("--force", action="store_true", help="replace the --json file if it already exists")
     args = parser.parse_args(argv)
     try:
-        if args.json:
-            check_output(Path(args.json), force=True, error=ExportError, suffix=".json")
+        if args.json:  # refused before the measurements, not after them
+            check_output(args.json, force=args.force, error=ExportError, suffix=".json")
         loaded = load_checkpoint(args.weights or default_weights_path())
         report = {f"{loaded.path.name} ({loaded.config.describe()})": measure(loaded.model)}
         if args.full:
@@ -144,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             shapes = ", ".join(f"{k}: {v:.1f}" for k, v in row["per_shape"].items())
             print(f"  {name:48s} worst {row['worst_psnr_db']:6.1f} dB   ({shapes})")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        try:  # whole or not at all: a full disk leaves the previous file as it was
+            write_atomic(args.json, json.dumps(report, indent=2).encode())
+        except OSError as exc:
+            print(f"error: {write_error(exc, args.json)}", file=sys.stderr)
+            return 1
     return 0
 
 

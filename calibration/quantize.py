@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=None,
                         help="output file (only with one flavour; default engines/<stem>_int8_<flavour>.onnx, "
                              "or <stem>_int8_<flavour>_<variant>.onnx with other settings than the defaults)")
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("--force", action="store_true",
+                        help="replace INT8 files that already exist (--output, or the default engines/ files); "
+                             "without it an existing file stops the command before any work")
     parser.add_argument("--list-groups", action="store_true", help="print the model's quantizable blocks and exit")
     add_calibration_arguments(parser)
     return parser
@@ -147,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
                 for name, nodes in node_groups(quantizable_nodes(model, FLAVOURS[flavour])).items():
                     print(f"  {name:22s} {len(nodes):3d} nodes")
             return 0
-        for flavour in flavours:
+        outputs = {}
+        for flavour in flavours:  # every file refused before the first (long) search and calibration starts
             exclude = list(DEFAULT_EXCLUDE[flavour]) if args.exclude is None else args.exclude
             output = args.output or int8_onnx_path(fp32, flavour, variant(flavour, args.method, args.percentile,
                                                                           exclude, args.auto_exclude, args.calib_dir))
-            if not args.force:  # refuse before the (long) sensitivity search and calibration
-                check_output(output, force=False, error=QuantizeError, suffix=".onnx")
+            check_output(output, force=args.force, error=QuantizeError, suffix=".onnx")
+            outputs[flavour] = output, exclude
+        for flavour, (output, exclude) in outputs.items():
             extra = {}
             if args.auto_exclude is not None:
                 report = search(fp32, source, flavour, args.method, args.auto_exclude, percentile=args.percentile)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.outputs import check_output
+from banet.outputs import check_output, write_atomic, write_error
 from calibration.data import CalibrationSource
 from calibration.int8 import FLAVOURS, METHODS, QuantizeError, node_groups, quantizable_nodes, quantize_int8
 
@@ -188,14 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-count", type=int, default=8, help="probe images (default 8)")
     parser.add_argument("--probe-size", type=parse_size, default=(128, 128), metavar="HxW",
                         help="probe image size (default 128x128)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="also write the report as JSON here (an existing file only with --force)")
+    parser.add_argument("--force", action="store_true", help="replace the --json file if it already exists")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_opencv()
     try:
-        if args.json:
-            check_output(args.json, force=True, error=QuantizeError, suffix=".json")
+        if args.json:  # refused before the search (minutes), not after it
+            check_output(args.json, force=args.force, error=QuantizeError, suffix=".json")
         source = source_from_args(args)
         probe = probe_inputs(source, args.probe_count, args.probe_size)
         fp32 = ensure_fp32_onnx(args.onnx, args.weights)
@@ -206,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(report.table())
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.summary(), indent=2))
+        try:  # whole or not at all: a full disk leaves the previous file as it was
+            write_atomic(args.json, json.dumps(report.summary(), indent=2).encode())
+        except OSError as exc:
+            print(f"error: {write_error(exc, args.json)}", file=sys.stderr)
+            return 1
     return 0 if report.budget_met else 3
 
 

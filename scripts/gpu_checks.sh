@@ -87,7 +87,7 @@ fi
 phase roofline "${limits[0]}" $PY -m benchmarks.gpu_roofline --sizes "${sizes[@]}" "${roofline_args[@]}" \
     --output "$OUT/roofline"
 # the shipped FP32 and INT8 files: no export or quantisation inside the time limit (the FP16 rows are the point)
-phase drift "${limits[1]}" $PY -m calibration.drift "${drift_args[@]}" --no-speed --output "$OUT/drift" \
+phase drift "${limits[1]}" $PY -m calibration.drift "${drift_args[@]}" --no-speed --force --output "$OUT/drift" \
     --onnx banet/weights/banet_default.onnx --int8 banet/weights/banet_default_int8_ort.onnx
 phase bench "${limits[2]}" $PY -m benchmarks.run "${bench_args[@]}" --batches 1 --max-call-s 3 --no-plots \
     --only "torch eager" "torch fp16" "torch channels_last" "torch cudagraphs" "Deblurrer torch cuda*" \

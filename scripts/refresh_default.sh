@@ -71,7 +71,7 @@ $PY -m calibration.drift --full
 cp out/drift/drift_report.json out/drift/drift_report.md docs/
 
 step "FP16 drift table (README)"
-$PY -m calibration.fp16 --full --json out/fp16_drift.json
+$PY -m calibration.fp16 --full --json out/fp16_drift.json --force
 
 if (( benchmarks )); then
     step "benchmarks -> benchmarks/results/"
