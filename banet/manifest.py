@@ -61,6 +61,8 @@ RTX_KNOWN_TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
 _NOT_RTX = {(8, 7), (9, 0), (10, 0), (10, 1), (10, 3), (11, 0)}
 
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
+#: Engine precisions a manifest may record.
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class EngineBusyError(RuntimeError):
@@ -121,7 +123,7 @@ class Profile:
 
 #: JSON types of the manifest's fields (``gpu`` may also be null); anything else is refused when read.
 _FIELD_TYPES: dict[str, type] = {
-    "engine": str, "engine_sha256": str, "engine_bytes": int, "runtime_version": str, "precision": str,
+    "engine": str, "engine_sha256": str, "engine_bytes": int, "runtime": str, "runtime_version": str, "precision": str,
     "profiles": list, "onnx": dict, "metadata": dict, "build": dict, "gpu": dict, "targets": list,
     "version_compatible": bool, "hardware_compatibility": str, "drift": dict, "rebuild_command": str,
 }
@@ -130,6 +132,65 @@ _FIELD_TYPES: dict[str, type] = {
 def _is(value: object, kind: type) -> bool:
     """``isinstance`` for JSON values, where ``true`` must not pass for a number."""
     return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_shape(value: object) -> bool:
+    """An NCHW profile shape: 4 positive integers."""
+    return isinstance(value, list) and len(value) == 4 and all(_is(v, int) and v >= 1 for v in value)
+
+
+def _is_target(value: object) -> bool:
+    try:
+        return isinstance(value, str) and bool(target_to_cc(value))
+    except ValueError:
+        return False
+
+
+def _nested_problems(data: dict) -> list[str]:
+    """What is wrong inside the manifest's objects and lists (their own types already checked): each problem
+    names the field, as a hand-edited manifest would otherwise fail later with a KeyError or TypeError."""
+    wrong = []
+    if data["precision"] not in PRECISIONS:
+        wrong.append(f"precision {data['precision']!r} (expected {', '.join(PRECISIONS)})")
+    shapes = ("min", "opt", "max")
+    for i, profile in enumerate(data["profiles"]):
+        if not isinstance(profile.get("input"), str) or not all(_is_shape(profile.get(k)) for k in shapes):
+            wrong.append(f"profiles[{i}] (expected an input name and min/opt/max shapes of 4 positive integers)")
+    metadata = data["metadata"]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        wrong.append("metadata (expected text values)")
+    else:
+        try:  # what model_metadata() reads: the ONNX's banet.* metadata, with the engine's precision
+            ModelMetadata.from_props({**metadata, METADATA_PREFIX + "precision": data["precision"]}, "metadata")
+        except (ValueError, KeyError, TypeError) as exc:  # ArtifactError is a ValueError
+            reason = str(exc).split(";")[0].removeprefix("metadata: ")  # its advice is for ONNX files
+            wrong.append(f"metadata ({reason})")
+    if not all(isinstance(data["onnx"].get(k, ""), str) for k in ("path", "precision", "sha256")):
+        wrong.append("onnx (expected text path, precision and sha256)")
+    if not all(_is_target(t) for t in data.get("targets") or []):
+        wrong.append("targets (expected names such as sm75)")
+    gpu = data.get("gpu") or {}
+    cc = gpu.get("compute_capability") or [0, 0]  # absent or null: not known (an ahead-of-time build)
+    if not isinstance(gpu.get("name", ""), str) or not (isinstance(cc, list) and len(cc) == 2
+                                                        and all(_is(v, int) for v in cc)):
+        wrong.append("gpu (expected a text name and a compute_capability of 2 integers such as [7, 5])")
+    build = data["build"]
+    if not isinstance(build.get("strongly_typed", True), bool):
+        wrong.append("build.strongly_typed (expected true or false)")
+    if "seconds" in build and not _is_number(build["seconds"]):
+        wrong.append("build.seconds (expected a number)")
+    if data.get("hardware_compatibility", "none") not in HARDWARE_COMPATIBILITY:
+        wrong.append(f"hardware_compatibility {data['hardware_compatibility']!r} (expected "
+                     f"{', '.join(HARDWARE_COMPATIBILITY)})")
+    drift = data.get("drift") or {}
+    if ("worst_psnr_db" in drift and not _is_number(drift["worst_psnr_db"])) or \
+            not isinstance(drift.get("passed", True), bool):
+        wrong.append("drift (expected a number worst_psnr_db and true or false passed)")
+    return wrong
 
 
 @dataclass
@@ -171,6 +232,10 @@ class EngineManifest:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "manifest") -> EngineManifest:
+        """The manifest ``data`` holds (``source``: the file it was read from, for messages); anything a reader
+        could trip over later (a missing key, a wrong type, nested ones too, metadata that does not parse) is one
+        :class:`ManifestError` line naming the field, so every reader (the runtime, ``--check``, the Triton
+        exporter) gets the same checks."""
         if not isinstance(data, dict):
             raise ManifestError(f"{source}: not an engine manifest (a JSON {type(data).__name__}, expected an "
                                 "object); rebuild the engine with export/build_trt.py")
@@ -182,15 +247,17 @@ class EngineManifest:
         missing = [k for k in required if k not in data]
         if missing:
             raise ManifestError(f"{source}: manifest lacks {missing}; rebuild the engine with export/build_trt.py")
-        if data["runtime"] not in FLAVOURS:
-            raise ManifestError(f"{source}: unknown runtime {data['runtime']!r} (expected one of {list(FLAVOURS)})")
         wrong = [f"{key} ({type(data[key]).__name__}, expected {kind.__name__})" for key, kind in _FIELD_TYPES.items()
                  if key in data and data[key] is not None and not _is(data[key], kind)]
         profiles = data["profiles"]
         if not wrong and (not profiles or not all(isinstance(p, dict) for p in profiles)):
             wrong.append("profiles (expected a non-empty list of objects)")
+        if not wrong and data["runtime"] not in FLAVOURS:
+            raise ManifestError(f"{source}: unknown runtime {data['runtime']!r} (expected one of {list(FLAVOURS)})")
+        if not wrong:
+            wrong = _nested_problems(data)
         if wrong:
-            raise ManifestError(f"{source}: malformed manifest: {', '.join(wrong)}; rebuild the engine with "
+            raise ManifestError(f"{source}: malformed manifest: {'; '.join(wrong)}; rebuild the engine with "
                                 "export/build_trt.py")
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})

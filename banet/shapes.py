@@ -1,14 +1,69 @@
 """The one parser of sizes and shapes typed by users: height before width everywhere (``HxW``, ``NxHxW``), as the
-tensors are laid out (NCHW). Errors are :class:`ShapeError`, which argparse prints as its message."""
+tensors are laid out (NCHW), and the one bound on the batch they may ask for (:data:`MAX_BATCH`). Errors are
+:class:`ShapeError`, which argparse prints as its message."""
 
 from __future__ import annotations
 
 import argparse
 import re
 
+from banet.config import activation_bytes_per_pixel
+
 
 class ShapeError(argparse.ArgumentTypeError, ValueError):
     """A size or shape that does not parse; the message shows the expected form."""
+
+
+#: Largest batch (N) of a shape given to the export commands: an engine profile's ``--min/--opt/--max``, a static
+#: export's ``--batch``, a verification or calibration shape's. An engine holds working memory for its profile's
+#: largest batch and an export traces and verifies its whole batch at once, so the memory grows with N (256 images
+#: of 256x256 are already about 23 GB of activations by the default model's estimate,
+#: :func:`banet.config.activation_bytes_per_pixel`), while the runtime runs longer lists in chunks of the
+#: artifact's batch anyway. A larger N is a typo, refused in one line before TensorRT or ONNX Runtime sees it.
+MAX_BATCH = 256
+
+#: Where :func:`batch_problem` estimates the memory of a batch whose image size is not known (a dynamic export's
+#: ``--batch``): the largest shape of the default verification sweep.
+_UNSIZED = (720, 1280)
+
+
+def batch_problem(batch: int, height: int | None = None, width: int | None = None) -> str | None:
+    """Why ``batch`` (of images of ``height`` x ``width``, when known) is refused, or None: over :data:`MAX_BATCH`.
+
+    The reason gives the working memory such a batch would need, by the default model's activation estimate."""
+    if batch <= MAX_BATCH:
+        return None
+    h, w = (height, width) if height and width else _UNSIZED
+    return (f"batch {batch} is over the limit of {MAX_BATCH}: the whole batch is held in memory at once (about "
+            f"{_bytes_text(batch * h * w * _bytes_per_pixel())} of activations at {hw_text(h, w)} for the default "
+            f"model, more for larger networks), and the runtime runs longer lists in chunks of the artifact's "
+            "batch anyway")
+
+
+def _bytes_per_pixel() -> int:
+    """The default model's working memory per input pixel (its defaults imported only when a batch is refused)."""
+    from banet.defaults import DEFAULT_CONFIG
+
+    return activation_bytes_per_pixel(DEFAULT_CONFIG)
+
+
+def _bytes_text(count: float) -> str:
+    """1.3e12 -> ``"1.3 TB"``."""
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if count < 1000 or unit == "PB":
+            return f"{count:.3g} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+def parse_batch(text: str) -> int:
+    """``"4"`` -> 4: a batch size from 1 to :data:`MAX_BATCH`."""
+    value = str(text).strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ShapeError(f"expected a batch size (a whole number >= 1), got {text!r}")
+    if problem := batch_problem(int(value)):
+        raise ShapeError(problem)
+    return int(value)
 
 
 def parse_hw(text: str, square_from_one: bool = False) -> tuple[int, int]:
@@ -22,7 +77,7 @@ def parse_hw(text: str, square_from_one: bool = False) -> tuple[int, int]:
 
 
 def parse_nhw(text: str) -> tuple[int, int, int]:
-    """``"NxHxW"``, ``"HxW"`` (batch 1) or ``"Nx3xHxW"`` -> (N, H, W)."""
+    """``"NxHxW"``, ``"HxW"`` (batch 1) or ``"Nx3xHxW"`` -> (N, H, W); N at most :data:`MAX_BATCH`."""
     parts = str(text).lower().replace(",", "x").split("x")
     if not all(p.strip().isdigit() for p in parts) or len(parts) not in (2, 3, 4):
         raise ShapeError(f"expected a shape NxHxW, HxW or Nx3xHxW such as 1x720x1280, got {text!r}")
@@ -33,6 +88,8 @@ def parse_nhw(text: str) -> tuple[int, int, int]:
         values = [values[0], values[2], values[3]]
     if len(values) == 2:
         values = [1, *values]
+    if problem := batch_problem(*values):
+        raise ShapeError(f"{text}: {problem}")
     return values[0], values[1], values[2]
 
 

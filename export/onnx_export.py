@@ -25,6 +25,7 @@ from banet.config import BANetConfig
 from banet.conventions import BANET
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
+from banet.shapes import batch_problem
 from export.onnx_file import claim_staging, refused_path, write_onnx_metadata
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
 
@@ -103,6 +104,11 @@ def validate_options(options: ExportOptions) -> None:
         raise ExportError(f"--max-abs-error must be >= 0, got {options.max_abs_error}")
     if options.batch is not None and options.batch < 1:
         raise ExportError(f"--batch must be >= 1, got {options.batch}")
+    if options.batch is not None and (problem := batch_problem(options.batch, *(options.static_hw or ()))):
+        raise ExportError(f"--batch {options.batch}: {problem}")
+    for shape in () if options.static_hw is not None or options.batch is not None else options.verify_shapes:
+        if problem := batch_problem(*shape):
+            raise ExportError(f"verification shape {'x'.join(map(str, shape))}: {problem}")
     if options.min_size < multiple or options.min_size > options.max_size:
         raise ExportError(f"dynamic size bounds {options.min_size}..{options.max_size} are invalid "
                           f"(need {multiple} <= min <= max)")

@@ -35,7 +35,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.defaults import default_weights_path
     from banet.outputs import check_output, write_atomic, write_error
-    from banet.shapes import parse_hw, parse_nhw
+    from banet.shapes import MAX_BATCH, parse_batch, parse_hw, parse_nhw
     from export.onnx_export import ExportError, ExportOptions, export_onnx
     from export.parity import DEFAULT_SWEEP
 except ModuleNotFoundError as _missing:
@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--static", type=parse_hw, default=None, metavar="HxW",
                         help="fixed input height x width (both even) instead of dynamic height/width; traced and "
                              "verified at that size (720x1280: ~6.2 GB peak memory)")
-    parser.add_argument("--batch", type=int, default=None, metavar="N",
-                        help="fixed batch size (default: dynamic batch)")
+    parser.add_argument("--batch", type=parse_batch, default=None, metavar="N",
+                        help=f"fixed batch size, 1 to {MAX_BATCH} (default: dynamic batch)")
     parser.add_argument("--min-size", type=int, default=8,
                         help="smallest height/width the dynamic model is declared and verified for (default 8)")
     parser.add_argument("--max-size", type=int, default=4096,

@@ -283,7 +283,7 @@ def deblurrer_options(args: argparse.Namespace) -> dict:
     """The :class:`~runtime.Deblurrer` keyword arguments the options of :func:`add_deblur_options` ask for."""
     options = {} if args.threads is None else {"threads": args.threads}
     return dict(model=args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap,
-                precision=args.precision, **options)
+                precision=args.precision, max_pixels=round(args.max_megapixels * 1e6), **options)
 
 
 def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int,

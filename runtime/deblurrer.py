@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.config import activation_bytes_per_pixel
 from banet.errors import DeblurrerClosedError, OptionError
 from banet.processing import ImageFormatError, postprocess, preprocess
 from runtime.backends.base import Backend, check_threads, check_tristate
-from runtime.images import ImageReadError, merge_image, split_image
+from runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, merge_image, split_image
 from runtime.loading import BACKENDS, backend_for_path, open_backend
 from runtime.selection import choose, precision_options
-from runtime.tiling import activation_bytes_per_pixel, budget_tile, run_tiled
+from runtime.tiling import budget_tile, run_tiled
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +71,17 @@ class Deblurrer:
             "auto" (default): 768 MiB on the host, a third of the GPU's memory when the backend runs on one
             (:func:`automatic_budget_mb`; the resolved number is ``self.memory_budget_mb``). None: no budget
             (an untiled 12 MP photo then needs about 13 GB on ONNX Runtime).
+        max_pixels: largest image (height x width) taken, refused with :class:`ImageFormatError` before any copy
+            of it is made: the whole image is held in float32 (12 bytes a pixel a copy) whatever the tiling.
+            Default 200 MP (:data:`runtime.images.DEFAULT_MAX_PIXELS`, the limit of ``read_image``); None: no limit.
         **backend_options: passed to the backend (e.g. ``device="cuda"``, ``half=True``, ``threads=2``).
     """
 
     def __init__(self, model: str | Path | None = None, backend: str | None = None, rgb: bool = False,
                  tile: int | None = None, tile_overlap: int = 32,
                  memory_budget_mb: float | str | None = "auto", precision: str | None = None,
-                 **backend_options) -> None:
-        check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options)
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS, **backend_options) -> None:
+        check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options, max_pixels)
         # The default model: its shipped ONNX on the fastest CPU engine installed (runtime.selection).
         model, backend = choose(None if model is None else Path(model), backend, precision, backend_options)
         #: The file this Deblurrer runs (the INT8 file chosen for precision="int8", the default model's file...).
@@ -85,6 +89,8 @@ class Deblurrer:
         self.rgb = rgb
         self.tile = tile
         self.tile_overlap = tile_overlap
+        #: largest image taken, in pixels (None: no limit)
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         self._lock = threading.Lock()
         self.backend: Backend | None = _open(model, backend, {**backend_options, **precision_options(precision)})
         try:
@@ -131,7 +137,7 @@ class Deblurrer:
         parts = []
         for index, image in enumerate(images):
             try:
-                parts.append(split_image(image, rgb))
+                parts.append(split_image(image, rgb, self.max_pixels))
             except (ImageFormatError, ImageReadError) as exc:
                 if single:
                     raise
@@ -260,7 +266,8 @@ def _whole(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
-def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options: dict) -> None:
+def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options: dict,
+                  max_pixels=DEFAULT_MAX_PIXELS) -> None:
     """Refuse a :class:`Deblurrer` option of the wrong type or value with one :class:`OptionError` line naming it."""
     if model is not None and not isinstance(model, str | os.PathLike):
         raise OptionError(f"model must be a file path (str or pathlib.Path) or None for the default model, got "
@@ -277,6 +284,9 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
         raise OptionError(f"tile_overlap must be a whole number of pixels >= 0, got {tile_overlap!r}")
     if tile is not None and (not _whole(tile) or tile <= 0):
         raise OptionError(f"tile must be a positive whole number of pixels, got {tile!r}")
+    if max_pixels is not None and (not _whole(max_pixels) or max_pixels <= 0):
+        raise OptionError(f"max_pixels must be a positive whole number of pixels or None (no limit), got "
+                          f"{max_pixels!r}")
     if isinstance(memory_budget_mb, str) and memory_budget_mb == "auto":
         memory_budget_mb = DEFAULT_MEMORY_BUDGET_MB  # resolved once the backend (and its device) is open
     if memory_budget_mb is not None and (not isinstance(memory_budget_mb, int | float | np.integer | np.floating)

@@ -20,6 +20,13 @@ from banet.processing import ImageFormatError
 
 #: Smallest height/width accepted: a 1-pixel image has no blur to remove.
 MIN_SIDE = 2
+#: Largest image taken by default, in pixels (200 MP: above the largest camera sensors, far below a decompression
+#: bomb's billions), whether read from a file or handed to the API: ``read_image(max_pixels=)`` and the CLI's
+#: ``--max-megapixels`` raise it for files, ``Deblurrer(max_pixels=)`` for images handed to it (None: no limit).
+DEFAULT_MAX_PIXELS = 200_000_000
+#: Bytes per pixel of one float32 copy of a colour image: the runtime holds the whole image in a few such copies
+#: (network input, output) whatever the tiling, which bounds the working memory only.
+_FLOAT_BYTES_PER_PIXEL = 3 * 4
 #: Integer dtypes images may have (besides floats in [0, 1]); checked here, with the rest of the image's form, so
 #: that a list refuses a bad image before any of the others run (the same rule as :mod:`banet.processing`).
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
@@ -41,15 +48,31 @@ class ImageForm:
     grey_channels: bool = False  # three equal colour channels: returned exactly grey
 
 
-def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None, ImageForm]:
+def check_pixels(height: int, width: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """:class:`ImageFormatError` (one line) for an image handed to the API with more than ``max_pixels`` pixels,
+    checked from its size alone, before any copy of it is made (None: no limit)."""
+    pixels = height * width
+    if max_pixels is None or pixels <= max_pixels:
+        return
+    need = pixels * _FLOAT_BYTES_PER_PIXEL
+    raise ImageFormatError(f"image of {height}x{width} pixels is {pixels / 1e6:.10g} megapixels, over the limit of "
+                           f"{max_pixels / 1e6:g} megapixels: it is held whole in float32 ({need / 1e9:.3g} GB a "
+                           "copy, a few copies) whatever the tiling, which bounds only the network's working memory; "
+                           "pass Deblurrer(max_pixels=) a larger limit (None: no limit) if this machine has the memory")
+
+
+def split_image(image, rgb: bool = False,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray | None, ImageForm]:
     """User image -> (HxWx3 colour array in its own dtype, alpha plane or None, form).
 
     PIL images are always RGB(A)/L; numpy arrays are BGR unless ``rgb``. Raises :class:`ImageFormatError` for
-    anything that is not a 2-D image with 1, 3 or 4 channels, or is smaller than 2x2, and :class:`ImageReadError`
-    for a PIL image whose pixels cannot be read (closed, or a lazily opened file that is truncated).
+    anything that is not a 2-D image with 1, 3 or 4 channels, or is smaller than 2x2, or is larger than
+    ``max_pixels`` (:func:`check_pixels`, before any copy), and :class:`ImageReadError` for a PIL image whose pixels
+    cannot be read (closed, or a lazily opened file that is truncated).
     """
     pil_mode = None
     if _is_pil(image):
+        check_pixels(image.size[1], image.size[0], max_pixels)
         image = _loaded_pil(image)
         pil_mode = image.mode
         array = _pil_array(image, detect_8bit=True)
@@ -68,6 +91,8 @@ def split_image(image, rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None
                                "array.filled(value) instead")
     elif isinstance(image, np.ndarray):
         array = np.asarray(image)  # a subclass (np.matrix...) as the plain array it holds
+        if array.ndim >= 2:
+            check_pixels(array.shape[0], array.shape[1], max_pixels)
         if not array.dtype.isnative:
             array = array.astype(array.dtype.newbyteorder("="))
     else:
@@ -237,9 +262,6 @@ def require_opencv(what: str):
     return cv2
 
 
-#: Largest image read from a file by default, in pixels (200 MP: above the largest camera sensors, far below a
-#: decompression bomb's billions); ``read_image(max_pixels=)`` and the CLI's ``--max-megapixels`` raise it.
-DEFAULT_MAX_PIXELS = 200_000_000
 
 
 class ImageWriteError(OSError):

@@ -12,22 +12,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from banet.config import BANetConfig
-
-#: Peak bytes of working memory per input pixel, per channel of width (see :func:`activation_bytes_per_pixel`).
-_BYTES_PER_PIXEL_PER_CHANNEL = 28
-
-
-def activation_bytes_per_pixel(config: BANetConfig) -> int:
-    """Estimated peak working memory of one forward pass per input pixel, in bytes.
-
-    Full-resolution features have ``dim_1`` channels, half-resolution ones ``dim_2`` (a quarter of the pixels);
-    28 bytes per pixel per channel (1.3 KB/pixel for the default network, stack-4 32/64) covers its measured
-    peaks: ONNX Runtime CPU without its memory arena 1.3 KB/pixel (966x964), PyTorch CPU 0.85 KB/pixel
-    (1024x1024). ``python -m benchmarks.memory`` re-measures whole photos.
-    """
-    return _BYTES_PER_PIXEL_PER_CHANNEL * (config.dim_1 + config.dim_2 // 4)
-
 
 def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_side: int,
                 overlap: int = 0, max_side: tuple[int, int] | None = None) -> tuple[int, int]:

@@ -25,7 +25,6 @@ from banet.manifest import (
     RTX_DEFAULT_TARGETS,
     EngineBusyError,
     EngineManifest,
-    ManifestError,
     build_lock,
     commit_pair,
     discard_staged,
@@ -300,36 +299,10 @@ def _gpu_here(engine: Path) -> None:
                                   "run --check on a machine with the GPU it is for") from None
 
 
-def _is_shape(value: object) -> bool:
-    return isinstance(value, list) and len(value) == 4 and all(type(v) is int and v >= 1 for v in value)
-
-
 def checked_manifest(engine: Path) -> EngineManifest:
-    """:func:`banet.manifest.read_manifest`, and the nested fields ``--check`` reads checked too (a manifest edited
+    """:func:`banet.manifest.read_manifest`, which checks the nested fields ``--check`` reads too (a manifest edited
     by hand): ManifestError, one line naming them, instead of a TypeError halfway through a measurement."""
-    try:
-        manifest = read_manifest(engine)
-    except (TypeError, AttributeError) as exc:  # a JSON value of a type the reader does not expect at all
-        raise ManifestError(f"{manifest_path(engine)}: malformed manifest ({exc}); rebuild the engine with "
-                            "export/build_trt.py") from None
-    wrong = []
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest.metadata.items()):
-        wrong.append("metadata (expected text values)")
-    if not all(isinstance(manifest.onnx.get(k, ""), str) for k in ("path", "precision", "sha256")):
-        wrong.append("onnx (expected text path, precision and sha256)")
-    profile = manifest.profiles[0]
-    if not isinstance(profile.get("input"), str) or not all(_is_shape(profile.get(k)) for k in ("min", "opt", "max")):
-        wrong.append("profiles[0] (expected an input name and min/opt/max shapes of 4 positive integers)")
-    if not all(isinstance(t, str) for t in manifest.targets):
-        wrong.append("targets (expected names such as sm75)")
-    if not isinstance(manifest.build.get("strongly_typed", True), bool):
-        wrong.append("build.strongly_typed (expected true or false)")
-    if manifest.precision not in ("fp32", "fp16", "int8"):
-        wrong.append(f"precision {manifest.precision!r} (expected fp32, fp16 or int8)")
-    if wrong:
-        raise ManifestError(f"{manifest_path(engine)}: malformed manifest: {'; '.join(wrong)}; rebuild the engine "
-                            "with export/build_trt.py")
-    return manifest
+    return read_manifest(engine)
 
 
 def check_engine(engine: Path, reference_onnx: Path | None = None,

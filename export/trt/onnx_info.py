@@ -18,7 +18,7 @@ from banet.manifest import (
 )
 from banet.metadata import ModelMetadata
 from banet.outputs import shown_path as show
-from banet.shapes import parse_nhw
+from banet.shapes import batch_problem, parse_nhw
 from export.artifact_chain import export_command
 from export.trt.runtime_info import PlanError
 
@@ -139,6 +139,8 @@ def validate_profile(minimum: tuple, opt: tuple, maximum: tuple, onnx: OnnxInfo)
     for label, shape in (("--min", minimum), ("--opt", opt), ("--max", maximum)):
         if len(shape) != 3 or any(int(v) < 1 for v in shape):
             raise PlanError(f"{label} {shape_text(shape)}: every dimension must be >= 1")
+        if problem := batch_problem(*shape):
+            raise PlanError(f"{label} {shape_text(shape)}: {problem}")
     for i, name in enumerate(names):
         if not minimum[i] <= opt[i] <= maximum[i]:
             raise PlanError(f"profile {name}: need min <= opt <= max, got {minimum[i]} / {opt[i]} / {maximum[i]} "

@@ -19,6 +19,7 @@ from banet.manifest import (
 )
 from banet.outputs import check_input, check_output
 from banet.outputs import shown_path as show
+from banet.shapes import batch_problem
 from export.artifact_chain import export_command
 from export.trt.onnx_info import (
     INT8_COMMAND,
@@ -268,6 +269,8 @@ def _checked_output(options: BuildOptions, stem: str, targets: tuple[str, ...], 
             taken[option] = Path(cache)
             check_output(cache, force=True, error=PlanError, suffix=suffix)
     if options.calibrate:
+        if problem := batch_problem(*options.calibration_shape):
+            raise PlanError(f"--calibration-shape {shape_text(options.calibration_shape)}: {problem}")
         c, _, h, w = nchw(options.calibration_shape)
         if h % onnx.size_multiple or w % onnx.size_multiple:
             raise PlanError(f"--calibration-shape {shape_text(options.calibration_shape)}: height and width must be "

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from banet.manifest import (
     FLAVOUR_NAMES,
     FLAVOURS,
+    PRECISIONS,  # noqa: F401 - the precisions a build takes are those a manifest may record
 )
 
 log = logging.getLogger(__name__)
-
-
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class PlanError(ValueError):
