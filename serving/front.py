@@ -15,7 +15,14 @@ cannot serve itself, with a 4xx status and a one-line JSON body ``{"error": "...
   header); shared-memory tensors and unknown parameters;
 - 413: an image over ``max_pixels`` pixels (H*W);
 - 404: another model, or any endpoint other than inference, health and model metadata/config/ready/stats
-  (model loading, logging, tracing and shared-memory registration stay private);
+  (model loading, logging, tracing and shared-memory registration stay private); 400: a percent-encoded path
+  (``%XX``): what is checked is what Triton gets, so ``b%61net`` or ``%2e%2e`` never reach it;
+- 408: a request not received whole (request line, headers and body) within ``request_timeout_s`` of its first
+  byte (of the connection's opening, for its first request): a client sending a byte at a time (slowloris) or
+  never finishing its body gets 408 and is disconnected, freeing its connection slot. The clock stops once the
+  body is read (waiting for the model and computing do not count; those are ``deadline_s`` and
+  ``upstream_timeout_s``) and pauses while the request waits for room in ``max_inflight_bytes``. Between
+  requests a kept-alive connection may stay silent for ``idle_timeout_s``;
 - 503 with Retry-After: too many connections, too many request bytes already in flight
   (``max_inflight_bytes``), the model's queue full (``queue_size``), or a request that would not be answered
   within its deadline (``deadline_s`` from its arrival, predicted from the model's measured speed).
@@ -36,6 +43,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import http.client
+import io
 import json
 import logging
 import math
@@ -47,7 +55,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote
 
 from serving.request_rules import (
     _GET_PATHS,
@@ -247,6 +254,64 @@ def client_gone(sock: socket.socket) -> bool:
         return True
 
 
+class RequestDeadline(TimeoutError):
+    """Receiving one request took longer than the front's ``request_timeout_s``."""
+
+
+class DeadlineReader(io.RawIOBase):
+    """A connection's input with a whole-request deadline: each receive waits at most ``idle_s`` and at most until
+    the running request's deadline, ``request_s`` after its clock started. The clock of a connection's first
+    request starts when the reader is made (at accept); later ones start at their first byte. :meth:`stop` stops
+    it once a request is read, so the time spent answering is not the client's."""
+
+    def __init__(self, sock: socket.socket, idle_s: float | None, request_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._sock, self._clock = sock, clock
+        self.idle_s, self.request_s = idle_s, request_s
+        self.deadline: float | None = clock() + request_s
+        self.received = 0  # bytes of the running request received (0: nothing yet, the client was silent)
+        self.timed_out = False  # a receive of the running request timed out (idle or deadline)
+        self.expired = False  # ... because the request's deadline passed
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        timeout, by_deadline = self.idle_s, False
+        if self.deadline is not None:
+            left = self.deadline - self._clock()
+            if left <= 0:
+                self.timed_out = self.expired = True
+                raise RequestDeadline(f"request not received within {self.request_s:g} s")
+            if timeout is None or left < timeout:
+                timeout, by_deadline = left, True
+        try:
+            self._sock.settimeout(timeout)
+            count = self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.timed_out = True
+            if by_deadline:
+                self.expired = True
+                raise RequestDeadline(f"request not received within {self.request_s:g} s") from None
+            raise
+        finally:
+            self._sock.settimeout(self.idle_s)  # writes keep the idle timeout
+        if count and self.deadline is None:
+            self.deadline = self._clock() + self.request_s  # a new request's first bytes: its clock starts
+        self.received += count
+        return count
+
+    def extend(self, seconds: float) -> None:
+        """Give the running request ``seconds`` more (time the server made it wait)."""
+        if self.deadline is not None:
+            self.deadline += seconds
+
+    def stop(self) -> None:
+        """The request is read: stop its clock; the next one's starts at its first byte."""
+        self.deadline, self.received, self.timed_out, self.expired = None, 0, False, False
+
+
 class _ByteBudget:
     """Caps the request bytes held in memory at once; a request waits up to ``wait_s`` for room."""
 
@@ -322,13 +387,24 @@ class FrontServer(ThreadingHTTPServer):
 
 
 def _refuse_connection(sock: socket.socket) -> None:
-    body = json.dumps({"error": "too many connections; retry later"}).encode()
-    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
-            f"\r\nRetry-After: {RETRY_AFTER_S}\r\nConnection: close\r\n\r\n").encode()
+    _answer_and_close(sock, "503 Service Unavailable", "too many connections; retry later",
+                      f"Retry-After: {RETRY_AFTER_S}\r\n")
+
+
+def _answer_and_close(sock: socket.socket, status: str, message: str, extra_headers: str = "") -> None:
+    """A one-line JSON error written straight to the socket (no parsed request to answer through)."""
+    body = json.dumps({"error": message}).encode()
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"{extra_headers}Connection: close\r\n\r\n").encode()
     try:
         sock.sendall(head + body)
     except OSError:
         pass
+
+
+def _deadline_message(seconds: float) -> str:
+    return (f"request not received whole within {seconds:g} s (the server's --request-timeout, for the request "
+            "line, headers and body together); send it faster")
 
 
 def _declared_length(headers) -> int | None:
@@ -349,9 +425,29 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.limits.idle_timeout_s
+        limits = self.server.limits
+        self.timeout = limits.idle_timeout_s
         self._upstream_conn: http.client.HTTPConnection | None = None
+        self._answered = False
         super().setup()
+        self.rfile.close()  # http.server's own reader: replaced by one that keeps the whole-request deadline
+        self._reader = DeadlineReader(self.connection, limits.idle_timeout_s, limits.request_timeout_s)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self) -> None:
+        """One request; one whose line or headers were cut short by a timeout gets 408 and the connection closes
+        (http.server would close it without a word; a silent connection is closed silently)."""
+        self._answered = False
+        super().handle_one_request()
+        reader = self._reader
+        if reader.timed_out:
+            self.close_connection = True
+            if reader.received and not self._answered:
+                log.info("refused a request: 408, %s", "deadline" if reader.expired else "idle")
+                _answer_and_close(self.connection, "408 Request Timeout",
+                                  _deadline_message(reader.request_s) if reader.expired else
+                                  f"request not received: the client sent nothing for {reader.idle_s:g} s")
+        reader.stop()
 
     def finish(self) -> None:
         if self._upstream_conn is not None:
@@ -396,6 +492,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _get(self) -> None:
         self._body_read = True
+        self._reader.stop()
         if self.headers.get("Content-Length", "0") != "0" or self.headers.get("Transfer-Encoding"):
             self.close_connection = True  # a GET body is not read; do not parse it as the next request
         path = self._route({None, "/ready", "/config", "/stats"}, allow_plain=True)
@@ -406,7 +503,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = self._content_length()
         header_length = self._header_length(length)
         limits = self.server.limits
+        waiting = time.monotonic()
         with self.server.budget.hold(length, limits.busy_wait_s):
+            self._reader.extend(time.monotonic() - waiting)  # the wait for room was the server's, not the client's
             body = self._read_body(length)
             pixels = check_infer_request(body, header_length, limits)
             headers = {k: self.headers[k] for k in ("Content-Type",) if self.headers.get(k)}
@@ -424,13 +523,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, suffixes: set[str | None], allow_plain: bool) -> str:
         """The upstream path for this request, or RequestError 404."""
         path = self.path.split("?", 1)[0]
+        if "%" in path:  # Triton gets the path as sent: what is checked must be what it reads, undecoded
+            raise RequestError(400, "percent-encoded URL paths (%XX) are not accepted; write the model name and "
+                                    f"version as they are (this server serves '{self.server.limits.model}')")
         if allow_plain and path in _GET_PATHS:
             return path
         match = _MODEL_PATH.match(path)
         if not match or match.group(3) not in suffixes:
             raise RequestError(404, "no such endpoint; this server offers inference, model metadata and health "
                                     "checks (KServe v2 HTTP)")
-        model, version = unquote(match.group(1)), match.group(2)
+        model, version = match.group(1), match.group(2)
         if model != self.server.limits.model:
             raise RequestError(404, f"unknown model '{_printable(model)}'; this server serves "
                                     f"'{self.server.limits.model}'")
@@ -486,11 +588,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self, length: int) -> bytes:
         try:
             body = self.rfile.read(length)
-        except TimeoutError:
-            raise RequestError(408, "timed out reading the request body") from None
+        except TimeoutError as exc:
+            self._unread = None  # not drained: close the connection
+            raise RequestError(408, _deadline_message(self._reader.request_s) if isinstance(exc, RequestDeadline)
+                               else "timed out reading the request body") from None
         if len(body) != length:
             raise RequestError(400, f"request body ended after {len(body)} of {length} bytes")
         self._body_read = True
+        self._reader.stop()  # received: the time spent answering is not the client's
         return body
 
     # -- upstream -------------------------------------------------------------------------------------------
@@ -557,6 +662,7 @@ class _Handler(BaseHTTPRequestHandler):
             if self.close_connection:
                 self.send_header("Connection", "close")
             self.end_headers()
+            self._answered = True
             if self.command != "HEAD":
                 self.wfile.write(body)
         except OSError:

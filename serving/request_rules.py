@@ -43,7 +43,8 @@ class FrontLimits:
     max_batch: int = 8
     min_side: int = MIN_SIDE
     max_connections: int = 64
-    idle_timeout_s: float = 60.0
+    idle_timeout_s: float = 60.0  # a kept-alive connection may be silent this long between requests
+    request_timeout_s: float = 60.0  # a request must be received whole (line, headers, body) within this
     upstream_timeout_s: float = 600.0
     busy_wait_s: float = 30.0
     queue_size: int = 16  # inference requests that may wait for the model; more get 503 + Retry-After

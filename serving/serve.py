@@ -20,7 +20,10 @@ it is for trusted local clients. Prometheus metrics are on 127.0.0.1 (``--metric
 Overload: inference requests wait for the model in one queue (``--queue-size``, default 16); a request that
 cannot be answered within ``--deadline-s`` of its arrival (default 120 s, predicted from the model's measured
 speed), or whose client hung up while it waited, is dropped before it is computed. Refusals are 503 with a
-Retry-After header. Triton's own log goes to a file (``--triton-log``; ``--verbose`` prints it instead).
+Retry-After header. A request must arrive whole (request line, headers and body) within ``--request-timeout``
+of its first byte (default 60 s; waiting for the model and computing do not count): a client sending a byte
+at a time, or never finishing its body, gets 408 and is disconnected, so it cannot hold a connection slot.
+Triton's own log goes to a file (``--triton-log``; ``--verbose`` prints it instead).
 Start-up errors (model, ports, host, options) are one ``error:`` line and exit code 1 (2 for bad options);
 Ctrl-C stops with one line and exit code 130, SIGTERM stops cleanly with exit code 0.
 Needs the ``serve`` extra: pip install 'banet-deploy[serve]'.
@@ -84,12 +87,13 @@ class ServeConfig:
     front: dict = field(default_factory=dict)  # further FrontLimits fields (timeouts, connection caps)
     queue_size: int = 16
     deadline_s: float = 120.0
+    request_timeout_s: float = 60.0  # a request must be received whole within this (slow clients: 408)
     triton_log: Path | None = None  # Triton's log file; None: printed on stdout (PyTriton's way)
 
     def limits(self) -> FrontLimits:
         return FrontLimits(model=MODEL_NAME, max_pixels=self.max_pixels, max_body_bytes=self.max_body_bytes,
                            max_batch=self.max_batch, queue_size=self.queue_size, deadline_s=self.deadline_s,
-                           **self.front)
+                           request_timeout_s=self.request_timeout_s, **self.front)
 
 
 class ServeError(RuntimeError):
@@ -319,6 +323,10 @@ def _parser() -> OneLineParser:
     parser.add_argument("--deadline-s", type=number(float, 0, 24 * 3600, low_open=True), default=120.0,
                         help="answer each request within this many seconds of its arrival: one that would not "
                              "make it is refused (503) before it is computed (default 120)")
+    parser.add_argument("--request-timeout", type=number(float, 0, 24 * 3600, low_open=True), default=60.0,
+                        help="seconds a client has to send a whole request (line, headers, body) from its first "
+                             "byte; slower ones get 408 and are disconnected. Time waiting for the model or "
+                             "computing does not count (default 60)")
     parser.add_argument("--triton-log", type=Path, default=None,
                         help="file for Triton's log (default: triton.log in a new temporary folder, named at start)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -362,7 +370,8 @@ def _config(args: argparse.Namespace, log_folder: Path | None) -> ServeConfig:
     return ServeConfig(args.host, args.http_port, args.grpc_port, None if args.no_metrics else args.metrics_port,
                        args.max_batch, max_pixels=max_pixels,
                        max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * MB),
-                       queue_size=args.queue_size, deadline_s=args.deadline_s, triton_log=triton_log)
+                       queue_size=args.queue_size, deadline_s=args.deadline_s,
+                       request_timeout_s=args.request_timeout, triton_log=triton_log)
 
 
 def main(argv: list[str] | None = None) -> int:

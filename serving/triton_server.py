@@ -7,11 +7,12 @@ The public HTTP port is the project's validating front (:mod:`serving.front`, as
 Triton listens on a private loopback port, and every request is checked before Triton sees it, with the limits
 the ensemble was written with (its ``to_triton.json``: batch size, image size) - the bundled Triton allocates
 what a JSON request declares, so one request declaring a huge image would otherwise abort it. Only the ensemble
-is public (inference, metadata, health). gRPC is off unless ``--grpc-port`` is given; it is then Triton's own,
-on 127.0.0.1 only, without the front (Triton checks data length against the declared shape there, and the
-pre-processing model checks image size; for trusted local clients). The server's log goes to a file (``--log``,
-default a temporary folder, named in the ready line); ``--verbose`` also shows it. A server that dies is
-reported in one line, and not restarted.
+is public (inference, metadata, health); a request not received whole within ``--request-timeout`` of its
+first byte (default 60 s) gets 408 and its connection is closed. gRPC is off unless ``--grpc-port`` is given;
+it is then Triton's own, on 127.0.0.1 only, without the front (Triton checks data length against the declared
+shape there, and the pre-processing model checks image size; for trusted local clients). The server's log goes
+to a file (``--log``, default a temporary folder, named in the ready line); ``--verbose`` also shows it. A
+server that dies is reported in one line, and not restarted.
 
 The bundled server (Triton 2.5x) has the Python backend only: serve repositories of the ``python`` flavour
 (``export/to_triton.py --flavour python``, the default). What the launcher sets up, as PyTriton does for its own
@@ -275,7 +276,7 @@ def _check_repository(repository: Path, bundled: bool) -> None:
 def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, grpc_port: int | None = None,
           metrics_port: int | None = None, tritonserver: str | Path | None = None, log_path: str | Path | None = None,
           timeout: float = 120.0, log_verbose: int = 0, extra_args: tuple[str, ...] = (), model: str | None = None,
-          max_body_bytes: int | None = None) -> TritonServer:
+          max_body_bytes: int | None = None, request_timeout_s: float = 60.0) -> TritonServer:
     """Start ``tritonserver`` on ``repository`` behind the validating front and wait until it is ready.
 
     The front listens on ``host:http_port`` (0: a free port) and checks every request against the limits the
@@ -284,6 +285,7 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
     ``tritonserver``: another server binary (its own backends are used); default: PyTriton's bundled one, set
     up as the module docstring says. ``metrics_port`` None turns metrics off (else on 127.0.0.1).
     ``max_body_bytes``: the front's request size limit (default: one image of the largest size, plus 1 MiB).
+    ``request_timeout_s``: seconds a client has to send a whole request (slower ones get 408).
     """
     repository = Path(repository).resolve()
     bundled = find_bundled() if tritonserver is None else None
@@ -355,7 +357,8 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
     try:
         server.wait_ready(timeout)
         front_limits = FrontLimits(model=model, max_pixels=limits.max_pixels, max_body_bytes=max_body_bytes,
-                                   max_batch=limits.max_batch, min_side=limits.min_side)
+                                   max_batch=limits.max_batch, min_side=limits.min_side,
+                                   request_timeout_s=request_timeout_s)
         try:
             server.front = start_front(host, http_port, front_limits, (LOOPBACK, triton_port))
         except OSError as exc:
@@ -399,6 +402,8 @@ def _check_args(args: argparse.Namespace) -> str | None:
             return f"--{label} must be 0 to 65535, got {port}"
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         return f"--timeout must be a positive number of seconds, got {args.timeout}"
+    if not (math.isfinite(args.request_timeout) and args.request_timeout > 0):
+        return f"--request-timeout must be a positive number of seconds, got {args.request_timeout}"
     if args.max_body_mb is not None and not (math.isfinite(args.max_body_mb) and 0 < args.max_body_mb <= 1 << 20):
         return f"--max-body-mb must be a positive number of MiB, got {args.max_body_mb}"
     return None
@@ -420,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the ensemble to serve, if the repository holds several (default: the only one)")
     parser.add_argument("--max-body-mb", type=float, default=None,
                         help="largest request body in MiB (default: one image of the ensemble's largest size)")
+    parser.add_argument("--request-timeout", type=float, default=60.0,
+                        help="seconds a client has to send a whole request (line, headers, body) from its first "
+                             "byte; slower ones get 408 and are disconnected (default 60)")
     parser.add_argument("--tritonserver", type=Path, default=None,
                         help="another tritonserver binary (default: the one PyTriton bundles)")
     parser.add_argument("--log", type=Path, default=None,
@@ -437,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = start(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
                        args.tritonserver, args.log, args.timeout, args.log_verbose, model=args.model,
-                       max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * (1 << 20)))
+                       max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * (1 << 20)),
+                       request_timeout_s=args.request_timeout)
     except TritonLaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ import http.client
 import json
 import re
 import socket
+import time
 
 import numpy as np
 
@@ -59,3 +60,46 @@ def assert_clean_refusal(status: int, body: bytes, what: str = "") -> str:
     message = json.loads(text)["error"]
     assert message, what
     return message
+
+
+class StubModel:
+    """A stand-in for Triton behind a front: answers every GET and POST with 200 after ``delay`` seconds (POST
+    only) and records (method, path) of what reached it, so tests can tell what the front let through."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.delay, self.seen, self.lock = delay, [], threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                with stub.lock:
+                    stub.seen.append((self.command, self.path))
+                if self.command == "POST" and stub.delay:
+                    time.sleep(stub.delay)
+                body = b'{"outputs": []}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer  # noqa: N815 (http.server's naming)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = ("127.0.0.1", self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
