@@ -391,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         front = bind_front(config)
-        with Deblurrer(args.model, backend=args.backend, precision=args.precision) as deblurrer:
+        with Deblurrer(args.model, backend=args.backend, precision=args.precision,
+                       max_pixels=config.max_pixels) as deblurrer:
             log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
             server = start(deblurrer, config, front)
             if config.triton_log is not None:

@@ -116,3 +116,21 @@ def test_ctrl_c_stops_a_running_server_with_one_line_and_exit_130(served, tmp_pa
     console = "".join(lines) + stdout
     assert "NVML" not in console and "Signal (2)" not in console, console
     assert not [line for line in console.splitlines() if line[:1] in "EWI" and line[1:5].isdigit()], console
+
+
+def test_max_megapixels_reaches_the_deblurrer(monkeypatch, capsys):
+    """``--max-megapixels 300`` lifts the Deblurrer's own 200 MP cap on arrays too, not only the front's check: an
+    image the server accepted is never refused again inside the model call."""
+    import runtime
+    from serving.serve import main
+
+    seen = {}
+
+    def recording_deblurrer(*args, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop here: the options were recorded")
+
+    monkeypatch.setattr(runtime, "Deblurrer", recording_deblurrer)
+    assert main(["--http-port", "0", "--no-metrics", "--max-megapixels", "300"]) == 1
+    assert seen["max_pixels"] == 300_000_000
+    assert "stop here" in capsys.readouterr().err
