@@ -20,21 +20,26 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-#: (backend, precision) cases; torch runs the checkpoint, the others the shipped ONNX files of the default model.
+#: (backend, precision[, environment]) cases; torch runs the checkpoint, the others the shipped ONNX files of the
+#: default model. The last is a peer: the fastest case with NumPy's transparent-huge-page advice left on, as before
+#: the runtime turned it off (runtime.host_memory), measured in the same run.
 CASES = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
-         ("openvino", "bf16"), ("openvino", "int8"))
+         ("openvino", "bf16"), ("openvino", "int8"), ("openvino", "int8", {"NUMPY_MADVISE_HUGEPAGE": "1"}))
 
 
 def run_case(photo: Path, backend: str, precision: str, threads: int | None, folder: Path,
-             timeout_s: float = 1800.0) -> dict:
-    """One ``python -m runtime`` run: exit code, wall seconds and the child's peak RSS in MB."""
+             timeout_s: float = 1800.0, env: dict[str, str] | None = None) -> dict:
+    """One ``python -m runtime`` run (with ``env`` added to the environment): exit code, wall seconds and the
+    child's peak RSS in MB."""
+    env = env or {}
     cmd = [sys.executable, "-m", "runtime", str(photo), "--output", str(folder / f"{backend}_{precision}"),
            "--backend", backend, "--precision", precision, "--force", "-q"]
     if threads:
         cmd += ["--threads", str(threads)]
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as errors:
-        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, text=True)
+        child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, text=True,
+                                 env={**os.environ, **env} if env else None)
         peak_kb = 0
         try:
             while child.poll() is None:
@@ -49,13 +54,15 @@ def run_case(photo: Path, backend: str, precision: str, threads: int | None, fol
         seconds = time.perf_counter() - started
         errors.seek(0)
         stderr = errors.read()
-    shown = " ".join(["python", *cmd[1:]]).replace(str(photo), photo.name).replace(str(folder), "OUT")
+    shown = " ".join([*(f"{k}={v}" for k, v in env.items()), "python", *cmd[1:]]).replace(
+        str(photo), photo.name).replace(str(folder), "OUT")
     row = {"command": shown, "backend": backend,
            "precision": precision, "threads": threads, "exit": child.returncode, "wall_s": round(seconds, 1),
            "peak_rss_mb": round(peak_kb / 1024)}
     if child.returncode != 0:
         row["error"] = (stderr.strip().splitlines() or [f"(no output; exit {child.returncode})"])[-1]
-    log.info("e2e %s %s: %.1f s, %d MB%s", backend, precision, seconds, row["peak_rss_mb"],
+    log.info("e2e %s%s %s: %.1f s, %d MB%s", " ".join(f"{k}={v}" for k, v in env.items()) + " " if env else "",
+             backend, precision, seconds, row["peak_rss_mb"],
              f" (failed: {row['error']})" if "error" in row else "")
     return row
 
@@ -82,7 +89,8 @@ def end_to_end(height: int, width: int, threads: int | None = None, cases=CASES)
         folder = Path(tmp)
         path = folder / f"photo_{height}x{width}.png"
         cv2.imwrite(str(path), photo(width, height))
-        rows = [run_case(path, backend, precision, threads, folder) for backend, precision in cases]
+        rows = [run_case(path, case[0], case[1], threads, folder, env=case[2] if len(case) > 2 else None)
+                for case in cases]
     for row in rows:
         row["size"] = f"{height}x{width}"
     return rows

@@ -24,6 +24,7 @@ from banet.config import activation_bytes_per_pixel
 from banet.errors import DeblurrerClosedError, OptionError
 from banet.processing import ImageFormatError, postprocess, preprocess
 from runtime.backends.base import Backend, check_threads, check_tristate
+from runtime.host_memory import avoid_hugepage_stalls
 from runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, merge_image, split_image
 from runtime.loading import BACKENDS, backend_for_path, open_backend
 from runtime.selection import choose, precision_options
@@ -82,6 +83,7 @@ class Deblurrer:
                  memory_budget_mb: float | str | None = "auto", precision: str | None = None,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, **backend_options) -> None:
         check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options, max_pixels)
+        avoid_hugepage_stalls()  # large photos: seconds of kernel compaction otherwise (runtime.host_memory)
         # The default model: its shipped ONNX on the fastest CPU engine installed (runtime.selection).
         model, backend = choose(None if model is None else Path(model), backend, precision, backend_options)
         #: The file this Deblurrer runs (the INT8 file chosen for precision="int8", the default model's file...).
