@@ -3,10 +3,9 @@
 NumPy asks Linux for transparent huge pages (``madvise(MADV_HUGEPAGE)``) on every array of 4 MB or more. Where
 the kernel compacts memory to honour that on the spot (``/sys/kernel/mm/transparent_hugepage/defrag`` set to
 ``madvise``, Ubuntu's and Debian's default), each fresh tile, output and float copy waits for compaction, and
-more so once the inference engine has fragmented memory. Measured on the project's 2-core AMD EPYC (OpenVINO
-INT8, default model, ``python -m benchmarks.end_to_end`` and a script of the same calls): a 3000x4000 photo took
-28.9-29.2 s with NumPy's default and 24.8-25.3 s without the advice (first call in a process; 25.2-25.9 vs 22.4-23.7
-on a second call); 720x1280 frames were the same either way (1.58-1.66 s).
+more so once the inference engine has fragmented memory. On the project's 2-core AMD EPYC a 3000x4000 photo
+through ``python -m runtime`` on OpenVINO INT8 took 25.6 s without the advice and 30.9 s with it, measured in the
+same run (``python -m benchmarks.end_to_end 3000x4000``, whose last row is that peer).
 
 :func:`avoid_hugepage_stalls` turns the advice off for the process, once, when a ``Deblurrer`` is made. The
 arrays are the same; only how the kernel backs them changes. A user who set ``NUMPY_MADVISE_HUGEPAGE`` (NumPy's
