@@ -10,7 +10,9 @@ imports torch: ``Deblurrer("model.safetensors")`` finds it when the model layer 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +43,15 @@ class TorchBackend(Backend):
             half: FP16 weights and activations (GPUs only).
             channels_last: NHWC memory format (faster for some cuDNN kernels; measured per GPU by
                 scripts/gpu_checks.sh).
-            threads: PyTorch's intra-op CPU threads for this process.
+            threads: PyTorch's intra-op CPU threads for this backend's calls (set for each call and put back after
+                it: PyTorch's count is per process, and an app's other PyTorch work keeps its own).
             cuda_graph: capture each input shape in a CUDA graph and replay it (None: on for CUDA devices; True
                 on a CPU is refused in one line; False: eager).
             graph_cache: input shapes kept captured (least recently used dropped). They share one memory pool:
                 together they hold about the largest shape's working memory plus each shape's output.
         """
-        if threads:  # PyTorch's intra-op threads are per process: the CLI's --threads means this process's CPU use
-            torch.set_num_threads(threads)
+        #: PyTorch's intra-op threads during this backend's calls (None: the process's own count)
+        self.threads = int(threads) if threads else None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} requested but PyTorch sees no CUDA GPU "
@@ -67,6 +70,7 @@ class TorchBackend(Backend):
         """A backend around a network already in memory (export verification, drift): the same ``run`` as for a
         checkpoint file. The model is used as it is (no copy, no dtype change); eager unless ``cuda_graph``."""
         backend = cls.__new__(cls)
+        backend.threads = None
         config = getattr(model, "config", None) or BANetConfig()
         graphs = check_graph_options(str(device), cuda_graph, DEFAULT_GRAPH_CACHE)
         backend._setup(model, torch.device(device), False, False, config, "", source_name, graphs,
@@ -115,7 +119,8 @@ class TorchBackend(Backend):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         if self.device.type != "cuda":
-            return self.runner(batch)
+            with intra_op_threads(self.threads):
+                return self.runner(batch)
         with cudnn_benchmark():
             return self.runner(batch)
 
@@ -150,3 +155,20 @@ def check_graph_options(device: str, cuda_graph: bool | None, graph_cache: int) 
         raise OptionError(f"cuda_graph=True needs a CUDA device, got device={device!r}; CUDA graphs replay GPU "
                           "kernels (leave cuda_graph unset or False on a CPU)")
     return on_cuda if cuda_graph is None else cuda_graph
+
+
+@contextlib.contextmanager
+def intra_op_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op thread count set to ``threads`` inside the block and put back after it (None: unchanged).
+
+    Setting it once for good (as this backend did until 2026-12-05) changed every later PyTorch computation of the
+    process: an app's own models, or training run after a ``Deblurrer(threads=1)``, ran on one core."""
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -122,19 +122,36 @@ def _engine(path: Path, precision: str, name: str) -> System:
     return tensorrt_system(path, name)
 
 
-def set_torch_threads(threads: int | None) -> None:
-    """PyTorch's intra-op threads for this part of the run (None: all cores), so every peer gets the same count."""
+def set_torch_threads(threads: int | None) -> int | None:
+    """PyTorch's intra-op threads for this part of the run (None: all cores), so every peer gets the same count;
+    returns the count before (None without PyTorch), which :func:`benchmark` puts back when it ends."""
     try:
         import torch
     except ImportError:
-        return
+        return None
+    before = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
+    return before
 
 
 def benchmark(models: list[Model], batches: list[int], repeats: int, warmup: int, max_call_s: float,
               threads: list[int | None], int8: dict[str, Path], only: list[str] | None = None) -> dict:
     """Every system x size x batch x thread count; the systems of one configuration are timed interleaved."""
     rows, skips, costs = [], [], []
+    before = set_torch_threads(None)
+    try:
+        _benchmark_into(rows, skips, costs, models, batches, repeats, warmup, max_call_s, threads, int8, only)
+    finally:  # the caller's PyTorch keeps its own thread count (a test, a notebook)
+        if before is not None:
+            set_torch_threads(before)
+    _add_ratios(rows)
+    return {"rows": rows, "skipped": skips, "cost": costs}
+
+
+def _benchmark_into(rows: list, skips: list, costs: list, models: list[Model], batches: list[int], repeats: int,
+                    warmup: int, max_call_s: float, threads: list[int | None], int8: dict[str, Path],
+                    only: list[str] | None) -> None:
+    """:func:`benchmark`'s loops, appending to its ``rows``, ``skips`` and ``costs``."""
     with tempfile.TemporaryDirectory() as tmp:
         for model in models:
             for h, w in model.sizes:
@@ -163,8 +180,6 @@ def benchmark(models: list[Model], batches: list[int], repeats: int, warmup: int
                 finally:
                     for system in systems:
                         system.close()
-    _add_ratios(rows)
-    return {"rows": rows, "skipped": skips, "cost": costs}
 
 
 def _time_systems(model: Model, systems: list[System], threads: int | None, batches, repeats, warmup, max_call_s,

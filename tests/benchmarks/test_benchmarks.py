@@ -107,8 +107,16 @@ def test_time_interleaved_takes_one_sample_of_each_per_round():
 def test_peers_per_thread_count_with_ratios_from_the_same_threads(tmp_path, tiny_weights, monkeypatch):
     pytest.importorskip("openvino", reason="OpenVINO is a peer here: pip install '.[openvino]'")
     monkeypatch.chdir(tmp_path)
-    assert main(["--quick", "--weights", str(tiny_weights), "--output", str(tmp_path / "res"), "--no-plots",
-                 "--threads", "1", "2", "--only", "torch eager", "openvino*", "onnxruntime fp32 (static)"]) == 0
+    import torch
+
+    process_threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # a count the run does not use: it must be the caller's again afterwards
+    try:
+        assert main(["--quick", "--weights", str(tiny_weights), "--output", str(tmp_path / "res"), "--no-plots",
+                     "--threads", "1", "2", "--only", "torch eager", "openvino*", "onnxruntime fp32 (static)"]) == 0
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(process_threads)
     [json_file] = (tmp_path / "res").glob("*.json")
     result = json.loads(json_file.read_text())
     rows = result["rows"]
