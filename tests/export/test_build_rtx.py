@@ -341,9 +341,11 @@ def test_default_model_int8_parses_and_builds(tmp_path, default_model_onnx, monk
 
 
 def test_full_stack10_network_int8_parses_and_builds(tmp_path, full_network_fp32, monkeypatch):
-    """The full network's ``trt`` INT8 ONNX: parsed with no error and built with the default profile."""
+    """The full network's ``trt`` INT8 ONNX: parsed with no error and built with the default profile. Its random
+    weights make a held-out record meaningless (measuring it took 26 of this test's 44 s): the small models' tests
+    measure that step."""
     monkeypatch.setenv("BANET_CACHE", str(tmp_path / "cache"))
-    onnx = quantize_trt(full_network_fp32, tmp_path / "full_int8_trt.onnx")
+    onnx = quantize_trt(full_network_fp32, tmp_path / "full_int8_trt.onnx", heldout=False)
     layers = assert_parses(onnx)
     data, details = build_qdq(onnx, tmp_path / "full_int8.engine")
     print(f"full stack-10 INT8 (trt flavour): {layers} layers, {details['seconds']:.1f} s build, "
