@@ -8,7 +8,7 @@ guessing them. Every key starts with ``banet.``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from banet.config import BANetConfig
@@ -64,7 +64,8 @@ class ModelMetadata:
 
     @classmethod
     def from_props(cls, props: dict[str, str], source: str = "model") -> ModelMetadata:
-        """Parse :meth:`to_props` output; a missing key raises an error naming it and the file."""
+        """Parse :meth:`to_props` output; a missing key, or a value that does not parse, raises
+        :class:`ArtifactError` in one line naming the key and the file (``source``)."""
         p = METADATA_PREFIX
 
         def get(key: str) -> str:
@@ -81,17 +82,81 @@ class ModelMetadata:
         conv_keys = set(Conventions().to_metadata())
         extra = {k[len(p):]: v for k, v in props.items()
                  if k.startswith(p) and k[len(p):] not in known and k not in conv_keys}
-        static = json.loads(get("static_shape"))
+        for f in fields(Conventions):  # a value that does not parse names its key (a missing one: below)
+            if p + f.name in props and f.type in ("int", int, "float", float):
+                _parsed(props[p + f.name], p + f.name, source, int if f.type in ("int", int) else float)
         try:
             conventions = Conventions.from_metadata(props)
         except KeyError as exc:
             raise ArtifactError(f"{source}: {exc.args[0]}") from None
-        return cls(conventions=conventions, config=BANetConfig.from_json(get("config")),
+        static = _static_shape(get("static_shape"), p + "static_shape", source)
+        return cls(conventions=conventions, config=_config(get("config"), p + "config", source),
                    precision=get("precision"), source_sha256=get("source_sha256"), source_name=get("source_name"),
-                   exporter=get("exporter"), opset=int(get("opset")), input_name=get("input_name"),
-                   output_name=get("output_name"), shape_mode=get("shape_mode"),
-                   static_shape=tuple(static) if static else None, min_size=int(get("min_size")),
-                   max_size=int(get("max_size")), extra=extra)
+                   exporter=get("exporter"), opset=_parsed(get("opset"), p + "opset", source),
+                   input_name=get("input_name"), output_name=get("output_name"), shape_mode=get("shape_mode"),
+                   static_shape=static, min_size=_parsed(get("min_size"), p + "min_size", source),
+                   max_size=_parsed(get("max_size"), p + "max_size", source), extra=extra)
+
+
+#: What each kind of value must be, as the one-line refusal says it.
+_KINDS = {int: "not a whole number", float: "not a number"}
+
+
+def _bad_value(source: str, key: str, problem: str, raw: object) -> ArtifactError:
+    """The one line for a metadata value that does not parse: the file, the key, what is wrong, the value
+    (``repr``, so a value with a line break stays on one line; long ones cut)."""
+    shown = repr(raw)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return ArtifactError(f"{source}: metadata {key}: {problem} ({shown}); re-export it with export/to_onnx.py")
+
+
+def _parsed(raw: str, key: str, source: str, kind: type = int):
+    """``raw`` as an ``int`` or ``float``, or :class:`ArtifactError` naming ``key`` (never the parser's wording)."""
+    try:
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise _bad_value(source, key, _KINDS[kind], raw) from None
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _static_shape(raw: str, key: str, source: str) -> tuple[int, int, int] | None:
+    """``null`` or a JSON list of 3 positive whole numbers (N, H, W)."""
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        value = False  # not JSON: refused below
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == 3 and all(_whole(v) and v >= 1 for v in value)):
+        raise _bad_value(source, key, "not null or a list of 3 positive whole numbers [N, H, W]", raw)
+    return tuple(value)
+
+
+def _config(raw: str, key: str, source: str) -> BANetConfig:
+    """The network configuration: a JSON object of whole numbers (and ``ba_fuse_full`` true or false)."""
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError):
+        raise _bad_value(source, key, "not a JSON object", raw) from None
+    if not isinstance(data, dict):
+        raise _bad_value(source, key, "not a JSON object", raw)
+    types = {f.name: f.type for f in fields(BANetConfig)}
+    for name, value in data.items():
+        if name not in types:
+            raise _bad_value(source, key, f"unknown field {name!r} (expected {', '.join(types)})", raw)
+        if types[name] in ("bool", bool) and not isinstance(value, bool):
+            raise _bad_value(source, key, f"{name} is not true or false", raw)
+        if types[name] in ("int", int) and not _whole(value):
+            raise _bad_value(source, key, f"{name} is not a whole number", raw)
+    try:
+        return BANetConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:  # out of range (num_bams 0, odd dim_2): the config's own line
+        raise _bad_value(source, key, str(exc).splitlines()[0] if str(exc) else "not a BANet configuration",
+                         raw) from None
 
 
 def expected_conv_nodes(config: BANetConfig) -> int:

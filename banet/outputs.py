@@ -4,8 +4,9 @@ user's file half replaced.
 Exporting, quantizing and building take seconds to minutes; a path that cannot be read or written should stop
 the command before any of that, with a message that names the path, not after it with an ``OSError``. Inputs
 must exist (:func:`check_input`: a mistyped name is refused, never created); outputs are never replaced unless
-asked (:func:`check_output`) and are written whole or not at all (:func:`write_atomic`), with one line for a
-write that fails (:func:`write_error`, e.g. a full disk).
+asked (:func:`check_output`), never one of the files the command reads, even with ``--force``
+(:func:`check_not_input`: the same file under a link or another spelling too), and are written whole or not at
+all (:func:`write_atomic`), with one line for a write that fails (:func:`write_error`, e.g. a full disk).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import errno
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 #: Suffix :func:`write_atomic` adds to a file's name while it is being written.
@@ -39,14 +40,50 @@ def partial_path(path: Path, keep_suffix: bool = False) -> Path:
     return path.with_name(name)
 
 
+def _where(path: Path) -> str:
+    """Where ``path`` leads: resolved (links followed, ``..`` and ``.`` gone) as far as it exists, then as typed."""
+    try:
+        return os.path.normcase(Path(path).resolve())
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        return os.path.normcase(os.path.abspath(path))
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+    """Whether ``a`` and ``b`` name one file: when both exist, :func:`os.path.samefile` (links, other spellings,
+    hard links); otherwise where they lead (:func:`_where`), so an output that does not exist yet is compared with
+    another file the command will write too."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # one of them does not exist (yet), or a name the system refuses
+        return _where(Path(a)) == _where(Path(b))
+
+
+#: Files a command reads (or writes besides the one checked): what each is, as the refusal names it, to its path
+#: (None: not given, skipped); a mapping, or (what, path) pairs where several files are the same kind.
+Files = Mapping[str, "Path | str | None"] | Iterable[tuple[str, "Path | str | None"]]
+
+
+def check_not_input(path: Path, inputs: Files, *, error: type[Exception], option: str = "") -> None:
+    """Raise ``error`` (one line naming both paths) when the file ``path`` would be written to is one of
+    ``inputs``, a mapping such as ``{"the checkpoint (--weights)": weights}``: refused even with ``--force``, as
+    the command would destroy what it reads. ``option`` ("--json") names where ``path`` came from."""
+    for what, other in inputs.items() if isinstance(inputs, Mapping) else inputs:
+        if other is not None and same_file(path, other):
+            raise error(f"{option + ' ' if option else ''}{path} is {what}, {other}; give it its own file name "
+                        "(refused even with --force: the command would write over a file it uses)")
+
+
 def check_output(path: Path, *, force: bool, error: type[Exception], suffix: str,
-                 folders: Iterable[Path] = ()) -> None:
-    """Raise ``error`` when ``path`` exists (unless ``force``), is a folder, or its folder cannot be written.
+                 folders: Iterable[Path] = (), inputs: Files | None = None, option: str = "") -> None:
+    """Raise ``error`` when ``path`` is one of ``inputs`` (:func:`check_not_input`, even with ``force``), exists
+    (unless ``force``), is a folder, or its folder cannot be written.
 
     ``suffix`` names the kind of file expected (".onnx", ".engine") for the message about folders; ``folders``
     are other folders the command will write into (caches), checked the same way. Missing folders are created.
     """
     path = Path(path)
+    if inputs:
+        check_not_input(path, inputs, error=error, option=option)
     if path.exists() and path.is_dir():
         raise error(f"{path} is a directory; give a file name ending in {suffix}")
     if path.exists() and not force:

@@ -72,6 +72,19 @@ def source_from_args(args: argparse.Namespace) -> CalibrationSource:
                              args.calib_mode)
 
 
+def read_files(onnx: Path | None, weights: Path | None, onnx_what: str = "the FP32 ONNX") -> dict[str, Path]:
+    """The files a precision command reads, named for :func:`banet.outputs.check_output`'s ``inputs``: the given
+    ``--onnx`` and ``--weights``, else the defaults it would read (``engines/<weights stem>.onnx``, exported when
+    missing, and the embedded checkpoint). A file it writes must be none of them, even with ``--force``."""
+    from banet.artifacts import onnx_path
+    from banet.defaults import DEFAULT_WEIGHTS
+
+    checkpoint = Path(weights) if weights is not None else DEFAULT_WEIGHTS
+    return {f"{onnx_what} (--onnx)" if onnx is not None else f"{onnx_what} (the default)":
+                Path(onnx) if onnx is not None else onnx_path(checkpoint.stem),
+            "the checkpoint (--weights)" if weights is not None else "the embedded default checkpoint": checkpoint}
+
+
 def ensure_fp32_onnx(path: Path | None, weights: Path | None) -> Path:
     """The FP32 ONNX to quantize or measure against, checked: readable, a BANet FP32 export, of ``weights``.
 

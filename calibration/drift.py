@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     from banet.defaults import default_weights_path
     from banet.metadata import read_onnx_metadata, stale_source
     from banet.outputs import check_output
-    from calibration.cli_common import command_errors, ensure_fp32_onnx, error_line, source_from_args
+    from calibration.cli_common import command_errors, ensure_fp32_onnx, error_line, read_files, source_from_args
     from calibration.int8 import DEFAULT_EXCLUDE, QuantizeError, default_int8_path, quantize_int8
 
     # out/drift is this command's own folder (a rerun refreshes its report, as a build folder); a folder the user
@@ -401,8 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     replace = args.force or args.output is None
     args.output = DEFAULT_OUTPUT if args.output is None else args.output
     try:
+        inputs = list(read_files(args.onnx, args.weights).items())  # never written over, even with --force
+        fp32_path = inputs[0][1]
+        inputs.append(("the FP16 ONNX", fp32_path.with_name(f"{fp32_path.stem}_fp16.onnx")))
+        inputs += ([("an INT8 model (--int8)", path) for path in args.int8] if args.int8 is not None else
+                   [("the default INT8 model", default_int8_path(fp32_path, f)) for f in ("ort", "trt")])
         for name, suffix in (("drift_report.json", ".json"), ("drift_report.md", ".md")):
-            check_output(args.output / name, force=replace, error=QuantizeError, suffix=suffix)
+            check_output(args.output / name, force=replace, error=QuantizeError, suffix=suffix, inputs=inputs,
+                         option="--output")
         source = source_from_args(args)
         given_int8: dict[str, Path] = {}
         for path in args.int8 or ():

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.config import FULL
-    from banet.defaults import default_weights_path
+    from banet.defaults import DEFAULT_WEIGHTS, default_weights_path
     from banet.outputs import check_output, write_atomic, write_error
     from calibration.cli_common import error_line
     from export.onnx_export import ExportError
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.json:  # refused before the measurements, not after them
-            check_output(args.json, force=args.force, error=ExportError, suffix=".json")
+            weights = "the checkpoint (--weights)" if args.weights else "the embedded default checkpoint"
+            check_output(args.json, force=args.force, error=ExportError, suffix=".json", option="--json",
+                         inputs={weights: Path(args.weights) if args.weights else DEFAULT_WEIGHTS})
         loaded = load_checkpoint(args.weights or default_weights_path())
         report = {f"{loaded.path.name} ({loaded.config.describe()})": measure(loaded.model)}
         if args.full:

@@ -406,9 +406,9 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     calibrate_method = _calibration_method(method)
     if not fp32_onnx.is_file():
         raise QuantizeError(f"{fp32_onnx}: FP32 ONNX model not found (export it with export/to_onnx.py)")
-    if output.resolve() == fp32_onnx.resolve():  # even with --force: the reference every INT8 file is measured on
-        raise QuantizeError(f"{output} is the FP32 ONNX being quantized; write the INT8 model to its own file")
-    check_output(output, force=force, error=QuantizeError, suffix=".onnx")
+    # even with --force: the reference every INT8 file is measured on
+    check_output(output, force=force, error=QuantizeError, suffix=".onnx",
+                 inputs={"the FP32 ONNX being quantized": fp32_onnx})
     try:
         metadata = read_onnx_metadata(fp32_onnx)
     except (KeyError, ValueError) as exc:

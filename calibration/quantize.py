@@ -30,6 +30,7 @@ from calibration.cli_common import (
     ensure_fp32_onnx,
     error_line,
     parse_summary,
+    read_files,
     source_from_args,
 )
 from calibration.int8 import (
@@ -132,14 +133,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         source = source_from_args(args)
-        if args.output:
+        # even with --force, never over a file it reads (the FP32 reference, the checkpoint)
+        inputs = read_files(args.onnx, args.weights, "the FP32 ONNX being quantized")
+        if args.output and not args.list_groups:  # --list-groups writes nothing: its --output is not checked
             if args.output.suffix.lower() != ".onnx":
                 raise QuantizeError(f"{args.output}: ONNX files end in .onnx (the runtime picks the backend from the "
                                     "extension)")
-            check_output(args.output, force=args.force, error=QuantizeError, suffix=".onnx")
+            check_output(args.output, force=args.force, error=QuantizeError, suffix=".onnx", inputs=inputs,
+                         option="--output")
         fp32 = ensure_fp32_onnx(args.onnx, args.weights)
-        if args.output and args.output.resolve() == fp32.resolve():  # before the search and calibration
-            raise QuantizeError(f"{args.output} is the FP32 ONNX being quantized; write the INT8 model to its own file")
         if args.list_groups:
             import onnx
 
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             exclude = list(DEFAULT_EXCLUDE[flavour]) if args.exclude is None else args.exclude
             output = args.output or int8_onnx_path(fp32, flavour, variant(flavour, args.method, args.percentile,
                                                                           exclude, args.auto_exclude, args.calib_dir))
-            check_output(output, force=args.force, error=QuantizeError, suffix=".onnx")
+            check_output(output, force=args.force, error=QuantizeError, suffix=".onnx", inputs=inputs,
+                         option="--output" if args.output else "")
             outputs[flavour] = output, exclude
         for flavour, (output, exclude) in outputs.items():
             extra = {}

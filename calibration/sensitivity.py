@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_fp32_onnx,
         error_line,
         parse_size,
+        read_files,
         source_from_args,
     )
     from runtime.images import quiet_opencv
@@ -197,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_opencv()
     try:
         if args.json:  # refused before the search (minutes), not after it
-            check_output(args.json, force=args.force, error=QuantizeError, suffix=".json")
+            check_output(args.json, force=args.force, error=QuantizeError, suffix=".json", option="--json",
+                         inputs=read_files(args.onnx, args.weights))
         source = source_from_args(args)
         probe = probe_inputs(source, args.probe_count, args.probe_size)
         fp32 = ensure_fp32_onnx(args.onnx, args.weights)

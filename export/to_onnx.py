@@ -34,7 +34,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from banet.artifacts import engines_rule, onnx_path
     from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.defaults import default_weights_path
-    from banet.outputs import check_output, write_atomic, write_error
+    from banet.outputs import check_not_input, check_output, write_atomic, write_error
     from banet.shapes import MAX_BATCH, parse_batch, parse_hw, parse_nhw
     from export.onnx_export import ExportError, ExportOptions, export_onnx
     from export.parity import DEFAULT_SWEEP
@@ -92,11 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    """Whether two paths name one file (resolved, links followed), whether or not it exists yet."""
-    return Path(a).resolve() == Path(b).resolve()
-
-
 def command_line_conflict(args: argparse.Namespace) -> str | None:
     """Options that contradict each other (exit 2, as argparse does), or None."""
     if args.no_default_sweep and not args.verify_sizes:
@@ -108,16 +103,16 @@ def command_line_conflict(args: argparse.Namespace) -> str | None:
 
 
 def check_paths(weights: Path, output: Path, report: Path | None, force: bool) -> None:
-    """Refuse, before any work, an output that is not an ONNX file name and a report that would overwrite the
-    checkpoint, the ONNX itself, or an existing file without ``--force`` (ExportError, one line)."""
+    """Refuse, before any work, an output that is not an ONNX file name or is the checkpoint, and a report that
+    would overwrite the checkpoint, the ONNX itself (even with ``--force``), or an existing file without ``--force``
+    (ExportError, one line; :func:`banet.outputs.check_not_input`)."""
     if output.suffix.lower() != ".onnx":
         raise ExportError(f"{output}: ONNX files end in .onnx (the runtime picks the backend from the extension)")
+    check_not_input(output, {"the checkpoint (--weights)": weights}, error=ExportError, option="--output")
     if report is None:
         return
-    for other, what in ((weights, "the checkpoint (--weights)"), (output, "the ONNX file")):
-        if _same_file(report, other):
-            raise ExportError(f"--report {report} is {what}; give the report its own file name")
-    check_output(report, force=force, error=ExportError, suffix=".json")
+    check_output(report, force=force, error=ExportError, suffix=".json", option="--report",
+                 inputs={"the checkpoint (--weights)": weights, "the ONNX file (--output)": output})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from banet.manifest import (
     cc_to_target,
     manifest_path,
 )
-from banet.outputs import check_input, check_output
+from banet.outputs import check_input, check_not_input, check_output
 from banet.outputs import shown_path as show
 from banet.shapes import batch_problem
 from export.artifact_chain import export_command
@@ -255,19 +255,18 @@ def _checked_output(options: BuildOptions, stem: str, targets: tuple[str, ...], 
     output = Path(options.output) if options.output else default_engine(stem, precision, targets)
     if output.suffix.lower() not in (".engine", ".plan", ".trt"):
         raise PlanError(f"{output}: engine files end in .engine (the runtime picks the backend from the extension)")
-    check_output(output, force=options.force, error=PlanError, suffix=".engine")
-    taken = {"the ONNX the engine is built from": onnx.path, "the engine (--output)": output,
-             "the engine's manifest": manifest_path(output)}
+    inputs = {"the ONNX the engine is built from": onnx.path}
     if options.weights is not None:
-        taken["the checkpoint (--weights)"] = Path(options.weights)
+        inputs["the checkpoint (--weights)"] = Path(options.weights)
+    check_output(output, force=options.force, error=PlanError, suffix=".engine", inputs=inputs, option="--output")
+    check_not_input(manifest_path(output), inputs, error=PlanError, option="the engine's manifest")
+    taken = {**inputs, "the engine (--output)": output, "the engine's manifest": manifest_path(output)}
     for option, cache, suffix in (("--timing-cache", options.timing_cache, ".bin"),
                                   ("--calibration-cache", options.calibration_cache, ".calib")):
         if cache:  # read and updated in place: it may exist, but must be a file in a writable folder
-            for what, path in taken.items():  # TensorRT would write its cache over it
-                if Path(cache).resolve() == Path(path).resolve():
-                    raise PlanError(f"{option} {cache} is {what}; give the cache its own file name")
-            taken[option] = Path(cache)
-            check_output(cache, force=True, error=PlanError, suffix=suffix)
+            # TensorRT would write its cache over any of the build's other files
+            check_output(cache, force=True, error=PlanError, suffix=suffix, inputs=taken, option=option)
+            taken[f"the {option.removeprefix('--')} ({option})"] = Path(cache)
     if options.calibrate:
         if problem := batch_problem(*options.calibration_shape):
             raise PlanError(f"--calibration-shape {shape_text(options.calibration_shape)}: {problem}")
