@@ -23,6 +23,9 @@ cannot serve itself, with a 4xx status and a one-line JSON body ``{"error": "...
   body is read (waiting for the model and computing do not count; those are ``deadline_s`` and
   ``upstream_timeout_s``) and pauses while the request waits for room in ``max_inflight_bytes``. Between
   requests a kept-alive connection may stay silent for ``idle_timeout_s``;
+- a response not read whole by the client within ``response_timeout_s`` of its start (a client reading a
+  byte at a time, or not at all, through a small TCP receive window): the connection is reset, freeing its slot,
+  and one line is logged (there is no status left to send: the answer has begun);
 - 503 with Retry-After: too many connections, too many request bytes already in flight
   (``max_inflight_bytes``), the model's queue full (``queue_size``), or a request that would not be answered
   within its deadline (``deadline_s`` from its arrival, predicted from the model's measured speed).
@@ -49,6 +52,7 @@ import logging
 import math
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -312,6 +316,71 @@ class DeadlineReader(io.RawIOBase):
         self.deadline, self.received, self.timed_out, self.expired = None, 0, False, False
 
 
+class ResponseDeadline(TimeoutError):
+    """Writing one response took longer than the front's ``response_timeout_s``."""
+
+
+class DeadlineWriter(io.RawIOBase):
+    """A connection's output with a whole-response deadline: :meth:`start` starts the clock of a response, and every
+    send of it waits at most until ``response_s`` after that (and at most ``idle_s`` for room); :meth:`stop` ends it.
+    A socket timeout bounds only each call, so a client reading a byte at a time could otherwise hold the
+    connection for ``idle_s`` per write (headers, then body), response after response."""
+
+    def __init__(self, sock: socket.socket, idle_s: float | None, response_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._sock, self._clock = sock, clock
+        self.idle_s, self.response_s = idle_s, response_s
+        self.deadline: float | None = None
+        self.sent = 0  # bytes of the running response handed to the kernel
+        self.expired = False  # the running response missed its deadline
+
+    def writable(self) -> bool:
+        return True
+
+    def start(self) -> None:
+        self.deadline, self.sent, self.expired = self._clock() + self.response_s, 0, False
+
+    def stop(self) -> None:
+        self.deadline = None
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        size = len(view)
+        try:
+            while view:
+                timeout, by_deadline = self.idle_s, False
+                if self.deadline is not None:
+                    left = self.deadline - self._clock()
+                    if left <= 0:
+                        self.expired = True
+                        raise ResponseDeadline(f"response not read within {self.response_s:g} s")
+                    if timeout is None or left < timeout:
+                        timeout, by_deadline = left, True
+                self._sock.settimeout(timeout)
+                try:
+                    count = self._sock.send(view)
+                except TimeoutError:
+                    if by_deadline:
+                        self.expired = True
+                        raise ResponseDeadline(f"response not read within {self.response_s:g} s") from None
+                    raise
+                view = view[count:]
+                self.sent += count
+        finally:
+            self._sock.settimeout(self.idle_s)
+        return size
+
+
+def _reset_on_close(sock: socket.socket) -> None:
+    """Make closing reset the connection (SO_LINGER 0): the kernel drops what the client never read, not keeping it
+    queued for a reader that does not read."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+
+
 class _ByteBudget:
     """Caps the request bytes held in memory at once; a request waits up to ``wait_s`` for room."""
 
@@ -433,6 +502,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.rfile.close()  # http.server's own reader: replaced by one that keeps the whole-request deadline
         self._reader = DeadlineReader(self.connection, limits.idle_timeout_s, limits.request_timeout_s)
         self.rfile = io.BufferedReader(self._reader)
+        self.wfile.close()  # http.server's writer: replaced by one that keeps the whole-response deadline
+        self._writer = DeadlineWriter(self.connection, limits.idle_timeout_s, limits.response_timeout_s)
+        self.wfile = self._writer
 
     def handle_one_request(self) -> None:
         """One request; one whose line or headers were cut short by a timeout gets 408 and the connection closes
@@ -654,6 +726,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps({"error": one_line(message)}).encode(), headers)
 
     def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """One response, written whole within ``response_timeout_s`` (headers and body together); a client too slow
+        to read it loses its connection (reset, one line logged)."""
+        writer = self._writer
+        writer.start()
         try:
             self.send_response(status)
             for key, value in headers.items():
@@ -665,8 +741,16 @@ class _Handler(BaseHTTPRequestHandler):
             self._answered = True
             if self.command != "HEAD":
                 self.wfile.write(body)
+        except ResponseDeadline:
+            self.close_connection = True
+            log.info("closed a connection from %s: its %d response (%d-byte body) not read whole within %g s "
+                     "(--response-timeout; %d bytes sent)", self.client_address[0], status, len(body),
+                     writer.response_s, writer.sent)
+            _reset_on_close(self.connection)
         except OSError:
             self.close_connection = True
+        finally:
+            writer.stop()
 
 
 def start_front(host: str, port: int, limits: FrontLimits, upstream: tuple[str, int]) -> FrontServer:

@@ -45,6 +45,7 @@ class FrontLimits:
     max_connections: int = 64
     idle_timeout_s: float = 60.0  # a kept-alive connection may be silent this long between requests
     request_timeout_s: float = 60.0  # a request must be received whole (line, headers, body) within this
+    response_timeout_s: float = 60.0  # a response must be written whole (read by the client) within this
     upstream_timeout_s: float = 600.0
     busy_wait_s: float = 30.0
     queue_size: int = 16  # inference requests that may wait for the model; more get 503 + Retry-After
@@ -307,6 +308,26 @@ def number(kind: type, low: float, high: float = math.inf, low_open: bool = Fals
 def port(free_allowed: bool = False):
     """An argparse ``type`` for a TCP port: 1-65535, or 0 (any free port) when ``free_allowed``."""
     return number(int, 0 if free_allowed else 1, 65535)
+
+
+def add_front_options(parser: argparse.ArgumentParser, body_default: str) -> None:
+    """The validating front's options, defined once for ``serving.serve`` and ``serving.triton_server`` (same names,
+    checks and defaults as :class:`FrontLimits`); ``body_default`` says what ``--max-body-mb`` defaults to."""
+    seconds = number(float, 0, 24 * 3600, low_open=True)
+    parser.add_argument("--max-body-mb", type=number(float, 0.001), default=None,
+                        help=f"largest request body in MiB, at least 0.001 (default: {body_default})")
+    parser.add_argument("--queue-size", type=number(int, 0, 10_000), default=FrontLimits.queue_size,
+                        help="inference requests that may wait for the model; more get 503 (default %(default)s)")
+    parser.add_argument("--deadline-s", type=seconds, default=FrontLimits.deadline_s,
+                        help="answer each request within this many seconds of its arrival: one that would not "
+                             "make it is refused (503) before it is computed (default %(default)g)")
+    parser.add_argument("--request-timeout", type=seconds, default=FrontLimits.request_timeout_s,
+                        help="seconds a client has to send a whole request (line, headers, body) from its first "
+                             "byte; slower ones get 408 and are disconnected. Time waiting for the model or "
+                             "computing does not count (default %(default)g)")
+    parser.add_argument("--response-timeout", type=seconds, default=FrontLimits.response_timeout_s,
+                        help="seconds a client has to read a whole response; a slower reader (e.g. a tiny TCP "
+                             "receive window) is disconnected and its connection slot freed (default %(default)g)")
 
 
 # -- the server -----------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ cannot be answered within ``--deadline-s`` of its arrival (default 120 s, predic
 speed), or whose client hung up while it waited, is dropped before it is computed. Refusals are 503 with a
 Retry-After header. A request must arrive whole (request line, headers and body) within ``--request-timeout``
 of its first byte (default 60 s; waiting for the model and computing do not count): a client sending a byte
-at a time, or never finishing its body, gets 408 and is disconnected, so it cannot hold a connection slot.
+at a time, or never finishing its body, gets 408 and is disconnected, so it cannot hold a connection slot; a
+client that does not read its whole answer within ``--response-timeout`` (default 60 s) is disconnected too.
 Triton's own log goes to a file (``--triton-log``; ``--verbose`` prints it instead).
 Start-up errors (model, ports, host, options) are one ``error:`` line and exit code 1 (2 for bad options);
 Ctrl-C stops with one line and exit code 130, SIGTERM stops cleanly with exit code 0.
@@ -56,6 +57,7 @@ from serving.request_rules import (
     MB,
     FrontLimits,
     OneLineParser,
+    add_front_options,
     error_tag,
     number,
     one_line,
@@ -88,12 +90,14 @@ class ServeConfig:
     queue_size: int = 16
     deadline_s: float = 120.0
     request_timeout_s: float = 60.0  # a request must be received whole within this (slow clients: 408)
+    response_timeout_s: float = 60.0  # a response must be read whole within this (slow readers: disconnected)
     triton_log: Path | None = None  # Triton's log file; None: printed on stdout (PyTriton's way)
 
     def limits(self) -> FrontLimits:
         return FrontLimits(model=MODEL_NAME, max_pixels=self.max_pixels, max_body_bytes=self.max_body_bytes,
                            max_batch=self.max_batch, queue_size=self.queue_size, deadline_s=self.deadline_s,
-                           request_timeout_s=self.request_timeout_s, **self.front)
+                           request_timeout_s=self.request_timeout_s, response_timeout_s=self.response_timeout_s,
+                           **self.front)
 
 
 class ServeError(RuntimeError):
@@ -315,18 +319,7 @@ def _parser() -> OneLineParser:
     parser.add_argument("--max-batch", type=number(int, 1, 1024), default=8, help="largest dynamic batch (default 8)")
     parser.add_argument("--max-megapixels", type=number(float, 4e-6), default=DEFAULT_MAX_PIXELS / 1e6,
                         help="largest image accepted, in millions of pixels (default %(default).0f)")
-    parser.add_argument("--max-body-mb", type=number(float, 0.001), default=None,
-                        help="largest request body in MiB, at least 0.001 (default: one image of --max-megapixels, "
-                             "plus 1 MiB)")
-    parser.add_argument("--queue-size", type=number(int, 0, 10_000), default=16,
-                        help="inference requests that may wait for the model; more get 503 (default 16)")
-    parser.add_argument("--deadline-s", type=number(float, 0, 24 * 3600, low_open=True), default=120.0,
-                        help="answer each request within this many seconds of its arrival: one that would not "
-                             "make it is refused (503) before it is computed (default 120)")
-    parser.add_argument("--request-timeout", type=number(float, 0, 24 * 3600, low_open=True), default=60.0,
-                        help="seconds a client has to send a whole request (line, headers, body) from its first "
-                             "byte; slower ones get 408 and are disconnected. Time waiting for the model or "
-                             "computing does not count (default 60)")
+    add_front_options(parser, body_default="one image of --max-megapixels, plus 1 MiB")
     parser.add_argument("--triton-log", type=Path, default=None,
                         help="file for Triton's log (default: triton.log in a new temporary folder, named at start)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -371,7 +364,8 @@ def _config(args: argparse.Namespace, log_folder: Path | None) -> ServeConfig:
                        args.max_batch, max_pixels=max_pixels,
                        max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * MB),
                        queue_size=args.queue_size, deadline_s=args.deadline_s,
-                       request_timeout_s=args.request_timeout, triton_log=triton_log)
+                       request_timeout_s=args.request_timeout, response_timeout_s=args.response_timeout,
+                       triton_log=triton_log)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,11 +8,15 @@ Triton listens on a private loopback port, and every request is checked before T
 the ensemble was written with (its ``to_triton.json``: batch size, image size) - the bundled Triton allocates
 what a JSON request declares, so one request declaring a huge image would otherwise abort it. Only the ensemble
 is public (inference, metadata, health); a request not received whole within ``--request-timeout`` of its
-first byte (default 60 s) gets 408 and its connection is closed. gRPC is off unless ``--grpc-port`` is given;
-it is then Triton's own, on 127.0.0.1 only, without the front (Triton checks data length against the declared
-shape there, and the pre-processing model checks image size; for trusted local clients). The server's log goes
-to a file (``--log``, default a temporary folder, named in the ready line); ``--verbose`` also shows it. A
-server that dies is reported in one line, and not restarted.
+first byte (default 60 s) gets 408 and its connection is closed, as does a client that does not read its whole
+answer within ``--response-timeout`` (default 60 s). Inference requests wait for the model in one queue
+(``--queue-size``, default 16); one that cannot be answered within ``--deadline-s`` of its arrival (default 120 s,
+predicted from the model's measured speed) gets 503 with Retry-After before it is computed. gRPC is off unless
+``--grpc-port`` is given; it is then Triton's own, on 127.0.0.1 only, without the front (Triton checks data length
+against the declared shape there, and the pre-processing model checks image size; for trusted local clients).
+The server's log goes to a file (``--log``, default a temporary folder, named in the ready line); ``--verbose``
+also shows it. A server that dies is reported in one line, and not restarted. Bad options are one ``error:`` line
+and exit code 2, as ``serving.serve``'s are; start-up failures exit with code 1.
 
 The bundled server (Triton 2.5x) has the Python backend only: serve repositories of the ``python`` flavour
 (``export/to_triton.py --flavour python``, the default). What the launcher sets up, as PyTriton does for its own
@@ -29,7 +33,6 @@ import http.client
 import importlib.util
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -45,7 +48,8 @@ from pathlib import Path
 
 from banet.triton_marker import MarkerError, RequestLimits, ensemble_limits
 from serving.front import FrontServer, bind_problem, free_port, start_front
-from serving.request_rules import FrontLimits
+from serving.request_rules import MB, FrontLimits, OneLineParser, add_front_options, number
+from serving.request_rules import port as port_number
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +280,9 @@ def _check_repository(repository: Path, bundled: bool) -> None:
 def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, grpc_port: int | None = None,
           metrics_port: int | None = None, tritonserver: str | Path | None = None, log_path: str | Path | None = None,
           timeout: float = 120.0, log_verbose: int = 0, extra_args: tuple[str, ...] = (), model: str | None = None,
-          max_body_bytes: int | None = None, request_timeout_s: float = 60.0) -> TritonServer:
+          max_body_bytes: int | None = None, queue_size: int = FrontLimits.queue_size,
+          deadline_s: float = FrontLimits.deadline_s, request_timeout_s: float = FrontLimits.request_timeout_s,
+          response_timeout_s: float = FrontLimits.response_timeout_s) -> TritonServer:
     """Start ``tritonserver`` on ``repository`` behind the validating front and wait until it is ready.
 
     The front listens on ``host:http_port`` (0: a free port) and checks every request against the limits the
@@ -285,7 +291,9 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
     ``tritonserver``: another server binary (its own backends are used); default: PyTriton's bundled one, set
     up as the module docstring says. ``metrics_port`` None turns metrics off (else on 127.0.0.1).
     ``max_body_bytes``: the front's request size limit (default: one image of the largest size, plus 1 MiB).
-    ``request_timeout_s``: seconds a client has to send a whole request (slower ones get 408).
+    ``queue_size``, ``deadline_s``: the front's queue for the model (:class:`serving.front.AdmissionQueue`).
+    ``request_timeout_s`` / ``response_timeout_s``: seconds a client has to send a whole request (slower ones get
+    408) / to read a whole response (slower readers are disconnected).
     """
     repository = Path(repository).resolve()
     bundled = find_bundled() if tritonserver is None else None
@@ -358,7 +366,8 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
         server.wait_ready(timeout)
         front_limits = FrontLimits(model=model, max_pixels=limits.max_pixels, max_body_bytes=max_body_bytes,
                                    max_batch=limits.max_batch, min_side=limits.min_side,
-                                   request_timeout_s=request_timeout_s)
+                                   queue_size=queue_size, deadline_s=deadline_s,
+                                   request_timeout_s=request_timeout_s, response_timeout_s=response_timeout_s)
         try:
             server.front = start_front(host, http_port, front_limits, (LOOPBACK, triton_port))
         except OSError as exc:
@@ -394,59 +403,55 @@ def follow_log(path: Path, stop: threading.Event, out=None, poll_s: float = 0.2)
     return thread
 
 
-def _check_args(args: argparse.Namespace) -> str | None:
-    """The first command-line value out of range, as one line, or None."""
-    for label, port in (("http-port", args.http_port), ("grpc-port", args.grpc_port),
-                        ("metrics-port", args.metrics_port)):
-        if port is not None and not 0 <= port <= 65535:
-            return f"--{label} must be 0 to 65535, got {port}"
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        return f"--timeout must be a positive number of seconds, got {args.timeout}"
-    if not (math.isfinite(args.request_timeout) and args.request_timeout > 0):
-        return f"--request-timeout must be a positive number of seconds, got {args.request_timeout}"
-    if args.max_body_mb is not None and not (math.isfinite(args.max_body_mb) and 0 < args.max_body_mb <= 1 << 20):
-        return f"--max-body-mb must be a positive number of MiB, got {args.max_body_mb}"
-    return None
+_NOT_HERE = """\
+serving.serve's --max-batch and --max-megapixels do not apply here: they are fixed when the repository is
+written (export/to_triton.py --max-batch, --max-megapixels; the front reads them from its to_triton.json), as are
+--backend and --precision (export/to_triton.py --flavour, --onnx, --engine); --model here names the ensemble to
+serve, not a network file. Metrics are off unless --metrics-port is given (--no-metrics is accepted)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.triton_server", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def _parser() -> OneLineParser:
+    parser = OneLineParser(prog="python -m serving.triton_server", description=__doc__, epilog=_NOT_HERE,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repository", type=Path, help="model repository written by export/to_triton.py")
     parser.add_argument("--host", default=LOOPBACK,
                         help="address the (validated) HTTP port listens on (default: 127.0.0.1 only)")
-    parser.add_argument("--http-port", type=int, default=8000, help="public HTTP/REST port (0: any free port)")
-    parser.add_argument("--grpc-port", type=int, default=None,
+    parser.add_argument("--http-port", type=port_number(free_allowed=True), default=8000,
+                        help="public HTTP/REST port (default 8000; 0: any free port)")
+    parser.add_argument("--grpc-port", type=port_number(free_allowed=True), default=None,
                         help="also open Triton's own gRPC on 127.0.0.1:PORT, without the front's checks "
                              "(0: any free port; default: off)")
-    parser.add_argument("--metrics-port", type=int, default=None,
-                        help="Prometheus metrics on 127.0.0.1:PORT (default: metrics off)")
+    parser.add_argument("--metrics-port", type=port_number(free_allowed=True), default=None,
+                        help="Prometheus metrics on 127.0.0.1:PORT (0: any free port; default: metrics off)")
+    parser.add_argument("--no-metrics", action="store_true", help="no metrics port (the default here; overrides "
+                                                                   "--metrics-port)")
     parser.add_argument("--model", default=None,
                         help="the ensemble to serve, if the repository holds several (default: the only one)")
-    parser.add_argument("--max-body-mb", type=float, default=None,
-                        help="largest request body in MiB (default: one image of the ensemble's largest size)")
-    parser.add_argument("--request-timeout", type=float, default=60.0,
-                        help="seconds a client has to send a whole request (line, headers, body) from its first "
-                             "byte; slower ones get 408 and are disconnected (default 60)")
+    add_front_options(parser, body_default="one image of the ensemble's largest size, plus 1 MiB")
     parser.add_argument("--tritonserver", type=Path, default=None,
                         help="another tritonserver binary (default: the one PyTriton bundles)")
-    parser.add_argument("--log", type=Path, default=None,
+    parser.add_argument("--log", "--triton-log", dest="log", type=Path, default=None,
                         help="write the server's log here (default: a temporary folder, removed on a clean stop)")
-    parser.add_argument("--verbose", action="store_true", help="also show the server's log (stderr) as it runs")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for readiness")
-    parser.add_argument("--log-verbose", type=int, default=0, help="Triton's --log-verbose level")
-    args = parser.parse_args(argv)
-    problem = _check_args(args)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show the server's log (stderr) as it runs")
+    parser.add_argument("--timeout", type=number(float, 0, low_open=True), default=120.0,
+                        help="seconds to wait for readiness (default %(default)g)")
+    parser.add_argument("--log-verbose", type=number(int, 0), default=0, help="Triton's --log-verbose level")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serving.triton_server``: bad options are one ``error:`` line and exit code 2 (as
+    ``serving.serve``'s), start-up failures exit code 1, Ctrl-C 130."""
+    args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     stop = threading.Event()
     try:
-        server = start(args.repository, args.host, args.http_port, args.grpc_port, args.metrics_port,
-                       args.tritonserver, args.log, args.timeout, args.log_verbose, model=args.model,
-                       max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * (1 << 20)),
-                       request_timeout_s=args.request_timeout)
+        server = start(args.repository, args.host, args.http_port, args.grpc_port,
+                       None if args.no_metrics else args.metrics_port, args.tritonserver, args.log, args.timeout,
+                       args.log_verbose, model=args.model,
+                       max_body_bytes=None if args.max_body_mb is None else int(args.max_body_mb * MB),
+                       queue_size=args.queue_size, deadline_s=args.deadline_s, request_timeout_s=args.request_timeout,
+                       response_timeout_s=args.response_timeout)
     except TritonLaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

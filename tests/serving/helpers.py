@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
@@ -103,3 +104,26 @@ class StubModel:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def front_starter(make_model, **default_limits):
+    """``start(model_options=None, **limits) -> (front, model)``: a front (serving.front) on a free port before a
+    model made by ``make_model(**model_options)``, with ``default_limits`` unless overridden; all stopped on exit."""
+    from serving.front import start_front
+    from serving.request_rules import FrontLimits
+
+    started = []
+
+    def start(model_options: dict | None = None, **limits):
+        model = make_model(**(model_options or {}))
+        front = start_front("127.0.0.1", 0, FrontLimits(**{**default_limits, **limits}), model.address)
+        started.append((front, model))
+        return front, model
+
+    try:
+        yield start
+    finally:
+        for front, model in started:
+            front.stop()
+            model.close()

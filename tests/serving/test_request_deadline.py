@@ -15,9 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from serving.front import start_front
-from serving.request_rules import FrontLimits
-from tests.serving.helpers import StubModel, binary_request, post
+from tests.serving.helpers import StubModel, binary_request, front_starter, post
 
 DEADLINE = 0.5
 IDLE = 30.0  # far above the deadline: whatever closes a slow client here is the deadline, not the idle timeout
@@ -27,19 +25,8 @@ INFER = "/v2/models/banet/infer"
 @pytest.fixture
 def front_on():
     """start(delay=..., **limits) -> (front, stub model); everything stopped afterwards."""
-    started = []
-
-    def start(delay: float = 0.0, **limits):
-        model = StubModel(delay)
-        limits = {"request_timeout_s": DEADLINE, "idle_timeout_s": IDLE, **limits}
-        front = start_front("127.0.0.1", 0, FrontLimits(**limits), model.address)
-        started.append((front, model))
-        return front, model
-
-    yield start
-    for front, model in started:
-        front.stop()
-        model.close()
+    with front_starter(StubModel, request_timeout_s=DEADLINE, idle_timeout_s=IDLE) as start:
+        yield lambda delay=0.0, **limits: start({"delay": delay}, **limits)
 
 
 def _image(side: int = 8) -> np.ndarray:
@@ -200,9 +187,11 @@ def test_triton_server_takes_request_timeout_from_its_command_line(capsys, tmp_p
     import serving.triton_server as triton_server
 
     for bad in ("0", "-1", "inf", "nan"):
-        assert triton_server.main([str(tmp_path), "--request-timeout", bad]) == 2
+        with pytest.raises(SystemExit) as exited:  # the parser serving.serve uses: one line, exit code 2
+            triton_server.main([str(tmp_path), "--request-timeout", bad])
+        assert exited.value.code == 2
         err = capsys.readouterr().err
-        assert err.startswith("error: --request-timeout") and err.count("\n") == 1, err
+        assert err.startswith("error: argument --request-timeout") and err.count("\n") == 1, err
 
     passed = {}
 
