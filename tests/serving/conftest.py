@@ -1,11 +1,23 @@
-"""One PyTriton server (tiny seeded network, default limits) shared by the serving tests."""
+"""One PyTriton server (tiny seeded network, default limits) shared by the serving tests, stopped as soon as they
+are done: PyTriton's polling threads in the test process made the tests after them (training) twice as slow."""
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+
+HERE = Path(__file__).resolve().parent
+#: Stop functions of the servers started here, called once the next test is not a serving test.
+_STOPS: list = []
+
+
+def pytest_runtest_teardown(item, nextitem) -> None:
+    if _STOPS and (nextitem is None or HERE not in Path(nextitem.path).resolve().parents):
+        while _STOPS:
+            _STOPS.pop()()
 
 
 @dataclass
@@ -33,9 +45,18 @@ def served(tmp_path_factory):
     deblurrer = Deblurrer(weights)
     server = start(deblurrer, ServeConfig("127.0.0.1", 0, metrics_port=None, max_batch=4))
     port, triton_port = server.front.port, server.front.upstream[1]
+    stopped = []
+
+    def stop() -> None:
+        if stopped:
+            return
+        stopped.append(True)
+        server.stop()
+        deblurrer.close()
+        for p in (port, triton_port):
+            with socket.socket() as s:
+                assert s.connect_ex(("127.0.0.1", p)) != 0, f"port {p} still listening after stop()"
+
+    _STOPS.append(stop)
     yield Served(server.url, port, triton_port, deblurrer, weights)
-    server.stop()
-    deblurrer.close()
-    for p in (port, triton_port):
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", p)) != 0, f"port {p} still listening after stop()"
+    stop()
