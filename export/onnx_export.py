@@ -28,6 +28,7 @@ from banet.outputs import check_output, removed_on_write_error
 from banet.shapes import batch_problem
 from export.onnx_file import claim_staging, refused_path, write_onnx_metadata
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
+from export.reference_cache import cached_forward
 
 log = logging.getLogger(__name__)
 
@@ -229,7 +230,8 @@ def _export_checked(model: nn.Module, output: Path, tmp: Path, options: ExportOp
     min_psnr, max_abs = THRESHOLDS[options.precision]
     min_psnr = options.min_psnr_db if options.min_psnr_db is not None else min_psnr
     max_abs = options.max_abs_error if options.max_abs_error is not None else max_abs
-    report = compare(torch_forward(model), onnxruntime_forward(tmp), shapes, min_psnr, max_abs,
+    reference = cached_forward(torch_forward(model), model)  # the FP16 export after the FP32 one: read, not rerun
+    report = compare(reference, onnxruntime_forward(tmp), shapes, min_psnr, max_abs,
                      reference_name="PyTorch FP32", candidate_name=f"ONNX Runtime {options.precision.upper()}")
     log.info("exported in %.1f s; verification:\n%s", export_seconds, report.table())
     if not report.passed:
