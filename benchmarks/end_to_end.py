@@ -2,10 +2,11 @@
 
     python -m benchmarks.run --e2e 3000x4000          # adds these rows to the benchmark's results
 
-Each case is ``python -m runtime PHOTO --backend B --precision P [--threads T]`` in a fresh process (model load,
-decode, tiling, inference, encode: what a user waits for), its peak resident set size read from the kernel's
-high-water mark of that program (``VmHWM``, sampled every 50 ms until it exits). The photo is scikit-image's
-astronaut resized to the size (a real photograph at phone-camera resolution), written once as PNG.
+Each case is ``python -m runtime PHOTO --backend B --precision P [--threads T]`` in a fresh process with an empty
+cache folder (model load and compile, decode, tiling, inference, encode: what a user waits for the first time),
+its peak resident set size read from the kernel's high-water mark of that program (``VmHWM``, sampled every 50 ms
+until it exits). The photo is scikit-image's astronaut resized to the size (a real photograph at phone-camera
+resolution), written once as PNG.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def run_case(photo: Path, backend: str, precision: str, threads: int | None, fol
         cmd += ["--threads", str(threads)]
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as errors:
+        # a cache of its own, empty: every case is a first run (nothing compiled by an earlier case read back)
+        cache = {"BANET_CACHE": str(folder / f"cache_{backend}_{precision}_{len(os.listdir(folder))}")}
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, text=True,
-                                 env={**os.environ, **env} if env else None)
+                                 env={**os.environ, **cache, **env})
         peak_kb = 0
         try:
             while child.poll() is None:
