@@ -38,7 +38,7 @@ from pathlib import Path
 
 from banet.conventions import METADATA_PREFIX
 from banet.hashing import file_sha256
-from banet.metadata import ModelMetadata
+from banet.metadata import PRECISIONS, ModelMetadata
 from banet.outputs import PARTIAL, sync_folder, write_atomic
 
 SCHEMA_VERSION = 1
@@ -61,8 +61,6 @@ RTX_KNOWN_TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
 _NOT_RTX = {(8, 7), (9, 0), (10, 0), (10, 1), (10, 3), (11, 0)}
 
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
-#: Engine precisions a manifest may record.
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class EngineBusyError(RuntimeError):

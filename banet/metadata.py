@@ -90,14 +90,24 @@ class ModelMetadata:
         except KeyError as exc:
             raise ArtifactError(f"{source}: {exc.args[0]}") from None
         static = _static_shape(get("static_shape"), p + "static_shape", source)
+        precision, shape_mode = get("precision"), get("shape_mode")
+        if precision not in PRECISIONS:
+            raise _bad_value(source, p + "precision", f"not one of {', '.join(PRECISIONS)}", precision)
+        if shape_mode not in SHAPE_MODES or (shape_mode == "static") != (static is not None):
+            raise _bad_value(source, p + "shape_mode", "not \"dynamic\" (static_shape null) or \"static\" (with a "
+                             "static_shape)", shape_mode)
         return cls(conventions=conventions, config=_config(get("config"), p + "config", source),
-                   precision=get("precision"), source_sha256=get("source_sha256"), source_name=get("source_name"),
+                   precision=precision, source_sha256=get("source_sha256"), source_name=get("source_name"),
                    exporter=get("exporter"), opset=_parsed(get("opset"), p + "opset", source),
-                   input_name=get("input_name"), output_name=get("output_name"), shape_mode=get("shape_mode"),
+                   input_name=get("input_name"), output_name=get("output_name"), shape_mode=shape_mode,
                    static_shape=static, min_size=_parsed(get("min_size"), p + "min_size", source),
                    max_size=_parsed(get("max_size"), p + "max_size", source), extra=extra)
 
 
+#: Precisions a model file or engine may record.
+PRECISIONS = ("fp32", "fp16", "int8")
+#: Input shapes an export takes: any size within its bounds, or exactly its ``static_shape``.
+SHAPE_MODES = ("dynamic", "static")
 #: What each kind of value must be, as the one-line refusal says it.
 _KINDS = {int: "not a whole number", float: "not a number"}
 

@@ -54,7 +54,8 @@ def test_a_long_or_multiline_value_stays_one_short_line():
 def test_the_good_values_still_parse():
     metadata = ModelMetadata.from_props(GOOD, "x.onnx")
     assert metadata.opset == 17 and metadata.config.num_bams == 2 and metadata.static_shape is None
-    static = ModelMetadata.from_props({**GOOD, "banet.static_shape": "[1, 64, 96]"}, "x.onnx")
+    static = ModelMetadata.from_props({**GOOD, "banet.static_shape": "[1, 64, 96]", "banet.shape_mode": "static"},
+                                      "x.onnx")
     assert static.static_shape == (1, 64, 96)
 
 
@@ -83,3 +84,18 @@ def test_an_onnx_file_names_the_key_and_the_file(tmp_path):
     with pytest.raises(ArtifactError) as info:
         read_onnx_metadata(path)
     assert str(info.value).startswith(f"{path}: metadata banet.min_size: not a whole number ('two')"), info.value
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("precision", "fp64", "banet.precision: not one of fp32, fp16, int8"),
+    ("shape_mode", "elastic", "banet.shape_mode: not \"dynamic\""),
+    ("shape_mode", "static", "banet.shape_mode: not \"dynamic\""),  # static without a static_shape
+    ("static_shape", "[1, 64, 96]", "banet.shape_mode: not \"dynamic\""),  # a shape, yet "dynamic"
+])
+def test_precision_and_shape_mode_must_be_known_values(key, value, expected):
+    """A hand-edited precision or shape mode was read as it stood: "fp64" reached the runtime's precision logic."""
+    props = {**GOOD, f"banet.{key}": value}
+    with pytest.raises(ArtifactError) as exc:
+        ModelMetadata.from_props(props, "x.onnx")
+    assert str(exc.value).startswith("x.onnx: metadata ") and expected in str(exc.value)
+    assert "\n" not in str(exc.value)
