@@ -50,8 +50,6 @@ class TorchBackend(Backend):
             graph_cache: input shapes kept captured (least recently used dropped). They share one memory pool:
                 together they hold about the largest shape's working memory plus each shape's output.
         """
-        #: PyTorch's intra-op threads during this backend's calls (None: the process's own count)
-        self.threads = int(threads) if threads else None
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} requested but PyTorch sees no CUDA GPU "
@@ -62,7 +60,7 @@ class TorchBackend(Backend):
         graphs = check_graph_options(device, cuda_graph, graph_cache)
         loaded = load_checkpoint(weights, device=device)
         self._setup(loaded.model, torch.device(device), half, channels_last, loaded.config, loaded.sha256,
-                    Path(weights).name, graphs, graph_cache)
+                    Path(weights).name, graphs, graph_cache, threads)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, device: str = "cpu", source_name: str = "in-memory model",
@@ -70,7 +68,6 @@ class TorchBackend(Backend):
         """A backend around a network already in memory (export verification, drift): the same ``run`` as for a
         checkpoint file. The model is used as it is (no copy, no dtype change); eager unless ``cuda_graph``."""
         backend = cls.__new__(cls)
-        backend.threads = None
         config = getattr(model, "config", None) or BANetConfig()
         graphs = check_graph_options(str(device), cuda_graph, DEFAULT_GRAPH_CACHE)
         backend._setup(model, torch.device(device), False, False, config, "", source_name, graphs,
@@ -78,8 +75,11 @@ class TorchBackend(Backend):
         return backend
 
     def _setup(self, model, device, half: bool, channels_last: bool, config: BANetConfig, sha256: str,
-               source_name: str, cuda_graph: bool = False, graph_cache: int = DEFAULT_GRAPH_CACHE) -> None:
+               source_name: str, cuda_graph: bool = False, graph_cache: int = DEFAULT_GRAPH_CACHE,
+               threads: int | None = None) -> None:
         self.model = model
+        #: PyTorch's intra-op threads during this backend's calls (None: the process's own count)
+        self.threads = int(threads) if threads else None
         self.device = device
         self.half = half
         self.channels_last = channels_last

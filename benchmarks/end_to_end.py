@@ -40,7 +40,7 @@ def run_case(photo: Path, backend: str, precision: str, threads: int | None, fol
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as errors:
         # a cache of its own, empty: every case is a first run (nothing compiled by an earlier case read back)
-        cache = {"BANET_CACHE": str(folder / f"cache_{backend}_{precision}_{len(os.listdir(folder))}")}
+        cache = {"BANET_CACHE": tempfile.mkdtemp(prefix=f"cache_{backend}_{precision}_", dir=folder)}
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errors, text=True,
                                  env={**os.environ, **cache, **env})
         peak_kb = 0
