@@ -13,7 +13,8 @@ even with --force. Files are written under a temporary name and renamed into pla
 never leaves a half-written output or touches another name of the same file. A file that fails (unreadable,
 a NaN output, a full disk...) is reported on one line and the rest go on; the exit code is 1 if any failed, 130
 after Ctrl-C. Images are read upright (EXIF orientation applied); multi-page or animated files and images over
---max-megapixels (decompression bombs) are refused from their header, before decoding.
+--max-megapixels (decompression bombs) are refused from their header, before decoding. PNG and JPEG outputs keep
+their input's colour profile and EXIF (orientation set upright; --strip-metadata drops both).
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ import numpy as np
 
 from banet.errors import first_line
 from banet.outputs import clear_partial, commit_partial, partial_path
+from runtime.image_metadata import NO_METADATA
 from runtime.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     quiet_opencv,
-    read_image,
+    read_image_and_metadata,
     require_opencv,
     write_image,
 )
@@ -273,6 +275,9 @@ def add_deblur_options(parser: argparse.ArgumentParser,
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
     parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
+    parser.add_argument("--strip-metadata", action="store_true",
+                        help="write outputs without the input's colour profile and EXIF (capture time, camera, GPS), "
+                             "which PNG and JPEG outputs otherwise keep, orientation set upright")
     parser.add_argument("--max-megapixels", type=_megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
                         help="refuse images larger than this from their header, before decoding (decompression "
                              "bombs); default %(default)g")
@@ -287,15 +292,16 @@ def deblurrer_options(args: argparse.Namespace) -> dict:
 
 
 def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int,
-                progress: bool = True) -> int:
+                progress: bool = True, keep_metadata: bool = True) -> int:
     """Deblur one image or video file into ``target``, written whole or not at all; returns the frames written
     (1 for an image). Raises on any failure, for the caller to report (:func:`file_error`). ``progress``: a
-    video's progress bar of frames."""
+    video's progress bar of frames. ``keep_metadata``: an image's colour profile and EXIF go into its output
+    (:mod:`runtime.image_metadata`)."""
     if is_video(source):
         return process_video(deblurrer, source, target, with_side, progress)
-    image = read_image(source, max_pixels=max_pixels)
+    image, metadata = read_image_and_metadata(source, max_pixels=max_pixels)
     out = deblurrer(image)
-    write_image(target, side_by_side(image, out) if with_side else out)
+    write_image(target, side_by_side(image, out) if with_side else out, metadata if keep_metadata else NO_METADATA)
     return 1
 
 
@@ -355,7 +361,7 @@ def _run(args: argparse.Namespace) -> int:
         for source, target in tqdm(list(zip(inputs, targets)), desc="deblur", unit="file", disable=args.quiet):
             try:
                 frames = deblur_file(deblurrer, source, target, args.side_by_side, max_pixels,
-                                     progress=not args.quiet)
+                                     progress=not args.quiet, keep_metadata=not args.strip_metadata)
                 if is_video(source):
                     log.info("%s -> %s (%d frames)", source, target, frames)
             except Exception as exc:  # one file's failure, whatever it is, never stops the others

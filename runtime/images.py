@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 from banet.errors import first_line
 from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
+from runtime.image_metadata import NO_METADATA, ImageMetadata, embed, metadata_of
 
 #: Smallest height/width accepted: a 1-pixel image has no blur to remove.
 MIN_SIDE = 2
@@ -277,13 +279,15 @@ class _Header:
     frames: int
     orientation: int
     format: str
+    metadata: ImageMetadata
 
 
 _PILLOW_LIMIT = threading.Lock()
 
 
-def _read_header(data: bytes) -> _Header | None:
-    """Size, frame count and EXIF orientation from the header, or None when Pillow does not know the format.
+def _read_header(data: bytes, source: str) -> _Header | None:
+    """Size, frame count, EXIF orientation and the metadata outputs carry (:mod:`runtime.image_metadata`) from the
+    header, or None when Pillow does not know the format.
 
     Pillow's own decompression-bomb limit is lifted while the header is read (never while pixels are decoded
     here without a check): the caller's ``max_pixels`` is the limit, and it needs the size to say so.
@@ -293,10 +297,13 @@ def _read_header(data: bytes) -> _Header | None:
     with _PILLOW_LIMIT:
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                frames = image.n_frames if getattr(image, "is_animated", False) else 1
-                orientation = image.getexif().get(_ORIENTATION, 1)
-                return _Header(image.size[0], image.size[1], frames, orientation, image.format or "")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data": metadata_of says it in one line
+                with Image.open(io.BytesIO(data)) as image:
+                    frames = image.n_frames if getattr(image, "is_animated", False) else 1
+                    orientation = image.getexif().get(_ORIENTATION, 1)
+                    return _Header(image.size[0], image.size[1], frames, orientation, image.format or "",
+                                   metadata_of(image.info, source))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             return None
         finally:
@@ -304,6 +311,12 @@ def _read_header(data: bytes) -> _Header | None:
 
 
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The pixels of :func:`read_image_and_metadata`."""
+    return read_image_and_metadata(path, max_pixels)[0]
+
+
+def read_image_and_metadata(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                            ) -> tuple[np.ndarray, ImageMetadata]:
     """Read an image file as OpenCV does (BGR, 8 or 16 bit, alpha and grey kept); with Pillow where OpenCV is not
     installed or does not know the format (GIF; 8-bit colour, 8/16-bit grey: a 16-bit colour file is refused
     rather than truncated).
@@ -312,6 +325,7 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
     than ``max_pixels`` pixels (a decompression bomb; None: only the decoders' own limits, OpenCV's 1 gigapixel and
     Pillow's 179 megapixels), and a multi-page or animated file (only
     its first page would be deblurred). The EXIF orientation is applied: the array is upright, as viewers show it.
+    The metadata is what :func:`write_image` carries into an output (ICC profile, EXIF set upright).
     """
     path = Path(path)
     if not path.exists():
@@ -322,7 +336,7 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    header = _read_header(data)
+    header = _read_header(data, str(path))
     if header is not None:
         pixels = header.width * header.height
         if max_pixels is not None and pixels > max_pixels:
@@ -333,7 +347,9 @@ def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
             raise ImageReadError(f"{path}: a {header.format} with {header.frames} pages or frames; only single "
                                  "images are deblurred (save each page as its own file, or a video as a video)")
     image = _decode(path, data, header, max_pixels)
-    return apply_orientation(image, header.orientation) if header is not None else image
+    if header is None:
+        return image, NO_METADATA
+    return apply_orientation(image, header.orientation), header.metadata
 
 
 def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | None) -> np.ndarray:
@@ -384,15 +400,16 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
     return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]])  # RGB(A) -> BGR(A), as OpenCV reads
 
 
-def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Write an image (BGR order, as OpenCV expects) whole or not at all (:func:`banet.outputs.write_atomic`).
+def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = NO_METADATA) -> None:
+    """Write an image (BGR order, as OpenCV expects) whole or not at all (:func:`banet.outputs.write_atomic`), with
+    an input's ``metadata`` (:func:`read_image_and_metadata`) in PNG and JPEG files.
 
     The rename replaces the directory entry, so an existing file is swapped whole (never half-written, and a
     hard link elsewhere to the old file keeps the old content). Pillow writes the formats OpenCV lacks (GIF), and
     everything where OpenCV is not installed. Raises :class:`ImageWriteError` in one line (a full disk says so).
     """
     path = Path(path)
-    encoded = _encode(path, image)
+    encoded = embed(_encode(path, image), path.suffix or ".png", metadata, str(path))
     try:
         write_atomic(path, encoded)
     except OSError as exc:

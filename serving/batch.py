@@ -71,7 +71,8 @@ JOB_NAME = "banet-batch-job.json"
 LOCK_NAME = ".banet-batch.lock"
 #: The options recorded in the job record, by the command-line flag that sets each (they change output bytes).
 RECORDED_FLAGS = {"model": "--model", "backend": "--backend", "precision": "--precision", "tile": "--tile",
-                  "tile_overlap": "--tile-overlap", "side_by_side": "--side-by-side", "device": "--gpus-per-worker"}
+                  "tile_overlap": "--tile-overlap", "side_by_side": "--side-by-side",
+                  "strip_metadata": "--strip-metadata", "device": "--gpus-per-worker"}
 #: Host memory a worker's process takes besides its model and the Deblurrer's working budget (Python, the
 #: inference library, a decoded photo and its output).
 WORKER_OVERHEAD_MB = 512
@@ -109,10 +110,11 @@ class DeblurWorker:
     :func:`runtime.cli.deblur_file`, exactly as the command line does; a failure becomes the file's result row."""
 
     def __init__(self, options: dict, with_side: bool, max_pixels: int, cwd: str | None,
-                 pause_after: int | None = None) -> None:
+                 pause_after: int | None = None, keep_metadata: bool = True) -> None:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.with_side = with_side
         self.max_pixels = max_pixels
+        self.keep_metadata = keep_metadata
         self.pause_after = pause_after
         self.written = 0
         self.deblurrer = None
@@ -144,7 +146,7 @@ class DeblurWorker:
         else:
             try:
                 row["frames"] = deblur_file(self.deblurrer, Path(source), Path(target), self.with_side,
-                                            self.max_pixels)
+                                            self.max_pixels, keep_metadata=self.keep_metadata)
             except Exception as exc:  # one file's failure, whatever it is, never stops the others
                 log.debug("%s failed", source, exc_info=True)
                 row.update(status="failed", error=file_error(Path(source), exc))
@@ -288,11 +290,11 @@ def _is_results_table(path: Path) -> bool:
 
 def job_options(args: argparse.Namespace) -> dict:
     """The options that change the bytes of the outputs, as :data:`JOB_NAME` records them: the model file (its
-    absolute path and sha256; ``default`` for the embedded one), backend, precision, tiles, side by side and
-    whether workers run on GPUs."""
+    absolute path and sha256; ``default`` for the embedded one), backend, precision, tiles, side by side, metadata
+    stripped or kept and whether workers run on GPUs."""
     model = None if args.model is None else {"path": str(Path(args.model).resolve()), "sha256": file_sha256(args.model)}
     return {"model": model or "default", "backend": args.backend, "precision": args.precision, "tile": args.tile,
-            "tile_overlap": args.tile_overlap, "side_by_side": args.side_by_side,
+            "tile_overlap": args.tile_overlap, "side_by_side": args.side_by_side, "strip_metadata": args.strip_metadata,
             "device": "cuda" if args.gpus_per_worker else "cpu"}
 
 
@@ -686,7 +688,7 @@ def _pipeline(args: argparse.Namespace, jobs: list[tuple[Path, Path]], todo: lis
             DeblurWorker, batch_size=1, batch_format="numpy",
             fn_constructor_kwargs=dict(options=options, with_side=args.side_by_side,
                                        max_pixels=round(args.max_megapixels * 1e6), cwd=_cwd_if_needed(args),
-                                       pause_after=_pause_after()),
+                                       pause_after=_pause_after(), keep_metadata=not args.strip_metadata),
             compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=threads or 1,
             num_gpus=args.gpus_per_worker or None, memory=memory, max_restarts=0)
 

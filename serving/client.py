@@ -130,18 +130,20 @@ def prepare_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, lis
 
 def deblur_file(args: argparse.Namespace) -> None:
     """Read, send, write; raises ClientError/ImageReadError/PyTriton client errors for :func:`main`."""
-    from runtime.images import read_image, write_image
+    from runtime.image_metadata import NO_METADATA
+    from runtime.images import read_image_and_metadata, write_image
 
     check_output(args.output, args.image, args.force)
     quiet_opencv(silent=True)
-    image, alpha, notes = prepare_image(read_image(args.image))
+    pixels, metadata = read_image_and_metadata(args.image)
+    image, alpha, notes = prepare_image(pixels)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     with DeblurClient(args.url, args.model, timeout_s=args.timeout, connect_timeout_s=args.connect_timeout) as client:
         result = client(image)
     if alpha is not None:
         result = np.concatenate([result, alpha[..., None]], axis=2)
-    write_image(args.output, result)
+    write_image(args.output, result, NO_METADATA if args.strip_metadata else metadata)
 
 
 def check_output(output: Path, image: Path, force: bool) -> None:
@@ -161,6 +163,8 @@ def _parser() -> OneLineParser:
     parser.add_argument("image", type=Path, help="blurred image file (PNG, JPEG, ...; 8 or 16 bit)")
     parser.add_argument("--output", type=Path, required=True, help="where to write the deblurred image (8 bit)")
     parser.add_argument("--force", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--strip-metadata", action="store_true",
+                        help="write the output without the input's colour profile and EXIF (kept in PNG and JPEG)")
     parser.add_argument("--url", default="127.0.0.1:8000",
                         help="server address: host:port of its HTTP port (default 127.0.0.1:8000), or "
                              "grpc://host:port where the server opened gRPC")

@@ -582,8 +582,8 @@ def test_ctrl_c_ends_in_one_line_with_130_and_leaves_no_partial_file(tmp_path, t
         write_image(_mkdir(tmp_path / "in") / name, _image())
     real = runtime.cli.write_image
 
-    def interrupted(path, image):
-        real(path, image) if path.name == "a.png" else None
+    def interrupted(path, image, *metadata):
+        real(path, image, *metadata) if path.name == "a.png" else None
         if path.name == "b.png":
             raise KeyboardInterrupt
 
@@ -600,14 +600,14 @@ def test_an_unexpected_error_in_one_file_does_not_stop_the_others(tmp_path, tiny
 
     for name in ("a.png", "b.png", "c.png"):
         write_image(_mkdir(tmp_path / "in") / name, _image())
-    real = runtime.cli.read_image
+    real = runtime.cli.read_image_and_metadata
 
     def flaky(path, **options):
         if path.name == "b.png":
             raise MemoryError("cannot allocate 12 GB")
         return real(path, **options)
 
-    monkeypatch.setattr(runtime.cli, "read_image", flaky)
+    monkeypatch.setattr(runtime.cli, "read_image_and_metadata", flaky)
     out = tmp_path / "out"
     assert main([str(tmp_path / "in"), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 1
     err = capsys.readouterr().err

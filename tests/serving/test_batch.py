@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from runtime.cli import main as cli_main
+from runtime.image_metadata import ImageMetadata
 from runtime.images import write_image
 
 pytest.importorskip("ray.data", reason="serving.batch runs on Ray Data: pip install '.[batch]'")
@@ -88,7 +90,8 @@ def test_same_files_as_the_cli_with_failures_and_collisions_reported(tmp_path, t
     photos.mkdir()
     more.mkdir()
     write_image(photos / "a.png", _image(40, 56, 0))
-    write_image(photos / "b.jpg", _image(64, 64, 1))
+    profile = bytes(range(256)) * 3  # carried into the output, as the command line carries it
+    write_image(photos / "b.jpg", _image(64, 64, 1), ImageMetadata(icc_profile=profile))
     write_image(photos / "c.png", _image(33, 70, 2))  # odd sizes: padded to the network's multiple and back
     write_image(photos / "d.png", _image(31, 45, 3))
     write_image(photos / "grey.png", _image(48, 40, 4, channels=None))
@@ -112,6 +115,8 @@ def test_same_files_as_the_cli_with_failures_and_collisions_reported(tmp_path, t
     expected = _outputs(reference)
     assert sorted(expected) == ["b.jpg", "c.png", "clip.mp4", "d.png", "grey.png"]
     assert _outputs(out) == expected  # byte for byte; nothing for a.png, broken.png
+    with Image.open(out / "b.jpg") as carried:
+        assert carried.info["icc_profile"] == profile
     assert not list(out.glob("*.partial*"))
 
     rows = _results(out / RESULTS_NAME, tmp_path)
@@ -250,7 +255,8 @@ def test_rerun_with_other_options_refused_unless_force(tmp_path, tiny_onnx, monk
     capsys.readouterr()
     other = tmp_path / "other.onnx"
     other.write_bytes(tiny_onnx.read_bytes() + b"\0")
-    for extra, named in ((["--tile", "64"], "--tile"), (["--side-by-side"], "--side-by-side")):
+    for extra, named in ((["--tile", "64"], "--tile"), (["--side-by-side"], "--side-by-side"),
+                         (["--strip-metadata"], "--strip-metadata")):
         assert main([str(photos), str(out), "--model", str(tiny_onnx), *extra, "-q"]) == 1
         err = capsys.readouterr().err
         assert f"({named} differ" in err and "--force" in err and len(err.strip().splitlines()) == 1, err

@@ -140,3 +140,21 @@ def test_an_existing_output_is_kept_unless_force(tmp_path, capsys, served):
     assert mine.read_bytes() == b"a photo of mine" and files["good"].read_bytes() == good
     assert main([str(files["good"]), "--output", str(mine), "--url", served.url, "--force"]) == 0
     assert cv2.imread(str(mine)).shape == (24, 32, 3)
+
+
+def test_colour_profile_kept_unless_stripped(tmp_path, capsys, served):
+    from PIL import Image
+
+    from runtime.image_metadata import ImageMetadata
+    from runtime.images import write_image
+    from serving.client import main
+
+    profile = bytes(range(256)) * 2
+    source = tmp_path / "in.jpg"
+    write_image(source, np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8),
+                ImageMetadata(icc_profile=profile))
+    for name, extra, expected in (("kept.jpg", [], profile), ("bare.jpg", ["--strip-metadata"], None)):
+        assert main([str(source), "--output", str(tmp_path / name), "--url", served.url, *extra]) == 0, \
+            capsys.readouterr().err
+        with Image.open(tmp_path / name) as out:
+            assert out.info.get("icc_profile") == expected
