@@ -3,7 +3,7 @@
 Two readers, one format: the writer (``export/triton_repo.py``) tells its own folders from anyone else's, so
 ``--force`` replaces only what it wrote; the launcher (``serving/triton_server.py``) reads the request limits
 the ensemble was written with, so its validating front refuses what the generated configs and the
-pre-processing model would refuse, before Triton allocates anything. Standard library only.
+pre-processing model would refuse, before Triton allocates anything. Standard library and ``banet.shapes`` only.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from banet.shapes import MAX_BATCH
+
 MARKER = "to_triton.json"
 TOOL = "export/to_triton.py"
-#: Bounds of the limits a repository may be written with (and the launcher accepts).
-MAX_BATCH_RANGE = (1, 1024)
+#: Bounds of the limits a repository may be written with (and the launcher accepts). The batch's is the exports'
+#: (:data:`banet.shapes.MAX_BATCH`): a larger ``max_batch_size`` would let Triton form batches no artifact takes.
+MAX_BATCH_RANGE = (1, MAX_BATCH)
 MAX_PIXELS_RANGE = (4, 10**9)  # at least 2x2; at most 1000 megapixels
 #: The pixel limit a repository is written with and the servers' fronts enforce unless told otherwise: about
 #: 48 megapixels, an 8000x6000 photo. Here, below export and serving, so that both read the one number.

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.machine import cpu_name
-from banet.outputs import shown_path
+from banet.outputs import commit_partial, partial_path, shown_path, write_atomic
 from calibration.heldout import openvino_forward, run_heldout
 from export.parity import Forward, psnr_db
 
@@ -360,6 +360,25 @@ def read_int8(path: Path) -> Path:
     return path
 
 
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write ``files`` (path -> bytes) as one: each whole under its temporary name first (:func:`write_atomic` to
+    :func:`partial_path`), then all renamed into place. A failure while writing (a full disk) or Ctrl-C removes the
+    temporaries and leaves the files already there untouched; only a rename failing between two renames could part
+    them (no file system renames two files at once). Raises ``OSError`` naming the file that failed."""
+    staged: list[tuple[Path, Path]] = []
+    current: Path | None = None
+    try:
+        for current, data in files.items():
+            staged.append((write_atomic(partial_path(current), data), current))
+        for partial, current in staged:
+            commit_partial(partial, current)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(current)) from exc
+    finally:
+        for partial, _ in staged:  # committed ones are gone already
+            partial.unlink(missing_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     from calibration.cli_common import add_calibration_arguments, whole_number
     from runtime.images import quiet_opencv
@@ -442,17 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"interrupted (Ctrl-C): no report written to {args.output}", file=sys.stderr)
         return 130
-    from banet.outputs import write_atomic, write_error
+    from banet.outputs import write_error
 
-    text = markdown(report)
-    for path, data in ((args.output / "drift_report.json", json.dumps(report, indent=2).encode()),
-                       (args.output / "drift_report.md", text.encode())):
-        try:  # each file whole or not at all (a full disk leaves the previous report readable)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, data)
-        except OSError as exc:
-            print(f"error: {write_error(exc, path)}", file=sys.stderr)
-            return 1
+    text = markdown(report)  # both encoded before anything is written
+    files = {args.output / "drift_report.json": json.dumps(report, indent=2).encode(),
+             args.output / "drift_report.md": text.encode()}
+    try:  # the pair together (a full disk leaves the previous pair readable, never a new .json with an old .md)
+        args.output.mkdir(parents=True, exist_ok=True)
+        write_together(files)
+    except OSError as exc:
+        print(f"error: {write_error(exc, Path(exc.filename or args.output))}", file=sys.stderr)
+        return 1
     print(text)
     print(f"wrote {args.output / 'drift_report.json'} and drift_report.md")
     return 0

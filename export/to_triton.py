@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from banet.artifacts import onnx_path  # noqa: E402
+from banet.shapes import MAX_BATCH  # noqa: E402
 from banet.triton_marker import DEFAULT_MAX_PIXELS  # noqa: E402
 from export.triton_repo import FLAVOURS, TritonRepoError, write_repository  # noqa: E402
 
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="output folder")
     parser.add_argument("--name", default="banet",
                         help="ensemble name; models are <name>_ort / _onnx / _trt (flavour), _pre, _post")
-    parser.add_argument("--max-batch", type=int, default=8, help="max_batch_size for dynamic batching (1 to 1024)")
+    parser.add_argument("--max-batch", type=int, default=8,
+                        help=f"max_batch_size for dynamic batching (1 to {MAX_BATCH}, the exports' limit; default 8)")
     parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
                         help="largest image (H*W) the ensemble accepts, in millions of pixels (default %(default).0f)")
     parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,

@@ -55,7 +55,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -229,11 +229,14 @@ class AdmissionQueue:
             self.observe(ticket.together, seconds)  # the batch's time was spent on all its pixels
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def free_port(host: str = "127.0.0.1", taken: Collection[int] = ()) -> int:
+    """A port nobody listens on now (the OS picks it), none of ``taken`` (ports already handed out for others)."""
+    while True:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in taken:
+            return port
 
 
 def bind_problem(host: str, port: int) -> str | None:

@@ -310,6 +310,23 @@ def port(free_allowed: bool = False):
     return number(int, 0 if free_allowed else 1, 65535)
 
 
+def add_port_options(parser: argparse.ArgumentParser, metrics_default: int | None) -> None:
+    """The ports, defined once for ``serving.serve`` and ``serving.triton_server``: ``--http-port``, ``--grpc-port``,
+    ``--metrics-port`` (each 1-65535, or 0 for a free port that the start-up line names) and ``--no-metrics``.
+    ``metrics_default`` None: metrics off unless ``--metrics-port`` is given."""
+    parser.add_argument("--http-port", type=port(free_allowed=True), default=8000,
+                        help="public (validated) HTTP port (default 8000; 0: any free port)")
+    parser.add_argument("--grpc-port", type=port(free_allowed=True), default=None,
+                        help="also open Triton's own gRPC on 127.0.0.1:PORT, without the front's checks "
+                             "(0: any free port; default: off)")
+    shown = "metrics off" if metrics_default is None else str(metrics_default)
+    parser.add_argument("--metrics-port", type=port(free_allowed=True), default=metrics_default,
+                        help=f"Prometheus metrics on 127.0.0.1:PORT (0: any free port; default: {shown})")
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="no metrics port" + (" (the default here; overrides --metrics-port)"
+                                                  if metrics_default is None else " (overrides --metrics-port)"))
+
+
 def add_front_options(parser: argparse.ArgumentParser, body_default: str) -> None:
     """The validating front's options, defined once for ``serving.serve`` and ``serving.triton_server`` (same names,
     checks and defaults as :class:`FrontLimits`); ``body_default`` says what ``--max-body-mb`` defaults to."""

@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.shapes import MAX_BATCH
 from banet.triton_marker import DEFAULT_MAX_PIXELS
 from runtime.backends.base import BackendUnavailableError
 from runtime.loading import BACKENDS
@@ -58,10 +59,10 @@ from serving.request_rules import (
     FrontLimits,
     OneLineParser,
     add_front_options,
+    add_port_options,
     error_tag,
     number,
     one_line,
-    port,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,8 @@ LOOPBACK = "127.0.0.1"
 @dataclass
 class ServeConfig:
     """Where to listen and what to accept. Ports: ``http_port`` 0 picks a free one; ``grpc_port`` and
-    ``metrics_port`` None turn them off; ``triton_http_port`` None picks a free private port."""
+    ``metrics_port`` None turn them off, 0 picks a free one (:func:`bind_front` writes it here);
+    ``triton_http_port`` None picks a free private port."""
 
     host: str = LOOPBACK
     http_port: int = 8000
@@ -155,16 +157,27 @@ def _check_port_free(port_number: int, what: str) -> None:
 def bind_front(config: ServeConfig) -> FrontServer:
     """The public socket, bound (not yet serving) before the model and Triton start, so a bad host or a busy port
     fails fast and in one line (:class:`ServeError`). Triton's private port is picked and its metrics and gRPC
-    ports are checked here too."""
+    ports are checked here too; a metrics or gRPC port of 0 becomes a free one, written into ``config``."""
     triton_port = config.triton_http_port or free_port()
-    for what, number_ in (("metrics", config.metrics_port), ("grpc", config.grpc_port)):
-        if number_ is not None:
-            _check_port_free(number_, what)
     try:
-        return FrontServer((config.host, config.http_port), config.limits(), (LOOPBACK, triton_port))
+        front = FrontServer((config.host, config.http_port), config.limits(), (LOOPBACK, triton_port))
     except (OSError, OverflowError, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ServeError(f"cannot listen on {config.host}:{config.http_port}: {one_line(reason)}") from None
+    try:
+        taken = {triton_port, front.port}
+        for what in ("metrics", "grpc"):
+            number_ = getattr(config, f"{what}_port")
+            if number_ == 0:  # any free port: the start-up line names the one picked
+                number_ = free_port(LOOPBACK, taken)
+                setattr(config, f"{what}_port", number_)
+            if number_ is not None:
+                _check_port_free(number_, what)
+                taken.add(number_)
+    except BaseException:
+        front.server_close()
+        raise
+    return front
 
 
 # -- the infer function ---------------------------------------------------------------------------------------
@@ -292,9 +305,10 @@ def start(deblurrer, config: ServeConfig, front: FrontServer | None = None) -> S
         front.server_close()
         raise
     front.start()
-    log.info("serving %s on http://%s:%d (images up to %.1f MP)%s", MODEL_NAME, config.host, front.port,
-             config.max_pixels / 1e6, "" if config.grpc_port is None else
-             f"; unvalidated gRPC on {LOOPBACK}:{config.grpc_port}")
+    metrics = "" if config.metrics_port is None else f"; metrics on http://{LOOPBACK}:{config.metrics_port}/metrics"
+    grpc = "" if config.grpc_port is None else f"; unvalidated gRPC on {LOOPBACK}:{config.grpc_port}"
+    log.info("serving %s on http://%s:%d (images up to %.1f MP)%s%s", MODEL_NAME, config.host, front.port,
+             config.max_pixels / 1e6, metrics, grpc)
     return Server(triton, front, config.triton_log)
 
 
@@ -309,14 +323,9 @@ def _parser() -> OneLineParser:
                              "bf16: an FP32 .onnx on OpenVINO in bfloat16 (default: the file as it is)")
     parser.add_argument("--host", default=LOOPBACK,
                         help="address the HTTP port listens on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
-    parser.add_argument("--http-port", type=port(free_allowed=True), default=8000,
-                        help="public HTTP port (default 8000; 0 picks a free one)")
-    parser.add_argument("--grpc-port", type=port(), default=None,
-                        help="also open Triton's gRPC on 127.0.0.1:PORT, without the request checks (default: off)")
-    parser.add_argument("--metrics-port", type=port(), default=8002,
-                        help="Prometheus metrics on 127.0.0.1 (default 8002)")
-    parser.add_argument("--no-metrics", action="store_true", help="no metrics port")
-    parser.add_argument("--max-batch", type=number(int, 1, 1024), default=8, help="largest dynamic batch (default 8)")
+    add_port_options(parser, metrics_default=8002)
+    parser.add_argument("--max-batch", type=number(int, 1, MAX_BATCH), default=8,
+                        help=f"largest dynamic batch, 1 to {MAX_BATCH} (default 8)")
     parser.add_argument("--max-megapixels", type=number(float, 4e-6), default=DEFAULT_MAX_PIXELS / 1e6,
                         help="largest image accepted, in millions of pixels (default %(default).0f)")
     add_front_options(parser, body_default="one image of --max-megapixels, plus 1 MiB")

@@ -48,8 +48,7 @@ from pathlib import Path
 
 from banet.triton_marker import MarkerError, RequestLimits, ensemble_limits
 from serving.front import FrontServer, bind_problem, free_port, start_front
-from serving.request_rules import MB, FrontLimits, OneLineParser, add_front_options, number
-from serving.request_rules import port as port_number
+from serving.request_rules import MB, FrontLimits, OneLineParser, add_front_options, add_port_options, number
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +145,11 @@ class TritonServer:
     @property
     def grpc_url(self) -> str | None:
         return None if self.grpc_port is None else f"{LOOPBACK}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Prometheus metrics (on 127.0.0.1), or None when they are off."""
+        return None if self.metrics_port is None else f"http://{LOOPBACK}:{self.metrics_port}/metrics"
 
     def death_note(self) -> str:
         """One line: how the server ended and where its log is."""
@@ -376,8 +380,9 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
     except BaseException:  # Ctrl-C while waiting included: never leave a server running in its own session
         server.stop()
         raise
-    log.info("tritonserver ready: %s on http://%s (validated), Triton's own HTTP on %s%s", model, server.url,
-             server.triton_url, "" if server.grpc_url is None else f", gRPC {server.grpc_url}")
+    log.info("tritonserver ready: %s on http://%s (validated), Triton's own HTTP on %s%s%s", model, server.url,
+             server.triton_url, "" if server.grpc_url is None else f", gRPC {server.grpc_url}",
+             "" if server.metrics_url is None else f", metrics {server.metrics_url}")
     return server
 
 
@@ -416,15 +421,7 @@ def _parser() -> OneLineParser:
     parser.add_argument("repository", type=Path, help="model repository written by export/to_triton.py")
     parser.add_argument("--host", default=LOOPBACK,
                         help="address the (validated) HTTP port listens on (default: 127.0.0.1 only)")
-    parser.add_argument("--http-port", type=port_number(free_allowed=True), default=8000,
-                        help="public HTTP/REST port (default 8000; 0: any free port)")
-    parser.add_argument("--grpc-port", type=port_number(free_allowed=True), default=None,
-                        help="also open Triton's own gRPC on 127.0.0.1:PORT, without the front's checks "
-                             "(0: any free port; default: off)")
-    parser.add_argument("--metrics-port", type=port_number(free_allowed=True), default=None,
-                        help="Prometheus metrics on 127.0.0.1:PORT (0: any free port; default: metrics off)")
-    parser.add_argument("--no-metrics", action="store_true", help="no metrics port (the default here; overrides "
-                                                                   "--metrics-port)")
+    add_port_options(parser, metrics_default=None)
     parser.add_argument("--model", default=None,
                         help="the ensemble to serve, if the repository holds several (default: the only one)")
     add_front_options(parser, body_default="one image of the ensemble's largest size, plus 1 MiB")
@@ -464,9 +461,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     states = ", ".join(f"{m['name']} {m.get('state', '?')}" for m in server.models() if m["name"] == server.model)
     grpc = "" if server.grpc_url is None else f", unvalidated gRPC on {server.grpc_url}"
+    metrics = "" if server.metrics_url is None else f", metrics on {server.metrics_url}"
     print(f"serving {args.repository} on http://{server.url} ({states}; images up to {server.limits.max_pixels:,} "
-          f"pixels, batches up to {server.limits.max_batch}){grpc}; server log: {server.log_path}; Ctrl-C stops",
-          flush=True)
+          f"pixels, batches up to {server.limits.max_batch}){grpc}{metrics}; server log: {server.log_path}; "
+          "Ctrl-C stops", flush=True)
     while not stop.wait(1.0):
         if server.process.poll() is not None:
             print(f"error: {server.death_note()}; not restarted", file=sys.stderr)

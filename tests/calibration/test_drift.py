@@ -102,3 +102,52 @@ def test_cli_refuses_an_onnx_of_other_weights(tiny_net, tiny_onnx, tmp_path, cap
     code = drift.main(["--weights", str(weights), "--onnx", str(tiny_onnx), "--no-fp16", "--limit", "1",
                        "--output", str(tmp_path / "o")])
     assert code == 1 and "was exported from other weights" in capsys.readouterr().err
+
+
+def _fail_on_the_markdown(real):
+    """A stand-in for write_atomic that fails (a full disk) on the second file of the pair, drift_report.md."""
+    import errno
+
+    def write(path, data):
+        if path.name.startswith("drift_report.md"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    return write
+
+
+def test_the_pair_is_written_together_or_not_at_all(tmp_path, monkeypatch):
+    old = {tmp_path / "drift_report.json": b'{"old": 1}', tmp_path / "drift_report.md": b"# old\n"}
+    for path, data in old.items():
+        path.write_bytes(data)
+    new = {path: b"new " + path.name.encode() for path in old}
+    monkeypatch.setattr(drift, "write_atomic", _fail_on_the_markdown(drift.write_atomic))
+    with pytest.raises(OSError) as info:
+        drift.write_together(new)
+    assert info.value.filename == str(tmp_path / "drift_report.md")
+    assert {path: path.read_bytes() for path in old} == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drift_report.json", "drift_report.md"]  # no temporaries
+    monkeypatch.undo()
+    drift.write_together(new)
+    assert {path: path.read_bytes() for path in new} == new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drift_report.json", "drift_report.md"]
+
+
+def test_cli_keeps_the_old_pair_when_the_second_file_cannot_be_written(tiny_checkpoint, tiny_onnx, int8_model,
+                                                                       tmp_path, monkeypatch, capsys):
+    """A full disk on drift_report.md used to leave a new .json beside the old .md; now both stay old."""
+    out = tmp_path / "drift"
+    out.mkdir()
+    old = {"drift_report.json": '{"old": 1}', "drift_report.md": "# old\n"}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    monkeypatch.setattr(drift, "build_report", lambda *args, **kwargs: {"new": 1})
+    monkeypatch.setattr(drift, "markdown", lambda report: "# new\n")
+    monkeypatch.setattr(drift, "write_atomic", _fail_on_the_markdown(drift.write_atomic))
+    code = drift.main(["--weights", str(tiny_checkpoint), "--onnx", str(tiny_onnx), "--int8", str(int8_model),
+                       "--no-fp16", "--no-speed", "--limit", "1", "--output", str(out), "--force"])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no space left on device writing ") and "drift_report.md" in err, err
+    assert "\n" not in err
+    assert {p.name: p.read_text() for p in out.iterdir()} == old  # the old pair, and no temporaries

@@ -81,3 +81,28 @@ def test_the_library_paths_refuse_it_too():
         validate_options(ExportOptions(verify_shapes=[(1, 8, 8), (1000, 8, 8)]))
     validate_options(ExportOptions(static_hw=(64, 64), batch=MAX_BATCH))
     validate_options(ExportOptions())
+
+
+def test_serving_and_triton_repositories_take_the_same_cap(capsys, tmp_path):
+    """``serving.serve --max-batch`` and ``export/to_triton.py --max-batch`` (a repository's max_batch_size, which
+    the launcher reads back) end at MAX_BATCH too: they used to take up to 1024, batches no export accepts."""
+    from banet.triton_marker import DEFAULT_MAX_PIXELS
+    from export import to_triton
+    from export.triton_repo import TritonRepoError, check_options
+    from serving import serve
+
+    assert serve._parser().parse_args(["--max-batch", str(MAX_BATCH)]).max_batch == MAX_BATCH
+    with pytest.raises(SystemExit) as info:
+        serve._parser().parse_args(["--max-batch", str(MAX_BATCH + 1)])
+    assert info.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert "--max-batch" in line and "at most 256, got 257" in line and "\n" not in line, line
+    check_options(MAX_BATCH, 1, 0, DEFAULT_MAX_PIXELS)
+    with pytest.raises(TritonRepoError, match=r"^max-batch must be an integer from 1 to 256, got 257$"):
+        check_options(MAX_BATCH + 1, 1, 0, DEFAULT_MAX_PIXELS)
+    onnx = tmp_path / "any.onnx"
+    onnx.write_bytes(b"numbers are checked before the file is read")
+    repository = tmp_path / "repo"
+    assert to_triton.main(["--onnx", str(onnx), "--repository", str(repository), "--max-batch", "1024"]) == 1
+    assert capsys.readouterr().err.strip() == "error: max-batch must be an integer from 1 to 256, got 1024"
+    assert not repository.exists()

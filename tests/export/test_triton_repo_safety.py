@@ -145,5 +145,5 @@ def test_the_launcher_needs_the_limits_a_repository_was_written_with(tmp_path, o
     assert ensemble_limits(repo, "other")[1].max_batch == 5
     (repo / "other" / MARKER).write_text((repo / "other" / MARKER).read_text().replace('"max_batch": 5',
                                                                                        '"max_batch": -5'))
-    with pytest.raises(MarkerError, match="max-batch must be an integer from 1 to 1024, got -5"):
+    with pytest.raises(MarkerError, match="max-batch must be an integer from 1 to 256, got -5"):
         ensemble_limits(repo, "other")

@@ -30,7 +30,7 @@ def _one_line(stderr: str) -> str:
 
 @pytest.mark.parametrize("args, expected", [
     (["--http-port", "-1"], "--http-port"), (["--http-port", "70000"], "at most 65535"),
-    (["--http-port", "x"], "whole number"), (["--metrics-port", "0"], "--metrics-port"),
+    (["--http-port", "x"], "whole number"), (["--metrics-port", "-1"], "--metrics-port"),
     (["--max-megapixels", "-1"], "--max-megapixels"), (["--max-megapixels", "nan"], "--max-megapixels"),
     (["--max-body-mb", "0"], "--max-body-mb"), (["--max-batch", "0"], "--max-batch"),
     (["--queue-size", "-1"], "--queue-size"), (["--deadline-s", "0"], "--deadline-s"),

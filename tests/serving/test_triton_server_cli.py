@@ -7,6 +7,7 @@ stand-in ``tritonserver`` (a shell script) where start-up is needed, so the test
 from __future__ import annotations
 
 import errno
+import re
 import stat
 from pathlib import Path
 
@@ -134,3 +135,64 @@ def test_no_metrics_turns_metrics_off(monkeypatch, tmp_path):
     assert passed["metrics_port"] is None
     assert triton_server.main([str(tmp_path), "--metrics-port", "9100", "--triton-log", str(Path("x.log"))]) == 1
     assert passed["metrics_port"] == 9100
+
+
+def test_both_commands_take_port_0_for_grpc_and_metrics_and_refuse_the_same_ports(capsys, tmp_path):
+    """One definition of the ports: 0 is any free port in both (serve used to refuse it, triton_server took it),
+    and a bad port is the same line in both."""
+    for parser, argv in ((serve._parser(), []), (triton_server._parser(), [str(tmp_path)])):
+        args = parser.parse_args([*argv, "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"])
+        assert (args.http_port, args.grpc_port, args.metrics_port) == (0, 0, 0)
+    for option in ("--grpc-port", "--metrics-port"):
+        lines = []
+        for main, argv in ((serve.main, []), (triton_server.main, [str(tmp_path)])):
+            with pytest.raises(SystemExit):
+                main([*argv, option, "70000"])
+            lines.append(_one_error_line(capsys.readouterr().err).replace("serving.triton_server", "serving.serve"))
+        assert lines[0] == lines[1] and option in lines[0] and "at most 65535" in lines[0], lines
+
+
+def test_serve_picks_free_ports_for_0_and_names_them(monkeypatch, caplog):
+    """serving.serve with --grpc-port 0 --metrics-port 0: free loopback ports, distinct from the front's and
+    Triton's own, given to Triton and named in the start-up line."""
+    config = serve.ServeConfig("127.0.0.1", 0, grpc_port=0, metrics_port=0)
+    front = serve.bind_front(config)
+    given = {}
+
+    class StandIn:  # Triton, as far as start() and stop() see it
+        def stop(self) -> None:
+            given["stopped"] = True
+
+    def fake_triton(deblurrer, config_, triton_port):
+        given.update(grpc=config_.grpc_port, metrics=config_.metrics_port)
+        return StandIn()
+
+    monkeypatch.setattr(serve, "_start_triton", fake_triton)
+    with caplog.at_level("INFO", logger="serving.serve"):
+        serve.start(None, config, front).stop()
+    ports = {config.grpc_port, config.metrics_port, front.port, front.upstream[1]}
+    assert 0 not in ports and len(ports) == 4, ports
+    assert given == {"grpc": config.grpc_port, "metrics": config.metrics_port, "stopped": True}
+    assert f"metrics on http://127.0.0.1:{config.metrics_port}/metrics" in caplog.text, caplog.text
+    assert f"unvalidated gRPC on 127.0.0.1:{config.grpc_port}" in caplog.text, caplog.text
+
+
+def test_triton_server_names_the_ports_it_picked_for_0(tmp_path, monkeypatch, capsys):
+    """The ready line names the gRPC and metrics ports picked for 0, so a client can reach them."""
+    repository = tmp_path / "repo"
+    (repository / "banet").mkdir(parents=True)
+    (repository / "banet" / "config.pbtxt").write_text('name: "banet"\nplatform: "ensemble"\n')
+    binary = tmp_path / "tritonserver"
+    binary.write_text("#!/bin/sh\nexit 0\n")  # gone at once: main() reports it after printing the ready line
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(triton_server, "ensemble_limits", lambda repo, model: ("banet", RequestLimits(4, 10_000, 2)))
+    monkeypatch.setattr(triton_server.TritonServer, "wait_ready", lambda self, timeout=0: None)
+    monkeypatch.setattr(triton_server.TritonServer, "models", lambda self: [{"name": "banet", "state": "READY"}])
+    monkeypatch.setattr(triton_server.signal, "signal", lambda *args: None)  # keep pytest's own handlers
+    assert triton_server.main([str(repository), "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+                               "--tritonserver", str(binary), "--log", str(tmp_path / "server.log")]) == 1
+    ready = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("serving "))
+    grpc = re.search(r"unvalidated gRPC on 127\.0\.0\.1:(\d+)", ready)
+    metrics = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", ready)
+    assert grpc and metrics, ready
+    assert int(grpc[1]) and int(metrics[1]) and grpc[1] != metrics[1], ready
