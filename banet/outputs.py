@@ -18,6 +18,7 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 #: Suffix :func:`write_atomic` adds to a file's name while it is being written.
 PARTIAL = ".partial"
@@ -129,9 +130,24 @@ def clear_partial(partial: Path) -> None:
     partial.unlink(missing_ok=True)
 
 
-def _create_new(path: Path) -> int:
-    """A descriptor of ``path`` created anew for writing: never an existing file, never through a symbolic link."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0), 0o666)
+def create_partial(partial: Path) -> BinaryIO:
+    """A new file at the temporary name ``partial``, open for binary writing: whatever was there is cleared
+    (:func:`clear_partial`), then the file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW``, so it is never an
+    existing file and never reached through a symbolic link; one planted again in between is refused
+    (``FileExistsError``) instead of followed. For writers that fill a file object themselves (videos)."""
+    partial = Path(partial)
+    clear_partial(partial)
+    try:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0),
+                             0o666)
+    except FileExistsError:
+        raise FileExistsError(errno.EEXIST, f"{partial}: something appeared at this temporary name while it was "
+                                            "being created; refusing to write through it", str(partial)) from None
+    try:
+        return open(descriptor, "wb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
@@ -144,16 +160,10 @@ def write_atomic(path: Path, data: bytes) -> Path:
     """
     path = Path(path)
     tmp = partial_path(path)
-    clear_partial(tmp)
     created = False
     try:
-        descriptor = _create_new(tmp)
+        handle = create_partial(tmp)
         created = True
-        try:
-            handle = open(descriptor, "wb")
-        except BaseException:
-            os.close(descriptor)
-            raise
         with handle:
             handle.write(data)
         commit_partial(tmp, path)

@@ -22,26 +22,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import stat
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from banet.errors import first_line
-from banet.outputs import clear_partial, commit_partial, partial_path
+from banet.outputs import partial_path
 from runtime.image_metadata import NO_METADATA
 from runtime.images import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     quiet_opencv,
     read_image_and_metadata,
-    require_opencv,
     write_image,
 )
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
+from runtime.video import transcode_video
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 log = logging.getLogger("runtime.cli")
@@ -151,101 +149,14 @@ def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.concatenate([before, gap, after], axis=1)
 
 
-def video_frames(path: Path) -> Iterator[np.ndarray]:
-    cv2 = require_opencv(f"{path}: reading a video")
-
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise OSError(f"{path}: OpenCV cannot open this video")
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield frame
-    finally:
-        capture.release()
-
-
-def even_frame(frame: np.ndarray) -> np.ndarray:
-    """``frame`` with an odd height or width padded by one row/column repeating its edge: MPEG-4 (4:2:0) stores
-    only even sizes, and OpenCV's writer would otherwise drop the last row and column of every frame unsaid."""
-    bottom, right = frame.shape[0] % 2, frame.shape[1] % 2
-    if not (bottom or right):
-        return frame
-    return np.pad(frame, ((0, bottom), (0, right)) + ((0, 0),) * (frame.ndim - 2), mode="edge")
-
-
 def process_video(deblurrer, source: Path, target: Path, with_side: bool, progress: bool = True) -> int:
-    """Deblur every frame of ``source`` into the MPEG-4 file ``target``, written under a temporary name, synced
-    and renamed into place only when complete (:func:`banet.outputs.commit_partial`). Frames of an odd size are
-    written one row/column larger (:func:`even_frame`), logged. ``progress``: show a progress bar of frames."""
-    cv2 = require_opencv(f"{source}: deblurring a video")
-    from tqdm import tqdm
+    """Deblur every frame of ``source`` into the MP4 ``target`` with its sound and timing
+    (:func:`runtime.video.transcode_video`); returns the frames written."""
+    def deblur_frame(frame: np.ndarray) -> np.ndarray:
+        out = deblurrer(frame)
+        return side_by_side(frame, out) if with_side else out
 
-    partial = partial_path(target, keep_suffix=True)  # OpenCV picks the container from the extension
-
-    capture = cv2.VideoCapture(str(source))
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    capture.release()
-    writer = None
-    opened: tuple[int, int] | None = None
-    frames = 0
-    try:
-        for frame in tqdm(video_frames(source), total=count, desc=source.name, unit="frame", disable=not progress):
-            out = deblurrer(frame)
-            out = side_by_side(frame, out) if with_side else out
-            if writer is None:
-                size = even_frame(out).shape[1::-1]
-                if size != out.shape[1::-1]:
-                    log.warning("%s: %dx%d frames are written as %dx%d (MPEG-4 stores even sizes only; the last "
-                                "row/column is repeated)", source, out.shape[1], out.shape[0], *size)
-                clear_partial(partial)  # OpenCV opens a path, following a link there: none is left to follow
-                writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-                opened = _own_partial(partial, target)  # ...and one planted again meanwhile is refused
-                if not writer.isOpened():
-                    raise OSError(f"{target}: OpenCV cannot write an MPEG-4 video here")
-            writer.write(even_frame(out))
-            frames += 1
-        if writer is None:
-            raise OSError(f"{source}: no frame could be read")
-        writer.release()
-        writer = None
-        if _own_partial(partial, target) != opened:
-            raise OSError(f"{target}: its temporary file {partial} was replaced while the video was written")
-        commit_partial(partial, target)  # synced first: after a crash never an empty video under its name
-    finally:
-        if writer is not None:
-            writer.release()
-        if opened is not None and _file_at(partial) == opened:  # only the file this call made
-            partial.unlink(missing_ok=True)
-    return frames
-
-
-def _file_at(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the directory entry ``path`` itself (a link is not followed), or None if there is none."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def _own_partial(partial: Path, target: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file OpenCV's writer made at ``partial`` (None: it made none); ``OSError`` when a
-    symbolic link or anything but a plain file is there (planted after :func:`banet.outputs.clear_partial`), after
-    removing that link: nothing more is written through it."""
-    try:
-        st = os.lstat(partial)
-    except FileNotFoundError:
-        return None
-    if stat.S_ISLNK(st.st_mode):
-        partial.unlink(missing_ok=True)
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(f"{target}: a symbolic link or folder appeared at its temporary name {partial} while the "
-                      "video was written; refusing to write through it")
-    return st.st_dev, st.st_ino
+    return transcode_video(source, target, deblur_frame, progress)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,147 @@
+"""Videos keep their sound, timing, orientation and look through the deblurring (runtime.video, PyAV)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.cli import main
+from runtime.video import transcode_video
+
+av = pytest.importorskip("av", reason="PyAV comes with the video extra")
+
+
+def _textured(h: int, w: int, i: int) -> np.ndarray:
+    """A smooth moving pattern (BGR uint8): what a camera sees, unlike noise, which no codec keeps."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 128 + 60 * np.sin((x + 3 * i) / 5) * np.cos(y / 7)
+    return np.stack([base, np.roll(base, 7, axis=1), 255 - base], axis=2).clip(0, 255).astype(np.uint8)
+
+
+def _make(path: Path, frames: int = 6, h: int = 48, w: int = 64, audio: str | None = "aac", rotation: int = 0,
+          times: list[int] | None = None, tags: dict | None = None) -> list[np.ndarray]:
+    """A video with ``frames`` textured frames at 10 fps (or at ``times`` in tenths of a second), a 440 Hz tone
+    in ``audio``'s codec, a display ``rotation`` and container ``tags``; returns the stored frames."""
+    images = [_textured(h, w, i) for i in range(frames)]
+    with av.open(str(path), "w") as out:
+        if tags:
+            out.metadata.update(tags)
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        video.options = {"crf": "10"}
+        video.codec_context.time_base = Fraction(1, 10)
+        if rotation:
+            video.set_display_rotation(rotation)
+        sound = out.add_stream(audio, rate=8000, layout="mono") if audio else None
+        for i, image in enumerate(images):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts, frame.time_base = (times[i] if times else i), Fraction(1, 10)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+        if sound is not None:
+            samples = (np.sin(np.arange(8000 * frames // 10) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16)
+            tone = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
+            tone.sample_rate = 8000
+            out.mux(sound.encode(tone))
+            out.mux(sound.encode(None))
+    return images
+
+
+def _read(path: Path) -> tuple[list[np.ndarray], list[float], dict]:
+    """Frames (as stored, BGR), their times in seconds, and per audio stream: codec, sample count, packet bytes."""
+    with av.open(str(path)) as container:
+        frames, times = [], []
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="bgr24"))
+            times.append(float(frame.time))
+        container.seek(0)
+        sound = {}
+        for stream in container.streams.audio:
+            packets = [bytes(p) for p in container.demux(stream) if p.size]
+            sound[stream.index] = (stream.codec_context.name, stream.duration and float(stream.duration *
+                                                                                          stream.time_base), packets)
+        tags = dict(container.metadata)
+    return frames, times, {"sound": sound, "tags": tags}
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255 ** 2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def test_sound_is_copied_packet_for_packet_and_tags_kept(tmp_path, tiny_weights):
+    clip = tmp_path / "clip.mp4"
+    _make(clip, tags={"title": "harbour", "creation_time": "2026-12-05T10:00:00.000000Z"})
+    out = tmp_path / "out"
+    assert main([str(clip), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 0
+    frames, _, got = _read(out / "clip.mp4")
+    _, _, sent = _read(clip)
+    assert len(frames) == 6 and frames[0].shape == (48, 64, 3)
+    [(codec, _, packets)] = got["sound"].values()
+    [(_, _, source_packets)] = sent["sound"].values()
+    assert codec == "aac" and packets == source_packets  # before: the output had no sound at all
+    assert got["tags"]["title"] == "harbour" and got["tags"]["creation_time"].startswith("2026-12-05T10:00:00")
+
+
+def test_sound_mp4_cannot_hold_is_reencoded_to_aac(tmp_path):
+    clip = tmp_path / "clip.mkv"  # PCM in Matroska: MP4 takes no raw PCM
+    _make(clip, frames=10, audio="pcm_s16le")
+    target = tmp_path / "out.mp4"
+    assert transcode_video(clip, target, lambda frame: frame, progress=False) == 10
+    [(codec, seconds, packets)] = _read(target)[2]["sound"].values()
+    assert codec == "aac" and packets and abs(seconds - 1.0) < 0.15, (codec, seconds)
+
+
+def test_frames_keep_their_times_and_their_look(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    _make(clip, frames=5, audio=None, times=[0, 1, 3, 7, 8])  # a variable frame rate, as phones record
+    target = tmp_path / "out.mp4"
+    assert transcode_video(clip, target, lambda frame: frame, progress=False) == 5
+    frames, times, _ = _read(target)
+    assert np.allclose(times, [0, 0.1, 0.3, 0.7, 0.8], atol=1e-3), times  # before: a constant rate, re-timed
+    # CRF 18: re-encoding the decoded frames costs little next to what the network restores.
+    source = _read(clip)[0]
+    assert len(frames) == 5 and min(_psnr(a, b) for a, b in zip(frames, source)) > 36
+
+
+def test_rotated_phone_clips_are_deblurred_upright(tmp_path):
+    import cv2
+
+    clip = tmp_path / "portrait.mp4"
+    _make(clip, frames=3, h=32, w=48, audio=None, rotation=90)
+    seen = []
+    transcode_video(clip, tmp_path / "out.mp4", lambda frame: seen.append(frame) or frame, progress=False)
+    capture = cv2.VideoCapture(str(clip))
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1)  # as players show it (OpenCV's default here: sideways, as before)
+    ok, shown = capture.read()
+    capture.release()
+    assert ok and shown.shape == (48, 32, 3) and seen[0].shape == (48, 32, 3)
+    assert np.abs(seen[0].astype(int) - shown).max() <= 3  # turned the same way, not the other
+    frames, _, _ = _read(tmp_path / "out.mp4")
+    assert frames[0].shape == (48, 32, 3)  # stored upright, with no rotation left to apply
+
+
+def test_odd_sizes_are_padded_and_failures_leave_nothing(tmp_path, caplog):
+    clip = tmp_path / "clip.mp4"
+    _make(clip, frames=2, audio=None)
+    target = tmp_path / "out.mp4"
+    assert transcode_video(clip, target, lambda frame: frame[:47, :63], progress=False) == 2
+    assert _read(target)[0][0].shape == (48, 64, 3) and "63x47 frames are written as 64x48" in caplog.text
+
+    def fails(frame):
+        raise RuntimeError("the network stopped")
+
+    with pytest.raises(RuntimeError):
+        transcode_video(clip, tmp_path / "never.mp4", fails, progress=False)
+    sound_only = tmp_path / "sound.m4a"
+    with av.open(str(sound_only), "w") as out:
+        stream = out.add_stream("aac", rate=8000, layout="mono")
+        tone = av.AudioFrame.from_ndarray(np.zeros((1, 4000), np.int16), format="s16", layout="mono")
+        tone.sample_rate = 8000
+        out.mux(stream.encode(tone))
+        out.mux(stream.encode(None))
+    with pytest.raises(OSError, match="sound.m4a: has no video stream"):
+        transcode_video(sound_only, tmp_path / "never.mp4", lambda frame: frame, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "out.mp4", "sound.m4a"]
