@@ -6,8 +6,9 @@ codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
 - frames are turned upright (a phone's portrait clip is stored sideways with a display rotation, as photos carry
   an EXIF orientation) and given to the function as BGR uint8 arrays, as images are;
 - they are written as H.264 (libx264, CRF :data:`CRF`: visually lossless, so the encoder does not undo the
-  deblurring; OpenCV's writer, used before, had only MPEG-4 part 2), 4:2:0, each at its own presentation time (variable frame rates stay as recorded); a frame of an odd height or width is
-  padded by one repeated row/column (4:2:0 stores even sizes only), logged once;
+  deblurring; OpenCV's writer, used before, had only MPEG-4 part 2), 4:2:0, each at its own presentation time
+  (variable frame rates stay as recorded); a frame of an odd height or width is padded by one repeated
+  row/column (4:2:0 stores even sizes only), logged once;
 - every audio stream is copied packet for packet where MP4 carries its codec (:data:`MP4_AUDIO`), else re-encoded
   to AAC; the container's tags (creation time, location) are kept; subtitle and data streams are not (logged);
 - the file is written under a temporary name created new (never through a link), synced and renamed into place
