@@ -37,6 +37,8 @@ CRF = 18
 MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"})
 #: FFmpeg's named channel layouts by channel count, for sound re-encoded to AAC.
 _AAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+#: FFmpeg's "MPEG" (limited, 16-235) range: what a file that does not say is read with.
+_LIMITED_RANGE = 1
 #: Frame rate assumed where a file declares none.
 DEFAULT_FPS = 25
 
@@ -126,7 +128,8 @@ def _transcode(av, container, source: Path, handle, transform, progress: bool) -
                 for packet in container.demux(video, *audio):
                     if packet.stream is video:
                         for frame in packet.decode():
-                            encoder.write(frame, transform(upright(frame, frame.to_ndarray(format="bgr24"))))
+                            pixels = frame.to_ndarray(format=encoder.pixels)  # with the file's matrix and range
+                            encoder.write(frame, transform(upright(frame, pixels)))
                             bar.update()
                     else:
                         sounds[packet.stream.index].write(packet, encoder.ready)
@@ -139,24 +142,46 @@ def _transcode(av, container, source: Path, handle, transform, progress: bool) -
         for sound in sounds.values():
             sound.finish()
     except av.FFmpegError as exc:
-        raise OSError(f"{source}: FFmpeg could not write the MP4 ({first_line(exc)})") from None
+        raise OSError(f"{source}: FFmpeg could not write the MP4 ({first_line(exc)})") from exc
     finally:
         output.close()
     return encoder.frames
 
 
+def _bits(video) -> int:
+    """Bits per sample of a video stream's pixel format (8 where it is unknown)."""
+    try:
+        return max(c.bits for c in video.codec_context.format.components)
+    except (AttributeError, ValueError, TypeError):
+        return 8
+
+
 class _VideoEncoder:
-    """H.264 stream of the output: sized at the first frame (the transform decides the size), each frame at its
-    source's presentation time (one tick later where a broken file repeats a time)."""
+    """The output's video stream, in the source's bit depth and colours: 8-bit sources as H.264 (every player),
+    deeper ones (10-bit HDR phone clips) as 10-bit HEVC (``hvc1``, as phones write it), the frames handed to the
+    transform as 16-bit BGR so no precision is lost. The source's colour tags (matrix, primaries, transfer, range)
+    are copied and each frame converted back with the matrix and range it was read with (before, a clip tagged
+    BT.709 came back untagged and converted with BT.601: players showed its colours shifted). Sized at the first frame
+    (the transform decides the size); each frame at its source's presentation time (one tick later where a broken
+    file repeats a time)."""
 
     def __init__(self, av, output, video, source: Path) -> None:
         self.av, self.output, self.source = av, output, source
         self.rate = video.average_rate or video.guessed_rate or Fraction(DEFAULT_FPS)
         self.time_base = video.time_base or 1 / Fraction(self.rate)
-        self.stream = output.add_stream("libx264", rate=self.rate)
-        self.stream.pix_fmt = "yuv420p"
-        self.stream.options = {"crf": str(CRF)}
-        self.stream.codec_context.time_base = self.time_base
+        deep = _bits(video) > 8
+        self.pixels = "bgr48le" if deep else "bgr24"  # what the transform gets: uint16 or uint8 BGR
+        self.stream = output.add_stream("libx265" if deep else "libx264", rate=self.rate)
+        self.stream.pix_fmt = "yuv420p10le" if deep else "yuv420p"
+        # x265: quiet (it prints a banner and statistics to the terminal), and no B-frames: with them, clips of one
+        # or two frames came out with garbage decode times in about 1 of 5 runs, which the MP4 muxer refuses.
+        self.stream.options = {"crf": str(CRF), **({"x265-params": "log-level=none:bframes=0"} if deep else {})}
+        context, source_context = self.stream.codec_context, video.codec_context
+        if deep:
+            context.codec_tag = "hvc1"  # QuickTime and Apple devices play HEVC in MP4 only under this tag
+        for tag in ("colorspace", "color_primaries", "color_trc", "color_range"):
+            setattr(context, tag, getattr(source_context, tag))
+        context.time_base = self.time_base
         self.frames = 0
         self.ready = False  # the stream's size is set: the header can be written, sound can go in
         self._last_pts: int | None = None
@@ -170,7 +195,9 @@ class _VideoEncoder:
                             padded.shape[0])
             self.stream.width, self.stream.height = padded.shape[1], padded.shape[0]
             self.ready = True
-        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="bgr24")
+        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format=self.pixels).reformat(
+            format=self.stream.pix_fmt, dst_colorspace=source_frame.colorspace,
+            dst_color_range=source_frame.color_range or _LIMITED_RANGE)
         pts = source_frame.pts
         if pts is None:  # a stream without times: frame n at n / rate
             pts = round(self.frames / (self.rate * self.time_base))

@@ -145,3 +145,68 @@ def test_odd_sizes_are_padded_and_failures_leave_nothing(tmp_path, caplog):
     with pytest.raises(OSError, match="sound.m4a: has no video stream"):
         transcode_video(sound_only, tmp_path / "never.mp4", lambda frame: frame, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "out.mp4", "sound.m4a"]
+
+
+def _coloured(path: Path, codec: str, pix_fmt: str, tags: dict, dtype=np.uint8) -> np.ndarray:
+    """Two frames of two saturated halves, converted and tagged with ``tags`` (matrix, primaries, transfer, range)
+    as a camera writes them; returns the BGR image."""
+    top = 255 if dtype == np.uint8 else 65535
+    image = np.zeros((64, 96, 3), dtype)
+    image[:, :48] = np.array([40, 200, 60]) * top // 255
+    image[:, 48:] = np.array([200, 30, 180]) * top // 255
+    with av.open(str(path), "w") as out:
+        video = out.add_stream(codec, rate=10)
+        video.width, video.height, video.pix_fmt = 96, 64, pix_fmt
+        video.options = {"crf": "10", **({"x265-params": "log-level=none:bframes=0"} if codec == "libx265" else {})}
+        for name, value in tags.items():
+            setattr(video.codec_context, name, value)
+        for i in range(2):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24" if dtype == np.uint8 else "bgr48le").reformat(
+                format=pix_fmt, dst_colorspace=tags["colorspace"], dst_color_range=tags["color_range"])
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    return image
+
+
+def _as_tagged(path: Path, fmt: str = "bgr24") -> tuple[np.ndarray, tuple]:
+    """The first frame as a player shows it (with the file's own tags) and the stream's (matrix, primaries,
+    transfer, range, codec, profile)."""
+    with av.open(str(path)) as container:
+        context = container.streams.video[0].codec_context
+        frame = next(container.decode(video=0))
+        tags = (context.colorspace, context.color_primaries, context.color_trc, context.color_range, context.name)
+        return frame.to_ndarray(format=fmt), tags
+
+
+def test_colour_tags_and_matrix_are_kept(tmp_path):
+    clip = tmp_path / "hd.mp4"
+    bt709 = {"colorspace": 1, "color_primaries": 1, "color_trc": 1, "color_range": 1}
+    _coloured(clip, "libx264", "yuv420p", bt709)
+    assert transcode_video(clip, tmp_path / "out.mp4", lambda frame: frame, progress=False) == 2
+    shown, tags = _as_tagged(tmp_path / "out.mp4")
+    source, _ = _as_tagged(clip)
+    assert tags == (1, 1, 1, 1, "h264")  # before: unspecified (2, 2, 2, 0)
+    # before: converted with BT.601 and untagged: the green half 25 levels darker where players assume BT.709
+    assert np.abs(shown.astype(int) - source).max() <= 4
+
+
+def test_ten_bit_hdr_clips_stay_ten_bit_hdr(tmp_path, tiny_weights, capfd):
+    clip = tmp_path / "hdr.mp4"
+    pq = {"colorspace": 9, "color_primaries": 9, "color_trc": 16, "color_range": 1}  # BT.2020, PQ: a phone's HDR
+    _coloured(clip, "libx265", "yuv420p10le", pq, dtype=np.uint16)
+    seen = []
+    assert transcode_video(clip, tmp_path / "same.mp4", lambda frame: seen.append(frame.dtype) or frame,
+                           progress=False) == 2
+    assert seen == [np.uint16, np.uint16]  # the transform gets 16-bit frames: no 8-bit rounding on the way
+    shown, tags = _as_tagged(tmp_path / "same.mp4", "bgr48le")
+    source, _ = _as_tagged(clip, "bgr48le")
+    halves = np.r_[0:40, 56:96]  # away from the edge between them, which 4:2:0 chroma blurs in either file
+    assert tags == (9, 9, 16, 1, "hevc") and np.abs(shown.astype(int) - source)[:, halves].max() <= 4 * 257
+    with av.open(str(tmp_path / "same.mp4")) as container:
+        context = container.streams.video[0].codec_context
+        assert context.format.name == "yuv420p10le" and context.codec_tag == "hvc1"
+    capfd.readouterr()
+    assert main([str(clip), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
+    assert _as_tagged(tmp_path / "out" / "hdr.mp4")[1] == (9, 9, 16, 1, "hevc")
+    assert capfd.readouterr().err == ""  # x265's own banner and statistics stay off the terminal
