@@ -210,3 +210,16 @@ def test_ten_bit_hdr_clips_stay_ten_bit_hdr(tmp_path, tiny_weights, capfd):
     assert main([str(clip), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
     assert _as_tagged(tmp_path / "out" / "hdr.mp4")[1] == (9, 9, 16, 1, "hevc")
     assert capfd.readouterr().err == ""  # x265's own banner and statistics stay off the terminal
+
+
+def test_without_pyav_a_video_fails_in_one_line_naming_the_extra(tmp_path, tiny_weights, monkeypatch, capsys):
+    import sys
+
+    clip = tmp_path / "clip.mp4"
+    _make(clip, frames=2, audio=None)
+    monkeypatch.setitem(sys.modules, "av", None)  # import av raises ImportError, as where it is not installed
+    assert main([str(clip), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {clip}: deblurring a video needs PyAV, which is not installed: pip install " \
+                  "'banet-deploy[video]' (PyAV)", err
+    assert not any((tmp_path / "out").iterdir())
