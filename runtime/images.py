@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 from banet.errors import first_line
 from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
-from runtime.image_metadata import NO_METADATA, ImageMetadata, embed, metadata_of
+from runtime.image_metadata import EXIF_HEADER, NO_METADATA, ImageMetadata, embed, metadata_of, png_exif
 
 #: Smallest height/width accepted: a 1-pixel image has no blur to remove.
 MIN_SIDE = 2
@@ -283,6 +285,26 @@ class _Header:
 
 
 _PILLOW_LIMIT = threading.Lock()
+#: Largest text or profile chunk Pillow decompresses from a PNG while it is read here (its own default, 1 MiB, makes
+#: it refuse a photo whose profile is larger: its header, and so the size limit and orientation, would be lost):
+#: 16 MiB, above the largest profile a JPEG can hold; Pillow's MAX_TEXT_MEMORY still bounds all text together.
+_PNG_TEXT_LIMIT = 16 * 1024 * 1024
+
+
+@contextmanager
+def _pillow_limits(max_pixels: int | None):
+    """Pillow's decompression-bomb limit set to ``max_pixels`` and its PNG chunk limit raised (``_PNG_TEXT_LIMIT``)
+    while a file is opened; both are module settings, so one thread at a time changes them."""
+    from PIL import Image, PngImagePlugin
+
+    with _PILLOW_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        PngImagePlugin.MAX_TEXT_CHUNK = max(saved[1], _PNG_TEXT_LIMIT)
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = saved
 
 
 def _read_header(data: bytes, source: str) -> _Header | None:
@@ -290,24 +312,37 @@ def _read_header(data: bytes, source: str) -> _Header | None:
     header, or None when Pillow does not know the format.
 
     Pillow's own decompression-bomb limit is lifted while the header is read (never while pixels are decoded
-    here without a check): the caller's ``max_pixels`` is the limit, and it needs the size to say so.
+    here without a check): the caller's ``max_pixels`` is the limit, and it needs the size to say so. No pixel is
+    decoded here; a PNG that Pillow refuses for a bad chunk still gives its size (:func:`_png_size_only`).
     """
     from PIL import Image, UnidentifiedImageError
 
-    with _PILLOW_LIMIT:
-        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    with _pillow_limits(None):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data": metadata_of says it in one line
                 with Image.open(io.BytesIO(data)) as image:
                     frames = image.n_frames if getattr(image, "is_animated", False) else 1
-                    orientation = image.getexif().get(_ORIENTATION, 1)
+                    png = data if image.format == "PNG" else None
+                    if png is not None and "exif" not in image.info and (late := png_exif(data)) is not None:
+                        image.info["exif"] = EXIF_HEADER + late  # an eXIf after the image data
+                    # Image.getexif, not the PNG plugin's own: for a PNG without eXIf in its header that one decodes
+                    # every pixel to look further, before the size is checked (a 1 MB PNG took 1.5 GB and 3 s here).
+                    orientation = Image.Image.getexif(image).get(_ORIENTATION, 1)
                     return _Header(image.size[0], image.size[1], frames, orientation, image.format or "",
-                                   metadata_of(image.info, source))
+                                   metadata_of(image.info, source, png))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-            return None
-        finally:
-            Image.MAX_IMAGE_PIXELS = limit
+            return _png_size_only(data)
+
+
+def _png_size_only(data: bytes) -> _Header | None:
+    """The size in a PNG's IHDR where Pillow refuses the file for a bad chunk that libpng (OpenCV) skips (a truncated
+    gAMA, a profile in an unknown compression...): the size limit must still apply. Nothing else is known, so
+    nothing is carried; None for anything but a PNG."""
+    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    return _Header(width, height, 1, 1, "PNG", NO_METADATA)
 
 
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -379,13 +414,9 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
     if hint and _png_is_16bit_colour(data[:26]):
         raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
     try:
-        with _PILLOW_LIMIT:  # the size was checked against the caller's limit: Pillow's own one moves to it
-            limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = limit if max_pixels is None else max_pixels
-            try:
-                image = Image.open(io.BytesIO(data))
-            finally:
-                Image.MAX_IMAGE_PIXELS = limit
+        # The size was checked against the caller's limit: Pillow's own one moves to it.
+        with _pillow_limits(Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels):
+            image = Image.open(io.BytesIO(data))
         with image:
             image.load()
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
