@@ -41,7 +41,10 @@ from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
 from runtime.video import transcode_video
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+#: Video files by extension, camcorder (AVCHD .mts/.m2ts, MPEG-TS), phone (.3gp) and older formats included: before,
+#: a camcorder's .MTS was taken for an image and failed as one.
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mts", ".m2ts", ".ts", ".3gp", ".mpg", ".mpeg",
+                  ".flv", ".wmv"}
 log = logging.getLogger("runtime.cli")
 
 

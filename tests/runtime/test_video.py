@@ -223,3 +223,18 @@ def test_without_pyav_a_video_fails_in_one_line_naming_the_extra(tmp_path, tiny_
     assert err == f"error: {clip}: deblurring a video needs PyAV, which is not installed: pip install " \
                   "'banet-deploy[video]' (PyAV)", err
     assert not any((tmp_path / "out").iterdir())
+
+
+def test_camcorder_files_are_videos(tmp_path, tiny_weights):
+    clip = tmp_path / "00001.MTS"  # AVCHD: MPEG-TS, as camcorders name it
+    with av.open(str(clip), "w", format="mpegts") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(_textured(48, 64, i), format="bgr24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    assert main([str(clip), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
+    frames, _, _ = _read(tmp_path / "out" / "00001.mp4")  # before: "not an image OpenCV can decode"
+    assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
