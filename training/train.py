@@ -18,6 +18,7 @@ import itertools
 import json
 import logging
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -215,8 +216,13 @@ def batch_stream(source: BatchSource, start: int, workers: int = 0,
     if workers <= 0:
         yield from (source(step) for step in itertools.count(start))
         return
+    # Workers start from a fresh server process (forkserver), not forked from this one: a fork copies a process
+    # that holds other libraries' thread pools (OpenVINO, ONNX Runtime, CUDA on a GPU), which is unsafe (one full
+    # test run in three crashed in the worker-pool test with fork); the dataset is pickled to them instead.
+    context = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     loader = torch.utils.data.DataLoader(_StepDataset(source), batch_size=None, sampler=itertools.count(start),
-                                         num_workers=workers, collate_fn=_as_is, prefetch_factor=prefetch)
+                                         num_workers=workers, collate_fn=_as_is, prefetch_factor=prefetch,
+                                         multiprocessing_context=context)
     yield from loader
 
 
