@@ -22,6 +22,7 @@ codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -233,9 +234,10 @@ def _transcode(av, container, video, source: Path, sink, transform, progress: bo
 
     video.thread_type = "AUTO"
     audio = list(container.streams.audio)
-    others = [s.type for s in container.streams if s is not video and s not in audio]
-    if others:
-        log.info("%s: %s stream(s) not carried into the output (only video and audio)", source, ", ".join(others))
+    others = collections.Counter(s.type for s in container.streams if s is not video and s not in audio)
+    if others:  # a warning, not a note -q hides: it is the user's data (a stereo camera's second eye, subtitles)
+        log.warning("%s: %s not carried into the output (it holds the deblurred video stream and the sound)", source,
+                    ", ".join(f"{n} {kind} stream{'s' * (n > 1)}" for kind, n in sorted(others.items())))
     output = av.open(sink, "w", format="mp4")
     try:
         output.metadata.update({k: v for k, v in container.metadata.items() if k not in ("encoder", "major_brand",

@@ -238,3 +238,20 @@ def test_camcorder_files_are_videos(tmp_path, tiny_weights):
     assert main([str(clip), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
     frames, _, _ = _read(tmp_path / "out" / "00001.mp4")  # before: "not an image OpenCV can decode"
     assert len(frames) == 3 and frames[0].shape == (48, 64, 3)
+
+
+def test_streams_not_carried_are_named_in_a_warning(tmp_path, caplog):
+    clip = tmp_path / "stereo.mkv"  # a stereo camera: two video streams
+    with av.open(str(clip), "w") as out:
+        eyes = [out.add_stream("libx264", rate=10) for _ in range(2)]
+        for eye in eyes:
+            eye.width, eye.height, eye.pix_fmt = 64, 48, "yuv420p"
+        for i in range(2):
+            for eye in eyes:
+                frame = av.VideoFrame.from_ndarray(_textured(48, 64, i), format="bgr24")
+                frame.pts, frame.time_base = i, Fraction(1, 10)
+                out.mux(eye.encode(frame))
+        for eye in eyes:
+            out.mux(eye.encode(None))
+    assert transcode_video(clip, tmp_path / "out.mp4", lambda frame: frame, progress=False) == 2
+    assert "stereo.mkv: 1 video stream not carried into the output" in caplog.text  # before: an info line -q hid
