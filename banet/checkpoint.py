@@ -127,6 +127,9 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], s
         raise CheckpointFormatError(f"{path}: not a file")
     if path.stat().st_size == 0:
         raise CheckpointFormatError(f"{path}: empty file, not a checkpoint")
+    if path.suffix.lower() == ".onnx":  # torch.load's own word for it is advice to unpickle it unsafely
+        raise CheckpointFormatError(f"{path} is an ONNX model, not PyTorch weights; give the .safetensors or .pth "
+                                    "checkpoint it was exported from")
     if path.suffix == ".safetensors" or _looks_like_safetensors(path):
         state, metadata = _read_safetensors(path)
         layout = "safetensors" if metadata.get(_KEY_FORMAT) == FORMAT_TAG else "safetensors (no BANet header)"

@@ -61,6 +61,7 @@ if [[ "$WIDTH" != 64 ]]; then
 fi
 
 echo "== fine-tune (${BATCH}x${CROP} px, $WORKERS workers, schedule sized to $MINUTES minutes)"
+rm -rf "$RUN"  # each run of this script is a new fine-tune from $start; the last one's history is in $OUT
 $PY -m training.train --run "$RUN" --widths "32,$WIDTH" --recipe "$RECIPE" "${augment[@]}" --steps "$STEPS" \
     --crop "$CROP" --batch "$BATCH" --lr "$LR" --warmup 100 --eval-every 100000000 --device "$DEVICE" \
     --precision auto --minutes "$MINUTES" --workers "$WORKERS" --init-from "$start" || exit 1
@@ -70,5 +71,5 @@ echo "== export and evaluate every held-out family, then the train/held-out gap"
 rm -f "$OUT/weights.safetensors"
 $PY -m training.train --run "$RUN" --export "$OUT/weights.safetensors" || exit 1
 rm -f "$RUN/last.pt"  # optimizer state: the exported weights resume the run (--init-from)
-$PY -m training.evaluate --weights "$OUT/weights.safetensors" --output "$OUT/eval"
-$PY -m training.evaluate --weights "$OUT/weights.safetensors" --output "$OUT/eval" --train-gap
+$PY -m training.evaluate --weights "$OUT/weights.safetensors" --output "$OUT/eval" --force
+$PY -m training.evaluate --weights "$OUT/weights.safetensors" --output "$OUT/eval" --train-gap --force

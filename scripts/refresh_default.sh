@@ -40,7 +40,7 @@ else
 fi
 
 step "held-out evaluation -> docs/images/"
-$PY -m training.evaluate --output out/eval
+$PY -m training.evaluate --output out/eval --force
 cp out/eval/side_by_side_trajectory.png docs/images/heldout_side_by_side.png
 cp out/eval/side_by_side_linear_srgb.png docs/images/heldout_linear_srgb.png
 cp out/eval/sharp_worst.png docs/images/sharp_worst.png

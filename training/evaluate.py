@@ -288,11 +288,64 @@ def _report_lines(results: dict) -> list[str]:
     return lines
 
 
+#: This command's own folder: each run refreshes the results there.
+DEFAULT_OUTPUT = Path("out/eval")
+
+
+def output_names(train_gap: bool) -> list[str]:
+    """The files :func:`main` writes into ``--output``: ``train_gap.json`` with ``--train-gap``, else the pictures
+    and ``metrics.json``."""
+    if train_gap:
+        return ["train_gap.json"]
+    from calibration.photos import EVAL_FAMILIES
+
+    return ["metrics.json", *(f"side_by_side_{name}.png" for name in EVAL_FAMILIES), "sharp_worst.png",
+            "clock_motion.png"]
+
+
+def check_outputs(folder: Path, names: Sequence[str], force: bool, weights: Path | None) -> None:
+    """Refuse (``ValueError``, one line) an ``--output`` that is a file, or that already holds one of ``names``
+    without ``force``, or whose folder cannot be written; never the ``--weights`` file itself, even with
+    ``force``. Run before the evaluation, so a refusal costs nothing."""
+    from banet.outputs import check_output
+
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--output {folder} is a file; give a folder for the metrics and pictures")
+    for name in names:
+        check_output(folder / name, force=force, error=ValueError, suffix=Path(name).suffix,
+                     inputs={"the checkpoint (--weights)": weights}, option="--output")
+
+
+def png_bytes(picture: np.ndarray) -> bytes:
+    """A uint8 RGB picture encoded as PNG, to be written whole (:func:`banet.outputs.write_atomic`)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _written(path: Path, data: bytes) -> bool:
+    """Write ``path`` whole or not at all; a failure (a full disk) is one ``error:`` line and False."""
+    from banet.outputs import write_atomic, write_error
+
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        print(f"error: {write_error(exc, path, len(data))}", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None,
                         help="checkpoint in any supported layout (default: the embedded default model)")
-    parser.add_argument("--output", type=Path, default=Path("out/eval"), help="folder for metrics and pictures")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="folder for metrics and pictures (default out/eval, which each run refreshes; in a folder "
+                             "you name, earlier results only with --force)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out images")
     parser.add_argument("--train-gap", action="store_true",
                         help="instead: each family's gain on crops of training photos next to held-out, and the "
@@ -302,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-packages", default=None,
                         help="comma-separated packages to take --train-gap photos from (default: all), e.g. the "
                              "photos a model was or was not trained on")
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite the metrics.json (or train_gap.json) and pictures already in the --output "
+                             "folder you named (out/eval's are always refreshed)")
     args = parser.parse_args(argv)
     if args.train_crops < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--train-crops and --limit must be positive")
@@ -320,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     from banet.defaults import default_weights_path
 
     try:
+        # before minutes of evaluation: an --output that is a file, or earlier results there (another model's,
+        # or committed ones under training/runs/*/eval), are refused unless --force, as other commands do
+        # out/eval is this command's own folder (a rerun refreshes it, as calibration.drift's out/drift); a folder
+        # the user names keeps its results unless --force
+        replace = args.force or args.output is None
+        args.output = DEFAULT_OUTPUT if args.output is None else args.output
+        check_outputs(args.output, output_names(args.train_gap), replace, args.weights)
         loaded = load_checkpoint(args.weights or default_weights_path())
     except (OSError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -331,28 +394,28 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
-        args.output.mkdir(parents=True, exist_ok=True)
         gap.update(weights=shown_path(loaded.path), sha256=loaded.sha256)
-        (args.output / "train_gap.json").write_text(json.dumps(gap, indent=2))
+        if not _written(args.output / "train_gap.json", json.dumps(gap, indent=2).encode()):
+            return 1
         for line in train_gap_lines(gap):
             print(line)
         print(f"wrote {args.output / 'train_gap.json'}")
         return 0
     results = evaluate_all(restore, args.limit)
-    args.output.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
+    pictures: dict[str, np.ndarray] = {}
     for name, family in results["families"].items():
         rows = family["per_image"]
         order = np.argsort([r["psnr_blurred"] - r["psnr_deblurred"] for r in rows])
         picks = [int(order[0]), int(order[len(order) // 2])]
-        pictures = [(family["pairs"][i][1], family["restored"][i], family["pairs"][i][2]) for i in picks]
-        Image.fromarray(side_by_side(pictures)).save(args.output / f"side_by_side_{name}.png")
+        rows = [(family["pairs"][i][1], family["restored"][i], family["pairs"][i][2]) for i in picks]
+        pictures[f"side_by_side_{name}.png"] = side_by_side(rows)
     sharp = results["sharp"]
     worst = int(np.argmin([r["psnr_identity"] for r in sharp["per_image"]]))
-    Image.fromarray(side_by_side([(sharp["crops"][worst][1], sharp["restored"][worst])])).save(
-        args.output / "sharp_worst.png")
-    Image.fromarray(side_by_side([results["clock_motion"]["images"]])).save(args.output / "clock_motion.png")
+    pictures["sharp_worst.png"] = side_by_side([(sharp["crops"][worst][1], sharp["restored"][worst])])
+    pictures["clock_motion.png"] = side_by_side([results["clock_motion"]["images"]])
+    for name, picture in pictures.items():
+        if not _written(args.output / name, png_bytes(picture)):
+            return 1
     report = {"weights": shown_path(loaded.path), "sha256": loaded.sha256, "config": loaded.config.to_dict(),
               "families": {k: {"summary": v["summary"], "per_image": v["per_image"]}
                            for k, v in results["families"].items()},
@@ -361,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     # the original keys, kept for tools reading the trajectory family as "the held-out set"
     report.update(summary=report["families"]["trajectory"]["summary"],
                   per_image=report["families"]["trajectory"]["per_image"])
-    (args.output / "metrics.json").write_text(json.dumps(report, indent=2))
+    if not _written(args.output / "metrics.json", json.dumps(report, indent=2).encode()):  # last: the run is whole
+        return 1
     for line in _report_lines(results):
         print(line)
     print(f"wrote {args.output / 'metrics.json'} and the pictures beside it")

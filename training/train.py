@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import itertools
 import json
 import logging
 import math
 import multiprocessing
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -28,16 +30,44 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from banet.checkpoint import save_checkpoint
+from banet.checkpoint import CheckpointError, CheckpointMismatchError, LoadedCheckpoint, save_checkpoint
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
+from banet.errors import first_line
 from banet.model import BANet, count_parameters
+from banet.outputs import (
+    check_not_input,
+    check_output,
+    clear_partial,
+    commit_partial,
+    partial_path,
+    write_atomic,
+    write_error,
+)
 from banet.processing import preprocess
 from training.losses import deblur_loss, harm_penalty
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RUN = Path("training") / "runs" / "default"  # under the current project
+
+
+class TrainError(ValueError):
+    """A run that cannot be trained, resumed or exported as asked (a corrupt ``last.pt``, a run folder that is a
+    file, another run's options, a failed save): the message is one line naming the file and what to do."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says which step ``last.pt`` holds (the run resumes from there)."""
+
+
+#: The :class:`TrainConfig` fields that define a run: its network, data stream and recipe. A resume with another
+#: value of one is refused (:meth:`TrainConfig.same_run`); the others (the schedule, the loss weights, the
+#: evaluations) may change, and a change is logged and recorded in the history (:data:`RESUME_CHANGES`).
+RUN_KEYS = ("model", "seed", "crop", "batch", "recipe", "augment", "sample_by")
+#: Fields a resumed session may change, compared with the stored run to log and record what changed.
+RESUME_CHANGES = ("steps", "lr", "warmup", "final_lr_ratio", "grad_clip", "harm_weight", "fft_weight", "eval_every",
+                  "save_every", "eval_images")
 
 
 @dataclass
@@ -89,14 +119,28 @@ class TrainConfig:
     def same_run(self, other: TrainConfig) -> bool:
         """Whether ``other`` continues this run: same network, data stream and recipe. The schedule (steps,
         learning rate) may change on resume, as a shortened or extended run needs."""
-        keys = ("model", "seed", "crop", "batch", "recipe", "augment", "sample_by")
-        return all(getattr(self, k) == getattr(other, k) for k in keys)
+        return not self.differences(other, RUN_KEYS)
+
+    def differences(self, other: TrainConfig, keys: tuple[str, ...] | None = None) -> dict[str, tuple]:
+        """``{field: (this value, other's value)}`` for the fields of ``keys`` (default: all) that differ."""
+        keys = keys if keys is not None else tuple(f for f in asdict(self) if f != "model") + ("model",)
+        return {k: (getattr(self, k), getattr(other, k)) for k in keys if getattr(self, k) != getattr(other, k)}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
         data = dict(data)
         data["model"] = BANetConfig.from_dict(data["model"])
         return cls(**data)
+
+
+def describe_differences(stored: TrainConfig, given: TrainConfig, keys: tuple[str, ...] = RUN_KEYS) -> str:
+    """``crop 192 in the run, 96 given; ...`` for the run-defining fields where ``given`` differs from ``stored``:
+    what a refused resume names, instead of printing both whole configurations."""
+    def shown(value: object) -> str:
+        return value.describe() if isinstance(value, BANetConfig) else repr(value)
+
+    differences = stored.differences(given, keys)
+    return "; ".join(f"{k} {shown(a)} in the run, {shown(b)} given" for k, (a, b) in differences.items())
 
 
 def learning_rate_factor(step: int, config: TrainConfig) -> float:
@@ -226,23 +270,57 @@ def batch_stream(source: BatchSource, start: int, workers: int = 0,
     yield from loader
 
 
+def _header_run(header: dict[str, str], path: Path) -> tuple[TrainConfig, int] | None:
+    """(the run's config, its step) recorded in the header of weights that ``export_weights`` wrote, or None (other
+    weights, or a record that cannot be read: then they are weights to fine-tune from, as any others)."""
+    stored = header.get("banet.train_config")
+    if not stored or "banet.run_step" not in header:
+        return None
+    try:
+        return TrainConfig.from_dict(json.loads(stored)), int(header["banet.run_step"])
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("%s: its training record cannot be read (%s); treating it as weights to fine-tune from", path,
+                    first_line(exc))
+        return None
+
+
+def load_init_weights(path: Path, config: TrainConfig) -> LoadedCheckpoint:
+    """``--init-from`` weights loaded into ``config``'s network: a missing file, a file that is not a checkpoint
+    (an ONNX model...) or weights of another network is a one-line :class:`TrainError`, naming the network the
+    file holds when it is a BANet (before, the checkpoint reader's own exception, as a traceback)."""
+    from banet.checkpoint import infer_config, load_checkpoint, read_state_dict
+
+    try:
+        return load_checkpoint(path, config=config.model)
+    except CheckpointMismatchError as exc:
+        hint = ""
+        with contextlib.suppress(CheckpointError, OSError):
+            other = infer_config(read_state_dict(path)[0])
+            hint = f"; it holds {other.describe()}" + ("" if other.ba_fuse_full else (
+                f": train that network with --num-bams {other.num_bams} --widths {other.dim_1},{other.dim_2}"))
+        raise TrainError(f"--init-from {path}: its weights do not fit {config.model.describe()}{hint}") from exc
+    except (CheckpointError, OSError) as exc:
+        raise TrainError(f"--init-from {first_line(exc)}") from exc
+
+
 def _start_from_weights(path: Path, model: BANet, config: TrainConfig, run_dir: Path) -> tuple[int, list[dict]]:
     """Initialise ``model`` from a shipped checkpoint when there is no ``last.pt`` (optimizer state is rebuilt).
 
     If the checkpoint was exported from this very run (same recipe, as its header records), training resumes
     at the step it records, with the run's committed ``history.jsonl``; otherwise it is a fine-tune from step 0.
     """
-    from banet.checkpoint import load_checkpoint
-
-    loaded = load_checkpoint(path, config=config.model)
+    loaded = load_init_weights(path, config)
     model.load_state_dict(loaded.model.state_dict())
     header = loaded.metadata
-    stored = header.get("banet.train_config")
-    if stored and "banet.run_step" in header and TrainConfig.from_dict(json.loads(stored)).same_run(config):
-        step = int(header["banet.run_step"])
-        history_file = run_dir / "history.jsonl"
-        history = [json.loads(line) for line in history_file.read_text().splitlines() if line.strip()] \
-            if history_file.is_file() else []
+    recorded = _header_run(header, path)
+    if recorded is not None and recorded[0].same_run(config):
+        step = recorded[1]
+        history = read_history(run_dir / "history.jsonl")
+        later = [e for e in history if e["step"] > step]
+        if later:  # the run went on past these weights: those entries describe training this resume redoes
+            log.warning("%s holds %d entries past step %d (up to step %d), logged after these weights were "
+                        "exported; they are replaced as the run trains again from step %d", run_dir / "history.jsonl",
+                        len(later), step, later[-1]["step"], step)
         log.info("resuming %s at step %d from %s (optimizer state rebuilt)", run_dir, step, path)
         return step, [e for e in history if e["step"] <= step]
     log.info("fine-tuning from %s (%s steps before this run)", path, header.get("banet.trained_steps", "?"))
@@ -251,24 +329,144 @@ def _start_from_weights(path: Path, model: BANet, config: TrainConfig, run_dir: 
 
 def _steps_before_run(weights: Path, config: TrainConfig) -> int:
     """Steps the weights had before this run: all of their steps for a fine-tune, or, when they were exported
-    by this very run (same recipe, see :meth:`TrainConfig.same_run`), the steps its start had."""
-    from banet.checkpoint import read_state_dict
+    by this very run (same recipe, see :meth:`TrainConfig.same_run`), the steps its start had. Weights that do
+    not fit ``config``'s network, or no weights at all, are a one-line :class:`TrainError`."""
+    header = load_init_weights(weights, config).metadata
+    recorded = _header_run(header, weights)
+    if recorded is not None and recorded[0].same_run(config):
+        return recorded[0].init_steps
+    try:
+        return int(header.get("banet.trained_steps", 0))
+    except ValueError:
+        log.warning("%s: banet.trained_steps %r is not a number; counting 0 steps before this run", weights,
+                    header["banet.trained_steps"])
+        return 0
 
-    header = read_state_dict(weights)[2]
-    stored = header.get("banet.train_config")
-    if stored and "banet.run_step" in header:
-        stored_config = TrainConfig.from_dict(json.loads(stored))
-        if stored_config.same_run(config):
-            return stored_config.init_steps
-    return int(header.get("banet.trained_steps", 0))
+
+def read_history(path: Path) -> list[dict]:
+    """The entries of a run's ``history.jsonl`` ([] when there is none).
+
+    A run killed while the file was written (before it was written whole, see :func:`_save_state`) can leave a
+    cut-short last line: it is dropped with a warning, as the entries it held are in ``last.pt`` or will be
+    logged again. Anything else that is not one JSON object with a ``step`` per line is a :class:`TrainError`
+    naming the line, never a traceback from the JSON parser or a silently wrong history.
+    """
+    if not path.exists():
+        return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainError(f"{path}: cannot read the run's history ({first_line(exc)})") from exc
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    entries = []
+    for i, line in numbered:
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+                raise ValueError("not a history entry (a JSON object with a step)")
+        except ValueError as exc:
+            if (i, line) == numbered[-1] and not line.rstrip().endswith("}"):
+                log.warning("%s: dropping its cut-short last line %d (a run stopped while writing it)", path, i)
+                break
+            raise TrainError(f"{path}: line {i} is not a history entry ({first_line(exc)}); fix or remove that "
+                             "line, or move the file away to start the history again") from exc
+        entries.append(entry)
+    return entries
+
+
+def _short_reason(exc: BaseException) -> str:
+    """``Type: first sentence`` of a library's error (torch's run on for lines about its own versions)."""
+    reason = first_line(exc).split(". ")[0]
+    return type(exc).__name__ if reason == type(exc).__name__ else f"{type(exc).__name__}: {reason}"
+
+
+#: What a ``last.pt`` written by :func:`_save_state` holds.
+STATE_KEYS = ("model_state", "optimizer_state", "step", "train_config", "history")
+
+
+def load_state(path: Path, device: torch.device | str = "cpu") -> tuple[dict, TrainConfig, list[dict]]:
+    """(the state, its config, its history) of a run's ``last.pt``; a file that is empty, cut short, corrupt or
+    not one this module wrote is a one-line :class:`TrainError` saying what to do, never torch's traceback."""
+    fix = "move it away to start over, or to resume from the run's exported weights (--init-from)"
+    if path.is_dir():
+        raise TrainError(f"{path} is a directory, not a training state; {fix}")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch.load fails in many ways on damaged bytes; all mean the same to a user
+        if isinstance(exc, OSError) and exc.errno is not None:  # permissions, I/O errors: not the bytes
+            raise TrainError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise TrainError(f"{path} is empty, cut short or corrupt ({_short_reason(exc)}); {fix}") from exc
+    missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise TrainError(f"{path} is not a training state written by training.train (it lacks "
+                         f"{', '.join(missing)}); {fix}")
+    try:
+        config = TrainConfig.from_dict(json.loads(state["train_config"]))
+        history = json.loads(state["history"])
+        int(state["step"])
+    except (ValueError, TypeError, KeyError) as exc:
+        raise TrainError(f"{path}: unreadable training record ({type(exc).__name__}: {first_line(exc)}); "
+                         f"{fix}") from exc
+    return state, config, history
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse (one-line :class:`TrainError`) a ``--run`` that is a file, cannot be created or is not writable,
+    before any work: otherwise the first save, minutes or hours in, would fail with the steps since lost."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainError(f"--run {run_dir} is a file, not a run folder; give a folder (created if missing)")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainError(f"cannot create the run folder {run_dir}: {exc.strerror or exc}") from exc
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise TrainError(f"the run folder {run_dir} is not writable (last.pt and history.jsonl are saved there)")
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the run folder for a session: a second session on the same run (another
+    terminal) would replace ``last.pt`` and ``history.jsonl`` in turn with its own, so it is refused in one line.
+    The kernel drops the lock of a killed process, so it is never stale; nothing is written for it. Where
+    ``fcntl`` is missing (Windows) sessions are not locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TrainError(f"another training session is running in {run_dir}; wait for it to end (or stop it), "
+                             "or use another --run folder") from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _save_state(path: Path, model: BANet, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig,
                 history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``last.pt`` and ``history.jsonl`` each whole or not at all (:func:`banet.outputs.write_atomic`): a
+    run killed (Ctrl-C, a full disk, a crash) while saving keeps its previous state and history, and no half file
+    is ever left under either name (torch.save straight to a file, or a plain rewrite of the history, could)."""
+    buffer = io.BytesIO()
     torch.save({"model_state": model.state_dict(), "optimizer_state": optimizer.state_dict(), "step": step,
-                "train_config": json.dumps(config.to_dict()), "history": json.dumps(history)}, tmp)
-    os.replace(tmp, path)
+                "train_config": json.dumps(config.to_dict()), "history": json.dumps(history)}, buffer)
+    data = buffer.getvalue()
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise TrainError(f"{write_error(exc, path, len(data))}; the previous {path.name} is kept (run again to "
+                         "resume from it)") from exc
+    history_file = path.parent / "history.jsonl"
+    data = "".join(json.dumps(e) + "\n" for e in history).encode()
+    try:
+        write_atomic(history_file, data)
+    except OSError as exc:
+        raise TrainError(f"{write_error(exc, history_file, len(data))}; {path.name} holds step {step} and its "
+                         "history (run again to resume)") from exc
 
 
 def cpu_has_bf16() -> bool:
@@ -292,9 +490,18 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 
 
 def pick_device(name: str) -> torch.device:
+    """``auto`` (CUDA when there is one), ``cpu``, ``cuda``, ``cuda:N``...; a name torch does not know, or CUDA on a
+    machine without it, is a one-line :class:`TrainError` (torch's own errors list every backend it was built
+    for, or fail deep in the first tensor's move)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise TrainError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
 
 
 #: The longest training session the CLI runs (issue #33's discipline: each run resumable, its history committed
@@ -355,34 +562,72 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     :func:`_start_from_weights`): a fine-tune, or the resumption of this run from its exported weights.
 
     Returns the history: one entry per logged step with the loss, learning rate and any evaluation.
+
+    The run folder is checked first (:func:`check_run_dir`) and locked for the session (:func:`run_lock`); a
+    ``last.pt`` that cannot be resumed, another run's options or a history without its state are a
+    :class:`TrainError`, and Ctrl-C a :class:`TrainingInterrupted` saying which step ``last.pt`` holds.
     """
+    check_run_dir(run_dir)
+    with run_lock(run_dir):
+        return _train_session(config, run_dir, batch_source, device, max_minutes, evaluate_fn, progress, stop_at,
+                              precision, init_from, workers, minutes, clock)
+
+
+def _train_session(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None, device: str,
+                   max_minutes: float | None, evaluate_fn: Callable[[BANet], dict] | None, progress: bool,
+                   stop_at: int | None, precision: str, init_from: Path | None, workers: int,
+                   minutes: float | None, clock: Callable[[], float]) -> list[dict]:
+    """One session of :func:`train` in its checked, locked run folder."""
     # Long by design (~90 lines): the training loop reads top to bottom (resume, step, log, evaluate, save).
     from tqdm import tqdm
 
     torch.manual_seed(config.seed)
     dev = pick_device(device)
-    run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / "last.pt"
     model = BANet(config.model).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    step, history = 0, []
+    step, history, changed = 0, [], {}
     if state_path.exists():
-        state = torch.load(state_path, map_location=dev, weights_only=True)
-        stored = TrainConfig.from_dict(json.loads(state["train_config"]))
+        state, stored, history = load_state(state_path, dev)
         if not stored.same_run(config):
-            raise ValueError(f"{state_path} was trained with {stored}; refusing to resume with {config}. "
-                             "Use another --run directory for a different recipe.")
+            raise TrainError(f"{state_path} is another run ({describe_differences(stored, config)}); refusing to "
+                             "resume it with other data or another network: leave those options out (the run's "
+                             "own are used) or use another --run folder for a different recipe")
         config = replace(config, init_steps=stored.init_steps)  # what this run started from is the run's record
         if stored.minutes is not None:  # a time-budgeted run: its decided schedule is part of the run
             config = replace(config, steps=stored.steps, minutes=stored.minutes, replan_step=stored.replan_step,
                              replan_factor=stored.replan_factor)
             log.info("keeping the schedule decided for %g minutes: %d steps", stored.minutes, stored.steps)
-        model.load_state_dict(state["model_state"])
-        optimizer.load_state_dict(state["optimizer_state"])
-        step, history = int(state["step"]), json.loads(state["history"])
+        try:
+            model.load_state_dict(state["model_state"])
+            optimizer.load_state_dict(state["optimizer_state"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # tensors that do not match its own record
+            raise TrainError(f"{state_path}: its weights or optimizer state do not fit the network it records "
+                             f"({first_line(exc)}); move it away to start over, or to resume from the run's "
+                             "exported weights (--init-from)") from exc
+        step = int(state["step"])
+        # A resumed run may change its schedule, loss weights or evaluations; a change is said, and recorded in
+        # the history, so the run's record (which stores only the latest options) does not hide it.
+        changed = {k: [a, b] for k, (a, b) in stored.differences(config, RESUME_CHANGES).items()}
+        if changed:
+            log.warning("resuming %s with changed options: %s", state_path,
+                        ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items()))
         log.info("resumed %s at step %d", state_path, step)
     elif init_from is not None:
         step, history = _start_from_weights(init_from, model, config, run_dir)
+    if step == 0:
+        # A new run would replace history.jsonl at its first save: a run whose last.pt was removed (git keeps only
+        # its history and exported weights) must be resumed from those weights, never silently started over.
+        earlier = read_history(run_dir / "history.jsonl")
+        if earlier:
+            raise TrainError(f"{run_dir / 'history.jsonl'} holds {len(earlier)} logged step(s) (up to step "
+                             f"{earlier[-1]['step']}) of a run that has no last.pt here; resume it with --init-from "
+                             "its exported weights (the same options), or train in another --run folder (refusing "
+                             "to start over that history)")
+    saved = step if state_path.exists() else None  # the step last.pt holds, for the message on Ctrl-C
+    if step >= config.steps:
+        log.info("%s is at step %d, at or past --steps %d: nothing to train (give a larger --steps to extend it)",
+                 run_dir, step, config.steps)
     if batch_source is None:
         batch_source = default_batch_source(config)
     amp_dtype = autocast_dtype(dev, precision)
@@ -402,6 +647,8 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
                  "%d until then", config.steps, probe_end, probe_end + 1)
         config = replace(config, steps=probe_end + 1)
     session_entry = {"photos": getattr(batch_source, "photo_source", None), "workers": workers}
+    if changed:
+        session_entry["changed"] = changed
     planned = config.steps  # the schedule this session started with (or decided): a re-plan never lengthens past it
     started = clock()
     probe_time = 0.0
@@ -409,92 +656,135 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     last_entry_time, last_entry_step = started, step
     bar = tqdm(total=config.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     model.train()
-    with contextlib.closing(batch_stream(batch_source, step, workers)) as batches:  # closing ends a pool
-        while step < (min(config.steps, stop_at) if stop_at is not None else config.steps):
-            if deciding and step == probe_start:
-                probe_time = clock()
-            if deciding and step == probe_end:
-                rate = PROBE_STEPS / max(1e-9, clock() - probe_time)
-                total = decide_total_steps(step, rate, minutes * 60 - (clock() - started))
-                config = replace(config, steps=total, minutes=minutes)
-                deciding, planned = False, total
-                bar.total = total
-                bar.refresh()
-                log.info("%.3f steps/s over steps %d-%d: %d steps fill %g minutes; the learning rate reaches its "
-                         "floor at step %d", rate, probe_start, step, total, minutes, total)
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * learning_rate_factor(step, config)
-            blurred, sharp = next(batches)
-            loss = train_step(model, optimizer, to_network(blurred, dev), to_network(sharp, dev), config,
-                              amp_dtype, scaler)
-            step += 1
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
-            running.append(loss.item())
-            bar.update(1)
-            evaluate_now = evaluate_fn is not None and (step % config.eval_every == 0 or step == config.steps)
-            end = min(config.steps, stop_at) if stop_at is not None else config.steps
-            out_of_time = max_minutes is not None and (clock() - started) / 60 > max_minutes
-            # --eval-every need not be a multiple of --save-every; a session out of time saves where it stops
-            if step % config.save_every == 0 or step == end or evaluate_now or out_of_time:
-                now = clock()
-                entry = {"step": step, "loss": float(np.mean(running)), "lr": optimizer.param_groups[0]["lr"],
-                         "steps_per_s": round((step - last_entry_step) / max(1e-9, now - last_entry_time), 4)}
-                running = []
-                if session_entry is not None:  # what this session trained on, once per session
-                    entry["session"], session_entry = session_entry, None
-                if evaluate_now:
-                    model.eval()
-                    entry.update(evaluate_fn(model))
-                    model.train()
-                history.append(entry)
-                bar.set_postfix(loss=f"{entry['loss']:.4f}", **({"gain_db": f"{entry['psnr_gain']:.2f}"}
-                                                              if "psnr_gain" in entry else {}))
-                log.info("step %d: %s", step, json.dumps(entry))
-                _save_state(state_path, model, optimizer, step, config, history)
-                with open(run_dir / "history.jsonl", "w") as handle:
-                    handle.writelines(json.dumps(e) + "\n" for e in history)
-                if minutes is not None and not deciding and step < end:
-                    rate = entry["steps_per_s"]
-                    seconds_left = minutes * 60 - (clock() - started)
-                    needed = (config.steps - step) / rate if rate > 0 else math.inf
-                    spare = seconds_left - needed  # idle time the plan leaves: worth re-planning for when it
-                    # holds a share of what is left and at least two more saves' worth of steps
-                    behind = needed > seconds_left
-                    ahead = spare > (1 - AHEAD_SHARE) * seconds_left and spare * rate > 2 * config.save_every
-                    total = decide_total_steps(step, rate, seconds_left) if rate > 0 else config.steps
-                    total = min(total, planned)
-                    if (behind and total < config.steps) or (ahead and total > config.steps):
-                        log.info("%s schedule at %.3f steps/s: the decay now ends at step %d instead of %d (the "
-                                 "deadline)", "behind" if behind else "ahead of", rate, total, config.steps)
-                        config = replace(config, steps=total, replan_step=step,
-                                         replan_factor=learning_rate_factor(step, config))
-                        bar.total = total
-                        _save_state(state_path, model, optimizer, step, config, history)
-                last_entry_time, last_entry_step = clock(), step
-                if out_of_time:
-                    log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes, step)
-                    break
+    try:
+        with contextlib.closing(batch_stream(batch_source, step, workers)) as batches:  # closing ends a pool
+            while step < (min(config.steps, stop_at) if stop_at is not None else config.steps):
+                if deciding and step == probe_start:
+                    probe_time = clock()
+                if deciding and step == probe_end:
+                    rate = PROBE_STEPS / max(1e-9, clock() - probe_time)
+                    total = decide_total_steps(step, rate, minutes * 60 - (clock() - started))
+                    config = replace(config, steps=total, minutes=minutes)
+                    deciding, planned = False, total
+                    bar.total = total
+                    bar.refresh()
+                    log.info("%.3f steps/s over steps %d-%d: %d steps fill %g minutes; the learning rate reaches "
+                             "its floor at step %d", rate, probe_start, step, total, minutes, total)
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * learning_rate_factor(step, config)
+                blurred, sharp = next(batches)
+                loss = train_step(model, optimizer, to_network(blurred, dev), to_network(sharp, dev), config,
+                                  amp_dtype, scaler)
+                step += 1
+                if not math.isfinite(loss.item()):
+                    kept = f"{state_path} keeps step {saved}" if saved is not None else "nothing was saved"
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr ({kept})")
+                running.append(loss.item())
+                bar.update(1)
+                evaluate_now = evaluate_fn is not None and (step % config.eval_every == 0
+                                                            or step == config.steps)
+                end = min(config.steps, stop_at) if stop_at is not None else config.steps
+                out_of_time = max_minutes is not None and (clock() - started) / 60 > max_minutes
+                # --eval-every need not be a multiple of --save-every; a session out of time saves where it stops
+                if step % config.save_every == 0 or step == end or evaluate_now or out_of_time:
+                    now = clock()
+                    entry = {"step": step, "loss": float(np.mean(running)),
+                             "lr": optimizer.param_groups[0]["lr"],
+                             "steps_per_s": round((step - last_entry_step) / max(1e-9, now - last_entry_time),
+                                                  4)}
+                    running = []
+                    if session_entry is not None:  # what this session trained on, once per session
+                        entry["session"], session_entry = session_entry, None
+                    if evaluate_now:
+                        model.eval()
+                        entry.update(evaluate_fn(model))
+                        model.train()
+                    history.append(entry)
+                    bar.set_postfix(loss=f"{entry['loss']:.4f}", **({"gain_db": f"{entry['psnr_gain']:.2f}"}
+                                                                      if "psnr_gain" in entry else {}))
+                    log.info("step %d: %s", step, json.dumps(entry))
+                    _save_state(state_path, model, optimizer, step, config, history)
+                    saved = step
+                    if minutes is not None and not deciding and step < end:
+                        rate = entry["steps_per_s"]
+                        seconds_left = minutes * 60 - (clock() - started)
+                        needed = (config.steps - step) / rate if rate > 0 else math.inf
+                        spare = seconds_left - needed  # idle time the plan leaves: worth re-planning for when it
+                        # holds a share of what is left and at least two more saves' worth of steps
+                        behind = needed > seconds_left
+                        ahead = (spare > (1 - AHEAD_SHARE) * seconds_left
+                                 and spare * rate > 2 * config.save_every)
+                        total = decide_total_steps(step, rate, seconds_left) if rate > 0 else config.steps
+                        total = min(total, planned)
+                        if (behind and total < config.steps) or (ahead and total > config.steps):
+                            log.info("%s schedule at %.3f steps/s: the decay now ends at step %d instead of %d "
+                                     "(the deadline)", "behind" if behind else "ahead of", rate, total,
+                                     config.steps)
+                            config = replace(config, steps=total, replan_step=step,
+                                             replan_factor=learning_rate_factor(step, config))
+                            bar.total = total
+                            _save_state(state_path, model, optimizer, step, config, history)
+                    last_entry_time, last_entry_step = clock(), step
+                    if out_of_time:
+                        log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes,
+                                 step)
+                        break
+    except KeyboardInterrupt:
+        # Not saved here: Ctrl-C may have stopped the optimizer half way through a step. The last save stands.
+        kept = f"{state_path} holds step {saved}" if saved is not None else "nothing was saved yet (no last.pt)"
+        raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {step}: {kept}; run the same command to "
+                                  "resume") from None
     bar.close()
     model.eval()
     return history
 
 
 def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path:
-    """Write the run's latest weights in our safetensors format, with how they were trained in the header."""
-    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)
-    config = TrainConfig.from_dict(json.loads(state["train_config"]))
-    history = json.loads(state["history"])
+    """Write the run's latest weights in our safetensors format, with how they were trained in the header.
+
+    Refused in one line (:class:`TrainError`) before anything is written: a run without a readable ``last.pt``,
+    an ``output`` that is one of the run's own files (``last.pt``, ``history.jsonl``: even with ``overwrite``, as
+    the run could no longer resume) or a folder; an existing ``output`` without ``overwrite`` is
+    ``FileExistsError``. The file is written whole under a temporary name and renamed (Ctrl-C or a full disk
+    leave the previous file, and no half file, under ``output``).
+    """
+    state_path = Path(run_dir) / "last.pt"
+    output = Path(output)
+    if not state_path.exists():
+        raise TrainError(f"{state_path} not found: --run {run_dir} has no training state to export")
+    check_not_input(output, {"the run's training state": state_path,
+                             "the run's history": Path(run_dir) / "history.jsonl"}, error=TrainError,
+                    option="--export")
+    if output.is_file() and not overwrite:
+        raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+    check_output(output, force=True, error=TrainError, suffix=".safetensors", option="--export")
+    state, config, history = load_state(state_path)
     model = BANet(config.model)
-    model.load_state_dict(state["model_state"])
-    evals = [e for e in history if "psnr_gain" in e]
+    try:
+        model.load_state_dict(state["model_state"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise TrainError(f"{state_path}: its weights do not fit the network it records ({first_line(exc)})") from exc
+    evals = [e for e in history if isinstance(e, dict) and "psnr_gain" in e]
     metadata = {"banet.trained_steps": str(config.init_steps + int(state["step"])),
                 "banet.run_step": str(state["step"]), "banet.train_config": json.dumps(config.to_dict()),
                 "banet.description": "banet-deploy default: small BANet trained on synthetic motion blur of real "
                                      "photographs (not the authors' GoPro model)"}
     if evals:
         metadata["banet.last_eval"] = json.dumps(evals[-1])
-    return save_checkpoint(model, output, metadata=metadata, overwrite=overwrite)
+    # save_checkpoint writes <name>.tmp and renames it without cleaning up after a failure: it writes our own
+    # temporary name here, and the whole file is synced and renamed over ``output`` only once complete.
+    partial = partial_path(output)
+    clear_partial(partial)
+    try:
+        save_checkpoint(model, partial, metadata=metadata, overwrite=True)
+        commit_partial(partial, output)
+    except BaseException as exc:
+        for leftover in (partial, partial.with_name(partial.name + ".tmp")):
+            leftover.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise TrainError(f"{write_error(exc, output)}; nothing written to {output}") from exc
+        raise
+    return output
 
 
 #: Header entries a checkpoint made from another one (grown, blended) carries over from its source.
@@ -511,46 +801,110 @@ def parse_widths(text: str) -> tuple[int, int]:
     """``--widths`` ("32,64") as (dim_1, dim_2); ValueError with the one-line message the CLIs print."""
     try:
         dim_1, dim_2 = (int(v) for v in text.split(","))
-        if dim_1 < 1 or dim_2 < 1:
+        if dim_1 < 1 or dim_2 < 2 or dim_2 % 2:  # dim_2 odd: BANetConfig refused it, naming no option
             raise ValueError
     except ValueError:
-        raise ValueError(f"--widths must be two positive integers dim_1,dim_2 (e.g. 32,64), not {text!r}") from None
+        raise ValueError(f"--widths must be two positive integers dim_1,dim_2 with dim_2 even (e.g. 32,64), not "
+                         f"{text!r}") from None
     return dim_1, dim_2
 
 
+def number(kind: type, low: float, high: float = math.inf, low_open: bool = False) -> Callable[[str], float]:
+    """argparse ``type``: a finite ``kind`` (int or float) in [low, high] (``low_open``: above ``low``), refused on
+    the command line (exit 2) before any work: a zero ``--eval-every`` divided by zero at the first step, a
+    negative ``--lr`` failed inside Adam, ``--steps 0`` ran nothing and said nothing. The same rule as
+    ``serving.request_rules.number``, which training does not import (it would load the serving stack)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") \
+                from None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            bound = f"above {low:g}" if low_open else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{'' if high == math.inf else f' and at most {high:g}'}"
+                                             f", got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def crop_size(text: str) -> int:
+    """argparse ``type`` of ``--crop``: an even number of pixels >= 2 (the network halves and doubles the size
+    once; an odd crop failed deep inside the model at the first step)."""
+    value = number(int, 2)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"must be even (the network's size multiple is 2), got {value}")
+    return value
+
+
+#: The command line's options that set a :class:`TrainConfig` field (``--widths``/``--num-bams`` set the model).
+#: Left out, they keep a resumed run's own values (from its ``last.pt``), else the defaults: resuming with the
+#: plain command no longer resets a run's --lr, --warmup or loss weights, or is refused for its --crop.
+CONFIG_OPTIONS = ("steps", "batch", "crop", "lr", "seed", "recipe", "harm_weight", "fft_weight", "eval_images",
+                  "warmup", "eval_every", "augment", "sample_by")
+
+
+def _cli_config(args: argparse.Namespace, stored: TrainConfig | None) -> TrainConfig:
+    """The run's configuration from the options given, over the resumed run's (``stored``) or the defaults."""
+    base = stored or TrainConfig()
+    model = base.model
+    if args.num_bams is not None or args.widths is not None:
+        dim_1, dim_2 = parse_widths(args.widths) if args.widths is not None else (model.dim_1, model.dim_2)
+        model = replace(model, num_bams=args.num_bams or model.num_bams, dim_1=dim_1, dim_2=dim_2)
+    given = {k: getattr(args, k) for k in CONFIG_OPTIONS if getattr(args, k) is not None}
+    return replace(base, model=model, **given)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; exit status 0 done, 1 a refused or failed run (one ``error:`` line), 2 a bad option,
+    130 interrupted (Ctrl-C; the run resumes from its last save)."""
+    from calibration.blur import RECIPES
     from training.photos import SAMPLING
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="A run resumed from its last.pt keeps its own value of every option left "
+                                            "out;\nthe values in parentheses are a new run's defaults.")
     parser.add_argument("--run", type=Path, default=DEFAULT_RUN,
                         help="run directory holding last.pt (resumed if present) and history.jsonl")
-    parser.add_argument("--steps", type=int, default=TrainConfig.steps,
-                        help="total steps of the schedule (the lr decays linearly to the end)")
-    parser.add_argument("--batch", type=int, default=TrainConfig.batch, help="crops per step")
-    parser.add_argument("--crop", type=int, default=TrainConfig.crop, help="crop size in pixels (even)")
-    parser.add_argument("--lr", type=float, default=TrainConfig.lr, help="peak Adam learning rate")
-    parser.add_argument("--num-bams", type=int, default=DEFAULT_CONFIG.num_bams, help="blur-aware modules")
-    parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}",
-                        help="dim_1,dim_2 widths (64,128 is the paper's network)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data stream and initial weights")
-    parser.add_argument("--recipe", default=TrainConfig.recipe,
-                        help="blur distribution: trajectory (camera shake only), do-no-harm (shake, linear "
-                             "motion, sharp inputs, noise and JPEG) or do-no-harm-shake (the same families with "
-                             "camera shake weighted up); see calibration/blur.py")
+    parser.add_argument("--steps", type=number(int, 1), default=None,
+                        help=f"total steps of the schedule (the lr decays linearly to the end; {defaults.steps})")
+    parser.add_argument("--batch", type=number(int, 1), default=None, help=f"crops per step ({defaults.batch})")
+    parser.add_argument("--crop", type=crop_size, default=None,
+                        help=f"crop size in pixels, even ({defaults.crop})")
+    parser.add_argument("--lr", type=number(float, 0, low_open=True), default=None,
+                        help=f"peak Adam learning rate ({defaults.lr:g})")
+    parser.add_argument("--num-bams", type=number(int, 1), default=None,
+                        help=f"blur-aware modules ({DEFAULT_CONFIG.num_bams})")
+    parser.add_argument("--widths", default=None,
+                        help=f"dim_1,dim_2 widths (64,128 is the paper's network; {DEFAULT_CONFIG.dim_1},"
+                             f"{DEFAULT_CONFIG.dim_2})")
+    parser.add_argument("--seed", type=number(int, 0), default=None,
+                        help="seed of the data stream and initial weights (0)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                        help="blur distribution: trajectory (camera shake only; the default), do-no-harm (shake, "
+                             "linear motion, sharp inputs, noise and JPEG) or do-no-harm-shake (the same families "
+                             "with camera shake weighted up); see calibration/blur.py")
     parser.add_argument("--init-from", type=Path, default=None,
                         help="start from these weights when the run has no last.pt: a fine-tune, or the "
                              "resumption of this run from weights it exported (optimizer state rebuilt)")
-    parser.add_argument("--harm-weight", type=float, default=TrainConfig.harm_weight,
+    parser.add_argument("--harm-weight", type=number(float, 0), default=None,
                         help="weight of the do-no-harm penalty: the excess loss on crops the network made worse "
-                             "than its input (0: off)")
-    parser.add_argument("--fft-weight", type=float, default=TrainConfig.fft_weight,
+                             "than its input (0: off, the default)")
+    parser.add_argument("--fft-weight", type=number(float, 0), default=None,
                         help="weight of the FFT-L1 loss term (the authors' 0.01; the term grows with --crop, so "
                              "large crops may want less, e.g. 0.004 at 256 px keeps the 96 px balance)")
-    parser.add_argument("--eval-images", type=int, default=TrainConfig.eval_images,
+    parser.add_argument("--eval-images", type=number(int, 1), default=None,
                         help="held-out crops per family in the evaluations logged during training (26: all)")
-    parser.add_argument("--warmup", type=int, default=TrainConfig.warmup, help="linear lr warm-up steps")
-    parser.add_argument("--eval-every", type=int, default=TrainConfig.eval_every,
-                        help="steps between held-out evaluations (PSNR gain over the blurred input)")
+    parser.add_argument("--warmup", type=number(int, 0), default=None,
+                        help=f"linear lr warm-up steps ({defaults.warmup})")
+    parser.add_argument("--eval-every", type=number(int, 1), default=None,
+                        help=f"steps between held-out evaluations (PSNR gain over the blurred input; "
+                             f"{defaults.eval_every})")
     parser.add_argument("--max-minutes", type=float, default=MAX_SESSION_MINUTES,
                         help="stop (resumably, state saved) after this long; at most %(default)g: no training "
                              "session runs longer, so its history is committed before the next one starts")
@@ -558,17 +912,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="time budget of a new run: measure the step rate over the first steps, then size "
                              "--steps so the learning rate reaches its floor at the deadline (stored in the run; "
                              "a resumed run keeps it); --steps is then only the provisional length")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=number(int, 0), default=0,
                         help="processes computing batches ahead (0: in the training process); the same "
                              "batches whatever the count")
-    parser.add_argument("--augment", action="store_true",
+    parser.add_argument("--augment", action="store_true", default=None,
                         help="photo augmentation before the blur: scale 0.35-1, exposure +-0.5 stop, white "
                              "balance +-12%% per channel (training.photos.DEFAULT_AUGMENT)")
-    parser.add_argument("--sample-by", choices=SAMPLING, default=TrainConfig.sample_by,
-                        help="pick each crop's photo uniformly (photo) or in proportion to its pixel count "
-                             "(area: large detailed photos are not outweighed by many small ones)")
+    parser.add_argument("--sample-by", choices=SAMPLING, default=None,
+                        help="pick each crop's photo uniformly (photo, the default) or in proportion to its pixel "
+                             "count (area: large detailed photos are not outweighed by many small ones)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--threads", type=number(int, 1), default=None, help="CPU threads for PyTorch")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                         help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with AVX-512 BF16/AMX, else fp32")
     parser.add_argument("--smoke", action="store_true", help="tiny network, 30 steps on 32x32 crops")
@@ -576,36 +930,54 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of training, write the run's latest weights to this safetensors file")
     parser.add_argument("--force", action="store_true", help="allow --export to overwrite an existing file")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.export is not None:
-        path = export_weights(args.run, args.export, overwrite=args.force)
-        print(f"wrote {path}")
-        return 0
-    try:
-        dim_1, dim_2 = parse_widths(args.widths)
-    except ValueError as exc:
-        parser.error(str(exc))
-    config = TrainConfig(model=BANetConfig(args.num_bams, dim_1, dim_2), steps=args.steps, batch=args.batch,
-                         crop=args.crop, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
-                         recipe=args.recipe, warmup=args.warmup, harm_weight=args.harm_weight,
-                         fft_weight=args.fft_weight, eval_images=args.eval_images, augment=args.augment,
-                         sample_by=args.sample_by)
-    if args.init_from is not None:
-        config = replace(config, init_steps=_steps_before_run(args.init_from, config))
-    if args.smoke:
-        config = TrainConfig(model=BANetConfig(2, 8, 16), steps=30, batch=4, crop=32, warmup=5, save_every=10,
-                             eval_every=30, seed=args.seed)
-    from training.evaluate import quick_evaluator
-
     for name in ("minutes", "max_minutes"):
         value = getattr(args, name)
         if value is not None and not 0 < value <= MAX_SESSION_MINUTES:
             parser.error(f"--{name.replace('_', '-')} must be more than 0 and at most {MAX_SESSION_MINUTES:g} "
                          "(resume the run for more)")
-    if args.workers < 0:
-        parser.error("--workers must be 0 or more")
+    if args.widths is not None:
+        try:
+            parse_widths(args.widths)
+        except ValueError as exc:
+            parser.error(str(exc))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args, parser)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted says which step last.pt holds
+        print(str(exc) or "interrupted (Ctrl-C): the run resumes from its last save", file=sys.stderr)
+        return 130
+    except (TrainError, CheckpointError, FileExistsError, FloatingPointError) as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # no training photos (with the install hint), a path the system refuses
+        shown = first_line(exc) if exc.strerror is None else f"{exc.filename or args.run}: {exc.strerror}"
+        print(f"error: {shown}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.export is not None:
+        path = export_weights(args.run, args.export, overwrite=args.force)
+        print(f"wrote {path}")
+        return 0
+    state_path = args.run / "last.pt"
+    stored = load_state(state_path)[1] if state_path.is_file() and not args.smoke else None
+    try:
+        config = _cli_config(args, stored)
+    except ValueError as exc:  # a network BANetConfig refuses (an odd dim_2)
+        parser.error(first_line(exc))
+    if args.smoke:
+        config = TrainConfig(model=BANetConfig(2, 8, 16), steps=30, batch=4, crop=32, warmup=5, save_every=10,
+                             eval_every=30, seed=args.seed or 0)
+    if args.init_from is not None:  # checked before any work: a missing file, an ONNX, another network's weights
+        config = replace(config, init_steps=_steps_before_run(args.init_from, config))
+        if state_path.exists():
+            log.warning("--init-from %s is not used: %s exists and is resumed", args.init_from, state_path)
+    pick_device(args.device)  # a mistyped or absent device: one line before the photos are decoded
+    from training.evaluate import quick_evaluator
+
     train(config, args.run, device=args.device, max_minutes=args.max_minutes, workers=args.workers,
           minutes=args.minutes,
           evaluate_fn=quick_evaluator(config.eval_images), precision=args.precision, init_from=args.init_from)

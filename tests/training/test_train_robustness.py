@@ -1,0 +1,391 @@
+"""Training and evaluation as a user gets them wrong: damaged run folders, nonsense options, full disks, Ctrl-C.
+
+Every refusal is one ``error:`` line (exit 1, or 2 for a bad option) before any work, nothing the user has is
+overwritten without ``--force`` (a run's history, its ``last.pt``, earlier evaluation results), and a save that
+fails keeps the previous checkpoint with no half file left. Tiny network and fixed batches: seconds in all.
+"""
+
+import errno
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from banet.checkpoint import save_checkpoint
+from banet.config import BANetConfig
+from banet.model import BANet
+from training import train as T
+from training.train import TrainConfig, TrainError, TrainingInterrupted, export_weights, train
+
+TINY = dict(model=BANetConfig(1, 8, 16), steps=10, batch=2, crop=32, warmup=2, save_every=10, lr=1e-3, eval_every=1000)
+
+
+def _batch(step: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed, seeded batch (the data pipeline is not under test here)."""
+    rng = np.random.default_rng(0)
+    sharp = rng.random((2, 32, 32, 3), dtype=np.float32)
+    return (0.5 * sharp + 0.5 * sharp.mean(axis=(1, 2), keepdims=True)).astype(np.float32), sharp
+
+
+def _train(run: Path, **kwargs) -> list[dict]:
+    config = kwargs.pop("config", TrainConfig(**TINY))
+    return train(config, run, batch_source=kwargs.pop("batch_source", _batch), progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A finished 10-step run (last.pt + history.jsonl), copied by the tests that damage it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    _train(run)
+    return run
+
+
+def _copy(run: Path, to: Path) -> Path:
+    to.mkdir(parents=True)
+    for name in ("last.pt", "history.jsonl"):
+        (to / name).write_bytes((run / name).read_bytes())
+    return to
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _saved_step(run: Path) -> int:
+    return int(torch.load(run / "last.pt", map_location="cpu", weights_only=True)["step"])
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith((".partial", ".tmp")))
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """CLI tests that must stop before training: training (or the held-out evaluator) would be a failure."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the command went on to train")
+
+    monkeypatch.setattr(T, "train", refuse)
+    monkeypatch.setattr("training.evaluate.quick_evaluator", lambda count: None)
+
+
+# -- a damaged or foreign last.pt -------------------------------------------------------------------------------
+@pytest.mark.parametrize("damage", ["empty", "truncated", "random", "state_dict", "folder", "bad_record"])
+def test_a_damaged_last_pt_is_one_line_and_kept(damage, trained, tmp_path):
+    run = _copy(trained, tmp_path / "run")
+    state = run / "last.pt"
+    if damage == "empty":
+        state.write_bytes(b"")
+    elif damage == "truncated":  # a copy cut short, or a run killed mid-write before saves were atomic
+        state.write_bytes(state.read_bytes()[:2000])
+    elif damage == "random":
+        state.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif damage == "state_dict":  # the authors' or a bare torch.save(model.state_dict()) under the run's name
+        torch.save(BANet(TINY["model"]).state_dict(), state)
+    elif damage == "folder":
+        state.unlink()
+        state.mkdir()
+    else:  # a training state whose recorded configuration is not readable
+        saved = torch.load(state, weights_only=True)
+        torch.save({**saved, "train_config": "{not json"}, state)
+    before = state.read_bytes() if state.is_file() else None
+    with pytest.raises(TrainError, match="last.pt") as exc:
+        _train(run)
+    message = str(exc.value)
+    assert "\n" not in message and "move it away" in message and len(message) < 400, message
+    if before is not None:
+        assert state.read_bytes() == before  # never replaced by a new run
+
+
+def test_a_damaged_last_pt_on_the_command_line_is_one_line(trained, tmp_path, capsys, no_training):
+    run = _copy(trained, tmp_path / "run")
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes()[:1000])
+    assert T.main(["--run", str(run), "--steps", "20"]) == 1
+    assert "cut short or corrupt" in _one_line_error(capsys.readouterr().err)
+    assert T.main(["--run", str(run), "--export", str(tmp_path / "w.safetensors")]) == 1
+    assert "cut short or corrupt" in _one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_resuming_another_network_names_what_differs(trained, tmp_path):
+    run = _copy(trained, tmp_path / "run")
+    wider = TrainConfig(**{**TINY, "model": BANetConfig(1, 8, 32), "crop": 48})
+    with pytest.raises(TrainError, match="refusing to resume") as exc:
+        _train(run, config=wider)
+    message = str(exc.value)
+    assert "widths 8/16 in the run, BANet stack-1, widths 8/32 given" in message and "crop 32 in the run, 48 given" \
+        in message and "TrainConfig(" not in message, message
+
+
+# -- options left out on resume, options changed on resume ------------------------------------------------------
+def test_resuming_with_the_plain_command_keeps_the_runs_own_options(trained, tmp_path, monkeypatch):
+    """Before, every option left out took its default: the run was refused (--crop 96 != 32), or, with the same
+    crop, its --lr, --warmup and loss weights were silently reset for the rest of the run."""
+    run = _copy(trained, tmp_path / "run")
+    seen = {}
+    monkeypatch.setattr(T, "train", lambda config, *args, **kwargs: seen.setdefault("config", config))
+    monkeypatch.setattr("training.evaluate.quick_evaluator", lambda count: None)
+    assert T.main(["--run", str(run), "--steps", "20"]) == 0
+    stored = TrainConfig(**TINY)
+    assert seen["config"] == replace(stored, steps=20)
+    seen.clear()
+    assert T.main(["--run", str(run), "--lr", "5e-4", "--widths", "8,16"]) == 0
+    assert seen["config"] == replace(stored, lr=5e-4)
+
+
+def test_a_resume_that_changes_the_schedule_or_loss_records_it(trained, tmp_path):
+    run = _copy(trained, tmp_path / "run")
+    history = _train(run, config=TrainConfig(**{**TINY, "steps": 20, "fft_weight": 0.02}))
+    session = history[-1]["session"]
+    assert session["changed"] == {"steps": [10, 20], "fft_weight": [0.01, 0.02]}
+    assert json.loads((run / "history.jsonl").read_text().splitlines()[-1])["session"]["changed"] == \
+        session["changed"]
+
+
+# -- the run folder ---------------------------------------------------------------------------------------------
+def test_a_run_folder_that_is_a_file_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run.write_text("my notes")
+    with pytest.raises(TrainError, match="is a file, not a run folder"):
+        _train(run)
+    assert run.read_text() == "my notes"
+
+
+def test_an_unwritable_run_folder_is_refused_before_any_step(tmp_path, monkeypatch):
+    """Root ignores permissions, so the check's answer is what is faked here; before, the first save (minutes
+    or hours in) failed with a PermissionError traceback and the steps were lost."""
+    steps = []
+    monkeypatch.setattr(T.os, "access", lambda path, mode: False)
+    with pytest.raises(TrainError, match="not writable"):
+        _train(tmp_path / "run", batch_source=lambda step: steps.append(step) or _batch(step))
+    assert steps == []
+
+
+def test_a_second_session_on_the_same_run_is_refused(trained, tmp_path):
+    run = _copy(trained, tmp_path / "run")
+    before = (run / "last.pt").read_bytes()
+    with T.run_lock(run):  # another terminal training the same run
+        with pytest.raises(TrainError, match="another training session is running"):
+            _train(run, config=TrainConfig(**{**TINY, "steps": 20}))
+    assert (run / "last.pt").read_bytes() == before
+    assert _train(run, config=TrainConfig(**{**TINY, "steps": 20}))[-1]["step"] == 20  # the lock is released
+
+
+def test_a_new_run_never_starts_over_an_existing_history(trained, tmp_path):
+    """A run whose last.pt is gone (git keeps only history.jsonl and the exported weights): starting it again
+    from scratch, or fine-tuning into its folder, replaced the committed history at the first save."""
+    run = _copy(trained, tmp_path / "run")
+    weights = export_weights(run, tmp_path / "w.safetensors")
+    (run / "last.pt").unlink()
+    history = (run / "history.jsonl").read_bytes()
+    with pytest.raises(TrainError, match="holds 1 logged step"):
+        _train(run)
+    other = TrainConfig(**{**TINY, "recipe": "do-no-harm"})  # not this run: a fine-tune from step 0
+    with pytest.raises(TrainError, match="--init-from"):
+        _train(run, config=other, init_from=weights)
+    assert (run / "history.jsonl").read_bytes() == history
+    resumed = _train(run, config=TrainConfig(**{**TINY, "steps": 20}), init_from=weights)
+    assert [e["step"] for e in resumed] == [10, 20]
+
+
+def test_a_history_cut_short_is_dropped_and_garbage_is_named(trained, tmp_path):
+    run = _copy(trained, tmp_path / "run")
+    weights = export_weights(run, tmp_path / "w.safetensors")
+    (run / "last.pt").unlink()
+    good = (run / "history.jsonl").read_text()
+    (run / "history.jsonl").write_text(good + '{"step": 20, "loss": 0.0')  # killed while writing a line
+    resumed = _train(run, config=TrainConfig(**{**TINY, "steps": 20}), init_from=weights)
+    assert [e["step"] for e in resumed] == [10, 20]
+    (run / "last.pt").unlink()
+    (run / "history.jsonl").write_text(good + "garbage\n" + good)
+    with pytest.raises(TrainError, match=r"history.jsonl: line 2 is not a history entry"):
+        _train(run, config=TrainConfig(**{**TINY, "steps": 20}), init_from=weights)
+    (run / "history.jsonl").write_text(good + '{"loss": 1}\n')  # an entry without its step
+    with pytest.raises(TrainError, match="line 2"):
+        _train(run, config=TrainConfig(**{**TINY, "steps": 20}), init_from=weights)
+
+
+# -- saves that fail: a full disk, Ctrl-C ----------------------------------------------------------------------
+def _fail_fsync(monkeypatch, error: BaseException) -> None:
+    """The data is written, then the disk reports it full (or Ctrl-C lands) before it is durable."""
+    def fsync(fd):
+        raise error
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_save_that_fails_keeps_the_previous_checkpoint_whole(error, trained, tmp_path, monkeypatch):
+    run = _copy(trained, tmp_path / "run")
+    before = {name: (run / name).read_bytes() for name in ("last.pt", "history.jsonl")}
+    _fail_fsync(monkeypatch, error)
+    expected = TrainError if isinstance(error, OSError) else TrainingInterrupted
+    with pytest.raises(expected, match="no space left on device" if expected is TrainError else "holds step 10"):
+        _train(run, config=TrainConfig(**{**TINY, "steps": 20}))
+    monkeypatch.undo()
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert _leftovers(run) == []
+    assert _saved_step(run) == 10
+
+
+def test_ctrl_c_while_training_says_which_step_the_run_resumes_from(trained, tmp_path, monkeypatch, capsys):
+    run = _copy(trained, tmp_path / "run")
+
+    def interrupted(step):
+        if step == 14:
+            raise KeyboardInterrupt
+        return _batch(step)
+
+    with pytest.raises(TrainingInterrupted, match=r"at step 14: .*last.pt holds step 10; run the same command"):
+        _train(run, config=TrainConfig(**{**TINY, "steps": 20}), batch_source=interrupted)
+    assert _saved_step(run) == 10 and _leftovers(run) == []
+
+    def ctrl_c(*args, **kwargs):
+        raise TrainingInterrupted(f"interrupted (Ctrl-C) at step 14: {run}/last.pt holds step 10; run the same "
+                                  "command to resume")
+
+    monkeypatch.setattr(T, "train", ctrl_c)
+    monkeypatch.setattr("training.evaluate.quick_evaluator", lambda count: None)
+    assert T.main(["--run", str(run)]) == 130
+    err = capsys.readouterr().err
+    assert "holds step 10" in err and "Traceback" not in err
+
+
+# -- exporting --------------------------------------------------------------------------------------------------
+def test_export_never_writes_over_the_runs_own_files(trained, tmp_path, capsys):
+    run = _copy(trained, tmp_path / "run")
+    before = (run / "last.pt").read_bytes()
+    for target in ("last.pt", "history.jsonl"):
+        assert T.main(["--run", str(run), "--export", str(run / target), "--force"]) == 1
+        assert "refused even with --force" in _one_line_error(capsys.readouterr().err)
+    assert (run / "last.pt").read_bytes() == before
+    assert T.main(["--run", str(run), "--export", str(tmp_path)]) == 1  # a folder
+    assert "is a directory" in _one_line_error(capsys.readouterr().err)
+    assert T.main(["--run", str(tmp_path / "none"), "--export", str(tmp_path / "w.safetensors")]) == 1
+    assert "no training state to export" in _one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "none").exists()
+    assert T.main(["--run", str(run), "--export", str(tmp_path / "w.safetensors")]) == 0
+    assert T.main(["--run", str(run), "--export", str(tmp_path / "w.safetensors")]) == 1
+    assert "pass --force" in _one_line_error(capsys.readouterr().err)
+
+
+def test_an_export_that_fails_leaves_the_previous_file_and_no_partial(trained, tmp_path, monkeypatch, capsys):
+    output = tmp_path / "out" / "w.safetensors"
+    export_weights(trained, output)
+    before = output.read_bytes()
+    _fail_fsync(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    assert T.main(["--run", str(trained), "--export", str(output), "--force"]) == 1
+    monkeypatch.undo()
+    assert "no space left on device" in _one_line_error(capsys.readouterr().err)
+    assert output.read_bytes() == before and _leftovers(output.parent) == []
+
+
+# -- --init-from ------------------------------------------------------------------------------------------------
+def test_init_from_a_missing_or_foreign_file_is_one_line_before_any_work(tmp_path, capsys, no_training):
+    text = tmp_path / "notes.pt"
+    text.write_text("not weights")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x04onnx")
+    wide = BANet(BANetConfig(2, 8, 32))
+    wide_file = tmp_path / "wide.pth"
+    torch.save({f"module.{k}": v for k, v in wide.state_dict().items()}, wide_file)  # the authors' layout
+    cases = {tmp_path / "missing.pt": "not found", text: "not a PyTorch checkpoint", onnx: "is an ONNX model",
+             wide_file: "it holds BANet stack-2, widths 8/32: train that network with --num-bams 2 --widths 8,32"}
+    for path, needle in cases.items():
+        run = tmp_path / f"run_{path.stem}"
+        assert T.main(["--run", str(run), "--num-bams", "1", "--widths", "8,16", "--init-from", str(path)]) == 1
+        assert needle in _one_line_error(capsys.readouterr().err)
+        assert not run.exists()  # refused before the run folder was made
+
+
+def test_init_from_fitting_weights_still_fine_tunes(tmp_path):
+    weights = save_checkpoint(BANet(TINY["model"]), tmp_path / "w.safetensors")
+    assert T._steps_before_run(weights, TrainConfig(**TINY)) == 0
+
+
+# -- nonsense numbers ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("option", "value"), [
+    ("--steps", "0"), ("--steps", "-3"), ("--batch", "0"), ("--crop", "0"), ("--crop", "7"), ("--crop", "31"),
+    ("--lr", "-0.001"), ("--lr", "0"), ("--lr", "nan"), ("--lr", "inf"), ("--eval-every", "0"),
+    ("--eval-images", "0"), ("--warmup", "-1"), ("--seed", "-1"), ("--harm-weight", "-1"), ("--fft-weight", "nan"),
+    ("--workers", "-2"), ("--threads", "-1"), ("--threads", "0"), ("--num-bams", "0"), ("--widths", "8,15"),
+    ("--minutes", "nan"), ("--minutes", "-5"), ("--max-minutes", "90"), ("--steps", "ten")])
+def test_nonsense_numbers_are_refused_before_any_work(option, value, tmp_path, capsys, no_training):
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--run", str(tmp_path / "run"), option, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and option in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("device", "needle"), [("gpu", "is not a device"), ("cuda", "CUDA is not available")])
+def test_a_wrong_device_is_one_line(device, needle, tmp_path, capsys, no_training):
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert T.main(["--run", str(tmp_path / "run"), "--device", device]) == 1
+    assert needle in _one_line_error(capsys.readouterr().err)
+
+
+def test_no_training_photos_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BANET_PHOTO_ROOT", str(tmp_path))
+    monkeypatch.setattr("training.photos.photo_roots", lambda: [tmp_path])
+    monkeypatch.setattr("training.evaluate.quick_evaluator", lambda count: None)
+    args = ["--run", str(tmp_path / "run"), "--num-bams", "1", "--widths", "8,16", "--crop", "32", "--batch", "2"]
+    assert T.main(args) == 1
+    assert "get_photos" in _one_line_error(capsys.readouterr().err)
+
+
+# -- training.evaluate --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return save_checkpoint(BANet(BANetConfig(1, 8, 16)), tmp_path_factory.mktemp("w") / "tiny.safetensors")
+
+
+def test_evaluate_never_overwrites_earlier_results_without_force(tiny_weights, tmp_path, capsys):
+    from training.evaluate import main as evaluate
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"earlier": true}')
+    assert evaluate(["--weights", str(tiny_weights), "--output", str(out), "--limit", "1"]) == 1
+    assert "metrics.json exists; pass --force" in _one_line_error(capsys.readouterr().err)
+    assert (out / "metrics.json").read_text() == '{"earlier": true}'
+    (out / "train_gap.json").write_text("{}")
+    assert evaluate(["--weights", str(tiny_weights), "--output", str(out), "--train-gap"]) == 1
+    assert "train_gap.json exists" in _one_line_error(capsys.readouterr().err)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert evaluate(["--weights", str(tiny_weights), "--output", str(afile), "--limit", "1"]) == 1
+    assert "is a file" in _one_line_error(capsys.readouterr().err)
+    assert evaluate(["--weights", str(out / "metrics.json"), "--output", str(out), "--force"]) == 1
+    assert "refused even with --force" in _one_line_error(capsys.readouterr().err)
+    assert (out / "metrics.json").read_text() == '{"earlier": true}'
+    assert evaluate(["--weights", str(tiny_weights), "--output", str(out), "--limit", "1", "--force"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["config"]["dim_2"] == 16
+    assert (out / "clock_motion.png").stat().st_size > 0 and _leftovers(out) == []
+
+
+def test_evaluate_refreshes_its_own_default_folder(tiny_weights, tmp_path, monkeypatch):
+    """out/eval is the command's own folder, as out/drift is calibration.drift's: the README's main job reruns."""
+    from training.evaluate import main as evaluate
+
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert evaluate(["--weights", str(tiny_weights), "--limit", "1"]) == 0
+    assert json.loads((tmp_path / "out" / "eval" / "metrics.json").read_text())["config"]["dim_2"] == 16
+
+
+def test_evaluate_names_an_onnx_given_as_weights(tmp_path, capsys):
+    from training.evaluate import main as evaluate
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x04onnx")
+    assert evaluate(["--weights", str(onnx), "--output", str(tmp_path / "eval")]) == 1
+    assert "is an ONNX model, not PyTorch weights" in _one_line_error(capsys.readouterr().err)
