@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
+from banet.cli_types import number
 from banet.triton_marker import DEFAULT_MAX_PIXELS
 from runtime.images import MIN_SIDE
 
@@ -283,26 +283,6 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         print(f"error: {one_line(message, limit=500)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
-
-
-def number(kind: type, low: float, high: float = math.inf, low_open: bool = False):
-    """An argparse ``type``: a finite ``kind`` (int or float) in [low, high] (``low_open``: above ``low``)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got "
-                                             f"{_printable(text)!r}") from None
-        above = value > low if low_open else value >= low
-        if not (math.isfinite(value) and above and value <= high):
-            bound = f"above {low:g}" if low_open else f"at least {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}{'' if high == math.inf else f' and at most {high:g}'}"
-                                             f", got {_printable(text)}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def port(free_allowed: bool = False):

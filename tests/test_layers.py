@@ -22,7 +22,7 @@ PACKAGES = ("banet", "runtime", "export", "calibration", "benchmarks", "training
 
 CORE = ("banet", "banet.config", "banet.conventions", "banet.processing", "banet.outputs", "banet.manifest",
         "banet.metadata", "banet.defaults", "banet.errors", "banet.hashing", "banet.onnx_wire", "banet.paths",
-        "banet.machine")
+        "banet.machine", "banet.cli_types")
 MODEL = ("banet.model", "banet.pooling", "banet.checkpoint", "banet.torch_backend", "banet.cuda_graphs")
 #: (layer name, module prefixes, third-party packages the layer must not import)
 LAYERS = (

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from banet.checkpoint import CheckpointError, CheckpointMismatchError, LoadedCheckpoint, save_checkpoint
+from banet.cli_types import number
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
@@ -807,29 +808,6 @@ def parse_widths(text: str) -> tuple[int, int]:
         raise ValueError(f"--widths must be two positive integers dim_1,dim_2 with dim_2 even (e.g. 32,64), not "
                          f"{text!r}") from None
     return dim_1, dim_2
-
-
-def number(kind: type, low: float, high: float = math.inf, low_open: bool = False) -> Callable[[str], float]:
-    """argparse ``type``: a finite ``kind`` (int or float) in [low, high] (``low_open``: above ``low``), refused on
-    the command line (exit 2) before any work: a zero ``--eval-every`` divided by zero at the first step, a
-    negative ``--lr`` failed inside Adam, ``--steps 0`` ran nothing and said nothing. The same rule as
-    ``serving.request_rules.number``, which training does not import (it would load the serving stack)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got {text!r}") \
-                from None
-        above = value > low if low_open else value >= low
-        if not (math.isfinite(value) and above and value <= high):
-            bound = f"above {low:g}" if low_open else f"at least {low:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}{'' if high == math.inf else f' and at most {high:g}'}"
-                                             f", got {text}")
-        return value
-
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
 
 
 def crop_size(text: str) -> int:

@@ -1,0 +1,34 @@
+"""argparse ``type`` helpers every command line shares, so that one rule refuses one kind of bad number."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable
+
+
+def _shown(text: str) -> str:
+    """``text`` as a one-line, printable excerpt for an error message (control characters escaped)."""
+    shown = text.encode("ascii", "backslashreplace").decode().replace("\n", "\\n").replace("\r", "\\r")
+    return shown if len(shown) <= 64 else shown[:61] + "..."
+
+
+def number(kind: type, low: float, high: float = math.inf, low_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type``: a finite ``kind`` (int or float) in [low, high] (``low_open``: above ``low``), refused
+    on the command line (exit 2) before any work."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {'whole ' if kind is int else ''}number, got "
+                                             f"{_shown(text)!r}") from None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
+            bound = f"above {low:g}" if low_open else f"at least {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{'' if high == math.inf else f' and at most {high:g}'}"
+                                             f", got {_shown(text)}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
