@@ -10,44 +10,16 @@ import pytest
 
 from runtime.cli import main
 from runtime.video import transcode_video
+from tests.runtime.sample_videos import make_clip, textured
 
 av = pytest.importorskip("av", reason="PyAV comes with the video extra")
 
 
-def _textured(h: int, w: int, i: int) -> np.ndarray:
-    """A smooth moving pattern (BGR uint8): what a camera sees, unlike noise, which no codec keeps."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = 128 + 60 * np.sin((x + 3 * i) / 5) * np.cos(y / 7)
-    return np.stack([base, np.roll(base, 7, axis=1), 255 - base], axis=2).clip(0, 255).astype(np.uint8)
-
-
 def _make(path: Path, frames: int = 6, h: int = 48, w: int = 64, audio: str | None = "aac", rotation: int = 0,
           times: list[int] | None = None, tags: dict | None = None) -> list[np.ndarray]:
-    """A video with ``frames`` textured frames at 10 fps (or at ``times`` in tenths of a second), a 440 Hz tone
-    in ``audio``'s codec, a display ``rotation`` and container ``tags``; returns the stored frames."""
-    images = [_textured(h, w, i) for i in range(frames)]
-    with av.open(str(path), "w") as out:
-        if tags:
-            out.metadata.update(tags)
-        video = out.add_stream("libx264", rate=10)
-        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-        video.options = {"crf": "10"}
-        video.codec_context.time_base = Fraction(1, 10)
-        if rotation:
-            video.set_display_rotation(rotation)
-        sound = out.add_stream(audio, rate=8000, layout="mono") if audio else None
-        for i, image in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts, frame.time_base = (times[i] if times else i), Fraction(1, 10)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        if sound is not None:
-            samples = (np.sin(np.arange(8000 * frames // 10) * 2 * np.pi * 440 / 8000) * 8000).astype(np.int16)
-            tone = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
-            tone.sample_rate = 8000
-            out.mux(sound.encode(tone))
-            out.mux(sound.encode(None))
-    return images
+    """A clip of ``frames`` textured frames at 10 fps (or at ``times``, in tenths of a second) with a tone in
+    ``audio``'s codec, a display ``rotation`` and container ``tags``, stored nearly losslessly; its frames."""
+    return make_clip(path, frames, h, w, audio=audio, rotation=rotation, times=times, tags=tags, crf=10)
 
 
 def _read(path: Path) -> tuple[list[np.ndarray], list[float], dict]:
@@ -231,7 +203,7 @@ def test_camcorder_files_are_videos(tmp_path, tiny_weights):
         stream = out.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
         for i in range(3):
-            frame = av.VideoFrame.from_ndarray(_textured(48, 64, i), format="bgr24")
+            frame = av.VideoFrame.from_ndarray(textured(48, 64, i), format="bgr24")
             frame.pts, frame.time_base = i, Fraction(1, 10)
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -248,7 +220,7 @@ def test_streams_not_carried_are_named_in_a_warning(tmp_path, caplog):
             eye.width, eye.height, eye.pix_fmt = 64, 48, "yuv420p"
         for i in range(2):
             for eye in eyes:
-                frame = av.VideoFrame.from_ndarray(_textured(48, 64, i), format="bgr24")
+                frame = av.VideoFrame.from_ndarray(textured(48, 64, i), format="bgr24")
                 frame.pts, frame.time_base = i, Fraction(1, 10)
                 out.mux(eye.encode(frame))
         for eye in eyes:

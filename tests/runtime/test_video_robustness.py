@@ -13,48 +13,11 @@ import pytest
 
 import runtime.video
 from runtime.video import transcode_video
+from tests.runtime.sample_videos import make_clip, textured
 
 av = pytest.importorskip("av", reason="PyAV comes with the video extra")
 
 F = 1 << 16  # 1.0 in a display matrix's 16.16 fixed point
-
-
-def _textured(h: int, w: int, i: int) -> np.ndarray:
-    """A smooth moving pattern (BGR uint8), which codecs keep, unlike noise."""
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = 128 + 60 * np.sin((x + 3 * i) / 5) * np.cos(y / 7)
-    return np.stack([base, np.roll(base, 7, axis=1), 255 - base], axis=2).clip(0, 255).astype(np.uint8)
-
-
-def _clip(path: Path, frames: int = 3, h: int = 16, w: int = 24, codec: str = "libx264", pix_fmt: str = "yuv420p",
-          audio: str | None = None, rate: int = 8000, times: list[int] | None = None, matrix=None, aspect=None,
-          images: list[np.ndarray] | None = None, sound_seconds: float | None = None) -> list[np.ndarray]:
-    """A clip at 10 fps (or at ``times``, in tenths) of ``frames`` textured frames, with a display ``matrix``, a
-    pixel ``aspect`` ratio and ``audio`` (a tone at ``rate`` Hz, as long as the video or ``sound_seconds``);
-    returns the frames."""
-    images = images or [_textured(h, w, i) for i in range(frames)]
-    with av.open(str(path), "w") as out:
-        video = out.add_stream(codec, rate=10)
-        video.width, video.height, video.pix_fmt = images[0].shape[1], images[0].shape[0], pix_fmt
-        video.codec_context.time_base = Fraction(1, 10)
-        if matrix is not None:
-            video.set_display_matrix(np.array(matrix, np.int32))
-        if aspect:
-            video.codec_context.sample_aspect_ratio = aspect
-        sound = out.add_stream(audio, rate=rate, layout="mono") if audio else None
-        for i, image in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts, frame.time_base = (times[i] if times else i), Fraction(1, 10)
-            out.mux(video.encode(frame))
-        out.mux(video.encode(None))
-        if sound is not None:
-            count = round(rate * (sound_seconds or len(images) / 10))
-            samples = (np.sin(np.arange(count) * 2 * np.pi * 440 / rate) * 8000).astype(np.int16)
-            tone = av.AudioFrame.from_ndarray(samples[None], format="s16", layout="mono")
-            tone.sample_rate = rate
-            out.mux(sound.encode(tone))
-            out.mux(sound.encode(None))
-    return images
 
 
 def _frames(path: Path, fmt: str = "bgr24") -> list[np.ndarray]:
@@ -84,12 +47,12 @@ def test_cover_art_and_photos_under_a_video_name_are_refused_in_one_line(tmp_pat
         tone.sample_rate = 8000
         out.mux(sound.encode(tone))
         out.mux(sound.encode(None))
-        picture = av.VideoFrame.from_ndarray(_textured(16, 24, 0), format="bgr24").reformat(format="rgb24")
+        picture = av.VideoFrame.from_ndarray(textured(16, 24, 0), format="bgr24").reformat(format="rgb24")
         picture.pts = 0
         out.mux(cover.encode(picture))
         out.mux(cover.encode(None))
     photo = tmp_path / "holiday.mp4"  # a PNG saved under a video's name
-    Image.fromarray(_textured(16, 24, 0)).save(photo, format="PNG")
+    Image.fromarray(textured(16, 24, 0)).save(photo, format="PNG")
     # before: both were "deblurred" into a one-frame H.264 video
     with pytest.raises(OSError, match=r"song.mp3: has no video stream, only a still picture \(cover art\)"):
         transcode_video(song, tmp_path / "out.mp4", _same, progress=False)
@@ -115,7 +78,7 @@ def test_empty_and_foreign_files_say_so_without_ffmpegs_error_numbers(tmp_path):
 def test_a_clip_named_by_its_recording_time_in_the_working_folder(tmp_path, tiny_weights, monkeypatch, capsys):
     from runtime.cli import main
 
-    _clip(tmp_path / "2024-05-01T10:30:00.mp4", frames=2, h=32, w=48)
+    make_clip(tmp_path / "2024-05-01T10:30:00.mp4", frames=2, h=32, w=48)
     monkeypatch.chdir(tmp_path)  # "." lists it as "2024-05-01T10:30:00.mp4": FFmpeg took "2024-05-01T10" for a protocol
     assert main([".", "-o", "out", "--model", str(tiny_weights), "-q"]) == 0, capsys.readouterr().err
     assert len(_frames(tmp_path / "out" / "2024-05-01T10:30:00.mp4")) == 2  # before: "Protocol not found"
@@ -124,7 +87,7 @@ def test_a_clip_named_by_its_recording_time_in_the_working_folder(tmp_path, tiny
 # -- damaged files -------------------------------------------------------------------------------------------------
 def test_a_damaged_packet_is_skipped_not_fatal(tmp_path, caplog, capfd):
     full = tmp_path / "full.mp4"
-    _clip(full, frames=20, h=32, w=48)
+    make_clip(full, frames=20, h=32, w=48)
     data = bytearray(full.read_bytes())
     middle = len(data) // 2  # inside the frames' data (the index is at the end)
     data[middle:middle + 400] = np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8).tobytes()
@@ -138,11 +101,11 @@ def test_a_damaged_packet_is_skipped_not_fatal(tmp_path, caplog, capfd):
 
 
 def test_a_recording_cut_short_is_written_as_far_as_it_goes_and_said_so(tmp_path, caplog):
-    _clip(tmp_path / "full.mkv", frames=40, audio="aac")  # Matroska: what recorders write so a cut file still plays
+    make_clip(tmp_path / "full.mkv", frames=40, audio="aac")  # Matroska: what recorders write so a cut file still plays
     (tmp_path / "cut.mkv").write_bytes((tmp_path / "full.mkv").read_bytes()[:(tmp_path / "full.mkv").stat().st_size
                                                                             // 2])
-    _clip(tmp_path / "late.mkv", frames=3, times=[10 ** 9, 10 ** 9 + 1, 10 ** 9 + 2])  # a clock's times, not from 0
-    _clip(tmp_path / "talk.mkv", frames=3, audio="aac", sound_seconds=3)  # the sound goes on after the picture
+    make_clip(tmp_path / "late.mkv", frames=3, times=[10 ** 9, 10 ** 9 + 1, 10 ** 9 + 2])  # a clock's times, not from 0
+    make_clip(tmp_path / "talk.mkv", frames=3, audio="aac", sound_seconds=3)  # the sound goes on after the picture
     with caplog.at_level(logging.WARNING, logger="runtime.video"):
         assert transcode_video(tmp_path / "full.mkv", tmp_path / "a.mp4", _same, progress=False) == 40
         assert transcode_video(tmp_path / "late.mkv", tmp_path / "b.mp4", _same, progress=False) == 3
@@ -170,7 +133,7 @@ def _displayed(image: np.ndarray, matrix) -> np.ndarray:
                                                              "turned"])
 def test_mirrored_display_matrices_are_applied_as_players_apply_them(tmp_path, a, b, c, d):
     matrix = [a * F, b * F, 0, c * F, d * F, 0, 0, 0, 1 << 30]
-    _clip(tmp_path / "clip.mp4", frames=1, matrix=matrix)
+    make_clip(tmp_path / "clip.mp4", frames=1, matrix=matrix)
     stored = _frames(tmp_path / "clip.mp4")[0]
     seen = []
     transcode_video(tmp_path / "clip.mp4", tmp_path / "out.mp4", lambda f: seen.append(f) or f, progress=False)
@@ -179,8 +142,8 @@ def test_mirrored_display_matrices_are_applied_as_players_apply_them(tmp_path, a
 
 
 def test_non_square_pixels_keep_their_shape(tmp_path):
-    _clip(tmp_path / "hdv.mp4", frames=2, aspect=Fraction(4, 3))  # HDV: 1440x1080 stored, shown 1920x1080
-    _clip(tmp_path / "turned.mp4", frames=2, aspect=Fraction(4, 3), matrix=[0, F, 0, -F, 0, 0, 0, 0, 1 << 30])
+    make_clip(tmp_path / "hdv.mp4", frames=2, aspect=Fraction(4, 3))  # HDV: 1440x1080 stored, shown 1920x1080
+    make_clip(tmp_path / "turned.mp4", frames=2, aspect=Fraction(4, 3), matrix=[0, F, 0, -F, 0, 0, 0, 0, 1 << 30])
     transcode_video(tmp_path / "hdv.mp4", tmp_path / "a.mp4", _same, progress=False)
     transcode_video(tmp_path / "turned.mp4", tmp_path / "b.mp4", _same, progress=False)
     with av.open(str(tmp_path / "a.mp4")) as first, av.open(str(tmp_path / "b.mp4")) as second:
@@ -192,7 +155,7 @@ def test_non_square_pixels_keep_their_shape(tmp_path):
 def test_rgb_clips_are_written_with_a_yuv_matrix_players_know(tmp_path):
     image = np.zeros((32, 48, 3), np.uint8)
     image[:, :24], image[:, 24:] = (40, 200, 60), (200, 30, 180)
-    _clip(tmp_path / "lossless.mov", frames=2, codec="png", pix_fmt="rgb24", images=[image, image])
+    make_clip(tmp_path / "lossless.mov", frames=2, codec="png", pix_fmt="rgb24", images=[image, image])
     transcode_video(tmp_path / "lossless.mov", tmp_path / "out.mp4", _same, progress=False)
     with av.open(str(tmp_path / "out.mp4")) as container:
         # before: 0, the "RGB" matrix of the source, on YUV frames: players showed false colours
@@ -211,14 +174,14 @@ def _sound(path: Path) -> tuple[str, int, list[bytes]]:
 
 
 def test_mp3_sound_is_copied_not_encoded_again(tmp_path):
-    _clip(tmp_path / "clip.mkv", audio="libmp3lame", rate=22050)
+    make_clip(tmp_path / "clip.mkv", audio="libmp3lame", rate=22050)
     transcode_video(tmp_path / "clip.mkv", tmp_path / "out.mp4", _same, progress=False)
     # before: "mp3float" (the MP3 decoder's name) was not in the list MP4 takes: re-encoded to AAC
     assert _sound(tmp_path / "out.mp4") == _sound(tmp_path / "clip.mkv")
 
 
 def test_sound_at_a_rate_aac_cannot_store_is_resampled(tmp_path, caplog):
-    _clip(tmp_path / "recorder.mkv", audio="pcm_s16le", rate=192000)  # a field recorder's 192 kHz PCM
+    make_clip(tmp_path / "recorder.mkv", audio="pcm_s16le", rate=192000)  # a field recorder's 192 kHz PCM
     # before: OSError "could not read frame 1 (Invalid argument: 'avcodec_open2("aac", {})' returned 22)"
     assert transcode_video(tmp_path / "recorder.mkv", tmp_path / "out.mp4", _same, progress=False) == 3
     codec, rate, packets = _sound(tmp_path / "out.mp4")
@@ -228,7 +191,7 @@ def test_sound_at_a_rate_aac_cannot_store_is_resampled(tmp_path, caplog):
 
 # -- what the transform returns, and the encoders' limits ----------------------------------------------------------
 def test_frames_that_change_size_are_letterboxed_not_stretched(tmp_path, caplog):
-    _clip(tmp_path / "clip.mp4", frames=4, h=32, w=48)
+    make_clip(tmp_path / "clip.mp4", frames=4, h=32, w=48)
 
     def wider_from_the_third(frame):  # a stream that changes resolution, through --side-by-side
         wider_from_the_third.calls += 1
@@ -244,7 +207,7 @@ def test_frames_that_change_size_are_letterboxed_not_stretched(tmp_path, caplog)
 
 
 def test_ten_bit_clips_smaller_than_x265_takes_are_padded(tmp_path, caplog):
-    _clip(tmp_path / "tiny.mkv", frames=2, h=6, w=6, codec="ffv1", pix_fmt="yuv420p10le")
+    make_clip(tmp_path / "tiny.mkv", frames=2, h=6, w=6, codec="ffv1", pix_fmt="yuv420p10le")
     seen = []
     # before: OSError "could not read frame 1 (Invalid argument: 'avcodec_open2("libx265", ...)')"
     transcode_video(tmp_path / "tiny.mkv", tmp_path / "out.mp4", lambda f: seen.append(f.shape) or f, progress=False)
@@ -253,7 +216,7 @@ def test_ten_bit_clips_smaller_than_x265_takes_are_padded(tmp_path, caplog):
 
 
 def test_frames_too_large_for_h264_are_named_as_such(tmp_path):
-    _clip(tmp_path / "clip.mp4", frames=1, h=16, w=16)
+    make_clip(tmp_path / "clip.mp4", frames=1, h=16, w=16)
     with pytest.raises(OSError) as refused:
         transcode_video(tmp_path / "clip.mp4", tmp_path / "out.mp4", lambda f: np.tile(f, (1, 1025, 1)),
                         progress=False)
@@ -288,7 +251,7 @@ class _FullDisk:
 
 @pytest.mark.parametrize("where", ["frames", "index"])
 def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tmp_path, monkeypatch, where):
-    _clip(tmp_path / "clip.mp4", frames=6, h=32, w=48, audio="aac")
+    make_clip(tmp_path / "clip.mp4", frames=6, h=32, w=48, audio="aac")
     transcode_video(tmp_path / "clip.mp4", tmp_path / "whole.mp4", _same, progress=False)
     size = (tmp_path / "whole.mp4").stat().st_size
     room = 2000 if where == "frames" else size - 50  # the MP4's index is written last, when the file is closed
@@ -307,7 +270,7 @@ def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(tmp_path, 
 
 
 def test_ctrl_c_mid_video_leaves_the_previous_output(tmp_path):
-    _clip(tmp_path / "clip.mp4", frames=6, audio="aac")
+    make_clip(tmp_path / "clip.mp4", frames=6, audio="aac")
     (tmp_path / "out.mp4").write_bytes(b"the previous result")
 
     def interrupted_at_the_fourth(frame):
