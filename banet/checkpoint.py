@@ -240,7 +240,9 @@ def load_checkpoint(path: str | os.PathLike, config: BANetConfig | None = None,
 def save_checkpoint(model: BANet, path: str | os.PathLike, metadata: dict[str, str] | None = None,
                     overwrite: bool = False) -> Path:
     """Write our own format: safetensors weights with the configuration (and ``metadata``) in the header."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from banet.outputs import write_atomic
 
     path = Path(path)
     if path.exists() and not overwrite:
@@ -249,27 +251,23 @@ def save_checkpoint(model: BANet, path: str | os.PathLike, metadata: dict[str, s
     header.update({_KEY_FORMAT: FORMAT_TAG, _KEY_CONFIG: model.config.to_json()})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    _canonical_header(tmp)
-    os.replace(tmp, path)
+    # Whole or not at all (synced, renamed; a full disk or Ctrl-C leaves the old file and no temporary one).
+    write_atomic(path, _canonical_header(save(tensors, metadata=header)))
     return path
 
 
-def _canonical_header(path: Path) -> None:
-    """Rewrite a safetensors header with sorted keys, in place, so equal weights give equal files (and sha256).
+def _canonical_header(data: bytes) -> bytes:
+    """A safetensors file's bytes with its header's keys sorted, so equal weights give equal files (and sha256).
 
     safetensors serialises its metadata map in hash order, which changes from one save to the next. The header
     is length-prefixed JSON that may end in spaces; reordering keeps its length, so only those bytes change.
     """
-    with open(path, "r+b") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(length))
-        canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        if len(canonical) > length:  # never expected; keep the library's own header rather than corrupt the file
-            return
-        handle.seek(8)
-        handle.write(canonical + b" " * (length - len(canonical)))
+    (length,) = struct.unpack_from("<Q", data, 0)
+    header = json.loads(data[8:8 + length])
+    canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(canonical) > length:  # never expected; keep the library's own header rather than corrupt the file
+        return data
+    return data[:8] + canonical + b" " * (length - len(canonical)) + data[8 + length:]
 
 
 def describe_metadata(metadata: dict[str, str]) -> str:

@@ -39,9 +39,6 @@ from banet.model import BANet, count_parameters
 from banet.outputs import (
     check_not_input,
     check_output,
-    clear_partial,
-    commit_partial,
-    partial_path,
     write_atomic,
     write_error,
 )
@@ -772,19 +769,10 @@ def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path
                                      "photographs (not the authors' GoPro model)"}
     if evals:
         metadata["banet.last_eval"] = json.dumps(evals[-1])
-    # save_checkpoint writes <name>.tmp and renames it without cleaning up after a failure: it writes our own
-    # temporary name here, and the whole file is synced and renamed over ``output`` only once complete.
-    partial = partial_path(output)
-    clear_partial(partial)
-    try:
-        save_checkpoint(model, partial, metadata=metadata, overwrite=True)
-        commit_partial(partial, output)
-    except BaseException as exc:
-        for leftover in (partial, partial.with_name(partial.name + ".tmp")):
-            leftover.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise TrainError(f"{write_error(exc, output)}; nothing written to {output}") from exc
-        raise
+    try:  # whole or not at all (save_checkpoint writes through banet.outputs.write_atomic)
+        save_checkpoint(model, output, metadata=metadata, overwrite=True)
+    except OSError as exc:
+        raise TrainError(f"{write_error(exc, output)}; nothing written to {output}") from exc
     return output
 
 
