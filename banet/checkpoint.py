@@ -86,8 +86,14 @@ def _read_torch(path: Path) -> object:
             raise CheckpointFormatError(
                 f"{path}: holds pickled Python objects other than tensors and plain containers; refusing to "
                 "unpickle them (torch.load weights_only=True). Re-save just the state_dict.") from exc
-        raise CheckpointFormatError(f"{path}: not a PyTorch checkpoint (unpickling failed: "
-                                    f"{first_line(exc)})") from exc
+        # torch's first line for foreign bytes is advice to unpickle them with weights_only=False (running any code
+        # they hold): never passed on. Its reason is the line after "WeightsUnpickler error:".
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        marker = next((i for i, line in enumerate(lines) if line.endswith("WeightsUnpickler error:")), None)
+        reason = lines[marker + 1] if marker is not None and marker + 1 < len(lines) else first_line(exc)
+        if "weights_only" in reason:
+            reason = "not a pickle of tensors"
+        raise CheckpointFormatError(f"{path}: not a PyTorch checkpoint (unpickling failed: {reason})") from exc
     except Exception as exc:  # torch.load fails in many ways on foreign bytes; all mean the same to a user
         raise CheckpointFormatError(
             f"{path}: truncated, corrupt or not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)})"

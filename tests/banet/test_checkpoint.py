@@ -3,6 +3,7 @@
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -198,3 +199,15 @@ def test_keys_that_are_not_parameter_names_are_refused(tmp_path: Path) -> None:
     torch.save({1: torch.zeros(1), "en_layer1.0.bias": torch.zeros(1)}, tmp_path / "ints.pth")
     with pytest.raises(CheckpointFormatError, match="keys that are not parameter names: 1"):
         load_checkpoint(tmp_path / "ints.pth")
+
+
+def test_foreign_bytes_never_pass_on_torchs_advice_to_unpickle_unsafely(tmp_path):
+    from banet.checkpoint import CheckpointFormatError, read_state_dict
+
+    path = tmp_path / "random.pth"
+    path.write_bytes(np.random.default_rng(1).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointFormatError) as info:
+        read_state_dict(path)
+    message = str(info.value)
+    # before: "... Re-running `torch.load` with `weights_only` set to `False` will likely succeed ..."
+    assert "not a PyTorch checkpoint" in message and "weights_only" not in message and "\n" not in message, message
