@@ -5,9 +5,9 @@ short warm-up), random crops, flips and 90-degree rotations, loss = Charbonnier 
 batch is a pure function of (seed, step), so a resumed run sees exactly the batches it would have seen, and its
 loss curve continues where it stopped.
 
-    python -m training.train --steps 20000                 # train (or resume) the default model
+    python -m training.train --run training/runs/mine --steps 20000   # a new run, or resume it
     python -m training.train --smoke                       # seconds: a tiny network, a few steps
-    python -m training.train --export banet/weights/banet_default.safetensors   # ship the latest weights
+    python -m training.train --run training/runs/mine --export banet/weights/banet_default.safetensors --force
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from training.losses import deblur_loss, harm_penalty
 log = logging.getLogger(__name__)
 
 DEFAULT_RUN = Path("training") / "runs" / "default"  # under the current project
+#: Where ``--smoke`` runs when no ``--run`` is given: scratch, never the default model's committed run.
+SMOKE_RUN = Path("out/smoke_run")
 
 
 class TrainError(ValueError):
@@ -835,8 +837,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="A run resumed from its last.pt keeps its own value of every option left "
                                             "out;\nthe values in parentheses are a new run's defaults.")
-    parser.add_argument("--run", type=Path, default=DEFAULT_RUN,
-                        help="run directory holding last.pt (resumed if present) and history.jsonl")
+    parser.add_argument("--run", type=Path, default=None,
+                        help=f"run directory holding last.pt (resumed if present) and history.jsonl (default "
+                             f"{DEFAULT_RUN}; with --smoke {SMOKE_RUN})")
     parser.add_argument("--steps", type=number(int, 1), default=None,
                         help=f"total steps of the schedule (the lr decays linearly to the end; {defaults.steps})")
     parser.add_argument("--batch", type=number(int, 1), default=None, help=f"crops per step ({defaults.batch})")
@@ -924,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.run is None:  # a smoke run never lands in (or is refused by) the default model's committed run
+        args.run = SMOKE_RUN if args.smoke else DEFAULT_RUN
     if args.export is not None:
         path = export_weights(args.run, args.export, overwrite=args.force)
         print(f"wrote {path}")

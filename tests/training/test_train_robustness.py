@@ -389,3 +389,16 @@ def test_evaluate_names_an_onnx_given_as_weights(tmp_path, capsys):
     onnx.write_bytes(b"\x08\x07\x12\x04onnx")
     assert evaluate(["--weights", str(onnx), "--output", str(tmp_path / "eval")]) == 1
     assert "is an ONNX model, not PyTorch weights" in _one_line_error(capsys.readouterr().err)
+
+
+def test_smoke_runs_never_use_the_default_models_committed_run(tmp_path, monkeypatch, capsys):
+    from training.train import main
+
+    monkeypatch.chdir(tmp_path)
+    committed = tmp_path / "training" / "runs" / "default" / "history.jsonl"
+    committed.parent.mkdir(parents=True)
+    committed.write_text('{"step": 10, "loss": 0.1}\n')
+    assert main(["--smoke"]) in (0, 1)  # 1 where no training photos are installed
+    # before: --smoke trained in training/runs/default, over the default model's committed history (then refused)
+    assert "logged step" not in capsys.readouterr().err
+    assert committed.read_text() == '{"step": 10, "loss": 0.1}\n'
