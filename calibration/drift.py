@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.machine import cpu_name
-from banet.outputs import commit_partial, partial_path, shown_path, write_atomic
+from banet.outputs import commit_partial, create_partial, partial_path, shown_path
 from calibration.heldout import openvino_forward, run_heldout
 from export.parity import Forward, psnr_db
 
@@ -361,15 +361,19 @@ def read_int8(path: Path) -> Path:
 
 
 def write_together(files: dict[Path, bytes]) -> None:
-    """Write ``files`` (path -> bytes) as one: each whole under its temporary name first (:func:`write_atomic` to
-    :func:`partial_path`), then all renamed into place. A failure while writing (a full disk) or Ctrl-C removes the
-    temporaries and leaves the files already there untouched; only a rename failing between two renames could part
-    them (no file system renames two files at once). Raises ``OSError`` naming the file that failed."""
+    """Write ``files`` (path -> bytes) as one: each whole under its temporary name first (a new file,
+    :func:`banet.outputs.create_partial`), then all synced and renamed into place. A failure while writing (a full
+    disk) or Ctrl-C removes the temporaries and leaves the files already there untouched; only a rename failing
+    between two renames could part them (no file system renames two files at once). Raises ``OSError`` naming the
+    file that failed."""
     staged: list[tuple[Path, Path]] = []
     current: Path | None = None
     try:
         for current, data in files.items():
-            staged.append((write_atomic(partial_path(current), data), current))
+            partial = partial_path(current)
+            with create_partial(partial) as handle:
+                staged.append((partial, current))  # ours from here on: removed on any failure
+                handle.write(data)
         for partial, current in staged:
             commit_partial(partial, current)
     except OSError as exc:

@@ -105,15 +105,28 @@ def test_cli_refuses_an_onnx_of_other_weights(tiny_net, tiny_onnx, tmp_path, cap
 
 
 def _fail_on_the_markdown(real):
-    """A stand-in for write_atomic that fails (a full disk) on the second file of the pair, drift_report.md."""
+    """A stand-in for create_partial whose file for the second of the pair, drift_report.md, cannot be written
+    (a full disk)."""
     import errno
 
-    def write(path, data):
-        if path.name.startswith("drift_report.md"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data)
+    class Full:
+        def __init__(self, handle):
+            self.handle = handle
 
-    return write
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def create(path):
+        handle = real(path)
+        return Full(handle) if path.name.startswith("drift_report.md") else handle
+
+    return create
 
 
 def test_the_pair_is_written_together_or_not_at_all(tmp_path, monkeypatch):
@@ -121,7 +134,7 @@ def test_the_pair_is_written_together_or_not_at_all(tmp_path, monkeypatch):
     for path, data in old.items():
         path.write_bytes(data)
     new = {path: b"new " + path.name.encode() for path in old}
-    monkeypatch.setattr(drift, "write_atomic", _fail_on_the_markdown(drift.write_atomic))
+    monkeypatch.setattr(drift, "create_partial", _fail_on_the_markdown(drift.create_partial))
     with pytest.raises(OSError) as info:
         drift.write_together(new)
     assert info.value.filename == str(tmp_path / "drift_report.md")
@@ -143,7 +156,7 @@ def test_cli_keeps_the_old_pair_when_the_second_file_cannot_be_written(tiny_chec
         (out / name).write_text(text)
     monkeypatch.setattr(drift, "build_report", lambda *args, **kwargs: {"new": 1})
     monkeypatch.setattr(drift, "markdown", lambda report: "# new\n")
-    monkeypatch.setattr(drift, "write_atomic", _fail_on_the_markdown(drift.write_atomic))
+    monkeypatch.setattr(drift, "create_partial", _fail_on_the_markdown(drift.create_partial))
     code = drift.main(["--weights", str(tiny_checkpoint), "--onnx", str(tiny_onnx), "--int8", str(int8_model),
                        "--no-fp16", "--no-speed", "--limit", "1", "--output", str(out), "--force"])
     assert code == 1
