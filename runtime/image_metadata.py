@@ -97,6 +97,30 @@ def metadata_of(info: dict, source: str, png: bytes | None = None) -> ImageMetad
     return ImageMetadata(icc if isinstance(icc, bytes) else None, exif, png_colour_chunks(png) if png else None)
 
 
+@dataclass(frozen=True)
+class PngHeader:
+    """A PNG file's IHDR: its size, bit depth and colour type (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA)."""
+
+    width: int
+    height: int
+    bit_depth: int
+    colour_type: int
+
+    @property
+    def colour_channels(self) -> int:
+        """Colour channels its pixels hold: 3 for RGB, palette and RGBA, 1 for grey (with or without alpha)."""
+        return 3 if self.colour_type & 2 else 1
+
+
+def png_header(data: bytes) -> PngHeader | None:
+    """The IHDR of ``data`` when it starts as a PNG file does (signature, then IHDR first), else None: read from
+    the bytes alone, so it holds where a decoder refuses the file."""
+    if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, bit_depth, colour_type = struct.unpack_from(">IIBB", data, 16)
+    return PngHeader(width, height, bit_depth, colour_type)
+
+
 def png_chunks(data: bytes):
     """(type, start, end) of each whole chunk of a PNG file, in order, up to IEND or the first that does not fit in
     ``data``: only the lengths are read, so a decompression bomb's image data costs nothing."""
@@ -170,9 +194,9 @@ def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str) -> 
     if not metadata:
         return encoded
     kind = suffix.lower()
-    if kind == ".png" and encoded.startswith(_PNG_SIGNATURE) and encoded[12:16] == b"IHDR":
-        # Colour type 0 (grey) and 4 (grey and alpha) hold one colour channel; 2, 3 and 6 three.
-        return _embed_png(encoded, _fitting(metadata, 3 if encoded[25] & 2 else 1, target), target)
+    header = png_header(encoded) if kind == ".png" else None
+    if header is not None:
+        return _embed_png(encoded, _fitting(metadata, header.colour_channels, target), target)
     if kind in (".jpg", ".jpeg") and encoded.startswith(b"\xff\xd8"):
         return _embed_jpeg(encoded, _fitting(metadata, _jpeg_components(encoded), target), target)
     if metadata.icc_profile or metadata.exif or _png_colour_matters(metadata.png_colour):

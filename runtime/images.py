@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import threading
 import warnings
 from contextlib import contextmanager
@@ -20,7 +19,15 @@ import numpy as np
 from banet.errors import first_line
 from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
-from runtime.image_metadata import EXIF_HEADER, NO_METADATA, ImageMetadata, embed, metadata_of, png_exif
+from runtime.image_metadata import (
+    EXIF_HEADER,
+    NO_METADATA,
+    ImageMetadata,
+    embed,
+    metadata_of,
+    png_exif,
+    png_header,
+)
 
 #: Smallest height/width accepted: a 1-pixel image has no blur to remove.
 MIN_SIDE = 2
@@ -339,10 +346,8 @@ def _png_size_only(data: bytes) -> _Header | None:
     """The size in a PNG's IHDR where Pillow refuses the file for a bad chunk that libpng (OpenCV) skips (a truncated
     gAMA, a profile in an unknown compression...): the size limit must still apply. Nothing else is known, so
     nothing is carried; None for anything but a PNG."""
-    if not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR" or len(data) < 24:
-        return None
-    width, height = struct.unpack_from(">II", data, 16)
-    return _Header(width, height, 1, 1, "PNG", NO_METADATA)
+    header = png_header(data)
+    return None if header is None else _Header(header.width, header.height, 1, 1, "PNG", NO_METADATA)
 
 
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -403,15 +408,16 @@ def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | N
     return _read_with_pillow(path, data, max_pixels, hint=cv2 is None)
 
 
-def _png_is_16bit_colour(head: bytes) -> bool:
-    """PNG header: bit depth (byte 24) 16 with colour type (byte 25) RGB (2) or RGBA (6)."""
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 26 and head[24] == 16 and head[25] in (2, 6)
+def _png_is_16bit_colour(data: bytes) -> bool:
+    """A PNG of 16-bit RGB or RGBA samples."""
+    header = png_header(data)
+    return header is not None and header.bit_depth == 16 and header.colour_type in (2, 6)
 
 
 def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: bool = True) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    if hint and _png_is_16bit_colour(data[:26]):
+    if hint and _png_is_16bit_colour(data):
         raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
     try:
         # The size was checked against the caller's limit: Pillow's own one moves to it.
