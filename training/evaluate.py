@@ -25,6 +25,7 @@ import torch
 from banet.outputs import shown_path
 from banet.processing import postprocess, preprocess
 from export.parity import Restorer, evaluate_pairs, psnr, ssim  # noqa: F401  (re-exported)
+from runtime.images import write_image
 
 log = logging.getLogger(__name__)
 
@@ -316,17 +317,6 @@ def check_outputs(folder: Path, names: Sequence[str], force: bool, weights: Path
                      inputs={"the checkpoint (--weights)": weights}, option="--output")
 
 
-def png_bytes(picture: np.ndarray) -> bytes:
-    """A uint8 RGB picture encoded as PNG, to be written whole (:func:`banet.outputs.write_atomic`)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _written(path: Path, data: bytes) -> bool:
     """Write ``path`` whole or not at all; a failure (a full disk) is one ``error:`` line and False."""
     from banet.outputs import write_atomic, write_error
@@ -414,7 +404,10 @@ def main(argv: list[str] | None = None) -> int:
     pictures["sharp_worst.png"] = side_by_side([(sharp["crops"][worst][1], sharp["restored"][worst])])
     pictures["clock_motion.png"] = side_by_side([results["clock_motion"]["images"]])
     for name, picture in pictures.items():
-        if not _written(args.output / name, png_bytes(picture)):
+        try:  # whole or not at all, as every image the project writes
+            write_image(args.output / name, np.ascontiguousarray(picture[..., ::-1]))  # RGB -> BGR
+        except OSError as exc:  # ImageWriteError: one line naming the file (a full disk...)
+            print(f"error: {exc}", file=sys.stderr)
             return 1
     report = {"weights": shown_path(loaded.path), "sha256": loaded.sha256, "config": loaded.config.to_dict(),
               "families": {k: {"summary": v["summary"], "per_image": v["per_image"]}
