@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 
+from banet.cli_types import number
 from banet.outputs import check_input
 from banet.shapes import parse_hw
 from calibration.data import CalibrationDataError, CalibrationSource, list_images
@@ -21,21 +21,6 @@ log = logging.getLogger(__name__)
 def parse_size(text: str) -> tuple[int, int]:
     """``HxW`` or one number (a square): :func:`banet.shapes.parse_hw`."""
     return parse_hw(text, square_from_one=True)
-
-
-def whole_number(low: int) -> Callable[[str], int]:
-    """argparse type: an integer >= ``low``, refused on the command line (exit 2) before any work."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    return parse
 
 
 def decibels(text: str) -> float:
@@ -60,7 +45,7 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calib-batch", type=int, default=1, help="images per calibration batch (default 1)")
     group.add_argument("--calib-mode", choices=("crop", "resize"), default="crop",
                        help="fit folder images by a seeded crop at native resolution (default) or a resize")
-    group.add_argument("--seed", type=whole_number(0), default=0, help="sampling/crop seed, >= 0 (default 0)")
+    group.add_argument("--seed", type=number(int, 0), default=0, help="sampling/crop seed, >= 0 (default 0)")
 
 
 def source_from_args(args: argparse.Namespace) -> CalibrationSource:

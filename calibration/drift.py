@@ -384,7 +384,8 @@ def write_together(files: dict[Path, bytes]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from calibration.cli_common import add_calibration_arguments, whole_number
+    from banet.cli_types import number
+    from calibration.cli_common import add_calibration_arguments
     from runtime.images import quiet_opencv
 
     parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=__doc__,
@@ -402,10 +403,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="replace the report already in the --output folder you named (out/drift's is always "
                              "replaced)")
     parser.add_argument("--full", action="store_true", help="add FP16 drift of the full stack-10 network")
-    parser.add_argument("--limit", type=whole_number(1), default=None, help="only the first N held-out images")
+    parser.add_argument("--limit", type=number(int, 1), default=None, help="only the first N held-out images")
     parser.add_argument("--no-speed", action="store_true", help="skip the INT8 vs FP32 speed measurement")
     parser.add_argument("--no-fp16", action="store_true", help="skip the FP16 rows (INT8 only, faster)")
-    parser.add_argument("--threads", type=whole_number(0), default=1,
+    parser.add_argument("--threads", type=number(int, 0), default=1,
                         help="ONNX Runtime threads for the quality rows (0: all cores; default 1)")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)

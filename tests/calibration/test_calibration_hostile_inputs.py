@@ -26,7 +26,7 @@ def argparse_refusal(capsys, main, argv: list[str], needle: str) -> None:
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--seed", "-1"], "argument --seed: must be >= 0"),  # before: numpy's ValueError traceback
+    (["--seed", "-1"], "argument --seed: must be at least 0"),  # before: numpy's ValueError traceback
     (["--auto-exclude", "nan"], "argument --auto-exclude: must be a positive number of dB"),  # before: kept blocks
     (["--auto-exclude", "0"], "argument --auto-exclude: must be a positive number of dB"),
 ])
@@ -37,9 +37,9 @@ def test_quantize_values_that_cannot_be_meant(tmp_path, tiny_onnx, capsys, args,
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--limit", "0"], "argument --limit: must be >= 1"),  # before: IndexError traceback after the exports
-    (["--limit", "-3"], "argument --limit: must be >= 1"),  # before: silently 23 of the 26 images
-    (["--threads", "-1"], "argument --threads: must be >= 0"),  # before: OptionError traceback after the work
+    (["--limit", "0"], "argument --limit: must be at least 1"),  # before: IndexError traceback after the exports
+    (["--limit", "-3"], "argument --limit: must be at least 1"),  # before: silently 23 of the 26 images
+    (["--threads", "-1"], "argument --threads: must be at least 0"),  # before: OptionError traceback after the work
 ])
 def test_drift_values_that_cannot_be_meant(tmp_path, tiny_onnx, capsys, args, needle):
     argparse_refusal(capsys, drift.main, ["--onnx", str(tiny_onnx), "--output", str(tmp_path / "r"), *args], needle)
