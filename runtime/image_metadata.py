@@ -7,10 +7,14 @@ without it is shown as sRGB, its colours dull or shifted, a silent change users 
 
 Both are copied byte for byte, except EXIF's orientation tag, which is set to 1 (upright): the pixels were turned
 upright when they were read (:func:`runtime.images.read_image`), so the old value would turn them a second time.
-EXIF whose first directory cannot be walked is dropped, with a warning: its orientation could not be reset. A PNG
-input's colour chunks (cICP, sRGB, gAMA, cHRM: how its values map to colours where it has no profile) go into PNG
-outputs the same way. A profile whose colour space does not fit the output (a grey profile on colour pixels, a
-CMYK profile on the RGB pixels a CMYK JPEG is read as) is dropped, with a warning: it would misdescribe them.
+EXIF whose first directory cannot be walked is dropped, with a warning: its orientation could not be reset. The
+EXIF thumbnail (a camera's 160x120 JPEG in IFD1, which galleries and file browsers show) is of the input, blurred
+and in the sensor's orientation: it is made again from the output's pixels when the output is written
+(:func:`output_exif`), every byte before it kept in place so that no offset (a maker note's) moves; a thumbnail
+that cannot be replaced safely is dropped, with a warning. A PNG input's colour chunks (cICP, sRGB, gAMA, cHRM:
+how its values map to colours where it has no profile) go into PNG outputs the same way. A profile whose colour
+space does not fit the output (a grey profile on colour pixels, a CMYK profile on the RGB pixels a CMYK JPEG is
+read as) is dropped, with a warning: it would misdescribe them.
 
 They are written into PNG files (``iCCP`` and ``eXIf`` chunks before the image data) and JPEG files (``APP1``
 Exif and ``APP2`` ICC_PROFILE segments after the JFIF header) *after* encoding, so the pixels are exactly those of
@@ -22,7 +26,9 @@ from __future__ import annotations
 import logging
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +37,21 @@ EXIF_HEADER = b"Exif\x00\x00"
 _ICC_HEADER = b"ICC_PROFILE\x00"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ORIENTATION_TAG = 0x0112
-_SHORT = 3
+_SHORT, _LONG = 3, 4
+#: Bytes of one value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED, SSHORT, SLONG,
+#: SRATIONAL, FLOAT, DOUBLE, IFD): where a value of more than 4 bytes lies outside its entry, how far it reaches.
+_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+#: Tags that point to another directory: Exif and GPS (in IFD0), Interoperability (in the Exif directory).
+_SUB_DIRECTORIES = (0x8769, 0x8825, 0xA005)
+#: IFD1's thumbnail: a JPEG file's offset and length (JPEGInterchangeFormat, -Length), or the strips or tiles of an
+#: uncompressed one; its size (ImageWidth, ImageLength), where given.
+_THUMBNAIL_OFFSET, _THUMBNAIL_LENGTH = 0x0201, 0x0202
+_STRIP_OFFSETS, _TILE_OFFSETS = 0x0111, 0x0144
+_WIDTH, _LENGTH = 0x0100, 0x0101
+#: Size a new thumbnail fits in where the old one's cannot be read (Exif's standard thumbnail).
+_THUMBNAIL_BOUNDS = (160, 120)
+#: JPEG qualities a new thumbnail is tried at, the next where the EXIF would not fit in its JPEG segment.
+_THUMBNAIL_QUALITIES = (90, 75, 50)
 #: PNG chunks that say how an image's values map to colours where it has no ICC profile, with their data's length:
 #: carried whole (PNG 3rd ed.: all before PLTE and IDAT; iCCP, when written, overrides sRGB, which is then left out).
 _PNG_COLOUR_CHUNKS = {b"cICP": 4, b"sRGB": 1, b"gAMA": 4, b"cHRM": 32}
@@ -170,35 +190,224 @@ def upright_exif(exif: bytes) -> bytes | None:
     Every orientation entry there is rewritten in place as one SHORT of 1, whatever it held: readers take a LONG, or
     the first of several values, as the orientation too (Pillow turned the pixels by it), and a reader that takes
     the last of two entries must not find the old value. Any out-of-line values are left unreferenced."""
-    if len(exif) < 8 or exif[:4] not in (b"II*\x00", b"MM\x00*"):
-        return None
-    order = "<" if exif[:2] == b"II" else ">"
-    (ifd,) = struct.unpack_from(order + "I", exif, 4)
-    if ifd + 2 > len(exif):
-        return None
-    (count,) = struct.unpack_from(order + "H", exif, ifd)
-    if ifd + 2 + 12 * count > len(exif):
+    order = _byte_order(exif)
+    ifd0 = _directory(exif, order, struct.unpack_from(order + "I", exif, 4)[0]) if order else None
+    if ifd0 is None:
         return None
     patched = bytearray(exif)
-    for entry in range(ifd + 2, ifd + 2 + 12 * count, 12):
-        tag, kind, number = struct.unpack_from(order + "HHI", exif, entry)
-        if tag == _ORIENTATION_TAG:
-            padding = exif[entry + 10:entry + 12] if (kind, number) == (_SHORT, 1) else b"\0\0"
-            patched[entry:entry + 12] = struct.pack(order + "HHIH", tag, _SHORT, 1, 1) + padding
+    _set_upright(patched, order, ifd0)
     return bytes(patched)
 
 
-def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str) -> bytes:
-    """``encoded`` (a whole PNG or JPEG file, per ``suffix``) with ``metadata`` written into it; other formats are
-    returned as they are, with a warning naming ``target`` (the file being written)."""
+@dataclass(frozen=True)
+class _Directory:
+    """One directory (IFD) of an EXIF block: where it starts, and (tag, type, count, offset) of each entry."""
+
+    at: int
+    entries: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def end(self) -> int:
+        """Where its link to the next directory lies (4 bytes)."""
+        return self.at + 2 + 12 * len(self.entries)
+
+
+def _byte_order(exif: bytes) -> str | None:
+    """The struct byte order of a TIFF-structured block (``<`` for II, ``>`` for MM), or None for anything else."""
+    if len(exif) < 8 or exif[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    return "<" if exif[:2] == b"II" else ">"
+
+
+def _directory(exif: bytes, order: str, at: int) -> _Directory | None:
+    """The directory at offset ``at``, or None where its entries do not all lie in ``exif``."""
+    if at + 2 > len(exif):
+        return None
+    (count,) = struct.unpack_from(order + "H", exif, at)
+    if at + 2 + 12 * count > len(exif):
+        return None
+    return _Directory(at, tuple((*struct.unpack_from(order + "HHI", exif, entry), entry)
+                                for entry in range(at + 2, at + 2 + 12 * count, 12)))
+
+
+def _set_entry(block: bytearray, order: str, entry: int, value: int, short: bool) -> None:
+    """Rewrite the entry at ``entry`` in place as one SHORT (``short``) or LONG of ``value``, its tag kept."""
+    tag, kind, number = struct.unpack_from(order + "HHI", block, entry)
+    if short:
+        padding = block[entry + 10:entry + 12] if (kind, number) == (_SHORT, 1) else b"\0\0"
+        block[entry:entry + 12] = struct.pack(order + "HHIH", tag, _SHORT, 1, value) + padding
+    else:
+        block[entry:entry + 12] = struct.pack(order + "HHII", tag, _LONG, 1, value)
+
+
+def _set_upright(block: bytearray, order: str, directory: _Directory) -> None:
+    for tag, _, _, entry in directory.entries:
+        if tag == _ORIENTATION_TAG:
+            _set_entry(block, order, entry, 1, short=True)
+
+
+def _entry_number(exif: bytes, order: str, kind: int, count: int, entry: int) -> int | None:
+    """The value of an entry holding one SHORT or LONG, else None."""
+    if count != 1 or kind not in (_SHORT, _LONG):
+        return None
+    return struct.unpack_from(order + ("H" if kind == _SHORT else "I"), exif, entry + 8)[0]
+
+
+def _used(exif: bytes, order: str, directories: list[_Directory]) -> list[tuple[int, int]]:
+    """(start, end) of the header, of ``directories`` and the directories they point to (Exif, GPS,
+    Interoperability), and of every value of theirs that lies outside its entry (a maker note...)."""
+    used, seen = [(0, 8)], set()
+    while directories:
+        directory = directories.pop()
+        if directory.at in seen:
+            continue
+        seen.add(directory.at)
+        used.append((directory.at, directory.end + 4))
+        for tag, kind, count, entry in directory.entries:
+            (value,) = struct.unpack_from(order + "I", exif, entry + 8)
+            if _TYPE_BYTES.get(kind, 1) * count > 4:
+                used.append((value, value + _TYPE_BYTES.get(kind, 1) * count))
+            if tag in _SUB_DIRECTORIES and (sub := _directory(exif, order, value)) is not None:
+                directories.append(sub)
+    return used
+
+
+def _overlaps(span: tuple[int, int], used: list[tuple[int, int]]) -> bool:
+    return any(start < span[1] and span[0] < end for start, end in used)
+
+
+def output_exif(exif: bytes, image: np.ndarray, target: str, limit: int | None = None) -> bytes:
+    """``exif`` (as :func:`metadata_of` carries it) for an output of pixels ``image`` (BGR(A) or grey, as written):
+    its thumbnail (IFD1's JPEG) made again from ``image``, or dropped. ``limit``: the most bytes the block may take
+    (a JPEG segment's); ``target`` names the file in the warning given where the thumbnail is dropped.
+
+    Every byte before the old thumbnail stays where it is, so that every offset holds (maker notes keep their own,
+    absolute ones): the new thumbnail takes the old one's place where that ends the block (zero padding after it
+    aside), else it is appended (the old one's bytes blanked). IFD1's orientation is set to 1 and its offset, length
+    and size entries (where present) rewritten in place. The thumbnail fits in the old one's width and height, the
+    output's aspect kept. It is dropped (IFD1 unlinked) where IFD1 or the thumbnail lies outside the block or over
+    other EXIF data (a value a directory points to), where it is uncompressed, or where the block would not fit in
+    ``limit``. A block without a thumbnail (or that cannot be walked) is returned as it is."""
+    order = _byte_order(exif)
+    ifd0 = _directory(exif, order, struct.unpack_from(order + "I", exif, 4)[0]) if order else None
+    if ifd0 is None or ifd0.end + 4 > len(exif):
+        return exif
+    (at,) = struct.unpack_from(order + "I", exif, ifd0.end)
+    if at == 0:
+        return exif
+    used = _used(exif, order, [ifd0])
+    ifd1 = _directory(exif, order, at)
+    if ifd1 is None or _overlaps((ifd1.at, ifd1.end), used):
+        return _without_thumbnail(exif, order, ifd0, None, target, "directory lies outside the EXIF block or over "
+                                  "its first directory")
+    block = bytearray(exif)
+    _set_upright(block, order, ifd1)
+    tags = {tag: (kind, count, entry) for tag, kind, count, entry in ifd1.entries}
+    if _THUMBNAIL_OFFSET not in tags and _THUMBNAIL_LENGTH not in tags:
+        if _STRIP_OFFSETS in tags or _TILE_OFFSETS in tags:
+            return _without_thumbnail(block, order, ifd0, None, target, "is uncompressed, which is not made again")
+        return bytes(block)
+    offset, length = (_entry_number(exif, order, *tags.get(tag, (0, 0, 0))) for tag in (_THUMBNAIL_OFFSET,
+                                                                                        _THUMBNAIL_LENGTH))
+    if offset is None or length is None or not length or offset + length > len(exif):
+        return _without_thumbnail(block, order, ifd0, None, target, "lies outside the EXIF block")
+    old, used = (offset, offset + length), used + _used(exif, order, [ifd1])
+    if _overlaps(old, used):
+        return _without_thumbnail(block, order, ifd0, None, target, "overlaps other EXIF data")
+    # Last in the block (as cameras write it; a writer's padding after it, zeros nothing points to, counts as none).
+    last = not any(exif[old[1]:]) and not _overlaps((old[1], len(exif)), used)
+    frame = _jpeg_frame(exif[old[0]:old[1]]) if exif.startswith(b"\xff\xd8", old[0]) else None
+    bounds = (frame[1], frame[0]) if frame and frame[0] and frame[1] else _THUMBNAIL_BOUNDS
+    if last:
+        head = block[:old[0]]  # the new one takes its place
+    else:
+        head = block[:old[0]] + bytes(length) + block[old[1]:]
+        head += bytes(len(head) % 2)  # appended at a word boundary, as TIFF wants
+    picture = _thumbnail_picture(image, bounds)
+    for quality in _THUMBNAIL_QUALITIES:
+        thumbnail = _jpeg_thumbnail(picture, quality)
+        if limit is None or len(head) + len(thumbnail) <= limit:
+            break
+    else:
+        bare = _without_thumbnail(block, order, ifd0, old, target, None, last)
+        if len(bare) <= limit:  # else too large even without it: the whole block is left out, and embed says so
+            log.warning("%s: the input's EXIF thumbnail made again would take the EXIF block over the %d bytes a JPEG "
+                        "segment holds; the output is written without it", target, limit)
+        return bare
+    block = head + thumbnail
+    values = {_THUMBNAIL_OFFSET: len(head), _THUMBNAIL_LENGTH: len(thumbnail), _WIDTH: picture.width,
+              _LENGTH: picture.height}
+    for tag, kind, _, entry in ifd1.entries:
+        if tag in values:
+            _set_entry(block, order, entry, values[tag], short=kind == _SHORT and tag in (_WIDTH, _LENGTH))
+    return bytes(block)
+
+
+def _without_thumbnail(exif: bytes | bytearray, order: str, ifd0: _Directory, old: tuple[int, int] | None,
+                       target: str, reason: str | None, last: bool = False) -> bytes:
+    """``exif`` with IFD1 unlinked from IFD0, and the thumbnail's bytes (``old``, where they are its own) cut where
+    they end the block (``last``), else blanked; a warning naming ``target`` and ``reason`` (None: no warning)."""
+    block = bytearray(exif)
+    block[ifd0.end:ifd0.end + 4] = bytes(4)
+    if old is not None:
+        block = block[:old[0]] if last else block[:old[0]] + bytes(old[1] - old[0]) + block[old[1]:]
+    if reason:
+        log.warning("%s: the input's EXIF thumbnail %s; the output is written without it", target, reason)
+    return bytes(block)
+
+
+def _thumbnail_picture(image: np.ndarray, bounds: tuple[int, int]):
+    """``image`` (BGR(A) or grey, 8 or 16 bit or float) as an 8-bit RGB PIL image that fits in ``bounds`` (width,
+    height), its aspect kept (never enlarged)."""
+    from PIL import Image
+
+    array = np.asarray(image)
+    if array.ndim == 3:
+        array = array[..., :3] if array.shape[2] >= 3 else array[..., 0]  # alpha left out
+    if array.dtype.kind == "f":
+        array = np.clip(np.nan_to_num(array) * 255 + 0.5, 0, 255)
+    elif array.dtype.itemsize > 1:  # 16-bit: the high byte of each value, read in place
+        little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+        array = little[..., None].view(np.uint8)[..., array.dtype.itemsize - 1]
+    # Still BGR: its channels are swapped once it is small (a photo's whole took 1.7 s the other way round).
+    picture = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
+    scale = min(bounds[0] / picture.width, bounds[1] / picture.height, 1.0)
+    size = (min(bounds[0], max(1, round(picture.width * scale))), min(bounds[1], max(1, round(picture.height * scale))))
+    if size != picture.size:
+        picture = picture.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if picture.mode == "RGB":
+        picture = Image.merge("RGB", picture.split()[::-1])
+    return picture.convert("RGB")
+
+
+def _jpeg_thumbnail(picture, quality: int) -> bytes:
+    """``picture`` as an EXIF thumbnail: a baseline JPEG in YCbCr 4:2:2 (Exif's), without APPn segments."""
+    import io
+
+    buffer = io.BytesIO()
+    picture.save(buffer, "JPEG", quality=quality, subsampling=1, optimize=False, progressive=False)
+    encoded = buffer.getvalue()
+    at = 2
+    while encoded[at] == 0xFF and 0xE0 <= encoded[at + 1] <= 0xEF:  # Pillow's JFIF header
+        at += 2 + struct.unpack_from(">H", encoded, at + 2)[0]
+    return encoded[:2] + encoded[at:]
+
+
+def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, image: np.ndarray) -> bytes:
+    """``encoded`` (a whole PNG or JPEG file, per ``suffix``, of the pixels ``image``) with ``metadata`` written
+    into it, its EXIF thumbnail made from ``image`` (:func:`output_exif`); other formats are returned as they are,
+    with a warning naming ``target`` (the file being written)."""
     if not metadata:
         return encoded
     kind = suffix.lower()
     header = png_header(encoded) if kind == ".png" else None
     if header is not None:
+        metadata = _with_thumbnail(metadata, image, target, None)
         return _embed_png(encoded, _fitting(metadata, header.colour_channels, target), target)
     if kind in (".jpg", ".jpeg") and encoded.startswith(b"\xff\xd8"):
-        return _embed_jpeg(encoded, _fitting(metadata, _jpeg_components(encoded), target), target)
+        metadata = _with_thumbnail(metadata, image, target, _SEGMENT_MAX - len(EXIF_HEADER))
+        frame = _jpeg_frame(encoded)
+        return _embed_jpeg(encoded, _fitting(metadata, frame and frame[2], target), target)
     if metadata.icc_profile or metadata.exif or _png_colour_matters(metadata.png_colour):
         log.warning("%s: the input's colour profile and EXIF are not written into %s files (only %s); colours may "
                     "show differently", target, kind or "extension-less", ", ".join(CARRYING_SUFFIXES))
@@ -220,13 +429,18 @@ def _fitting(metadata: ImageMetadata, channels: int | None, target: str) -> Imag
     return ImageMetadata(None, metadata.exif, metadata.png_colour)
 
 
-def _jpeg_components(encoded: bytes) -> int | None:
-    """The colour components of a JPEG file (1 grey, 3 colour) from its frame header (SOF), or None."""
+def _with_thumbnail(metadata: ImageMetadata, image: np.ndarray, target: str, limit: int | None) -> ImageMetadata:
+    return replace(metadata, exif=output_exif(metadata.exif, image, target, limit)) if metadata.exif else metadata
+
+
+def _jpeg_frame(encoded: bytes) -> tuple[int, int, int] | None:
+    """Height, width and colour components (1 grey, 3 colour) of a JPEG file from its frame header (SOF), or
+    None."""
     at = 2
     while at + 4 <= len(encoded) and encoded[at] == 0xFF:
         marker, (length,) = encoded[at + 1], struct.unpack_from(">H", encoded, at + 2)
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn; not DHT, JPG, DAC
-            return encoded[at + 9] if at + 9 < len(encoded) else None
+            return (*struct.unpack_from(">HH", encoded, at + 5), encoded[at + 9]) if at + 9 < len(encoded) else None
         at += 2 + length
     return None
 

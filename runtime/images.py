@@ -446,7 +446,7 @@ def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = N
     everything where OpenCV is not installed. Raises :class:`ImageWriteError` in one line (a full disk says so).
     """
     path = Path(path)
-    encoded = embed(_encode(path, image), path.suffix or ".png", metadata, str(path))
+    encoded = embed(_encode(path, image), path.suffix or ".png", metadata, str(path), image)
     try:
         write_atomic(path, encoded)
     except OSError as exc:
