@@ -6,15 +6,16 @@ without it is shown as sRGB, its colours dull or shifted, a silent change users 
 (capture time, camera, lens, GPS) is what anyone expects a photo tool to keep (``--strip-metadata`` drops both).
 
 Both are copied byte for byte, except EXIF's orientation tag, which is set to 1 (upright): the pixels were turned
-upright when they were read (:func:`runtime.images.read_image`), so the old value would turn them a second time.
-EXIF whose first directory cannot be walked is dropped, with a warning: its orientation could not be reset. The
-EXIF thumbnail (a camera's 160x120 JPEG in IFD1, which galleries and file browsers show) is of the input, blurred
-and in the sensor's orientation: it is made again from the output's pixels when the output is written
-(:func:`output_exif`), every byte before it kept in place so that no offset (a maker note's) moves; a thumbnail
-that cannot be replaced safely is dropped, with a warning. A PNG input's colour chunks (cICP, sRGB, gAMA, cHRM:
-how its values map to colours where it has no profile) go into PNG outputs the same way. A profile whose colour
-space does not fit the output (a grey profile on colour pixels, a CMYK profile on the RGB pixels a CMYK JPEG is
-read as) is dropped, with a warning: it would misdescribe them.
+upright when they were read (:func:`runtime.images.read_image`), so the old value would turn them a second time; and
+the Exif directory's pixel size, set to the output's when it is written (turned upright, a portrait photo's width
+and height swap; a side-by-side output is twice as wide). EXIF whose first directory cannot be walked is dropped,
+with a warning: its orientation could not be reset. The EXIF thumbnail (a camera's 160x120 JPEG in IFD1, which
+galleries and file browsers show) is of the input, blurred and in the sensor's orientation: it is made again from
+the output's pixels when the output is written (:func:`output_exif`), every byte before it kept in place so that no
+offset (a maker note's) moves; a thumbnail that cannot be replaced safely is dropped, with a warning. A PNG input's
+colour chunks (cICP, sRGB, gAMA, cHRM: how its values map to colours where it has no profile) go into PNG outputs
+the same way. A profile whose colour space does not fit the output (a grey profile on colour pixels, a CMYK profile
+on the RGB pixels a CMYK JPEG is read as) is dropped, with a warning: it would misdescribe them.
 
 They are written into PNG files (``iCCP`` and ``eXIf`` chunks before the image data) and JPEG files (``APP1``
 Exif and ``APP2`` ICC_PROFILE segments after the JFIF header) *after* encoding, so the pixels are exactly those of
@@ -48,6 +49,8 @@ _SUB_DIRECTORIES = (0x8769, 0x8825, 0xA005)
 _THUMBNAIL_OFFSET, _THUMBNAIL_LENGTH = 0x0201, 0x0202
 _STRIP_OFFSETS, _TILE_OFFSETS = 0x0111, 0x0144
 _WIDTH, _LENGTH = 0x0100, 0x0101
+#: The Exif directory's tag, and its PixelXDimension and PixelYDimension (the picture's width and height).
+_EXIF_DIRECTORY, _PIXEL_X, _PIXEL_Y = 0x8769, 0xA002, 0xA003
 #: Size a new thumbnail fits in where the old one's cannot be read (Exif's standard thumbnail).
 _THUMBNAIL_BOUNDS = (160, 120)
 #: JPEG qualities a new thumbnail is tried at, the next where the EXIF would not fit in its JPEG segment.
@@ -278,7 +281,8 @@ def _overlaps(span: tuple[int, int], used: list[tuple[int, int]]) -> bool:
 
 def output_exif(exif: bytes, image: np.ndarray, target: str, limit: int | None = None) -> bytes:
     """``exif`` (as :func:`metadata_of` carries it) for an output of pixels ``image`` (BGR(A) or grey, as written):
-    its thumbnail (IFD1's JPEG) made again from ``image``, or dropped. ``limit``: the most bytes the block may take
+    its pixel size (PixelXDimension, PixelYDimension) set to ``image``'s and its thumbnail (IFD1's JPEG) made again
+    from ``image``, or dropped. ``limit``: the most bytes the block may take
     (a JPEG segment's); ``target`` names the file in the warning given where the thumbnail is dropped.
 
     Every byte before the old thumbnail stays where it is, so that every offset holds (maker notes keep their own,
@@ -290,7 +294,10 @@ def output_exif(exif: bytes, image: np.ndarray, target: str, limit: int | None =
     ``limit``. A block without a thumbnail (or that cannot be walked) is returned as it is."""
     order = _byte_order(exif)
     ifd0 = _directory(exif, order, struct.unpack_from(order + "I", exif, 4)[0]) if order else None
-    if ifd0 is None or ifd0.end + 4 > len(exif):
+    if ifd0 is None:
+        return exif
+    exif = _with_pixel_size(exif, order, ifd0, image.shape[1], image.shape[0])
+    if ifd0.end + 4 > len(exif):
         return exif
     (at,) = struct.unpack_from(order + "I", exif, ifd0.end)
     if at == 0:
@@ -340,6 +347,21 @@ def output_exif(exif: bytes, image: np.ndarray, target: str, limit: int | None =
     for tag, kind, _, entry in ifd1.entries:
         if tag in values:
             _set_entry(block, order, entry, values[tag], short=kind == _SHORT and tag in (_WIDTH, _LENGTH))
+    return bytes(block)
+
+
+def _with_pixel_size(exif: bytes, order: str, ifd0: _Directory, width: int, height: int) -> bytes:
+    """``exif`` with its Exif directory's PixelXDimension and PixelYDimension (where each is one SHORT or LONG) set
+    to the output's ``width`` and ``height``, in place: a photo turned upright on read (orientation 5 to 8) had
+    them the other way round, and a side-by-side output is twice as wide."""
+    pointer = next((entry for tag, _, _, entry in ifd0.entries if tag == _EXIF_DIRECTORY), None)
+    directory = _directory(exif, order, struct.unpack_from(order + "I", exif, pointer + 8)[0]) if pointer else None
+    if directory is None:
+        return exif
+    block, values = bytearray(exif), {_PIXEL_X: width, _PIXEL_Y: height}
+    for tag, kind, count, entry in directory.entries:
+        if tag in values and _entry_number(exif, order, kind, count, entry) is not None:
+            _set_entry(block, order, entry, values[tag], short=kind == _SHORT and values[tag] <= 0xFFFF)
     return bytes(block)
 
 

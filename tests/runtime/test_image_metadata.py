@@ -15,6 +15,7 @@ from runtime.images import read_image, read_image_and_metadata, write_image
 from tests.runtime.sample_images import random_image
 
 _MAKE, _DATETIME_ORIGINAL, _EXIF_IFD, _GPS_IFD, _ORIENTATION = 0x010F, 0x9003, 0x8769, 0x8825, 0x0112
+_PIXEL_X, _PIXEL_Y = 0xA002, 0xA003
 
 
 @functools.cache
@@ -24,11 +25,13 @@ def _profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
 
 
-def _exif(orientation: int = 6) -> Image.Exif:
+def _exif(orientation: int = 6, stored: tuple[int, int] = (56, 40)) -> Image.Exif:
+    """A camera's EXIF: ``stored`` is the picture's (width, height) as stored, which the Exif directory records."""
     exif = Image.Exif()
     exif[_MAKE] = "BlurCam"
     exif[_ORIENTATION] = orientation
     exif.get_ifd(_EXIF_IFD)[_DATETIME_ORIGINAL] = "2026:12:05 10:00:00"
+    exif.get_ifd(_EXIF_IFD)[_PIXEL_X], exif.get_ifd(_EXIF_IFD)[_PIXEL_Y] = stored
     exif.get_ifd(_GPS_IFD)[2] = (52.0, 31.0, 12.0)  # GPSLatitude
     return exif
 
@@ -37,7 +40,7 @@ def _photo(path, fmt: str, h: int = 40, w: int = 56, orientation: int = 6, icc: 
     """Save stored pixels (h x w RGB) with a profile and EXIF; returns the stored pixels (RGB)."""
     pixels = random_image(h, w)
     extra = {"quality": 95} if fmt == "JPEG" else {}
-    Image.fromarray(pixels).save(path, fmt, exif=_exif(orientation), icc_profile=icc or _profile(), **extra)
+    Image.fromarray(pixels).save(path, fmt, exif=_exif(orientation, (w, h)), icc_profile=icc or _profile(), **extra)
     return pixels
 
 
@@ -55,11 +58,22 @@ def test_cli_keeps_profile_and_exif_upright(tmp_path, tiny_weights, suffix, fmt)
         assert exif.get_ifd(_EXIF_IFD)[_DATETIME_ORIGINAL] == "2026:12:05 10:00:00"
         assert exif.get_ifd(_GPS_IFD)[2] == (52.0, 31.0, 12.0)
         assert out.size == (40, 56)  # stored 56 wide, orientation 6: upright it is 40 wide, 56 high
+        # The Exif directory's pixel size is the output's (it said 56 wide, 40 high: the stored picture's).
+        assert (exif.get_ifd(_EXIF_IFD)[_PIXEL_X], exif.get_ifd(_EXIF_IFD)[_PIXEL_Y]) == (40, 56)
     with Image.open(tmp_path / "bare" / source.name) as bare:
         assert "icc_profile" not in bare.info and not bare.getexif()
     # Metadata changes no pixel: the two outputs decode to the same array, upright.
     kept, bare = read_image(tmp_path / "kept" / source.name), read_image(tmp_path / "bare" / source.name)
     assert kept.shape == (56, 40, 3) and np.array_equal(kept, bare)
+
+
+def test_side_by_side_output_records_its_own_pixel_size(tmp_path, tiny_weights):
+    source = tmp_path / "photo.jpg"
+    _photo(source, "JPEG", orientation=1)
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q", "--side-by-side"]) == 0
+    with Image.open(tmp_path / "out" / source.name) as out:
+        exif = out.getexif()
+        assert out.size[0] > 56 and (exif.get_ifd(_EXIF_IFD)[_PIXEL_X], exif.get_ifd(_EXIF_IFD)[_PIXEL_Y]) == out.size
 
 
 def test_exif_orientation_patched_in_place_both_byte_orders():
