@@ -12,7 +12,8 @@ codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
   one repeated row/column (4:2:0 stores even sizes only), logged once; a frame whose size differs from the first
   (a stream that changes resolution) is scaled to fit that size, its shape kept (letterboxed), logged once;
 - every audio stream is copied packet for packet where MP4 carries its codec, else re-encoded to AAC; the
-  container's tags (creation time, location) are kept; other streams are not (a warning names them);
+  container's tags (creation time, location) are kept; so are subtitle and data streams MP4 can hold, and the
+  timecode (:mod:`runtime.video_streams`); other streams are not (a warning names them);
 - a packet the decoder refuses as damaged is skipped, as players skip it (logged, with a count); a file that
   stops well before the duration its header declares (a cut recording) is written as far as it goes (logged);
   a file whose only picture is a still one (an audio file's cover art, an image under a video's name) is refused;
@@ -20,12 +21,11 @@ codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
   only when complete (:mod:`banet.outputs`): a failure or Ctrl-C leaves no partial video under the output's name.
 
 This module reads and orchestrates; :mod:`runtime.video_frames` turns frames upright, :mod:`runtime.video_encoding`
-writes the output's streams.
+writes the output's video and sound, :mod:`runtime.video_streams` its subtitles, data tracks and timecode.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
@@ -37,6 +37,7 @@ import numpy as np
 from banet.outputs import commit_partial, create_partial, partial_path, write_error
 from runtime.video_encoding import Sound, VideoEncoder, ffmpeg_reason
 from runtime.video_frames import upright
+from runtime.video_streams import Carried
 
 log = logging.getLogger(__name__)
 
@@ -170,10 +171,6 @@ def _transcode(av, container, video, source: Path, sink, transform, progress: bo
 
     video.thread_type = "AUTO"
     audio = list(container.streams.audio)
-    others = collections.Counter(s.type for s in container.streams if s is not video and s not in audio)
-    if others:  # a warning, not a note -q hides: it is the user's data (a stereo camera's second eye, subtitles)
-        log.warning("%s: %s not carried into the output (it holds the deblurred video stream and the sound)", source,
-                    ", ".join(f"{n} {kind} stream{'s' * (n > 1)}" for kind, n in sorted(others.items())))
     output = av.open(sink, "w", format="mp4")
     try:
         output.metadata.update({k: v for k, v in container.metadata.items() if k not in ("encoder", "major_brand",
@@ -181,9 +178,11 @@ def _transcode(av, container, video, source: Path, sink, transform, progress: bo
                                                                                             "compatible_brands")})
         encoder = VideoEncoder(av, output, video, source)
         sounds = {s.index: Sound(av, output, s, source) for s in audio}
+        carried = Carried(av, output, container, video, audio, encoder.stream, source,
+                          failed=lambda: sink.failed is not None)
         damage = _Damage(av)
         bar = tqdm(total=video.frames or None, desc=source.name, unit="frame", disable=not progress)
-        packets = container.demux(video, *audio)
+        packets = container.demux(video, *audio, *carried.streams)
         with bar:
             while True:
                 try:
@@ -198,10 +197,13 @@ def _transcode(av, container, video, source: Path, sink, transform, progress: bo
                         pixels = frame.to_ndarray(format=encoder.pixels)  # with the file's matrix and range
                         encoder.write(frame, transform(upright(frame, pixels)))
                         bar.update()
-                else:
+                elif packet.stream.index in sounds:
                     sounds[packet.stream.index].write(packet, encoder.ready, damage)
+                else:
+                    carried.write(packet, encoder.ready, damage)
         if not encoder.frames:
             raise OSError(f"{source}: no frame could be read" + (f" ({damage.reason})" if damage.count else ""))
+        carried.finish(damage)
         if damage.count:
             log.warning("%s: %d damaged packet(s) skipped (%s)", source, damage.count, damage.reason)
         _warn_if_cut_short(container, video, encoder, source)
@@ -231,9 +233,13 @@ class _Damage:
         try:
             return packet.decode()
         except self.av.FFmpegError as exc:
-            self.count += 1
-            self.reason = ffmpeg_reason(exc)
+            self.skip(ffmpeg_reason(exc))
             return []
+
+    def skip(self, reason: str) -> None:
+        """Count a packet skipped for ``reason`` (a carried stream's too: a cue that does not decode)."""
+        self.count += 1
+        self.reason = reason
 
 
 def _warn_if_cut_short(container, video, encoder: VideoEncoder, source: Path) -> None:

@@ -54,3 +54,77 @@ def make_clip(path: Path, frames: int = 3, h: int = 16, w: int = 24, codec: str 
             out.mux(sound.encode(tone))
             out.mux(sound.encode(None))
     return images
+
+
+#: A minimal ASS script header: what FFmpeg's subtitle encoders (MP4 text, ASS) are opened with.
+ASS_HEADER = b"""[Script Info]
+ScriptType: v4.00+
+PlayResX: 384
+PlayResY: 288
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, \
+StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
+Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+"""
+
+
+def make_tracked_clip(path: Path, frames: int = 4, subtitles: dict[str, list[tuple[int, int, bytes]]] | None = None,
+                      telemetry: list[tuple[int, bytes]] | None = None, timecode: str | None = None,
+                      tags: dict | None = None, audio: bool = False) -> None:
+    """A 32x32 clip of ``frames`` frames at 10 fps (in the container its name says) with, besides the picture:
+    ``subtitles`` streams by codec (``"mov_text"``, ``"subrip"``, ``"webvtt"``, ``"ass"``), each a list of cues
+    (start, end in milliseconds, the packet as the codec stores it: ASS dialogue text for ``mov_text`` and ``ass``,
+    which are encoded; the bytes themselves for the others, e.g. invalid UTF-8), all with the stream ``tags``; a
+    GoPro-like GPMF ``telemetry`` track (``bin_data``, which MP4 stores as ``gpmd``: (milliseconds, payload)); the
+    MPEG-TS KLV stream of a drone instead where the name ends in ``.ts``; a QuickTime ``timecode`` and a tone."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        video.codec_context.time_base = Fraction(1, 10)
+        if timecode:
+            video.metadata["timecode"] = timecode
+        sound = out.add_stream("aac", rate=8000, layout="mono") if audio else None
+        streams = []
+        for codec, cues in (subtitles or {}).items():
+            stream = out.add_stream(codec)
+            stream.codec_context.time_base = Fraction(1, 1000)
+            stream.codec_context.subtitle_header = ASS_HEADER
+            stream.metadata.update(tags or {})
+            streams.append((stream, cues))
+        data = None
+        if telemetry:
+            data = out.add_data_stream("klv" if path.suffix == ".ts" else "bin_data")
+            data.time_base = Fraction(1, 1000)
+        packets = []
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(textured(32, 32, i), format="bgr24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            packets += video.encode(frame)
+        packets += video.encode(None)
+        if sound is not None:
+            tone = av.AudioFrame.from_ndarray(np.zeros((1, 800 * frames), np.int16), format="s16", layout="mono")
+            tone.sample_rate = 8000
+            packets += sound.encode(tone) + sound.encode(None)
+        for stream, cues in streams:
+            for start, end, text in cues:
+                if stream.codec_context.name in ("mov_text", "ass"):
+                    cue = av.subtitles.subtitle.SubtitleSet.create(text, 0, end - start, pts=start * 1000)
+                    packet = stream.codec_context.encode_subtitle(cue)
+                else:
+                    packet = av.Packet(text)
+                packet.pts = packet.dts = start
+                packet.duration, packet.time_base, packet.stream = end - start, Fraction(1, 1000), stream
+                packets.append(packet)
+        for at, payload in telemetry or []:
+            packet = av.Packet(payload)
+            packet.pts = packet.dts = at
+            packet.duration, packet.time_base, packet.stream = 100, Fraction(1, 1000), data
+            packets.append(packet)
+        for packet in packets:
+            out.mux(packet)
