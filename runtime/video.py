@@ -11,9 +11,9 @@ codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
   own presentation time (variable frame rates stay as recorded); a frame of an odd height or width is padded by
   one repeated row/column (4:2:0 stores even sizes only), logged once; a frame whose size differs from the first
   (a stream that changes resolution) is scaled to fit that size, its shape kept (letterboxed), logged once;
-- every audio stream is copied packet for packet where MP4 carries its codec, else re-encoded to AAC; the
-  container's tags (creation time, location) are kept; so are subtitle and data streams MP4 can hold, and the
-  timecode (:mod:`runtime.video_streams`); other streams are not (a warning names them);
+- every audio stream is copied packet for packet where MP4 carries its codec, else re-encoded to AAC, its language
+  and title kept; the container's tags (creation time, location) are kept; so are subtitle and data streams MP4
+  can hold, and the timecode (:mod:`runtime.video_streams`); other streams are not (a warning names them);
 - a packet the decoder refuses as damaged is skipped, as players skip it (logged, with a count); a file that
   stops well before the duration its header declares (a cut recording) is written as far as it goes (logged);
   a file whose only picture is a still one (an audio file's cover art, an image under a video's name) is refused;

@@ -173,6 +173,19 @@ def _aac_rate(rate: int) -> int:
     return next((r for r in _AAC_RATES if r >= rate), _AAC_RATES[-1])
 
 
+def keep_stream_tags(source, stream, encoded: bool = False) -> None:
+    """Give the output's ``stream`` the tags of the source's stream it is made from (language, title, handler: what
+    MP4 stores) and its disposition (default, forced, hearing impaired...): a stream added from a template, or
+    encoded anew, has neither. ``encoded``: the stream was encoded here, so the source's encoder tag is not its."""
+    tags = dict(source.metadata)
+    if encoded:
+        tags.pop("encoder", None)
+    if "name" in tags:  # an MP4 track's title, which FFmpeg reads as "name" but writes from "title"
+        tags.setdefault("title", tags.pop("name"))
+    stream.metadata.update(tags)
+    stream.disposition = source.disposition
+
+
 class Sound:
     """One audio stream of the output: packets copied where MP4 takes the codec, else decoded and re-encoded to
     AAC; held back until the video stream is sized (the MP4 header is written with the first packet)."""
@@ -196,6 +209,7 @@ class Sound:
             self.stream.layout = _AAC_LAYOUTS.get(channels, "stereo")  # named: AAC refuses "2 channels"
             if channels not in _AAC_LAYOUTS:
                 log.warning("%s: its %d-channel sound is written as stereo", source, channels)
+        keep_stream_tags(stream, self.stream, encoded=not self.copy)  # a dubbed film's languages, a commentary
         self.waiting: list = []
 
     def write(self, packet, ready: bool, damage) -> None:

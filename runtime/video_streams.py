@@ -29,7 +29,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
-from runtime.video_encoding import ffmpeg_reason
+from runtime.video_encoding import ffmpeg_reason, keep_stream_tags
 
 log = logging.getLogger("runtime.video")
 
@@ -97,11 +97,7 @@ class _Track:
             context.time_base = self.stream.time_base = stream.time_base
         else:
             self.stream = output.add_stream_from_template(stream)
-        tags = dict(stream.metadata)  # language, title, handler: kept where MP4 stores them
-        if "name" in tags:  # an MP4 track's title, which FFmpeg reads as "name" but writes from "title"
-            tags.setdefault("title", tags.pop("name"))
-        self.stream.metadata.update(tags)
-        self.stream.disposition = stream.disposition  # default, forced, hearing impaired...
+        keep_stream_tags(stream, self.stream, encoded=text)
         self.codec = codec_name(stream)
         self.gaps = not text and self.codec == "mov_text"
         self.last_dts: int | None = None

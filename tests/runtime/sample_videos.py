@@ -18,11 +18,12 @@ def textured(h: int, w: int, i: int) -> np.ndarray:
 def make_clip(path: Path, frames: int = 3, h: int = 16, w: int = 24, codec: str = "libx264",
               pix_fmt: str = "yuv420p", audio: str | None = None, rate: int = 8000, times: list[int] | None = None,
               rotation: int = 0, matrix=None, aspect=None, images: list[np.ndarray] | None = None,
-              sound_seconds: float | None = None, tags: dict | None = None, crf: int | None = None
-              ) -> list[np.ndarray]:
+              sound_seconds: float | None = None, tags: dict | None = None, crf: int | None = None,
+              sound_tags: dict | None = None) -> list[np.ndarray]:
     """A clip at 10 fps (or at ``times``, in tenths of a second) of ``frames`` textured frames (or ``images``),
     with a display ``rotation`` or ``matrix``, a pixel ``aspect`` ratio, container ``tags`` and ``audio`` (a
-    440 Hz tone at ``rate`` Hz, as long as the video or ``sound_seconds``); returns the frames as stored."""
+    440 Hz tone at ``rate`` Hz, as long as the video or ``sound_seconds``, with the stream ``sound_tags`` and
+    disposition default); returns the frames as stored."""
     import av
 
     images = images or [textured(h, w, i) for i in range(frames)]
@@ -41,6 +42,9 @@ def make_clip(path: Path, frames: int = 3, h: int = 16, w: int = 24, codec: str 
         if aspect:
             video.codec_context.sample_aspect_ratio = aspect
         sound = out.add_stream(audio, rate=rate, layout="mono") if audio else None
+        if sound is not None and sound_tags:
+            sound.metadata.update(sound_tags)
+            sound.disposition = av.stream.Disposition.default
         for i, image in enumerate(images):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts, frame.time_base = (times[i] if times else i), Fraction(1, 10)

@@ -66,6 +66,19 @@ def test_sound_mp4_cannot_hold_is_reencoded_to_aac(tmp_path):
     assert codec == "aac" and packets and abs(seconds - 1.0) < 0.15, (codec, seconds)
 
 
+@pytest.mark.parametrize("source,audio", [("clip.mp4", "aac"), ("clip.mkv", "pcm_s16le")])  # copied; encoded anew
+def test_sound_keeps_its_language_title_and_disposition(tmp_path, source, audio):
+    clip = tmp_path / source
+    make_clip(clip, frames=4, audio=audio, sound_tags={"language": "fra", "title": "Commentaire"})
+    target = tmp_path / "out.mp4"
+    assert transcode_video(clip, target, lambda frame: frame, progress=False) == 4
+    with av.open(str(target)) as container:
+        [stream] = container.streams.audio
+        tags, default = dict(stream.metadata), bool(stream.disposition & av.stream.Disposition.default)
+    # before: "und" and no title (a dubbed film's languages, a commentary track, lost)
+    assert tags.get("language") == "fra" and tags.get("name") == "Commentaire" and default, tags
+
+
 def test_frames_keep_their_times_and_their_look(tmp_path):
     clip = tmp_path / "clip.mp4"
     _make(clip, frames=5, audio=None, times=[0, 1, 3, 7, 8])  # a variable frame rate, as phones record
