@@ -451,6 +451,17 @@ def _fitting(metadata: ImageMetadata, channels: int | None, target: str) -> Imag
     return ImageMetadata(None, metadata.exif, metadata.png_colour)
 
 
+def encoder_metadata(metadata: ImageMetadata, image: np.ndarray, target: str) -> dict:
+    """``metadata`` as keyword arguments of an encoder that writes it into the file itself (Pillow's HEIF and AVIF
+    writers: ``exif=``, ``icc_profile=``), made for the output ``image`` as :func:`embed` makes it: EXIF with the
+    output's pixel size and thumbnail, a profile only where it fits the output's colours."""
+    if not metadata:
+        return {}
+    metadata = _fitting(_with_thumbnail(metadata, image, target, None), 1 if image.ndim == 2 else 3, target)
+    carried = {"exif": EXIF_HEADER + metadata.exif} if metadata.exif else {}
+    return carried | ({"icc_profile": metadata.icc_profile} if metadata.icc_profile else {})
+
+
 def _with_thumbnail(metadata: ImageMetadata, image: np.ndarray, target: str, limit: int | None) -> ImageMetadata:
     return replace(metadata, exif=output_exif(metadata.exif, image, target, limit)) if metadata.exif else metadata
 

@@ -19,11 +19,13 @@ import numpy as np
 from banet.errors import first_line
 from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
+from runtime.image_formats import ENCODER_OPTIONS, SUFFIX_FORMATS, container_format, enable
 from runtime.image_metadata import (
     EXIF_HEADER,
     NO_METADATA,
     ImageMetadata,
     embed,
+    encoder_metadata,
     metadata_of,
     png_exif,
     png_header,
@@ -41,7 +43,8 @@ _FLOAT_BYTES_PER_PIXEL = 3 * 4
 #: Integer dtypes images may have (besides floats in [0, 1]); checked here, with the rest of the image's form, so
 #: that a list refuses a bad image before any of the others run (the same rule as :mod:`banet.processing`).
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif",
+                  *SUFFIX_FORMATS}  # HEIF and AVIF: runtime.image_formats
 
 
 class ImageReadError(OSError):
@@ -324,6 +327,8 @@ def _read_header(data: bytes, source: str) -> _Header | None:
     """
     from PIL import Image, UnidentifiedImageError
 
+    if (kind := container_format(data)) is not None:
+        enable(kind, source, ImageReadError)  # pillow-heif registered, or one line naming it
     with _pillow_limits(None):
         try:
             with warnings.catch_warnings():
@@ -446,7 +451,10 @@ def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = N
     everything where OpenCV is not installed. Raises :class:`ImageWriteError` in one line (a full disk says so).
     """
     path = Path(path)
-    encoded = embed(_encode(path, image), path.suffix or ".png", metadata, str(path), image)
+    if path.suffix.lower() in SUFFIX_FORMATS:  # HEIF, AVIF: their encoders write the metadata themselves
+        encoded = _encode(path, image, encoder_metadata(metadata, image, str(path)))
+    else:
+        encoded = embed(_encode(path, image), path.suffix or ".png", metadata, str(path), image)
     try:
         write_atomic(path, encoded)
     except OSError as exc:
@@ -466,11 +474,15 @@ def _encode_params(cv2, suffix: str, image: np.ndarray) -> list[int]:
     return []
 
 
-def _encode(path: Path, image: np.ndarray) -> bytes:
-    """The encoded bytes of ``image`` in the format of ``path``'s extension."""
+def _encode(path: Path, image: np.ndarray, metadata: dict | None = None) -> bytes:
+    """The encoded bytes of ``image`` in the format of ``path``'s extension; ``metadata``: what Pillow's encoder
+    writes into the file itself (``exif=``, ``icc_profile=``: HEIF and AVIF, whose encoders are Pillow's)."""
     cv2 = opencv()
     suffix = path.suffix or ".png"
-    if cv2 is not None and cv2.haveImageWriter("x" + suffix):
+    kind = SUFFIX_FORMATS.get(suffix.lower())
+    if kind is not None:
+        enable(kind, str(path), ImageWriteError)
+    elif cv2 is not None and cv2.haveImageWriter("x" + suffix):
         try:
             ok, encoded = cv2.imencode(suffix, image, _encode_params(cv2, suffix, image))
         except cv2.error as exc:
@@ -488,7 +500,7 @@ def _encode(path: Path, image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     try:
         Image.fromarray(np.ascontiguousarray(image)).save(buffer, format=Image.registered_extensions().get(
-            suffix.lower(), "PNG"))
+            suffix.lower(), "PNG"), **ENCODER_OPTIONS.get(kind, {}), **(metadata or {}))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ImageWriteError(f"{path}: Pillow could not encode an image of shape {image.shape} and dtype "
                               f"{image.dtype} as {suffix}: {first_line(exc)}") from None
