@@ -13,17 +13,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from banet.cli_types import number
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
+from banet.errors import first_line
 from banet.model import BANet, count_parameters
 from calibration.photos import Pair, heldout_pairs
-from training.train import BatchSource, TrainConfig, train
+from training.train import BatchSource, TrainConfig, TrainError, load_state, thread_count, train
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ def study_candidate(label: str, recipe: TrainConfig, runs: Path, eval_pairs: Seq
 
     run_dir = runs / run_name(label)
     state_path = run_dir / "last.pt"
-    done_before = state_path.exists() and \
-        torch.load(state_path, map_location="cpu", weights_only=True)["step"] >= recipe.steps
+    # load_state: a damaged last.pt is one TrainError line, as training it would be (torch.load: a traceback)
+    done_before = state_path.exists() and int(load_state(state_path)[0]["step"]) >= recipe.steps
     started = time.monotonic()
     history = train(recipe, run_dir, batch_source=batch_source, progress=progress, precision="auto")
     seconds = time.monotonic() - started
@@ -91,13 +94,15 @@ def to_markdown(results: Sequence[dict], steps: int, eval_images: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600, help="training steps per candidate (same for all)")
-    parser.add_argument("--eval-images", type=int, default=26, help="held-out images for the final measurement")
+    parser.add_argument("--steps", type=number(int, 1), default=600,
+                        help="training steps per candidate (same for all)")
+    parser.add_argument("--eval-images", type=number(int, 1), default=26,
+                        help="held-out images for the final measurement")
     parser.add_argument("--only", nargs="*", default=None, help="labels (or run names) of the candidates to run")
     parser.add_argument("--runs", type=Path, default=STUDY_RUNS, help="directory of the candidates' runs")
     parser.add_argument("--output", type=Path, default=Path("docs") / "config_study",
                         help="output stem: writes <stem>.json and <stem>.md")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--threads", type=thread_count, default=None, help="CPU threads for PyTorch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
@@ -107,13 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         parser.error(f"--only matched no candidate; choose from {[run_name(k) for k in CANDIDATES]}")
     pairs = heldout_pairs()[:args.eval_images]
-    results = [study_candidate(label, TrainConfig(model=config, steps=args.steps, eval_every=args.steps), args.runs,
-                               pairs) for label, config in chosen.items()]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix(".json").write_text(json.dumps({"steps": args.steps, "eval_images": args.eval_images,
-                                                            "results": results}, indent=2) + "\n")
-    markdown = to_markdown(results, args.steps, args.eval_images)
-    args.output.with_suffix(".md").write_text(markdown)
+    try:  # no training photos, a damaged or foreign run, a diverged loss, a disk that refuses: one line, as train's
+        results = [study_candidate(label, TrainConfig(model=config, steps=args.steps, eval_every=args.steps),
+                                   args.runs, pairs) for label, config in chosen.items()]
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.with_suffix(".json").write_text(json.dumps({"steps": args.steps, "eval_images": args.eval_images,
+                                                                "results": results}, indent=2) + "\n")
+        markdown = to_markdown(results, args.steps, args.eval_images)
+        args.output.with_suffix(".md").write_text(markdown)
+    except (TrainError, FloatingPointError, OSError) as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 1
     print(markdown)
     return 0
 

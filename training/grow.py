@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from banet.cli_types import number
 from banet.model import BANet, BlurAwareModule
 
 #: How unevenly a consumer's weight is split among an old channel's copies (0: evenly, symmetric copies).
@@ -135,30 +137,60 @@ def widen(model: BANet, dim_2: int, seed: int = 0) -> BANet:
     return grown.eval()
 
 
+def bam_width(text: str) -> int:
+    """argparse ``type`` of ``--width``: an even number of channels >= 2 (BANet halves it inside each BAM)."""
+    value = number(int, 2)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"must be even (each BAM works at half of it too), got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; exit status 0 written, 1 weights that cannot be grown or a failed write (one ``error:``
+    line), 2 a bad option."""
     from banet.checkpoint import load_checkpoint, save_checkpoint
     from banet.defaults import DEFAULT_WEIGHTS
+    from banet.errors import CheckpointError, first_line
+    from banet.outputs import write_error
     from training.train import carried_metadata
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="the trained network to grow")
-    parser.add_argument("--width", type=int, required=True, help="new dim_2 (BAM width), e.g. 96")
+    parser.add_argument("--width", type=bam_width, required=True, help="new dim_2 (BAM width, even), e.g. 96")
     parser.add_argument("--output", type=Path, required=True, help="safetensors file to write (not overwritten)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the channel copies and weight splits")
+    parser.add_argument("--seed", type=number(int, 0), default=0, help="seed of the channel copies and weight splits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
-    loaded = load_checkpoint(args.weights)
+    try:  # a missing file, an ONNX model, not a checkpoint, not a BANet: the checkpoint reader's own one line
+        loaded = load_checkpoint(args.weights)
+    except CheckpointError as exc:
+        print(f"error: --weights {first_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # permissions, an I/O error
+        print(f"error: --weights {args.weights}: cannot read it ({exc.strerror or first_line(exc)})", file=sys.stderr)
+        return 1
+    if args.width < loaded.config.dim_2:
+        print(f"error: --width {args.width} is narrower than {args.weights}'s {loaded.config.describe()} (dim_2 "
+              f"{loaded.config.dim_2}); grow only widens: give a --width of at least {loaded.config.dim_2}",
+              file=sys.stderr)
+        return 1
     grown = widen(loaded.model, args.width, args.seed)
     probe = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0)) - 0.5
     with torch.no_grad():
         drift = (grown(probe) - loaded.model(probe)).abs().max().item()
     if drift > 1e-4:  # a copy rule out of step with banet.model: refuse to write a different network
-        raise RuntimeError(f"widened network differs from the original by {drift:.2e}; not written")
+        print(f"error: the widened network differs from the original by {drift:.2e} (training/grow.py's copy rules "
+              f"do not match banet.model); {args.output} not written", file=sys.stderr)
+        return 1
     metadata = carried_metadata(loaded.metadata)
     metadata["banet.grown_from"] = f"{args.weights} ({loaded.config.describe()}, sha256 {loaded.sha256[:12]})"
-    path = save_checkpoint(grown, args.output, metadata=metadata)
+    try:  # whole or not at all (save_checkpoint writes through banet.outputs.write_atomic)
+        path = save_checkpoint(grown, args.output, metadata=metadata)
+    except OSError as exc:  # a full disk, a folder that cannot be made or written
+        print(f"error: {write_error(exc, args.output)}; nothing written", file=sys.stderr)
+        return 1
     print(f"wrote {path}: {grown.config.describe()}, max |output difference| from the original {drift:.2e}")
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -49,9 +50,12 @@ def interpolate(base: BANet, tuned: BANet, alpha: float) -> BANet:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; exit status 0 written, 1 weights that cannot be read or blended or a failed write (one
+    ``error:`` line), 2 a bad option."""
     from banet.checkpoint import load_checkpoint, save_checkpoint
     from banet.defaults import DEFAULT_WEIGHTS
-    from banet.errors import CheckpointError
+    from banet.errors import CheckpointError, first_line
+    from banet.outputs import write_error
     from training.train import carried_metadata
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,15 +69,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
+    if not 0.0 <= args.alpha <= 1.0:  # an option: before the weights are read
+        parser.error(f"--alpha must be between 0 and 1, not {args.alpha}")
+    loaded = {}
+    for option in ("base", "tuned"):  # the checkpoint reader's own one line, naming the option
+        path = getattr(args, option)
+        try:
+            loaded[option] = load_checkpoint(path)
+        except CheckpointError as exc:
+            print(f"error: --{option} {first_line(exc)}", file=sys.stderr)
+            return 1
+        except OSError as exc:  # permissions, an I/O error
+            print(f"error: --{option} {path}: cannot read it ({exc.strerror or first_line(exc)})", file=sys.stderr)
+            return 1
+    base, tuned = loaded["base"], loaded["tuned"]
     try:
-        base, tuned = load_checkpoint(args.base), load_checkpoint(args.tuned)
         blended = interpolate(base.model, tuned.model, args.alpha)
-    except (CheckpointError, ValueError) as exc:
-        parser.error(str(exc))
+    except ValueError as exc:  # networks of two shapes, integer buffers that differ
+        print(f"error: --base {args.base} and --tuned {args.tuned}: {first_line(exc)}", file=sys.stderr)
+        return 1
     metadata = carried_metadata(tuned.metadata)
     metadata["banet.interpolated"] = (f"{1 - args.alpha:g} x {args.base} (sha256 {base.sha256[:12]}) + "
                                       f"{args.alpha:g} x {args.tuned} (sha256 {tuned.sha256[:12]})")
-    path = save_checkpoint(blended, args.output, metadata=metadata)
+    try:  # whole or not at all (save_checkpoint writes through banet.outputs.write_atomic)
+        path = save_checkpoint(blended, args.output, metadata=metadata)
+    except OSError as exc:  # a full disk, a folder that cannot be made or written
+        print(f"error: {write_error(exc, args.output)}; nothing written", file=sys.stderr)
+        return 1
     print(f"wrote {path}: {args.alpha:g} of {args.tuned.name} blended into {args.base.name}")
     return 0
 

@@ -555,11 +555,14 @@ def training_pairs(photos: Sequence[np.ndarray], crop: int = 128, batch: int = 8
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training.photos``: list the splits and time the training batch generator."""
     import argparse
+    import sys
+
+    from banet.cli_types import number
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--batches", type=int, default=20, help="batches to time")
-    parser.add_argument("--crop", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--batches", type=number(int, 1), default=20, help="batches to time")
+    parser.add_argument("--crop", type=number(int, 1), default=128)
+    parser.add_argument("--batch", type=number(int, 1), default=8)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     files = training_photo_files()
@@ -568,7 +571,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("held-out photos: %s", ", ".join(p.name for p in HELDOUT_PHOTOS))
     log.info("%d evaluation crops, %d training photos", len(heldout_crop_specs()), len(files))
     if files:
-        photos = load_training_photos(files)
+        try:
+            photos = load_training_photos(files)
+        except OSError as exc:  # a listed photo whose header reads but whose pixels do not decode
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         stream = training_pairs(photos, args.crop, args.batch, rng=0)
         next(stream)
         start = time.perf_counter()

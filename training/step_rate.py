@@ -18,19 +18,25 @@ from dataclasses import replace
 
 import torch
 
+from banet.cli_types import number
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
+from banet.errors import first_line
 from banet.model import BANet
 from training.train import (
+    PRECISIONS,
     BatchSource,
     PhotoBatches,
     TrainConfig,
     autocast_dtype,
     batch_stream,
+    crop_size,
+    grad_scaler,
     parse_widths,
     pick_device,
     to_network,
     train_step,
+    worker_count,
 )
 
 log = logging.getLogger(__name__)
@@ -57,7 +63,7 @@ def step_rate(source: BatchSource, config: TrainConfig, device: torch.device, wo
     model = BANet(config.model).to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     amp = autocast_dtype(device, precision)
-    scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
+    scaler = grad_scaler(device, amp)
     stream = batch_stream(source, 0, workers)
     try:
         start = 0.0
@@ -80,9 +86,10 @@ def step_rate(source: BatchSource, config: TrainConfig, device: torch.device, wo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="worker counts to measure")
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--crop", type=int, default=192)
+    parser.add_argument("--workers", type=worker_count, nargs="+", default=[0, 1, 2],
+                        help="worker counts to measure (each at most the CPUs this process may use)")
+    parser.add_argument("--batch", type=number(int, 1), default=4)
+    parser.add_argument("--crop", type=crop_size, default=192)
     parser.add_argument("--recipe", default="do-no-harm")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}",
@@ -90,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--skip", type=int, default=2, help="untimed steps first")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument("--no-train", action="store_true", help="measure the data pipeline only")
     args = parser.parse_args(argv)
-    if any(w < 0 for w in args.workers) or args.steps < 1 or args.skip < 0:
-        parser.error("--workers must be >= 0, --steps >= 1, --skip >= 0")
+    if args.steps < 1 or args.skip < 0:
+        parser.error("--steps must be >= 1, --skip >= 0")
     try:
         dim_1, dim_2 = parse_widths(args.widths)
     except ValueError as exc:
@@ -105,10 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(TrainConfig(), model=BANetConfig(DEFAULT_CONFIG.num_bams, dim_1, dim_2), batch=args.batch,
                      crop=args.crop, recipe=args.recipe, augment=args.augment)
     try:
+        device = pick_device(args.device)  # a wrong device, fp16 on a CPU: one line before the photos are decoded
+        autocast_dtype(device, args.precision)
         source = PhotoBatches(load_training_photos(), config)
-    except (ValueError, FileNotFoundError) as exc:
-        parser.exit(1, f"error: {exc}\n")
-    device = pick_device(args.device)
+    except (ValueError, OSError) as exc:  # TrainError, no photos, a photo that cannot be decoded
+        parser.exit(1, f"error: {first_line(exc)}\n")
     for workers in args.workers:
         result = {"device": str(device), "workers": workers, "batch": args.batch, "crop": args.crop,
                   "threads": torch.get_num_threads(),

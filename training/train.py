@@ -478,15 +478,69 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: The ``--precision`` values: ``auto`` picks one of the others for the device (:func:`autocast_dtype`).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """Mixed precision for training: fp16 on CUDA, bf16 on CPUs that have it (1.75x faster measured here)."""
+    """Mixed precision for training: fp16 on CUDA, bf16 on CPUs that have it (1.75x faster measured here).
+
+    fp16 anywhere but CUDA is a one-line :class:`TrainError` naming bf16 and fp32: its small gradients underflow
+    to zero without loss scaling (a CUDA ``GradScaler`` disables itself, with a warning, off CUDA, so such a run
+    trained without it), and a CPU runs it slower than fp32 (no fp16 arithmetic: 0.87 s against 0.60 s per step
+    here, bf16 0.25 s), while bf16 keeps float32's range (no scaler needed) and x86 CPUs with fp16 hardware
+    (AVX-512 FP16, AMX-FP16) have bf16 too. ``torch.amp.GradScaler("cpu")`` would make it correct, not useful."""
+    if precision not in PRECISIONS:
+        raise TrainError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return None
     if precision == "auto":
         if device.type == "cuda":
             return torch.float16
         return torch.bfloat16 if cpu_has_bf16() else None
+    if precision == "fp16" and device.type != "cuda":
+        raise TrainError(f"--precision fp16 is for CUDA GPUs, not {device.type}: without loss scaling its gradients "
+                         "underflow, and a CPU runs it slower than fp32; use --precision bf16 (no loss scaling "
+                         "needed; fast on CPUs with AVX-512 BF16 or AMX), fp32 or auto")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def grad_scaler(device: torch.device, amp_dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
+    """The loss scaler fp16 autocast needs (None for fp32 and bf16, which keep float32's exponent range), made for
+    ``device``'s own type: a scaler for another type disables itself and would scale nothing."""
+    return torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's or ``taskset``'s share), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(text: str) -> int:
+    """argparse ``type`` of ``--workers``: 0 (batches made in the training process) up to :func:`usable_cpus`.
+    Each worker is a process holding its own copy of the decoded photos, and workers beyond the CPUs make
+    batches no faster, so a huge count only exhausted memory or the process table (it was not bounded)."""
+    cpus = usable_cpus()
+    try:
+        return number(int, 0, cpus)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{exc} (0: batches made in the training process; at most the {cpus} CPU(s) this process may use: "
+            "each worker is a process with its own copy of the decoded photos, and more make batches no "
+            "faster)") from None
+
+
+def thread_count(text: str) -> int:
+    """argparse ``type`` of ``--threads``: 1 up to :func:`usable_cpus` (torch crashed, a segmentation fault,
+    when asked for 100000; more threads than CPUs only contend for them)."""
+    cpus = usable_cpus()
+    try:
+        return number(int, 1, cpus)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (at most the {cpus} CPU(s) this process may use)") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -501,6 +555,9 @@ def pick_device(name: str) -> torch.device:
         raise TrainError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TrainError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise TrainError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -567,6 +624,7 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     ``last.pt`` that cannot be resumed, another run's options or a history without its state are a
     :class:`TrainError`, and Ctrl-C a :class:`TrainingInterrupted` saying which step ``last.pt`` holds.
     """
+    autocast_dtype(pick_device(device), precision)  # a wrong device or precision: one line, before the run folder
     check_run_dir(run_dir)
     with run_lock(run_dir):
         return _train_session(config, run_dir, batch_source, device, max_minutes, evaluate_fn, progress, stop_at,
@@ -631,7 +689,7 @@ def _train_session(config: TrainConfig, run_dir: Path, batch_source: BatchSource
     if batch_source is None:
         batch_source = default_batch_source(config)
     amp_dtype = autocast_dtype(dev, precision)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    scaler = grad_scaler(dev, amp_dtype)
     log.info("%s, %d parameters, on %s, autocast %s", config.model.describe(), count_parameters(model), dev,
              amp_dtype or "off")
 
@@ -881,9 +939,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="time budget of a new run: measure the step rate over the first steps, then size "
                              "--steps so the learning rate reaches its floor at the deadline (stored in the run; "
                              "a resumed run keeps it); --steps is then only the provisional length")
-    parser.add_argument("--workers", type=number(int, 0), default=0,
-                        help="processes computing batches ahead (0: in the training process); the same "
-                             "batches whatever the count")
+    parser.add_argument("--workers", type=worker_count, default=0,
+                        help=f"processes computing batches ahead (0: in the training process; at most the "
+                             f"{usable_cpus()} CPUs this process may use); the same batches whatever the count")
     parser.add_argument("--augment", action="store_true", default=None,
                         help="photo augmentation before the blur: scale 0.35-1, exposure +-0.5 stop, white "
                              "balance +-12%% per channel (training.photos.DEFAULT_AUGMENT)")
@@ -891,9 +949,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="pick each crop's photo uniformly (photo, the default) or in proportion to its pixel "
                              "count (area: large detailed photos are not outweighed by many small ones)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=number(int, 1), default=None, help="CPU threads for PyTorch")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                        help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with AVX-512 BF16/AMX, else fp32")
+    parser.add_argument("--threads", type=thread_count, default=None,
+                        help=f"CPU threads for PyTorch (at most {usable_cpus()})")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with AVX-512 BF16/AMX, else fp32 "
+                             "(fp16 is refused off CUDA: use bf16 or fp32)")
     parser.add_argument("--smoke", action="store_true", help="tiny network, 30 steps on 32x32 crops")
     parser.add_argument("--export", type=Path, default=None,
                         help="instead of training, write the run's latest weights to this safetensors file")
@@ -946,7 +1006,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = replace(config, init_steps=_steps_before_run(args.init_from, config))
         if state_path.exists():
             log.warning("--init-from %s is not used: %s exists and is resumed", args.init_from, state_path)
-    pick_device(args.device)  # a mistyped or absent device: one line before the photos are decoded
+    # a mistyped or absent device, fp16 on a CPU: one line before the photos are decoded
+    autocast_dtype(pick_device(args.device), args.precision)
     from training.evaluate import quick_evaluator
 
     train(config, args.run, device=args.device, max_minutes=args.max_minutes, workers=args.workers,

@@ -36,3 +36,24 @@ def test_study_candidate_trains_measures_and_resumes(tmp_path):
     assert again["psnr_gain_db"] == first["psnr_gain_db"] and again["seconds_per_step"] is None
     table = to_markdown([first, again], 20, 1)
     assert "| tiny 8/16 |" in table and table.count("\n| tiny") == 2
+
+
+def test_no_training_photos_or_a_damaged_run_is_one_line(tmp_path, monkeypatch, capsys):
+    """Before: FileNotFoundError (no photos) or torch.load's UnpicklingError (a damaged last.pt) as a traceback."""
+    from training import config_study
+
+    monkeypatch.setenv("BANET_PHOTO_ROOT", str(tmp_path))
+    monkeypatch.setattr("training.photos.photo_roots", lambda: [tmp_path])
+    monkeypatch.setattr(config_study, "heldout_pairs", lambda: [])
+    args = ["--steps", "1", "--only", "stack-2_32-64", "--runs", str(tmp_path / "runs"),
+            "--output", str(tmp_path / "study")]
+    assert config_study.main(args) == 1
+    err = capsys.readouterr().err
+    assert "error: no training photos found" in err and "Traceback" not in err, err
+    damaged = tmp_path / "runs" / "stack-2_32-64" / "last.pt"
+    damaged.parent.mkdir(parents=True, exist_ok=True)
+    damaged.write_bytes(b"not a checkpoint")
+    assert config_study.main(args) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "cut short or corrupt" in err and "Traceback" not in err, err
+    assert not (tmp_path / "study.json").exists()

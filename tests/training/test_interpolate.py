@@ -62,7 +62,8 @@ def test_cli_writes_a_loadable_blend_and_never_overwrites(tmp_path, capsys) -> N
     with pytest.raises(SystemExit):
         I.main([*args[:5], "-0.1", "--output", str(tmp_path / "x.safetensors")])
     assert "between 0 and 1" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        I.main(["--tuned", str(tmp_path / "missing.safetensors"), "--alpha", "0.5",
-                "--output", str(tmp_path / "y.safetensors")])
-    assert "missing.safetensors" in capsys.readouterr().err and not (tmp_path / "y.safetensors").exists()
+    assert I.main(["--tuned", str(tmp_path / "missing.safetensors"), "--alpha", "0.5",
+                   "--output", str(tmp_path / "y.safetensors")]) == 1  # a file, not an option: one error line
+    err = capsys.readouterr().err
+    assert "error: --tuned" in err and "missing.safetensors" in err and "usage:" not in err
+    assert not (tmp_path / "y.safetensors").exists()

@@ -40,3 +40,17 @@ def test_bad_widths_are_one_line(widths, capsys):
     with pytest.raises(SystemExit) as exc:
         R.main(["--widths", widths])
     assert exc.value.code == 2 and "--widths must be two positive integers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["--workers", "0", "100000"], 2, "at most"), (["--crop", "7"], 2, "must be even"),
+    (["--batch", "0"], 2, "--batch"), (["--device", "gpu"], 1, "is not a device"),
+    (["--device", "cpu", "--precision", "fp16"], 1, "use --precision bf16")])
+def test_bad_options_are_one_line_before_the_photos(args, code, needle, monkeypatch, capsys):
+    """Before: --device gpu and fp16 on a CPU were tracebacks (fp16 trained unscaled), --crop 7 failed inside the
+    network, and any --workers count was started."""
+    monkeypatch.setattr("training.photos.load_training_photos", lambda: pytest.fail("photos decoded"))
+    with pytest.raises(SystemExit) as exc:
+        R.main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == code and needle in err and "Traceback" not in err, err

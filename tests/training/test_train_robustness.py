@@ -324,6 +324,82 @@ def test_nonsense_numbers_are_refused_before_any_work(option, value, tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+def test_workers_are_bounded_by_the_cpus_and_0_stays_in_process(tmp_path, capsys, monkeypatch, no_training):
+    """Before, any --workers was taken: 100000 started that many processes, each with its own copy of the
+    decoded photos. Now at most the CPUs this process may use, refused by argparse with the reason."""
+    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: set(range(4)))  # a 4-CPU share of the machine
+    run = tmp_path / "run"
+    for value in ("5", "100000"):
+        with pytest.raises(SystemExit) as exc:
+            T.main(["--run", str(run), "--workers", value])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if "error:" in line]
+        assert exc.value.code == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "--workers" in lines[0] and "at most 4" in lines[0] and "its own copy of the decoded photos" in \
+            lines[0], lines[0]
+    assert not run.exists()
+    seen = []
+    monkeypatch.setattr(T, "train", lambda config, run_dir, **kwargs: seen.append(kwargs["workers"]))
+    for value in ("0", "4"):
+        assert T.main(["--run", str(run), "--workers", value]) == 0
+    assert seen == [0, 4]  # 0: batches made in the training process, as before
+
+
+def test_threads_beyond_the_cpus_are_refused(tmp_path, capsys, monkeypatch, no_training):
+    """torch.set_num_threads(100000) was accepted, and the first parallel operation then crashed the process
+    (a segmentation fault, no message at all)."""
+    monkeypatch.setattr(T.os, "sched_getaffinity", lambda pid: set(range(4)))  # a 4-CPU share of the machine
+    monkeypatch.setattr(T.torch, "set_num_threads", lambda n: pytest.fail(f"set {n} threads"))
+    with pytest.raises(SystemExit) as exc:
+        T.main(["--run", str(tmp_path / "run"), "--threads", "100000"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--threads" in err and "at most 4" in err and "Traceback" not in err, err
+
+
+# -- precision ----------------------------------------------------------------------------------------------------
+def test_fp16_off_cuda_is_refused_in_one_line_naming_bf16_and_fp32(tmp_path, capsys, no_training):
+    """Before, fp16 on a CPU trained under autocast with torch.amp.GradScaler("cuda"), which disables itself off
+    CUDA (a warning only): the loss was never scaled, so small gradients underflowed to zero in fp16, and a CPU
+    without fp16 arithmetic ran it slower than fp32 (bf16 needs no scaler and is the fast CPU choice)."""
+    run = tmp_path / "run"
+    with pytest.raises(TrainError, match=r"--precision fp16 is for CUDA GPUs.*bf16.*fp32"):
+        _train(run, device="cpu", precision="fp16")
+    assert not run.exists()  # refused before the run folder is made
+    assert T.main(["--run", str(run), "--device", "cpu", "--precision", "fp16"]) == 1
+    assert "use --precision bf16" in _one_line_error(capsys.readouterr().err)
+    assert not run.exists()
+
+
+def test_bf16_and_fp32_on_a_cpu_train_without_a_loss_scaler(tmp_path, monkeypatch):
+    scalers = []
+    real = T.train_step
+    monkeypatch.setattr(T, "train_step", lambda *args: scalers.append(args[-1]) or real(*args))
+    for precision in ("bf16", "fp32"):
+        history = _train(tmp_path / precision, device="cpu", precision=precision)
+        assert history[-1]["step"] == 10 and np.isfinite(history[-1]["loss"])
+    assert scalers == [None] * 20
+    assert T.grad_scaler(torch.device("cpu"), torch.bfloat16) is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fp16_on_cuda_trains_with_an_enabled_loss_scaler(tmp_path, monkeypatch):
+    scalers = []
+    real = T.train_step
+    monkeypatch.setattr(T, "train_step", lambda *args: scalers.append(args[-1]) or real(*args))
+    history = _train(tmp_path / "run", device="cuda", precision="fp16")
+    assert history[-1]["step"] == 10 and np.isfinite(history[-1]["loss"])
+    assert len(scalers) == 10 and all(s is not None and s.is_enabled() for s in scalers)
+    assert scalers[0].get_scale() > 1  # the loss is scaled (65536 to start; backed off only on overflow)
+
+
+def test_a_cuda_device_this_machine_lacks_is_one_line(monkeypatch):
+    monkeypatch.setattr(T.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(T.torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(TrainError, match=r"--device cuda:3: this machine has 1 CUDA device\(s\), cuda:0 to cuda:0"):
+        T.pick_device("cuda:3")
+    assert T.pick_device("cuda:0") == torch.device("cuda:0")
+
+
 @pytest.mark.parametrize(("device", "needle"), [("gpu", "is not a device"), ("cuda", "CUDA is not available")])
 def test_a_wrong_device_is_one_line(device, needle, tmp_path, capsys, no_training):
     if device == "cuda" and torch.cuda.is_available():
@@ -402,3 +478,73 @@ def test_smoke_runs_never_use_the_default_models_committed_run(tmp_path, monkeyp
     # before: --smoke trained in training/runs/default, over the default model's committed history (then refused)
     assert "logged step" not in capsys.readouterr().err
     assert committed.read_text() == '{"step": 10, "loss": 0.1}\n'
+
+
+# -- grow, interpolate, evaluate: weights that cannot be used ------------------------------------------------------
+def _bad_weights(tmp_path: Path) -> dict[Path, str]:
+    """Files given as weights by mistake, and what the checkpoint reader's one line says about each."""
+    text = tmp_path / "notes.pt"
+    text.write_text("not weights")
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x04onnx")
+    other = tmp_path / "other.pth"  # another architecture's state_dict
+    torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, other)
+    return {tmp_path / "missing.safetensors": "checkpoint file not found", text: "not a PyTorch checkpoint",
+            onnx: "is an ONNX model", other: "not a BANet state_dict", tmp_path: "not a file"}
+
+
+def test_grow_with_weights_it_cannot_use_is_one_line(tiny_weights, tmp_path, capsys):
+    """Before: the checkpoint reader's exception (or widen's ValueError for a narrower --width) as a traceback."""
+    from training import grow
+
+    out = tmp_path / "grown.safetensors"
+    cases = {**_bad_weights(tmp_path), tiny_weights: "narrower than"}  # another width: the 8/16 network to 8
+    for path, needle in cases.items():
+        width = "8" if path == tiny_weights else "24"
+        assert grow.main(["--weights", str(path), "--width", width, "--output", str(out)]) == 1
+        line = _one_line_error(capsys.readouterr().err)
+        assert needle in line and line.startswith(("error: --weights", "error: --width")), line
+        assert not out.exists()
+    for width in ("7", "0", "x"):  # odd, too small, not a number: argparse, before the weights are read
+        with pytest.raises(SystemExit) as exc:
+            grow.main(["--weights", str(tiny_weights), "--width", width, "--output", str(out)])
+        assert exc.value.code == 2 and "--width" in capsys.readouterr().err
+    assert grow.main(["--weights", str(tiny_weights), "--width", "24", "--output", str(out)]) == 0
+
+
+def test_grow_and_interpolate_name_an_output_they_cannot_write(tiny_weights, tmp_path, capsys):
+    from training import grow, interpolate
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = blocker / "w.safetensors"  # its folder is a file
+    assert grow.main(["--weights", str(tiny_weights), "--width", "24", "--output", str(out)]) == 1
+    assert "cannot write" in _one_line_error(capsys.readouterr().err)
+    assert interpolate.main(["--base", str(tiny_weights), "--tuned", str(tiny_weights), "--alpha", "0.5",
+                             "--output", str(out)]) == 1
+    assert "cannot write" in _one_line_error(capsys.readouterr().err)
+
+
+def test_interpolate_with_weights_it_cannot_use_is_one_line(tiny_weights, tmp_path, capsys):
+    """Before: a usage message with exit 2 (as for a mistyped option) for a file that is not usable weights."""
+    from training import interpolate
+
+    out = tmp_path / "blend.safetensors"
+    wide = save_checkpoint(BANet(BANetConfig(1, 8, 32)), tmp_path / "wide.safetensors")
+    cases = {**_bad_weights(tmp_path), wide: "the networks must have the same shape"}
+    for path, needle in cases.items():
+        for option in ("--base", "--tuned"):
+            other = "--tuned" if option == "--base" else "--base"
+            assert interpolate.main([option, str(path), other, str(tiny_weights), "--alpha", "0.5",
+                                     "--output", str(out)]) == 1
+            line = _one_line_error(capsys.readouterr().err)
+            assert needle in line, line
+            assert not out.exists()
+
+
+def test_evaluate_with_weights_it_cannot_use_is_one_line(tmp_path, capsys):
+    from training.evaluate import main as evaluate
+
+    for path, needle in _bad_weights(tmp_path).items():
+        assert evaluate(["--weights", str(path), "--output", str(tmp_path / "eval")]) == 1
+        assert needle in _one_line_error(capsys.readouterr().err)
