@@ -55,11 +55,12 @@ def require_av(what: str):
     return av
 
 
-def transcode_video(source: Path, target: Path, transform: Callable[[np.ndarray], np.ndarray],
-                    progress: bool = True) -> int:
+def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
+                    transform: Callable[[np.ndarray], np.ndarray], progress: bool = True) -> int:
     """Write ``transform`` of every frame of ``source`` (HxWx3 BGR uint8, upright) into the MP4 ``target``, with
     ``source``'s sound and timing; returns the number of frames. Raises ``OSError`` in one line for a file that
     is not a video PyAV can read or write; nothing is left at ``target`` (or its temporary name) on any failure."""
+    source, target = Path(source), Path(target)  # paths as strings too (before: AttributeError on str.name)
     av = require_av(f"{source}: deblurring a video")
     try:
         empty = os.path.getsize(source) == 0

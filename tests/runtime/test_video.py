@@ -57,6 +57,13 @@ def test_sound_is_copied_packet_for_packet_and_tags_kept(tmp_path, tiny_weights)
     assert got["tags"]["title"] == "harbour" and got["tags"]["creation_time"].startswith("2026-12-05T10:00:00")
 
 
+def test_paths_may_be_strings(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    _make(clip, frames=3, audio=None)
+    assert transcode_video(str(clip), str(tmp_path / "out.mp4"), lambda frame: frame, progress=False) == 3
+    assert len(_read(tmp_path / "out.mp4")[0]) == 3
+
+
 def test_sound_mp4_cannot_hold_is_reencoded_to_aac(tmp_path):
     clip = tmp_path / "clip.mkv"  # PCM in Matroska: MP4 takes no raw PCM
     _make(clip, frames=10, audio="pcm_s16le")
