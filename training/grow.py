@@ -148,11 +148,10 @@ def bam_width(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 written, 1 weights that cannot be grown or a failed write (one ``error:``
     line), 2 a bad option."""
-    from banet.checkpoint import load_checkpoint, save_checkpoint
+    from banet.checkpoint import save_checkpoint
     from banet.defaults import DEFAULT_WEIGHTS
-    from banet.errors import CheckpointError, first_line
     from banet.outputs import write_error
-    from training.train import carried_metadata
+    from training.train import TrainError, carried_metadata, load_option_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="the trained network to grow")
@@ -164,12 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
     try:  # a missing file, an ONNX model, not a checkpoint, not a BANet: the checkpoint reader's own one line
-        loaded = load_checkpoint(args.weights)
-    except CheckpointError as exc:
-        print(f"error: --weights {first_line(exc)}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # permissions, an I/O error
-        print(f"error: --weights {args.weights}: cannot read it ({exc.strerror or first_line(exc)})", file=sys.stderr)
+        loaded = load_option_checkpoint("--weights", args.weights)
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.width < loaded.config.dim_2:
         print(f"error: --width {args.width} is narrower than {args.weights}'s {loaded.config.describe()} (dim_2 "

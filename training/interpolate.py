@@ -52,11 +52,11 @@ def interpolate(base: BANet, tuned: BANet, alpha: float) -> BANet:
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 written, 1 weights that cannot be read or blended or a failed write (one
     ``error:`` line), 2 a bad option."""
-    from banet.checkpoint import load_checkpoint, save_checkpoint
+    from banet.checkpoint import save_checkpoint
     from banet.defaults import DEFAULT_WEIGHTS
-    from banet.errors import CheckpointError, first_line
+    from banet.errors import first_line
     from banet.outputs import write_error
-    from training.train import carried_metadata
+    from training.train import TrainError, carried_metadata, load_option_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, default=DEFAULT_WEIGHTS,
@@ -71,18 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
     if not 0.0 <= args.alpha <= 1.0:  # an option: before the weights are read
         parser.error(f"--alpha must be between 0 and 1, not {args.alpha}")
-    loaded = {}
-    for option in ("base", "tuned"):  # the checkpoint reader's own one line, naming the option
-        path = getattr(args, option)
-        try:
-            loaded[option] = load_checkpoint(path)
-        except CheckpointError as exc:
-            print(f"error: --{option} {first_line(exc)}", file=sys.stderr)
-            return 1
-        except OSError as exc:  # permissions, an I/O error
-            print(f"error: --{option} {path}: cannot read it ({exc.strerror or first_line(exc)})", file=sys.stderr)
-            return 1
-    base, tuned = loaded["base"], loaded["tuned"]
+    try:  # the checkpoint reader's own one line, naming the option
+        base, tuned = (load_option_checkpoint(f"--{option}", getattr(args, option)) for option in ("base", "tuned"))
+    except TrainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         blended = interpolate(base.model, tuned.model, args.alpha)
     except ValueError as exc:  # networks of two shapes, integer buffers that differ

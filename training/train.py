@@ -846,6 +846,20 @@ def carried_metadata(metadata: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in metadata.items() if k in CARRIED_METADATA}
 
 
+def load_option_checkpoint(option: str, path: Path) -> LoadedCheckpoint:
+    """The checkpoint that the command-line ``option`` (``--weights``, ``--base``...) names; where it cannot be
+    used (missing, an ONNX model, not a checkpoint, another network, unreadable), one :class:`TrainError` line
+    naming the option: the checkpoint reader's own message, or why the file cannot be read."""
+    from banet.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainError(f"{option} {first_line(exc)}") from None
+    except OSError as exc:  # permissions, an I/O error
+        raise TrainError(f"{option} {path}: cannot read it ({exc.strerror or first_line(exc)})") from None
+
+
 def parse_widths(text: str) -> tuple[int, int]:
     """``--widths`` ("32,64") as (dim_1, dim_2); ValueError with the one-line message the CLIs print."""
     try:
