@@ -69,16 +69,24 @@ def to_unit_range(images: np.ndarray) -> np.ndarray:
         out /= np.float32(_INTEGER_MAX[images.dtype])  # in place: large photos need no second float copy
         return out
     out = images.astype(np.float32, copy=False)
-    if not np.isfinite(out).all():
+    lo, hi = check_unit_range(images)
+    if lo < 0.0 or hi > 1.0:
+        out = np.clip(out, 0.0, 1.0)  # a new array: never the caller's
+    return out
+
+
+def check_unit_range(images: np.ndarray) -> tuple[float, float]:
+    """The (lowest, highest) value of float ``images``, refused (:class:`ImageFormatError`) where one is NaN or Inf
+    or lies outside [0, 1] by more than :data:`UNIT_TOLERANCE`: the rule of :func:`to_unit_range`, which a caller
+    can apply to one image of a list before they are stacked (to name the image)."""
+    if not np.isfinite(images).all():
         raise ImageFormatError("float image contains NaN or Inf")
     # the range of the caller's values (before any float32 rounding), to compare and to show exactly
     lo, hi = float(images.min()), float(images.max())
     if lo < -UNIT_TOLERANCE or hi > 1.0 + UNIT_TOLERANCE:
         hint = " (divide by 255 for 8-bit data)" if hi > _EIGHT_BIT_HINT_ABOVE else ""
         raise ImageFormatError(f"float images must be in [0, 1]; got values in [{lo:.9g}, {hi:.9g}]{hint}")
-    if lo < 0.0 or hi > 1.0:
-        out = np.clip(out, 0.0, 1.0)  # a new array: never the caller's
-    return out
+    return lo, hi
 
 
 def from_unit_range(images: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 
 from banet.config import activation_bytes_per_pixel
 from banet.errors import DeblurrerClosedError, OptionError
-from banet.processing import ImageFormatError, postprocess, preprocess
+from banet.processing import ImageFormatError, check_unit_range, postprocess, preprocess
 from runtime.backends.base import Backend, check_threads, check_tristate
 from runtime.host_memory import avoid_hugepage_stalls
 from runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, merge_image, split_image
@@ -140,6 +140,8 @@ class Deblurrer:
         for index, image in enumerate(images):
             try:
                 parts.append(split_image(image, rgb, self.max_pixels))
+                if not single and parts[-1][0].dtype.kind == "f":  # its range too, before any image of the list runs
+                    check_unit_range(parts[-1][0])
             except (ImageFormatError, ImageReadError) as exc:
                 if single:
                     raise

@@ -123,7 +123,10 @@ def test_a_bad_image_in_a_list_is_named_by_index_before_any_image_runs(deblur):
     good = _image()
     for bad, message in ((good > 128, "image 2 of the list: unsupported image dtype bool"),
                          (good.astype(np.int16), "image 2 of the list: unsupported image dtype int16"),
-                         (None, "image 2 of the list: expected a numpy array")):
+                         (None, "image 2 of the list: expected a numpy array"),
+                         # its range too (before: the stacked batch's error, no index, after the others ran)
+                         (good / 255.0 * 7, r"image 2 of the list: float images must be in \[0, 1\]"),
+                         (np.full((8, 8, 3), np.nan), "image 2 of the list: float image contains NaN")):
         with pytest.raises(ImageFormatError, match=message):
             deblur.deblur_batch([good, good[:20], bad])
     assert runs == []  # before: the good images ran first, then an error that did not say which image
