@@ -50,10 +50,17 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
 
 def source_from_args(args: argparse.Namespace) -> CalibrationSource:
     """The calibration source the options describe, refused (CalibrationDataError) before any work: a
-    ``--calib-dir`` that is missing, not a folder or holds no images, a size, count or batch it cannot take."""
+    ``--calib-dir`` that is missing, not a folder or holds no images, a size, count or batch it cannot take. A
+    folder holding fewer images than ``--calib-count`` gives a source of all of them, said once: the log, the INT8
+    file's record and the ranges cache then count what was used (they said the 32 requested of a 4-image folder)."""
+    count = args.calib_count
     if args.calib_dir is not None:
-        list_images(args.calib_dir)
-    return CalibrationSource(args.calib_dir, args.calib_count, tuple(args.calib_size), args.calib_batch, args.seed,
+        found = len(list_images(args.calib_dir))
+        if found < count:
+            log.warning("%s holds %d images, fewer than the %d requested: using all of them", args.calib_dir,
+                        found, count)
+            count = found
+    return CalibrationSource(args.calib_dir, count, tuple(args.calib_size), args.calib_batch, args.seed,
                              args.calib_mode)
 
 

@@ -220,3 +220,26 @@ def test_quantize_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, tiny_o
                           "--calib-count", "2", "--calib-size", "32x32"])
     refused(capsys, code, "no space left on device writing", "q.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_with_fewer_images_than_requested_is_counted_as_it_is(tmp_path, tiny_onnx, caplog):
+    import json
+    import logging
+
+    import cv2
+    import numpy as np
+    import onnx
+
+    folder = tmp_path / "calib"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.random.default_rng(i).integers(0, 256, (48, 48, 3), np.uint8))
+    with caplog.at_level(logging.INFO):
+        code = quantize.main(["--onnx", str(tiny_onnx), "--output", str(tmp_path / "q.onnx"), "--flavour", "ort",
+                              "--calib-dir", str(folder), "--calib-size", "32x32", "--calib-count", "32"])
+    assert code == 0
+    assert "holds 3 images, fewer than the 32 requested" in caplog.text
+    # before: "calibrating (minmax, ort): 32 x 32x32 from ..." and a record of 32 images, of a 3-image folder
+    assert "3 x 32x32 from" in caplog.text and "32 x 32x32" not in caplog.text
+    record = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert json.loads(record["banet.int8_calibration"])["count"] == 3
