@@ -313,12 +313,21 @@ def read_job(output: Path) -> dict | None:
 
 def check_job(output: Path, options: dict, force: bool, targets: list[Path]) -> None:
     """Refuse (without ``force``) a job whose output-changing options differ from those DST's outputs were made
-    with, when any of its ``targets`` exists: resuming would skip those outputs and mix files made two ways."""
+    with, when any of its ``targets`` exists: resuming would skip those outputs and mix files made two ways; and
+    one whose ``targets`` exist in a DST without a job record (files another tool made: ``python -m runtime
+    --side-by-side`` outputs were taken as this job's finished ones)."""
     record = read_job(output)
     if record == {} and not force:  # a file of that name the user made (or a damaged record): never replaced
         raise FileExistsError(f"{output / JOB_NAME} exists and is not the job record of serving.batch; pass --force to "
                               "replace it, or choose another DST")
-    if record is None or force or not any(target.exists() for target in targets):
+    if force:
+        return
+    existing = [target for target in targets if target.exists()]
+    if record is None and existing:  # every job records itself before its first output: these are not a job's
+        raise FileExistsError(f"{output} already holds {len(existing)} file(s) named as this job's outputs (e.g. "
+                              f"{existing[0].name}) but no {JOB_NAME}: serving.batch did not make them, and would "
+                              "skip them as done; pass --force to replace them, or choose another DST")
+    if record is None or not existing:
         return
     recorded = record.get("options", {})
     differing = [flag for key, flag in RECORDED_FLAGS.items() if recorded.get(key, "?") != options[key]]

@@ -172,14 +172,17 @@ def test_killed_half_way_then_resumed(tmp_path, tiny_onnx):
     assert _outputs(out) == _outputs(reference)
 
 
-def test_nothing_to_do_starts_no_ray_and_results_never_replace_inputs(tmp_path, tiny_onnx, capsys):
+def test_nothing_to_do_starts_no_ray_and_results_never_replace_inputs(tmp_path, tiny_onnx, monkeypatch, capsys):
     import ray
 
     photos, out = tmp_path / "photos", tmp_path / "out"
     photos.mkdir()
     out.mkdir()
     write_image(photos / "a.png", _image(40, 56, 0))
-    (out / "a.png").write_bytes(b"kept")  # exists: done by an earlier run (or the user's), never replaced
+    with monkeypatch.context() as patched:  # an earlier run of this job made a.png (and recorded itself)
+        _fake_ray(patched)
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0
+    (out / "a.png").write_bytes(b"kept")  # exists: done by an earlier run, never replaced
     assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0
     assert not ray.is_initialized() and (out / "a.png").read_bytes() == b"kept"
     assert "0 deblurred, 0 failed, 0 refused, 1 already done" in capsys.readouterr().out
@@ -511,6 +514,21 @@ def test_a_job_record_the_user_made_is_not_replaced(tmp_path, tiny_onnx, monkeyp
     assert (out / JOB_NAME).read_text() == '{"my": "notes"}\n' and not calls
     assert main([str(photos), str(out), "--model", str(tiny_onnx), "--force", "-q"]) == 0 and calls == [["a.png"]]
     assert json.loads((out / JOB_NAME).read_text())["tool"] == "serving.batch"
+
+
+def test_outputs_another_tool_made_are_not_taken_for_finished_ones(tmp_path, tiny_onnx, monkeypatch, capsys):
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png"))
+    calls = _fake_ray(monkeypatch)
+    out.mkdir()
+    (out / "a.png").write_bytes(b"side by side, from python -m runtime")  # no job record: not this job's
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 1
+    # before: "1 of 2 file(s) already done (skipped)", a.png kept as if deblurred with these options
+    _one_line(capsys.readouterr().err, "already holds 1 file(s) named as this job's outputs (e.g. a.png) but no "
+              f"{JOB_NAME}")
+    assert not calls and not (out / JOB_NAME).exists()
+    assert (out / "a.png").read_bytes() == b"side by side, from python -m runtime"
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--force", "-q"]) == 0
+    assert sorted(calls[-1]) == ["a.png", "b.png"] and (out / "a.png").read_bytes() == b"deblurred"
 
 
 def test_sigterm_stops_like_ctrl_c_and_ray_leaves_no_session_folder(tmp_path, tiny_onnx):
