@@ -11,7 +11,7 @@ variant never replaces the default file the other commands read::
     <stem>_slim[_fp16].onnx                                          exported with --simplify
     <stem>_int8_ort.onnx  <stem>_int8_trt.onnx                       quantized (calibration.quantize)
     <stem>_int8_<flavour>_<variant>.onnx                             other exclusions / method (quantize)
-    <stem>_<precision>[_<targets>].engine (+ .manifest.json)         built (export/build_trt.py)
+    <stem>_<precision>[_<targets>].engine (+ <name>.json)            built (export/build_trt.py)
     <name>.failed.<suffix>                                           refused by a verification, kept to inspect
 
 Whether a file still stands for its weights is :func:`banet.metadata.stale_source` (ONNX) and the engine

@@ -93,7 +93,8 @@ def to_markdown(results: Sequence[dict], steps: int, eval_images: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.config_study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=number(int, 1), default=600,
                         help="training steps per candidate (same for all)")
     parser.add_argument("--eval-images", type=number(int, 1), default=26,

@@ -330,7 +330,8 @@ def _written(path: Path, data: bytes) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None,
                         help="checkpoint in any supported layout (default: the embedded default model)")
     parser.add_argument("--output", type=Path, default=None,

@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     from banet.outputs import write_error
     from training.train import TrainError, carried_metadata, load_option_checkpoint
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.grow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="the trained network to grow")
     parser.add_argument("--width", type=bam_width, required=True, help="new dim_2 (BAM width, even), e.g. 96")
     parser.add_argument("--output", type=Path, required=True, help="safetensors file to write (not overwritten)")

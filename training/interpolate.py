@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from banet.outputs import write_error
     from training.train import TrainError, carried_metadata, load_option_checkpoint
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.interpolate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, default=DEFAULT_WEIGHTS,
                         help="the weights the fine-tune started from (default: the shipped model)")
     parser.add_argument("--tuned", type=Path, required=True, help="the fine-tuned weights (safetensors)")

@@ -559,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from banet.cli_types import number
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.photos", description=main.__doc__)
     parser.add_argument("--batches", type=number(int, 1), default=20, help="batches to time")
     parser.add_argument("--crop", type=number(int, 1), default=128)
     parser.add_argument("--batch", type=number(int, 1), default=8)

@@ -85,7 +85,8 @@ def step_rate(source: BatchSource, config: TrainConfig, device: torch.device, wo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m training.step_rate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=worker_count, nargs="+", default=[0, 1, 2],
                         help="worker counts to measure (each at most the CPUs this process may use)")
     parser.add_argument("--batch", type=number(int, 1), default=4)

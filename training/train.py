@@ -906,7 +906,8 @@ def main(argv: list[str] | None = None) -> int:
     from training.photos import SAMPLING
 
     defaults = TrainConfig()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="A run resumed from its last.pt keeps its own value of every option left "
                                             "out;\nthe values in parentheses are a new run's defaults.")
     parser.add_argument("--run", type=Path, default=None,
