@@ -50,20 +50,43 @@ log = logging.getLogger("runtime.cli")
 
 def collect_inputs(paths: list[Path]) -> list[Path]:
     """Files given directly, plus images and videos found (sorted) in given folders; a file reached twice (a
-    folder and a file in it, the same name typed twice) is deblurred once, at its first place."""
+    folder and a file in it, the same name typed twice) is deblurred once, at its first place. Folders are not
+    searched below their top level (outputs keep their names in one folder): subfolders holding images or videos
+    (a camera card's DCIM/100CANON) are named in a warning, and in the error when nothing else was found."""
     found: dict[str, Path] = {}
+    skipped: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            entries = sorted(path.iterdir())
+            files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not p.is_dir()]
+            skipped += [p for p in entries if p.is_dir() and _holds_media(p)]
         elif path.exists():
             files = [path]
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
         for file in files:  # the same name, however written; links stay apart (each is its own output name)
             found.setdefault(os.path.abspath(file), file)
+    below = f"{len(skipped)} subfolder(s) holding images or videos ({', '.join(map(str, skipped[:3]))}" \
+            f"{', ...' if len(skipped) > 3 else ''}) are not searched: give them as inputs too (e.g. " \
+            f"{skipped[0].parent / '*'}/)" if skipped else ""
     if not found:
-        raise FileNotFoundError(f"no images or videos found in {', '.join(map(str, paths))}")
+        raise FileNotFoundError(f"no images or videos found in {', '.join(map(str, paths))}"
+                                + (f"; {below}" if below else ""))
+    if below:
+        log.warning("%s", below)
     return list(found.values())
+
+
+def _holds_media(folder: Path, depth: int = 2) -> bool:
+    """Whether ``folder`` holds an image or video file within ``depth`` levels (a camera card's
+    DCIM/100CANON/IMG_0001.JPG); bounded, so that a large tree given by mistake is not walked whole."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # a subfolder that cannot be listed: not searched either way
+        return False
+    if any(p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file() for p in entries):
+        return True
+    return depth > 1 and any(_holds_media(p, depth - 1) for p in entries if p.is_dir())
 
 
 def output_name(source: Path) -> str:

@@ -55,3 +55,25 @@ def test_bad_inputs(tmp_path, tiny_weights, capsys):
     (tmp_path / "fake.png").write_text("text")
     assert main([str(tmp_path / "fake.png"), "-o", str(tmp_path / "o"), "--model", str(tiny_weights), "-q"]) == 1
     assert "not an image OpenCV can decode" in capsys.readouterr().err
+
+
+def test_subfolders_with_photos_are_named_not_silently_left_out(tmp_path, tiny_weights, capsys, caplog):
+    card = tmp_path / "DCIM"
+    for folder in ("100CANON", "101CANON"):
+        (card / folder).mkdir(parents=True)
+        write_image(card / folder / f"IMG_{folder}.png", _image())
+    (card / "MISC").mkdir()  # no photos: not named
+    (card / "MISC" / "notes.txt").write_text("settings")
+    # Nothing at the top: the error names where the photos are (before: "no images or videos found in DCIM").
+    assert main([str(card), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "2 subfolder(s) holding images or videos" in err and "100CANON" in err and "MISC" not in err, err
+    # A photo at the top too: it is deblurred, and the subfolders left out are said (before: silently).
+    write_image(card / "top.png", _image())
+    assert main([str(card), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
+    assert "subfolder(s) holding images or videos" in caplog.text and "101CANON" in caplog.text
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["top.png"]
+    # Given as inputs, as the message says, they are deblurred.
+    assert main([str(card / "100CANON"), str(card / "101CANON"), "-o", str(tmp_path / "out2"), "--model",
+                 str(tiny_weights), "-q"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["IMG_100CANON.png", "IMG_101CANON.png"]
