@@ -6,6 +6,8 @@ import argparse
 import math
 from collections.abc import Callable
 
+from banet.machine import usable_cpus
+
 
 def _shown(text: str) -> str:
     """``text`` as a one-line, printable excerpt for an error message (control characters escaped)."""
@@ -31,4 +33,21 @@ def number(kind: type, low: float, high: float = math.inf, low_open: bool = Fals
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+def threads(low: int = 1) -> Callable[[str], int]:
+    """An argparse ``type`` for a CPU thread count: ``low`` (0 where the option takes it for "all cores") up to the
+    CPUs this process may use (:func:`banet.machine.usable_cpus`): PyTorch crashed, a segmentation fault, when asked
+    for 100000, and more threads than CPUs only contend for them."""
+
+    def parse(text: str) -> int:
+        cpus = usable_cpus()
+        try:
+            return number(int, low, cpus)(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc} (at most the {cpus} CPU(s) this process may use"
+                                             + ("; 0: all of them)" if low == 0 else ")")) from None
+
+    parse.__name__ = "int"
     return parse

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from banet.cli_types import number
+from banet.cli_types import number, threads
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
 from banet.model import BANet, count_parameters
 from calibration.photos import Pair, heldout_pairs
-from training.train import BatchSource, TrainConfig, TrainError, load_state, thread_count, train
+from training.train import BatchSource, TrainConfig, TrainError, load_state, train
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=STUDY_RUNS, help="directory of the candidates' runs")
     parser.add_argument("--output", type=Path, default=Path("docs") / "config_study",
                         help="output stem: writes <stem>.json and <stem>.md")
-    parser.add_argument("--threads", type=thread_count, default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--threads", type=threads(1), default=None, help="CPU threads for PyTorch")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 
 from banet.checkpoint import CheckpointError, CheckpointMismatchError, LoadedCheckpoint, save_checkpoint
-from banet.cli_types import number
+from banet.cli_types import number, threads
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
+from banet.machine import usable_cpus
 from banet.model import BANet, count_parameters
 from banet.outputs import (
     check_not_input,
@@ -511,14 +512,6 @@ def grad_scaler(device: torch.device, amp_dtype: torch.dtype | None) -> torch.am
     return torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask: a container's or ``taskset``'s share), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
-
-
 def worker_count(text: str) -> int:
     """argparse ``type`` of ``--workers``: 0 (batches made in the training process) up to :func:`usable_cpus`.
     Each worker is a process holding its own copy of the decoded photos, and workers beyond the CPUs make
@@ -531,16 +524,6 @@ def worker_count(text: str) -> int:
             f"{exc} (0: batches made in the training process; at most the {cpus} CPU(s) this process may use: "
             "each worker is a process with its own copy of the decoded photos, and more make batches no "
             "faster)") from None
-
-
-def thread_count(text: str) -> int:
-    """argparse ``type`` of ``--threads``: 1 up to :func:`usable_cpus` (torch crashed, a segmentation fault,
-    when asked for 100000; more threads than CPUs only contend for them)."""
-    cpus = usable_cpus()
-    try:
-        return number(int, 1, cpus)(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (at most the {cpus} CPU(s) this process may use)") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -964,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="pick each crop's photo uniformly (photo, the default) or in proportion to its pixel "
                              "count (area: large detailed photos are not outweighed by many small ones)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=thread_count, default=None,
+    parser.add_argument("--threads", type=threads(1), default=None,
                         help=f"CPU threads for PyTorch (at most {usable_cpus()})")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with AVX-512 BF16/AMX, else fp32 "
