@@ -22,6 +22,14 @@ class ShapeError(argparse.ArgumentTypeError, ValueError):
 #: artifact's batch anyway. A larger N is a typo, refused in one line before TensorRT or ONNX Runtime sees it.
 MAX_BATCH = 256
 
+#: Smallest height/width of an image taken: a 1-pixel image has no blur to remove.
+MIN_SIDE = 2
+#: Largest image taken by default, in pixels (200 MP: above the largest camera sensors, far below a decompression
+#: bomb's billions), whether read from a file or handed to the API: ``read_image(max_pixels=)`` and the CLI's
+#: ``--max-megapixels`` raise it for files, ``Deblurrer(max_pixels=)`` for images handed to it (None: no limit).
+#: Here, in the core, so that a command line's ``--help`` states it without loading the runtime.
+DEFAULT_MAX_PIXELS = 200_000_000
+
 #: Where :func:`batch_problem` estimates the memory of a batch whose image size is not known (a dynamic export's
 #: ``--batch``): the largest shape of the default verification sweep.
 _UNSIZED = (720, 1280)

@@ -19,6 +19,7 @@ import numpy as np
 from banet.errors import first_line
 from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
+from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE
 from runtime.image_formats import ENCODER_OPTIONS, SUFFIX_FORMATS, container_format, enable
 from runtime.image_metadata import (
     EXIF_HEADER,
@@ -31,12 +32,6 @@ from runtime.image_metadata import (
     png_header,
 )
 
-#: Smallest height/width accepted: a 1-pixel image has no blur to remove.
-MIN_SIDE = 2
-#: Largest image taken by default, in pixels (200 MP: above the largest camera sensors, far below a decompression
-#: bomb's billions), whether read from a file or handed to the API: ``read_image(max_pixels=)`` and the CLI's
-#: ``--max-megapixels`` raise it for files, ``Deblurrer(max_pixels=)`` for images handed to it (None: no limit).
-DEFAULT_MAX_PIXELS = 200_000_000
 #: Bytes per pixel of one float32 copy of a colour image: the runtime holds the whole image in a few such copies
 #: (network input, output) whatever the tiling, which bounds the working memory only.
 _FLOAT_BYTES_PER_PIXEL = 3 * 4
