@@ -41,10 +41,10 @@ _STEADY = re.compile(r"([\d.]+) images/s while the workers ran \(([\d.]+) s\)")
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """argparse type: ``HxW`` in pixels (:func:`banet.shapes.parse_hw`), both at least 16."""
-    from banet.shapes import parse_hw
+    """argparse type: ``HxW`` in pixels (:func:`benchmarks.cli.size_type`), both at least 16."""
+    from benchmarks.cli import size_type
 
-    height, width = parse_hw(text)  # its ShapeError is an argparse.ArgumentTypeError
+    height, width = size_type()(text)  # its errors are argparse.ArgumentTypeError
     if min(height, width) < 16:
         raise argparse.ArgumentTypeError(f"each side must be at least 16 pixels, got {text!r}")
     return height, width
@@ -136,7 +136,8 @@ def run(count: int, height: int, width: int, threads: int, model: Path | None, f
         log.info("%s: %s", name, " ".join(command))
         wall, done = timed(command, root)
         if done.returncode:
-            raise RuntimeError(f"{name} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+            last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]  # its error line, or a traceback's end
+            raise RuntimeError(f"{name} failed (exit {done.returncode}): {last}")
         images = 1 if name == "cli_one_photo" else count
         rate, span = steady_rate(done.stdout)
         runs[name] = {"command": " ".join(command).replace(str(folder), "TMP").replace(py, "python"),
@@ -189,30 +190,47 @@ def cell(value: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from banet.cli_types import number, threads
+    from benchmarks.cli import add_force
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.batch_throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=int, default=50, help="how many photos (default %(default)s)")
+    parser.add_argument("--photos", type=number(int, 2), default=50,
+                        help="how many photos, at least 2 (default %(default)s)")
     parser.add_argument("--size", type=parse_size, default=(512, 512), metavar="HxW",
-                        help="photo size in pixels (default 512x512)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="photo size in pixels, each side at least 16 (default 512x512)")
+    parser.add_argument("--threads", type=threads(1), default=os.cpu_count() or 1, metavar="N",
                         help="the command line's threads, the one batch worker's threads and the number of 1-thread "
-                             "batch workers (default: all cores, %(default)s)")
-    parser.add_argument("--model", type=Path, default=None, help="model file (default: the embedded default model)")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks") / "results", help="results folder")
+                             "batch workers, at most the CPUs (default: all cores, %(default)s)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model file (ONNX, engine or checkpoint; default: the embedded default model)")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks") / "results",
+                        help="results folder (default benchmarks/results); files are named batch_<cpu>_<date>")
+    add_force(parser)
     parser.add_argument("--keep", type=Path, default=None,
                         help="work in this folder and keep the photos and outputs (default: a temporary folder)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.cli import run_main
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.photos < 2 or args.threads < 1:
-        print("error: --photos must be at least 2 and --threads at least 1", file=sys.stderr)
-        return 2
-    from banet.machine import results_stem
-    from banet.outputs import write_atomic
+    return run_main(lambda: _main(args), f"no results written to {args.output}")
 
+
+def _main(args: argparse.Namespace) -> int:
+    from banet.machine import results_stem
+    from banet.outputs import check_input
+    from benchmarks.cli import BenchmarkError, check_results, write_files
+
+    if args.model is not None:  # refused now, not after the photos are made and the first command fails
+        check_input(args.model, error=BenchmarkError, what="model file")
+    if args.keep is not None and args.keep.exists() and not args.keep.is_dir():
+        raise BenchmarkError(f"--keep {args.keep} is a file; give a folder for the photos and outputs")
+    stem = results_stem("batch", _cpu())  # today's date: named and checked before the runs
+    check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force, inputs={"the model (--model)": args.model})
     try:
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -220,15 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="banet-batch-bench-") as tmp:
                 result = run(args.photos, *args.size, args.threads, args.model, Path(tmp))
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    stem = args.output / results_stem("batch", result["machine"], result["date"])
-    args.output.mkdir(parents=True, exist_ok=True)
-    write_atomic(stem.with_suffix(".json"), (json.dumps(result, indent=2) + "\n").encode())
-    write_atomic(stem.with_suffix(".md"), markdown(result).encode())
+    except (RuntimeError, OSError) as exc:
+        raise BenchmarkError(str(exc)) from exc
+    path = args.output / stem
+    write_files({path.with_suffix(".json"): (json.dumps(result, indent=2) + "\n").encode(),
+                 path.with_suffix(".md"): markdown(result).encode()})
     print(markdown(result))
-    print(f"wrote {stem}.json and .md")
+    print(f"wrote {path}.json and .md")
     return 0 if result["outputs"]["identical"] else 1
 
 

@@ -25,8 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from banet.cli_types import number
+from banet.errors import first_line
 from banet.machine import cpu_name, results_stem
-from banet.outputs import write_atomic
+from benchmarks.cli import add_force, check_results, run_main, write_files
 
 #: The last commit whose export/trt/builder.py built engines with the TensorRT API directly.
 DIRECT_BUILDER_COMMIT = "5b62023"
@@ -38,8 +40,15 @@ log = logging.getLogger(__name__)
 
 def direct_builder(folder: Path):
     """The pre-Polygraphy builder module, loaded from git history."""
-    source = subprocess.run(["git", "show", f"{DIRECT_BUILDER_COMMIT}:export/trt/builder.py"], capture_output=True,
-                            text=True, check=True).stdout
+    from benchmarks.cli import BenchmarkError
+
+    try:
+        source = subprocess.run(["git", "show", f"{DIRECT_BUILDER_COMMIT}:export/trt/builder.py"], capture_output=True,
+                                text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:  # no git, or a copy without the repository's history
+        detail = (getattr(exc, "stderr", None) or "").strip().splitlines()[-1:] or [first_line(exc)]
+        raise BenchmarkError(f"cannot read the direct builder from git history ({DIRECT_BUILDER_COMMIT}): "
+                             f"{detail[0]}; run this in a clone of the repository") from None
     path = folder / "direct_builder.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("direct_builder", path)
@@ -96,16 +105,15 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def write_results(rows: list[dict], summary: list[dict], output: Path) -> Path:
+def write_results(rows: list[dict], summary: list[dict], output: Path, stem: str | None = None) -> Path:
+    """``output/<stem>.json`` and ``.md`` (default stem ``builders_<cpu>_<date>``), each whole or not at all."""
     import tensorrt_rtx
     from polygraphy import __version__ as polygraphy_version
 
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / results_stem("builders")
+    stem = output / (stem or results_stem("builders"))
     context = {"cpu": cpu_name(), "tensorrt_rtx": tensorrt_rtx.__version__, "polygraphy": polygraphy_version,
                "direct_builder_commit": DIRECT_BUILDER_COMMIT, "python": sys.version.split()[0]}
-    write_atomic(stem.with_suffix(".json"),
-                 (json.dumps({**context, "summary": summary, "builds": rows}, indent=2) + "\n").encode())
+    data = (json.dumps({**context, "summary": summary, "builds": rows}, indent=2) + "\n").encode()
     lines = [f"# Engine builds: Polygraphy vs the direct TensorRT API ({cpu_name()})", "",
              f"TensorRT for RTX {context['tensorrt_rtx']}, Polygraphy {polygraphy_version}; the default model, "
              "default profile; builds alternate in one process. Build s = the builder call alone.", "",
@@ -115,21 +123,33 @@ def write_results(rows: list[dict], summary: list[dict], output: Path) -> Path:
         lines.append(f"| {s['case']} | {s['builder']} | {s['builds']} | {s['median_build_s']:.2f} | "
                      f"{s.get('time_ratio_vs_direct', '-')} | {', '.join(f'{b:,}' for b in s['engine_bytes_seen'])} | "
                      f"{', '.join(map(str, s['layers']))} |")
-    write_atomic(stem.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+    write_files({stem.with_suffix(".json"): data, stem.with_suffix(".md"): ("\n".join(lines) + "\n").encode()})
     return stem.with_suffix(".md")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.builders", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3, help="builds per case and builder (default 3)")
+    parser.add_argument("--rounds", type=number(int, 1), default=3, help="builds per case and builder (default 3)")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES),
-                        help="which engines of the default model to build")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
-    args = parser.parse_args(argv)
+                        help="which engines of the default model to build (default: all)")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="results folder (default benchmarks/results); files are named builders_<cpu>_<date>")
+    add_force(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_main(lambda: _main(args), f"no results written to {args.output}")
+
+
+def _main(args: argparse.Namespace) -> int:
+    stem = results_stem("builders")  # today's date: named and checked before the builds
+    check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force)
     rows = measure(args.rounds, args.cases)
-    print(write_results(rows, summarise(rows), args.output).read_text())
+    print(write_results(rows, summarise(rows), args.output, stem).read_text())
     return 0
 
 

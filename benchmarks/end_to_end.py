@@ -106,28 +106,47 @@ def table(rows: list[dict]) -> list[str]:
                     f"| {r.get('error') or 'ok'} |" for r in rows]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.end_to_end 3000x4000``: the rows alone, into benchmarks/results/e2e_<cpu>_<date>."""
+def build_parser():
     import argparse
-    import json
 
-    from banet.machine import cpu_name, results_stem
-    from banet.outputs import write_atomic
-    from banet.shapes import parse_hw
+    from banet.cli_types import threads
+    from benchmarks.cli import add_force, size_type
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("size", type=parse_hw, help="photo size HxW, e.g. 3000x4000 (12 MP)")
-    parser.add_argument("--threads", type=int, default=None, help="--threads for each command (default: all cores)")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks") / "results", help="results folder")
-    args = parser.parse_args(argv)
+    parser.add_argument("size", type=size_type(), help="photo size HxW, e.g. 3000x4000 (12 MP; at most 200 MP)")
+    parser.add_argument("--threads", type=threads(0), default=None, metavar="N",
+                        help="--threads for each command (default and 0: all cores)")
+    parser.add_argument("--output", type=Path, default=Path("benchmarks") / "results",
+                        help="results folder (default benchmarks/results); files are named e2e_<cpu>_<date>")
+    add_force(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.end_to_end 3000x4000``: the rows alone, into benchmarks/results/e2e_<cpu>_<date>."""
+    from benchmarks.cli import run_main
+
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_main(lambda: _main(args), f"no results written to {args.output}")
+
+
+def _main(args) -> int:
+    import json
+
+    from banet.machine import cpu_name, results_stem
+    from benchmarks.cli import BenchmarkError, check_results, write_files
+
+    stem = results_stem("e2e")  # named (today's date) and checked before the photos run
+    check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force)
     rows = end_to_end(*args.size, threads=args.threads)
-    args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / results_stem("e2e")
-    write_atomic(Path(f"{stem}.json"), (json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n").encode())
+    if all("error" in row for row in rows):  # nothing measured: no results file to keep
+        raise BenchmarkError(f"every case failed, no results written; the first: {rows[0]['error']}")
     lines = [f"# A whole photo through python -m runtime ({cpu_name()}, {os.cpu_count()} cores)", "", *table(rows)]
-    write_atomic(Path(f"{stem}.md"), ("\n".join(lines) + "\n").encode())
+    path = args.output / stem
+    write_files({Path(f"{path}.json"): (json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n").encode(),
+                 Path(f"{path}.md"): ("\n".join(lines) + "\n").encode()})
     print("\n".join(lines))
     return 0
 

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.shapes import hw_text, parse_hw
+from banet.errors import first_line
+from banet.shapes import hw_text
 
 log = logging.getLogger("benchmarks.gpu_roofline")
 
@@ -137,7 +138,7 @@ def measure(weights: Path, sizes: list[tuple[int, int]], repeats: int, warmup: i
             deblur = Deblurrer(weights, backend="torch", device=device, half=half, channels_last=channels_last,
                                cuda_graph=graphs and cuda, memory_budget_mb="auto" if cuda else None)
         except Exception as exc:  # one variant failing to open leaves the others
-            result["skipped"].append({"variant": name, "reason": str(exc).splitlines()[0]})
+            result["skipped"].append({"variant": name, "reason": first_line(exc)})
             write(result)
             continue
         backend = deblur.backend
@@ -181,7 +182,7 @@ def measure(weights: Path, sizes: list[tuple[int, int]], repeats: int, warmup: i
                 result["rows"][-1]["peak_device_mb"] = torch.cuda.max_memory_allocated() / 1e6
         except Exception as exc:  # a failing variant is recorded; the next one runs
             log.warning("%s failed: %s", name, exc)
-            result["skipped"].append({"variant": name, "reason": f"failed: {str(exc).splitlines()[0]}"})
+            result["skipped"].append({"variant": name, "reason": f"failed: {first_line(exc)}"})
         finally:
             deblur.close()
             if cuda:
@@ -223,24 +224,38 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: This command's own folder: a rerun refreshes its files there (as calibration.drift's out/drift); a folder you
+#: name keeps the results already in it unless --force.
+DEFAULT_OUTPUT = Path("out") / "gpu_checks" / "roofline"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from banet.cli_types import number
+    from benchmarks.cli import size_type
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_roofline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the default model's)")
-    parser.add_argument("--sizes", type=parse_hw, nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
+    parser.add_argument("--sizes", type=size_type(), nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
                         metavar="HxW", help="input sizes, batch 1 (default 256x256 720x1280 1080x1920)")
-    parser.add_argument("--repeats", type=int, default=50, help="timed calls per variant and size (default 50)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed calls first (default 5)")
+    parser.add_argument("--repeats", type=number(int, 3), default=50,
+                        help="timed calls per variant and size, at least 3 (default 50)")
+    parser.add_argument("--warmup", type=number(int, 0), default=5, help="untimed calls first (default 5)")
     parser.add_argument("--variants", nargs="+", default=None, choices=[v[0] for v in VARIANTS], metavar="NAME",
                         help="only these variants (default all: " + ", ".join(v[0] for v in VARIANTS) + ")")
-    parser.add_argument("--output", type=Path, default=Path("out") / "gpu_checks" / "roofline",
-                        help="folder for roofline_<GPU>_<date>.json and .md (created)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"folder for roofline_<GPU>_<date>.json and .md (created; default {DEFAULT_OUTPUT}, "
+                             "whose files each run refreshes; in a folder you name, existing ones only with --force)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the results of the same GPU and date in the --output folder you named")
     parser.add_argument("--cpu-ok", action="store_true",
                         help="run without a GPU (a smoke test of the code paths; the numbers mean nothing)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.cli import run_main
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -248,21 +263,30 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available() and not args.cpu_ok:
         print("no CUDA GPU visible to PyTorch; this measures the GPU path (--cpu-ok runs a smoke test on the CPU)")
         return 2
-    if args.repeats < 3 or args.warmup < 0:
-        print(f"--repeats must be >= 3 and --warmup >= 0, got {args.repeats} and {args.warmup}")
-        return 2
+    replace = args.force or args.output is None  # its own folder is refreshed; one you name keeps its files
+    args.output = DEFAULT_OUTPUT if args.output is None else args.output
+    return run_main(lambda: _main(args, replace), f"the variants finished are in {args.output}")
+
+
+def _main(args: argparse.Namespace, replace: bool) -> int:
+    import torch
+
+    from banet.checkpoint import load_checkpoint
     from banet.defaults import default_weights_path
     from banet.machine import cpu_name, results_stem
-    from banet.outputs import write_atomic
+    from benchmarks.cli import check_results, write_files
 
     weights = args.weights or default_weights_path()
-    args.output.mkdir(parents=True, exist_ok=True)
+    load_checkpoint(weights)  # a missing or unreadable checkpoint: one line, before any file is written
     machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else cpu_name()
-    stem = args.output / results_stem("roofline", machine)
+    name = results_stem("roofline", machine)
+    check_results(args.output, [f"{name}.json", f"{name}.md"], replace,
+                  inputs={"the checkpoint (--weights)": weights})
+    stem = args.output / name
 
     def write(result: dict) -> None:  # each file whole or not at all: a run stopped by a time limit leaves both
-        write_atomic(Path(f"{stem}.json"), json.dumps(result, indent=2).encode())
-        write_atomic(Path(f"{stem}.md"), markdown(result).encode())
+        write_files({Path(f"{stem}.json"): json.dumps(result, indent=2).encode(),
+                     Path(f"{stem}.md"): markdown(result).encode()})
 
     result = measure(weights, args.sizes, args.repeats, args.warmup, args.cpu_ok, args.variants, write)
     print(markdown(result))

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from banet.machine import cpu_name, results_stem
-from banet.outputs import write_atomic
 from banet.shapes import hw_text, parse_hw
+from benchmarks.cli import BenchmarkError, add_force, check_results, run_main, size_type, write_files
 
 #: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
 #: Results go under the current project (where the command is run), never into an installed package.
@@ -104,11 +104,10 @@ def _child(kind: str, backend: str, size: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Path:
-    output.mkdir(parents=True, exist_ok=True)
-    stem = output / results_stem("memory")
-    write_atomic(stem.with_suffix(".json"),
-                 (json.dumps({"cpu": cpu_name(), "cases": rows, "agreement": agreements}, indent=2) + "\n").encode())
+def write_results(rows: list[dict], agreements: list[dict], output: Path, stem: str | None = None) -> Path:
+    """``output/<stem>.json`` and ``.md`` (default stem ``memory_<cpu>_<date>``), each whole or not at all."""
+    stem = output / (stem or results_stem("memory"))
+    data = (json.dumps({"cpu": cpu_name(), "cases": rows, "agreement": agreements}, indent=2) + "\n").encode()
     lines = [f"# Peak memory, default settings ({cpu_name()})", "",
              "| backend | size | MP | tile | tiles (pixels computed) | peak RSS | seconds |",
              "|---|---|---:|---|---|---:|---:|"]
@@ -125,22 +124,25 @@ def write_results(rows: list[dict], agreements: list[dict], output: Path) -> Pat
             tile = "x".join(map(str, a["tile"])) if a.get("tile") else "untiled"
             value = a.get("failed") or f"{a['psnr_tiled_vs_untiled_db']} dB"
             lines.append(f"| {a['backend']} | {a['size']} | {tile} | {value} | {a.get('max_abs_diff', '')} |")
-    write_atomic(stem.with_suffix(".md"), ("\n".join(lines) + "\n").encode())
+    write_files({stem.with_suffix(".json"): data, stem.with_suffix(".md"): ("\n".join(lines) + "\n").encode()})
     return stem.with_suffix(".md")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", nargs="+", type=parse_hw, default=[(3000, 4000), (6000, 8000)],
-                        help="photo sizes, HxW (default: 3000x4000 and 6000x8000, 12 MP and 48 MP)")
+    parser.add_argument("--sizes", nargs="+", type=size_type(), default=[(3000, 4000), (6000, 8000)], metavar="HxW",
+                        help="photo sizes, HxW, at most 200 MP each (default: 3000x4000 and 6000x8000, 12 MP and "
+                             "48 MP)")
     parser.add_argument("--backends", nargs="+", choices=("onnxruntime", "openvino", "torch"),
                         default=["onnxruntime", "torch"],
                         help="Deblurrer backends to measure; the first also runs the agreement check")
-    parser.add_argument("--agreement", type=parse_hw, default=(2000, 3000),
+    parser.add_argument("--agreement", type=size_type(), default=(2000, 3000), metavar="HxW",
                         help="HxW of the tiled-vs-untiled check (untiled needs about 1.3 KB per pixel)")
     parser.add_argument("--no-agreement", action="store_true", help="skip the tiled-vs-untiled check")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="results folder (default benchmarks/results); files are named memory_<cpu>_<date>")
+    add_force(parser)
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
     return parser
 
@@ -153,10 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         height, width = parse_hw(size)
         print(json.dumps((measure if kind == "measure" else agreement)(backend, width, height)))
         return 0
+    return run_main(lambda: _main(args), f"no results written to {args.output}")
+
+
+def _main(args: argparse.Namespace) -> int:
+    stem = results_stem("memory")  # today's date: named and checked before the cases run
+    check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force)
     rows = [_child("measure", b, hw_text(h, w)) for h, w in args.sizes for b in args.backends]
     h, w = args.agreement
     agreements = [] if args.no_agreement else [_child("agreement", b, hw_text(h, w)) for b in args.backends[:1]]
-    report = write_results(rows, agreements, args.output)
+    if all("failed" in row for row in rows + agreements):  # nothing measured: no results file to keep
+        raise BenchmarkError(f"every case failed, no results written; the first: {rows[0]['failed']}")
+    report = write_results(rows, agreements, args.output, stem)
     print(report.read_text())
     return 0
 

@@ -127,6 +127,17 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path: Path) -> None:
+    """A figure as a PNG written whole or not at all (:func:`benchmarks.cli.write_files`: never a torn plot)."""
+    import io
+
+    from benchmarks.cli import write_files
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    write_files({path: buffer.getvalue()})
+
+
 def plots(result: dict, stem: Path) -> list[Path]:
     """latency vs resolution (per system, batch 1) and images/s per system; PNG files next to the JSON."""
     import matplotlib
@@ -153,7 +164,7 @@ def plots(result: dict, stem: Path) -> list[Path]:
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = Path(f"{stem}_latency_{'full' if model.startswith('full') else 'default'}.png")
-        fig.savefig(path, dpi=110)
+        _save(fig, path)
         plt.close(fig)
         written.append(path)
     quality_plot = _quality_speed_plot(result, Path(f"{stem}_quality_speed.png"), plt)
@@ -187,6 +198,6 @@ def _quality_speed_plot(result: dict, path: Path, plt) -> Path | None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, title="size", title_fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _save(fig, path)
     plt.close(fig)
     return path

@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from banet.artifacts import engine_path, engines_dir, is_failed
+from banet.cli_types import number, threads
 from banet.config import FULL, BANetConfig
+from banet.errors import ArtifactError, first_line
 from banet.machine import cpu_name, results_stem, slug
-from banet.outputs import write_atomic
-from banet.shapes import hw_text, parse_hw
+from banet.shapes import MAX_BATCH, hw_text, parse_batch
 from benchmarks import cost
+from benchmarks.cli import BenchmarkError, add_force, check_results, run_main, size_type, write_files
 from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import (
     System,
@@ -172,7 +174,7 @@ def _benchmark_into(rows: list, skips: list, costs: list, models: list[Model], b
                         continue
                     try:
                         systems.append(factory())
-                    except Unavailable as exc:
+                    except (Unavailable, ArtifactError) as exc:  # not installed here, or a file it cannot read
                         skips.append({"model": model.label, "system": name, "reason": str(exc)})
                         log.info("skip %s / %s: %s", model.label, name, exc)
                 try:
@@ -240,41 +242,106 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None, help="default-model checkpoint (default: embedded)")
-    parser.add_argument("--sizes", type=parse_hw, nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
-                        metavar="HxW", help="resolutions for the default network (default 256x256 720x1280 1080x1920)")
-    parser.add_argument("--full-sizes", type=parse_hw, nargs="*", default=[(256, 256)], metavar="HxW",
+    parser.add_argument("--sizes", type=size_type(even=True), nargs="+",
+                        default=[(256, 256), (720, 1280), (1080, 1920)], metavar="HxW",
+                        help="resolutions for the default network, each side even (the network's input, unpadded; "
+                             "default 256x256 720x1280 1080x1920)")
+    parser.add_argument("--full-sizes", type=size_type(even=True), nargs="*", default=[(256, 256)], metavar="HxW",
                         help="resolutions for the full stack-10 network (default 256x256; none to skip)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4], help="batch sizes (default 1 4)")
-    parser.add_argument("--repeats", type=int, default=10, help="timed calls per configuration (max)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
-    parser.add_argument("--max-call-s", type=float, default=16.0,
-                        help="skip configurations whose single call would take longer than this")
-    parser.add_argument("--threads", type=int, nargs="+", default=[0], metavar="N",
+    parser.add_argument("--batches", type=parse_batch, nargs="+", default=[1, 4], metavar="N",
+                        help=f"batch sizes, 1 to {MAX_BATCH} (default 1 4)")
+    parser.add_argument("--repeats", type=number(int, 1), default=10,
+                        help="timed calls per configuration, at most (default 10; fewer when a call is slow)")
+    parser.add_argument("--warmup", type=number(int, 0), default=2, help="untimed calls before timing (default 2)")
+    parser.add_argument("--max-call-s", type=number(float, 0, low_open=True), default=16.0, metavar="S",
+                        help="skip (with the reason) configurations whose single call would take longer than S "
+                             "seconds, estimated from a smaller size (default 16)")
+    parser.add_argument("--threads", type=threads(0), nargs="+", default=[0], metavar="N",
                         help="intra-op threads for every system, one pass per value (default 0: all cores), e.g. "
                              "--threads 1 2")
     parser.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
-                        help="run only the systems whose name matches a pattern, e.g. 'torch eager' 'openvino*'")
+                        help="run only the systems whose name matches a pattern (shell-style, e.g. 'torch eager' "
+                             "'openvino*'); a pattern that matches no system is refused, listing the names")
     parser.add_argument("--int8", type=Path, nargs="*", default=None,
                         help="INT8 Q/DQ ONNX files to include (default: engines/*_int8*.onnx of the default model)")
-    parser.add_argument("--output", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="results folder (default benchmarks/results); files are named <machine>_<date>")
+    add_force(parser)
     parser.add_argument("--drift-report", type=Path, default=DRIFT_REPORT,
-                        help="drift report of the default weights (python -m calibration.drift) for quality columns")
+                        help="drift report of the default weights (python -m calibration.drift) for quality columns "
+                             f"(default {DRIFT_REPORT}; none there: no quality columns)")
     parser.add_argument("--engines", type=Path, default=None,
                         help="folder whose engine manifests (build time, size) go into the results (default: the "
                              "engines folder, $BANET_ENGINES or the checkout's engines/)")
-    parser.add_argument("--e2e", type=parse_hw, default=None, metavar="HxW",
+    parser.add_argument("--e2e", type=size_type(), default=None, metavar="HxW",
                         help="also run one photo of this size through python -m runtime per backend and precision "
                              "(wall time and peak memory of the whole command), e.g. --e2e 3000x4000")
     parser.add_argument("--quick", action="store_true",
-                        help=f"256x256, batch 1, 3 repeats, systems {', '.join(QUICK_SYSTEMS)}: a smoke run")
+                        help=f"256x256, batch 1, 3 repeats, systems {', '.join(QUICK_SYSTEMS)}: a smoke run "
+                             "(replaces --sizes, --full-sizes, --batches, --repeats and --warmup)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
+
+
+def plot_names(stem: str) -> list[str]:
+    """Every PNG :func:`benchmarks.report.plots` may write for ``stem`` (checked before the run)."""
+    return [f"{stem}_latency_default.png", f"{stem}_latency_full.png", f"{stem}_quality_speed.png"]
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - Windows
+        return None
+
+
+def check_memory(models: list[Model], batches: list[int]) -> None:
+    """Refuse (before any work) a configuration whose activations alone would not fit in this machine's memory,
+    by the network's estimate (:func:`banet.config.activation_bytes_per_pixel`): it would swap or be killed."""
+    from banet.config import activation_bytes_per_pixel
+
+    total = physical_memory()
+    if not total:
+        return
+    for model in models:
+        for h, w in model.sizes:
+            for n in batches:
+                need = n * h * w * activation_bytes_per_pixel(model.config)
+                if need > total:
+                    raise BenchmarkError(f"{model.label.split(' (')[0]} network at {hw_text(h, w)}, batch {n}, needs "
+                                         f"about {need / 1e9:.3g} GB of working memory; this machine has "
+                                         f"{total / 1e9:.3g} GB: use smaller --sizes or --batches")
+
+
+def check_only(patterns: list[str], names: list[str]) -> None:
+    """Refuse a ``--only`` pattern that matches none of ``names`` (a typo would time nothing and write empty
+    results)."""
+    unknown = [p for p in patterns if not any(fnmatch.fnmatch(name, p) for name in names)]
+    if unknown:
+        raise BenchmarkError(f"--only {' '.join(repr(p) for p in unknown)} matches no system; the systems are: "
+                             + ", ".join(dict.fromkeys(names)))
+
+
+def read_drift_report(path: Path) -> None:
+    """Refuse a ``--drift-report`` that is there but is a folder or not a JSON report (missing: no quality columns)."""
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchmarkError(f"--drift-report {path}: not a readable JSON drift report ({first_line(exc)})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows", []), list):
+        raise BenchmarkError(f"--drift-report {path}: not a drift report (python -m calibration.drift writes them)")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run_main(lambda: _main(args), f"no results written to {args.output}")
 
+
+def _main(args: argparse.Namespace) -> int:
     from banet.defaults import default_weights_path
 
     weights = args.weights or default_weights_path()
@@ -283,32 +350,51 @@ def main(argv: list[str] | None = None) -> int:
         args.only = args.only or list(QUICK_SYSTEMS)
     from banet.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 
-    default_config = load_checkpoint(weights).config
+    default_config = load_checkpoint(weights).config  # a missing or unreadable checkpoint: one line
     models = [Model(f"default ({default_config.describe()})", default_config, weights, args.sizes)]
-    tmp_full = None
     if args.full_sizes:
-        import torch
+        models.append(Model(f"full ({FULL.describe()}, random weights)", FULL, Path("full_random.safetensors"),
+                            args.full_sizes, "timing does not depend on the weights"))
+    if args.int8 is not None:
+        from calibration.drift import read_int8
+        from calibration.int8 import QuantizeError
 
-        from banet.model import BANet
-
-        torch.manual_seed(0)
-        tmp_full = Path(tempfile.mkdtemp()) / "full_random.safetensors"
-        save_checkpoint(BANet(FULL), tmp_full)
-        models.append(Model(f"full ({FULL.describe()}, random weights)", FULL, tmp_full, args.full_sizes,
-                            "timing does not depend on the weights"))
-    int8_files = args.int8 if args.int8 is not None else sorted(
-        p for p in engines_dir().glob(f"{weights.stem}_int8*.onnx") if not is_failed(p))
+        try:
+            int8_files = [read_int8(path) for path in args.int8]
+        except QuantizeError as exc:
+            raise BenchmarkError(f"--int8 {first_line(exc)}") from None
+    else:
+        int8_files = sorted(p for p in engines_dir().glob(f"{weights.stem}_int8*.onnx") if not is_failed(p))
     int8 = {p.stem.split("_int8")[-1].strip("_") or "qdq": p for p in int8_files}
+    if args.only:
+        names = [name for model in models for _, name in build_systems(model, Path(tempfile.gettempdir()), None,
+                                                                        int8 if model is models[0] else {})]
+        check_only(args.only, names)
+    check_memory(models, args.batches)
+    read_drift_report(args.drift_report)
+    # everything the run will write, named now (the date too: a run past midnight writes the names checked)
+    machine, date = machine_name(), dt.date.today().isoformat()
+    stem = results_stem(None, machine, date)
+    check_results(args.output, [f"{stem}.json", f"{stem}.md", *([] if args.no_plots else plot_names(stem))],
+                  args.force, inputs={"the checkpoint (--weights)": weights, "the drift report": args.drift_report})
 
     started = time.perf_counter()
     threads = [t or None for t in args.threads]
-    result = benchmark(models, args.batches, args.repeats, args.warmup, args.max_call_s, threads, int8, args.only)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.full_sizes:
+            import torch
+
+            from banet.model import BANet
+
+            torch.manual_seed(0)
+            models[1].weights = save_checkpoint(BANet(FULL), Path(tmp) / "full_random.safetensors")
+        result = benchmark(models, args.batches, args.repeats, args.warmup, args.max_call_s, threads, int8,
+                           args.only)
     if args.e2e:
         from benchmarks.end_to_end import end_to_end
 
         result["end_to_end"] = end_to_end(*args.e2e)
-    machine = machine_name()
-    result.update({"machine": machine, "date": dt.date.today().isoformat(), "python": platform.python_version(),
+    result.update({"machine": machine, "date": date, "python": platform.python_version(),
                    "total_s": time.perf_counter() - started, "weights": str(weights), "threads": args.threads,
                    "weights_sha256": file_sha256(weights)})
     try:
@@ -321,14 +407,13 @@ def main(argv: list[str] | None = None) -> int:
 
     attach_quality(result, args.drift_report)
     result["engines"] = engine_builds(args.engines or engines_dir())
-    args.output.mkdir(parents=True, exist_ok=True)
-    stem = args.output / results_stem(None, machine, result["date"])
-    write_atomic(Path(f"{stem}.json"), json.dumps(result, indent=2).encode())
-    write_atomic(Path(f"{stem}.md"), markdown(result).encode())
+    path = args.output / stem
+    write_files({Path(f"{path}.json"): json.dumps(result, indent=2).encode(),
+                 Path(f"{path}.md"): markdown(result).encode()})
     if not args.no_plots:
-        plots(result, stem)
+        plots(result, path)
     print(markdown(result))
-    print(f"wrote {stem}.json, {stem}.md" + ("" if args.no_plots else ", and plots") +
+    print(f"wrote {path}.json, {path}.md" + ("" if args.no_plots else ", and plots") +
           f" in {result['total_s']:.0f} s")
     return 0
 

@@ -85,15 +85,15 @@ else
 fi
 
 phase roofline "${limits[0]}" $PY -m benchmarks.gpu_roofline --sizes "${sizes[@]}" "${roofline_args[@]}" \
-    --output "$OUT/roofline"
+    --output "$OUT/roofline" --force
 # the shipped FP32 and INT8 files: no export or quantisation inside the time limit (the FP16 rows are the point)
 phase drift "${limits[1]}" $PY -m calibration.drift "${drift_args[@]}" --no-speed --force --output "$OUT/drift" \
     --onnx banet/weights/banet_default.onnx --int8 banet/weights/banet_default_int8_ort.onnx
 phase bench "${limits[2]}" $PY -m benchmarks.run "${bench_args[@]}" --batches 1 --max-call-s 3 --no-plots \
     --only "torch eager" "torch fp16" "torch channels_last" "torch cudagraphs" "Deblurrer torch cuda*" \
-    --output "$OUT/bench"
+    --output "$OUT/bench" --force
 phase compile "${limits[3]}" $PY -m benchmarks.run "${compile_args[@]}" --batches 1 --max-call-s 3 --no-plots \
-    --only "torch eager" "torch compile" --output "$OUT/bench_compile"
+    --only "torch eager" "torch compile" --output "$OUT/bench_compile" --force
 
 echo "total $((SECONDS - started)) s (budget ${BUDGET_S} s)" | tee -a "$OUT/summary.txt"
 exit $status

@@ -75,6 +75,6 @@ $PY -m calibration.fp16 --full --json out/fp16_drift.json --force
 
 if (( benchmarks )); then
     step "benchmarks -> benchmarks/results/"
-    $PY -m benchmarks.run
+    $PY -m benchmarks.run --force   # today's results files, if this machine wrote some already, are replaced
 fi
 step "done: update the README's numbers from docs/images/heldout_metrics.json, docs/drift_report.md, out/fp16_drift.json and benchmarks/results/"

@@ -52,3 +52,22 @@ def test_refuses_without_a_gpu(tmp_path, capsys):
     assert gpu_roofline.main(["--output", str(tmp_path / "r")]) == 2
     assert "no CUDA GPU visible to PyTorch" in capsys.readouterr().out
     assert not (tmp_path / "r").exists()
+
+
+def test_refuses_bad_input_and_keeps_results_in_a_named_folder(tmp_path, tiny_weights, capsys, monkeypatch):
+    """One line before any work: sizes and counts on the command line, a missing checkpoint, and a results file of
+    the same GPU and date in a folder the user named (out/gpu_checks/roofline, its own, is refreshed)."""
+    for argv in (["--sizes", "0x0"], ["--repeats", "2"], ["--warmup", "-1"]):
+        with pytest.raises(SystemExit) as exit_:
+            gpu_roofline.build_parser().parse_args(argv)
+        assert exit_.value.code == 2 and "Traceback" not in capsys.readouterr().err
+    monkeypatch.setattr(gpu_roofline, "measure", lambda *a, **k: pytest.fail("ran before refusing"))
+    out = tmp_path / "roofline"
+    assert gpu_roofline.main(["--cpu-ok", "--weights", str(tmp_path / "nope.safetensors"), "--output", str(out)]) == 1
+    assert capsys.readouterr().err.startswith("error: ") and not out.exists()
+    out.mkdir()
+    machine = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    kept = out / f"{results_stem('roofline', machine)}.json"
+    kept.write_text("kept")
+    assert gpu_roofline.main(["--cpu-ok", "--weights", str(tiny_weights), "--output", str(out)]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err and kept.read_text() == "kept"

@@ -1,0 +1,91 @@
+"""What every benchmark command line shares: its size option, the refusal of results files it would replace
+(before any work), and writing them whole or not at all, with one line for a failure and for Ctrl-C (thread counts:
+:func:`banet.cli_types.threads`).
+
+Results files are named ``<kind>_<machine>_<date>`` (:func:`banet.machine.results_stem`), and
+``benchmarks/results/`` holds committed ones: a second run on the same machine and day would replace them. So a
+results file already there is refused before any work unless ``--force`` is given, in every folder (there is no
+scratch folder of the benchmarks' own, as ``out/drift`` is ``calibration.drift``'s), and each file is written under
+a temporary name and renamed into place (:func:`banet.outputs.write_atomic`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from banet.errors import first_line
+from banet.outputs import check_output, write_atomic, write_error
+from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE, parse_hw
+
+
+class BenchmarkError(Exception):
+    """A benchmark that cannot run as asked; the message is one line naming the option or file."""
+
+
+def size_type(even: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Callable[[str], tuple[int, int]]:
+    """An argparse ``type``: ``HxW`` (:func:`banet.shapes.parse_hw`), each side at least :data:`MIN_SIDE`, at most
+    ``max_pixels`` in all; with ``even``, both sides even (the network's input without padding: one stride-2 stage)."""
+
+    def parse(text: str) -> tuple[int, int]:
+        height, width = parse_hw(text)  # its ShapeError is an argparse.ArgumentTypeError
+        if min(height, width) < MIN_SIDE:
+            raise argparse.ArgumentTypeError(f"each side must be at least {MIN_SIDE} pixels, got {text!r}")
+        if even and (height % 2 or width % 2):
+            raise argparse.ArgumentTypeError(f"both sides must be even (the network takes multiples of 2 without "
+                                             f"padding; the runtime pads), got {text!r}")
+        if height * width > max_pixels:
+            raise argparse.ArgumentTypeError(f"{text} is {height * width / 1e6:.10g} megapixels, over the limit of "
+                                             f"{max_pixels / 1e6:g} (the runtime's largest photo)")
+        return height, width
+
+    parse.__name__ = "size"
+    return parse
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """The ``--force`` every benchmark takes."""
+    parser.add_argument("--force", action="store_true",
+                        help="replace results files of the same name (same machine and date) already in the output "
+                             "folder; without it they are refused before any work (benchmarks/results holds the "
+                             "committed ones)")
+
+
+def check_results(folder: Path, names: Iterable[str], force: bool, inputs: dict | None = None) -> None:
+    """Before any work: ``folder`` is a folder that can be written (created if missing), and none of ``names`` is
+    already in it unless ``force`` (:func:`banet.outputs.check_output`; never one of ``inputs``, even with it).
+    Raises :class:`BenchmarkError`."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BenchmarkError(f"--output {folder} is a file; give a folder for the results")
+    for name in names:
+        check_output(folder / name, force=force, error=BenchmarkError, suffix=Path(name).suffix, inputs=inputs,
+                     option="--output")
+
+
+def write_files(files: dict[Path, bytes]) -> None:
+    """Each file whole or not at all (:func:`banet.outputs.write_atomic`); a failure (a full disk, a folder made
+    read-only meanwhile) is :class:`BenchmarkError` with :func:`banet.outputs.write_error`'s line."""
+    for path, data in files.items():
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+        except OSError as exc:
+            raise BenchmarkError(write_error(exc, path, len(data))) from exc
+
+
+def run_main(body: Callable[[], int], what: str) -> int:
+    """Run a command's ``body``: :class:`BenchmarkError` and the one-line errors of the files it reads become
+    ``error: <line>`` (exit 1), Ctrl-C ``interrupted`` (exit 130); ``what`` says what was not written then."""
+    from banet.errors import ArtifactError, CheckpointError
+
+    try:
+        return body()
+    except (BenchmarkError, CheckpointError, ArtifactError) as exc:
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"interrupted (Ctrl-C): {what}", file=sys.stderr)
+        return 130

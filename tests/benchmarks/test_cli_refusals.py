@@ -1,0 +1,241 @@
+"""The benchmark command lines refuse bad input in one line before any work (no traceback, no run, no file), never
+replace a results file of the same name (same machine and date) without --force, and leave no half-written file
+when a write fails or the run is interrupted. Nothing here times anything."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+
+from banet.machine import results_stem
+from benchmarks import batch_throughput, builders, end_to_end, memory
+from benchmarks import run as bench_run
+
+
+def _refused_by_argparse(parser, argv, capsys, needle):
+    with pytest.raises(SystemExit) as exit_:
+        parser.parse_args(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--sizes", "0x0"], "at least 2"),
+    (["--sizes", "15x15"], "even"),
+    (["--full-sizes", "7x9"], "even"),
+    (["--sizes", "100000x100000"], "megapixels"),
+    (["--batches", "0"], "batch size"),
+    (["--batches", "-1"], "batch size"),
+    (["--batches", "100000"], "over the limit"),
+    (["--repeats", "0"], "at least 1"),
+    (["--warmup", "-1"], "at least 0"),
+    (["--max-call-s", "nan"], "above 0"),
+    (["--max-call-s", "-1"], "above 0"),
+    (["--threads", "-1"], "CPU"),
+    (["--threads", "100000"], "CPU"),  # PyTorch died with a segmentation fault
+])
+def test_run_refuses_nonsense_numbers_on_the_command_line(argv, needle, capsys):
+    _refused_by_argparse(bench_run.build_parser(), argv, capsys, needle)
+
+
+#: each benchmark's work, replaced by a failure in these tests: a refusal must come before it
+_WORK = ("end_to_end", "_child", "run", "measure")
+
+
+def _forbid_work(module, monkeypatch):
+    for work in _WORK:
+        if hasattr(module, work):
+            monkeypatch.setattr(module, work, lambda *a, **k: pytest.fail("ran before refusing"))
+
+
+@pytest.mark.parametrize("module, argv, needle", [
+    (end_to_end, ["0x0"], "at least 2"),
+    (end_to_end, ["100000x100000"], "megapixels"),
+    (end_to_end, ["16x16", "--threads", "-1"], "CPU"),
+    (end_to_end, ["16x16", "--threads", "100000"], "CPU"),
+    (batch_throughput, ["--threads", "100000"], "CPU"),
+    (batch_throughput, ["--photos", "1"], "at least 2"),
+    (batch_throughput, ["--size", "100000x100000"], "megapixels"),
+    (memory, ["--sizes", "0x0"], "at least 2"),
+    (memory, ["--agreement", "0x5"], "at least 2"),
+    (memory, ["--sizes", "100000x100000"], "megapixels"),
+    (builders, ["--rounds", "0"], "at least 1"),
+], ids=lambda v: v.__name__.split(".")[-1] if hasattr(v, "__name__") else None)
+def test_other_benchmarks_refuse_nonsense_numbers(module, argv, needle, tmp_path, capsys, monkeypatch):
+    _forbid_work(module, monkeypatch)
+    with pytest.raises(SystemExit) as exit_:
+        module.main([*argv, "--output", str(tmp_path / "res")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists()
+
+
+def _small(tiny_weights, out, *extra):
+    return ["--weights", str(tiny_weights), "--sizes", "16x16", "--full-sizes", "--batches", "1", "--repeats", "1",
+            "--warmup", "0", "--only", "torch eager", "--no-plots", "--output", str(out),
+            "--drift-report", str(out.parent / "no_drift.json"), *extra]
+
+
+def _no_work(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the benchmark ran although the command should have been refused first")
+
+    monkeypatch.setattr(bench_run, "benchmark", never)
+
+
+def _one_error_line(capsys, needle):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and needle in err and "Traceback" not in err, err
+    return err
+
+
+def test_run_refuses_unusable_files_before_any_work(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _no_work(monkeypatch)
+    out = tmp_path / "res"
+    assert bench_run.main(_small(tmp_path / "missing.safetensors", out)) == 1
+    _one_error_line(capsys, "missing.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    assert bench_run.main(_small(tmp_path / "bad.safetensors", out)) == 1
+    _one_error_line(capsys, "bad.safetensors")
+    (tmp_path / "bad.onnx").write_bytes(b"garbage")
+    for name in ("missing.onnx", "bad.onnx"):
+        assert bench_run.main(_small(tiny_weights, out, "--int8", str(tmp_path / name))) == 1
+        _one_error_line(capsys, f"--int8 {tmp_path / name}")
+    argv = _small(tiny_weights, out)
+    argv[argv.index("--drift-report") + 1] = str(tmp_path / "bad.onnx")  # not JSON
+    assert bench_run.main(argv) == 1
+    _one_error_line(capsys, "--drift-report")
+    (tmp_path / "a_file").write_text("x")
+    assert bench_run.main(_small(tiny_weights, tmp_path / "a_file")) == 1
+    _one_error_line(capsys, "is a file")
+    assert not out.exists()
+
+
+def test_run_refuses_an_only_pattern_that_matches_no_system(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _no_work(monkeypatch)
+    argv = _small(tiny_weights, tmp_path / "res")
+    argv[argv.index("--only") + 1:argv.index("--only") + 2] = ["torch eager", "onnxruntime fp23"]
+    assert bench_run.main(argv) == 1
+    err = _one_error_line(capsys, "'onnxruntime fp23' matches no system")
+    assert "onnxruntime fp32" in err  # the names it could have meant
+    assert not (tmp_path / "res").exists()
+
+
+def test_run_refuses_sizes_that_do_not_fit_in_memory(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _no_work(monkeypatch)
+    monkeypatch.setattr(bench_run, "physical_memory", lambda: 10**9)  # 1 GB
+    argv = _small(tiny_weights, tmp_path / "res")
+    argv[argv.index("--sizes") + 1] = "4000x6000"
+    assert bench_run.main(argv) == 1
+    _one_error_line(capsys, "4000x6000, batch 1, needs about")
+
+
+def test_run_keeps_an_existing_results_file_unless_forced(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "res"
+    out.mkdir()
+    stem = results_stem(None, bench_run.machine_name())
+    committed = out / f"{stem}.json"
+    committed.write_text('{"committed": true}')
+    (out / f"{stem}.md").write_text("committed")
+    calls = []
+    real = bench_run.benchmark
+    monkeypatch.setattr(bench_run, "benchmark", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert bench_run.main(_small(tiny_weights, out)) == 1
+    _one_error_line(capsys, "exists; pass --force")
+    assert committed.read_text() == '{"committed": true}' and not calls  # refused before the run
+    # a plot of that name is a committed result too
+    committed.unlink()
+    (out / f"{stem}.md").unlink()
+    (out / f"{stem}_latency_default.png").write_bytes(b"png")
+    argv = _small(tiny_weights, out)
+    argv.remove("--no-plots")
+    assert bench_run.main(argv) == 1 and not calls
+    _one_error_line(capsys, "_latency_default.png exists")
+    (out / f"{stem}_latency_default.png").unlink()
+    committed.write_text('{"committed": true}')
+    assert bench_run.main(_small(tiny_weights, out, "--force")) == 0 and calls
+    assert "rows" in json.loads(committed.read_text())
+
+
+def test_run_write_failure_is_one_line_and_leaves_no_partial_file(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    import banet.outputs
+
+    def full_disk(partial, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(banet.outputs, "commit_partial", full_disk)
+    out = tmp_path / "res"
+    assert bench_run.main(_small(tiny_weights, out)) == 1
+    _one_error_line(capsys, "no space left on device writing")
+    assert list(out.iterdir()) == []
+
+
+def test_run_interrupted_says_so_and_writes_nothing(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_run, "benchmark", interrupted)
+    out = tmp_path / "res"
+    assert bench_run.main(_small(tiny_weights, out)) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err
+    assert not list(out.glob("*")) if out.exists() else True
+
+
+@pytest.mark.parametrize("module, kind, argv", [
+    (end_to_end, "e2e", ["16x16"]),
+    (memory, "memory", ["--sizes", "16x16", "--no-agreement"]),
+    (batch_throughput, "batch", ["--photos", "2", "--size", "16x16"]),
+    (builders, "builders", ["--rounds", "1"]),
+])
+def test_other_benchmarks_keep_an_existing_results_file_unless_forced(module, kind, argv, tmp_path, capsys,
+                                                                      monkeypatch):
+    """Refused before any work: nothing runs (each one's work is replaced by a failure here)."""
+    _forbid_work(module, monkeypatch)
+    out = tmp_path / "res"
+    out.mkdir()
+    committed = out / f"{results_stem(kind)}.json"
+    committed.write_text("committed")
+    assert module.main([*argv, "--output", str(out)]) == 1
+    _one_error_line(capsys, "exists; pass --force")
+    assert committed.read_text() == "committed"
+    (tmp_path / "a_file").write_text("x")
+    assert module.main([*argv, "--output", str(tmp_path / "a_file")]) == 1
+    _one_error_line(capsys, "is a file")
+
+
+def test_end_to_end_writes_nothing_when_every_case_failed(tmp_path, capsys, monkeypatch):
+    rows = [{"command": "python -m runtime x", "size": "16x16", "wall_s": 0.1, "peak_rss_mb": 1, "exit": 1,
+             "error": "error: threads must be a whole number"}]
+    monkeypatch.setattr(end_to_end, "end_to_end", lambda *a, **k: rows)
+    assert end_to_end.main(["16x16", "--output", str(tmp_path / "res")]) == 1
+    _one_error_line(capsys, "every case failed")
+    assert not list((tmp_path / "res").glob("*.json"))
+
+
+def test_batch_throughput_refuses_a_missing_model_before_making_photos(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(batch_throughput, "run", lambda *a, **k: pytest.fail("ran before refusing"))
+    assert batch_throughput.main(["--model", str(tmp_path / "nope.onnx"), "--output", str(tmp_path / "res")]) == 1
+    _one_error_line(capsys, "nope.onnx: model file not found")
+    (tmp_path / "keep").write_text("x")
+    assert batch_throughput.main(["--keep", str(tmp_path / "keep"), "--output", str(tmp_path / "res")]) == 1
+    _one_error_line(capsys, "--keep")
+
+
+@pytest.mark.parametrize("module", [bench_run, end_to_end, batch_throughput, memory, builders])
+def test_help_explains_force_and_where_results_go(module, capsys):
+    with pytest.raises(SystemExit):
+        module.main(["--help"])
+    text = capsys.readouterr().out
+    assert "--force" in text and "benchmarks/results" in text
