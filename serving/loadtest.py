@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.outputs import write_atomic
+from banet.errors import first_line
+from banet.outputs import check_output, write_atomic
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
@@ -295,8 +296,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="--burst: more serving.serve options, e.g. '--deadline-s 60 --queue-size 4'")
     parser.add_argument("--output", type=Path, default=None,
                         help="results JSON (+ .md table); default: benchmarks/results/loadtest_<target>_<machine>_"
-                             "<date>.json when --concurrency lists several values, else none")
+                             "<date>.json (from the current folder) when --concurrency lists several values, else none")
+    parser.add_argument("--force", action="store_true",
+                        help="replace results files already there (without it an existing one stops the command "
+                             "before any work: benchmarks/results holds committed results)")
     args = parser.parse_args(argv)
+    if args.burst is None and args.concurrency is None:
+        args.concurrency = [1, 4, 8] if args.target == "triton" else [4]
+    output = args.output if args.burst is not None else (
+        args.output or (default_output(args.target) if len(args.concurrency) > 1 else None))
+    if output is not None:
+        try:  # before any work: a committed results file is replaced only with --force
+            for path in (output, output.with_suffix(".md")) if args.burst is None else (output,):
+                check_output(path, force=args.force, error=FileExistsError, suffix=path.suffix, option="--output")
+        except (FileExistsError, OSError) as exc:
+            print(f"error: {first_line(exc)}", file=sys.stderr)
+            return 1
     if args.burst is not None:
         model = ["--model", args.model] if args.model else []
         try:
@@ -305,13 +320,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 1
         text = json.dumps(report, indent=2)
-        if args.output is not None:
-            args.output.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(args.output, (text + "\n").encode())
+        if output is not None:
+            write_atomic(output, (text + "\n").encode())
         print(text)
         return 0
-    if args.concurrency is None:
-        args.concurrency = [1, 4, 8] if args.target == "triton" else [4]
     from runtime import Deblurrer
 
     h, w = args.size
@@ -349,11 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                 for concurrency in args.concurrency:
                     rows.append({"server": "python -m serving.serve (PyTriton)",
                                  **load_test(server.url, images, expected, args.requests, concurrency)})
-    output = args.output or (default_output(args.target) if len(args.concurrency) > 1 else None)
     if output is not None:
         from banet.machine import cpu_name
 
-        output.parent.mkdir(parents=True, exist_ok=True)
         result = {"machine": cpu_name(), "cpus": os.cpu_count(), "date": str(datetime.date.today()),
                   "target": args.target, "model": str(args.model or ""), "image_size": f"{h}x{w}",
                   "server_threads": args.threads if args.target == "triton" else None,
