@@ -195,6 +195,29 @@ def commit_partial(partial: Path, path: Path) -> Path:
     return Path(path)
 
 
+def write_together(files: dict[Path, bytes]) -> None:
+    """Write ``files`` (path -> bytes) as one: each whole under its temporary name first (a new file,
+    :func:`create_partial`), then all synced and renamed into place. A failure while writing (a full
+    disk) or Ctrl-C removes the temporaries and leaves the files already there untouched; only a rename failing
+    between two renames could part them (no file system renames two files at once). Raises ``OSError`` naming the
+    file that failed."""
+    staged: list[tuple[Path, Path]] = []
+    current: Path | None = None
+    try:
+        for current, data in files.items():
+            partial = partial_path(current)
+            with create_partial(partial) as handle:
+                staged.append((partial, current))  # ours from here on: removed on any failure
+                handle.write(data)
+        for partial, current in staged:
+            commit_partial(partial, current)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(current)) from exc
+    finally:
+        for partial, _ in staged:  # committed ones are gone already
+            partial.unlink(missing_ok=True)
+
+
 def sync_folder(folder: Path) -> None:
     """Make renames in ``folder`` durable (POSIX); a no-op where folders cannot be opened (Windows)."""
     try:

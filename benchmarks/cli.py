@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from banet.errors import first_line
-from banet.outputs import check_output, write_atomic, write_error
+from banet.outputs import check_output, write_error, write_together
 from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE, parse_hw
 
 
@@ -66,14 +66,16 @@ def check_results(folder: Path, names: Iterable[str], force: bool, inputs: dict 
 
 
 def write_files(files: dict[Path, bytes]) -> None:
-    """Each file whole or not at all (:func:`banet.outputs.write_atomic`); a failure (a full disk, a folder made
-    read-only meanwhile) is :class:`BenchmarkError` with :func:`banet.outputs.write_error`'s line."""
-    for path, data in files.items():
-        try:
+    """The results files of one run (JSON, table, plots) written together, whole or not at all
+    (:func:`banet.outputs.write_together`: a full disk leaves the files already there as they were, never a new
+    JSON beside an old table); a failure is :class:`BenchmarkError` with :func:`banet.outputs.write_error`'s line."""
+    try:
+        for path in files:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, data)
-        except OSError as exc:
-            raise BenchmarkError(write_error(exc, path, len(data))) from exc
+        write_together({Path(path): data for path, data in files.items()})
+    except OSError as exc:
+        path = Path(exc.filename) if exc.filename else next(iter(files))
+        raise BenchmarkError(write_error(exc, path, len(files.get(path, b"")) or None)) from exc
 
 
 def run_main(body: Callable[[], int], what: str) -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.machine import cpu_name
-from banet.outputs import commit_partial, create_partial, partial_path, shown_path
+from banet.outputs import shown_path, write_together
 from calibration.heldout import openvino_forward, run_heldout
 from export.parity import Forward, psnr_db
 
@@ -358,29 +358,6 @@ def read_int8(path: Path) -> Path:
     if metadata.precision != "int8":
         raise QuantizeError(f"{path} is a {metadata.precision} model, not an INT8 Q/DQ one; {make}")
     return path
-
-
-def write_together(files: dict[Path, bytes]) -> None:
-    """Write ``files`` (path -> bytes) as one: each whole under its temporary name first (a new file,
-    :func:`banet.outputs.create_partial`), then all synced and renamed into place. A failure while writing (a full
-    disk) or Ctrl-C removes the temporaries and leaves the files already there untouched; only a rename failing
-    between two renames could part them (no file system renames two files at once). Raises ``OSError`` naming the
-    file that failed."""
-    staged: list[tuple[Path, Path]] = []
-    current: Path | None = None
-    try:
-        for current, data in files.items():
-            partial = partial_path(current)
-            with create_partial(partial) as handle:
-                staged.append((partial, current))  # ours from here on: removed on any failure
-                handle.write(data)
-        for partial, current in staged:
-            commit_partial(partial, current)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror or str(exc), str(current)) from exc
-    finally:
-        for partial, _ in staged:  # committed ones are gone already
-            partial.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.errors import first_line
-from banet.outputs import check_output, write_atomic
+from banet.outputs import check_output, write_atomic, write_together
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
@@ -369,9 +369,9 @@ def main(argv: list[str] | None = None) -> int:
                   "server_threads": args.threads if args.target == "triton" else None,
                   "command": "python -m serving.loadtest " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "rows": rows}
-        write_atomic(output, (json.dumps(result, indent=2) + "\n").encode())
-        write_atomic(output.with_suffix(".md"), (f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} CPUs), "
-                                                 f"{h}x{w} images\n\n{table(rows)}\n").encode())
+        write_together({output: (json.dumps(result, indent=2) + "\n").encode(),  # the pair whole or not at all
+                        output.with_suffix(".md"): (f"Load test, {args.target}, {cpu_name()} ({os.cpu_count()} "
+                                                    f"CPUs), {h}x{w} images\n\n{table(rows)}\n").encode()})
         print(f"wrote {output} and {output.with_suffix('.md')}")
     print(json.dumps(rows[0], indent=2) if len(rows) == 1 else table(rows))
     return 0 if all(r["all_match"] for r in rows) else 1

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+import banet.outputs
 from calibration import drift
 from calibration.data import CalibrationSource
 from calibration.int8 import quantize_int8
@@ -134,7 +135,7 @@ def test_the_pair_is_written_together_or_not_at_all(tmp_path, monkeypatch):
     for path, data in old.items():
         path.write_bytes(data)
     new = {path: b"new " + path.name.encode() for path in old}
-    monkeypatch.setattr(drift, "create_partial", _fail_on_the_markdown(drift.create_partial))
+    monkeypatch.setattr(banet.outputs, "create_partial", _fail_on_the_markdown(banet.outputs.create_partial))
     with pytest.raises(OSError) as info:
         drift.write_together(new)
     assert info.value.filename == str(tmp_path / "drift_report.md")
@@ -156,7 +157,7 @@ def test_cli_keeps_the_old_pair_when_the_second_file_cannot_be_written(tiny_chec
         (out / name).write_text(text)
     monkeypatch.setattr(drift, "build_report", lambda *args, **kwargs: {"new": 1})
     monkeypatch.setattr(drift, "markdown", lambda report: "# new\n")
-    monkeypatch.setattr(drift, "create_partial", _fail_on_the_markdown(drift.create_partial))
+    monkeypatch.setattr(banet.outputs, "create_partial", _fail_on_the_markdown(banet.outputs.create_partial))
     code = drift.main(["--weights", str(tiny_checkpoint), "--onnx", str(tiny_onnx), "--int8", str(int8_model),
                        "--no-fp16", "--no-speed", "--limit", "1", "--output", str(out), "--force"])
     assert code == 1

@@ -40,8 +40,7 @@ def no_space(monkeypatch) -> None:
     def full(partial, path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(banet.outputs, "commit_partial", full)
-    monkeypatch.setattr(drift, "commit_partial", full)  # the drift report pair renames its files itself
+    monkeypatch.setattr(banet.outputs, "commit_partial", full)  # write_atomic's, and the drift report pair's
 
 
 def leftovers(folder: Path) -> list[str]:
