@@ -44,7 +44,7 @@ def direct_builder(folder: Path):
 
     try:
         source = subprocess.run(["git", "show", f"{DIRECT_BUILDER_COMMIT}:export/trt/builder.py"], capture_output=True,
-                                text=True, check=True).stdout
+                                text=True, check=True, cwd=Path(__file__).resolve().parents[1]).stdout  # any cwd
     except (OSError, subprocess.CalledProcessError) as exc:  # no git, or a copy without the repository's history
         detail = (getattr(exc, "stderr", None) or "").strip().splitlines()[-1:] or [first_line(exc)]
         raise BenchmarkError(f"cannot read the direct builder from git history ({DIRECT_BUILDER_COMMIT}): "
