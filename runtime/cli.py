@@ -50,14 +50,16 @@ log = logging.getLogger("runtime.cli")
 
 def collect_inputs(paths: list[Path]) -> list[Path]:
     """Files given directly, plus images and videos found (sorted) in given folders; a file reached twice (a
-    folder and a file in it, the same name typed twice) is deblurred once, at its first place. Folders are not
+    folder and a file in it, the same name typed twice) is deblurred once, at its first place. A folder's hidden
+    files are left out, as listings leave them out (macOS writes ``._IMG_0001.JPG`` metadata files beside the photos
+    on a camera card: they are not images); one given by name is taken. Folders are not
     searched below their top level (outputs keep their names in one folder): subfolders holding images or videos
     (a camera card's DCIM/100CANON) are named in a warning, and in the error when nothing else was found."""
     found: dict[str, Path] = {}
     skipped: list[Path] = []
     for path in paths:
         if path.is_dir():
-            entries = sorted(path.iterdir())
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))  # hidden: ._IMG_0001.JPG
             files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not p.is_dir()]
             skipped += [p for p in entries if p.is_dir() and _holds_media(p)]
         elif path.exists():

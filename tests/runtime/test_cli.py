@@ -77,3 +77,13 @@ def test_subfolders_with_photos_are_named_not_silently_left_out(tmp_path, tiny_w
     assert main([str(card / "100CANON"), str(card / "101CANON"), "-o", str(tmp_path / "out2"), "--model",
                  str(tiny_weights), "-q"]) == 0
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == ["IMG_100CANON.png", "IMG_101CANON.png"]
+
+
+def test_hidden_files_in_a_folder_are_left_out(tmp_path, tiny_weights):
+    card = tmp_path / "100CANON"
+    card.mkdir()
+    write_image(card / "IMG_0001.png", _image())
+    (card / "._IMG_0001.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # macOS AppleDouble metadata, not an image
+    # before: exit 1, "._IMG_0001.png: not an image OpenCV can decode"
+    assert main([str(card), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["IMG_0001.png"]
