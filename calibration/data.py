@@ -176,7 +176,8 @@ class CalibrationSource:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Image files (by extension) under ``folder``, recursively, in sorted order; errors name the folder."""
+    """Image files (by extension) under ``folder``, recursively, in sorted order, hidden files and folders left out
+    (macOS's ``._IMG_0001.JPG`` metadata beside a camera card's photos is no image); errors name the folder."""
     from runtime.images import IMAGE_SUFFIXES
 
     folder = Path(folder)
@@ -184,7 +185,8 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         raise CalibrationDataError(f"calibration folder {folder} does not exist")
     if not folder.is_dir():
         raise CalibrationDataError(f"calibration folder {folder} is not a folder")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
     if not files:
         raise CalibrationDataError(f"calibration folder {folder} holds no images (looked for "
                                    f"{', '.join(sorted(IMAGE_SUFFIXES))}, recursively)")

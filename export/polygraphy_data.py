@@ -52,7 +52,7 @@ def _user_batch(folder: Path, batch: int, height: int, width: int, start: int) -
 
     from runtime.images import IMAGE_SUFFIXES, read_image
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise FileNotFoundError(f"BANET_PG_IMAGES: no images in {folder}")
     images = []

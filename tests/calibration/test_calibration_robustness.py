@@ -243,3 +243,17 @@ def test_a_folder_with_fewer_images_than_requested_is_counted_as_it_is(tmp_path,
     assert "3 x 32x32 from" in caplog.text and "32 x 32x32" not in caplog.text
     record = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
     assert json.loads(record["banet.int8_calibration"])["count"] == 3
+
+
+def test_hidden_files_in_a_calibration_folder_are_left_out(tmp_path):
+    import cv2
+    import numpy as np
+
+    from calibration.data import list_images
+
+    folder = tmp_path / "calib"
+    (folder / ".thumbnails").mkdir(parents=True)
+    cv2.imwrite(str(folder / "IMG_0001.png"), np.zeros((16, 16, 3), np.uint8))
+    (folder / "._IMG_0001.png").write_bytes(b"\x00\x05\x16\x07" + bytes(60))  # macOS metadata: no image
+    cv2.imwrite(str(folder / ".thumbnails" / "t.png"), np.zeros((4, 4, 3), np.uint8))
+    assert list_images(folder) == [folder / "IMG_0001.png"]  # before: the ._ file too, which failed calibration
