@@ -48,35 +48,64 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mts", ".m2t
 log = logging.getLogger("runtime.cli")
 
 
-def collect_inputs(paths: list[Path]) -> list[Path]:
-    """Files given directly, plus images and videos found (sorted) in given folders; a file reached twice (a
-    folder and a file in it, the same name typed twice) is deblurred once, at its first place. A folder's hidden
-    files are left out, as listings leave them out (macOS writes ``._IMG_0001.JPG`` metadata files beside the photos
-    on a camera card: they are not images); one given by name is taken. Folders are not
-    searched below their top level (outputs keep their names in one folder): subfolders holding images or videos
-    (a camera card's DCIM/100CANON) are named in a warning, and in the error when nothing else was found."""
-    found: dict[str, Path] = {}
+def collect_inputs(paths: list[Path], recursive: bool = False, exclude: Path | None = None) -> list[Path]:
+    """The input files of :func:`collect_named`."""
+    return [source for source, _ in collect_named(paths, recursive, exclude)]
+
+
+def collect_named(paths: list[Path], recursive: bool = False,
+                  exclude: Path | None = None) -> list[tuple[Path, Path]]:
+    """(input file, its output's path relative to the output folder): files given directly, plus images and videos
+    found (sorted) in given folders; a file reached twice (a folder and a file in it, the same name typed twice) is
+    deblurred once, at its first place. A folder's hidden files are left out, as listings leave them out (macOS
+    writes ``._IMG_0001.JPG`` metadata files beside the photos on a camera card: they are not images); one given by
+    name is taken.
+
+    Without ``recursive`` a folder is read at its top level and every output keeps its name in one folder:
+    subfolders holding images or videos (a camera card's DCIM/100CANON) are named in a warning, and in the error when
+    nothing else was found. With it, every subfolder is read too (hidden ones left out) and outputs mirror the tree
+    below the folder given (``DCIM/100CANON/IMG_0001.JPG`` -> ``100CANON/IMG_0001.JPG``: cameras reuse names across
+    folders); ``exclude`` (the output folder) is never read, so that outputs written inside a folder given are not
+    taken for inputs by the next run."""
+    found: dict[str, tuple[Path, Path]] = {}
     skipped: list[Path] = []
+    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    excluded = os.path.abspath(exclude) if exclude is not None else None
     for path in paths:
         if path.is_dir():
             entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))  # hidden: ._IMG_0001.JPG
-            files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not p.is_dir()]
-            skipped += [p for p in entries if p.is_dir() and _holds_media(p)]
+            if recursive:
+                files = [(p, p.relative_to(path).parent) for p in _walk(path, excluded)]
+            else:
+                files = [(p, Path()) for p in entries if p.suffix.lower() in media and not p.is_dir()]
+                skipped += [p for p in entries if p.is_dir() and os.path.abspath(p) != excluded and _holds_media(p)]
         elif path.exists():
-            files = [path]
+            files = [(path, Path())]
         else:
             raise FileNotFoundError(f"{path}: no such file or folder")
-        for file in files:  # the same name, however written; links stay apart (each is its own output name)
-            found.setdefault(os.path.abspath(file), file)
+        for file, folder in files:  # the same name, however written; links stay apart (each is its own output name)
+            found.setdefault(os.path.abspath(file), (file, folder / output_name(file)))
     below = f"{len(skipped)} subfolder(s) holding images or videos ({', '.join(map(str, skipped[:3]))}" \
             f"{', ...' if len(skipped) > 3 else ''}) are not searched: give them as inputs too (e.g. " \
-            f"{skipped[0].parent / '*'}/)" if skipped else ""
+            f"{skipped[0].parent / '*'}/) or pass --recursive" if skipped else ""
     if not found:
         raise FileNotFoundError(f"no images or videos found in {', '.join(map(str, paths))}"
                                 + (f"; {below}" if below else ""))
     if below:
         log.warning("%s", below)
     return list(found.values())
+
+
+def _walk(folder: Path, excluded: str | None) -> list[Path]:
+    """Image and video files below ``folder``, sorted, hidden files and folders and the folder ``excluded`` (an
+    absolute path) left out; symbolic links to folders are not followed (a link to a parent would never end)."""
+    files = []
+    for root, dirs, names in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.abspath(os.path.join(root, d)) != excluded)
+        files += [Path(root) / n for n in sorted(names)
+                  if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+    return files
 
 
 def _holds_media(folder: Path, depth: int = 2) -> bool:
@@ -153,15 +182,16 @@ def _entry(path: Path) -> Path:
     return path.parent.resolve() / path.name
 
 
-def plan_outputs(inputs: list[Path], output_dir: Path, force: bool) -> list[Path]:
-    """Where each input's result goes, after refusing every unsafe plan before anything is written.
+def plan_outputs(inputs: list[Path], output_dir: Path, force: bool, names: list[Path] | None = None) -> list[Path]:
+    """Where each input's result goes (``output_dir`` / its name in ``names``, from :func:`collect_named`; default
+    :func:`output_name`), after refusing every unsafe plan before anything is written.
 
     Refused: any of :func:`output_refusals`, even with ``force``; an existing output without ``force``.
     """
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"--output {output_dir} is a file, not a folder; give a folder to write the "
                                  "results in (it is created if missing)")
-    targets = [output_dir / output_name(p) for p in inputs]
+    targets = [output_dir / name for name in (names or [output_name(p) for p in inputs])]
     refusals = output_refusals(inputs, targets)
     if refusals:
         raise FileExistsError(next(iter(refusals.values())))
@@ -213,6 +243,10 @@ def add_deblur_options(parser: argparse.ArgumentParser,
     parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
     parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
+    parser.add_argument("--recursive", "-r", action="store_true",
+                        help="read folders' subfolders too; outputs mirror the tree below each folder given "
+                             "(DCIM/100CANON/IMG_0001.JPG -> OUTPUT/100CANON/IMG_0001.JPG); the output folder itself "
+                             "is never read")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--strip-metadata", action="store_true",
                         help="write outputs without the input's colour profile and EXIF (capture time, camera, GPS), "
@@ -236,6 +270,10 @@ def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixe
     (1 for an image). Raises on any failure, for the caller to report (:func:`file_error`). ``progress``: a
     video's progress bar of frames. ``keep_metadata``: an image's colour profile and EXIF go into its output
     (:mod:`runtime.image_metadata`)."""
+    try:  # a subfolder of the output folder, with --recursive
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the output folder {target.parent}: {exc.strerror or exc}") from None
     if is_video(source):
         return process_video(deblurrer, source, target, with_side, progress)
     image, metadata = read_image_and_metadata(source, max_pixels=max_pixels)
@@ -282,8 +320,9 @@ def _run(args: argparse.Namespace) -> int:
 
     quiet_opencv()
     try:
-        inputs = collect_inputs(args.inputs)
-        targets = plan_outputs(inputs, args.output, args.force)
+        named = collect_named(args.inputs, args.recursive, exclude=args.output)
+        inputs = [source for source, _ in named]
+        targets = plan_outputs(inputs, args.output, args.force, [name for _, name in named])
         try:
             args.output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -53,11 +53,10 @@ from banet.hashing import file_sha256
 from banet.outputs import partial_path, write_atomic, write_error
 from runtime.cli import (
     add_deblur_options,
-    collect_inputs,
+    collect_named,
     deblur_file,
     deblurrer_options,
     file_error,
-    output_name,
     output_refusals,
 )
 from serving.request_rules import number
@@ -431,8 +430,8 @@ def _run(args: argparse.Namespace) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")  # Ray itself also connects to $RAY_ADDRESS
     try:
         check_paths(args)
-        inputs = collect_inputs(args.inputs)
-        targets = [args.output / output_name(p) for p in inputs]
+        named = collect_named(args.inputs, args.recursive, exclude=args.output)
+        inputs, targets = [source for source, _ in named], [args.output / name for _, name in named]
         check_deblurrer_options(args)
         options = job_options(args)
         check_job(args.output, options, args.force, targets)

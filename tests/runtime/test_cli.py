@@ -87,3 +87,23 @@ def test_hidden_files_in_a_folder_are_left_out(tmp_path, tiny_weights):
     # before: exit 1, "._IMG_0001.png: not an image OpenCV can decode"
     assert main([str(card), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["IMG_0001.png"]
+
+
+def test_recursive_mirrors_the_tree_and_never_reads_its_own_outputs(tmp_path, tiny_weights, capsys):
+    card = tmp_path / "DCIM"
+    for folder in ("100CANON", "101CANON"):  # cameras reuse names across folders
+        (card / folder).mkdir(parents=True)
+        write_image(card / folder / "IMG_0001.png", _image())
+    (card / ".thumbnails").mkdir()
+    write_image(card / ".thumbnails" / "t.png", _image())  # hidden: left out
+    # Flattened, the two IMG_0001.png would land on one output: refused before anything is written.
+    assert main([str(card / "100CANON"), str(card / "101CANON"), "-o", str(tmp_path / "flat"), "--model",
+                 str(tiny_weights), "-q"]) == 1
+    assert "IMG_0001.png" in capsys.readouterr().err and not (tmp_path / "flat").exists()
+    out = card / "deblurred"  # inside the folder given: never read back as input
+    for extra in ([], ["--force"]):
+        assert main([str(card), "-r", "-o", str(out), "--model", str(tiny_weights), "-q", *extra]) == 0
+        assert "deblurred 2 of 2 file(s)" in capsys.readouterr().out
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
+        "100CANON/IMG_0001.png", "101CANON/IMG_0001.png"]
+    assert read_image(out / "101CANON" / "IMG_0001.png").shape == _image().shape

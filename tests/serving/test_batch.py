@@ -531,6 +531,23 @@ def test_outputs_another_tool_made_are_not_taken_for_finished_ones(tmp_path, tin
     assert sorted(calls[-1]) == ["a.png", "b.png"] and (out / "a.png").read_bytes() == b"deblurred"
 
 
+def test_recursive_job_mirrors_the_tree_below_each_folder(tmp_path, tiny_onnx, monkeypatch):
+    names = ("2024/05/IMG_0001.png", "2024/06/IMG_0001.png", "top.png")  # cameras reuse names across folders
+    photos = tmp_path / "photos"
+    out = photos / "deblurred"  # DST inside SRC: never read as input
+    for i, name in enumerate(names):
+        (photos / name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(photos / name, _image(40, 56, i))
+    (out / "2024" / "05").mkdir(parents=True)
+    write_image(out / "2024" / "05" / "IMG_0001.png", _image(40, 56, 9))  # an earlier output
+    planned = []
+    monkeypatch.setattr(batch, "_deblur_on_ray", lambda args, address, jobs, rows, todo, timing: planned.extend(
+        (source.relative_to(photos), target.relative_to(out)) for source, target in jobs) or 1)
+    main([str(photos), str(out), "--model", str(tiny_onnx), "--recursive", "--force", "-q"])
+    # every photo below SRC, to the same place below DST (before: no --recursive, only top.png)
+    assert sorted(planned) == sorted((Path(n), Path(n)) for n in names)
+
+
 def test_sigterm_stops_like_ctrl_c_and_ray_leaves_no_session_folder(tmp_path, tiny_onnx):
     photos, out = _one_photo(tmp_path, ("a.png", "b.png", "ünï 照片.png"))
     temp = Path(tempfile.mkdtemp(prefix="bt", dir="/tmp"))  # short: Ray's sockets go under it
