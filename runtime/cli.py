@@ -70,7 +70,7 @@ def collect_named(paths: list[Path], recursive: bool = False,
     found: dict[str, tuple[Path, Path]] = {}
     skipped: list[Path] = []
     media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
-    excluded = os.path.abspath(exclude) if exclude is not None else None
+    excluded = os.path.realpath(exclude) if exclude is not None else None
     for path in paths:
         if path.is_dir():
             entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))  # hidden: ._IMG_0001.JPG
@@ -78,7 +78,7 @@ def collect_named(paths: list[Path], recursive: bool = False,
                 files = [(p, p.relative_to(path).parent) for p in _walk(path, excluded)]
             else:
                 files = [(p, Path()) for p in entries if p.suffix.lower() in media and not p.is_dir()]
-                skipped += [p for p in entries if p.is_dir() and os.path.abspath(p) != excluded and _holds_media(p)]
+                skipped += [p for p in entries if p.is_dir() and os.path.realpath(p) != excluded and _holds_media(p)]
         elif path.exists():
             files = [(path, Path())]
         else:
@@ -98,11 +98,11 @@ def collect_named(paths: list[Path], recursive: bool = False,
 
 def _walk(folder: Path, excluded: str | None) -> list[Path]:
     """Image and video files below ``folder``, sorted, hidden files and folders and the folder ``excluded`` (an
-    absolute path) left out; symbolic links to folders are not followed (a link to a parent would never end)."""
+    resolved path) left out; symbolic links to folders are not followed (a link to a parent would never end)."""
     files = []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.abspath(os.path.join(root, d)) != excluded)
+                         and os.path.realpath(os.path.join(root, d)) != excluded)
         files += [Path(root) / n for n in sorted(names)
                   if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
     return files
