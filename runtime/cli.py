@@ -97,7 +97,7 @@ def collect_named(paths: list[Path], recursive: bool = False,
 
 
 def _walk(folder: Path, excluded: str | None) -> list[Path]:
-    """Image and video files below ``folder``, sorted, hidden files and folders and the folder ``excluded`` (an
+    """Image and video files below ``folder``, sorted, hidden files and folders and the folder ``excluded`` (a
     resolved path) left out; symbolic links to folders are not followed (a link to a parent would never end)."""
     files = []
     for root, dirs, names in os.walk(folder):
