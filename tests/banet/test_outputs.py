@@ -9,6 +9,7 @@ import pytest
 
 import banet.outputs
 from banet.outputs import check_input, check_output, shown_path, write_atomic, write_error
+from tests.full_disk import FullDisk
 
 
 class Refused(RuntimeError):
@@ -75,21 +76,7 @@ def test_atomic_write_leaves_the_old_file_on_a_full_disk(tmp_path, monkeypatch):
     target = tmp_path / "cache.bin"
     write_atomic(target, b"old")
 
-    class Full:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def write(self, data):
-            self.handle.write(data[:1])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(banet.outputs, "open", lambda path, mode: Full(open(path, mode)), raising=False)
+    monkeypatch.setattr(banet.outputs, "open", lambda path, mode: FullDisk(open(path, mode), room=1), raising=False)
     with pytest.raises(OSError) as info:
         write_atomic(target, b"new data" * 1000)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["cache.bin"]

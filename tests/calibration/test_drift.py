@@ -10,6 +10,7 @@ from calibration import drift
 from calibration.data import CalibrationSource
 from calibration.int8 import quantize_int8
 from tests.calibration.conftest import TINY
+from tests.full_disk import FullDisk
 
 
 @pytest.fixture(scope="module")
@@ -108,24 +109,9 @@ def test_cli_refuses_an_onnx_of_other_weights(tiny_net, tiny_onnx, tmp_path, cap
 def _fail_on_the_markdown(real):
     """A stand-in for create_partial whose file for the second of the pair, drift_report.md, cannot be written
     (a full disk)."""
-    import errno
-
-    class Full:
-        def __init__(self, handle):
-            self.handle = handle
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-        def write(self, data):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
     def create(path):
         handle = real(path)
-        return Full(handle) if path.name.startswith("drift_report.md") else handle
+        return FullDisk(handle) if path.name.startswith("drift_report.md") else handle
 
     return create
 
