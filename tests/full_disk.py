@@ -7,7 +7,8 @@ import errno
 
 class FullDisk:
     """Wraps ``handle``: writes go through until ``room`` bytes in all have been written, then raise ``ENOSPC``
-    (as a full disk does: part of the data may have landed); closing closes the real file."""
+    (as a full disk does: part of the data may have landed); closing closes the real file, anything else is
+    the real file's."""
 
     def __init__(self, handle, room: int = 0) -> None:
         self.handle, self.room = handle, room
@@ -25,3 +26,6 @@ class FullDisk:
         self.handle.write(data[:self.room])
         self.room = 0
         raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):  # fileno, flush...: the real file's
+        return getattr(self.handle, name)

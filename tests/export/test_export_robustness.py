@@ -34,6 +34,7 @@ from export import build_trt, to_onnx, trt_build
 from export.onnx_export import ExportOptions, export_onnx
 from export.trt import engine_files
 from tests.cli_helpers import refused
+from tests.full_disk import FullDisk
 from tests.manifest_helpers import make_manifest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,26 +265,6 @@ def test_check_of_a_missing_or_foreign_engine(tmp_path, capsys):
 
 
 # -- 3. a full disk ------------------------------------------------------------------------------------------------
-class FullDisk:
-    """A file handle whose device fills up after ``room`` bytes."""
-
-    def __init__(self, handle, room: int) -> None:
-        self.handle, self.room = handle, room
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.close()
-
-    def write(self, data: bytes) -> int:
-        self.handle.write(data[: self.room])
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    def __getattr__(self, name):
-        return getattr(self.handle, name)
-
-
 @pytest.mark.parametrize("full_on", [".engine.partial", ".json.partial"])
 def test_full_disk_is_one_line_and_leaves_the_old_pair(tmp_path, files, fake_builder, monkeypatch, capsys, full_on):
     engine = tmp_path / "tiny.engine"
