@@ -17,9 +17,15 @@ colour chunks (cICP, sRGB, gAMA, cHRM: how its values map to colours where it ha
 the same way. A profile whose colour space does not fit the output (a grey profile on colour pixels, a CMYK profile
 on the RGB pixels a CMYK JPEG is read as) is dropped, with a warning: it would misdescribe them.
 
-They are written into PNG files (``iCCP`` and ``eXIf`` chunks before the image data) and JPEG files (``APP1``
-Exif and ``APP2`` ICC_PROFILE segments after the JFIF header) *after* encoding, so the pixels are exactly those of
-the same file written without metadata. Other output formats are written without it, with a warning.
+What people wrote about the photo is carried too: its XMP packet (captions, keywords, ratings, rights; made true
+of the output by :mod:`runtime.image_xmp`), a JPEG's IPTC and comment segments and print density
+(:mod:`runtime.jpeg_segments`), a PNG's pHYs (print density) and text chunks (tEXt, zTXt, iTXt), each into
+outputs of the format that holds it.
+
+They are written into PNG files (``iCCP``, ``eXIf``, ``pHYs``, text and XMP ``iTXt`` chunks before the image data)
+and JPEG files (``APP1`` Exif and XMP, ``APP2`` ICC_PROFILE, ``APP13`` and ``COM`` segments after the JFIF header,
+whose density is set) *after* encoding, so the pixels are exactly those of the same file written without metadata.
+Other output formats are written without it, with a warning.
 """
 
 from __future__ import annotations
@@ -30,6 +36,11 @@ import zlib
 from dataclasses import dataclass, replace
 
 import numpy as np
+
+from runtime import jpeg_segments
+from runtime.image_xmp import JPEG_HEADER as XMP_JPEG_HEADER
+from runtime.image_xmp import PNG_KEYWORD as XMP_PNG_KEYWORD
+from runtime.image_xmp import from_imagemagick_text, output_xmp, upright_xmp
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +82,10 @@ _ICC_CHANNELS = {b"GRAY": 1, b"RGB ": 3, b"Lab ": 3, b"XYZ ": 3,
                  **{b"%XCLR" % n: 0 for n in range(2, 16)}}
 #: Largest payload of one JPEG segment: its 16-bit length counts itself (2 bytes).
 _SEGMENT_MAX = 65535 - 2
+#: PNG text chunks carried as EXIF or XMP instead (made true of the output there), not copied as text.
+_PNG_TEXT_CARRIED_ELSEWHERE = (b"Raw profile type exif", b"Raw profile type APP1", b"Raw profile type xmp",
+                               XMP_PNG_KEYWORD)
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 #: Formats the metadata is written into, by output suffix.
 CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -84,20 +99,31 @@ class ImageMetadata:
     exif: bytes | None = None
     #: A PNG input's colour chunks (cICP, sRGB, gAMA, cHRM), whole and in order, or None.
     png_colour: bytes | None = None
+    #: The XMP packet, its orientation set upright where the pixels were turned (:mod:`runtime.image_xmp`), or None.
+    xmp: bytes | None = None
+    #: A JPEG input's IPTC (APP13) and comment (COM) segments, whole and in order (:mod:`runtime.jpeg_segments`).
+    jpeg_segments: bytes | None = None
+    #: A JPEG input's JFIF density (units, x, y) where it states a print size.
+    jfif_density: tuple[int, int, int] | None = None
+    #: A PNG input's pHYs and text chunks (not its EXIF or XMP ones), whole and in order (:func:`png_text_chunks`).
+    png_text: bytes | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.icc_profile or self.exif or self.png_colour)
+        return any((self.icc_profile, self.exif, self.png_colour, self.xmp, self.jpeg_segments, self.jfif_density,
+                    self.png_text))
 
 
 NO_METADATA = ImageMetadata()
 
 
-def metadata_of(info: dict, source: str, png: bytes | None = None) -> ImageMetadata:
-    """The metadata of an image Pillow opened (its ``info``), with EXIF's orientation set upright.
+def metadata_of(info: dict, source: str, data: bytes | None = None, orientation: int = 1) -> ImageMetadata:
+    """The metadata of an image Pillow opened (its ``info``), with EXIF's orientation set upright (XMP's too, where
+    the pixels were turned by ``orientation``, which Pillow reads from either).
 
     ``source`` names the file in the warning given when its EXIF cannot be walked (then only the profile is kept).
-    ``png``: the whole file where it is a PNG, whose colour chunks are carried too (Pillow keeps only their values).
-    TIFF files keep their EXIF in the image's own tags, which describe the stored pixels: they are not carried.
+    ``data``: the whole file, whose PNG chunks (colour, density, text) or JPEG segments (IPTC, comments, density,
+    XMP) are carried too (Pillow keeps only some of their values). TIFF files keep their EXIF in the image's own
+    tags, which describe the stored pixels: they are not carried.
     """
     icc = info.get("icc_profile") or None
     exif = info.get("exif") or None
@@ -117,7 +143,24 @@ def metadata_of(info: dict, source: str, png: bytes | None = None) -> ImageMetad
         if upright is None:
             log.warning("%s: its EXIF block is malformed; the output is written without it", source)
         exif = upright
-    return ImageMetadata(icc if isinstance(icc, bytes) else None, exif, png_colour_chunks(png) if png else None)
+    png = data if data is not None and data.startswith(_PNG_SIGNATURE) else None
+    jpeg = data if data is not None and data.startswith(b"\xff\xd8") else None
+    xmp = _xmp_of(info)
+    segments, density = jpeg_segments.descriptive(jpeg) if jpeg else (None, None)
+    return ImageMetadata(icc if isinstance(icc, bytes) else None, exif, png_colour_chunks(png) if png else None,
+                         xmp and upright_xmp(xmp, source, turned=orientation != 1), segments, density,
+                         png_text_chunks(png) if png else None)
+
+
+def _xmp_of(info: dict) -> bytes | None:
+    """The XMP packet Pillow read (``info["xmp"]``: JPEG, PNG, WebP, HEIF, AVIF) or ImageMagick's PNG text chunk's,
+    None where there is none."""
+    xmp = info.get("xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8")
+    if xmp is None and isinstance(info.get("Raw profile type xmp"), str):
+        xmp = from_imagemagick_text(info["Raw profile type xmp"])
+    return xmp if isinstance(xmp, bytes) and xmp else None
 
 
 @dataclass(frozen=True)
@@ -182,6 +225,18 @@ def png_colour_chunks(data: bytes) -> bytes | None:
         if kind in (b"IDAT", b"PLTE"):
             break
         if _PNG_COLOUR_CHUNKS.get(kind) == end - start - 12 and _png_chunk_intact(data, start, end):
+            found += data[start:end]
+    return found or None
+
+
+def png_text_chunks(data: bytes) -> bytes | None:
+    """The intact pHYs (print density) and text chunks (tEXt, zTXt, iTXt; before or after the image data) of a PNG
+    file, whole and in order, or None: not those carried as EXIF or XMP (:data:`_PNG_TEXT_CARRIED_ELSEWHERE`)."""
+    found = b""
+    for kind, start, end in png_chunks(data):
+        keyword = data[start + 8:end - 4].split(b"\x00", 1)[0]
+        wanted = kind == b"pHYs" or (kind in _PNG_TEXT and keyword not in _PNG_TEXT_CARRIED_ELSEWHERE)
+        if wanted and _png_chunk_intact(data, start, end):
             found += data[start:end]
     return found or None
 
@@ -424,15 +479,18 @@ def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, ima
     kind = suffix.lower()
     header = png_header(encoded) if kind == ".png" else None
     if header is not None:
-        metadata = _with_thumbnail(metadata, image, target, None)
+        metadata = _for_output(metadata, image, target, None)
         return _embed_png(encoded, _fitting(metadata, header.colour_channels, target), target)
     if kind in (".jpg", ".jpeg") and encoded.startswith(b"\xff\xd8"):
-        metadata = _with_thumbnail(metadata, image, target, _SEGMENT_MAX - len(EXIF_HEADER))
+        metadata = _for_output(metadata, image, target, _SEGMENT_MAX - len(EXIF_HEADER))
         frame = _jpeg_frame(encoded)
         return _embed_jpeg(encoded, _fitting(metadata, frame and frame[2], target), target)
     if metadata.icc_profile or metadata.exif or _png_colour_matters(metadata.png_colour):
         log.warning("%s: the input's colour profile and EXIF are not written into %s files (only %s); colours may "
                     "show differently", target, kind or "extension-less", ", ".join(CARRYING_SUFFIXES))
+    elif metadata.xmp or metadata.jpeg_segments or metadata.png_text:
+        log.warning("%s: the input's XMP, IPTC and text metadata are not written into %s files (only %s)", target,
+                    kind or "extension-less", ", ".join(CARRYING_SUFFIXES))
     return encoded
 
 
@@ -448,7 +506,7 @@ def _fitting(metadata: ImageMetadata, channels: int | None, target: str) -> Imag
     space = icc[16:20].decode("latin-1").strip()
     log.warning("%s: the input's %s colour profile does not describe the %s pixels written; not written", target,
                 space, "grey" if channels == 1 else "colour")
-    return ImageMetadata(None, metadata.exif, metadata.png_colour)
+    return replace(metadata, icc_profile=None)
 
 
 def encoder_metadata(metadata: ImageMetadata, image: np.ndarray, target: str) -> dict:
@@ -457,24 +515,26 @@ def encoder_metadata(metadata: ImageMetadata, image: np.ndarray, target: str) ->
     output's pixel size and thumbnail, a profile only where it fits the output's colours."""
     if not metadata:
         return {}
-    metadata = _fitting(_with_thumbnail(metadata, image, target, None), 1 if image.ndim == 2 else 3, target)
+    metadata = _fitting(_for_output(metadata, image, target, None), 1 if image.ndim == 2 else 3, target)
     carried = {"exif": EXIF_HEADER + metadata.exif} if metadata.exif else {}
+    carried |= {"xmp": metadata.xmp} if metadata.xmp else {}
     return carried | ({"icc_profile": metadata.icc_profile} if metadata.icc_profile else {})
 
 
-def _with_thumbnail(metadata: ImageMetadata, image: np.ndarray, target: str, limit: int | None) -> ImageMetadata:
-    return replace(metadata, exif=output_exif(metadata.exif, image, target, limit)) if metadata.exif else metadata
+def _for_output(metadata: ImageMetadata, image: np.ndarray, target: str, limit: int | None) -> ImageMetadata:
+    """``metadata`` made true of the output ``image``: EXIF by :func:`output_exif` (``limit``: the most bytes its
+    block may take), XMP by :func:`runtime.image_xmp.output_xmp`."""
+    exif = output_exif(metadata.exif, image, target, limit) if metadata.exif else None
+    xmp = output_xmp(metadata.xmp, image.shape[1], image.shape[0], target) if metadata.xmp else None
+    return replace(metadata, exif=exif, xmp=xmp)
 
 
 def _jpeg_frame(encoded: bytes) -> tuple[int, int, int] | None:
     """Height, width and colour components (1 grey, 3 colour) of a JPEG file from its frame header (SOF), or
     None."""
-    at = 2
-    while at + 4 <= len(encoded) and encoded[at] == 0xFF:
-        marker, (length,) = encoded[at + 1], struct.unpack_from(">H", encoded, at + 2)
+    for marker, payload in jpeg_segments.segments(encoded):
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn; not DHT, JPG, DAC
-            return (*struct.unpack_from(">HH", encoded, at + 5), encoded[at + 9]) if at + 9 < len(encoded) else None
-        at += 2 + length
+            return (*struct.unpack_from(">HH", payload, 1), payload[5]) if len(payload) >= 6 else None
     return None
 
 
@@ -496,8 +556,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
-    """The colour chunks, iCCP (name, compression method 0, zlib data) and eXIf right after IHDR: all must precede
-    PLTE and IDAT (PNG 3rd ed.)."""
+    """The colour chunks, iCCP (name, compression method 0, zlib data), eXIf, pHYs and text chunks and XMP (iTXt,
+    uncompressed) right after IHDR: the colour chunks, eXIf and pHYs must precede PLTE and IDAT (PNG 3rd ed.)."""
     end_of_header = 8 + 4 + 4 + 13 + 4
     chunks = b""
     icc = metadata.icc_profile
@@ -513,11 +573,16 @@ def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
         chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
     if metadata.exif:
         chunks += _png_chunk(b"eXIf", metadata.exif)
+    chunks += metadata.png_text or b""
+    if metadata.xmp:  # keyword, no compression (flag and method 0), no language, no translated keyword
+        chunks += _png_chunk(b"iTXt", XMP_PNG_KEYWORD + b"\x00\x00\x00\x00\x00" + metadata.xmp)
     return encoded[:end_of_header] + chunks + encoded[end_of_header:]
 
 
 def _embed_jpeg(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
-    """APP1 Exif then APP2 ICC_PROFILE (split into numbered segments of at most 64 KiB) after SOI and any APP0."""
+    """APP1 Exif, APP1 XMP, APP2 ICC_PROFILE (split into numbered segments of at most 64 KiB), then the input's APP13
+    and COM segments after SOI and any APP0 (whose JFIF density is set to the input's)."""
+    encoded = jpeg_segments.with_density(encoded, metadata.jfif_density)
     at = 2
     while encoded[at:at + 2] == b"\xff\xe0":  # JFIF / JFXX headers stay first, as JFIF requires
         at += 2 + struct.unpack_from(">H", encoded, at + 2)[0]
@@ -530,7 +595,13 @@ def _embed_jpeg(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
             log.warning("%s: the input's EXIF block (%d bytes) is larger than one JPEG segment holds; not written",
                         target, len(metadata.exif))
         else:
-            segments += _jpeg_segment(0xE1, EXIF_HEADER + metadata.exif)
+            segments += jpeg_segments.segment(0xE1, EXIF_HEADER + metadata.exif)
+    if metadata.xmp:
+        if len(XMP_JPEG_HEADER) + len(metadata.xmp) > _SEGMENT_MAX:  # extended XMP would be needed: not written
+            log.warning("%s: the input's XMP metadata (%d bytes) is larger than one JPEG segment holds; not written",
+                        target, len(metadata.xmp))
+        else:
+            segments += jpeg_segments.segment(0xE1, XMP_JPEG_HEADER + metadata.xmp)
     if metadata.icc_profile:
         room = _SEGMENT_MAX - len(_ICC_HEADER) - 2
         parts = [metadata.icc_profile[i:i + room] for i in range(0, len(metadata.icc_profile), room)]
@@ -539,9 +610,7 @@ def _embed_jpeg(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
                         target, len(metadata.icc_profile))
         else:
             for number, part in enumerate(parts, start=1):
-                segments += _jpeg_segment(0xE2, _ICC_HEADER + bytes((number, len(parts))) + part)
+                segments += jpeg_segments.segment(0xE2, _ICC_HEADER + bytes((number, len(parts))) + part)
+    segments += metadata.jpeg_segments or b""
     return encoded[:at] + segments + encoded[at:]
 
-
-def _jpeg_segment(marker: int, payload: bytes) -> bytes:
-    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload

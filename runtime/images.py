@@ -337,7 +337,7 @@ def _read_header(data: bytes, source: str) -> _Header | None:
                     # every pixel to look further, before the size is checked (a 1 MB PNG took 1.5 GB and 3 s here).
                     orientation = Image.Image.getexif(image).get(_ORIENTATION, 1)
                     return _Header(image.size[0], image.size[1], frames, orientation, image.format or "",
-                                   metadata_of(image.info, source, png))
+                                   metadata_of(image.info, source, data, orientation))
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             return _png_size_only(data)
 
