@@ -371,9 +371,11 @@ def load_photo(path: str | os.PathLike, max_side: int = 1024) -> np.ndarray:
             if max(size) / factor >= max_side:
                 flag = reduced
                 break
-    bgr = cv2.imread(str(path), flag)
+    # imdecode, not imread: imread fills the missing part of a truncated JPEG with grey (libjpeg's "Premature end
+    # of JPEG file" on stderr), which would train the network on half-grey photos; imdecode refuses the file.
+    bgr = cv2.imdecode(np.fromfile(path, np.uint8), flag)
     if bgr is None:
-        raise OSError(f"cannot decode {path}")
+        raise OSError(f"cannot decode {path} (truncated, damaged or not an image)")
     h, w = bgr.shape[:2]
     scale = max_side / max(h, w)
     if scale < 1.0:

@@ -159,6 +159,15 @@ def test_load_photo_downscales_and_returns_rgb(tmp_path):
     np.testing.assert_array_equal(H.to_bgr_uint8(rgb), bgr)
 
 
+def test_load_photo_refuses_a_truncated_jpeg(tmp_path):
+    # cv2.imread filled a cut-short JPEG's missing rows with grey and training went on with it
+    ok, encoded = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (600, 800, 3), np.uint8))
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(encoded.tobytes()[:len(encoded) * 9 // 10])
+    with pytest.raises(OSError, match="cut.jpg.*truncated"):
+        P.load_photo(path, max_side=400)
+
+
 def test_training_batches_shapes_determinism_and_blur():
     photos = synthetic_photos()
     b1, s1 = P.make_training_batch(photos, 64, 4, np.random.default_rng(0))
