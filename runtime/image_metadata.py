@@ -205,6 +205,13 @@ def png_chunks(data: bytes):
         at = end
 
 
+def png_cut_short(data: bytes) -> bool:
+    """Whether ``data`` is a PNG file that ends before its IEND chunk (a copy cut short, a download still running):
+    libpng prints its own error line on stderr for it, so it is refused from the chunk lengths before decoding."""
+    kinds = [kind for kind, _, _ in png_chunks(data)]
+    return data.startswith(_PNG_SIGNATURE) and kinds[-1:] != [b"IEND"]
+
+
 def _png_chunk_intact(data: bytes, start: int, end: int) -> bool:
     return zlib.crc32(data[start + 4:end - 4]) & 0xFFFFFFFF == struct.unpack_from(">I", data, end - 4)[0]
 

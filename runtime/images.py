@@ -28,6 +28,7 @@ from runtime.image_metadata import (
     embed,
     encoder_metadata,
     metadata_of,
+    png_cut_short,
     png_exif,
     png_header,
 )
@@ -394,6 +395,9 @@ def read_image_and_metadata(path: str | Path, max_pixels: int | None = DEFAULT_M
 
 def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | None) -> np.ndarray:
     """Pixels of an image file: OpenCV first (16-bit colour), Pillow where OpenCV is missing or does not know it."""
+    if png_cut_short(data):
+        raise ImageReadError(f"{path}: the PNG file is cut short (it ends before its last chunk, IEND): truncated, or "
+                             "still being copied?")
     cv2 = opencv()
     if cv2 is not None:
         try:

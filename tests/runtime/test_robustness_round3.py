@@ -221,6 +221,8 @@ def test_decoder_warnings_stay_off_stderr(tmp_path, tiny_weights, capfd, monkeyp
     write_image(_mkdir(tmp_path / "in") / "a.png", _image())
     data = (tmp_path / "in" / "a.png").read_bytes()
     (tmp_path / "in" / "cut.png").write_bytes(data[:-30])  # OpenCV: "[ WARN:0] ... PNG input buffer is incomplete"
+    (tmp_path / "in" / "half.png").write_bytes(data[:len(data) // 2])  # libpng itself: "libpng error: PNG input
+    # buffer is incomplete", printed on stderr whatever OpenCV's log level
     (tmp_path / "in" / "fake.mp4").write_text("not a video")  # FFmpeg: "moov atom not found"
     level = cv2.getLogLevel()
     try:
@@ -229,7 +231,8 @@ def test_decoder_warnings_stay_off_stderr(tmp_path, tiny_weights, capfd, monkeyp
         cv2.setLogLevel(level)
     err = capfd.readouterr().err
     lines = err.strip().splitlines()
-    assert len(lines) == 2 and all(line.startswith("error: ") for line in lines), err
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines), err
+    assert "half.png: the PNG file is cut short" in err
 
 
 def _mkdir(path: Path) -> Path:
