@@ -12,8 +12,10 @@ codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
   one repeated row/column (4:2:0 stores even sizes only), logged once; a frame whose size differs from the first
   (a stream that changes resolution) is scaled to fit that size, its shape kept (letterboxed), logged once;
 - every audio stream is copied packet for packet where MP4 carries its codec, else re-encoded to AAC, its language
-  and title kept; the container's tags (creation time, location) are kept; so are subtitle and data streams MP4
-  can hold, and the timecode (:mod:`runtime.video_streams`); other streams are not (a warning names them);
+  and title kept, as the video stream's are; every tag of the container is kept (creation time, location, title, a
+  phone's make, model, local capture time and location with altitude, any other key), except those that would be
+  false about the output (:data:`STALE_TAGS`); so are subtitle and data streams MP4 can hold, and the timecode
+  (:mod:`runtime.video_streams`); other streams are not (a warning names them);
 - a packet the decoder refuses as damaged is skipped, as players skip it (logged, with a count); a file that
   stops well before the duration its header declares (a cut recording) is written as far as it goes (logged);
   a file whose only picture is a still one (an audio file's cover art, an image under a video's name) is refused;
@@ -27,6 +29,7 @@ writes the output's video and sound, :mod:`runtime.video_streams` its subtitles,
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 from collections.abc import Callable
@@ -35,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.outputs import commit_partial, create_partial, partial_path, write_error
-from runtime.video_encoding import Sound, VideoEncoder, ffmpeg_reason
+from runtime.video_encoding import Sound, VideoEncoder, ffmpeg_reason, keep_stream_tags
 from runtime.video_frames import upright
 from runtime.video_streams import Carried
 
@@ -44,6 +47,14 @@ log = logging.getLogger(__name__)
 VIDEO_HINT = "pip install 'banet-deploy[video]' (PyAV)"
 #: How much shorter (seconds) than its header declares a video must stop, at least, to be reported as cut short.
 _SHORT_BY = 0.5
+#: Tags of the source that would be false about the output, in lower case (Matroska writes them in upper case): the
+#: software that wrote the file and its MP4 brands (the muxer writes its own), and what mkvmerge counts of a track
+#: (duration, bit rate, frames, bytes; its ``_STATISTICS_*`` tags name them and the program that counted).
+STALE_TAGS = frozenset({"encoder", "encoding_tool", "major_brand", "minor_version", "compatible_brands", "duration",
+                        "bps", "number_of_frames", "number_of_bytes"})
+_STALE_PREFIX = "_statistics_"
+#: The MP4 muxer's option that writes every container tag, each as a QuickTime "mdta" key (as phones write theirs).
+_EVERY_TAG = {"movflags": "use_metadata_tags"}
 
 
 def require_av(what: str):
@@ -172,12 +183,15 @@ def _transcode(av, container, video, source: Path, sink, transform, progress: bo
 
     video.thread_type = "AUTO"
     audio = list(container.streams.audio)
-    output = av.open(sink, "w", format="mp4")
+    tags = kept_tags(container.metadata)
+    output = av.open(sink, "w", format="mp4", container_options=_muxer_options(av, tags))
     try:
-        output.metadata.update({k: v for k, v in container.metadata.items() if k not in ("encoder", "major_brand",
-                                                                                            "minor_version",
-                                                                                            "compatible_brands")})
+        output.metadata.update(tags)
         encoder = VideoEncoder(av, output, video, source)
+        # The video stream's title and language, as the sound's (before: untitled, "und"). Of a track's tags the MP4
+        # muxer writes the title, language and handler name only, with or without use_metadata_tags: not Matroska's
+        # statistics (BPS, DURATION...) nor its ENCODER.
+        keep_stream_tags(video, encoder.stream, encoded=True)
         sounds = {s.index: Sound(av, output, s, source) for s in audio}
         carried = Carried(av, output, container, video, audio, encoder.stream, source,
                           failed=lambda: sink.failed is not None)
@@ -221,6 +235,41 @@ def _transcode(av, container, video, source: Path, sink, transform, progress: bo
             raise OSError(f"{source}: FFmpeg could not write the MP4 ({ffmpeg_reason(exc)})") from exc
         raise
     return encoder.frames
+
+
+def kept_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` without those that would be false about the output (:data:`STALE_TAGS`), in any case."""
+    return {key: value for key, value in tags.items()
+            if key.lower() not in STALE_TAGS and not key.lower().startswith(_STALE_PREFIX)}
+
+
+def _muxer_options(av, tags: dict[str, str]) -> dict[str, str]:
+    """The MP4 muxer's options that write every one of ``tags``: none where its iTunes-style tags hold them all
+    (title, artist, comment, date: where Apple's and Windows' players look for them); else ``use_metadata_tags``,
+    which writes each tag as a QuickTime "mdta" key, the standard ones too (FFmpeg reads them back the same).
+    Without it an iPhone clip lost its make, model, local capture time (which Apple Photos sorts by) and location
+    with altitude, and any other key."""
+    return {} if _muxer_writes(av, tags) else dict(_EVERY_TAG)
+
+
+def _muxer_writes(av, tags: dict[str, str]) -> bool:
+    """Whether the MP4 muxer, without options, writes every key of ``tags`` that has a value (it leaves out empty
+    ones): tried on a file written in memory, as the keys it knows depend on FFmpeg's version; False where the
+    trial fails."""
+    if not any(tags.values()):
+        return True
+    buffer = io.BytesIO()
+    try:
+        with av.open(buffer, "w", format="mp4") as trial:
+            trial.metadata.update(tags)
+            trial.add_data_stream("bin_data")  # a file needs a stream; a data stream needs no encoder
+            trial.start_encoding()
+        buffer.seek(0)
+        with av.open(buffer) as written:
+            found = {key.lower() for key in written.metadata}
+    except (av.FFmpegError, ValueError):
+        return False
+    return all(key.lower() in found for key, value in tags.items() if value)
 
 
 class _Damage:

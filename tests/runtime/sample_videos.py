@@ -19,18 +19,21 @@ def make_clip(path: Path, frames: int = 3, h: int = 16, w: int = 24, codec: str 
               pix_fmt: str = "yuv420p", audio: str | None = None, rate: int = 8000, times: list[int] | None = None,
               rotation: int = 0, matrix=None, aspect=None, images: list[np.ndarray] | None = None,
               sound_seconds: float | None = None, tags: dict | None = None, crf: int | None = None,
-              sound_tags: dict | None = None) -> list[np.ndarray]:
+              sound_tags: dict | None = None, video_tags: dict | None = None,
+              container_options: dict | None = None) -> list[np.ndarray]:
     """A clip at 10 fps (or at ``times``, in tenths of a second) of ``frames`` textured frames (or ``images``),
-    with a display ``rotation`` or ``matrix``, a pixel ``aspect`` ratio, container ``tags`` and ``audio`` (a
-    440 Hz tone at ``rate`` Hz, as long as the video or ``sound_seconds``, with the stream ``sound_tags`` and
-    disposition default); returns the frames as stored."""
+    with a display ``rotation`` or ``matrix``, a pixel ``aspect`` ratio, container ``tags``, the video stream's
+    ``video_tags`` and ``audio`` (a 440 Hz tone at ``rate`` Hz, as long as the video or ``sound_seconds``, with
+    the stream ``sound_tags`` and disposition default), written with the muxer's ``container_options``; returns
+    the frames as stored."""
     import av
 
     images = images or [textured(h, w, i) for i in range(frames)]
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", container_options=container_options or {}) as out:
         if tags:
             out.metadata.update(tags)
         video = out.add_stream(codec, rate=10)
+        video.metadata.update(video_tags or {})
         video.width, video.height, video.pix_fmt = images[0].shape[1], images[0].shape[0], pix_fmt
         if crf is not None:
             video.options = {"crf": str(crf)}

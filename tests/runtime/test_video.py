@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from runtime.cli import main
-from runtime.video import transcode_video
+from runtime.video import kept_tags, transcode_video
 from tests.runtime.sample_videos import make_clip, textured
 
 av = pytest.importorskip("av", reason="PyAV comes with the video extra")
@@ -55,6 +55,66 @@ def test_sound_is_copied_packet_for_packet_and_tags_kept(tmp_path, tiny_weights)
     [(_, _, source_packets)] = sent["sound"].values()
     assert codec == "aac" and packets == source_packets  # before: the output had no sound at all
     assert got["tags"]["title"] == "harbour" and got["tags"]["creation_time"].startswith("2026-12-05T10:00:00")
+
+
+#: What an iPhone writes in a clip's container (as QuickTime "mdta" keys), and a key of another app.
+PHONE_TAGS = {"creation_time": "2026-05-01T10:30:00.000000Z", "location": "+48.8584+002.2945/",
+              "com.apple.quicktime.creationdate": "2026-05-01T12:30:00+0200",  # local time: Apple Photos sorts by it
+              "com.apple.quicktime.location.ISO6709": "+48.8584+002.2945+035.000/",  # with the altitude
+              "com.apple.quicktime.make": "Apple", "com.apple.quicktime.model": "iPhone 15", "title": "harbour",
+              "org.example.take": "7"}
+#: What mkvmerge counts of each track of a Matroska file: false about a track encoded anew.
+MKVMERGE_STATISTICS = {"BPS": "123456", "DURATION": "00:00:00.300000000", "NUMBER_OF_FRAMES": "3",
+                       "NUMBER_OF_BYTES": "4630", "_STATISTICS_WRITING_APP": "mkvmerge v80.0 ('Roundabout') 64-bit",
+                       "_STATISTICS_TAGS": "BPS DURATION NUMBER_OF_FRAMES NUMBER_OF_BYTES"}
+
+
+def _tags(path: Path) -> tuple[dict, list[dict]]:
+    """The container's tags and each stream's."""
+    with av.open(str(path)) as container:
+        return dict(container.metadata), [dict(s.metadata) for s in container.streams]
+
+
+def test_a_phones_tags_and_any_other_container_tag_are_kept(tmp_path):
+    clip = tmp_path / "IMG_0001.MOV"
+    make_clip(clip, frames=2, tags=PHONE_TAGS, container_options={"movflags": "use_metadata_tags"})
+    assert transcode_video(clip, tmp_path / "out.mp4", lambda frame: frame, progress=False) == 2
+    tags, _ = _tags(tmp_path / "out.mp4")
+    # before: only creation_time, location and title; the make, model, local time and altitude were lost
+    assert {key: tags.get(key) for key in PHONE_TAGS} == PHONE_TAGS, tags
+    assert tags["major_brand"] == "isom" and tags["encoder"].startswith("Lavf")  # the output's own, not "qt  "
+
+
+def test_standard_tags_stay_where_players_look_for_them(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    make_clip(clip, frames=2, tags={"title": "harbour", "comment": "tripod", "creation_time": PHONE_TAGS[
+        "creation_time"], "location": PHONE_TAGS["location"]})
+    assert transcode_video(clip, tmp_path / "out.mp4", lambda frame: frame, progress=False) == 2
+    tags, _ = _tags(tmp_path / "out.mp4")
+    assert tags["title"] == "harbour" and tags["comment"] == "tripod" and tags["location"] == PHONE_TAGS["location"]
+    # iTunes-style atoms (Apple's and Windows' players read the title there), not QuickTime "mdta" keys
+    data = (tmp_path / "out.mp4").read_bytes()
+    assert b"\xa9nam" in data and b"\xa9cmt" in data and b"mdta" not in data
+
+
+def test_matroska_tags_are_kept_but_not_those_false_about_the_output(tmp_path):
+    clip = tmp_path / "camera.mkv"
+    statistics = {"BPS": "1", "NUMBER_OF_FRAMES": "3", "_STATISTICS_WRITING_APP": "mkvmerge v80.0"}
+    make_clip(clip, frames=3, audio="aac", tags={"DATE_RECORDED": "2026-05-01", **statistics},
+              video_tags={"title": "Main camera", "language": "fra", **MKVMERGE_STATISTICS},
+              sound_tags={"title": "Ambiance", **MKVMERGE_STATISTICS})
+    sent, [sent_video, _] = _tags(clip)
+    assert statistics.items() <= sent.items() and MKVMERGE_STATISTICS.items() <= sent_video.items()
+    assert transcode_video(clip, tmp_path / "out.mp4", lambda frame: frame, progress=False) == 3
+    tags, streams = _tags(tmp_path / "out.mp4")
+    assert tags["DATE_RECORDED"] == "2026-05-01"  # before: lost (MP4 has no atom for it)
+    stale = [key for tags in (tags, *streams) for key in tags
+             if key.upper() in MKVMERGE_STATISTICS or key.upper().startswith("_STATISTICS_")]
+    assert not stale, stale  # the source's bit rate and frame count are not the output's
+    video = streams[0]
+    assert video.get("name") == "Main camera" and video.get("language") == "fra", video  # before: untitled, "und"
+    # in any case: Matroska writes its tags' names in upper case
+    assert kept_tags({"ENCODER": "mkvmerge v80.0", "Major_Brand": "qt  ", "bps": "1", "title": "t"}) == {"title": "t"}
 
 
 def test_paths_may_be_strings(tmp_path):
