@@ -20,6 +20,7 @@ their input's colour profile and EXIF (orientation set upright; --strip-metadata
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
 import sys
@@ -45,6 +46,13 @@ from runtime.video import transcode_video
 #: a camcorder's .MTS was taken for an image and failed as one.
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mts", ".m2ts", ".ts", ".3gp", ".mpg", ".mpeg",
                   ".flv", ".wmv"}
+#: Camera raw files by extension (Canon, Nikon, Sony, Adobe DNG, Fujifilm, Olympus, Panasonic, Pentax, Samsung, Sigma,
+#: Hasselblad, Phase One, Leica, Minolta, Kodak, Leaf, Epson, Mamiya): sensor data, not yet a picture to deblur.
+RAW_SUFFIXES = frozenset({".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".dng", ".raf", ".orf",
+                          ".rw2", ".pef", ".srw", ".x3f", ".3fr", ".fff", ".iiq", ".rwl", ".mrw", ".kdc", ".dcr",
+                          ".mos", ".erf", ".mef"})
+#: How many extensions the warning about files left out names (the most frequent), before "...".
+_NAMED_SUFFIXES = 5
 log = logging.getLogger("runtime.cli")
 
 
@@ -66,19 +74,22 @@ def collect_named(paths: list[Path], recursive: bool = False,
     nothing else was found. With it, every subfolder is read too (hidden ones left out) and outputs mirror the tree
     below the folder given (``DCIM/100CANON/IMG_0001.JPG`` -> ``100CANON/IMG_0001.JPG``: cameras reuse names across
     folders); ``exclude`` (the output folder) is never read, so that outputs written inside a folder given are not
-    taken for inputs by the next run."""
+    taken for inputs by the next run. The other files of the folders read (a camera's raw files and sidecars) are
+    counted by extension in one warning, or in the error when nothing was found: before, left out in silence."""
     found: dict[str, tuple[Path, Path]] = {}
     skipped: list[Path] = []
-    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    left: dict[str, Path] = {}  # neither images nor videos, by absolute path: a folder given twice counts once
     excluded = os.path.realpath(exclude) if exclude is not None else None
     for path in paths:
         if path.is_dir():
-            entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))  # hidden: ._IMG_0001.JPG
             if recursive:
-                files = [(p, p.relative_to(path).parent) for p in _walk(path, excluded)]
+                media, others = _walk(path, excluded)
+                files = [(p, p.relative_to(path).parent) for p in media]
             else:
-                files = [(p, Path()) for p in entries if p.suffix.lower() in media and not p.is_dir()]
-                skipped += [p for p in entries if p.is_dir() and os.path.realpath(p) != excluded and _holds_media(p)]
+                media, subfolders, others = _top_level(path)
+                files = [(p, Path()) for p in media]
+                skipped += [p for p in subfolders if os.path.realpath(p) != excluded and _holds_media(p)]
+            left.update((os.path.abspath(p), p) for p in others)
         elif path.exists():
             files = [(path, Path())]
         else:
@@ -88,24 +99,58 @@ def collect_named(paths: list[Path], recursive: bool = False,
     below = f"{len(skipped)} subfolder(s) holding images or videos ({', '.join(map(str, skipped[:3]))}" \
             f"{', ...' if len(skipped) > 3 else ''}) are not searched: give them as inputs too (e.g. " \
             f"{skipped[0].parent / '*'}/) or pass --recursive" if skipped else ""
+    notes = [note for note in (_left_out(list(left.values())), below) if note]
     if not found:
-        raise FileNotFoundError(f"no images or videos found in {', '.join(map(str, paths))}"
-                                + (f"; {below}" if below else ""))
-    if below:
-        log.warning("%s", below)
+        raise FileNotFoundError("; ".join([f"no images or videos found in {', '.join(map(str, paths))}", *notes]))
+    for note in notes:
+        log.warning("%s", note)
     return list(found.values())
 
 
-def _walk(folder: Path, excluded: str | None) -> list[Path]:
-    """Image and video files below ``folder``, sorted, hidden files and folders and the folder ``excluded`` (a
-    resolved path) left out; symbolic links to folders are not followed (a link to a parent would never end)."""
-    files = []
+def _is_media(name: str) -> bool:
+    """Whether a file name's extension is an image's or a video's."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+
+
+def _top_level(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """The image and video files, the subfolders and the other files of ``folder``, each sorted, hidden ones
+    (``._IMG_0001.JPG``) left out."""
+    media, subfolders, others = [], [], []
+    for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+        if entry.is_dir():
+            subfolders.append(entry)
+        else:
+            (media if _is_media(entry.name) else others).append(entry)
+    return media, subfolders, others
+
+
+def _walk(folder: Path, excluded: str | None) -> tuple[list[Path], list[Path]]:
+    """The image and video files below ``folder`` and its other files, each sorted, hidden files and folders and
+    the folder ``excluded`` (a resolved path) left out; symbolic links to folders are not followed (a link to a
+    parent would never end)."""
+    media, others = [], []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
                          and os.path.realpath(os.path.join(root, d)) != excluded)
-        files += [Path(root) / n for n in sorted(names)
-                  if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
-    return files
+        for name in sorted(n for n in names if not n.startswith(".")):
+            (media if _is_media(name) else others).append(Path(root) / name)
+    return media, others
+
+
+def _left_out(files: list[Path]) -> str:
+    """One line counting ``files`` (neither images nor videos) by extension, the most frequent first, with a hint
+    where camera raw files are among them (they are not deblurred); "" for none."""
+    if not files:
+        return ""
+    counts = collections.Counter(p.suffix.lower() for p in files)
+    spelled: dict[str, str] = {}  # each extension as the first file has it (.CR3 on a camera card)
+    for p in files:
+        spelled.setdefault(p.suffix.lower(), p.suffix or "without an extension")
+    named = [f"{n} {spelled[suffix]}" for suffix, n in counts.most_common(_NAMED_SUFFIXES)]
+    more = ", ..." if len(counts) > _NAMED_SUFFIXES else ""
+    raw = " (camera raw files are not deblurred: develop them to JPEG, TIFF or PNG first)" \
+        if RAW_SUFFIXES & counts.keys() else ""
+    return f"left out {len(files)} file(s) that are not images or videos: {', '.join(named)}{more}{raw}"
 
 
 def _holds_media(folder: Path, depth: int = 2) -> bool:
@@ -115,7 +160,7 @@ def _holds_media(folder: Path, depth: int = 2) -> bool:
         entries = list(folder.iterdir())
     except OSError:  # a subfolder that cannot be listed: not searched either way
         return False
-    if any(p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and p.is_file() for p in entries):
+    if any(_is_media(p.name) and p.is_file() for p in entries):
         return True
     return depth > 1 and any(_holds_media(p, depth - 1) for p in entries if p.is_dir())
 

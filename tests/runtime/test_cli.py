@@ -107,3 +107,47 @@ def test_recursive_mirrors_the_tree_and_never_reads_its_own_outputs(tmp_path, ti
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()) == [
         "100CANON/IMG_0001.png", "101CANON/IMG_0001.png"]
     assert read_image(out / "101CANON" / "IMG_0001.png").shape == _image().shape
+
+
+def test_files_that_are_not_images_or_videos_are_counted_not_silently_left_out(tmp_path, tiny_weights, capsys,
+                                                                               caplog):
+    card = tmp_path / "100CANON"
+    card.mkdir()
+    for i in range(3):
+        (card / f"IMG_000{i}.CR3").write_bytes(b"raw sensor data")
+    (card / "IMG_0000.XMP").write_text("<x:xmpmeta/>")  # a sidecar
+    (card / "._IMG_0000.CR3").write_bytes(bytes(8))  # hidden (macOS AppleDouble): left out in silence, as before
+    out = tmp_path / "out"
+    # Raw files only: the error says what was there (before: "no images or videos found in 100CANON", no more).
+    assert main([str(card), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: no images or videos found in {card}; left out 4 file(s) that are not images or "
+                          "videos: 3 .CR3, 1 .XMP (camera raw files are not deblurred: develop them to JPEG, TIFF or "
+                          "PNG first)") and len(err.strip().splitlines()) == 1, err
+    # RAW+JPEG: the photos are deblurred and the raw files are named in one warning (before: in silence).
+    write_image(card / "IMG_0000.png", _image())
+    assert main([str(card), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 0
+    [warning] = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert warning.startswith("left out 4 file(s) that are not images or videos: 3 .CR3, 1 .XMP (camera raw"), warning
+    assert [p.name for p in out.iterdir()] == ["IMG_0000.png"]
+    caplog.clear()
+    # A file given by name is taken as it is: it fails as one, with no count of files left out.
+    assert main([str(card / "IMG_0001.CR3"), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 1
+    assert "not an image" in capsys.readouterr().err and "left out" not in caplog.text
+
+
+def test_with_recursive_files_below_are_counted_too_but_not_the_outputs(tmp_path, tiny_weights, caplog):
+    trip = tmp_path / "trip"
+    (trip / "day1").mkdir(parents=True)
+    write_image(trip / "day1" / "a.png", _image())
+    for name in ("notes.txt", "day1/README", "day1/b.gpx", "day1/c.GPX", "day1/route.gpx", "day1/w.pdf",
+                 "day1/x.aae", "day1/y.lrv", "day1/.DS_Store"):
+        (trip / name).write_text("not a photo")
+    out = trip / "deblurred"  # inside the folder given: never read, its files not counted
+    out.mkdir()
+    (out / "log.txt").write_text("an earlier run")
+    assert main([str(trip), "-r", "-o", str(out), "--model", str(tiny_weights), "-q"]) == 0
+    [warning] = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    # the most frequent first (whatever their case), five named; no raw files, so no word about them
+    assert warning == "left out 8 file(s) that are not images or videos: 3 .gpx, 1 .txt, 1 without an extension, " \
+                      "1 .pdf, 1 .aae, ...", warning
