@@ -13,8 +13,9 @@ even with --force. Files are written under a temporary name and renamed into pla
 never leaves a half-written output or touches another name of the same file. A file that fails (unreadable,
 a NaN output, a full disk...) is reported on one line and the rest go on; the exit code is 1 if any failed, 130
 after Ctrl-C. Images are read upright (EXIF orientation applied); multi-page or animated files and images over
---max-megapixels (decompression bombs) are refused from their header, before decoding. PNG and JPEG outputs keep
-their input's colour profile and EXIF (orientation set upright; --strip-metadata drops both).
+--max-megapixels (decompression bombs) are refused from their header, before decoding. PNG, JPEG, HEIF and AVIF
+outputs keep their input's colour profile, EXIF and XMP (orientation set upright), JPEGs their IPTC too
+(--strip-metadata drops it all). ROS bags: python -m runtime.rosbag.
 """
 
 from __future__ import annotations
@@ -32,14 +33,13 @@ from banet.errors import first_line
 from banet.outputs import partial_path
 from runtime.image_metadata import NO_METADATA
 from runtime.images import (
-    DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
     quiet_opencv,
     read_image_and_metadata,
     write_image,
 )
-from runtime.loading import BACKENDS
-from runtime.selection import PRECISIONS
+from runtime.options import add_model_options, deblurrer_options
+from runtime.rosbag import BAG_SUFFIXES, is_rosbag
 from runtime.video import transcode_video
 
 #: Video files by extension, camcorder (AVCHD .mts/.m2ts, MPEG-TS), phone (.3gp) and older formats included: before,
@@ -81,6 +81,9 @@ def collect_named(paths: list[Path], recursive: bool = False,
     left: dict[str, Path] = {}  # neither images nor videos, by absolute path: a folder given twice counts once
     excluded = os.path.realpath(exclude) if exclude is not None else None
     for path in paths:
+        if is_rosbag(path):
+            raise ValueError(f"{path} is a ROS bag: deblur its camera topics with python -m runtime.rosbag "
+                             f"{path}")
         if path.is_dir():
             if recursive:
                 media, others = _walk(path, excluded)
@@ -150,6 +153,7 @@ def _left_out(files: list[Path]) -> str:
     more = ", ..." if len(counts) > _NAMED_SUFFIXES else ""
     raw = " (camera raw files are not deblurred: develop them to JPEG, TIFF or PNG first)" \
         if RAW_SUFFIXES & counts.keys() else ""
+    raw += " (ROS bags: python -m runtime.rosbag)" if set(BAG_SUFFIXES) & counts.keys() else ""
     return f"left out {len(files)} file(s) that are not images or videos: {', '.join(named)}{more}{raw}"
 
 
@@ -275,18 +279,7 @@ def add_deblur_options(parser: argparse.ArgumentParser,
                        threads_help: str = "CPU threads for ONNX Runtime / OpenVINO (default: all cores)") -> None:
     """The model, backend, precision and per-file options of this command line, shared by ``serving.batch`` so
     that both take the same options and produce the same files."""
-    parser.add_argument("--model", type=Path, default=None,
-                        help="checkpoint (.pth/.safetensors), ONNX file or TensorRT engine (default: embedded model)")
-    parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
-                        help="force a backend; auto: the fastest installed for the file (OpenVINO, else ONNX Runtime, "
-                             "for an .onnx and the default model) (default: from the model file's extension)")
-    parser.add_argument("--precision", choices=PRECISIONS, default=None,
-                        help="int8: run the model's INT8 file on ONNX Runtime or OpenVINO (shipped for the default "
-                             "model; refused if its recorded held-out cost exceeds 0.3 dB); bf16: an FP32 .onnx on "
-                             "OpenVINO in bfloat16 (CPUs with bfloat16 units); default: the file as it is")
-    parser.add_argument("--threads", type=int, default=None, help=threads_help)
-    parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
-    parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
+    add_model_options(parser, threads_help)
     parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     parser.add_argument("--recursive", "-r", action="store_true",
                         help="read folders' subfolders too; outputs mirror the tree below each folder given "
@@ -294,19 +287,10 @@ def add_deblur_options(parser: argparse.ArgumentParser,
                              "is never read")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--strip-metadata", action="store_true",
-                        help="write outputs without the input's colour profile and EXIF (capture time, camera, GPS), "
-                             "which PNG and JPEG outputs otherwise keep, orientation set upright")
-    parser.add_argument("--max-megapixels", type=_megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
-                        help="refuse images larger than this from their header, before decoding (decompression "
-                             "bombs); default %(default)g")
+                        help="write outputs without the input's colour profile, EXIF (capture time, camera, GPS), "
+                             "XMP and IPTC (captions, keywords, rights), which outputs otherwise keep, orientation set "
+                             "upright")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
-
-
-def deblurrer_options(args: argparse.Namespace) -> dict:
-    """The :class:`~runtime.Deblurrer` keyword arguments the options of :func:`add_deblur_options` ask for."""
-    options = {} if args.threads is None else {"threads": args.threads}
-    return dict(model=args.model, backend=args.backend, tile=args.tile, tile_overlap=args.tile_overlap,
-                precision=args.precision, max_pixels=round(args.max_megapixels * 1e6), **options)
 
 
 def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int,
@@ -325,17 +309,6 @@ def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixe
     out = deblurrer(image)
     write_image(target, side_by_side(image, out) if with_side else out, metadata if keep_metadata else NO_METADATA)
     return 1
-
-
-def _megapixels(text: str) -> float:
-    """argparse type: a finite number of megapixels > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 def file_error(source: Path, exc: BaseException) -> str:

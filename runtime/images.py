@@ -377,6 +377,14 @@ def read_image_and_metadata(path: str | Path, max_pixels: int | None = DEFAULT_M
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    return decode_image(data, path, max_pixels)
+
+
+def decode_image(data: bytes, name: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
+                 ) -> tuple[np.ndarray, ImageMetadata]:
+    """The pixels and metadata of an encoded image (a file's bytes, a compressed image message's), read and refused
+    as :func:`read_image_and_metadata` reads a file; ``name`` names it in the errors."""
+    path = Path(name)
     header = _read_header(data, str(path))
     if header is not None:
         pixels = header.width * header.height
@@ -464,6 +472,12 @@ def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = N
 _TIFF_LZW = 5
 
 
+def encode_image(image: np.ndarray, suffix: str, name: str | Path) -> bytes:
+    """``image`` (BGR(A) or grey, as :func:`write_image` takes it) encoded in the format of ``suffix`` (".jpg"),
+    without metadata; ``name`` names it in the errors (:class:`ImageWriteError`)."""
+    return _encode(Path(name), image, suffix=suffix)
+
+
 def _encode_params(cv2, suffix: str, image: np.ndarray) -> list[int]:
     """OpenCV encoder parameters that keep ``image`` exact: a float colour TIFF is otherwise written with OpenCV's
     default for it, SGILOG, a lossy log-luminance code (errors of 2% of full scale, values outside [0, 1] that
@@ -473,11 +487,12 @@ def _encode_params(cv2, suffix: str, image: np.ndarray) -> list[int]:
     return []
 
 
-def _encode(path: Path, image: np.ndarray, metadata: dict | None = None) -> bytes:
-    """The encoded bytes of ``image`` in the format of ``path``'s extension; ``metadata``: what Pillow's encoder
-    writes into the file itself (``exif=``, ``icc_profile=``: HEIF and AVIF, whose encoders are Pillow's)."""
+def _encode(path: Path, image: np.ndarray, metadata: dict | None = None, suffix: str | None = None) -> bytes:
+    """The encoded bytes of ``image`` in the format of ``suffix`` (default: ``path``'s extension); ``metadata``: what
+    Pillow's encoder writes into the file itself (``exif=``, ``icc_profile=``: HEIF and AVIF, whose encoders are
+    Pillow's)."""
     cv2 = opencv()
-    suffix = path.suffix or ".png"
+    suffix = suffix or path.suffix or ".png"
     kind = SUFFIX_FORMATS.get(suffix.lower())
     if kind is not None:
         enable(kind, str(path), ImageWriteError)

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[export,cpu,openvino,video,heif,dev,serve,rtx,batch]"
+.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[export,cpu,openvino,video,heif,rosbag,dev,serve,rtx,batch]"
 echo "banet-deploy installed in $(pwd)/.venv"

@@ -55,10 +55,10 @@ from runtime.cli import (
     add_deblur_options,
     collect_named,
     deblur_file,
-    deblurrer_options,
     file_error,
     output_refusals,
 )
+from runtime.options import deblurrer_options
 from serving.request_rules import number
 
 log = logging.getLogger("serving.batch")

@@ -98,7 +98,8 @@ def test_the_command_lines_max_megapixels_reaches_the_deblurrer():
     too: a 250 MP file it accepts from its header is not refused again by the Deblurrer."""
     import argparse
 
-    from runtime.cli import add_deblur_options, deblurrer_options
+    from runtime.cli import add_deblur_options
+    from runtime.options import deblurrer_options
 
     parser = argparse.ArgumentParser()
     add_deblur_options(parser)

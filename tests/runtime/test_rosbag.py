@@ -1,0 +1,158 @@
+"""A robot's recording: a ROS bag's camera topics deblurred into a new bag of its kind, everything else as recorded."""
+
+import logging
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import Deblurrer
+from runtime.cli import main as runtime_main
+from runtime.rosbag import BagError, main, require_rosbags, transcode_bag
+from tests.runtime.sample_bags import frame, make_bag, pixels_for, read_bag
+
+_TOPICS = (("/camera/image_raw", "rgb8"), ("/camera/image_raw/compressed", "jpeg"), ("/imu", "imu"),
+           ("/depth", "16UC1"), ("/ir", "mono16_be"), ("/front", "bgra8"), ("/png", "png"))
+
+
+def _no_blue(image: np.ndarray) -> np.ndarray:
+    """A stand-in for the network that shows the channel order it was given: BGR(A) in, blue cleared."""
+    out = image.copy()
+    if out.ndim == 3:
+        out[..., 0] = 0
+    else:
+        out = out // 2  # grey: halved (wrong in the other byte order)
+    return out
+
+
+def _bag(tmp_path, kind: str, **options):
+    if kind == "bare-mcap":  # a ROS 2 storage file without its folder, as tools pass them around
+        folder = make_bag(tmp_path / "folder", "mcap", **options)
+        [storage] = folder.glob("*.mcap")
+        return shutil.move(storage, tmp_path / "drive.mcap")
+    return make_bag(tmp_path / ("drive.bag" if kind == "ros1" else "drive"), kind, **options)
+
+
+@pytest.mark.parametrize("kind", ["ros1", "mcap", "sqlite3", "bare-mcap"])
+def test_camera_topics_are_deblurred_and_everything_else_kept_as_recorded(tmp_path, kind, caplog):
+    source = _bag(tmp_path, kind, topics=_TOPICS, step_pad=6)
+    target = tmp_path / "out" / source.name
+    target.parent.mkdir()
+    with caplog.at_level(logging.WARNING):
+        counts = transcode_bag(source, target, _no_blue, progress=False)
+    assert counts == {"/camera/image_raw": 3, "/camera/image_raw/compressed": 3, "/ir": 3, "/front": 3, "/png": 3}
+    assert target.is_dir() == source.is_dir()
+    before, after = read_bag(source), read_bag(target)
+    assert [(t, ty, stamp) for t, ty, stamp, _, _ in after] == [(t, ty, stamp) for t, ty, stamp, _, _ in before]
+    for (topic, _, _, old, raw), (_, _, _, new, written) in zip(before, after):
+        index = old.header.stamp.nanosec // 100_000_000
+        if topic in ("/imu", "/depth"):
+            assert written == raw, topic  # byte for byte
+            continue
+        assert (new.header.stamp, new.header.frame_id) == (old.header.stamp, old.header.frame_id)
+        if topic.endswith(("compressed", "png")):
+            assert new.format == old.format
+            decoded = cv2.imdecode(np.asarray(new.data), cv2.IMREAD_UNCHANGED)
+            expected = _no_blue(cv2.imdecode(np.asarray(old.data), cv2.IMREAD_UNCHANGED))
+            error = np.abs(decoded.astype(int) - expected)
+            assert error.max() == 0 if topic == "/png" else error.mean() < 8, topic  # JPEG: encoded anew (noise)
+            continue
+        encoding = dict(_TOPICS)[topic]
+        assert (new.encoding, new.step, new.is_bigendian) == (old.encoding, old.step, old.is_bigendian)
+        rows = np.asarray(new.data).reshape(new.height, new.step)
+        expected = pixels_for(encoding, _no_blue(frame(index))) if encoding != "mono16_be" else \
+            pixels_for(encoding, frame(index))
+        stored = rows[:, :rows.shape[1] - 6].copy().view(expected.dtype).reshape(expected.shape)
+        if encoding == "mono16_be":
+            assert np.array_equal(stored, expected // 2)  # big-endian values read and written as such
+        else:
+            assert np.array_equal(stored, expected), topic  # rgb8 stored R,G,B: the B the stand-in cleared is last
+        assert (rows[:, -6:] == 7).all()  # row padding kept
+    assert "/depth: 3 images copied as recorded: 16UC1: depth or other non-photo data" in caplog.text
+    assert not list(target.parent.glob(".*partial*"))  # the staging folder removed
+
+
+def test_a_real_deblurrer_gives_the_same_pixels_as_on_the_frame_itself(tmp_path, tiny_weights):
+    source = make_bag(tmp_path / "drive.bag", topics=(("/camera/image_raw", "rgb8"),), count=2)
+    with Deblurrer(tiny_weights) as deblur:
+        transcode_bag(source, tmp_path / "out.bag", deblur, progress=False)
+        for index, (_, _, _, message, _) in enumerate(read_bag(tmp_path / "out.bag")):
+            stored = np.asarray(message.data).reshape(message.height, message.width, 3)
+            assert np.array_equal(stored[..., ::-1], deblur(frame(index)))  # RGB in the message, BGR from Deblurrer
+
+
+def test_a_failure_leaves_no_output_and_an_old_one_as_it_was(tmp_path):
+    source = make_bag(tmp_path / "drive.bag", count=3)
+    target = tmp_path / "out.bag"
+    target.write_bytes(b"the bag of an earlier run")
+    calls = []
+
+    def fails_on_the_second(image):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("the network failed")
+        return image
+
+    with pytest.raises(RuntimeError, match="the network failed"):
+        transcode_bag(source, target, fails_on_the_second, progress=False)
+    assert target.read_bytes() == b"the bag of an earlier run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.bag", "out.bag"]
+
+
+def test_topics_named_must_be_image_topics_of_the_bag(tmp_path):
+    source = make_bag(tmp_path / "drive.bag", count=1)
+    with pytest.raises(BagError, match="has no topic /rear.*its image topics: /camera/image_raw, /camera/image_raw/c"):
+        transcode_bag(source, tmp_path / "a.bag", _no_blue, ["/rear"], progress=False)
+    with pytest.raises(BagError, match="/imu carries sensor_msgs/msg/Imu, not images"):
+        transcode_bag(source, tmp_path / "b.bag", _no_blue, ["/imu"], progress=False)
+    imu_only = make_bag(tmp_path / "imu.bag", topics=(("/imu", "imu"),), count=1)
+    with pytest.raises(BagError, match="holds no image topics"):
+        transcode_bag(imu_only, tmp_path / "c.bag", _no_blue, progress=False)
+    only = transcode_bag(source, tmp_path / "d.bag", _no_blue, ["/camera/image_raw"], progress=False)
+    assert only == {"/camera/image_raw": 1}
+    assert [raw for t, *_, raw in read_bag(tmp_path / "d.bag") if t.endswith("compressed")] == \
+        [raw for t, *_, raw in read_bag(source) if t.endswith("compressed")]  # not named: as recorded
+
+
+def test_command_line(tmp_path, tiny_weights, capsys):
+    source = make_bag(tmp_path / "drive.bag", count=2)
+    out = tmp_path / "out"
+    assert main([str(source), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 0
+    assert len(read_bag(out / "drive.bag")) == 6
+    assert main([str(source), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main([str(source), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "/camera/image_raw  Image  2 messages" in listed and "/imu" not in listed
+    assert main([str(source), "-o", str(out), "--topics", "/imu", "-q"]) == 1  # before the model is loaded
+    assert capsys.readouterr().err.strip() == f"error: {source}: /imu carries sensor_msgs/msg/Imu, not images"
+
+
+@pytest.mark.parametrize("case", ["not a bag", "corrupt", "inside the input", "twice"])
+def test_command_line_refusals_are_one_line_before_any_work(tmp_path, capsys, case):
+    folder = make_bag(tmp_path / "drive", "mcap", count=1)
+    args = {"not a bag": [str(tmp_path / "notes.txt")],
+            "corrupt": [str(tmp_path / "broken.bag")],
+            "inside the input": [str(folder), "-o", str(folder)],
+            "twice": [str(folder), str(tmp_path / "other" / "drive"), "-o", str(tmp_path / "out")]}[case]
+    (tmp_path / "notes.txt").write_text("not a bag")
+    (tmp_path / "broken.bag").write_bytes(b"#ROSBAG V2.0\n" + b"\x00" * 64)
+    make_bag(tmp_path / "other" / "drive", "mcap", count=1)
+    assert main(args + ["-q"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert not (tmp_path / "out").exists() and not (folder / "drive").exists()
+
+
+def test_the_image_command_points_at_the_bag_command(tmp_path, capsys):
+    bag = make_bag(tmp_path / "drive.bag", count=1)
+    assert runtime_main([str(bag), "-o", str(tmp_path / "out"), "-q"]) == 1
+    assert "is a ROS bag: deblur its camera topics with python -m runtime.rosbag" in capsys.readouterr().err
+
+
+def test_without_rosbags_one_line_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "rosbags", None)
+    with pytest.raises(BagError, match=r"drive.bag: .*needs rosbags.*pip install 'banet-deploy\[rosbag\]'"):
+        require_rosbags("drive.bag")
