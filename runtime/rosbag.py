@@ -12,7 +12,9 @@ Deblurred: ``sensor_msgs/Image`` in the photo encodings (``rgb8``, ``bgr8``, ``r
 their 16-bit forms; alpha, byte order and row padding kept) and ``sensor_msgs/CompressedImage`` in JPEG or PNG
 (written back in its own format, JPEG at quality 95). Copied as recorded, counted in one warning per topic: depth
 and other non-photo encodings (``16UC1``, ``32FC1``, ``compressedDepth``), raw Bayer mosaics (debayer them first)
-and YUV. The messages' headers (stamp, frame id) are those recorded: a deblurred frame describes the same instant.
+and YUV, and frames that do not decode or that the network cannot take (one damaged frame does not fail a
+recording). The messages' headers (stamp, frame id) are those recorded: a deblurred frame describes the same
+instant.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import numpy as np
 
 from banet.errors import first_line
 from banet.outputs import commit_partial
-from runtime.images import decode_image, encode_image
+from banet.processing import ImageFormatError
+from runtime.images import ImageReadError, decode_image, encode_image
 
 log = logging.getLogger(__name__)
 
@@ -224,10 +227,15 @@ def _deblurred(reader, connection, data, deblur: Callable[[np.ndarray], np.ndarr
     """(the message's bytes with its image deblurred, None), or (its bytes as recorded, why not)."""
     message = reader.deserialize(data, connection.msgtype)
     name = f"{source}: {connection.topic}"
-    if connection.msgtype in _COMPRESSED_TYPES:
-        new, why = _deblurred_compressed(message, deblur, name)
-    else:
-        new, why = _deblurred_raw(message, deblur)
+    try:
+        if connection.msgtype in _COMPRESSED_TYPES:
+            new, why = _deblurred_compressed(message, deblur, name)
+        else:
+            new, why = _deblurred_raw(message, deblur)
+    except ImageReadError:  # one damaged frame of a long recording: kept as it is, as players skip it
+        new, why = None, "damaged: does not decode"
+    except ImageFormatError as exc:  # a frame the network cannot take (too small): kept as it is
+        new, why = None, first_line(exc)
     if why is not None:
         return data, why
     typestore = reader.typestore

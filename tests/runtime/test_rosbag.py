@@ -10,6 +10,7 @@ import pytest
 
 from runtime import Deblurrer
 from runtime.cli import main as runtime_main
+from runtime.images import split_image
 from runtime.rosbag import BagError, main, require_rosbags, transcode_bag
 from tests.runtime.sample_bags import frame, make_bag, pixels_for, read_bag
 
@@ -18,7 +19,9 @@ _TOPICS = (("/camera/image_raw", "rgb8"), ("/camera/image_raw/compressed", "jpeg
 
 
 def _no_blue(image: np.ndarray) -> np.ndarray:
-    """A stand-in for the network that shows the channel order it was given: BGR(A) in, blue cleared."""
+    """A stand-in for the network that shows the channel order it was given: BGR(A) in, blue cleared; it refuses
+    what Deblurrer refuses (split_image: too small, wrong shape)."""
+    split_image(image)
     out = image.copy()
     if out.ndim == 3:
         out[..., 0] = 0
@@ -99,6 +102,36 @@ def test_a_failure_leaves_no_output_and_an_old_one_as_it_was(tmp_path):
         transcode_bag(source, target, fails_on_the_second, progress=False)
     assert target.read_bytes() == b"the bag of an earlier run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drive.bag", "out.bag"]
+
+
+def test_a_damaged_or_tiny_frame_is_kept_as_recorded_and_the_rest_deblurred(tmp_path, caplog):
+    from rosbags.rosbag1 import Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC)
+    image, compressed = store.types["sensor_msgs/msg/Image"], store.types["sensor_msgs/msg/CompressedImage"]
+    header = store.types["std_msgs/msg/Header"](seq=0, stamp=store.types["builtin_interfaces/msg/Time"](
+        sec=1, nanosec=0), frame_id="camera")
+    ok, good = cv2.imencode(".jpg", frame(0))
+    messages = [(compressed, compressed(header=header, format="jpeg", data=good.reshape(-1)[:200])),  # cut short
+                (compressed, compressed(header=header, format="jpeg", data=good.reshape(-1))),
+                (image, image(header=header, height=1, width=1, encoding="rgb8", is_bigendian=0, step=3,
+                              data=np.array([1, 2, 3], np.uint8)))]
+    with Writer(tmp_path / "drive.bag") as writer:
+        topics = {}
+        for index, (kind, message) in enumerate(messages):
+            topic = "/raw" if kind is image else "/compressed"
+            if topic not in topics:
+                topics[topic] = writer.add_connection(topic, kind.__msgtype__, typestore=store)
+            writer.write(topics[topic], 10 + index, store.serialize_ros1(message, kind.__msgtype__))
+    with caplog.at_level(logging.WARNING):
+        counts = transcode_bag(tmp_path / "drive.bag", tmp_path / "out.bag", _no_blue, progress=False)
+    assert counts == {"/compressed": 1}
+    before, after = read_bag(tmp_path / "drive.bag"), read_bag(tmp_path / "out.bag")
+    assert after[0][4] == before[0][4] and after[2][4] == before[2][4]  # kept as recorded
+    assert after[1][4] != before[1][4]
+    assert "/compressed: 1 image copied as recorded: damaged: does not decode" in caplog.text
+    assert "/raw: 1 image copied as recorded: image of 1x1 pixels is too small" in caplog.text
 
 
 def test_topics_named_must_be_image_topics_of_the_bag(tmp_path):
