@@ -44,6 +44,15 @@ def _bits(video) -> int:
         return 8
 
 
+def _has_alpha(video) -> bool:
+    """Whether a video stream's pixels carry transparency (ProRes 4444, PNG or QuickTime Animation in RGBA): an alpha
+    component beside the colour ones (four in all, or grey and alpha)."""
+    try:
+        return len(video.codec_context.format.components) in (2, 4)
+    except (AttributeError, TypeError):
+        return False
+
+
 def _is_rgb(video) -> bool:
     """Whether a video stream stores RGB (PNG, QuickTime RLE, FFV1 or x264 RGB, raw BGR from a machine-vision
     camera) rather than YUV: its "matrix" tag is then RGB's or none."""
@@ -67,6 +76,9 @@ class VideoEncoder:
         self.rate = video.average_rate or video.guessed_rate or Fraction(DEFAULT_FPS)
         self.time_base = video.time_base or 1 / Fraction(self.rate)
         deep = _bits(video) > 8
+        if _has_alpha(video):  # before: dropped without a word
+            log.warning("%s: its transparency (alpha channel, %s) is not kept: %s in MP4 has none; the colours are "
+                        "deblurred", source, video.codec_context.format.name, "HEVC" if deep else "H.264")
         self.pixels = "bgr48le" if deep else "bgr24"  # what the transform gets: uint16 or uint8 BGR
         self.codec = "HEVC (x265)" if deep else "H.264 (x264)"
         self.minimum = _X265_MIN_SIDE if deep else 2

@@ -283,3 +283,23 @@ def test_ctrl_c_mid_video_leaves_the_previous_output(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         transcode_video(tmp_path / "clip.mp4", tmp_path / "out.mp4", interrupted_at_the_fourth, progress=False)
     assert _names(tmp_path) == ["clip.mp4", "out.mp4"] and (tmp_path / "out.mp4").read_bytes() == b"the previous result"
+
+
+# -- transparency ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pix_fmt,warned", [("rgba", True), ("rgb24", False)])
+def test_a_clip_with_transparency_says_its_alpha_is_not_kept(tmp_path, caplog, pix_fmt, warned):
+    clip = tmp_path / "overlay.mov"  # motion graphics as PNG frames in QuickTime, with and without alpha
+    with av.open(str(clip), "w") as container:
+        stream = container.add_stream("png", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+        for index in range(3):
+            colour = textured(48, 64, index)[..., ::-1]
+            picture = np.dstack([colour, np.full((48, 64), 128, np.uint8)]) if pix_fmt == "rgba" else colour
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format=pix_fmt)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with caplog.at_level(logging.WARNING):
+        assert transcode_video(clip, tmp_path / "out.mp4", _same, progress=False) == 3
+    assert ("transparency (alpha channel, rgba) is not kept" in caplog.text) == warned  # before: dropped silently
