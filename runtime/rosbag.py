@@ -99,7 +99,7 @@ def transcode_bag(source: str | Path, target: str | Path, deblur: Callable[[np.n
             chosen = _chosen_topics(source, reader, topics)
             bare = source.is_file() and source.suffix.lower() != ".bag"  # a ROS 2 storage file without its folder
             written = staging / (Path(target.name).stem if bare else target.name)
-            counts = _copy(reader, _writer(source, written), source, chosen, deblur, progress)
+            counts = _copy(reader, _writer(source, written, reader), source, chosen, deblur, progress)
         _commit(source, written, target)
     except (AnyReaderError, SerdeError, Writer1Error, Writer2Error) as exc:
         raise BagError(f"{source}: {exc}") from None
@@ -134,17 +134,29 @@ def _copy(reader, writer, source: Path, chosen: set[str], deblur: Callable[[np.n
     return dict(deblurred)
 
 
-def _writer(source: Path, path: Path):
-    """A rosbags writer of ``source``'s kind at ``path`` (ROS 2: a folder, with ``source``'s storage)."""
-    if source.is_file() and source.suffix.lower() == ".bag":
+def _writer(source: Path, path: Path, reader):
+    """A rosbags writer of ``source``'s kind at ``path`` (ROS 2: a folder, with ``source``'s storage), compressed
+    as ``source`` is (ROS 1: bz2 or lz4 chunks; ROS 2 folders: zstd files or messages): a compressed recording
+    written uncompressed would take several times its disk space."""
+    [bag] = reader.readers
+    if not reader.is2:
         from rosbags.rosbag1 import Writer
+        from rosbags.rosbag1.reader import decompressors
 
-        return Writer(path)
-    from rosbags.rosbag2 import StoragePlugin, Writer
+        writer = Writer(path)
+        used = {name for name, function in decompressors.items() for chunk in bag.chunks.values()
+                if chunk.decompressor is function} - {"none"}
+        if used:  # a bag's chunks share one compression; bz2 where mixed (the smaller)
+            writer.set_compression(Writer.CompressionFormat["BZ2" if "bz2" in used else "LZ4"])
+        return writer
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
     mcap = source.suffix.lower() == ".mcap" or (source.is_dir() and any(source.glob("*.mcap*")))
-    return Writer(path, version=Writer.VERSION_LATEST,
-                  storage_plugin=StoragePlugin.MCAP if mcap else StoragePlugin.SQLITE3)
+    writer = Writer(path, version=Writer.VERSION_LATEST,
+                    storage_plugin=StoragePlugin.MCAP if mcap else StoragePlugin.SQLITE3)
+    if source.is_dir() and bag.compression_mode in ("file", "message"):
+        writer.set_compression(CompressionMode[bag.compression_mode.upper()], CompressionFormat.ZSTD)
+    return writer
 
 
 def _connection(writer, connection, reader):

@@ -75,19 +75,24 @@ def pixels_for(encoding: str, bgr: np.ndarray) -> np.ndarray:
 
 
 def make_bag(path: Path, kind: str = "ros1", topics=DEFAULT_TOPICS, count: int = 3, h: int = 24, w: int = 32,
-             step_pad: int = 0) -> Path:
+             step_pad: int = 0, compression: str | None = None) -> Path:
     """A bag at ``path`` ("ros1": a .bag file; "mcap"/"sqlite3": a ROS 2 folder) with ``count`` messages on each of
-    ``topics``, 100 ms apart, interleaved as recorded."""
+    ``topics``, 100 ms apart, interleaved as recorded; ``compression``: ROS 1 "bz2" or "lz4" chunks, ROS 2 "file"
+    or "message" zstd."""
     ros1 = kind == "ros1"
     store = _typestore(ros1)
     if ros1:
         from rosbags.rosbag1 import Writer
 
         writer = Writer(path)
+        if compression:
+            writer.set_compression(Writer.CompressionFormat[compression.upper()])
     else:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
         writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3)
+        if compression:
+            writer.set_compression(CompressionMode[compression.upper()], CompressionFormat.ZSTD)
     with writer:
         connections = {}
         for index in range(count):

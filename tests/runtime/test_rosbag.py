@@ -86,6 +86,22 @@ def test_a_real_deblurrer_gives_the_same_pixels_as_on_the_frame_itself(tmp_path,
             assert np.array_equal(stored[..., ::-1], deblur(frame(index)))  # RGB in the message, BGR from Deblurrer
 
 
+@pytest.mark.parametrize("kind,compression", [("ros1", "lz4"), ("ros1", "bz2"), ("sqlite3", "file"),
+                                              ("mcap", "message")])
+def test_a_compressed_recording_stays_compressed(tmp_path, kind, compression):
+    source = make_bag(tmp_path / ("drive.bag" if kind == "ros1" else "drive"), kind, count=2, compression=compression)
+    target = tmp_path / "out" / source.name
+    target.parent.mkdir()
+    transcode_bag(source, target, _no_blue, progress=False)
+    if kind == "ros1":  # every chunk record names its compression
+        assert target.read_bytes().count(f"compression={compression}".encode()) >= 1
+        assert b"compression=none" not in target.read_bytes()
+    else:
+        metadata = (target / "metadata.yaml").read_text()
+        assert f"compression_mode: {compression}" in metadata and "compression_format: zstd" in metadata
+    assert len(read_bag(target)) == len(read_bag(source))
+
+
 def test_a_failure_leaves_no_output_and_an_old_one_as_it_was(tmp_path):
     source = make_bag(tmp_path / "drive.bag", count=3)
     target = tmp_path / "out.bag"
