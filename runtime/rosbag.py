@@ -75,12 +75,6 @@ def require_rosbags(what: str):
     return rosbags
 
 
-def image_topics(source: Path) -> dict[str, str]:
-    """The topics of ``source`` whose messages are images (``Image`` or ``CompressedImage``), with their type."""
-    with _opened(source) as reader:
-        return {c.topic: c.msgtype for c in reader.connections if c.msgtype in _IMAGE_TYPES | _COMPRESSED_TYPES}
-
-
 def transcode_bag(source: str | Path, target: str | Path, deblur: Callable[[np.ndarray], np.ndarray],
                   topics: Sequence[str] | None = None, progress: bool = True) -> dict[str, int]:
     """Write ``target``, a bag of ``source``'s kind, with the images of ``topics`` (default: every image topic)

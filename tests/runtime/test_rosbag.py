@@ -31,14 +31,15 @@ def _no_blue(image: np.ndarray) -> np.ndarray:
 
 
 def _bag(tmp_path, kind: str, **options):
-    if kind == "bare-mcap":  # a ROS 2 storage file without its folder, as tools pass them around
-        folder = make_bag(tmp_path / "folder", "mcap", **options)
-        [storage] = folder.glob("*.mcap")
-        return shutil.move(storage, tmp_path / "drive.mcap")
+    if kind.startswith("bare-"):  # a ROS 2 storage file without its folder, as tools pass them around
+        suffix = kind.removeprefix("bare-")
+        folder = make_bag(tmp_path / "folder", "mcap" if suffix == "mcap" else "sqlite3", **options)
+        [storage] = folder.glob(f"*.{suffix}")
+        return shutil.move(storage, tmp_path / f"drive.{suffix}")
     return make_bag(tmp_path / ("drive.bag" if kind == "ros1" else "drive"), kind, **options)
 
 
-@pytest.mark.parametrize("kind", ["ros1", "mcap", "sqlite3", "bare-mcap"])
+@pytest.mark.parametrize("kind", ["ros1", "mcap", "sqlite3", "bare-mcap", "bare-db3"])
 def test_camera_topics_are_deblurred_and_everything_else_kept_as_recorded(tmp_path, kind, caplog):
     source = _bag(tmp_path, kind, topics=_TOPICS, step_pad=6)
     target = tmp_path / "out" / source.name
