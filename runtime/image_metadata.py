@@ -86,8 +86,8 @@ _SEGMENT_MAX = 65535 - 2
 _PNG_TEXT_CARRIED_ELSEWHERE = (b"Raw profile type exif", b"Raw profile type APP1", b"Raw profile type xmp",
                                XMP_PNG_KEYWORD)
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
-#: Formats the metadata is written into, by output suffix.
-CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg")
+#: Formats the metadata is written into, by output suffix (HEIF and AVIF by their encoders: :func:`encoder_metadata`).
+CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg", ".heic", ".avif")
 
 
 @dataclass(frozen=True)
@@ -492,12 +492,14 @@ def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, ima
         metadata = _for_output(metadata, image, target, _SEGMENT_MAX - len(EXIF_HEADER))
         frame = _jpeg_frame(encoded)
         return _embed_jpeg(encoded, _fitting(metadata, frame and frame[2], target), target)
-    if metadata.icc_profile or metadata.exif or _png_colour_matters(metadata.png_colour):
-        log.warning("%s: the input's colour profile and EXIF are not written into %s files (only %s); colours may "
-                    "show differently", target, kind or "extension-less", ", ".join(CARRYING_SUFFIXES))
-    elif metadata.xmp or metadata.jpeg_segments or metadata.png_text:
-        log.warning("%s: the input's XMP, IPTC and text metadata are not written into %s files (only %s)", target,
-                    kind or "extension-less", ", ".join(CARRYING_SUFFIXES))
+    colour = bool(metadata.icc_profile or _png_colour_matters(metadata.png_colour))
+    lost = [what for what, present in (("colour profile", colour), ("EXIF", metadata.exif), ("XMP", metadata.xmp),
+                                       ("IPTC and text", metadata.jpeg_segments or metadata.png_text)) if present]
+    if lost:
+        named = f"{', '.join(lost[:-1])} and {lost[-1]} are" if len(lost) > 1 else f"{lost[0]} is"
+        log.warning("%s: the input's %s not written into %s files (only %s)%s", target, named,
+                    kind or "extension-less", ", ".join(CARRYING_SUFFIXES),
+                    "; colours may show differently" if colour else "")
     return encoded
 
 

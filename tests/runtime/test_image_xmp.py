@@ -174,3 +174,9 @@ def test_avif_output_carries_xmp(tmp_path):
     with Image.open(tmp_path / "out.avif") as out:
         xmp = out.info.get("xmp")
     assert xmp and b"harbour at dawn" in xmp and _property(xmp, "tiff:Orientation") == ["1"]
+
+
+def test_formats_that_hold_no_metadata_name_the_xmp_they_drop(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / "out.webp", random_image(), ImageMetadata(xmp=_packet()))
+    assert "out.webp: the input's XMP is not written into .webp files" in caplog.text  # before: dropped silently
