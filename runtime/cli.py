@@ -6,10 +6,11 @@ Examples:
     python -m runtime clip.mp4 --model engines/banet_default.onnx
     banet-deblur photos/ --tile 512
 
-Outputs go to --output (default ./deblurred) and keep their names (videos become .mp4). Nothing is written
-unless every output is safe: an existing output is only replaced with --force; two inputs that would land on
-one output, or an output that is the same file as an input (including hard links and symlinks), are refused
-even with --force. Files are written under a temporary name and renamed into place, so an interrupted run
+Outputs go to --output (default ./deblurred) and keep their names; videos keep their container where it is MP4
+(.mp4, .m4v), QuickTime (.mov) or Matroska (.mkv), the others become .mp4. Nothing is written unless every output
+is safe: an existing output is only replaced with --force; two inputs that would land on one output, or an output
+that is the same file as an input (including hard links and symlinks: clip.mov with --output its own folder), are
+refused even with --force. Files are written under a temporary name and renamed into place, so an interrupted run
 never leaves a half-written output or touches another name of the same file. A file that fails (unreadable,
 a NaN output, a full disk...) is reported on one line and the rest go on; the exit code is 1 if any failed, 130
 after Ctrl-C. Images are read upright (EXIF orientation applied); multi-page or animated files and images over
@@ -40,7 +41,7 @@ from runtime.images import (
 )
 from runtime.options import add_model_options, deblurrer_options
 from runtime.rosbag import BAG_SUFFIXES, is_rosbag
-from runtime.video import transcode_video
+from runtime.video import output_suffix, transcode_video
 
 #: Video files by extension, camcorder (AVCHD .mts/.m2ts, MPEG-TS), phone (.3gp) and older formats included: before,
 #: a camcorder's .MTS was taken for an image and failed as one.
@@ -170,8 +171,9 @@ def _holds_media(folder: Path, depth: int = 2) -> bool:
 
 
 def output_name(source: Path) -> str:
-    """The output file name for an input: the same name; videos are written as MPEG-4 (.mp4)."""
-    return Path(source.name).with_suffix(".mp4").name if is_video(source) else source.name
+    """The output file name for an input: the same name; a video's extension is the container it is written in
+    (:func:`runtime.video.output_suffix`: its own for MP4, MOV and Matroska, else ``.mp4``)."""
+    return Path(source.name).with_suffix(output_suffix(source)).name if is_video(source) else source.name
 
 
 def is_video(path: Path) -> bool:
@@ -257,7 +259,7 @@ def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 
 
 def process_video(deblurrer, source: Path, target: Path, with_side: bool, progress: bool = True) -> int:
-    """Deblur every frame of ``source`` into the MP4 ``target`` with its sound and timing
+    """Deblur every frame of ``source`` into the video ``target`` with its sound and timing
     (:func:`runtime.video.transcode_video`); returns the frames written."""
     def deblur_frame(frame: np.ndarray) -> np.ndarray:
         out = deblurrer(frame)

@@ -1,4 +1,5 @@
-"""A video file through a per-frame function into an MP4 that keeps the source's sound, timing and look.
+"""A video file through a per-frame function into a video that keeps the source's sound, timing and look, in the
+source's container where it is one written here (MP4, QuickTime, Matroska: :data:`CONTAINERS`), else in MP4.
 
 Read and written with PyAV (FFmpeg's libraries in one wheel, the ``video`` extra), which reads every container and
 codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
@@ -11,11 +12,13 @@ codec FFmpeg knows and, unlike OpenCV's writer, can carry sound:
   own presentation time (variable frame rates stay as recorded); a frame of an odd height or width is padded by
   one repeated row/column (4:2:0 stores even sizes only), logged once; a frame whose size differs from the first
   (a stream that changes resolution) is scaled to fit that size, its shape kept (letterboxed), logged once;
-- every audio stream is copied packet for packet where MP4 carries its codec, else re-encoded to AAC, its language
-  and title kept, as the video stream's are; every tag of the container is kept (creation time, location, title, a
-  phone's make, model, local capture time and location with altitude, any other key), except those that would be
-  false about the output (:data:`STALE_TAGS`); so are subtitle and data streams MP4 can hold, and the timecode
-  (:mod:`runtime.video_streams`); other streams are not (a warning names them);
+- every audio stream is copied packet for packet where the output's container carries its codec (PCM in MOV and
+  Matroska, not in MP4), else re-encoded to AAC, its language and title kept, as the video stream's are; every tag
+  of the container is kept (creation time, location, title, a phone's make, model, local capture time and location
+  with altitude, any other key), except those that would be false about the output
+  (:data:`runtime.video_encoding.STALE_TAGS`); so are subtitle and data streams the container can hold (in
+  Matroska every subtitle as it was), and the timecode (:mod:`runtime.video_streams`); other streams are not (a
+  warning names them);
 - a packet the decoder refuses as damaged is skipped, as players skip it (logged, with a count); a file that
   stops well before the duration its header declares (a cut recording) is written as far as it goes (logged);
   a file whose only picture is a still one (an audio file's cover art, an image under a video's name) is refused;
@@ -38,7 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from banet.outputs import commit_partial, create_partial, partial_path, write_error
-from runtime.video_encoding import Sound, VideoEncoder, ffmpeg_reason, keep_stream_tags
+from runtime.video_encoding import (
+    Sound,
+    VideoEncoder,
+    container_name,
+    ffmpeg_reason,
+    keep_stream_tags,
+    kept_tags,
+)
 from runtime.video_frames import upright
 from runtime.video_streams import Carried
 
@@ -47,14 +57,14 @@ log = logging.getLogger(__name__)
 VIDEO_HINT = "pip install 'banet-deploy[video]' (PyAV)"
 #: How much shorter (seconds) than its header declares a video must stop, at least, to be reported as cut short.
 _SHORT_BY = 0.5
-#: Tags of the source that would be false about the output, in lower case (Matroska writes them in upper case): the
-#: software that wrote the file and its MP4 brands (the muxer writes its own), and what mkvmerge counts of a track
-#: (duration, bit rate, frames, bytes; its ``_STATISTICS_*`` tags name them and the program that counted).
-STALE_TAGS = frozenset({"encoder", "encoding_tool", "major_brand", "minor_version", "compatible_brands", "duration",
-                        "bps", "number_of_frames", "number_of_bytes"})
-_STALE_PREFIX = "_statistics_"
-#: The MP4 muxer's option that writes every container tag, each as a QuickTime "mdta" key (as phones write theirs).
+#: The containers a video keeps, by its extension in lower case: FFmpeg's muxer for each. Every other video (AVI,
+#: MPEG-TS, 3GP, WebM, whose VP9 or AV1 is not encoded here...) is written as MP4, under ``.mp4``.
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_MP4_SUFFIX = ".mp4"
+#: The MP4 and MOV muxers' option that writes every container tag, each as a QuickTime "mdta" key (as phones write
+#: theirs); Matroska's tags are free-form, each written as it is.
 _EVERY_TAG = {"movflags": "use_metadata_tags"}
+_MDTA_MUXERS = frozenset({"mp4", "mov"})
 
 
 def require_av(what: str):
@@ -66,10 +76,23 @@ def require_av(what: str):
     return av
 
 
+def output_suffix(source: str | os.PathLike) -> str:
+    """The extension of ``source``'s deblurred video: its own, as the user spelled it (an iPhone's ``.MOV``), where
+    its container is written here (:data:`CONTAINERS`), else ``.mp4``."""
+    suffix = Path(source).suffix
+    return suffix if suffix.lower() in CONTAINERS else _MP4_SUFFIX
+
+
+def muxer_for(target: str | os.PathLike) -> str:
+    """FFmpeg's muxer for the output video ``target``, by its extension (:data:`CONTAINERS`); MP4 for any other."""
+    return CONTAINERS.get(Path(target).suffix.lower(), CONTAINERS[_MP4_SUFFIX])
+
+
 def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
                     transform: Callable[[np.ndarray], np.ndarray], progress: bool = True) -> int:
-    """Write ``transform`` of every frame of ``source`` (HxWx3 BGR uint8, upright) into the MP4 ``target``, with
-    ``source``'s sound and timing; returns the number of frames. Raises ``OSError`` in one line for a file that
+    """Write ``transform`` of every frame of ``source`` (HxWx3 BGR uint8, upright) into ``target``, with
+    ``source``'s sound and timing, in the container its extension names (:func:`muxer_for`: ``.mov`` QuickTime,
+    ``.mkv`` Matroska, else MP4); returns the number of frames. Raises ``OSError`` in one line for a file that
     is not a video PyAV can read or write; nothing is left at ``target`` (or its temporary name) on any failure."""
     source, target = Path(source), Path(target)  # paths as strings too (before: AttributeError on str.name)
     av = require_av(f"{source}: deblurring a video")
@@ -95,7 +118,8 @@ def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
         try:
             try:
                 with handle:
-                    frames = _transcode(av, container, video, source, sink, transform, progress)
+                    frames = _transcode(av, container, video, source, sink, muxer_for(target), transform,
+                                        progress)
                     sink.flush()
             except Exception:
                 if sink.failed is None:
@@ -125,7 +149,7 @@ def _write_failed(exc: OSError, target: Path) -> OSError:
 
 
 class _Sink:
-    """The temporary file as PyAV writes the MP4 into it, remembering a write that failed: PyAV raises it once,
+    """The temporary file as PyAV writes the video into it, remembering a write that failed: PyAV raises it once,
     then only "Error in PyAV callback" for the writes after it."""
 
     def __init__(self, handle) -> None:
@@ -178,19 +202,18 @@ def _entry_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _transcode(av, container, video, source: Path, sink, transform, progress: bool) -> int:
+def _transcode(av, container, video, source: Path, sink, muxer: str, transform, progress: bool) -> int:
     from tqdm import tqdm
 
     video.thread_type = "AUTO"
     audio = list(container.streams.audio)
     tags = kept_tags(container.metadata)
-    output = av.open(sink, "w", format="mp4", container_options=_muxer_options(av, tags))
+    output = av.open(sink, "w", format=muxer, container_options=_muxer_options(av, muxer, tags))
     try:
         output.metadata.update(tags)
         encoder = VideoEncoder(av, output, video, source)
-        # The video stream's title and language, as the sound's (before: untitled, "und"). Of a track's tags the MP4
-        # muxer writes the title, language and handler name only, with or without use_metadata_tags: not Matroska's
-        # statistics (BPS, DURATION...) nor its ENCODER.
+        # The video stream's title and language, as the sound's (before: untitled, "und"); not Matroska's statistics
+        # (BPS, DURATION...) nor its ENCODER, which its muxer would write back.
         keep_stream_tags(video, encoder.stream, encoded=True)
         sounds = {s.index: Sound(av, output, s, source) for s in audio}
         carried = Carried(av, output, container, video, audio, encoder.stream, source,
@@ -225,42 +248,40 @@ def _transcode(av, container, video, source: Path, sink, transform, progress: bo
         encoder.finish()
         for sound in sounds.values():
             sound.finish()
-        output.close()  # writes the MP4's index: a full disk can fail here too
+        output.close()  # writes the index (MP4, MOV) or cues (Matroska): a full disk can fail here too
     except BaseException as exc:
         # The partial file is removed: closing it (which writes the index after all) must not replace what went
         # wrong with its own error.
         with contextlib.suppress(Exception):
             output.close()
         if isinstance(exc, av.FFmpegError):
-            raise OSError(f"{source}: FFmpeg could not write the MP4 ({ffmpeg_reason(exc)})") from exc
+            raise OSError(f"{source}: FFmpeg could not write the {container_name(output)} "
+                          f"({ffmpeg_reason(exc)})") from exc
         raise
     return encoder.frames
 
 
-def kept_tags(tags: dict[str, str]) -> dict[str, str]:
-    """``tags`` without those that would be false about the output (:data:`STALE_TAGS`), in any case."""
-    return {key: value for key, value in tags.items()
-            if key.lower() not in STALE_TAGS and not key.lower().startswith(_STALE_PREFIX)}
+def _muxer_options(av, muxer: str, tags: dict[str, str]) -> dict[str, str]:
+    """The ``muxer``'s options that write every one of ``tags``. MP4 and MOV: none where their standard tags hold
+    them all (title, artist, comment, date: where Apple's and Windows' players look for them); else
+    ``use_metadata_tags``, which writes each tag as a QuickTime "mdta" key, the standard ones too (FFmpeg reads them
+    back the same). Without it an iPhone clip lost its make, model, local capture time (which Apple Photos sorts by)
+    and location with altitude, and any other key (the MOV muxer too, tried). Matroska: none, its tags are
+    free-form."""
+    if muxer not in _MDTA_MUXERS or _muxer_writes(av, muxer, tags):
+        return {}
+    return dict(_EVERY_TAG)
 
 
-def _muxer_options(av, tags: dict[str, str]) -> dict[str, str]:
-    """The MP4 muxer's options that write every one of ``tags``: none where its iTunes-style tags hold them all
-    (title, artist, comment, date: where Apple's and Windows' players look for them); else ``use_metadata_tags``,
-    which writes each tag as a QuickTime "mdta" key, the standard ones too (FFmpeg reads them back the same).
-    Without it an iPhone clip lost its make, model, local capture time (which Apple Photos sorts by) and location
-    with altitude, and any other key."""
-    return {} if _muxer_writes(av, tags) else dict(_EVERY_TAG)
-
-
-def _muxer_writes(av, tags: dict[str, str]) -> bool:
-    """Whether the MP4 muxer, without options, writes every key of ``tags`` that has a value (it leaves out empty
+def _muxer_writes(av, muxer: str, tags: dict[str, str]) -> bool:
+    """Whether the ``muxer``, without options, writes every key of ``tags`` that has a value (it leaves out empty
     ones): tried on a file written in memory, as the keys it knows depend on FFmpeg's version; False where the
     trial fails."""
     if not any(tags.values()):
         return True
     buffer = io.BytesIO()
     try:
-        with av.open(buffer, "w", format="mp4") as trial:
+        with av.open(buffer, "w", format=muxer) as trial:
             trial.metadata.update(tags)
             trial.add_data_stream("bin_data")  # a file needs a stream; a data stream needs no encoder
             trial.start_encoding()

@@ -1,7 +1,10 @@
-"""The output MP4's streams: the deblurred video in the source's bit depth and colours, and the source's sound."""
+"""The output's streams: the deblurred video in the source's bit depth and colours, and the source's sound; what
+the output's muxer (MP4, QuickTime, Matroska) takes, tried on a header written in memory."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from fractions import Fraction
 from pathlib import Path
@@ -15,8 +18,17 @@ log = logging.getLogger("runtime.video")
 
 #: libx264's constant rate factor: 18 is the usual "visually lossless" setting (0 lossless, 23 libx264's default).
 CRF = 18
-#: Audio codecs the MP4 muxer takes as they are; others (PCM from an AVI, Vorbis) are re-encoded to AAC.
+#: Audio codecs copied into an MP4 as they are; others (PCM from an AVI, Vorbis) are re-encoded to AAC. A list, not
+#: a trial: FFmpeg's MP4 muxer takes PCM too (ISO's "ipcm"), which few players play. Other muxers are tried.
 MP4_AUDIO = frozenset({"aac", "mp3", "ac3", "eac3", "opus", "flac", "alac"})
+#: How messages name each output muxer's container.
+_CONTAINER_NAMES = {"mp4": "MP4", "mov": "QuickTime (MOV)", "matroska": "Matroska"}
+#: Tags of the source that would be false about the output, in lower case (Matroska writes them in upper case): the
+#: software that wrote the file and its MP4 brands (the muxer writes its own), and what mkvmerge counts of a track
+#: (duration, bit rate, frames, bytes; its ``_STATISTICS_*`` tags name them and the program that counted).
+STALE_TAGS = frozenset({"encoder", "encoding_tool", "major_brand", "minor_version", "compatible_brands", "duration",
+                        "bps", "number_of_frames", "number_of_bytes"})
+_STALE_PREFIX = "_statistics_"
 #: FFmpeg's named channel layouts by channel count, for sound re-encoded to AAC.
 _AAC_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 #: The sample rates AAC can store (MPEG-4's table): FFmpeg's encoder refuses any other.
@@ -34,6 +46,43 @@ DEFAULT_FPS = 25
 def ffmpeg_reason(exc: BaseException) -> str:
     """What an FFmpeg error says, without PyAV's "[Errno 1094995529]" and the file name it repeats."""
     return getattr(exc, "strerror", None) or first_line(exc)
+
+
+def container_name(output) -> str:
+    """The container an output is written as, for messages ("MP4", "Matroska")."""
+    return _CONTAINER_NAMES.get(output.format.name, output.format.name)
+
+
+def muxer_takes(av, output, stream) -> bool:
+    """Whether ``output``'s muxer writes the source's ``stream`` copied as it is (an attachment: its file): tried on
+    a header written in memory, as the muxer refuses some streams only there (which then fails the whole file)."""
+    trial = av.open(io.BytesIO(), "w", format=output.format.name)
+    try:
+        add_copy(trial, stream)
+        trial.start_encoding()
+        return True
+    except (av.FFmpegError, ValueError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            trial.close()
+
+
+def add_copy(output, stream):
+    """The stream of ``output`` that copies the source's ``stream``: its packets' codec, or its attached file."""
+    if stream.type == "attachment":
+        return output.add_attachment(stream.name, stream.mimetype, bytes(stream.data))
+    return output.add_stream_from_template(stream)
+
+
+def _stale(key: str) -> bool:
+    """Whether a tag would be false about the output (:data:`STALE_TAGS`), in any case."""
+    return key.lower() in STALE_TAGS or key.lower().startswith(_STALE_PREFIX)
+
+
+def kept_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` without those that would be false about the output (:data:`STALE_TAGS`), in any case."""
+    return {key: value for key, value in tags.items() if not _stale(key)}
 
 
 def _bits(video) -> int:
@@ -77,8 +126,9 @@ class VideoEncoder:
         self.time_base = video.time_base or 1 / Fraction(self.rate)
         deep = _bits(video) > 8
         if _has_alpha(video):  # before: dropped without a word
-            log.warning("%s: its transparency (alpha channel, %s) is not kept: %s in MP4 has none; the colours are "
-                        "deblurred", source, video.codec_context.format.name, "HEVC" if deep else "H.264")
+            log.warning("%s: its transparency (alpha channel, %s) is not kept: %s in %s has none; the colours are "
+                        "deblurred", source, video.codec_context.format.name, "HEVC" if deep else "H.264",
+                        container_name(output))
         self.pixels = "bgr48le" if deep else "bgr24"  # what the transform gets: uint16 or uint8 BGR
         self.codec = "HEVC (x265)" if deep else "H.264 (x264)"
         self.minimum = _X265_MIN_SIDE if deep else 2
@@ -89,7 +139,9 @@ class VideoEncoder:
         self.stream.options = {"crf": str(CRF), **({"x265-params": "log-level=none:bframes=0"} if deep else {})}
         context, source_context = self.stream.codec_context, video.codec_context
         if deep:
-            context.codec_tag = "hvc1"  # QuickTime and Apple devices play HEVC in MP4 only under this tag
+            # QuickTime and Apple devices play HEVC in MP4 and MOV only under this tag; Matroska, which names codecs
+            # its own way, ignores it (tried).
+            context.codec_tag = "hvc1"
         for tag in ("colorspace", "color_primaries", "color_trc", "color_range"):
             setattr(context, tag, getattr(source_context, tag))
         self.matrix = _BT709 if _is_rgb(video) else None  # None: each frame's own
@@ -187,20 +239,31 @@ def _aac_rate(rate: int) -> int:
 
 def keep_stream_tags(source, stream, encoded: bool = False) -> None:
     """Give the output's ``stream`` the tags of the source's stream it is made from (language, title, handler: what
-    MP4 stores) and its disposition (default, forced, hearing impaired...): a stream added from a template, or
-    encoded anew, has neither. ``encoded``: the stream was encoded here, so the source's encoder tag is not its."""
-    tags = dict(source.metadata)
-    if encoded:
-        tags.pop("encoder", None)
+    MP4 stores; Matroska stores every tag) and its disposition (default, forced, hearing impaired...): a stream added
+    from a template, or encoded anew, has neither. Not those false about the output (:data:`STALE_TAGS`: mkvmerge's
+    statistics); the source's encoder (in any case: Matroska's ``ENCODER``) only on a copy, as ``encoded``: encoded
+    here, the stream is not the source encoder's."""
+    tags = {key: value for key, value in source.metadata.items()
+            if not _stale(key) or (key.lower() == "encoder" and not encoded)}
     if "name" in tags:  # an MP4 track's title, which FFmpeg reads as "name" but writes from "title"
         tags.setdefault("title", tags.pop("name"))
     stream.metadata.update(tags)
     stream.disposition = source.disposition
 
 
+def _copies(av, output, stream, codec: str) -> bool:
+    """Whether the source's sound ``stream`` (of ``codec``) goes into ``output`` copied: for MP4, where
+    :data:`MP4_AUDIO` names its codec; for another muxer, where it takes it (PCM in MOV and Matroska, Vorbis in
+    Matroska)."""
+    if output.format.name == "mp4":
+        return codec in MP4_AUDIO
+    return muxer_takes(av, output, stream)
+
+
 class Sound:
-    """One audio stream of the output: packets copied where MP4 takes the codec, else decoded and re-encoded to
-    AAC; held back until the video stream is sized (the MP4 header is written with the first packet)."""
+    """One audio stream of the output: packets copied where its muxer takes the codec (:func:`_copies`), else
+    decoded and re-encoded to AAC; held back until the video stream is sized (the header is written with the first
+    packet)."""
 
     def __init__(self, av, output, stream, source: Path) -> None:
         self.output = output
@@ -208,7 +271,7 @@ class Sound:
         # The codec's own name, not its decoder's: MP3 is decoded by "mp3float", so MP3 sound was re-encoded to AAC
         # (a second lossy generation) instead of copied.
         codec = getattr(getattr(context, "codec", None), "canonical_name", None) or context.name
-        self.copy = codec in MP4_AUDIO
+        self.copy = _copies(av, output, stream, codec)
         if self.copy:
             self.stream = output.add_stream_from_template(stream)
         else:

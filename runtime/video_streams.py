@@ -1,17 +1,22 @@
-"""The source's streams besides the picture and the sound, in the output MP4 as they were: subtitles and data tracks
-(a GoPro's GPS and motion telemetry) copied packet for packet (not re-encoded, at the same times), SubRip and WebVTT
-written as MP4's own text subtitles, the timecode kept; the streams MP4 cannot hold are named in one warning.
+"""The source's streams besides the picture and the sound, in the output as they were: subtitles and data tracks
+(a GoPro's GPS and motion telemetry) copied packet for packet (not re-encoded, at the same times), in MP4 and MOV
+SubRip and WebVTT written as their own text subtitles, the timecode kept, in Matroska the attached files (an ASS
+subtitle's fonts); the streams the output's container cannot hold are named in one warning.
 
-What FFmpeg's MP4 muxer takes was found by trying it (FFmpeg 8, PyAV 18):
+Each stream is tried on a header written in memory (:func:`runtime.video_encoding.muxer_takes`). What FFmpeg's
+muxers took (FFmpeg 8, PyAV 18): Matroska every subtitle codec (SubRip, WebVTT, ASS/SSA, PGS, DVB, DVD: copied as
+they are, no conversion, no styling lost) and attachments, but no data track and no MP4 text; MOV what MP4 takes
+below, and a QuickTime timecode track. The MP4 muxer:
 
 - subtitles as MP4 text (``mov_text``, "tx3g") and, by its codec list, DVD bitmaps and TTML; data as GPMF telemetry
   (``bin_data``, "gpmd"); not SubRip, WebVTT, ASS, PGS or DVB subtitles, KLV or ID3 data, nor any track without a
   codec (a QuickTime timecode "tmcd", Apple's and drones' metadata tracks), some refused only when the header is
-  written, which then failed the whole video: each stream is first tried on a header written in memory;
+  written, which then failed the whole video;
 - it writes the empty samples between MP4 text cues itself: the source's are left out of a copy (copied too, the
   gaps came out doubled by empty samples of no duration);
 - it writes its own timecode track from the video stream's "timecode" tag (a timecode track cannot be copied): the
-  tag is set from the source's video stream or timecode track, and the track comes out the same;
+  tag is set from the source's video stream or timecode track, and the track comes out the same (MOV likewise: it
+  would take the track too, which then came out twice; Matroska keeps the tag);
 - FFmpeg's decoders turn SubRip and WebVTT cues into ASS text, which its MP4 text encoder writes with their text,
   line breaks and times, bold, italic, underline, size and ASS colour; it drops a colour set in SubRip's way, a font,
   strike-through and placement (cues that had them are counted in a warning). ASS/SSA subtitles, laid out and styled
@@ -21,15 +26,13 @@ What FFmpeg's MP4 muxer takes was found by trying it (FFmpeg 8, PyAV 18):
 from __future__ import annotations
 
 import collections
-import contextlib
-import io
 import logging
 import re
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
-from runtime.video_encoding import ffmpeg_reason, keep_stream_tags
+from runtime.video_encoding import add_copy, container_name, ffmpeg_reason, keep_stream_tags, muxer_takes
 
 log = logging.getLogger("runtime.video")
 
@@ -54,21 +57,6 @@ def codec_name(stream) -> str:
 
 def _timecode(stream) -> str | None:
     return next((value for key, value in stream.metadata.items() if key.lower() == "timecode"), None)
-
-
-def _muxer_takes(av, output, stream) -> bool:
-    """Whether ``output``'s muxer writes ``stream`` copied as it is: tried on a header written in memory, as the
-    muxer refuses some streams only there (which then fails the whole file)."""
-    trial = av.open(io.BytesIO(), "w", format=output.format.name)
-    try:
-        trial.add_stream_from_template(stream)
-        trial.start_encoding()
-        return True
-    except (av.FFmpegError, ValueError):
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            trial.close()
 
 
 def _restyled(cues) -> bool:
@@ -96,7 +84,7 @@ class _Track:
             context.subtitle_header = self.decoder.subtitle_header
             context.time_base = self.stream.time_base = stream.time_base
         else:
-            self.stream = output.add_stream_from_template(stream)
+            self.stream = add_copy(output, stream)
         keep_stream_tags(stream, self.stream, encoded=text)
         self.codec = codec_name(stream)
         self.gaps = not text and self.codec == "mov_text"
@@ -158,13 +146,16 @@ class Carried:
         left = []
         timecode = _timecode(video)
         for stream in container.streams:
-            if stream is video or stream in audio:
+            if stream is video or stream in audio or self._attached(stream):
+                continue
+            if stream.type == "data" and _timecode(stream):
+                # A timecode track: the muxer writes its own from the tag. MOV would take a copy as well, then
+                # refuse its header with the two.
+                timecode = timecode or _timecode(stream)
                 continue
             track = self._track(stream)
             if track is not None:
                 self.tracks[stream.index] = track
-            elif stream.type == "data" and _timecode(stream):  # a timecode track: the muxer writes its own
-                timecode = timecode or _timecode(stream)
             else:
                 left.append(stream)
         if timecode:
@@ -173,16 +164,24 @@ class Carried:
         if left:  # a warning, not a note -q hides: it is the user's data (a stereo camera's second eye, subtitles)
             counts = collections.Counter(s.type for s in left)
             log.warning("%s: %s not carried into the output (%s; it holds the deblurred video stream, the sound, and "
-                        "the subtitles and data tracks MP4 can store)", source,
+                        "the subtitles and data tracks %s can store)", source,
                         ", ".join(f"{n} {kind} stream{'s' * (n > 1)}" for kind, n in sorted(counts.items())),
-                        ", ".join(f"#{s.index} {codec_name(s)}" for s in left))
+                        ", ".join(f"#{s.index} {codec_name(s)}" for s in left), container_name(output))
+
+    def _attached(self, stream) -> bool:
+        """Whether ``stream`` is an attached file (an ASS subtitle's font), now copied into the output: where its
+        muxer takes attachments (Matroska; MP4 and MOV have none). It has no packets to copy."""
+        if stream.type != "attachment" or not muxer_takes(self.av, self.output, stream):
+            return False
+        keep_stream_tags(stream, add_copy(self.output, stream))
+        return True
 
     def _track(self, stream) -> _Track | None:
         """The output's stream for the source's ``stream``: a copy where the muxer takes it as it is, MP4 text for
-        SubRip and WebVTT; None for the others."""
+        SubRip and WebVTT (in MP4 and MOV); None for the others."""
         if stream.type not in ("subtitle", "data"):
             return None
-        if _muxer_takes(self.av, self.output, stream):
+        if muxer_takes(self.av, self.output, stream):
             return _Track(self.av, self.output, stream, text=False)
         if stream.type == "subtitle" and codec_name(stream) in TEXT_SUBTITLES:
             try:

@@ -239,7 +239,8 @@ def plan(inputs: list[Path], targets: list[Path], force: bool) -> tuple[list[dic
 
 def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
     """Remove the temporary files a killed run left for ``targets`` (:func:`banet.outputs.partial_path`: images
-    ``<name>.partial``, videos ``<name>.partial.mp4``), never one of the ``inputs``; returns how many.
+    ``<name>.partial``, videos ``<name>.partial<extension>``: ``clip.MOV.partial.MOV``), never one of the
+    ``inputs``; returns how many.
 
     A symbolic link of that name (to a file or to nothing) is removed too, whatever it points to (only the link):
     the writers open the temporary name and would write through it, outside DST or over an input."""

@@ -81,13 +81,14 @@ Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
 
 def make_tracked_clip(path: Path, frames: int = 4, subtitles: dict[str, list[tuple[int, int, bytes]]] | None = None,
                       telemetry: list[tuple[int, bytes]] | None = None, timecode: str | None = None,
-                      tags: dict | None = None, audio: bool = False) -> None:
+                      tags: dict | None = None, audio: bool = False, fonts: dict[str, bytes] | None = None) -> None:
     """A 32x32 clip of ``frames`` frames at 10 fps (in the container its name says) with, besides the picture:
     ``subtitles`` streams by codec (``"mov_text"``, ``"subrip"``, ``"webvtt"``, ``"ass"``), each a list of cues
     (start, end in milliseconds, the packet as the codec stores it: ASS dialogue text for ``mov_text`` and ``ass``,
     which are encoded; the bytes themselves for the others, e.g. invalid UTF-8), all with the stream ``tags``; a
     GoPro-like GPMF ``telemetry`` track (``bin_data``, which MP4 stores as ``gpmd``: (milliseconds, payload)); the
-    MPEG-TS KLV stream of a drone instead where the name ends in ``.ts``; a QuickTime ``timecode`` and a tone."""
+    MPEG-TS KLV stream of a drone instead where the name ends in ``.ts``; a QuickTime ``timecode``, a tone, and
+    ``fonts`` attached to the file by name (Matroska: what an ASS subtitle is drawn with)."""
     import av
 
     with av.open(str(path), "w") as out:
@@ -96,6 +97,8 @@ def make_tracked_clip(path: Path, frames: int = 4, subtitles: dict[str, list[tup
         video.codec_context.time_base = Fraction(1, 10)
         if timecode:
             video.metadata["timecode"] = timecode
+        for name, data in (fonts or {}).items():
+            out.add_attachment(name, "font/ttf", data)
         sound = out.add_stream("aac", rate=8000, layout="mono") if audio else None
         streams = []
         for codec, cues in (subtitles or {}).items():

@@ -214,6 +214,24 @@ def test_stale_partials_of_ours_only(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.png.partial"]
 
 
+def test_a_kept_containers_output_that_is_its_input_is_refused_even_with_force(tmp_path):
+    from runtime.cli import collect_named
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "IMG_0001.MOV").write_bytes(b"an iPhone clip")  # refused from its name: never opened
+    (dst / "IMG_0001.MOV").symlink_to(src / "IMG_0001.MOV")  # DST holds a link to it under the output's name
+    named = collect_named([src], exclude=dst)
+    rows, todo = batch.plan([source for source, _ in named], [dst / name for _, name in named], force=True)
+    # before: the output was IMG_0001.mp4, beside the link; now it is the link's name, never written through
+    assert todo == [] and rows[0]["status"] == "refused", rows
+    assert "is the same file as the input" in rows[0]["error"] and rows[0]["output"].endswith("IMG_0001.MOV")
+    partial = dst / "IMG_0001.MOV.partial.MOV"  # a killed run's temporary file, in the container's extension
+    partial.write_bytes(b"half a clip")
+    assert remove_stale_partials([dst / "IMG_0001.MOV"], [src / "IMG_0001.MOV"]) == 1 and not partial.exists()
+
+
 def test_without_ray_one_line(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; from serving.batch import main; "
             f"raise SystemExit(main([{str(tmp_path)!r}, {str(tmp_path / 'out')!r}]))")
