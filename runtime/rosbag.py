@@ -252,9 +252,10 @@ def _deblurred(reader, connection, data, deblur: Callable[[np.ndarray], np.ndarr
 
 def _deblurred_raw(message, deblur: Callable[[np.ndarray], np.ndarray]):
     """An ``Image`` message with its pixels deblurred (encoding, byte order and row padding kept), or why not."""
+    why = _raw_refusal(message.encoding)
+    if why is not None:
+        return None, why
     encoding = message.encoding.lower()
-    if encoding not in PHOTO_ENCODINGS:
-        return None, _not_a_photo(message.encoding)
     channels, bits, order = PHOTO_ENCODINGS[encoding]
     dtype = np.dtype(f"{'>' if message.is_bigendian else '<'}u{bits // 8}")
     row = message.width * channels * dtype.itemsize
@@ -283,17 +284,30 @@ def _not_a_photo(encoding: str) -> str:
     return f"{encoding}: not a photo encoding deblurred here"
 
 
+def _compressed_suffix(fmt: str) -> tuple[str | None, str | None]:
+    """(the encoder's suffix, None) for a ``CompressedImage`` format deblurred here ("jpeg", "rgb8; jpeg compressed
+    bgr8", "png"), else (None, why not)."""
+    kind = fmt.lower().split(";")[-1].split()[0] if fmt.strip() else ""
+    if "compresseddepth" in fmt.lower():
+        return None, f"{fmt}: compressed depth"
+    if kind not in _COMPRESSED_FORMATS:
+        return None, f"{fmt or 'no format'}: not JPEG or PNG"
+    return _COMPRESSED_FORMATS[kind], None
+
+
+def _raw_refusal(encoding: str) -> str | None:
+    """Why an ``Image`` encoding is not deblurred (:func:`_not_a_photo`), None where it is."""
+    return None if encoding.lower() in PHOTO_ENCODINGS else _not_a_photo(encoding)
+
+
 def _deblurred_compressed(message, deblur: Callable[[np.ndarray], np.ndarray], name: str):
     """A ``CompressedImage`` message (JPEG or PNG) with its picture deblurred and encoded anew in its format, or why
     not."""
-    fmt = message.format.lower()
-    kind = fmt.split(";")[-1].split()[0] if fmt.strip() else ""
-    if "compresseddepth" in fmt:
-        return None, f"{message.format}: compressed depth"
-    if kind not in _COMPRESSED_FORMATS:
-        return None, f"{message.format or 'no format'}: not JPEG or PNG"
+    suffix, why = _compressed_suffix(message.format)
+    if why is not None:
+        return None, why
     pixels, _ = decode_image(bytes(message.data), name)
-    encoded = encode_image(deblur(pixels), _COMPRESSED_FORMATS[kind], name)
+    encoded = encode_image(deblur(pixels), suffix, name)
     return dataclasses.replace(message, data=np.frombuffer(encoded, np.uint8)), None
 
 
@@ -308,7 +322,7 @@ def build_parser():
         "    python -m runtime.rosbag drive.bag                      # -> deblurred/drive.bag\n"
         "    python -m runtime.rosbag rosbag2_2026_12_05/ -o out/    # a ROS 2 bag folder -> out/rosbag2_2026_12_05/\n"
         "    python -m runtime.rosbag drive.mcap --topics /camera/front/image_raw --precision int8\n"
-        "    python -m runtime.rosbag drive.bag --list               # its image topics, nothing written\n\n"
+        "    python -m runtime.rosbag drive.bag --list               # its image topics: deblurred or copied\n\n"
         "Every image topic is deblurred unless --topics names some; every other message is copied byte for byte,\n"
         "at its recorded time. An output is replaced only with --force, never when it is an input.")
     parser.add_argument("bags", type=Path, nargs="+", help="ROS bags: .bag, .mcap or .db3 files, ROS 2 bag folders")
@@ -316,8 +330,9 @@ def build_parser():
                         help="output folder; each bag is written there under its own name (default: deblurred)")
     parser.add_argument("--topics", nargs="+", metavar="TOPIC",
                         help="the image topics to deblur (default: every Image and CompressedImage topic)")
-    parser.add_argument("--list", action="store_true", help="list each bag's image topics and message counts; "
-                                                            "nothing is deblurred or written")
+    parser.add_argument("--list", action="store_true",
+                        help="list each bag's image topics: message count, size and encoding (or format), and whether "
+                             "they would be deblurred or copied as recorded; nothing is deblurred or written")
     add_model_options(parser)
     parser.add_argument("--force", action="store_true", help="replace existing output bags")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
@@ -349,14 +364,9 @@ def _run(args) -> int:
                 _chosen_topics(bag, reader, args.topics)
     if args.list:
         for bag in args.bags:
-            with _opened(bag) as reader:
-                counts = Counter()
-                for c in reader.connections:
-                    counts[(c.topic, c.msgtype)] += c.msgcount
             print(f"{bag}:")
-            for (topic, msgtype), n in sorted(counts.items()):
-                if msgtype in _IMAGE_TYPES | _COMPRESSED_TYPES:
-                    print(f"  {topic}  {msgtype.rsplit('/', 1)[-1]}  {n} messages")
+            for line in listing(bag):
+                print(f"  {line}")
         return 0
     targets = _plan(args.bags, args.output, args.force)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -375,6 +385,32 @@ def _run(args) -> int:
                      or "no image deblurred")
     print(f"deblurred {len(targets) - failures} of {len(targets)} bag(s) into {args.output}")
     return 1 if failures else 0
+
+
+def listing(source: Path) -> list[str]:
+    """One line per image topic of ``source``: its type, message count and what its first message holds (size and
+    encoding, or format), and whether it would be deblurred or copied as recorded (and why)."""
+    with _opened(source) as reader:
+        images = [c for c in reader.connections if c.msgtype in _IMAGE_TYPES | _COMPRESSED_TYPES]
+        counts, first = Counter(), {}
+        for c in images:
+            counts[(c.topic, c.msgtype)] += c.msgcount
+        for connection, _, data in reader.messages(connections=images):  # the first message of each topic
+            first.setdefault(connection.topic, reader.deserialize(data, connection.msgtype))
+            if len(first) == len({c.topic for c in images}):
+                break
+    lines = []
+    for (topic, msgtype), n in sorted(counts.items()):
+        message = first.get(topic)
+        if message is None:
+            holds, why = "no messages", None
+        elif msgtype in _COMPRESSED_TYPES:
+            holds, (_, why) = f"format {message.format!r}", _compressed_suffix(message.format)
+        else:
+            holds, why = f"{message.width}x{message.height} {message.encoding}", _raw_refusal(message.encoding)
+        verdict = "deblurred" if why is None else f"copied as recorded ({why})"
+        lines.append(f"{topic}  {msgtype.rsplit('/', 1)[-1]}  {n} messages  {holds}  -> {verdict}")
+    return lines
 
 
 def _plan(bags: list[Path], output: Path, force: bool) -> list[Path]:
