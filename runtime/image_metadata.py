@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from runtime import jpeg_segments
+from runtime import jpeg_segments, tiff_tags
 from runtime.image_xmp import JPEG_HEADER as XMP_JPEG_HEADER
 from runtime.image_xmp import PNG_KEYWORD as XMP_PNG_KEYWORD
 from runtime.image_xmp import from_imagemagick_text, output_xmp, upright_xmp
@@ -87,7 +87,7 @@ _PNG_TEXT_CARRIED_ELSEWHERE = (b"Raw profile type exif", b"Raw profile type APP1
                                XMP_PNG_KEYWORD)
 _PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 #: Formats the metadata is written into, by output suffix (HEIF and AVIF by their encoders: :func:`encoder_metadata`).
-CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg", ".heic", ".avif")
+CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".heic", ".avif")
 
 
 @dataclass(frozen=True)
@@ -107,10 +107,13 @@ class ImageMetadata:
     jfif_density: tuple[int, int, int] | None = None
     #: A PNG input's pHYs and text chunks (not its EXIF or XMP ones), whole and in order (:func:`png_text_chunks`).
     png_text: bytes | None = None
+    #: A TIFF input's IPTC, Photoshop resources (thumbnails left out) and print resolution: (tag, type, count,
+    #: little-endian value bytes) each (:func:`tiff_carried_tags`).
+    tiff_tags: tuple[tuple[int, int, int, bytes], ...] | None = None
 
     def __bool__(self) -> bool:
         return any((self.icc_profile, self.exif, self.png_colour, self.xmp, self.jpeg_segments, self.jfif_density,
-                    self.png_text))
+                    self.png_text, self.tiff_tags))
 
 
 NO_METADATA = ImageMetadata()
@@ -145,11 +148,41 @@ def metadata_of(info: dict, source: str, data: bytes | None = None, orientation:
         exif = upright
     png = data if data is not None and data.startswith(_PNG_SIGNATURE) else None
     jpeg = data if data is not None and data.startswith(b"\xff\xd8") else None
-    xmp = _xmp_of(info)
+    tiff = data if data is not None and tiff_tags.is_tiff(data) else None
+    xmp = _xmp_of(info) or (_tiff_xmp(tiff) if tiff else None)
     segments, density = jpeg_segments.descriptive(jpeg) if jpeg else (None, None)
     return ImageMetadata(icc if isinstance(icc, bytes) else None, exif, png_colour_chunks(png) if png else None,
                          xmp and upright_xmp(xmp, source, turned=orientation != 1), segments, density,
-                         png_text_chunks(png) if png else None)
+                         png_text_chunks(png) if png else None, tiff_carried_tags(tiff) if tiff else None)
+
+
+def _tiff_xmp(data: bytes) -> bytes | None:
+    """A TIFF file's XMP packet (tag 700, which Pillow does not put in ``info``), or None."""
+    found = tiff_tags.read_tags(data, (tiff_tags.XMP,)).get(tiff_tags.XMP)
+    return found[2] if found else None
+
+
+def tiff_carried_tags(data: bytes) -> tuple[tuple[int, int, int, bytes], ...] | None:
+    """A TIFF file's IPTC (as UNDEFINED bytes: writers type it LONG, which a byte-order change would scramble),
+    Photoshop resources (their thumbnails of the input left out) and print resolution (numbers rewritten in
+    little-endian, the order OpenCV writes), each as (tag, type, count, value bytes); None where it has none."""
+    order = tiff_tags.byte_order(data)
+    found = tiff_tags.read_tags(data, (tiff_tags.IPTC, tiff_tags.PHOTOSHOP, tiff_tags.X_RESOLUTION,
+                                       tiff_tags.Y_RESOLUTION, tiff_tags.RESOLUTION_UNIT))
+    carried = []
+    if tiff_tags.IPTC in found:
+        value = found[tiff_tags.IPTC][2]
+        carried.append((tiff_tags.IPTC, 7, len(value), value))
+    if tiff_tags.PHOTOSHOP in found:
+        value = jpeg_segments.without_thumbnails(found[tiff_tags.PHOTOSHOP][2])
+        carried.append((tiff_tags.PHOTOSHOP, 1, len(value), value))
+    x, y, unit = (found.get(tag) for tag in (tiff_tags.X_RESOLUTION, tiff_tags.Y_RESOLUTION,
+                                             tiff_tags.RESOLUTION_UNIT))
+    if x and y and unit and x[:2] == y[:2] == (5, 1) and unit[:2] == (3, 1):  # one RATIONAL each, one SHORT
+        for tag, (_, _, value) in ((tiff_tags.X_RESOLUTION, x), (tiff_tags.Y_RESOLUTION, y)):
+            carried.append((tag, 5, 1, struct.pack("<II", *struct.unpack(order + "II", value))))
+        carried.append((tiff_tags.RESOLUTION_UNIT, 3, 1, struct.pack("<H", *struct.unpack(order + "H", unit[2]))))
+    return tuple(carried) or None
 
 
 def _xmp_of(info: dict) -> bytes | None:
@@ -478,9 +511,9 @@ def _jpeg_thumbnail(picture, quality: int) -> bytes:
 
 
 def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, image: np.ndarray) -> bytes:
-    """``encoded`` (a whole PNG or JPEG file, per ``suffix``, of the pixels ``image``) with ``metadata`` written
-    into it, its EXIF thumbnail made from ``image`` (:func:`output_exif`); other formats are returned as they are,
-    with a warning naming ``target`` (the file being written)."""
+    """``encoded`` (a whole PNG, JPEG or TIFF file, per ``suffix``, of the pixels ``image``) with ``metadata``
+    written into it, its EXIF thumbnail made from ``image`` (:func:`output_exif`); other formats are returned as
+    they are, with a warning naming ``target`` (the file being written)."""
     if not metadata:
         return encoded
     kind = suffix.lower()
@@ -492,6 +525,9 @@ def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, ima
         metadata = _for_output(metadata, image, target, _SEGMENT_MAX - len(EXIF_HEADER))
         frame = _jpeg_frame(encoded)
         return _embed_jpeg(encoded, _fitting(metadata, frame and frame[2], target), target)
+    if kind in (".tif", ".tiff") and tiff_tags.byte_order(encoded) == "<":  # as OpenCV and Pillow write TIFF
+        channels = 1 if image.ndim == 2 or image.shape[2] == 1 else 3
+        return _embed_tiff(encoded, _fitting(_for_output(metadata, image, target, None), channels, target), target)
     colour = bool(metadata.icc_profile or _png_colour_matters(metadata.png_colour))
     lost = [what for what, present in (("colour profile", colour), ("EXIF", metadata.exif), ("XMP", metadata.xmp),
                                        ("IPTC and text", metadata.jpeg_segments or metadata.png_text)) if present]
@@ -586,6 +622,25 @@ def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
     if metadata.xmp:  # keyword, no compression (flag and method 0), no language, no translated keyword
         chunks += _png_chunk(b"iTXt", XMP_PNG_KEYWORD + b"\x00\x00\x00\x00\x00" + metadata.xmp)
     return encoded[:end_of_header] + chunks + encoded[end_of_header:]
+
+
+def _embed_tiff(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
+    """The ICC profile, XMP and a TIFF input's IPTC, Photoshop resources and print resolution as tags of the TIFF's
+    first directory (:func:`runtime.tiff_tags.with_tags`); EXIF, a PNG's colour chunks and a JPEG's or PNG's text
+    are not written into TIFF files here (a warning names them)."""
+    tags = {tag: (kind, count, value) for tag, kind, count, value in metadata.tiff_tags or ()}
+    if metadata.icc_profile:
+        tags[tiff_tags.ICC_PROFILE] = (7, len(metadata.icc_profile), metadata.icc_profile)
+    if metadata.xmp:
+        tags[tiff_tags.XMP] = (1, len(metadata.xmp), metadata.xmp)
+    lost = [what for what, present in (("EXIF", metadata.exif), ("IPTC and text", metadata.jpeg_segments or
+                                                                  metadata.png_text),
+                                       ("colour chunks", not metadata.icc_profile and
+                                        _png_colour_matters(metadata.png_colour))) if present]
+    if lost:
+        log.warning("%s: the input's %s not written into TIFF files (their profile, XMP, IPTC and resolution are)",
+                    target, " and ".join(lost) + (" are" if len(lost) > 1 else " is"))
+    return tiff_tags.with_tags(encoded, tags)
 
 
 def _embed_jpeg(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:

@@ -20,6 +20,7 @@ from banet.errors import first_line
 from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
 from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE
+from runtime import tiff_tags
 from runtime.image_formats import ENCODER_OPTIONS, SUFFIX_FORMATS, container_format, enable
 from runtime.image_metadata import (
     EXIF_HEADER,
@@ -395,14 +396,17 @@ def decode_image(data: bytes, name: str | Path, max_pixels: int | None = DEFAULT
         if header.frames > 1 and header.format != "MPO":  # MPO: a camera JPEG with previews; its first is the photo
             raise ImageReadError(f"{path}: a {header.format} with {header.frames} pages or frames; only single "
                                  "images are deblurred (save each page as its own file, or a video as a video)")
-    image = _decode(path, data, header, max_pixels)
+    image, upright = _decode(path, data, header, max_pixels)
     if header is None:
         return image, NO_METADATA
-    return apply_orientation(image, header.orientation), header.metadata
+    return (image if upright else apply_orientation(image, header.orientation)), header.metadata
 
 
-def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | None) -> np.ndarray:
-    """Pixels of an image file: OpenCV first (16-bit colour), Pillow where OpenCV is missing or does not know it."""
+def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | None) -> tuple[np.ndarray, bool]:
+    """Pixels of an image file: OpenCV first (16-bit colour), Pillow where OpenCV is missing or does not know it;
+    and whether the decoder turned them upright itself. OpenCV's TIFF decoder (libtiff) applies a TIFF's
+    orientation tag even with ``IMREAD_UNCHANGED``, which keeps every other format as stored: before, a TIFF with
+    an orientation was turned a second time (a portrait scan came back upside down and sideways)."""
     if png_cut_short(data):
         raise ImageReadError(f"{path}: the PNG file is cut short (it ends before its last chunk, IEND): truncated, or "
                              "still being copied?")
@@ -413,11 +417,11 @@ def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | N
         except cv2.error as exc:
             raise ImageReadError(f"{path}: OpenCV cannot decode it: {first_line(exc)}") from None
         if image is not None:
-            return image
+            return image, tiff_tags.is_tiff(data) or data[:4] in (b"II+\x00", b"MM\x00+")  # classic or BigTIFF
         if header is None:
             raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'}"
                                  " file of another kind, truncated or empty?)")
-    return _read_with_pillow(path, data, max_pixels, hint=cv2 is None)
+    return _read_with_pillow(path, data, max_pixels, hint=cv2 is None), False
 
 
 def _png_is_16bit_colour(data: bytes) -> bool:

@@ -56,7 +56,7 @@ def descriptive(data: bytes) -> tuple[bytes | None, tuple[int, int, int] | None]
             if units in _DENSITY_UNITS and x and y:
                 density = (units, x, y)
         elif marker == _APP13 and payload.startswith(_PHOTOSHOP_HEADER):
-            carried += segment(marker, _PHOTOSHOP_HEADER + _without_thumbnails(payload[len(_PHOTOSHOP_HEADER):]))
+            carried += segment(marker, _PHOTOSHOP_HEADER + without_thumbnails(payload[len(_PHOTOSHOP_HEADER):]))
         elif marker == _COM:
             carried += segment(marker, payload)
     return carried or None, density
@@ -74,7 +74,7 @@ def segment(marker: int, payload: bytes) -> bytes:
     return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
 
 
-def _without_thumbnails(resources: bytes) -> bytes:
+def without_thumbnails(resources: bytes) -> bytes:
     """Photoshop image resources without the thumbnail ones; as they are where they do not parse (they are copied
     as the input had them)."""
     kept, at = b"", 0
