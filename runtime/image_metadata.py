@@ -41,13 +41,22 @@ from runtime import jpeg_segments, tiff_tags
 from runtime.image_xmp import JPEG_HEADER as XMP_JPEG_HEADER
 from runtime.image_xmp import PNG_KEYWORD as XMP_PNG_KEYWORD
 from runtime.image_xmp import from_imagemagick_text, output_xmp, upright_xmp
+from runtime.png_chunks import (
+    PNG_PROFILE_MAX,
+    PNG_SIGNATURE,
+    colour_matters,
+    make_chunk,
+    png_colour_chunks,
+    png_header,
+    png_text_chunks,
+    split_chunks,
+)
 
 log = logging.getLogger(__name__)
 
 #: EXIF's header in a JPEG APP1 segment (and in Pillow's ``info["exif"]`` for JPEG and PNG).
 EXIF_HEADER = b"Exif\x00\x00"
 _ICC_HEADER = b"ICC_PROFILE\x00"
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _ORIENTATION_TAG = 0x0112
 _SHORT, _LONG = 3, 4
 #: Bytes of one value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED, SSHORT, SLONG,
@@ -66,13 +75,6 @@ _EXIF_DIRECTORY, _PIXEL_X, _PIXEL_Y = 0x8769, 0xA002, 0xA003
 _THUMBNAIL_BOUNDS = (160, 120)
 #: JPEG qualities a new thumbnail is tried at, the next where the EXIF would not fit in its JPEG segment.
 _THUMBNAIL_QUALITIES = (90, 75, 50)
-#: PNG chunks that say how an image's values map to colours where it has no ICC profile, with their data's length:
-#: carried whole (PNG 3rd ed.: all before PLTE and IDAT; iCCP, when written, overrides sRGB, which is then left out).
-_PNG_COLOUR_CHUNKS = {b"cICP": 4, b"sRGB": 1, b"gAMA": 4, b"cHRM": 32}
-#: gAMA of sRGB (1/2.2 x 100000): a PNG with only this and sRGB shows as any untagged file does.
-_SRGB_GAMMA = struct.pack(">I", 45455)
-#: Largest profile written into a PNG: Pillow refuses to open a PNG whose iCCP holds more (its MAX_TEXT_CHUNK).
-PNG_PROFILE_MAX = 1024 * 1024
 #: Decoded channels (1 grey, 3 colour) an ICC profile describes, by its data colour space (bytes 16-19 of its
 #: header). Decoders give back grey or RGB: a space of other values (CMYK, as a CMYK JPEG's profile, CMY, HSV...)
 #: describes neither (0). Lab and XYZ data is three values too and is left as it is (libpng warns that a PNG wants
@@ -82,10 +84,6 @@ _ICC_CHANNELS = {b"GRAY": 1, b"RGB ": 3, b"Lab ": 3, b"XYZ ": 3,
                  **{b"%XCLR" % n: 0 for n in range(2, 16)}}
 #: Largest payload of one JPEG segment: its 16-bit length counts itself (2 bytes).
 _SEGMENT_MAX = 65535 - 2
-#: PNG text chunks carried as EXIF or XMP instead (made true of the output there), not copied as text.
-_PNG_TEXT_CARRIED_ELSEWHERE = (b"Raw profile type exif", b"Raw profile type APP1", b"Raw profile type xmp",
-                               XMP_PNG_KEYWORD)
-_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
 #: Formats the metadata is written into, by output suffix (HEIF and AVIF by their encoders: :func:`encoder_metadata`).
 CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".heic", ".avif")
 
@@ -146,7 +144,7 @@ def metadata_of(info: dict, source: str, data: bytes | None = None, orientation:
         if upright is None:
             log.warning("%s: its EXIF block is malformed; the output is written without it", source)
         exif = upright
-    png = data if data is not None and data.startswith(_PNG_SIGNATURE) else None
+    png = data if data is not None and data.startswith(PNG_SIGNATURE) else None
     jpeg = data if data is not None and data.startswith(b"\xff\xd8") else None
     tiff = data if data is not None and tiff_tags.is_tiff(data) else None
     xmp = _xmp_of(info) or (_tiff_xmp(tiff) if tiff else None)
@@ -194,91 +192,6 @@ def _xmp_of(info: dict) -> bytes | None:
     if xmp is None and isinstance(info.get("Raw profile type xmp"), str):
         xmp = from_imagemagick_text(info["Raw profile type xmp"])
     return xmp if isinstance(xmp, bytes) and xmp else None
-
-
-@dataclass(frozen=True)
-class PngHeader:
-    """A PNG file's IHDR: its size, bit depth and colour type (0 grey, 2 RGB, 3 palette, 4 grey + alpha, 6 RGBA)."""
-
-    width: int
-    height: int
-    bit_depth: int
-    colour_type: int
-
-    @property
-    def colour_channels(self) -> int:
-        """Colour channels its pixels hold: 3 for RGB, palette and RGBA, 1 for grey (with or without alpha)."""
-        return 3 if self.colour_type & 2 else 1
-
-
-def png_header(data: bytes) -> PngHeader | None:
-    """The IHDR of ``data`` when it starts as a PNG file does (signature, then IHDR first), else None: read from
-    the bytes alone, so it holds where a decoder refuses the file."""
-    if len(data) < 26 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
-        return None
-    width, height, bit_depth, colour_type = struct.unpack_from(">IIBB", data, 16)
-    return PngHeader(width, height, bit_depth, colour_type)
-
-
-def png_chunks(data: bytes):
-    """(type, start, end) of each whole chunk of a PNG file, in order, up to IEND or the first that does not fit in
-    ``data``: only the lengths are read, so a decompression bomb's image data costs nothing."""
-    if not data.startswith(_PNG_SIGNATURE):
-        return
-    at = len(_PNG_SIGNATURE)
-    while at + 12 <= len(data):
-        (length,) = struct.unpack_from(">I", data, at)
-        end = at + 12 + length
-        if end > len(data):
-            return
-        kind = data[at + 4:at + 8]
-        yield kind, at, end
-        if kind == b"IEND":
-            return
-        at = end
-
-
-def png_cut_short(data: bytes) -> bool:
-    """Whether ``data`` is a PNG file that ends before its IEND chunk (a copy cut short, a download still running):
-    libpng prints its own error line on stderr for it, so it is refused from the chunk lengths before decoding."""
-    kinds = [kind for kind, _, _ in png_chunks(data)]
-    return data.startswith(_PNG_SIGNATURE) and kinds[-1:] != [b"IEND"]
-
-
-def _png_chunk_intact(data: bytes, start: int, end: int) -> bool:
-    return zlib.crc32(data[start + 4:end - 4]) & 0xFFFFFFFF == struct.unpack_from(">I", data, end - 4)[0]
-
-
-def png_exif(data: bytes) -> bytes | None:
-    """The data of a PNG file's first intact eXIf chunk wherever it is (after the image data too, where Pillow finds
-    it only by decoding every pixel), or None."""
-    for kind, start, end in png_chunks(data):
-        if kind == b"eXIf" and _png_chunk_intact(data, start, end):
-            return data[start + 8:end - 4]
-    return None
-
-
-def png_colour_chunks(data: bytes) -> bytes | None:
-    """The intact colour chunks (cICP, sRGB, gAMA, cHRM) before a PNG file's image data, whole, or None."""
-    found = b""
-    for kind, start, end in png_chunks(data):
-        if kind in (b"IDAT", b"PLTE"):
-            break
-        if _PNG_COLOUR_CHUNKS.get(kind) == end - start - 12 and _png_chunk_intact(data, start, end):
-            found += data[start:end]
-    return found or None
-
-
-def png_text_chunks(data: bytes) -> bytes | None:
-    """The intact pHYs (print density) and text chunks (tEXt, zTXt, iTXt; before or after the image data) of a PNG
-    file, whole and in order, or None: not those carried as EXIF or XMP (:data:`_PNG_TEXT_CARRIED_ELSEWHERE`)."""
-    found = b""
-    for kind, start, end in png_chunks(data):
-        keyword = data[start + 8:end - 4].split(b"\x00", 1)[0]
-        wanted = kind == b"pHYs" or (kind in _PNG_TEXT and keyword not in _PNG_TEXT_CARRIED_ELSEWHERE)
-        if wanted and _png_chunk_intact(data, start, end):
-            found += data[start:end]
-    return found or None
 
 
 def upright_exif(exif: bytes) -> bytes | None:
@@ -528,7 +441,7 @@ def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, ima
     if kind in (".tif", ".tiff") and tiff_tags.byte_order(encoded) == "<":  # as OpenCV and Pillow write TIFF
         channels = 1 if image.ndim == 2 or image.shape[2] == 1 else 3
         return _embed_tiff(encoded, _fitting(_for_output(metadata, image, target, None), channels, target), target)
-    colour = bool(metadata.icc_profile or _png_colour_matters(metadata.png_colour))
+    colour = bool(metadata.icc_profile or colour_matters(metadata.png_colour))
     lost = [what for what, present in (("colour profile", colour), ("EXIF", metadata.exif), ("XMP", metadata.xmp),
                                        ("IPTC and text", metadata.jpeg_segments or metadata.png_text)) if present]
     if lost:
@@ -583,23 +496,6 @@ def _jpeg_frame(encoded: bytes) -> tuple[int, int, int] | None:
     return None
 
 
-def _split_chunks(chunks: bytes | None) -> list[tuple[bytes, bytes]]:
-    """(type, whole chunk) of each chunk in ``chunks`` (PNG chunks one after another, as :func:`png_colour_chunks`
-    gives them)."""
-    whole = _PNG_SIGNATURE + (chunks or b"")
-    return [(kind, whole[start:end]) for kind, start, end in png_chunks(whole)]
-
-
-def _png_colour_matters(chunks: bytes | None) -> bool:
-    """Whether PNG colour chunks say anything an untagged file does not: more than sRGB, or sRGB's own gamma."""
-    return any(kind != b"sRGB" and not (kind == b"gAMA" and chunk[8:12] == _SRGB_GAMMA)
-               for kind, chunk in _split_chunks(chunks))
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
 def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
     """The colour chunks, iCCP (name, compression method 0, zlib data), eXIf, pHYs and text chunks and XMP (iTXt,
     uncompressed) right after IHDR: the colour chunks, eXIf and pHYs must precede PLTE and IDAT (PNG 3rd ed.)."""
@@ -611,16 +507,16 @@ def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
         log.warning("%s: the input's colour profile (%d bytes) is larger than PNG readers take (%d); not written",
                     target, len(icc), PNG_PROFILE_MAX)
         icc = None
-    for kind, chunk in _split_chunks(metadata.png_colour):
+    for kind, chunk in split_chunks(metadata.png_colour):
         if not (icc and kind == b"sRGB"):  # sRGB and iCCP together are forbidden: the profile is the one kept
             chunks += chunk
     if icc:
-        chunks += _png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+        chunks += make_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
     if metadata.exif:
-        chunks += _png_chunk(b"eXIf", metadata.exif)
+        chunks += make_chunk(b"eXIf", metadata.exif)
     chunks += metadata.png_text or b""
     if metadata.xmp:  # keyword, no compression (flag and method 0), no language, no translated keyword
-        chunks += _png_chunk(b"iTXt", XMP_PNG_KEYWORD + b"\x00\x00\x00\x00\x00" + metadata.xmp)
+        chunks += make_chunk(b"iTXt", XMP_PNG_KEYWORD + b"\x00\x00\x00\x00\x00" + metadata.xmp)
     return encoded[:end_of_header] + chunks + encoded[end_of_header:]
 
 
@@ -636,7 +532,7 @@ def _embed_tiff(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
     lost = [what for what, present in (("EXIF", metadata.exif), ("IPTC and text", metadata.jpeg_segments or
                                                                   metadata.png_text),
                                        ("colour chunks", not metadata.icc_profile and
-                                        _png_colour_matters(metadata.png_colour))) if present]
+                                        colour_matters(metadata.png_colour))) if present]
     if lost:
         log.warning("%s: the input's %s not written into TIFF files (their profile, XMP, IPTC and resolution are)",
                     target, " and ".join(lost) + (" are" if len(lost) > 1 else " is"))
@@ -651,7 +547,7 @@ def _embed_jpeg(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
     while encoded[at:at + 2] == b"\xff\xe0":  # JFIF / JFXX headers stay first, as JFIF requires
         at += 2 + struct.unpack_from(">H", encoded, at + 2)[0]
     segments = b""
-    if _png_colour_matters(metadata.png_colour) and not metadata.icc_profile:
+    if colour_matters(metadata.png_colour) and not metadata.icc_profile:
         log.warning("%s: the input PNG's colour chunks (gamma, primaries) are not written into JPEG files; colours "
                     "may show differently", target)
     if metadata.exif:

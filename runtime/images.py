@@ -29,10 +29,8 @@ from runtime.image_metadata import (
     embed,
     encoder_metadata,
     metadata_of,
-    png_cut_short,
-    png_exif,
-    png_header,
 )
+from runtime.png_chunks import png_cut_short, png_exif, png_header
 
 #: Bytes per pixel of one float32 copy of a colour image: the runtime holds the whole image in a few such copies
 #: (network input, output) whatever the tiling, which bounds the working memory only.
