@@ -14,6 +14,8 @@ from runtime.images import split_image
 from runtime.rosbag import BagError, main, require_rosbags, transcode_bag
 from tests.runtime.sample_bags import frame, make_bag, pixels_for, read_bag
 
+pytest.importorskip("rosbags", reason="reading ROS bags needs the rosbag extra (rosbags)")
+
 _TOPICS = (("/camera/image_raw", "rgb8"), ("/camera/image_raw/compressed", "jpeg"), ("/imu", "imu"),
            ("/depth", "16UC1"), ("/ir", "mono16_be"), ("/front", "bgra8"), ("/png", "png"))
 
