@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from runtime import jpeg_segments, tiff_tags
+from runtime import jpeg_segments, tiff_tags, webp_chunks
 from runtime.image_xmp import JPEG_HEADER as XMP_JPEG_HEADER
 from runtime.image_xmp import PNG_KEYWORD as XMP_PNG_KEYWORD
 from runtime.image_xmp import from_imagemagick_text, output_xmp, upright_xmp
@@ -85,7 +85,7 @@ _ICC_CHANNELS = {b"GRAY": 1, b"RGB ": 3, b"Lab ": 3, b"XYZ ": 3,
 #: Largest payload of one JPEG segment: its 16-bit length counts itself (2 bytes).
 _SEGMENT_MAX = 65535 - 2
 #: Formats the metadata is written into, by output suffix (HEIF and AVIF by their encoders: :func:`encoder_metadata`).
-CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".heic", ".avif")
+CARRYING_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".webp", ".heic", ".avif")
 
 
 @dataclass(frozen=True)
@@ -424,7 +424,7 @@ def _jpeg_thumbnail(picture, quality: int) -> bytes:
 
 
 def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, image: np.ndarray) -> bytes:
-    """``encoded`` (a whole PNG, JPEG or TIFF file, per ``suffix``, of the pixels ``image``) with ``metadata``
+    """``encoded`` (a whole PNG, JPEG, TIFF or WebP file, per ``suffix``, of the pixels ``image``) with ``metadata``
     written into it, its EXIF thumbnail made from ``image`` (:func:`output_exif`); other formats are returned as
     they are, with a warning naming ``target`` (the file being written)."""
     if not metadata:
@@ -438,18 +438,28 @@ def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, ima
         metadata = _for_output(metadata, image, target, _SEGMENT_MAX - len(EXIF_HEADER))
         frame = _jpeg_frame(encoded)
         return _embed_jpeg(encoded, _fitting(metadata, frame and frame[2], target), target)
+    channels = 1 if image.ndim == 2 or image.shape[2] == 1 else 3
     if kind in (".tif", ".tiff") and tiff_tags.byte_order(encoded) == "<":  # as OpenCV and Pillow write TIFF
-        channels = 1 if image.ndim == 2 or image.shape[2] == 1 else 3
         return _embed_tiff(encoded, _fitting(_for_output(metadata, image, target, None), channels, target), target)
+    if kind == ".webp" and webp_chunks.is_webp(encoded):
+        return _embed_webp(encoded, _fitting(_for_output(metadata, image, target, None), channels, target), target,
+                           image)
     colour = bool(metadata.icc_profile or colour_matters(metadata.png_colour))
-    lost = [what for what, present in (("colour profile", colour), ("EXIF", metadata.exif), ("XMP", metadata.xmp),
-                                       ("IPTC and text", metadata.jpeg_segments or metadata.png_text)) if present]
-    if lost:
-        named = f"{', '.join(lost[:-1])} and {lost[-1]} are" if len(lost) > 1 else f"{lost[0]} is"
-        log.warning("%s: the input's %s not written into %s files (only %s)%s", target, named,
-                    kind or "extension-less", ", ".join(CARRYING_SUFFIXES),
-                    "; colours may show differently" if colour else "")
+    _say_not_written(target, [what for what, present in (
+        ("colour profile", colour), ("EXIF", metadata.exif), ("XMP", metadata.xmp),
+        ("IPTC and text", metadata.jpeg_segments or metadata.png_text or metadata.tiff_tags)) if present],
+        f"{kind or 'extension-less'} files", f"only {', '.join(CARRYING_SUFFIXES)}")
     return encoded
+
+
+def _say_not_written(target: str, lost: list[str], files: str, written: str) -> None:
+    """One warning naming what the input carried that ``files`` of the output's format cannot hold (``written``:
+    what they do hold); that colours may show differently where a profile or colour chunks are among it."""
+    if not lost:
+        return
+    named = f"{', '.join(lost[:-1])} and {lost[-1]} are" if len(lost) > 1 else f"{lost[0]} is"
+    colour = "; colours may show differently" if {"colour profile", "colour chunks"} & set(lost) else ""
+    log.warning("%s: the input's %s not written into %s (%s)%s", target, named, files, written, colour)
 
 
 def _fitting(metadata: ImageMetadata, channels: int | None, target: str) -> ImageMetadata:
@@ -520,6 +530,18 @@ def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
     return encoded[:end_of_header] + chunks + encoded[end_of_header:]
 
 
+def _embed_webp(encoded: bytes, metadata: ImageMetadata, target: str, image: np.ndarray) -> bytes:
+    """The ICC profile, EXIF and XMP in WebP's extended format (:func:`runtime.webp_chunks.with_metadata`); a JPEG's
+    IPTC and comments and a PNG's text and colour chunks have no place there (a warning names them)."""
+    _say_not_written(target, [what for what, present in (
+        ("IPTC and text", metadata.jpeg_segments or metadata.png_text or metadata.tiff_tags),
+        ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour))) if present],
+        "WebP files", "their profile, EXIF and XMP are")
+    alpha = image.ndim == 3 and image.shape[2] == 4
+    return webp_chunks.with_metadata(encoded, image.shape[1], image.shape[0], alpha, metadata.icc_profile,
+                                     metadata.exif, metadata.xmp)
+
+
 def _embed_tiff(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
     """The ICC profile, XMP and a TIFF input's IPTC, Photoshop resources and print resolution as tags of the TIFF's
     first directory (:func:`runtime.tiff_tags.with_tags`); EXIF, a PNG's colour chunks and a JPEG's or PNG's text
@@ -529,13 +551,10 @@ def _embed_tiff(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
         tags[tiff_tags.ICC_PROFILE] = (7, len(metadata.icc_profile), metadata.icc_profile)
     if metadata.xmp:
         tags[tiff_tags.XMP] = (1, len(metadata.xmp), metadata.xmp)
-    lost = [what for what, present in (("EXIF", metadata.exif), ("IPTC and text", metadata.jpeg_segments or
-                                                                  metadata.png_text),
-                                       ("colour chunks", not metadata.icc_profile and
-                                        colour_matters(metadata.png_colour))) if present]
-    if lost:
-        log.warning("%s: the input's %s not written into TIFF files (their profile, XMP, IPTC and resolution are)",
-                    target, " and ".join(lost) + (" are" if len(lost) > 1 else " is"))
+    _say_not_written(target, [what for what, present in (
+        ("EXIF", metadata.exif), ("IPTC and text", metadata.jpeg_segments or metadata.png_text),
+        ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour))) if present],
+        "TIFF files", "their profile, XMP, IPTC and resolution are")
     return tiff_tags.with_tags(encoded, tags)
 
 

@@ -138,7 +138,7 @@ def test_read_returns_upright_metadata_and_no_metadata_for_plain_files(tmp_path)
     assert not read_image_and_metadata(tmp_path / "plain.png")[1]
 
 
-@pytest.mark.parametrize("suffix", [".webp", ".bmp"])  # TIFF carries them: tests/runtime/test_tiff_tags.py
+@pytest.mark.parametrize("suffix", [".bmp"])  # TIFF and WebP carry them: test_tiff_tags.py, test_webp_chunks.py
 def test_formats_without_metadata_support_say_so(tmp_path, suffix, caplog):
     with caplog.at_level(logging.WARNING):
         write_image(tmp_path / f"out{suffix}", random_image(), ImageMetadata(icc_profile=_profile()))
