@@ -415,7 +415,7 @@ def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | N
         except cv2.error as exc:
             raise ImageReadError(f"{path}: OpenCV cannot decode it: {first_line(exc)}") from None
         if image is not None:
-            return image, tiff_tags.is_tiff(data) or data[:4] in (b"II+\x00", b"MM\x00+")  # classic or BigTIFF
+            return image, tiff_tags.is_tiff(data, big=True)
         if header is None:
             raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'}"
                                  " file of another kind, truncated or empty?)")

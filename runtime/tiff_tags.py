@@ -20,11 +20,12 @@ X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 282, 283, 296
 #: SRATIONAL, FLOAT, DOUBLE).
 _TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
 _ORDERS = {b"II*\x00": "<", b"MM\x00*": ">"}
+_BIGTIFF = (b"II+\x00", b"MM\x00+")
 
 
-def is_tiff(data: bytes) -> bool:
-    """Whether ``data`` starts as a classic TIFF file (not BigTIFF)."""
-    return data[:4] in _ORDERS
+def is_tiff(data: bytes, big: bool = False) -> bool:
+    """Whether ``data`` starts as a classic TIFF file (``big``: or as a BigTIFF one, 64-bit offsets)."""
+    return data[:4] in _ORDERS or (big and data[:4] in _BIGTIFF)
 
 
 def _entries(data: bytes) -> tuple[str, int, list[tuple[int, int, int, bytes]], int] | None:
