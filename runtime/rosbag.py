@@ -358,16 +358,16 @@ def _run(args) -> int:
     from runtime import Deblurrer
     from runtime.options import deblurrer_options
 
-    for bag in args.bags:  # a path that is not a bag rosbags reads, or a topic it lacks, refused before any work
-        with _opened(bag) as reader:
-            if not args.list:
-                _chosen_topics(bag, reader, args.topics)
-    if args.list:
+    if args.list:  # each bag opened once: one that rosbags cannot read is refused there
         for bag in args.bags:
+            lines = listing(bag)
             print(f"{bag}:")
-            for line in listing(bag):
+            for line in lines:
                 print(f"  {line}")
         return 0
+    for bag in args.bags:  # a path that is not a bag rosbags reads, or a topic it lacks, refused before any work
+        with _opened(bag) as reader:
+            _chosen_topics(bag, reader, args.topics)
     targets = _plan(args.bags, args.output, args.force)
     args.output.mkdir(parents=True, exist_ok=True)
     failures = 0
@@ -392,12 +392,12 @@ def listing(source: Path) -> list[str]:
     encoding, or format), and whether it would be deblurred or copied as recorded (and why)."""
     with _opened(source) as reader:
         images = [c for c in reader.connections if c.msgtype in _IMAGE_TYPES | _COMPRESSED_TYPES]
-        counts, first = Counter(), {}
+        counts, first, topics = Counter(), {}, {c.topic for c in images}
         for c in images:
             counts[(c.topic, c.msgtype)] += c.msgcount
         for connection, _, data in reader.messages(connections=images):  # the first message of each topic
             first.setdefault(connection.topic, reader.deserialize(data, connection.msgtype))
-            if len(first) == len({c.topic for c in images}):
+            if len(first) == len(topics):
                 break
     lines = []
     for (topic, msgtype), n in sorted(counts.items()):
