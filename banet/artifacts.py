@@ -12,6 +12,7 @@ variant never replaces the default file the other commands read::
     <stem>_int8_ort.onnx  <stem>_int8_trt.onnx                       quantized (calibration.quantize)
     <stem>_int8_<flavour>_<variant>.onnx                             other exclusions / method (quantize)
     <stem>_<precision>[_<targets>].engine (+ <name>.json)            built (export/build_trt.py)
+    <network stem>_app[_bgr].onnx / .ort (+ .required_operators.config)  app graphs (export/to_app.py)
     <name>.failed.<suffix>                                           refused by a verification, kept to inspect
 
 Whether a file still stands for its weights is :func:`banet.metadata.stale_source` (ONNX) and the engine
@@ -74,6 +75,12 @@ def engine_path(stem: str, precision: str, targets: tuple[str, ...] = (), folder
     """``<stem>_<precision>[_<targets>].engine`` (the name the benchmarks look for)."""
     suffix = ("_" + "-".join(targets)) if targets else ""
     return (folder or engines_dir()) / f"{stem}_{precision}{suffix}.engine"
+
+
+def app_path(network_onnx: Path, channel_order: str = "RGB", suffix: str = ".onnx") -> Path:
+    """The app graph made from ``network_onnx``, next to it: ``<stem>_app[_bgr]<suffix>`` (``.onnx`` or ``.ort``)."""
+    order = "" if channel_order.upper() == "RGB" else "_" + channel_order.lower()
+    return Path(network_onnx).with_name(f"{Path(network_onnx).stem}_app{order}{suffix}")
 
 
 def failed_path(path: Path) -> Path:

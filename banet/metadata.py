@@ -18,6 +18,8 @@ from banet.hashing import file_sha256
 from banet.onnx_wire import summarize_onnx
 
 SCHEMA_VERSION = "1"
+#: Metadata key marking an app graph (export/to_app.py: uint8 images in and out, pre/post-processing inside).
+APP_GRAPH_KEY = METADATA_PREFIX + "graph"
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ class ModelMetadata:
         """Parse :meth:`to_props` output; a missing key, or a value that does not parse, raises
         :class:`ArtifactError` in one line naming the key and the file (``source``)."""
         p = METADATA_PREFIX
+        if props.get(APP_GRAPH_KEY) == "app":
+            raise ArtifactError(f"{source}: an app graph (uint8 images in and out, made by export/to_app.py for apps "
+                                "that link only ONNX Runtime); run it with ONNX Runtime itself, and give the "
+                                "runtime, engine builds and benchmarks the network ONNX it was made from")
 
         def get(key: str) -> str:
             if p + key not in props:

@@ -12,6 +12,9 @@ import json
 
 from banet.metadata import ModelMetadata
 
+#: Least PSNR (dB) against FP32 a derived artifact of each precision may show: below it an engine build fails (kept as
+#: <name>.failed.engine; compared with ONNX Runtime FP32) and an app graph is refused (compared with PyTorch FP32).
+MIN_PSNR_DB = {"fp32": 70.0, "fp16": 40.0, "int8": 25.0}
 #: Most restoration PSNR an INT8 file may lose against FP32 on the held-out photos (dB), per backend.
 INT8_HELDOUT_BUDGET_DB = 0.3
 #: Metadata key (under ``banet.``) of the held-out record.

@@ -88,6 +88,12 @@ def evaluate_pairs(restore: Restorer, pairs: Sequence[tuple[str, np.ndarray, np.
 
 def photo_batch(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
     """A deterministic NCHW network input built from real photos (random crop, resized to HxW)."""
+    out, _ = preprocess(photo_images(batch, height, width, seed), channel_order="RGB", pad=False)
+    return out
+
+
+def photo_images(batch: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """The photos of :func:`photo_batch` as uint8 ``NxHxWx3`` RGB images (what an app hands over)."""
     import cv2
     import skimage.data
     from skimage.io import imread
@@ -102,8 +108,7 @@ def photo_batch(batch: int, height: int, width: int, seed: int = 0) -> np.ndarra
         y, x = int(rng.integers(0, ph - ch + 1)), int(rng.integers(0, pw - cw + 1))
         crop = photo[y:y + ch, x:x + cw]
         images.append(cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA))
-    out, _ = preprocess(np.stack(images), channel_order="RGB", pad=False)
-    return out
+    return np.stack(images)
 
 
 @dataclass
@@ -115,15 +120,10 @@ class ShapeResult:
     error: str | None = None
 
 
-@dataclass
-class ParityReport:
-    """Per-shape results of a sweep and the thresholds they were held to."""
+class SweepVerdicts:
+    """What every per-shape report of a dataclass with ``results`` (each with ``passed`` and ``psnr_db``) says."""
 
-    reference: str
-    candidate: str
-    min_psnr_db: float
-    max_abs_error: float | None
-    results: list[ShapeResult]
+    results: list
 
     @property
     def passed(self) -> bool:
@@ -137,6 +137,17 @@ class ParityReport:
         data = asdict(self)
         data["passed"] = self.passed
         return data
+
+
+@dataclass
+class ParityReport(SweepVerdicts):
+    """Per-shape results of a sweep and the thresholds they were held to."""
+
+    reference: str
+    candidate: str
+    min_psnr_db: float
+    max_abs_error: float | None
+    results: list[ShapeResult]
 
     def table(self) -> str:
         lines = [f"{self.candidate} vs {self.reference} (pass: PSNR >= {self.min_psnr_db:g} dB"

@@ -18,6 +18,7 @@ from banet.manifest import (
     manifest_path,
 )
 from banet.outputs import shown_path as show
+from banet.precision import MIN_PSNR_DB
 from export.artifact_chain import export_command
 from export.trt.onnx_info import (
     DEFAULT_MAX,
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 DRIFT_SHAPES = ((1, 256, 256), (2, 256, 384), (1, 720, 1280))
 
 
-#: Drift below this (PSNR vs ONNX Runtime FP32, dB) fails the build: the engine is kept as <name>.failed.engine.
-MIN_PSNR_DB = {"fp32": 70.0, "fp16": 40.0, "int8": 25.0}
 
 
 @dataclass

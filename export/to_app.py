@@ -1,0 +1,214 @@
+"""Make an app graph: the network with the project's pre- and post-processing inside, uint8 images in and out, for
+apps that link only ONNX Runtime (Android and iOS through ORT Mobile, browsers through onnxruntime-web, C#, Java,
+C++), checked against the runtime's pixels and PyTorch before it is written.
+
+Examples:
+    python export/to_app.py                        # engines/banet_default.onnx -> banet_default_app.onnx + .ort
+    python export/to_app.py --precision int8       # the INT8 file for CPUs (python -m calibration.quantize makes it)
+    python export/to_app.py --channel-order BGR    # BGR/BGRA input and output (iOS pixel buffers, OpenCV)
+    python export/to_app.py --weights BANet_GoPro.pth --precision fp16
+
+The graph takes "image", uint8 [N, H, W, 3] (or 4 channels: the alpha is ignored, so an Android Bitmap's or a
+canvas's RGBA bytes go in as they are) and gives "deblurred", uint8 [N, H, W, 3], the same size, and "finite",
+bool [N], false where the network overflowed (that image is garbage). It runs a whole image: no tiling inside,
+so memory grows with the pixels (tile or size down large photos in the app).
+
+Next to the .onnx it writes the ORT format file ORT Mobile loads (.ort, optimized for no particular CPU) and the
+operator list a reduced ORT Mobile build needs (.required_operators.config); --no-ort leaves them out. Both files
+are run on the export sweep's shapes plus odd ones (5x3, 37x53, batch 2 of 99x131) and must give the runtime
+path's pixels (>= 99.9% equal, none more than one level apart) within the precision's PSNR floor of PyTorch FP32
+(fp32 70, fp16 40, int8 25 dB); a file that fails is left as <name>.failed.onnx / .ort and the command exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable without installation
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
+    from banet.artifacts import app_path, engines_rule, int8_onnx_path, onnx_path
+    from banet.defaults import default_weights_path
+    from banet.errors import ArtifactError
+    from banet.metadata import read_onnx_metadata, stale_source
+    from banet.outputs import check_input, check_not_input, check_output, write_atomic, write_error
+    from banet.shapes import parse_nhw
+    from export.app_check import APP_SWEEP, AppReport
+    from export.app_graph import CHANNEL_ORDERS
+    from export.onnx_export import ExportError
+except ModuleNotFoundError as _missing:
+    if __name__ != "__main__":
+        raise
+    from banet.defaults import missing_module_line
+
+    raise SystemExit(missing_module_line(_missing, "export/to_app.py")) from None
+
+log = logging.getLogger("export.to_app")
+
+#: The network file each precision wraps (INT8: the Q/DQ file made for CPUs, which phones' CPUs run).
+PRECISIONS = ("fp32", "fp16", "int8")
+CONFIG_SUFFIX = ".required_operators.config"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="export/to_app.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="the checkpoint the network ONNX was exported from (PyTorch reference; default: the "
+                             "embedded default model)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="which network file to wrap: fp32 or fp16 (exported first when missing) or int8 (the "
+                             "CPU Q/DQ file of python -m calibration.quantize); default fp32")
+    parser.add_argument("--onnx", type=Path, default=None,
+                        help="wrap this network ONNX instead (an export of this project, of --weights)")
+    parser.add_argument("--channel-order", type=str.upper, choices=CHANNEL_ORDERS, default="RGB",
+                        help="channel order of the app's images, in and out (default RGB; RGBA/BGRA take the same)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="app graph to write (default: engines/<network name>_app[_bgr].onnx); the .ort and its "
+                             "operator list go next to it")
+    parser.add_argument("--no-ort", action="store_true", help="write only the .onnx, not the ORT Mobile files")
+    parser.add_argument("--force", action="store_true", help="overwrite the outputs (and --report) if they exist")
+    parser.add_argument("--verify-sizes", type=parse_nhw, nargs="+", default=[], metavar="[N]xHxW",
+                        help="extra shapes to check, e.g. 1x1080x1920 2x36x52")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="also write the check's results as JSON here (an existing file only with --force)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
+    return parser
+
+
+def network_file(args: argparse.Namespace, weights: Path) -> Path:
+    """The network ONNX to wrap: ``--onnx``, else the weights' export of ``--precision`` (exported and verified
+    first when missing; the INT8 file must have been made by calibration.quantize)."""
+    from export.artifact_chain import exported_onnx
+
+    if args.onnx is not None:
+        return check_input(args.onnx, error=ExportError, what="network ONNX (--onnx)")
+    if args.precision == "int8":
+        path = int8_onnx_path(onnx_path(weights.stem), "ort")
+        return check_input(path, error=ExportError, what="INT8 file",
+                           fix="make it with python -m calibration.quantize" + (
+                               f" --weights {weights}" if args.weights else ""))
+    return exported_onnx(weights, args.precision)
+
+
+def outputs_of(args: argparse.Namespace, network: Path) -> list[Path]:
+    """The files this run writes: the app .onnx, then (unless ``--no-ort``) its .ort and operator list."""
+    app = args.output or app_path(network, args.channel_order)
+    if app.suffix.lower() != ".onnx":
+        raise ExportError(f"{app}: the app graph is written as .onnx (its .ort goes next to it)")
+    return [app] if args.no_ort else [app, app.with_suffix(".ort"), app.with_name(app.stem + CONFIG_SUFFIX)]
+
+
+def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
+    """Wrap, check and write: the network file, the files written and the checks. ExportError (one line, the failing
+    table after it) on any refusal."""
+    import onnx
+
+    from banet.checkpoint import load_checkpoint
+    from export.app_check import check_app_graphs, onnxruntime_app_run
+    from export.app_graph import save_ort_format, wrap_for_apps
+    from export.onnx_export import onnxruntime_forward, torch_forward
+    from export.onnx_file import claim_staging, refused_path
+    from export.reference_cache import cached_forward
+
+    weights = Path(args.weights or default_weights_path())
+    check_input(weights, error=ExportError, what="checkpoint (--weights)")
+    network = network_file(args, weights)
+    outputs = outputs_of(args, network)
+    inputs = {"the network ONNX": network, "the checkpoint (--weights)": weights}
+    for path in outputs:
+        check_output(path, force=args.force, error=ExportError, suffix=path.suffix, inputs=inputs, option="--output")
+    if args.report is not None:
+        check_not_input(args.report, {**inputs, **{str(p): p for p in outputs}}, error=ExportError, option="--report")
+        check_output(args.report, force=args.force, error=ExportError, suffix=".json", option="--report")
+    metadata = read_onnx_metadata(network)
+    problem = stale_source(metadata, network, weights)
+    if problem is not None:
+        raise ExportError(f"{problem}; pass the checkpoint it was exported from as --weights, or re-export it")
+    log.info("wrapping %s (%s) for apps: uint8 %s in and out", network, metadata.precision, args.channel_order)
+    app_model = wrap_for_apps(onnx.load(str(network)), metadata, args.channel_order)
+
+    staged = [claim_staging(path) for path in outputs]
+    try:
+        write_atomic(staged[0], app_model.SerializeToString())
+        runs = {outputs[0].name: onnxruntime_app_run(staged[0])}
+        if not args.no_ort:
+            save_ort_format(staged[0], staged[1], staged[2])
+            _name_config(staged[2], outputs[1])
+            runs[outputs[1].name] = onnxruntime_app_run(staged[1])
+        model = load_checkpoint(weights).model.eval().float()
+        pytorch = cached_forward(torch_forward(model), model)
+        reports = check_app_graphs(runs, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
+                                   shapes=tuple(APP_SWEEP) + tuple(args.verify_sizes))
+        for report in reports:
+            log.info("%s", report.table())
+        if not all(report.passed for report in reports):
+            kept = []
+            for stage, path in zip(staged, outputs):
+                if stage.exists() and path.suffix in (".onnx", ".ort"):
+                    stage.replace(refused_path(path))
+                    kept.append(str(refused_path(path)))
+            failing = "\n".join(r.table() for r in reports if not r.passed)
+            raise ExportError(f"the app graph does not give the runtime's pixels on every shape; left at "
+                              f"{', '.join(kept)} for inspection, nothing written:\n{failing}")
+        for stage, path in zip(staged, outputs):
+            stage.replace(path)
+    finally:
+        for stage in staged:
+            stage.unlink(missing_ok=True)
+    return network, outputs, reports
+
+
+def _name_config(config: Path, ort_file: Path) -> None:
+    """The converter's operator list names the temporary file it read: name the .ort it goes with instead."""
+    lines = config.read_text().splitlines()
+    lines = [f"# - {ort_file.name}" if line.startswith("# - ") else line for line in lines]
+    config.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.onnx is not None and args.precision != "fp32":
+        print("error: --onnx names the network file itself; its precision is read from it (drop --precision)",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.output is None:
+            log.info("%s", engines_rule())
+        network, outputs, reports = make(args)
+    except (ExportError, ArtifactError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a path the system refuses, a full disk: one line, not a traceback
+        print(f"error: {write_error(exc, Path(exc.filename or '.'))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): nothing written", file=sys.stderr)
+        return 130
+    if args.quiet:
+        print("\n".join(report.table() for report in reports))
+    if args.report:
+        files = {p.name: {"bytes": p.stat().st_size, "mb": p.stat().st_size / 1e6} for p in outputs}
+        record = {"network": network.name, "precision": reports[0].precision, "channel_order": args.channel_order,
+                  "files": files, "checks": [r.to_dict() for r in reports]}
+        try:
+            write_atomic(args.report, json.dumps(record, indent=2).encode())
+        except OSError as exc:
+            print(f"error: {write_error(exc, args.report)} (the app graph was written: {outputs[0]})", file=sys.stderr)
+            return 1
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in outputs if p.suffix in (".onnx", ".ort"))
+    worst = min(report.worst_psnr_db for report in reports)
+    same = min(min(r.identical for r in report.results) for report in reports)
+    print(f"wrote {sizes} (uint8 {args.channel_order} in and out); checked on {len(reports[0].results)} shapes: "
+          f">= {same:.4%} of pixels equal to the runtime's, worst {worst:.1f} dB from PyTorch FP32")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,255 @@
+"""App graphs (export/to_app.py): uint8 images in and out, the runtime's pixels, ORT Mobile files, refusals."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from banet.conventions import BANET
+from banet.errors import ArtifactError
+from banet.metadata import ModelMetadata, read_onnx_metadata
+from banet.processing import postprocess, preprocess
+from export import app_graph
+from export.app_check import MIN_IDENTICAL, check_app_graphs, judge_shape, onnxruntime_app_run
+from export.app_graph import wrap_for_apps
+from export.onnx_export import ExportOptions, export_onnx, onnxruntime_forward
+from export.to_app import main
+from tests.conftest import TINY
+
+SHAPES = [(1, 5, 3), (1, 37, 53), (2, 20, 31), (1, 8, 8), (1, 1, 1), (1, 7, 300)]
+
+
+def _metadata(**kw) -> ModelMetadata:
+    return ModelMetadata(conventions=kw.pop("conventions", BANET), config=TINY, precision="fp32",
+                         source_sha256="0" * 64, source_name="synthetic", exporter="test", opset=17, min_size=8, **kw)
+
+
+def _network(body: str) -> onnx.ModelProto:
+    """A stand-in network NCHW float -> NCHW float: 'identity', 'blur' (3x3 average, so the padding shows at the
+    bottom/right edges), or 'nan' (a square root of negative values)."""
+    nodes = {"identity": [helper.make_node("Identity", ["input"], ["output"])],
+             "blur": [helper.make_node("AveragePool", ["input"], ["output"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])],
+             "nan": [helper.make_node("Sqrt", ["input"], ["output"])]}[body]
+    graph = helper.make_graph(nodes, body, [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                          ["batch", 3, "height", "width"])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT,
+                                                             ["batch", 3, "height", "width"])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _images(shape, channels=3, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*shape, channels), dtype=np.uint8)
+
+
+def _runtime_path(network: onnx.ModelProto, images: np.ndarray, order: str, metadata: ModelMetadata) -> np.ndarray:
+    """What the runtime does: banet.processing around the network file."""
+    batch, padding = preprocess(images, metadata.conventions, order, min_size=(metadata.min_size,) * 2)
+    raw = _session(network).run(None, {"input": batch})[0]
+    return postprocess(raw, padding, np.uint8, metadata.conventions, order)
+
+
+def test_identity_network_gives_the_input_back_exactly():
+    app = _session(wrap_for_apps(_network("identity"), _metadata()))
+    for shape in SHAPES:
+        images = _images(shape)
+        deblurred, finite = app.run(None, {"image": images})
+        assert deblurred.dtype == np.uint8 and np.array_equal(deblurred, images), shape
+        assert finite.dtype == bool and finite.shape == (shape[0],) and finite.all()
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_padding_and_channel_order_equal_the_runtime_path(order):
+    """A 3x3 blur sees the padded rows/columns at the bottom/right: reflect where it fits, edge below the smallest
+    size (5x3 -> 8x8), as banet.processing.pad_to; channel order swapped in and out."""
+    network, metadata = _network("blur"), _metadata()
+    app = _session(wrap_for_apps(network, metadata, order))
+    for shape in SHAPES:
+        images = _images(shape, seed=sum(shape))
+        deblurred, _ = app.run(None, {"image": images})
+        np.testing.assert_array_equal(deblurred, _runtime_path(network, images, order, metadata), err_msg=str(shape))
+    rgb = _images((1, 9, 11))
+    swapped, _ = _session(wrap_for_apps(network, metadata, "BGR")).run(None, {"image": rgb[..., ::-1].copy()})
+    straight, _ = _session(wrap_for_apps(network, metadata, "RGB")).run(None, {"image": rgb})
+    np.testing.assert_array_equal(swapped[..., ::-1], straight)
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_alpha_channel_is_ignored(order):
+    app = _session(wrap_for_apps(_network("blur"), _metadata(), order))
+    rgba = _images((2, 13, 17), channels=4)
+    with_alpha, _ = app.run(None, {"image": rgba})
+    without, _ = app.run(None, {"image": rgba[..., :3].copy()})
+    np.testing.assert_array_equal(with_alpha, without)
+
+
+def test_edge_padding_conventions_use_edge_everywhere():
+    conventions = type(BANET)(pad_mode="edge")
+    network, metadata = _network("blur"), _metadata(conventions=conventions)
+    images = _images((1, 37, 53))
+    deblurred, _ = _session(wrap_for_apps(network, metadata)).run(None, {"image": images})
+    np.testing.assert_array_equal(deblurred, _runtime_path(network, images, "RGB", metadata))
+
+
+def test_overflow_is_flagged_per_image():
+    app = _session(wrap_for_apps(_network("nan"), _metadata()))
+    images = np.stack([_images((1, 10, 10))[0], np.full((10, 10, 3), 255, np.uint8)])
+    _, finite = app.run(None, {"image": images})
+    assert finite.tolist() == [False, True]  # sqrt(pixel/255 - 0.5): negative (NaN) unless every pixel is 255
+
+
+def test_bad_requests_refused():
+    with pytest.raises(ValueError, match="channel order"):
+        wrap_for_apps(_network("identity"), _metadata(), "RGBX")
+    old = _network("identity")
+    old.opset_import[0].version = 11
+    with pytest.raises(ValueError, match="opset 11"):
+        wrap_for_apps(old, _metadata())
+
+
+def test_judge_passes_rare_one_level_flips_and_fails_systematic_ones():
+    rng = np.random.default_rng(0)
+    runtime = rng.integers(1, 255, (1, 100, 100, 3), dtype=np.uint8)
+    flipped = runtime.copy()
+    flipped.reshape(-1)[:10] += 1  # 10 of 30,000 values one level off (another kernel's rounding)
+    ok = judge_shape((1, 100, 100), flipped, np.array([True]), runtime, runtime, 70.0)
+    assert ok.passed and ok.max_level_difference == 1 and ok.identical >= MIN_IDENTICAL
+    floored = runtime.copy()
+    floored[rng.random(runtime.shape) < 0.5] -= 1  # rounding down instead of to nearest: half the values
+    bad = judge_shape((1, 100, 100), floored, np.array([True]), runtime, runtime, 30.0)
+    assert not bad.passed and "differ from the runtime path" in bad.error
+    shifted = np.clip(runtime.astype(int) + 3, 0, 255).astype(np.uint8)
+    assert not judge_shape((1, 100, 100), shifted, np.array([True]), runtime, runtime, 30.0).passed
+    assert not judge_shape((1, 100, 100), runtime, np.array([False]), runtime, runtime, 30.0).passed
+    drifted = judge_shape((1, 100, 100), runtime, np.array([True]), runtime, shifted, 70.0)
+    assert not drifted.passed and "from PyTorch FP32" in drifted.error
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory):
+    import torch
+
+    from banet.model import BANet
+
+    torch.manual_seed(0)
+    model = BANet(TINY).eval()
+    with torch.no_grad():
+        model.de_layer3[0].weight.mul_(10)
+    path = tmp_path_factory.mktemp("app") / "tiny.onnx"
+    export_onnx(model, path, ExportOptions(verify_shapes=[(1, 16, 16)]), "0" * 64, "tiny", TINY)
+    return model, path
+
+
+def test_real_network_app_graph_and_ort_file_give_the_runtime_pixels(tmp_path, tiny_onnx):
+    from export.onnx_export import torch_forward
+
+    model, network = tiny_onnx
+    metadata = read_onnx_metadata(network)
+    app = tmp_path / "tiny_app.onnx"
+    onnx.save(wrap_for_apps(onnx.load(str(network)), metadata), str(app))
+    app_graph.save_ort_format(app, tmp_path / "tiny_app.ort", tmp_path / "ops.config")
+    assert "Conv" in (tmp_path / "ops.config").read_text()
+    runs = {"onnx": onnxruntime_app_run(app), "ort": onnxruntime_app_run(tmp_path / "tiny_app.ort")}
+    shapes = [(1, 5, 3), (1, 37, 53), (2, 20, 30)]
+    reports = check_app_graphs(runs, onnxruntime_forward(network), torch_forward(model), metadata, "RGB", shapes)
+    for report in reports:
+        assert report.passed, report.table()
+        assert all(r.max_level_difference <= 1 and r.psnr_db >= 70 for r in report.results)
+    # the check can fail: a wrong offset inside the graph moves every pixel
+    broken = wrap_for_apps(onnx.load(str(network)), metadata)
+    offset = next(t for t in broken.graph.initializer if t.name == "app/offset_in")
+    offset.CopyFrom(numpy_helper.from_array(np.array(-0.4, np.float32), offset.name))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(broken, str(bad))
+    [failed] = check_app_graphs({"bad": onnxruntime_app_run(bad)}, onnxruntime_forward(network),
+                                torch_forward(model), metadata, "RGB", shapes[:1])
+    assert not failed.passed and "differ from the runtime path" in failed.results[0].error
+
+
+def test_cli_writes_checked_files_and_refuses_to_overwrite(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.setattr("export.to_app.APP_SWEEP", ((1, 5, 3), (2, 20, 30)))
+    out = tmp_path / "a" / "tiny_app.onnx"
+    report = tmp_path / "r.json"
+    assert main(["--weights", str(tiny_weights), "--output", str(out), "--report", str(report), "-q"]) == 0
+    said = capsys.readouterr().out
+    assert "wrote tiny_app.onnx" in said and "tiny_app.ort" in said and "PyTorch FP32" in said
+    assert out.is_file() and out.with_suffix(".ort").is_file()
+    assert (out.parent / "tiny_app.required_operators.config").read_text().count("tiny_app.ort") == 1
+    record = json.loads(report.read_text())
+    assert [r["passed"] for r in record["checks"]] == [True, True] and record["files"]["tiny_app.onnx"]["bytes"] > 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny_app.onnx", "tiny_app.ort",
+                                                           "tiny_app.required_operators.config"]
+    before = out.read_bytes()
+    assert main(["--weights", str(tiny_weights), "--output", str(out)]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err and out.read_bytes() == before
+    # the runtime refuses both files in one line, naming what they are
+    with pytest.raises(ArtifactError, match="an app graph"):
+        read_onnx_metadata(out)
+    from runtime import Deblurrer
+
+    with pytest.raises(ValueError, match="ORT Mobile app graph"):
+        Deblurrer(out.with_suffix(".ort"))
+    # an app graph given as the network to wrap
+    assert main(["--weights", str(tiny_weights), "--onnx", str(out), "--output", str(tmp_path / "x.onnx")]) == 1
+    assert "an app graph" in capsys.readouterr().err
+
+
+def test_cli_failed_check_leaves_failed_files_and_writes_nothing(tmp_path, tiny_weights, capsys, monkeypatch):
+    monkeypatch.setattr("export.to_app.APP_SWEEP", ((1, 6, 10),))
+    monkeypatch.setattr(app_graph, "_channel_indices", lambda source, target: None)  # RGB fed as BGR
+    out = tmp_path / "tiny_app.onnx"
+    assert main(["--weights", str(tiny_weights), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "does not give the runtime's pixels" in err and "FAIL" in err
+    assert sorted(p.name for p in tmp_path.iterdir() if "app" in p.name) == ["tiny_app.failed.onnx",
+                                                                            "tiny_app.failed.ort"]
+
+
+def test_cli_refusals_before_work(tmp_path, tiny_weights, capsys):
+    assert main(["--weights", str(tiny_weights), "--precision", "int8"]) == 1
+    assert "make it with python -m calibration.quantize --weights" in capsys.readouterr().err
+    assert main(["--weights", str(tmp_path / "nope.pth")]) == 1
+    assert "nope.pth: checkpoint (--weights) not found" in capsys.readouterr().err
+    assert main(["--weights", str(tiny_weights), "--output", str(tmp_path / "x.ort")]) == 1
+    assert "written as .onnx" in capsys.readouterr().err
+    assert main(["--onnx", str(tmp_path / "n.onnx"), "--precision", "fp16"]) == 2
+
+
+def test_cli_refuses_an_onnx_of_other_weights(tmp_path, tiny_weights, tiny_onnx, capsys):
+    _, network = tiny_onnx  # exported with a recorded sha256 of zeros: not tiny_weights'
+    assert main(["--weights", str(tiny_weights), "--onnx", str(network), "--output", str(tmp_path / "a.onnx")]) == 1
+    assert "exported from other weights" in capsys.readouterr().err
+    assert not (tmp_path / "a.onnx").exists()
+
+
+def test_script_help_runs():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, str(root / "export" / "to_app.py"), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "ORT Mobile" in done.stdout
+
+
+def test_app_graph_equals_deblurrer_on_the_network_file(tmp_path, tiny_onnx):
+    """The reference the check uses is what an app user of the Python runtime gets: Deblurrer on ONNX Runtime."""
+    from runtime import Deblurrer
+
+    _, network = tiny_onnx
+    app = tmp_path / "tiny_app.onnx"
+    onnx.save(wrap_for_apps(onnx.load(str(network)), read_onnx_metadata(network)), str(app))
+    session = _session(onnx.load(str(app)))
+    deblurrer = Deblurrer(network, backend="onnxruntime", rgb=True)
+    for shape in [(41, 67), (6, 5), (120, 90)]:
+        rgb = _images((1, *shape), seed=shape[0])[0]
+        deblurred, finite = session.run(None, {"image": rgb[None]})
+        np.testing.assert_array_equal(deblurred[0], deblurrer.deblur(rgb), err_msg=str(shape))
+        assert finite.all()
