@@ -3,12 +3,12 @@
 Two references on every shape, from the same uint8 photos an app would hand over:
 
 - **the runtime's path**: the network file it was made from, run by ONNX Runtime between
-  :func:`banet.processing.preprocess` and :func:`~banet.processing.postprocess` (what ``Deblurrer`` does for an
-  untiled image). The app graph must give the same pixels: at least :data:`MIN_IDENTICAL` of them equal and none
-  more than one level apart (a different kernel choice may round one value the other way; a wrong offset, channel
-  order, padding or rounding moves far more);
-- **PyTorch FP32** on the same padded input: the drift in PSNR (dB, of the uint8 images), held to the precision's
-  floor (:data:`banet.precision.MIN_PSNR_DB`).
+  :func:`banet.processing.preprocess` and :func:`~banet.processing.postprocess` (what ``Deblurrer`` does), in the
+  graph's tiles through :func:`runtime.tiling.run_tiled` where it tiles. The app graph must give the same pixels:
+  at least :data:`MIN_IDENTICAL` of them equal and none more than one level apart (a different kernel choice may
+  round one value the other way; a wrong offset, channel order, padding, tile or rounding moves far more);
+- **PyTorch FP32** on the same padded input (and tiles): the drift in PSNR (dB, of the uint8 images), held to the
+  precision's floor (:data:`banet.precision.MIN_PSNR_DB`).
 
 On the first shape the same photos are also given as RGBA (random alpha): the output must not change.
 """
@@ -91,13 +91,30 @@ def judge_shape(shape: tuple[int, int, int], app: np.ndarray, finite: np.ndarray
     return AppShapeResult(shape, identical, worst, drift, not problems, "; ".join(problems) or None)
 
 
+def tiled(forward: Forward, tile: int | None, overlap: int, multiple: int) -> Forward:
+    """``forward`` as the runtime runs it in tiles of at most ``tile`` (:func:`runtime.tiling.even_tile` sides,
+    :func:`runtime.tiling.run_tiled` blending); ``forward`` itself where one tile covers the input."""
+    from runtime.tiling import even_tile, run_tiled
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        if tile is None:
+            return forward(batch)
+        sides = tuple(even_tile(length, tile, overlap, multiple) for length in batch.shape[2:])
+        return forward(batch) if sides == batch.shape[2:] else run_tiled(batch, forward, sides, overlap)
+
+    return run
+
+
 def check_app_graphs(apps: Mapping[str, AppRun], network: Forward, pytorch: Forward, metadata: ModelMetadata,
                      channel_order: str, shapes: Sequence[tuple[int, int, int]] = APP_SWEEP,
-                     min_psnr_db: float | None = None, seed: int = 0) -> list[AppReport]:
+                     min_psnr_db: float | None = None, seed: int = 0, tile: int | None = None,
+                     overlap: int = 32) -> list[AppReport]:
     """Run each app graph (``apps``: name -> uint8 NHWC images -> (deblurred, finite); an ``.onnx`` and its
     ``.ort``) on photos of each shape against the runtime path over ``network`` and against ``pytorch`` (both NCHW
-    float32 -> raw output), each reference computed once for all of them."""
+    float32 -> raw output; both tiled as the graph tiles, with ``tile``), each reference computed once for all."""
     floor = MIN_PSNR_DB[metadata.precision] if min_psnr_db is None else min_psnr_db
+    multiple = metadata.conventions.size_multiple
+    network, pytorch = tiled(network, tile, overlap, multiple), tiled(pytorch, tile, overlap, multiple)
     results: dict[str, list[AppShapeResult]] = {name: [] for name in apps}
     for index, shape in enumerate(shapes):
         rgb = photo_images(*shape, seed=seed)

@@ -52,6 +52,8 @@ log = logging.getLogger("export.to_app")
 
 #: The network file each precision wraps (INT8: the Q/DQ file made for CPUs, which phones' CPUs run).
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Largest tile side by default: working memory ~1.3 KB a pixel for the default network, ~350 MB a tile.
+DEFAULT_TILE = 512
 CONFIG_SUFFIX = ".required_operators.config"
 
 
@@ -71,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, default=None,
                         help="app graph to write (default: engines/<network name>_app[_bgr].onnx); the .ort and its "
                              "operator list go next to it")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PX",
+                        help=f"run images larger than PX x PX in evenly sized overlapping tiles of at most that, "
+                             f"blended as the runtime blends them, so memory stays bounded on any photo (default "
+                             f"{DEFAULT_TILE}: ~{DEFAULT_TILE}x{DEFAULT_TILE}x1.3 KB for the default network); 0 runs "
+                             "every image whole")
+    parser.add_argument("--overlap", type=int, default=32, metavar="PX", help="tile overlap in pixels (default 32)")
     parser.add_argument("--no-ort", action="store_true", help="write only the .onnx, not the ORT Mobile files")
     parser.add_argument("--force", action="store_true", help="overwrite the outputs (and --report) if they exist")
     parser.add_argument("--verify-sizes", type=parse_nhw, nargs="+", default=[], metavar="[N]xHxW",
@@ -131,7 +139,8 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     if problem is not None:
         raise ExportError(f"{problem}; pass the checkpoint it was exported from as --weights, or re-export it")
     log.info("wrapping %s (%s) for apps: uint8 %s in and out", network, metadata.precision, args.channel_order)
-    app_model = wrap_for_apps(onnx.load(str(network)), metadata, args.channel_order)
+    tile = args.tile or None
+    app_model = wrap_for_apps(onnx.load(str(network)), metadata, args.channel_order, tile, args.overlap)
 
     staged = [claim_staging(path) for path in outputs]
     try:
@@ -144,7 +153,8 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
         model = load_checkpoint(weights).model.eval().float()
         pytorch = cached_forward(torch_forward(model), model)
         reports = check_app_graphs(runs, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
-                                   shapes=tuple(APP_SWEEP) + tuple(args.verify_sizes))
+                                   shapes=tuple(APP_SWEEP) + tuple(args.verify_sizes), tile=tile,
+                                   overlap=args.overlap)
         for report in reports:
             log.info("%s", report.table())
         if not all(report.passed for report in reports):
@@ -178,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --onnx names the network file itself; its precision is read from it (drop --precision)",
               file=sys.stderr)
         return 2
+    if args.overlap < 1 or args.tile < 0 or (args.tile and (args.tile % 2 or args.tile <= 2 * args.overlap)):
+        print(f"error: --tile {args.tile} --overlap {args.overlap}: the tile is 0 (whole images) or even and more "
+              "than twice the overlap, which is at least 1", file=sys.stderr)
+        return 2
     try:
         if args.output is None:
             log.info("%s", engines_rule())
@@ -196,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         files = {p.name: {"bytes": p.stat().st_size, "mb": p.stat().st_size / 1e6} for p in outputs}
         record = {"network": network.name, "precision": reports[0].precision, "channel_order": args.channel_order,
+                  "tile": args.tile or None, "overlap": args.overlap,
                   "files": files, "checks": [r.to_dict() for r in reports]}
         try:
             write_atomic(args.report, json.dumps(record, indent=2).encode())

@@ -59,6 +59,13 @@ def _even_tile(length: int, count: int, overlap: int, multiple: int) -> int:
     return -(-side // multiple) * multiple
 
 
+def even_tile(length: int, max_tile: int, overlap: int, multiple: int) -> int:
+    """The side of the fewest tiles of at most ``max_tile`` (a multiple of ``multiple``) that cover ``length``
+    overlapping by ``overlap``, sized evenly; ``length`` itself when one tile covers it. The fixed-tile rule an app
+    graph computes in ONNX operators (:mod:`export.app_graph`)."""
+    return _even_tile(length, _tile_count(length, max_tile, overlap), overlap, multiple)
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets covering ``length`` with tiles of ``tile`` overlapping by at least ``overlap``."""
     if overlap < 0:

@@ -253,3 +253,58 @@ def test_app_graph_equals_deblurrer_on_the_network_file(tmp_path, tiny_onnx):
         deblurred, finite = session.run(None, {"image": rgb[None]})
         np.testing.assert_array_equal(deblurred[0], deblurrer.deblur(rgb), err_msg=str(shape))
         assert finite.all()
+
+
+@pytest.mark.parametrize("tile, overlap", [(16, 4), (24, 8)])
+def test_tiled_graph_blends_tiles_as_the_runtime_does(tile, overlap):
+    """Evenly sized tiles of at most ``tile`` (runtime.tiling.even_tile), blended by runtime.tiling.run_tiled's
+    ramps: a 3x3 blur differs at every tile seam unless the blending matches."""
+    from export.app_check import tiled
+
+    network, metadata = _network("blur"), _metadata()
+    app = _session(wrap_for_apps(network, metadata, tile=tile, overlap=overlap))
+    forward = tiled(lambda x: _session(network).run(None, {"input": x})[0], tile, overlap, 2)
+    for shape in [(1, 37, 53), (2, 40, 30), (1, 100, 17), (1, 16, 16), (1, 5, 3)]:
+        images = _images(shape, seed=shape[1])
+        batch, padding = preprocess(images, BANET, "RGB", min_size=(8, 8))
+        expected = postprocess(forward(batch), padding, np.uint8, BANET, "RGB")
+        deblurred, finite = app.run(None, {"image": images})
+        np.testing.assert_array_equal(deblurred, expected, err_msg=str(shape))
+        assert finite.all()
+
+
+def test_tiled_graph_runs_an_image_within_one_tile_whole():
+    network, metadata = _network("blur"), _metadata()
+    whole, tiled_app = (_session(wrap_for_apps(network, metadata)),
+                        _session(wrap_for_apps(network, metadata, tile=64, overlap=8)))
+    images = _images((2, 64, 50))
+    np.testing.assert_array_equal(tiled_app.run(None, {"image": images})[0], whole.run(None, {"image": images})[0])
+    bigger = _images((1, 65, 50))  # one row more: two tiles, the seam blended
+    assert not np.array_equal(tiled_app.run(None, {"image": bigger})[0], whole.run(None, {"image": bigger})[0])
+
+
+def test_tiled_real_network_and_its_ort_file_pass_the_check(tmp_path, tiny_onnx):
+    from export.onnx_export import torch_forward
+
+    model, network = tiny_onnx
+    metadata = read_onnx_metadata(network)
+    app = tmp_path / "tiled.onnx"
+    onnx.save(wrap_for_apps(onnx.load(str(network)), metadata, tile=32, overlap=8), str(app))
+    app_graph.save_ort_format(app, tmp_path / "tiled.ort")
+    runs = {"onnx": onnxruntime_app_run(app), "ort": onnxruntime_app_run(tmp_path / "tiled.ort")}
+    shapes = [(1, 70, 90), (2, 33, 41)]
+    for report in check_app_graphs(runs, onnxruntime_forward(network), torch_forward(model), metadata, "RGB", shapes,
+                                   tile=32, overlap=8):
+        assert report.passed, report.table()
+    # held to the tiles it claims: checked as an untiled graph, it fails
+    [untiled] = check_app_graphs({"onnx": runs["onnx"]}, onnxruntime_forward(network), torch_forward(model), metadata,
+                                 "RGB", shapes[:1])
+    assert not untiled.passed
+
+
+def test_cli_refuses_a_bad_tile(tiny_weights, capsys):
+    for option in (["--tile", "15"], ["--tile", "64", "--overlap", "32"], ["--overlap", "0"], ["--tile", "-2"]):
+        assert main(["--weights", str(tiny_weights), *option]) == 2, option
+        assert "the tile is 0 (whole images) or even" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="more than twice the overlap"):
+        wrap_for_apps(_network("blur"), _metadata(), tile=16, overlap=8)
