@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 #: the runtime turned it off (runtime.host_memory), measured in the same run.
 CASES = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
          ("openvino", "bf16"), ("openvino", "int8"), ("openvino", "int8", {"NUMPY_MADVISE_HUGEPAGE": "1"}))
+#: ``--app``: the app graphs of the default model (export/to_app.py) run as an app runs them
+#: (:mod:`benchmarks.app_run`), next to the runtime on the same engine, ONNX Runtime.
+APP_CASES = (("onnxruntime", "fp32"), ("app", "fp32"), ("onnxruntime", "int8"), ("app", "int8"))
+
+
+def app_file(precision: str) -> Path:
+    """The default model's app graph of ``precision`` (banet.artifacts.app_path of its network file)."""
+    from banet.artifacts import app_path, int8_onnx_path, onnx_path
+    from banet.defaults import default_weights_path
+
+    network = onnx_path(default_weights_path().stem)
+    return app_path(int8_onnx_path(network, "ort") if precision == "int8" else onnx_path(network.stem, precision))
 
 
 def run_case(photo: Path, backend: str, precision: str, threads: int | None, folder: Path,
@@ -33,8 +45,12 @@ def run_case(photo: Path, backend: str, precision: str, threads: int | None, fol
     """One ``python -m runtime`` run (with ``env`` added to the environment): exit code, wall seconds and the
     child's peak RSS in MB."""
     env = env or {}
-    cmd = [sys.executable, "-m", "runtime", str(photo), "--output", str(folder / f"{backend}_{precision}"),
-           "--backend", backend, "--precision", precision, "--force", "-q"]
+    if backend == "app":  # the app graph as an app runs it: ONNX Runtime alone (benchmarks.app_run)
+        cmd = [sys.executable, "-m", "benchmarks.app_run", str(app_file(precision)), str(photo),
+               str(folder / f"app_{precision}.png")]
+    else:
+        cmd = [sys.executable, "-m", "runtime", str(photo), "--output", str(folder / f"{backend}_{precision}"),
+               "--backend", backend, "--precision", precision, "--force", "-q"]
     if threads:
         cmd += ["--threads", str(threads)]
     started = time.perf_counter()
@@ -58,7 +74,7 @@ def run_case(photo: Path, backend: str, precision: str, threads: int | None, fol
         errors.seek(0)
         stderr = errors.read()
     shown = " ".join([*(f"{k}={v}" for k, v in env.items()), "python", *cmd[1:]]).replace(
-        str(photo), photo.name).replace(str(folder), "OUT")
+        str(photo), photo.name).replace(str(folder), "OUT").replace(str(Path.cwd()) + os.sep, "")
     row = {"command": shown, "backend": backend,
            "precision": precision, "threads": threads, "exit": child.returncode, "wall_s": round(seconds, 1),
            "peak_rss_mb": round(peak_kb / 1024)}
@@ -119,6 +135,10 @@ def build_parser():
                         help="--threads for each command (default and 0: all cores)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks") / "results",
                         help="results folder (default benchmarks/results); files are named e2e_<cpu>_<date>")
+    parser.add_argument("--app", action="store_true",
+                        help="instead: the default model's app graphs (python export/to_app.py, --precision int8) "
+                             "run as an app runs them, next to python -m runtime on ONNX Runtime; results "
+                             "e2e_app_<cpu>_<date>")
     add_force(parser)
     return parser
 
@@ -138,12 +158,18 @@ def _main(args) -> int:
     from banet.machine import cpu_name, results_stem
     from benchmarks.cli import BenchmarkError, check_results, write_files
 
-    stem = results_stem("e2e")  # named (today's date) and checked before the photos run
+    stem = results_stem("e2e_app" if args.app else "e2e")  # named (today's date), checked before the photos run
     check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force)
-    rows = end_to_end(*args.size, threads=args.threads)
+    if args.app:
+        missing = [str(app_file(p)) for p in ("fp32", "int8") if not app_file(p).is_file()]
+        if missing:
+            raise BenchmarkError(f"no app graph {', '.join(missing)}: make them with python export/to_app.py "
+                                 "and python export/to_app.py --precision int8")
+    rows = end_to_end(*args.size, threads=args.threads, cases=APP_CASES if args.app else CASES)
     if all("error" in row for row in rows):  # nothing measured: no results file to keep
         raise BenchmarkError(f"every case failed, no results written; the first: {rows[0]['error']}")
-    lines = [f"# A whole photo through python -m runtime ({cpu_name()}, {os.cpu_count()} cores)", "", *table(rows)]
+    what = "an app graph and python -m runtime" if args.app else "python -m runtime"
+    lines = [f"# A whole photo through {what} ({cpu_name()}, {os.cpu_count()} cores)", "", *table(rows)]
     path = args.output / stem
     write_files({Path(f"{path}.json"): (json.dumps({"cpu": cpu_name(), "rows": rows}, indent=2) + "\n").encode(),
                  Path(f"{path}.md"): ("\n".join(lines) + "\n").encode()})

@@ -15,7 +15,11 @@ smallest size; reflect where the padding is shorter than the side, else edge), a
 :func:`~banet.processing.crop`, the clamp, the offset, ``x * 255`` rounded half to even (``np.rint``) and clipped.
 :mod:`export.app_check` holds the result to pixel equality with that numpy path on the same network file.
 
-Not inside: tiling. A large photo runs whole (memory grows with its pixels); an app tiles it or sizes it down.
+With a tile size, the network runs inside an ONNX ``Loop`` over evenly sized overlapping tiles
+(:func:`runtime.tiling.even_tile`, :func:`~runtime.tiling.tile_starts`), each output weighted by the runtime's
+ramps and summed, then divided by the summed weights, as :func:`runtime.tiling.run_tiled` does; float sums are
+held for one strip of tiles at a time (:func:`_tiled`), so memory is a tile's network and a strip whatever the
+photo's size.
 """
 
 from __future__ import annotations
@@ -66,12 +70,6 @@ class _Builder:
         self.nodes.append(helper.make_node(op_type, inputs, names, name=base, **attrs))
         return names[0] if outputs == 1 else names
 
-    def reduce_max(self, x: str, axes: list[int], name: str) -> str:
-        """ReduceMax over ``axes``, keepdims 0 (the axes moved from attribute to input at opset 18)."""
-        if self.opset >= 18:
-            return self.op("ReduceMax", [x, self.const(name + "_axes", axes, "int64")], name, keepdims=0)
-        return self.op("ReduceMax", [x], name, axes=axes, keepdims=0)
-
 
 def _channel_indices(source: str, target: str) -> list[int] | None:
     """Indices that reorder ``source`` channels into ``target`` order, None when they are the same order."""
@@ -92,22 +90,38 @@ def _padding(b: _Builder, height: str, width: str, metadata: ModelMetadata) -> t
     return added[0], added[1]
 
 
-def _pad(b: _Builder, batch: str, height: str, width: str, metadata: ModelMetadata) -> str:
-    """:func:`banet.processing.pad_to`: reflect where both paddings are shorter than their sides, else edge."""
+def _pad(b: _Builder, images: str, height: str, width: str, metadata: ModelMetadata) -> str:
+    """:func:`banet.processing.pad_to` on the uint8 NHWC images (padding copies values, so padding before the
+    conversion to float gives the same numbers at a quarter of the memory): reflect where both paddings are shorter
+    than their sides, else edge."""
     bottom, right = _padding(b, height, width, metadata)
-    zeros = b.const("six_zeros", [0] * 6, "int64")
-    pads = b.op("Concat", [zeros, bottom, right], "pads", axis=0)
+    zero = b.const("zero_i", [0], "int64")  # [N, H, W, C]: every begin 0; ends 0, bottom, right, 0
+    pads = b.op("Concat", [b.const("four_zeros", [0] * 4, "int64"), zero, bottom, right, zero], "pads", axis=0)
     mode = metadata.conventions.pad_mode
     if mode != "reflect":
-        return b.op("Pad", [batch, pads], "padded", mode=mode)
+        return b.op("Pad", [images, pads], "padded", mode=mode)
     fits = b.op("And", [b.op("Less", [bottom, height]), b.op("Less", [right, width])], "reflect_fits")
     branches = {}
     for branch, pad_mode in (("then_branch", "reflect"), ("else_branch", "edge")):
         out = f"{_P}padded_{pad_mode}"
-        node = helper.make_node("Pad", [batch, pads], [out], name=out, mode=pad_mode)
+        node = helper.make_node("Pad", [images, pads], [out], name=out, mode=pad_mode)
         branches[branch] = helper.make_graph([node], f"{_P}pad_{pad_mode}", [],
-                                             [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)])
+                                             [helper.make_tensor_value_info(out, TensorProto.UINT8, None)])
     return b.op("If", [fits], "padded", **branches)
+
+
+def _network_input(b: _Builder, images: str, net_in: str, channel_order: str, metadata: ModelMetadata) -> None:
+    """uint8 NHWC (padded) -> ``net_in``: :func:`~banet.processing.to_unit_range`, the network's channel order, NCHW,
+    the conventions' offset (per tile inside the tiles' Loop, so no photo-sized float copy is ever made)."""
+    conventions = metadata.conventions
+    unit = b.op("Div", [b.op("Cast", [images], "as_float", to=TensorProto.FLOAT),
+                        b.const("max_in", 255.0, "float32")], "unit")
+    order = _channel_indices(channel_order, conventions.channel_order)
+    if order is not None:
+        unit = b.op("Gather", [unit, b.const("to_network_order", order, "int64")], "network_order", axis=3)
+    nchw = b.op("Transpose", [unit], "nchw", perm=[0, 3, 1, 2])
+    b.nodes.append(helper.make_node("Add", [nchw, b.const("offset_in", conventions.offset, "float32")], [net_in],
+                                    name=_P + "network_input"))
 
 
 def _scalar(b: _Builder, value: str, name: str) -> str:
@@ -156,62 +170,166 @@ def _ramp(b: _Builder, side: str, start: str, length: str, overlap: int, label: 
     return b.op("Min", [up, down], f"{label}_weights")
 
 
-def _tiled_network(b: _Builder, padded: str, network: onnx.GraphProto, net_in: str, net_out: str,
-                   tile: int, overlap: int, multiple: int) -> tuple[str, list]:
-    """:func:`runtime.tiling.run_tiled` as an ONNX Loop over the tiles, the network's nodes in its body; returns
-    the blended raw output and the Loop node (with the network inside)."""
+def _subgraph(b: _Builder, name: str, inputs: list[tuple[str, int, list | None]],
+              outputs: list[tuple[str, int, list | None]], nodes: list, value_info=()) -> onnx.GraphProto:
+    """A Loop body: ``inputs``/``outputs`` as (name, element type, shape or None)."""
+    info = helper.make_tensor_value_info
+    return helper.make_graph(nodes, _P + name, [info(n, t, sh) for n, t, sh in inputs],
+                             [info(n, t, sh) for n, t, sh in outputs], value_info=list(value_info))
+
+
+def _in_body(b: _Builder, build) -> list:
+    """The nodes ``build()`` adds, collected for a subgraph instead of the graph being built."""
+    outer, b.nodes = b.nodes, []
+    try:
+        build()
+        return b.nodes
+    finally:
+        b.nodes = outer
+
+
+def _tiled(b: _Builder, padded: str, network: onnx.GraphProto, net_in: str, net_out: str, channel_order: str,
+           metadata: ModelMetadata, tile: int, overlap: int) -> tuple[str, str]:
+    """:func:`runtime.tiling.run_tiled` as one ONNX Loop over the tiles of the padded uint8 NHWC images, row by row
+    (each tile converted to a network input and run through the network's nodes in the Loop's body).
+
+    Only a strip of float sums one tile high is held: the tiles of a row add their weighted outputs into it; after
+    the row's last tile (an If), the rows no later tile reaches are divided by their weights and turned into uint8
+    pixels (:func:`_pixels`), and the strip moves down, keeping the sums of the rows the next row of tiles shares,
+    so every pixel sums its tiles in the order ``run_tiled`` does, exactly. (The network stays one level deep: in
+    a Loop nested in a Loop, ONNX Runtime ran its convolutions 2.4x slower.) Returns the uint8 pixels
+    ``[H, W, N, 3]`` (padded) and each image's sum of raw outputs (``[N]``, for ``finite``)."""
     shape = b.op("Shape", [padded], "padded_shape")
-    lengths = {}
-    for axis, label in ((2, "rows"), (3, "cols")):
-        lengths[label] = b.op("Slice", [shape, b.const(f"{label}_a", [axis], "int64"),
-                                        b.const(f"{label}_b", [axis + 1], "int64")], f"padded_{label}")
-    th, ys = _tiling(b, lengths["rows"], tile, overlap, multiple, "rows")
-    tw, xs = _tiling(b, lengths["cols"], tile, overlap, multiple, "cols")
+    side = {}
+    for axis, label in ((1, "rows"), (2, "cols")):
+        side[label] = b.op("Slice", [shape, b.const(f"{label}_a", [axis], "int64"),
+                                     b.const(f"{label}_b", [axis + 1], "int64")], f"padded_{label}")
+    multiple = metadata.conventions.size_multiple
+    th, ys = _tiling(b, side["rows"], tile, overlap, multiple, "rows")
+    tw, xs = _tiling(b, side["cols"], tile, overlap, multiple, "cols")
+    next_ys = b.op("Concat", [ys, side["rows"]], "next_row_starts", axis=0)  # each row's successor; the last: H
     nx = b.op("Shape", [xs], "tiles_across")
+    last_col = b.op("Sub", [nx, b.const("one", [1], "int64")], "last_col")
     trips = _scalar(b, b.op("Mul", [b.op("Shape", [ys], "tiles_down"), nx]), "tile_count")
-    image_zeros = b.op("ConstantOfShape", [shape], "blend_start", value=numpy_helper.from_array(
-        np.zeros(1, np.float32)))
-    plane = b.op("Concat", [b.const("one_one", [1, 1], "int64"), lengths["rows"], lengths["cols"]], "plane_shape",
-                 axis=0)
-    weight_zeros = b.op("ConstantOfShape", [plane], "weight_start", value=numpy_helper.from_array(
-        np.zeros(1, np.float32)))
+    batch = b.op("Slice", [shape, b.const("n_a", [0], "int64"), b.const("one", [1], "int64")], "batch")
+    three, one_one = b.const("three", [3], "int64"), b.const("one_one", [1, 1], "int64")
+    zero = numpy_helper.from_array(np.zeros(1, np.float32))
+    empty, axis0 = b.const("zero_i", [0], "int64"), b.const("axis0", [0], "int64")
+    strip_zeros = b.op("ConstantOfShape", [b.op("Concat", [th, side["cols"], batch, three], axis=0)], "strip_start",
+                       value=zero)
+    weight_zeros = b.op("ConstantOfShape", [b.op("Concat", [th, side["cols"], one_one], axis=0)],
+                        "strip_weights_start", value=zero)
+    no_pixels = b.op("ConstantOfShape", [b.op("Concat", [empty, side["cols"], batch, three], axis=0)], "no_pixels",
+                     value=numpy_helper.from_array(np.zeros(1, np.uint8)))
+    no_totals = b.op("ConstantOfShape", [batch], "no_totals", value=zero)
+    f, u8, i64, flag = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT64, TensorProto.BOOL
+    names = ("tile_index", "keep_going", "strip_in", "strip_weights_in", "pixels_in", "totals_in")
+    index, keep, strip_in, strip_w_in, pixels_in, totals_in = (_P + n for n in names)
+    carried = {}
 
-    outer = b.nodes
-    b.nodes = []
-    index, keep, acc_in, wsum_in = (f"{_P}tile_index", f"{_P}keep_going", f"{_P}blend_in", f"{_P}weight_in")
-    i = b.op("Unsqueeze", [index, b.const("axis0", [0], "int64")], "tile_index_1")
-    y = b.op("Gather", [ys, b.op("Div", [i, nx], "row_of_tile")], "y", axis=0)
-    x = b.op("Gather", [xs, b.op("Mod", [i, nx], "col_of_tile")], "x", axis=0)
-    starts = b.op("Concat", [y, x], "tile_starts", axis=0)
-    ends = b.op("Concat", [b.op("Add", [y, th]), b.op("Add", [x, tw])], "tile_ends", axis=0)
-    b.nodes.append(helper.make_node("Slice", [padded, starts, ends, b.const("hw_axes", [2, 3], "int64")], [net_in],
-                                    name=_P + "tile"))
-    b.nodes.extend(network.node)
-    wy = b.op("Unsqueeze", [_ramp(b, th, y, lengths["rows"], overlap, "wy"), b.const("axis1", [1], "int64")])
-    wx = b.op("Unsqueeze", [_ramp(b, tw, x, lengths["cols"], overlap, "wx"), b.const("axis0b", [0], "int64")])
-    weight = b.op("Mul", [wy, wx], "tile_weight")
-    weighted = b.op("Mul", [net_out, weight], "weighted")
-    after = b.op("Sub", [b.op("Sub", [lengths["rows"], y]), th], "rows_after")
-    right = b.op("Sub", [b.op("Sub", [lengths["cols"], x]), tw], "cols_after")
-    zeros2 = b.const("two_zeros", [0, 0], "int64")
-    place = b.op("Concat", [zeros2, y, x, zeros2, after, right], "placement", axis=0)
-    acc_out = b.op("Add", [acc_in, b.op("Pad", [weighted, place], "placed")], "blend_out")
-    weight4 = b.op("Unsqueeze", [weight, b.const("axes01", [0, 1], "int64")], "tile_weight_4d")
-    wsum_out = b.op("Add", [wsum_in, b.op("Pad", [weight4, place], "placed_weight")], "weight_out")
-    keep_out = b.op("Identity", [keep], "keep_going_out")
-    body_nodes, b.nodes = b.nodes, outer
+    def row_done() -> None:  # then-branch: the finished rows become pixels, the strip moves down
+        done = b.op("Sub", [carried["y_next"], carried["y"]], "finished_rows")
+        raw = b.op("Div", [b.op("Slice", [carried["strip"], empty, done, axis0], "finished_sums"),
+                           b.op("Slice", [carried["strip_w"], empty, done, axis0], "finished_weights")],
+                   "finished_raw")
+        rest = b.const("to_the_end", [2**62], "int64")
+        fresh = b.op("Concat", [done, side["cols"], batch, three], "fresh_shape", axis=0)
+        fresh_w = b.op("Concat", [done, side["cols"], one_one], "fresh_weights_shape", axis=0)
+        b.op("Concat", [b.op("Slice", [carried["strip"], done, rest, axis0], "shared_sums"),
+                        b.op("ConstantOfShape", [fresh], value=zero)], "moved_strip", axis=0)
+        b.op("Concat", [b.op("Slice", [carried["strip_w"], done, rest, axis0], "shared_weights"),
+                        b.op("ConstantOfShape", [fresh_w], value=zero)], "moved_weights", axis=0)
+        b.op("Concat", [pixels_in, _pixels(b, raw, channel_order, metadata)], "more_pixels", axis=0)
+        b.op("Add", [totals_in, b.op("ReduceSum", [raw, b.const("all_but_batch", [0, 1, 3], "int64")],
+                                     "strip_sums", keepdims=0)], "more_totals")
 
-    float_any = helper.make_tensor_value_info
-    body = helper.make_graph(
-        body_nodes, f"{_P}tile_body",
-        [helper.make_tensor_value_info(index, TensorProto.INT64, []),
-         helper.make_tensor_value_info(keep, TensorProto.BOOL, []),
-         float_any(acc_in, TensorProto.FLOAT, None), float_any(wsum_in, TensorProto.FLOAT, None)],
-        [helper.make_tensor_value_info(keep_out, TensorProto.BOOL, []),
-         float_any(acc_out, TensorProto.FLOAT, None), float_any(wsum_out, TensorProto.FLOAT, None)],
-        value_info=list(network.value_info))
-    blended, weights = b.op("Loop", [trips, "", image_zeros, weight_zeros], "tiles", outputs=2, body=body)
-    return b.op("Div", [blended, weights], "blended"), body_nodes
+    def row_going_on() -> None:  # else-branch: the strip and the pixels as they are
+        for source, name in ((carried["strip"], "same_strip"), (carried["strip_w"], "same_weights"),
+                             (pixels_in, "same_pixels"), (totals_in, "same_totals")):
+            b.op("Identity", [source], name)
+
+    def one_tile() -> None:  # the Loop's body: tile (row, col) added into the strip
+        i = b.op("Unsqueeze", [index, axis0], "tile_index_1")
+        r, c = b.op("Div", [i, nx], "tile_row"), b.op("Mod", [i, nx], "tile_col")
+        y = carried["y"] = b.op("Gather", [ys, r], "y", axis=0)
+        carried["y_next"] = b.op("Gather", [next_ys, b.op("Add", [r, b.const("one", [1], "int64")])], "y_next",
+                                 axis=0)
+        x = b.op("Gather", [xs, c], "x", axis=0)
+        x_end = b.op("Add", [x, tw], "x_end")
+        pixels = b.op("Slice", [padded, b.op("Concat", [y, x], "tile_starts", axis=0),
+                                b.op("Concat", [b.op("Add", [y, th]), x_end], "tile_ends", axis=0),
+                                b.const("hw_axes", [1, 2], "int64")], "tile_pixels")
+        _network_input(b, pixels, net_in, channel_order, metadata)
+        b.nodes.extend(network.node)
+        wy = b.op("Unsqueeze", [_ramp(b, th, y, side["rows"], overlap, "wy"), b.const("axis1", [1], "int64")])
+        wx = b.op("Unsqueeze", [_ramp(b, tw, x, side["cols"], overlap, "wx"), axis0])
+        weight = b.op("Mul", [wy, wx], "tile_weight")
+        weighted = b.op("Transpose", [b.op("Mul", [net_out, weight], "weighted")], "weighted_hwnc",
+                        perm=[2, 3, 0, 1])
+        one_s = b.const("one_s", 1, "int64")
+        rows = b.op("Range", [b.const("zero_s", 0, "int64"), _scalar(b, th, "th_s"), one_s], "strip_rows")
+        cols = b.op("Range", [_scalar(b, x, "x_s"), _scalar(b, x_end, "x_end_s"), one_s], "tile_cols")
+        grid = b.op("Concat", [th, tw, b.const("one", [1], "int64")], "grid_shape", axis=0)
+        at_rows = b.op("Expand", [b.op("Unsqueeze", [rows, b.const("axes12", [1, 2], "int64")]), grid])
+        at_cols = b.op("Expand", [b.op("Unsqueeze", [cols, b.const("axes02", [0, 2], "int64")]), grid])
+        where = b.op("Concat", [at_rows, at_cols], "tile_where", axis=2)
+        carried["strip"] = b.op("ScatterND", [strip_in, where, weighted], "strip_added", reduction="add")
+        weight4 = b.op("Unsqueeze", [weight, b.const("axes23", [2, 3], "int64")], "tile_weight_hw11")
+        carried["strip_w"] = b.op("ScatterND", [strip_w_in, where, weight4], "strip_weights_added", reduction="add")
+        outs = [(f"{_P}{n}", t, None) for n, t in (("strip_out", f), ("strip_weights_out", f), ("pixels_out", u8),
+                                                    ("totals_out", f))]
+        branches = {}
+        for branch, build, made in (("then_branch", row_done, ("moved_strip", "moved_weights", "more_pixels",
+                                                                "more_totals")),
+                                    ("else_branch", row_going_on, ("same_strip", "same_weights", "same_pixels",
+                                                                   "same_totals"))):
+            nodes = _in_body(b, build)
+            branches[branch] = _subgraph(b, branch, [], [(_P + n, t, None) for n, (_, t, _) in zip(made, outs)],
+                                         nodes)
+        last = _scalar(b, b.op("Equal", [c, last_col]), "row_ends_here")
+        for name, value in zip(("strip_out", "strip_weights_out", "pixels_out", "totals_out"),
+                               b.op("If", [last], "row_end", outputs=4, **branches)):
+            b.op("Identity", [value], name)
+        b.op("Identity", [keep], "keep_going_out")
+
+    body = _subgraph(b, "tile_body", [(index, i64, []), (keep, flag, []), (strip_in, f, None),
+                                      (strip_w_in, f, None), (pixels_in, u8, None), (totals_in, f, None)],
+                     [(f"{_P}keep_going_out", flag, []), (f"{_P}strip_out", f, None),
+                      (f"{_P}strip_weights_out", f, None), (f"{_P}pixels_out", u8, None),
+                      (f"{_P}totals_out", f, None)],
+                     _in_body(b, one_tile), network.value_info)
+    _, _, pixels, totals = b.op("Loop", [trips, "", strip_zeros, weight_zeros, no_pixels, no_totals], "tiles",
+                                outputs=4, body=body)
+    return pixels, totals
+
+
+def _pixels(b: _Builder, raw_hwnc: str, channel_order: str, metadata: ModelMetadata) -> str:
+    """Raw network output ``[H, W, N, 3]`` -> uint8 in the app's channel order, as
+    :func:`banet.processing.postprocess` computes it: clamped, back to [0, 1], ``x * 255`` rounded half to even and
+    clipped (every step per value, so it is the same on a strip of rows as on the whole image)."""
+    conventions = metadata.conventions
+    clamped = b.op("Clip", [raw_hwnc, b.const("clamp_min", conventions.clamp_min, "float32"),
+                            b.const("clamp_max", conventions.clamp_max, "float32")], "clamped")
+    unit = b.op("Sub", [clamped, b.const("offset_out", conventions.offset, "float32")], "unit_out")
+    order = _channel_indices(conventions.channel_order, channel_order)
+    if order is not None:
+        unit = b.op("Gather", [unit, b.const("to_app_order", order, "int64")], "app_order", axis=3)
+    scaled = b.op("Round", [b.op("Mul", [unit, b.const("max_out", 255.0, "float32")], "scaled")], "rounded")
+    clipped = b.op("Clip", [scaled, b.const("zero", 0.0, "float32"), b.const("max_clip", 255.0, "float32")],
+                   "clipped")
+    return b.op("Cast", [clipped], "as_uint8", to=TensorProto.UINT8)
+
+
+def _outputs(b: _Builder, pixels_hwnc: str, totals: str, height: str, width: str) -> None:
+    """``deblurred``: the uint8 pixels cropped to the input's size, ``[N, H, W, 3]``; ``finite``: whether each
+    image's sum of raw outputs is finite (a NaN or an infinity anywhere, what :func:`banet.processing.postprocess`
+    refuses, makes it NaN or infinite; the sum of finite outputs of this network cannot overflow float32)."""
+    bad = b.op("Or", [b.op("IsNaN", [totals]), b.op("IsInf", [totals])], "non_finite")
+    b.nodes.append(helper.make_node("Not", [bad], [FINITE], name=_P + "finite"))
+    cropped = b.op("Slice", [pixels_hwnc, b.const("crop_starts", [0, 0], "int64"),
+                             b.op("Concat", [height, width], "crop_ends", axis=0),
+                             b.const("crop_axes", [0, 1], "int64")], "cropped")
+    b.nodes.append(helper.make_node("Transpose", [cropped], [OUTPUT], name=_P + "nhwc", perm=[2, 0, 1, 3]))
 
 
 def wrap_for_apps(network: onnx.ModelProto, metadata: ModelMetadata, channel_order: str = "RGB",
@@ -230,54 +348,31 @@ def wrap_for_apps(network: onnx.ModelProto, metadata: ModelMetadata, channel_ord
         raise ValueError(f"tile {tile} with overlap {overlap}: a tile is a multiple of {conventions.size_multiple}, "
                          f"at least {metadata.min_size} and more than twice the overlap, which is at least 1")
     opset = next((o.version for o in network.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 13:
-        raise ValueError(f"the network's opset {opset} is older than 13, the least the app graph's operators need")
+    least = 13 if tile is None else 16  # ScatterND adds (the tiles' sums) from opset 16
+    if opset < least:
+        raise ValueError(f"the network's opset {opset} is older than {least}, the least the app graph's operators "
+                         "need" + (" with tiles" if tile is not None else ""))
     model = copy.deepcopy(network)
     graph = model.graph
     net_in, net_out = metadata.input_name, metadata.output_name
     b = _Builder(opset)
 
-    # pre: uint8 NHWC (alpha dropped) -> [0, 1] -> the network's channel order -> NCHW -> offset -> padded
+    # pre: uint8 NHWC, alpha dropped, padded (still uint8); then per tile (or whole) the network's input
     shape = b.op("Shape", [INPUT], "image_shape")
     height = b.op("Slice", [shape, b.const("h_start", [1], "int64"), b.const("h_end", [2], "int64")], "height")
     width = b.op("Slice", [shape, b.const("w_start", [2], "int64"), b.const("w_end", [3], "int64")], "width")
-    rgb = b.op("Slice", [INPUT, b.const("c_start", [0], "int64"), b.const("c_end", [3], "int64"),
-                         b.const("c_axis", [3], "int64")], "colour")
-    unit = b.op("Div", [b.op("Cast", [rgb], "as_float", to=TensorProto.FLOAT), b.const("max_in", 255.0, "float32")],
-                "unit")
-    order = _channel_indices(channel_order, conventions.channel_order)
-    if order is not None:
-        unit = b.op("Gather", [unit, b.const("to_network_order", order, "int64")], "network_order", axis=3)
-    nchw = b.op("Transpose", [unit], "nchw", perm=[0, 3, 1, 2])
-    shifted = b.op("Add", [nchw, b.const("offset_in", conventions.offset, "float32")], "shifted")
-    padded = _pad(b, shifted, height, width, metadata)
+    colour = b.op("Slice", [INPUT, b.const("c_start", [0], "int64"), b.const("c_end", [3], "int64"),
+                            b.const("c_axis", [3], "int64")], "colour")
+    padded = _pad(b, colour, height, width, metadata)
     if tile is None:  # the network inline, between the steps before and after it
-        b.nodes.append(helper.make_node("Identity", [padded], [net_in], name=_P + "network_input"))
+        _network_input(b, padded, net_in, channel_order, metadata)
         b.nodes.extend(graph.node)
-        raw = net_out
+        raw = b.op("Transpose", [net_out], "raw_hwnc", perm=[2, 3, 0, 1])
+        totals = b.op("ReduceSum", [raw, b.const("all_but_batch", [0, 1, 3], "int64")], "image_sums", keepdims=0)
+        pixels = _pixels(b, raw, channel_order, metadata)
     else:
-        raw, _ = _tiled_network(b, padded, graph, net_in, net_out, tile, overlap, conventions.size_multiple)
-
-    # post: finite check on the whole output (as banet.processing.postprocess) -> crop -> clamp -> [0, 1] -> NHWC
-    # -> the app's channel order -> uint8
-    bad = b.op("Or", [b.op("IsNaN", [raw]), b.op("IsInf", [raw])], "non_finite")
-    any_bad = b.reduce_max(b.op("Cast", [bad], "non_finite_float", to=TensorProto.FLOAT), [1, 2, 3], "any_non_finite")
-    b.nodes.append(helper.make_node("Not", [b.op("Cast", [any_bad], "any_bool", to=TensorProto.BOOL)], [FINITE],
-                                    name=_P + "finite"))
-    ends = b.op("Concat", [height, width], "crop_ends", axis=0)
-    cropped = b.op("Slice", [raw, b.const("crop_starts", [0, 0], "int64"), ends,
-                             b.const("crop_axes", [2, 3], "int64")], "cropped")
-    clamped = b.op("Clip", [cropped, b.const("clamp_min", conventions.clamp_min, "float32"),
-                            b.const("clamp_max", conventions.clamp_max, "float32")], "clamped")
-    unit_out = b.op("Sub", [clamped, b.const("offset_out", conventions.offset, "float32")], "unit_out")
-    nhwc = b.op("Transpose", [unit_out], "nhwc", perm=[0, 2, 3, 1])
-    order = _channel_indices(conventions.channel_order, channel_order)
-    if order is not None:
-        nhwc = b.op("Gather", [nhwc, b.const("to_app_order", order, "int64")], "app_order", axis=3)
-    scaled = b.op("Round", [b.op("Mul", [nhwc, b.const("max_out", 255.0, "float32")], "scaled")], "rounded")
-    clipped = b.op("Clip", [scaled, b.const("zero", 0.0, "float32"), b.const("max_clip", 255.0, "float32")],
-                   "clipped")
-    b.nodes.append(helper.make_node("Cast", [clipped], [OUTPUT], name=_P + "to_uint8", to=TensorProto.UINT8))
+        pixels, totals = _tiled(b, padded, graph, net_in, net_out, channel_order, metadata, tile, overlap)
+    _outputs(b, pixels, totals, height, width)
 
     del graph.node[:]
     graph.node.extend(b.nodes)

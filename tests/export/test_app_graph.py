@@ -98,8 +98,9 @@ def test_edge_padding_conventions_use_edge_everywhere():
     np.testing.assert_array_equal(deblurred, _runtime_path(network, images, "RGB", metadata))
 
 
-def test_overflow_is_flagged_per_image():
-    app = _session(wrap_for_apps(_network("nan"), _metadata()))
+@pytest.mark.parametrize("tile", [None, 8])
+def test_overflow_is_flagged_per_image(tile):
+    app = _session(wrap_for_apps(_network("nan"), _metadata(), tile=tile, overlap=2))
     images = np.stack([_images((1, 10, 10))[0], np.full((10, 10, 3), 255, np.uint8)])
     _, finite = app.run(None, {"image": images})
     assert finite.tolist() == [False, True]  # sqrt(pixel/255 - 0.5): negative (NaN) unless every pixel is 255
