@@ -220,6 +220,28 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(lambda: _main(args), f"no results written to {args.output}")
 
 
+#: Copies of every photo the runs write: the photo, then the outputs of the command line and of two batch jobs.
+_COPIES = 4
+
+
+def _check_disk(folder: Path, count: int, height: int, width: int) -> None:
+    """Refuse, before any photo is made, a run whose photos and outputs (PNG, at most 3 bytes a pixel each) would
+    not fit the free space of ``folder`` (or of the nearest folder above it that exists)."""
+    import shutil
+
+    from benchmarks.cli import BenchmarkError
+
+    need = _COPIES * count * height * width * 3
+    where = Path(folder).resolve()
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise BenchmarkError(f"{count} photos of {height}x{width} and their outputs need up to {need / 1e9:,.1f} GB; "
+                             f"{where} has {free / 1e9:,.1f} GB free (fewer --photos, a smaller --size, or --keep "
+                             "a folder on a larger disk)")
+
+
 def _main(args: argparse.Namespace) -> int:
     from banet.machine import results_stem
     from banet.outputs import check_input
@@ -229,6 +251,7 @@ def _main(args: argparse.Namespace) -> int:
         check_input(args.model, error=BenchmarkError, what="model file")
     if args.keep is not None and args.keep.exists() and not args.keep.is_dir():
         raise BenchmarkError(f"--keep {args.keep} is a file; give a folder for the photos and outputs")
+    _check_disk(args.keep if args.keep is not None else Path(tempfile.gettempdir()), args.photos, *args.size)
     stem = results_stem("batch", _cpu())  # today's date: named and checked before the runs
     check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force, inputs={"the model (--model)": args.model})
     try:

@@ -239,3 +239,12 @@ def test_help_explains_force_and_where_results_go(module, capsys):
         module.main(["--help"])
     text = capsys.readouterr().out
     assert "--force" in text and "benchmarks/results" in text
+
+
+def test_batch_throughput_refuses_photos_that_would_not_fit_the_disk(tmp_path, capsys, monkeypatch):
+    """--photos has no upper bound of its own: what bounds it is the disk the photos and outputs go to."""
+    monkeypatch.setattr(batch_throughput, "run", lambda *a, **k: pytest.fail("made photos before refusing"))
+    assert batch_throughput.main(["--photos", "100000000", "--size", "4000x3000", "--keep", str(tmp_path / "k"),
+                                  "--output", str(tmp_path / "res")]) == 1
+    _one_error_line(capsys, "GB free")
+    assert not (tmp_path / "k").exists()
