@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"{DEFAULT_TILE}; the network's working memory grows with the tile, ~1.3 KB a pixel for "
                              "the default network); 0 runs every image whole")
     parser.add_argument("--overlap", type=int, default=32, metavar="PX", help="tile overlap in pixels (default 32)")
+    parser.add_argument("--check-web", action="store_true",
+                        help="also run both files on onnxruntime-web (WebAssembly, what browsers run; under Node.js, "
+                             "from apps/web) on small shapes and a 2x2 grid of tiles, held to the same drift floor")
     parser.add_argument("--no-ort", action="store_true", help="write only the .onnx, not the ORT Mobile files")
     parser.add_argument("--force", action="store_true", help="overwrite the outputs (and --report) if they exist")
     parser.add_argument("--verify-sizes", type=parse_nhw, nargs="+", default=[], metavar="[N]xHxW",
@@ -114,6 +117,13 @@ def sweep(tile: int | None, overlap: int) -> tuple[tuple[int, int, int], ...]:
     return (*APP_SWEEP, (1, tile + 2 * overlap + 2, tile + 2 * overlap + 2))
 
 
+def web_sweep(tile: int | None, overlap: int) -> tuple[tuple[int, int, int], ...]:
+    """The shapes of the onnxruntime-web check: small and odd ones, batch 2, and a 2x2 grid of tiles (WebAssembly
+    on one thread is several times slower than the native build)."""
+    small = ((1, 5, 3), (1, 37, 53), (2, 99, 131), (1, 256, 256))
+    return small if tile is None else (*small, sweep(tile, overlap)[-1])
+
+
 def outputs_of(args: argparse.Namespace, network: Path) -> list[Path]:
     """The files this run writes: the app .onnx, then (unless ``--no-ort``) its .ort and operator list."""
     app = args.output or app_path(network, args.channel_order)
@@ -134,6 +144,12 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     from export.onnx_file import claim_staging, refused_path
     from export.reference_cache import cached_forward
 
+    if args.check_web:
+        from export.app_web import web_problem
+
+        problem = web_problem()
+        if problem:
+            raise ExportError(f"--check-web: {problem}")
     weights = Path(args.weights or default_weights_path())
     check_input(weights, error=ExportError, what="checkpoint (--weights)")
     network = network_file(args, weights)
@@ -165,6 +181,14 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
         reports = check_app_graphs(runs, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
                                    shapes=sweep(tile, args.overlap) + tuple(args.verify_sizes), tile=tile,
                                    overlap=args.overlap)
+        if args.check_web:
+            from export.app_web import web_app_run
+
+            web = {f"{path.name} (onnxruntime-web)": web_app_run(stage)
+                   for stage, path in zip(staged, outputs) if path.suffix in (".onnx", ".ort")}
+            reports += check_app_graphs(web, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
+                                        shapes=web_sweep(tile, args.overlap), tile=tile, overlap=args.overlap,
+                                        drift_only=tuple(web))
         for report in reports:
             log.info("%s", report.table())
         if not all(report.passed for report in reports):
@@ -228,10 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {write_error(exc, args.report)} (the app graph was written: {outputs[0]})", file=sys.stderr)
             return 1
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in outputs if p.suffix in (".onnx", ".ort"))
-    worst = min(report.worst_psnr_db for report in reports)
-    same = min(min(r.identical for r in report.results) for report in reports)
-    print(f"wrote {sizes} (uint8 {args.channel_order} in and out); checked on {len(reports[0].results)} shapes: "
-          f">= {same:.4%} of pixels equal to the runtime's, worst {worst:.1f} dB from PyTorch FP32")
+    native = [report for report in reports if report.hold_pixels]
+    worst = min(report.worst_psnr_db for report in native)
+    same = min(min(r.identical for r in report.results) for report in native)
+    line = (f"wrote {sizes} (uint8 {args.channel_order} in and out); checked on {len(native[0].results)} shapes: "
+            f">= {same:.4%} of pixels equal to the runtime's, worst {worst:.1f} dB from PyTorch FP32")
+    web = [report for report in reports if not report.hold_pixels]
+    if web:
+        line += (f"; onnxruntime-web: worst {min(r.worst_psnr_db for r in web):.1f} dB, >= "
+                 f"{min(min(x.identical for x in r.results) for r in web):.4%} equal")
+    print(line)
     return 0
 
 

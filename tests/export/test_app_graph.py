@@ -309,3 +309,42 @@ def test_cli_refuses_a_bad_tile(tiny_weights, capsys):
         assert "the tile is 0 (whole images) or even" in capsys.readouterr().err
     with pytest.raises(ValueError, match="more than twice the overlap"):
         wrap_for_apps(_network("blur"), _metadata(), tile=16, overlap=8)
+
+
+def test_onnxruntime_web_runs_the_app_graph_as_a_browser_would(tmp_path, tiny_onnx):
+    """onnxruntime-web (WebAssembly, under Node.js: apps/web/deblur.mjs) on a tiled graph and its .ort: the same
+    image as native ONNX Runtime, within the drift floor and, for FP32, nearly every pixel equal."""
+    from export.app_web import web_app_run, web_problem
+    from export.onnx_export import torch_forward
+
+    problem = web_problem()
+    if problem:
+        pytest.skip(problem)
+    model, network = tiny_onnx
+    metadata = read_onnx_metadata(network)
+    app = tmp_path / "tiled.onnx"
+    onnx.save(wrap_for_apps(onnx.load(str(network)), metadata, tile=32, overlap=8), str(app))
+    app_graph.save_ort_format(app, tmp_path / "tiled.ort")
+    runs = {"web onnx": web_app_run(app), "web ort": web_app_run(tmp_path / "tiled.ort")}
+    for report in check_app_graphs(runs, onnxruntime_forward(network), torch_forward(model), metadata, "RGB",
+                                   [(1, 5, 3), (2, 70, 90)], tile=32, overlap=8, drift_only=tuple(runs)):
+        assert report.passed and not report.hold_pixels, report.table()
+        assert all(r.identical >= 0.999 and r.psnr_db >= 70 for r in report.results), report.table()
+    with pytest.raises(RuntimeError, match="onnxruntime-web failed"):
+        web_app_run(tmp_path / "missing.onnx")(_images((1, 8, 8)))
+
+
+def test_drift_only_reports_still_fail_on_drift():
+    rng = np.random.default_rng(0)
+    runtime = rng.integers(1, 255, (1, 50, 50, 3), dtype=np.uint8)
+    off = np.clip(runtime.astype(int) + rng.integers(-3, 4, runtime.shape), 0, 255).astype(np.uint8)
+    kept = judge_shape((1, 50, 50), off, np.array([True]), runtime, runtime, 30.0, hold_pixels=False)
+    assert kept.passed and kept.max_level_difference == 3  # pixels reported, not required
+    assert not judge_shape((1, 50, 50), off, np.array([True]), runtime, runtime, 30.0).passed
+    assert not judge_shape((1, 50, 50), off, np.array([True]), runtime, runtime, 60.0, hold_pixels=False).passed
+
+
+def test_cli_check_web_refused_before_work_where_it_cannot_run(tiny_weights, capsys, monkeypatch):
+    monkeypatch.setattr("export.app_web.web_problem", lambda: "Node.js is not installed (node runs ...)")
+    assert main(["--weights", str(tiny_weights), "--check-web"]) == 1
+    assert "--check-web: Node.js is not installed" in capsys.readouterr().err
