@@ -155,12 +155,12 @@ def _tiling(b: _Builder, length: str, tile: int, overlap: int, multiple: int, la
 def _ramp(b: _Builder, side: str, start: str, length: str, overlap: int, label: str) -> str:
     """:func:`runtime.tiling._ramp` as operators: float32 weights over a tile of ``side`` at ``start``, rising
     ``(k + 0.5) / overlap`` from inner edges, 1 at the image's borders."""
-    k = b.op("Range", [b.const("zero_s", 0, "int64"), _scalar(b, side, f"{label}_side_scalar"),
-                       b.const("one_s", 1, "int64")], f"{label}_k")
+    side_s = _scalar(b, side, f"{label}_side_scalar")
+    k = b.op("Range", [b.const("zero_s", 0, "int64"), side_s, b.const("one_s", 1, "int64")], f"{label}_k")
     half, over = b.const("half", 0.5, "float32"), b.const("overlap_f", float(overlap), "float32")
     ones = b.const("ones_f", 1.0, "float32")
     rising = b.op("Div", [b.op("Add", [b.op("Cast", [k], to=TensorProto.FLOAT), half]), over], f"{label}_rising")
-    back = b.op("Sub", [b.op("Sub", [_scalar(b, side, f"{label}_side_s2"), b.const("one_s", 1, "int64")]), k])
+    back = b.op("Sub", [b.op("Sub", [side_s, b.const("one_s", 1, "int64")]), k])
     falling = b.op("Div", [b.op("Add", [b.op("Cast", [back], to=TensorProto.FLOAT), half]), over], f"{label}_falling")
     at_start = b.op("Equal", [_scalar(b, start, f"{label}_start_s"), b.const("zero_s", 0, "int64")])
     at_end = b.op("Equal", [b.op("Add", [start, side]), length])
@@ -170,7 +170,7 @@ def _ramp(b: _Builder, side: str, start: str, length: str, overlap: int, label: 
     return b.op("Min", [up, down], f"{label}_weights")
 
 
-def _subgraph(b: _Builder, name: str, inputs: list[tuple[str, int, list | None]],
+def _subgraph(name: str, inputs: list[tuple[str, int, list | None]],
               outputs: list[tuple[str, int, list | None]], nodes: list, value_info=()) -> onnx.GraphProto:
     """A Loop body: ``inputs``/``outputs`` as (name, element type, shape or None)."""
     info = helper.make_tensor_value_info
@@ -284,7 +284,7 @@ def _tiled(b: _Builder, padded: str, network: onnx.GraphProto, net_in: str, net_
                                     ("else_branch", row_going_on, ("same_strip", "same_weights", "same_pixels",
                                                                    "same_totals"))):
             nodes = _in_body(b, build)
-            branches[branch] = _subgraph(b, branch, [], [(_P + n, t, None) for n, (_, t, _) in zip(made, outs)],
+            branches[branch] = _subgraph(branch, [], [(_P + n, t, None) for n, (_, t, _) in zip(made, outs)],
                                          nodes)
         last = _scalar(b, b.op("Equal", [c, last_col]), "row_ends_here")
         for name, value in zip(("strip_out", "strip_weights_out", "pixels_out", "totals_out"),
@@ -292,7 +292,7 @@ def _tiled(b: _Builder, padded: str, network: onnx.GraphProto, net_in: str, net_
             b.op("Identity", [value], name)
         b.op("Identity", [keep], "keep_going_out")
 
-    body = _subgraph(b, "tile_body", [(index, i64, []), (keep, flag, []), (strip_in, f, None),
+    body = _subgraph("tile_body", [(index, i64, []), (keep, flag, []), (strip_in, f, None),
                                       (strip_w_in, f, None), (pixels_in, u8, None), (totals_in, f, None)],
                      [(f"{_P}keep_going_out", flag, []), (f"{_P}strip_out", f, None),
                       (f"{_P}strip_weights_out", f, None), (f"{_P}pixels_out", u8, None),

@@ -166,7 +166,10 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
         raise ExportError(f"{problem}; pass the checkpoint it was exported from as --weights, or re-export it")
     log.info("wrapping %s (%s) for apps: uint8 %s in and out", network, metadata.precision, args.channel_order)
     tile = args.tile or None
-    app_model = wrap_for_apps(onnx.load(str(network)), metadata, args.channel_order, tile, args.overlap)
+    try:
+        app_model = wrap_for_apps(onnx.load(str(network)), metadata, args.channel_order, tile, args.overlap)
+    except ValueError as exc:  # a tile below the export's smallest side, an opset too old: one line
+        raise ExportError(f"{network}: {exc}") from None
 
     staged = [claim_staging(path) for path in outputs]
     try:

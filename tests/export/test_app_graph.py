@@ -348,3 +348,11 @@ def test_cli_check_web_refused_before_work_where_it_cannot_run(tiny_weights, cap
     monkeypatch.setattr("export.app_web.web_problem", lambda: "Node.js is not installed (node runs ...)")
     assert main(["--weights", str(tiny_weights), "--check-web"]) == 1
     assert "--check-web: Node.js is not installed" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_tile_below_the_exports_smallest_side(tmp_path, tiny_weights, capsys):
+    assert main(["--weights", str(tiny_weights), "--tile", "6", "--overlap", "2",
+                 "--output", str(tmp_path / "a.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "at least 8" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("a*"))
