@@ -162,3 +162,19 @@ def onnxruntime_app_run(path: Path, threads: int | None = None) -> AppRun:
         return deblurred, finite
 
     return run
+
+
+def openvino_app_run(path: Path) -> AppRun:
+    """An app graph ``.onnx`` on OpenVINO's CPU plugin, in float32 arithmetic where the file is float (as the
+    runtime's OpenVINO backend runs it; an INT8 file runs OpenVINO's own integer kernels): images ->
+    (deblurred, finite). What an app built on OpenVINO's C++ or Python API does."""
+    from runtime.backends.openvino_backend import import_openvino
+
+    ov = import_openvino()
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        result = compiled({INPUT: images})
+        return result[compiled.output(OUTPUT)], result[compiled.output(FINITE)]
+
+    return run

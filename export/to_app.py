@@ -59,6 +59,14 @@ DEFAULT_TILE = 768
 CONFIG_SUFFIX = ".required_operators.config"
 
 
+class CheckFailed(ExportError):
+    """A check refused the graph: nothing written; the reports are kept for ``--report``."""
+
+    def __init__(self, message: str, network: Path, reports: list[AppReport]) -> None:
+        super().__init__(message)
+        self.network, self.reports = network, reports
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export/to_app.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-web", action="store_true",
                         help="also run both files on onnxruntime-web (WebAssembly, what browsers run; under Node.js, "
                              "from apps/web) on small shapes and a 2x2 grid of tiles, held to the same drift floor")
+    parser.add_argument("--check-openvino", action="store_true",
+                        help="also run the .onnx on OpenVINO's CPU plugin (what an app built on OpenVINO runs) on "
+                             "the same shapes, held to the same drift floor")
     parser.add_argument("--no-ort", action="store_true", help="write only the .onnx, not the ORT Mobile files")
     parser.add_argument("--force", action="store_true", help="overwrite the outputs (and --report) if they exist")
     parser.add_argument("--verify-sizes", type=parse_nhw, nargs="+", default=[], metavar="[N]xHxW",
@@ -192,6 +203,13 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
             reports += check_app_graphs(web, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
                                         shapes=web_sweep(tile, args.overlap), tile=tile, overlap=args.overlap,
                                         drift_only=tuple(web))
+        if args.check_openvino:
+            from export.app_check import openvino_app_run
+
+            other = {f"{outputs[0].name} (OpenVINO)": openvino_app_run(staged[0])}
+            reports += check_app_graphs(other, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
+                                        shapes=sweep(tile, args.overlap), tile=tile, overlap=args.overlap,
+                                        drift_only=tuple(other))
         for report in reports:
             log.info("%s", report.table())
         if not all(report.passed for report in reports):
@@ -200,9 +218,10 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
                 if stage.exists() and path.suffix in (".onnx", ".ort"):
                     stage.replace(refused_path(path))
                     kept.append(str(refused_path(path)))
-            failing = "\n".join(r.table() for r in reports if not r.passed)
-            raise ExportError(f"the app graph does not give the runtime's pixels on every shape; left at "
-                              f"{', '.join(kept)} for inspection, nothing written:\n{failing}")
+            failed = [r for r in reports if not r.passed]
+            raise CheckFailed(f"the app graph failed its check on {', '.join(r.artifact for r in failed)}; left at "
+                              f"{', '.join(kept)} for inspection, nothing written:\n"
+                              + "\n".join(r.table() for r in failed), network, reports)
         for stage, path in zip(staged, outputs):
             stage.replace(path)
     finally:
@@ -216,6 +235,20 @@ def _name_config(config: Path, ort_file: Path) -> None:
     lines = config.read_text().splitlines()
     lines = [f"# - {ort_file.name}" if line.startswith("# - ") else line for line in lines]
     config.write_text("\n".join(lines) + "\n")
+
+
+def _write_report(args: argparse.Namespace, network: Path, outputs: list[Path], reports: list[AppReport]) -> bool:
+    """``--report``: the checks and the files written (none when a check failed); False (said) if it cannot."""
+    files = {p.name: {"bytes": p.stat().st_size, "mb": p.stat().st_size / 1e6} for p in outputs}
+    record = {"network": network.name, "precision": reports[0].precision, "channel_order": args.channel_order,
+              "tile": args.tile or None, "overlap": args.overlap, "passed": all(r.passed for r in reports),
+              "files": files, "checks": [r.to_dict() for r in reports]}
+    try:
+        write_atomic(args.report, json.dumps(record, indent=2).encode())
+    except OSError as exc:
+        print(f"error: {write_error(exc, args.report)}", file=sys.stderr)
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.output is None:
             log.info("%s", engines_rule())
         network, outputs, reports = make(args)
+    except CheckFailed as exc:  # the report says what failed where, when one was asked for
+        print(f"error: {exc}", file=sys.stderr)
+        if args.report:
+            _write_report(args, exc.network, [], exc.reports)
+        return 1
     except (ExportError, ArtifactError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -244,26 +282,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if args.quiet:
         print("\n".join(report.table() for report in reports))
-    if args.report:
-        files = {p.name: {"bytes": p.stat().st_size, "mb": p.stat().st_size / 1e6} for p in outputs}
-        record = {"network": network.name, "precision": reports[0].precision, "channel_order": args.channel_order,
-                  "tile": args.tile or None, "overlap": args.overlap,
-                  "files": files, "checks": [r.to_dict() for r in reports]}
-        try:
-            write_atomic(args.report, json.dumps(record, indent=2).encode())
-        except OSError as exc:
-            print(f"error: {write_error(exc, args.report)} (the app graph was written: {outputs[0]})", file=sys.stderr)
-            return 1
+    if args.report and not _write_report(args, network, outputs, reports):
+        return 1
     sizes = ", ".join(f"{p.name} {p.stat().st_size / 1e6:.1f} MB" for p in outputs if p.suffix in (".onnx", ".ort"))
     native = [report for report in reports if report.hold_pixels]
     worst = min(report.worst_psnr_db for report in native)
     same = min(min(r.identical for r in report.results) for report in native)
     line = (f"wrote {sizes} (uint8 {args.channel_order} in and out); checked on {len(native[0].results)} shapes: "
             f">= {same:.4%} of pixels equal to the runtime's, worst {worst:.1f} dB from PyTorch FP32")
-    web = [report for report in reports if not report.hold_pixels]
-    if web:
-        line += (f"; onnxruntime-web: worst {min(r.worst_psnr_db for r in web):.1f} dB, >= "
-                 f"{min(min(x.identical for x in r.results) for r in web):.4%} equal")
+    for engine in ("onnxruntime-web", "OpenVINO"):
+        other = [report for report in reports if not report.hold_pixels and report.artifact.endswith(f"({engine})")]
+        if other:
+            line += (f"; {engine}: worst {min(r.worst_psnr_db for r in other):.1f} dB, >= "
+                     f"{min(min(x.identical for x in r.results) for r in other):.4%} equal")
     print(line)
     return 0
 

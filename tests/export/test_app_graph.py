@@ -206,9 +206,13 @@ def test_cli_failed_check_leaves_failed_files_and_writes_nothing(tmp_path, tiny_
     monkeypatch.setattr("export.to_app.APP_SWEEP", ((1, 6, 10),))
     monkeypatch.setattr(app_graph, "_channel_indices", lambda source, target: None)  # RGB fed as BGR
     out = tmp_path / "tiny_app.onnx"
-    assert main(["--weights", str(tiny_weights), "--output", str(out)]) == 1
+    report = tmp_path / "r.json"
+    assert main(["--weights", str(tiny_weights), "--output", str(out), "--report", str(report)]) == 1
     err = capsys.readouterr().err
-    assert "does not give the runtime's pixels" in err and "FAIL" in err
+    assert "failed its check on tiny_app.onnx, tiny_app.ort" in err and "FAIL" in err
+    record = json.loads(report.read_text())  # the evidence is kept where asked: what failed, no files
+    assert record["passed"] is False and record["files"] == {} and not record["checks"][0]["passed"]
+    report.unlink()
     assert sorted(p.name for p in tmp_path.iterdir() if "app" in p.name) == ["tiny_app.failed.onnx",
                                                                             "tiny_app.failed.ort"]
 
@@ -356,3 +360,18 @@ def test_cli_refuses_a_tile_below_the_exports_smallest_side(tmp_path, tiny_weigh
     err = capsys.readouterr().err
     assert "at least 8" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("a*"))
+
+
+def test_openvino_runs_the_tiled_app_graph(tmp_path, tiny_onnx):
+    """What an app built on OpenVINO runs: the FP32 graph (Loop, If, ScatterND) gives the native pixels."""
+    pytest.importorskip("openvino", reason="OpenVINO is the openvino extra")
+    from export.app_check import openvino_app_run
+    from export.onnx_export import torch_forward
+
+    model, network = tiny_onnx
+    metadata = read_onnx_metadata(network)
+    app = tmp_path / "tiled.onnx"
+    onnx.save(wrap_for_apps(onnx.load(str(network)), metadata, tile=32, overlap=8), str(app))
+    [report] = check_app_graphs({"ov": openvino_app_run(app)}, onnxruntime_forward(network), torch_forward(model),
+                                metadata, "RGB", [(1, 5, 3), (2, 70, 90)], tile=32, overlap=8, drift_only=("ov",))
+    assert report.passed and all(r.identical >= 0.999 and r.psnr_db >= 70 for r in report.results), report.table()
