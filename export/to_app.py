@@ -135,6 +135,22 @@ def web_sweep(tile: int | None, overlap: int) -> tuple[tuple[int, int, int], ...
     return small if tile is None else (*small, sweep(tile, overlap)[-1])
 
 
+def other_engines(args: argparse.Namespace, staged: list[Path], outputs: list[Path], tile: int | None) -> list:
+    """The other engines asked for, each as (name -> app run, shapes): onnxruntime-web on both files
+    (``--check-web``), OpenVINO on the .onnx (``--check-openvino``)."""
+    checks = []
+    if args.check_web:
+        from export.app_web import web_app_run
+
+        checks.append(({f"{path.name} (onnxruntime-web)": web_app_run(stage) for stage, path in zip(staged, outputs)
+                        if path.suffix in (".onnx", ".ort")}, web_sweep(tile, args.overlap)))
+    if args.check_openvino:
+        from export.app_check import openvino_app_run
+
+        checks.append(({f"{outputs[0].name} (OpenVINO)": openvino_app_run(staged[0])}, sweep(tile, args.overlap)))
+    return checks
+
+
 def outputs_of(args: argparse.Namespace, network: Path) -> list[Path]:
     """The files this run writes: the app .onnx, then (unless ``--no-ort``) its .ort and operator list."""
     app = args.output or app_path(network, args.channel_order)
@@ -195,21 +211,10 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
         reports = check_app_graphs(runs, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
                                    shapes=sweep(tile, args.overlap) + tuple(args.verify_sizes), tile=tile,
                                    overlap=args.overlap)
-        if args.check_web:
-            from export.app_web import web_app_run
-
-            web = {f"{path.name} (onnxruntime-web)": web_app_run(stage)
-                   for stage, path in zip(staged, outputs) if path.suffix in (".onnx", ".ort")}
-            reports += check_app_graphs(web, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
-                                        shapes=web_sweep(tile, args.overlap), tile=tile, overlap=args.overlap,
-                                        drift_only=tuple(web))
-        if args.check_openvino:
-            from export.app_check import openvino_app_run
-
-            other = {f"{outputs[0].name} (OpenVINO)": openvino_app_run(staged[0])}
-            reports += check_app_graphs(other, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
-                                        shapes=sweep(tile, args.overlap), tile=tile, overlap=args.overlap,
-                                        drift_only=tuple(other))
+        for engines, shapes in other_engines(args, staged, outputs, tile):  # held to the drift floor alone
+            reports += check_app_graphs(engines, onnxruntime_forward(network), pytorch, metadata,
+                                        args.channel_order, shapes=shapes, tile=tile, overlap=args.overlap,
+                                        drift_only=tuple(engines))
         for report in reports:
             log.info("%s", report.table())
         if not all(report.passed for report in reports):

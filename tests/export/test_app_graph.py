@@ -148,6 +148,17 @@ def tiny_onnx(tmp_path_factory):
     return model, path
 
 
+@pytest.fixture(scope="module")
+def tiled_app(tmp_path_factory, tiny_onnx):
+    """The tiny network's app graph in tiles of at most 32 (overlap 8), as .onnx and .ort."""
+    _, network = tiny_onnx
+    folder = tmp_path_factory.mktemp("tiled")
+    onnx.save(wrap_for_apps(onnx.load(str(network)), read_onnx_metadata(network), tile=32, overlap=8),
+              str(folder / "tiled.onnx"))
+    app_graph.save_ort_format(folder / "tiled.onnx", folder / "tiled.ort")
+    return folder / "tiled.onnx", folder / "tiled.ort"
+
+
 def test_real_network_app_graph_and_ort_file_give_the_runtime_pixels(tmp_path, tiny_onnx):
     from export.onnx_export import torch_forward
 
@@ -288,15 +299,12 @@ def test_tiled_graph_runs_an_image_within_one_tile_whole():
     assert not np.array_equal(tiled_app.run(None, {"image": bigger})[0], whole.run(None, {"image": bigger})[0])
 
 
-def test_tiled_real_network_and_its_ort_file_pass_the_check(tmp_path, tiny_onnx):
+def test_tiled_real_network_and_its_ort_file_pass_the_check(tiny_onnx, tiled_app):
     from export.onnx_export import torch_forward
 
     model, network = tiny_onnx
     metadata = read_onnx_metadata(network)
-    app = tmp_path / "tiled.onnx"
-    onnx.save(wrap_for_apps(onnx.load(str(network)), metadata, tile=32, overlap=8), str(app))
-    app_graph.save_ort_format(app, tmp_path / "tiled.ort")
-    runs = {"onnx": onnxruntime_app_run(app), "ort": onnxruntime_app_run(tmp_path / "tiled.ort")}
+    runs = {"onnx": onnxruntime_app_run(tiled_app[0]), "ort": onnxruntime_app_run(tiled_app[1])}
     shapes = [(1, 70, 90), (2, 33, 41)]
     for report in check_app_graphs(runs, onnxruntime_forward(network), torch_forward(model), metadata, "RGB", shapes,
                                    tile=32, overlap=8):
@@ -315,7 +323,7 @@ def test_cli_refuses_a_bad_tile(tiny_weights, capsys):
         wrap_for_apps(_network("blur"), _metadata(), tile=16, overlap=8)
 
 
-def test_onnxruntime_web_runs_the_app_graph_as_a_browser_would(tmp_path, tiny_onnx):
+def test_onnxruntime_web_runs_the_app_graph_as_a_browser_would(tmp_path, tiny_onnx, tiled_app):
     """onnxruntime-web (WebAssembly, under Node.js: apps/web/deblur.mjs) on a tiled graph and its .ort: the same
     image as native ONNX Runtime, within the drift floor and, for FP32, nearly every pixel equal."""
     from export.app_web import web_app_run, web_problem
@@ -326,10 +334,7 @@ def test_onnxruntime_web_runs_the_app_graph_as_a_browser_would(tmp_path, tiny_on
         pytest.skip(problem)
     model, network = tiny_onnx
     metadata = read_onnx_metadata(network)
-    app = tmp_path / "tiled.onnx"
-    onnx.save(wrap_for_apps(onnx.load(str(network)), metadata, tile=32, overlap=8), str(app))
-    app_graph.save_ort_format(app, tmp_path / "tiled.ort")
-    runs = {"web onnx": web_app_run(app), "web ort": web_app_run(tmp_path / "tiled.ort")}
+    runs = {"web onnx": web_app_run(tiled_app[0]), "web ort": web_app_run(tiled_app[1])}
     for report in check_app_graphs(runs, onnxruntime_forward(network), torch_forward(model), metadata, "RGB",
                                    [(1, 5, 3), (2, 70, 90)], tile=32, overlap=8, drift_only=tuple(runs)):
         assert report.passed and not report.hold_pixels, report.table()
@@ -362,7 +367,7 @@ def test_cli_refuses_a_tile_below_the_exports_smallest_side(tmp_path, tiny_weigh
     assert not list(tmp_path.glob("a*"))
 
 
-def test_openvino_runs_the_tiled_app_graph(tmp_path, tiny_onnx):
+def test_openvino_runs_the_tiled_app_graph(tiny_onnx, tiled_app):
     """What an app built on OpenVINO runs: the FP32 graph (Loop, If, ScatterND) gives the native pixels."""
     pytest.importorskip("openvino", reason="OpenVINO is the openvino extra")
     from export.app_check import openvino_app_run
@@ -370,8 +375,25 @@ def test_openvino_runs_the_tiled_app_graph(tmp_path, tiny_onnx):
 
     model, network = tiny_onnx
     metadata = read_onnx_metadata(network)
-    app = tmp_path / "tiled.onnx"
-    onnx.save(wrap_for_apps(onnx.load(str(network)), metadata, tile=32, overlap=8), str(app))
-    [report] = check_app_graphs({"ov": openvino_app_run(app)}, onnxruntime_forward(network), torch_forward(model),
-                                metadata, "RGB", [(1, 5, 3), (2, 70, 90)], tile=32, overlap=8, drift_only=("ov",))
+    [report] = check_app_graphs({"ov": openvino_app_run(tiled_app[0])}, onnxruntime_forward(network),
+                                torch_forward(model), metadata, "RGB", [(1, 5, 3), (2, 70, 90)], tile=32, overlap=8,
+                                drift_only=("ov",))
     assert report.passed and all(r.identical >= 0.999 and r.psnr_db >= 70 for r in report.results), report.table()
+
+
+def test_cli_checks_other_engines_and_records_them(tmp_path, tiny_weights, capsys, monkeypatch):
+    from export import app_web
+
+    if app_web.web_problem():
+        pytest.skip(app_web.web_problem())
+    pytest.importorskip("openvino", reason="OpenVINO is the openvino extra")
+    monkeypatch.setattr("export.to_app.APP_SWEEP", ((1, 6, 10),))
+    monkeypatch.setattr("export.to_app.web_sweep", lambda tile, overlap: ((1, 5, 3),))
+    report = tmp_path / "r.json"
+    assert main(["--weights", str(tiny_weights), "--output", str(tmp_path / "a.onnx"), "--check-web",
+                 "--check-openvino", "--report", str(report), "-q"]) == 0
+    assert "onnxruntime-web: worst" in capsys.readouterr().out
+    checks = {c["artifact"]: c for c in json.loads(report.read_text())["checks"]}
+    assert set(checks) == {"a.onnx", "a.ort", "a.onnx (onnxruntime-web)", "a.ort (onnxruntime-web)",
+                           "a.onnx (OpenVINO)"}
+    assert all(c["passed"] for c in checks.values()) and not checks["a.onnx (OpenVINO)"]["hold_pixels"]
