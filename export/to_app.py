@@ -54,7 +54,7 @@ log = logging.getLogger("export.to_app")
 
 #: The network file each precision wraps (INT8: the Q/DQ file made for CPUs, which phones' CPUs run).
 PRECISIONS = ("fp32", "fp16", "int8")
-#: Largest tile side by default (a 12 MP photo: 30 tiles of 626x694; 512 px tiles took 1.3x as long, no less memory).
+#: Largest tile side by default (a 12 MP photo: 30 tiles of 626x694); smaller tiles hold less memory, take longer.
 DEFAULT_TILE = 768
 CONFIG_SUFFIX = ".required_operators.config"
 
