@@ -225,6 +225,14 @@ def _tiled(b: _Builder, padded: str, network: onnx.GraphProto, net_in: str, net_
     f, u8, i64, flag = TensorProto.FLOAT, TensorProto.UINT8, TensorProto.INT64, TensorProto.BOOL
     names = ("tile_index", "keep_going", "strip_in", "strip_weights_in", "pixels_in", "totals_in")
     index, keep, strip_in, strip_w_in, pixels_in, totals_in = (_P + n for n in names)
+    #: what each tile hands the next (after the Loop's condition), with the names each If branch gives it
+    handed = (("strip_out", f, "moved_strip", "same_strip"), ("strip_weights_out", f, "moved_weights", "same_weights"),
+              ("pixels_out", u8, "more_pixels", "same_pixels"), ("totals_out", f, "more_totals", "same_totals"))
+    # where a tile's pixels go in the strip: its rows are always the strip's rows 0..th (the same for every tile)
+    one_s = b.const("one_s", 1, "int64")
+    grid = b.op("Concat", [th, tw, b.const("one", [1], "int64")], "grid_shape", axis=0)
+    strip_rows = b.op("Range", [b.const("zero_s", 0, "int64"), _scalar(b, th, "th_s"), one_s], "strip_rows")
+    at_rows = b.op("Expand", [b.op("Unsqueeze", [strip_rows, b.const("axes12", [1, 2], "int64")]), grid], "at_rows")
     carried = {}
 
     def row_done() -> None:  # then-branch: the finished rows become pixels, the strip moves down
@@ -244,8 +252,7 @@ def _tiled(b: _Builder, padded: str, network: onnx.GraphProto, net_in: str, net_
                                      "strip_sums", keepdims=0)], "more_totals")
 
     def row_going_on() -> None:  # else-branch: the strip and the pixels as they are
-        for source, name in ((carried["strip"], "same_strip"), (carried["strip_w"], "same_weights"),
-                             (pixels_in, "same_pixels"), (totals_in, "same_totals")):
+        for source, (_, _, _, name) in zip((carried["strip"], carried["strip_w"], pixels_in, totals_in), handed):
             b.op("Identity", [source], name)
 
     def one_tile() -> None:  # the Loop's body: tile (row, col) added into the strip
@@ -266,37 +273,24 @@ def _tiled(b: _Builder, padded: str, network: onnx.GraphProto, net_in: str, net_
         weight = b.op("Mul", [wy, wx], "tile_weight")
         weighted = b.op("Transpose", [b.op("Mul", [net_out, weight], "weighted")], "weighted_hwnc",
                         perm=[2, 3, 0, 1])
-        one_s = b.const("one_s", 1, "int64")
-        rows = b.op("Range", [b.const("zero_s", 0, "int64"), _scalar(b, th, "th_s"), one_s], "strip_rows")
         cols = b.op("Range", [_scalar(b, x, "x_s"), _scalar(b, x_end, "x_end_s"), one_s], "tile_cols")
-        grid = b.op("Concat", [th, tw, b.const("one", [1], "int64")], "grid_shape", axis=0)
-        at_rows = b.op("Expand", [b.op("Unsqueeze", [rows, b.const("axes12", [1, 2], "int64")]), grid])
         at_cols = b.op("Expand", [b.op("Unsqueeze", [cols, b.const("axes02", [0, 2], "int64")]), grid])
         where = b.op("Concat", [at_rows, at_cols], "tile_where", axis=2)
         carried["strip"] = b.op("ScatterND", [strip_in, where, weighted], "strip_added", reduction="add")
         weight4 = b.op("Unsqueeze", [weight, b.const("axes23", [2, 3], "int64")], "tile_weight_hw11")
         carried["strip_w"] = b.op("ScatterND", [strip_w_in, where, weight4], "strip_weights_added", reduction="add")
-        outs = [(f"{_P}{n}", t, None) for n, t in (("strip_out", f), ("strip_weights_out", f), ("pixels_out", u8),
-                                                    ("totals_out", f))]
         branches = {}
-        for branch, build, made in (("then_branch", row_done, ("moved_strip", "moved_weights", "more_pixels",
-                                                                "more_totals")),
-                                    ("else_branch", row_going_on, ("same_strip", "same_weights", "same_pixels",
-                                                                   "same_totals"))):
+        for branch, build, which in (("then_branch", row_done, 2), ("else_branch", row_going_on, 3)):
             nodes = _in_body(b, build)
-            branches[branch] = _subgraph(branch, [], [(_P + n, t, None) for n, (_, t, _) in zip(made, outs)],
-                                         nodes)
+            branches[branch] = _subgraph(branch, [], [(_P + h[which], h[1], None) for h in handed], nodes)
         last = _scalar(b, b.op("Equal", [c, last_col]), "row_ends_here")
-        for name, value in zip(("strip_out", "strip_weights_out", "pixels_out", "totals_out"),
-                               b.op("If", [last], "row_end", outputs=4, **branches)):
+        for (name, *_), value in zip(handed, b.op("If", [last], "row_end", outputs=len(handed), **branches)):
             b.op("Identity", [value], name)
         b.op("Identity", [keep], "keep_going_out")
 
     body = _subgraph("tile_body", [(index, i64, []), (keep, flag, []), (strip_in, f, None),
                                       (strip_w_in, f, None), (pixels_in, u8, None), (totals_in, f, None)],
-                     [(f"{_P}keep_going_out", flag, []), (f"{_P}strip_out", f, None),
-                      (f"{_P}strip_weights_out", f, None), (f"{_P}pixels_out", u8, None),
-                      (f"{_P}totals_out", f, None)],
+                     [(f"{_P}keep_going_out", flag, []), *((_P + name, kind, None) for name, kind, *_ in handed)],
                      _in_body(b, one_tile), network.value_info)
     _, _, pixels, totals = b.op("Loop", [trips, "", strip_zeros, weight_zeros, no_pixels, no_totals], "tiles",
                                 outputs=4, body=body)

@@ -38,7 +38,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from banet.defaults import default_weights_path
     from banet.errors import ArtifactError
     from banet.metadata import read_onnx_metadata, stale_source
-    from banet.outputs import check_input, check_not_input, check_output, write_atomic, write_error
+    from banet.outputs import check_input, check_output, write_atomic, write_error
     from banet.shapes import parse_nhw
     from export.app_check import APP_SWEEP, AppReport
     from export.app_graph import CHANNEL_ORDERS
@@ -185,8 +185,8 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     for path in outputs:
         check_output(path, force=args.force, error=ExportError, suffix=path.suffix, inputs=inputs, option="--output")
     if args.report is not None:
-        check_not_input(args.report, {**inputs, **{str(p): p for p in outputs}}, error=ExportError, option="--report")
-        check_output(args.report, force=args.force, error=ExportError, suffix=".json", option="--report")
+        check_output(args.report, force=args.force, error=ExportError, suffix=".json", option="--report",
+                     inputs={**inputs, **{str(p): p for p in outputs}})
     metadata = read_onnx_metadata(network)
     problem = stale_source(metadata, network, weights)
     if problem is not None:
@@ -208,11 +208,12 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
             runs[outputs[1].name] = onnxruntime_app_run(staged[1])
         model = load_checkpoint(weights).model.eval().float()
         pytorch = cached_forward(torch_forward(model), model)
-        reports = check_app_graphs(runs, onnxruntime_forward(network), pytorch, metadata, args.channel_order,
+        network_run = onnxruntime_forward(network)  # one session for every check
+        reports = check_app_graphs(runs, network_run, pytorch, metadata, args.channel_order,
                                    shapes=sweep(tile, args.overlap) + tuple(args.verify_sizes), tile=tile,
                                    overlap=args.overlap)
         for engines, shapes in other_engines(args, staged, outputs, tile):  # held to the drift floor alone
-            reports += check_app_graphs(engines, onnxruntime_forward(network), pytorch, metadata,
+            reports += check_app_graphs(engines, network_run, pytorch, metadata,
                                         args.channel_order, shapes=shapes, tile=tile, overlap=args.overlap,
                                         drift_only=tuple(engines))
         for report in reports:
