@@ -47,8 +47,8 @@ class BlurAwareAttention(nn.Module):
         strips = [self.conv_1_h(x.mean(dim=3, keepdim=True)) + self.conv_1_w(x.mean(dim=2, keepdim=True))]
         for bins in STRIP_BINS:
             conv = getattr(self, f"conv_{bins}")
-            along_w = resize_width_nearest(conv(strip_pool_width(x, bins)), width)
-            along_h = resize_height_nearest(conv(strip_pool_height(x, bins)), height)
+            along_w = resize_width_nearest(conv(strip_pool_width(x, bins)), width, bins)
+            along_h = resize_height_nearest(conv(strip_pool_height(x, bins)), height, bins)
             strips.append(along_w + along_h)
         return torch.cat(strips, dim=1)
 

@@ -4,17 +4,20 @@ BANet's blur-aware attention averages each feature map into ``n`` strips along o
 (PyTorch's ``AdaptiveAvgPool2d((None, n))`` / ``((n, None))``) and resizes the strips back with
 nearest-neighbour interpolation. Exporters cannot express adaptive pooling with dynamic sizes (see
 ``deployment-facts.md``), so both steps are written here as a MatMul with a matrix that is built from the
-runtime length using only integer comparisons:
+runtime length using integer arithmetic only:
 
 * bin ``i`` of a length-``L`` axis covers indices ``floor(i*L/n) .. ceil((i+1)*L/n) - 1``; index ``l`` is in
   bin ``i`` exactly when ``(l + 1) * n > i * L`` and ``l * n < (i + 1) * L``;
 * nearest resize from ``n`` back to ``L`` reads index ``floor(j * s)`` with ``s = float32(n) / float32(L)``,
-  computed in float32 exactly as PyTorch's ``upsample_nearest`` kernel does. This is *not* always
-  ``floor(j*n/L)``: when ``j*n/L`` is an integer, float32 rounding of ``s`` can land one index lower (for
-  example ``n = 3``, ``L = 123``), and trained weights expect PyTorch's choice, so we reproduce it.
+  PyTorch's ``upsample_nearest`` arithmetic. This is *not* always ``floor(j*n/L)``: when ``j*n/L`` is an integer
+  ``k``, float32 rounding of ``s`` and of ``j * s`` can land one index lower (for example ``n = 3``, ``L = 123``),
+  and trained weights expect PyTorch's choice. :func:`nearest_source` reproduces that choice exactly with
+  integers (it emulates the two float32 roundings), because float arithmetic in the graph is not computed the same
+  everywhere: OpenVINO, compiling for dynamic shapes, rewrites ``n / L`` as ``n * (1 / L)`` and picked the other
+  index at about one length in seven that ``n`` divides (74-85 dB from ONNX Runtime instead of 147 dB).
 
-The pooling side uses integer comparisons only; the resize side does its arithmetic in float32 whatever the
-feature dtype, so float16 graphs stay type-consistent (every Div has float32 on both sides).
+Only the averaging itself (``member / count``) is float, in the feature dtype, so float16 graphs stay
+type-consistent.
 """
 
 from __future__ import annotations
@@ -45,11 +48,42 @@ def adaptive_pool_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, de
 def nearest_resize_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """0/1 matrix ``[L, n]`` whose row ``j`` picks the source PyTorch's nearest resize n -> L picks."""
     pos, idx = _index_grid(length, bins, device)
-    length_f = torch.ones((), device=device, dtype=torch.float32) * length
-    # A true float32 division, as in PyTorch's kernel (``bins / tensor`` would multiply by a reciprocal).
-    scale = torch.div(torch.full((), float(bins), device=device, dtype=torch.float32), length_f)
-    source = torch.floor(pos.to(torch.float32) * scale).to(torch.int64)
-    return (source == idx).to(dtype)
+    return (nearest_source(pos, length, bins) == idx).to(dtype)
+
+
+#: Lengths up to 2**20 are handled: below ``2**23 / bins`` (so a quotient that is not whole keeps its floor in
+#: float32) and far inside int64 for every product below. Exports declare at most 4096 (``--max-size``).
+_MAX_LENGTH_BITS = 20
+
+
+def nearest_source(pos: Tensor, length: int | Tensor, bins: int) -> Tensor:
+    """``floor(float32(pos * float32(bins / length)))`` for int64 ``pos`` in ``[0, length)``, in integers only.
+
+    Where ``pos * bins / length`` is not an integer the float32 value is within ``bins * 2**-23`` of the true one,
+    and the true one at least ``1 / length`` from an integer, so its floor is the integer quotient. Where it is an integer ``k`` the
+    float32 result is ``k`` or just below it: ``s = M * 2**-P`` (``M`` the 24-bit significand, rounded to nearest) falls short of ``bins / length`` by ``R / (length * 2**P)``, so ``pos * s`` falls short of ``k`` by
+    ``k * R / (bins * 2**P)``, and float32 rounds that back up to ``k`` unless it exceeds half the spacing of the
+    float32 numbers just below ``k``, ``2**(ceil(log2 k) - 25)``. tests/banet/test_pooling.py compares the result
+    with ``F.interpolate`` on every length up to 1,100 and at the lengths up to 2**17 where float32 rounds down.
+    """
+    scaled = pos * bins
+    quotient = torch.div(scaled, length, rounding_mode="trunc")
+    on_integer = (scaled - quotient * length == 0) & (pos > 0)
+    # exponent P of s: 2**23 <= bins * 2**P / length < 2**24
+    up = torch.tensor([bins << i for i in range(_MAX_LENGTH_BITS + 1)], dtype=torch.int64, device=pos.device)
+    down = torch.tensor([1 << i for i in range(1, bins.bit_length() + 1)], dtype=torch.int64, device=pos.device)
+    exponent = 23 + (up < length).sum() - (down * length <= bins).sum()
+    powers = torch.tensor([1 << i for i in range(64 - 8)], dtype=torch.int64, device=pos.device)
+    numerator = bins * powers[exponent]
+    significand = torch.div(numerator, length, rounding_mode="trunc")
+    remainder = numerator - significand * length
+    # no ties (remainder * 2 == length): that needs the odd 2 * significand + 1 > bins to divide bins * 2**(P + 1)
+    rounded_down = (remainder > 0) & (remainder * 2 < length)
+    # for k = 0..bins: 1 / (half the float32 spacing just below k)
+    halves = torch.tensor([0] + [1 << (25 - (k - 1).bit_length()) for k in range(1, bins + 1)],
+                          dtype=torch.int64, device=pos.device)
+    falls_below = quotient * remainder * halves[quotient] > numerator
+    return quotient - (on_integer & rounded_down & falls_below).to(torch.int64)
 
 
 def strip_pool_width(x: Tensor, bins: int) -> Tensor:
@@ -62,11 +96,14 @@ def strip_pool_height(x: Tensor, bins: int) -> Tensor:
     return torch.matmul(adaptive_pool_matrix(x.shape[2], bins, x.dtype, x.device).transpose(0, 1), x)
 
 
-def resize_width_nearest(x: Tensor, width: int | Tensor) -> Tensor:
-    """Nearest resize of the last axis from ``n`` to ``width``: ``[N, C, H, n] -> [N, C, H, width]``."""
-    return torch.matmul(x, nearest_resize_matrix(width, x.shape[3], x.dtype, x.device).transpose(0, 1))
+def resize_width_nearest(x: Tensor, width: int | Tensor, bins: int) -> Tensor:
+    """Nearest resize of the last axis from ``bins`` to ``width``: ``[N, C, H, bins] -> [N, C, H, width]``.
+
+    ``bins`` is passed as a Python int (not read from ``x.shape``, which is a traced value during export): the
+    resize index arithmetic is built from it as constants."""
+    return torch.matmul(x, nearest_resize_matrix(width, bins, x.dtype, x.device).transpose(0, 1))
 
 
-def resize_height_nearest(x: Tensor, height: int | Tensor) -> Tensor:
-    """Nearest resize of the height axis from ``n`` to ``height``: ``[N, C, n, W] -> [N, C, height, W]``."""
-    return torch.matmul(nearest_resize_matrix(height, x.shape[2], x.dtype, x.device), x)
+def resize_height_nearest(x: Tensor, height: int | Tensor, bins: int) -> Tensor:
+    """Nearest resize of the height axis from ``bins`` to ``height``: ``[N, C, bins, W] -> [N, C, height, W]``."""
+    return torch.matmul(nearest_resize_matrix(height, bins, x.dtype, x.device), x)

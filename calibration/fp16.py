@@ -36,7 +36,7 @@ class Float16StorageMode(TorchFunctionMode):
     """Round every float32 activation (rank >= 3) an operation returns to float16 precision.
 
     Rank-2 tensors (the strip-pooling index and averaging matrices) are left alone: in the exported FP16
-    graph their index arithmetic is float32 by construction.
+    graph their index arithmetic is integer by construction.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):

@@ -12,8 +12,8 @@ serve both backends (measured on this CPU, see ``docs``/README):
   inputs of the adds that follow a convolution quantized. This is the file a TensorRT INT8 build takes; it is
   parsed with NVIDIA's ONNX parser before it is kept (:func:`check_tensorrt_conformance`).
 
-Never quantized, whatever the flavour: the strip-pooling index arithmetic (shape-derived Mul/Div/Floor that
-build the averaging and selection matrices: rounding them would pick wrong rows at some sizes) and the pooling
+Never quantized, whatever the flavour: the strip-pooling index arithmetic (shape-derived integer operations and
+the averaging division that build the pooling and selection matrices) and the pooling
 MatMuls (their averaging matrices depend on the image size, so a range calibrated at one size clips at
 another). Only nodes on the image data path are candidates (:func:`quantizable_nodes`).
 

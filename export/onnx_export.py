@@ -48,7 +48,7 @@ class HalfPrecisionBANet(nn.Module):
     Kept in float32, by measurement (``python -m calibration.fp16 --full``): the global residual add
     ``residual(x) + x``. Rounding the input image and the sum to float16 caps the output near 82 dB PSNR vs FP32;
     with the add in float32 the emulated drift is 83-85 dB for the trained default and 95 dB for the full network
-    with random weights. The add is one cheap elementwise op. The index arithmetic of strip pooling is float32
+    with random weights. The add is one cheap elementwise op. The index arithmetic of strip pooling is integer
     by construction (see ``banet.pooling``).
     """
 

@@ -1,5 +1,6 @@
 """The MatMul strip pooling equals PyTorch's AdaptiveAvgPool2d + nearest interpolate on many sizes."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,9 +35,9 @@ def test_pool_matches_adaptive_avg_pool(length: int, bins: int) -> None:
 def test_resize_matches_nearest_interpolate(length: int, bins: int) -> None:
     gen = torch.Generator().manual_seed(length * 10 + bins + 1)
     y = torch.randn(2, 3, 4, bins, generator=gen)
-    torch.testing.assert_close(resize_width_nearest(y, length), F.interpolate(y, (4, length)), atol=1e-6, rtol=0)
+    torch.testing.assert_close(resize_width_nearest(y, length, bins), F.interpolate(y, (4, length)), atol=1e-6, rtol=0)
     yt = y.transpose(2, 3).contiguous()
-    torch.testing.assert_close(resize_height_nearest(yt, length), F.interpolate(yt, (length, 4)), atol=1e-6,
+    torch.testing.assert_close(resize_height_nearest(yt, length, bins), F.interpolate(yt, (length, 4)), atol=1e-6,
                                rtol=0)
 
 
@@ -46,7 +47,7 @@ def test_resize_matches_on_every_length_up_to_1100() -> None:
         y = torch.arange(bins, dtype=torch.float32).reshape(1, 1, 1, bins)
         for length in range(1, 1100):
             expected = F.interpolate(y, (1, length))
-            assert torch.equal(resize_width_nearest(y, length), expected), (bins, length)
+            assert torch.equal(resize_width_nearest(y, length, bins), expected), (bins, length)
 
 
 def test_pool_is_exact_in_float64_on_every_length_up_to_600() -> None:
@@ -60,4 +61,29 @@ def test_pool_is_exact_in_float64_on_every_length_up_to_600() -> None:
 def test_half_precision_keeps_dtype() -> None:
     x = torch.randn(1, 2, 9, 13).half()
     assert strip_pool_width(x, 5).dtype == torch.float16
-    assert resize_height_nearest(strip_pool_height(x, 7), 9).dtype == torch.float16
+    assert resize_height_nearest(strip_pool_height(x, 7), 9, 7).dtype == torch.float16
+
+
+def _float32_rounding_lengths(bins: int, limit: int) -> list[int]:
+    """Lengths up to ``limit`` where PyTorch's float32 ``floor(j * (bins / L))`` is one below the exact quotient
+    at some ``j = k * L / bins`` (numpy float32, vectorised over every length ``bins`` divides)."""
+    lengths = np.arange(bins, limit + 1, bins, dtype=np.int64)
+    scale = np.float32(bins) / lengths.astype(np.float32)
+    found = np.zeros(len(lengths), dtype=bool)
+    for k in range(1, bins):
+        product = (k * (lengths // bins)).astype(np.float32) * scale  # float32 times float32, as in the kernel
+        found |= np.floor(product) < k
+    return lengths[found].tolist()
+
+
+@pytest.mark.parametrize("bins", [3, 5, 7])
+def test_resize_matches_where_float32_rounding_moves_the_source(bins: int) -> None:
+    """Beyond the exhaustive range: at lengths up to 2**17 where float32 picks the lower source (the case the
+    integer arithmetic emulates), and at their neighbours, the resize equals F.interpolate."""
+    rounding = _float32_rounding_lengths(bins, 2**17)
+    assert len(rounding) > 1000  # about one length in seven that bins divides
+    picked = np.random.default_rng(bins).choice(rounding, 40, replace=False)
+    y = torch.arange(bins, dtype=torch.float32).reshape(1, 1, 1, bins)
+    for length in sorted({int(v) + d for v in picked for d in (0, bins, 1)}):
+        expected = F.interpolate(y, (1, length))
+        assert torch.equal(resize_width_nearest(y, length, bins), expected), (bins, length)
