@@ -22,6 +22,8 @@ type-consistent.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -56,32 +58,54 @@ def nearest_resize_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, d
 _MAX_LENGTH_BITS = 20
 
 
+def _resize_tables(bins: int, pos: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """:func:`nearest_source`'s constants for ``bins``: ``bins * 2**i`` and ``2**i`` for the exponent, powers of
+    two, and for ``k = 0..bins`` the reciprocal of half the float32 spacing just below ``k``.
+
+    Kept per device for eager runs, so a forward pass never copies them to a GPU (CUDA-graph capture refuses a
+    copy from host memory); made afresh while tracing (an export or torch.compile sees fake tensors, which must
+    not outlive the trace)."""
+    if type(pos) is torch.Tensor and not torch.jit.is_tracing():
+        return _kept_tables(bins, pos.device)
+    return _make_tables(bins, pos.device)
+
+
+def _make_tables(bins: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def table(values: list[int]) -> Tensor:
+        return torch.tensor(values, dtype=torch.int64, device=device)
+
+    return (table([bins << i for i in range(_MAX_LENGTH_BITS + 1)]),
+            table([1 << i for i in range(1, bins.bit_length() + 1)]),
+            table([1 << i for i in range(23 + _MAX_LENGTH_BITS + 2)]),
+            table([0] + [1 << (25 - (k - 1).bit_length()) for k in range(1, bins + 1)]))
+
+
+_kept_tables = functools.lru_cache(maxsize=64)(_make_tables)
+
+
 def nearest_source(pos: Tensor, length: int | Tensor, bins: int) -> Tensor:
     """``floor(float32(pos * float32(bins / length)))`` for int64 ``pos`` in ``[0, length)``, in integers only.
 
     Where ``pos * bins / length`` is not an integer the float32 value is within ``bins * 2**-23`` of the true one,
-    and the true one at least ``1 / length`` from an integer, so its floor is the integer quotient. Where it is an integer ``k`` the
-    float32 result is ``k`` or just below it: ``s = M * 2**-P`` (``M`` the 24-bit significand, rounded to nearest) falls short of ``bins / length`` by ``R / (length * 2**P)``, so ``pos * s`` falls short of ``k`` by
-    ``k * R / (bins * 2**P)``, and float32 rounds that back up to ``k`` unless it exceeds half the spacing of the
-    float32 numbers just below ``k``, ``2**(ceil(log2 k) - 25)``. tests/banet/test_pooling.py compares the result
-    with ``F.interpolate`` on every length up to 1,100 and at the lengths up to 2**17 where float32 rounds down.
+    and the true one at least ``1 / length`` from an integer, so its floor is the integer quotient. Where it is an
+    integer ``k`` the float32 result is ``k`` or just below it: ``s = M * 2**-P`` (``M`` the 24-bit significand,
+    rounded to nearest) falls short of ``bins / length`` by ``R / (length * 2**P)``, so ``pos * s`` falls short
+    of ``k`` by ``k * R / (bins * 2**P)``, and float32 rounds that back up to ``k`` unless it exceeds half the
+    spacing of the float32 numbers just below ``k``, ``2**(ceil(log2 k) - 25)``. tests/banet/test_pooling.py
+    compares the result with ``F.interpolate`` on every length up to 1,100 and at the lengths up to 2**17 where
+    float32 rounds down.
     """
+    up, down, powers, halves = _resize_tables(bins, pos)
     scaled = pos * bins
     quotient = torch.div(scaled, length, rounding_mode="trunc")
     on_integer = (scaled - quotient * length == 0) & (pos > 0)
     # exponent P of s: 2**23 <= bins * 2**P / length < 2**24
-    up = torch.tensor([bins << i for i in range(_MAX_LENGTH_BITS + 1)], dtype=torch.int64, device=pos.device)
-    down = torch.tensor([1 << i for i in range(1, bins.bit_length() + 1)], dtype=torch.int64, device=pos.device)
-    exponent = 23 + (up < length).sum() - (down * length <= bins).sum()
-    powers = torch.tensor([1 << i for i in range(64 - 8)], dtype=torch.int64, device=pos.device)
-    numerator = bins * powers[exponent]
+    exponent = 23 + (up < length).sum(dim=0, keepdim=True) - (down * length <= bins).sum(dim=0, keepdim=True)
+    numerator = bins * powers.index_select(0, exponent)
     significand = torch.div(numerator, length, rounding_mode="trunc")
     remainder = numerator - significand * length
     # no ties (remainder * 2 == length): that needs the odd 2 * significand + 1 > bins to divide bins * 2**(P + 1)
     rounded_down = (remainder > 0) & (remainder * 2 < length)
-    # for k = 0..bins: 1 / (half the float32 spacing just below k)
-    halves = torch.tensor([0] + [1 << (25 - (k - 1).bit_length()) for k in range(1, bins + 1)],
-                          dtype=torch.int64, device=pos.device)
     falls_below = quotient * remainder * halves[quotient] > numerator
     return quotient - (on_integer & rounded_down & falls_below).to(torch.int64)
 

@@ -87,3 +87,17 @@ def test_resize_matches_where_float32_rounding_moves_the_source(bins: int) -> No
     for length in sorted({int(v) + d for v in picked for d in (0, bins, 1)}):
         expected = F.interpolate(y, (1, length))
         assert torch.equal(resize_width_nearest(y, length, bins), expected), (bins, length)
+
+
+def test_tables_made_while_tracing_do_not_outlive_the_trace() -> None:
+    """torch.export (what the dynamo ONNX exporter runs) traces with fake tensors; an eager call after it, in the
+    same process (the exporter's own parity check), must get real tables, not the trace's."""
+
+    class Resize(torch.nn.Module):
+        def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return resize_width_nearest(y, x.shape[3], 3)
+
+    y, x = torch.arange(3.0).reshape(1, 1, 1, 3), torch.zeros(1, 1, 1, 123)
+    width = torch.export.Dim("width", min=4, max=4096)
+    torch.export.export(Resize(), (y, x), dynamic_shapes=({}, {3: width}), strict=False)
+    assert torch.equal(Resize()(y, x), F.interpolate(y, (1, 123)))
