@@ -53,14 +53,16 @@ def nearest_resize_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, d
     return (nearest_source(pos, length, bins) == idx).to(dtype)
 
 
-#: Lengths up to 2**20 are handled: below ``2**23 / bins`` (so a quotient that is not whole keeps its floor in
-#: float32) and far inside int64 for every product below. Exports declare at most 4096 (``--max-size``).
-_MAX_LENGTH_BITS = 20
+#: Longest axis the resize index handles: every intermediate below stays under 2**31 up to it, because OpenVINO's
+#: CPU plugin (and TensorRT where it can) computes int64 graph arithmetic in int32. Exports declare at most 4096
+#: by default (``--max-size``).
+MAX_LENGTH = 2**15
+_BITS = MAX_LENGTH.bit_length()
 
 
 def _resize_tables(bins: int, pos: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`nearest_source`'s constants for ``bins``: ``bins * 2**i`` and ``2**i`` for the exponent, powers of
-    two, and for ``k = 0..bins`` the reciprocal of half the float32 spacing just below ``k``.
+    two, and ``ceil(log2 k)`` for ``k = 0..bins``.
 
     Kept per device for eager runs, so a forward pass never copies them to a GPU (CUDA-graph capture refuses a
     copy from host memory); made afresh while tracing (an export or torch.compile sees fake tensors, which must
@@ -74,13 +76,18 @@ def _make_tables(bins: int, device: torch.device) -> tuple[Tensor, Tensor, Tenso
     def table(values: list[int]) -> Tensor:
         return torch.tensor(values, dtype=torch.int64, device=device)
 
-    return (table([bins << i for i in range(_MAX_LENGTH_BITS + 1)]),
+    return (table([bins << i for i in range(_BITS + 1)]),
             table([1 << i for i in range(1, bins.bit_length() + 1)]),
-            table([1 << i for i in range(23 + _MAX_LENGTH_BITS + 2)]),
-            table([0] + [1 << (25 - (k - 1).bit_length()) for k in range(1, bins + 1)]))
+            table([1 << i for i in range(_BITS + bins.bit_length() + 8)]),
+            table([0] + [(k - 1).bit_length() for k in range(1, bins + 1)]))
 
 
 _kept_tables = functools.lru_cache(maxsize=64)(_make_tables)
+
+
+def _mod(a: Tensor, b: Tensor) -> Tensor:
+    """``a mod b`` for non-negative integers (a truncating Div, which every runtime has for integers)."""
+    return a - torch.div(a, b, rounding_mode="trunc") * b
 
 
 def nearest_source(pos: Tensor, length: int | Tensor, bins: int) -> Tensor:
@@ -88,26 +95,32 @@ def nearest_source(pos: Tensor, length: int | Tensor, bins: int) -> Tensor:
 
     Where ``pos * bins / length`` is not an integer the float32 value is within ``bins * 2**-23`` of the true one,
     and the true one at least ``1 / length`` from an integer, so its floor is the integer quotient. Where it is an
-    integer ``k`` the float32 result is ``k`` or just below it: ``s = M * 2**-P`` (``M`` the 24-bit significand,
-    rounded to nearest) falls short of ``bins / length`` by ``R / (length * 2**P)``, so ``pos * s`` falls short
-    of ``k`` by ``k * R / (bins * 2**P)``, and float32 rounds that back up to ``k`` unless it exceeds half the
-    spacing of the float32 numbers just below ``k``, ``2**(ceil(log2 k) - 25)``. tests/banet/test_pooling.py
-    compares the result with ``F.interpolate`` on every length up to 1,100 and at the lengths up to 2**17 where
-    float32 rounds down.
+    integer ``k`` the float32 result is ``k`` or just below it. ``s = float32(bins / length)`` is ``M * 2**-P``
+    with ``2**23 <= M < 2**24``; rounded down it falls short by ``R / (length * 2**P)``, ``R = bins * 2**P mod
+    length``, so ``pos * s`` falls short of ``k`` by ``k * R / (bins * 2**P)``, and float32 rounds that back up to
+    ``k`` unless it exceeds half the spacing of the float32 numbers just below ``k``, ``2**(ceil(log2 k) - 25)``:
+    the index is ``k - 1`` exactly when ``k * R * 2**(2 - ceil(log2 k) - t) > bins`` (``P = 23 + t``). Every
+    intermediate stays below 2**31 for lengths up to :data:`MAX_LENGTH`. tests/banet/test_pooling.py compares
+    the result with ``F.interpolate`` on every length up to 1,100 and at the lengths up to 2**15 where float32
+    rounds down, and the exported graph on OpenVINO's int32 arithmetic with PyTorch.
     """
-    up, down, powers, halves = _resize_tables(bins, pos)
+    up, down, powers, log2_ceil = _resize_tables(bins, pos)
+    length = torch.ones((1,), dtype=torch.int64, device=pos.device) * length  # int or traced size -> [1]
     scaled = pos * bins
     quotient = torch.div(scaled, length, rounding_mode="trunc")
     on_integer = (scaled - quotient * length == 0) & (pos > 0)
-    # exponent P of s: 2**23 <= bins * 2**P / length < 2**24
-    exponent = 23 + (up < length).sum(dim=0, keepdim=True) - (down * length <= bins).sum(dim=0, keepdim=True)
-    numerator = bins * powers.index_select(0, exponent)
-    significand = torch.div(numerator, length, rounding_mode="trunc")
-    remainder = numerator - significand * length
-    # no ties (remainder * 2 == length): that needs the odd 2 * significand + 1 > bins to divide bins * 2**(P + 1)
+    # t: 2**23 <= bins * 2**(23 + t) / length < 2**24
+    t = (up < length).sum(dim=0, keepdim=True) - (down * length <= bins).sum(dim=0, keepdim=True)
+    # R = bins * 2**(23 + t) mod length, as (bins mod L) * (2**16 mod L) * (2**(7 + t) mod L), each product < L**2
+    two16 = _mod(torch.full_like(length, 1 << 16), length)
+    power = _mod(two16 * _mod(powers.index_select(0, 7 + t), length), length)
+    remainder = _mod(_mod(torch.full_like(length, bins), length) * power, length)
+    # no ties (remainder * 2 == length): that needs the odd 2 * M + 1 > bins to divide bins * 2**(P + 1)
     rounded_down = (remainder > 0) & (remainder * 2 < length)
-    falls_below = quotient * remainder * halves[quotient] > numerator
-    return quotient - (on_integer & rounded_down & falls_below).to(torch.int64)
+    shift = 2 - log2_ceil[quotient] - t
+    left = quotient * remainder * powers[torch.where(shift > 0, shift, 0)]
+    right = bins * powers[torch.where(shift < 0, -shift, 0)]
+    return quotient - (on_integer & rounded_down & (left > right)).to(torch.int64)
 
 
 def strip_pool_width(x: Tensor, bins: int) -> Tensor:

@@ -25,6 +25,7 @@ from banet.config import BANetConfig
 from banet.conventions import BANET
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
+from banet.pooling import MAX_LENGTH
 from banet.shapes import batch_problem
 from export.onnx_file import claim_staging, refused_path, write_onnx_metadata
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
@@ -110,6 +111,10 @@ def validate_options(options: ExportOptions) -> None:
     for shape in () if options.static_hw is not None or options.batch is not None else options.verify_shapes:
         if problem := batch_problem(*shape):
             raise ExportError(f"verification shape {'x'.join(map(str, shape))}: {problem}")
+    if options.max_size > MAX_LENGTH:
+        raise ExportError(f"--max-size {options.max_size} is over {MAX_LENGTH}, the longest side the strip pooling's "
+                          "index arithmetic is exact for in the int32 arithmetic some runtimes use (banet.pooling); "
+                          "larger images run in tiles (the runtime tiles them)")
     if options.min_size < multiple or options.min_size > options.max_size:
         raise ExportError(f"dynamic size bounds {options.min_size}..{options.max_size} are invalid "
                           f"(need {multiple} <= min <= max)")

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from banet.pooling import (
+    nearest_resize_matrix,
     resize_height_nearest,
     resize_width_nearest,
     strip_pool_height,
@@ -78,10 +79,10 @@ def _float32_rounding_lengths(bins: int, limit: int) -> list[int]:
 
 @pytest.mark.parametrize("bins", [3, 5, 7])
 def test_resize_matches_where_float32_rounding_moves_the_source(bins: int) -> None:
-    """Beyond the exhaustive range: at lengths up to 2**17 where float32 picks the lower source (the case the
+    """Beyond the exhaustive range: at lengths up to 2**15 where float32 picks the lower source (the case the
     integer arithmetic emulates), and at their neighbours, the resize equals F.interpolate."""
-    rounding = _float32_rounding_lengths(bins, 2**17)
-    assert len(rounding) > 1000  # about one length in seven that bins divides
+    rounding = _float32_rounding_lengths(bins, 2**15)
+    assert len(rounding) > 300  # about one length in seven that bins divides
     picked = np.random.default_rng(bins).choice(rounding, 40, replace=False)
     y = torch.arange(bins, dtype=torch.float32).reshape(1, 1, 1, bins)
     for length in sorted({int(v) + d for v in picked for d in (0, bins, 1)}):
@@ -101,3 +102,26 @@ def test_tables_made_while_tracing_do_not_outlive_the_trace() -> None:
     width = torch.export.Dim("width", min=4, max=4096)
     torch.export.export(Resize(), (y, x), dynamic_shapes=({}, {3: width}), strict=False)
     assert torch.equal(Resize()(y, x), F.interpolate(y, (1, 123)))
+
+
+@pytest.mark.parametrize("bins", [3, 7])
+def test_exported_resize_index_is_exact_on_openvino_int32_arithmetic(tmp_path, bins: int) -> None:
+    """The exported index arithmetic run by OpenVINO compiled for dynamic shapes: it rewrites float division as a
+    reciprocal (the float32 graph picked other strips) and computes int64 graph arithmetic in int32 (a first
+    integer version overflowed from length 170 on). Every length up to 1,200 and rounding lengths up to 2**15."""
+    ov = pytest.importorskip("openvino", reason="needs pip install '.[openvino]'")
+
+    class Matrix(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nearest_resize_matrix(x.shape[3], bins, torch.float32, x.device)
+
+    path = tmp_path / "resize.onnx"
+    torch.onnx.export(Matrix(), (torch.zeros(1, 1, 1, 123),), str(path), input_names=["x"], dynamo=False,
+                      dynamic_axes={"x": {3: "length"}}, opset_version=17)
+    compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    rounding = _float32_rounding_lengths(bins, 2**15)
+    picked = np.random.default_rng(bins).choice(rounding, 30, replace=False).tolist()
+    for length in list(range(1, 1201)) + picked + [2**15]:
+        got = compiled({0: np.zeros((1, 1, 1, length), np.float32)})[0]
+        expected = F.interpolate(torch.eye(bins).reshape(1, bins, 1, bins), (1, length))[0, :, 0].T.numpy()
+        assert np.array_equal(got, expected), (bins, length)

@@ -109,6 +109,7 @@ def test_fp16_export_drift_is_measured(tmp_path, tiny_model):
     ({"static_hw": (47, 64)}, "static size 47x64 cannot be taken"),
     ({"opset": 9}, "opset 9 cannot express"),
     ({"min_size": 64, "max_size": 32}, "bounds"),
+    ({"max_size": 40000}, "over 32768, the longest side"),
 ])
 def test_bad_requests_are_refused_before_work(tmp_path, tiny_model, kwargs, message):
     with pytest.raises(ExportError, match=message):
