@@ -75,6 +75,8 @@ class ExportOptions:
     min_psnr_db: float | None = None
     max_abs_error: float | None = None
     force: bool = False
+    #: also verify the file on OpenVINO's CPU plugin, compiled per shape and for dynamic shapes
+    check_openvino: bool = False
 
 
 def validate_options(options: ExportOptions) -> None:
@@ -111,6 +113,14 @@ def validate_options(options: ExportOptions) -> None:
     for shape in () if options.static_hw is not None or options.batch is not None else options.verify_shapes:
         if problem := batch_problem(*shape):
             raise ExportError(f"verification shape {'x'.join(map(str, shape))}: {problem}")
+    if options.check_openvino:
+        from runtime.backends.base import BackendUnavailableError
+        from runtime.backends.openvino_backend import import_openvino
+
+        try:
+            import_openvino()
+        except BackendUnavailableError as exc:
+            raise ExportError(f"--check-openvino: {exc}") from None
     if options.max_size > MAX_LENGTH:
         raise ExportError(f"--max-size {options.max_size} is over {MAX_LENGTH}, the longest side the strip pooling's "
                           "index arithmetic is exact for in the int32 arithmetic some runtimes use (banet.pooling); "
@@ -238,6 +248,11 @@ def _export_checked(model: nn.Module, output: Path, tmp: Path, options: ExportOp
     reference = cached_forward(torch_forward(model), model)  # the FP16 export after the FP32 one: read, not rerun
     report = compare(reference, onnxruntime_forward(tmp), shapes, min_psnr, max_abs,
                      reference_name="PyTorch FP32", candidate_name=f"ONNX Runtime {options.precision.upper()}")
+    if options.check_openvino:
+        report.others = [compare(reference, openvino_forward(tmp, static), shapes, min_psnr, max_abs,
+                                 reference_name="PyTorch FP32",
+                                 candidate_name=f"OpenVINO {options.precision.upper()} ({mode})")
+                         for static, mode in ((True, "compiled per shape"), (False, "dynamic shapes"))]
     log.info("exported in %.1f s; verification:\n%s", export_seconds, report.table())
     if not report.passed:
         failed = refused_path(output)
@@ -254,6 +269,14 @@ def _export_checked(model: nn.Module, output: Path, tmp: Path, options: ExportOp
         onnx.save(proto, str(tmp))
     os.replace(tmp, output)
     return report
+
+
+def openvino_forward(path: Path, static: bool) -> Forward:
+    """The runtime's OpenVINO backend on ``path``: compiled per input shape (``Deblurrer(backend="openvino")``'s
+    default) or once for dynamic shapes (``static=False``; what an app compiling the file itself gets)."""
+    from runtime.backends.openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(path, static=static, compile_cache=None).run
 
 
 def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_sha256: str, source_name: str,

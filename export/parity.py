@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -148,6 +148,17 @@ class ParityReport(SweepVerdicts):
     min_psnr_db: float
     max_abs_error: float | None
     results: list[ShapeResult]
+    #: the same file on other engines, held to the same thresholds (``export/to_onnx.py --check-openvino``)
+    others: list[ParityReport] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return super().passed and all(other.passed for other in self.others)
+
+    def to_dict(self) -> dict:
+        data = super().to_dict()
+        data["others"] = [other.to_dict() for other in self.others]
+        return data
 
     def table(self) -> str:
         lines = [f"{self.candidate} vs {self.reference} (pass: PSNR >= {self.min_psnr_db:g} dB"
@@ -157,7 +168,7 @@ class ParityReport(SweepVerdicts):
             shape = "x".join(map(str, r.shape))
             verdict = "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}"
             lines.append(f"{shape:>16} {r.max_abs_error:12.3e} {r.psnr_db:9.2f}  {verdict}")
-        return "\n".join(lines)
+        return "\n".join(lines + [other.table() for other in self.others])
 
 
 def compare(reference: Forward, candidate: Forward, shapes: Sequence[tuple[int, int, int]], min_psnr_db: float,

@@ -7,6 +7,7 @@ Examples:
     python export/to_onnx.py --static 720x1280 --batch 1       # -> engines/banet_default_720x1280_b1.onnx
     python export/to_onnx.py --simplify                        # -> engines/banet_default_slim.onnx
     python export/to_onnx.py --verify-sizes 1x1080x1920 2x36x52  # add shapes to the parity sweep
+    python export/to_onnx.py --check-openvino                  # also verified on OpenVINO (static and dynamic)
 
 Every export is checked with the ONNX checker and shape inference, then run with ONNX Runtime against
 PyTorch on a sweep of shapes (square, wide, tall, 8x8, non-multiples of 7, batch > 1, 720x1280). The file
@@ -86,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pass threshold in dB vs PyTorch FP32 (default 80 for fp32, 45 for fp16)")
     parser.add_argument("--max-abs-error", type=float, default=None,
                         help="pass threshold on the raw output (default 1e-4 for fp32, none for fp16)")
+    parser.add_argument("--check-openvino", action="store_true",
+                        help="also verify the file on OpenVINO's CPU plugin (what Deblurrer() runs where it is "
+                             "installed), compiled per shape and for dynamic shapes, against the same thresholds")
     parser.add_argument("--report", type=Path, default=None,
                         help="also write the parity report as JSON here (an existing file only with --force)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
@@ -126,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     options = ExportOptions(opset=args.opset, precision="fp16" if args.fp16 else "fp32", static_hw=args.static,
                             batch=args.batch, min_size=args.min_size, max_size=args.max_size,
                             simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
-                            min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force)
+                            min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force,
+                            check_openvino=args.check_openvino)
     weights = Path(args.weights or default_weights_path())
     output = args.output or default_output(weights.stem, options)
     try:
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     shape = ("static " + "x".join(map(str, (options.batch or 1, *options.static_hw))) if options.static_hw
              else "dynamic N,H,W")
     print(f"wrote {path} ({size_mb:.1f} MB, {options.precision}, {shape}); "
-          f"verified on {len(report.results)} shapes, worst PSNR {report.worst_psnr_db:.1f} dB")
+          f"verified on {len(report.results)} shapes, worst PSNR {report.worst_psnr_db:.1f} dB"
+          + "".join(f"; {other.candidate}: worst {other.worst_psnr_db:.1f} dB" for other in report.others))
     return 0
 
 

@@ -95,7 +95,7 @@ class OpenVinoBackend(Backend):
         self._config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self._model = keep_exact_divisions(self._core.read_model(str(path)))
+        self._model = self._core.read_model(str(path))
         self._input = self._model.inputs[0].get_any_name()
         self._dynamic = None if static else self._checked(self._core.compile_model(self._model, device, self._config))
         super().__init__(metadata, limits_from_metadata(metadata))
@@ -142,39 +142,6 @@ class OpenVinoBackend(Backend):
         mode = f"static shapes, cache {self._requests.size}" if self.static else "dynamic shapes"
         compute = "" if self.inference_precision == "f32" else f" in {self.inference_precision}"
         return f"openvino {self.device} ({self.metadata.precision}{compute}, {mode})"
-
-
-#: OpenVINO's run-time-information key that exempts a Divide from its ``ConvertDivide`` rewrite (``a / b`` ->
-#: ``a * b**-1``); its transformations look the key up by name (``ov::disable_divide_conversion`` in C++).
-NONCONVERTIBLE_DIVIDE = "nonconvertable_divide_0"
-
-
-def keep_exact_divisions(model):
-    """``model`` (an ``ov.Model``, subgraphs included) with every floating-point Divide kept a true division.
-
-    OpenVINO rewrites ``a / b`` as ``a * (1 / b)`` unless ``b`` is a constant it can fold first. The strip pooling's
-    nearest-resize index is ``floor(j * float32(n / L))``, PyTorch's float32 arithmetic that trained weights expect
-    (:mod:`banet.pooling`); with the reciprocal the index lands one strip off at about one length in seven that
-    ``n`` divides (L = 135, 246 for n = 3), which is what dynamic-shape compilation (``static=False``, a graph with a
-    Loop) measured: 74-85 dB from ONNX Runtime instead of 147 dB. Divides on the data path stay exact too (the
-    pooling's averages), as ONNX Runtime computes them.
-    """
-    for op in model.get_ordered_ops():
-        if op.get_type_name() == "Divide" and op.get_output_element_type(0).is_real():
-            op.get_rt_info()[NONCONVERTIBLE_DIVIDE] = True
-        for body in _bodies(op):
-            keep_exact_divisions(body)
-    return model
-
-
-def _bodies(op) -> list:
-    """The subgraphs ``op`` holds: a Loop's body, an If's two branches, none for other operations."""
-    kind = op.get_type_name()
-    if kind == "Loop":
-        return [op.get_function()]
-    if kind == "If":
-        return [op.get_function(0), op.get_function(1)]
-    return []
 
 
 def check_lowering(core, device: str, precision: str, file_precision: str, name: str) -> None:

@@ -77,6 +77,47 @@ def test_strip_index_arithmetic_is_the_same_on_any_runtime(tmp_path, tiny_model)
         assert psnr_db(reference(x), compiled({0: x})[0]) >= 120, (h, w)
 
 
+def test_check_openvino_verifies_the_file_on_both_compile_modes(tmp_path, tiny_model):
+    pytest.importorskip("openvino", reason="needs pip install '.[openvino]'")
+    path, report = _export(tiny_model, tmp_path / "m.onnx", verify_shapes=[(1, 246, 98), (2, 38, 50)],
+                           check_openvino=True)
+    assert [other.candidate for other in report.others] == ["OpenVINO FP32 (compiled per shape)",
+                                                           "OpenVINO FP32 (dynamic shapes)"]
+    assert report.passed and all(len(other.results) == 2 and other.worst_psnr_db >= 120 for other in report.others)
+    assert [other["candidate"] for other in report.to_dict()["others"]] == [o.candidate for o in report.others]
+    assert "OpenVINO FP32 (dynamic shapes) vs PyTorch FP32" in report.table()
+
+
+def test_a_file_openvino_gets_wrong_is_never_written(tmp_path, tiny_model, monkeypatch):
+    pytest.importorskip("openvino", reason="needs pip install '.[openvino]'")
+    import export.onnx_export as onnx_export
+
+    real = onnx_export.openvino_forward
+
+    def drifting(path, static):
+        forward = real(path, static)
+        return forward if static else (lambda x: forward(x) + 1e-3)  # dynamic compilation off by a little
+
+    monkeypatch.setattr(onnx_export, "openvino_forward", drifting)
+    with pytest.raises(ExportError, match="verification failed") as info:
+        _export(tiny_model, tmp_path / "m.onnx", verify_shapes=[(1, 64, 64)], check_openvino=True)
+    assert "OpenVINO FP32 (dynamic shapes)" in str(info.value) and "FAIL" in str(info.value)
+    assert not (tmp_path / "m.onnx").exists() and (tmp_path / "m.failed.onnx").exists()
+
+
+def test_check_openvino_without_openvino_is_refused_before_work(tmp_path, tiny_model, monkeypatch):
+    import runtime.backends.openvino_backend as openvino_backend
+    from runtime.backends.base import BackendUnavailableError
+
+    def missing():
+        raise BackendUnavailableError("openvino is not installed: pip install 'banet-deploy[openvino]'")
+
+    monkeypatch.setattr(openvino_backend, "import_openvino", missing)
+    with pytest.raises(ExportError, match=r"^--check-openvino: openvino is not installed") as info:
+        _export(tiny_model, tmp_path / "m.onnx", check_openvino=True)
+    assert "\n" not in str(info.value) and not list(tmp_path.iterdir())
+
+
 def test_graph_right_only_at_traced_size_is_never_written(tmp_path, tiny_model, monkeypatch):
     """Freeze the resize length as a constant (the classic export bug): verification must catch it."""
     import banet.pooling as pooling
