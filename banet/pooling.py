@@ -41,16 +41,56 @@ def _index_grid(length: int | Tensor, bins: int, device: torch.device) -> tuple[
 
 def adaptive_pool_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Averaging matrix ``[L, n]`` whose column ``i`` averages bin ``i`` of an adaptive average pool."""
+    return _matrix(_pool_matrix, length, bins, dtype, device)
+
+
+def nearest_resize_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """0/1 matrix ``[L, n]`` whose row ``j`` picks the source PyTorch's nearest resize n -> L picks."""
+    return _matrix(_resize_matrix, length, bins, dtype, device)
+
+
+def _pool_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     pos, idx = _index_grid(length, bins, device)
     member = ((pos + 1) * bins > idx * length) & (pos * bins < (idx + 1) * length)
     member = member.to(dtype)
     return member / member.sum(dim=0, keepdim=True)
 
 
-def nearest_resize_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """0/1 matrix ``[L, n]`` whose row ``j`` picks the source PyTorch's nearest resize n -> L picks."""
+def _resize_matrix(length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     pos, idx = _index_grid(length, bins, device)
     return (nearest_source(pos, length, bins) == idx).to(dtype)
+
+
+class _Traced(Exception):
+    """A matrix built from fake tensors (torch.export, torch.compile): not kept."""
+
+
+#: Matrices kept for eager runs (a length, bin count, dtype and device each; a few KB to ~100 KB apiece).
+MATRIX_CACHE = 256
+
+
+@functools.lru_cache(maxsize=MATRIX_CACHE)
+def _kept(build, length: int, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    matrix = build(length, bins, dtype, device)
+    if type(matrix) is not torch.Tensor:
+        raise _Traced
+    return matrix
+
+
+def _matrix(build, length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``build(...)``, kept per (length, bins, dtype, device) when ``length`` is a plain int outside tracing.
+
+    An eager forward pass then builds no matrix after its first at a size: the index arithmetic is dozens of tiny
+    operations per strip, which dominated small inputs on a CPU and is kernel launches on a GPU (and a kept matrix
+    is allocated before any CUDA-graph capture, during its warm-up). While tracing, ``length`` is a traced value
+    or the tensors are fake, and the matrix is built in the graph instead (never kept: it must not outlive the
+    trace). Callers only read the matrix."""
+    if type(length) is int and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        try:
+            return _kept(build, length, bins, dtype, torch.device(device))
+        except _Traced:
+            pass
+    return build(length, bins, dtype, device)
 
 
 #: Longest axis the resize index handles: every intermediate below stays under 2**31 up to it, because OpenVINO's
@@ -60,19 +100,9 @@ MAX_LENGTH = 2**15
 _BITS = MAX_LENGTH.bit_length()
 
 
-def _resize_tables(bins: int, pos: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _resize_tables(bins: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`nearest_source`'s constants for ``bins``: ``bins * 2**i`` and ``2**i`` for the exponent, powers of
-    two, and ``ceil(log2 k)`` for ``k = 0..bins``.
-
-    Kept per device for eager runs, so a forward pass never copies them to a GPU (CUDA-graph capture refuses a
-    copy from host memory); made afresh while tracing (an export or torch.compile sees fake tensors, which must
-    not outlive the trace)."""
-    if type(pos) is torch.Tensor and not torch.jit.is_tracing():
-        return _kept_tables(bins, pos.device)
-    return _make_tables(bins, pos.device)
-
-
-def _make_tables(bins: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    two, and ``ceil(log2 k)`` for ``k = 0..bins``."""
     def table(values: list[int]) -> Tensor:
         return torch.tensor(values, dtype=torch.int64, device=device)
 
@@ -80,9 +110,6 @@ def _make_tables(bins: int, device: torch.device) -> tuple[Tensor, Tensor, Tenso
             table([1 << i for i in range(1, bins.bit_length() + 1)]),
             table([1 << i for i in range(_BITS + bins.bit_length() + 8)]),
             table([0] + [(k - 1).bit_length() for k in range(1, bins + 1)]))
-
-
-_kept_tables = functools.lru_cache(maxsize=64)(_make_tables)
 
 
 def _mod(a: Tensor, b: Tensor) -> Tensor:
@@ -104,7 +131,7 @@ def nearest_source(pos: Tensor, length: int | Tensor, bins: int) -> Tensor:
     the result with ``F.interpolate`` on every length up to 1,100 and at the lengths up to 2**15 where float32
     rounds down, and the exported graph on OpenVINO's int32 arithmetic with PyTorch.
     """
-    up, down, powers, log2_ceil = _resize_tables(bins, pos)
+    up, down, powers, log2_ceil = _resize_tables(bins, pos.device)
     length = torch.ones((1,), dtype=torch.int64, device=pos.device) * length  # int or traced size -> [1]
     scaled = pos * bins
     quotient = torch.div(scaled, length, rounding_mode="trunc")

@@ -90,18 +90,27 @@ def test_resize_matches_where_float32_rounding_moves_the_source(bins: int) -> No
         assert torch.equal(resize_width_nearest(y, length, bins), expected), (bins, length)
 
 
-def test_tables_made_while_tracing_do_not_outlive_the_trace() -> None:
+@pytest.mark.parametrize("dynamic", [True, False])
+def test_matrices_made_while_tracing_do_not_outlive_the_trace(dynamic: bool) -> None:
     """torch.export (what the dynamo ONNX exporter runs) traces with fake tensors; an eager call after it, in the
-    same process (the exporter's own parity check), must get real tables, not the trace's."""
+    same process (the exporter's own parity check), must get real matrices, not the trace's. With a static size
+    the length is a plain int there, as in eager runs, whose matrices are kept."""
 
     class Resize(torch.nn.Module):
         def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return resize_width_nearest(y, x.shape[3], 3)
+            return resize_width_nearest(strip_pool_width(y, 3), x.shape[3], 3)
 
-    y, x = torch.arange(3.0).reshape(1, 1, 1, 3), torch.zeros(1, 1, 1, 123)
-    width = torch.export.Dim("width", min=4, max=4096)
-    torch.export.export(Resize(), (y, x), dynamic_shapes=({}, {3: width}), strict=False)
-    assert torch.equal(Resize()(y, x), F.interpolate(y, (1, 123)))
+    y, x = torch.randn(1, 1, 1, 125), torch.zeros(1, 1, 1, 126)
+    shapes = ({}, {3: torch.export.Dim("width", min=4, max=4096)}) if dynamic else None
+    torch.export.export(Resize(), (y, x), dynamic_shapes=shapes, strict=False)
+    expected = F.interpolate(F.adaptive_avg_pool2d(y, (1, 3)), (1, 126))
+    torch.testing.assert_close(Resize()(y, x), expected, atol=1e-6, rtol=0)
+
+
+def test_eager_matrices_are_kept_and_read_only_shared() -> None:
+    first = nearest_resize_matrix(246, 3, torch.float32, torch.device("cpu"))
+    assert nearest_resize_matrix(246, 3, torch.float32, torch.device("cpu")) is first  # built once per size
+    assert nearest_resize_matrix(246, 3, torch.float64, torch.device("cpu")) is not first
 
 
 @pytest.mark.parametrize("bins", [3, 7])
