@@ -30,9 +30,12 @@ QUALITY_SOURCE = {
     "onnxruntime int8 (ort)": "INT8 ort",
     "onnxruntime int8 (trt)": "INT8 trt",
     "openvino fp32": "FP32 OpenVINO",
+    "openvino fp32 (dynamic)": "FP32 OpenVINO, dynamic shapes",
     "openvino bf16": "FP32 OpenVINO in BF16",
     "openvino int8 (ort)": "INT8 ort OpenVINO",
     "openvino int8 (trt)": "INT8 trt OpenVINO",
+    "openvino int8 (ort, dynamic)": "INT8 ort OpenVINO, dynamic shapes",
+    "openvino int8 (trt, dynamic)": "INT8 trt OpenVINO, dynamic shapes",
 }
 
 

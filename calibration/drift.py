@@ -14,8 +14,8 @@ PyTorch's (mean and worst image, and the max abs error of the raw output), and i
 sharp images, with the change from FP32. Then the INT8 vs FP32 ONNX Runtime CPU speed ratio, measured in the
 same run (warm-up, interleaved repeats, median) at 1 and 2 threads. Missing models are made first: the FP16
 ONNX with the exporter, the INT8 models with ``calibration.quantize``'s defaults. Where OpenVINO is installed, the
-FP32 and INT8 files again on OpenVINO, and the FP32 file in bfloat16 arithmetic on CPUs with bfloat16 units
-(``Deblurrer(precision="bf16")``).
+FP32 and INT8 files again on OpenVINO (compiled per shape, the runtime's default, and for dynamic shapes), and the
+FP32 file in bfloat16 arithmetic on CPUs with bfloat16 units (``Deblurrer(precision="bf16")``).
 """
 
 from __future__ import annotations
@@ -260,6 +260,10 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
     for name, precision, path in [("FP32", "fp32", fp32)] + [(f"INT8 {f}", "int8", p) for f, p in int8.items()]:
         candidates.append((f"{name} OpenVINO", precision, "OpenVINO CPU", lambda p=path: openvino_forward(p, threads),
                            path, "the same ONNX file compiled by OpenVINO for the input's shape"))
+        candidates.append((f"{name} OpenVINO, dynamic shapes", precision, "OpenVINO CPU",
+                           lambda p=path: openvino_forward(p, threads, static=False), path,
+                           "compiled once for any shape (Deblurrer(backend=\"openvino\", static=False); what an "
+                           "app compiling the file itself gets)"))
     candidates.append(("FP32 OpenVINO in BF16", "bf16", "OpenVINO CPU, bfloat16",
                        lambda: openvino_forward(fp32, threads, inference_precision="bf16"), fp32,
                        "the FP32 file in bfloat16 arithmetic (Deblurrer(precision=\"bf16\")); CPUs with bfloat16 "

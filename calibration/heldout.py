@@ -53,16 +53,17 @@ def run_heldout(forward: Forward, pairs: Sequence[tuple[str, np.ndarray, np.ndar
     return raws, summary
 
 
-def openvino_forward(path: Path, threads: int | None = None, inference_precision: str = "f32") -> Forward | None:
+def openvino_forward(path: Path, threads: int | None = None, inference_precision: str = "f32",
+                     static: bool = True) -> Forward | None:
     """The runtime's OpenVINO backend on ``path`` (compiled per shape, as ``Deblurrer(backend="openvino")`` runs
-    it; in bfloat16 with ``inference_precision="bf16"``), or None where openvino is not installed or the CPU cannot
-    run that precision (the row is then left out)."""
+    it; once for dynamic shapes with ``static=False``; in bfloat16 with ``inference_precision="bf16"``), or None
+    where openvino is not installed or the CPU cannot run that precision (the row is then left out)."""
     from runtime.backends.base import BackendUnavailableError
     from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
 
     try:
         import_openvino()
-        return OpenVinoBackend(path, threads=threads, inference_precision=inference_precision).run
+        return OpenVinoBackend(path, threads=threads, inference_precision=inference_precision, static=static).run
     except BackendUnavailableError as exc:
         log.info("no OpenVINO %s row: %s", inference_precision, exc)
         return None

@@ -42,7 +42,8 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
                                 speed_shape=(1, 64, 64), repeats=2)
     assert report["model"]["sha256"] == file_sha256(weights)
     rows = {r["name"]: r for r in report["rows"]}
-    openvino = {"FP32 OpenVINO", "INT8 ort OpenVINO"} if importlib.util.find_spec("openvino") else set()
+    openvino = ({"FP32 OpenVINO", "FP32 OpenVINO, dynamic shapes", "INT8 ort OpenVINO",
+                 "INT8 ort OpenVINO, dynamic shapes"} if importlib.util.find_spec("openvino") else set())
     if openvino and drift.openvino_forward(tiny_onnx, 1, inference_precision="bf16") is not None:
         openvino.add("FP32 OpenVINO in BF16")  # CPUs with bfloat16 units only
     assert set(rows) == {"FP32 PyTorch (reference)", "FP32 ONNX", "FP16 ONNX", "FP16 PyTorch (emulated)",
@@ -50,6 +51,7 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
     reference = rows["FP32 PyTorch (reference)"]
     if openvino:  # the same files on OpenVINO: FP32 as exact as ONNX Runtime's, INT8 close to ONNX Runtime's INT8
         assert rows["FP32 OpenVINO"]["drift_psnr_db"] > 100
+        assert rows["FP32 OpenVINO, dynamic shapes"]["drift_psnr_db"] > 100
         assert abs(rows["INT8 ort OpenVINO"]["drift_psnr_db"] - rows["INT8 ort"]["drift_psnr_db"]) < 6
     assert rows["FP32 ONNX"]["drift_psnr_db"] > 100 and abs(rows["FP32 ONNX"]["delta_psnr_db"]) < 1e-3
     assert 50 < rows["FP16 PyTorch (emulated)"]["drift_psnr_db"] < 150
@@ -74,7 +76,8 @@ def test_cli_writes_json_and_markdown(tiny_checkpoint, tiny_onnx, int8_model, tm
                        "--no-fp16", "--no-speed", "--limit", "1", "--output", str(out)])
     assert code == 0
     report = json.loads((out / "drift_report.json").read_text())
-    openvino = ["FP32 OpenVINO", "INT8 ort OpenVINO"] if importlib.util.find_spec("openvino") else []
+    openvino = (["FP32 OpenVINO", "FP32 OpenVINO, dynamic shapes", "INT8 ort OpenVINO",
+                 "INT8 ort OpenVINO, dynamic shapes"] if importlib.util.find_spec("openvino") else [])
     if openvino and drift.openvino_forward(tiny_onnx, 1, inference_precision="bf16") is not None:
         openvino.append("FP32 OpenVINO in BF16")  # CPUs with bfloat16 units only
     assert [r["name"] for r in report["rows"]] == ["FP32 PyTorch (reference)", "FP32 ONNX", "INT8 ort"] + openvino
