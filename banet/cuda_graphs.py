@@ -1,7 +1,9 @@
 """CUDA graphs for the PyTorch backend: one captured forward pass per input shape, replayed with one launch.
 
-BANet's forward pass is about 2,000 small kernels; at batch 1 a GPU finishes them faster than the CPU issues
-them, so eager PyTorch is launch-bound (H200: 20-40 ms eager FP32, flat in FP16, against a ~2 ms compute floor
+BANet's forward pass is hundreds to thousands of small kernels (the stack-10 network dispatched 2,881 operations
+at 720x1280 and 1,081 since the strip-pooling matrices are kept per size; the default stack-4 439:
+``benchmarks.cost.operations``); at batch 1 a GPU finishes them faster than the CPU issues them, so eager PyTorch
+is launch-bound (H200: 20-40 ms eager FP32, flat in FP16, against a ~2 ms compute floor
 at 1080x1920; ``deployment-facts.md``, 2026-12-04). A CUDA graph records those launches once per input shape
 and replays them with one call.
 

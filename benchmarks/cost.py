@@ -1,4 +1,4 @@
-"""Model cost (parameters, FLOPs) and the latency floor a GPU's peak throughput allows.
+"""Model cost (parameters, FLOPs, operations per forward pass) and the latency floor a GPU's peak throughput allows.
 
 FLOPs are counted with PyTorch's own ``torch.utils.flop_counter.FlopCounterMode`` on the meta device (no
 memory, no compute): 2 x multiply-adds of every convolution and matrix product, which is what bounds BANet
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from banet.config import BANetConfig
@@ -44,6 +45,30 @@ def flops(config: BANetConfig, height: int, width: int, batch: int = 1) -> int:
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x)
     return int(counter.get_total_flops())
+
+
+def operations(config: BANetConfig, height: int, width: int, batch: int = 1) -> int:
+    """Operations PyTorch dispatches in one eager forward pass (the second at this size, as a runtime repeats it),
+    counted on the meta device: on a GPU each is a kernel launch, what bounds eager PyTorch at batch 1."""
+    model = BANet(config).to("meta").eval()
+    x = torch.zeros(batch, 3, height, width, device="meta")
+    with torch.no_grad():
+        model(x)
+        with _Dispatched() as counter:
+            model(x)
+    return counter.count
+
+
+class _Dispatched(TorchDispatchMode):
+    """Counts the ATen operations dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 def parameters(config: BANetConfig) -> int:

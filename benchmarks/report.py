@@ -99,13 +99,14 @@ def markdown(result: dict) -> str:
                      f"| {_fmt(r['images_per_s'], 2)} | {_fmt(r['speedup_vs_torch_eager'], 2)}x "
                      f"| {_fmt(r['peak_host_mb'], 0)} | {_fmt(r['peak_device_mb'], 0)} | {drift} | {restored} |")
     lines += ["", "## Model cost and the latency floor of named GPUs (estimates from peak throughput)", "",
-              "| model | size | parameters | GFLOP/image | RTX 2080 Ti floor fp32 / fp16 / int8 ms "
-              "| H100 SXM floor fp16 ms |", "|---|---|---:|---:|---:|---:|"]
+              "| model | size | parameters | GFLOP/image | operations per forward | RTX 2080 Ti floor fp32 / fp16 / "
+              "int8 ms | H100 SXM floor fp16 ms |", "|---|---|---:|---:|---:|---:|---:|"]
     for c in result["cost"]:
         t = c["floor_ms_estimate"]["RTX 2080 Ti"]
         h = c["floor_ms_estimate"]["H100 SXM"]
+        operations = f"{c['operations_per_forward']:,}" if "operations_per_forward" in c else "-"
         lines.append(f"| {c['model']} | {c['size']} | {c['parameters']:,} | {c['gflop_per_image']:,.1f} | "
-                     f"{t['fp32']:.1f} / {t['fp16']:.1f} / {t['int8']:.1f} | {h['fp16']:.2f} |")
+                     f"{operations} | {t['fp32']:.1f} / {t['fp16']:.1f} / {t['int8']:.1f} | {h['fp16']:.2f} |")
     if result.get("engines"):
         lines += ["", "## Engine builds (from the manifests in engines/)", "",
                   "| engine | runtime | builder | precision | targets | built on GPU | build s | engine MB | layers |",

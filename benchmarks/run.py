@@ -160,6 +160,7 @@ def _benchmark_into(rows: list, skips: list, costs: list, models: list[Model], b
                 total = cost.flops(model.config, h, w)
                 entry = {"model": model.label, "size": hw_text(h, w), "gflop_per_image": total / 1e9,
                          "parameters": cost.parameters(model.config),
+                         "operations_per_forward": cost.operations(model.config, h, w),
                          "floor_ms_estimate": {g: {"fp32": cost.lower_bound_ms(total, p.fp32),
                                                    "fp16": cost.lower_bound_ms(total, p.fp16_fp32acc),
                                                    "int8": cost.lower_bound_ms(total, p.int8)}

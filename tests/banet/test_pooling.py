@@ -134,3 +134,26 @@ def test_exported_resize_index_is_exact_on_openvino_int32_arithmetic(tmp_path, b
         got = compiled({0: np.zeros((1, 1, 1, length), np.float32)})[0]
         expected = F.interpolate(torch.eye(bins).reshape(1, bins, 1, bins), (1, length))[0, :, 0].T.numpy()
         assert np.array_equal(got, expected), (bins, length)
+
+
+def test_a_repeated_forward_builds_no_strip_matrices(tiny_model) -> None:
+    """Eager runs keep each size's matrices: a second forward at a size dispatches fewer than half the operations
+    of the first (each matrix is dozens of small integer operations: kernel launches on a GPU); a new size builds
+    its matrices once."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Dispatched(TorchDispatchMode):
+        count = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.count += 1
+            return func(*args, **(kwargs or {}))
+
+    counts = []
+    with torch.no_grad():
+        for height, width in [(58, 94), (58, 94), (62, 98)]:
+            with Dispatched() as counter:
+                tiny_model(torch.zeros(1, 3, height, width))
+            counts.append(counter.count)
+    first, again, other = counts
+    assert again < first / 2 and other == first, counts

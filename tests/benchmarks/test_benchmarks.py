@@ -41,7 +41,7 @@ def test_quick_run_writes_results(tmp_path, tiny_weights, monkeypatch):
     eager = next(r for r in result["rows"] if r["system"] == "torch eager")
     assert eager["speedup_vs_torch_eager"] == 1.0
     assert all(s["reason"] for s in result["skipped"])
-    assert result["cost"][0]["gflop_per_image"] > 0
+    assert result["cost"][0]["gflop_per_image"] > 0 and result["cost"][0]["operations_per_forward"] > 0
     assert json_file.with_suffix(".md").read_text().startswith("# Benchmark:")
     assert list((tmp_path / "res").glob("*_latency_default.png"))
 
