@@ -11,12 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from banet.config import BANetConfig
-from banet.pooling import (
-    resize_height_nearest,
-    resize_width_nearest,
-    strip_pool_height,
-    strip_pool_width,
-)
+from banet.pooling import StripMatrices
 
 STRIP_BINS = (3, 5, 7)
 
@@ -41,19 +36,17 @@ class BlurAwareAttention(nn.Module):
         self.mask_conv_1 = _conv3x3(channels, channels)
         self.mask_conv_2 = _conv3x3(channels, channels)
 
-    def strip_features(self, x: Tensor) -> Tensor:
-        """Sum of horizontal and vertical strip-pooled context for kernel sets 1, 3, 5, 7, concatenated."""
-        height, width = x.shape[2], x.shape[3]
-        strips = [self.conv_1_h(x.mean(dim=3, keepdim=True)) + self.conv_1_w(x.mean(dim=2, keepdim=True))]
-        for bins in STRIP_BINS:
-            conv = getattr(self, f"conv_{bins}")
-            along_w = resize_width_nearest(conv(strip_pool_width(x, bins)), width, bins)
-            along_h = resize_height_nearest(conv(strip_pool_height(x, bins)), height, bins)
-            strips.append(along_w + along_h)
-        return torch.cat(strips, dim=1)
+    def strip_features(self, x: Tensor, strips: StripMatrices | None = None) -> Tensor:
+        """Sum of horizontal and vertical strip-pooled context for kernel sets 1, 3, 5, 7, concatenated.
 
-    def forward(self, x: Tensor) -> Tensor:
-        attention = torch.relu(self.fuse_conv(self.strip_features(x)))
+        ``strips``: the pooling matrices for ``x``'s size, shared by every BA at it (built here when not given)."""
+        strips = strips or StripMatrices.for_features(x, STRIP_BINS)
+        parts = [self.conv_1_h(x.mean(dim=3, keepdim=True)) + self.conv_1_w(x.mean(dim=2, keepdim=True))]
+        parts += [strips.pool_then_resize(x, bins, getattr(self, f"conv_{bins}")) for bins in STRIP_BINS]
+        return torch.cat(parts, dim=1)
+
+    def forward(self, x: Tensor, strips: StripMatrices | None = None) -> Tensor:
+        attention = torch.relu(self.fuse_conv(self.strip_features(x, strips)))
         out = x * torch.sigmoid(self.conv_final(attention))
         mask = torch.sigmoid(self.mask_conv_2(torch.relu(self.mask_conv_1(out))))
         return out * mask
@@ -78,9 +71,9 @@ class BlurAwareModule(nn.Module):
     def _dilated(self, x: Tensor, suffix: str) -> Tensor:
         return torch.cat([getattr(self, f"content_conv_d{d}{suffix}")(x) for d in (1, 3, 5)], dim=1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, strips: StripMatrices | None = None) -> Tensor:
         features = self.act(self.input_conv(x))
-        attended = self.BA(features)
+        attended = self.BA(features, strips)
         content = self._dilated(self.act(self.fuse_conv_1(self._dilated(features, ""))), "_2")
         return self.act(self.final_conv(torch.cat([content, attended], dim=1)) + x)
 
@@ -107,8 +100,9 @@ class BANet(nn.Module):
         """Everything but the global skip: the correction the network adds to its input."""
         skip = self.en_layer1(x)
         h = self.en_layer2(skip)
+        strips = StripMatrices.for_features(h, STRIP_BINS)  # every BAM runs at this size: one set for all
         for k in range(1, self.config.num_bams + 1):
-            h = getattr(self, f"BAM_{k}")(h)
+            h = getattr(self, f"BAM_{k}")(h, strips)
         h = self.de_layer2(torch.cat([self.de_layer1(h), skip], dim=1))
         return self.de_layer3(h)
 

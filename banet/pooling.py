@@ -23,6 +23,7 @@ type-consistent.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -171,3 +172,34 @@ def resize_width_nearest(x: Tensor, width: int | Tensor, bins: int) -> Tensor:
 def resize_height_nearest(x: Tensor, height: int | Tensor, bins: int) -> Tensor:
     """Nearest resize of the height axis from ``bins`` to ``height``: ``[N, C, bins, W] -> [N, C, height, W]``."""
     return torch.matmul(nearest_resize_matrix(height, bins, x.dtype, x.device), x)
+
+
+@dataclass(frozen=True)
+class StripMatrices:
+    """Every strip-pooling matrix for one feature size: built once and shared by all the BAs that run at it.
+
+    All of BANet's BAMs run at the same (half) resolution, so one set serves the whole network: an exported graph
+    computes each matrix once instead of once per BAM (the default's 4, the paper's 10), which is that much less
+    index arithmetic for every runtime to execute per call (on a GPU: tiny kernels)."""
+
+    #: per bin count: ``[W, n]`` averaging, ``[H, n]`` averaging, ``[W, n]`` and ``[H, n]`` selection matrices
+    pool_width: dict[int, Tensor]
+    pool_height: dict[int, Tensor]
+    resize_width: dict[int, Tensor]
+    resize_height: dict[int, Tensor]
+
+    @classmethod
+    def for_features(cls, x: Tensor, bins: tuple[int, ...]) -> StripMatrices:
+        """The matrices for ``x``'s height and width (``[N, C, H, W]``), dtype and device."""
+        height, width = x.shape[2], x.shape[3]
+        return cls({n: adaptive_pool_matrix(width, n, x.dtype, x.device) for n in bins},
+                   {n: adaptive_pool_matrix(height, n, x.dtype, x.device) for n in bins},
+                   {n: nearest_resize_matrix(width, n, x.dtype, x.device) for n in bins},
+                   {n: nearest_resize_matrix(height, n, x.dtype, x.device) for n in bins})
+
+    def pool_then_resize(self, x: Tensor, bins: int, conv) -> Tensor:
+        """``resize(conv(pool(x)))`` along the width plus the same along the height: one BA strip branch."""
+        along_w = torch.matmul(conv(torch.matmul(x, self.pool_width[bins])), self.resize_width[bins].transpose(0, 1))
+        along_h = torch.matmul(self.resize_height[bins],
+                               conv(torch.matmul(self.pool_height[bins].transpose(0, 1), x)))
+        return along_w + along_h

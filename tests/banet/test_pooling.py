@@ -157,3 +157,24 @@ def test_a_repeated_forward_builds_no_strip_matrices(tiny_model) -> None:
             counts.append(counter.count)
     first, again, other = counts
     assert again < first / 2 and other == first, counts
+
+
+def test_the_exported_network_builds_each_strip_matrix_once(tmp_path) -> None:
+    """Every BAM runs at the same size and shares one set of strip matrices: the exported graph's index
+    arithmetic does not grow with the number of BAMs (it was built in every BA: 4x for the default, 10x for the
+    paper's network, each a few dozen small operations a runtime executes per call)."""
+    import onnx
+
+    from banet.config import BANetConfig
+    from banet.model import BANet
+
+    index_ops = {"Div", "Equal", "Less", "Greater", "ReduceSum", "Range", "Shape", "Where"}
+    counts = []
+    for bams in (1, 3):
+        path = tmp_path / f"bams{bams}.onnx"
+        torch.onnx.export(BANet(BANetConfig(num_bams=bams, dim_1=8, dim_2=16)).eval(), (torch.zeros(1, 3, 32, 32),),
+                          str(path), input_names=["x"], dynamic_axes={"x": {2: "h", 3: "w"}}, opset_version=17,
+                          dynamo=False)
+        nodes = onnx.load(str(path)).graph.node
+        counts.append({op: sum(node.op_type == op for node in nodes) for op in index_ops})
+    assert counts[0] == counts[1] and counts[0]["Equal"] > 0, counts
