@@ -72,7 +72,9 @@ MATRIX_CACHE = 256
 
 @functools.lru_cache(maxsize=MATRIX_CACHE)
 def _kept(build, length: int, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    matrix = build(length, bins, dtype, device)
+    # a plain tensor even when first asked for under inference mode (the runtime's): training reuses it in autograd
+    with torch.inference_mode(False), torch.no_grad():
+        matrix = build(length, bins, dtype, device)
     if type(matrix) is not torch.Tensor:
         raise _Traced
     return matrix

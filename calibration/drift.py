@@ -36,7 +36,7 @@ import numpy as np
 
 from banet.machine import cpu_name
 from banet.outputs import shown_path, write_together
-from calibration.heldout import openvino_dynamic_forward, openvino_forward, run_heldout
+from calibration.heldout import openvino_forward, run_heldout
 from export.parity import Forward, psnr_db
 
 log = logging.getLogger(__name__)
@@ -261,9 +261,9 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
         candidates.append((f"{name} OpenVINO", precision, "OpenVINO CPU", lambda p=path: openvino_forward(p, threads),
                            path, "the same ONNX file compiled by OpenVINO for the input's shape"))
         candidates.append((f"{name} OpenVINO, dynamic shapes", precision, "OpenVINO CPU",
-                           lambda p=path: openvino_dynamic_forward(p, threads), path,
-                           "compiled once for any shape, as an app compiling the file itself gets it (the runtime: "
-                           "static=False, refused for INT8 files)"))
+                           lambda p=path: openvino_forward(p, threads, static=False), path,
+                           "compiled once for any shape (Deblurrer(backend=\"openvino\", static=False); what an "
+                           "app compiling the file itself gets)"))
     candidates.append(("FP32 OpenVINO in BF16", "bf16", "OpenVINO CPU, bfloat16",
                        lambda: openvino_forward(fp32, threads, inference_precision="bf16"), fp32,
                        "the FP32 file in bfloat16 arithmetic (Deblurrer(precision=\"bf16\")); CPUs with bfloat16 "

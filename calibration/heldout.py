@@ -53,36 +53,20 @@ def run_heldout(forward: Forward, pairs: Sequence[tuple[str, np.ndarray, np.ndar
     return raws, summary
 
 
-def openvino_forward(path: Path, threads: int | None = None, inference_precision: str = "f32") -> Forward | None:
+def openvino_forward(path: Path, threads: int | None = None, inference_precision: str = "f32",
+                     static: bool = True) -> Forward | None:
     """The runtime's OpenVINO backend on ``path`` (compiled per shape, as ``Deblurrer(backend="openvino")`` runs
-    it; in bfloat16 with ``inference_precision="bf16"``), or None where openvino is not installed or the CPU cannot
-    run that precision (the row is then left out)."""
+    it; once for dynamic shapes with ``static=False``; in bfloat16 with ``inference_precision="bf16"``), or None
+    where openvino is not installed or the CPU cannot run that precision (the row is then left out)."""
     from runtime.backends.base import BackendUnavailableError
     from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
 
     try:
         import_openvino()
-        return OpenVinoBackend(path, threads=threads, inference_precision=inference_precision).run
+        return OpenVinoBackend(path, threads=threads, inference_precision=inference_precision, static=static).run
     except BackendUnavailableError as exc:
         log.info("no OpenVINO %s row: %s", inference_precision, exc)
         return None
-
-
-def openvino_dynamic_forward(path: Path, threads: int | None = None) -> Forward | None:
-    """``path`` compiled once for any shape by OpenVINO itself, as an app on its API compiles a file (the runtime
-    offers this as ``static=False`` for FP32 and FP16 files and refuses it for INT8 ones, on this measurement), or
-    None where openvino is not installed."""
-    from runtime.backends.base import BackendUnavailableError
-    from runtime.backends.openvino_backend import import_openvino
-
-    try:
-        ov = import_openvino()
-    except BackendUnavailableError as exc:
-        log.info("no OpenVINO dynamic-shape row: %s", exc)
-        return None
-    config = {"INFERENCE_PRECISION_HINT": "f32", **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
-    return lambda batch: np.array(compiled({0: batch})[0], dtype=np.float32, copy=True)
 
 
 #: Environment variable that limits how many held-out images an INT8 file is measured on (default: all 26). The

@@ -57,8 +57,7 @@ class OpenVinoBackend(Backend):
     Args:
         path: the ``.onnx`` file; its metadata gives the conventions, as for ONNX Runtime.
         threads: inference threads (None/0: OpenVINO's default, all cores).
-        static: compile per input shape (bounded cache) instead of one dynamic-shape model (refused for INT8
-            files: OpenVINO's dynamic-shape INT8 lost 0.9 dB on the held-out set).
+        static: compile per input shape (bounded cache) instead of one dynamic-shape model.
         shape_cache: how many compiled shapes to keep (``static`` only); the least recently used is dropped.
         device: OpenVINO device name.
         inference_precision: "f32" (default: the file's own arithmetic) or "bf16" (an FP32 file in bfloat16 on a
@@ -79,10 +78,6 @@ class OpenVinoBackend(Backend):
         self._requests = ShapeCache(self._compile, shape_cache)
         ov = import_openvino()
         metadata = read_onnx_metadata(path)
-        if not static and metadata.precision == "int8":
-            raise OptionError(f"{Path(path).name} is an INT8 model, and OpenVINO compiled for dynamic shapes runs "
-                              "its quantized layers otherwise: -0.91 dB on the held-out set where compiled per shape "
-                              "loses 0.11 (python -m calibration.drift); leave static=True, the default")
         self._core = ov.Core()
         #: where compiled shapes are kept for later processes (None: not kept)
         self.compile_cache = use_compile_cache(self._core, compile_cache)

@@ -178,3 +178,16 @@ def test_the_exported_network_builds_each_strip_matrix_once(tmp_path) -> None:
         nodes = onnx.load(str(path)).graph.node
         counts.append({op: sum(node.op_type == op for node in nodes) for op in index_ops})
     assert counts[0] == counts[1] and counts[0]["Equal"] > 0, counts
+
+
+def test_a_matrix_kept_under_inference_mode_serves_training() -> None:
+    """The runtime runs under torch.inference_mode and training in autograd, in one process (the test suite, a
+    notebook): a matrix first built for the runtime must not be an inference tensor when training reuses it."""
+    x = torch.randn(1, 2, 3, 131)
+    with torch.inference_mode():
+        strip_pool_width(x, 5)
+        resize_width_nearest(torch.randn(1, 2, 3, 5), 131, 5)
+    y = torch.randn(1, 2, 3, 5, requires_grad=True)
+    x.requires_grad_(True)
+    (resize_width_nearest(y, 131, 5).sum() + strip_pool_width(x, 5).sum()).backward()
+    assert y.grad is not None and x.grad is not None

@@ -126,17 +126,3 @@ def test_release_memory_keeps_results_and_compiled_shapes(tiny_onnx):
         np.testing.assert_array_equal(d(image), before)
     with Deblurrer(tiny_onnx, backend="onnxruntime", threads=1) as d:
         d.release_memory()  # engines that keep nothing accept it too
-
-
-def test_openvino_dynamic_shapes_are_refused_for_int8_files():
-    """OpenVINO compiled for dynamic shapes runs an INT8 Q/DQ file's layers otherwise: on the held-out set it lost
-    0.91 dB (31.4 dB from PyTorch FP32, worst image 22.0) where compiled per shape it lost 0.11 (the drift report's
-    rows): refused in one line before anything is compiled, not run quietly worse."""
-    pytest.importorskip("openvino", reason="the OpenVINO backend needs pip install '.[openvino]'")
-    from banet.errors import OptionError
-
-    with pytest.raises(OptionError) as info:
-        Deblurrer(precision="int8", backend="openvino", static=False)
-    message = str(info.value)
-    assert "\n" not in message and "banet_default_int8_ort.onnx is an INT8 model" in message
-    assert "leave static=True" in message
