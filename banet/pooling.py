@@ -14,10 +14,13 @@ runtime length using integer arithmetic only:
   and trained weights expect PyTorch's choice. :func:`nearest_source` reproduces that choice exactly with
   integers (it emulates the two float32 roundings), because float arithmetic in the graph is not computed the same
   everywhere: OpenVINO, compiling for dynamic shapes, rewrites ``n / L`` as ``n * (1 / L)`` and picked the other
-  index at about one length in seven that ``n`` divides (74-85 dB from ONNX Runtime instead of 147 dB).
+  index at about one length in seven that ``n`` divides (the app graph on OpenVINO: 65.10 dB at 246x98, refused),
+  and it computes int64 graph arithmetic in int32 (:data:`MAX_LENGTH`).
 
 Only the averaging itself (``member / count``) is float, in the feature dtype, so float16 graphs stay
-type-consistent.
+type-consistent. The model builds the matrices once for all its BAMs (:class:`StripMatrices`) and eager runs keep
+them per size (:func:`_matrix`); ``strip_pool_*`` and ``resize_*_nearest`` are the same matrices one operation at
+a time, which the tests hold to PyTorch's own modules.
 """
 
 from __future__ import annotations
