@@ -48,7 +48,7 @@ def test_openvino_agrees_with_onnxruntime_on_odd_shapes(tiny_onnx, static):
         x = rng.random(shape, dtype=np.float32) - 0.5
         out = openvino.run(x)
         assert out.shape == shape and out.dtype == np.float32
-        assert psnr(out, reference.run(x)) >= 60, shape
+        assert psnr(out, reference.run(x)) >= 138, shape  # the same arithmetic: 143 dB here, both modes
         assert len(openvino.compiled_shapes) <= 2
     assert openvino.compiled_shapes == ([(1, 3, 64, 64), (3, 3, 24, 40)] if static else [()])
 
