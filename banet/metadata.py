@@ -18,6 +18,12 @@ from banet.hashing import file_sha256
 from banet.onnx_wire import summarize_onnx
 
 SCHEMA_VERSION = "1"
+#: What the exported graph computes, where runtimes may compute it differently. 1 (no ``banet.graph_revision``
+#: key; exports before 2026-12-05): strip pooling's nearest-resize index in float32, which OpenVINO compiling for
+#: dynamic shapes rewrites (``n / L`` as ``n * (1 / L)``) so that strips move at some sizes. 2: the integer index
+#: of :func:`banet.pooling.nearest_source`, the same on every runtime. Files of an older revision are stale
+#: (:func:`stale_source`): re-export them.
+GRAPH_REVISION = 2
 #: Metadata key marking an app graph (export/to_app.py: uint8 images in and out, pre/post-processing inside).
 APP_GRAPH_KEY = METADATA_PREFIX + "graph"
 
@@ -41,6 +47,8 @@ class ModelMetadata:
     #: inclusive bounds of the dynamic height/width the export was declared and verified for.
     min_size: int = 2
     max_size: int = 4096
+    #: :data:`GRAPH_REVISION` of the exporter that wrote the graph (1 for files that do not record one).
+    graph_revision: int = GRAPH_REVISION
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
@@ -60,6 +68,7 @@ class ModelMetadata:
             METADATA_PREFIX + "static_shape": json.dumps(list(self.static_shape) if self.static_shape else None),
             METADATA_PREFIX + "min_size": str(self.min_size),
             METADATA_PREFIX + "max_size": str(self.max_size),
+            METADATA_PREFIX + "graph_revision": str(self.graph_revision),
         })
         props.update({METADATA_PREFIX + k: v for k, v in self.extra.items()})
         return props
@@ -84,7 +93,7 @@ class ModelMetadata:
             raise ArtifactError(f"{source}: metadata schema {get('schema')} is not supported "
                                 f"(expected {SCHEMA_VERSION})")
         known = {"schema", "config", "precision", "source_sha256", "source_name", "exporter", "opset", "input_name",
-                 "output_name", "shape_mode", "static_shape", "min_size", "max_size"}
+                 "output_name", "shape_mode", "static_shape", "min_size", "max_size", "graph_revision"}
         conv_keys = set(Conventions().to_metadata())
         extra = {k[len(p):]: v for k, v in props.items()
                  if k.startswith(p) and k[len(p):] not in known and k not in conv_keys}
@@ -107,7 +116,9 @@ class ModelMetadata:
                    exporter=get("exporter"), opset=_parsed(get("opset"), p + "opset", source),
                    input_name=get("input_name"), output_name=get("output_name"), shape_mode=shape_mode,
                    static_shape=static, min_size=_parsed(get("min_size"), p + "min_size", source),
-                   max_size=_parsed(get("max_size"), p + "max_size", source), extra=extra)
+                   max_size=_parsed(get("max_size"), p + "max_size", source),
+                   graph_revision=_parsed(props.get(p + "graph_revision", "1"), p + "graph_revision", source),
+                   extra=extra)
 
 
 #: Precisions a model file or engine may record.
@@ -225,13 +236,27 @@ def read_onnx_metadata(path: str | Path) -> ModelMetadata:
     return metadata
 
 
-def stale_source(metadata: ModelMetadata, onnx_path: str | Path, weights: str | Path | None) -> str | None:
-    """Why an ONNX derived from ``weights`` no longer stands for them (it carries another checkpoint's sha256).
+def outdated_graph(metadata: ModelMetadata, onnx_path: str | Path) -> str | None:
+    """Why a graph written by an older exporter computes something the current one does not (its
+    :data:`GRAPH_REVISION`), or None."""
+    if metadata.graph_revision >= GRAPH_REVISION:
+        return None
+    return (f"{onnx_path} was exported by an older banet-deploy (graph revision {metadata.graph_revision}, current "
+            f"{GRAPH_REVISION}): its strip pooling computes a float32 index that OpenVINO's dynamic-shape "
+            "compilation rounds differently, moving strips at some sizes")
 
-    None when it matches, or when there is nothing to compare (no weights file, no recorded sha256). Tools that
-    find ``engines/<weights stem>*.onnx`` call this so a newer checkpoint under the same name is never measured,
-    quantized or built through an ONNX of the old one.
+
+def stale_source(metadata: ModelMetadata, onnx_path: str | Path, weights: str | Path | None) -> str | None:
+    """Why an ONNX derived from ``weights`` no longer stands for them: it carries another checkpoint's sha256, or
+    an older exporter wrote it (:func:`outdated_graph`).
+
+    None when it matches, or when there is nothing to compare (no weights file, no recorded sha256) and the
+    graph is current. Tools that find ``engines/<weights stem>*.onnx`` call this so a newer checkpoint under the
+    same name is never measured, quantized or built through an ONNX of the old one, nor through an old graph.
     """
+    outdated = outdated_graph(metadata, onnx_path)
+    if outdated is not None:
+        return outdated
     if weights is None or not metadata.source_sha256 or not Path(weights).is_file():
         return None
     current = file_sha256(weights)

@@ -19,10 +19,11 @@ VERIFY_SHAPES = [(1, 64, 64), (2, 38, 50), (1, 30, 98)]
 
 
 def onnx_for_checkpoint(weights: Path) -> Path:
-    """Export ``weights`` to ONNX once (verified by the exporter) and reuse it, keyed by the file's sha256."""
+    """Export ``weights`` to ONNX once (verified by the exporter) and reuse it, keyed by the file's sha256. The
+    cache is ours: one an older exporter wrote (:func:`banet.metadata.outdated_graph`) is exported again."""
     weights = Path(weights)
     target = cache_dir() / f"{weights.stem}-{file_sha256(weights)[:16]}.onnx"
-    return exported_onnx(weights, "fp32", target, verify_shapes=VERIFY_SHAPES)
+    return exported_onnx(weights, "fp32", target, replace_stale=True, verify_shapes=VERIFY_SHAPES)
 
 
 def open_checkpoint_on_onnxruntime(weights: str | Path, **options) -> Backend:

@@ -4,9 +4,10 @@ Why: robots record what their cameras saw, with everything else they sensed and 
 camera topic is deblurred where it is replayed, evaluated or labelled, which needs a bag that is the same recording
 with sharper pictures: the same topics, types, message definitions, QoS and timestamps, every other message byte for
 byte. Read and written with rosbags (pure Python, no ROS installation: the ``rosbag`` extra): ROS 1 ``.bag`` files,
-ROS 2 bags (a folder holding ``metadata.yaml``; SQLite 3 or MCAP storage, kept; written as rosbag2 version 9, the
-latest, which rosbags writes) and bare ROS 2 ``.mcap`` or ``.db3`` files, each written as what it was. The output
-is written under a temporary name in its folder and renamed into place when whole.
+ROS 2 bags (a folder holding ``metadata.yaml``; SQLite 3 or MCAP storage, kept) and bare ROS 2 ``.mcap`` or
+``.db3`` files, each written as what it was. A ROS 2 bag is written in rosbag2 format 9 only where it was 9 (Jazzy
+and later), else in 8, which every ROS 2 release reads (:func:`rosbag2_version`): Humble and Iron cannot read 9. The
+output is written under a temporary name in its folder and renamed into place when whole.
 
 Deblurred: ``sensor_msgs/Image`` in the photo encodings (``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``, ``mono8`` and
 their 16-bit forms; alpha, byte order and row padding kept) and ``sensor_msgs/CompressedImage`` in JPEG or PNG
@@ -146,11 +147,33 @@ def _writer(source: Path, path: Path, reader):
     from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
     mcap = source.suffix.lower() == ".mcap" or (source.is_dir() and any(source.glob("*.mcap*")))
-    writer = Writer(path, version=Writer.VERSION_LATEST,
+    writer = Writer(path, version=rosbag2_version(source),
                     storage_plugin=StoragePlugin.MCAP if mcap else StoragePlugin.SQLITE3)
     if source.is_dir() and bag.compression_mode in ("file", "message"):
         writer.set_compression(CompressionMode[bag.compression_mode.upper()], CompressionFormat.ZSTD)
     return writer
+
+
+def rosbag2_version(source: Path) -> int:
+    """The rosbag2 format a copy of ROS 2 bag ``source`` is written in: 9 where its ``metadata.yaml`` says 9 or
+    later, else 8.
+
+    Why: format 9 (Jazzy and later) writes each topic's QoS as YAML mappings with policy names; Humble and Iron
+    read ``offered_qos_profiles`` as a string of numbers (rosbag2's ``metadata_io``/``yaml.hpp``) and fail on a 9
+    bag ("yaml-cpp: bad conversion"), so a Humble recording written as 9 no longer played where it was recorded.
+    Format 8 holds the same QoS as that string, and Jazzy and later read it too (they detect the numbers). A bare
+    storage file does not say its format: it gets 8, which every release reads.
+    """
+    if not source.is_dir():
+        return 8
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        information = YAML(typ="safe").load((source / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        version = int(information["version"])
+    except (OSError, YAMLError, KeyError, TypeError, ValueError):  # rosbags read it already: not expected
+        return 8
+    return 9 if version >= 9 else 8
 
 
 def _connection(writer, connection, reader):

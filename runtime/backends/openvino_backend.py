@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.errors import OptionError
-from banet.metadata import read_onnx_metadata
+from banet.errors import ArtifactError, OptionError
+from banet.metadata import outdated_graph, read_onnx_metadata
 from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, check_threads
 from runtime.backends.onnxruntime_backend import limits_from_metadata
 
@@ -57,7 +57,8 @@ class OpenVinoBackend(Backend):
     Args:
         path: the ``.onnx`` file; its metadata gives the conventions, as for ONNX Runtime.
         threads: inference threads (None/0: OpenVINO's default, all cores).
-        static: compile per input shape (bounded cache) instead of one dynamic-shape model.
+        static: compile per input shape (bounded cache) instead of one dynamic-shape model (which refuses a file
+            an older exporter wrote: :func:`banet.metadata.outdated_graph`).
         shape_cache: how many compiled shapes to keep (``static`` only); the least recently used is dropped.
         device: OpenVINO device name.
         inference_precision: "f32" (default: the file's own arithmetic) or "bf16" (an FP32 file in bfloat16 on a
@@ -78,6 +79,9 @@ class OpenVinoBackend(Backend):
         self._requests = ShapeCache(self._compile, shape_cache)
         ov = import_openvino()
         metadata = read_onnx_metadata(path)
+        if not static and (outdated := outdated_graph(metadata, path)):
+            raise ArtifactError(f"{outdated}; re-export it with export/to_onnx.py, or compile it per shape "
+                                "(static=True, the default)")
         self._core = ov.Core()
         #: where compiled shapes are kept for later processes (None: not kept)
         self.compile_cache = use_compile_cache(self._core, compile_cache)

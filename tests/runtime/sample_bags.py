@@ -75,10 +75,11 @@ def pixels_for(encoding: str, bgr: np.ndarray) -> np.ndarray:
 
 
 def make_bag(path: Path, kind: str = "ros1", topics=DEFAULT_TOPICS, count: int = 3, h: int = 24, w: int = 32,
-             step_pad: int = 0, compression: str | None = None) -> Path:
+             step_pad: int = 0, compression: str | None = None, version: int = 9, qos: str = "") -> Path:
     """A bag at ``path`` ("ros1": a .bag file; "mcap"/"sqlite3": a ROS 2 folder) with ``count`` messages on each of
     ``topics``, 100 ms apart, interleaved as recorded; ``compression``: ROS 1 "bz2" or "lz4" chunks, ROS 2 "file"
-    or "message" zstd."""
+    or "message" zstd; ROS 2: rosbag2 format ``version`` (8 or 9), every topic offering ``qos`` (a profile list
+    as Humble records it, e.g. :data:`HUMBLE_QOS`)."""
     ros1 = kind == "ros1"
     store = _typestore(ros1)
     if ros1:
@@ -90,7 +91,8 @@ def make_bag(path: Path, kind: str = "ros1", topics=DEFAULT_TOPICS, count: int =
     else:
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
-        writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3)
+        writer = Writer(path, version=version,
+                        storage_plugin=StoragePlugin.MCAP if kind == "mcap" else StoragePlugin.SQLITE3)
         if compression:
             writer.set_compression(CompressionMode[compression.upper()], CompressionFormat.ZSTD)
     with writer:
@@ -100,9 +102,43 @@ def make_bag(path: Path, kind: str = "ros1", topics=DEFAULT_TOPICS, count: int =
                 stamp = 1_700_000_000 * 10**9 + index * 100_000_000
                 msgtype, message = _message(store, ros1, encoding, index, stamp, h, w, step_pad)
                 if topic not in connections:
-                    connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+                    offered = {} if ros1 else {"offered_qos_profiles": parse_qos(qos)}
+                    connections[topic] = writer.add_connection(topic, msgtype, typestore=store, **offered)
                 data = store.serialize_ros1(message, msgtype) if ros1 else store.serialize_cdr(message, msgtype)
                 writer.write(connections[topic], stamp, data)
+    return path
+
+
+#: The QoS profile a Humble recorder stores for a sensor topic (rosbag2 format 4-8: a YAML string of numbers).
+HUMBLE_QOS = ("- history: 3\n  depth: 0\n  reliability: 2\n  durability: 2\n  deadline:\n    sec: 9223372036\n"
+              "    nsec: 854775807\n  lifespan:\n    sec: 9223372036\n    nsec: 854775807\n  liveliness: 1\n"
+              "  liveliness_lease_duration:\n    sec: 9223372036\n    nsec: 854775807\n"
+              "  avoid_ros_namespace_conventions: false")
+
+
+def parse_qos(text: str) -> list:
+    from rosbags.rosbag2.metadata import parse_qos as parse
+
+    return parse(text)
+
+
+def humble_bag(path: Path, kind: str = "sqlite3", **options) -> Path:
+    """A ROS 2 bag folder as ROS 2 Humble records it: ``metadata.yaml`` in format 5 (no ``custom_data``,
+    ``ros_distro`` or type hashes), every topic offering :data:`HUMBLE_QOS`."""
+    from ruamel.yaml import YAML
+
+    make_bag(path, kind, version=8, qos=HUMBLE_QOS, **options)
+    yaml = YAML(typ="safe")
+    document = yaml.load((path / "metadata.yaml").read_text())
+    information = document["rosbag2_bagfile_information"]
+    information["version"] = 5
+    for key in ("custom_data", "ros_distro"):
+        information.pop(key)
+    for topic in information["topics_with_message_count"]:
+        topic["topic_metadata"].pop("type_description_hash")
+        topic["topic_metadata"]["offered_qos_profiles"] = HUMBLE_QOS  # in Humble's own layout
+    with (path / "metadata.yaml").open("w") as stream:
+        yaml.dump(document, stream)
     return path
 
 

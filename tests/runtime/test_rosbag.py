@@ -1,5 +1,6 @@
 """A robot's recording: a ROS bag's camera topics deblurred into a new bag of its kind, everything else as recorded."""
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -12,7 +13,7 @@ from runtime import Deblurrer
 from runtime.cli import main as runtime_main
 from runtime.images import split_image
 from runtime.rosbag import BagError, main, require_rosbags, transcode_bag
-from tests.runtime.sample_bags import frame, make_bag, pixels_for, read_bag
+from tests.runtime.sample_bags import DEFAULT_TOPICS, HUMBLE_QOS, frame, humble_bag, make_bag, pixels_for, read_bag
 
 pytest.importorskip("rosbags", reason="reading ROS bags needs the rosbag extra (rosbags)")
 
@@ -103,6 +104,90 @@ def test_a_compressed_recording_stays_compressed(tmp_path, kind, compression):
         metadata = (target / "metadata.yaml").read_text()
         assert f"compression_mode: {compression}" in metadata and "compression_format: zstd" in metadata
     assert len(read_bag(target)) == len(read_bag(source))
+
+
+def _yaml(text: str):
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe").load(text)
+
+
+def _humble_reads(information: dict) -> list:
+    """What ROS 2 Humble's rosbag2 (``metadata_io.cpp``) reads of a bag's metadata: every topic's
+    ``offered_qos_profiles`` as a string (``as<std::string>()``) holding profiles whose policies are numbers
+    (``Rosbag2QoS``'s ``as<int>()``); anything else is Humble's "yaml-cpp: bad conversion"."""
+    profiles = []
+    for topic in information["topics_with_message_count"]:
+        qos = topic["topic_metadata"]["offered_qos_profiles"]
+        assert isinstance(qos, str), f"{topic['topic_metadata']['name']}: QoS {qos!r} is not a string"
+        for profile in _yaml(qos) or []:
+            assert all(type(profile[k]) is int for k in ("history", "reliability", "durability", "liveliness")), qos
+            profiles.append(profile)
+    return profiles
+
+
+@pytest.mark.parametrize("kind", ["sqlite3", "mcap"])
+def test_a_humble_recording_comes_back_in_a_format_humble_reads(tmp_path, kind):
+    """Before: every ROS 2 bag was written in format 9, whose QoS (mappings with policy names) Humble and Iron
+    cannot read: a Humble recording no longer played back on the robot that recorded it."""
+    source = humble_bag(tmp_path / "drive", kind)
+    target = tmp_path / "out" / "drive"
+    target.parent.mkdir()
+    transcode_bag(source, target, _no_blue, progress=False)
+    information = _yaml((target / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert information["version"] == 8
+    assert _humble_reads(information) == _yaml(HUMBLE_QOS) * len(information["topics_with_message_count"])
+    assert [m[:3] for m in read_bag(target)] == [m[:3] for m in read_bag(source)]
+
+
+@pytest.mark.parametrize("suffix", ["db3", "mcap"])
+def test_a_bare_storage_file_keeps_its_qos_as_numbers(tmp_path, suffix):
+    """A bare file does not say its format: the QoS inside it is written as every ROS 2 release reads it."""
+    folder = humble_bag(tmp_path / "folder", "sqlite3" if suffix == "db3" else "mcap")
+    [storage] = folder.glob(f"*.{suffix}")
+    source = shutil.move(storage, tmp_path / f"drive.{suffix}")
+    target = tmp_path / f"out.{suffix}"
+    transcode_bag(source, target, _no_blue, progress=False)
+    if suffix == "db3":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(target)) as db:
+            stored = [row[0] for row in db.execute("SELECT offered_qos_profiles FROM topics")]
+    else:  # each MCAP channel's metadata holds the same YAML string
+        stored = _mcap_channel_qos(target)
+    assert len(stored) == len(DEFAULT_TOPICS) and all(_yaml(q) == _yaml(HUMBLE_QOS) for q in stored), stored
+
+
+def _mcap_channel_qos(path) -> list[str]:
+    """The ``offered_qos_profiles`` string of every channel of an MCAP file, as stored."""
+    from io import BytesIO
+
+    from rosbags.rosbag2.storage_mcap import McapReader, read_string
+
+    reader = McapReader(path)
+    reader.open()
+    try:
+        stored = []
+        for channel in reader.channels.values():
+            stream, entries = BytesIO(channel.metadata), {}
+            while stream.tell() < len(channel.metadata):
+                key = read_string(stream)
+                entries[key] = read_string(stream)
+            stored.append(entries["offered_qos_profiles"])
+        return stored
+    finally:
+        reader.close()
+
+
+def test_a_jazzy_recording_stays_in_format_9(tmp_path):
+    source = make_bag(tmp_path / "drive", "mcap", count=1, qos=HUMBLE_QOS)
+    target = tmp_path / "out" / "drive"
+    target.parent.mkdir()
+    transcode_bag(source, target, _no_blue, progress=False)
+    information = _yaml((target / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert information["version"] == 9
+    assert information["topics_with_message_count"][0]["topic_metadata"]["offered_qos_profiles"][0]["history"] == \
+        "unknown"
 
 
 def test_a_failure_leaves_no_output_and_an_old_one_as_it_was(tmp_path):

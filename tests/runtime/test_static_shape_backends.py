@@ -126,3 +126,21 @@ def test_release_memory_keeps_results_and_compiled_shapes(tiny_onnx):
         np.testing.assert_array_equal(d(image), before)
     with Deblurrer(tiny_onnx, backend="onnxruntime", threads=1) as d:
         d.release_memory()  # engines that keep nothing accept it too
+
+
+def test_openvino_dynamic_refuses_a_graph_an_older_exporter_wrote_and_per_shape_runs_it(tiny_onnx, tmp_path):
+    """Exports before graph revision 2 compute strip pooling's index in float32, which OpenVINO's dynamic-shape
+    compilation rounds differently (strips moved); compiled per shape it matches ONNX Runtime."""
+    from banet.errors import ArtifactError
+    from tests.older_exports import as_older_export
+
+    older = as_older_export(tiny_onnx, tmp_path / "older.onnx")
+    with pytest.raises(ArtifactError) as info:
+        _openvino_backend(older, static=False)
+    message = str(info.value)
+    assert "older.onnx was exported by an older banet-deploy (graph revision 1" in message, message
+    assert "re-export it with export/to_onnx.py" in message and "static=True" in message and "\n" not in message
+    x = np.random.default_rng(0).random((1, 3, 40, 56), dtype=np.float32)
+    expected = OnnxRuntimeBackend(tiny_onnx, threads=1).run(x)
+    assert psnr(expected, _openvino_backend(older, static=True, threads=1).run(x)) > 120
+    assert psnr(expected, _openvino_backend(tiny_onnx, static=False, threads=1).run(x)) > 120
