@@ -33,6 +33,14 @@ def heldout_record(metadata: ModelMetadata) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("delta_psnr_db"), dict) else None
 
 
+def int8_loss(metadata: ModelMetadata, backend: str) -> float | None:
+    """Restoration PSNR (dB) the INT8 file recorded losing on the held-out photos on ``backend``, or None where it
+    has no record for that backend."""
+    record = heldout_record(metadata)
+    delta = None if record is None else record["delta_psnr_db"].get(backend)
+    return -float(delta) if isinstance(delta, (int, float)) and not isinstance(delta, bool) else None
+
+
 def int8_refusal(metadata: ModelMetadata, backend: str, name: str = "the INT8 file") -> str | None:
     """Why ``backend`` should not run this INT8 file within the budget, or None if its recorded cost fits."""
     record = heldout_record(metadata)

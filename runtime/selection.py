@@ -9,6 +9,11 @@
   to an FP32 ``.onnx`` (the shipped ones next to the default model; a checkpoint's in the engines folder), or the
   file itself when it already is INT8. It runs only if the held-out cost recorded in it is within the budget
   (:mod:`banet.precision`); the file used is logged and kept as ``Deblurrer.model_path``.
+- An INT8 ``.onnx`` named as the model (no precision asked): its recorded held-out cost is read too. ``"auto"``
+  runs it on the first CPU backend installed where it fits the budget (OpenVINO, then ONNX Runtime: the ``trt``
+  flavour, made for TensorRT, lost 4.1 dB on OpenVINO and 0.17 on ONNX Runtime); a backend named where it was
+  measured over the budget is refused in one line naming where it fits; one where it was not measured runs with a
+  warning.
 - ``precision="bf16"``: an FP32 ``.onnx`` (the default model's shipped one when no model is named) on OpenVINO in
   bfloat16 arithmetic, on CPUs with bfloat16 units (refused elsewhere by the backend). No file of its own: the
   drift report and the CPU benchmark measure what it costs and buys.
@@ -23,7 +28,7 @@ from pathlib import Path
 from banet.artifacts import engines_dir, int8_onnx_path, onnx_path
 from banet.errors import ArtifactError, OptionError
 from banet.metadata import read_onnx_metadata
-from banet.precision import int8_refusal
+from banet.precision import INT8_HELDOUT_BUDGET_DB, int8_loss, int8_refusal
 from runtime.loading import CHECKPOINT_SUFFIXES, ModelNotFoundError, backend_for_path
 
 log = logging.getLogger(__name__)
@@ -60,7 +65,8 @@ def choose(model: Path | None, backend: str | None, precision: str | None,
         from banet.defaults import default_model_path
 
         return bf16_choice(Path(model) if model is not None else default_model_path("openvino"), backend)
-    if backend == "auto" or (model is None and backend is None):  # the default model runs on the fastest installed
+    auto = backend == "auto" or (model is None and backend is None)
+    if auto:  # the default model runs on the fastest installed
         backend = auto_backend(model)
     if model is None:
         from banet.defaults import default_model_path
@@ -68,10 +74,11 @@ def choose(model: Path | None, backend: str | None, precision: str | None,
         model = default_model_path("onnxruntime" if precision == "int8" else backend)
     model = Path(model)
     if precision != "int8":
-        if precision == "fp32" and model.suffix.lower() == ".onnx" and model.is_file():
-            found = read_onnx_metadata(model).precision
-            if found != "fp32":
-                raise OptionError(f"precision='fp32' asked, but {model.name} is a {found} model")
+        found = read_onnx_metadata(model).precision if model.suffix.lower() == ".onnx" and model.is_file() else None
+        if precision == "fp32" and found not in (None, "fp32"):
+            raise OptionError(f"precision='fp32' asked, but {model.name} is a {found} model")
+        if found == "int8":
+            return model, int8_backend(model, backend, auto)
         return model, backend
     backend = backend or backend_for_path(model)
     if backend not in INT8_FLAVOUR:
@@ -83,6 +90,31 @@ def choose(model: Path | None, backend: str | None, precision: str | None,
         raise ArtifactError(f"{reason}; refusing precision='int8' (run FP32, or make a file within the budget)")
     log.info("precision int8: running %s on %s", chosen, backend)
     return chosen, backend
+
+
+def int8_backend(model: Path, backend: str | None, auto: bool) -> str | None:
+    """The backend an INT8 ``.onnx`` named as the model runs on: with ``auto``, the first CPU backend installed
+    where its recorded held-out loss fits :data:`banet.precision.INT8_HELDOUT_BUDGET_DB`; else ``backend``, refused
+    (ArtifactError) where the file was measured over the budget on it, with a warning where it was not measured."""
+    metadata = read_onnx_metadata(model)
+    installed = [b for b in ("openvino", "onnxruntime") if importlib.util.find_spec(b) is not None]
+    fits = [b for b in installed if (loss := int8_loss(metadata, b)) is not None and loss <= INT8_HELDOUT_BUDGET_DB]
+    if auto and fits:
+        if fits[0] != backend:
+            log.info("%s runs on %s: %s", model.name, fits[0], int8_refusal(metadata, backend, "it"))
+        return fits[0]
+    runs_on = backend or backend_for_path(model)
+    if runs_on not in INT8_FLAVOUR:
+        return backend  # not a CPU ONNX backend: the backend refuses the file itself
+    loss = int8_loss(metadata, runs_on)
+    if loss is not None and loss > INT8_HELDOUT_BUDGET_DB:
+        where = f"it fits on {', '.join(fits)}" if fits else "it fits on no backend installed here"
+        raise ArtifactError(f"{int8_refusal(metadata, runs_on, model.name)}; refusing it ({where}: pass "
+                            "backend= that one or \"auto\", or quantize it for this backend: python -m "
+                            "calibration.quantize)")
+    if loss is None:
+        log.warning("%s; running it without that check", int8_refusal(metadata, runs_on, model.name))
+    return backend
 
 
 def bf16_choice(model: Path, backend: str | None) -> tuple[Path, str]:

@@ -159,3 +159,33 @@ def test_default_model_goes_to_pytorch_only_when_a_pytorch_option_asks(options, 
         assert (model, backend) == (DEFAULT_WEIGHTS, "torch")
     else:
         assert (model, backend) == (DEFAULT_ONNX, auto_backend(None))
+
+
+def test_an_int8_file_named_as_the_model_is_held_to_its_record_too(tiny_files, tmp_path, caplog):
+    """Before: only precision="int8" read the record; the TensorRT-flavour file named directly ran on OpenVINO
+    (backend="auto") although it recorded losing 4.1 dB there (0.17 on ONNX Runtime)."""
+    _, int8 = tiny_files
+    over_on_openvino = _with_record(int8, tmp_path / "trt_flavour.onnx", {"onnxruntime": -0.17, "openvino": -4.1})
+    with pytest.raises(ArtifactError) as info:
+        choose(over_on_openvino, "openvino", None)
+    message = str(info.value)
+    assert message.startswith("trt_flavour.onnx loses 4.10 dB on the held-out photos on openvino, over the 0.3 dB")
+    assert "it fits on onnxruntime" in message and "\n" not in message
+    assert choose(over_on_openvino, "onnxruntime", None) == (over_on_openvino, "onnxruntime")
+    assert choose(over_on_openvino, None, None) == (over_on_openvino, None)  # an .onnx: ONNX Runtime
+    assert choose(over_on_openvino, "auto", None) == (over_on_openvino, "onnxruntime")
+    over_everywhere = _with_record(int8, tmp_path / "poor.onnx", {"onnxruntime": -0.5, "openvino": -0.6})
+    with pytest.raises(ArtifactError, match="loses 0.50 dB .* on onnxruntime.*fits on no backend installed"):
+        choose(over_everywhere, "onnxruntime", None)
+    unmeasured = _with_record(int8, tmp_path / "unmeasured.onnx", None)
+    with caplog.at_level("WARNING", logger="runtime.selection"):
+        assert choose(unmeasured, "onnxruntime", None) == (unmeasured, "onnxruntime")
+    assert "unmeasured.onnx has no held-out quality record" in caplog.text
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="the OpenVINO backend needs pip install '.[openvino]'")
+def test_auto_runs_an_int8_file_on_openvino_where_it_fits(tiny_files, tmp_path):
+    _, int8 = tiny_files
+    fits = _with_record(int8, tmp_path / "fits.onnx", {"onnxruntime": -0.2, "openvino": -0.1})
+    assert choose(fits, "auto", None) == (fits, "openvino")
+    assert choose(fits, "openvino", None) == (fits, "openvino")
