@@ -71,6 +71,14 @@ def int8_onnx_path(fp32_onnx: Path, flavour: str, variant: str = "") -> Path:
     return Path(fp32_onnx).with_name(f"{Path(fp32_onnx).stem}_int8_{flavour}{suffix}.onnx")
 
 
+def int8_onnx_files(fp32_onnx: Path) -> list[Path]:
+    """Every INT8 Q/DQ file made from ``fp32_onnx`` beside it (each flavour and variant, :func:`int8_onnx_path`),
+    sorted; neither refused files (:func:`is_failed`) nor the app graphs made from them (:func:`app_path`)."""
+    fp32_onnx = Path(fp32_onnx)
+    found = fp32_onnx.parent.glob(f"{fp32_onnx.stem}_int8_*.onnx")
+    return sorted(p for p in found if not is_failed(p) and not is_app_graph_name(p))
+
+
 def engine_path(stem: str, precision: str, targets: tuple[str, ...] = (), folder: Path | None = None) -> Path:
     """``<stem>_<precision>[_<targets>].engine`` (the name the benchmarks look for)."""
     suffix = ("_" + "-".join(targets)) if targets else ""
@@ -81,6 +89,12 @@ def app_path(network_onnx: Path, channel_order: str = "RGB", suffix: str = ".onn
     """The app graph made from ``network_onnx``, next to it: ``<stem>_app[_bgr]<suffix>`` (``.onnx`` or ``.ort``)."""
     order = "" if channel_order.upper() == "RGB" else "_" + channel_order.lower()
     return Path(network_onnx).with_name(f"{Path(network_onnx).stem}_app{order}{suffix}")
+
+
+def is_app_graph_name(path: Path) -> bool:
+    """Whether ``path`` is named as an app graph (:func:`app_path`: ``<stem>_app[_<channel order>]``)."""
+    stem = Path(path).stem
+    return stem.endswith("_app") or any(stem.endswith(f"_app_{order}") for order in ("bgr", "rgb"))
 
 
 def failed_path(path: Path) -> Path:

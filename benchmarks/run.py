@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from banet.artifacts import engine_path, engines_dir, is_failed
+from banet.artifacts import engine_path, engines_dir, int8_onnx_files, is_failed, onnx_path
 from banet.cli_types import number, threads
 from banet.config import FULL, BANetConfig
 from banet.errors import ArtifactError, first_line
@@ -365,7 +365,7 @@ def _main(args: argparse.Namespace) -> int:
         except QuantizeError as exc:
             raise BenchmarkError(f"--int8 {first_line(exc)}") from None
     else:
-        int8_files = sorted(p for p in engines_dir().glob(f"{weights.stem}_int8*.onnx") if not is_failed(p))
+        int8_files = int8_onnx_files(onnx_path(weights.stem))
     int8 = {p.stem.split("_int8")[-1].strip("_") or "qdq": p for p in int8_files}
     if args.only:
         names = [name for model in models for _, name in build_systems(model, Path(tempfile.gettempdir()), None,

@@ -31,3 +31,16 @@ def test_variant_names_differ_from_the_defaults(tmp_path):
     assert artifacts.onnx_path("m", "fp16", (720, 1280), folder=tmp_path).name == "m_720x1280_b1_fp16.onnx"
     assert artifacts.int8_onnx_path(default, "trt").name == "m_int8_trt.onnx"
     assert artifacts.int8_onnx_path(default, "trt", "auto48db").name == "m_int8_trt_auto48db.onnx"
+
+
+def test_the_int8_files_of_an_export_leave_out_app_graphs_and_refused_files(tmp_path):
+    """Before: the benchmark's ``<stem>_int8*.onnx`` also took the app graphs made from the INT8 files
+    (``banet_default_int8_ort_app.onnx``) and listed them as skipped systems."""
+    fp32 = artifacts.onnx_path("m", folder=tmp_path)
+    ort, trt = artifacts.int8_onnx_path(fp32, "ort"), artifacts.int8_onnx_path(fp32, "trt", "keep-bam1")
+    others = [artifacts.app_path(ort), artifacts.app_path(ort, "BGR"), artifacts.failed_path(ort),
+              artifacts.app_path(fp32), tmp_path / "mm_int8_ort.onnx", artifacts.app_path(ort, suffix=".ort")]
+    for path in [fp32, ort, trt, *others]:
+        path.write_bytes(b"")
+    assert artifacts.int8_onnx_files(fp32) == [ort, trt]
+    assert [p.name for p in others[:2]] == ["m_int8_ort_app.onnx", "m_int8_ort_app_bgr.onnx"]
