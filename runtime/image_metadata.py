@@ -59,11 +59,19 @@ EXIF_HEADER = b"Exif\x00\x00"
 _ICC_HEADER = b"ICC_PROFILE\x00"
 _ORIENTATION_TAG = 0x0112
 _SHORT, _LONG = 3, 4
-#: Bytes of one value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED, SSHORT, SLONG,
-#: SRATIONAL, FLOAT, DOUBLE, IFD): where a value of more than 4 bytes lies outside its entry, how far it reaches.
-_TYPE_BYTES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+#: Bytes of one value of each TIFF field type: where a value of more than 4 bytes lies outside its entry, how far it
+#: reaches.
+_TYPE_BYTES = tiff_tags.TYPE_SIZES
 #: Tags that point to another directory: Exif and GPS (in IFD0), Interoperability (in the Exif directory).
 _SUB_DIRECTORIES = (0x8769, 0x8825, 0xA005)
+#: IFD0 tags of EXIF that describe the photo, not how a file stores its pixels: ImageDescription, Make, Model,
+#: Software, DateTime, Artist, HostComputer, Copyright, Windows' rating (two) and XP title, comment, author, keywords
+#: and subject; and the Exif and GPS directories. What moves between an EXIF block and a TIFF file's own tags.
+_EXIF_DESCRIPTIVE = frozenset({270, 271, 272, 305, 306, 315, 316, 33432, 18246, 18249, 40091, 40092, 40093, 40094,
+                               40095, 0x8769, 0x8825})
+#: The camera maker's private data in the Exif directory: its own offsets may count from anywhere in the old block,
+#: so it cannot be moved safely (ExifTool and Exiv2 know each maker's layout; we do not).
+_MAKER_NOTE = 0x927C
 #: IFD1's thumbnail: a JPEG file's offset and length (JPEGInterchangeFormat, -Length), or the strips or tiles of an
 #: uncompressed one; its size (ImageWidth, ImageLength), where given.
 _THUMBNAIL_OFFSET, _THUMBNAIL_LENGTH = 0x0201, 0x0202
@@ -124,10 +132,12 @@ def metadata_of(info: dict, source: str, data: bytes | None = None, orientation:
     ``source`` names the file in the warning given when its EXIF cannot be walked (then only the profile is kept).
     ``data``: the whole file, whose PNG chunks (colour, density, text) or JPEG segments (IPTC, comments, density,
     XMP) are carried too (Pillow keeps only some of their values). TIFF files keep their EXIF in the image's own
-    tags, which describe the stored pixels: they are not carried.
+    first directory (and the Exif and GPS directories it points to): its descriptive tags are carried as an EXIF
+    block (:func:`tiff_exif`).
     """
     icc = info.get("icc_profile") or None
-    exif = info.get("exif") or None
+    tiff = data if data is not None and tiff_tags.is_tiff(data) else None
+    exif = info.get("exif") or (tiff_exif(tiff, source) if tiff else None)
     if exif is None and isinstance(info.get("Raw profile type exif"), str):
         # ImageMagick's PNG text chunk (a header of three lines, then hex): Pillow turns the pixels by the orientation
         # in it, so it is EXIF to carry (set upright) like an eXIf chunk's, not to lose silently.
@@ -146,12 +156,39 @@ def metadata_of(info: dict, source: str, data: bytes | None = None, orientation:
         exif = upright
     png = data if data is not None and data.startswith(PNG_SIGNATURE) else None
     jpeg = data if data is not None and data.startswith(b"\xff\xd8") else None
-    tiff = data if data is not None and tiff_tags.is_tiff(data) else None
     xmp = _xmp_of(info) or (_tiff_xmp(tiff) if tiff else None)
     segments, density = jpeg_segments.descriptive(jpeg) if jpeg else (None, None)
     return ImageMetadata(icc if isinstance(icc, bytes) else None, exif, png_colour_chunks(png) if png else None,
                          xmp and upright_xmp(xmp, source, turned=orientation != 1), segments, density,
                          png_text_chunks(png) if png else None, tiff_carried_tags(tiff) if tiff else None)
+
+
+def movable_exif(block: bytes) -> tiff_tags.Directory | None:
+    """What of a TIFF-structured ``block`` (an EXIF block, or a TIFF file) moves into another file: its first
+    directory's descriptive tags (:data:`_EXIF_DESCRIPTIVE`) with the Exif, GPS and Interoperability directories, the
+    maker note left out (:data:`_MAKER_NOTE`); None where the block cannot be walked."""
+    order = _byte_order(block)
+    if order is None:
+        return None
+    return tiff_tags.read_directory(block, struct.unpack_from(order + "I", block, 4)[0], order,
+                                    frozenset(_SUB_DIRECTORIES), _EXIF_DESCRIPTIVE, frozenset({_MAKER_NOTE}))
+
+
+def tiff_exif(data: bytes, source: str) -> bytes | None:
+    """A TIFF file's EXIF (camera, capture time, exposure, GPS...: :func:`movable_exif` of its own tags) as an EXIF
+    block in its byte order, which any output can carry; None where it has none. Before, a TIFF's EXIF reached no
+    output, without a word."""
+    directory = movable_exif(data)
+    if directory is None or not (directory.entries or directory.children):
+        return None
+    _maker_note_left_out(directory, source, "carried")
+    return data[:4] + struct.pack(directory.order + "I", 8) + directory.at(8, directory.order)
+
+
+def _maker_note_left_out(directory: tiff_tags.Directory, name: str, verb: str) -> None:
+    if _MAKER_NOTE in directory.left_out:
+        log.warning("%s: the EXIF maker note (the camera maker's private data, whose offsets do not survive a move "
+                    "to another file) is not %s", name, verb)
 
 
 def _tiff_xmp(data: bytes) -> bytes | None:
@@ -543,19 +580,23 @@ def _embed_webp(encoded: bytes, metadata: ImageMetadata, target: str, image: np.
 
 
 def _embed_tiff(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
-    """The ICC profile, XMP and a TIFF input's IPTC, Photoshop resources and print resolution as tags of the TIFF's
-    first directory (:func:`runtime.tiff_tags.with_tags`); EXIF, a PNG's colour chunks and a JPEG's or PNG's text
-    are not written into TIFF files here (a warning names them)."""
+    """The ICC profile, XMP, EXIF (:func:`movable_exif`: its descriptive tags and the Exif and GPS directories; no
+    thumbnail, which would be a second page) and a TIFF input's IPTC, Photoshop resources and print resolution as
+    tags of the TIFF's first directory (:func:`runtime.tiff_tags.with_tags`); a PNG's colour chunks and a JPEG's or
+    PNG's text are not written into TIFF files here (a warning names them)."""
+    exif = movable_exif(metadata.exif) if metadata.exif else None
+    if exif is not None:
+        _maker_note_left_out(exif, target, "written into TIFF files")
     tags = {tag: (kind, count, value) for tag, kind, count, value in metadata.tiff_tags or ()}
     if metadata.icc_profile:
         tags[tiff_tags.ICC_PROFILE] = (7, len(metadata.icc_profile), metadata.icc_profile)
     if metadata.xmp:
         tags[tiff_tags.XMP] = (1, len(metadata.xmp), metadata.xmp)
     _say_not_written(target, [what for what, present in (
-        ("EXIF", metadata.exif), ("IPTC and text", metadata.jpeg_segments or metadata.png_text),
+        ("IPTC and text", metadata.jpeg_segments or metadata.png_text),
         ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour))) if present],
-        "TIFF files", "their profile, XMP, IPTC and resolution are")
-    return tiff_tags.with_tags(encoded, tags)
+        "TIFF files", "their profile, EXIF, XMP, IPTC and resolution are")
+    return tiff_tags.with_tags(encoded, tags, exif)
 
 
 def _embed_jpeg(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:

@@ -7,18 +7,27 @@ wrote without touching a byte of it before its end: a new first directory holdin
 ones is appended, with the added values, and the header points at it (every offset the old entries hold stays
 true, so the pixels are exactly those of the file written without them). Classic TIFF only (32-bit offsets, as
 OpenCV writes); a file that does not parse is left as it is.
+
+Whole directories (an EXIF block's, with the Exif and GPS directories they point to) are copied out of one file into
+another by :func:`read_directory` and :meth:`Directory.at`: every value moved, every offset rewritten, numbers put in
+the destination's byte order, every field type kept.
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 #: Tags carried: the ICC profile, XMP, IPTC and Photoshop's resources (where IPTC also lives), print resolution.
 ICC_PROFILE, XMP, IPTC, PHOTOSHOP = 34675, 700, 33723, 34377
 X_RESOLUTION, Y_RESOLUTION, RESOLUTION_UNIT = 282, 283, 296
 #: Bytes per value of each TIFF field type (BYTE, ASCII, SHORT, LONG, RATIONAL, SBYTE, UNDEFINED, SSHORT, SLONG,
-#: SRATIONAL, FLOAT, DOUBLE).
-_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+#: SRATIONAL, FLOAT, DOUBLE, IFD).
+TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
+#: The unit a change of byte order reverses in a value of each field type (a RATIONAL is two LONGs); 1 for bytes.
+_SWAP_UNITS = {3: 2, 4: 4, 5: 4, 8: 2, 9: 4, 10: 4, 11: 4, 12: 8, 13: 4}
+#: How deep directories may point to directories when copied (IFD0 -> Exif -> Interoperability is 2).
+_MAX_DEPTH = 3
 _ORDERS = {b"II*\x00": "<", b"MM\x00*": ">"}
 _BIGTIFF = (b"II+\x00", b"MM\x00+")
 
@@ -55,7 +64,7 @@ def read_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, tuple[int, int,
     order, _, entries, _ = parsed
     found = {}
     for tag, kind, count, field in entries:
-        size = _TYPE_SIZES.get(kind, 0) * count
+        size = TYPE_SIZES.get(kind, 0) * count
         if tag not in wanted or not size:
             continue
         if size <= 4:
@@ -72,16 +81,113 @@ def byte_order(data: bytes) -> str | None:
     return _ORDERS.get(data[:4])
 
 
-def with_tags(encoded: bytes, tags: dict[int, tuple[int, int, bytes]]) -> bytes:
+def in_order(value: bytes, kind: int, source: str, target: str) -> bytes:
+    """``value`` (of field type ``kind``, in byte order ``source``) in byte order ``target``."""
+    unit = _SWAP_UNITS.get(kind, 1)
+    if source == target or unit == 1:
+        return value
+    return b"".join(value[i:i + unit][::-1] for i in range(0, len(value) - len(value) % unit, unit))
+
+
+@dataclass(frozen=True)
+class Directory:
+    """A directory copied out of a file: its entries as (tag, type, count, value bytes in ``order``), the directories
+    some of them point to, and the tags left out of it (:func:`read_directory`)."""
+
+    order: str
+    entries: tuple[tuple[int, int, int, bytes], ...]
+    children: tuple[tuple[int, Directory], ...] = ()
+    left_out: frozenset[int] = frozenset()
+
+    def at(self, offset: int, order: str) -> bytes:
+        """Its bytes in byte ``order``, laid out to start at ``offset`` of a file: the entries (ascending tags,
+        children's pointers among them) and a zero link (no next directory), then the values and the children, each
+        on a word boundary, every offset pointing where they land."""
+        count = len(self.entries) + len(self.children)
+        tail, fields = b"", []
+        start = offset + 2 + 12 * count + 4
+
+        def place(value: bytes) -> bytes:  # the value's field: where it lands, appended to tail
+            nonlocal tail
+            tail += b"\x00" * (len(tail) % 2)
+            field = struct.pack(order + "I", start + len(tail))
+            tail += value
+            return field
+
+        for tag, kind, number, value in self.entries:
+            value = in_order(value, kind, self.order, order)
+            fields.append((tag, kind, number, value.ljust(4, b"\x00") if len(value) <= 4 else place(value)))
+        for tag, child in self.children:
+            tail += b"\x00" * (len(tail) % 2)
+            fields.append((tag, 4, 1, struct.pack(order + "I", start + len(tail))))
+            tail += child.at(start + len(tail), order)
+        head = struct.pack(order + "H", count) + b"".join(struct.pack(order + "HHI", tag, kind, number) + field
+                                                          for tag, kind, number, field in sorted(fields))
+        return head + struct.pack(order + "I", 0) + tail
+
+
+def read_directory(data: bytes, at: int, order: str, pointers: frozenset[int] = frozenset(),
+                   only: frozenset[int] | None = None, skip: frozenset[int] = frozenset(),
+                   _above: tuple[int, ...] = ()) -> Directory | None:
+    """The directory at offset ``at`` of a TIFF-structured ``data`` in byte ``order``, its values copied out; None
+    where its entries do not lie in ``data``.
+
+    ``pointers``: tags that point to a directory, copied as children (with the same ``pointers`` and ``skip``, up to
+    :data:`_MAX_DEPTH` deep; one that does not parse, or that is one of those pointing to it, is left out).
+    ``only``: the tags kept of this directory (not of its children; None: all). ``skip``: tags left out at every
+    depth (named in :attr:`Directory.left_out`). An entry whose value lies outside ``data``, of a type TIFF does not
+    define, or an IFD not followed is left out.
+    """
+    if at < 8 or at + 2 > len(data) or at in _above:
+        return None
+    (count,) = struct.unpack_from(order + "H", data, at)
+    if at + 2 + 12 * count + 4 > len(data):
+        return None
+    entries, children, left_out = [], [], set()
+    for entry in range(at + 2, at + 2 + 12 * count, 12):
+        tag, kind, number = struct.unpack_from(order + "HHI", data, entry)
+        if (only is not None and tag not in only) or tag in skip:
+            left_out |= {tag} & skip
+            continue
+        if tag in pointers:
+            (where,) = struct.unpack_from(order + "I", data, entry + 8)
+            child = read_directory(data, where, order, pointers, None, skip, (*_above, at)) if (
+                len(_above) + 1 < _MAX_DEPTH) else None
+            if child is not None:
+                children.append((tag, child))
+                left_out |= child.left_out
+            continue
+        size = TYPE_SIZES.get(kind, 0) * number
+        if not size or kind == 13:  # an IFD not followed: an offset into ``data``, wrong anywhere else
+            continue
+        if size <= 4:
+            entries.append((tag, kind, number, data[entry + 8:entry + 8 + size]))
+            continue
+        (where,) = struct.unpack_from(order + "I", data, entry + 8)
+        if where + size <= len(data):
+            entries.append((tag, kind, number, data[where:where + size]))
+    return Directory(order, tuple(entries), tuple(children), frozenset(left_out))
+
+
+def with_tags(encoded: bytes, tags: dict[int, tuple[int, int, bytes]], directory: Directory | None = None) -> bytes:
     """``encoded`` (a classic TIFF file) with ``tags`` (tag -> (type, count, value bytes in ``encoded``'s byte
-    order)) added to its first directory, replacing entries of the same tag; ``encoded`` itself where it does not
-    parse, or where the result would pass the 4 GiB classic TIFF holds."""
+    order)) and the entries of ``directory`` (copied by :func:`read_directory`; ``tags`` win) added to its first
+    directory, replacing entries of the same tag; ``encoded`` itself where it does not parse, or where the result
+    would pass the 4 GiB classic TIFF holds."""
     parsed = _entries(encoded)
-    if parsed is None or not tags:
+    if parsed is None or not (tags or directory is not None and (directory.entries or directory.children)):
         return encoded
     order, _, entries, following = parsed
     out = bytearray(encoded)
     added = []
+    if directory is not None:  # laid out where it lands: its entries' values and children then lie in place
+        out += b"\x00" * (len(out) % 2)
+        laid_out = directory.at(len(out), order)
+        for i in range(struct.unpack_from(order + "H", laid_out)[0]):
+            tag, kind, count = struct.unpack_from(order + "HHI", laid_out, 2 + 12 * i)
+            if tag not in tags:
+                added.append((tag, kind, count, laid_out[10 + 12 * i:14 + 12 * i]))
+        out += laid_out
     for tag, (kind, count, value) in sorted(tags.items()):
         if len(value) <= 4:
             field = value.ljust(4, b"\x00")
@@ -90,9 +196,10 @@ def with_tags(encoded: bytes, tags: dict[int, tuple[int, int, bytes]]) -> bytes:
             field = struct.pack(order + "I", len(out))
             out += value
         added.append((tag, kind, count, field))
-    kept = [entry for entry in entries if entry[0] not in tags]
+    replaced = set(tags) | {entry[0] for entry in added}
+    kept = [entry for entry in entries if entry[0] not in replaced]
     out += b"\x00" * (len(out) % 2)
-    directory = len(out)
+    first = len(out)
     merged = sorted(kept + added, key=lambda entry: entry[0])  # TIFF requires ascending tags
     out += struct.pack(order + "H", len(merged))
     for tag, kind, count, field in merged:
@@ -100,5 +207,5 @@ def with_tags(encoded: bytes, tags: dict[int, tuple[int, int, bytes]]) -> bytes:
     out += struct.pack(order + "I", following)
     if len(out) >= 1 << 32:
         return encoded
-    struct.pack_into(order + "I", out, 4, directory)
+    struct.pack_into(order + "I", out, 4, first)
     return bytes(out)
