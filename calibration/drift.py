@@ -37,7 +37,7 @@ import numpy as np
 from banet.machine import cpu_name
 from banet.outputs import shown_path, write_together
 from calibration.heldout import openvino_forward, run_heldout
-from export.parity import Forward, psnr_db
+from export.parity import Forward, changed_8bit, psnr_db
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ class DriftRow:
     file: str | None = None
     seconds: float = 0.0
     note: str = ""
+    #: share of the 8-bit output values (every channel of every pixel) that differ from the reference's, and the
+    #: largest difference in levels: whether a user gets the same pixels, which the drift in dB does not say
+    changed_8bit: float = 0.0
+    max_change_8bit: int = 0
 
 
 def drift_row(name: str, precision: str, backend: str, forward: Forward, pairs, reference: list[np.ndarray],
@@ -71,16 +75,28 @@ def drift_row(name: str, precision: str, backend: str, forward: Forward, pairs, 
     seconds = time.perf_counter() - started
     psnrs = [psnr_db(r, c) for r, c in zip(reference, raws)]
     err = max(float(np.max(np.abs(r.astype(np.float64) - c))) for r, c in zip(reference, raws))
+    changes = [changed_8bit(r, c) for r, c in zip(reference, raws)]
     base = baseline or summary
     row = DriftRow(name, precision, backend, float(np.mean(psnrs)), float(np.min(psnrs)), err,
                    summary["psnr_deblurred"], summary["ssim_deblurred"],
                    summary["psnr_deblurred"] - base["psnr_deblurred"],
                    summary["ssim_deblurred"] - base["ssim_deblurred"],
-                   shown_path(file) if file else None, seconds, note)
-    log.info("%-34s drift %.1f dB (worst %.1f), PSNR %.3f dB (%+.3f), SSIM %.4f (%+.4f), %.1f s", name,
-             row.drift_psnr_db, row.drift_worst_psnr_db, row.psnr, row.delta_psnr_db, row.ssim, row.delta_ssim,
-             seconds)
+                   shown_path(file) if file else None, seconds, note,
+                   sum(n for n, _ in changes) / sum(r.size for r in reference), max(m for _, m in changes))
+    log.info("%-34s drift %.1f dB (worst %.1f), 8-bit values changed %s, PSNR %.3f dB (%+.3f), SSIM %.4f (%+.4f), "
+             "%.1f s", name, row.drift_psnr_db, row.drift_worst_psnr_db, changed_text(row), row.psnr,
+             row.delta_psnr_db, row.ssim, row.delta_ssim, seconds)
     return row, raws, summary
+
+
+def changed_text(row: DriftRow | dict) -> str:
+    """A row's 8-bit change as the report shows it: the share of values changed and, where any did, by how many
+    levels at most (``0%`` exactly where none did)."""
+    share, most = (row.changed_8bit, row.max_change_8bit) if isinstance(row, DriftRow) else (
+        row.get("changed_8bit"), row.get("max_change_8bit"))
+    if share is None:  # a report written before the column
+        return "-"
+    return "0%" if not most else f"{100 * share:.3g}% (<= {most})"
 
 
 def measure_speed(models: dict[str, Path], shape: tuple[int, int, int] = (1, 256, 256),
@@ -166,13 +182,15 @@ def markdown(report: dict) -> str:
     lines = [f"# Drift report: {report['model']['name']} ({report['model']['config']})", "",
              f"Held-out set: {held['images']} blurred crops of {held['size']} px (photos never used for training); "
              f"blurred input PSNR {held['psnr_blurred']:.2f} dB / SSIM {held['ssim_blurred']:.4f}. Drift = PSNR "
-             "of each output vs FP32 PyTorch's (mean over images; worst image), after clamping.", "",
-             "| precision | backend | drift vs FP32 PyTorch dB (worst) | max abs err | PSNR dB | delta dB | SSIM "
-             "| delta SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "of each output vs FP32 PyTorch's (mean over images; worst image), after clamping. 8-bit values "
+             "changed: the share of the uint8 output values (each channel of each pixel) that differ from FP32 "
+             "PyTorch's, and by how many levels at most.", "",
+             "| precision | backend | drift vs FP32 PyTorch dB (worst) | 8-bit values changed | max abs err | PSNR dB "
+             "| delta dB | SSIM | delta SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         lines.append(f"| {r['name']} | {r['backend']} | {r['drift_psnr_db']:.1f} ({r['drift_worst_psnr_db']:.1f}) "
-                     f"| {r['max_abs_error']:.2e} | {r['psnr']:.3f} | {r['delta_psnr_db']:+.3f} | {r['ssim']:.4f} "
-                     f"| {r['delta_ssim']:+.4f} |")
+                     f"| {changed_text(r)} | {r['max_abs_error']:.2e} | {r['psnr']:.3f} | {r['delta_psnr_db']:+.3f} "
+                     f"| {r['ssim']:.4f} | {r['delta_ssim']:+.4f} |")
     notes = [f"- {r['name']}: {r['note']}" for r in report["rows"] if r["note"]]
     if notes:
         lines += ["", *notes]

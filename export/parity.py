@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from banet.conventions import BANET, Conventions
-from banet.processing import network_output_to_unit, preprocess
+from banet.processing import from_unit_range, network_output_to_unit, preprocess
 
 #: A forward pass: NCHW float32 network input -> NCHW float32 raw network output.
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -52,6 +52,16 @@ def psnr_db(reference: np.ndarray, candidate: np.ndarray, conventions: Conventio
     [0, 1] by the conventions first)."""
     return psnr(network_output_to_unit(reference.astype(np.float64), conventions),
                 network_output_to_unit(candidate.astype(np.float64), conventions))
+
+
+def changed_8bit(reference: np.ndarray, candidate: np.ndarray, conventions: Conventions = BANET) -> tuple[int, int]:
+    """(how many, by how many levels at most): the 8-bit output values (the runtime's uint8 images of raw network
+    outputs ``reference`` and ``candidate``) that differ. Why: users compare the pixels they get, and a drift in dB
+    does not say whether any of them changed (8-bit rounding alone is about 59 dB)."""
+    levels = [from_unit_range(network_output_to_unit(raw.astype(np.float32), conventions), np.uint8)
+              for raw in (reference, candidate)]
+    difference = np.abs(levels[0].astype(np.int16) - levels[1])
+    return int(np.count_nonzero(difference)), int(difference.max(initial=0))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -56,6 +56,10 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
     assert rows["FP32 ONNX"]["drift_psnr_db"] > 100 and abs(rows["FP32 ONNX"]["delta_psnr_db"]) < 1e-3
     assert 50 < rows["FP16 PyTorch (emulated)"]["drift_psnr_db"] < 150
     assert 20 < rows["INT8 ort"]["drift_worst_psnr_db"] <= rows["INT8 ort"]["drift_psnr_db"] < 80
+    # the pixels a user gets: INT8 changes some 8-bit values by a level or more, FP32 ONNX next to none
+    assert 0 < rows["INT8 ort"]["changed_8bit"] <= 1 and rows["INT8 ort"]["max_change_8bit"] >= 1
+    assert rows["FP32 ONNX"]["changed_8bit"] < 1e-3 and rows["FP32 ONNX"]["max_change_8bit"] <= 1
+    assert (reference["changed_8bit"], reference["max_change_8bit"]) == (0, 0)
     for row in rows.values():
         assert row["delta_psnr_db"] == pytest.approx(row["psnr"] - reference["psnr"])
         assert 0 < row["ssim"] <= 1
@@ -67,6 +71,7 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
     text = drift.markdown(report)
     assert report["profile"]["INT8 ort"]["ops"][0]["op"]  # where the time goes, by op type
     assert "| INT8 ort |" in text and "speed-up" in text and "stand-in" in text and "QLinearConv" in text
+    assert "8-bit values changed" in text and drift.changed_text(rows["INT8 ort"]) in text
     json.dumps(report)
 
 

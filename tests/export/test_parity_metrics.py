@@ -1,4 +1,5 @@
-"""The project's one PSNR: identical inputs hit the cap, and a NaN or inf in an output can never score as a match."""
+"""The project's one PSNR: identical inputs hit the cap, and a NaN or inf in an output can never score as a match;
+the 8-bit values two outputs give users, counted where they differ."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import math
 
 import numpy as np
 
-from export.parity import IDENTICAL_PSNR, psnr, psnr_db, psnr_from_mse
+from banet.conventions import BANET
+from export.parity import IDENTICAL_PSNR, changed_8bit, psnr, psnr_db, psnr_from_mse
 
 
 def test_identical_inputs_score_the_cap_and_errors_score_below_it() -> None:
@@ -27,3 +29,13 @@ def test_non_finite_outputs_fail_every_budget() -> None:
     broken = raw.copy()
     broken[0, 0, 0, 0] = np.nan
     assert psnr_db(raw, broken) == -math.inf
+
+
+def test_changed_8bit_counts_the_uint8_values_that_differ_and_by_how_many_levels() -> None:
+    levels = np.array([10, 200, 255, 0, 77, 128], np.float32).reshape(1, 3, 1, 2)
+    raw = levels / 255 + np.float32(BANET.offset)  # the network's output range
+    assert changed_8bit(raw, raw.copy()) == (0, 0)
+    moved = raw + np.array([-1, 0.4, 3, 3, 0, -0.4], np.float32).reshape(1, 3, 1, 2) / 255
+    # 10 -> 9 and 0 -> 3 change; 200 + 0.4 and 128 - 0.4 round back; 255 + 3 is clipped to 255
+    assert changed_8bit(raw, moved) == (2, 3)
+    assert changed_8bit(moved, raw) == (2, 3)
