@@ -149,8 +149,9 @@ def read_directory(data: bytes, at: int, order: str, pointers: frozenset[int] = 
         if (only is not None and tag not in only) or tag in skip:
             left_out |= {tag} & skip
             continue
-        if tag in pointers:
-            (where,) = struct.unpack_from(order + "I", data, entry + 8)
+        if tag in pointers:  # one offset, as a LONG or IFD (a SHORT where a writer chose one); else nowhere
+            where = struct.unpack_from(order + ("H" if kind == 3 else "I"), data, entry + 8)[0] if (
+                kind in (3, 4, 13) and number == 1) else 0
             child = read_directory(data, where, order, pointers, None, skip, (*_above, at)) if (
                 len(_above) + 1 < _MAX_DEPTH) else None
             if child is not None:

@@ -118,3 +118,22 @@ def test_a_directory_copied_into_another_byte_order_reads_back_the_same():
                     if (key[0] or key[1] in _DESCRIPTIVE) and key[1] != MAKER_NOTE}
         assert fields(laid_out) == expected
     assert tiff_tags.in_order(struct.pack(">II", 1, 250), 5, ">", "<") == struct.pack("<II", 1, 250)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_directory_pointer_is_read_as_its_type_says(order):
+    """A GPS pointer written as a SHORT (the field's first two bytes) is followed in either byte order; one of several
+    values, or of a type that holds no offset, is not."""
+    gps_at = 8 + 2 + 2 * 12 + 4 + 6  # after IFD0 (two entries, a zero link) and Make's six bytes
+    gps = directory(order, [(1, 2, 2, b"N\0")], gps_at)
+    for kind, count, field, followed in ((3, 1, struct.pack(order + "H", gps_at), True),
+                                         (4, 1, struct.pack(order + "I", gps_at), True),
+                                         (3, 2, struct.pack(order + "HH", gps_at, gps_at), False),
+                                         (2, 1, struct.pack(order + "I", gps_at), False)):
+        head = (b"II*\0" if order == "<" else b"MM\0*") + struct.pack(order + "I", 8)
+        ifd0 = (struct.pack(order + "H", 2) + struct.pack(order + "HHII", 271, 2, 6, 8 + 2 + 24 + 4)
+                + struct.pack(order + "HHI", GPS_IFD, kind, count) + field.ljust(4, b"\0") + struct.pack(order + "I", 0)
+                + b"Canon\0")
+        moved = movable_exif(head + ifd0 + gps)
+        assert moved is not None and [entry[0] for entry in moved.entries] == [271]
+        assert [tag for tag, _ in moved.children] == ([GPS_IFD] if followed else [])
