@@ -228,7 +228,31 @@ def test_check_refuses_a_manifest_edited_by_hand(measured, capsys, edit, message
     assert listing(measured.parent) == before
 
 
-def test_deferred_interrupt_holds_ctrl_c_until_tensorrt_returns():
+@pytest.fixture
+def ctrl_c_handled():
+    """SIGINT handled as in a terminal (Python's KeyboardInterrupt), whatever this process inherited: a test run
+    started in the background (``cmd &``) inherits it ignored."""
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, inherited)
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In a child process, before it runs Python: SIGINT back to the default, so Python raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_deferred_interrupt_leaves_an_ignored_ctrl_c_ignored():
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's, or nohup's
+    try:
+        with deferred_interrupt() as interrupted:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN and not interrupted.is_set()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def test_deferred_interrupt_holds_ctrl_c_until_tensorrt_returns(ctrl_c_handled):
     previous = signal.getsignal(signal.SIGINT)
     with deferred_interrupt() as interrupted:
         # the handler installed for SIGINT, called as the interpreter would on Ctrl-C (a real signal sent to this
@@ -265,7 +289,8 @@ def test_ctrl_c_during_a_real_build_keeps_the_old_pair(tmp_path, tiny_onnx):
         "    return m\n"
         "builder.make_progress_monitor = monitor\n"
         "runpy.run_path('export/build_trt.py', run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C): no engine or manifest was changed"
