@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-web", action="store_true",
                         help="also run both files on onnxruntime-web (WebAssembly, what browsers run; under Node.js, "
                              "from apps/web) on small shapes and a 2x2 grid of tiles, held to the same drift floor")
+    parser.add_argument("--check-browser", action="store_true",
+                        help="also run both files in a real browser: headless Chromium (apt install chromium) opens "
+                             "apps/web's page, whose own code runs them on onnxruntime-web; the same shapes as "
+                             "--check-web, held to the same drift floor")
     parser.add_argument("--check-openvino", action="store_true",
                         help="also run the .onnx on OpenVINO's CPU plugin (what an app built on OpenVINO runs) on "
                              "the same shapes, held to the same drift floor")
@@ -136,14 +140,17 @@ def web_sweep(tile: int | None, overlap: int) -> tuple[tuple[int, int, int], ...
 
 
 def other_engines(args: argparse.Namespace, staged: list[Path], outputs: list[Path], tile: int | None) -> list:
-    """The other engines asked for, each as (name -> app run, shapes): onnxruntime-web on both files
-    (``--check-web``), OpenVINO on the .onnx (``--check-openvino``)."""
+    """The other engines asked for, each as (name -> app run, shapes): onnxruntime-web on both files under Node.js
+    (``--check-web``) and in Chromium (``--check-browser``), OpenVINO on the .onnx (``--check-openvino``)."""
     checks = []
-    if args.check_web:
-        from export.app_web import web_app_run
+    for asked, browser, where in ((args.check_web, False, "onnxruntime-web"),
+                                  (args.check_browser, True, "Chromium, onnxruntime-web")):
+        if asked:
+            from export.app_web import web_app_run
 
-        checks.append(({f"{path.name} (onnxruntime-web)": web_app_run(stage) for stage, path in zip(staged, outputs)
-                        if path.suffix in (".onnx", ".ort")}, web_sweep(tile, args.overlap)))
+            checks.append(({f"{path.name} ({where})": web_app_run(stage, browser=browser)
+                            for stage, path in zip(staged, outputs) if path.suffix in (".onnx", ".ort")},
+                           web_sweep(tile, args.overlap)))
     if args.check_openvino:
         from export.app_check import openvino_app_run
 
@@ -171,12 +178,14 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     from export.onnx_file import claim_staging, refused_path
     from export.reference_cache import cached_forward
 
-    if args.check_web:
-        from export.app_web import web_problem
+    for asked, browser, option in ((args.check_web, False, "--check-web"), (args.check_browser, True,
+                                                                             "--check-browser")):
+        if asked:
+            from export.app_web import web_problem
 
-        problem = web_problem()
-        if problem:
-            raise ExportError(f"--check-web: {problem}")
+            problem = web_problem(browser)
+            if problem:
+                raise ExportError(f"{option}: {problem}")
     weights = Path(args.weights or default_weights_path())
     check_input(weights, error=ExportError, what="checkpoint (--weights)")
     network = network_file(args, weights)
@@ -296,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
     same = min(min(r.identical for r in report.results) for report in native)
     line = (f"wrote {sizes} (uint8 {args.channel_order} in and out); checked on {len(native[0].results)} shapes: "
             f">= {same:.4%} of pixels equal to the runtime's, worst {worst:.1f} dB from PyTorch FP32")
-    for engine in ("onnxruntime-web", "OpenVINO"):
+    for engine in ("onnxruntime-web", "Chromium, onnxruntime-web", "OpenVINO"):
         other = [report for report in reports if not report.hold_pixels and report.artifact.endswith(f"({engine})")]
         if other:
-            line += (f"; {engine}: worst {min(r.worst_psnr_db for r in other):.1f} dB, >= "
+            line += (f"; {engine.split(',')[0]}: worst {min(r.worst_psnr_db for r in other):.1f} dB, >= "
                      f"{min(min(x.identical for x in r.results) for r in other):.4%} equal")
     print(line)
     return 0

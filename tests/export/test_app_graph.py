@@ -343,6 +343,62 @@ def test_onnxruntime_web_runs_the_app_graph_as_a_browser_would(tmp_path, tiny_on
         web_app_run(tmp_path / "missing.onnx")(_images((1, 8, 8)))
 
 
+def test_chromium_runs_the_app_graph_through_the_page(tmp_path, tiny_onnx, tiled_app):
+    """A real browser: headless Chromium opens apps/web's page, whose own code (page.mjs) runs the tiled graph and its
+    .ort on onnxruntime-web, cross-origin isolated (WebAssembly threads); the same image as native ONNX Runtime, as
+    under Node.js. Then index.html as a person uses it: a photo picked in its file input comes back on its result
+    canvas as the same pixels, alpha kept."""
+    import subprocess
+
+    import cv2
+
+    from export.app_web import BROWSER_SCRIPT, web_app_run, web_problem
+    from export.onnx_export import torch_forward
+
+    problem = web_problem(browser=True)
+    if problem:
+        pytest.skip(problem)
+    model, network = tiny_onnx
+    metadata = read_onnx_metadata(network)
+    runs = {"chromium onnx": web_app_run(tiled_app[0], browser=True),
+            "chromium ort": web_app_run(tiled_app[1], browser=True)}
+    for report in check_app_graphs(runs, onnxruntime_forward(network), torch_forward(model), metadata, "RGB",
+                                   [(1, 5, 3), (2, 70, 90)], tile=32, overlap=8, drift_only=tuple(runs)):
+        assert report.passed and not report.hold_pixels, report.table()
+        assert all(r.identical >= 0.999 and r.psnr_db >= 70 for r in report.results), report.table()
+    rgb = _images((1, 45, 61), seed=3)[0]
+    cv2.imwrite(str(tmp_path / "photo.png"), rgb[..., ::-1])
+    done = subprocess.run(["node", str(BROWSER_SCRIPT), "--page", str(tiled_app[1]), str(tmp_path / "photo.png"),
+                           str(tmp_path / "page.raw")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["dims"] == [45, 61, 4]
+    page = np.fromfile(tmp_path / "page.raw", np.uint8).reshape(45, 61, 4)
+    rgba = np.concatenate([rgb, np.full((45, 61, 1), 255, np.uint8)], axis=2)[None]
+    expected, finite = runs["chromium ort"](rgba)
+    assert finite.all() and np.array_equal(page[..., :3], expected[0]) and (page[..., 3] == 255).all()
+    with pytest.raises(RuntimeError, match="onnxruntime-web in Chromium failed"):
+        web_app_run(tmp_path / "missing.onnx", browser=True)(_images((1, 8, 8)))
+
+
+def test_the_browser_check_names_what_is_missing(monkeypatch, tmp_path):
+    from export import app_web
+
+    modules = tmp_path / "node_modules"
+    (modules / "onnxruntime-web").mkdir(parents=True)
+    monkeypatch.setattr(app_web, "WEB_DIR", tmp_path)
+    monkeypatch.setattr(app_web.shutil, "which", lambda name: "/usr/bin/node" if name == "node" else None)
+    monkeypatch.delenv("CHROMIUM", raising=False)
+    assert app_web.web_problem() is None  # Node.js alone needs no browser
+    assert "playwright-core not installed: npm ci --prefix apps/web" in app_web.web_problem(browser=True)
+    (modules / "playwright-core").mkdir()
+    assert "Chromium is not installed (apt install chromium" in app_web.web_problem(browser=True)
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "missing"))
+    assert "Chromium is not installed" in app_web.web_problem(browser=True)
+    (tmp_path / "chrome").write_bytes(b"")
+    monkeypatch.setenv("CHROMIUM", str(tmp_path / "chrome"))
+    assert app_web.web_problem(browser=True) is None
+
+
 def test_drift_only_reports_still_fail_on_drift():
     rng = np.random.default_rng(0)
     runtime = rng.integers(1, 255, (1, 50, 50, 3), dtype=np.uint8)
@@ -354,9 +410,13 @@ def test_drift_only_reports_still_fail_on_drift():
 
 
 def test_cli_check_web_refused_before_work_where_it_cannot_run(tiny_weights, capsys, monkeypatch):
-    monkeypatch.setattr("export.app_web.web_problem", lambda: "Node.js is not installed (node runs ...)")
+    monkeypatch.setattr("export.app_web.web_problem", lambda browser=False: "Node.js is not installed (node runs ...)")
     assert main(["--weights", str(tiny_weights), "--check-web"]) == 1
     assert "--check-web: Node.js is not installed" in capsys.readouterr().err
+    monkeypatch.setattr("export.app_web.web_problem", lambda browser=False: "Chromium is not installed" if browser
+                        else None)
+    assert main(["--weights", str(tiny_weights), "--check-browser"]) == 1
+    assert "--check-browser: Chromium is not installed" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_tile_below_the_exports_smallest_side(tmp_path, tiny_weights, capsys):
