@@ -128,6 +128,9 @@ class ShapeResult:
     psnr_db: float
     passed: bool
     error: str | None = None
+    #: share of the 8-bit output values (:func:`changed_8bit`) that differ from the reference's: whether a user gets
+    #: the same pixels (None where the candidate gave no comparable output)
+    changed_8bit: float | None = None
 
 
 class SweepVerdicts:
@@ -173,11 +176,12 @@ class ParityReport(SweepVerdicts):
     def table(self) -> str:
         lines = [f"{self.candidate} vs {self.reference} (pass: PSNR >= {self.min_psnr_db:g} dB"
                  + (f", max abs <= {self.max_abs_error:g})" if self.max_abs_error is not None else ")"),
-                 f"{'shape (NxHxW)':>16} {'max abs err':>12} {'PSNR dB':>9}  result"]
+                 f"{'shape (NxHxW)':>16} {'max abs err':>12} {'PSNR dB':>9} {'8-bit changed':>13}  result"]
         for r in self.results:
             shape = "x".join(map(str, r.shape))
             verdict = "ok" if r.passed else f"FAIL{': ' + r.error if r.error else ''}"
-            lines.append(f"{shape:>16} {r.max_abs_error:12.3e} {r.psnr_db:9.2f}  {verdict}")
+            changed = "-" if r.changed_8bit is None else f"{100 * r.changed_8bit:.4f}%"
+            lines.append(f"{shape:>16} {r.max_abs_error:12.3e} {r.psnr_db:9.2f} {changed:>13}  {verdict}")
         return "\n".join(lines + [other.table() for other in self.others])
 
 
@@ -212,4 +216,6 @@ def judge(shape: tuple, reference: np.ndarray, candidate: np.ndarray, min_psnr_d
         return ShapeResult(shape, math.inf, 0.0, False, "NaN or Inf in output")
     err = float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64))))
     psnr = psnr_db(reference, candidate, conventions)
-    return ShapeResult(shape, err, psnr, psnr >= min_psnr_db and (max_abs_error is None or err <= max_abs_error))
+    changed = changed_8bit(reference, candidate, conventions)[0] / reference.size
+    return ShapeResult(shape, err, psnr, psnr >= min_psnr_db and (max_abs_error is None or err <= max_abs_error),
+                       changed_8bit=changed)

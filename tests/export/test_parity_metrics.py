@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from banet.conventions import BANET
-from export.parity import IDENTICAL_PSNR, changed_8bit, psnr, psnr_db, psnr_from_mse
+from export.parity import IDENTICAL_PSNR, ParityReport, changed_8bit, judge, psnr, psnr_db, psnr_from_mse
 
 
 def test_identical_inputs_score_the_cap_and_errors_score_below_it() -> None:
@@ -39,3 +39,13 @@ def test_changed_8bit_counts_the_uint8_values_that_differ_and_by_how_many_levels
     # 10 -> 9 and 0 -> 3 change; 200 + 0.4 and 128 - 0.4 round back; 255 + 3 is clipped to 255
     assert changed_8bit(raw, moved) == (2, 3)
     assert changed_8bit(moved, raw) == (2, 3)
+
+
+def test_every_parity_shape_says_how_many_8bit_values_changed() -> None:
+    levels = np.array([10, 200, 255, 0, 77, 128], np.float32).reshape(1, 3, 1, 2)
+    raw = levels / 255 + np.float32(BANET.offset)
+    moved = raw + np.array([-1, 0, 0, 3, 0, 0], np.float32).reshape(1, 3, 1, 2) / 255
+    same, two = judge((1, 1, 2), raw, raw.copy(), 80.0, None), judge((1, 1, 2), raw, moved, 10.0, None)
+    assert (same.changed_8bit, two.changed_8bit) == (0.0, 2 / 6)
+    table = ParityReport("PyTorch", "ONNX Runtime", 10.0, None, [same, two]).table()
+    assert "8-bit changed" in table and " 0.0000%  ok" in table and " 33.3333%  ok" in table
