@@ -253,7 +253,8 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
 
     from calibration.fp16 import emulated_fp16_forward
     from calibration.photos import heldout_pairs
-    from export.onnx_export import onnxruntime_forward, torch_forward
+    from export.onnx_export import torch_forward
+    from export.runtime_forwards import onnxruntime_forward
 
     started = time.perf_counter()
     pairs = heldout_pairs()[:limit]

@@ -86,8 +86,9 @@ def measure(model: BANet, shapes=((1, 256, 256), (2, 98, 130), (1, 720, 1280)), 
     import tempfile
     from pathlib import Path
 
-    from export.onnx_export import ExportOptions, export_onnx, onnxruntime_forward, torch_forward
+    from export.onnx_export import ExportOptions, export_onnx, torch_forward
     from export.parity import compare
+    from export.runtime_forwards import onnxruntime_forward
 
     reference = torch_forward(model)
     results = {

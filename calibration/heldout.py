@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from export.parity import Forward
+from export.runtime_forwards import onnxruntime_forward
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,13 @@ def openvino_forward(path: Path, threads: int | None = None, inference_precision
     """The runtime's OpenVINO backend on ``path`` (compiled per shape, as ``Deblurrer(backend="openvino")`` runs
     it; once for dynamic shapes with ``static=False``; in bfloat16 with ``inference_precision="bf16"``), or None
     where openvino is not installed or the CPU cannot run that precision (the row is then left out)."""
+    from export.runtime_forwards import openvino_forward as runtime_openvino_forward
     from runtime.backends.base import BackendUnavailableError
-    from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
+    from runtime.backends.openvino_backend import import_openvino
 
     try:
         import_openvino()
-        return OpenVinoBackend(path, threads=threads, inference_precision=inference_precision, static=static).run
+        return runtime_openvino_forward(path, threads, static, inference_precision=inference_precision)
     except BackendUnavailableError as exc:
         log.info("no OpenVINO %s row: %s", inference_precision, exc)
         return None
@@ -92,7 +94,7 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
 
     stat = Path(fp32_onnx).stat()
     fp32 = _fp32_psnr(str(fp32_onnx), stat.st_mtime_ns, stat.st_size, len(pairs), threads)
-    forwards = {"onnxruntime": _onnxruntime_forward(int8_onnx, threads),
+    forwards = {"onnxruntime": onnxruntime_forward(int8_onnx, threads),
                 "openvino": openvino_forward(int8_onnx, threads)}
     deltas = {backend: round(run_heldout(forward, pairs, with_ssim=False)[1]["psnr_deblurred"] - fp32, 4)
               for backend, forward in forwards.items() if forward is not None}
@@ -101,15 +103,8 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
             "delta_psnr_db": deltas, "budget_db": INT8_HELDOUT_BUDGET_DB}
 
 
-def _onnxruntime_forward(path: Path, threads: int | None) -> Forward:
-    """ONNX Runtime's CPU provider through the runtime's one way to open a session (no torch import)."""
-    from runtime.backends.onnxruntime_backend import open_session, session_forward
-
-    return session_forward(open_session(path, ["CPUExecutionProvider"], threads))
-
-
 @functools.lru_cache(maxsize=4)
 def _fp32_psnr(path: str, mtime_ns: int, size: int, count: int, threads: int | None) -> float:
     """Held-out restoration PSNR of an FP32 file, once per file version (both INT8 flavours of one model share it)."""
-    return run_heldout(_onnxruntime_forward(Path(path), threads), _heldout_pairs()[:count], with_ssim=False)[1][
+    return run_heldout(onnxruntime_forward(Path(path), threads), _heldout_pairs()[:count], with_ssim=False)[1][
         "psnr_deblurred"]

@@ -500,8 +500,8 @@ def check_tensorrt_conformance(candidate: Path, output: Path) -> dict:
 def verify_against_fp32(fp32_onnx: Path, candidate: Path, shapes: Sequence[tuple[int, int, int]],
                         threads: int | None = None) -> dict[str, float]:
     """PSNR (dB) of the candidate's output vs FP32 ONNX Runtime on real-photo inputs of each shape."""
-    from export.onnx_export import onnxruntime_forward
     from export.parity import photo_batch, psnr_db
+    from export.runtime_forwards import onnxruntime_forward
 
     reference, quantized = onnxruntime_forward(fp32_onnx, threads), onnxruntime_forward(candidate, threads)
     out = {}

@@ -115,7 +115,7 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
     import onnx
     from tqdm import tqdm
 
-    from export.onnx_export import onnxruntime_forward
+    from export.runtime_forwards import onnxruntime_forward
 
     started = time.perf_counter()
     fp32_onnx = Path(fp32_onnx)

@@ -30,6 +30,7 @@ from banet.shapes import batch_problem
 from export.onnx_file import claim_staging, refused_path, write_onnx_metadata
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
 from export.reference_cache import cached_forward
+from export.runtime_forwards import onnxruntime_forward, openvino_forward
 
 log = logging.getLogger(__name__)
 
@@ -158,13 +159,6 @@ def torch_forward(model: nn.Module) -> Forward:
     return TorchBackend.from_model(model).run
 
 
-def onnxruntime_forward(path: Path, threads: int | None = None) -> Forward:
-    """ONNX Runtime CPU forward of an ONNX file (metadata not needed: export verifies before writing it)."""
-    from runtime.backends.onnxruntime_backend import open_session, session_forward
-
-    return session_forward(open_session(path, ["CPUExecutionProvider"], threads))
-
-
 def _trace(module: nn.Module, path: Path, options: ExportOptions) -> None:
     batch = options.batch or 1
     # The tracer runs the module once: float16 convolutions on a CPU are so slow that tracing the full network
@@ -249,8 +243,8 @@ def _export_checked(model: nn.Module, output: Path, tmp: Path, options: ExportOp
     report = compare(reference, onnxruntime_forward(tmp), shapes, min_psnr, max_abs,
                      reference_name="PyTorch FP32", candidate_name=f"ONNX Runtime {options.precision.upper()}")
     if options.check_openvino:
-        report.others = [compare(reference, openvino_forward(tmp, static), shapes, min_psnr, max_abs,
-                                 reference_name="PyTorch FP32",
+        report.others = [compare(reference, openvino_forward(tmp, static=static, compile_cache=None), shapes,
+                                 min_psnr, max_abs, reference_name="PyTorch FP32",
                                  candidate_name=f"OpenVINO {options.precision.upper()} ({mode})")
                          for static, mode in ((True, "compiled per shape"), (False, "dynamic shapes"))]
     log.info("exported in %.1f s; verification:\n%s", export_seconds, report.table())
@@ -269,14 +263,6 @@ def _export_checked(model: nn.Module, output: Path, tmp: Path, options: ExportOp
         onnx.save(proto, str(tmp))
     os.replace(tmp, output)
     return report
-
-
-def openvino_forward(path: Path, static: bool) -> Forward:
-    """The runtime's OpenVINO backend on ``path``: compiled per input shape (``Deblurrer(backend="openvino")``'s
-    default) or once for dynamic shapes (``static=False``; what an app compiling the file itself gets)."""
-    from runtime.backends.openvino_backend import OpenVinoBackend
-
-    return OpenVinoBackend(path, static=static, compile_cache=None).run
 
 
 def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_sha256: str, source_name: str,

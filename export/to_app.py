@@ -174,9 +174,10 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     from banet.checkpoint import load_checkpoint
     from export.app_check import check_app_graphs, onnxruntime_app_run
     from export.app_graph import save_ort_format, wrap_for_apps
-    from export.onnx_export import onnxruntime_forward, torch_forward
+    from export.onnx_export import torch_forward
     from export.onnx_file import claim_staging, refused_path
     from export.reference_cache import cached_forward
+    from export.runtime_forwards import onnxruntime_forward
 
     for asked, browser, option in ((args.check_web, False, "--check-web"), (args.check_browser, True,
                                                                              "--check-browser")):

@@ -16,7 +16,8 @@ from banet.processing import postprocess, preprocess
 from export import app_graph
 from export.app_check import MIN_IDENTICAL, check_app_graphs, judge_shape, onnxruntime_app_run
 from export.app_graph import wrap_for_apps
-from export.onnx_export import ExportOptions, export_onnx, onnxruntime_forward
+from export.onnx_export import ExportOptions, export_onnx
+from export.runtime_forwards import onnxruntime_forward
 from export.to_app import main
 from tests.conftest import TINY
 

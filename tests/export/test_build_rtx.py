@@ -386,8 +386,8 @@ def test_engine_on_a_machine_without_gpu_is_backend_unavailable(tiny_engines):
 
 @pytest.mark.gpu
 def test_engine_runs_and_matches_onnxruntime(tiny_engines, tiny_onnx):
-    from export.onnx_export import onnxruntime_forward
     from export.parity import photo_batch, psnr_db
+    from export.runtime_forwards import onnxruntime_forward
     from runtime.backends.tensorrt import TensorRTBackend
 
     gpu = gpu_or_skip()

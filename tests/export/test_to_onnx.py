@@ -13,8 +13,9 @@ import torch
 from banet.config import FULL
 from banet.metadata import read_onnx_metadata
 from banet.model import BANet
-from export.onnx_export import ExportError, ExportOptions, export_onnx, onnxruntime_forward
+from export.onnx_export import ExportError, ExportOptions, export_onnx
 from export.parity import photo_batch, psnr_db
+from export.runtime_forwards import onnxruntime_forward
 from export.to_onnx import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,8 +95,8 @@ def test_a_file_openvino_gets_wrong_is_never_written(tmp_path, tiny_model, monke
 
     real = onnx_export.openvino_forward
 
-    def drifting(path, static):
-        forward = real(path, static)
+    def drifting(path, static=True, **options):
+        forward = real(path, static=static, **options)
         return forward if static else (lambda x: forward(x) + 1e-3)  # dynamic compilation off by a little
 
     monkeypatch.setattr(onnx_export, "openvino_forward", drifting)
