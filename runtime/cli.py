@@ -32,7 +32,6 @@ import numpy as np
 
 from banet.errors import first_line
 from banet.outputs import partial_path
-from runtime.image_metadata import NO_METADATA
 from runtime.images import (
     IMAGE_SUFFIXES,
     quiet_opencv,
@@ -307,9 +306,9 @@ def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixe
         raise OSError(f"cannot create the output folder {target.parent}: {exc.strerror or exc}") from None
     if is_video(source):
         return process_video(deblurrer, source, target, with_side, progress)
-    image, metadata = read_image_and_metadata(source, max_pixels=max_pixels)
+    image, metadata = read_image_and_metadata(source, max_pixels=max_pixels, metadata=keep_metadata)
     out = deblurrer(image)
-    write_image(target, side_by_side(image, out) if with_side else out, metadata if keep_metadata else NO_METADATA)
+    write_image(target, side_by_side(image, out) if with_side else out, metadata)
     return 1
 
 

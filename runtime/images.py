@@ -312,9 +312,9 @@ def _pillow_limits(max_pixels: int | None):
             Image.MAX_IMAGE_PIXELS, PngImagePlugin.MAX_TEXT_CHUNK = saved
 
 
-def _read_header(data: bytes, source: str) -> _Header | None:
-    """Size, frame count, EXIF orientation and the metadata outputs carry (:mod:`runtime.image_metadata`) from the
-    header, or None when Pillow does not know the format.
+def _read_header(data: bytes, source: str, metadata: bool = True) -> _Header | None:
+    """Size, frame count, EXIF orientation and (``metadata``) the metadata outputs carry
+    (:mod:`runtime.image_metadata`) from the header, or None when Pillow does not know the format.
 
     Pillow's own decompression-bomb limit is lifted while the header is read (never while pixels are decoded
     here without a check): the caller's ``max_pixels`` is the limit, and it needs the size to say so. No pixel is
@@ -337,7 +337,7 @@ def _read_header(data: bytes, source: str) -> _Header | None:
                     # every pixel to look further, before the size is checked (a 1 MB PNG took 1.5 GB and 3 s here).
                     orientation = Image.Image.getexif(image).get(_ORIENTATION, 1)
                     return _Header(image.size[0], image.size[1], frames, orientation, image.format or "",
-                                   metadata_of(image.info, source, data, orientation))
+                                   metadata_of(image.info, source, data, orientation) if metadata else NO_METADATA)
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
             return _png_size_only(data)
 
@@ -351,11 +351,11 @@ def _png_size_only(data: bytes) -> _Header | None:
 
 
 def read_image(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The pixels of :func:`read_image_and_metadata`."""
-    return read_image_and_metadata(path, max_pixels)[0]
+    """The pixels of :func:`read_image_and_metadata` (its metadata not read, nor warned about)."""
+    return read_image_and_metadata(path, max_pixels, metadata=False)[0]
 
 
-def read_image_and_metadata(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
+def read_image_and_metadata(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, metadata: bool = True
                             ) -> tuple[np.ndarray, ImageMetadata]:
     """Read an image file as OpenCV does (BGR, 8 or 16 bit, alpha and grey kept); with Pillow where OpenCV is not
     installed or does not know the format (GIF; 8-bit colour, 8/16-bit grey: a 16-bit colour file is refused
@@ -365,7 +365,10 @@ def read_image_and_metadata(path: str | Path, max_pixels: int | None = DEFAULT_M
     than ``max_pixels`` pixels (a decompression bomb; None: only the decoders' own limits, OpenCV's 1 gigapixel and
     Pillow's 179 megapixels), and a multi-page or animated file (only
     its first page would be deblurred). The EXIF orientation is applied: the array is upright, as viewers show it.
-    The metadata is what :func:`write_image` carries into an output (ICC profile, EXIF set upright).
+    The metadata is what :func:`write_image` carries into an output (ICC profile, EXIF set upright); with
+    ``metadata=False`` (an output written without it: ``--strip-metadata``) it is not read, so nothing is said of
+    metadata that is then not written anyway (a malformed EXIF block, a maker note left out), and NO_METADATA comes
+    back.
     """
     path = Path(path)
     if not path.exists():
@@ -376,15 +379,15 @@ def read_image_and_metadata(path: str | Path, max_pixels: int | None = DEFAULT_M
         data = path.read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    return decode_image(data, path, max_pixels)
+    return decode_image(data, path, max_pixels, metadata)
 
 
-def decode_image(data: bytes, name: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS
+def decode_image(data: bytes, name: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS, metadata: bool = True
                  ) -> tuple[np.ndarray, ImageMetadata]:
     """The pixels and metadata of an encoded image (a file's bytes, a compressed image message's), read and refused
     as :func:`read_image_and_metadata` reads a file; ``name`` names it in the errors."""
     path = Path(name)
-    header = _read_header(data, str(path))
+    header = _read_header(data, str(path), metadata)
     if header is not None:
         pixels = header.width * header.height
         if max_pixels is not None and pixels > max_pixels:

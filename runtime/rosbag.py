@@ -329,7 +329,7 @@ def _deblurred_compressed(message, deblur: Callable[[np.ndarray], np.ndarray], n
     suffix, why = _compressed_suffix(message.format)
     if why is not None:
         return None, why
-    pixels, _ = decode_image(bytes(message.data), name)
+    pixels, _ = decode_image(bytes(message.data), name, metadata=False)
     encoded = encode_image(deblur(pixels), suffix, name)
     return dataclasses.replace(message, data=np.frombuffer(encoded, np.uint8)), None
 

@@ -130,12 +130,11 @@ def prepare_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, lis
 
 def deblur_file(args: argparse.Namespace) -> None:
     """Read, send, write; raises ClientError/ImageReadError/PyTriton client errors for :func:`main`."""
-    from runtime.image_metadata import NO_METADATA
     from runtime.images import read_image_and_metadata, write_image
 
     check_output(args.output, args.image, args.force)
     quiet_opencv(silent=True)
-    pixels, metadata = read_image_and_metadata(args.image)
+    pixels, metadata = read_image_and_metadata(args.image, metadata=not args.strip_metadata)
     image, alpha, notes = prepare_image(pixels)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -143,7 +142,7 @@ def deblur_file(args: argparse.Namespace) -> None:
         result = client(image)
     if alpha is not None:
         result = np.concatenate([result, alpha[..., None]], axis=2)
-    write_image(args.output, result, NO_METADATA if args.strip_metadata else metadata)
+    write_image(args.output, result, metadata)
 
 
 def check_output(output: Path, image: Path, force: bool) -> None:

@@ -111,6 +111,14 @@ def test_corrupt_exif_in_a_photo_warns_and_the_photo_is_still_deblurred(tmp_path
     assert "EXIF block is malformed" in caplog.text
     with Image.open(tmp_path / "out" / "photo.jpg") as out:
         assert not out.getexif() and out.size == (56, 40)
+    caplog.clear()  # asked to strip it: nothing to say of metadata that is not written anyway
+    with caplog.at_level(logging.WARNING):
+        assert main([str(source), "-o", str(tmp_path / "bare"), "--model", str(tiny_weights), "-q",
+                     "--strip-metadata"]) == 0
+        assert read_image(source).shape == (40, 56, 3)
+    assert "EXIF" not in caplog.text
+    with Image.open(tmp_path / "bare" / "photo.jpg") as out:
+        assert not out.getexif() and out.size == (56, 40)
 
 
 def test_large_profile_split_across_jpeg_segments_and_16bit_png(tmp_path):
