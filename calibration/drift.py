@@ -84,16 +84,15 @@ def drift_row(name: str, precision: str, backend: str, forward: Forward, pairs, 
                    shown_path(file) if file else None, seconds, note,
                    sum(n for n, _ in changes) / sum(r.size for r in reference), max(m for _, m in changes))
     log.info("%-34s drift %.1f dB (worst %.1f), 8-bit values changed %s, PSNR %.3f dB (%+.3f), SSIM %.4f (%+.4f), "
-             "%.1f s", name, row.drift_psnr_db, row.drift_worst_psnr_db, changed_text(row), row.psnr,
-             row.delta_psnr_db, row.ssim, row.delta_ssim, seconds)
+             "%.1f s", name, row.drift_psnr_db, row.drift_worst_psnr_db,
+             changed_text(row.changed_8bit, row.max_change_8bit), row.psnr, row.delta_psnr_db, row.ssim,
+             row.delta_ssim, seconds)
     return row, raws, summary
 
 
-def changed_text(row: DriftRow | dict) -> str:
+def changed_text(share: float | None, most: int | None) -> str:
     """A row's 8-bit change as the report shows it: the share of values changed and, where any did, by how many
     levels at most (``0%`` exactly where none did)."""
-    share, most = (row.changed_8bit, row.max_change_8bit) if isinstance(row, DriftRow) else (
-        row.get("changed_8bit"), row.get("max_change_8bit"))
     if share is None:  # a report written before the column
         return "-"
     return "0%" if not most else f"{100 * share:.3g}% (<= {most})"
@@ -188,8 +187,9 @@ def markdown(report: dict) -> str:
              "| precision | backend | drift vs FP32 PyTorch dB (worst) | 8-bit values changed | max abs err | PSNR dB "
              "| delta dB | SSIM | delta SSIM |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
+        changed = changed_text(r.get("changed_8bit"), r.get("max_change_8bit"))
         lines.append(f"| {r['name']} | {r['backend']} | {r['drift_psnr_db']:.1f} ({r['drift_worst_psnr_db']:.1f}) "
-                     f"| {changed_text(r)} | {r['max_abs_error']:.2e} | {r['psnr']:.3f} | {r['delta_psnr_db']:+.3f} "
+                     f"| {changed} | {r['max_abs_error']:.2e} | {r['psnr']:.3f} | {r['delta_psnr_db']:+.3f} "
                      f"| {r['ssim']:.4f} | {r['delta_ssim']:+.4f} |")
     notes = [f"- {r['name']}: {r['note']}" for r in report["rows"] if r["note"]]
     if notes:

@@ -61,10 +61,8 @@ def openvino_forward(path: Path, threads: int | None = None, inference_precision
     where openvino is not installed or the CPU cannot run that precision (the row is then left out)."""
     from export.runtime_forwards import openvino_forward as runtime_openvino_forward
     from runtime.backends.base import BackendUnavailableError
-    from runtime.backends.openvino_backend import import_openvino
 
-    try:
-        import_openvino()
+    try:  # the backend says where OpenVINO or the precision is missing
         return runtime_openvino_forward(path, threads, static, inference_precision=inference_precision)
     except BackendUnavailableError as exc:
         log.info("no OpenVINO %s row: %s", inference_precision, exc)

@@ -57,6 +57,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 #: Largest tile side by default (a 12 MP photo: 30 tiles of 626x694); smaller tiles hold less memory, take longer.
 DEFAULT_TILE = 768
 CONFIG_SUFFIX = ".required_operators.config"
+#: The onnxruntime-web checks: (the option's attribute, in a browser, the option, the engine as reports name it).
+WEB_CHECKS = (("check_web", False, "--check-web", "onnxruntime-web"),
+              ("check_browser", True, "--check-browser", "Chromium, onnxruntime-web"))
 
 
 class CheckFailed(ExportError):
@@ -143,9 +146,8 @@ def other_engines(args: argparse.Namespace, staged: list[Path], outputs: list[Pa
     """The other engines asked for, each as (name -> app run, shapes): onnxruntime-web on both files under Node.js
     (``--check-web``) and in Chromium (``--check-browser``), OpenVINO on the .onnx (``--check-openvino``)."""
     checks = []
-    for asked, browser, where in ((args.check_web, False, "onnxruntime-web"),
-                                  (args.check_browser, True, "Chromium, onnxruntime-web")):
-        if asked:
+    for attribute, browser, _, where in WEB_CHECKS:
+        if getattr(args, attribute):
             from export.app_web import web_app_run
 
             checks.append(({f"{path.name} ({where})": web_app_run(stage, browser=browser)
@@ -179,9 +181,8 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     from export.reference_cache import cached_forward
     from export.runtime_forwards import onnxruntime_forward
 
-    for asked, browser, option in ((args.check_web, False, "--check-web"), (args.check_browser, True,
-                                                                             "--check-browser")):
-        if asked:
+    for attribute, browser, option, _ in WEB_CHECKS:
+        if getattr(args, attribute):
             from export.app_web import web_problem
 
             problem = web_problem(browser)
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     same = min(min(r.identical for r in report.results) for report in native)
     line = (f"wrote {sizes} (uint8 {args.channel_order} in and out); checked on {len(native[0].results)} shapes: "
             f">= {same:.4%} of pixels equal to the runtime's, worst {worst:.1f} dB from PyTorch FP32")
-    for engine in ("onnxruntime-web", "Chromium, onnxruntime-web", "OpenVINO"):
+    for engine in (*(name for *_, name in WEB_CHECKS), "OpenVINO"):
         other = [report for report in reports if not report.hold_pixels and report.artifact.endswith(f"({engine})")]
         if other:
             line += (f"; {engine.split(',')[0]}: worst {min(r.worst_psnr_db for r in other):.1f} dB, >= "

@@ -71,7 +71,8 @@ def test_report_rows_speed_and_tables(tiny_net, tiny_onnx, tiny_fp16, int8_model
     text = drift.markdown(report)
     assert report["profile"]["INT8 ort"]["ops"][0]["op"]  # where the time goes, by op type
     assert "| INT8 ort |" in text and "speed-up" in text and "stand-in" in text and "QLinearConv" in text
-    assert "8-bit values changed" in text and drift.changed_text(rows["INT8 ort"]) in text
+    int8 = rows["INT8 ort"]
+    assert "8-bit values changed" in text and drift.changed_text(int8["changed_8bit"], int8["max_change_8bit"]) in text
     json.dumps(report)
 
 
