@@ -125,37 +125,20 @@ def measure_speed(models: dict[str, Path], shape: tuple[int, int, int] = (1, 256
 
 def profile_ops(path: Path, shape: tuple[int, int, int] = (1, 256, 256), threads: int = 1, runs: int = 3,
                 top: int = 8) -> dict:
-    """ONNX Runtime's own profile of a model: time per op type (ms per run, after one warm-up), largest first.
+    """ONNX Runtime's own profile of a model: time per op type (ms per run, after one warm-up), largest first
+    (:func:`export.op_profile.profile_file`; ``python -m benchmarks.profile`` shows blocks and layers too).
 
     Shows where an INT8 model's time goes: fused int8 kernels (QLinearConv...) or float kernels with
     QuantizeLinear/DequantizeLinear around them.
     """
-    import tempfile
+    from export.op_profile import profile_file
 
-    from export.parity import photo_batch
-    from runtime.backends.onnxruntime_backend import open_session, session_forward
-
-    x = photo_batch(*shape)
-    with tempfile.TemporaryDirectory() as tmp:
-        session_forward(open_session(path, ["CPUExecutionProvider"], threads))(x)
-        session = open_session(path, ["CPUExecutionProvider"], threads, profile_prefix=str(Path(tmp) / "profile"))
-        run = session_forward(session)
-        for _ in range(runs + 1):
-            run(x)
-        events = json.loads(Path(session.end_profiling()).read_text())
-    runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-    measured = runs_seen[1:] if len(runs_seen) > 1 else runs_seen
-    start = measured[0]["ts"] if measured else 0
-    per_op: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= start:
-            op = e.get("args", {}).get("op_name", "?")
-            per_op[op] = per_op.get(op, 0.0) + e["dur"] / 1e3 / max(1, len(measured))
-    total = sum(per_op.values())
-    ranked = sorted(per_op.items(), key=lambda kv: -kv[1])
+    profile = profile_file(path, "onnxruntime", (shape[0], 3, shape[1], shape[2]), threads, runs)
+    total = profile.kernel_ms or 1.0
     return {"file": shown_path(path), "shape": "x".join(map(str, shape)), "threads": threads,
-            "kernel_ms_per_run": round(total, 1),
-            "ops": [{"op": op, "ms": round(ms, 1), "share": round(ms / total, 3)} for op, ms in ranked[:top]]}
+            "kernel_ms_per_run": round(profile.kernel_ms, 1),
+            "ops": [{"op": op, "ms": round(ms, 1), "share": round(ms / total, 3)}
+                    for op, ms in profile.by("op_type")[:top]]}
 
 
 def gpu_half_forward(model) -> Forward | None:

@@ -86,6 +86,19 @@ def check_tristate(name: str, value) -> bool | None:
     return bool(value)
 
 
+@dataclass(frozen=True)
+class LayerTime:
+    """One layer an inference engine ran, from its own profile: the layer's name, what it computes, the kernel
+    that ran it, its time, and the file's nodes it was made from (an engine fuses several nodes into one layer and
+    inserts layers of its own, such as layout reorders, which come from no node)."""
+
+    name: str
+    op_type: str
+    kernel: str
+    ms: float
+    sources: tuple[str, ...] = ()
+
+
 class ShapeCache:
     """A bounded least-recently-used map from an input shape to what was compiled for it.
 

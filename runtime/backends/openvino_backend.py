@@ -29,7 +29,7 @@ import numpy as np
 
 from banet.errors import ArtifactError, OptionError
 from banet.metadata import outdated_graph, read_onnx_metadata
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeCache, check_threads
+from runtime.backends.base import Backend, BackendUnavailableError, LayerTime, ShapeCache, check_threads
 from runtime.backends.onnxruntime_backend import limits_from_metadata
 
 log = logging.getLogger(__name__)
@@ -65,13 +65,16 @@ class OpenVinoBackend(Backend):
             CPU with bfloat16 units; BackendUnavailableError elsewhere).
         compile_cache: folder for compiled shapes, read back by later processes ("auto": ``<cache>/openvino``;
             None: compile in every process). A folder that cannot be written is skipped with a log line.
+        profile: turn on OpenVINO's performance counters, read by :meth:`layer_times` after each run (they cost a
+            little time per layer; for ``python -m benchmarks.profile``, not for serving).
     """
 
     name = "openvino"
 
     def __init__(self, path: str | Path, threads: int | None = None, static: bool = True,
                  shape_cache: int = DEFAULT_SHAPE_CACHE, device: str = "CPU",
-                 inference_precision: str = "f32", compile_cache: str | Path | None = "auto") -> None:
+                 inference_precision: str = "f32", compile_cache: str | Path | None = "auto",
+                 profile: bool = False) -> None:
         check_threads(threads)
         if inference_precision not in INFERENCE_PRECISIONS:
             raise OptionError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
@@ -99,6 +102,12 @@ class OpenVinoBackend(Backend):
         self._config = {"INFERENCE_PRECISION_HINT": inference_precision, "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = threads
+        #: whether performance counters are on (:meth:`layer_times`)
+        self.profile = bool(profile)
+        if self.profile:
+            self._config["PERF_COUNT"] = True
+        self._last = None  # the (compiled model, infer request) of the last run, for layer_times
+        self._sources: dict[int, dict[str, tuple[str, ...]]] = {}  # per compiled model: layer -> file nodes
         self._model = self._core.read_model(str(path))
         self._input = self._model.inputs[0].get_any_name()
         self._dynamic = None if static else self._checked(self._core.compile_model(self._model, device, self._config))
@@ -127,9 +136,31 @@ class OpenVinoBackend(Backend):
         return self._requests.shapes()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        _, request = self._requests.get(tuple(batch.shape) if self.static else ())
+        self._last = self._requests.get(tuple(batch.shape) if self.static else ())
+        _, request = self._last
         request.infer({0: np.ascontiguousarray(batch, dtype=np.float32)})
         return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def layer_times(self) -> list[LayerTime]:
+        """The layers the last :meth:`run` executed, in order, each with its time and the file's nodes OpenVINO
+        compiled it from (its ``originalLayersNames``); empty before the first run. Needs ``profile=True``."""
+        if not self.profile:
+            raise OptionError("layer times need the performance counters: OpenVINOBackend(..., profile=True)")
+        if self._last is None:
+            return []
+        compiled, request = self._last
+        sources = self._sources.get(id(compiled))
+        if sources is None:
+            sources = {}
+            for op in compiled.get_runtime_model().get_ordered_ops():
+                info = op.get_rt_info()
+                names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else ""
+                sources[op.get_friendly_name()] = tuple(n for n in names.split(",") if n)
+            self._sources = {id(compiled): sources}  # one compiled shape at a time: profiles look at one shape
+        executed = import_openvino().ProfilingInfo.Status.EXECUTED  # layers optimised out took no time
+        return [LayerTime(p.node_name, p.node_type, p.exec_type, p.real_time.total_seconds() * 1e3,
+                          sources.get(p.node_name, ()))
+                for p in request.get_profiling_info() if p.status == executed]
 
     def release_memory(self) -> None:
         """Free the intermediate buffers every compiled shape keeps (about 370 MB for a 720x1280 INT8 one); the
@@ -138,6 +169,8 @@ class OpenVinoBackend(Backend):
             compiled.release_memory()
 
     def close(self) -> None:
+        self._last = None
+        self._sources = {}
         self._requests.clear()
         self._dynamic = None
         self._model = None

@@ -1,0 +1,89 @@
+"""``python -m benchmarks.profile``: the tables of two files side by side, results written only when asked and never
+replaced without --force, and files that are not network ONNX refused in one line before any run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from banet.machine import results_stem
+from benchmarks import profile
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    """A tiny network's FP32 ONNX and its INT8 ``ort`` file."""
+    import torch
+
+    from banet.artifacts import int8_onnx_path
+    from banet.checkpoint import save_checkpoint
+    from banet.model import BANet
+    from calibration.data import CalibrationSource
+    from calibration.int8 import quantize_int8
+    from export.checkpoint_onnx import onnx_for_checkpoint
+    from tests.conftest import TINY
+
+    folder = tmp_path_factory.mktemp("profile_cli")
+    torch.manual_seed(0)
+    weights = save_checkpoint(BANet(TINY).eval(), folder / "tiny.safetensors")
+    fp32 = folder / "tiny.onnx"
+    shutil.copy(onnx_for_checkpoint(weights), fp32)
+    int8 = quantize_int8(fp32, int8_onnx_path(fp32, "ort"), CalibrationSource(count=2, size=(32, 32)), "ort",
+                         verify_shapes=(), threads=1, heldout=False).path
+    return fp32, int8
+
+
+def test_two_files_side_by_side_and_written_only_when_asked(tiny_files, tmp_path, capsys):
+    fp32, int8 = tiny_files
+    argv = [str(fp32), str(int8), "--backend", "onnxruntime", "--size", "24x40", "--runs", "1", "--threads", "1",
+            "--top", "3"]
+    assert profile.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "| `tiny.onnx` |" in table and "| `tiny_int8_ort.onnx` |" in table
+    assert "`tiny_int8_ort.onnx` / first |" in table and "| de_layer1 |" in table
+    assert "QLinearConv" in table  # the INT8 file's kernel table
+    assert not list(tmp_path.iterdir())  # nothing written without --output
+
+    out = tmp_path / "results"
+    assert profile.main([*argv, "--output", str(out)]) == 0
+    stem = results_stem("profile_onnxruntime")
+    report = json.loads((out / f"{stem}.json").read_text())
+    assert [p["file"] for p in report["profiles"]] == [str(fp32), str(int8)]
+    assert all(p["shape"] == "1x3x24x40" and p["runs"] == 1 and p["by_block"] for p in report["profiles"])
+    assert (out / f"{stem}.md").read_text().startswith("# Where the time goes: onnxruntime")
+    capsys.readouterr()
+
+    before = (out / f"{stem}.json").read_bytes()
+    assert profile.main([*argv, "--output", str(out)]) == 1  # same machine and day: refused before any run
+    err = capsys.readouterr().err
+    assert "--force" in err and "Traceback" not in err
+    assert (out / f"{stem}.json").read_bytes() == before
+
+
+def test_what_is_not_a_network_onnx_is_refused_before_any_run(tiny_files, tmp_path, capsys, monkeypatch):
+    fp32, _ = tiny_files
+    monkeypatch.setattr(profile, "default_files", lambda: pytest.fail("the default model must not be exported"))
+    garbage = tmp_path / "engine.onnx"
+    garbage.write_bytes(b"\x00not an onnx file" * 10)
+    for argv, needle in [([str(tmp_path / "missing.onnx")], "missing.onnx"),
+                         ([str(garbage)], "engine.onnx"),
+                         ([str(fp32), str(fp32)], "named twice")]:
+        assert profile.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and needle in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_an_app_graph_is_refused_with_what_to_profile_instead(tiny_files, tmp_path, capsys):
+    import onnx
+
+    from banet.metadata import APP_GRAPH_KEY
+
+    model = onnx.load(str(tiny_files[0]))
+    onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, APP_GRAPH_KEY: "app"})
+    app = tmp_path / "tiny_app.onnx"
+    onnx.save(model, str(app))
+    assert profile.main([str(app)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot profile" in err and "app graph" in err and "network ONNX it was made from" in err
