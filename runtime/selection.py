@@ -27,7 +27,7 @@ from pathlib import Path
 
 from banet.artifacts import engines_dir, int8_onnx_path, onnx_path
 from banet.errors import ArtifactError, OptionError
-from banet.metadata import read_onnx_metadata
+from banet.metadata import read_onnx_metadata, stale_source
 from banet.precision import INT8_HELDOUT_BUDGET_DB, int8_loss, int8_refusal
 from runtime.loading import CHECKPOINT_SUFFIXES, ModelNotFoundError, backend_for_path
 
@@ -158,4 +158,22 @@ def int8_file(model: Path, backend: str) -> Path:
             f"no INT8 file for {model.name} on {backend}: {candidate} does not exist; make it with python -m "
             f"calibration.quantize --onnx {fp32} --flavour {flavour}"
             + (f" (engines folder: {engines_dir()})" if suffix != ".onnx" else ""))
+    problem = int8_source_problem(model, candidate)
+    if problem:
+        raise ArtifactError(f"{problem}; it would deblur with those weights: re-make it with python -m "
+                            f"calibration.quantize --onnx {fp32} --flavour {flavour} --force")
     return candidate
+
+
+def int8_source_problem(model: Path, candidate: Path) -> str | None:
+    """Why the INT8 file ``candidate`` found for ``model`` does not stand for it (quantized from other weights, or
+    an older graph), or None. Both files record the sha256 of the checkpoint they come from; a checkpoint is
+    hashed. A retrained model re-exported under its old name must not run through the old model's INT8 file."""
+    int8 = read_onnx_metadata(candidate)
+    if model.suffix.lower() != ".onnx":
+        return stale_source(int8, candidate, model)
+    source = read_onnx_metadata(model).source_sha256
+    if source and int8.source_sha256 and source != int8.source_sha256:
+        return (f"{candidate.name} was quantized from other weights than {model.name} (sha256 "
+                f"{int8.source_sha256[:12]}... vs {source[:12]}...)")
+    return stale_source(int8, candidate, None)

@@ -189,3 +189,50 @@ def test_auto_runs_an_int8_file_on_openvino_where_it_fits(tiny_files, tmp_path):
     fits = _with_record(int8, tmp_path / "fits.onnx", {"onnxruntime": -0.2, "openvino": -0.1})
     assert choose(fits, "auto", None) == (fits, "openvino")
     assert choose(fits, "openvino", None) == (fits, "openvino")
+
+
+def _with_source(source, target, sha256):
+    """A copy of ``source`` that says it was made from the checkpoint of ``sha256``."""
+    import onnx
+
+    proto = onnx.load(str(source))
+    for prop in proto.metadata_props:
+        if prop.key == "banet.source_sha256":
+            prop.value = sha256
+    onnx.save(proto, str(target))
+    return target
+
+
+def test_an_int8_file_of_other_weights_is_refused_not_run(tiny_files, tmp_path, monkeypatch):
+    """A retrained model re-exported under its old name: the old INT8 file beside it would deblur with the old
+    weights. Refused, naming both files and the command that re-makes it; the same file of the same weights runs."""
+    from banet.checkpoint import save_checkpoint
+    from banet.metadata import read_onnx_metadata
+
+    fp32, int8 = tiny_files
+    shutil.copy(fp32, tmp_path / fp32.name)
+    _with_source(_with_record(int8, tmp_path / int8.name, {"onnxruntime": -0.1}), tmp_path / int8.name, "ab" * 32)
+    with pytest.raises(ArtifactError, match=r"tiny_int8_ort.onnx was quantized from other weights than tiny.onnx "
+                                            r"\(sha256 abababababab\.\.\. vs .*calibration.quantize --onnx "
+                                            r".*tiny.onnx --flavour ort --force") as info:
+        Deblurrer(tmp_path / fp32.name, precision="int8", backend="onnxruntime")
+    assert "\n" not in str(info.value)
+
+    # a checkpoint: its INT8 file in the engines folder is held to the checkpoint's own sha256
+    engines = tmp_path / "engines"
+    engines.mkdir()
+    monkeypatch.setenv("BANET_ENGINES", str(engines))
+    import torch
+
+    from banet.model import BANet
+    from tests.conftest import TINY
+
+    torch.manual_seed(1)
+    weights = save_checkpoint(BANet(TINY).eval(), tmp_path / "tiny.safetensors")
+    _with_record(int8, engines / int8.name, {"onnxruntime": -0.1})
+    assert read_onnx_metadata(engines / int8.name).source_sha256  # the fixture's weights, not these
+    with pytest.raises(ArtifactError, match="exported from other weights than .*tiny.safetensors"):
+        Deblurrer(weights, precision="int8", backend="onnxruntime")
+    _with_source(engines / int8.name, engines / int8.name, __import__("banet.hashing").hashing.file_sha256(weights))
+    with Deblurrer(weights, precision="int8", backend="onnxruntime", threads=1) as d:
+        assert d.model_path == engines / int8.name
