@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 import warnings
 from contextlib import contextmanager
@@ -179,7 +180,7 @@ def merge_image(colour: np.ndarray, alpha: np.ndarray | None, form: ImageForm):
 
 #: PIL modes taken as they are (grey modes "I" and "I;16*" are 8- or 16-bit data, see :func:`_pil_array`; "F" is
 #: float in [0, 1]); any other mode (palette, CMYK, YCbCr, 1-bit, LA...) is converted to RGB or RGBA.
-_PIL_DIRECT = ("L", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I", "F")
+_PIL_DIRECT = ("L", "RGB", "RGBA", "I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 def _pil_array(image, detect_8bit: bool = False) -> np.ndarray | None:
@@ -338,8 +339,41 @@ def _read_header(data: bytes, source: str, metadata: bool = True) -> _Header | N
                     orientation = Image.Image.getexif(image).get(_ORIENTATION, 1)
                     return _Header(image.size[0], image.size[1], frames, orientation, image.format or "",
                                    metadata_of(image.info, source, data, orientation) if metadata else NO_METADATA)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError):
-            return _png_size_only(data)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, TypeError):
+            # TypeError: Pillow's "Missing dimensions" for a TIFF whose directory is damaged
+            return _png_size_only(data) or _tiff_header_only(data, source, metadata) or _radiance_size_only(data)
+
+
+def _tiff_header_only(data: bytes, source: str, metadata: bool) -> _Header | None:
+    """Size, pages, orientation and the carried tags of a TIFF file Pillow cannot open (float colour samples:
+    OpenCV decodes it), read by :func:`runtime.tiff_tags.layout`; None for anything else."""
+    found = tiff_tags.layout(data)
+    if found is None:
+        return None
+    width, height, pages, orientation = found
+    carried = NO_METADATA
+    if metadata:
+        icc = tiff_tags.read_tags(data, (tiff_tags.ICC_PROFILE,)).get(tiff_tags.ICC_PROFILE)
+        carried = metadata_of({"icc_profile": icc[2]} if icc else {}, source, data, orientation)
+    return _Header(width, height, pages, orientation, "TIFF", carried)
+
+
+#: A Radiance HDR file's resolution line: "-Y <height> +X <width>" (or another order of its axes and signs).
+_RADIANCE_SIZE = re.compile(rb"[-+]([XY]) (\d{1,9}) [-+]([XY]) (\d{1,9})\s*$")
+
+
+def _radiance_size_only(data: bytes) -> _Header | None:
+    """The size in a Radiance HDR file's text header (OpenCV decodes these; Pillow does not know them, and their
+    run-length code makes a file of megabytes decode to gigabytes); None for anything else."""
+    if not data.startswith(b"#?"):
+        return None
+    end = data.find(b"\n\n", 0, 65536)
+    line = data[end + 2:data.find(b"\n", end + 2, end + 256)] if end >= 0 else b""
+    match = _RADIANCE_SIZE.match(line)
+    if match is None or match[1] == match[3]:
+        return None
+    sizes = {match[1]: int(match[2]), match[3]: int(match[4])}
+    return _Header(sizes[b"X"], sizes[b"Y"], 1, 1, "HDR", NO_METADATA)
 
 
 def _png_size_only(data: bytes) -> _Header | None:
@@ -437,17 +471,19 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
     if hint and _png_is_16bit_colour(data):
         raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
     try:
-        # The size was checked against the caller's limit: Pillow's own one moves to it.
-        with _pillow_limits(Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels):
-            image = Image.open(io.BytesIO(data))
-        with image:
-            image.load()
-            if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
-                return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
-            alpha = _has_alpha(image)
-            array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
+        # The size was checked against the caller's limit: Pillow's own one moves to it. Its warnings ("Truncated
+        # File Read", "tag 256 had too many entries") are not printed: the file is refused in one line, or read.
+        with _pillow_limits(Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels), \
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
+                    return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
+                alpha = _has_alpha(image)
+                array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError,
-            ImageFormatError) as exc:
+            TypeError, ImageFormatError) as exc:
         extra = f", or a format that needs OpenCV: {OPENCV_HINT}" if hint else ""
         raise ImageReadError(f"{path}: not an image Pillow can decode (truncated, empty, another kind of "
                              f"file{extra}): {first_line(exc)}") from None
@@ -473,6 +509,8 @@ def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = N
         raise ImageWriteError(write_error(exc, path, len(encoded))) from None
 
 
+#: Extensions of the formats OpenCV writes float pixels to as they are.
+_FLOAT_SUFFIXES = (".tif", ".tiff", ".hdr", ".pic", ".pfm", ".exr")
 #: libtiff's LZW compression: lossless for every sample type.
 _TIFF_LZW = 5
 
@@ -502,6 +540,10 @@ def _encode(path: Path, image: np.ndarray, metadata: dict | None = None, suffix:
     if kind is not None:
         enable(kind, str(path), ImageWriteError)
     elif cv2 is not None and cv2.haveImageWriter("x" + suffix):
+        if image.dtype.kind == "f" and suffix.lower() not in _FLOAT_SUFFIXES:
+            raise ImageWriteError(f"{path}: float pixels cannot be written as {suffix} (OpenCV would cast them to "
+                                  "8 bits: a black image); the input was read as float (a float TIFF or HDR file "
+                                  "under another extension?): write it as .tif")
         try:
             ok, encoded = cv2.imencode(suffix, image, _encode_params(cv2, suffix, image))
         except cv2.error as exc:

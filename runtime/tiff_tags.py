@@ -55,6 +55,39 @@ def _entries(data: bytes) -> tuple[str, int, list[tuple[int, int, int, bytes]], 
     return order, at, entries, struct.unpack_from(order + "I", data, end)[0]
 
 
+#: Image width and length (height) and orientation: what :func:`layout` reads.
+WIDTH, HEIGHT, ORIENTATION = 256, 257, 274
+#: Directories :func:`layout` follows at most (a chain longer than this is counted as this many pages).
+_MAX_PAGES = 100_000
+
+
+def layout(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, pages, orientation) of a classic TIFF file: its first directory's size and orientation
+    (1 where none) and how many directories (pages) it chains; None where it does not parse.
+
+    Why: Pillow cannot open some TIFF files OpenCV decodes (3- and 4-channel float samples, what this tool writes
+    for float inputs); without their size the pixel limit could not refuse them before decoding, nor the one-page
+    rule a multi-page file."""
+    parsed = _entries(data)
+    if parsed is None:
+        return None
+    order, at, entries, following = parsed
+    values = {}
+    for tag, kind, count, field in entries:
+        if tag in (WIDTH, HEIGHT, ORIENTATION) and count == 1 and kind in (3, 4):
+            values[tag] = struct.unpack_from(order + ("H" if kind == 3 else "I"), field)[0]
+    if WIDTH not in values or HEIGHT not in values:
+        return None
+    pages, seen = 1, {at}
+    while following and following not in seen and following + 2 <= len(data) and pages < _MAX_PAGES:
+        seen.add(following)
+        pages += 1
+        (count,) = struct.unpack_from(order + "H", data, following)
+        end = following + 2 + 12 * count
+        following = struct.unpack_from(order + "I", data, end)[0] if end + 4 <= len(data) else 0
+    return values[WIDTH], values[HEIGHT], pages, values.get(ORIENTATION, 1)
+
+
 def read_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, tuple[int, int, bytes]]:
     """The ``wanted`` tags of a TIFF file's first directory: tag -> (type, count, value bytes in the file's byte
     order); tags whose value lies outside ``data`` are left out, as is everything of a file that does not parse."""
