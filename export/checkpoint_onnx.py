@@ -1,6 +1,6 @@
-"""Run a checkpoint on ONNX Runtime: export it (verified against PyTorch) once into the cache, then open the
-ONNX. This is the exporter's job, not the runtime's; it plugs into ``Deblurrer(checkpoint,
-backend="onnxruntime")`` through the entry point group ``banet_deploy.checkpoint_backends``."""
+"""Run a checkpoint on ONNX Runtime or OpenVINO: export it (verified against PyTorch) once into the cache, then open
+the ONNX. This is the exporter's job, not the runtime's; it plugs into ``Deblurrer(checkpoint,
+backend="onnxruntime")`` (or ``"openvino"``) through the entry point group ``banet_deploy.checkpoint_backends``."""
 
 from __future__ import annotations
 
@@ -31,3 +31,10 @@ def open_checkpoint_on_onnxruntime(weights: str | Path, **options) -> Backend:
     from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(onnx_for_checkpoint(Path(weights)), **options)
+
+
+def open_checkpoint_on_openvino(weights: str | Path, **options) -> Backend:
+    """The checkpoint's cached ONNX export on OpenVINO (``options`` as for ``OpenVinoBackend``)."""
+    from runtime.backends.openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(onnx_for_checkpoint(Path(weights)), **options)

@@ -144,3 +144,14 @@ def test_openvino_dynamic_refuses_a_graph_an_older_exporter_wrote_and_per_shape_
     expected = OnnxRuntimeBackend(tiny_onnx, threads=1).run(x)
     assert psnr(expected, _openvino_backend(older, static=True, threads=1).run(x)) > 120
     assert psnr(expected, _openvino_backend(tiny_onnx, static=False, threads=1).run(x)) > 120
+
+
+def test_a_checkpoint_runs_on_openvino_through_its_cached_export(tiny_weights):
+    """A checkpoint with backend="openvino" said "install torch" (no opener registered for openvino) where torch
+    was installed; it now runs through the same cached, verified export as on ONNX Runtime."""
+    pytest.importorskip("openvino", reason="the OpenVINO backend needs pip install '.[openvino]'")
+    image = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    with Deblurrer(tiny_weights, backend="openvino", threads=1) as on_openvino, \
+            Deblurrer(tiny_weights, backend="onnxruntime", threads=1) as on_onnxruntime:
+        assert on_openvino.backend.name == "openvino"
+        assert psnr(on_openvino(image) / 255.0, on_onnxruntime(image) / 255.0) > 45
