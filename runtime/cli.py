@@ -322,14 +322,13 @@ def file_error(source: Path, exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; the exit status: 0 all deblurred, 1 any failure, 130 interrupted (Ctrl-C)."""
+    """Run the command line; the exit status: 0 all deblurred, 1 any failure, 130 interrupted (Ctrl-C), 143 or 129
+    terminated (SIGTERM, SIGHUP: :mod:`runtime.stop_signals`)."""
+    from runtime.stop_signals import run_stoppable
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        return _run(args)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): the file in progress was not written", file=sys.stderr)
-        return 130
+    return run_stoppable(lambda: _run(args), "the file in progress was not written")
 
 
 def _run(args: argparse.Namespace) -> int:

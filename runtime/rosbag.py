@@ -363,15 +363,20 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; the exit status: 0 all deblurred, 1 any failure, 130 interrupted (Ctrl-C)."""
+    """Run the command line; the exit status: 0 all deblurred, 1 any failure, 130 interrupted (Ctrl-C), 143 or 129
+    terminated (SIGTERM, SIGHUP: :mod:`runtime.stop_signals`)."""
+    from runtime.stop_signals import run_stoppable
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    return run_stoppable(lambda: _one_line_errors(args), "the bag in progress was not written")
+
+
+def _one_line_errors(args) -> int:
+    """:func:`_run`, a bag, folder or option that cannot work being one ``error:`` line (exit 1), never a traceback."""
     try:
         return _run(args)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): the bag in progress was not written", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bag, folder or option that cannot work: one line, never a traceback
+    except Exception as exc:
         log.debug("failed", exc_info=True)
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1
