@@ -3,7 +3,7 @@
 Examples:
     python -m runtime blurred.png                      # -> deblurred/blurred.png
     python -m runtime photos/ --output out/ --side-by-side
-    python -m runtime clip.mp4 --model engines/banet_default.onnx
+    python -m runtime clip.mp4 --model my_model.onnx       # after python export/to_onnx.py --weights my_model.pth
     banet-deblur photos/ --tile 512
 
 Outputs go to --output (default ./deblurred) and keep their names; videos keep their container where it is MP4
@@ -13,10 +13,10 @@ that is the same file as an input (including hard links and symlinks: clip.mov w
 refused even with --force. Files are written under a temporary name and renamed into place, so an interrupted run
 never leaves a half-written output or touches another name of the same file. A file that fails (unreadable,
 a NaN output, a full disk...) is reported on one line and the rest go on; the exit code is 1 if any failed, 130
-after Ctrl-C. Images are read upright (EXIF orientation applied); multi-page or animated files and images over
---max-megapixels (decompression bombs) are refused from their header, before decoding. PNG, JPEG, HEIF and AVIF
-outputs keep their input's colour profile, EXIF and XMP (orientation set upright), JPEGs their IPTC too
-(--strip-metadata drops it all). ROS bags: python -m runtime.rosbag.
+after Ctrl-C (143, 129 after SIGTERM, SIGHUP). Images are read upright (EXIF orientation applied); multi-page or
+animated files and images over --max-megapixels (decompression bombs) are refused from their header, before
+decoding. PNG, JPEG, HEIF and AVIF outputs keep their input's colour profile, EXIF and XMP (orientation set
+upright), JPEGs their IPTC too (--strip-metadata drops it all). ROS bags: python -m runtime.rosbag.
 """
 
 from __future__ import annotations
@@ -345,6 +345,7 @@ def _run(args: argparse.Namespace) -> int:
             args.output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OSError(f"cannot create the output folder {args.output}: {exc.strerror or exc}") from None
+        check_writable(args.output)  # before the model loads and the first file is deblurred for nothing
         deblurrer = Deblurrer(**deblurrer_options(args))
         log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
     except Exception as exc:  # a model, folder or option that cannot work: one line, never a traceback
@@ -364,8 +365,28 @@ def _run(args: argparse.Namespace) -> int:
                 log.debug("%s failed", source, exc_info=True)
                 failures += 1
                 print(f"error: {file_error(source, exc)}", file=sys.stderr)
-    print(f"deblurred {len(inputs) - failures} of {len(inputs)} file(s) into {args.output}")
+    print(printable(f"deblurred {len(inputs) - failures} of {len(inputs)} file(s) into {args.output}"))
     return 1 if failures else 0
+
+
+def check_writable(folder: Path) -> None:
+    """OSError in one line when no file can be created in ``folder`` (a read-only mount, a folder of someone else's):
+    found by creating and removing an empty file, which is what writing an output does first."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".banet-write-check-"):
+            pass
+    except OSError as exc:
+        raise OSError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from None
+
+
+def printable(text: str) -> str:
+    """``text`` as stdout can print it: a file name that is not valid in its encoding (bytes of another encoding,
+    kept by Python as surrogates) escaped, instead of a UnicodeEncodeError after the work is done."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    escaped = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")  # b"\xff" -> "\\xff"
+    return escaped.encode(encoding, "backslashreplace").decode(encoding)
 
 
 if __name__ == "__main__":

@@ -104,6 +104,10 @@ class Deblurrer:
             if tile is not None and (tile < 2 * tile_overlap or tile % multiple):
                 raise OptionError(f"tile must be a multiple of {multiple} and at least twice tile_overlap "
                                   f"({tile_overlap}), got {tile}")
+            smallest = max(self.backend.limits.min_hw)
+            if tile is not None and tile < smallest:  # else every image fails after it is read, one by one
+                raise OptionError(f"tile {tile} is below the {smallest} pixels {self.backend.describe()} takes at "
+                                  "the least")
             self._bytes_per_pixel = activation_bytes_per_pixel(self.backend.metadata.config)
         except BaseException:  # refused after the backend opened: it is closed, never left holding its memory
             self.close()

@@ -60,10 +60,20 @@ def checkpoint_opener(backend: str):
             "default model's shipped ONNX)") from None
 
 
+def _how_to_make(path: Path) -> str:
+    """What makes a missing model file of ``path``'s kind, for the "not found" line."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        return f" (export one: python export/to_onnx.py --weights CHECKPOINT --output {path})"
+    if suffix in (".engine", ".plan", ".trt"):
+        return f" (build one: python export/build_trt.py --fp16 --output {path})"
+    return ""
+
+
 def open_backend(path: Path, backend: str | None = None, **options) -> Backend:
     """Open ``path`` on ``backend`` (default: chosen from the extension)."""
     if not path.exists():
-        raise ModelNotFoundError(f"{path}: model file not found")
+        raise ModelNotFoundError(f"{path}: model file not found{_how_to_make(path)}")
     if path.is_dir():  # named before its (missing) extension is: "cannot tell the backend" would mislead
         raise ModelNotFoundError(f"{path} is a folder, not a model file; give the .onnx, .engine or "
                                  ".pth/.safetensors file in it")

@@ -1,6 +1,7 @@
 """The command line: files, folders and videos in, outputs that never overwrite inputs."""
 
 import cv2
+import pytest
 
 from runtime.cli import main
 from runtime.images import read_image, write_image
@@ -151,3 +152,53 @@ def test_with_recursive_files_below_are_counted_too_but_not_the_outputs(tmp_path
     # the most frequent first (whatever their case), five named; no raw files, so no word about them
     assert warning == "left out 8 file(s) that are not images or videos: 3 .gpx, 1 .txt, 1 without an extension, " \
                       "1 .pdf, 1 .aae, ...", warning
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model_loads(tmp_path, tiny_weights, capsys,
+                                                                                  monkeypatch):
+    """A read-only mount: each photo was deblurred, then failed to be written, one by one (minutes each for large
+    photos). Running as root here, the folder is made unwritable by failing the file creation the check makes."""
+    import errno
+    import tempfile
+
+    import runtime
+
+    write_image(tmp_path / "a.png", _image(40, 56))
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    monkeypatch.setattr(runtime, "Deblurrer", lambda **kwargs: pytest.fail("the model loaded"))
+    assert main([str(tmp_path / "a.png"), "--model", str(tiny_weights), "-o", str(out), "-q"]) == 1
+    assert capsys.readouterr().err == f"error: cannot write into the output folder {out}: Read-only file system\n"
+
+
+def test_a_tile_below_the_models_smallest_input_is_refused_once(tmp_path, tiny_weights, capsys):
+    for name in ("a.png", "b.png"):
+        write_image(tmp_path / name, _image(40, 56))
+    argv = [str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(tiny_weights), "--backend",
+            "onnxruntime", "--tile", "4", "--tile-overlap", "0", "-o", str(tmp_path / "out"), "-q"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "tile 4 is below the 8 pixels" in err  # before: one error per file
+
+
+def test_an_output_name_stdout_cannot_encode_is_printed_escaped(tmp_path, tiny_weights):
+    """With a strict UTF-8 stdout (a desktop locale), a folder name of other bytes raised UnicodeEncodeError after
+    the work was done: a traceback and exit 1."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_image(tmp_path / "a.png", _image(24, 32))
+    out = os.fsencode(tmp_path) + b"/out\xff"
+    result = subprocess.run([sys.executable, "-m", "runtime", str(tmp_path / "a.png"), "--model", str(tiny_weights),
+                             "-o", os.fsdecode(out), "-q"], capture_output=True,
+                            env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert result.stdout.decode().strip().endswith("out\\xff") and os.path.exists(out + b"/a.png")

@@ -100,8 +100,11 @@ def test_bad_images_get_specific_errors(tiny_weights, bad, error, message):
 
 
 def test_missing_model_and_bad_image_files(tmp_path, tiny_weights):
-    with pytest.raises(ModelNotFoundError, match="model file not found"):
+    with pytest.raises(ModelNotFoundError, match=r"model file not found \(export one: python export/to_onnx.py "
+                                                  r"--weights CHECKPOINT --output .*nope.onnx\)"):
         Deblurrer(tmp_path / "nope.onnx")
+    with pytest.raises(ModelNotFoundError, match=r"not found \(build one: python export/build_trt.py --fp16"):
+        Deblurrer(tmp_path / "nope.engine")
     with pytest.raises(ImageReadError, match="image file not found"):
         read_image(tmp_path / "nope.png")
     fake = tmp_path / "notes.png"
