@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import logging
 import os
 import sys
@@ -198,7 +199,10 @@ def output_refusals(inputs: list[Path], targets: list[Path]) -> dict[int, str]:
     refusals: dict[int, str] = {}
     first: dict[Path, int] = {}
     for index, (source, target) in enumerate(zip(inputs, targets)):
-        key = target.parent.resolve() / target.name  # the directory entry written (a link there is replaced)
+        folder = target.parent.resolve()
+        # the directory entry written (a link there is replaced); on a filesystem that ignores case (macOS's,
+        # Windows', a FAT/exFAT card) IMG.JPG and img.jpg are one entry: the second would replace the first
+        key = folder / (target.name.casefold() if case_insensitive(folder) else target.name)
         if key in first:
             reason = (f"{inputs[first[key]]} and {source} would both be written to {target}; deblur them "
                       "into different --output folders")
@@ -225,6 +229,23 @@ def output_refusals(inputs: list[Path], targets: list[Path]) -> dict[int, str]:
             refusals.setdefault(index, f"the input {staged} is at the temporary file name of {target}, which is "
                                        "cleared before it is written; rename it or choose another --output folder")
     return refusals
+
+
+@functools.lru_cache(maxsize=64)
+def case_insensitive(folder: Path) -> bool:
+    """Whether the filesystem of ``folder`` (or of the nearest folder above it that exists) takes names that differ
+    only by case as one: a file created in it is found under its name in upper case. False where nothing can be
+    created there (the write itself then fails, in one line)."""
+    import tempfile
+
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".banet-case-") as probe:
+            name = Path(probe.name)
+            return (name.parent / name.name.upper()).exists()
+    except OSError:
+        return False
 
 
 def _entry(path: Path) -> Path:

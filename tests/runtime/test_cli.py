@@ -202,3 +202,24 @@ def test_an_output_name_stdout_cannot_encode_is_printed_escaped(tmp_path, tiny_w
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert result.stdout.decode().strip().endswith("out\\xff") and os.path.exists(out + b"/a.png")
+
+
+def test_names_differing_only_by_case_collide_where_the_filesystem_ignores_case(tmp_path, tiny_weights, capsys,
+                                                                              monkeypatch):
+    """d1/IMG.png and d2/img.png written into one folder of a filesystem that ignores case (macOS's, Windows', a FAT
+    card): the second would silently replace the first. Where case counts (here) both are written."""
+    import runtime.cli
+
+    for folder, name in (("d1", "IMG.png"), ("d2", "img.png")):
+        (tmp_path / folder).mkdir()
+        write_image(tmp_path / folder / name, _image(24, 32))
+    argv = [str(tmp_path / "d1" / "IMG.png"), str(tmp_path / "d2" / "img.png"), "--model", str(tiny_weights), "-q"]
+    assert not runtime.cli.case_insensitive(tmp_path)
+    assert main([*argv, "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["IMG.png", "img.png"]
+    capsys.readouterr()
+    monkeypatch.setattr(runtime.cli, "case_insensitive", lambda folder: True)
+    assert main([*argv, "-o", str(tmp_path / "other")]) == 1
+    err = capsys.readouterr().err
+    assert "IMG.png and " in err and "img.png would both be written to" in err
+    assert not (tmp_path / "other").exists() or not list((tmp_path / "other").iterdir())
