@@ -10,16 +10,21 @@ folders), the same output names, the same refusals and the same bytes in every o
 holds one ``Deblurrer`` (CPU threads, or one GPU each) and reads, deblurs and writes one file at a time, written
 whole under a temporary name and renamed into place, so a job killed half-way leaves only complete outputs.
 
-Resumable: an output that exists is skipped (it was written whole), so running the same command again after a
-kill or a crash finishes the job without redoing or losing anything; --force redoes it. DST/banet-batch-job.json
-records the options that change the outputs (model file and its sha256, backend, precision, tiles, side by side,
-GPU or CPU): a rerun with other ones is refused, since it would mix outputs of both, unless --force (which redoes
-every file). One job at a time per DST (a lock, DST/.banet-batch.lock). Two inputs that would land on one output,
-and an output that is the same file as an input, are refused (those files only, even with --force). A file that
-fails is reported and never stops the job. Every file's outcome (ok, failed, skipped, refused, or not run when
-the job stopped early, with the one-line reason) goes to a results table, DST/banet-batch-results.csv unless
---results says otherwise, written even when the job stops early, and a summary (files, failures, images/s, each
-worker's rate) ends the run.
+Resumable: an output that exists is skipped (it was written whole) when the job record, DST/banet-batch-job.json,
+says it was made from the same input, unchanged, so running the same command again after a kill or a crash finishes
+the job without redoing or losing anything; --force redoes it. The record notes each output's input (its resolved
+path, size and modification time) before the work starts and again when the job ends, so a killed job's record is
+right too. An existing output made from another input (a second camera card's IMG_0001.JPG into the same DST), from
+its input before that changed, or that the record does not name is refused (that file: never skipped as done, never
+replaced; remove it, pass --force or choose another DST), as is a DST whose record, from an older serving.batch,
+names no inputs. The record also holds the options that change the outputs (model file and its sha256, backend,
+precision, tiles, side by side, GPU or CPU): a rerun with other ones is refused, since it would mix outputs of
+both, unless --force (which redoes every file). One job at a time per DST (a lock, DST/.banet-batch.lock). Two
+inputs that would land on one output, and an output that is the same file as an input, are refused (those files
+only, even with --force). A file that fails is reported and never stops the job. Every file's outcome (ok, failed,
+skipped, refused, or not run when the job stopped early, with the one-line reason) goes to a results table,
+DST/banet-batch-results.csv unless --results says otherwise, written even when the job stops early, and a summary
+(files, failures, images/s, each worker's rate) ends the run.
 
 On a cluster (``--address auto`` on one of its nodes, after ``ray start``), SRC, DST and --model must be on a file
 system every node mounts at the same path; each node needs this package installed with the batch extra. Each
@@ -46,6 +51,7 @@ import threading
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from banet.errors import first_line
@@ -65,13 +71,16 @@ log = logging.getLogger("serving.batch")
 
 RAY_MISSING = "serving.batch needs Ray: pip install 'banet-deploy[batch]'"
 RESULTS_NAME = "banet-batch-results.csv"
-#: In DST: the options its outputs were made with (a rerun with other ones is refused), and the job's lock.
+#: In DST: the options its outputs were made with (a rerun with other ones is refused) and the input each output
+#: was made from (``outputs``: :func:`input_identity` by output, :func:`made_from`), and the job's lock.
 JOB_NAME = "banet-batch-job.json"
 LOCK_NAME = ".banet-batch.lock"
 #: The options recorded in the job record, by the command-line flag that sets each (they change output bytes).
 RECORDED_FLAGS = {"model": "--model", "backend": "--backend", "precision": "--precision", "tile": "--tile",
                   "tile_overlap": "--tile-overlap", "side_by_side": "--side-by-side",
                   "strip_metadata": "--strip-metadata", "device": "--gpus-per-worker"}
+#: What the job record keeps of the input an output was made from (:func:`input_identity`).
+IDENTITY_KEYS = ("input", "size", "mtime_ns")
 #: Host memory a worker's process takes besides its model and the Deblurrer's working budget (Python, the
 #: inference library, a decoded photo and its output).
 WORKER_OVERHEAD_MB = 512
@@ -91,9 +100,9 @@ EXIT_STATUS = """exit status:
   0    every file deblurred (or already done by an earlier run)
   1    not every file is done: the job did not run (the batch extra (Ray) missing, inputs, DST, model or
        --results refused, DST locked by another job or made with other options, Ray could not start or cannot
-       place the workers), or it ran and a file failed or was refused, or it stopped early (a worker could not
-       load the model, a worker or node was lost); the error lines and the results table say which, and the same
-       command resumes
+       place the workers), or it ran and a file failed or was refused (its output there made from another
+       input, or from this one before it changed), or it stopped early (a worker could not load the model, a
+       worker or node was lost); the error lines and the results table say which, and the same command resumes
   2    usage error: an unknown option or a bad value (as for every command)
   130  interrupted (Ctrl-C): finished files are kept and the results table written
   143  terminated (SIGTERM) while deblurring: the same"""
@@ -217,24 +226,93 @@ def _terminate(signum: int, frame) -> None:
     raise Terminated()
 
 
-def plan(inputs: list[Path], targets: list[Path], force: bool) -> tuple[list[dict | None], list[int]]:
+def plan(inputs: list[Path], targets: list[Path], force: bool,
+         made: Mapping[Path, dict] | None = None) -> tuple[list[dict | None], list[int]]:
     """The command line's refusals for ``inputs`` and their ``targets`` (:func:`runtime.cli.output_name` in DST),
     with resuming: (a result row for each input already settled, None for the rest; indexes of those to deblur).
 
-    Refused (collisions, an output that is an input) are never written, even with ``force``; an existing output
-    is complete (outputs are only ever renamed into place) and is skipped unless ``force``.
+    Refused (collisions, an output that is an input) are never written, even with ``force``. An existing output
+    is complete (outputs are only ever renamed into place); unless ``force`` it is skipped as done when ``made``
+    (the job record's entries by output path, :func:`made_from`) says it was made from its input as that is now,
+    and refused otherwise (:func:`not_done`): never skipped as done, never replaced.
     """
     refusals = output_refusals(inputs, targets)
+    made = made or {}
     rows: list[dict | None] = [None] * len(inputs)
     todo = []
     for index, (source, target) in enumerate(zip(inputs, targets)):
         if index in refusals:
             rows[index] = _row(source, target, "refused", refusals[index])
         elif target.exists() and not force:
-            rows[index] = _row(source, target, "skipped", "output exists (done by an earlier run); --force redoes it")
+            why = not_done(source, target, made_from(made.get(target), target))
+            rows[index] = (_row(source, target, "refused", why) if why else
+                           _row(source, target, "skipped", "output exists (done by an earlier run); --force redoes it"))
         else:
             todo.append(index)
     return rows, todo
+
+
+def input_identity(source: Path) -> dict:
+    """What the job record keeps of the input an output is made from (:data:`IDENTITY_KEYS`): its path resolved
+    (links followed: one file whichever SRC named it; two camera cards' IMG_0001.JPG differ), its size and its
+    modification time in nanoseconds (None when it cannot be read: the worker reports that file as failed).
+
+    Size and mtime_ns, not a content hash: every rerun checks every input, and hashing would read the whole archive
+    (terabytes of photos and videos) again just to say "already done", where ``stat`` costs nothing. An edited
+    photo, or another file copied in under its name, changes them (the test make and rsync use); a file rewritten
+    with its size and mtime forged back is not caught."""
+    try:
+        path = str(Path(source).resolve())
+    except (OSError, RuntimeError):  # a link loop (RuntimeError before Python 3.13)
+        path = os.path.abspath(source)
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return {"input": path, "size": None, "mtime_ns": None}
+    return {"input": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _output_stamp(target: Path) -> list[int] | None:
+    """The file at ``target`` as a pending record entry notes it before it is replaced (size, mtime_ns, inode: an
+    output renamed into place is a new file), None when there is none."""
+    try:
+        stat = target.lstat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+
+
+def made_from(entry: dict | None, target: Path) -> dict | None:
+    """The input (:func:`input_identity`) the existing output ``target`` was made from as the job record's
+    ``entry`` for it says; None when the record does not know.
+
+    An entry is a finished output's input and, while a job works on it, ``pending``: the input it is being made
+    from and the file it replaces (None when none), noted before the work starts. A job killed before it could
+    confirm the output leaves the pending entry: the output was made from that input when it exists and is not
+    the file that was there before; otherwise it is still the finished output the entry names (if any)."""
+    if not isinstance(entry, dict):
+        return None
+    pending = entry.get("pending")
+    if isinstance(pending, dict) and _output_stamp(target) not in (None, pending.get("replaces")):
+        return {key: pending.get(key) for key in IDENTITY_KEYS}
+    return {key: entry.get(key) for key in IDENTITY_KEYS} if entry.get("input") is not None else None
+
+
+def not_done(source: Path, target: Path, made: dict | None) -> str:
+    """Why the existing output ``target`` is not the finished output of ``source`` as it is now (one line with the
+    remedy), "" when it is: ``made`` (:func:`made_from`) names another input, or ``source`` before it changed, or
+    nothing."""
+    current = input_identity(source)
+    if made is None:
+        why = f"{JOB_NAME} does not say which input made it (another tool's file?)"
+    elif made["input"] != current["input"]:
+        why = f"was made from another input, {made['input']}, by an earlier run"
+    elif current["size"] is None or (made["size"], made["mtime_ns"]) != (current["size"], current["mtime_ns"]):
+        why = f"was made from {source} before it changed (its size or modification time differs)"
+    else:
+        return ""
+    return (f"{target} exists but {why}: not replaced; choose another DST, or remove it (or pass --force, which "
+            "redoes every file) to replace it")
 
 
 def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
@@ -298,6 +376,17 @@ def job_options(args: argparse.Namespace) -> dict:
             "device": "cuda" if args.gpus_per_worker else "cpu"}
 
 
+def recorded_outputs(record: dict | None) -> dict[str, dict]:
+    """The job record's entries (:func:`made_from`) by output path relative to DST; none for a damaged one."""
+    outputs = (record or {}).get("outputs")
+    return {key: entry for key, entry in outputs.items() if isinstance(entry, dict)} if isinstance(outputs, dict) \
+        else {}
+
+
+def _output_key(output: Path, target: Path) -> str:
+    return target.relative_to(output).as_posix()
+
+
 def read_job(output: Path) -> dict | None:
     """DST's job record (:data:`JOB_NAME`), None when there is none; a file of that name that is not one (or
     cannot be read) is an empty record, so every option differs from it."""
@@ -315,7 +404,8 @@ def check_job(output: Path, options: dict, force: bool, targets: list[Path]) -> 
     """Refuse (without ``force``) a job whose output-changing options differ from those DST's outputs were made
     with, when any of its ``targets`` exists: resuming would skip those outputs and mix files made two ways; and
     one whose ``targets`` exist in a DST without a job record (files another tool made: ``python -m runtime
-    --side-by-side`` outputs were taken as this job's finished ones)."""
+    --side-by-side`` outputs were taken as this job's finished ones), or whose record, from an older serving.batch,
+    does not say which input made each output (:func:`made_from`): treated as no record, never as done."""
     record = read_job(output)
     if record == {} and not force:  # a file of that name the user made (or a damaged record): never replaced
         raise FileExistsError(f"{output / JOB_NAME} exists and is not the job record of serving.batch; pass --force to "
@@ -338,12 +428,20 @@ def check_job(output: Path, options: dict, force: bool, targets: list[Path]) -> 
     if record.get("redoing"):
         raise FileExistsError(f"{output}: a --force run that changed the options stopped before redoing every file "
                               "(outputs made with the earlier options may remain); pass --force to finish it")
+    if "outputs" not in record:
+        raise FileExistsError(f"{output / JOB_NAME} is from an older serving.batch that did not record which input "
+                              f"made each output, so its {len(existing)} file(s) named as this job's outputs (e.g. "
+                              f"{existing[0].name}) cannot be taken as done; pass --force to redo them, or choose "
+                              "another DST")
 
 
-def write_job(output: Path, options: dict, results: Path, redoing: bool = False) -> None:
-    """Record the options DST's outputs are made with, and this job's results table; ``redoing``: a --force run
-    that changed them has not yet redone every file (until then a run without --force is refused)."""
-    record = {"tool": "serving.batch", "options": options, "results": str(results.resolve()), "redoing": redoing}
+def write_job(output: Path, options: dict, results: Path, redoing: bool = False,
+              outputs: dict[str, dict] | None = None) -> None:
+    """Record the options DST's outputs are made with, this job's results table and ``outputs``, the input each
+    output was (or is being) made from (:func:`made_from`); ``redoing``: a --force run that changed the options has
+    not yet redone every file (until then a run without --force is refused). Written whole (a rename)."""
+    record = {"tool": "serving.batch", "options": options, "results": str(results.resolve()), "redoing": redoing,
+              "outputs": outputs or {}}
     write_atomic(output / JOB_NAME, (json.dumps(record, indent=2) + "\n").encode())
 
 
@@ -465,13 +563,25 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path], options: dict, results: Path,
                 address: str | None, began: float) -> int:
-    """The job, holding DST's lock: record its options, plan, deblur on Ray; the results table is written however
-    it ends (a file not reached is ``not run``)."""
+    """The job, holding DST's lock: plan, record its options and the input each output will be made from, deblur
+    on Ray; the results table and the record are written however it ends (a file not reached is ``not run``)."""
     previous = read_job(args.output)
     redoing = previous is not None and ((args.force and previous.get("options") != options)
                                         or bool(previous.get("redoing")))
-    write_job(args.output, options, results, redoing)
-    rows, todo = plan(inputs, targets, args.force)
+    outputs = recorded_outputs(previous)
+    keys = [_output_key(args.output, target) for target in targets]
+    rows, todo = plan(inputs, targets, args.force, {args.output / key: entry for key, entry in outputs.items()})
+    for index, row in enumerate(rows):
+        if row is not None and row["status"] == "skipped":  # settled: a pending entry the output confirms
+            outputs[keys[index]] = made_from(outputs.get(keys[index]), targets[index])
+    # Noted before the work, not as the driver hears of each output: a worker renames its output into place before
+    # the driver knows, so a job killed in between (SIGKILL, a lost node) would leave an output no record names.
+    # A pending entry says which input it is being made from; made_from settles it from the output itself.
+    for index in todo:
+        replaces = _output_stamp(targets[index])
+        kept = made_from(outputs.get(keys[index]), targets[index]) if replaces is not None else None
+        outputs[keys[index]] = {**(kept or {}), "pending": {**input_identity(inputs[index]), "replaces": replaces}}
+    write_job(args.output, options, results, redoing, outputs)
     stale = remove_stale_partials([t for t, row in zip(targets, rows) if row is None or row["status"] == "skipped"],
                                   inputs)
     if stale:
@@ -492,10 +602,15 @@ def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path
             if row is None:
                 rows[index] = _row(inputs[index], targets[index], "not run",
                                    "the job stopped before this file; run the same command again to resume")
+        for index in todo:
+            if rows[index]["status"] == "ok":  # confirmed; the others keep their pending entry for the next run
+                pending = outputs[keys[index]]["pending"]
+                outputs[keys[index]] = {key: pending[key] for key in IDENTITY_KEYS}
         try:
             write_results(results, rows)
-            if redoing and all(row["status"] in ("ok", "refused") for row in rows):
-                write_job(args.output, options, results)  # every file redone with these options
+            # redoing ends once every file is redone with these options
+            write_job(args.output, options, results,
+                      redoing and not all(row["status"] in ("ok", "refused") for row in rows), outputs)
         except OSError as exc:  # a full disk, a folder made read-only during the run: the outputs are still there
             print(f"error: {write_error(exc, results)}", file=sys.stderr)
             code = code or 1
