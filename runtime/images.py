@@ -447,10 +447,14 @@ def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | N
                              "still being copied?")
     cv2 = opencv()
     if cv2 is not None:
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # its "[ERROR] imdecode_(''): can't read header" block: this raises its own line
         try:
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
         except cv2.error as exc:
             raise ImageReadError(f"{path}: OpenCV cannot decode it: {first_line(exc)}") from None
+        finally:
+            cv2.setLogLevel(level)
         if image is not None:
             return image, tiff_tags.is_tiff(data, big=True)
         if header is None:
@@ -485,8 +489,10 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError,
             TypeError, ImageFormatError) as exc:
         extra = f", or a format that needs OpenCV: {OPENCV_HINT}" if hint else ""
+        # UnidentifiedImageError's own text names the in-memory buffer ("<_io.BytesIO object at 0x...>")
+        detail = "no format Pillow knows" if isinstance(exc, UnidentifiedImageError) else first_line(exc)
         raise ImageReadError(f"{path}: not an image Pillow can decode (truncated, empty, another kind of "
-                             f"file{extra}): {first_line(exc)}") from None
+                             f"file{extra}): {detail}") from None
     return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]])  # RGB(A) -> BGR(A), as OpenCV reads
 
 

@@ -110,3 +110,21 @@ def test_float_pixels_are_not_written_as_8_bit_black(tmp_path):
     assert not (tmp_path / "out.png").exists()
     write_image(tmp_path / "out.tif", image)
     np.testing.assert_array_equal(read_image(tmp_path / "out.tif"), image)
+
+
+def test_opencvs_own_error_block_is_not_printed_beside_the_one_line(tmp_path, capfd):
+    """A TIFF OpenCV refuses while reading its header (float samples of 16 bits) printed a 6-line "[ERROR]
+    imdecode_" block to stderr besides the command's one ``error:`` line."""
+    from runtime.images import quiet_opencv
+
+    quiet_opencv()  # what every command does: OpenCV's errors on, its warnings off
+    data = bytearray(cv2.imencode(".tif", np.full((8, 8), 0.5, np.float32))[1].tobytes())
+    order, first, entries, _ = tiff_tags._entries(bytes(data))
+    index = next(i for i, entry in enumerate(entries) if entry[0] == 258)  # BitsPerSample: 32 -> 16
+    struct.pack_into(order + "H", data, first + 2 + 12 * index + 8, 16)
+    (tmp_path / "f16.tif").write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="f16.tif") as info:
+        read_image(tmp_path / "f16.tif")
+    assert "[ERROR" not in capfd.readouterr().err
+    assert "BytesIO" not in str(info.value)  # Pillow's text for an unknown format named its buffer
+    assert cv2.getLogLevel() == 2  # put back
