@@ -40,7 +40,7 @@ def backend_for_path(path: Path) -> str:
         raise ValueError(f"{path}: an ORT Mobile app graph (export/to_app.py: uint8 images in and out) runs on ONNX "
                          "Runtime itself; give the runtime the network .onnx it was made from")
     raise ValueError(f"{path}: cannot tell the backend from the extension {suffix!r}; use .engine, .onnx, "
-                     f".pth or .safetensors, or pass backend= one of {BACKENDS}")
+                     f".pth or .safetensors, or name the backend (backend=, --backend: one of {', '.join(BACKENDS)})")
 
 
 def checkpoint_opener(backend: str):

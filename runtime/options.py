@@ -41,11 +41,13 @@ def deblurrer_options(args: argparse.Namespace) -> dict:
 
 
 def _megapixels(text: str) -> float:
-    """argparse type: a finite number of megapixels > 0."""
+    """argparse type: a finite number of megapixels, at least one pixel (1e-6)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if round(value * 1e6) < 1:  # what the limit is in pixels: 0 would refuse every image
+        raise argparse.ArgumentTypeError(f"must be at least one pixel (1e-6 megapixels), got {text}")
     return value

@@ -223,3 +223,13 @@ def test_names_differing_only_by_case_collide_where_the_filesystem_ignores_case(
     err = capsys.readouterr().err
     assert "IMG.png and " in err and "img.png would both be written to" in err
     assert not (tmp_path / "other").exists() or not list((tmp_path / "other").iterdir())
+
+
+def test_a_limit_below_one_pixel_and_a_model_of_no_known_kind_are_said_in_command_line_terms(tmp_path, capsys):
+    write_image(tmp_path / "a.png", _image(24, 32))
+    with pytest.raises(SystemExit) as exit_:  # was "max_pixels must be a positive whole number ..., got 0"
+        main([str(tmp_path / "a.png"), "--max-megapixels", "1e-9", "-o", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert "--max-megapixels: must be at least one pixel (1e-6 megapixels), got 1e-9" in capsys.readouterr().err
+    assert main([str(tmp_path / "a.png"), "--model", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 1
+    assert "name the backend (backend=, --backend: one of torch, onnxruntime" in capsys.readouterr().err
