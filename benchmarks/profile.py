@@ -58,7 +58,8 @@ def check_files(files: list[Path]) -> None:
 def markdown(profiles: list[dict], machine: str, top: int) -> str:
     """The profiles as Markdown: totals, blocks side by side, then each file's kernels and slowest layers."""
     first = profiles[0]
-    lines = [f"# Where the time goes: {first['backend']} on {machine}, input {first['shape']}, "
+    arithmetic = " in bfloat16" if first.get("arithmetic") == "bf16" else ""
+    lines = [f"# Where the time goes: {first['backend']}{arithmetic} on {machine}, input {first['shape']}, "
              f"{first['threads'] or 'default'} threads", "",
              f"Per-layer times from the engine's own profiler, mean of {first['runs']} runs after warm-up (profiling "
              "on). Layers' sum: the layers' times added up; the wall time also holds what runs between them.", "",
@@ -105,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=BACKENDS, default="openvino",
                         help="whose profiler: openvino (performance counters, compiled for this one input shape) "
                              "or onnxruntime (its JSON profile, CPU provider); default %(default)s")
+    parser.add_argument("--bf16", action="store_true",
+                        help="OpenVINO computes FP32 files in bfloat16, as Deblurrer(precision='bf16') does (CPUs "
+                             "with bfloat16 units)")
     parser.add_argument("--size", type=size_type(), default=(720, 1280), metavar="HxW",
                         help="input height x width in pixels (default 720x1280)")
     parser.add_argument("--batch", type=number(int, 1, 64), default=1, help="images per run (default 1)")
@@ -130,6 +134,8 @@ def _main(args: argparse.Namespace) -> int:
     from banet.machine import cpu_name, results_stem
     from export.op_profile import profile_file
 
+    if args.bf16 and args.backend != "openvino":
+        raise BenchmarkError("--bf16 is OpenVINO's bfloat16 arithmetic; use it with --backend openvino")
     files = list(args.files)
     check_files(files)  # a file given is refused before the default model is exported
     files = files or default_files()
@@ -142,7 +148,8 @@ def _main(args: argparse.Namespace) -> int:
     for path in files:
         log.info("profiling %s on %s at %dx%d", path, args.backend, height, width)
         try:
-            profile = profile_file(path, args.backend, (args.batch, 3, height, width), args.threads, args.runs)
+            profile = profile_file(path, args.backend, (args.batch, 3, height, width), args.threads, args.runs,
+                                   bf16=args.bf16)
         except (RuntimeError, OSError, MemoryError) as exc:
             raise BenchmarkError(f"profiling {path} on {args.backend} failed: {exc}") from exc
         profiles.append(profile.to_dict(args.top))

@@ -49,6 +49,8 @@ class FileProfile:
     threads: int | None
     wall_ms: list[float]
     layers: list[LayerTime] = field(default_factory=list)
+    #: the arithmetic: "f32" (the file's own) or "bf16" (OpenVINO's bfloat16)
+    arithmetic: str = "f32"
 
     @property
     def kernel_ms(self) -> float:
@@ -74,7 +76,7 @@ class FileProfile:
         """The profile as plain data: totals, the three summaries and the ``top`` slowest layers."""
         kernel = self.kernel_ms or 1.0
         return {"file": self.file, "backend": self.backend, "shape": "x".join(map(str, self.shape)),
-                "threads": self.threads, "runs": len(self.wall_ms),
+                "arithmetic": self.arithmetic, "threads": self.threads, "runs": len(self.wall_ms),
                 "wall_ms_median": round(float(np.median(self.wall_ms)), 2) if self.wall_ms else None,
                 "kernel_ms": round(self.kernel_ms, 2), "layers": len(self.layers),
                 **{f"by_{key}": [{"name": name, "ms": round(ms, 3), "share": round(ms / kernel, 4)}
@@ -119,30 +121,37 @@ def mean_layers(runs: list[list[LayerTime]]) -> list[LayerTime]:
 
 
 def profile_file(path: str | Path, backend: str = "openvino", shape: tuple[int, int, int, int] = (1, 3, 720, 1280),
-                 threads: int | None = None, runs: int = 5, warmup: int = 1) -> FileProfile:
+                 threads: int | None = None, runs: int = 5, warmup: int = 1, bf16: bool = False) -> FileProfile:
     """Run ``path`` ``warmup`` + ``runs`` times on ``backend`` with its profiler on and return the measured runs'
     profile. The input is a seeded photo-like batch (:func:`export.parity.photo_batch`): layer times do not depend
-    on pixel values, but a constant input could take paths a photo does not."""
+    on pixel values, but a constant input could take paths a photo does not. ``bf16``: OpenVINO computes an FP32
+    file in bfloat16 (``precision="bf16"``)."""
     from export.parity import photo_batch
 
     if backend not in BACKENDS:
         raise OptionError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if runs < 1 or warmup < 0:
         raise OptionError(f"runs must be >= 1 and warmup >= 0, got {runs} and {warmup}")
+    if bf16 and backend != "openvino":
+        raise OptionError("bf16 arithmetic is OpenVINO's (precision='bf16'); profile it with backend 'openvino'")
     n, _, h, w = shape
     batch = photo_batch(n, h, w)
-    measure = _openvino_runs if backend == "openvino" else _onnxruntime_runs
-    wall, per_run = measure(Path(path), batch, threads, runs, warmup)
-    return FileProfile(str(path), backend, tuple(int(d) for d in batch.shape), threads, wall, mean_layers(per_run))
+    if backend == "openvino":
+        wall, per_run = _openvino_runs(Path(path), batch, threads, runs, warmup, "bf16" if bf16 else "f32")
+    else:
+        wall, per_run = _onnxruntime_runs(Path(path), batch, threads, runs, warmup)
+    return FileProfile(str(path), backend, tuple(int(d) for d in batch.shape), threads, wall, mean_layers(per_run),
+                       "bf16" if bf16 else "f32")
 
 
-def _openvino_runs(path: Path, batch: np.ndarray, threads: int | None, runs: int,
-                   warmup: int) -> tuple[list[float], list[list[LayerTime]]]:
+def _openvino_runs(path: Path, batch: np.ndarray, threads: int | None, runs: int, warmup: int,
+                   arithmetic: str = "f32") -> tuple[list[float], list[list[LayerTime]]]:
     """Wall ms and layer times of each measured run on OpenVINO (compiled for this one shape, no compile cache:
     a compiled model read back from the cache keeps no record of the file's nodes)."""
     from runtime.backends.openvino_backend import OpenVinoBackend
 
-    backend = OpenVinoBackend(path, threads=threads, compile_cache=None, profile=True)
+    backend = OpenVinoBackend(path, threads=threads, compile_cache=None, profile=True,
+                              inference_precision=arithmetic)
     try:
         for _ in range(warmup):
             backend.run(batch)

@@ -73,6 +73,20 @@ def test_bad_options_are_refused_before_any_run(tmp_path):
         profile_file(tmp_path / "m.onnx", "tensorrt")
     with pytest.raises(OptionError, match="runs must be >= 1"):
         profile_file(tmp_path / "m.onnx", "onnxruntime", runs=0)
+    with pytest.raises(OptionError, match="bf16 arithmetic is OpenVINO's"):
+        profile_file(tmp_path / "m.onnx", "onnxruntime", bf16=True)
+
+
+@needs_openvino
+def test_a_bf16_profile_runs_bfloat16_kernels_where_the_cpu_has_them(tiny_files):
+    from runtime.backends.base import BackendUnavailableError
+
+    try:
+        profile = profile_file(tiny_files[0], "openvino", (1, 3, 16, 16), threads=1, runs=1, bf16=True)
+    except BackendUnavailableError as exc:
+        pytest.skip(f"no bfloat16 here: {exc}")
+    assert profile.arithmetic == "bf16" and profile.to_dict()["arithmetic"] == "bf16"
+    assert any("bf16" in layer.kernel for layer in profile.layers if layer.op_type == "Convolution")
 
 
 @pytest.fixture(scope="module")
