@@ -5,9 +5,9 @@ so one 95-byte request declaring shape [1, 1000000, 1000000, 3] aborts the whole
 no code inside the model can catch that. This front reads every request first and answers what the model
 cannot serve itself, with a 4xx status and a one-line JSON body ``{"error": "..."}`` (never a traceback):
 
-- 411/413/415 before the body is read: no Content-Length (chunked), a body over ``max_body_bytes``, a
-  JSON-encoded body over ``max_json_bytes`` (use binary tensors for large images; the client does), or a
-  compressed body;
+- 411/413/415 before the body is read, from its headers: no Content-Length (chunked), a body over
+  ``max_body_bytes``, a JSON-encoded body (no ``Inference-Header-Content-Length``) over ``max_json_bytes`` (use
+  binary tensors for large images; the client does), or a compressed body;
 - 400: an inference header that is not KServe v2 JSON for this model: one input ``image``, datatype UINT8,
   shape [N, H, W, 3] with 1 <= N <= max_batch and H, W >= ``min_side``; data that does not match the shape
   (JSON ``data`` must hold exactly N*H*W*3 integers 0-255; a binary tensor must declare ``binary_data_size``
@@ -16,7 +16,8 @@ cannot serve itself, with a 4xx status and a one-line JSON body ``{"error": "...
 - 413: an image over ``max_pixels`` pixels (H*W);
 - 404: another model, or any endpoint other than inference, health and model metadata/config/ready/stats
   (model loading, logging, tracing and shared-memory registration stay private); 400: a percent-encoded path
-  (``%XX``): what is checked is what Triton gets, so ``b%61net`` or ``%2e%2e`` never reach it;
+  (``%XX``): what is checked is what Triton gets, so ``b%61net`` or ``%2e%2e`` never reach it; 400: a model
+  version not in ASCII digits (``versions/²``);
 - 408: a request not received whole (request line, headers and body) within ``request_timeout_s`` of its first
   byte (of the connection's opening, for its first request): a client sending a byte at a time (slowloris) or
   never finishing its body gets 408 and is disconnected, freeing its connection slot. The clock stops once the
@@ -27,7 +28,8 @@ cannot serve itself, with a 4xx status and a one-line JSON body ``{"error": "...
   byte at a time, or not at all, through a small TCP receive window): the connection is reset, freeing its slot,
   and one line is logged (there is no status left to send: the answer has begun);
 - 503 with Retry-After: too many connections, too many request bytes already in flight
-  (``max_inflight_bytes``), the model's queue full (``queue_size``), or a request that would not be answered
+  (``max_inflight_bytes``: bytes received, held from each chunk's arrival to the answer, so a Content-Length that
+  is never sent holds nothing), the model's queue full (``queue_size``), or a request that would not be answered
   within its deadline (``deadline_s`` from its arrival, predicted from the model's measured speed).
 
 Overload: valid inference requests wait in one FIFO queue (:class:`AdmissionQueue`) and go to Triton together
@@ -35,6 +37,9 @@ only up to ``batch_pixels`` pixels (one big image alone), so abandoned work neve
 request whose client has hung up while it waited, or that can no longer make its deadline, is dropped before it
 is computed. Once a request is given to the model it is computed to the end (Triton cannot cancel it). After a
 large request the process hands freed memory back to the system (:func:`release_memory`).
+
+A client that resets its connection (or breaks it, or times out) is one debug line in the log, never a traceback;
+other errors on a connection are logged with theirs.
 
 Good requests are forwarded byte for byte. Triton's own error bodies are reduced to one line: the infer
 function tags its errors with :func:`error_tag` so the reason and status survive PyTriton's traceback
@@ -53,6 +58,7 @@ import math
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -80,6 +86,8 @@ log = logging.getLogger(__name__)
 LARGE_BYTES = 8 * MB
 #: Retry-After (s) when no better estimate exists (connection cap, byte budget, a model not yet timed).
 RETRY_AFTER_S = 5
+#: A request body is read (and held in the byte budget) this much at a time.
+BODY_CHUNK = 256 * 1024
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -104,7 +112,18 @@ def release_memory() -> None:
 
 
 class ClientGone(Exception):
-    """The client hung up while its request waited; nothing is computed or answered."""
+    """The client hung up (while its request waited, or while it sent it); nothing is computed or answered. The
+    message says when, e.g. "while sending its body (connection reset)"."""
+
+
+#: Client-side connection failures: a reset, a broken pipe, a timeout. Logged in one line, never a traceback.
+CLIENT_ERRORS = (ConnectionError, TimeoutError)
+
+
+def _os_error(exc: BaseException) -> str:
+    """A short name for a connection failure: 'connection reset', 'broken pipe', 'timed out'..."""
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return one_line(text, limit=80).lower()
 
 
 @dataclass(eq=False)
@@ -384,27 +403,86 @@ def _reset_on_close(sock: socket.socket) -> None:
         pass
 
 
+def _budget_busy() -> RequestError:
+    return RequestError(503, "server busy with other large requests; retry later", RETRY_AFTER_S)
+
+
+class _Lease:
+    """One request's share of a :class:`_ByteBudget`: it grows as the body arrives (:meth:`grow`), so a client that
+    declares a large Content-Length and sends nothing holds nothing; all of it is given back when the request ends."""
+
+    def __init__(self, budget: _ByteBudget, wait_s: float) -> None:
+        self._budget, self.wait_s = budget, wait_s
+        self.held = 0
+        self.waiting = False
+
+    def grow(self, size: int) -> float:
+        """Hold ``size`` more bytes (at most the whole budget in all), waiting up to ``wait_s`` for room; return the
+        seconds waited. RequestError 503 when no room comes, or at once when every holder waits for room (none of
+        them could ever finish)."""
+        return self._budget._grow(self, size)
+
+
 class _ByteBudget:
-    """Caps the request bytes held in memory at once; a request waits up to ``wait_s`` for room."""
+    """Caps the request bytes held in memory at once: each request holds what it has received (a :class:`_Lease`),
+    and waits up to ``wait_s`` for room before it reads more."""
 
     def __init__(self, total: int) -> None:
         self._total = total
         self._free = total
         self._cond = threading.Condition()
+        self._leases: set[_Lease] = set()
+
+    @property
+    def free(self) -> int:
+        return self._free
+
+    @contextmanager
+    def lease(self, wait_s: float) -> Iterator[_Lease]:
+        """A request's share, empty at first; given back whole on exit."""
+        lease = _Lease(self, wait_s)
+        with self._cond:
+            self._leases.add(lease)
+        try:
+            yield lease
+        finally:
+            with self._cond:
+                self._leases.discard(lease)
+                self._free += lease.held
+                lease.held = 0
+                self._cond.notify_all()
 
     @contextmanager
     def hold(self, size: int, wait_s: float) -> Iterator[None]:
-        size = min(size, self._total)
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._free >= size, timeout=wait_s):
-                raise RequestError(503, "server busy with other large requests; retry later", RETRY_AFTER_S)
-            self._free -= size
-        try:
+        """Hold ``size`` bytes at once for the body of the ``with`` (waiting up to ``wait_s`` for room)."""
+        with self.lease(wait_s) as lease:
+            lease.grow(size)
             yield
-        finally:
-            with self._cond:
-                self._free += size
-                self._cond.notify_all()
+
+    def _stuck(self, asking: _Lease) -> bool:
+        """Every request holding bytes waits for room: none can finish and give any back (a deadlock)."""
+        holders = [lease for lease in self._leases if lease.held]
+        return bool(holders) and all(lease.waiting or lease is asking for lease in holders)
+
+    def _grow(self, lease: _Lease, size: int) -> float:
+        size = min(size, self._total - lease.held)
+        if size <= 0:
+            return 0.0
+        started = time.monotonic()
+        with self._cond:
+            end = started + lease.wait_s
+            lease.waiting = True
+            try:
+                while self._free < size:
+                    left = end - time.monotonic()
+                    if left <= 0 or self._stuck(lease):
+                        raise _budget_busy()
+                    self._cond.wait(left)
+            finally:
+                lease.waiting = False
+            self._free -= size
+            lease.held += size
+        return time.monotonic() - started
 
 
 class FrontServer(ThreadingHTTPServer):
@@ -425,6 +503,16 @@ class FrontServer(ThreadingHTTPServer):
     @property
     def port(self) -> int:
         return self.server_address[1]
+
+    def handle_error(self, request, client_address) -> None:
+        """socketserver's hook for an exception out of a connection's handler: a client's reset, broken pipe or
+        timeout is one debug line (it printed a 19-line traceback to stderr); anything else is logged with its
+        traceback, as an error."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, CLIENT_ERRORS):
+            log.debug("connection from %s ended: %s", client_address[0], _os_error(exc))
+        else:
+            log.exception("front: unexpected error on a connection from %s", client_address[0])
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):
@@ -513,7 +601,11 @@ class _Handler(BaseHTTPRequestHandler):
         """One request; one whose line or headers were cut short by a timeout gets 408 and the connection closes
         (http.server would close it without a word; a silent connection is closed silently)."""
         self._answered = False
-        super().handle_one_request()
+        try:
+            super().handle_one_request()
+        except CLIENT_ERRORS as exc:  # the client reset or dropped the connection between or during requests
+            self.close_connection = True
+            log.debug("connection from %s ended: %s", self.client_address[0], _os_error(exc))
         reader = self._reader
         if reader.timed_out:
             self.close_connection = True
@@ -552,8 +644,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._unread = _declared_length(self.headers)  # body bytes declared but not read yet
         try:
             handler()
-        except ClientGone:
-            log.info("dropped %s %s: the client hung up while it waited for the model", self.command, self.path)
+        except ClientGone as exc:
+            log.info("dropped %s %s: the client hung up %s", self.command, _printable(self.path),
+                     exc or "while it waited for the model")
             self.close_connection = True
         except RequestError as exc:
             if not self._body_read:
@@ -578,10 +671,11 @@ class _Handler(BaseHTTPRequestHandler):
         length = self._content_length()
         header_length = self._header_length(length)
         limits = self.server.limits
-        waiting = time.monotonic()
-        with self.server.budget.hold(length, limits.busy_wait_s):
-            self._reader.extend(time.monotonic() - waiting)  # the wait for room was the server's, not the client's
-            body = self._read_body(length)
+        if header_length is None and length > limits.max_json_bytes:
+            raise RequestError(413, f"JSON request of {length} bytes is over the {limits.max_json_bytes} byte limit "
+                                    "for JSON data; send the image as a binary tensor")
+        with self.server.budget.lease(limits.busy_wait_s) as lease:
+            body = self._read_body(length, lease)
             pixels = check_infer_request(body, header_length, limits)
             headers = {k: self.headers[k] for k in ("Content-Type",) if self.headers.get(k)}
             if header_length is not None:
@@ -611,8 +705,8 @@ class _Handler(BaseHTTPRequestHandler):
         if model != self.server.limits.model:
             raise RequestError(404, f"unknown model '{_printable(model)}'; this server serves "
                                     f"'{self.server.limits.model}'")
-        if version is not None and not version.isdigit():
-            raise RequestError(400, "model version must be a number")
+        if version is not None and not (version.isascii() and version.isdigit()):  # isdigit alone takes '²'
+            raise RequestError(400, f"model version must be a number in ASCII digits, got '{_printable(version)}'")
         return path
 
     # -- body -----------------------------------------------------------------------------------------------
@@ -660,14 +754,29 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         self.close_connection = bool(left)
 
-    def _read_body(self, length: int) -> bytes:
+    def _read_body(self, length: int, lease: _Lease) -> bytearray:
+        """The body, read in chunks of :data:`BODY_CHUNK`, each held in ``lease`` before it is read: the byte budget
+        counts what arrived, not what the Content-Length claims. RequestError 408 (too slow), 400 (cut short),
+        503 (no room); :class:`ClientGone` for a connection reset."""
+        body = bytearray()
         try:
-            body = self.rfile.read(length)
+            while len(body) < length:
+                size = min(BODY_CHUNK, length - len(body))
+                self._reader.extend(lease.grow(size))  # the wait for room was the server's, not the client's
+                chunk = self.rfile.read(size)
+                if not chunk:
+                    break
+                body += chunk
+                self._unread = length - len(body)
         except TimeoutError as exc:
             self._unread = None  # not drained: close the connection
             raise RequestError(408, _deadline_message(self._reader.request_s) if isinstance(exc, RequestDeadline)
                                else "timed out reading the request body") from None
+        except OSError as exc:
+            self._unread = None
+            raise ClientGone(f"while sending its body ({_os_error(exc)})") from None
         if len(body) != length:
+            self._unread = None
             raise RequestError(400, f"request body ended after {len(body)} of {length} bytes")
         self._body_read = True
         self._reader.stop()  # received: the time spent answering is not the client's

@@ -34,8 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.cli_types import number, threads
 from banet.errors import first_line
 from banet.outputs import check_output, write_atomic, write_together
+from banet.shapes import MIN_SIDE, parse_hw
+from banet.triton_marker import DEFAULT_MAX_PIXELS
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 
@@ -202,23 +205,29 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 180.0) -> No
     raise RuntimeError(f"the server was not ready within {timeout:.0f} s")
 
 
+#: Most client threads (``--concurrency``): a loopback load test gains nothing from more.
+MAX_CONCURRENCY = 256
+
+
 def _ints(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected whole numbers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected numbers >= 1, got {text!r}")
+    if not values or min(values) < 1 or max(values) > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"expected numbers 1 to {MAX_CONCURRENCY}, got {text!r}")
     return values
 
 
 def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW such as 96x128, got {text!r}") from None
-    if h < 2 or w < 2:
-        raise argparse.ArgumentTypeError(f"images must be at least 2x2, got {text!r}")
+    """``HxW``, each side at least :data:`MIN_SIDE`, at most the server's default pixel limit in all (a larger
+    image would be refused by the server; 100000x100000 took 30 GB before the server even started)."""
+    h, w = parse_hw(text)  # its ShapeError is an argparse.ArgumentTypeError
+    if min(h, w) < MIN_SIDE:
+        raise argparse.ArgumentTypeError(f"images must be at least {MIN_SIDE}x{MIN_SIDE}, got {text!r}")
+    if h * w > DEFAULT_MAX_PIXELS:
+        raise argparse.ArgumentTypeError(f"{text} is {h * w / 1e6:.10g} megapixels, over the server's default limit "
+                                         f"of {DEFAULT_MAX_PIXELS / 1e6:g}")
     return h, w
 
 
@@ -268,26 +277,27 @@ def default_output(target: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from serving.request_rules import OneLineParser  # refusals in one line, exit code 2
+
+    parser = OneLineParser(prog="python -m serving.loadtest", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", choices=("pytriton", "triton"), default="pytriton",
                         help="pytriton: python -m serving.serve; triton: the bundled tritonserver on a repository")
     parser.add_argument("--model", default=None,
                         help="checkpoint, ONNX or engine (default: embedded model); the triton target needs an ONNX "
                              "file (default: engines/banet_default.onnx)")
-    parser.add_argument("--requests", type=int, default=64)
+    parser.add_argument("--requests", type=number(int, 1, 1_000_000), default=64,
+                        help="requests per concurrency setting, 1 to 1000000 (default %(default)s)")
     parser.add_argument("--concurrency", type=_ints, default=None,
                         help="client threads, e.g. 4 or 1,4,8 (default: 4; 1,4,8 for the triton target)")
     parser.add_argument("--batching", type=_switches, default=[True, False],
                         help="triton target: the network model's dynamic batching, on, off or on,off (default)")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=threads(low=0), default=0,
                         help="triton target: ONNX Runtime threads of the server's network model (0: all cores)")
     parser.add_argument("--size", type=_size, default=(96, 128), metavar="HxW",
                         help="size of the test images (default 96x128)")
-    parser.add_argument("--port", type=int, default=8010, help="pytriton target: HTTP port on 127.0.0.1 "
-                                                               "(metrics on port + 2)")
-    from serving.request_rules import number
-
+    parser.add_argument("--port", type=number(int, 1, 65535 - 2), default=8010,
+                        help="pytriton target: HTTP port on 127.0.0.1, 1 to 65533 (metrics on port + 2)")
     parser.add_argument("--burst", type=number(int, 1, 256), default=None, metavar="N",
                         help="overload check: N concurrent JSON requests of --size at a serving.serve process")
     parser.add_argument("--client-timeout", type=number(float, 0, low_open=True), default=None,

@@ -5,6 +5,7 @@ traceback wrapping, tracebacks and paths scrubbed). Pure functions of the reques
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import sys
@@ -127,7 +128,7 @@ def _printable(name: str) -> str:
 
 
 # -- request checks -------------------------------------------------------------------------------------------
-def check_infer_request(body: bytes, header_length: int | None, limits: FrontLimits) -> int:
+def check_infer_request(body: bytes | bytearray, header_length: int | None, limits: FrontLimits) -> int:
     """Raise :class:`RequestError` unless ``body`` is an inference request the model can serve; return its pixel
     count N*H*W (the work it asks for, which the front's queue schedules by)."""
     if header_length is None and len(body) > limits.max_json_bytes:
@@ -138,6 +139,9 @@ def check_infer_request(body: bytes, header_length: int | None, limits: FrontLim
     _check_keys(request, {"id", "inputs", "outputs", "parameters"}, "request")
     if not isinstance(request.get("id", ""), str):
         raise RequestError(400, "request 'id' must be a string")
+    if not _encodable(request.get("id", "")):
+        raise RequestError(400, "request 'id' is not valid Unicode (a lone surrogate such as \\ud800); Triton "
+                                "cannot read it")
     _check_request_parameters(request.get("parameters", {}))
     _check_outputs(request.get("outputs", []))
     inputs = request.get("inputs")
@@ -163,7 +167,17 @@ def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
     return obj
 
 
-def _parse_json(data: bytes) -> dict:
+def _encodable(text: str) -> bool:
+    """True when ``text`` encodes as UTF-8: Python's json reads an escaped lone surrogate ("\\ud800"), Triton's
+    parser refuses the request (a 500)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_json(data: bytes | bytearray) -> dict:
     try:
         # UTF-8 only (json.loads would also take UTF-16 or UTF-32 bytes, which Triton cannot parse: a 500 there)
         request = json.loads(data.decode("utf-8-sig"), object_pairs_hook=_unique_keys)
@@ -206,6 +220,9 @@ def _check_outputs(outputs: object) -> None:
         if not isinstance(parameters, dict) or set(parameters) - {"binary_data"}:
             raise RequestError(400, "output parameters other than 'binary_data' (e.g. shared memory) are not "
                                     "accepted")
+        if "binary_data" in parameters and type(parameters["binary_data"]) is not bool:
+            raise RequestError(400, "output parameter 'binary_data' must be true or false, got "
+                                    f"{_printable(json.dumps(parameters['binary_data']))[:40]}")
 
 
 def _check_input(tensor: dict, binary_bytes: int | None, limits: FrontLimits) -> int:
@@ -274,6 +291,18 @@ def _check_json_data(data: object, count: int) -> None:
         raise RequestError(400, f"'data' holds {array.size} values, but the declared shape needs {count}")
     if array.dtype.kind not in "iu" or (count and (array.min() < 0 or array.max() > 255)):
         raise RequestError(400, "'data' must hold integers 0-255 (UINT8)")
+    if _leaf_types(data) != {int}:  # numpy reads [true, 1, ...] as integers 1, 1, ...; Triton refuses it (a 500)
+        raise RequestError(400, "'data' must hold integers 0-255 (UINT8), not true or false")
+
+
+def _leaf_types(data: list) -> set[type]:
+    """The types of the values in ``data``, a list that numpy read as an evenly nested array."""
+    level: list = data
+    while True:
+        kinds = set(map(type, level))
+        if kinds != {list}:
+            return kinds
+        level = list(itertools.chain.from_iterable(level))
 
 
 # -- command lines --------------------------------------------------------------------------------------------
