@@ -13,6 +13,8 @@ Flavours of the network model (pre/post-processing are Python models in every fl
     tensorrt     Triton's tensorrt_plan backend: NVIDIA's containers with the engine's TensorRT version and GPU
 
 Clients send UINT8 [1, H, W, 3] BGR images as "image" to the ensemble "banet" and get "deblurred" back.
+The python flavour runs images over --memory-budget-mb (default 768 MiB, the runtime Deblurrer's) in overlapping
+tiles, as the Deblurrer does; README_<name>.md says what memory a request can take.
 Every model folder gets a to_triton.json listing what was written: --force replaces only such folders (of this
 --name, with nothing added to them), and serving.triton_server reads the request limits from it.
 """
@@ -31,6 +33,7 @@ from banet.artifacts import onnx_path  # noqa: E402
 from banet.shapes import MAX_BATCH  # noqa: E402
 from banet.triton_marker import DEFAULT_MAX_PIXELS  # noqa: E402
 from export.triton_repo import FLAVOURS, TritonRepoError, write_repository  # noqa: E402
+from runtime.deblurrer import DEFAULT_MEMORY_BUDGET_MB  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"max_batch_size for dynamic batching (1 to {MAX_BATCH}, the exports' limit; default 8)")
     parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_PIXELS / 1e6,
                         help="largest image (H*W) the ensemble accepts, in millions of pixels (default %(default).0f)")
+    parser.add_argument("--memory-budget-mb", type=float, default=DEFAULT_MEMORY_BUDGET_MB,
+                        help="working memory one forward pass of the python flavour's network may take, in MiB: "
+                             "larger images run in overlapping tiles, as the runtime's Deblurrer runs them "
+                             "(default %(default)g; 0: no budget, whole images: an untiled 12 MP photo needs ~14 GB)")
     parser.add_argument("--dynamic-batching", action=argparse.BooleanOptionalAction, default=True,
                         help="Triton's dynamic batcher on the network model (default: on)")
     parser.add_argument("--instances", type=int, default=1, help="model instances per device (1 to 64)")
@@ -67,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         written = write_repository(args.onnx, args.repository, args.name, args.max_batch, args.gpu, args.instances,
                                    args.engine, args.force, args.flavour, args.dynamic_batching, args.threads,
-                                   round(args.max_megapixels * 1e6))
+                                   round(args.max_megapixels * 1e6), args.memory_budget_mb)
     except (TritonRepoError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,10 @@ Models written (``max_batch_size`` > 0, so Triton's dynamic batcher groups same-
   Python models through ``banet.processing``, copied with the rest of the numpy-only core it needs into each
   model's version folder, so the repository is self-contained: the server's Python needs numpy (and
   onnxruntime for the ``python`` flavour), not banet-deploy;
-* ``README_<name>.md``: what was written, for which server, and how to start it;
+* in the ``python`` flavour, images larger than a memory budget (``memory_budget_mb``, default the runtime's
+  ``Deblurrer``'s 768 MiB) run through the network in overlapping tiles, blended by a copy of ``runtime/tiling.py``
+  (the runtime's one implementation, numpy only) with the ``Deblurrer``'s tile plan;
+* ``README_<name>.md``: what was written, for which server, how to start it and the memory a request takes;
 * ``<model>/to_triton.json`` in each model folder (:mod:`banet.triton_marker`): the files written there, and
   for the ensemble its request limits (batch, pixels), which ``serving.triton_server``'s front enforces.
 
@@ -36,6 +39,7 @@ from pathlib import Path
 import onnx
 
 import banet
+from banet.config import activation_bytes_per_pixel
 from banet.conventions import METADATA_PREFIX
 from banet.manifest import EngineManifest, ManifestError, read_manifest
 from banet.metadata import ModelMetadata
@@ -50,6 +54,7 @@ from banet.triton_marker import (
     read_marker,
 )
 from export.onnx_file import check_banet_graph, load_onnx
+from runtime.deblurrer import DEFAULT_MEMORY_BUDGET_MB
 from runtime.images import MIN_SIDE
 
 _ONNX_TO_TRITON = {onnx.TensorProto.FLOAT: "TYPE_FP32", onnx.TensorProto.FLOAT16: "TYPE_FP16",
@@ -61,6 +66,17 @@ BANET_PACKAGE = Path(banet.__file__).resolve().parent
 VENDORED = ("conventions", "processing")
 #: ... and what the ``python`` flavour's network model imports from it (its ONNX Runtime session options).
 VENDORED_NETWORK = ("onnxruntime_options",)
+#: ... and the runtime's tiling (numpy only), copied next to its model.py as ``tiling.py``.
+TILING = Path(__file__).resolve().parent.parent / "runtime" / "tiling.py"
+#: Overlap of the python flavour's tiles, in pixels: the ``Deblurrer``'s default ``tile_overlap`` (a test holds
+#: them equal), so a tiled image is blended as the runtime blends it.
+TILE_OVERLAP = 32
+#: Bytes per image pixel the models and Triton hold besides the network's working memory, for the README: uint8
+#: images in and out, the float32 network input and output in the pre, network and post models and in Triton's
+#: shared memory between them, the tiles' blending sums. Measured with the default network, one 3464x3464 (12 MP)
+#: image under the default budget: the four processes' peak resident memory above idle summed to 185 bytes a
+#: pixel besides the budget (shared memory counted in each process that touched it).
+HELD_BYTES_PER_PIXEL = 192
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,8 @@ class TritonRepoError(ValueError):
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 INSTANCES_RANGE = (1, 64)
 THREADS_RANGE = (0, 1024)
+#: --memory-budget-mb: 0 (no budget: whole images) or 16 MiB to 1 TiB.
+BUDGET_RANGE = (16, 2**20)
 
 
 def check_name(name: object) -> str:
@@ -101,7 +119,8 @@ def check_name(name: object) -> str:
                           "letter or digit (no path separators, dots or spaces)")
 
 
-def check_options(max_batch: int, instances: int, threads: int, max_pixels: int) -> None:
+def check_options(max_batch: int, instances: int, threads: int, max_pixels: int,
+                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
     """Refuse, with one line naming the option, numbers outside what a working repository can hold."""
     low, high = MAX_PIXELS_RANGE
     if type(max_pixels) is not int or not low <= max_pixels <= high:
@@ -114,6 +133,11 @@ def check_options(max_batch: int, instances: int, threads: int, max_pixels: int)
     for label, value, (low, high) in (("instances", instances, INSTANCES_RANGE), ("threads", threads, THREADS_RANGE)):
         if type(value) is not int or not low <= value <= high:
             raise TritonRepoError(f"{label} must be an integer from {low} to {high}, got {value!r}")
+    low, high = BUDGET_RANGE
+    if (not isinstance(memory_budget_mb, int | float) or isinstance(memory_budget_mb, bool)
+            or not (memory_budget_mb == 0 or low <= memory_budget_mb <= high)):
+        raise TritonRepoError(f"memory-budget-mb must be 0 (no budget: whole images) or from {low} to {high} MiB, "
+                              f"got {memory_budget_mb!r}")
 
 
 def _inside(root: Path, path: Path) -> Path:
@@ -226,6 +250,35 @@ def core_files(names: tuple[str, ...] = VENDORED) -> dict[str, Path]:
     return found
 
 
+def tiling_file(path: Path = TILING) -> Path:
+    """The runtime's tiling module, copied next to the python flavour's model.py; :class:`TritonRepoError` if it
+    imports anything but the standard library and numpy (the server's Python has nothing of this project)."""
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        modules = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                   [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        for module in modules:
+            top = module.partition(".")[0]
+            if top not in ("numpy", "__future__") and top not in sys.stdlib_module_names:
+                raise TritonRepoError(f"{path.name} imports {module}; the Triton Python models may only need numpy "
+                                      "and the standard library")
+    return path
+
+
+def network_parameters(metadata: ModelMetadata, memory_budget_mb: float, threads: int,
+                       fixed_batch: int | None) -> dict[str, int | str]:
+    """The python flavour's network parameters (config.pbtxt): threads and the tile plan's numbers.
+
+    ``budget_pixels`` is the ``Deblurrer``'s for the same budget (input pixels one forward pass may take); 0 (no
+    tiling, whole images as before) without a budget or for a static-shape export, which takes its one shape only.
+    """
+    budget_pixels = 0
+    if memory_budget_mb and metadata.static_shape is None:
+        budget_pixels = max(1, int(memory_budget_mb * 2**20 // activation_bytes_per_pixel(metadata.config)))
+    return {"intra_op_threads": threads, "memory_budget_mb": f"{memory_budget_mb:g}", "budget_pixels": budget_pixels,
+            "tile_overlap": TILE_OVERLAP, "size_multiple": metadata.conventions.size_multiple,
+            "min_size": metadata.min_size, "max_size": metadata.max_size, "fixed_batch": fixed_batch or 0}
+
+
 def engine_manifest(engine: Path) -> EngineManifest:
     """The engine's manifest, refused with one line unless Triton's TensorRT backend can load the engine."""
     if not engine.is_file():
@@ -270,7 +323,36 @@ def engine_note(manifest: EngineManifest) -> str:
             f"must be {manifest.runtime_version} and its GPU the same model")
 
 
-def _readme(name: str, flavour: str, network: str, engine_line: str, batching: bool) -> str:
+def memory_lines(flavour: str, metadata: ModelMetadata, limits: RequestLimits, budget_pixels: int,
+                 memory_budget_mb: float) -> list[str]:
+    """README lines: the memory one request can take, for the largest image the ensemble accepts."""
+    per_pixel = activation_bytes_per_pixel(metadata.config)
+    largest = limits.max_pixels
+    held = f"{HELD_BYTES_PER_PIXEL * largest / 1e9:.1f} GB"
+    safety = ["- a model process killed for memory is not restarted by Triton (every request to it then fails); "
+              "`python -m serving.triton_server` notices it and exits with one error line."] * (flavour == "python")
+    if budget_pixels:
+        return [f"- memory: the network runs an image (or a same-sized batch) over {budget_pixels:,} pixels in "
+                f"overlapping tiles and chunks within its budget of {memory_budget_mb:g} MiB (`--memory-budget-mb`; "
+                f"{per_pixel:,} bytes a pixel estimated), as the runtime's `Deblurrer` does. Besides that, the models "
+                f"and Triton hold copies of each image as it passes (float32 input and output): up to about "
+                f"{HELD_BYTES_PER_PIXEL} bytes a pixel, {held} for one image of the largest size accepted "
+                f"({largest:,} pixels, `--max-megapixels`), times the images in flight.", *safety]
+    if flavour != "python":
+        why = f"in the `{FLAVOURS[flavour].backend}` backend, which cannot tile"
+        remedy = ", or serve the python flavour"
+    elif metadata.static_shape is None:
+        why, remedy = "without a memory budget (`--memory-budget-mb 0`)", ", or set a budget (`--memory-budget-mb`)"
+    else:
+        why, remedy = "as sent (the network takes its one static shape)", ""
+    whole = f"{(per_pixel + HELD_BYTES_PER_PIXEL) * largest / 1e9:.0f} GB"
+    return [f"- memory: the network runs each image (and same-sized batch) whole, {why}: about "
+            f"{per_pixel + HELD_BYTES_PER_PIXEL:,} bytes a pixel ({per_pixel:,} estimated for the network) with the "
+            f"copies the models hold, {whole} for one image of the largest size accepted ({largest:,} pixels); "
+            f"lower `--max-megapixels` to bound it{remedy}.", *safety]
+
+
+def _readme(name: str, flavour: str, network: str, engine_line: str, batching: bool, memory: list[str]) -> str:
     spec = FLAVOURS[flavour]
     serve = ("python -m serving.triton_server REPOSITORY        # the tritonserver PyTriton bundles, on 127.0.0.1"
              if flavour == "python" else
@@ -287,6 +369,7 @@ def _readme(name: str, flavour: str, network: str, engine_line: str, batching: b
              f"- dynamic batching of `{network}`: {'on' if batching else 'off'}."]
     if engine_line:
         lines.append(f"- {engine_line}.")
+    lines += memory
     lines += ["", "Serve it:", "", "    " + serve.replace("REPOSITORY", "<this folder>"), ""]
     return "\n".join(lines)
 
@@ -332,7 +415,8 @@ def _refuse_replacing(repository: Path, root: Path, name: str, models: list[str]
 def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max_batch: int = 8,
                      gpu: bool = False, instances: int = 1, engine: Path | None = None,
                      force: bool = False, flavour: str | None = None, dynamic_batching: bool = True,
-                     threads: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
+                     threads: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> list[Path]:
     """Write the repository; returns the config.pbtxt paths.
 
     Nothing is written before everything is checked: the name (:func:`check_name`), the numbers
@@ -342,9 +426,12 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
     ``flavour`` (see :data:`FLAVOURS`) defaults to ``tensorrt`` when an ``engine`` is given, else ``python``.
     ``threads``: ONNX Runtime intra-op threads of the ``python`` flavour (0: its default).
     ``max_pixels``: the largest image (H*W) the pre-processing model, and the launcher's front, accept.
+    ``memory_budget_mb``: working memory one forward pass of the ``python`` flavour's network may take; larger
+    images run in overlapping tiles (the ``Deblurrer``'s plan and blending), batches in chunks. 0: no budget
+    (whole images; an untiled 12 MP photo needs about 14 GB with the default network).
     """
     name = check_name(name)
-    check_options(max_batch, instances, threads, max_pixels)
+    check_options(max_batch, instances, threads, max_pixels, memory_budget_mb)
     repository = Path(repository)
     if repository.exists() and not repository.is_dir():
         raise TritonRepoError(f"repository {repository} exists and is not a folder")
@@ -372,8 +459,10 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
         max_batch = min(max_batch, int(manifest.profile.max[0]))
         engine_line = engine_note(manifest)
         comment += "\n" + engine_line
+    parameters = network_parameters(metadata, memory_budget_mb if flavour == "python" else 0, threads,
+                                    static_batch)
     if flavour == "python":
-        extra = _parameters(intra_op_threads=threads)
+        extra = _parameters(**parameters)
     limits = RequestLimits(max_batch, max_pixels, MIN_SIDE)
     plan: dict[str, str] = {network: _config(network, spec.backend, max_batch, inputs, outputs, kind, instances,
                                              dynamic_batching, extra, comment)}
@@ -419,6 +508,7 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
     files[network]["1/model.plan" if flavour == "tensorrt" else "1/model.onnx"] = Path(engine or onnx_path)
     if flavour == "python":
         files[network]["1/model.py"] = PYTHON_MODELS / "network_onnxruntime.py"
+        files[network]["1/tiling.py"] = tiling_file()
         files[network].update(_vendor_files(core_files(VENDORED_NETWORK)))
     conventions = json.dumps(metadata.conventions.to_metadata())
     vendored = _vendor_files(core_files())
@@ -453,5 +543,6 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
             else:
                 target.write_text(content)
         written.append(folder / "config.pbtxt")
-    _inside(root, readme).write_text(_readme(name, flavour, network, engine_line, dynamic_batching))
+    memory = memory_lines(flavour, metadata, limits, int(parameters["budget_pixels"]), memory_budget_mb)
+    _inside(root, readme).write_text(_readme(name, flavour, network, engine_line, dynamic_batching, memory))
     return written

@@ -15,8 +15,12 @@ predicted from the model's measured speed) gets 503 with Retry-After before it i
 ``--grpc-port`` is given; it is then Triton's own, on 127.0.0.1 only, without the front (Triton checks data length
 against the declared shape there, and the pre-processing model checks image size; for trusted local clients).
 The server's log goes to a file (``--log``, default a temporary folder, named in the ready line); ``--verbose``
-also shows it. A server that dies is reported in one line, and not restarted. Bad options are one ``error:`` line
-and exit code 2, as ``serving.serve``'s are; start-up failures exit with code 1.
+also shows it. A server that dies is reported in one line, and not restarted. So is a model process that dies
+(a Python model's stub, OOM-killed for example): Triton does not restart it and would answer every request with
+500 while its health endpoints still say ready, so the launcher watches the stubs it saw at start-up
+(:func:`model_processes`, once a second, from ``/proc``), then stops the server and exits with code 1, for a
+supervisor to restart it. Bad options are one ``error:`` line and exit code 2, as ``serving.serve``'s are;
+start-up failures exit with code 1.
 
 The bundled server (Triton 2.5x) has the Python backend only: serve repositories of the ``python`` flavour
 (``export/to_triton.py --flavour python``, the default). What the launcher sets up, as PyTriton does for its own
@@ -54,6 +58,10 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 25
 LOOPBACK = "127.0.0.1"
+#: The Python backend's per-instance process: Triton starts one for every instance of every Python model.
+STUB = "triton_python_backend_stub"
+#: Seconds a dead model process waits for the server's own exit to be seen first (which explains it better).
+DEATH_GRACE_S = 1.0
 _LOAD_FAILURE = re.compile(r"\] \"(failed to load '[^']+' version .*?)\"?$")
 
 
@@ -112,6 +120,53 @@ def http_get(host: str, port: int, path: str, timeout: float = 2.0, method: str 
         conn.close()
 
 
+@dataclass(frozen=True)
+class ModelProcess:
+    """One Python-backend stub process: what runs one instance of a Python model."""
+
+    pid: int
+    instance: str  # Triton's instance name, e.g. banet_ort_0_0 ("" if its command line does not say)
+    model: str  # the model's folder name ("" if its command line does not say)
+
+    def describe(self) -> str:
+        return f"{self.model or 'a Python model'} (instance {self.instance or '?'}, pid {self.pid})"
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from ``/proc``, None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return fields[0], int(fields[1])
+
+
+def model_processes(server_pid: int) -> list[ModelProcess]:
+    """The Python-backend stubs the server ``server_pid`` runs (its children named :data:`STUB`), from ``/proc``.
+
+    The stub's command line is ``stub <model.py> <shm region> <sizes...> <parent pid> <backend dir> <handle>
+    <instance name> ...``: the model's folder and the instance name are read from it where it has them.
+    """
+    found: list[ModelProcess] = []
+    if not Path("/proc").is_dir():  # not Linux (the bundled server is Linux-only): nothing to watch
+        return found
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        stat = _stat(int(entry.name))
+        if stat is None or stat[1] != server_pid or stat[0] == "Z":
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")]
+        except OSError:
+            continue
+        if Path(argv[0]).name != STUB:
+            continue
+        model = Path(argv[1]).parent.parent.name if len(argv) > 1 and argv[1].endswith(".py") else ""
+        found.append(ModelProcess(int(entry.name), argv[8] if len(argv) > 8 else "", model))
+    return sorted(found, key=lambda p: (p.model, p.instance, p.pid))
+
+
 @dataclass
 class TritonServer:
     """A running ``tritonserver`` process behind its validating front; :meth:`stop` (or leaving the ``with``
@@ -129,6 +184,9 @@ class TritonServer:
     model: str = ""  # the ensemble the front serves
     limits: RequestLimits | None = None
     front: FrontServer | None = None
+    #: the model processes (Python-backend stubs) running once the server was ready; :meth:`dead_model` watches them
+    model_processes: list[ModelProcess] = field(default_factory=list)
+    keep_log: bool = False  # keep the default (temporary) log even after a clean stop: a failure names it
     _stopped: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -157,6 +215,30 @@ class TritonServer:
         how = f"was killed by signal {-code} ({signal.Signals(-code).name})" if code is not None and code < 0 and \
             -code in signal.valid_signals() else f"exited with code {code}"
         return f"tritonserver {how}; its log: {self.log_path}"
+
+    def dead_model(self) -> ModelProcess | None:
+        """A model process of :attr:`model_processes` that is gone (or a zombie) and was not replaced by one of the
+        same instance, else None. Cheap (one ``/proc`` read per process while they live): call it every second.
+
+        Triton neither restarts a stub that died (killed for memory, say) nor reports it: its health and model
+        readiness endpoints stay 200 while every request to the model fails with "Stub process ... is not healthy".
+        """
+        for index, known in enumerate(self.model_processes):
+            stat = _stat(known.pid)
+            if stat is not None and stat[0] != "Z" and stat[1] == self.process.pid:
+                continue
+            replaced = [p for p in model_processes(self.process.pid) if known.instance and
+                        (p.model, p.instance) == (known.model, known.instance)]
+            if not replaced:
+                return known
+            self.model_processes[index] = replaced[0]
+        return None
+
+    def model_death_note(self, dead: ModelProcess) -> str:
+        """One line: which model process died, what that means and where the server's log is."""
+        return (f"the model process of {dead.describe()} died (killed, for example for memory: see the kernel log, "
+                "dmesg); Triton does not restart it and would fail every request to it; stopped tritonserver, its "
+                f"log: {self.log_path}")
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -241,7 +323,7 @@ class TritonServer:
             with contextlib.suppress(OSError):
                 region.unlink()
         if self.workdir is not None and self.workdir.exists():
-            keep = self.log_path.parent == self.workdir and self.process.returncode not in (0, None)
+            keep = self.log_path.parent == self.workdir and (self.keep_log or self.process.returncode not in (0, None))
             if keep:  # the log of a failed run stays readable; only the backend folder goes
                 shutil.rmtree(self.workdir / "backends", ignore_errors=True)
             else:
@@ -368,6 +450,7 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
                           shm_prefix, triton_port, model, limits)
     try:
         server.wait_ready(timeout)
+        server.model_processes = model_processes(process.pid)
         front_limits = FrontLimits(model=model, max_pixels=limits.max_pixels, max_body_bytes=max_body_bytes,
                                    max_batch=limits.max_batch, min_side=limits.min_side,
                                    queue_size=queue_size, deadline_s=deadline_s,
@@ -466,6 +549,13 @@ def main(argv: list[str] | None = None) -> int:
           f"pixels, batches up to {server.limits.max_batch}){grpc}{metrics}; server log: {server.log_path}; "
           "Ctrl-C stops", flush=True)
     while not stop.wait(1.0):
+        dead = server.dead_model()
+        if dead is not None and not stop.wait(DEATH_GRACE_S) and server.process.poll() is None:
+            log.info("model process %s died; stopping tritonserver", dead.describe())
+            server.keep_log = True  # the line below names it
+            server.stop()
+            print(f"error: {server.model_death_note(dead)}; not restarted", file=sys.stderr)
+            return 1
         if server.process.poll() is not None:
             print(f"error: {server.death_note()}; not restarted", file=sys.stderr)
             stop.set()
