@@ -99,3 +99,27 @@ def tiny_weights(tmp_path: Path, tiny_model) -> Path:
     from banet.checkpoint import save_checkpoint
 
     return save_checkpoint(tiny_model, tmp_path / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32_and_int8(tmp_path_factory) -> tuple[Path, Path]:
+    """A tiny network's FP32 ONNX and its INT8 ``ort`` file next to it (quantized for real, held-out cost recorded);
+    shared by the session: copy them before changing them."""
+    import shutil
+
+    torch = _torch()
+    from banet.artifacts import int8_onnx_path
+    from banet.checkpoint import save_checkpoint
+    from banet.model import BANet
+    from calibration.data import CalibrationSource
+    from calibration.int8 import quantize_int8
+    from export.checkpoint_onnx import onnx_for_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny_fp32_and_int8")
+    torch.manual_seed(0)
+    weights = save_checkpoint(BANet(TINY).eval(), folder / "tiny.safetensors")
+    fp32 = folder / "tiny.onnx"
+    shutil.copy(onnx_for_checkpoint(weights), fp32)
+    int8 = quantize_int8(fp32, int8_onnx_path(fp32, "ort"), CalibrationSource(count=2, size=(32, 32)), "ort",
+                         verify_shapes=(), threads=1).path
+    return fp32, int8

@@ -2,7 +2,6 @@
 blocks (engine-inserted reorders by the names they carry), summed and ranked; real runs of a tiny network."""
 
 import importlib.util
-import shutil
 
 import numpy as np
 import pytest
@@ -90,26 +89,8 @@ def test_a_bf16_profile_runs_bfloat16_kernels_where_the_cpu_has_them(tiny_files)
 
 
 @pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    """A tiny network's FP32 ONNX and its INT8 ``ort`` file (quantized for real)."""
-    import torch
-
-    from banet.artifacts import int8_onnx_path
-    from banet.checkpoint import save_checkpoint
-    from banet.model import BANet
-    from calibration.data import CalibrationSource
-    from calibration.int8 import quantize_int8
-    from export.checkpoint_onnx import onnx_for_checkpoint
-    from tests.conftest import TINY
-
-    folder = tmp_path_factory.mktemp("profile")
-    torch.manual_seed(0)
-    weights = save_checkpoint(BANet(TINY).eval(), folder / "tiny.safetensors")
-    fp32 = folder / "tiny.onnx"
-    shutil.copy(onnx_for_checkpoint(weights), fp32)
-    int8 = quantize_int8(fp32, int8_onnx_path(fp32, "ort"), CalibrationSource(count=2, size=(32, 32)), "ort",
-                         verify_shapes=(), threads=1, heldout=False).path
-    return fp32, int8
+def tiny_files(tiny_fp32_and_int8):
+    return tiny_fp32_and_int8
 
 
 def _conv_nodes(path) -> list[str]:

@@ -17,25 +17,8 @@ HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 
 @pytest.fixture(scope="module")
-def tiny_files(tmp_path_factory):
-    """A tiny network's FP32 ONNX and its INT8 ``ort`` file next to it (quantized for real, held-out cost recorded)."""
-    import torch
-
-    from banet.checkpoint import save_checkpoint
-    from banet.model import BANet
-    from calibration.data import CalibrationSource
-    from calibration.int8 import quantize_int8
-    from export.checkpoint_onnx import onnx_for_checkpoint
-    from tests.conftest import TINY
-
-    folder = tmp_path_factory.mktemp("selection")
-    torch.manual_seed(0)
-    weights = save_checkpoint(BANet(TINY).eval(), folder / "tiny.safetensors")
-    fp32 = folder / "tiny.onnx"
-    shutil.copy(onnx_for_checkpoint(weights), fp32)
-    int8 = quantize_int8(fp32, int8_onnx_path(fp32, "ort"), CalibrationSource(count=2, size=(32, 32)), "ort",
-                         verify_shapes=(), threads=1).path
-    return fp32, int8
+def tiny_files(tiny_fp32_and_int8):
+    return tiny_fp32_and_int8
 
 
 def _with_record(source, target, deltas):
