@@ -341,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-gap", action="store_true",
                         help="instead: each family's gain on crops of training photos next to held-out, and the "
                              "gap (over-fitting measured, not guessed); writes OUTPUT/train_gap.json")
-    parser.add_argument("--train-crops", type=int, default=TRAIN_GAP_CROPS,
-                        help="training photos (one centred crop each, spread over the list) for --train-gap")
+    parser.add_argument("--train-crops", type=int, default=None,
+                        help=f"training photos (one centred crop each, spread over the list) for --train-gap "
+                             f"(default {TRAIN_GAP_CROPS})")
     parser.add_argument("--train-packages", default=None,
                         help="comma-separated packages to take --train-gap photos from (default: all), e.g. the "
                              "photos a model was or was not trained on")
@@ -350,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="overwrite the metrics.json (or train_gap.json) and pictures already in the --output "
                              "folder you named (out/eval's are always refreshed)")
     args = parser.parse_args(argv)
+    if not args.train_gap and (args.train_crops is not None or args.train_packages is not None):
+        parser.error("--train-crops and --train-packages choose the training photos of --train-gap; add --train-gap")
+    args.train_crops = TRAIN_GAP_CROPS if args.train_crops is None else args.train_crops
     if args.train_crops < 1 or (args.limit is not None and args.limit < 1):
         parser.error("--train-crops and --limit must be positive")
     packages = [p.strip() for p in args.train_packages.split(",") if p.strip()] if args.train_packages else None

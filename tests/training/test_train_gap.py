@@ -100,3 +100,12 @@ def test_train_gap_cli_writes_its_table(photo_root, tmp_path, capsys):
                    "--output", str(out)]) == 2
     err = capsys.readouterr().err
     assert "unknown training package(s) nope;" in err and "missing" not in err
+
+
+@pytest.mark.parametrize("option", [["--train-crops", "3"], ["--train-packages", "skimage"]])
+def test_train_gap_options_without_train_gap_are_refused_not_ignored(option, capsys):
+    """They choose --train-gap's photos; without it they were ignored without a word."""
+    with pytest.raises(SystemExit) as exit_:
+        E.main(option)
+    assert exit_.value.code == 2
+    assert "choose the training photos of --train-gap; add --train-gap" in capsys.readouterr().err
