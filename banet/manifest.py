@@ -30,6 +30,7 @@ committing, and a second one is refused in one line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from pathlib import Path
 from banet.conventions import METADATA_PREFIX
 from banet.hashing import file_sha256
 from banet.metadata import PRECISIONS, ModelMetadata
-from banet.outputs import PARTIAL, sync_folder, write_atomic
+from banet.outputs import NAME_MAX, PARTIAL, sync_folder, write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -63,7 +64,11 @@ _NOT_RTX = {(8, 7), (9, 0), (10, 0), (10, 1), (10, 3), (11, 0)}
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
 
 
-class EngineBusyError(RuntimeError):
+class OutputBusyError(RuntimeError):
+    """Another process is writing the same output file right now (:func:`output_lock`)."""
+
+
+class EngineBusyError(OutputBusyError):
     """Another process is building the same engine right now."""
 
 
@@ -290,6 +295,18 @@ def _load(path: Path) -> EngineManifest:
     return EngineManifest.from_dict(data, str(path))
 
 
+def described_engine(path: str | Path) -> str | None:
+    """The engine file name the manifest at ``path`` names (its ``engine`` field), or None where ``path`` holds no
+    JSON object naming one (a user's own JSON, an unreadable file): what a build checks before it writes a
+    manifest over that file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    engine = data.get("engine") if isinstance(data, dict) else None
+    return engine if isinstance(engine, str) and engine else None
+
+
 def _staged_for(engine: Path, size: int, sha256: str) -> EngineManifest | None:
     """The staged manifest (``x.partial.json``) if it describes ``engine``: a build killed between its renames."""
     staged = manifest_path(staged_engine_path(engine))
@@ -378,27 +395,40 @@ def commit_pair(engine: str | Path) -> None:
     sync_folder(engine.parent)
 
 
-def lock_path(engine: str | Path) -> Path:
-    """``x.engine`` -> ``x.engine.lock``: held (and present) only while a build of ``x.engine`` runs."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".lock")
+def lock_path(output: str | Path) -> Path:
+    """``x.engine`` -> ``x.engine.lock``: held (and present) only while a run writing ``x.engine`` lasts; a digest
+    of the name with the same tail where that would be longer than file systems allow (an output name near the
+    limit is still writable)."""
+    output = Path(output)
+    name = output.name + ".lock"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = hashlib.sha256(os.fsencode(output.name)).hexdigest()[:16] + ".lock"
+    return output.with_name(name)
+
+
+#: :func:`output_lock`'s refusal; ``{output}`` and ``{pid}`` are filled in.
+BUSY_MESSAGE = ("another run is writing {output} (pid {pid}); wait for it to finish, or write to another "
+                "--output")
 
 
 @contextlib.contextmanager
-def build_lock(engine: str | Path) -> Iterator[None]:
-    """Hold the exclusive right to replace ``engine``'s pair; :class:`EngineBusyError` if another process has it.
+def output_lock(output: str | Path, *, error: type[OutputBusyError] = OutputBusyError,
+                message: str = BUSY_MESSAGE) -> Iterator[None]:
+    """Hold the exclusive right to write ``output`` (and its staged names); ``error`` (one line, ``message`` with
+    ``{output}`` and ``{pid}`` filled in) if another process holds it. Every command that stages a file and renames
+    it over its output takes it: two runs on one output would otherwise delete or rename each other's staged file.
 
-    An ``flock`` on ``x.engine.lock`` (released by the kernel if the holder dies, so a killed build never leaves a
-    stale lock); the file holds the holder's pid for the message and is removed on release. A lock taken on a file
-    that was removed meanwhile is retried, so two builds can never both believe they hold it. Where ``fcntl`` is
-    missing (Windows) builds are not locked.
+    An ``flock`` on ``x.ext.lock`` (:func:`lock_path`; released by the kernel if the holder dies, so a killed run
+    never leaves a stale lock); the file holds the holder's pid for the message and is removed on release. A lock
+    taken on a file that was removed meanwhile is retried, so two runs can never both believe they hold it. Where
+    ``fcntl`` is missing (Windows) nothing is locked.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    path = lock_path(engine)
+    path = lock_path(output)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -406,8 +436,7 @@ def build_lock(engine: str | Path) -> Iterator[None]:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise EngineBusyError(f"another build of {engine} is running (pid {holder}); wait for it to finish, "
-                                  "or build to another --output") from None
+            raise error(message.format(output=output, pid=holder)) from None
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
@@ -423,6 +452,14 @@ def build_lock(engine: str | Path) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.close(fd)  # releases the flock
+
+
+def build_lock(engine: str | Path) -> contextlib.AbstractContextManager[None]:
+    """Hold the exclusive right to replace ``engine``'s pair (:func:`output_lock`); :class:`EngineBusyError` if
+    another process has it."""
+    return output_lock(engine, error=EngineBusyError,
+                       message="another build of {output} is running (pid {pid}); wait for it to finish, or build "
+                               "to another --output")
 
 
 def settle_pair(engine: str | Path) -> bool:

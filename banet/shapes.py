@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Iterable
 
 from banet.config import activation_bytes_per_pixel
 
@@ -99,6 +100,29 @@ def parse_nhw(text: str) -> tuple[int, int, int]:
     if problem := batch_problem(*values):
         raise ShapeError(f"{text}: {problem}")
     return values[0], values[1], values[2]
+
+
+def sweep_shape_problem(batch: int, height: int, width: int, check_batch: bool = True) -> str | None:
+    """Why a shape a model is checked on (``--verify-sizes`` of the export commands) is refused, or None: a batch,
+    height or width below 1 (nothing to compare: a division by zero in the metrics), an image over
+    :data:`DEFAULT_MAX_PIXELS` (the check allocates it several times over, in float32 too), and with
+    ``check_batch`` a batch over :data:`MAX_BATCH` (:func:`batch_problem`)."""
+    if min(batch, height, width) < 1:
+        return "batch, height and width must be >= 1"
+    if height * width > DEFAULT_MAX_PIXELS:
+        return (f"{hw_text(height, width)} is {height * width / 1e6:,.0f} MP, over the "
+                f"{DEFAULT_MAX_PIXELS // 10**6} MP the runtime takes by default; the check holds it several times in "
+                "memory, so check a smaller size")
+    return batch_problem(batch, height, width) if check_batch else None
+
+
+def sweep_problem(shapes: Iterable[tuple[int, int, int]], check_batch: bool = True) -> str | None:
+    """The refusal of the first of ``shapes`` (``--verify-sizes``) that :func:`sweep_shape_problem` refuses, as one
+    line naming it, or None: what export/to_onnx.py (through ``validate_options``) and export/to_app.py both say."""
+    for shape in shapes:
+        if problem := sweep_shape_problem(*shape, check_batch=check_batch):
+            return f"verification shape {'x'.join(map(str, shape))}: {problem}"
+    return None
 
 
 def hw_text(height: int, width: int) -> str:

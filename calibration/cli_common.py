@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
 from pathlib import Path
 
 from banet.cli_types import number
-from banet.outputs import check_input
+from banet.outputs import NAME_MAX, check_input
 from banet.shapes import parse_hw
 from calibration.data import CalibrationDataError, CalibrationSource, list_images
 from calibration.int8 import QuantizeError
@@ -118,9 +119,25 @@ def read_fp32_onnx(path: Path, weights: Path | None = None):
     except ArtifactError as exc:
         raise QuantizeError(str(exc)) from None
     if metadata.precision != "fp32":
-        raise QuantizeError(f"{path} is a {metadata.precision} model; quantize (and measure against) the FP32 "
-                            f"export: {make}")
+        fresh = _fresh_fp32_name(path)
+        export = f"export one with {export_command(weights, 'fp32', fresh)} and " if fresh is not None else ""
+        raise QuantizeError(f"{path} is a {metadata.precision} model; quantize (and measure against) an FP32 export: "
+                            f"{export}pass it as --onnx, or leave out --onnx to use (and make) "
+                            "engines/<weights stem>.onnx")
     return metadata
+
+
+def _fresh_fp32_name(path: Path) -> Path | None:
+    """A name next to ``path`` (a non-FP32 ONNX the user gave) for its FP32 export that no file has yet
+    (``my_fp16.onnx`` -> ``my.onnx``, else ``my_fp32.onnx``), or None: a hint never names a file that is there."""
+    stem = path.stem
+    for tail in ("_fp16", "_int8"):
+        stem = stem.removesuffix(tail)
+    for name in (f"{stem}.onnx", f"{stem}_fp32.onnx"):
+        candidate = path.with_name(name)
+        if not candidate.exists() and not candidate.is_symlink():
+            return candidate
+    return None
 
 
 def parse_summary(parse: dict) -> str:
@@ -134,15 +151,22 @@ def parse_summary(parse: dict) -> str:
 
 def command_errors() -> tuple[type[Exception], ...]:
     """What the calibration commands refuse in one line (``error: ...``, exit 1) instead of a traceback: their
-    own errors and those of the checkpoint and export behind an FP32 ONNX they make first."""
+    own errors, those of the checkpoint and export behind an FP32 ONNX they make first, and a path the system
+    refuses (``OSError``: a name longer than the file system allows, a folder that cannot be read)."""
     from banet.checkpoint import CheckpointError
     from export.onnx_export import ExportError
 
-    return QuantizeError, CalibrationDataError, CheckpointError, ExportError
+    return QuantizeError, CalibrationDataError, CheckpointError, ExportError, OSError
 
 
 def error_line(exc: Exception) -> str:
-    """``error: <first line>``: detail after it (an export's parity table) has already been logged."""
+    """``error: <first line>``: detail after it (an export's parity table) has already been logged. An ``OSError``
+    from the system names its path, what the system said and, for a name too long, the remedy."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        remedy = (f" (a file or folder name is at most {NAME_MAX} bytes: give a shorter one)"
+                  if exc.errno == errno.ENAMETOOLONG else "")
+        return f"error: {where}{exc.strerror}{remedy}"
     return f"error: {(str(exc).strip() or type(exc).__name__).splitlines()[0]}"
 
 

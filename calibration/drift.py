@@ -25,6 +25,7 @@ import copy
 import json
 import logging
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -349,25 +350,46 @@ def ensure_fp16_onnx(fp32: Path, weights: Path) -> Path:
                          verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 256, 256)])
 
 
-def read_int8(path: Path) -> Path:
-    """A given ``--int8`` file, checked: there, readable, a BANet INT8 Q/DQ model (QuantizeError, one line)."""
+def quantize_command(flavour: str, fp32: Path | None, weights: Path | None, output: Path | None = None) -> str:
+    """The ``python -m calibration.quantize`` line that makes an INT8 file (``--onnx``/``--weights`` only where
+    given), quoted for a shell."""
+    parts = ["python", "-m", "calibration.quantize", "--flavour", flavour]
+    parts += ["--onnx", shown_path(fp32)] if fp32 is not None else []
+    parts += ["--weights", shown_path(weights)] if weights is not None else []
+    parts += ["--output", shown_path(output)] if output is not None else []
+    return shlex.join(parts)
+
+
+def read_int8(path: Path, fp32: Path | None = None, weights: Path | None = None) -> Path:
+    """A given ``--int8`` file, checked: there, readable, a BANet INT8 Q/DQ model (QuantizeError, one line).
+
+    The hint names the command that makes one from the FP32 ONNX (``fp32``: the given ``--onnx``, None for the
+    default) and ``weights`` given: written to ``path`` where it is missing, never over a file that is there (an
+    FP32 file given by mistake is quantized to a name of its own)."""
+    from banet.artifacts import int8_onnx_path
     from banet.metadata import ArtifactError, read_onnx_metadata
     from calibration.int8 import QuantizeError
 
-    make = f"make it with python -m calibration.quantize --flavour ort|trt --output {path}"
+    flavour = "trt" if "trt" in path.stem.lower() else "ort"
     try:
         metadata = read_onnx_metadata(path)
     except FileNotFoundError as exc:
-        raise QuantizeError(f"{exc}; {make}") from None
+        raise QuantizeError(f"{exc}; make it with {quantize_command(flavour, fp32, weights, path)}") from None
     except ArtifactError as exc:
         raise QuantizeError(str(exc)) from None
+    if metadata.precision == "fp32":
+        raise QuantizeError(f"{path} is an FP32 model, not an INT8 Q/DQ one; quantize it with "
+                            f"{quantize_command(flavour, path, None)} and pass the file it writes, "
+                            f"{shown_path(int8_onnx_path(path, flavour))}, as --int8")
     if metadata.precision != "int8":
-        raise QuantizeError(f"{path} is a {metadata.precision} model, not an INT8 Q/DQ one; {make}")
+        raise QuantizeError(f"{path} is a {metadata.precision} model, not an INT8 Q/DQ one; make one with "
+                            f"{quantize_command(flavour, fp32, weights)} and pass the file it writes (it prints its "
+                            "name) as --int8")
     return path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from banet.cli_types import number
+    from banet.cli_types import number, threads
     from calibration.cli_common import add_calibration_arguments
     from runtime.images import quiet_opencv
 
@@ -389,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=number(int, 1), default=None, help="only the first N held-out images")
     parser.add_argument("--no-speed", action="store_true", help="skip the INT8 vs FP32 speed measurement")
     parser.add_argument("--no-fp16", action="store_true", help="skip the FP16 rows (INT8 only, faster)")
-    parser.add_argument("--threads", type=number(int, 0), default=1,
+    parser.add_argument("--threads", type=threads(0), default=1,
                         help="ONNX Runtime threads for the quality rows (0: all cores; default 1)")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
@@ -423,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             if row in given_int8:  # one row per name: the second file would silently replace the first
                 raise QuantizeError(f"--int8 {given_int8[row]} and {path} would both be the row 'INT8 {row}'; "
                                     "rename one (the row is the part of the name after _int8_)")
-            given_int8[row] = read_int8(path)
+            given_int8[row] = read_int8(path, args.onnx, args.weights)
         weights = args.weights or default_weights_path()
         loaded = load_checkpoint(weights)
         fp32 = ensure_fp32_onnx(args.onnx, weights)

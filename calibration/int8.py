@@ -42,7 +42,7 @@ from banet.hashing import file_sha256
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
 from calibration.data import CalibrationDataError, CalibrationSource
-from export.onnx_file import claim_staging, refused_path
+from export.onnx_file import claim_staging, refused_path, writing
 
 log = logging.getLogger(__name__)
 
@@ -429,42 +429,46 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
         options["CalibStridedMinMax"] = max(d for d in range(1, CALIBRATION_CHUNK + 1) if len(reader) % d == 0)
     activation_type, weight_type = spec.quant_types()
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp = claim_staging(output)
-    except OSError as exc:
-        raise QuantizeError(f"cannot stage {output}: {exc.strerror or exc}") from None
-    try:  # whatever stops it (a failure, Ctrl-C), no staged file stays behind; a refused one is left as .failed
+    with writing(output, QuantizeError):  # a second run on this output is refused, never mixed with this one
+        check_output(output, force=force, error=QuantizeError, suffix=".onnx",  # again, under the lock
+                     inputs={"the FP32 ONNX being quantized": fp32_onnx})
         try:
-            with _quiet_onnxruntime_quantization(), _calibration_threads(threads):
-                quantize_static(str(fp32_onnx), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                                reduce_range=False, activation_type=activation_type, weight_type=weight_type,
-                                op_types_to_quantize=list(spec.op_types), nodes_to_quantize=nodes,
-                                calibrate_method=calibrate_method, extra_options=options,
-                                calibration_cache_path=str(cache))
-        except Exception as exc:
-            raise QuantizeError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}") from exc
+            tmp = claim_staging(output)
+        except OSError as exc:
+            raise QuantizeError(f"cannot stage {output}: {exc.strerror or exc}") from None
+        try:  # whatever stops it (a failure, Ctrl-C), no staged file stays behind; a refused one is left as .failed
+            try:
+                with _quiet_onnxruntime_quantization(), _calibration_threads(threads):
+                    quantize_static(str(fp32_onnx), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                                    reduce_range=False, activation_type=activation_type, weight_type=weight_type,
+                                    op_types_to_quantize=list(spec.op_types), nodes_to_quantize=nodes,
+                                    calibrate_method=calibrate_method, extra_options=options,
+                                    calibration_cache_path=str(cache))
+            except Exception as exc:
+                raise QuantizeError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}") from exc
 
-        proto = onnx.load(str(tmp))
-        calibration = {"method": method, **source.to_dict()}
-        if method == "percentile":
-            calibration["percentile"] = percentile
-        extra = {"int8_flavour": flavour, "int8_format": spec.description, "int8_calibration": json.dumps(calibration),
-                 "int8_excluded_groups": json.dumps(sorted(exclude_groups)), "int8_quantized_nodes": str(len(nodes)),
-                 **(extra_metadata or {})}
-        write_onnx_metadata(proto, int8_metadata(metadata, extra))
-        with removed_on_write_error(tmp, output, QuantizeError):
-            onnx.save(proto, str(tmp))
+            proto = onnx.load(str(tmp))
+            calibration = {"method": method, **source.to_dict()}
+            if method == "percentile":
+                calibration["percentile"] = percentile
+            extra = {"int8_flavour": flavour, "int8_format": spec.description,
+                     "int8_calibration": json.dumps(calibration),
+                     "int8_excluded_groups": json.dumps(sorted(exclude_groups)),
+                     "int8_quantized_nodes": str(len(nodes)), **(extra_metadata or {})}
+            write_onnx_metadata(proto, int8_metadata(metadata, extra))
+            with removed_on_write_error(tmp, output, QuantizeError):
+                onnx.save(proto, str(tmp))
 
-        conformance, verification = _check_and_commit(fp32_onnx, tmp, output, spec.tensorrt, verify_shapes,
-                                                       min_verify_psnr_db, threads, heldout)
-        seconds = time.perf_counter() - started
-        log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB", output,
-                flavour, method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)
-        return QuantizedModel(output, flavour, method, nodes, sorted(exclude_groups), verification, seconds,
-                              calibration, conformance or {})
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+            conformance, verification = _check_and_commit(fp32_onnx, tmp, output, spec.tensorrt, verify_shapes,
+                                                           min_verify_psnr_db, threads, heldout)
+            seconds = time.perf_counter() - started
+            log.log(log_level, "wrote %s (%s, %s, %d nodes quantized, excluded %s) in %.1f s; drift vs FP32 %s dB",
+                    output, flavour, method, len(nodes), sorted(exclude_groups) or "none", seconds, verification)
+            return QuantizedModel(output, flavour, method, nodes, sorted(exclude_groups), verification, seconds,
+                                  calibration, conformance or {})
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def leave_failed(candidate: Path, output: Path) -> Path:

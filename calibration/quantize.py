@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -65,8 +66,11 @@ def variant(flavour: str, method: str, percentile: float, exclude: Sequence[str]
             calib_dir: Path | None = None) -> str:
     """The name suffix of a Q/DQ file made with other settings than the default file's ('' for the defaults)."""
     parts = []
-    if calib_dir is not None:
-        parts.append("calib-" + (re.sub(r"[^A-Za-z0-9_]+", "-", Path(calib_dir).resolve().name) or "dir"))
+    if calib_dir is not None:  # a long folder name as a digest: the file name must fit the file system's limit
+        folder = re.sub(r"[^A-Za-z0-9_]+", "-", Path(calib_dir).resolve().name) or "dir"
+        if len(folder) > 40:
+            folder = hashlib.sha256(os.fsencode(Path(calib_dir).resolve().name)).hexdigest()[:10]
+        parts.append("calib-" + folder)
     if method != "minmax":
         parts.append(method + (f"{percentile:g}" if method == "percentile" and percentile != DEFAULT_PERCENTILE
                                else ""))

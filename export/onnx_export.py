@@ -26,8 +26,8 @@ from banet.conventions import BANET
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
 from banet.pooling import MAX_LENGTH
-from banet.shapes import batch_problem
-from export.onnx_file import claim_staging, refused_path, write_onnx_metadata
+from banet.shapes import batch_problem, sweep_problem
+from export.onnx_file import claim_staging, refused_path, write_onnx_metadata, writing
 from export.parity import DEFAULT_SWEEP, Forward, ParityReport, compare
 from export.reference_cache import cached_forward
 from export.runtime_forwards import onnxruntime_forward, openvino_forward
@@ -98,11 +98,8 @@ def validate_options(options: ExportOptions) -> None:
             raise ExportError(f"static size {h}x{w} is larger than --max-size {options.max_size}: a static export "
                               "is traced and verified at its full size (720x1280 peaked at 6.2 GB of memory); "
                               "raise --max-size if you mean it, or export dynamic shapes and let the runtime tile")
-    else:
-        empty = [s for s in options.verify_shapes if min(s) < 1]
-        if empty:
-            raise ExportError(f"verification shape {'x'.join(map(str, empty[0]))}: batch, height and width must "
-                              "be >= 1")
+    elif problem := sweep_problem(options.verify_shapes, check_batch=options.batch is None):  # --batch replaces N
+        raise ExportError(problem)
     if options.min_psnr_db is not None and not math.isfinite(options.min_psnr_db):
         raise ExportError(f"--min-psnr must be a finite number of dB, got {options.min_psnr_db}")
     if options.max_abs_error is not None and not options.max_abs_error >= 0:  # NaN fails this too
@@ -111,9 +108,6 @@ def validate_options(options: ExportOptions) -> None:
         raise ExportError(f"--batch must be >= 1, got {options.batch}")
     if options.batch is not None and (problem := batch_problem(options.batch, *(options.static_hw or ()))):
         raise ExportError(f"--batch {options.batch}: {problem}")
-    for shape in () if options.static_hw is not None or options.batch is not None else options.verify_shapes:
-        if problem := batch_problem(*shape):
-            raise ExportError(f"verification shape {'x'.join(map(str, shape))}: {problem}")
     if options.check_openvino:
         from runtime.backends.base import BackendUnavailableError
         from runtime.backends.openvino_backend import import_openvino
@@ -271,21 +265,24 @@ def export_onnx(model: nn.Module, output: Path, options: ExportOptions, source_s
 
     Raises :class:`ExportError` on any failure; a graph that failed verification is left next to the output as
     ``<name>.failed.onnx`` for inspection, never under the requested name; whatever stops it (an error,
-    Ctrl-C) leaves no staged file behind.
+    Ctrl-C) leaves no staged file behind. Another run writing ``output`` at the same time is refused
+    (:func:`export.onnx_file.writing`).
     """
     validate_options(options)
     output = Path(output)
     check_output_path(output, options.force)
     model = model.eval().float()
     shapes = verification_shapes(options)
-    try:
-        tmp = claim_staging(output)
-    except OSError as exc:
-        raise ExportError(f"cannot stage {output}: {exc.strerror or exc}") from None
-    try:  # whatever stops the export (a failure, Ctrl-C), nothing staged stays behind
-        report = _export_checked(model, output, tmp, options, shapes, source_sha256, source_name, config)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with writing(output, ExportError):  # a second run on this output is refused, never mixed with this one
+        check_output_path(output, options.force)  # again, now that no other run can write it meanwhile
+        try:
+            tmp = claim_staging(output)
+        except OSError as exc:
+            raise ExportError(f"cannot stage {output}: {exc.strerror or exc}") from None
+        try:  # whatever stops the export (a failure, Ctrl-C), nothing staged stays behind
+            report = _export_checked(model, output, tmp, options, shapes, source_sha256, source_name, config)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return output, report
 

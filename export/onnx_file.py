@@ -4,14 +4,17 @@ without ``onnx`` (:func:`banet.metadata.read_onnx_metadata`)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from banet.conventions import METADATA_PREFIX
 from banet.errors import ArtifactError
+from banet.manifest import OutputBusyError, lock_path, output_lock
 from banet.metadata import ModelMetadata, check_signature, existing_onnx
-from banet.outputs import NAME_MAX, clear_partial
+from banet.outputs import NAME_MAX, clear_partial, write_error
 
 
 def write_onnx_metadata(model, metadata: ModelMetadata) -> None:
@@ -24,19 +27,24 @@ def write_onnx_metadata(model, metadata: ModelMetadata) -> None:
 
 
 def load_onnx(path: str | Path, load_external_data: bool = False):
-    """``onnx.load`` with one-line errors: a missing file, a directory, or bytes that are not an ONNX model."""
+    """``onnx.load`` with one-line errors: a missing file, a directory, or bytes that are not an ONNX model.
+
+    Always read as a binary ONNX file, whatever the extension: ``onnx.load`` picks a text parser from ``.json``,
+    ``.onnxtxt`` or ``.textproto`` (an engine's manifest handed over as ``--onnx``), whose errors it raises as
+    tracebacks of their own; here such a file is one line like any other file that is not an ONNX model."""
     import onnx
-    from google.protobuf.message import DecodeError
+    from google.protobuf.message import Error as ProtobufError
 
     path = existing_onnx(path)
+    hint = "" if path.suffix.lower() == ".onnx" else f"; ONNX files end in .onnx, not {path.suffix or 'nothing'}"
     try:
-        model = onnx.load(str(path), load_external_data=load_external_data)
-    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as exc:
+        model = onnx.load_model(str(path), format="protobuf", load_external_data=load_external_data)
+    except (ProtobufError, RuntimeWarning, ValueError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path}: not a readable ONNX model (truncated, corrupt or another kind of file: "
-                            f"{type(exc).__name__})") from None
+                            f"{type(exc).__name__}){hint}") from None
     if not model.graph.node:
         raise ArtifactError(f"{path}: not a readable ONNX model (no graph: truncated, corrupt or another kind of "
-                            "file)")
+                            f"file){hint}")
     return model
 
 
@@ -72,10 +80,28 @@ def claim_staging(output: str | Path) -> Path:
     """:func:`staging_path`, with whatever entry is at that name removed first (:func:`banet.outputs.clear_partial`:
     a file a killed run left, or a symbolic link planted there, only the link), so that the exporter or quantizer
     writes a file of its own instead of writing through the link and renaming the link over ``output``. A folder at
-    that name is refused (``IsADirectoryError``), never removed."""
+    that name is refused (``IsADirectoryError``), never removed. Call it inside :func:`writing`, so that what is
+    removed is never the staged file of another run that is still going."""
     tmp = staging_path(output)
     clear_partial(tmp)
     return tmp
+
+
+@contextlib.contextmanager
+def writing(output: str | Path, error: type[Exception]) -> Iterator[None]:
+    """Hold the right to write ``output`` and its staged names (:func:`banet.manifest.output_lock`, the lock engine
+    builds take) for as long as the block runs: a second export, quantization or app graph to the same file is
+    refused in one line (``error``) instead of removing or renaming the first one's staged file. The lock dies with
+    its process, so a killed run never blocks the next one."""
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(output_lock(output))
+    except OutputBusyError as exc:
+        raise error(str(exc)) from None
+    except OSError as exc:
+        raise error(write_error(exc, lock_path(output))) from None
+    with stack:
+        yield
 
 
 def refused_path(output: str | Path) -> Path:

@@ -39,7 +39,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from banet.errors import ArtifactError
     from banet.metadata import read_onnx_metadata, stale_source
     from banet.outputs import check_input, check_output, write_atomic, write_error
-    from banet.shapes import parse_nhw
+    from banet.shapes import parse_nhw, sweep_problem
     from export.app_check import APP_SWEEP, AppReport
     from export.app_graph import CHANNEL_ORDERS
     from export.onnx_export import ExportError
@@ -177,7 +177,7 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     from export.app_check import check_app_graphs, onnxruntime_app_run
     from export.app_graph import save_ort_format, wrap_for_apps
     from export.onnx_export import torch_forward
-    from export.onnx_file import claim_staging, refused_path
+    from export.onnx_file import claim_staging, refused_path, writing
     from export.reference_cache import cached_forward
     from export.runtime_forwards import onnxruntime_forward
 
@@ -209,41 +209,45 @@ def make(args: argparse.Namespace) -> tuple[Path, list[Path], list[AppReport]]:
     except ValueError as exc:  # a tile below the export's smallest side, an opset too old: one line
         raise ExportError(f"{network}: {exc}") from None
 
-    staged = [claim_staging(path) for path in outputs]
-    try:
-        write_atomic(staged[0], app_model.SerializeToString())
-        runs = {outputs[0].name: onnxruntime_app_run(staged[0])}
-        if not args.no_ort:
-            save_ort_format(staged[0], staged[1], staged[2])
-            _name_config(staged[2], outputs[1])
-            runs[outputs[1].name] = onnxruntime_app_run(staged[1])
-        model = load_checkpoint(weights).model.eval().float()
-        pytorch = cached_forward(torch_forward(model), model)
-        network_run = onnxruntime_forward(network)  # one session for every check
-        reports = check_app_graphs(runs, network_run, pytorch, metadata, args.channel_order,
-                                   shapes=sweep(tile, args.overlap) + tuple(args.verify_sizes), tile=tile,
-                                   overlap=args.overlap)
-        for engines, shapes in other_engines(args, staged, outputs, tile):  # held to the drift floor alone
-            reports += check_app_graphs(engines, network_run, pytorch, metadata,
-                                        args.channel_order, shapes=shapes, tile=tile, overlap=args.overlap,
-                                        drift_only=tuple(engines))
-        for report in reports:
-            log.info("%s", report.table())
-        if not all(report.passed for report in reports):
-            kept = []
+    with writing(outputs[0], ExportError):  # a second run on these outputs is refused, never mixed with this
+        for path in outputs:  # again, now that no other run can write them meanwhile
+            check_output(path, force=args.force, error=ExportError, suffix=path.suffix, inputs=inputs,
+                         option="--output")
+        staged = [claim_staging(path) for path in outputs]
+        try:
+            write_atomic(staged[0], app_model.SerializeToString())
+            runs = {outputs[0].name: onnxruntime_app_run(staged[0])}
+            if not args.no_ort:
+                save_ort_format(staged[0], staged[1], staged[2])
+                _name_config(staged[2], outputs[1])
+                runs[outputs[1].name] = onnxruntime_app_run(staged[1])
+            model = load_checkpoint(weights).model.eval().float()
+            pytorch = cached_forward(torch_forward(model), model)
+            network_run = onnxruntime_forward(network)  # one session for every check
+            reports = check_app_graphs(runs, network_run, pytorch, metadata, args.channel_order,
+                                       shapes=sweep(tile, args.overlap) + tuple(args.verify_sizes), tile=tile,
+                                       overlap=args.overlap)
+            for engines, shapes in other_engines(args, staged, outputs, tile):  # held to the drift floor alone
+                reports += check_app_graphs(engines, network_run, pytorch, metadata,
+                                            args.channel_order, shapes=shapes, tile=tile, overlap=args.overlap,
+                                            drift_only=tuple(engines))
+            for report in reports:
+                log.info("%s", report.table())
+            if not all(report.passed for report in reports):
+                kept = []
+                for stage, path in zip(staged, outputs):
+                    if stage.exists() and path.suffix in (".onnx", ".ort"):
+                        stage.replace(refused_path(path))
+                        kept.append(str(refused_path(path)))
+                failed = [r for r in reports if not r.passed]
+                raise CheckFailed(f"the app graph failed its check on {', '.join(r.artifact for r in failed)}; left at "
+                                  f"{', '.join(kept)} for inspection, nothing written:\n"
+                                  + "\n".join(r.table() for r in failed), network, reports)
             for stage, path in zip(staged, outputs):
-                if stage.exists() and path.suffix in (".onnx", ".ort"):
-                    stage.replace(refused_path(path))
-                    kept.append(str(refused_path(path)))
-            failed = [r for r in reports if not r.passed]
-            raise CheckFailed(f"the app graph failed its check on {', '.join(r.artifact for r in failed)}; left at "
-                              f"{', '.join(kept)} for inspection, nothing written:\n"
-                              + "\n".join(r.table() for r in failed), network, reports)
-        for stage, path in zip(staged, outputs):
-            stage.replace(path)
-    finally:
-        for stage in staged:
-            stage.unlink(missing_ok=True)
+                stage.replace(path)
+        finally:
+            for stage in staged:
+                stage.unlink(missing_ok=True)
     return network, outputs, reports
 
 
@@ -279,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --tile {args.tile} --overlap {args.overlap}: the tile is 0 (whole images) or even and more "
               "than twice the overlap, which is at least 1", file=sys.stderr)
         return 2
+    problem = sweep_problem(args.verify_sizes)  # as export/to_onnx.py: before a minute of work, not after it
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
         if args.output is None:
             log.info("%s", engines_rule())

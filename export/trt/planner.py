@@ -15,6 +15,7 @@ from banet.manifest import (
     RTX_DEFAULT_TARGETS,
     RTX_KNOWN_TARGETS,
     cc_to_target,
+    described_engine,
     manifest_path,
 )
 from banet.outputs import check_input, check_not_input, check_output
@@ -249,6 +250,25 @@ def _builder_flags(options: BuildOptions, strongly_typed: bool, notes: list[str]
     return flags
 
 
+def _check_manifest_path(engine: Path, force: bool) -> None:
+    """Refuse a file at the engine's manifest name (``x.engine`` -> ``x.json``) as the engine itself is refused:
+    without ``--force`` when it exists (a user's own JSON, another engine's manifest), and even with ``--force``
+    when it is the manifest of another engine file (``x.plan``'s, which shares ``x.json`` with ``x.engine``)."""
+    manifest = manifest_path(engine)
+    if manifest.is_dir():
+        raise PlanError(f"{manifest} is a directory, where the engine's manifest goes; remove it or choose another "
+                        "--output")
+    if not manifest.exists() and not manifest.is_symlink():
+        return
+    owner = described_engine(manifest)
+    if owner is not None and owner != engine.name:
+        raise PlanError(f"{manifest} is the manifest of another engine, {owner}, and {engine.name}'s manifest "
+                        "would replace it; give the engine another --output name (refused even with --force)")
+    if not force:
+        raise PlanError(f"{manifest} exists, where {engine.name}'s manifest goes; pass --force to overwrite it, or "
+                        "choose another --output")
+
+
 def _checked_output(options: BuildOptions, stem: str, targets: tuple[str, ...], onnx: OnnxInfo) -> Path:
     """The engine path (refused if it exists without ``--force``), caches and the calibration shape checked."""
     precision = options.precision
@@ -260,6 +280,7 @@ def _checked_output(options: BuildOptions, stem: str, targets: tuple[str, ...], 
         inputs["the checkpoint (--weights)"] = Path(options.weights)
     check_output(output, force=options.force, error=PlanError, suffix=".engine", inputs=inputs, option="--output")
     check_not_input(manifest_path(output), inputs, error=PlanError, option="the engine's manifest")
+    _check_manifest_path(output, options.force)
     taken = {**inputs, "the engine (--output)": output, "the engine's manifest": manifest_path(output)}
     for option, cache, suffix in (("--timing-cache", options.timing_cache, ".bin"),
                                   ("--calibration-cache", options.calibration_cache, ".calib")):
