@@ -10,7 +10,7 @@ which blocks INT8 speeds up, which it leaves as they were (blocks kept in float,
 int8 kernel for). Blocks are those of ``calibration.sensitivity`` and ``calibration.quantize --exclude``. Times
 are with the profiler on (a little slower than ``benchmarks.run``'s, which is where speeds are compared) and say
 where time goes on this machine, not how fast another one is. Tables print; ``--output`` also writes
-``profile_<backend>_<cpu>_<date>.json`` and ``.md`` there.
+``profile_<backend>[-bf16]_<cpu>_<date>.json`` and ``.md`` there.
 """
 
 from __future__ import annotations
@@ -27,18 +27,16 @@ log = logging.getLogger(__name__)
 
 
 def default_files() -> list[Path]:
-    """The embedded default model's FP32 ONNX (exported and verified first if missing) and, when made, its INT8
-    ``ort`` file (``python -m calibration.quantize``)."""
+    """The embedded default model's shipped files: its FP32 ONNX and INT8 ``ort`` file (what ``Deblurrer()`` and
+    ``Deblurrer(precision="int8")`` run), the INT8 one left out where an install lacks it."""
     from banet.artifacts import int8_onnx_path
-    from banet.defaults import default_weights_path
-    from export.artifact_chain import exported_onnx
+    from banet.defaults import DEFAULT_ONNX
 
-    fp32 = exported_onnx(default_weights_path())
-    int8 = int8_onnx_path(fp32, "ort")
-    if not int8.is_file():
-        log.info("%s missing (python -m calibration.quantize makes it): profiling the FP32 file alone", int8)
-        return [fp32]
-    return [fp32, int8]
+    if not DEFAULT_ONNX.is_file():
+        raise BenchmarkError(f"the default model's ONNX is missing ({DEFAULT_ONNX}); reinstall banet-deploy, or "
+                             "name the files to profile")
+    int8 = int8_onnx_path(DEFAULT_ONNX, "ort")
+    return [DEFAULT_ONNX, int8] if int8.is_file() else [DEFAULT_ONNX]
 
 
 def check_files(files: list[Path]) -> None:
@@ -102,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path,
                         help="network ONNX files (FP32, FP16, INT8 Q/DQ) to profile, the first one the baseline of "
-                             "the ratios (default: the default model's FP32 ONNX and its INT8 ort file)")
+                             "the ratios (default: the default model's shipped FP32 ONNX and INT8 ort file)")
     parser.add_argument("--backend", choices=BACKENDS, default="openvino",
                         help="whose profiler: openvino (performance counters, compiled for this one input shape) "
                              "or onnxruntime (its JSON profile, CPU provider); default %(default)s")
@@ -119,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=number(int, 1, 1000), default=12,
                         help="rows in each file's kernel and slowest-layer tables (default %(default)s)")
     parser.add_argument("--output", type=Path, default=None,
-                        help="also write profile_<backend>_<cpu>_<date>.json and .md in this folder")
+                        help="also write profile_<backend>[-bf16]_<cpu>_<date>.json and .md in this folder")
     add_force(parser)
     return parser
 
@@ -139,7 +137,7 @@ def _main(args: argparse.Namespace) -> int:
     files = list(args.files)
     check_files(files)  # a file given is refused before the default model is exported
     files = files or default_files()
-    stem = results_stem(f"profile_{args.backend}", cpu_name())
+    stem = results_stem(f"profile_{args.backend}{'-bf16' if args.bf16 else ''}", cpu_name())
     if args.output is not None:
         check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force,
                       inputs={f"profiled file {path}": path for path in files})

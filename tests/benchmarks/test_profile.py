@@ -68,3 +68,12 @@ def test_an_app_graph_is_refused_with_what_to_profile_instead(tiny_files, tmp_pa
     assert profile.main([str(app)]) == 1
     err = capsys.readouterr().err
     assert "cannot profile" in err and "app graph" in err and "network ONNX it was made from" in err
+
+
+def test_with_no_files_the_default_models_shipped_files_are_profiled(capsys):
+    assert profile.main(["--backend", "onnxruntime", "--size", "32x48", "--runs", "1", "--threads", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "| `banet_default.onnx` |" in table and "| `banet_default_int8_ort.onnx` |" in table
+    assert "--bf16" in profile.build_parser().format_help()
+    assert profile.main(["--backend", "onnxruntime", "--bf16"]) == 1
+    assert "--bf16 is OpenVINO's bfloat16 arithmetic" in capsys.readouterr().err
