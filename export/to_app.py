@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                              f"blended as the runtime blends them, so memory stays bounded on any photo (default "
                              f"{DEFAULT_TILE}; the network's working memory grows with the tile, ~1.3 KB a pixel for "
                              "the default network); 0 runs every image whole")
-    parser.add_argument("--overlap", type=int, default=32, metavar="PX", help="tile overlap in pixels (default 32)")
+    parser.add_argument("--overlap", type=int, default=None, metavar="PX",
+                        help="tile overlap in pixels (default 32; with --tile > 0 only)")
     parser.add_argument("--check-web", action="store_true",
                         help="also run both files on onnxruntime-web (WebAssembly, what browsers run; under Node.js, "
                              "from apps/web) on small shapes and a 2x2 grid of tiles, held to the same drift floor")
@@ -279,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --onnx names the network file itself; its precision is read from it (drop --precision)",
               file=sys.stderr)
         return 2
+    if args.tile == 0 and args.overlap is not None:
+        print(f"error: --overlap {args.overlap} overlaps tiles, and --tile 0 runs whole images: drop one of them",
+              file=sys.stderr)
+        return 2
+    args.overlap = 32 if args.overlap is None else args.overlap
     if args.overlap < 1 or args.tile < 0 or (args.tile and (args.tile % 2 or args.tile <= 2 * args.overlap)):
         print(f"error: --tile {args.tile} --overlap {args.overlap}: the tile is 0 (whole images) or even and more "
               "than twice the overlap, which is at least 1", file=sys.stderr)

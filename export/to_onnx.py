@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "verified at that size (720x1280: ~6.2 GB peak memory)")
     parser.add_argument("--batch", type=parse_batch, default=None, metavar="N",
                         help=f"fixed batch size, 1 to {MAX_BATCH} (default: dynamic batch)")
-    parser.add_argument("--min-size", type=int, default=8,
-                        help="smallest height/width the dynamic model is declared and verified for (default 8)")
+    parser.add_argument("--min-size", type=int, default=None,
+                        help=f"smallest height/width the dynamic model is declared and verified for (default "
+                             f"{DEFAULT_MIN_SIZE})")
     parser.add_argument("--max-size", type=int, default=4096,
                         help="largest height/width the dynamic model is declared and verified for (default 4096)")
     parser.add_argument("--simplify", action="store_true",
@@ -96,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The smallest side a dynamic export is declared for unless --min-size says otherwise.
+DEFAULT_MIN_SIZE = 8
+
+
 def command_line_conflict(args: argparse.Namespace) -> str | None:
     """Options that contradict each other (exit 2, as argparse does), or None."""
     if args.no_default_sweep and not args.verify_sizes:
@@ -103,6 +108,14 @@ def command_line_conflict(args: argparse.Namespace) -> str | None:
     if args.static is not None and (args.verify_sizes or args.no_default_sweep):
         return ("--static exports are verified at their own shape only; --verify-sizes / --no-default-sweep "
                 "would be ignored, drop them")
+    if args.static is not None and args.min_size is not None:
+        return "--min-size bounds a dynamic export's sizes; a --static export takes its one size: drop --min-size"
+    low = DEFAULT_MIN_SIZE if args.min_size is None else args.min_size
+    for n, h, w in args.verify_sizes:
+        if min(h, w) < low or max(h, w) > args.max_size:
+            return (f"--verify-sizes {n}x{h}x{w} lies outside the sizes the export is declared for ({low}..."
+                    f"{args.max_size}, --min-size/--max-size), so it would not be verified: widen the bounds or drop "
+                    "it")
     return None
 
 
@@ -128,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sweep = ([] if args.no_default_sweep else list(DEFAULT_SWEEP)) + list(args.verify_sizes)
     options = ExportOptions(opset=args.opset, precision="fp16" if args.fp16 else "fp32", static_hw=args.static,
-                            batch=args.batch, min_size=args.min_size, max_size=args.max_size,
+                            batch=args.batch, min_size=DEFAULT_MIN_SIZE if args.min_size is None else args.min_size,
+                            max_size=args.max_size,
                             simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
                             min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force,
                             check_openvino=args.check_openvino)

@@ -458,3 +458,8 @@ def test_cli_checks_other_engines_and_records_them(tmp_path, tiny_weights, capsy
     assert set(checks) == {"a.onnx", "a.ort", "a.onnx (onnxruntime-web)", "a.ort (onnxruntime-web)",
                            "a.onnx (OpenVINO)"}
     assert all(c["passed"] for c in checks.values()) and not checks["a.onnx (OpenVINO)"]["hold_pixels"]
+
+
+def test_an_overlap_without_tiles_is_refused_not_ignored(capsys):
+    assert main(["--tile", "0", "--overlap", "5"]) == 2  # was accepted, the overlap ignored
+    assert "--overlap 5 overlaps tiles, and --tile 0 runs whole images" in capsys.readouterr().err

@@ -222,3 +222,21 @@ def test_dynamo_exporter_also_verifies(tmp_path, tiny_model):
                            verify_shapes=[(1, 64, 64), (2, 38, 50), (1, 246, 20)])
     assert report.passed, report.table()
     assert "dynamo" in read_onnx_metadata(path).exporter
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--verify-sizes", "1x5000x5000", "1x32x32"], "--verify-sizes 1x5000x5000 lies outside the sizes the export is "
+                                                   "declared for (8...4096"),
+    (["--verify-sizes", "1x4x4"], "--verify-sizes 1x4x4 lies outside"),
+    (["--min-size", "64", "--verify-sizes", "1x32x48"], "(64...4096"),
+    (["--static", "16x16", "--min-size", "100"], "a --static export takes its one size: drop --min-size"),
+])
+def test_options_that_would_be_ignored_are_refused_before_any_work(argv, message, capsys, tmp_path):
+    """A --verify-sizes shape outside --min-size/--max-size was dropped without a word (the run still said
+    'verified on 8 shapes'); --min-size with --static was accepted and ignored."""
+    from export.to_onnx import main
+
+    assert main([*argv, "--output", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "m.onnx").exists()
