@@ -7,6 +7,7 @@ import argparse
 import errno
 import logging
 import math
+import re
 from pathlib import Path
 
 from banet.cli_types import number
@@ -17,6 +18,41 @@ from calibration.int8 import QuantizeError
 from export.artifact_chain import export_command, exported_onnx
 
 log = logging.getLogger(__name__)
+
+
+
+#: Sphinx cross-references in a docstring (``:mod:`calibration.int8```, ``:func:`~a.b```): their target's name.
+_ROLE = re.compile(r":(?:mod|func|class|meth|data|attr|exc):`~?([^`]+)`")
+
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as ``--help`` shows it: Sphinx roles and double backticks (for the API documentation)
+    turned into plain text, so a newcomer reads ``calibration.int8`` and `--exclude`, not ``:mod:`calibration.int8```.
+    """
+    text = _ROLE.sub(lambda match: match[1], doc or "")
+    return text.replace("``", "`")
+
+
+#: The percentile --method percentile calibrates to unless --percentile says otherwise.
+DEFAULT_PERCENTILE = 99.999
+
+
+def percentile_arg(text: str) -> float:
+    """argparse type for ``--percentile``: a number in (0, 100], refused before any work is done."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text} is not a percentile: it must be in (0, 100], e.g. 99.999")
+    return value
+
+
+def percentile_conflict(args: argparse.Namespace) -> str | None:
+    """Why ``--percentile`` would be ignored (another ``--method``), or None."""
+    if args.percentile != DEFAULT_PERCENTILE and args.method != "percentile":
+        return f"--percentile is for --method percentile; with --method {args.method} it would be ignored"
+    return None
 
 
 def parse_size(text: str) -> tuple[int, int]:

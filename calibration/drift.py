@@ -390,10 +390,10 @@ def read_int8(path: Path, fp32: Path | None = None, weights: Path | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     from banet.cli_types import number, threads
-    from calibration.cli_common import add_calibration_arguments
+    from calibration.cli_common import add_calibration_arguments, help_text
     from runtime.images import quiet_opencv
 
-    parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=help_text(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the embedded default model)")
     parser.add_argument("--onnx", type=Path, default=None,

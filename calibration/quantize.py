@@ -1,13 +1,19 @@
-"""``python -m calibration.quantize``: make the INT8 Q/DQ ONNX files (``ort`` and ``trt`` flavours) of a model.
+"""Make the INT8 Q/DQ ONNX files of a model: ``ort`` for CPUs (ONNX Runtime, OpenVINO), ``trt`` for TensorRT.
 
-The quantizer itself is :mod:`calibration.int8`; the per-block sensitivity search (``--auto-exclude``) is
-:mod:`calibration.sensitivity`. This module is the command line: arguments, finding (or exporting) the FP32
-ONNX, one error line per failure.
+    python -m calibration.quantize                          # default model -> engines/banet_default_int8_{ort,trt}.onnx
+    python -m calibration.quantize --onnx my.onnx --flavour ort --calib-dir my_blurred_photos/
+    python -m calibration.quantize --auto-exclude 45        # keep the most harmful blocks in float until 45 dB
+    python -m calibration.quantize --list-groups            # the blocks --exclude can name
 
-The default files (``<stem>_int8_ort.onnx``, ``<stem>_int8_trt.onnx``) are what the drift report, the benchmarks
-and INT8 engine builds read. A run with other settings (``--exclude`` other than the flavour's defaults,
-``--auto-exclude``, ``--method`` other than minmax, your own ``--calib-dir``) writes a variant with its own name,
-``<stem>_int8_<flavour>_<variant>.onnx``, so it never replaces a default file (``--output`` names it yourself).
+Each file is verified against the FP32 ONNX and its held-out cost recorded (what Deblurrer(precision="int8")
+checks) before it is written. The default files (``<stem>_int8_ort.onnx``, ``<stem>_int8_trt.onnx``) are what the
+drift report, the benchmarks and INT8 engine builds read. A run with other settings (``--exclude`` other than the
+flavour's defaults, ``--auto-exclude``, ``--method`` other than minmax, your own ``--calib-dir``) writes a variant
+with its own name, ``<stem>_int8_<flavour>_<variant>.onnx``, so it never replaces a default file (``--output``
+names it yourself).
+
+This module is the command line; the quantizer is :mod:`calibration.int8`, the per-block search
+:mod:`calibration.sensitivity`.
 """
 
 from __future__ import annotations
@@ -25,12 +31,16 @@ from pathlib import Path
 from banet.artifacts import int8_onnx_path
 from banet.outputs import check_output
 from calibration.cli_common import (
+    DEFAULT_PERCENTILE,
     add_calibration_arguments,
     command_errors,
     decibels,
     ensure_fp32_onnx,
     error_line,
+    help_text,
     parse_summary,
+    percentile_arg,
+    percentile_conflict,
     read_files,
     source_from_args,
 )
@@ -48,18 +58,6 @@ from runtime.images import quiet_opencv
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PERCENTILE = 99.999
-
-
-def percentile_arg(text: str) -> float:
-    """argparse type for ``--percentile``: a number in (0, 100], refused before any work is done."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 100:
-        raise argparse.ArgumentTypeError(f"{text} is not a percentile: it must be in (0, 100], e.g. 99.999")
-    return value
 
 
 def variant(flavour: str, method: str, percentile: float, exclude: Sequence[str], auto_exclude: float | None,
@@ -85,7 +83,7 @@ def variant(flavour: str, method: str, percentile: float, exclude: Sequence[str]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m calibration.quantize", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m calibration.quantize", description=help_text(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, default=None,
                         help="FP32 ONNX to quantize (default: engines/<weights stem>.onnx, exported if missing)")
@@ -118,9 +116,7 @@ def option_conflict(args: argparse.Namespace) -> str | None:
     if args.exclude is not None and args.auto_exclude is not None:
         return ("--exclude and --auto-exclude both choose the blocks kept in float (the search would replace your "
                 "list): pass one of them")
-    if args.percentile != DEFAULT_PERCENTILE and args.method != "percentile":
-        return f"--percentile is for --method percentile; with --method {args.method} it would be ignored"
-    return None
+    return percentile_conflict(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -163,30 +163,40 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
 
 
 def main(argv: list[str] | None = None) -> int:
+    from banet.cli_types import number
     from calibration.cli_common import (
+        DEFAULT_PERCENTILE,
         add_calibration_arguments,
         command_errors,
         decibels,
         ensure_fp32_onnx,
         error_line,
+        help_text,
         parse_size,
+        percentile_arg,
+        percentile_conflict,
         read_files,
         source_from_args,
     )
     from runtime.images import quiet_opencv
 
-    parser = argparse.ArgumentParser(prog="python -m calibration.sensitivity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m calibration.sensitivity", description=help_text(__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="exit status: 0 the drift budget met, 1 an error (one line), 2 a usage "
+                                            "error, 3 the budget not met with the blocks allowed in float")
     parser.add_argument("--onnx", type=Path, default=None,
                         help="FP32 ONNX (default engines/<weights stem>.onnx, exported if missing)")
     parser.add_argument("--weights", type=Path, default=None, help="checkpoint to export when the ONNX is missing")
     parser.add_argument("--flavour", choices=sorted(FLAVOURS), default="ort", help="Q/DQ flavour (default ort)")
     parser.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
-    parser.add_argument("--percentile", type=float, default=99.999, help="percentile for --method percentile")
+    parser.add_argument("--percentile", type=percentile_arg, default=DEFAULT_PERCENTILE,
+                        help=f"percentile for --method percentile, in (0, 100] (default {DEFAULT_PERCENTILE})")
     parser.add_argument("--drift-budget-db", type=decibels, default=45.0,
                         help="keep blocks in float until the output PSNR vs FP32 is at least this (default 45 dB)")
-    parser.add_argument("--max-excluded", type=int, default=None, help="keep at most this many blocks in float")
-    parser.add_argument("--probe-count", type=int, default=8, help="probe images (default 8)")
+    parser.add_argument("--max-excluded", type=number(int, 0), default=None,
+                        help="keep at most this many blocks in float (0: none, only rank them)")
+    parser.add_argument("--probe-count", type=number(int, 1, 1000), default=8,
+                        help="probe images, 1 to 1000 (default 8)")
     parser.add_argument("--probe-size", type=parse_size, default=(128, 128), metavar="HxW",
                         help="probe image size (default 128x128)")
     parser.add_argument("--json", type=Path, default=None,
@@ -194,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace the --json file if it already exists")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
+    if conflict := percentile_conflict(args):
+        parser.error(conflict)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_opencv()
     try:

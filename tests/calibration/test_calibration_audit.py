@@ -134,3 +134,31 @@ def test_a_missing_int8_file_gets_a_line_without_a_pipe(tmp_path, tiny_onnx, cap
     argv = shlex.split(line.split("make it with ", 1)[1])
     assert argv[:5] == ["python", "-m", "calibration.quantize", "--flavour", "trt"]
     assert argv[argv.index("--onnx") + 1] == str(tiny_onnx) and argv[argv.index("--output") + 1] == str(missing)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--percentile", "50"], "--percentile is for --method percentile; with --method minmax it would be ignored"),
+    (["--method", "percentile", "--percentile", "500"], "500 is not a percentile"),
+    (["--max-excluded", "-1"], "--max-excluded: must be at least 0"),
+    (["--probe-count", "0"], "--probe-count: must be at least 1"),
+])
+def test_sensitivity_refuses_ignored_or_impossible_options_before_any_work(argv, message, capsys):
+    """--percentile without --method percentile was ignored after a 40 s run, 500 failed inside ONNX Runtime,
+    --max-excluded -1 ran and ended with an undocumented exit 3."""
+    from calibration.sensitivity import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["calibration.quantize", "calibration.sensitivity", "calibration.drift"])
+def test_calibration_help_reads_as_text_not_sphinx_markup(module):
+    import importlib
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out), pytest.raises(SystemExit):
+        importlib.import_module(module).main(["--help"])
+    assert ":mod:`" not in out.getvalue() and ":func:`" not in out.getvalue() and "``" not in out.getvalue()
