@@ -88,6 +88,7 @@ def transcode_bag(source: str | Path, target: str | Path, deblur: Callable[[np.n
     from rosbags.serde import SerdeError
 
     source, target = Path(source), Path(target)
+    _check_target(source, target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
         with _opened(source) as reader:
@@ -101,6 +102,27 @@ def transcode_bag(source: str | Path, target: str | Path, deblur: Callable[[np.n
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return counts
+
+
+def _check_target(source: Path, target: Path) -> None:
+    """Refuse, before any work, a ``target`` that is ``source`` (links and hard links too) or lies inside it, one
+    that holds ``source``, and an existing one that is not a bag of ``source``'s form (a ROS 2 bag is written by
+    replacing the folder ``target`` whole). Before, the API wrote the deblurred bag over the recording it read, and
+    ``transcode_bag("data/run1", "data")`` deleted ``data/`` with the recording and everything else in it."""
+    from banet.outputs import same_file
+
+    inside = source.is_dir() and target.resolve().is_relative_to(source.resolve())
+    if same_file(target, source) or inside:
+        raise BagError(f"{target}: is the bag being read ({source}), or inside it; give the output another path "
+                       "(it would be written over)")
+    if source.resolve().is_relative_to(target.resolve()):
+        raise BagError(f"{target}: holds the bag being read ({source}); give the output bag's own path, not a folder "
+                       "above it (it would be replaced whole)")
+    if source.is_dir() and target.exists() and not (target / "metadata.yaml").is_file():
+        raise BagError(f"{target}: exists and is not a ROS 2 bag folder; give the output bag's own path (a ROS 2 bag "
+                       "is written by replacing its folder whole, with everything in it)")
+    if not source.is_dir() and target.is_dir():
+        raise BagError(f"{target}: is a folder; give the output bag's file name")
 
 
 def _copy(reader, writer, source: Path, chosen: set[str], deblur: Callable[[np.ndarray], np.ndarray],
@@ -151,7 +173,19 @@ def _writer(source: Path, path: Path, reader):
                     storage_plugin=StoragePlugin.MCAP if mcap else StoragePlugin.SQLITE3)
     if source.is_dir() and bag.compression_mode in ("file", "message"):
         writer.set_compression(CompressionMode[bag.compression_mode.upper()], CompressionFormat.ZSTD)
+    for key, value in _custom_data(bag).items():  # before: dropped
+        writer.set_custom_data(key, value)
     return writer
+
+
+def _custom_data(bag) -> dict[str, str]:
+    """The ``custom_data`` of a ROS 2 bag's ``metadata.yaml`` (``ros2 bag record --custom-data``: a robot's name, a
+    run's id), as strings, which rosbag2 holds (YAML reads a hand-edited ``run: 42`` as a number); {} where none."""
+    custom = getattr(getattr(getattr(bag, "storage", None), "metadata", None), "custom", None)
+    if not isinstance(custom, dict):
+        return {}
+    return {str(key): value if isinstance(value, str) else "" if value is None else str(value)
+            for key, value in custom.items()}
 
 
 def rosbag2_version(source: Path) -> int:

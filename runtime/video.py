@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.outputs import commit_partial, create_partial, partial_path, write_error
+from banet.outputs import commit_partial, create_partial, partial_path, same_file, write_error
 from runtime.video_encoding import (
     Sound,
     VideoEncoder,
@@ -50,7 +50,7 @@ from runtime.video_encoding import (
     kept_tags,
 )
 from runtime.video_frames import upright
-from runtime.video_streams import Carried
+from runtime.video_streams import Carried, codec_name
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,9 @@ def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
     ``.mkv`` Matroska, else MP4); returns the number of frames. Raises ``OSError`` in one line for a file that
     is not a video PyAV can read or write; nothing is left at ``target`` (or its temporary name) on any failure."""
     source, target = Path(source), Path(target)  # paths as strings too (before: AttributeError on str.name)
+    if same_file(source, target):  # before: the deblurred video was renamed over the one it was read from
+        raise OSError(f"{target}: is the video being read ({source}); give the output another name (it would be "
+                      "written over)")
     av = require_av(f"{source}: deblurring a video")
     try:
         empty = os.path.getsize(source) == 0
@@ -206,7 +209,7 @@ def _transcode(av, container, video, source: Path, sink, muxer: str, transform, 
     from tqdm import tqdm
 
     video.thread_type = "AUTO"
-    audio = list(container.streams.audio)
+    audio = [s for s in container.streams.audio if _has_sound(s, source)]
     tags = kept_tags(container.metadata)
     output = av.open(sink, "w", format=muxer, container_options=_muxer_options(av, muxer, tags))
     try:
@@ -216,7 +219,7 @@ def _transcode(av, container, video, source: Path, sink, muxer: str, transform, 
         # (BPS, DURATION...) nor its ENCODER, which its muxer would write back.
         keep_stream_tags(video, encoder.stream, encoded=True)
         sounds = {s.index: Sound(av, output, s, source) for s in audio}
-        carried = Carried(av, output, container, video, audio, encoder.stream, source,
+        carried = Carried(av, output, container, video, list(container.streams.audio), encoder.stream, source,
                           failed=lambda: sink.failed is not None)
         damage = _Damage(av)
         bar = tqdm(total=video.frames or None, desc=source.name, unit="frame", disable=not progress)
@@ -259,6 +262,20 @@ def _transcode(av, container, video, source: Path, sink, muxer: str, transform, 
                           f"({ffmpeg_reason(exc)})") from exc
         raise
     return encoder.frames
+
+
+def _has_sound(stream, source: Path) -> bool:
+    """Whether FFmpeg found the audio ``stream``'s sample rate and channels; one where it did not is left out, with
+    a warning: an MPEG-TS (a broadcast or dashcam recording, a camera's clip cut short) declares its audio track
+    before any sound, and a track that never had any packet failed the whole video ("could not write the MP4
+    (Invalid argument)") or came out as an empty AAC track."""
+    layout = getattr(stream, "layout", None)
+    if stream.rate and layout is not None and layout.nb_channels:
+        return True
+    log.warning("%s: audio stream #%d (%s) is left out: FFmpeg found no sound in it (no sample rate or channels; a "
+                "track with no packets, or a file cut short before its sound)", source, stream.index,
+                codec_name(stream))
+    return False
 
 
 def _muxer_options(av, muxer: str, tags: dict[str, str]) -> dict[str, str]:

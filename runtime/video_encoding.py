@@ -286,6 +286,8 @@ class Sound:
                 log.warning("%s: its %d-channel sound is written as stereo", source, channels)
         keep_stream_tags(stream, self.stream, encoded=not self.copy)  # a dubbed film's languages, a commentary
         self.waiting: list = []
+        #: When the next re-encoded frame starts, in seconds (None: none decoded yet)
+        self.next_time: Fraction | None = None
 
     def write(self, packet, ready: bool, damage) -> None:
         if packet.dts is None and self.copy:  # the demuxer's end-of-stream marker
@@ -302,7 +304,14 @@ class Sound:
 
     def _encode(self, packet, damage):
         for frame in damage.decode(packet):
-            frame.pts = None  # the encoder counts samples itself
+            rate = frame.sample_rate or self.stream.rate
+            if self.next_time is None:  # where the source's sound starts
+                self.next_time = Fraction(frame.pts) * frame.time_base if frame.pts is not None and frame.time_base \
+                    else Fraction(0)
+            # Gapless from the source's start: the encoder counted from 0, so sound that began after 0 (an MPEG-TS's,
+            # at its 0.2-1.4 s clock, which the video keeps) came out earlier by as much, out of sync with the picture.
+            frame.pts, frame.time_base = round(self.next_time * rate), Fraction(1, rate)
+            self.next_time += Fraction(frame.samples, rate)
             yield from self.stream.encode(frame)
 
     def finish(self) -> None:
