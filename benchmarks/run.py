@@ -315,6 +315,17 @@ def check_memory(models: list[Model], batches: list[int]) -> None:
                                          f"{total / 1e9:.3g} GB: use smaller --sizes or --batches")
 
 
+def check_repeated(options: dict[str, list]) -> None:
+    """Refuse an option that names one value twice (``--threads 2 2``): every system would be timed twice, into rows
+    of the same model, size, batch and threads, and each speed-up over PyTorch eager paired with the other pass's
+    eager time (:func:`_add_ratios` keys by those four)."""
+    for option, values in options.items():
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            shown = ", ".join(hw_text(*v) if isinstance(v, tuple) else str(v) for v in repeated)
+            raise BenchmarkError(f"{option} names {shown} more than once; give each value once")
+
+
 def check_only(patterns: list[str], names: list[str]) -> None:
     """Refuse a ``--only`` pattern that matches none of ``names`` (a typo would time nothing and write empty
     results)."""
@@ -349,6 +360,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.quick:
         args.sizes, args.full_sizes, args.batches, args.repeats, args.warmup = [(256, 256)], [], [1], 3, 1
         args.only = args.only or list(QUICK_SYSTEMS)
+    check_repeated({"--sizes": args.sizes, "--full-sizes": args.full_sizes, "--batches": args.batches,
+                    "--threads": args.threads})
     from banet.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 
     default_config = load_checkpoint(weights).config  # a missing or unreadable checkpoint: one line

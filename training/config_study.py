@@ -25,6 +25,7 @@ from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
 from banet.model import BANet, count_parameters
+from banet.outputs import check_output, write_error, write_together
 from calibration.photos import Pair, heldout_pairs
 from training.train import BatchSource, TrainConfig, TrainError, load_state, train
 
@@ -59,8 +60,14 @@ def study_candidate(label: str, recipe: TrainConfig, runs: Path, eval_pairs: Seq
 
     run_dir = runs / run_name(label)
     state_path = run_dir / "last.pt"
-    # load_state: a damaged last.pt is one TrainError line, as training it would be (torch.load: a traceback)
-    done_before = state_path.exists() and int(load_state(state_path)[0]["step"]) >= recipe.steps
+    start_step = 0
+    if state_path.exists():
+        # load_state: a damaged last.pt is one TrainError line, as training it would be (torch.load: a traceback)
+        state, stored, _ = load_state(state_path)
+        start_step = int(state["step"])
+        if stored.steps != recipe.steps:  # resumed, its decay would change mid-run: not "N steps from scratch"
+            raise TrainError(f"{run_dir} holds a study of {stored.steps} steps, not {recipe.steps}: its learning "
+                             "rate decays on that schedule; give another --runs folder for this study")
     started = time.monotonic()
     history = train(recipe, run_dir, batch_source=batch_source, progress=progress, precision="auto")
     seconds = time.monotonic() - started
@@ -73,8 +80,9 @@ def study_candidate(label: str, recipe: TrainConfig, runs: Path, eval_pairs: Seq
         "gflops_256": round(gflops_256(recipe.model), 4), "steps": recipe.steps,
         "psnr_gain_db": round(summary["psnr_gain"], 3), "ssim_gain": round(summary["ssim_gain"], 4),
         "final_loss": history[-1]["loss"] if history else None,
-        # only a run trained start-to-end in this call has an honest time per step
-        "seconds_per_step": None if done_before else round(seconds / recipe.steps, 3),
+        # only a run trained start-to-end in this call has an honest time per step (a resumed one's seconds
+        # cover only the steps after its last save)
+        "seconds_per_step": None if start_step else round(seconds / recipe.steps, 3),
     }
     result["gain_db_per_gflop"] = round(result["psnr_gain_db"] / result["gflops_256"], 4)
     return result
@@ -104,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("docs") / "config_study",
                         help="output stem: writes <stem>.json and <stem>.md")
     parser.add_argument("--threads", type=threads(1), default=None, help="CPU threads for PyTorch")
+    parser.add_argument("--force", action="store_true",
+                        help="replace <stem>.json and <stem>.md already there (without it they are refused before "
+                             "any training: docs/config_study.* are the committed study)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
@@ -112,15 +123,19 @@ def main(argv: list[str] | None = None) -> int:
               if args.only is None or k in args.only or run_name(k) in args.only}
     if not chosen:
         parser.error(f"--only matched no candidate; choose from {[run_name(k) for k in CANDIDATES]}")
-    pairs = heldout_pairs()[:args.eval_images]
+    json_path, md_path = args.output.with_suffix(".json"), args.output.with_suffix(".md")
     try:  # no training photos, a damaged or foreign run, a diverged loss, a disk that refuses: one line, as train's
+        for path in (json_path, md_path):  # before hours of training, not after them (committed results)
+            check_output(path, force=args.force, error=TrainError, suffix=path.suffix, option="--output")
+        pairs = heldout_pairs()[:args.eval_images]
         results = [study_candidate(label, TrainConfig(model=config, steps=args.steps, eval_every=args.steps),
                                    args.runs, pairs) for label, config in chosen.items()]
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.with_suffix(".json").write_text(json.dumps({"steps": args.steps, "eval_images": args.eval_images,
-                                                                "results": results}, indent=2) + "\n")
         markdown = to_markdown(results, args.steps, args.eval_images)
-        args.output.with_suffix(".md").write_text(markdown)
+        summary = {"steps": args.steps, "eval_images": args.eval_images, "results": results}
+        try:  # both whole or neither (a full disk or Ctrl-C leaves the files already there as they were)
+            write_together({json_path: (json.dumps(summary, indent=2) + "\n").encode(), md_path: markdown.encode()})
+        except OSError as exc:
+            raise TrainError(f"{write_error(exc, Path(exc.filename or json_path))}; nothing written") from exc
     except (TrainError, FloatingPointError, OSError) as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1

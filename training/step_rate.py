@@ -30,6 +30,7 @@ from training.train import (
     TrainConfig,
     autocast_dtype,
     batch_stream,
+    check_memory,
     crop_size,
     grad_scaler,
     parse_widths,
@@ -85,13 +86,17 @@ def step_rate(source: BatchSource, config: TrainConfig, device: torch.device, wo
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; exit status 0 measured, 1 no photos or a device it cannot use, 2 a bad option."""
+    from calibration.blur import RECIPES
+
     parser = argparse.ArgumentParser(prog="python -m training.step_rate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=worker_count, nargs="+", default=[0, 1, 2],
                         help="worker counts to measure (each at most the CPUs this process may use)")
     parser.add_argument("--batch", type=number(int, 1), default=4)
     parser.add_argument("--crop", type=crop_size, default=192)
-    parser.add_argument("--recipe", default="do-no-harm")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="do-no-harm",
+                        help="blur distribution (calibration/blur.py)")
     parser.add_argument("--augment", action="store_true")
     parser.add_argument("--widths", default=f"{DEFAULT_CONFIG.dim_1},{DEFAULT_CONFIG.dim_2}",
                         help="dim_1,dim_2 widths of the network measured")
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = pick_device(args.device)  # a wrong device, fp16 on a CPU: one line before the photos are decoded
         autocast_dtype(device, args.precision)
+        check_memory(config)  # a --batch x --crop that cannot fit: one line, not a swapping machine
         source = PhotoBatches(load_training_photos(), config)
     except (ValueError, OSError) as exc:  # TrainError, no photos, a photo that cannot be decoded
         parser.exit(1, f"error: {first_line(exc)}\n")

@@ -575,6 +575,29 @@ def decide_total_steps(step: int, steps_per_s: float, seconds_left: float, share
     return step + max(1, int(steps_per_s * max(0.0, seconds_left) * share))
 
 
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - Windows
+        return None
+
+
+def check_memory(config: TrainConfig, total: int | None = None) -> None:
+    """Refuse (one-line :class:`TrainError`, before any work) a ``--batch`` x ``--crop`` whose forward activations
+    alone (:func:`banet.config.activation_bytes_per_pixel`, an inference peak: training keeps more for the
+    backward pass) would not fit in this machine's memory: such a run swapped or was killed after decoding every
+    photo. ``total`` defaults to :func:`physical_memory`."""
+    from banet.config import activation_bytes_per_pixel
+
+    total = physical_memory() if total is None else total
+    need = config.batch * config.crop ** 2 * activation_bytes_per_pixel(config.model)
+    if total and need > total:
+        raise TrainError(f"--batch {config.batch} x --crop {config.crop} needs at least {need / 1e9:.3g} GB of "
+                         f"working memory for {config.model.describe()}; this machine has {total / 1e9:.3g} GB: "
+                         "use a smaller --batch or --crop")
+
+
 def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None = None, device: str = "auto",
           max_minutes: float | None = None, evaluate_fn: Callable[[BANet], dict] | None = None,
           progress: bool = True, stop_at: int | None = None, precision: str = "fp32",
@@ -608,6 +631,7 @@ def train(config: TrainConfig, run_dir: Path, batch_source: BatchSource | None =
     :class:`TrainError`, and Ctrl-C a :class:`TrainingInterrupted` saying which step ``last.pt`` holds.
     """
     autocast_dtype(pick_device(device), precision)  # a wrong device or precision: one line, before the run folder
+    check_memory(config)
     check_run_dir(run_dir)
     with run_lock(run_dir):
         return _train_session(config, run_dir, batch_source, device, max_minutes, evaluate_fn, progress, stop_at,
@@ -1004,8 +1028,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         config = replace(config, init_steps=_steps_before_run(args.init_from, config))
         if state_path.exists():
             log.warning("--init-from %s is not used: %s exists and is resumed", args.init_from, state_path)
-    # a mistyped or absent device, fp16 on a CPU: one line before the photos are decoded
+    # a mistyped or absent device, fp16 on a CPU, a batch that cannot fit: one line before the photos are decoded
     autocast_dtype(pick_device(args.device), args.precision)
+    check_memory(config)
     from training.evaluate import quick_evaluator
 
     train(config, args.run, device=args.device, max_minutes=args.max_minutes, workers=args.workers,

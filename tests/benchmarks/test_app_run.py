@@ -64,3 +64,38 @@ def test_end_to_end_app_refuses_missing_app_graphs_before_any_run(tmp_path, caps
     assert end_to_end.main(["16x16", "--app", "--output", str(tmp_path / "res")]) == 1
     err = capsys.readouterr().err
     assert "make them with python export/to_app.py" in err and "Traceback" not in err
+
+
+def test_app_run_never_writes_over_its_inputs_or_an_existing_output(tmp_path, capsys):
+    """Before: ``app_run APP p.png p.png`` replaced the photo with the network's output (exit 0), and an existing
+    output was replaced without --force."""
+    rgb = _photo(tmp_path / "p.png")
+    app = _app(tmp_path / "a.onnx")
+    photo_bytes, app_bytes = (tmp_path / "p.png").read_bytes(), app.read_bytes()
+    for output in ("p.png", "a.onnx"):
+        assert app_run.main([str(app), str(tmp_path / "p.png"), str(tmp_path / output), "--force"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "refused even with --force" in err and "Traceback" not in err, err
+    assert (tmp_path / "p.png").read_bytes() == photo_bytes and app.read_bytes() == app_bytes
+    (tmp_path / "o.png").write_bytes(b"earlier result")
+    assert app_run.main([str(app), str(tmp_path / "p.png"), str(tmp_path / "o.png")]) == 1
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "o.png").read_bytes() == b"earlier result"
+    assert app_run.main([str(app), str(tmp_path / "p.png"), str(tmp_path / "o.png"), "--force"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), rgb)
+
+
+def test_app_run_names_a_photo_it_cannot_read_and_refuses_nonsense_threads(tmp_path, capsys):
+    """Before: a non-image photo was PIL's traceback, and ``--threads 100000`` hung creating threads."""
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    app = _app(tmp_path / "a.onnx")
+    assert app_run.main([str(app), str(tmp_path / "bad.png"), str(tmp_path / "o.png")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "bad.png: cannot read it as a photo" in err and not (tmp_path / "o.png").exists()
+    _photo(tmp_path / "p.png")
+    assert app_run.main([str(app), str(tmp_path / "p.png"), str(tmp_path / "o.onnx")]) == 1
+    assert "not an image format" in capsys.readouterr().err
+    for threads in ("-3", "100000"):
+        with pytest.raises(SystemExit) as exit_info:
+            app_run.main([str(app), str(tmp_path / "p.png"), str(tmp_path / "o.png"), "--threads", threads])
+        assert exit_info.value.code == 2 and "--threads" in capsys.readouterr().err

@@ -248,3 +248,25 @@ def test_batch_throughput_refuses_photos_that_would_not_fit_the_disk(tmp_path, c
                                   "--output", str(tmp_path / "res")]) == 1
     _one_error_line(capsys, "GB free")
     assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize("option, values, needle", [
+    ("--threads", ["1", "1"], "--threads names 1 more than once"),
+    ("--batches", ["1", "4", "1"], "--batches names 1 more than once"),
+    ("--sizes", ["16x16", "16x16"], "--sizes names 16x16 more than once"),
+])
+def test_run_refuses_a_value_given_twice(option, values, needle, tmp_path, tiny_weights, capsys, monkeypatch):
+    """Before: ``--threads 1 1`` timed every system twice into rows of the same key, and each row's speed-up over
+    PyTorch eager was taken against the other pass's eager time (a ratio across two measurements)."""
+    monkeypatch.chdir(tmp_path)
+    _no_work(monkeypatch)
+    argv = _small(tiny_weights, tmp_path / "res")
+    if option in argv:
+        start = argv.index(option) + 1
+        end = next((i for i in range(start, len(argv)) if argv[i].startswith("--")), len(argv))
+        argv[start:end] = values
+    else:
+        argv += [option, *values]
+    assert bench_run.main(argv) == 1
+    _one_error_line(capsys, needle)
+    assert not (tmp_path / "res").exists()

@@ -57,3 +57,61 @@ def test_no_training_photos_or_a_damaged_run_is_one_line(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "error:" in err and "cut short or corrupt" in err and "Traceback" not in err, err
     assert not (tmp_path / "study.json").exists()
+
+
+def _tiny_study(monkeypatch, tmp_path):
+    """config_study.main on one tiny candidate, synthetic photos and one held-out pair (seconds)."""
+    from training import config_study
+
+    config = BANetConfig(2, 8, 16)
+    monkeypatch.setattr(config_study, "CANDIDATES", {"tiny 8/16": config})
+    rng = np.random.default_rng(0)
+    sharp = _synthetic_photo(5, 64).astype(np.float32) / 255
+    blurred = np.clip(sharp + rng.normal(0, 0.05, sharp.shape).astype(np.float32), 0, 1)
+    monkeypatch.setattr(config_study, "heldout_pairs", lambda: [("synthetic", blurred, sharp)])
+    real_train = config_study.train
+
+    def tiny_train(recipe, run_dir, **kwargs):
+        recipe = TrainConfig(model=config, steps=recipe.steps, batch=2, crop=32, warmup=1, save_every=2,
+                             eval_every=recipe.steps)
+        kwargs["batch_source"] = _source(recipe)
+        return real_train(recipe, run_dir, **kwargs)
+
+    monkeypatch.setattr(config_study, "train", tiny_train)
+    return config_study
+
+
+def test_an_existing_study_is_refused_before_any_training_unless_force(tmp_path, monkeypatch, capsys):
+    """Before: docs/config_study.{json,md} (the committed study) were replaced without --force, after the training."""
+    config_study = _tiny_study(monkeypatch, tmp_path)
+    output = tmp_path / "study"
+    output.with_suffix(".json").write_text("committed\n")
+    args = ["--steps", "2", "--runs", str(tmp_path / "runs"), "--output", str(output)]
+    assert config_study.main(args) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "exists; pass --force" in err and "Traceback" not in err, err
+    assert output.with_suffix(".json").read_text() == "committed\n"
+    assert not (tmp_path / "runs").exists()  # refused before any training
+    assert config_study.main([*args, "--force"]) == 0
+    assert '"results"' in output.with_suffix(".json").read_text() and output.with_suffix(".md").exists()
+
+
+def test_a_resumed_candidate_has_no_time_per_step_and_another_schedule_is_refused(tmp_path, monkeypatch, capsys):
+    """Before: a candidate resumed half way reported its session's seconds over all its steps (too fast), and a
+    study of other --steps silently continued the earlier study's runs on a changed learning-rate schedule."""
+    config_study = _tiny_study(monkeypatch, tmp_path)
+    recipe = TrainConfig(model=BANetConfig(2, 8, 16), steps=4, batch=2, crop=32, warmup=1, save_every=2,
+                         eval_every=4)
+    run_dir = tmp_path / "runs" / "tiny_8-16"
+    from training.train import train
+
+    train(recipe, run_dir, batch_source=_source(recipe), progress=False, stop_at=2)  # interrupted at step 2
+    pairs = config_study.heldout_pairs()
+    resumed = study_candidate("tiny 8/16", TrainConfig(model=recipe.model, steps=4, eval_every=4),
+                              tmp_path / "runs", pairs, progress=False)
+    assert resumed["seconds_per_step"] is None
+    args = ["--steps", "6", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "study")]
+    assert config_study.main(args) == 1
+    err = capsys.readouterr().err
+    assert "holds a study of 4 steps, not 6" in err and "Traceback" not in err, err
+    assert not (tmp_path / "study.json").exists()

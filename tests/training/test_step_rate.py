@@ -54,3 +54,11 @@ def test_bad_options_are_one_line_before_the_photos(args, code, needle, monkeypa
         R.main(args)
     err = capsys.readouterr().err
     assert exc.value.code == code and needle in err and "Traceback" not in err, err
+
+
+def test_an_unknown_recipe_is_refused_before_the_photos_are_decoded(capsys, monkeypatch):
+    """Before: ``--recipe`` took any name; a typo was found only after every training photo was decoded."""
+    monkeypatch.setattr("training.photos.load_training_photos", lambda *a, **k: pytest.fail("decoded the photos"))
+    with pytest.raises(SystemExit) as exit_info:
+        R.main(["--recipe", "do-no-harn", "--device", "cpu", "--precision", "fp32"])
+    assert exit_info.value.code == 2 and "--recipe" in capsys.readouterr().err

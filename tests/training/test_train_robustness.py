@@ -548,3 +548,32 @@ def test_evaluate_with_weights_it_cannot_use_is_one_line(tmp_path, capsys):
     for path, needle in _bad_weights(tmp_path).items():
         assert evaluate(["--weights", str(path), "--output", str(tmp_path / "eval")]) == 1
         assert needle in _one_line_error(capsys.readouterr().err)
+
+
+# -- a batch that cannot fit in memory --------------------------------------------------------------------------
+def test_a_batch_and_crop_that_cannot_fit_in_memory_are_one_line_before_any_work(tmp_path, capsys, monkeypatch,
+                                                                                  no_training):
+    """Before: ``--batch 100000`` or ``--crop 20000`` was taken; the run decoded every photo, then swapped or was
+    killed allocating the first batch (hundreds of GB)."""
+    monkeypatch.setattr(T, "physical_memory", lambda: 8 * 10 ** 9, raising=False)  # an 8 GB machine
+    assert T.main(["--run", str(tmp_path / "run"), "--batch", "100000", "--crop", "96"]) == 1
+    line = _one_line_error(capsys.readouterr().err)
+    assert "--batch 100000 x --crop 96" in line and "8 GB" in line, line
+    assert T.main(["--run", str(tmp_path / "run"), "--crop", "20000", "--batch", "1"]) == 1
+    assert "--crop 20000" in _one_line_error(capsys.readouterr().err)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(TrainError, match="smaller --batch or --crop"):
+        train(TrainConfig(**{**TINY, "batch": 10 ** 7}), tmp_path / "api", batch_source=_batch, progress=False)
+    assert not (tmp_path / "api").exists()
+    T.check_memory(TrainConfig(batch=8, crop=192))  # the documented runs fit
+
+
+def test_step_rate_refuses_a_batch_that_cannot_fit_before_decoding_photos(capsys, monkeypatch):
+    from training import step_rate
+
+    monkeypatch.setattr(T, "physical_memory", lambda: 8 * 10 ** 9, raising=False)
+    monkeypatch.setattr("training.photos.load_training_photos",
+                        lambda *a, **k: pytest.fail("decoded the photos"))
+    with pytest.raises(SystemExit) as exit_info:
+        step_rate.main(["--batch", "100000", "--workers", "0", "--device", "cpu", "--precision", "fp32"])
+    assert exit_info.value.code == 1 and "smaller --batch or --crop" in capsys.readouterr().err
