@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainError, FloatingPointError, OSError) as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # TrainingInterrupted says which step the candidate's last.pt holds
+        print(str(exc) or "interrupted (Ctrl-C): each candidate's run resumes from its last save", file=sys.stderr)
+        return getattr(exc, "exit_status", 130)
     print(markdown)
     return 0
 

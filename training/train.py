@@ -59,7 +59,12 @@ class TrainError(ValueError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; the message says which step ``last.pt`` holds (the run resumes from there)."""
+    """Ctrl-C (or SIGTERM, SIGHUP: :mod:`runtime.stop_signals`) during training; the message says which step
+    ``last.pt`` holds (the run resumes from there); ``exit_status`` is 130, 143 or 129."""
+
+    def __init__(self, message: str, exit_status: int = 130) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 #: The :class:`TrainConfig` fields that define a run: its network, data stream and recipe. A resume with another
@@ -794,11 +799,15 @@ def _train_session(config: TrainConfig, run_dir: Path, batch_source: BatchSource
                         log.info("stopping after %.1f minutes at step %d (resume by running again)", max_minutes,
                                  step)
                         break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Not saved here: Ctrl-C may have stopped the optimizer half way through a step. The last save stands.
+        from runtime.stop_signals import Terminated
+
         kept = f"{state_path} holds step {saved}" if saved is not None else "nothing was saved yet (no last.pt)"
-        raise TrainingInterrupted(f"interrupted (Ctrl-C) at step {step}: {kept}; run the same command to "
-                                  "resume") from None
+        what, status = (f"terminated ({exc.name})", exc.exit_status) if isinstance(exc, Terminated) else \
+            ("interrupted (Ctrl-C)", 130)
+        raise TrainingInterrupted(f"{what} at step {step}: {kept}; run the same command to resume",
+                                  status) from None
     bar.close()
     model.eval()
     return history
@@ -994,11 +1003,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    from runtime.stop_signals import stop_signals_as_interrupts
+
     try:
-        return _run(args, parser)
+        with stop_signals_as_interrupts():  # SIGTERM (timeout, a scheduler) and SIGHUP stop it as Ctrl-C does
+            return _run(args, parser)
     except KeyboardInterrupt as exc:  # TrainingInterrupted says which step last.pt holds
         print(str(exc) or "interrupted (Ctrl-C): the run resumes from its last save", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_status", 130)
     except (TrainError, CheckpointError, FileExistsError, FloatingPointError) as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1

@@ -115,3 +115,20 @@ def test_a_resumed_candidate_has_no_time_per_step_and_another_schedule_is_refuse
     err = capsys.readouterr().err
     assert "holds a study of 4 steps, not 6" in err and "Traceback" not in err, err
     assert not (tmp_path / "study.json").exists()
+
+
+def test_ctrl_c_in_a_study_is_one_line_and_130(monkeypatch, tmp_path, capsys):
+    """TrainingInterrupted escaped config_study.main as a traceback."""
+    import training.config_study as study
+    from training.train import TrainingInterrupted
+
+    def interrupted(*args, **kwargs):
+        raise TrainingInterrupted("interrupted (Ctrl-C) at step 3: run/last.pt holds step 2; run the same command "
+                                  "to resume")
+
+    monkeypatch.setattr(study, "study_candidate", interrupted)
+    monkeypatch.setattr(study, "heldout_pairs", lambda: [])
+    assert study.main(["--steps", "4", "--runs", str(tmp_path / "runs"), "--output", str(tmp_path / "s"),
+                       "--only", next(iter(study.CANDIDATES))]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "interrupted (Ctrl-C) at step 3: run/last.pt holds step 2; run the same command to resume"

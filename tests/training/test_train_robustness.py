@@ -577,3 +577,37 @@ def test_step_rate_refuses_a_batch_that_cannot_fit_before_decoding_photos(capsys
     with pytest.raises(SystemExit) as exit_info:
         step_rate.main(["--batch", "100000", "--workers", "0", "--device", "cpu", "--precision", "fp32"])
     assert exit_info.value.code == 1 and "smaller --batch or --crop" in capsys.readouterr().err
+
+
+def test_sigterm_while_training_stops_as_ctrl_c_does_with_143(trained, tmp_path, monkeypatch, capsys):
+    """SIGTERM (timeout, a batch scheduler) killed the run without a word; it now stops as Ctrl-C does, saying which
+    step last.pt holds, exit 143."""
+    import os
+    import signal
+
+    from runtime.stop_signals import stop_signals_as_interrupts
+
+    run = _copy(trained, tmp_path / "run")
+
+    def terminated(step):
+        if step == 14:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return _batch(step)
+
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with stop_signals_as_interrupts(), pytest.raises(TrainingInterrupted,
+                                                         match=r"terminated \(SIGTERM\) at step 1[45]: .*holds step "
+                                                               r"10") as info:
+            _train(run, config=TrainConfig(**{**TINY, "steps": 20}), batch_source=terminated)
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
+    assert info.value.exit_status == 143 and _saved_step(run) == 10 and _leftovers(run) == []
+
+    def sigterm(*args, **kwargs):
+        raise TrainingInterrupted(f"terminated (SIGTERM) at step 14: {run}/last.pt holds step 10", 143)
+
+    monkeypatch.setattr(T, "train", sigterm)
+    monkeypatch.setattr("training.evaluate.quick_evaluator", lambda count: None)
+    assert T.main(["--run", str(run)]) == 143
+    assert "terminated (SIGTERM)" in capsys.readouterr().err
