@@ -30,17 +30,15 @@ committing, and a second one is refused in one line.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from banet.conventions import METADATA_PREFIX
 from banet.hashing import file_sha256
 from banet.metadata import PRECISIONS, ModelMetadata
-from banet.outputs import NAME_MAX, PARTIAL, sync_folder, write_atomic
+from banet.outputs import PARTIAL, OutputBusyError, output_lock, sync_folder, write_atomic
 
 SCHEMA_VERSION = 1
 
@@ -62,10 +60,6 @@ RTX_KNOWN_TARGETS = ("sm75", "sm80", "sm86", "sm89", "sm120", "sm121")
 _NOT_RTX = {(8, 7), (9, 0), (10, 0), (10, 1), (10, 3), (11, 0)}
 
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
-
-
-class OutputBusyError(RuntimeError):
-    """Another process is writing the same output file right now (:func:`output_lock`)."""
 
 
 class EngineBusyError(OutputBusyError):
@@ -393,65 +387,6 @@ def commit_pair(engine: str | Path) -> None:
     os.replace(staged, engine)
     os.replace(manifest_path(staged), manifest_path(engine))
     sync_folder(engine.parent)
-
-
-def lock_path(output: str | Path) -> Path:
-    """``x.engine`` -> ``x.engine.lock``: held (and present) only while a run writing ``x.engine`` lasts; a digest
-    of the name with the same tail where that would be longer than file systems allow (an output name near the
-    limit is still writable)."""
-    output = Path(output)
-    name = output.name + ".lock"
-    if len(os.fsencode(name)) > NAME_MAX:
-        name = hashlib.sha256(os.fsencode(output.name)).hexdigest()[:16] + ".lock"
-    return output.with_name(name)
-
-
-#: :func:`output_lock`'s refusal; ``{output}`` and ``{pid}`` are filled in.
-BUSY_MESSAGE = ("another run is writing {output} (pid {pid}); wait for it to finish, or write to another "
-                "--output")
-
-
-@contextlib.contextmanager
-def output_lock(output: str | Path, *, error: type[OutputBusyError] = OutputBusyError,
-                message: str = BUSY_MESSAGE) -> Iterator[None]:
-    """Hold the exclusive right to write ``output`` (and its staged names); ``error`` (one line, ``message`` with
-    ``{output}`` and ``{pid}`` filled in) if another process holds it. Every command that stages a file and renames
-    it over its output takes it: two runs on one output would otherwise delete or rename each other's staged file.
-
-    An ``flock`` on ``x.ext.lock`` (:func:`lock_path`; released by the kernel if the holder dies, so a killed run
-    never leaves a stale lock); the file holds the holder's pid for the message and is removed on release. A lock
-    taken on a file that was removed meanwhile is retried, so two runs can never both believe they hold it. Where
-    ``fcntl`` is missing (Windows) nothing is locked.
-    """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    path = lock_path(output)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise error(message.format(output=output, pid=holder)) from None
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)  # the holder removed that file as we opened it: lock the new one
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        os.close(fd)  # releases the flock
 
 
 def build_lock(engine: str | Path) -> contextlib.AbstractContextManager[None]:

@@ -6,7 +6,8 @@ the command before any of that, with a message that names the path, not after it
 must exist (:func:`check_input`: a mistyped name is refused, never created); outputs are never replaced unless
 asked (:func:`check_output`), never one of the files the command reads, even with ``--force``
 (:func:`check_not_input`: the same file under a link or another spelling too), and are written whole or not at
-all (:func:`write_atomic`), with one line for a write that fails (:func:`write_error`, e.g. a full disk).
+all (:func:`write_atomic`), with one line for a write that fails (:func:`write_error`, e.g. a full disk). Two
+runs writing one output at once are refused, the second in one line (:func:`output_lock`).
 """
 
 from __future__ import annotations
@@ -262,3 +263,66 @@ def shown_path(path: Path | str) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+class OutputBusyError(RuntimeError):
+    """Another process is writing the same output file right now (:func:`output_lock`)."""
+
+
+def lock_path(output: str | Path) -> Path:
+    """``x.engine`` -> ``x.engine.lock``: held (and present) only while a run writing ``x.engine`` lasts; a digest
+    of the name with the same tail where that would be longer than file systems allow (an output name near the
+    limit is still writable)."""
+    output = Path(output)
+    name = output.name + ".lock"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = hashlib.sha256(os.fsencode(output.name)).hexdigest()[:16] + ".lock"
+    return output.with_name(name)
+
+
+#: :func:`output_lock`'s refusal; ``{output}`` and ``{pid}`` are filled in.
+BUSY_MESSAGE = ("another run is writing {output} (pid {pid}); wait for it to finish, or write to another "
+                "--output")
+
+
+@contextlib.contextmanager
+def output_lock(output: str | Path, *, error: type[OutputBusyError] = OutputBusyError,
+                message: str = BUSY_MESSAGE) -> Iterator[None]:
+    """Hold the exclusive right to write ``output`` (and its staged names); ``error`` (one line, ``message`` with
+    ``{output}`` and ``{pid}`` filled in) if another process holds it. Every command that stages a file and renames
+    it over its output takes it: two runs on one output would otherwise delete or rename each other's staged file.
+
+    An ``flock`` on ``x.ext.lock`` (:func:`lock_path`; released by the kernel if the holder dies, so a killed run
+    never leaves a stale lock); the file holds the holder's pid for the message and is removed on release. A lock
+    taken on a file that was removed meanwhile is retried, so two runs can never both believe they hold it. Where
+    ``fcntl`` is missing (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = lock_path(output)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise error(message.format(output=output, pid=holder)) from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed that file as we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.close(fd)  # releases the flock

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from banet.conventions import METADATA_PREFIX
 from banet.errors import ArtifactError
-from banet.manifest import OutputBusyError, lock_path, output_lock
 from banet.metadata import ModelMetadata, check_signature, existing_onnx
-from banet.outputs import NAME_MAX, clear_partial, write_error
+from banet.outputs import NAME_MAX, OutputBusyError, clear_partial, lock_path, output_lock, write_error
 
 
 def write_onnx_metadata(model, metadata: ModelMetadata) -> None:
@@ -89,7 +88,7 @@ def claim_staging(output: str | Path) -> Path:
 
 @contextlib.contextmanager
 def writing(output: str | Path, error: type[Exception]) -> Iterator[None]:
-    """Hold the right to write ``output`` and its staged names (:func:`banet.manifest.output_lock`, the lock engine
+    """Hold the right to write ``output`` and its staged names (:func:`banet.outputs.output_lock`, the lock engine
     builds take) for as long as the block runs: a second export, quantization or app graph to the same file is
     refused in one line (``error``) instead of removing or renaming the first one's staged file. The lock dies with
     its process, so a killed run never blocks the next one."""

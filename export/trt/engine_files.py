@@ -28,14 +28,13 @@ from banet.manifest import (
     build_lock,
     commit_pair,
     discard_staged,
-    lock_path,
     manifest_path,
     read_manifest,
     settle_pair,
     stage_pair,
 )
+from banet.outputs import lock_path, write_error
 from banet.outputs import shown_path as show
-from banet.outputs import write_error
 from export.artifact_chain import export_command
 from export.trt.onnx_info import OnnxInfo, nchw
 from export.trt.plan import (

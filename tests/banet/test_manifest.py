@@ -197,7 +197,8 @@ def test_a_field_of_the_wrong_type_is_one_manifest_error(field, value, named):
 
 
 def test_build_lock_is_exclusive_and_leaves_nothing_behind(tmp_path):
-    from banet.manifest import EngineBusyError, build_lock, lock_path
+    from banet.manifest import EngineBusyError, build_lock
+    from banet.outputs import lock_path
 
     engine = tmp_path / "x.engine"
     with build_lock(engine):
