@@ -28,7 +28,7 @@ from runtime.host_memory import avoid_hugepage_stalls
 from runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, merge_image, split_image
 from runtime.loading import BACKENDS, backend_for_path, open_backend
 from runtime.selection import choose, precision_options
-from runtime.tiling import budget_tile, run_tiled
+from runtime.tiling import run_tiled, tile_plan
 
 log = logging.getLogger(__name__)
 
@@ -208,15 +208,9 @@ class Deblurrer:
         if limits.static_shape is not None:
             th, tw = limits.static_shape[1:]
             return None if (height, width) == (th, tw) else (th, tw)
-        th = min(self.tile or height, limits.max_hw[0])
-        tw = min(self.tile or width, limits.max_hw[1])
-        if self.tile is None:  # even tiles within the budget and the artifact's largest input
-            budget = self._budget_pixels()
-            multiple = self.conventions.size_multiple
-            min_side = max(limits.min_hw[0], 2 * self.tile_overlap + multiple)
-            th, tw = budget_tile(height, width, th * tw if budget is None else budget, multiple, min_side,
-                                 self.tile_overlap, (th, tw))
-        return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
+        # even tiles within the budget and the artifact's largest input, or the tile asked for
+        return tile_plan(height, width, None if self.tile else self._budget_pixels(), self.conventions.size_multiple,
+                         limits.min_hw[0], limits.max_hw, self.tile_overlap, self.tile)
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         """Run the backend in chunks its limits accept (a fixed batch size is filled by repeating)."""

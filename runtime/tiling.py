@@ -48,6 +48,20 @@ def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_
     return min((p for p in plans if p[0] <= least * 1.01), key=lambda p: (p[2] > 2, p[1], p[2]))[3]
 
 
+def tile_plan(height: int, width: int, budget_pixels: int | None, multiple: int, min_side: int,
+              max_hw: tuple[int, int], overlap: int, tile: int | None = None) -> tuple[int, int] | None:
+    """The tile (h, w) an image of ``height`` x ``width`` runs in, None when it runs whole: square tiles of ``tile``
+    where given, else even tiles of at most ``budget_pixels`` (:func:`budget_tile`; None: no budget), within the
+    largest input ``max_hw`` and at least ``min_side`` (and twice the overlap plus one ``multiple``). The one rule
+    of the runtime's ``Deblurrer.tile_for`` and of the Triton repository's network model."""
+    th, tw = min(tile or height, max_hw[0]), min(tile or width, max_hw[1])
+    if tile is None:
+        side = max(min_side, 2 * overlap + multiple)
+        th, tw = budget_tile(height, width, th * tw if budget_pixels is None else budget_pixels, multiple, side,
+                             overlap, (th, tw))
+    return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
+
+
 def _tile_count(length: int, tile: int, overlap: int) -> int:
     """How many tiles :func:`tile_starts` places along ``length``."""
     return 1 if tile >= length else -(-(length - tile) // (tile - overlap)) + 1

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tiling  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
-from tiling import budget_tile, run_tiled  # noqa: E402
+from tiling import run_tiled, tile_plan  # noqa: E402
 
 import banet.onnxruntime_options  # noqa: E402
 from banet.onnxruntime_options import session_options  # noqa: E402
@@ -95,14 +95,12 @@ class TritonPythonModel:
         return run_tiled(batch, self.forward, tile, self.overlap)
 
     def tile_for(self, height: int, width: int) -> tuple[int, int] | None:
-        """The tile (h, w) an input of ``height`` x ``width`` runs in, None when it runs whole: the rule of the
-        runtime's ``Deblurrer.tile_for`` (same budget, overlap and network limits, same plan)."""
+        """The tile (h, w) an input of ``height`` x ``width`` runs in, None when it runs whole: ``tiling.tile_plan``,
+        the function the runtime's ``Deblurrer.tile_for`` calls (same budget, overlap and network limits)."""
         if not self.budget_pixels:
             return None
-        th, tw = min(height, self.max_size), min(width, self.max_size)
-        min_side = max(self.min_size, 2 * self.overlap + self.multiple)
-        th, tw = budget_tile(height, width, self.budget_pixels, self.multiple, min_side, self.overlap, (th, tw))
-        return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
+        return tile_plan(height, width, self.budget_pixels, self.multiple, self.min_size,
+                         (self.max_size, self.max_size), self.overlap)
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """One ONNX Runtime run per chunk of the batch that fits the budget (a fixed export batch runs as sent)."""
