@@ -3,7 +3,6 @@ video's ``.partial.mp4`` was left behind without a word); a signal started ignor
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,28 +11,30 @@ from pathlib import Path
 
 import pytest
 
-from runtime.stop_signals import Terminated, run_stoppable, stop_signals_as_interrupts
+from runtime.stop_signals import run_stoppable
 
 
-@pytest.fixture
-def default_stop_signals():
-    """SIGTERM and SIGHUP at their default action, whatever this test process inherited; restored after."""
-    inherited = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for signum, handler in inherited.items():
-        signal.signal(signum, handler)
+def _in_a_fresh_process(script: str) -> subprocess.CompletedProcess:
+    """``script`` run by a new Python whose stop signals are at their default: a real signal is never sent to the
+    test process itself, where a library started by other tests (Ray) may have taken the signal over."""
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=_default_stop_signals_in_child, cwd=Path(__file__).resolve().parents[2])
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_a_stop_signal_ends_the_run_in_one_line(default_stop_signals, capsys, signum, status):
-    def run() -> int:
-        os.kill(os.getpid(), signum)
-        time.sleep(5)  # the handler raises before this ends
-        return 0
-
-    assert run_stoppable(run, "nothing was written") == status
-    assert capsys.readouterr().err == f"terminated ({signal.Signals(signum).name}): nothing was written\n"
-    assert signal.getsignal(signum) is signal.SIG_DFL  # the handler is gone again
+def test_a_stop_signal_ends_the_run_in_one_line(signum, status):
+    result = _in_a_fresh_process(
+        "import os, signal, sys, time\n"
+        "from runtime.stop_signals import run_stoppable\n"
+        "def run():\n"
+        f"    os.kill(os.getpid(), {int(signum)})\n"
+        "    time.sleep(5)  # the handler raises before this ends\n"
+        "    return 0\n"
+        "status = run_stoppable(run, 'nothing was written')\n"
+        f"assert signal.getsignal({int(signum)}) is signal.SIG_DFL  # the handler is gone again\n"
+        "sys.exit(status)\n")
+    assert result.returncode == status, result.stderr
+    assert result.stderr == f"terminated ({signal.Signals(signum).name}): nothing was written\n"
 
 
 def test_ctrl_c_still_says_interrupted(capsys):
@@ -44,16 +45,23 @@ def test_ctrl_c_still_says_interrupted(capsys):
     assert capsys.readouterr().err == "interrupted (Ctrl-C): the file in progress was not written\n"
 
 
-def test_an_ignored_signal_stays_ignored(default_stop_signals):
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup's
-    with stop_signals_as_interrupts():
-        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
-        os.kill(os.getpid(), signal.SIGHUP)  # nothing happens
-        with pytest.raises(Terminated) as info:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)
-    assert info.value.exit_status == 143 and info.value.name == "SIGTERM"
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+def test_an_ignored_signal_stays_ignored():
+    result = _in_a_fresh_process(
+        "import os, signal, time\n"
+        "from runtime.stop_signals import Terminated, stop_signals_as_interrupts\n"
+        "signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup's\n"
+        "try:\n"
+        "    with stop_signals_as_interrupts():\n"
+        "        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN\n"
+        "        os.kill(os.getpid(), signal.SIGHUP)  # nothing happens\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(5)\n"
+        "except Terminated as exc:\n"
+        "    assert exc.exit_status == 143 and exc.name == 'SIGTERM'\n"
+        "    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN\n"
+        "    print('stopped by SIGTERM only')\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "stopped by SIGTERM only\n"
 
 
 def _default_stop_signals_in_child() -> None:
