@@ -87,14 +87,14 @@ def claim_staging(output: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def writing(output: str | Path, error: type[Exception]) -> Iterator[None]:
-    """Hold the right to write ``output`` and its staged names (:func:`banet.outputs.output_lock`, the lock engine
-    builds take) for as long as the block runs: a second export, quantization or app graph to the same file is
-    refused in one line (``error``) instead of removing or renaming the first one's staged file. The lock dies with
-    its process, so a killed run never blocks the next one."""
+def writing(output: str | Path, error: type[Exception], lock=output_lock) -> Iterator[None]:
+    """Hold the right to write ``output`` and its staged names (:func:`banet.outputs.output_lock`; ``lock``: an engine
+    build's :func:`banet.manifest.build_lock`) for as long as the block runs: a second export, quantization, app
+    graph or build to the same file is refused in one line (``error``) instead of removing or renaming the first
+    one's staged file. The lock dies with its process, so a killed run never blocks the next one."""
     stack = contextlib.ExitStack()
     try:
-        stack.enter_context(output_lock(output))
+        stack.enter_context(lock(output))
     except OutputBusyError as exc:
         raise error(str(exc)) from None
     except OSError as exc:

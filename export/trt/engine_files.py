@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import platform
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from banet.manifest import (
     FLAVOURS,
     INSTALL_HINTS,
     RTX_DEFAULT_TARGETS,
-    EngineBusyError,
     EngineManifest,
     build_lock,
     commit_pair,
@@ -33,9 +32,10 @@ from banet.manifest import (
     settle_pair,
     stage_pair,
 )
-from banet.outputs import lock_path, write_error
 from banet.outputs import shown_path as show
+from banet.outputs import write_error
 from export.artifact_chain import export_command
+from export.onnx_file import writing
 from export.trt.onnx_info import OnnxInfo, nchw
 from export.trt.plan import (
     DRIFT_SHAPES,
@@ -178,18 +178,9 @@ def _keep_failed(plan: BuildPlan, staged: Path, manifest: EngineManifest) -> Pat
     return failed
 
 
-@contextlib.contextmanager
-def _exclusive(engine: Path) -> Iterator[None]:
+def _exclusive(engine: Path) -> contextlib.AbstractContextManager[None]:
     """Hold the build lock of ``engine`` (banet.manifest.build_lock); BuildError in one line if it is taken."""
-    stack = contextlib.ExitStack()
-    try:
-        stack.enter_context(build_lock(engine))
-    except EngineBusyError as exc:
-        raise BuildError(str(exc)) from None
-    except OSError as exc:
-        raise BuildError(write_error(exc, lock_path(engine))) from exc
-    with stack:
-        yield
+    return writing(engine, BuildError, lock=build_lock)
 
 
 def _settle(engine: Path) -> None:
