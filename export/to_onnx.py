@@ -36,7 +36,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from banet.checkpoint import CheckpointError, load_checkpoint
     from banet.defaults import default_weights_path
     from banet.outputs import check_not_input, check_output, write_atomic, write_error
-    from banet.shapes import MAX_BATCH, parse_batch, parse_hw, parse_nhw
+    from banet.shapes import MAX_BATCH, parse_batch, parse_hw, parse_nhw, sweep_problem
     from export.onnx_export import ExportError, ExportOptions, export_onnx
     from export.parity import DEFAULT_SWEEP
 except ModuleNotFoundError as _missing:
@@ -112,6 +112,8 @@ def command_line_conflict(args: argparse.Namespace) -> str | None:
         return "--min-size bounds a dynamic export's sizes; a --static export takes its one size: drop --min-size"
     low = DEFAULT_MIN_SIZE if args.min_size is None else args.min_size
     for n, h, w in args.verify_sizes:
+        if sweep_problem([(n, h, w)]):  # empty or too large for any check: refused with its own reason (exit 1)
+            continue
         if min(h, w) < low or max(h, w) > args.max_size:
             return (f"--verify-sizes {n}x{h}x{w} lies outside the sizes the export is declared for ({low}..."
                     f"{args.max_size}, --min-size/--max-size), so it would not be verified: widen the bounds or drop "
