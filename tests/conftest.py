@@ -123,3 +123,20 @@ def tiny_fp32_and_int8(tmp_path_factory) -> tuple[Path, Path]:
     int8 = quantize_int8(fp32, int8_onnx_path(fp32, "ort"), CalibrationSource(count=2, size=(32, 32)), "ort",
                          verify_shapes=(), threads=1).path
     return fp32, int8
+
+
+@pytest.fixture(scope="session")
+def triton_tiny_onnx(tmp_path_factory) -> Path:
+    """A one-BAM network's ONNX whose residual visibly changes an image (errors show): what the Triton repository
+    tests serve."""
+    torch = _torch()
+    from banet.model import BANet
+    from export.onnx_export import ExportOptions, export_onnx
+
+    torch.manual_seed(0)
+    model = BANet(BANetConfig(num_bams=1, dim_1=8, dim_2=16)).eval()
+    with torch.no_grad():
+        model.de_layer3[0].weight.mul_(10)
+    path, _ = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx",
+                          ExportOptions(verify_shapes=[(1, 32, 32)]), "0" * 64, "tiny", model.config)
+    return path

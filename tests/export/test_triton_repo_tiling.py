@@ -139,18 +139,8 @@ def photo(height: int, width: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory) -> Path:
-    torch = pytest.importorskip("torch", reason="exporting the test network needs PyTorch")
-    from banet.config import BANetConfig
-    from banet.model import BANet
-
-    torch.manual_seed(0)
-    model = BANet(BANetConfig(num_bams=1, dim_1=8, dim_2=16)).eval()
-    with torch.no_grad():
-        model.de_layer3[0].weight.mul_(10)  # a residual that visibly changes the image, so errors show
-    path, _ = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx",
-                          ExportOptions(verify_shapes=[(1, 32, 32)]), "0" * 64, "tiny", model.config)
-    return path
+def onnx_file(triton_tiny_onnx) -> Path:
+    return triton_tiny_onnx
 
 
 @pytest.fixture(scope="module")

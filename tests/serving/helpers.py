@@ -8,6 +8,7 @@ import json
 import re
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -127,3 +128,16 @@ def front_starter(make_model, **default_limits):
         for front, model in started:
             front.stop()
             model.close()
+
+
+def child_pids(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

@@ -23,7 +23,7 @@ httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient comes
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient comes with the serve extra")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from tests.serving.helpers import assert_clean_refusal, binary_request, json_request, post  # noqa: E402
+from tests.serving.helpers import assert_clean_refusal, binary_request, child_pids, json_request, post  # noqa: E402
 
 MIN_PSNR = 60.0
 MAX_BATCH = 4
@@ -51,19 +51,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory) -> Path:
-    torch = pytest.importorskip("torch", reason="exporting the test network needs PyTorch")
-    from banet.config import BANetConfig
-    from banet.model import BANet
-    from export.onnx_export import ExportOptions, export_onnx
-
-    torch.manual_seed(0)
-    model = BANet(BANetConfig(num_bams=1, dim_1=8, dim_2=16)).eval()
-    with torch.no_grad():
-        model.de_layer3[0].weight.mul_(10)  # a residual that visibly changes the image, so errors show
-    path, _ = export_onnx(model, tmp_path_factory.mktemp("onnx") / "tiny.onnx",
-                          ExportOptions(verify_shapes=[(1, 32, 32)]), "0" * 64, "tiny", model.config)
-    return path
+def onnx_file(triton_tiny_onnx) -> Path:
+    return triton_tiny_onnx
 
 
 @pytest.fixture(scope="module")
@@ -366,19 +355,6 @@ def test_the_command_line_serves_until_it_is_told_to_stop(tmp_path, onnx_file):
     assert "server log: " in lines[-1] and not re.search(r"^[IWE]\d{4} ", "".join(lines) + rest, re.MULTILINE)
 
 
-def _children(pid: int) -> list[int]:
-    """Process ids whose parent is ``pid`` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def test_a_server_that_dies_is_reported_in_one_line_and_not_restarted(tmp_path, onnx_file):
     """--verbose shows the server's log; a tritonserver killed under the launcher: one line, exit code 1."""
     _bundled_or_skip()
@@ -396,7 +372,7 @@ def test_a_server_that_dies_is_reported_in_one_line_and_not_restarted(tmp_path, 
     try:
         ready = process.stdout.readline()
         assert ready.startswith("serving ") and f"server log: {tmp_path / 't.log'}" in ready, ready
-        children = _children(process.pid)
+        children = child_pids(process.pid)
         assert len(children) == 1, children
         os.kill(children[0], signal.SIGKILL)
         out, err = process.communicate(timeout=30)
@@ -409,4 +385,4 @@ def test_a_server_that_dies_is_reported_in_one_line_and_not_restarted(tmp_path, 
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert errors == [f"error: tritonserver was killed by signal 9 (SIGKILL); its log: {tmp_path / 't.log'}; "
                       "not restarted"], err[-2000:]
-    assert not _children(process.pid) and (tmp_path / "t.log").stat().st_size > 0
+    assert not child_pids(process.pid) and (tmp_path / "t.log").stat().st_size > 0

@@ -22,6 +22,7 @@ import pytest
 
 from serving import triton_server
 from serving.triton_server import STUB, TritonServer, model_processes
+from tests.serving.helpers import child_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -105,7 +106,7 @@ def test_the_launcher_exits_with_one_line_when_a_model_process_dies(fake_server,
          str(tmp_path / "server.log")])), daemon=True)
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # main() runs in a thread here
     launcher.start()
-    server_pid = _wait_for(lambda: [p for p in _children(os.getpid())
+    server_pid = _wait_for(lambda: [p for p in child_pids(os.getpid())
                                     if str(binary) in _cmdline(p) and p != other.pid])[0]  # the launcher's
     try:
         stubs = _wait_for(lambda: len(found := model_processes(server_pid)) == 2 and found)
@@ -121,18 +122,6 @@ def test_the_launcher_exits_with_one_line_when_a_model_process_dies(fake_server,
     errors = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(errors) == 1 and re.fullmatch(r"error: the model process of banet_ort \(instance banet_ort_0_0, "
                                              r"pid \d+\) died .*; not restarted", errors[0]), errors
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _cmdline(pid: int) -> str:
@@ -167,7 +156,7 @@ def test_a_killed_stub_under_the_real_server_stops_the_launcher(tmp_path):
     try:
         ready = process.stdout.readline()
         assert ready.startswith("serving "), ready + process.stderr.read() if process.poll() is not None else ready
-        (server,) = _children(process.pid)
+        (server,) = child_pids(process.pid)
         stubs = {p.model: p.pid for p in model_processes(server)}
         assert set(stubs) == {"banet_ort", "banet_pre", "banet_post"}, stubs
         os.kill(stubs["banet_ort"], signal.SIGKILL)
@@ -182,4 +171,4 @@ def test_a_killed_stub_under_the_real_server_stops_the_launcher(tmp_path):
     assert process.returncode == 1 and len(errors) == 1, err[-2000:]
     assert re.match(r"error: the model process of banet_ort \(instance banet_ort_0_0, pid \d+\) died", errors[0])
     assert f"its log: {tmp_path / 't.log'}; not restarted" in errors[0]
-    assert not _children(process.pid) and not _children(server)
+    assert not child_pids(process.pid) and not child_pids(server)
