@@ -126,9 +126,9 @@ def tiny_fp32_and_int8(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="session")
-def triton_tiny_onnx(tmp_path_factory) -> Path:
+def one_bam_onnx(tmp_path_factory) -> Path:
     """A one-BAM network's ONNX whose residual visibly changes an image (errors show): what the Triton repository
-    tests serve."""
+    tests serve, and any test that needs a real network ONNX."""
     torch = _torch()
     from banet.model import BANet
     from export.onnx_export import ExportOptions, export_onnx

@@ -8,13 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from banet.config import BANetConfig
 from banet.errors import ArtifactError
-from banet.model import BANet
 from export import build_trt
-from export.onnx_export import ExportOptions, export_onnx
 from export.onnx_file import load_onnx
 from tests.cli_helpers import refused
 
@@ -30,12 +27,8 @@ TEXTS = {
 
 
 @pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    export_onnx(BANet(TINY).eval(), path, ExportOptions(verify_shapes=[(1, 64, 64)]), "ab" * 32, "t.safetensors",
-                TINY)
-    return path
+def tiny_onnx(one_bam_onnx) -> Path:
+    return one_bam_onnx
 
 
 @pytest.mark.parametrize("name", sorted(TEXTS))

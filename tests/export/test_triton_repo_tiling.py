@@ -139,8 +139,8 @@ def photo(height: int, width: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def onnx_file(triton_tiny_onnx) -> Path:
-    return triton_tiny_onnx
+def onnx_file(one_bam_onnx) -> Path:
+    return one_bam_onnx
 
 
 @pytest.fixture(scope="module")
