@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from banet.config import BANetConfig
 from banet.errors import ArtifactError
 from export import build_trt
 from export.onnx_file import load_onnx
 from tests.cli_helpers import refused
 
-TINY = BANetConfig(num_bams=1, dim_1=8, dim_2=16)
 PROFILE = ["--min", "64x64", "--opt", "64x64", "--max", "1x128x128"]
 TEXTS = {
     "engine.json": '{"engine": "tiny.engine", "engine_sha256": "00", "schema": 1}\n',  # an engine's manifest
