@@ -8,17 +8,23 @@ Takes the ``onnxruntime`` module as an argument so that this core module imports
 from __future__ import annotations
 
 
-def session_options(ort, threads: int | None = None, profile_prefix: str | None = None):
-    """``ort.SessionOptions`` with quiet logging, ``threads`` intra-op threads (None/0: ONNX Runtime's default) and
-    the CPU arena off.
+def session_options(ort, threads: int | None = None, profile_prefix: str | None = None, on_cpu: bool = True):
+    """``ort.SessionOptions`` with quiet logging, ``threads`` intra-op threads (None/0: ONNX Runtime's default),
+    and for CPU sessions (``on_cpu``) the CPU memory arena on with the memory pattern off.
 
-    The arena grows in powers of two and keeps its peak (measured 1.85 GB vs 1.33 GB without it for one 966x964
-    tile of the default network, ~15% slower). Predictable memory is what the Deblurrer's memory budget relies on;
-    GPU providers keep their own arenas.
+    Why, measured (default network, 720x1280, 2 threads, AMD EPYC, ``benchmarks.memory_modes``): the arena reuses
+    freed blocks instead of handing them back to the kernel and faulting fresh pages in on the next layer (about
+    350,000 page faults per INT8 call without it, 42,000 with it): INT8 1.38x and FP32 1.19x faster. The memory
+    pattern (one block per input shape, planned after its first run) is what made the arena's peak high (FP32
+    1.82 GB against 1.31 GB with no arena); arena without it peaks lowest (1.06 GB). The arena keeps what it
+    reached until the session is closed: one call's peak, which the Deblurrer's memory budget bounds. GPU
+    sessions (``on_cpu=False``) keep ONNX Runtime's defaults (their providers have their own arenas).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.enable_cpu_mem_arena = False
+    if on_cpu:
+        options.enable_cpu_mem_arena = True
+        options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = threads
     if profile_prefix:

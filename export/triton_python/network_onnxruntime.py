@@ -58,10 +58,11 @@ class TritonPythonModel:
         self.budget_pixels, self.overlap, self.multiple = plan["budget_pixels"], plan["tile_overlap"], \
             plan["size_multiple"]
         self.min_size, self.max_size, self.fixed_batch = plan["min_size"], plan["max_size"], plan["fixed_batch"]
-        options = session_options(ort, threads)
         providers = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU":
+        on_gpu = args.get("model_instance_kind") == "GPU"
+        if on_gpu:
             providers = [("CUDAExecutionProvider", {"device_id": int(args["model_instance_device_id"])})] + providers
+        options = session_options(ort, threads, on_cpu=not on_gpu)
         self.session = ort.InferenceSession(str(HERE / "model.onnx"), options, providers=providers)
 
     def execute(self, requests):

@@ -65,8 +65,8 @@ def open_session(path: str | Path, providers: list[str] | None = None, threads: 
                  profile_prefix: str | None = None, fixed_dims: dict[str, int] | None = None):
     """The one way this project opens an ONNX Runtime session (the backend, export and INT8 verification, drift,
     benchmarks): the best available providers by default, options from
-    :func:`banet.onnxruntime_options.session_options` (quiet logging, ``threads`` intra-op threads, CPU arena off
-    for predictable memory).
+    :func:`banet.onnxruntime_options.session_options` (quiet logging, ``threads`` intra-op threads, on a CPU the
+    memory arena on and the memory pattern off: faster, and a lower peak).
     """
     ort = import_onnxruntime()
     available = ort.get_available_providers()
@@ -76,7 +76,8 @@ def open_session(path: str | Path, providers: list[str] | None = None, threads: 
     if missing:
         raise BackendUnavailableError(f"execution provider(s) {missing} not available in this onnxruntime "
                                       f"(available: {available})")
-    options = session_options(ort, threads, profile_prefix)
+    on_cpu = not providers or provider_name(providers[0]) == "CPUExecutionProvider"
+    options = session_options(ort, threads, profile_prefix, on_cpu=on_cpu)
     for dim, value in (fixed_dims or {}).items():
         options.add_free_dimension_override_by_name(dim, value)
     return ort.InferenceSession(str(path), options, providers=providers)
