@@ -7,23 +7,46 @@ Takes the ``onnxruntime`` module as an argument so that this core module imports
 
 from __future__ import annotations
 
+import threading
+
+_shared_arena_lock = threading.Lock()
+_shared_arena_registered = False
+
+
+def share_cpu_arena(ort) -> None:
+    """Register, once per process, the CPU memory arena this project's CPU sessions share (ONNX Runtime's
+    ``create_and_register_allocator``; a session takes it with ``session.use_env_allocators``).
+
+    One arena for all of them: per-shape sessions (``static=True``, up to four tile shapes) and several Deblurrers
+    hold one peak between calls instead of one each (measured, four INT8 tile-shape sessions: 0.95 GB against
+    2.36 GB with an arena per session). Sessions the application opens itself are untouched unless they ask for it.
+    """
+    global _shared_arena_registered
+    with _shared_arena_lock:
+        if not _shared_arena_registered:
+            info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+            ort.create_and_register_allocator(info, ort.OrtArenaCfg({}))
+            _shared_arena_registered = True
+
 
 def session_options(ort, threads: int | None = None, profile_prefix: str | None = None, on_cpu: bool = True):
     """``ort.SessionOptions`` with quiet logging, ``threads`` intra-op threads (None/0: ONNX Runtime's default),
-    and for CPU sessions (``on_cpu``) the CPU memory arena on with the memory pattern off.
+    and for CPU sessions (``on_cpu``) the process's shared CPU memory arena (:func:`share_cpu_arena`) with the
+    memory pattern off.
 
-    Why, measured (default network, 720x1280, 2 threads, AMD EPYC, ``benchmarks.memory_modes``): the arena reuses
-    freed blocks instead of handing them back to the kernel and faulting fresh pages in on the next layer (about
-    350,000 page faults per INT8 call without it, 42,000 with it): INT8 1.38x and FP32 1.19x faster. The memory
-    pattern (one block per input shape, planned after its first run) is what made the arena's peak high (FP32
-    1.82 GB against 1.31 GB with no arena); arena without it peaks lowest (1.06 GB). The arena keeps what it
-    reached until the session is closed: one call's peak, which the Deblurrer's memory budget bounds. GPU
-    sessions (``on_cpu=False``) keep ONNX Runtime's defaults (their providers have their own arenas).
+    Why, measured (default network, 720x1280, 2 threads, AMD EPYC; ``python -m benchmarks.ort_memory`` re-measures
+    it): an arena reuses freed blocks instead of handing them back to the kernel and faulting fresh pages in on the
+    next layer (about 250,000 page faults per INT8 call without one, none with it): INT8 1.31x and FP32 1.19x
+    faster. The memory pattern (a block per input shape, planned after its first call) is what made the arena's
+    peak high (FP32 1.83 GB, 1.31 GB with no arena); the arena without it peaks lowest (1.06 GB). The arena keeps
+    its peak between calls, as OpenVINO's compiled shapes do; ``release_memory()`` hands it back. GPU sessions
+    (``on_cpu=False``) keep ONNX Runtime's defaults (their providers have their own arenas).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if on_cpu:
-        options.enable_cpu_mem_arena = True
+        share_cpu_arena(ort)
+        options.add_session_config_entry("session.use_env_allocators", "1")
         options.enable_mem_pattern = False
     if threads:
         options.intra_op_num_threads = threads

@@ -308,6 +308,30 @@ class OnnxRuntimeBackend(Backend):
                 self._dynamic = self._open(())
             return self.run(batch)
 
+    def release_memory(self) -> None:
+        """Hand back what ONNX Runtime's CPU memory arena keeps between calls: the peak of the largest call (about
+        860 MB after a 720x1280 INT8 one). The dynamic session runs once on the smallest input the model takes with
+        ONNX Runtime's arena shrinkage on (``memory.enable_memory_arena_shrinkage``), which frees every block not in
+        use; per-shape sessions are closed (the next call on a shape opens its session again). GPU sessions keep
+        their memory (their providers' arenas, sized for the device)."""
+        if self.providers[0] != "CPUExecutionProvider":
+            return
+        self._sessions.clear()
+        if self._dynamic is None:
+            return
+        if self.limits.static_shape is not None:  # a static export: no small input to run, so a fresh session
+            self._dynamic = None
+            self._dynamic = self._open(())
+            return
+        ort = import_onnxruntime()
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        multiple = self.metadata.conventions.size_multiple
+        side = -(-max(self.limits.min_hw) // multiple) * multiple
+        session = self._dynamic[0]
+        tiny = np.zeros((self.limits.fixed_batch or 1, 3, side, side), np.float32)
+        session.run(None, {session.get_inputs()[0].name: tiny}, options)
+
     def close(self) -> None:
         self._dynamic = None
         self._sessions.clear()
