@@ -18,8 +18,9 @@ def share_cpu_arena(ort) -> None:
     ``create_and_register_allocator``; a session takes it with ``session.use_env_allocators``).
 
     One arena for all of them: per-shape sessions (``static=True``, up to four tile shapes) and several Deblurrers
-    hold one peak between calls instead of one each (measured, four INT8 tile-shape sessions: 0.95 GB against
-    2.36 GB with an arena per session). Sessions the application opens itself are untouched unless they ask for it.
+    hold one peak between calls instead of one each (four INT8 tile-shape sessions: 0.95 GB against 2.37 GB with
+    an arena per session and 4.13 GB with ONNX Runtime's defaults; ``benchmarks.ort_memory --per-shape``).
+    Sessions the application opens itself are untouched unless they ask for it.
     """
     global _shared_arena_registered
     with _shared_arena_lock:
@@ -34,13 +35,14 @@ def session_options(ort, threads: int | None = None, profile_prefix: str | None 
     and for CPU sessions (``on_cpu``) the process's shared CPU memory arena (:func:`share_cpu_arena`) with the
     memory pattern off.
 
-    Why, measured (default network, 720x1280, 2 threads, AMD EPYC; ``python -m benchmarks.ort_memory`` re-measures
-    it): an arena reuses freed blocks instead of handing them back to the kernel and faulting fresh pages in on the
-    next layer (about 250,000 page faults per INT8 call without one, none with it): INT8 1.31x and FP32 1.19x
-    faster. The memory pattern (a block per input shape, planned after its first call) is what made the arena's
-    peak high (FP32 1.83 GB, 1.31 GB with no arena); the arena without it peaks lowest (1.06 GB). The arena keeps
-    its peak between calls, as OpenVINO's compiled shapes do; ``release_memory()`` hands it back. GPU sessions
-    (``on_cpu=False``) keep ONNX Runtime's defaults (their providers have their own arenas).
+    Why, measured (default network, 2 threads, AMD EPYC, ``benchmarks/results/ort_memory_AMD-EPYC_2026-12-06.md``;
+    ``python -m benchmarks.ort_memory`` re-measures it): an arena reuses freed blocks instead of handing them back
+    to the kernel and faulting fresh pages in on the next layer (about 290,000 page faults per 720x1280 INT8 call
+    without one, none with it): 1.2-1.4x faster. The memory pattern (a block per input shape, planned after its
+    first call) is what made an arena's peak high (FP32 720x1280: 1.83 GB, 1.31 GB with no arena, 1.06 GB with the
+    arena and no pattern). The arena keeps its peak between calls, as OpenVINO's compiled shapes do;
+    ``release_memory()`` hands it back. GPU sessions (``on_cpu=False``) keep ONNX Runtime's defaults (their
+    providers have their own arenas).
     """
     options = ort.SessionOptions()
     options.log_severity_level = 3
