@@ -197,8 +197,8 @@ class Deblurrer:
         else:
             raw = run_tiled(batch, self._forward, tile, self.tile_overlap)
             # the tiles' working memory, which the engine keeps for the next call, is handed back before the whole
-            # image is assembled: kept, it would add to that peak (12 MP on ONNX Runtime FP32: 1.73 GB against
-            # 1.26 GB); the next image's first tile allocates it again
+            # image is assembled, where it would add to the peak (python -m benchmarks.end_to_end measures it);
+            # the next image's first tile allocates it again
             self.release_memory()
         return postprocess(raw, padding, images.dtype, self.conventions, channel_order)
 
