@@ -76,8 +76,10 @@ def activation_bytes_per_pixel(config: BANetConfig) -> int:
     """Estimated peak working memory of one forward pass per input pixel, in bytes.
 
     Full-resolution features have ``dim_1`` channels, half-resolution ones ``dim_2`` (a quarter of the pixels);
-    28 bytes per pixel per channel (1.3 KB/pixel for the default network, stack-4 32/64) covers its measured
-    peaks: ONNX Runtime CPU without its memory arena 1.3 KB/pixel (966x964), PyTorch CPU 0.85 KB/pixel
-    (1024x1024). ``python -m benchmarks.memory`` re-measures whole photos.
+    28 bytes per pixel per channel (1.3 KB/pixel for the default network, stack-4 32/64) is about its measured
+    peaks: ONNX Runtime CPU without its memory arena 1.3 KB/pixel (966x964), with the shared arena the runtime uses
+    since 2026-12-06 about 1.4 KB/pixel (FP32, 774x694: ``python -m benchmarks.ort_memory --sizes 774x694``, less
+    the process's ~95 MB), PyTorch CPU 0.85 KB/pixel (1024x1024). ``python -m benchmarks.memory`` and
+    ``benchmarks.end_to_end`` re-measure whole photos.
     """
     return _BYTES_PER_PIXEL_PER_CHANNEL * (config.dim_1 + config.dim_2 // 4)
