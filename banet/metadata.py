@@ -49,6 +49,9 @@ class ModelMetadata:
     max_size: int = 4096
     #: :data:`GRAPH_REVISION` of the exporter that wrote the graph (1 for files that do not record one).
     graph_revision: int = GRAPH_REVISION
+    #: the blur-aware attention's form in the graph: "trained" (the module tree as trained; files that do not record
+    #: one) or "folded" (:mod:`banet.folding`: the same function with fewer operations, one Conv fewer per BAM).
+    attention: str = "trained"
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_props(self) -> dict[str, str]:
@@ -69,6 +72,7 @@ class ModelMetadata:
             METADATA_PREFIX + "min_size": str(self.min_size),
             METADATA_PREFIX + "max_size": str(self.max_size),
             METADATA_PREFIX + "graph_revision": str(self.graph_revision),
+            METADATA_PREFIX + "attention": self.attention,
         })
         props.update({METADATA_PREFIX + k: v for k, v in self.extra.items()})
         return props
@@ -93,7 +97,7 @@ class ModelMetadata:
             raise ArtifactError(f"{source}: metadata schema {get('schema')} is not supported "
                                 f"(expected {SCHEMA_VERSION})")
         known = {"schema", "config", "precision", "source_sha256", "source_name", "exporter", "opset", "input_name",
-                 "output_name", "shape_mode", "static_shape", "min_size", "max_size", "graph_revision"}
+                 "output_name", "shape_mode", "static_shape", "min_size", "max_size", "graph_revision", "attention"}
         conv_keys = set(Conventions().to_metadata())
         extra = {k[len(p):]: v for k, v in props.items()
                  if k.startswith(p) and k[len(p):] not in known and k not in conv_keys}
@@ -106,6 +110,9 @@ class ModelMetadata:
             raise ArtifactError(f"{source}: {exc.args[0]}") from None
         static = _static_shape(get("static_shape"), p + "static_shape", source)
         precision, shape_mode = get("precision"), get("shape_mode")
+        attention = props.get(p + "attention", "trained")
+        if attention not in ATTENTION_FORMS:
+            raise _bad_value(source, p + "attention", f"not one of {', '.join(ATTENTION_FORMS)}", attention)
         if precision not in PRECISIONS:
             raise _bad_value(source, p + "precision", f"not one of {', '.join(PRECISIONS)}", precision)
         if shape_mode not in SHAPE_MODES or (shape_mode == "static") != (static is not None):
@@ -118,9 +125,11 @@ class ModelMetadata:
                    static_shape=static, min_size=_parsed(get("min_size"), p + "min_size", source),
                    max_size=_parsed(get("max_size"), p + "max_size", source),
                    graph_revision=_parsed(props.get(p + "graph_revision", "1"), p + "graph_revision", source),
-                   extra=extra)
+                   attention=attention, extra=extra)
 
 
+#: Forms of the blur-aware attention a graph may record (:attr:`ModelMetadata.attention`).
+ATTENTION_FORMS = ("trained", "folded")
 #: Precisions a model file or engine may record.
 PRECISIONS = ("fp32", "fp16", "int8")
 #: Input shapes an export takes: any size within its bounds, or exactly its ``static_shape``.
@@ -186,10 +195,11 @@ def _config(raw: str, key: str, source: str) -> BANetConfig:
                          raw) from None
 
 
-def expected_conv_nodes(config: BANetConfig) -> int:
+def expected_conv_nodes(config: BANetConfig, attention: str = "trained") -> int:
     """Conv nodes in an exported BANet graph: 4 outside the BAMs, 18 convolutions per BAM, 3 of them (BA's strip
-    convolutions) applied twice (horizontal and vertical strips). Quantized and FP16 graphs keep every Conv."""
-    return 4 + 21 * config.num_bams
+    convolutions) applied twice (horizontal and vertical strips); the folded attention has no ``fuse_conv`` (one
+    fewer per BAM). Quantized and FP16 graphs keep every Conv."""
+    return 4 + (20 if attention == "folded" else 21) * config.num_bams
 
 
 def check_signature(inputs: list[tuple[str, list]], outputs: list[tuple[str, list]], conv_count: int,
@@ -209,7 +219,7 @@ def check_signature(inputs: list[tuple[str, list]], outputs: list[tuple[str, lis
         if len(values) != 1 or values[0][0] != name or len(dims) != 4 or dims[1] != 3:
             raise ArtifactError(f"{source}: not a BANet graph: expected one {kind} {name}[N,3,H,W], found "
                                 f"{described(values)}")
-    expected = expected_conv_nodes(metadata.config) + 1  # + the decoder's ConvTranspose
+    expected = expected_conv_nodes(metadata.config, metadata.attention) + 1  # + the decoder's ConvTranspose
     if conv_count != expected:
         raise ArtifactError(f"{source}: not a BANet graph of the recorded configuration "
                             f"({metadata.config.describe()}): {conv_count} convolutions where {expected} are "

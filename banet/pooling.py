@@ -202,6 +202,16 @@ class StripMatrices:
                    {n: nearest_resize_matrix(width, n, x.dtype, x.device) for n in bins},
                    {n: nearest_resize_matrix(height, n, x.dtype, x.device) for n in bins})
 
+    def stacked(self, bins: tuple[int, ...]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The matrices of every bin count in ``bins``, side by side: ``[W, sum(bins)]`` and ``[H, sum(bins)]``
+        averaging, ``[W, sum(bins)]`` and ``[H, sum(bins)]`` selection (the folded attention pools and resizes all
+        strips in one product each). Built once per instance, so every BA sharing it shares them in a graph too."""
+        cache = self.__dict__.setdefault("_stacked", {})
+        if bins not in cache:
+            cache[bins] = tuple(torch.cat([table[n] for n in bins], dim=1) for table in (
+                self.pool_width, self.pool_height, self.resize_width, self.resize_height))
+        return cache[bins]
+
     def pool_then_resize(self, x: Tensor, bins: int, conv) -> Tensor:
         """``resize(conv(pool(x)))`` along the width plus the same along the height: one BA strip branch."""
         along_w = torch.matmul(conv(torch.matmul(x, self.pool_width[bins])), self.resize_width[bins].transpose(0, 1))

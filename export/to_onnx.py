@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "installed), compiled per shape and for dynamic shapes, against the same thresholds")
     parser.add_argument("--report", type=Path, default=None,
                         help="also write the parity report as JSON here (an existing file only with --force)")
+    parser.add_argument("--trained-attention", action="store_true",
+                        help="keep the blur-aware attention as trained in the graph; by default it is folded (the "
+                             "same function with one convolution fewer per BAM and no full-resolution concatenation: "
+                             "5-12%% faster on CPUs, banet.folding)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
     return parser
 
@@ -147,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                             max_size=args.max_size,
                             simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
                             min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force,
-                            check_openvino=args.check_openvino)
+                            check_openvino=args.check_openvino, fold_attention=not args.trained_attention)
     weights = Path(args.weights or default_weights_path())
     output = args.output or default_output(weights.stem, options)
     try:

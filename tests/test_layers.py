@@ -23,7 +23,8 @@ PACKAGES = ("banet", "runtime", "export", "calibration", "benchmarks", "training
 CORE = ("banet", "banet.config", "banet.conventions", "banet.processing", "banet.outputs", "banet.manifest",
         "banet.metadata", "banet.defaults", "banet.errors", "banet.hashing", "banet.onnx_wire", "banet.paths",
         "banet.machine", "banet.cli_types")
-MODEL = ("banet.model", "banet.pooling", "banet.checkpoint", "banet.torch_backend", "banet.cuda_graphs")
+MODEL = ("banet.model", "banet.folding", "banet.pooling", "banet.checkpoint", "banet.torch_backend",
+         "banet.cuda_graphs")
 #: (layer name, module prefixes, third-party packages the layer must not import)
 LAYERS = (
     ("core", CORE, None),  # None: the standard library and numpy only
