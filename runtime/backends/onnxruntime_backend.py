@@ -239,8 +239,8 @@ class OnnxRuntimeBackend(Backend):
         if self.binding_device and not static:
             dynamic = self._open(()) if self.cuda_graph else (dynamic[0], self._forward_for(dynamic[0]))
         self._dynamic = None if static else dynamic
-        #: the session release_memory runs its small call on (per-shape sessions share its arena)
-        self._shrinker = dynamic[0]
+        #: the CPU session release_memory runs its call on (per-shape sessions share its arena); None on a GPU
+        self._shrinker = dynamic[0] if self.providers[0] == "CPUExecutionProvider" else None
         super().__init__(metadata, limits)
 
     def _providers_for_graphs(self) -> list | None:
@@ -312,24 +312,23 @@ class OnnxRuntimeBackend(Backend):
 
     def release_memory(self) -> None:
         """Hand back what the process's shared CPU memory arena keeps between calls: the peak of the largest call
-        (about 860 MB after a 720x1280 INT8 one). One call on the smallest input the model takes, with ONNX
-        Runtime's arena shrinkage on (``memory.enable_memory_arena_shrinkage``), frees every block not in use, per-
-        shape sessions' included (they share the arena); a static export, which takes no smaller input, gets a
-        fresh session instead. GPU sessions keep their memory (their providers' arenas, sized for the device)."""
-        if self.providers[0] != "CPUExecutionProvider" or self._shrinker is None:
-            return
-        if self.limits.static_shape is not None:
-            self._shrinker = self._dynamic = None
-            self._dynamic = self._open(())
-            self._shrinker = self._dynamic[0]
+        (about 860 MB after a 720x1280 INT8 one). One call with ONNX Runtime's arena shrinkage on
+        (``memory.enable_memory_arena_shrinkage``), on the smallest input the model takes (a static export: its one
+        shape), frees every block not in use, per-shape sessions' included (they share the arena). GPU sessions
+        keep their memory (their providers' arenas, sized for the device)."""
+        if self._shrinker is None:
             return
         ort = import_onnxruntime()
         options = ort.RunOptions()
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        multiple = self.metadata.conventions.size_multiple
-        side = -(-max(self.limits.min_hw) // multiple) * multiple
-        tiny = np.zeros((self.limits.fixed_batch or 1, 3, side, side), np.float32)
-        self._shrinker.run(None, {self._shrinker.get_inputs()[0].name: tiny}, options)
+        if self.limits.static_shape is not None:
+            batch, height, width = self.limits.static_shape
+        else:
+            multiple = self.metadata.conventions.size_multiple
+            batch, height = self.limits.fixed_batch or 1, -(-max(self.limits.min_hw) // multiple) * multiple
+            width = height
+        smallest = np.zeros((batch, 3, height, width), np.float32)
+        self._shrinker.run(None, {self._shrinker.get_inputs()[0].name: smallest}, options)
 
     def close(self) -> None:
         self._dynamic = self._shrinker = None
