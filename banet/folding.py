@@ -9,8 +9,10 @@ pooled inputs and outputs then stack along the strip axis, so the whole context 
 the strip convolutions on a few columns/rows, and two resize products straight into the fused channels: no
 full-resolution concatenation of 4 x ``mid`` channels and no full-resolution 1x1 convolution.
 
-Measured (default network, 720x1280, 2 threads, AMD EPYC; ad hoc before adoption, then ``benchmarks.run``): ONNX
-Runtime FP32 5% and INT8 12% faster, OpenVINO FP32 9% and INT8 9%; outputs within 2e-7 of the trained form.
+Measured (default network, 720x1280, 2 threads, AMD EPYC, ``python -m benchmarks.run`` before and after:
+``benchmarks/results/before-folding_AMD-EPYC_2026-12-06.md`` and ``AMD-EPYC_2026-12-06.md``): ONNX Runtime FP32
+1,958 -> 1,714 ms, INT8 996 -> 853 ms; OpenVINO FP32 1,953 -> 1,756 ms, INT8 690 -> 621 ms, BF16 904 -> 828 ms.
+Outputs within 2e-7 of the trained form.
 
 The checkpoint keeps the paper's module tree (authors' weights load unchanged); only exports and inference use
 this form (:func:`fold_attention`). Folded weights are computed in float64 and stored in the model's dtype.

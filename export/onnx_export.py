@@ -80,7 +80,7 @@ class ExportOptions:
     force: bool = False
     #: also verify the file on OpenVINO's CPU plugin, compiled per shape and for dynamic shapes
     check_openvino: bool = False
-    #: export the blur-aware attention folded (:mod:`banet.folding`: same function, fewer operations, 5-12% faster
+    #: export the blur-aware attention folded (:mod:`banet.folding`: same function, fewer operations, 8-14% faster
     #: on CPUs); False keeps the trained module tree in the graph
     fold_attention: bool = True
 

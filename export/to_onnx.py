@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--trained-attention", action="store_true",
                         help="keep the blur-aware attention as trained in the graph; by default it is folded (the "
                              "same function with one convolution fewer per BAM and no full-resolution concatenation: "
-                             "5-12%% faster on CPUs, banet.folding)")
+                             "8-14%% faster on CPUs, banet.folding)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
     return parser
 
