@@ -70,3 +70,33 @@ def test_release_memory_on_a_static_export_runs_its_one_shape(tmp_path):
     backend.release_memory()  # no smaller input exists: its one shape, with the arena's shrinkage on
     assert shapes == [(1, 3, 32, 48)] and backend._dynamic[0] is session
     np.testing.assert_array_equal(backend.run(batch), expected)
+
+
+def test_a_tiled_image_hands_the_engine_memory_back_before_it_is_assembled_and_a_whole_one_keeps_it(one_bam_onnx):
+    from runtime import Deblurrer
+
+    image = (np.random.default_rng(4).random((96, 80, 3)) * 255).astype(np.uint8)
+    with Deblurrer(one_bam_onnx, backend="onnxruntime", threads=1, tile=32, tile_overlap=8) as tiled, \
+            Deblurrer(one_bam_onnx, backend="onnxruntime", threads=1, memory_budget_mb=None) as whole:
+        calls = []
+        for deblurrer in (tiled, whole):
+            release = deblurrer.backend.release_memory
+            deblurrer.backend.release_memory = lambda release=release, d=deblurrer: calls.append(d) or release()
+        first = tiled(image)
+        assert calls == [tiled]
+        np.testing.assert_array_equal(tiled(image), first)  # the arena grows again for the next image
+        whole(image)
+        assert calls == [tiled, tiled]
+
+
+def test_per_shape_sessions_hand_back_through_the_shared_arena_and_stay_open(one_bam_onnx):
+    big = np.random.default_rng(5).random((1, 3, 1024, 1024), dtype=np.float32)
+    backend = OnnxRuntimeBackend(one_bam_onnx, threads=1, static=True)
+    start = _rss_mb()
+    expected = backend.run(big)
+    held = _rss_mb()
+    assert held - start > 50
+    backend.release_memory()
+    assert _rss_mb() - start < (held - start) / 2
+    assert backend.session_shapes == [(1, 3, 1024, 1024)]
+    np.testing.assert_array_equal(backend.run(big), expected)
