@@ -30,6 +30,7 @@ import numpy as np
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text, parse_hw
 from benchmarks.cli import BenchmarkError, add_force, check_results, run_main, size_type, write_files
+from benchmarks.timing import rss_bytes
 
 RESULTS = Path("benchmarks") / "results"
 
@@ -39,11 +40,6 @@ MODES = {"arena off": (False, True), "arena on": (True, True), "arena, no patter
          "shared arena, no pattern": None}
 
 log = logging.getLogger(__name__)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
 
 
 def _options(ort, mode: str, threads: int):
@@ -87,7 +83,7 @@ def measure(mode: str, path: str, sizes: list[tuple[int, int]], per_shape: bool,
     return {"mode": mode, "file": Path(path).name, "size": " ".join(hw_text(h, w) for h, w in sizes),
             "sessions": len(cases), "threads": threads, "runs": runs, "p50_ms": round(statistics.median(times), 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-            "rss_after_mb": round(_rss_mb()), "page_faults_per_call": round(faults / len(times))}
+            "rss_after_mb": round(rss_bytes() / 2**20), "page_faults_per_call": round(faults / len(times))}
 
 
 def _child(mode: str, path: Path, sizes: str, per_shape: bool, threads: int, runs: int) -> dict:

@@ -18,6 +18,7 @@ import numpy as np
 from banet.errors import OptionError
 from banet.metadata import read_onnx_metadata
 from banet.onnxruntime_options import session_options
+from banet.processing import padded_size
 from runtime.backends.base import (
     Backend,
     BackendUnavailableError,
@@ -324,9 +325,8 @@ class OnnxRuntimeBackend(Backend):
         if self.limits.static_shape is not None:
             batch, height, width = self.limits.static_shape
         else:
-            multiple = self.metadata.conventions.size_multiple
-            batch, height = self.limits.fixed_batch or 1, -(-max(self.limits.min_hw) // multiple) * multiple
-            width = height
+            batch = self.limits.fixed_batch or 1
+            height, width = padded_size(*self.limits.min_hw, self.metadata.conventions.size_multiple)
         smallest = np.zeros((batch, 3, height, width), np.float32)
         self._shrinker.run(None, {self._shrinker.get_inputs()[0].name: smallest}, options)
 
