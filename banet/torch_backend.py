@@ -4,6 +4,12 @@ On CUDA each input shape runs as a CUDA graph by default (:mod:`banet.cuda_graph
 launch-bound there at batch 1), with cuDNN's benchmark mode on while the backend runs; ``cuda_graph=False``
 runs eager.
 
+The checkpoint runs in its deployed form by default, as exports do: the blur-aware attention folded
+(:mod:`banet.folding`, the same function within 2e-7, one convolution and the full-resolution concatenation fewer
+per BAM); on a CPU in channels_last too: 1.29x faster than the checkpoint as trained (default network, 720x1280,
+AMD EPYC, 2 threads, ``python -m benchmarks.run``: ``benchmarks/results/torch-cpu_AMD-EPYC_2026-12-06.md``).
+``fold_attention=False`` runs the module tree as trained (the reference the export and drift checks compare with).
+
 It lives with the model (it needs torch and the network definition) and plugs into the runtime through the
 entry point group ``banet_deploy.checkpoint_backends`` (see ``pyproject.toml``), so the runtime itself never
 imports torch: ``Deblurrer("model.safetensors")`` finds it when the model layer is installed."""
@@ -23,7 +29,10 @@ from banet.config import BANetConfig
 from banet.conventions import BANET
 from banet.cuda_graphs import DEFAULT_GRAPH_CACHE, GraphRunner, cudnn_benchmark
 from banet.errors import OptionError
+from banet.folding import fold_attention as folded
+from banet.folding import is_folded
 from banet.metadata import ModelMetadata
+from banet.model import BANet
 from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits, check_tristate
 
 log = logging.getLogger(__name__)
@@ -35,20 +44,22 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, weights: str | Path, device: str | None = None, half: bool = False,
-                 channels_last: bool = False, threads: int | None = None, cuda_graph: bool | None = None,
-                 graph_cache: int = DEFAULT_GRAPH_CACHE) -> None:
+                 channels_last: bool | None = None, threads: int | None = None, cuda_graph: bool | None = None,
+                 graph_cache: int = DEFAULT_GRAPH_CACHE, fold_attention: bool = True) -> None:
         """Load ``weights`` on ``device`` (default: CUDA where PyTorch sees a GPU, else the CPU).
 
         Args:
             half: FP16 weights and activations (GPUs only).
-            channels_last: NHWC memory format (faster for some cuDNN kernels; measured per GPU by
-                scripts/gpu_checks.sh).
+            channels_last: NHWC memory format (None: on a CPU, where oneDNN's convolutions measured faster in it;
+                off on CUDA, where scripts/gpu_checks.sh measures it per GPU).
             threads: PyTorch's intra-op CPU threads for this backend's calls (set for each call and put back after
                 it: PyTorch's count is per process, and an app's other PyTorch work keeps its own).
             cuda_graph: capture each input shape in a CUDA graph and replay it (None: on for CUDA devices; True
                 on a CPU is refused in one line; False: eager).
             graph_cache: input shapes kept captured (least recently used dropped). They share one memory pool:
                 together they hold about the largest shape's working memory plus each shape's output.
+            fold_attention: run the attention folded (:func:`banet.folding.fold_attention`, the same function
+                with fewer operations); False runs the module tree as trained.
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda") and not torch.cuda.is_available():
@@ -58,8 +69,15 @@ class TorchBackend(Backend):
             raise OptionError("half precision is for GPUs: float16 convolutions on a CPU are extremely slow and "
                               "not what a deployment runs; use half=False on CPU")
         graphs = check_graph_options(device, cuda_graph, graph_cache)
+        channels_last = check_tristate("channels_last", channels_last)
+        channels_last = not device.startswith("cuda") if channels_last is None else channels_last
+        if not isinstance(fold_attention, bool | np.bool_):
+            raise OptionError(f"fold_attention must be True or False, got {fold_attention!r}")
         loaded = load_checkpoint(weights, device=device)
-        self._setup(loaded.model, torch.device(device), half, channels_last, loaded.config, loaded.sha256,
+        model = loaded.model
+        if fold_attention and isinstance(model, BANet):
+            model = folded(model)  # before half: the folded weights are computed in float64
+        self._setup(model, torch.device(device), half, channels_last, loaded.config, loaded.sha256,
                     Path(weights).name, graphs, graph_cache, threads)
 
     @classmethod
@@ -94,7 +112,8 @@ class TorchBackend(Backend):
                                   enabled=cuda_graph)
         metadata = ModelMetadata(
             conventions=BANET, config=config, precision="fp16" if half else "fp32", source_sha256=sha256,
-            source_name=source_name, exporter=f"none (PyTorch {torch.__version__} eager)", opset=0)
+            source_name=source_name, exporter=f"none (PyTorch {torch.__version__} eager)", opset=0,
+            attention="folded" if isinstance(model, BANet) and is_folded(model) else "trained")
         Backend.__init__(self, metadata, ShapeLimits())
 
     @property
@@ -140,6 +159,7 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         flags = [self.metadata.precision] + (["channels_last"] if self.channels_last else [])
+        flags.append(f"{self.metadata.attention} attention")
         if self.cuda_graph:
             flags.append(f"CUDA graphs, cache {self.runner.size}")
         return f"torch on {self.device} ({', '.join(flags)})"

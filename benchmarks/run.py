@@ -93,7 +93,9 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
     factories = [(lambda v=v: torch_system(model.weights, v), f"torch {v}")
                  for v in ("eager", "fp16", "channels_last", "compile", "cudagraphs")]
     factories += [(lambda h=half: deblurrer_torch_system(model.weights, half=h),
-                   f"Deblurrer torch cuda (graphs{', fp16' if half else ''})") for half in (False, True)]
+                   f"Deblurrer torch cuda (graphs{', fp16' if half else ''}, folded)") for half in (False, True)]
+    factories.append((lambda: deblurrer_torch_system(model.weights, device="cpu"),
+                      "Deblurrer torch cpu (channels_last, folded)"))
     onnx_files = [("fp32", None, onnx_fp32)] + [("int8", f, lambda p=p: p) for f, p in int8.items()]
     # (engine, system maker, static, tag): each backend's default mode carries no tag
     modes = [("onnxruntime", onnxruntime_system, False, None), ("onnxruntime", onnxruntime_system, True, "static"),

@@ -57,8 +57,10 @@ def torch_system(weights: Path, variant: str) -> System:
     if variant not in CPU_VARIANTS and not cuda:
         raise Unavailable(f"torch {variant} is a GPU optimisation; no CUDA GPU here")
     device = "cuda" if cuda else "cpu"
+    # the checkpoint as trained (contiguous layout, attention unfolded): the baseline every speed-up divides
     backend = TorchBackend(weights, device=device, half=variant in ("fp16", "cudagraphs"),
-                           channels_last=variant == "channels_last", cuda_graph=False)  # variants made here
+                           channels_last=variant == "channels_last", cuda_graph=False,  # variants made here
+                           fold_attention=False)
     model = backend.model
     precision = "fp16" if variant in ("fp16", "cudagraphs") else "fp32"
     dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -111,21 +113,24 @@ def torch_system(weights: Path, variant: str) -> System:
     return System(f"torch {variant}", precision, run, close, device, cuda, peak)
 
 
-def deblurrer_torch_system(weights: Path, half: bool = False, channels_last: bool = False) -> System:
-    """The runtime's own PyTorch path on CUDA, as ``Deblurrer(weights, backend="torch", device="cuda")`` runs it:
-    CUDA graphs per shape (on by default there), pinned host buffers, one synchronisation per call."""
-    if not _cuda_available():
+def deblurrer_torch_system(weights: Path, half: bool = False, device: str = "cuda") -> System:
+    """The runtime's own PyTorch path, as ``Deblurrer(weights, backend="torch", device=...)`` runs it: the attention
+    folded; on CUDA, CUDA graphs per shape (on by default there), pinned host buffers, one synchronisation per call;
+    on a CPU, channels_last (the backend's defaults there)."""
+    cuda = device.startswith("cuda")
+    if cuda and not _cuda_available():
         raise Unavailable("the runtime's CUDA-graph path needs a CUDA GPU; none here")
     import torch
 
     from runtime import Deblurrer
 
-    deblur = Deblurrer(weights, backend="torch", device="cuda", half=half, channels_last=channels_last,
-                       memory_budget_mb=None)
+    deblur = Deblurrer(weights, backend="torch", device=device, half=half, memory_budget_mb=None)
     backend = deblur.backend
-    tags = ["graphs"] + (["fp16"] if half else []) + (["channels_last"] if channels_last else [])
-    return System(f"Deblurrer torch cuda ({', '.join(tags)})", backend.metadata.precision, backend.run,
-                  deblur.close, "cuda", True, lambda: int(torch.cuda.max_memory_allocated()))
+    tags = (["graphs"] if backend.cuda_graph else []) + (["fp16"] if half else []) \
+        + (["channels_last"] if backend.channels_last else []) + [backend.metadata.attention]
+    return System(f"Deblurrer torch {'cuda' if cuda else 'cpu'} ({', '.join(tags)})", backend.metadata.precision,
+                  backend.run, deblur.close, device, cuda,
+                  (lambda: int(torch.cuda.max_memory_allocated())) if cuda else (lambda: None))
 
 
 def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = False) -> System:

@@ -255,9 +255,9 @@ class Deblurrer:
 # -- option checks: every option's type and range, in one line, before a model is opened ------------------------------
 #: Backend options this project's backends take, and what each must be (checked here so a wrong type is one line,
 #: not an error from deep inside PyTorch or ONNX Runtime); options not listed are left to the backend.
-_BOOL_OPTIONS = ("half", "channels_last", "static", "check_onnx")
+_BOOL_OPTIONS = ("half", "fold_attention", "static", "check_onnx")
 #: Options that are True, False or None (automatic: on where the device supports them).
-_TRISTATE_OPTIONS = ("cuda_graph", "io_binding")
+_TRISTATE_OPTIONS = ("cuda_graph", "io_binding", "channels_last")
 #: The devices the torch backend runs on.
 _TORCH_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 

@@ -49,7 +49,7 @@ def auto_backend(model: Path | None) -> str:
 
 #: Backend options only PyTorch takes: asking for them (e.g. ``device="cuda"``) on the default model means its
 #: checkpoint on PyTorch, as before ``Deblurrer()`` ran the ONNX on the fastest CPU engine.
-TORCH_OPTIONS = ("half", "channels_last")
+TORCH_OPTIONS = ("half", "channels_last", "fold_attention")
 
 
 def choose(model: Path | None, backend: str | None, precision: str | None,

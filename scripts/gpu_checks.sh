@@ -13,8 +13,9 @@
 #   1. env          OUT/env.txt: GPU, driver, versions
 #   2. roofline     OUT/roofline/roofline_<GPU>_<date>.{json,md}: Deblurrer(backend="torch", device="cuda") as
 #                   apps run it: eager FP32 / FP16 / FP16+channels_last and the same through CUDA graphs (the
-#                   default), at 256x256, 720x1280, 1080x1920 batch 1; backend call, whole deblur() and graph
-#                   replay alone; FP16 drift vs FP32 in dB; the floor estimate (benchmarks.gpu_roofline)
+#                   default), the attention folded (the default), eager FP32 and graphs FP16 also as trained, at
+#                   256x256, 720x1280, 1080x1920 batch 1; backend call, whole deblur() and graph replay alone;
+#                   drift vs eager FP32 as trained in dB; the floor estimate (benchmarks.gpu_roofline)
 #   3. drift        OUT/drift/drift_report.{json,md}: FP16 measured in real half precision on the GPU
 #   4. bench        OUT/bench/: benchmarks.run's PyTorch systems (eager, fp16, channels_last, benchmark-local
 #                   CUDA graphs, the runtime's "Deblurrer torch cuda (graphs...)" rows), no compile

@@ -165,7 +165,7 @@ def test_shape_cache_hands_dropped_entries_to_evict():
 
 
 def test_cpu_backend_is_eager_and_equals_the_model(tiny_weights, tiny_model):
-    backend = TorchBackend(tiny_weights, device="cpu")
+    backend = TorchBackend(tiny_weights, device="cpu", fold_attention=False, channels_last=False)
     assert not backend.cuda_graph and "CUDA graphs" not in backend.describe()
     x = _batch(2, 40, 56)
     with torch.inference_mode():
@@ -265,7 +265,8 @@ def test_cuda_graphs_are_on_by_default_and_match_eager(tiny_weights):
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_graphs_fp16_channels_last_within_the_fp16_budget(tiny_weights):
-    reference = TorchBackend(tiny_weights, device="cuda", cuda_graph=False)
+    """The fast path (graphs, FP16, channels_last, folded attention) against the network as trained in FP32."""
+    reference = TorchBackend(tiny_weights, device="cuda", cuda_graph=False, fold_attention=False)
     fast = TorchBackend(tiny_weights, device="cuda", half=True, channels_last=True)
     x = _batch(1, 128, 160)
     ref, out = reference.run(x), fast.run(x)

@@ -30,17 +30,21 @@ def test_cpu_smoke_run_writes_every_variant(tmp_path, tiny_weights, one_thread):
     assert json_file.name == f"{results_stem('roofline')}.json"
     result = json.loads(json_file.read_text())
     timed = {(r["variant"], r["size"]) for r in result["rows"]}
-    assert timed == {(v, s) for v in ("eager fp32", "graphs fp32") for s in ("16x16", "32x32")}
+    assert timed == {(v, s) for v in ("eager fp32 trained", "eager fp32", "graphs fp32") for s in ("16x16", "32x32")}
+    assert {r["variant"]: r["attention"] for r in result["rows"]} == {
+        "eager fp32 trained": "trained", "eager fp32": "folded", "graphs fp32": "folded"}
     assert all(r["memory_budget_mb"] is None and r["tiled"] is False for r in result["rows"])  # CPU: no budget
     graphs = [r for r in result["rows"] if r["variant"] == "graphs fp32"]
     assert all(r["cuda_graph"] is False and r["capture"] == "stand-in (CPU smoke run)" and "replay_p50_ms" in r
                for r in graphs)  # the graph bookkeeping with a stand-in capture on a CPU
     assert {s["variant"] for s in result["skipped"]} == {"eager fp16", "eager fp16 channels_last", "graphs fp16",
-                                                          "graphs fp16 channels_last"}
-    # the stand-in replays the same function: no drift (the project's PSNR cap, valid JSON); the floor estimate is
-    # there for each size
-    assert [(d["variant"], d["psnr_db_vs_eager_fp32"], d["non_finite_values"]) for d in result["drift"]] == [
-        ("eager fp32", IDENTICAL_PSNR, 0), ("graphs fp32", IDENTICAL_PSNR, 0)]
+                                                          "graphs fp16 channels_last", "graphs fp16 trained"}
+    # the reference against itself: the project's PSNR cap (valid JSON); the folded attention computes the same
+    # function (within float32 rounding), and the stand-in replays it; the floor estimate is there for each size
+    drift = {d["variant"]: (d["psnr_db_vs_eager_fp32"], d["non_finite_values"]) for d in result["drift"]}
+    assert list(drift) == ["eager fp32 trained", "eager fp32", "graphs fp32"]
+    assert drift["eager fp32 trained"] == (IDENTICAL_PSNR, 0)
+    assert all(db > 100 and bad == 0 for db, bad in (drift["eager fp32"], drift["graphs fp32"])), drift
     assert "Infinity" not in json_file.read_text() and not list(out.glob("*.partial"))
     assert set(result["floor_ms_estimate"]) == {"16x16", "32x32"}
     table = json_file.with_suffix(".md").read_text()
