@@ -6,6 +6,8 @@ serve both backends (measured on this CPU, see ``docs``/README):
 
 * ``ort``: unsigned asymmetric activations (U8S8): what ONNX Runtime's x86 int8 kernels are fast with.
   Conv/ConvTranspose and the elementwise ops around them are quantized, so int8 tensors flow between layers.
+  The decoder's ConvTranspose is first rewritten as a Conv + DepthToSpace (:mod:`calibration.subpixel`): neither
+  CPU engine has an int8 ConvTranspose (measured in ``benchmarks/results/subpixel-int8_AMD-EPYC_2026-12-06.md``).
 * ``trt``: TensorRT's explicit-quantization rules (:data:`TRT_OPTIONS` says which rule each option follows):
   signed symmetric activations (S8S8, zero point 0) on the inputs of Conv/ConvTranspose only, per-channel
   symmetric weights on the output-channel axis, float biases, no Q/DQ on convolution outputs, and the residual
@@ -42,6 +44,7 @@ from banet.hashing import file_sha256
 from banet.metadata import ModelMetadata
 from banet.outputs import check_output, removed_on_write_error
 from calibration.data import CalibrationDataError, CalibrationSource
+from calibration.subpixel import depth_to_space_in_int8, rewrite_conv_transposes
 from export.onnx_file import claim_staging, refused_path, writing
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,9 @@ class Flavour:
     options: dict = field(default_factory=dict)
     #: the file is meant for TensorRT: NVIDIA's ONNX parser must accept it before it is kept
     tensorrt: bool = False
+    #: the decoder's ConvTranspose becomes a Conv + DepthToSpace before calibration (:mod:`calibration.subpixel`:
+    #: CPU engines have no int8 ConvTranspose; TensorRT has one)
+    subpixel: bool = False
 
     def quant_types(self):
         from onnxruntime.quantization import QuantType
@@ -120,7 +126,8 @@ class Flavour:
 
 FLAVOURS: dict[str, Flavour] = {
     "ort": Flavour("ort", False, ("Conv", "ConvTranspose", "Add", "Mul", "Concat", "LeakyRelu", "Relu", "Sigmoid"),
-                   "U8S8 for ONNX Runtime CPU: uint8 asymmetric activations, int8 per-channel symmetric weights"),
+                   "U8S8 for ONNX Runtime CPU: uint8 asymmetric activations, int8 per-channel symmetric weights",
+                   subpixel=True),
     # Only the inputs of the weighted operations (Conv, ConvTranspose) get Q/DQ: the guide's first placement
     # rule ("quantize all inputs of weighted operations"); TensorRT runs the rest in float or fuses it.
     "trt": Flavour("trt", True, ("Conv", "ConvTranspose"),
@@ -277,7 +284,7 @@ def ranges_cache_path(fp32_onnx: Path, source: CalibrationSource, flavour: Flavo
 
     key = json.dumps({"model": _sha256(fp32_onnx), "source": source._key(), "method": method,
                       "percentile": percentile if method == "percentile" else None, "ops": flavour.op_types,
-                      "ort": onnxruntime.__version__}, sort_keys=True)
+                      "subpixel": flavour.subpixel, "ort": onnxruntime.__version__}, sort_keys=True)
     return _cache_root() / f"ranges-{method}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
@@ -417,7 +424,12 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
         raise QuantizeError(f"{fp32_onnx} is a {metadata.precision} model; quantize the FP32 export")
     check_source_fits(metadata, source)
 
-    nodes = nodes_to_quantize(onnx.load(str(fp32_onnx)), spec, exclude_groups)
+    graph = onnx.load(str(fp32_onnx))
+    nodes = nodes_to_quantize(graph, spec, exclude_groups)
+    # only a ConvTranspose that is quantized: one kept in float runs faster as it is
+    rewritten = rewrite_conv_transposes(graph, only=set(nodes)) if spec.subpixel else []
+    if rewritten:
+        nodes = nodes_to_quantize(graph, spec, exclude_groups)
 
     cache = ranges_cache_path(fp32_onnx, source, spec, method, percentile)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -436,25 +448,35 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
             tmp = claim_staging(output)
         except OSError as exc:
             raise QuantizeError(f"cannot stage {output}: {exc.strerror or exc}") from None
+        source_graph = tmp.with_name(tmp.name + ".subpixel.onnx") if rewritten else fp32_onnx
         try:  # whatever stops it (a failure, Ctrl-C), no staged file stays behind; a refused one is left as .failed
             try:
+                if rewritten:
+                    onnx.save(graph, str(source_graph))
                 with _quiet_onnxruntime_quantization(), _calibration_threads(threads):
-                    quantize_static(str(fp32_onnx), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    quantize_static(str(source_graph), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
                                     reduce_range=False, activation_type=activation_type, weight_type=weight_type,
                                     op_types_to_quantize=list(spec.op_types), nodes_to_quantize=nodes,
                                     calibrate_method=calibrate_method, extra_options=options,
                                     calibration_cache_path=str(cache))
             except Exception as exc:
                 raise QuantizeError(f"ONNX Runtime quantization failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                if rewritten:
+                    source_graph.unlink(missing_ok=True)
 
             proto = onnx.load(str(tmp))
+            if rewritten:
+                depth_to_space_in_int8(proto)
             calibration = {"method": method, **source.to_dict()}
             if method == "percentile":
                 calibration["percentile"] = percentile
             extra = {"int8_flavour": flavour, "int8_format": spec.description,
                      "int8_calibration": json.dumps(calibration),
                      "int8_excluded_groups": json.dumps(sorted(exclude_groups)),
-                     "int8_quantized_nodes": str(len(nodes)), **(extra_metadata or {})}
+                     "int8_quantized_nodes": str(len(nodes)),
+                     "int8_rewrites": json.dumps([f"{name}: Conv + DepthToSpace" for name in rewritten]),
+                     **(extra_metadata or {})}
             write_onnx_metadata(proto, int8_metadata(metadata, extra))
             with removed_on_write_error(tmp, output, QuantizeError):
                 onnx.save(proto, str(tmp))

@@ -80,7 +80,15 @@ def test_ort_flavour_structure(quantized, tiny_onnx):
     convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
     assert convs and all(n.name in fed for n in convs)  # every conv takes int8 activations...
     assert _weights_quantized(graph, producer) == {n.name for n in convs}  # ...and int8 weights
-    assert {ops[n] for n in fed} >= {"Conv", "ConvTranspose", "Add", "Mul", "Concat", "LeakyRelu", "Sigmoid"}
+    assert {ops[n] for n in fed} >= {"Conv", "Add", "Mul", "Concat", "LeakyRelu", "Sigmoid"}
+    # the decoder's ConvTranspose runs as an int8 Conv + DepthToSpace (calibration.subpixel), and says so
+    assert "ConvTranspose" not in ops.values()
+    [subpixel] = [n for n in convs if n.name.endswith("_subpixel")]
+    [d2s] = [n for n in graph.node if n.op_type == "DepthToSpace"]
+    assert subpixel.name.startswith("/de_layer1/") and producer[d2s.input[0]].op_type == "QuantizeLinear"
+    assert producer[producer[d2s.input[0]].input[0]] is subpixel  # the Conv's uint8 output, rearranged as it is
+    rewrites = json.loads(read_onnx_metadata(quantized["ort"].path).extra["int8_rewrites"])
+    assert rewrites == [subpixel.name.removesuffix("_subpixel") + ": Conv + DepthToSpace"]
     # The strip-pooling index arithmetic is never quantized, and the pooling matrices (built from the image
     # size) reach the MatMuls in float: only their feature input may be a dequantized activation.
     assert not any(ops[n] in ("Floor", "Div", "ReduceSum", "Range", "Cast", "Less", "Greater") for n in fed)
@@ -240,6 +248,17 @@ def test_excluded_blocks_stay_float_and_ranges_are_reused(tiny_onnx, tmp_path, q
     assert int8_weights and int8_weights < _weights_quantized(*_structure(quantized["ort"].path)[:2])
     assert len(result.quantized_nodes) < len(quantized["ort"].quantized_nodes)
     assert json.loads(read_onnx_metadata(result.path).extra["int8_excluded_groups"]) == ["BAM_1/BA", "de_layer3"]
+
+
+def test_a_float_conv_transpose_is_not_rewritten(tiny_onnx, tmp_path, quantized):
+    """The sub-pixel form only pays in int8: with de_layer1 kept in float, and in the trt flavour (TensorRT has an
+    int8 ConvTranspose), the ConvTranspose stays."""
+    result = quantize_int8(tiny_onnx, tmp_path / "x.onnx", SOURCE, "ort", exclude_groups=["de_layer1"],
+                           verify_shapes=((1, 32, 32),), threads=1)
+    for path in (result.path, quantized["trt"].path):
+        ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+        assert ops.count("ConvTranspose") == 1 and "DepthToSpace" not in ops
+        assert json.loads(read_onnx_metadata(path).extra["int8_rewrites"]) == []
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
