@@ -276,15 +276,17 @@ def _sha256(path: Path) -> str:
 
 
 def ranges_cache_path(fp32_onnx: Path, source: CalibrationSource, flavour: Flavour, method: str,
-                      percentile: float) -> Path:
-    """Where the calibrated ranges of this (model, data, method, flavour) live."""
+                      percentile: float, subpixel: bool = False) -> Path:
+    """Where the calibrated ranges of this (model, data, method, flavour) live; ``subpixel``: calibrated on the graph
+    with its ConvTranspose rewritten (:mod:`calibration.subpixel`), which has a tensor more (a cache made without
+    it would lack that tensor's range)."""
     import onnxruntime
 
     from calibration.data import _cache_root
 
     key = json.dumps({"model": _sha256(fp32_onnx), "source": source._key(), "method": method,
                       "percentile": percentile if method == "percentile" else None, "ops": flavour.op_types,
-                      "subpixel": flavour.subpixel, "ort": onnxruntime.__version__}, sort_keys=True)
+                      "subpixel": subpixel, "ort": onnxruntime.__version__}, sort_keys=True)
     return _cache_root() / f"ranges-{method}-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
@@ -431,7 +433,7 @@ def quantize_int8(fp32_onnx: str | os.PathLike, output: str | os.PathLike, sourc
     if rewritten:
         nodes = nodes_to_quantize(graph, spec, exclude_groups)
 
-    cache = ranges_cache_path(fp32_onnx, source, spec, method, percentile)
+    cache = ranges_cache_path(fp32_onnx, source, spec, method, percentile, subpixel=bool(rewritten))
     cache.parent.mkdir(parents=True, exist_ok=True)
     reader = None if cache.is_file() else source.reader(metadata.input_name, metadata.conventions)
     if reader is not None:

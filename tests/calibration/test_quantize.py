@@ -236,7 +236,7 @@ def test_runtime_runs_the_int8_model(quantized):
 
 
 def test_excluded_blocks_stay_float_and_ranges_are_reused(tiny_onnx, tmp_path, quantized, monkeypatch):
-    assert ranges_cache_path(tiny_onnx, SOURCE, FLAVOURS["ort"], "minmax", 99.999).is_file()
+    assert ranges_cache_path(tiny_onnx, SOURCE, FLAVOURS["ort"], "minmax", 99.999, subpixel=True).is_file()
     monkeypatch.setattr(CalibrationSource, "reader", lambda *a, **k: pytest.fail("recalibrated despite the cache"))
     result = quantize_int8(tiny_onnx, tmp_path / "x.onnx", SOURCE, "ort", exclude_groups=["de_layer3", "BAM_1/BA"],
                            verify_shapes=((1, 32, 32),), threads=1)
@@ -252,9 +252,13 @@ def test_excluded_blocks_stay_float_and_ranges_are_reused(tiny_onnx, tmp_path, q
 
 def test_a_float_conv_transpose_is_not_rewritten(tiny_onnx, tmp_path, quantized):
     """The sub-pixel form only pays in int8: with de_layer1 kept in float, and in the trt flavour (TensorRT has an
-    int8 ConvTranspose), the ConvTranspose stays."""
+    int8 ConvTranspose), the ConvTranspose stays. The two graphs keep their calibrated ranges apart (the rewritten
+    one has a tensor more)."""
     result = quantize_int8(tiny_onnx, tmp_path / "x.onnx", SOURCE, "ort", exclude_groups=["de_layer1"],
                            verify_shapes=((1, 32, 32),), threads=1)
+    kept = ranges_cache_path(tiny_onnx, SOURCE, FLAVOURS["ort"], "minmax", 99.999)
+    assert kept.is_file() and kept != ranges_cache_path(tiny_onnx, SOURCE, FLAVOURS["ort"], "minmax", 99.999,
+                                                        subpixel=True)
     for path in (result.path, quantized["trt"].path):
         ops = [n.op_type for n in onnx.load(str(path)).graph.node]
         assert ops.count("ConvTranspose") == 1 and "DepthToSpace" not in ops
