@@ -33,7 +33,7 @@ from banet.folding import fold_attention as folded
 from banet.folding import is_folded
 from banet.metadata import ModelMetadata
 from banet.model import BANet
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits, check_tristate
+from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits, check_bool, check_tristate
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,7 @@ class TorchBackend(Backend):
         graphs = check_graph_options(device, cuda_graph, graph_cache)
         channels_last = check_tristate("channels_last", channels_last)
         channels_last = not device.startswith("cuda") if channels_last is None else channels_last
-        if not isinstance(fold_attention, bool | np.bool_):
-            raise OptionError(f"fold_attention must be True or False, got {fold_attention!r}")
+        check_bool("fold_attention", fold_attention)
         loaded = load_checkpoint(weights, device=device)
         model = loaded.model
         if fold_attention and isinstance(model, BANet):

@@ -78,6 +78,7 @@ def rewrite_conv_transposes(model, only: Collection[str] | None = None) -> list[
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
     rewritten: list[str] = []
+    replaced: set[str] = set()  # the ConvTranspose weights and biases
     nodes = []
     for node in graph.node:
         if not _rewritable(node, initializers) or (only is not None and node.name not in only):
@@ -86,6 +87,7 @@ def rewrite_conv_transposes(model, only: Collection[str] | None = None) -> list[
         weight = numpy_helper.to_array(initializers[node.input[1]])
         bias_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
         bias = numpy_helper.to_array(initializers[bias_name]) if bias_name else None
+        replaced.update(name for name in (node.input[1], bias_name) if name)
         conv_weight, conv_bias = subpixel_weights(weight, bias)
         prefix = node.name or node.output[0]
         weight_name, bias_name, phases = f"{prefix}_subpixel_weight", f"{prefix}_subpixel_bias", f"{prefix}_phases"
@@ -100,7 +102,8 @@ def rewrite_conv_transposes(model, only: Collection[str] | None = None) -> list[
         del graph.node[:]
         graph.node.extend(nodes)
         used = {name for n in graph.node for name in n.input}
-        kept = [i for i in graph.initializer if i.name in used]  # the transposed weights, now unused
+        # the transposed weights, unless another node still reads them; other initializers stay as they were
+        kept = [i for i in graph.initializer if i.name not in replaced or i.name in used]
         del graph.initializer[:]
         graph.initializer.extend(kept)
     return rewritten
@@ -119,29 +122,33 @@ def depth_to_space_in_int8(model) -> int:
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    constants = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    initializers = {i.name: i for i in graph.initializer}
 
-    def same(a: str, b: str) -> bool:
-        return a in constants and b in constants and np.array_equal(constants[a], constants[b]) \
-            and constants[a].dtype == constants[b].dtype
+    def same(a: str, b: str) -> bool:  # scales and zero points: read only these, never the weights
+        if a not in initializers or b not in initializers:
+            return False
+        x, y = numpy_helper.to_array(initializers[a]), numpy_helper.to_array(initializers[b])
+        return x.dtype == y.dtype and np.array_equal(x, y)
 
-    dropped, moved = set(), 0
+    dropped: set[str] = set()  # by output tensor (unique in a graph; node names may be empty)
+    moved = 0
     for node in graph.node:
         if node.op_type != "DepthToSpace":
             continue
         dq, after = producer.get(node.input[0]), consumers.get(node.output[0], [])
         if (dq is None or dq.op_type != "DequantizeLinear" or len(consumers[dq.output[0]]) != 1 or len(after) != 1
-                or after[0].op_type != "QuantizeLinear" or any(n.name in dropped for n in (dq, after[0]))):
+                or after[0].op_type != "QuantizeLinear" or any(n.output[0] in dropped for n in (dq, after[0]))):
             continue
         q = after[0]
         if len(dq.input) < 3 or len(q.input) < 3 or not (same(dq.input[1], q.input[1])
                                                         and same(dq.input[2], q.input[2])):
             continue
+        dropped.update((dq.output[0], q.output[0]))
         node.input[0], node.output[0] = dq.input[0], q.output[0]
-        dropped.update((dq.name, q.name))
         moved += 1
     if moved:
-        kept = [n for n in graph.node if n.name not in dropped]
+        kept = [n for n in graph.node
+                if not (n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] in dropped)]
         del graph.node[:]
         graph.node.extend(kept)
     return moved

@@ -23,7 +23,7 @@ import numpy as np
 from banet.config import activation_bytes_per_pixel
 from banet.errors import DeblurrerClosedError, OptionError
 from banet.processing import ImageFormatError, check_unit_range, postprocess, preprocess
-from runtime.backends.base import Backend, check_threads, check_tristate
+from runtime.backends.base import Backend, check_bool, check_threads, check_tristate
 from runtime.host_memory import avoid_hugepage_stalls
 from runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, merge_image, split_image
 from runtime.loading import BACKENDS, backend_for_path, open_backend
@@ -139,7 +139,7 @@ class Deblurrer:
     def _deblur_list(self, images: Iterable, rgb: bool | None, single: bool) -> list:
         """Images -> restored images in the same forms; ``single``: one image from :meth:`deblur`, whose errors
         need no index."""
-        rgb = self.rgb if rgb is None else _check_bool("rgb", rgb)
+        rgb = self.rgb if rgb is None else check_bool("rgb", rgb)
         parts = []
         for index, image in enumerate(images):
             try:
@@ -262,12 +262,6 @@ _TRISTATE_OPTIONS = ("cuda_graph", "io_binding", "channels_last")
 _TORCH_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
-def _check_bool(name: str, value) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise OptionError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def _whole(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
@@ -285,7 +279,7 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
     if backend is not None and backend not in ("auto", *BACKENDS):
         raise OptionError(f"unknown backend {backend!r}; choose one of {('auto', *BACKENDS)} (or None: from the "
                           "model file's extension)")
-    _check_bool("rgb", rgb)
+    check_bool("rgb", rgb)
     if not _whole(tile_overlap) or tile_overlap < 0:
         raise OptionError(f"tile_overlap must be a whole number of pixels >= 0, got {tile_overlap!r}")
     if tile is not None and (not _whole(tile) or tile <= 0):
@@ -304,7 +298,7 @@ def check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, bac
                           f"{memory_budget_mb!r}")
     for name in _BOOL_OPTIONS:
         if name in backend_options:
-            _check_bool(name, backend_options[name])
+            check_bool(name, backend_options[name])
     for name in _TRISTATE_OPTIONS:
         if name in backend_options:
             check_tristate(name, backend_options[name])

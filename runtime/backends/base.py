@@ -75,6 +75,14 @@ def check_threads(threads) -> None:
                           f"of them), got {threads!r}")
 
 
+def check_bool(name: str, value) -> bool:
+    """``value`` as True or False, else one :class:`~banet.errors.OptionError` line naming ``name`` (the Deblurrer's
+    options and the PyTorch backend's ``fold_attention`` check with it)."""
+    if not isinstance(value, bool | np.bool_):
+        raise OptionError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_tristate(name: str, value) -> bool | None:
     """``value`` as True, False or None (automatic: the backend decides), else one
     :class:`~banet.errors.OptionError` line naming ``name``; the one rule for ``cuda_graph`` and ``io_binding``

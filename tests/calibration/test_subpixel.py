@@ -112,3 +112,20 @@ def test_depth_to_space_stays_where_the_scales_differ():
     assert depth_to_space_in_int8(model) == 0
     assert [n.op_type for n in model.graph.node] == ["DequantizeLinear", "DepthToSpace", "QuantizeLinear",
                                                      "DequantizeLinear"]
+
+
+def test_only_the_transposed_weights_leave_the_initializers():
+    """Another initializer no node reads (a file's own business) is kept; the ConvTranspose's weight and bias go."""
+    model = _graph()
+    model.graph.initializer.append(numpy_helper.from_array(np.ones(3, np.float32), "unrelated"))
+    rewrite_conv_transposes(model)
+    names = {i.name for i in model.graph.initializer}
+    assert "unrelated" in names and not names & {"w", "b"}
+
+
+def test_depth_to_space_moves_with_unnamed_nodes():
+    model = _quantized_depth_to_space()
+    for node in model.graph.node:
+        node.name = ""
+    assert depth_to_space_in_int8(model) == 1
+    assert [n.op_type for n in model.graph.node] == ["DepthToSpace", "DequantizeLinear"]
