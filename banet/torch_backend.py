@@ -1,4 +1,6 @@
-"""PyTorch backend: any checkpoint the model package loads, on CPU or CUDA, optionally half / channels_last.
+"""PyTorch backend: any checkpoint the model package loads, on CPU or CUDA, optionally half / channels_last, or in
+bfloat16 on a CPU with bfloat16 units (``inference_precision="bf16"``: autocast, what ``Deblurrer(precision="bf16")``
+asks of a checkpoint).
 
 On CUDA each input shape runs as a CUDA graph by default (:mod:`banet.cuda_graphs`: eager PyTorch is
 launch-bound there at batch 1), with cuDNN's benchmark mode on while the backend runs; ``cuda_graph=False``
@@ -45,7 +47,8 @@ class TorchBackend(Backend):
 
     def __init__(self, weights: str | Path, device: str | None = None, half: bool = False,
                  channels_last: bool | None = None, threads: int | None = None, cuda_graph: bool | None = None,
-                 graph_cache: int = DEFAULT_GRAPH_CACHE, fold_attention: bool = True) -> None:
+                 graph_cache: int = DEFAULT_GRAPH_CACHE, fold_attention: bool = True,
+                 inference_precision: str = "f32") -> None:
         """Load ``weights`` on ``device`` (default: CUDA where PyTorch sees a GPU, else the CPU).
 
         Args:
@@ -60,8 +63,12 @@ class TorchBackend(Backend):
                 together they hold about the largest shape's working memory plus each shape's output.
             fold_attention: run the attention folded (:func:`banet.folding.fold_attention`, the same function
                 with fewer operations); False runs the module tree as trained.
+            inference_precision: "f32" (default) or "bf16": the FP32 weights run under bfloat16 autocast (oneDNN's
+                bfloat16 convolutions; the model's own float32 ops, such as reductions, stay float32) on a CPU with
+                bfloat16 units; refused on CUDA (``half=True`` there) and on CPUs without them (emulated, slower).
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        check_inference_precision(device, inference_precision)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} requested but PyTorch sees no CUDA GPU "
                                           f"(torch {torch.__version__}); use device='cpu'")
@@ -77,7 +84,7 @@ class TorchBackend(Backend):
         if fold_attention and isinstance(model, BANet):
             model = folded(model)  # before half: the folded weights are computed in float64
         self._setup(model, torch.device(device), half, channels_last, loaded.config, loaded.sha256,
-                    Path(weights).name, graphs, graph_cache, threads)
+                    Path(weights).name, graphs, graph_cache, threads, inference_precision)
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, device: str = "cpu", source_name: str = "in-memory model",
@@ -93,8 +100,10 @@ class TorchBackend(Backend):
 
     def _setup(self, model, device, half: bool, channels_last: bool, config: BANetConfig, sha256: str,
                source_name: str, cuda_graph: bool = False, graph_cache: int = DEFAULT_GRAPH_CACHE,
-               threads: int | None = None) -> None:
+               threads: int | None = None, inference_precision: str = "f32") -> None:
         self.model = model
+        #: The arithmetic of the convolutions: "f32", or "bf16" (bfloat16 autocast on a CPU).
+        self.inference_precision = inference_precision
         #: PyTorch's intra-op threads during this backend's calls (None: the process's own count)
         self.threads = int(threads) if threads else None
         self.device = device
@@ -127,6 +136,9 @@ class TorchBackend(Backend):
             x = x.half()
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+        if self.inference_precision == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.model(x).float().contiguous()
         return self.model(x).float().contiguous()
 
     def device_memory_bytes(self) -> int | None:
@@ -157,7 +169,8 @@ class TorchBackend(Backend):
                 torch.cuda.empty_cache()
 
     def describe(self) -> str:
-        flags = [self.metadata.precision] + (["channels_last"] if self.channels_last else [])
+        flags = ["fp32 weights, bf16 autocast" if self.inference_precision == "bf16" else self.metadata.precision]
+        flags += ["channels_last"] if self.channels_last else []
         flags.append(f"{self.metadata.attention} attention")
         if self.cuda_graph:
             flags.append(f"CUDA graphs, cache {self.runner.size}")
@@ -174,6 +187,37 @@ def check_graph_options(device: str, cuda_graph: bool | None, graph_cache: int) 
         raise OptionError(f"cuda_graph=True needs a CUDA device, got device={device!r}; CUDA graphs replay GPU "
                           "kernels (leave cuda_graph unset or False on a CPU)")
     return on_cuda if cuda_graph is None else cuda_graph
+
+
+#: What ``inference_precision`` takes: the weights' own float32, or bfloat16 autocast on a CPU.
+INFERENCE_PRECISIONS = ("f32", "bf16")
+
+
+def cpu_bf16_units() -> list[str]:
+    """The bfloat16 units of this CPU as PyTorch sees them ("AMX", "AVX512_BF16"); empty where it has none (or where
+    this PyTorch cannot say): there oneDNN would emulate bfloat16, slower than float32."""
+    probes = {"AMX": "_is_amx_tile_supported", "AVX512_BF16": "_is_avx512_bf16_supported"}
+    units = []
+    for unit, probe in probes.items():
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            units.append(unit)
+    return units
+
+
+def check_inference_precision(device: str, inference_precision: str) -> None:
+    """Refuse, in one line, an ``inference_precision`` this backend cannot run natively on ``device``."""
+    if inference_precision not in INFERENCE_PRECISIONS:
+        raise OptionError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
+    if inference_precision == "f32":
+        return
+    if device.startswith("cuda"):
+        raise OptionError("inference_precision='bf16' is bfloat16 on a CPU with bfloat16 units; on a GPU use "
+                          "half=True (or device='cpu')")
+    if not cpu_bf16_units():
+        raise BackendUnavailableError(
+            "this CPU has no bfloat16 units (PyTorch sees neither AMX nor AVX512_BF16: Intel Xeon 4th generation "
+            "or later, AMD Zen 4 or later); bfloat16 would be emulated, slower than float32: run fp32 or int8")
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ QUALITY_SOURCE = {
     "openvino fp32": "FP32 OpenVINO",
     "openvino fp32 (dynamic)": "FP32 OpenVINO, dynamic shapes",
     "openvino bf16": "FP32 OpenVINO in BF16",
+    "Deblurrer torch cpu (bf16, channels_last, folded)": "Checkpoint PyTorch in BF16",
     "openvino int8 (ort)": "INT8 ort OpenVINO",
     "openvino int8 (trt)": "INT8 trt OpenVINO",
     "openvino int8 (ort, dynamic)": "INT8 ort OpenVINO, dynamic shapes",

@@ -96,6 +96,8 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
                    f"Deblurrer torch cuda (graphs{', fp16' if half else ''}, folded)") for half in (False, True)]
     factories.append((lambda: deblurrer_torch_system(model.weights, device="cpu"),
                       "Deblurrer torch cpu (channels_last, folded)"))
+    factories.append((lambda: deblurrer_torch_system(model.weights, device="cpu", bf16=True),
+                      "Deblurrer torch cpu (bf16, channels_last, folded)"))
     onnx_files = [("fp32", None, onnx_fp32)] + [("int8", f, lambda p=p: p) for f, p in int8.items()]
     # (engine, system maker, static, tag): each backend's default mode carries no tag
     modes = [("onnxruntime", onnxruntime_system, False, None), ("onnxruntime", onnxruntime_system, True, "static"),

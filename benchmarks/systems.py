@@ -113,23 +113,29 @@ def torch_system(weights: Path, variant: str) -> System:
     return System(f"torch {variant}", precision, run, close, device, cuda, peak)
 
 
-def deblurrer_torch_system(weights: Path, half: bool = False, device: str = "cuda") -> System:
+def deblurrer_torch_system(weights: Path, half: bool = False, device: str = "cuda", bf16: bool = False) -> System:
     """The runtime's own PyTorch path, as ``Deblurrer(weights, backend="torch", device=...)`` runs it: the attention
     folded; on CUDA, CUDA graphs per shape (on by default there), pinned host buffers, one synchronisation per call;
-    on a CPU, channels_last (the backend's defaults there)."""
+    on a CPU, channels_last (the backend's defaults there), and with ``bf16`` under bfloat16 autocast
+    (``precision="bf16"``, CPUs with bfloat16 units)."""
     cuda = device.startswith("cuda")
     if cuda and not _cuda_available():
         raise Unavailable("the runtime's CUDA-graph path needs a CUDA GPU; none here")
     import torch
 
     from runtime import Deblurrer
+    from runtime.backends.base import BackendUnavailableError
 
-    deblur = Deblurrer(weights, backend="torch", device=device, half=half, memory_budget_mb=None)
+    try:
+        deblur = Deblurrer(weights, backend="torch", device=device, half=half, memory_budget_mb=None,
+                           precision="bf16" if bf16 else None)
+    except BackendUnavailableError as exc:  # bfloat16 asked of a CPU without its units
+        raise Unavailable(str(exc)) from None
     backend = deblur.backend
-    tags = (["graphs"] if backend.cuda_graph else []) + (["fp16"] if half else []) \
+    tags = (["graphs"] if backend.cuda_graph else []) + (["fp16"] if half else []) + (["bf16"] if bf16 else []) \
         + (["channels_last"] if backend.channels_last else []) + [backend.metadata.attention]
-    return System(f"Deblurrer torch {'cuda' if cuda else 'cpu'} ({', '.join(tags)})", backend.metadata.precision,
-                  backend.run, deblur.close, device, cuda,
+    return System(f"Deblurrer torch {'cuda' if cuda else 'cpu'} ({', '.join(tags)})",
+                  "bf16" if bf16 else backend.metadata.precision, backend.run, deblur.close, device, cuda,
                   (lambda: int(torch.cuda.max_memory_allocated())) if cuda else (lambda: None))
 
 

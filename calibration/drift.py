@@ -15,7 +15,8 @@ sharp images, with the change from FP32. Then the INT8 vs FP32 ONNX Runtime CPU 
 same run (warm-up, interleaved repeats, median) at 1 and 2 threads. Missing models are made first: the FP16
 ONNX with the exporter, the INT8 models with ``calibration.quantize``'s defaults. Where OpenVINO is installed, the
 FP32 and INT8 files again on OpenVINO (compiled per shape, the runtime's default, and for dynamic shapes), and the
-FP32 file in bfloat16 arithmetic on CPUs with bfloat16 units (``Deblurrer(precision="bf16")``).
+FP32 file in bfloat16 arithmetic on CPUs with bfloat16 units (``Deblurrer(precision="bf16")``), and on such CPUs
+the checkpoint on PyTorch under bfloat16 autocast (``Deblurrer(weights, precision="bf16")``).
 """
 
 from __future__ import annotations
@@ -140,6 +141,19 @@ def profile_ops(path: Path, shape: tuple[int, int, int] = (1, 256, 256), threads
             "kernel_ms_per_run": round(profile.kernel_ms, 1),
             "ops": [{"op": op, "ms": round(ms, 1), "share": round(ms / total, 3)}
                     for op, ms in profile.by("op_type")[:top]]}
+
+
+def torch_bf16_forward(weights: Path, threads: int | None) -> Forward | None:
+    """The runtime's PyTorch backend on the checkpoint under bfloat16 autocast, or None where the CPU has no
+    bfloat16 units (the row is then left out)."""
+    from banet.torch_backend import TorchBackend
+    from runtime.backends.base import BackendUnavailableError
+
+    try:
+        return TorchBackend(weights, device="cpu", threads=threads, inference_precision="bf16").run
+    except BackendUnavailableError as exc:
+        log.info("no PyTorch bf16 row: %s", exc)
+        return None
 
 
 def gpu_half_forward(model) -> Forward | None:
@@ -271,6 +285,10 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
                        lambda: openvino_forward(fp32, threads, inference_precision="bf16"), fp32,
                        "the FP32 file in bfloat16 arithmetic (Deblurrer(precision=\"bf16\")); CPUs with bfloat16 "
                        "units only"))
+    candidates.append(("Checkpoint PyTorch in BF16", "bf16", "PyTorch CPU, bfloat16 autocast",
+                       lambda: torch_bf16_forward(weights, threads), None,
+                       "the checkpoint folded, channels_last, under bfloat16 autocast (Deblurrer(weights, "
+                       "precision=\"bf16\")); CPUs with bfloat16 units only"))
 
     reference, baseline = run_heldout(reference_forward, pairs)
     rows = [DriftRow("FP32 PyTorch (reference)", "fp32", "PyTorch CPU", 200.0, 200.0, 0.0,

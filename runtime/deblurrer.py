@@ -61,8 +61,8 @@ class Deblurrer:
             extension.
         precision: "int8" runs the model's INT8 Q/DQ file on ONNX Runtime or OpenVINO (found next to the .onnx;
             shipped for the default model), refused unless its recorded held-out cost is within 0.3 dB; "bf16" runs
-            an FP32 .onnx on OpenVINO in bfloat16 (CPUs with bfloat16 units only); "fp32" insists on an FP32 file;
-            None (default) runs the file as it is.
+            an FP32 .onnx on OpenVINO in bfloat16, or a checkpoint on PyTorch under bfloat16 autocast (CPUs with
+            bfloat16 units only); "fp32" insists on an FP32 file; None (default) runs the file as it is.
         rgb: numpy inputs are RGB instead of OpenCV's BGR (outputs keep the input's order either way).
         tile: run images larger than ``tile`` x ``tile`` pixels in overlapping tiles (None: when the memory
             budget or the artifact's shape limits require it).

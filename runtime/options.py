@@ -24,7 +24,8 @@ def add_model_options(parser: argparse.ArgumentParser,
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="int8: run the model's INT8 file on ONNX Runtime or OpenVINO (shipped for the default "
                              "model; refused if its recorded held-out cost exceeds 0.3 dB); bf16: an FP32 .onnx on "
-                             "OpenVINO in bfloat16 (CPUs with bfloat16 units); default: the file as it is")
+                             "OpenVINO in bfloat16, or a checkpoint on PyTorch under bfloat16 autocast (CPUs with "
+                             "bfloat16 units); default: the file as it is")
     parser.add_argument("--threads", type=int, default=None, help=threads_help)
     parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")

@@ -15,8 +15,9 @@
   measured over the budget is refused in one line naming where it fits; one where it was not measured runs with a
   warning.
 - ``precision="bf16"``: an FP32 ``.onnx`` (the default model's shipped one when no model is named) on OpenVINO in
-  bfloat16 arithmetic, on CPUs with bfloat16 units (refused elsewhere by the backend). No file of its own: the
-  drift report and the CPU benchmark measure what it costs and buys.
+  bfloat16 arithmetic, or a checkpoint (the default model's with ``backend="torch"``) on PyTorch under bfloat16
+  autocast; CPUs with bfloat16 units only (refused elsewhere by the backend). No file of its own: the drift report
+  and the CPU benchmark measure what it costs and buys.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def choose(model: Path | None, backend: str | None, precision: str | None,
     if precision == "bf16":
         from banet.defaults import default_model_path
 
-        return bf16_choice(Path(model) if model is not None else default_model_path("openvino"), backend)
+        default = default_model_path("torch" if backend == "torch" else "openvino")
+        return bf16_choice(Path(model) if model is not None else default, backend)
     auto = backend == "auto" or (model is None and backend is None)
     if auto:  # the default model runs on the fastest installed
         backend = auto_backend(model)
@@ -118,14 +120,24 @@ def int8_backend(model: Path, backend: str | None, auto: bool) -> str | None:
 
 
 def bf16_choice(model: Path, backend: str | None) -> tuple[Path, str]:
-    """(model, "openvino") for ``precision="bf16"``: an FP32 ``.onnx`` on OpenVINO, else one OptionError line."""
-    if model.suffix.lower() != ".onnx":
-        raise OptionError(f"precision='bf16' runs an exported FP32 .onnx, not {model.name}: export it first "
-                          f"(python export/to_onnx.py --weights {model})")
+    """(model, backend) for ``precision="bf16"``: an FP32 ``.onnx`` on OpenVINO or a checkpoint on PyTorch, else one
+    OptionError line. Both backends take the same option (``inference_precision="bf16"``) and check the CPU."""
+    suffix = model.suffix.lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        backend = "torch" if backend in (None, "auto") else backend
+        if backend != "torch":
+            raise OptionError(f"precision='bf16' runs a checkpoint on PyTorch (backend='torch'), not on {backend}; "
+                              f"for OpenVINO export it first (python export/to_onnx.py --weights {model})")
+        log.info("precision bf16: running %s on torch under bfloat16 autocast", model)
+        return model, backend
+    if suffix != ".onnx":
+        raise OptionError(f"precision='bf16' runs an FP32 .onnx (OpenVINO) or a checkpoint (PyTorch), not "
+                          f"{model.name}; on a GPU use an FP16 engine (build_trt.py --fp16)")
     backend = "openvino" if backend in (None, "auto") else backend
     if backend != "openvino":
         raise OptionError(f"precision='bf16' runs FP32 ONNX files on OpenVINO (CPUs with bfloat16 units), not on "
-                          f"{backend}; on a GPU use half=True (PyTorch) or an FP16 engine (build_trt.py --fp16)")
+                          f"{backend}; checkpoints run in bfloat16 on PyTorch; on a GPU use half=True (PyTorch) or "
+                          "an FP16 engine (build_trt.py --fp16)")
     found = read_onnx_metadata(model).precision if model.is_file() else "fp32"
     if found != "fp32":
         raise OptionError(f"precision='bf16' lowers an FP32 model; {model.name} is an {found.upper()} model")
@@ -134,7 +146,8 @@ def bf16_choice(model: Path, backend: str | None) -> tuple[Path, str]:
 
 
 def precision_options(precision: str | None) -> dict:
-    """Backend options a precision adds: bfloat16 arithmetic for "bf16" (OpenVINO), none for the others."""
+    """Backend options a precision adds: bfloat16 arithmetic for "bf16" (OpenVINO and PyTorch take the same option),
+    none for the others."""
     return {"inference_precision": "bf16"} if precision == "bf16" else {}
 
 

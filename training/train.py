@@ -44,6 +44,7 @@ from banet.outputs import (
     write_error,
 )
 from banet.processing import preprocess
+from banet.torch_backend import cpu_bf16_units
 from training.losses import deblur_loss, harm_penalty
 
 log = logging.getLogger(__name__)
@@ -476,12 +477,9 @@ def _save_state(path: Path, model: BANet, optimizer: torch.optim.Optimizer, step
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX), where bf16 autocast pays off."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether this CPU has native bfloat16 arithmetic (AVX-512 BF16 or AMX), where bf16 autocast pays off: the
+    inference backend's own probe (:func:`banet.torch_backend.cpu_bf16_units`), so both decide alike."""
+    return bool(cpu_bf16_units())
 
 
 #: The ``--precision`` values: ``auto`` picks one of the others for the device (:func:`autocast_dtype`).

@@ -34,8 +34,12 @@ def test_folded_network_computes_the_trained_function(config, shape):
     x = torch.rand(shape, generator=torch.Generator().manual_seed(1)) - 0.5
     with torch.no_grad():
         expected, got = model(x), folded(x)
-    assert expected.abs().max() > 0.1  # a visible residual: a wrong fold shows
-    assert torch.allclose(got, expected, atol=2e-5, rtol=0), (got - expected).abs().max()
+    scale = float(expected.abs().max())
+    assert scale > 0.1  # a visible residual: a wrong fold shows
+    # float32 rounding only, relative to the output's scale (up to ~30 with these weights): 1e-6 of it measured on
+    # an Intel Xeon (AMX), where a fixed 2e-5 failed; a wrong fold is off by 1e-3 of it or more
+    error = float((got - expected).abs().max())
+    assert error <= 4e-6 * scale, f"max error {error:.3g} on outputs up to {scale:.3g}"
 
 
 def test_folding_copies_and_leaves_the_trained_model_as_it_was():

@@ -1,4 +1,5 @@
-"""precision="bf16": an FP32 .onnx on OpenVINO in bfloat16, refused in one line where it cannot run as asked."""
+"""precision="bf16": an FP32 .onnx on OpenVINO in bfloat16, refused in one line where it cannot run as asked (a
+checkpoint on PyTorch: tests/banet/test_torch_backend_bf16.py)."""
 
 import importlib.util
 from pathlib import Path
@@ -34,8 +35,8 @@ def test_default_model_runs_its_fp32_onnx_on_openvino():
 
 @pytest.mark.parametrize("model, backend, words", [
     (None, "onnxruntime", "not on onnxruntime"),
-    (None, "torch", "not on torch"),
-    (Path("my.pth"), None, "not my.pth: export it first"),
+    (DEFAULT_ONNX, "torch", "not on torch"),
+    (Path("my.png"), None, "not my.png"),
     (INT8_ONNX, None, "is an INT8 model"),
 ])
 def test_what_bf16_cannot_run_is_refused_in_one_line(model, backend, words):
