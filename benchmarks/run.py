@@ -110,6 +110,10 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
     # Deblurrer(precision="bf16"): the FP32 file on OpenVINO in bfloat16, where the CPU has the units
     factories.append((lambda: openvino_system(onnx_fp32(), "openvino bf16", threads, inference_precision="bf16"),
                       "openvino bf16"))
+    # the peers that measure the backend's graph rewrites (runtime/backends/openvino_rewrites.py) in the same run
+    for compute, tag in (("f32", "fp32"), ("bf16", "bf16")):
+        factories.append((lambda c=compute, n=f"openvino {tag} (as written)": openvino_system(
+            onnx_fp32(), n, threads, inference_precision=c, rewrite=False), f"openvino {tag} (as written)"))
     stem = model.weights.stem
     for precision in ("fp32", "fp16", "int8"):
         # build_trt.py names an engine for its targets (<stem>_fp16_sm75.engine); every one built is a system

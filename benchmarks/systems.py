@@ -150,10 +150,11 @@ def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None, s
 
 
 def openvino_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = True,
-                    inference_precision: str = "f32") -> System:
+                    inference_precision: str = "f32", rewrite: bool = True) -> System:
     """The runtime's OpenVINO backend on the CPU: compiled per shape (``static``) or one dynamic-shape model; an FP32
     file in bfloat16 with ``inference_precision="bf16"`` (``Deblurrer(precision="bf16")``; Unavailable on CPUs
-    without bfloat16 units)."""
+    without bfloat16 units); ``rewrite=False``: the file's graph without the backend's rewrites (the peer that
+    measures them)."""
     try:
         from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
 
@@ -163,7 +164,8 @@ def openvino_system(onnx_path: Path, name: str, threads: int | None = None, stat
     from runtime.backends.base import BackendUnavailableError
 
     try:
-        backend = OpenVinoBackend(onnx_path, threads=threads, static=static, inference_precision=inference_precision)
+        backend = OpenVinoBackend(onnx_path, threads=threads, static=static, inference_precision=inference_precision,
+                                  rewrite=rewrite)
     except BackendUnavailableError as exc:  # e.g. no bfloat16 units on this CPU
         raise Unavailable(str(exc)) from exc
     precision = backend.metadata.precision if inference_precision == "f32" else inference_precision

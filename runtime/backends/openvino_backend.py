@@ -12,6 +12,9 @@ compute on CPUs with bfloat16 units (AVX512_BF16 or AMX: Intel Xeon 4th generati
 later). It is refused in one line on other CPUs, where OpenVINO would silently run f32 instead, and checked
 after each compilation (OpenVINO reports the precision it compiled for).
 
+Before compiling, the backend applies exact graph rewrites OpenVINO runs faster
+(:mod:`runtime.backends.openvino_rewrites`; ``rewrite=False`` compiles the file's graph as it is).
+
 Compiled shapes are kept on disk (OpenVINO's model cache, ``compile_cache``; default ``<cache>/openvino``,
 :func:`banet.paths.cache_dir`) so that the next process reads them instead of compiling: ``python -m runtime``
 run once per photo compiled the INT8 model for each photo's tile shape every time (1.5 s at 720x1280 here, 0.56 s
@@ -29,8 +32,16 @@ import numpy as np
 
 from banet.errors import ArtifactError, OptionError
 from banet.metadata import outdated_graph, read_onnx_metadata
-from runtime.backends.base import Backend, BackendUnavailableError, LayerTime, ShapeCache, check_threads
+from runtime.backends.base import (
+    Backend,
+    BackendUnavailableError,
+    LayerTime,
+    ShapeCache,
+    check_bool,
+    check_threads,
+)
 from runtime.backends.onnxruntime_backend import limits_from_metadata
+from runtime.backends.openvino_rewrites import split_concat_convolutions
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +78,9 @@ class OpenVinoBackend(Backend):
             None: compile in every process). A folder that cannot be written is skipped with a log line.
         profile: turn on OpenVINO's performance counters, read by :meth:`layer_times` after each run (they cost a
             little time per layer; for ``python -m benchmarks.profile``, not for serving).
+        rewrite: apply the exact rewrites OpenVINO runs faster before compiling
+            (:mod:`runtime.backends.openvino_rewrites`: a channel Concat read by a Convolution becomes a sum of
+            Convolutions); False compiles the file's graph as it is.
     """
 
     name = "openvino"
@@ -74,8 +88,9 @@ class OpenVinoBackend(Backend):
     def __init__(self, path: str | Path, threads: int | None = None, static: bool = True,
                  shape_cache: int = DEFAULT_SHAPE_CACHE, device: str = "CPU",
                  inference_precision: str = "f32", compile_cache: str | Path | None = "auto",
-                 profile: bool = False) -> None:
+                 profile: bool = False, rewrite: bool = True) -> None:
         check_threads(threads)
+        check_bool("rewrite", rewrite)
         if inference_precision not in INFERENCE_PRECISIONS:
             raise OptionError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
         threads = int(threads) if threads else None  # numpy integers too
@@ -109,6 +124,8 @@ class OpenVinoBackend(Backend):
         self._last = None  # the (compiled model, infer request) of the last run, for layer_times
         self._sources: dict[int, dict[str, tuple[str, ...]]] = {}  # per compiled model: layer -> file nodes
         self._model = self._core.read_model(str(path))
+        #: how many exact rewrites were applied to the graph before compiling (0: compiled as the file has it)
+        self.rewrites = split_concat_convolutions(self._model) if rewrite else 0
         self._input = self._model.inputs[0].get_any_name()
         self._dynamic = None if static else self._checked(self._core.compile_model(self._model, device, self._config))
         super().__init__(metadata, limits_from_metadata(metadata))
@@ -178,7 +195,8 @@ class OpenVinoBackend(Backend):
     def describe(self) -> str:
         mode = f"static shapes, cache {self._requests.size}" if self.static else "dynamic shapes"
         compute = "" if self.inference_precision == "f32" else f" in {self.inference_precision}"
-        return f"openvino {self.device} ({self.metadata.precision}{compute}, {mode})"
+        rewrites = f", {self.rewrites} concatenations split" if self.rewrites else ""
+        return f"openvino {self.device} ({self.metadata.precision}{compute}, {mode}{rewrites})"
 
 
 def check_lowering(core, device: str, precision: str, file_precision: str, name: str) -> None:
