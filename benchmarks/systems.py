@@ -150,11 +150,11 @@ def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None, s
 
 
 def openvino_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = True,
-                    inference_precision: str = "f32", rewrite: bool = True) -> System:
+                    inference_precision: str = "f32", rewrite: bool | None = None) -> System:
     """The runtime's OpenVINO backend on the CPU: compiled per shape (``static``) or one dynamic-shape model; an FP32
     file in bfloat16 with ``inference_precision="bf16"`` (``Deblurrer(precision="bf16")``; Unavailable on CPUs
-    without bfloat16 units); ``rewrite=False``: the file's graph without the backend's rewrites (the peer that
-    measures them)."""
+    without bfloat16 units); ``rewrite``: the backend's graph rewrites forced on or off (None: its default; the
+    peers that measure them)."""
     try:
         from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
 

@@ -4,9 +4,10 @@ The one rewrite: a channel Concat whose only reader is a Convolution becomes one
 weights split along their input channels) summed, ``conv(concat(a, b)) = conv_a(a) + conv_b(b)``. OpenVINO lays
 convolution activations out channels-last (NHWC) and copies a channel Concat there pixel by pixel with its reference
 kernel; the split convolutions read their inputs where they are, and each sum fuses into the next convolution.
-Measured on the default model (720x1280, 2 threads, Intel Xeon with AMX, ``python -m benchmarks.run``): see
-docs/benchmarks.md. The same split is slower on ONNX Runtime (its NCHW Concat is a plain copy), so the shipped
-files keep the Concat and only this backend rewrites it.
+The backend applies it in bfloat16, where it measured faster on the default model (720x1280, Intel Xeon with AMX,
+``python -m benchmarks.run``, peers ``openvino bf16 (as written)`` / ``openvino fp32 (rewritten)``: see
+docs/benchmarks.md); in f32 it measured no faster, and ONNX Runtime runs the split graph slower (its NCHW Concat
+is a plain copy), so the shipped files keep the Concat.
 
 Q/DQ (INT8) files are left as they are: there a Concat is read by a quantization step, not by a Convolution.
 """
