@@ -35,7 +35,14 @@ from banet.folding import fold_attention as folded
 from banet.folding import is_folded
 from banet.metadata import ModelMetadata
 from banet.model import BANet
-from runtime.backends.base import Backend, BackendUnavailableError, ShapeLimits, check_bool, check_tristate
+from runtime.backends.base import (
+    Backend,
+    BackendUnavailableError,
+    ShapeLimits,
+    check_bool,
+    check_inference_precision,
+    check_tristate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +75,7 @@ class TorchBackend(Backend):
                 bfloat16 units; refused on CUDA (``half=True`` there) and on CPUs without them (emulated, slower).
         """
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        check_inference_precision(device, inference_precision)
+        check_device_precision(device, inference_precision)
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailableError(f"device {device!r} requested but PyTorch sees no CUDA GPU "
                                           f"(torch {torch.__version__}); use device='cpu'")
@@ -189,10 +196,6 @@ def check_graph_options(device: str, cuda_graph: bool | None, graph_cache: int) 
     return on_cuda if cuda_graph is None else cuda_graph
 
 
-#: What ``inference_precision`` takes: the weights' own float32, or bfloat16 autocast on a CPU.
-INFERENCE_PRECISIONS = ("f32", "bf16")
-
-
 def cpu_bf16_units() -> list[str]:
     """The bfloat16 units of this CPU as PyTorch sees them ("AMX", "AVX512_BF16"); empty where it has none (or where
     this PyTorch cannot say): there oneDNN would emulate bfloat16, slower than float32."""
@@ -205,11 +208,10 @@ def cpu_bf16_units() -> list[str]:
     return units
 
 
-def check_inference_precision(device: str, inference_precision: str) -> None:
-    """Refuse, in one line, an ``inference_precision`` this backend cannot run natively on ``device``."""
-    if inference_precision not in INFERENCE_PRECISIONS:
-        raise OptionError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
-    if inference_precision == "f32":
+def check_device_precision(device: str, inference_precision: str) -> None:
+    """Refuse, in one line, an ``inference_precision`` this backend cannot run natively on ``device`` (bfloat16:
+    autocast on a CPU with bfloat16 units)."""
+    if check_inference_precision(inference_precision) == "f32":
         return
     if device.startswith("cuda"):
         raise OptionError("inference_precision='bf16' is bfloat16 on a CPU with bfloat16 units; on a GPU use "

@@ -94,6 +94,19 @@ def check_tristate(name: str, value) -> bool | None:
     return bool(value)
 
 
+#: What ``inference_precision`` takes on the CPU backends that can lower an FP32 model (OpenVINO, PyTorch): the
+#: model's own float32, or bfloat16 (``Deblurrer(precision="bf16")``).
+INFERENCE_PRECISIONS = ("f32", "bf16")
+
+
+def check_inference_precision(value) -> str:
+    """``value`` if it is one of :data:`INFERENCE_PRECISIONS`, else one :class:`~banet.errors.OptionError` line; the
+    one rule for the option on every backend that takes it."""
+    if value not in INFERENCE_PRECISIONS:
+        raise OptionError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class LayerTime:
     """One layer an inference engine ran, from its own profile: the layer's name, what it computes, the kernel

@@ -37,6 +37,7 @@ from runtime.backends.base import (
     BackendUnavailableError,
     LayerTime,
     ShapeCache,
+    check_inference_precision,
     check_threads,
     check_tristate,
 )
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 #: Compiled shapes kept by default: a tiled photo uses up to 4 tile shapes (interior, right, bottom, corner).
 DEFAULT_SHAPE_CACHE = 4
 #: Compute precisions OpenVINO may run an FP32 file in: the file's own (f32) and bfloat16 where the CPU has the units.
-INFERENCE_PRECISIONS = ("f32", "bf16")
 #: Size the compile cache is trimmed to when a backend opens (oldest entries dropped first): ~60 INT8 shapes.
 COMPILE_CACHE_BYTES = 512 * 2**20
 
@@ -80,8 +80,8 @@ class OpenVinoBackend(Backend):
             little time per layer; for ``python -m benchmarks.profile``, not for serving).
         rewrite: apply the exact rewrites of :mod:`runtime.backends.openvino_rewrites` before compiling (a
             channel Concat read by a Convolution becomes a sum of Convolutions). None (default): where they
-            measured faster, in bfloat16 (5-7%); in f32 they measured 1-2% slower, so f32 compiles the file as
-            written. True or False forces it.
+            measured faster, in bfloat16 (4-7%); in f32 they measured no faster (within 4% either way), so f32
+            compiles the file as written. True or False forces it.
     """
 
     name = "openvino"
@@ -92,8 +92,7 @@ class OpenVinoBackend(Backend):
                  profile: bool = False, rewrite: bool | None = None) -> None:
         check_threads(threads)
         rewrite = check_tristate("rewrite", rewrite)
-        if inference_precision not in INFERENCE_PRECISIONS:
-            raise OptionError(f"inference_precision must be one of {INFERENCE_PRECISIONS}, got {inference_precision!r}")
+        check_inference_precision(inference_precision)
         threads = int(threads) if threads else None  # numpy integers too
         self._requests = ShapeCache(self._compile, shape_cache)
         ov = import_openvino()
@@ -125,8 +124,8 @@ class OpenVinoBackend(Backend):
         self._last = None  # the (compiled model, infer request) of the last run, for layer_times
         self._sources: dict[int, dict[str, tuple[str, ...]]] = {}  # per compiled model: layer -> file nodes
         self._model = self._core.read_model(str(path))
-        #: how many exact rewrites were applied to the graph before compiling (0: compiled as the file has it)
         rewrite = inference_precision == "bf16" if rewrite is None else rewrite
+        #: how many exact rewrites were applied to the graph before compiling (0: compiled as the file has it)
         self.rewrites = split_concat_convolutions(self._model) if rewrite else 0
         self._input = self._model.inputs[0].get_any_name()
         self._dynamic = None if static else self._checked(self._core.compile_model(self._model, device, self._config))

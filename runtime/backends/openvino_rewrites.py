@@ -3,7 +3,7 @@
 The one rewrite: a channel Concat whose only reader is a Convolution becomes one Convolution per Concat input (the
 weights split along their input channels) summed, ``conv(concat(a, b)) = conv_a(a) + conv_b(b)``. OpenVINO lays
 convolution activations out channels-last (NHWC) and copies a channel Concat there pixel by pixel with its reference
-kernel; the split convolutions read their inputs where they are, and each sum fuses into the next convolution.
+kernel; the split convolutions read their inputs where they are, and the sums are element-wise adds.
 The backend applies it in bfloat16, where it measured faster on the default model (720x1280, Intel Xeon with AMX,
 ``python -m benchmarks.run``, peers ``openvino bf16 (as written)`` / ``openvino fp32 (rewritten)``: see
 docs/benchmarks.md); in f32 it measured no faster, and ONNX Runtime runs the split graph slower (its NCHW Concat

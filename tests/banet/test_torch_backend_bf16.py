@@ -10,7 +10,7 @@ import torch
 import banet.torch_backend as torch_backend
 from banet.defaults import DEFAULT_ONNX, default_weights_path
 from banet.errors import OptionError
-from banet.torch_backend import TorchBackend, check_inference_precision, cpu_bf16_units
+from banet.torch_backend import TorchBackend, check_device_precision, cpu_bf16_units
 from runtime import Deblurrer
 from runtime.backends.base import BackendUnavailableError
 from runtime.selection import choose
@@ -41,10 +41,10 @@ def test_what_bf16_cannot_run_is_refused_in_one_line(model, backend, words):
 
 def test_the_cpu_and_the_device_are_checked(monkeypatch):
     with pytest.raises(OptionError, match="on a GPU use half=True"):
-        check_inference_precision("cuda", "bf16")
+        check_device_precision("cuda", "bf16")
     with pytest.raises(OptionError, match="inference_precision must be one of"):
-        check_inference_precision("cpu", "fp16")
-    check_inference_precision("cuda", "f32")
+        check_device_precision("cpu", "fp16")
+    check_device_precision("cuda", "f32")
     monkeypatch.setattr(torch_backend, "cpu_bf16_units", lambda: [])
     with pytest.raises(BackendUnavailableError, match="no bfloat16 units .* run fp32 or int8") as caught:
         Deblurrer(backend="torch", precision="bf16")
