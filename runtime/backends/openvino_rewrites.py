@@ -57,7 +57,10 @@ def split_concat_convolutions(model) -> int:
 def _convolution_reading(concat):
     """The Convolution that alone reads ``concat`` when it is a channel Concat of static-channel 4-D tensors into a
     Convolution with constant weights, else None."""
-    if concat.get_type_name() != "Concat" or concat.get_output_partial_shape(0).rank.get_length() != 4:
+    if concat.get_type_name() != "Concat":
+        return None
+    rank = concat.get_output_partial_shape(0).rank
+    if rank.is_dynamic or rank.get_length() != 4:
         return None
     if concat.get_attributes()["axis"] not in (1, -3):
         return None

@@ -10,6 +10,7 @@ from banet.defaults import DEFAULT_ONNX  # noqa: E402
 from banet.errors import OptionError  # noqa: E402
 from runtime.backends.openvino_backend import OpenVinoBackend  # noqa: E402
 from runtime.backends.openvino_rewrites import split_concat_convolutions  # noqa: E402
+from tests.runtime.test_bf16 import _cpu_has_bf16  # noqa: E402
 
 INT8_ONNX = DEFAULT_ONNX.with_name("banet_default_int8_ort.onnx")
 
@@ -58,12 +59,14 @@ def test_other_concats_are_left_alone():
     assert split_concat_convolutions(model) == 0 and "Concat" in _types(model)
     model = _toy(constant_weights=False)  # weights computed at run time
     assert split_concat_convolutions(model) == 0 and "Concat" in _types(model)
+    import openvino.opset13 as ops
+
+    unranked = [ops.parameter(openvino.PartialShape.dynamic(), np.float32) for _ in range(2)]
+    cat = ops.concat(unranked, 1)  # rank unknown until run time: not a 4-D channel Concat it can split
+    model = openvino.Model([ops.relu(cat).output(0)], unranked, "unranked")
+    assert split_concat_convolutions(model) == 0
     int8 = openvino.Core().read_model(str(INT8_ONNX))  # Q/DQ: a quantization step reads each Concat
     assert split_concat_convolutions(int8) == 0
-
-
-def _cpu_has_bf16() -> bool:
-    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def test_the_backend_rewrites_the_default_model_and_keeps_its_outputs():
