@@ -26,16 +26,18 @@ from benchmarks.cli import BenchmarkError, add_force, check_results, run_main, s
 log = logging.getLogger(__name__)
 
 
-def default_files() -> list[Path]:
-    """The embedded default model's shipped files: its FP32 ONNX and INT8 ``ort`` file (what ``Deblurrer()`` and
-    ``Deblurrer(precision="int8")`` run), the INT8 one left out where an install lacks it."""
+def default_files(backend: str = "openvino") -> list[Path]:
+    """The embedded default model's shipped files: its FP32 ONNX and the INT8 file of ``backend``'s flavour (what
+    ``Deblurrer()`` and ``Deblurrer(precision="int8")`` run there), the INT8 one left out where an install lacks
+    it."""
     from banet.artifacts import int8_onnx_path
     from banet.defaults import DEFAULT_ONNX
+    from runtime.selection import INT8_FLAVOUR
 
     if not DEFAULT_ONNX.is_file():
         raise BenchmarkError(f"the default model's ONNX is missing ({DEFAULT_ONNX}); reinstall banet-deploy, or "
                              "name the files to profile")
-    int8 = int8_onnx_path(DEFAULT_ONNX, "ort")
+    int8 = int8_onnx_path(DEFAULT_ONNX, INT8_FLAVOUR[backend])
     return [DEFAULT_ONNX, int8] if int8.is_file() else [DEFAULT_ONNX]
 
 
@@ -100,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path,
                         help="network ONNX files (FP32, FP16, INT8 Q/DQ) to profile, the first one the baseline of "
-                             "the ratios (default: the default model's shipped FP32 ONNX and INT8 ort file)")
+                             "the ratios (default: the default model's shipped FP32 ONNX and the backend's INT8 "
+                             "file: ov on OpenVINO, ort on ONNX Runtime)")
     parser.add_argument("--backend", choices=BACKENDS, default="openvino",
                         help="whose profiler: openvino (performance counters, compiled for this one input shape) "
                              "or onnxruntime (its JSON profile, CPU provider); default %(default)s")
@@ -136,7 +139,7 @@ def _main(args: argparse.Namespace) -> int:
         raise BenchmarkError("--bf16 is OpenVINO's bfloat16 arithmetic; use it with --backend openvino")
     files = list(args.files)
     check_files(files)  # a file given is refused before the default model is exported
-    files = files or default_files()
+    files = files or default_files(args.backend)
     stem = results_stem(f"profile_{args.backend}{'-bf16' if args.bf16 else ''}", cpu_name())
     if args.output is not None:
         check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force,

@@ -8,11 +8,12 @@ out/drift is this command's own folder: each run replaces the report there, as a
 with --output is yours: a report already in it is refused (before any work) unless you pass --force.
 
 Rows: FP32 ONNX, FP16 ONNX (ONNX Runtime CPU), FP16 PyTorch (emulated on CPU; real half precision on a GPU
-when one is present), INT8 Q/DQ in the ``ort`` and ``trt`` flavours (ONNX Runtime CPU int8 kernels). For each,
+when one is present), INT8 Q/DQ in the ``ort``, ``trt`` and ``ov`` flavours (ONNX Runtime CPU). For each,
 on the held-out set (blurred crops of photos never used for training): the PSNR of its output vs FP32
 PyTorch's (mean and worst image, and the max abs error of the raw output), and its restoration PSNR/SSIM vs the
 sharp images, with the change from FP32. Then the INT8 vs FP32 ONNX Runtime CPU speed ratio, measured in the
-same run (warm-up, interleaved repeats, median) at 1 and 2 threads. Missing models are made first: the FP16
+same run (warm-up, interleaved repeats, median) at 1 and 2 threads (not the ``ov`` file: OpenVINO's, timed by
+``benchmarks.run``). Missing models are made first: the FP16
 ONNX with the exporter, the INT8 models with ``calibration.quantize``'s defaults. Where OpenVINO is installed, the
 FP32 and INT8 files again on OpenVINO (compiled per shape, the runtime's default, and for dynamic shapes), and the
 FP32 file in bfloat16 arithmetic on CPUs with bfloat16 units (``Deblurrer(precision="bf16")``), and on such CPUs
@@ -319,7 +320,8 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "onnxruntime": __import__("onnxruntime").__version__}}
     if speed and int8:
-        models = {"FP32 ONNX": fp32, **{f"INT8 {f}": p for f, p in int8.items()}}
+        # ONNX Runtime's speed: not the ov file's (OpenVINO's own; benchmarks.run times it there)
+        models = {"FP32 ONNX": fp32, **{f"INT8 {f}": p for f, p in int8.items() if f != "ov"}}
         shape, warmup = speed_shape, 2
         results = measure_speed(models, shape, (1, 2), warmup, repeats)
         report["speed"] = {"shape": "x".join(map(str, shape)), "machine": cpu_name(), "warmup": warmup,
@@ -388,7 +390,7 @@ def read_int8(path: Path, fp32: Path | None = None, weights: Path | None = None)
     from banet.metadata import ArtifactError, read_onnx_metadata
     from calibration.int8 import QuantizeError
 
-    flavour = "trt" if "trt" in path.stem.lower() else "ort"
+    flavour = next((f for f in ("trt", "ov") if f"_int8_{f}" in path.stem.lower()), "ort")
     try:
         metadata = read_onnx_metadata(path)
     except FileNotFoundError as exc:
@@ -417,8 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", type=Path, default=None,
                         help="FP32 ONNX (default engines/<weights stem>.onnx, exported if missing)")
     parser.add_argument("--int8", type=Path, nargs="*", default=None,
-                        help="INT8 Q/DQ files (default engines/<stem>_int8_ort.onnx and _int8_trt.onnx, made with "
-                             "calibration.quantize's defaults if missing)")
+                        help="INT8 Q/DQ files (default engines/<stem>_int8_ort.onnx, _int8_trt.onnx and "
+                             "_int8_ov.onnx, made with calibration.quantize's defaults if missing)")
     parser.add_argument("--output", type=Path, default=None,
                         help="folder for drift_report.json and drift_report.md (default out/drift, whose report "
                              "each run regenerates; in a folder you name, an existing report only with --force)")
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     from banet.metadata import read_onnx_metadata, stale_source
     from banet.outputs import check_output
     from calibration.cli_common import command_errors, ensure_fp32_onnx, error_line, read_files, source_from_args
-    from calibration.int8 import DEFAULT_EXCLUDE, QuantizeError, default_int8_path, quantize_int8
+    from calibration.int8 import DEFAULT_EXCLUDE, FLAVOURS, QuantizeError, default_int8_path, quantize_int8
 
     # out/drift is this command's own folder (a rerun refreshes its report, as a build folder); a folder the user
     # names may hold a report they keep, replaced only with --force. Both refused before the (minutes of) work.
@@ -452,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32_path = inputs[0][1]
         inputs.append(("the FP16 ONNX", fp32_path.with_name(f"{fp32_path.stem}_fp16.onnx")))
         inputs += ([("an INT8 model (--int8)", path) for path in args.int8] if args.int8 is not None else
-                   [("the default INT8 model", default_int8_path(fp32_path, f)) for f in ("ort", "trt")])
+                   [("the default INT8 model", default_int8_path(fp32_path, f)) for f in FLAVOURS])
         for name, suffix in (("drift_report.json", ".json"), ("drift_report.md", ".md")):
             check_output(args.output / name, force=replace, error=QuantizeError, suffix=suffix, inputs=inputs,
                          option="--output")
@@ -472,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
             int8 = given_int8
         else:
             int8 = {}
-            for flavour in ("ort", "trt"):
+            for flavour in FLAVOURS:
                 path = default_int8_path(fp32, flavour)
                 if not path.is_file():
                     quantize_int8(fp32, path, source, flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])

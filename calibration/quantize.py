@@ -1,12 +1,12 @@
-"""Make the INT8 Q/DQ ONNX files of a model: ``ort`` for CPUs (ONNX Runtime, OpenVINO), ``trt`` for TensorRT.
+"""Make the INT8 Q/DQ ONNX files of a model: ``ort`` for ONNX Runtime, ``ov`` for OpenVINO, ``trt`` for TensorRT.
 
-    python -m calibration.quantize                          # default model -> engines/banet_default_int8_{ort,trt}.onnx
+    python -m calibration.quantize                     # default model -> engines/banet_default_int8_{ort,trt,ov}.onnx
     python -m calibration.quantize --onnx my.onnx --flavour ort --calib-dir my_blurred_photos/
     python -m calibration.quantize --auto-exclude 45        # keep the most harmful blocks in float until 45 dB
     python -m calibration.quantize --list-groups            # the blocks --exclude can name
 
 Each file is verified against the FP32 ONNX and its held-out cost recorded (what Deblurrer(precision="int8")
-checks) before it is written. The default files (``<stem>_int8_ort.onnx``, ``<stem>_int8_trt.onnx``) are what the
+checks) before it is written. The default files (``<stem>_int8_<flavour>.onnx``) are what the
 drift report, the benchmarks and INT8 engine builds read. A run with other settings (``--exclude`` other than the
 flavour's defaults, ``--auto-exclude``, ``--method`` other than minmax, your own ``--calib-dir``) writes a variant
 with its own name, ``<stem>_int8_<flavour>_<variant>.onnx``, so it never replaces a default file (``--output``
@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FP32 ONNX to quantize (default: engines/<weights stem>.onnx, exported if missing)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="checkpoint to export when the FP32 ONNX is missing (default: the embedded model)")
-    parser.add_argument("--flavour", choices=("ort", "trt", "both"), default="both",
-                        help="ort: U8S8 for ONNX Runtime CPU; trt: S8S8 for TensorRT; both (default)")
+    parser.add_argument("--flavour", choices=(*FLAVOURS, "both", "all"), default="all",
+                        help="ort: U8S8 for ONNX Runtime CPU; trt: S8S8 for TensorRT; ov: made by NNCF for "
+                             "OpenVINO CPU; both: ort and trt; all (default): the three")
     parser.add_argument("--method", choices=METHODS, default="minmax", help="activation calibration (default minmax)")
     parser.add_argument("--percentile", type=percentile_arg, default=DEFAULT_PERCENTILE,
                         help=f"percentile for --method percentile, in (0, 100] (default {DEFAULT_PERCENTILE})")
@@ -116,6 +117,8 @@ def option_conflict(args: argparse.Namespace) -> str | None:
     if args.exclude is not None and args.auto_exclude is not None:
         return ("--exclude and --auto-exclude both choose the blocks kept in float (the search would replace your "
                 "list): pass one of them")
+    if args.flavour in FLAVOURS and FLAVOURS[args.flavour].quantizer == "nncf" and args.method != "minmax":
+        return f"--flavour {args.flavour} is calibrated with NNCF's own ranges: --method {args.method} does not apply"
     return percentile_conflict(args)
 
 
@@ -123,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_opencv()
-    flavours = ["ort", "trt"] if args.flavour == "both" else [args.flavour]
+    flavours = {"both": ["ort", "trt"], "all": list(FLAVOURS)}.get(args.flavour, [args.flavour])
+    if args.flavour == "all" and args.method != "minmax":
+        flavours.remove("ov")
+        print(f"note: ov (NNCF's own ranges) takes no --method; quantizing ort and trt with {args.method}")
     if args.output and len(flavours) > 1:
         print("error: --output needs a single --flavour", file=sys.stderr)
         return 2
@@ -169,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             result = quantize_int8(fp32, output, source, flavour, args.method, exclude, args.percentile, args.force,
                                    extra_metadata=extra, log_level=logging.DEBUG)  # "wrote" is printed below, once
             drift = ", ".join(f"{k}: {v:.1f}" for k, v in result.verification.items())
-            print(f"wrote {result.path} ({flavour}, {args.method}, {len(result.quantized_nodes)} nodes quantized, "
+            method = "nncf" if FLAVOURS[flavour].quantizer == "nncf" else args.method
+            print(f"wrote {result.path} ({flavour}, {method}, {len(result.quantized_nodes)} nodes quantized, "
                   f"float blocks: {', '.join(result.excluded_groups) or 'none'}); drift vs FP32 ONNX: {drift} dB "
                   f"({result.seconds:.0f} s){parse_summary(result.tensorrt_parse)}")
     except command_errors() as exc:

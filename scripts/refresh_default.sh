@@ -56,9 +56,10 @@ ENGINES=$($PY -c "from banet.artifacts import engines_dir; print(engines_dir())"
 cp "$ENGINES/banet_default.onnx" banet/weights/banet_default.onnx
 $PY -m pytest -q tests/banet/test_default_onnx.py
 
-step "INT8 Q/DQ (ort and trt flavours); the ort one ships -> banet/weights/ (Deblurrer(precision='int8'))"
-$PY -m calibration.quantize --flavour both --force
+step "INT8 Q/DQ (ort, trt and ov flavours); ort and ov ship -> banet/weights/ (Deblurrer(precision='int8'))"
+$PY -m calibration.quantize --flavour all --force
 cp "$ENGINES/banet_default_int8_ort.onnx" banet/weights/banet_default_int8_ort.onnx
+cp "$ENGINES/banet_default_int8_ov.onnx" banet/weights/banet_default_int8_ov.onnx
 $PY -m pytest -q tests/runtime/test_selection.py -k shipped
 
 step "TensorRT for RTX engines (no GPU needed)"

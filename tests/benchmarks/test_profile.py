@@ -74,6 +74,7 @@ def test_with_no_files_the_default_models_shipped_files_are_profiled(capsys):
     assert profile.main(["--backend", "onnxruntime", "--size", "32x48", "--runs", "1", "--threads", "1"]) == 0
     table = capsys.readouterr().out
     assert "| `banet_default.onnx` |" in table and "| `banet_default_int8_ort.onnx` |" in table
+    assert [p.name for p in profile.default_files("openvino")] == ["banet_default.onnx", "banet_default_int8_ov.onnx"]
     assert "--bf16" in profile.build_parser().format_help()
     assert profile.main(["--backend", "onnxruntime", "--bf16"]) == 1
     assert "--bf16 is OpenVINO's bfloat16 arithmetic" in capsys.readouterr().err

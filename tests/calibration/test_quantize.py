@@ -33,7 +33,7 @@ SHAPES = ((1, 48, 48), (2, 38, 50))
 def quantized(tiny_onnx, tmp_path_factory, calibration_cache):
     folder = tmp_path_factory.mktemp("int8")
     return {flavour: quantize_int8(tiny_onnx, folder / f"tiny_int8_{flavour}.onnx", SOURCE, flavour,
-                                   verify_shapes=SHAPES, threads=1) for flavour in ("ort", "trt")}
+                                   verify_shapes=SHAPES, threads=1) for flavour in ("ort", "trt", "ov")}
 
 
 def _structure(path):
@@ -63,7 +63,9 @@ def test_index_arithmetic_and_pooling_matmuls_are_never_candidates(tiny_onnx):
     for flavour in FLAVOURS.values():
         names = quantizable_nodes(model, flavour)
         assert {by_name[n].op_type for n in names} <= set(flavour.op_types)
-        assert "MatMul" not in {by_name[n].op_type for n in names}
+        # ov: a MatMul is a candidate so that --exclude can keep its image input in float (NNCF decides the rest);
+        # its pooling matrix never gets Q/DQ (test_ov_flavour_structure)
+        assert ("MatMul" in {by_name[n].op_type for n in names}) == (flavour.name == "ov")
     groups = node_groups(quantizable_nodes(model, FLAVOURS["ort"]))
     assert {"en_layer1", "BAM_1/BA", "BAM_2/BA.mask", "de_layer3", "global_residual"} <= set(groups)
 
@@ -89,15 +91,9 @@ def test_ort_flavour_structure(quantized, tiny_onnx):
     assert producer[producer[d2s.input[0]].input[0]] is subpixel  # the Conv's uint8 output, rearranged as it is
     rewrites = json.loads(read_onnx_metadata(quantized["ort"].path).extra["int8_rewrites"])
     assert rewrites == [subpixel.name.removesuffix("_subpixel") + ": Conv + DepthToSpace"]
-    # The strip-pooling index arithmetic is never quantized, and the pooling matrices (built from the image
-    # size) reach the MatMuls in float: only their feature input may be a dequantized activation.
+    # The strip-pooling index arithmetic is never quantized, and the pooling matrices reach the MatMuls in float
     assert not any(ops[n] in ("Floor", "Div", "ReduceSum", "Range", "Cast", "Less", "Greater") for n in fed)
-    on_path = data_path_nodes(onnx.load(str(tiny_onnx)).graph)
-    fp32_producer = {o: n for n in onnx.load(str(tiny_onnx)).graph.node for o in n.output}
-    for matmul in (n for n in graph.node if n.op_type == "MatMul"):
-        for tensor in matmul.input:
-            if tensor in fp32_producer and fp32_producer[tensor].name not in on_path:
-                assert producer[tensor].op_type != "DequantizeLinear", matmul.name
+    _pooling_matrices_reach_matmuls_in_float(graph, producer, tiny_onnx)
     for n in graph.node:
         if n.op_type == "QuantizeLinear":  # activations: uint8, asymmetric
             assert inits[n.input[2]].dtype == np.uint8
@@ -212,6 +208,82 @@ def test_without_a_parser_the_check_is_skipped_and_says_so(tiny_onnx, tmp_path, 
         result = quantize_int8(tiny_onnx, tmp_path / "q.onnx", SOURCE, "trt", verify_shapes=(), threads=1)
     assert "skipped" in result.tensorrt_parse and result.path.is_file()
     assert any("TensorRT parser check skipped" in r.getMessage() for r in caplog.records)
+
+
+def _int8_activations(tensor, producer, through=True) -> bool:
+    """Whether ``tensor`` is a dequantized activation (a DequantizeLinear fed by a QuantizeLinear), or (``through``)
+    a Concat or Split of such tensors only: NNCF quantizes a Concat's inputs with one shared scale, and OpenVINO
+    carries the int8 data through it into the convolution that reads it."""
+    node = producer.get(tensor)
+    if node is None:
+        return False
+    if node.op_type == "DequantizeLinear":
+        return node.input[0] in producer and producer[node.input[0]].op_type == "QuantizeLinear"
+    if through and node.op_type in ("Concat", "Split"):
+        return all(_int8_activations(i, producer) for i in node.input[:1 if node.op_type == "Split" else None])
+    return False
+
+
+def _pooling_matrices_reach_matmuls_in_float(graph, producer, tiny_onnx):
+    """The pooling matrices (built from the image size) reach the MatMuls in float: only their feature input may
+    be a dequantized activation."""
+    on_path = data_path_nodes(onnx.load(str(tiny_onnx)).graph)
+    fp32_producer = {o: n for n in onnx.load(str(tiny_onnx)).graph.node for o in n.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    assert matmuls
+    for matmul in matmuls:
+        for tensor in matmul.input:
+            if tensor in fp32_producer and fp32_producer[tensor].name not in on_path:
+                assert producer[tensor].op_type != "DequantizeLinear", matmul.name
+
+
+def test_ov_flavour_structure(quantized, tiny_onnx):
+    """NNCF's placement: every convolution takes int8 activations and int8 per-channel weights (what makes OpenVINO
+    run it in int8), symmetric activations, the pooling matrices in float, and the global residual add reading the
+    float input (NNCF's ranges clip the input's extremes; quantized, that add would carry the clipping out)."""
+    result = quantized["ov"]
+    graph, producer, fed, inits = _structure(result.path)
+    convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert convs and all(_int8_activations(n.input[0], producer) for n in convs), \
+        [n.name for n in convs if not _int8_activations(n.input[0], producer)]
+    assert _weights_quantized(graph, producer) == {n.name for n in convs}
+    _pooling_matrices_reach_matmuls_in_float(graph, producer, tiny_onnx)
+    zero_points = [inits[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points and not any(z.any() for z in zero_points)  # symmetric activations
+    [residual] = [n for n in graph.node if n.output[0] == graph.output[0].name]
+    assert group_of(residual.name) == "global_residual" and residual.op_type == "Add"
+    assert residual.name not in fed
+    assert "input" in residual.input  # the network input itself, not a dequantized copy
+    meta = read_onnx_metadata(result.path)
+    assert json.loads(meta.extra["int8_calibration"])["method"].startswith("nncf")
+    readers = [n.name for n in graph.node if any(_int8_activations(i, producer, through=False) for i in n.input)
+               and n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+    assert int(meta.extra["int8_quantized_nodes"]) == len(readers) and result.quantized_nodes == readers
+
+
+def test_ov_flavour_is_reproducible_and_takes_exclusions(quantized, tiny_onnx, tmp_path):
+    again = quantize_int8(tiny_onnx, tmp_path / "again.onnx", SOURCE, "ov", verify_shapes=SHAPES, threads=1)
+    assert again.path.read_bytes() == quantized["ov"].path.read_bytes()  # same data, same file, byte for byte
+    kept = quantize_int8(tiny_onnx, tmp_path / "kept.onnx", SOURCE, "ov", exclude_groups=["de_layer3", "BAM_1/BA"],
+                         verify_shapes=((1, 32, 32),), threads=1, heldout=False)
+    graph, producer, fed, _ = _structure(kept.path)
+    groups = node_groups(quantizable_nodes(onnx.load(str(tiny_onnx)), FLAVOURS["ov"]))
+    kept_float = set(groups["de_layer3"] + groups["BAM_1/BA"])
+    assert kept_float and not kept_float & fed
+    assert fed and len(fed) < len(quantized["ov"].quantized_nodes)
+
+
+def test_ov_flavour_refusals(tiny_onnx, tmp_path, monkeypatch, capsys):
+    with pytest.raises(QuantizeError, match="the ov flavour calibrates with NNCF.s own ranges; --method entropy "
+                                            "is for the ONNX Runtime flavours"):
+        quantize_int8(tiny_onnx, tmp_path / "x.onnx", SOURCE, "ov", method="entropy")
+    assert main(["--onnx", str(tiny_onnx), "--flavour", "ov", "--method", "entropy"]) == 2
+    assert "--flavour ov is calibrated with NNCF's own ranges" in capsys.readouterr().err
+    monkeypatch.setitem(__import__("sys").modules, "nncf", None)  # as where nncf is not installed
+    with pytest.raises(QuantizeError, match=r"^the ov flavour is made with NNCF, which is not installed .*"
+                                            r"pip install nncf") as info:
+        quantize_int8(tiny_onnx, tmp_path / "x.onnx", SOURCE, "ov", verify_shapes=(), heldout=False)
+    assert "\n" not in str(info.value) and not list(tmp_path.iterdir())
 
 
 def test_metadata_and_verification(quantized, tiny_onnx):

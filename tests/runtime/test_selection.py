@@ -69,6 +69,28 @@ def test_missing_int8_file_names_the_command_that_makes_it(tiny_files, tmp_path)
     shutil.copy(fp32, tmp_path / fp32.name)
     with pytest.raises(ModelNotFoundError, match="python -m calibration.quantize --onnx .*tiny.onnx --flavour ort"):
         Deblurrer(tmp_path / fp32.name, precision="int8", backend="onnxruntime")
+    # OpenVINO's own flavour missing and no ort file to fall back to: the command names OpenVINO's flavour
+    with pytest.raises(ModelNotFoundError, match="no INT8 file for tiny.onnx on openvino: .*tiny_int8_ov.onnx does "
+                                                 "not exist; make it with .* --flavour ov"):
+        choose(tmp_path / fp32.name, "openvino", "int8")
+
+
+def test_openvino_runs_the_ov_file_and_falls_back_to_the_ort_one_with_a_warning(tiny_files, tmp_path, caplog):
+    """A model quantized before the ``ov`` flavour existed still runs on OpenVINO (its ort file), and says so."""
+    fp32, int8 = tiny_files
+    shutil.copy(fp32, tmp_path / fp32.name)
+    _with_record(int8, tmp_path / int8.name, {"onnxruntime": -0.1, "openvino": -0.12})
+    with caplog.at_level("WARNING", logger="runtime.selection"):
+        chosen, backend = choose(tmp_path / fp32.name, "openvino", "int8")
+    assert (chosen.name, backend) == ("tiny_int8_ort.onnx", "openvino")
+    assert "no ov INT8 file for tiny.onnx (tiny_int8_ov.onnx): running its ort file on openvino" in caplog.text
+    assert "--flavour ov" in caplog.text
+    _with_record(int8, tmp_path / "tiny_int8_ov.onnx", {"onnxruntime": -0.3, "openvino": -0.05})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="runtime.selection"):
+        assert choose(tmp_path / fp32.name, "openvino", "int8")[0].name == "tiny_int8_ov.onnx"
+        assert choose(tmp_path / fp32.name, "onnxruntime", "int8")[0].name == "tiny_int8_ort.onnx"
+    assert "no ov INT8 file" not in caplog.text
 
 
 @pytest.mark.parametrize("backend", ["torch", "tensorrt"])
@@ -92,22 +114,28 @@ def test_auto_prefers_openvino_for_onnx_where_installed(tiny_files, tmp_path):
         assert d.backend.name == auto_backend(tiny_files[0])
 
 
-def test_default_model_int8_is_shipped_and_within_budget():
-    with Deblurrer(precision="int8", backend="onnxruntime", threads=1) as d:
-        assert d.model_path.name == "banet_default_int8_ort.onnx"
+@pytest.mark.parametrize("backend, flavour", [
+    ("onnxruntime", "ort"),
+    pytest.param("openvino", "ov", marks=pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed")),
+])
+def test_default_model_int8_is_shipped_and_within_budget(backend, flavour):
+    with Deblurrer(precision="int8", backend=backend, threads=1) as d:
+        assert d.model_path.name == f"banet_default_int8_{flavour}.onnx"
         assert d.backend.metadata.precision == "int8"
         out = d((np.random.default_rng(1).random((24, 40, 3)) * 255).astype(np.uint8))
     assert out.shape == (24, 40, 3)
 
 
-def test_shipped_int8_stands_for_the_shipped_weights_and_was_measured_on_all_heldout_images():
-    """scripts/refresh_default.sh makes it again whenever the weights change; this fails until it does."""
+@pytest.mark.parametrize("flavour", ["ort", "ov"])
+def test_shipped_int8_stands_for_the_shipped_weights_and_was_measured_on_all_heldout_images(flavour):
+    """scripts/refresh_default.sh makes them again whenever the weights change; this fails until it does."""
     from banet.defaults import DEFAULT_ONNX, DEFAULT_WEIGHTS
     from banet.hashing import file_sha256
     from banet.metadata import read_onnx_metadata
     from banet.precision import INT8_HELDOUT_BUDGET_DB, heldout_record
 
-    shipped = int8_onnx_path(DEFAULT_ONNX, "ort")
+    shipped = int8_onnx_path(DEFAULT_ONNX, flavour)
+    assert read_onnx_metadata(shipped).extra["int8_flavour"] == flavour
     metadata = read_onnx_metadata(shipped)
     assert metadata.source_sha256 == file_sha256(DEFAULT_WEIGHTS)
     record = heldout_record(metadata)
