@@ -36,6 +36,7 @@ QUALITY_SOURCE = {
     "openvino int8 (ort)": "INT8 ort OpenVINO",
     "openvino int8 (trt)": "INT8 trt OpenVINO",
     "openvino int8 (ov)": "INT8 ov OpenVINO",
+    "openvino int8 (ov, bf16)": "INT8 ov OpenVINO in BF16",
     "openvino int8 (ort, dynamic)": "INT8 ort OpenVINO, dynamic shapes",
     "openvino int8 (trt, dynamic)": "INT8 trt OpenVINO, dynamic shapes",
     "openvino int8 (ov, dynamic)": "INT8 ov OpenVINO, dynamic shapes",

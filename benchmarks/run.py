@@ -109,6 +109,10 @@ def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[s
             tags = ", ".join(t for t in (flavour, variant) if t)
             name = f"{engine} {precision}" + (f" ({tags})" if tags else "")
             factories.append((lambda m=make, p=path, n=name, s=static: m(p(), n, threads, static=s), name))
+    # Deblurrer(precision="int8") on OpenVINO where the CPU has bfloat16 units: the ov file's float layers in bf16
+    if "ov" in int8:
+        factories.append((lambda p=int8["ov"]: openvino_system(p, "openvino int8 (ov, bf16)", threads,
+                                                               inference_precision="bf16"), "openvino int8 (ov, bf16)"))
     # Deblurrer(precision="bf16"): the FP32 file on OpenVINO in bfloat16, where the CPU has the units
     factories.append((lambda: openvino_system(onnx_fp32(), "openvino bf16", threads, inference_precision="bf16"),
                       "openvino bf16"))

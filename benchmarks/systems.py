@@ -152,9 +152,9 @@ def onnxruntime_system(onnx_path: Path, name: str, threads: int | None = None, s
 def openvino_system(onnx_path: Path, name: str, threads: int | None = None, static: bool = True,
                     inference_precision: str = "f32", rewrite: bool | None = None) -> System:
     """The runtime's OpenVINO backend on the CPU: compiled per shape (``static``) or one dynamic-shape model; an FP32
-    file in bfloat16 with ``inference_precision="bf16"`` (``Deblurrer(precision="bf16")``; Unavailable on CPUs
-    without bfloat16 units); ``rewrite``: the backend's graph rewrites forced on or off (None: its default; the
-    peers that measure them)."""
+    file in bfloat16 with ``inference_precision="bf16"`` (``Deblurrer(precision="bf16")``; an INT8 file's float
+    layers: ``Deblurrer(precision="int8")`` on such CPUs; Unavailable on CPUs without bfloat16 units);
+    ``rewrite``: the backend's graph rewrites forced on or off (None: its default; the peers that measure them)."""
     try:
         from runtime.backends.openvino_backend import OpenVinoBackend, import_openvino
 
@@ -168,8 +168,10 @@ def openvino_system(onnx_path: Path, name: str, threads: int | None = None, stat
                                   rewrite=rewrite)
     except BackendUnavailableError as exc:  # e.g. no bfloat16 units on this CPU
         raise Unavailable(str(exc)) from exc
-    precision = backend.metadata.precision if inference_precision == "f32" else inference_precision
-    return System(name, precision, backend.run, backend.close, "cpu")
+    # an FP32 file lowered is a bf16 system; an INT8 file stays int8 (only its float layers are lowered)
+    lowered = inference_precision != "f32" and backend.metadata.precision == "fp32"
+    return System(name, inference_precision if lowered else backend.metadata.precision, backend.run, backend.close,
+                  "cpu")
 
 
 def tensorrt_system(engine: Path, name: str) -> System:

@@ -94,7 +94,8 @@ class Deblurrer:
         #: largest image taken, in pixels (None: no limit)
         self.max_pixels = None if max_pixels is None else int(max_pixels)
         self._lock = threading.Lock()
-        self.backend: Backend | None = _open(model, backend, {**backend_options, **precision_options(precision)})
+        self.backend: Backend | None = _open(model, backend, {
+            **backend_options, **precision_options(precision, model, backend, backend_options)})
         try:
             #: MiB one forward pass may take (None: unbounded); "auto" resolved for the backend's device
             self.memory_budget_mb: float | None = (automatic_budget_mb(self.backend.device_memory_bytes())

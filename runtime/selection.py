@@ -148,10 +148,40 @@ def bf16_choice(model: Path, backend: str | None) -> tuple[Path, str]:
     return model, backend
 
 
-def precision_options(precision: str | None) -> dict:
-    """Backend options a precision adds: bfloat16 arithmetic for "bf16" (OpenVINO and PyTorch take the same option),
-    none for the others."""
-    return {"inference_precision": "bf16"} if precision == "bf16" else {}
+def precision_options(precision: str | None, model: Path | None = None, backend: str | None = None,
+                      options: dict | None = None) -> dict:
+    """Backend options a precision adds for the (``model``, ``backend``) :func:`choose` picked: bfloat16 arithmetic
+    for "bf16" (OpenVINO and PyTorch take the same option); for an INT8 file on OpenVINO, :func:`int8_compute`."""
+    if precision == "bf16":
+        return {"inference_precision": "bf16"}
+    if backend == "openvino" and model is not None and "inference_precision" not in (options or {}):
+        return int8_compute(model)
+    return {}
+
+
+#: The held-out record's name for OpenVINO running an INT8 file's float layers in bfloat16.
+OPENVINO_INT8_BF16 = "openvino-bf16"
+
+
+def int8_compute(model: Path) -> dict:
+    """``{"inference_precision": "bf16"}`` for an INT8 file OpenVINO runs faster with its float layers in bfloat16
+    (on a CPU with bfloat16 units, the int8 layers unchanged), where the file's held-out record measured that
+    within the budget (:data:`OPENVINO_INT8_BF16`); else ``{}`` (f32, as the file was measured). The benchmark
+    times both (``openvino int8 (ov)`` and ``openvino int8 (ov, bf16)``)."""
+    if model.suffix.lower() != ".onnx" or not model.is_file():
+        return {}
+    metadata = read_onnx_metadata(model)
+    if metadata.precision != "int8":
+        return {}
+    loss = int8_loss(metadata, OPENVINO_INT8_BF16)
+    if loss is None or loss > INT8_HELDOUT_BUDGET_DB:
+        return {}
+    from runtime.backends.openvino_backend import openvino_bf16_units
+
+    if not openvino_bf16_units():
+        return {}
+    log.info("%s: its float layers in bfloat16 on OpenVINO (held-out cost %.2f dB, measured)", model.name, loss)
+    return {"inference_precision": "bf16"}
 
 
 def int8_file(model: Path, backend: str) -> Path:

@@ -10,7 +10,10 @@ its quantized layers in INT8 (that is what its Q/DQ pairs say).
 ``inference_precision="bf16"`` (what ``Deblurrer(precision="bf16")`` asks for) lowers an FP32 file to bfloat16
 compute on CPUs with bfloat16 units (AVX512_BF16 or AMX: Intel Xeon 4th generation and later, AMD Zen 4 and
 later). It is refused in one line on other CPUs, where OpenVINO would silently run f32 instead, and checked
-after each compilation (OpenVINO reports the precision it compiled for).
+after each compilation (OpenVINO reports the precision it compiled for). On an INT8 file it lowers the layers the
+file keeps in float (its int8 ones stay int8): what ``Deblurrer(precision="int8")`` runs on such CPUs where the
+file's held-out record measured it (:func:`runtime.selection.int8_compute`). OpenVINO compiles the ``ov`` flavour
+that way but not the ``ort`` one (refused in one line at the first run).
 
 In bfloat16 the backend applies exact graph rewrites OpenVINO runs faster before compiling
 (:mod:`runtime.backends.openvino_rewrites`; ``rewrite=True``/``False`` forces them on or off).
@@ -30,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.errors import ArtifactError, OptionError
+from banet.errors import ArtifactError, OptionError, first_line
 from banet.metadata import outdated_graph, read_onnx_metadata
 from runtime.backends.base import (
     Backend,
@@ -72,8 +75,8 @@ class OpenVinoBackend(Backend):
             an older exporter wrote: :func:`banet.metadata.outdated_graph`).
         shape_cache: how many compiled shapes to keep (``static`` only); the least recently used is dropped.
         device: OpenVINO device name.
-        inference_precision: "f32" (default: the file's own arithmetic) or "bf16" (an FP32 file in bfloat16 on a
-            CPU with bfloat16 units; BackendUnavailableError elsewhere).
+        inference_precision: "f32" (default: the file's own arithmetic) or "bf16" (an FP32 file, or an INT8 file's
+            float layers, in bfloat16 on a CPU with bfloat16 units; BackendUnavailableError elsewhere).
         compile_cache: folder for compiled shapes, read back by later processes ("auto": ``<cache>/openvino``;
             None: compile in every process). A folder that cannot be written is skipped with a log line.
         profile: turn on OpenVINO's performance counters, read by :meth:`layer_times` after each run (they cost a
@@ -128,7 +131,8 @@ class OpenVinoBackend(Backend):
         #: how many exact rewrites were applied to the graph before compiling (0: compiled as the file has it)
         self.rewrites = split_concat_convolutions(self._model) if rewrite else 0
         self._input = self._model.inputs[0].get_any_name()
-        self._dynamic = None if static else self._checked(self._core.compile_model(self._model, device, self._config))
+        self._name = Path(path).name
+        self._dynamic = None if static else self._compile_model()
         super().__init__(metadata, limits_from_metadata(metadata))
 
     def _compile(self, shape: tuple[int, ...]):
@@ -137,8 +141,22 @@ class OpenVinoBackend(Backend):
             return self._dynamic, self._dynamic.create_infer_request()
         self._model.reshape({self._input: list(shape)})
         log.debug("OpenVINO compiling %s for %s", self.metadata.precision, "x".join(map(str, shape)))
-        compiled = self._checked(self._core.compile_model(self._model, self.device, self._config))
+        compiled = self._compile_model()
         return compiled, compiled.create_infer_request()
+
+    def _compile_model(self):
+        """The model compiled (for its shape now), checked; a lowering OpenVINO cannot compile refused in one line."""
+        try:
+            compiled = self._core.compile_model(self._model, self.device, self._config)
+        except RuntimeError as exc:
+            if self.inference_precision == "f32":
+                raise
+            raise BackendUnavailableError(  # OpenVINO's multi-line C++ report, cut to its first line
+                f"OpenVINO cannot compile {self.metadata.precision.upper()} {self._name} with "
+                f"{self.inference_precision} compute ({openvino_reason(exc)}); run it with inference_precision='f32'"
+                + (" or use its ov flavour (python -m calibration.quantize --flavour ov)"
+                   if self.metadata.precision == "int8" else "")) from None
+        return self._checked(compiled)
 
     def _checked(self, compiled):
         """``compiled``, after checking OpenVINO compiled it in the precision asked for (it may substitute one)."""
@@ -202,14 +220,37 @@ class OpenVinoBackend(Backend):
 
 def check_lowering(core, device: str, precision: str, file_precision: str, name: str) -> None:
     """Refuse, in one line, a lowering to ``precision`` that ``device`` cannot run natively (OpenVINO would run
-    f32 instead, silently) or that would stack on a file already reduced (its drift was measured on f32)."""
-    if file_precision != "fp32":
-        raise OptionError(f"{precision} compute lowers an FP32 model; {name} is an {file_precision.upper()} model")
-    capabilities = list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
-    if precision.upper() not in capabilities:
+    f32 instead, silently) or that would stack on an FP16 file (an INT8 file's float layers may be lowered: its
+    held-out record says what that costs)."""
+    if file_precision not in ("fp32", "int8"):
+        raise OptionError(f"{precision} compute lowers an FP32 model (or an INT8 one's float layers); {name} is an "
+                          f"{file_precision.upper()} model")
+    if not has_units(core, device, precision):
         raise BackendUnavailableError(
-            f"this {device} has no {precision} units (OpenVINO capabilities: {', '.join(capabilities)}); {precision} "
-            "needs AVX512_BF16 or AMX (Intel Xeon 4th generation or later, AMD Zen 4 or later): run fp32 or int8")
+            f"this {device} has no {precision} units (OpenVINO capabilities: "
+            f"{', '.join(core.get_property(device, 'OPTIMIZATION_CAPABILITIES'))}); {precision} needs AVX512_BF16 or "
+            "AMX (Intel Xeon 4th generation or later, AMD Zen 4 or later): run fp32 or int8")
+
+
+def openvino_reason(exc: BaseException) -> str:
+    """The line of an OpenVINO exception that says what failed (its report opens with source locations)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    told = [line for line in lines if not line.startswith(("Exception from", "Check '"))]
+    return (told or lines or [first_line(exc)])[0][:300]
+
+
+def has_units(core, device: str, precision: str) -> bool:
+    """Whether OpenVINO's ``device`` computes ``precision`` ("bf16") natively (its optimisation capabilities)."""
+    return precision.upper() in list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
+
+
+def openvino_bf16_units(device: str = "CPU") -> bool:
+    """Whether OpenVINO is installed here and its ``device`` has bfloat16 units (False where either is missing)."""
+    try:
+        ov = import_openvino()
+        return has_units(ov.Core(), device, "bf16")
+    except (BackendUnavailableError, RuntimeError):
+        return False
 
 
 def use_compile_cache(core, folder: str | Path | None) -> Path | None:
