@@ -96,9 +96,9 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
     stat = Path(fp32_onnx).stat()
     fp32 = _fp32_psnr(str(fp32_onnx), stat.st_mtime_ns, stat.st_size, len(pairs), threads)
     forwards = {"onnxruntime": onnxruntime_forward(int8_onnx, threads),
-                "openvino": openvino_forward(int8_onnx, threads),
-                # its float layers in bfloat16, where the CPU has the units (runtime.selection.int8_compute)
-                OPENVINO_INT8_BF16: openvino_forward(int8_onnx, threads, inference_precision="bf16")}
+                "openvino": openvino_forward(int8_onnx, threads)}
+    if read_onnx_metadata(int8_onnx).precision == "int8":  # its float layers in bfloat16, where the CPU has the
+        forwards[OPENVINO_INT8_BF16] = openvino_forward(int8_onnx, threads, inference_precision="bf16")  # units
     deltas = {}
     for backend, forward in forwards.items():
         if forward is None:
