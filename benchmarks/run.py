@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import re
 import tempfile
 import time
 from dataclasses import dataclass
@@ -74,6 +75,14 @@ def machine_name() -> str:
     return cpu_name()
 
 
+
+
+def label_arg(text: str) -> str:
+    """A results-file label: letters, digits and hyphens (it becomes part of a file name; ``_`` separates the
+    name's fields)."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,39}", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: use letters, digits and hyphens (at most 40), e.g. int8-ov")
+    return text
 
 
 def build_systems(model: Model, workdir: Path, threads: int | None, int8: dict[str, Path]) -> list:
@@ -283,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="INT8 Q/DQ ONNX files to include (default: engines/*_int8*.onnx of the default model)")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="results folder (default benchmarks/results); files are named <machine>_<date>")
+    parser.add_argument("--label", type=label_arg, default=None,
+                        help="name the files <label>_<machine>_<date> instead: a run that answers one question "
+                             "(e.g. --label int8-ov with --only), kept beside the machine's main tables")
     add_force(parser)
     parser.add_argument("--drift-report", type=Path, default=DRIFT_REPORT,
                         help="drift report of the default weights (python -m calibration.drift) for quality columns "
@@ -404,7 +416,7 @@ def _main(args: argparse.Namespace) -> int:
     read_drift_report(args.drift_report)
     # everything the run will write, named now (the date too: a run past midnight writes the names checked)
     machine, date = machine_name(), dt.date.today().isoformat()
-    stem = results_stem(None, machine, date)
+    stem = results_stem(args.label, machine, date)
     check_results(args.output, [f"{stem}.json", f"{stem}.md", *([] if args.no_plots else plot_names(stem))],
                   args.force, inputs={"the checkpoint (--weights)": weights, "the drift report": args.drift_report})
 

@@ -36,6 +36,8 @@ def _refused_by_argparse(parser, argv, capsys, needle):
     (["--max-call-s", "-1"], "above 0"),
     (["--threads", "-1"], "CPU"),
     (["--threads", "100000"], "CPU"),  # PyTorch died with a segmentation fault
+    (["--label", "a_b"], "letters, digits and hyphens"),  # _ separates the file name's fields
+    (["--label", "../x"], "letters, digits and hyphens"),  # never a path
 ])
 def test_run_refuses_nonsense_numbers_on_the_command_line(argv, needle, capsys):
     _refused_by_argparse(bench_run.build_parser(), argv, capsys, needle)
@@ -162,6 +164,10 @@ def test_run_keeps_an_existing_results_file_unless_forced(tmp_path, tiny_weights
     (out / f"{stem}_latency_default.png").unlink()
     committed.write_text('{"committed": true}')
     assert bench_run.main(_small(tiny_weights, out, "--force")) == 0 and calls
+    assert "rows" in json.loads(committed.read_text())
+    # a labelled run is named apart and leaves the main tables alone
+    assert bench_run.main(_small(tiny_weights, out, "--label", "int8-ov")) == 0
+    assert (out / f"{results_stem('int8-ov', bench_run.machine_name())}.json").is_file()
     assert "rows" in json.loads(committed.read_text())
 
 
