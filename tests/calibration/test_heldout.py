@@ -18,7 +18,8 @@ def test_quantized_file_carries_its_heldout_cost(tiny_onnx, tmp_path):
     record = heldout_record(read_onnx_metadata(path))
     assert record is not None and record["images"] == 3  # tests/conftest.py: 3 held-out images per file
     backends = {"onnxruntime"} | ({"openvino"} if importlib.util.find_spec("openvino") else set())
-    assert set(record["delta_psnr_db"]) == backends  # OpenVINO compiles no ort file with bf16 float layers
+    # and OpenVINO with bf16 float layers where this CPU has the units and OpenVINO compiles the file so
+    assert backends <= set(record["delta_psnr_db"]) <= backends | {"openvino-bf16"}
     # the record is the measurement: recomputing it gives the same numbers
     again = measure_heldout(tiny_onnx, path, threads=1)
     assert again["delta_psnr_db"]["onnxruntime"] == pytest.approx(record["delta_psnr_db"]["onnxruntime"], abs=1e-3)

@@ -80,16 +80,31 @@ def test_ov_file_in_bf16_stays_close_to_its_f32_run_on_odd_shapes_and_batches():
         assert psnr_db(f32.run(batch), bf16.run(batch)) >= 40.0, shape
 
 
-@needs_bf16
-def test_an_int8_file_openvino_cannot_compile_in_bf16_is_refused_in_one_line():
-    from runtime.backends.openvino_backend import OpenVinoBackend
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
+def test_an_int8_file_openvino_cannot_compile_in_bf16_is_refused_in_one_line(monkeypatch):
+    """OpenVINO 2026.4 on an Intel Xeon with AMX refused the ort file with bf16 float layers ("No suitable
+    implementations"); whether another CPU does is OpenVINO's business, so its report is stood in for here: one line
+    that names the file and the way out, not OpenVINO's multi-line C++ report."""
+    import runtime.backends.openvino_backend as ov_backend
 
-    backend = OpenVinoBackend(ORT_FILE, threads=1, inference_precision="bf16")
-    with pytest.raises(BackendUnavailableError, match=r"OpenVINO cannot compile INT8 banet_default_int8_ort.onnx "
-                                                      r"with bf16 compute \(.+\); run it with inference_precision="
-                                                      r"'f32' or use its ov flavour") as info:
+    monkeypatch.setattr(ov_backend, "check_lowering", lambda *args: None)  # as on a CPU with bfloat16 units
+    backend = ov_backend.OpenVinoBackend(ORT_FILE, threads=1, inference_precision="bf16", compile_cache=None)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Exception from src/inference/src/dev/plugin.cpp:54:\nCheck '!implementations.empty()' "
+                           "failed at src/plugins/intel_cpu/src/nodes/executors/executor_factory.hpp:117:\nNo "
+                           "suitable implementations.This may indicate that the provided memory descriptors are\n")
+
+    monkeypatch.setattr(backend._core, "compile_model", refuse)
+    with pytest.raises(BackendUnavailableError, match=r"^OpenVINO cannot compile INT8 banet_default_int8_ort.onnx "
+                                                      r"with bf16 compute \(No suitable implementations.*\); run it "
+                                                      r"with inference_precision='f32' or use its ov flavour") as info:
         backend.run(np.zeros((1, 3, 32, 32), np.float32))
     assert "\n" not in str(info.value)
+    f32 = ov_backend.OpenVinoBackend(ORT_FILE, threads=1, compile_cache=None)
+    monkeypatch.setattr(f32._core, "compile_model", refuse)
+    with pytest.raises(RuntimeError, match="plugin.cpp"):  # f32 failing is not a refused lowering: left as it is
+        f32.run(np.zeros((1, 3, 32, 32), np.float32))
 
 
 @needs_bf16
