@@ -12,6 +12,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+#: Tile widths (the innermost image axis of the engines' layouts) are multiples of this where the budget allows:
+#: OpenVINO's AMX kernels (bfloat16, int8) took 1.16-1.49x as long per pixel at widths 694 and 774 as at 704 and
+#: 784 on an Intel Xeon (``python -m benchmarks.tile_widths``); f32 and ONNX Runtime within 4% either way.
+WIDTH_MULTIPLE = 16
+
 
 def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_side: int,
                 overlap: int = 0, max_side: tuple[int, int] | None = None) -> tuple[int, int]:
@@ -23,7 +28,8 @@ def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_
     the last tile of each row and column shifted far inwards (under the default CPU budget a 3024x4032 photo
     computed 1.47x its pixels that way, a 1080x1920 frame 1.73x), while even tiles compute 1.05-1.08x. Of plans
     within 1% of the least work, the one with no side over twice the other (each tile's strip pooling then sees a
-    fair share of both axes), then the fewest tiles (fewer calls), then the squarest wins.
+    fair share of both axes), then the fewest tiles (fewer calls), then the squarest wins. Tile widths are
+    multiples of :data:`WIDTH_MULTIPLE` where that still fits the budget and the sides' limits.
     """
     max_h, max_w = (min(height, max_side[0]), min(width, max_side[1])) if max_side else (height, width)
     if height * width <= budget_pixels and (max_h, max_w) == (height, width):
@@ -34,10 +40,11 @@ def budget_tile(height: int, width: int, budget_pixels: int, multiple: int, min_
         if th > max_h:
             continue
         cap = min(max_w, budget_pixels // th)
-        cap -= cap % multiple if cap < width else 0
+        across = _width_multiple(cap, multiple, min_side, overlap) if cap < width else multiple
+        cap -= cap % across if cap < width else 0
         if cap < min(min_side, width) or (cap < width and cap <= overlap):
             continue  # too tall for the budget: even the narrowest tile does not fit
-        tw = width if cap >= width else _even_tile(width, -(-(width - overlap) // (cap - overlap)), overlap, multiple)
+        tw = width if cap >= width else _even_tile(width, -(-(width - overlap) // (cap - overlap)), overlap, across)
         work = _tile_count(height, th, overlap) * _tile_count(width, tw, overlap)
         plans.append((work * th * tw, work, max(th, tw) / min(th, tw), (th, tw)))
         if th <= min_side:
@@ -60,6 +67,16 @@ def tile_plan(height: int, width: int, budget_pixels: int | None, multiple: int,
         th, tw = budget_tile(height, width, th * tw if budget_pixels is None else budget_pixels, multiple, side,
                              overlap, (th, tw))
     return None if (th, tw) == (height, width) or (th >= height and tw >= width) else (th, tw)
+
+
+def _width_multiple(cap: int, multiple: int, min_side: int, overlap: int) -> int:
+    """:data:`WIDTH_MULTIPLE` for tile widths of at most ``cap``, or ``multiple`` where rounding ``cap`` down to it
+    would leave a tile narrower than ``min_side`` or the overlap (a tiny budget), or where it is no multiple of
+    ``multiple``."""
+    aligned = cap - cap % WIDTH_MULTIPLE
+    if WIDTH_MULTIPLE % multiple or aligned < min_side or aligned <= overlap:
+        return multiple
+    return WIDTH_MULTIPLE
 
 
 def _tile_count(length: int, tile: int, overlap: int) -> int:
