@@ -24,6 +24,7 @@ import numpy as np
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text
 from benchmarks.cli import add_force, check_results, run_main, size_type, write_files
+from runtime.tiling import WIDTH_MULTIPLE
 
 RESULTS = Path("benchmarks") / "results"
 #: (backend, precision) of each path timed: what ``Deblurrer`` runs on a CPU for each choice.
@@ -52,8 +53,9 @@ def measure(backend: str, precision: str, shapes: list[tuple[int, int]], threads
             calls[hw_text(height, width)] = (lambda b=batch: run(b), False)
         timings = time_interleaved(calls, repeats)
         described = deblurrer.backend.describe()
-    return {"backend": backend, "precision": precision, "runs": described, "threads": threads,
-            "p50_ms": {shape: round(timing.p50, 1) for shape, timing in timings.items()}}
+    p50 = {shape: round(timing.p50, 1) for shape, timing in timings.items()}
+    return {"backend": backend, "precision": precision, "runs": described, "threads": threads, "p50_ms": p50,
+            "ms_per_mp": {shape: round(ms / (h * w / 1e6), 1) for (h, w), (shape, ms) in zip(shapes, p50.items())}}
 
 
 def table(rows: list[dict]) -> list[str]:
@@ -66,8 +68,7 @@ def table(rows: list[dict]) -> list[str]:
             continue
         first = None
         for shape, ms in row["p50_ms"].items():
-            height, width = map(int, shape.split("x"))
-            per_mp = ms / (height * width / 1e6)
+            per_mp = row["ms_per_mp"][shape]
             first = first or per_mp
             lines.append(f"| {name} | {row['runs']} | {shape} | {ms:,.1f} | {per_mp:,.1f} | {first / per_mp:.2f}x |")
     return lines
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                  "Each path's shapes timed interleaved, after a warm-up call each; `python -m benchmarks.tile_widths`.",
                  "", *table(rows)]
         print("\n".join(lines))
-        data = (json.dumps({"cpu": cpu_name(), "shapes": [hw_text(*s) for s in args.shapes], "rows": rows},
-                           indent=2) + "\n").encode()
+        data = (json.dumps({"cpu": cpu_name(), "shapes": [hw_text(*s) for s in args.shapes],
+                            "widths": [w for _, w in args.shapes], "runtime_width_multiple": WIDTH_MULTIPLE,
+                            "rows": rows}, indent=2) + "\n").encode()
         markdown = ("\n".join(lines) + "\n").encode()
         write_files({args.output / f"{stem}.json": data, args.output / f"{stem}.md": markdown})
         print(f"wrote {args.output / stem}.json and .md")

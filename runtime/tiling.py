@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 
 #: Tile widths (the innermost image axis of the engines' layouts) are multiples of this where the budget allows:
-#: OpenVINO's AMX kernels (bfloat16, int8) took 1.16-1.49x as long per pixel at widths 694 and 774 as at 704 and
-#: 784 on an Intel Xeon (``python -m benchmarks.tile_widths``); f32 and ONNX Runtime within 4% either way.
+#: OpenVINO's AMX kernels (bfloat16, int8) took 1.19-1.47x as long per pixel at widths 694 and 774 as at 704 and
+#: 784 on an Intel Xeon (``python -m benchmarks.tile_widths``); f32 and ONNX Runtime within 5%.
 WIDTH_MULTIPLE = 16
 
 

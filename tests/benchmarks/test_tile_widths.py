@@ -8,9 +8,10 @@ from benchmarks import tile_widths
 def test_one_path_is_timed_at_every_shape_and_tabled_per_megapixel():
     row = tile_widths.measure("onnxruntime", "fp32", [(32, 48), (32, 64)], threads=1, repeats=2)
     assert set(row["p50_ms"]) == {"32x48", "32x64"} and all(ms > 0 for ms in row["p50_ms"].values())
+    assert row["ms_per_mp"]["32x64"] == pytest.approx(row["p50_ms"]["32x64"] / (32 * 64 / 1e6), abs=0.1)
     assert "onnxruntime" in row["runs"]
     made = {"backend": "openvino", "precision": "int8", "runs": "openvino CPU (int8)", "threads": 2,
-            "p50_ms": {"100x100": 10.0, "100x200": 10.0}}
+            "p50_ms": {"100x100": 10.0, "100x200": 10.0}, "ms_per_mp": {"100x100": 1000.0, "100x200": 500.0}}
     lines = tile_widths.table([made, {"backend": "openvino", "precision": "bf16", "skipped": "no bf16 units"}])
     assert lines[2] == "| openvino int8 | openvino CPU (int8) | 100x100 | 10.0 | 1,000.0 | 1.00x |"
     assert lines[3] == "| openvino int8 | openvino CPU (int8) | 100x200 | 10.0 | 500.0 | 2.00x |"  # half the time
