@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             for flavour in flavours:
                 print(f"{flavour}:")
                 for name, nodes in node_groups(quantizable_nodes(model, FLAVOURS[flavour])).items():
-                    print(f"  {name:22s} {len(nodes):3d} nodes")
+                    always = "  (always in float in this flavour)" if name in FLAVOURS[flavour].float_groups else ""
+                    print(f"  {name:22s} {len(nodes):3d} nodes{always}")
             return 0
         outputs = {}
         for flavour in flavours:  # every file refused before the first (long) search and calibration starts

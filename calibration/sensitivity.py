@@ -122,7 +122,10 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
     batches, probe_name = probe or probe_inputs(source)
     reference_forward = onnxruntime_forward(fp32_onnx, threads)
     reference = [reference_forward(x) for x in batches]
-    groups = node_groups(quantizable_nodes(onnx.load(str(fp32_onnx), load_external_data=False), FLAVOURS[flavour]))
+    spec = FLAVOURS[flavour]
+    groups = {name: nodes for name, nodes in node_groups(quantizable_nodes(
+        onnx.load(str(fp32_onnx), load_external_data=False), spec)).items()
+        if name not in spec.float_groups}  # blocks the flavour always keeps in float are no candidates
 
     with tempfile.TemporaryDirectory(prefix="banet-sensitivity-") as tmp:
         def drift(excluded: list[str], tag: str) -> tuple[float, float]:

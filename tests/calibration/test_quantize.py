@@ -374,13 +374,17 @@ def test_cli_list_groups(tiny_onnx, capsys):
     assert main(["--onnx", str(tiny_onnx), "--list-groups"]) == 0
     out = capsys.readouterr().out
     assert "ort:" in out and "trt:" in out and "BAM_2/BA.mask" in out
+    ov = out[out.index("ov:"):]
+    assert re.search(r"global_residual +\d+ nodes  \(always in float in this flavour\)", ov)
+    assert "always in float" not in out[:out.index("ov:")]
 
 
-def test_cli_auto_exclude_records_the_search(tiny_onnx, tmp_path, capsys):
+@pytest.mark.parametrize("flavour", ["trt", "ov"])
+def test_cli_auto_exclude_records_the_search(tiny_onnx, tmp_path, capsys, flavour):
     out = tmp_path / "auto.onnx"
-    code = main(["--onnx", str(tiny_onnx), "--flavour", "trt", "--auto-exclude", "10", "--calib-count", "2",
+    code = main(["--onnx", str(tiny_onnx), "--flavour", flavour, "--auto-exclude", "10", "--calib-count", "2",
                  "--calib-size", "32x32", "--output", str(out)])
-    assert code == 0 and "INT8 sensitivity (trt, minmax)" in capsys.readouterr().out
+    assert code == 0 and f"INT8 sensitivity ({flavour}, minmax)" in capsys.readouterr().out
     search = json.loads(read_onnx_metadata(out).extra["int8_sensitivity"])
     assert search["budget_met"] and search["excluded"] == []
 
