@@ -8,7 +8,8 @@
 - ``precision="int8"``: the INT8 Q/DQ file of the model for the backend (flavour :data:`INT8_FLAVOUR`), found next
   to an FP32 ``.onnx`` (the shipped ones next to the default model; a checkpoint's in the engines folder), or the
   file itself when it already is INT8. It runs only if the held-out cost recorded in it is within the budget
-  (:mod:`banet.precision`); the file used is logged and kept as ``Deblurrer.model_path``.
+  (:mod:`banet.precision`); the file used is logged and kept as ``Deblurrer.model_path``. On OpenVINO its float
+  layers run in bfloat16 where the CPU has the units and the file's record measured that (:func:`int8_compute`).
 - An INT8 ``.onnx`` named as the model (no precision asked): its recorded held-out cost is read too. ``"auto"``
   runs it on the first CPU backend installed where it fits the budget (OpenVINO, then ONNX Runtime: the ``trt``
   flavour, made for TensorRT, lost 4.1 dB on OpenVINO and 0.17 on ONNX Runtime); a backend named where it was

@@ -151,7 +151,7 @@ class OpenVinoBackend(Backend):
         except RuntimeError as exc:
             if self.inference_precision == "f32":
                 raise
-            raise BackendUnavailableError(  # OpenVINO's multi-line C++ report, cut to its first line
+            raise BackendUnavailableError(  # OpenVINO's multi-line C++ report, cut to the line that tells
                 f"OpenVINO cannot compile {self.metadata.precision.upper()} {self._name} with "
                 f"{self.inference_precision} compute ({openvino_reason(exc)}); run it with inference_precision='f32'"
                 + (" or use its ov flavour (python -m calibration.quantize --flavour ov)"
