@@ -53,6 +53,16 @@ def add_force(parser: argparse.ArgumentParser) -> None:
                              "committed ones)")
 
 
+def add_threads(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: intra-op threads of a benchmark that times one configuration at a time (default 2, the
+    cores of the machines these results come from, or 1 on a one-CPU machine)."""
+    from banet.cli_types import threads
+    from banet.machine import usable_cpus
+
+    parser.add_argument("--threads", type=threads(1), default=min(2, usable_cpus()), metavar="N",
+                        help="intra-op threads (default 2, or 1 on a one-CPU machine)")
+
+
 def check_results(folder: Path, names: Iterable[str], force: bool, inputs: dict | None = None) -> None:
     """Before any work: ``folder`` is a folder that can be written (created if missing), and none of ``names`` is
     already in it unless ``force`` (:func:`banet.outputs.check_output`; never one of ``inputs``, even with it).

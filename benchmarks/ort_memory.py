@@ -29,7 +29,7 @@ import numpy as np
 
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text, parse_hw
-from benchmarks.cli import BenchmarkError, add_force, check_results, run_main, size_type, write_files
+from benchmarks.cli import BenchmarkError, add_force, add_threads, check_results, run_main, size_type, write_files
 from benchmarks.timing import rss_bytes
 
 RESULTS = Path("benchmarks") / "results"
@@ -131,8 +131,7 @@ def write_results(rows: list[dict], output: Path, stem: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from banet.cli_types import number, threads
-    from banet.machine import usable_cpus
+    from banet.cli_types import number
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ort_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -141,8 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "file)")
     parser.add_argument("--sizes", nargs="+", type=size_type(), default=[(720, 1280)], metavar="HxW",
                         help="input sizes, HxW (default 720x1280)")
-    parser.add_argument("--threads", type=threads(1), default=min(2, usable_cpus()), metavar="N",
-                        help="intra-op threads (default 2, or 1 on a one-CPU machine)")
+    add_threads(parser)
     parser.add_argument("--runs", type=number(int, 1, 1000), default=5,
                         help="timed calls per case after one warm-up call (default %(default)s)")
     parser.add_argument("--output", type=Path, default=RESULTS,

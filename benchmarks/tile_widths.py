@@ -23,7 +23,7 @@ import numpy as np
 
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text
-from benchmarks.cli import add_force, check_results, run_main, size_type, write_files
+from benchmarks.cli import add_force, add_threads, check_results, run_main, size_type, write_files
 from runtime.tiling import WIDTH_MULTIPLE
 
 RESULTS = Path("benchmarks") / "results"
@@ -75,16 +75,14 @@ def table(rows: list[dict]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from banet.cli_types import number, threads
-    from banet.machine import usable_cpus
+    from banet.cli_types import number
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.tile_widths", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", nargs="+", type=size_type(even=True), metavar="HxW",
                         default=[(774, 694), (774, 704), (688, 774), (688, 784)],
                         help="tile shapes, HxW, each side even (default: 774x694 774x704 688x774 688x784)")
-    parser.add_argument("--threads", type=threads(1), default=min(2, usable_cpus()), metavar="N",
-                        help="intra-op threads (default 2, or 1 on a one-CPU machine)")
+    add_threads(parser)
     parser.add_argument("--repeats", type=number(int, 1, 1000), default=5,
                         help="timed rounds (default %(default)s)")
     parser.add_argument("--output", type=Path, default=RESULTS,
