@@ -20,6 +20,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: CPU flags of the int8 matrix units an engine's int8 kernels use, best first (``/proc/cpuinfo`` names).
+INT8_UNIT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
+def int8_units(cpuinfo: str | None = None) -> str:
+    """The CPU's best int8 matrix unit (:data:`INT8_UNIT_FLAGS`: ``amx_int8``, ``avx512_vnni``, ``avx_vnni``), "none",
+    or "unknown" where ``/proc/cpuinfo`` cannot be read. An engine picks different int8 kernels per unit, and an INT8
+    file's measured quality holds for the kind it was measured on (:func:`runtime.selection.int8_file`)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown"
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return next((flag for flag in INT8_UNIT_FLAGS if flag in flags), "none")
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask: a container's or ``taskset``'s share), at least 1."""
     try:

@@ -80,6 +80,7 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
     the units and OpenVINO compiles it so): the record :func:`banet.precision.int8_refusal` reads.
     None for a model that cannot take the held-out crops (a static shape of another size): it gets no record, so
     ``precision="int8"`` refuses it rather than trusting an unmeasured file."""
+    from banet.machine import cpu_name, int8_units
     from banet.metadata import read_onnx_metadata
     from banet.precision import INT8_HELDOUT_BUDGET_DB
     from runtime.backends.base import BackendUnavailableError
@@ -109,7 +110,8 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
             log.info("no %s record for %s: %s", backend, int8_onnx.name, exc)
     log.info("held-out restoration vs FP32: %s dB", deltas)
     return {"reference": "FP32 ONNX on ONNX Runtime", "images": len(pairs), "fp32_psnr_db": round(fp32, 4),
-            "delta_psnr_db": deltas, "budget_db": INT8_HELDOUT_BUDGET_DB}
+            "delta_psnr_db": deltas, "budget_db": INT8_HELDOUT_BUDGET_DB,
+            "cpu": cpu_name(), "int8_units": int8_units()}  # engines' int8 kernels differ by unit
 
 
 @functools.lru_cache(maxsize=4)

@@ -30,7 +30,7 @@ from pathlib import Path
 from banet.artifacts import engines_dir, int8_onnx_path, onnx_path
 from banet.errors import ArtifactError, OptionError
 from banet.metadata import read_onnx_metadata, stale_source
-from banet.precision import INT8_HELDOUT_BUDGET_DB, int8_loss, int8_refusal
+from banet.precision import INT8_HELDOUT_BUDGET_DB, heldout_record, int8_loss, int8_refusal
 from runtime.loading import CHECKPOINT_SUFFIXES, ModelNotFoundError, backend_for_path
 
 log = logging.getLogger(__name__)
@@ -201,11 +201,18 @@ def int8_file(model: Path, backend: str) -> Path:
     else:
         raise OptionError(f"precision='int8' takes an .onnx or a checkpoint, not {model.name}")
     fallback = INT8_FALLBACK.get(backend)
-    if not candidate.is_file() and fallback and int8_onnx_path(fp32, fallback).is_file():
-        log.warning("no %s INT8 file for %s (%s): running its %s file on %s, slower there; make the %s one with "
-                    "python -m calibration.quantize --onnx %s --flavour %s", flavour, model.name, candidate.name,
-                    fallback, backend, flavour, fp32, flavour)
-        flavour, candidate = fallback, int8_onnx_path(fp32, fallback)
+    if fallback and int8_onnx_path(fp32, fallback).is_file():
+        elsewhere = measured_elsewhere(candidate) if candidate.is_file() else None
+        if not candidate.is_file():
+            log.warning("no %s INT8 file for %s (%s): running its %s file on %s, slower there; make the %s one "
+                        "with python -m calibration.quantize --onnx %s --flavour %s", flavour, model.name,
+                        candidate.name, fallback, backend, flavour, fp32, flavour)
+        elif elsewhere:
+            log.warning("%s: its quality on this CPU is unmeasured, so its %s file runs on %s; measure the %s one "
+                        "here with python -m calibration.quantize --onnx %s --flavour %s --force", elsewhere,
+                        fallback, backend, flavour, fp32, flavour)
+        if not candidate.is_file() or elsewhere:
+            flavour, candidate = fallback, int8_onnx_path(fp32, fallback)
     if not candidate.is_file():
         raise ModelNotFoundError(
             f"no INT8 file for {model.name} on {backend}: {candidate} does not exist; make it with python -m "
@@ -216,6 +223,22 @@ def int8_file(model: Path, backend: str) -> Path:
         raise ArtifactError(f"{problem}; it would deblur with those weights: re-make it with python -m "
                             f"calibration.quantize --onnx {fp32} --flavour {flavour} --force")
     return candidate
+
+
+def measured_elsewhere(path: Path) -> str | None:
+    """Why an INT8 file's held-out record may not hold on this CPU (it was measured on one with other int8 matrix
+    units: :func:`banet.machine.int8_units`), or None. OpenVINO picks its int8 kernels per unit, and what a file
+    loses can differ with them: the ``trt`` file (signed int8 activations, as the ``ov`` one's) lost 3.68 dB on
+    OpenVINO on an AMD EPYC (no AMX) and 0.17 dB on an Intel Xeon with AMX. A record without the field (made
+    before it was recorded) says nothing either way."""
+    from banet.machine import int8_units
+
+    record = heldout_record(read_onnx_metadata(path)) or {}
+    there, here = record.get("int8_units"), int8_units()
+    if not there or "unknown" in (there, here) or there == here:
+        return None
+    return (f"{path.name} was measured on a CPU with {there} int8 units ({record.get('cpu', 'unnamed')}), this one "
+            f"has {here}")
 
 
 def int8_source_problem(model: Path, candidate: Path) -> str | None:

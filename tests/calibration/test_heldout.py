@@ -17,6 +17,9 @@ def test_quantized_file_carries_its_heldout_cost(tiny_onnx, tmp_path):
                          "ort", verify_shapes=(), threads=1).path
     record = heldout_record(read_onnx_metadata(path))
     assert record is not None and record["images"] == 3  # tests/conftest.py: 3 held-out images per file
+    from banet.machine import cpu_name, int8_units
+
+    assert (record["cpu"], record["int8_units"]) == (cpu_name(), int8_units())  # where the record holds
     backends = {"onnxruntime"} | ({"openvino"} if importlib.util.find_spec("openvino") else set())
     # and OpenVINO with bf16 float layers where this CPU has the units and OpenVINO compiles the file so
     assert backends <= set(record["delta_psnr_db"]) <= backends | {"openvino-bf16"}

@@ -114,6 +114,48 @@ def test_auto_prefers_openvino_for_onnx_where_installed(tiny_files, tmp_path):
         assert d.backend.name == auto_backend(tiny_files[0])
 
 
+def _with_units(source, target, units):
+    """A copy of ``source`` whose held-out record says it was measured on a CPU with ``units`` int8 units."""
+    import onnx
+
+    proto = onnx.load(str(source))
+    entry = next(p for p in proto.metadata_props if p.key == "banet.int8_heldout")
+    entry.value = json.dumps({**json.loads(entry.value), "cpu": "Some CPU", "int8_units": units})
+    onnx.save(proto, str(target))
+    return target
+
+
+def test_an_ov_file_measured_on_other_int8_units_gives_way_to_the_ort_file(tiny_files, tmp_path, caplog,
+                                                                          monkeypatch):
+    """OpenVINO's int8 kernels differ by CPU unit, and so can what a file loses (the trt file: 3.68 dB on an AMD
+    EPYC, 0.17 on an Intel Xeon with AMX): an ov file measured on other units than this CPU's is not trusted."""
+    import banet.machine
+
+    fp32, int8 = tiny_files
+    shutil.copy(fp32, tmp_path / fp32.name)
+    _with_record(int8, tmp_path / int8.name, {"onnxruntime": -0.1, "openvino": -0.12})
+    ov = _with_record(int8, tmp_path / "tiny_int8_ov.onnx", {"onnxruntime": -0.3, "openvino": -0.05})
+    monkeypatch.setattr(banet.machine, "int8_units", lambda cpuinfo=None: "avx512_vnni")
+    for units, runs in (("amx_int8", "tiny_int8_ort.onnx"), ("avx512_vnni", "tiny_int8_ov.onnx"),
+                        (None, "tiny_int8_ov.onnx")):  # no field: a record from before it was written
+        if units:
+            _with_units(ov, ov, units)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="runtime.selection"):
+            assert choose(tmp_path / fp32.name, "openvino", "int8")[0].name == runs, units
+        if runs == "tiny_int8_ort.onnx":
+            assert ("tiny_int8_ov.onnx was measured on a CPU with amx_int8 int8 units (Some CPU), this one has "
+                    "avx512_vnni: its quality on this CPU is unmeasured, so its ort file runs on openvino"
+                    ) in caplog.text
+            assert "--flavour ov --force" in caplog.text
+        else:
+            assert not caplog.text
+        _with_record(int8, ov, {"onnxruntime": -0.3, "openvino": -0.05})
+    # ONNX Runtime runs its own flavour whatever the ov file says
+    _with_units(ov, ov, "amx_int8")
+    assert choose(tmp_path / fp32.name, "onnxruntime", "int8")[0].name == "tiny_int8_ort.onnx"
+
+
 @pytest.mark.parametrize("backend, flavour", [
     ("onnxruntime", "ort"),
     pytest.param("openvino", "ov", marks=pytest.mark.skipif(not HAS_OPENVINO, reason="openvino not installed")),
