@@ -19,8 +19,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text
 from benchmarks.cli import add_force, add_threads, check_results, run_main, size_type, write_files
@@ -36,6 +34,7 @@ log = logging.getLogger(__name__)
 
 def measure(backend: str, precision: str, shapes: list[tuple[int, int]], threads: int, repeats: int) -> dict:
     """One path: p50 ms per shape, timed in rounds (one call of each shape per round) after a warm-up call each."""
+    from banet.processing import preprocess
     from benchmarks.memory import photo
     from benchmarks.timing import time_interleaved
     from runtime import Deblurrer
@@ -48,7 +47,7 @@ def measure(backend: str, precision: str, shapes: list[tuple[int, int]], threads
     with deblurrer:
         run, calls = deblurrer.backend.run, {}
         for height, width in shapes:
-            batch = np.ascontiguousarray(photo(width, height).astype(np.float32).transpose(2, 0, 1)[None] / 255 - 0.5)
+            batch, _ = preprocess(photo(width, height)[None], pad=False)  # the runtime's own pre-processing
             run(batch)  # compile (OpenVINO: per shape) and warm up
             calls[hw_text(height, width)] = (lambda b=batch: run(b), False)
         timings = time_interleaved(calls, repeats)

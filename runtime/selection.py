@@ -202,8 +202,9 @@ def int8_file(model: Path, backend: str) -> Path:
         raise OptionError(f"precision='int8' takes an .onnx or a checkpoint, not {model.name}")
     fallback = INT8_FALLBACK.get(backend)
     if fallback and int8_onnx_path(fp32, fallback).is_file():
-        elsewhere = measured_elsewhere(candidate) if candidate.is_file() else None
-        if not candidate.is_file():
+        missing = not candidate.is_file()
+        elsewhere = None if missing else measured_elsewhere(candidate)
+        if missing:
             log.warning("no %s INT8 file for %s (%s): running its %s file on %s, slower there; make the %s one "
                         "with python -m calibration.quantize --onnx %s --flavour %s", flavour, model.name,
                         candidate.name, fallback, backend, flavour, fp32, flavour)
@@ -211,7 +212,7 @@ def int8_file(model: Path, backend: str) -> Path:
             log.warning("%s: its quality on this CPU is unmeasured, so its %s file runs on %s; measure the %s one "
                         "here with python -m calibration.quantize --onnx %s --flavour %s --force", elsewhere,
                         fallback, backend, flavour, fp32, flavour)
-        if not candidate.is_file() or elsewhere:
+        if missing or elsewhere:
             flavour, candidate = fallback, int8_onnx_path(fp32, fallback)
     if not candidate.is_file():
         raise ModelNotFoundError(
