@@ -10,7 +10,13 @@ from pathlib import Path
 
 
 def cpu_name() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: results files are named after it."""
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows: results files are named after it.
+    Under a oneDNN instruction-set cap (:func:`isa_cap`) the name says so: what runs there is another CPU's code."""
+    cap = isa_cap()
+    return _model_name() + (f" (oneDNN ISA cap {cap})" if cap else "")
+
+
+def _model_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -20,21 +26,72 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Environment variables capping the instruction sets oneDNN dispatches to (OpenVINO's CPU plugin and PyTorch's
+#: oneDNN kernels read them when they load): ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI`` runs the kernels a CPU without
+#: AMX runs, the same arithmetic, on this one. ONNX Runtime's own kernels do not read them.
+ISA_CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+#: The caps oneDNN knows (its ``dnnl_cpu_isa`` names, lowest first); it ignores any other value.
+ISA_CAPS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16",
+            "AVX512_CORE_FP16", "AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX",
+            "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")
+#: The caps under which each unit may still be used.
+_AMX_CAPS = frozenset({"AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+                       "AVX10_2_512_AMX_2"})
+_BF16_CAPS = _AMX_CAPS | {"AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX10_2_512"}
+UNIT_CAPS = {"amx_int8": _AMX_CAPS, "amx_bf16": _AMX_CAPS, "avx512_bf16": _BF16_CAPS,
+             "avx512_vnni": _BF16_CAPS | {"AVX512_CORE_VNNI"},
+             "avx_vnni": _BF16_CAPS | {"AVX512_CORE_VNNI", "AVX2_VNNI", "AVX2_VNNI_2"}}
+
+
+def isa_cap(environ: dict | None = None) -> str | None:
+    """The oneDNN instruction-set cap in force (:data:`ISA_CAP_VARIABLES`, one of :data:`ISA_CAPS`, any case), or
+    None (unset, ``ALL``, or a name oneDNN ignores). ``ONEDNN_MAX_CPU_ISA`` wins over ``DNNL_MAX_CPU_ISA``."""
+    environ = os.environ if environ is None else environ
+    value = next((environ[name] for name in ISA_CAP_VARIABLES if environ.get(name, "").strip()), "")
+    value = value.strip().upper()
+    return value if value in ISA_CAPS else None
+
+
+def cap_allows(unit: str, cap: str | None) -> bool:
+    """Whether oneDNN may use ``unit`` (a ``/proc/cpuinfo`` flag of :data:`UNIT_CAPS`) under ``cap``."""
+    return cap is None or cap in UNIT_CAPS[unit]
+
+
 #: CPU flags of the int8 matrix units an engine's int8 kernels use, best first (``/proc/cpuinfo`` names).
 INT8_UNIT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 
-def int8_units(cpuinfo: str | None = None) -> str:
-    """The CPU's best int8 matrix unit (:data:`INT8_UNIT_FLAGS`: ``amx_int8``, ``avx512_vnni``, ``avx_vnni``), "none",
-    or "unknown" where ``/proc/cpuinfo`` cannot be read. An engine picks different int8 kernels per unit, and an INT8
-    file's measured quality holds for the kind it was measured on (:func:`runtime.selection.int8_file`)."""
+def int8_units(cpuinfo: str | None = None, environ: dict | None = None) -> str:
+    """The CPU's best int8 matrix unit (:data:`INT8_UNIT_FLAGS`: ``amx_int8``, ``avx512_vnni``, ``avx_vnni``) that
+    oneDNN may use under the instruction-set cap in ``environ`` (:func:`isa_cap`), "none", or "unknown" where
+    ``/proc/cpuinfo`` cannot be read. An engine picks different int8 kernels per unit, and an INT8 file's measured
+    quality holds for the kind it was measured on (:func:`runtime.selection.int8_file`)."""
+    cap = isa_cap(environ)
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return "unknown"
     flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return next((flag for flag in INT8_UNIT_FLAGS if flag in flags), "none")
+    return next((flag for flag in INT8_UNIT_FLAGS if flag in flags and cap_allows(flag, cap)), "none")
+
+
+#: CPU flags of the bfloat16 units, best first: AMX tiles, AVX-512 BF16 instructions.
+BF16_UNIT_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def bf16_units(cpuinfo: str | None = None, environ: dict | None = None) -> list[str]:
+    """The CPU's bfloat16 units (:data:`BF16_UNIT_FLAGS`) that oneDNN may use under the cap in ``environ``, best
+    first; empty where it has none or ``/proc/cpuinfo`` cannot be read. Without AMX, OpenVINO runs bfloat16 slower
+    than float32 (measured: docs/runtime.md), so a lowering is only worth it with ``amx_bf16``."""
+    cap = isa_cap(environ)
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return []
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return [flag for flag in BF16_UNIT_FLAGS if flag in flags and cap_allows(flag, cap)]
 
 
 def usable_cpus() -> int:
@@ -47,7 +104,7 @@ def usable_cpus() -> int:
 
 def slug(text: str) -> str:
     """A file-name-safe form of ``text`` (results files are named after the machine)."""
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60]
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:80]
 
 
 def results_stem(kind: str | None, machine: str | None = None, date: str | None = None) -> str:

@@ -197,13 +197,17 @@ def check_graph_options(device: str, cuda_graph: bool | None, graph_cache: int) 
 
 
 def cpu_bf16_units() -> list[str]:
-    """The bfloat16 units of this CPU as PyTorch sees them ("AMX", "AVX512_BF16"); empty where it has none (or where
-    this PyTorch cannot say): there oneDNN would emulate bfloat16, slower than float32."""
-    probes = {"AMX": "_is_amx_tile_supported", "AVX512_BF16": "_is_avx512_bf16_supported"}
+    """The bfloat16 units of this CPU as PyTorch sees them ("AMX", "AVX512_BF16") that oneDNN may use under an
+    instruction-set cap (:func:`banet.machine.isa_cap`); empty where it has none (or where this PyTorch cannot say):
+    there oneDNN would emulate bfloat16, slower than float32."""
+    from banet.machine import cap_allows, isa_cap
+
+    probes = {"AMX": ("_is_amx_tile_supported", "amx_bf16"),
+              "AVX512_BF16": ("_is_avx512_bf16_supported", "avx512_bf16")}
     units = []
-    for unit, probe in probes.items():
+    for unit, (probe, flag) in probes.items():
         check = getattr(torch.cpu, probe, None)
-        if check is not None and check():
+        if check is not None and check() and cap_allows(flag, isa_cap()):
             units.append(unit)
     return units
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.machine import cpu_name
+from banet.machine import cpu_name, int8_units
 from banet.outputs import shown_path, write_together
 from calibration.heldout import openvino_forward, run_heldout
 from export.parity import Forward, changed_8bit, psnr_db
@@ -227,7 +227,8 @@ def markdown(report: dict) -> str:
         for name, row in full["results"].items():
             per = ", ".join(f"{k}: {v:.1f}" for k, v in row["per_shape"].items())
             lines.append(f"| {name} | {row['worst_psnr_db']:.1f} | {per} |")
-    lines += ["", f"GPU: {report['gpu']}", f"Whole run: {report['seconds']:.0f} s."]
+    cpu = f"CPU: {report['cpu']} (int8 units: {report['int8_units']})" if "cpu" in report else None
+    lines += ["", f"GPU: {report['gpu']}", *([cpu] if cpu else []), f"Whole run: {report['seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
 
 
@@ -326,6 +327,8 @@ def build_report(model, weights: Path, config, fp32: Path, fp16: Path | None, in
               "heldout": {"images": len(pairs), "size": pairs[0][1].shape[0],
                           "psnr_blurred": baseline["psnr_blurred"], "ssim_blurred": baseline["ssim_blurred"]},
               "rows": [asdict(r) for r in rows], "gpu": gpu,
+              # OpenVINO's int8 kernels, and what an INT8 file loses on them, differ by CPU unit (banet.machine)
+              "cpu": cpu_name(), "int8_units": int8_units(),
               "int8": {flavour: int8_info(path) for flavour, path in int8.items()},
               "versions": {"python": platform.python_version(), "torch": torch.__version__,
                            "onnxruntime": __import__("onnxruntime").__version__}}

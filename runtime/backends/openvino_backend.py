@@ -226,10 +226,15 @@ def check_lowering(core, device: str, precision: str, file_precision: str, name:
         raise OptionError(f"{precision} compute lowers an FP32 model (or an INT8 one's float layers); {name} is an "
                           f"{file_precision.upper()} model")
     if not has_units(core, device, precision):
+        from banet.machine import isa_cap
+
+        cap = isa_cap()
+        where = (f"under the oneDNN instruction-set cap {cap} (ONEDNN_MAX_CPU_ISA)" if cap and precision.upper() in
+                 core.get_property(device, "OPTIMIZATION_CAPABILITIES") else
+                 f"(OpenVINO capabilities: {', '.join(core.get_property(device, 'OPTIMIZATION_CAPABILITIES'))})")
         raise BackendUnavailableError(
-            f"this {device} has no {precision} units (OpenVINO capabilities: "
-            f"{', '.join(core.get_property(device, 'OPTIMIZATION_CAPABILITIES'))}); {precision} needs AVX512_BF16 or "
-            "AMX (Intel Xeon 4th generation or later, AMD Zen 4 or later): run fp32 or int8")
+            f"this {device} has no {precision} units {where}; {precision} needs AVX512_BF16 or AMX (Intel Xeon 4th "
+            "generation or later, AMD Zen 4 or later): run fp32 or int8")
 
 
 def openvino_reason(exc: BaseException) -> str:
@@ -240,7 +245,13 @@ def openvino_reason(exc: BaseException) -> str:
 
 
 def has_units(core, device: str, precision: str) -> bool:
-    """Whether OpenVINO's ``device`` computes ``precision`` ("bf16") natively (its optimisation capabilities)."""
+    """Whether OpenVINO's ``device`` computes ``precision`` ("bf16") natively (its optimisation capabilities). On
+    the CPU, OpenVINO reports bfloat16 from the chip even under a oneDNN instruction-set cap that keeps its kernels
+    from those units (:func:`banet.machine.isa_cap`); under such a cap it is not native."""
+    from banet.machine import cap_allows, isa_cap
+
+    if precision == "bf16" and device.upper().startswith("CPU") and not cap_allows("avx512_bf16", isa_cap()):
+        return False
     return precision.upper() in list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
 
 

@@ -9,3 +9,43 @@ def test_int8_units_are_read_from_the_cpu_flags():
     assert int8_units("flags\t\t: fpu avx2\n") == "none"
     assert int8_units("processor\t: 0\n") == "none"
     assert int8_units() in ("amx_int8", "avx512_vnni", "avx_vnni", "none", "unknown")
+
+
+AMX_CPU = "model name\t: X\nflags\t\t: fpu avx2 avx_vnni avx512f avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8\n"
+
+
+def test_a_onednn_isa_cap_is_read_as_onednn_reads_it():
+    from banet.machine import isa_cap
+
+    assert isa_cap({}) is None and isa_cap({"ONEDNN_MAX_CPU_ISA": "all"}) is None
+    assert isa_cap({"ONEDNN_MAX_CPU_ISA": " avx2 "}) == "AVX2"
+    assert isa_cap({"DNNL_MAX_CPU_ISA": "AVX512_CORE_VNNI"}) == "AVX512_CORE_VNNI"  # the older name
+    assert isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX512_CORE_VNNI"}) == "AVX2"  # newer wins
+    assert isa_cap({"ONEDNN_MAX_CPU_ISA": "AVX3"}) is None  # a name oneDNN does not know is ignored by it
+
+
+def test_units_under_a_cap_are_those_onednn_may_still_use():
+    from banet.machine import bf16_units, int8_units
+
+    for cap, int8, bf16 in [(None, "amx_int8", ["amx_bf16", "avx512_bf16"]),
+                            ("AVX512_CORE_AMX", "amx_int8", ["amx_bf16", "avx512_bf16"]),
+                            ("AVX512_CORE_BF16", "avx512_vnni", ["avx512_bf16"]),
+                            ("AVX512_CORE_VNNI", "avx512_vnni", []),
+                            ("AVX2_VNNI", "avx_vnni", []),
+                            ("AVX2", "none", []), ("SSE41", "none", [])]:
+        environ = {"ONEDNN_MAX_CPU_ISA": cap} if cap else {}
+        assert (int8_units(AMX_CPU, environ), bf16_units(AMX_CPU, environ)) == (int8, bf16), cap
+    # a cap never adds a unit the CPU lacks
+    assert int8_units("flags\t\t: fpu avx2\n", {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == "none"
+    assert bf16_units("flags\t\t: fpu avx512_bf16\n", {}) == ["avx512_bf16"]
+
+
+def test_results_made_under_a_cap_are_named_for_it(monkeypatch):
+    from banet.machine import cpu_name, results_stem
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    plain = cpu_name()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    assert cpu_name() == f"{plain} (oneDNN ISA cap AVX2)"
+    assert results_stem("x", date="2026-12-06").endswith("-oneDNN-ISA-cap-AVX2_2026-12-06")

@@ -80,3 +80,11 @@ def test_bf16_is_lowered_and_within_the_drift_budget(shape):
     assert not np.array_equal(raw_bf16, raw_fp32), "bf16 autocast gave bit-identical outputs: not lowered"
     psnr = 10 * np.log10(1.0 / np.mean((raw_bf16 - raw_fp32) ** 2))
     assert psnr >= 50, f"bf16 drift {psnr:.1f} dB from FP32"
+
+
+def test_under_a_onednn_isa_cap_only_the_units_it_allows_count(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA keeps PyTorch's oneDNN kernels from units above the cap, whatever the chip has."""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert cpu_bf16_units() == []
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    assert "AMX" not in cpu_bf16_units()
