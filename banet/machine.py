@@ -76,24 +76,6 @@ def int8_units(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     return next((flag for flag in INT8_UNIT_FLAGS if flag in flags and cap_allows(flag, cap)), "none")
 
 
-#: CPU flags of the bfloat16 units, best first: AMX tiles, AVX-512 BF16 instructions.
-BF16_UNIT_FLAGS = ("amx_bf16", "avx512_bf16")
-
-
-def bf16_units(cpuinfo: str | None = None, environ: dict | None = None) -> list[str]:
-    """The CPU's bfloat16 units (:data:`BF16_UNIT_FLAGS`) that oneDNN may use under the cap in ``environ``, best
-    first; empty where it has none or ``/proc/cpuinfo`` cannot be read. Without AMX, OpenVINO runs bfloat16 slower
-    than float32 (measured: docs/runtime.md), so a lowering is only worth it with ``amx_bf16``."""
-    cap = isa_cap(environ)
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return []
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    return [flag for flag in BF16_UNIT_FLAGS if flag in flags and cap_allows(flag, cap)]
-
-
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask: a container's or ``taskset``'s share), at least 1."""
     try:

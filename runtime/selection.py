@@ -154,24 +154,10 @@ def precision_options(precision: str | None, model: Path | None = None, backend:
     """Backend options a precision adds for the (``model``, ``backend``) :func:`choose` picked: bfloat16 arithmetic
     for "bf16" (OpenVINO and PyTorch take the same option); for an INT8 file on OpenVINO, :func:`int8_compute`."""
     if precision == "bf16":
-        warn_bf16_without_amx()
         return {"inference_precision": "bf16"}
     if backend == "openvino" and model is not None and "inference_precision" not in (options or {}):
         return int8_compute(model)
     return {}
-
-
-def warn_bf16_without_amx() -> None:
-    """Warn where the CPU computes bfloat16 with AVX-512 BF16 instructions but has no AMX: OpenVINO ran the default
-    model slower there in bfloat16 than in float32 (docs/runtime.md), so the lowering costs precision for nothing.
-    Where the CPU has no bfloat16 units at all, the backend refuses (OpenVINO: ``check_lowering``)."""
-    from banet.machine import bf16_units
-
-    units = bf16_units()
-    if units and "amx_bf16" not in units:
-        log.warning("precision bf16 on a CPU without AMX (bfloat16 by AVX-512 BF16 instructions): OpenVINO runs it "
-                    "slower than fp32 there (docs/runtime.md#bfloat16-on-cpus-with-amx); precision='int8' is the "
-                    "faster lowering on this CPU")
 
 
 #: The held-out record's name for OpenVINO running an INT8 file's float layers in bfloat16.
@@ -191,10 +177,9 @@ def int8_compute(model: Path) -> dict:
     loss = int8_loss(metadata, OPENVINO_INT8_BF16)
     if loss is None or loss > INT8_HELDOUT_BUDGET_DB:
         return {}
-    from banet.machine import bf16_units
     from runtime.backends.openvino_backend import openvino_bf16_units
 
-    if "amx_bf16" not in bf16_units() or not openvino_bf16_units():  # measured faster with AMX, no faster without
+    if not openvino_bf16_units():
         return {}
     log.info("%s: its float layers in bfloat16 on OpenVINO (held-out cost %.2f dB, measured)", model.name, loss)
     return {"inference_precision": "bf16"}

@@ -84,18 +84,6 @@ def test_under_a_onednn_isa_cap_the_chip_s_bf16_units_do_not_count(monkeypatch):
     check_lowering(Bf16Core(), "CPU", "bf16", "fp32", "m.onnx")
 
 
-@pytest.mark.parametrize("units, warned", [(["amx_bf16", "avx512_bf16"], False), (["avx512_bf16"], True),
-                                           ([], False)])  # none at all: the backend refuses instead
-def test_bf16_on_a_cpu_without_amx_warns_that_it_is_slower(monkeypatch, caplog, units, warned):
-    import banet.machine
-
-    monkeypatch.setattr(banet.machine, "bf16_units", lambda *args, **kwargs: units)
-    with caplog.at_level("WARNING", logger="runtime.selection"):
-        assert precision_options("bf16") == {"inference_precision": "bf16"}
-    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert bool(said) == warned and all("without AMX" in line and "slower than fp32" in line for line in said)
-
-
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
 def test_a_substituted_precision_is_refused():
     """OpenVINO may compile another precision than the hint (f16 becomes bf16 on CPUs without fp16 units): the

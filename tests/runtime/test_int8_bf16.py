@@ -9,7 +9,6 @@ import pytest
 
 from banet.artifacts import int8_onnx_path
 from banet.defaults import DEFAULT_ONNX
-from banet.machine import bf16_units
 from export.parity import photo_batch, psnr_db
 from runtime import Deblurrer
 from runtime.backends.base import BackendUnavailableError
@@ -41,23 +40,16 @@ def _with_record(tmp_path, deltas):
     return path
 
 
-AMX = ["amx_bf16", "avx512_bf16"]
-
-
 @pytest.mark.parametrize("deltas, units, expected", [
-    ({"openvino": -0.03, OPENVINO_INT8_BF16: -0.02}, AMX, {"inference_precision": "bf16"}),
-    ({"openvino": -0.03, OPENVINO_INT8_BF16: -0.02}, [], {}),  # no units here
-    # AVX-512 BF16 without AMX: measured no faster (emulated with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16), so f32
-    ({"openvino": -0.03, OPENVINO_INT8_BF16: -0.02}, ["avx512_bf16"], {}),
-    ({"openvino": -0.03}, AMX, {}),  # never measured that way
-    ({"openvino": -0.03, OPENVINO_INT8_BF16: -0.45}, AMX, {}),  # measured over the 0.3 dB budget
+    ({"openvino": -0.03, OPENVINO_INT8_BF16: -0.02}, True, {"inference_precision": "bf16"}),
+    ({"openvino": -0.03, OPENVINO_INT8_BF16: -0.02}, False, {}),  # no units here
+    ({"openvino": -0.03}, True, {}),  # never measured that way
+    ({"openvino": -0.03, OPENVINO_INT8_BF16: -0.45}, True, {}),  # measured over the 0.3 dB budget
 ])
 def test_int8_compute_follows_the_record_and_the_cpu(tmp_path, monkeypatch, deltas, units, expected):
-    import banet.machine
     import runtime.backends.openvino_backend as backend
 
-    monkeypatch.setattr(backend, "openvino_bf16_units", lambda device="CPU": bool(units))
-    monkeypatch.setattr(banet.machine, "bf16_units", lambda *args, **kwargs: units)
+    monkeypatch.setattr(backend, "openvino_bf16_units", lambda device="CPU": units)
     path = _with_record(tmp_path, deltas)
     assert int8_compute(path) == expected
     assert precision_options("int8", path, "openvino", {}) == expected
@@ -76,8 +68,7 @@ def test_default_int8_on_openvino_lowers_its_float_layers_exactly_where_the_cpu_
     with Deblurrer(precision="int8", backend="openvino", threads=1) as d:
         assert d.model_path == (OV_FILE if measured_here else ORT_FILE)
         # the ort file has no bf16 record (OpenVINO did not compile it so where it was made)
-        amx = "amx_bf16" in bf16_units()  # the float layers in bfloat16 only where measured faster: with AMX
-        assert d.backend.inference_precision == ("bf16" if _bf16_units() and amx and measured_here else "f32")
+        assert d.backend.inference_precision == ("bf16" if _bf16_units() and measured_here else "f32")
     with Deblurrer(precision="int8", backend="openvino", threads=1, inference_precision="f32") as d:
         assert d.backend.inference_precision == "f32"
 
