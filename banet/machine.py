@@ -61,18 +61,41 @@ def cap_allows(unit: str, cap: str | None) -> bool:
 INT8_UNIT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 
+#: Each int8 unit class and the oneDNN cap that runs its kernels on a CPU with better units ("none": AVX2, no int8
+#: dot-product instruction).
+UNIT_CLASS_CAPS = {"amx_int8": "AVX512_CORE_AMX", "avx512_vnni": "AVX512_CORE_VNNI", "avx_vnni": "AVX2_VNNI",
+                   "none": "AVX2"}
+
+
+def _cpu_flags(cpuinfo: str | None) -> list[str] | None:
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    return next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+
+
+def lesser_unit_classes(cpuinfo: str | None = None, environ: dict | None = None) -> dict[str, str]:
+    """The int8 unit classes below this CPU's (:func:`int8_units`) whose kernels it can also run, each with the
+    oneDNN cap that runs them (:data:`UNIT_CLASS_CAPS`): an INT8 file's quality is measured for each of them here.
+    Empty where the CPU cannot be read."""
+    flags, here = _cpu_flags(cpuinfo), int8_units(cpuinfo, environ)
+    if flags is None or here == "unknown":
+        return {}
+    ranked = [*INT8_UNIT_FLAGS, "none"]
+    below = ranked[ranked.index(here) + 1:]
+    return {unit: UNIT_CLASS_CAPS[unit] for unit in below if unit in flags or unit == "none" and "avx2" in flags}
+
+
 def int8_units(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     """The CPU's best int8 matrix unit (:data:`INT8_UNIT_FLAGS`: ``amx_int8``, ``avx512_vnni``, ``avx_vnni``) that
     oneDNN may use under the instruction-set cap in ``environ`` (:func:`isa_cap`), "none", or "unknown" where
     ``/proc/cpuinfo`` cannot be read. An engine picks different int8 kernels per unit, and an INT8 file's measured
     quality holds for the kind it was measured on (:func:`runtime.selection.int8_file`)."""
-    cap = isa_cap(environ)
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    cap, flags = isa_cap(environ), _cpu_flags(cpuinfo)
+    if flags is None:
+        return "unknown"
     return next((flag for flag in INT8_UNIT_FLAGS if flag in flags and cap_allows(flag, cap)), "none")
 
 

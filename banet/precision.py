@@ -33,12 +33,35 @@ def heldout_record(metadata: ModelMetadata) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("delta_psnr_db"), dict) else None
 
 
+#: Key of the record's OpenVINO losses per int8 unit class (:func:`banet.machine.int8_units`): this CPU's and those of
+#: the classes below it, measured by ``calibration.heldout.openvino_by_units``.
+OPENVINO_BY_UNITS = "openvino_by_units"
+
+
+def _recorded_delta(record: dict, backend: str):
+    """The record's held-out change on ``backend`` as it holds on this CPU: on OpenVINO the entry for this CPU's
+    int8 units where the record measured each class (:data:`OPENVINO_BY_UNITS`; OpenVINO's int8 kernels differ by
+    unit), else the backend's one entry."""
+    by_units = record.get(OPENVINO_BY_UNITS)
+    if backend == "openvino" and isinstance(by_units, dict):
+        from banet.machine import int8_units
+
+        here = int8_units()
+        if here in by_units:
+            return by_units[here]
+    return record["delta_psnr_db"].get(backend)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def int8_loss(metadata: ModelMetadata, backend: str) -> float | None:
-    """Restoration PSNR (dB) the INT8 file recorded losing on the held-out photos on ``backend``, or None where it
-    has no record for that backend."""
+    """Restoration PSNR (dB) the INT8 file recorded losing on the held-out photos on ``backend`` (on OpenVINO: with
+    this CPU's int8 units, where recorded per class), or None where it has no record for that backend."""
     record = heldout_record(metadata)
-    delta = None if record is None else record["delta_psnr_db"].get(backend)
-    return -float(delta) if isinstance(delta, (int, float)) and not isinstance(delta, bool) else None
+    delta = None if record is None else _recorded_delta(record, backend)
+    return -float(delta) if _number(delta) else None
 
 
 def int8_refusal(metadata: ModelMetadata, backend: str, name: str = "the INT8 file") -> str | None:
@@ -47,12 +70,22 @@ def int8_refusal(metadata: ModelMetadata, backend: str, name: str = "the INT8 fi
     if record is None:
         return (f"{name} has no held-out quality record; make it with python -m calibration.quantize, which "
                 "measures and records it")
-    delta = record["delta_psnr_db"].get(backend)
-    if not isinstance(delta, (int, float)):
+    delta = _recorded_delta(record, backend)
+    if not _number(delta):
         measured = ", ".join(sorted(record["delta_psnr_db"])) or "none"
         return (f"{name} was not measured on {backend} (measured on: {measured}); make it again where {backend} "
                 "is installed")
     if -delta > INT8_HELDOUT_BUDGET_DB:
-        return (f"{name} loses {-delta:.2f} dB on the held-out photos on {backend}, over the "
-                f"{INT8_HELDOUT_BUDGET_DB:g} dB INT8 budget")
+        return (f"{name} loses {-delta:.2f} dB on the held-out photos on {backend}{_units_note(record, backend)}, "
+                f"over the {INT8_HELDOUT_BUDGET_DB:g} dB INT8 budget")
     return None
+
+
+def _units_note(record: dict, backend: str) -> str:
+    """" with this CPU's <units> int8 units" where the loss quoted is that class's entry, else ""."""
+    if backend != "openvino" or not isinstance(record.get(OPENVINO_BY_UNITS), dict):
+        return ""
+    from banet.machine import int8_units
+
+    here = int8_units()
+    return f" with this CPU's {here} int8 units" if here in record[OPENVINO_BY_UNITS] else ""

@@ -7,8 +7,11 @@ Shared by the drift report (:mod:`calibration.drift`, every precision side by si
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -82,7 +85,7 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
     ``precision="int8"`` refuses it rather than trusting an unmeasured file."""
     from banet.machine import cpu_name, int8_units
     from banet.metadata import read_onnx_metadata
-    from banet.precision import INT8_HELDOUT_BUDGET_DB
+    from banet.precision import INT8_HELDOUT_BUDGET_DB, OPENVINO_BY_UNITS
     from runtime.backends.base import BackendUnavailableError
     from runtime.backends.onnxruntime_backend import limits_from_metadata
     from runtime.selection import OPENVINO_INT8_BF16
@@ -109,9 +112,66 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
         except BackendUnavailableError as exc:  # OpenVINO cannot compile the ort flavour with bf16 float layers
             log.info("no %s record for %s: %s", backend, int8_onnx.name, exc)
     log.info("held-out restoration vs FP32: %s dB", deltas)
-    return {"reference": "FP32 ONNX on ONNX Runtime", "images": len(pairs), "fp32_psnr_db": round(fp32, 4),
-            "delta_psnr_db": deltas, "budget_db": INT8_HELDOUT_BUDGET_DB,
-            "cpu": cpu_name(), "int8_units": int8_units()}  # engines' int8 kernels differ by unit
+    record = {"reference": "FP32 ONNX on ONNX Runtime", "images": len(pairs), "fp32_psnr_db": round(fp32, 4),
+              "delta_psnr_db": deltas, "budget_db": INT8_HELDOUT_BUDGET_DB,
+              "cpu": cpu_name(), "int8_units": int8_units()}  # engines' int8 kernels differ by unit
+    if "openvino" in deltas:
+        record[OPENVINO_BY_UNITS] = openvino_by_units(int8_onnx, fp32, len(pairs), threads, deltas["openvino"])
+    return record
+
+
+#: Environment variable: ``here`` records OpenVINO's loss with this CPU's int8 units only (the test suite sets it:
+#: each lesser class costs a process); otherwise every class below them is measured too.
+UNITS_ENV = "BANET_HELDOUT_UNITS"
+
+
+def openvino_by_units(int8_onnx: Path, fp32_psnr: float, count: int, threads: int | None,
+                      here: float) -> dict[str, float]:
+    """OpenVINO's held-out loss for ``int8_onnx`` per int8 unit class: ``here`` (measured with this CPU's units)
+    and, for each class below them, the loss measured in a process whose oneDNN runs only that class's kernels
+    (:func:`banet.machine.lesser_unit_classes`: the same arithmetic as such a CPU; the ``trt`` file under
+    ``AVX512_CORE_VNNI`` gave an AMD EPYC's -3.683 dB to the digit). A class that fails to measure is left out."""
+    from banet.machine import int8_units, lesser_unit_classes
+
+    by_units = {int8_units(): here}
+    if os.environ.get(UNITS_ENV, "").strip().lower() == "here":
+        return by_units
+    for unit, cap in lesser_unit_classes().items():
+        delta = _openvino_delta_under_cap(cap, int8_onnx, fp32_psnr, count, threads)
+        if delta is not None:
+            by_units[unit] = delta
+    log.info("OpenVINO held-out restoration vs FP32 per int8 unit class: %s dB", by_units)
+    return by_units
+
+
+def _openvino_delta_under_cap(cap: str, int8_onnx: Path, fp32_psnr: float, count: int,
+                              threads: int | None) -> float | None:
+    """:func:`openvino_delta` in a child process under ``ONEDNN_MAX_CPU_ISA=cap`` (oneDNN reads it once, when it
+    loads), or None (logged) where that fails."""
+    code = ("import json; from calibration.heldout import openvino_delta; "
+            f"print(json.dumps(openvino_delta({str(int8_onnx)!r}, {fp32_psnr!r}, {count!r}, {threads!r})))")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap,
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    try:
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+        delta = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
+        done, delta = None, None
+        log.warning("no OpenVINO record under ONEDNN_MAX_CPU_ISA=%s for %s: %s", cap, int8_onnx.name, exc)
+    if done is not None and done.returncode != 0:
+        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        log.warning("no OpenVINO record under ONEDNN_MAX_CPU_ISA=%s for %s: %s", cap, int8_onnx.name, said[:300])
+    return delta if isinstance(delta, (int, float)) and not isinstance(delta, bool) else None
+
+
+def openvino_delta(int8_onnx: str | Path, fp32_psnr: float, count: int, threads: int | None) -> float | None:
+    """Held-out restoration PSNR of ``int8_onnx`` on OpenVINO minus ``fp32_psnr`` (the FP32 file's, on the same
+    ``count`` images), or None where OpenVINO cannot run it here."""
+    forward = openvino_forward(Path(int8_onnx), threads)
+    if forward is None:
+        return None
+    return round(run_heldout(forward, _heldout_pairs()[:count], with_ssim=False)[1]["psnr_deblurred"] - fp32_psnr, 4)
 
 
 @functools.lru_cache(maxsize=4)

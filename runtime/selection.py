@@ -30,7 +30,7 @@ from pathlib import Path
 from banet.artifacts import engines_dir, int8_onnx_path, onnx_path
 from banet.errors import ArtifactError, OptionError
 from banet.metadata import read_onnx_metadata, stale_source
-from banet.precision import INT8_HELDOUT_BUDGET_DB, heldout_record, int8_loss, int8_refusal
+from banet.precision import INT8_HELDOUT_BUDGET_DB, OPENVINO_BY_UNITS, heldout_record, int8_loss, int8_refusal
 from runtime.loading import CHECKPOINT_SUFFIXES, ModelNotFoundError, backend_for_path
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,7 @@ def int8_file(model: Path, backend: str) -> Path:
     if fallback and int8_onnx_path(fp32, fallback).is_file():
         missing = not candidate.is_file()
         elsewhere = None if missing else measured_elsewhere(candidate)
+        over = None if missing or elsewhere else over_budget_here(candidate, backend)
         if missing:
             log.warning("no %s INT8 file for %s (%s): running its %s file on %s, slower there; make the %s one "
                         "with python -m calibration.quantize --onnx %s --flavour %s", flavour, model.name,
@@ -212,7 +213,9 @@ def int8_file(model: Path, backend: str) -> Path:
             log.warning("%s: its quality on this CPU is unmeasured, so its %s file runs on %s; measure the %s one "
                         "here with python -m calibration.quantize --onnx %s --flavour %s --force", elsewhere,
                         fallback, backend, flavour, fp32, flavour)
-        if missing or elsewhere:
+        elif over:  # measured: the fallback is the right file here, nothing for the user to do
+            log.info("%s, so its %s file runs on %s", over, fallback, backend)
+        if missing or elsewhere or over:
             flavour, candidate = fallback, int8_onnx_path(fp32, fallback)
     if not candidate.is_file():
         raise ModelNotFoundError(
@@ -227,19 +230,33 @@ def int8_file(model: Path, backend: str) -> Path:
 
 
 def measured_elsewhere(path: Path) -> str | None:
-    """Why an INT8 file's held-out record may not hold on this CPU (it was measured on one with other int8 matrix
-    units: :func:`banet.machine.int8_units`), or None. OpenVINO picks its int8 kernels per unit, and what a file
-    loses can differ with them: the ``trt`` file (signed int8 activations, as the ``ov`` one's) lost 3.68 dB on
-    OpenVINO on an AMD EPYC (no AMX) and 0.17 dB on an Intel Xeon with AMX. A record without the field (made
-    before it was recorded) says nothing either way."""
+    """Why an INT8 file's held-out record may not hold on this CPU (it was measured for other int8 matrix units
+    than this CPU's: :func:`banet.machine.int8_units`), or None. OpenVINO picks its int8 kernels per unit, and what
+    a file loses can differ with them: the ``ov`` file lost 0.03 dB on OpenVINO with AMX and 2.13 dB with the
+    kernels of CPUs without it (docs/int8.md). A record measured per unit class (:data:`OPENVINO_BY_UNITS`) holds
+    for the classes it lists; an older one for the units it names; one without either says nothing either way."""
     from banet.machine import int8_units
 
     record = heldout_record(read_onnx_metadata(path)) or {}
-    there, here = record.get("int8_units"), int8_units()
+    here, by_units = int8_units(), record.get(OPENVINO_BY_UNITS)
+    if isinstance(by_units, dict) and by_units:
+        if here == "unknown" or here in by_units:
+            return None
+        return (f"{path.name} was measured for CPUs with {', '.join(by_units)} int8 units "
+                f"({record.get('cpu', 'unnamed')}), this one has {here}")
+    there = record.get("int8_units")
     if not there or "unknown" in (there, here) or there == here:
         return None
     return (f"{path.name} was measured on a CPU with {there} int8 units ({record.get('cpu', 'unnamed')}), this one "
             f"has {here}")
+
+
+def over_budget_here(path: Path, backend: str) -> str | None:
+    """Why an INT8 file's record, as it holds on this CPU (:func:`banet.precision.int8_loss`), is over the budget
+    on ``backend``, or None (within it, or not measured there)."""
+    metadata = read_onnx_metadata(path)
+    loss = int8_loss(metadata, backend)
+    return int8_refusal(metadata, backend, path.name) if loss is not None and loss > INT8_HELDOUT_BUDGET_DB else None
 
 
 def int8_source_problem(model: Path, candidate: Path) -> str | None:

@@ -65,6 +65,9 @@ def _torch():
 # Every INT8 file is measured on the held-out photos when written (calibration.heldout); the suite writes dozens of
 # small ones, including in session fixtures and subprocesses, so each is measured on 3 of the 26 (its record says 3).
 os.environ.setdefault("BANET_HELDOUT_IMAGES", "3")
+# ... and on OpenVINO with this CPU's int8 units only (each lesser unit class costs a process: tests/calibration/
+# test_heldout.py measures one)
+os.environ.setdefault("BANET_HELDOUT_UNITS", "here")
 
 
 @pytest.fixture(autouse=True)

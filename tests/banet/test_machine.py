@@ -49,3 +49,16 @@ def test_results_made_under_a_cap_are_named_for_it(monkeypatch):
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
     assert cpu_name() == f"{plain} (oneDNN ISA cap AVX2)"
     assert results_stem("x", date="2026-12-06").endswith("-oneDNN-ISA-cap-AVX2_2026-12-06")
+
+
+def test_the_unit_classes_below_this_cpus_are_those_it_can_run():
+    from banet.machine import lesser_unit_classes
+
+    assert lesser_unit_classes(AMX_CPU, {}) == {"avx512_vnni": "AVX512_CORE_VNNI", "avx_vnni": "AVX2_VNNI",
+                                                "none": "AVX2"}
+    assert lesser_unit_classes(AMX_CPU, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}) == {"avx_vnni": "AVX2_VNNI",
+                                                                                        "none": "AVX2"}
+    zen4 = "flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n"  # no AVX-VNNI (VEX): that class is skipped
+    assert lesser_unit_classes(zen4, {}) == {"none": "AVX2"}
+    assert lesser_unit_classes("flags\t\t: fpu avx2\n", {}) == {}
+    assert lesser_unit_classes("flags\t\t: fpu sse4_1\n", {}) == {}  # no AVX2: nothing below to run

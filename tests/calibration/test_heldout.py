@@ -46,3 +46,51 @@ def test_run_heldout_without_ssim_matches_with_ssim(tiny_onnx):
     assert "ssim_deblurred" in with_ssim and "ssim_deblurred" not in without
     assert with_ssim["psnr_deblurred"] == without["psnr_deblurred"]
     assert all(np.array_equal(a, b) for a, b in zip(raws_a, raws_b))
+
+
+needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="openvino is not installed")
+
+
+def _one_lesser_class(monkeypatch) -> tuple[str, str]:
+    """The first int8 unit class below this CPU's (measured in a child process under its oneDNN cap), the only one
+    measured here; the suite's default (tests/conftest.py) measures this CPU's class alone."""
+    import banet.machine
+
+    lesser = banet.machine.lesser_unit_classes()
+    if not lesser:
+        pytest.skip("this CPU has no int8 unit class below its own that oneDNN can run (or it cannot be read)")
+    unit, cap = next(iter(lesser.items()))
+    monkeypatch.setattr(banet.machine, "lesser_unit_classes", lambda *args, **kwargs: {unit: cap})
+    monkeypatch.delenv("BANET_HELDOUT_UNITS")
+    return unit, cap
+
+
+@needs_openvino
+def test_openvino_loss_is_recorded_per_int8_unit_class(tiny_onnx, tmp_path, monkeypatch):
+    """OpenVINO's int8 kernels differ by CPU unit (the shipped ov file: -0.03 dB with AMX, -2.13 dB without), so
+    the record holds OpenVINO's loss for this CPU's units and for the classes below them, each measured in a
+    process whose oneDNN runs only that class's kernels."""
+    from banet.machine import int8_units
+
+    unit, _ = _one_lesser_class(monkeypatch)
+    path = quantize_int8(tiny_onnx, tmp_path / "tiny_int8_trt.onnx", CalibrationSource(count=2, size=(32, 32)),
+                         "trt", verify_shapes=(), threads=1).path
+    record = heldout_record(read_onnx_metadata(path))
+    by_units = record["openvino_by_units"]
+    assert set(by_units) == {int8_units(), unit}
+    assert by_units[int8_units()] == record["delta_psnr_db"]["openvino"]
+    assert isinstance(by_units[unit], float) and by_units[unit] != 0.0  # measured there, not copied or defaulted
+    unchanged = measure_heldout(tiny_onnx, tiny_onnx, threads=1)["openvino_by_units"]  # FP32: nothing lost anywhere
+    assert set(unchanged) == {int8_units(), unit} and all(abs(d) < 1e-3 for d in unchanged.values())
+
+
+@needs_openvino
+def test_a_unit_class_that_cannot_be_measured_is_left_out_with_a_warning(tmp_path, monkeypatch, caplog):
+    from banet.machine import int8_units
+    from calibration.heldout import openvino_by_units
+
+    _, cap = _one_lesser_class(monkeypatch)
+    with caplog.at_level("WARNING", logger="calibration.heldout"):
+        by_units = openvino_by_units(tmp_path / "missing_int8.onnx", 24.0, 2, 1, -0.1)
+    assert by_units == {int8_units(): -0.1}
+    assert f"no OpenVINO record under ONEDNN_MAX_CPU_ISA={cap} for missing_int8.onnx" in caplog.text

@@ -115,15 +115,20 @@ def test_auto_prefers_openvino_for_onnx_where_installed(tiny_files, tmp_path):
         assert d.backend.name == auto_backend(tiny_files[0])
 
 
-def _with_units(source, target, units):
-    """A copy of ``source`` whose held-out record says it was measured on a CPU with ``units`` int8 units."""
+def _with_fields(source, target, fields):
+    """A copy of ``source`` whose held-out record has ``fields`` added."""
     import onnx
 
     proto = onnx.load(str(source))
     entry = next(p for p in proto.metadata_props if p.key == "banet.int8_heldout")
-    entry.value = json.dumps({**json.loads(entry.value), "cpu": "Some CPU", "int8_units": units})
+    entry.value = json.dumps({**json.loads(entry.value), "cpu": "Some CPU", **fields})
     onnx.save(proto, str(target))
     return target
+
+
+def _with_units(source, target, units):
+    """A copy of ``source`` whose held-out record says it was measured on a CPU with ``units`` int8 units."""
+    return _with_fields(source, target, {"int8_units": units})
 
 
 def test_an_ov_file_measured_on_other_int8_units_gives_way_to_the_ort_file(tiny_files, tmp_path, caplog,
@@ -155,6 +160,44 @@ def test_an_ov_file_measured_on_other_int8_units_gives_way_to_the_ort_file(tiny_
     # ONNX Runtime runs its own flavour whatever the ov file says
     _with_units(ov, ov, "amx_int8")
     assert choose(tmp_path / fp32.name, "onnxruntime", "int8")[0].name == "tiny_int8_ort.onnx"
+
+
+def test_an_ov_file_measured_per_unit_class_runs_where_it_holds(tiny_files, tmp_path, caplog, monkeypatch):
+    """A record measured per int8 unit class (calibration.heldout.openvino_by_units; the shipped ov file: -0.03 dB
+    with AMX, -2.13 dB with the kernels of CPUs without it) says where the ov file keeps its quality: there it runs;
+    on a class measured over the budget the ort file runs, logged without a warning (nothing for the user to do);
+    on a class not measured, the ort file with the warning. Named as the model, the file is held to its class's
+    loss."""
+    import banet.machine
+
+    fp32, int8 = tiny_files
+    shutil.copy(fp32, tmp_path / fp32.name)
+    _with_record(int8, tmp_path / int8.name, {"onnxruntime": -0.1, "openvino": -0.12})
+    ov = _with_record(int8, tmp_path / "tiny_int8_ov.onnx", {"onnxruntime": -0.3, "openvino": -0.05})
+    _with_fields(ov, ov, {"int8_units": "amx_int8",
+                          "openvino_by_units": {"amx_int8": -0.05, "avx512_vnni": -2.13, "none": -2.13}})
+    for units, runs, said in (("amx_int8", "tiny_int8_ov.onnx", None),
+                              ("avx512_vnni", "tiny_int8_ort.onnx", "INFO"),
+                              ("none", "tiny_int8_ort.onnx", "INFO"),
+                              ("avx_vnni", "tiny_int8_ort.onnx", "WARNING")):
+        monkeypatch.setattr(banet.machine, "int8_units", lambda cpuinfo=None, environ=None, units=units: units)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="runtime.selection"):
+            assert choose(tmp_path / fp32.name, "openvino", "int8")[0].name == runs, units
+        levels = {r.levelname for r in caplog.records  # what is said of the ov file, not which file runs
+                  if "tiny_int8_ov.onnx" in r.getMessage() and not r.getMessage().startswith("precision int8")}
+        assert levels == ({said} if said else set()), (units, caplog.text)
+        if said == "INFO":
+            assert (f"tiny_int8_ov.onnx loses 2.13 dB on the held-out photos on openvino with this CPU's {units} int8 "
+                    "units, over the 0.3 dB INT8 budget, so its ort file runs on openvino") in caplog.text
+        if said == "WARNING":
+            assert ("tiny_int8_ov.onnx was measured for CPUs with amx_int8, avx512_vnni, none int8 units (Some CPU), "
+                    "this one has avx_vnni") in caplog.text
+    monkeypatch.setattr(banet.machine, "int8_units", lambda cpuinfo=None, environ=None: "avx512_vnni")
+    with pytest.raises(ArtifactError, match="loses 2.13 dB on the held-out photos on openvino with this CPU's "
+                                            "avx512_vnni int8 units"):
+        choose(ov, "openvino", None)
+    assert choose(ov, "onnxruntime", None) == (ov, "onnxruntime")  # ONNX Runtime: its own entry, -0.3 dB
 
 
 @pytest.mark.parametrize("backend, flavour", [
