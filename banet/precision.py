@@ -88,4 +88,6 @@ def _units_note(record: dict, backend: str) -> str:
     from banet.machine import int8_units
 
     here = int8_units()
-    return f" with this CPU's {here} int8 units" if here in record[OPENVINO_BY_UNITS] else ""
+    if here not in record[OPENVINO_BY_UNITS]:
+        return ""
+    return " on this CPU (no int8 dot-product units)" if here == "none" else f" with this CPU's {here} int8 units"

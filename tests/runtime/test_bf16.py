@@ -16,6 +16,7 @@ from runtime.selection import choose, precision_options
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 INT8_ONNX = DEFAULT_ONNX.with_name("banet_default_int8_ort.onnx")
 CROP = (96, 160)  # a real photo crop of an odd aspect ratio
+NO_BF16 = "no bfloat16 units OpenVINO may use here (the CPU has none, or a oneDNN cap hides them)"
 
 
 def _cpu_has_bf16() -> bool:
@@ -103,7 +104,7 @@ def test_a_substituted_precision_is_refused():
     backend.close()
 
 
-@pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no bfloat16 units (OpenVINO capabilities lack BF16)")
+@pytest.mark.skipif(not _cpu_has_bf16(), reason=NO_BF16)
 def test_bf16_output_is_within_a_level_of_fp32_and_really_lowered():
     import skimage.data
 
@@ -120,7 +121,7 @@ def test_bf16_output_is_within_a_level_of_fp32_and_really_lowered():
     assert np.abs(out_bf16.astype(int) - out_fp32.astype(int)).max() <= 2
 
 
-@pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no bfloat16 units (OpenVINO capabilities lack BF16)")
+@pytest.mark.skipif(not _cpu_has_bf16(), reason=NO_BF16)
 def test_command_line_runs_bf16(tmp_path):
     import cv2
     import skimage.data

@@ -62,9 +62,9 @@ def test_int8_compute_follows_the_record_and_the_cpu(tmp_path, monkeypatch, delt
 
 @pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
 def test_default_int8_on_openvino_lowers_its_float_layers_exactly_where_the_cpu_can():
-    from runtime.selection import measured_elsewhere
+    from tests.shipped_int8 import ov_file_holds_here
 
-    measured_here = measured_elsewhere(OV_FILE) is None  # else the ort file runs (test_selection.py)
+    measured_here = ov_file_holds_here()  # else the ort file runs (test_selection.py)
     with Deblurrer(precision="int8", backend="openvino", threads=1) as d:
         assert d.model_path == (OV_FILE if measured_here else ORT_FILE)
         # the ort file has no bf16 record (OpenVINO did not compile it so where it was made)
