@@ -6,11 +6,12 @@
     python -m calibration.quantize --list-groups            # the blocks --exclude can name
 
 Each file is verified against the FP32 ONNX and its held-out cost recorded (what Deblurrer(precision="int8")
-checks) before it is written. The default files (``<stem>_int8_<flavour>.onnx``) are what the
-drift report, the benchmarks and INT8 engine builds read. A run with other settings (``--exclude`` other than the
-flavour's defaults, ``--auto-exclude``, ``--method`` other than minmax, your own ``--calib-dir``) writes a variant
-with its own name, ``<stem>_int8_<flavour>_<variant>.onnx``, so it never replaces a default file (``--output``
-names it yourself).
+checks) before it is written: per CPU engine, and on OpenVINO per int8 unit class (this CPU's, and each class
+below it under a oneDNN instruction-set cap, one process each: docs/int8.md). The default files
+(``<stem>_int8_<flavour>.onnx``) are what the drift report, the benchmarks and INT8 engine builds read. A run
+with other settings (``--exclude`` other than the flavour's defaults, ``--auto-exclude``, ``--method`` other than
+minmax, your own ``--calib-dir``) writes a variant with its own name, ``<stem>_int8_<flavour>_<variant>.onnx``, so
+it never replaces a default file (``--output`` names it yourself).
 
 This module is the command line; the quantizer is :mod:`calibration.int8`, the per-block search
 :mod:`calibration.sensitivity`.
