@@ -68,12 +68,14 @@ UNIT_CLASS_CAPS = {"amx_int8": "AVX512_CORE_AMX", "avx512_vnni": "AVX512_CORE_VN
 
 
 def _cpu_flags(cpuinfo: str | None) -> list[str] | None:
+    """The x86 CPU's flags from ``/proc/cpuinfo`` (or ``cpuinfo``), or None where there are none to read (no such
+    file, or another architecture's listing: ARM's says ``Features``)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return None
-    return next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), None)
 
 
 def lesser_unit_classes(cpuinfo: str | None = None, environ: dict | None = None) -> dict[str, str]:
@@ -91,8 +93,9 @@ def lesser_unit_classes(cpuinfo: str | None = None, environ: dict | None = None)
 def int8_units(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     """The CPU's best int8 matrix unit (:data:`INT8_UNIT_FLAGS`: ``amx_int8``, ``avx512_vnni``, ``avx_vnni``) that
     oneDNN may use under the instruction-set cap in ``environ`` (:func:`isa_cap`), "none", or "unknown" where
-    ``/proc/cpuinfo`` cannot be read. An engine picks different int8 kernels per unit, and an INT8 file's measured
-    quality holds for the kind it was measured on (:func:`runtime.selection.int8_file`)."""
+    ``/proc/cpuinfo`` lists no x86 flags (none there, or another architecture). An engine picks different int8
+    kernels per unit, and an INT8 file's measured quality holds for the kind it was measured on
+    (:func:`runtime.selection.int8_file`)."""
     cap, flags = isa_cap(environ), _cpu_flags(cpuinfo)
     if flags is None:
         return "unknown"

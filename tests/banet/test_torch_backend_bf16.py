@@ -52,6 +52,8 @@ def test_the_cpu_and_the_device_are_checked(monkeypatch):
 
 
 def test_units_are_read_from_pytorch_and_missing_probes_mean_none(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)  # no instruction-set cap: the probes decide
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     assert cpu_bf16_units() == ["AMX"]

@@ -123,9 +123,9 @@ def test_peers_per_thread_count_with_ratios_from_the_same_threads(tmp_path, tiny
     # "(rewritten)", "(as written)": the other choice of the backend's graph rewrites, the peers that measure them
     peers = ["torch eager", "openvino fp32", "openvino fp32 (dynamic)", "openvino fp32 (rewritten)",
              "onnxruntime fp32 (static)"]
-    import openvino
+    from runtime.backends.openvino_backend import openvino_bf16_units
 
-    if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if openvino_bf16_units():
         # Deblurrer(precision="bf16"): timed where the CPU has bfloat16 units
         peers += ["openvino bf16", "openvino bf16 (as written)"]
         assert {r["precision"] for r in rows if r["system"] == "openvino bf16"} == {"bf16"}
