@@ -417,7 +417,8 @@ def _main(args: argparse.Namespace) -> int:
     # everything the run will write, named now (the date too: a run past midnight writes the names checked)
     machine, date = machine_name(), dt.date.today().isoformat()
     stem = results_stem(args.label, machine, date)
-    check_results(args.output, [f"{stem}.json", f"{stem}.md", *([] if args.no_plots else plot_names(stem))],
+    # the plots too, with --no-plots: a run's files are its table and its plots, so none of another run stays beside
+    check_results(args.output, [f"{stem}.json", f"{stem}.md", *plot_names(stem)],
                   args.force, inputs={"the checkpoint (--weights)": weights, "the drift report": args.drift_report})
 
     started = time.perf_counter()
@@ -452,8 +453,11 @@ def _main(args: argparse.Namespace) -> int:
     path = args.output / stem
     write_files({Path(f"{path}.json"): json.dumps(result, indent=2).encode(),
                  Path(f"{path}.md"): markdown(result).encode()})
-    if not args.no_plots:
-        plots(result, path)
+    drawn = set() if args.no_plots else {Path(p).name for p in plots(result, path)}
+    for name in plot_names(stem):  # an earlier run's plot of this name (replaced with --force) would show its data
+        if name not in drawn and (args.output / name).is_file():
+            (args.output / name).unlink()
+            print(f"removed {args.output / name}: a plot of the run these results replace")
     print(markdown(result))
     print(f"wrote {path}.json, {path}.md" + ("" if args.no_plots else ", and plots") +
           f" in {result['total_s']:.0f} s")

@@ -161,3 +161,21 @@ def test_end_to_end_rows_time_the_real_command_and_keep_a_failure_as_its_reason(
     assert ok["exit"] == 0 and ok["wall_s"] > 0 and ok["peak_rss_mb"] > 20 and "error" not in ok
     assert "--precision int8" in ok["command"] and ok["size"] == "48x64"
     assert failed["exit"] == 1 and failed["error"].startswith("error: ")
+
+
+def test_a_replaced_run_leaves_no_plot_of_the_old_one(tmp_path, tiny_weights, monkeypatch, capsys):
+    """A run's files are its table and its plots: rerun with --force --no-plots (or drawing fewer plots), the old
+    run's plots went, not stayed beside the new numbers; without --force an old plot of the name is refused."""
+    monkeypatch.chdir(tmp_path)
+    res = tmp_path / "res"
+    assert main(["--quick", "--weights", str(tiny_weights), "--output", str(res)]) == 0
+    [plot] = res.glob("*_latency_default.png")
+    assert main(["--quick", "--weights", str(tiny_weights), "--output", str(res), "--no-plots", "--force"]) == 0
+    assert not list(res.glob("*.png")) and f"removed {plot}" in capsys.readouterr().out
+    for stale in res.glob("*.json"):
+        stale.unlink()
+    for stale in res.glob("*.md"):
+        stale.unlink()
+    plot.write_bytes(b"an old plot")
+    assert main(["--quick", "--weights", str(tiny_weights), "--output", str(res), "--no-plots"]) == 1
+    assert plot.name in capsys.readouterr().err and plot.read_bytes() == b"an old plot"
