@@ -38,18 +38,20 @@ def heldout_record(metadata: ModelMetadata) -> dict | None:
 OPENVINO_BY_UNITS = "openvino_by_units"
 
 
-def _recorded_delta(record: dict, backend: str):
-    """The record's held-out change on ``backend`` as it holds on this CPU: on OpenVINO the entry for this CPU's
-    int8 units where the record measured each class (:data:`OPENVINO_BY_UNITS`; OpenVINO's int8 kernels differ by
-    unit), else the backend's one entry."""
+def _recorded_delta(record: dict, backend: str) -> tuple[object, str]:
+    """The record's held-out change on ``backend`` as it holds on this CPU, and where it was measured as words for a
+    message: on OpenVINO the entry for this CPU's int8 units where the record measured each class
+    (:data:`OPENVINO_BY_UNITS`; OpenVINO's int8 kernels differ by unit), else the backend's one entry ("")."""
     by_units = record.get(OPENVINO_BY_UNITS)
     if backend == "openvino" and isinstance(by_units, dict):
         from banet.machine import int8_units
 
         here = int8_units()
         if here in by_units:
-            return by_units[here]
-    return record["delta_psnr_db"].get(backend)
+            where = " on this CPU (no int8 dot-product units)" if here == "none" else \
+                f" with this CPU's {here} int8 units"
+            return by_units[here], where
+    return record["delta_psnr_db"].get(backend), ""
 
 
 def _number(value) -> bool:
@@ -60,7 +62,7 @@ def int8_loss(metadata: ModelMetadata, backend: str) -> float | None:
     """Restoration PSNR (dB) the INT8 file recorded losing on the held-out photos on ``backend`` (on OpenVINO: with
     this CPU's int8 units, where recorded per class), or None where it has no record for that backend."""
     record = heldout_record(metadata)
-    delta = None if record is None else _recorded_delta(record, backend)
+    delta = None if record is None else _recorded_delta(record, backend)[0]
     return -float(delta) if _number(delta) else None
 
 
@@ -70,24 +72,12 @@ def int8_refusal(metadata: ModelMetadata, backend: str, name: str = "the INT8 fi
     if record is None:
         return (f"{name} has no held-out quality record; make it with python -m calibration.quantize, which "
                 "measures and records it")
-    delta = _recorded_delta(record, backend)
+    delta, where = _recorded_delta(record, backend)
     if not _number(delta):
         measured = ", ".join(sorted(record["delta_psnr_db"])) or "none"
         return (f"{name} was not measured on {backend} (measured on: {measured}); make it again where {backend} "
                 "is installed")
     if -delta > INT8_HELDOUT_BUDGET_DB:
-        return (f"{name} loses {-delta:.2f} dB on the held-out photos on {backend}{_units_note(record, backend)}, "
-                f"over the {INT8_HELDOUT_BUDGET_DB:g} dB INT8 budget")
+        return (f"{name} loses {-delta:.2f} dB on the held-out photos on {backend}{where}, over the "
+                f"{INT8_HELDOUT_BUDGET_DB:g} dB INT8 budget")
     return None
-
-
-def _units_note(record: dict, backend: str) -> str:
-    """" with this CPU's <units> int8 units" where the loss quoted is that class's entry, else ""."""
-    if backend != "openvino" or not isinstance(record.get(OPENVINO_BY_UNITS), dict):
-        return ""
-    from banet.machine import int8_units
-
-    here = int8_units()
-    if here not in record[OPENVINO_BY_UNITS]:
-        return ""
-    return " on this CPU (no int8 dot-product units)" if here == "none" else f" with this CPU's {here} int8 units"

@@ -153,15 +153,17 @@ def _openvino_delta_under_cap(cap: str, int8_onnx: Path, fp32_psnr: float, count
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": cap,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    delta, failed = None, None
     try:
         done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
-        delta = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else None
+        if done.returncode == 0:
+            delta = json.loads(done.stdout.strip().splitlines()[-1])
+        else:  # its last line says why (a crash: the signal)
+            failed = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1][:300]
     except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
-        done, delta = None, None
-        log.warning("no OpenVINO record under ONEDNN_MAX_CPU_ISA=%s for %s: %s", cap, int8_onnx.name, exc)
-    if done is not None and done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        log.warning("no OpenVINO record under ONEDNN_MAX_CPU_ISA=%s for %s: %s", cap, int8_onnx.name, said[:300])
+        failed = str(exc)
+    if failed:
+        log.warning("no OpenVINO record under ONEDNN_MAX_CPU_ISA=%s for %s: %s", cap, int8_onnx.name, failed)
     return delta if isinstance(delta, (int, float)) and not isinstance(delta, bool) else None
 
 

@@ -228,10 +228,9 @@ def check_lowering(core, device: str, precision: str, file_precision: str, name:
     if not has_units(core, device, precision):
         from banet.machine import isa_cap
 
-        cap = isa_cap()
+        cap, capabilities = isa_cap(), list(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
         where = (f"under the oneDNN instruction-set cap {cap} (ONEDNN_MAX_CPU_ISA)" if cap and precision.upper() in
-                 core.get_property(device, "OPTIMIZATION_CAPABILITIES") else
-                 f"(OpenVINO capabilities: {', '.join(core.get_property(device, 'OPTIMIZATION_CAPABILITIES'))})")
+                 capabilities else f"(OpenVINO capabilities: {', '.join(capabilities)})")
         raise BackendUnavailableError(
             f"this {device} has no {precision} units {where}; {precision} needs AVX512_BF16 or AMX (Intel Xeon 4th "
             "generation or later, AMD Zen 4 or later): run fp32 or int8")
