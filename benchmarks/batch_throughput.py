@@ -191,7 +191,7 @@ def cell(value: float | None, fmt: str = "{:.2f}") -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from banet.cli_types import number, threads
-    from benchmarks.cli import add_force
+    from benchmarks.cli import add_force, add_output
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.batch_throughput", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -204,8 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "batch workers, at most the CPUs (default: all cores, %(default)s)")
     parser.add_argument("--model", type=Path, default=None,
                         help="model file (ONNX, engine or checkpoint; default: the embedded default model)")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks") / "results",
-                        help="results folder (default benchmarks/results); files are named batch_<cpu>_<date>")
+    add_output(parser, "batch")
     add_force(parser)
     parser.add_argument("--keep", type=Path, default=None,
                         help="work in this folder and keep the photos and outputs (default: a temporary folder)")

@@ -28,11 +28,10 @@ from pathlib import Path
 from banet.cli_types import number
 from banet.errors import first_line
 from banet.machine import cpu_name, results_stem
-from benchmarks.cli import add_force, check_results, run_main, write_files
+from benchmarks.cli import add_force, add_output, check_results, run_main, write_files
 
 #: The last commit whose export/trt/builder.py built engines with the TensorRT API directly.
 DIRECT_BUILDER_COMMIT = "5b62023"
-RESULTS = Path("benchmarks") / "results"
 CASES = {"fp16_sm75": {"precision": "fp16", "targets": ("sm75",)}, "fp32": {"precision": "fp32"}}
 
 log = logging.getLogger(__name__)
@@ -133,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=number(int, 1), default=3, help="builds per case and builder (default 3)")
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES),
                         help="which engines of the default model to build (default: all)")
-    parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="results folder (default benchmarks/results); files are named builders_<cpu>_<date>")
+    add_output(parser, "builders")
     add_force(parser)
     return parser
 

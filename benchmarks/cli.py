@@ -45,6 +45,18 @@ def size_type(even: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> Calla
     return parse
 
 
+#: Where results files go unless ``--output`` names another folder (the committed ones live there).
+RESULTS = Path("benchmarks") / "results"
+
+
+def add_output(parser: argparse.ArgumentParser, kind: str | None) -> None:
+    """The ``--output`` results folder of a benchmark whose files are named ``<kind>_<cpu>_<date>`` (None:
+    ``<machine>_<date>``, benchmarks.run's main tables)."""
+    named = f"{kind}_<cpu>_<date>" if kind else "<machine>_<date>"
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help=f"results folder (default benchmarks/results); files are named {named}")
+
+
 def add_force(parser: argparse.ArgumentParser) -> None:
     """The ``--force`` every benchmark takes."""
     parser.add_argument("--force", action="store_true",

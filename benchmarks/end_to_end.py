@@ -127,15 +127,14 @@ def build_parser():
     import argparse
 
     from banet.cli_types import threads
-    from benchmarks.cli import add_force, size_type
+    from benchmarks.cli import add_force, add_output, size_type
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("size", type=size_type(), help="photo size HxW, e.g. 3000x4000 (12 MP; at most 200 MP)")
     parser.add_argument("--threads", type=threads(0), default=None, metavar="N",
                         help="--threads for each command (default and 0: all cores)")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks") / "results",
-                        help="results folder (default benchmarks/results); files are named e2e_<cpu>_<date>")
+    add_output(parser, "e2e")
     parser.add_argument("--app", action="store_true",
                         help="instead: the default model's app graphs (python export/to_app.py, --precision int8) "
                              "run as an app runs them, next to python -m runtime on ONNX Runtime; results "

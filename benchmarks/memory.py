@@ -25,11 +25,10 @@ import numpy as np
 
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text, parse_hw
-from benchmarks.cli import BenchmarkError, add_force, check_results, run_main, size_type, write_files
+from benchmarks.cli import BenchmarkError, add_force, add_output, check_results, run_main, size_type, write_files
 
 #: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
 #: Results go under the current project (where the command is run), never into an installed package.
-RESULTS = Path("benchmarks") / "results"
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--agreement", type=size_type(), default=(2000, 3000), metavar="HxW",
                         help="HxW of the tiled-vs-untiled check (untiled needs about 1.3 KB per pixel)")
     parser.add_argument("--no-agreement", action="store_true", help="skip the tiled-vs-untiled check")
-    parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="results folder (default benchmarks/results); files are named memory_<cpu>_<date>")
+    add_output(parser, "memory")
     add_force(parser)
     parser.add_argument("--child", nargs=3, metavar=("KIND", "BACKEND", "SIZE"), help=argparse.SUPPRESS)
     return parser

@@ -29,10 +29,17 @@ import numpy as np
 
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text, parse_hw
-from benchmarks.cli import BenchmarkError, add_force, add_threads, check_results, run_main, size_type, write_files
+from benchmarks.cli import (
+    BenchmarkError,
+    add_force,
+    add_output,
+    add_threads,
+    check_results,
+    run_main,
+    size_type,
+    write_files,
+)
 from benchmarks.timing import rss_bytes
-
-RESULTS = Path("benchmarks") / "results"
 
 #: name -> (CPU arena on, memory pattern on); None: session_options' own choice (the process's shared arena, no
 #: memory pattern).
@@ -143,8 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads(parser)
     parser.add_argument("--runs", type=number(int, 1, 1000), default=5,
                         help="timed calls per case after one warm-up call (default %(default)s)")
-    parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="results folder (default benchmarks/results); files are named ort_memory_<cpu>_<date>")
+    add_output(parser, "ort_memory")
     add_force(parser)
     parser.add_argument("--per-shape", nargs="+", type=size_type(), default=[], metavar="HxW",
                         help="also one case per file with a fixed-shape session for each of these sizes, called in "

@@ -34,7 +34,7 @@ from banet.errors import ArtifactError, first_line
 from banet.machine import cpu_name, results_stem, slug
 from banet.shapes import MAX_BATCH, hw_text, parse_batch
 from benchmarks import cost
-from benchmarks.cli import BenchmarkError, add_force, check_results, run_main, size_type, write_files
+from benchmarks.cli import BenchmarkError, add_force, add_output, check_results, run_main, size_type, write_files
 from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import (
     System,
@@ -49,7 +49,6 @@ from benchmarks.timing import PeakRssSampler, time_call, time_interleaved
 
 log = logging.getLogger("benchmarks")
 #: Results go under the current project (where the command is run), never into an installed package.
-RESULTS = Path("benchmarks") / "results"
 #: The systems a --quick smoke run compares (unless --only says otherwise): one per engine, no compilation wait.
 QUICK_SYSTEMS = ("torch eager", "onnxruntime fp32", "openvino fp32")
 
@@ -290,8 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "'openvino*'); a pattern that matches no system is refused, listing the names")
     parser.add_argument("--int8", type=Path, nargs="*", default=None,
                         help="INT8 Q/DQ ONNX files to include (default: engines/*_int8*.onnx of the default model)")
-    parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="results folder (default benchmarks/results); files are named <machine>_<date>")
+    add_output(parser, None)
     parser.add_argument("--label", type=label_arg, default=None,
                         help="name the files <label>_<machine>_<date> instead: a run that answers one question "
                              "(e.g. --label int8-ov with --only), kept beside the machine's main tables")

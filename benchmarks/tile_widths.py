@@ -17,14 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-from pathlib import Path
 
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text
-from benchmarks.cli import add_force, add_threads, check_results, run_main, size_type, write_files
+from benchmarks.cli import add_force, add_output, add_threads, check_results, run_main, size_type, write_files
 from runtime.tiling import WIDTH_MULTIPLE
 
-RESULTS = Path("benchmarks") / "results"
 #: (backend, precision) of each path timed: what ``Deblurrer`` runs on a CPU for each choice.
 PATHS = (("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"), ("onnxruntime", "fp32"),
          ("onnxruntime", "int8"))
@@ -84,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_threads(parser)
     parser.add_argument("--repeats", type=number(int, 1, 1000), default=5,
                         help="timed rounds (default %(default)s)")
-    parser.add_argument("--output", type=Path, default=RESULTS,
-                        help="results folder (default benchmarks/results); files are named tile_widths_<cpu>_<date>")
+    add_output(parser, "tile_widths")
     add_force(parser)
     return parser
 
