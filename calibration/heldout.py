@@ -108,15 +108,17 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
         if forward is None:
             continue
         try:
-            deltas[backend] = round(run_heldout(forward, pairs, with_ssim=False)[1]["psnr_deblurred"] - fp32, 4)
+            deltas[backend] = heldout_delta(forward, pairs, fp32)
         except BackendUnavailableError as exc:  # OpenVINO cannot compile the ort flavour with bf16 float layers
             log.info("no %s record for %s: %s", backend, int8_onnx.name, exc)
     log.info("held-out restoration vs FP32: %s dB", deltas)
+    units = int8_units()
     record = {"reference": "FP32 ONNX on ONNX Runtime", "images": len(pairs), "fp32_psnr_db": round(fp32, 4),
               "delta_psnr_db": deltas, "budget_db": INT8_HELDOUT_BUDGET_DB,
-              "cpu": cpu_name(), "int8_units": int8_units()}  # engines' int8 kernels differ by unit
-    if "openvino" in deltas and int8_units() != "unknown":  # a class to file it under
-        record[OPENVINO_BY_UNITS] = openvino_by_units(int8_onnx, fp32, len(pairs), threads, deltas["openvino"])
+              "cpu": cpu_name(), "int8_units": units}  # engines' int8 kernels differ by unit
+    if "openvino" in deltas and units != "unknown":  # a class to file it under
+        record[OPENVINO_BY_UNITS] = openvino_by_units(int8_onnx, fp32, len(pairs), threads,
+                                                      {units: deltas["openvino"]})
     return record
 
 
@@ -126,14 +128,15 @@ UNITS_ENV = "BANET_HELDOUT_UNITS"
 
 
 def openvino_by_units(int8_onnx: Path, fp32_psnr: float, count: int, threads: int | None,
-                      here: float) -> dict[str, float]:
-    """OpenVINO's held-out loss for ``int8_onnx`` per int8 unit class: ``here`` (measured with this CPU's units)
-    and, for each class below them, the loss measured in a process whose oneDNN runs only that class's kernels
-    (:func:`banet.machine.lesser_unit_classes`: the same arithmetic as such a CPU; the ``trt`` file under
-    ``AVX512_CORE_VNNI`` gave an AMD EPYC's -3.683 dB to the digit). A class that fails to measure is left out."""
-    from banet.machine import int8_units, lesser_unit_classes
+                      here: dict[str, float]) -> dict[str, float]:
+    """OpenVINO's held-out loss for ``int8_onnx`` per int8 unit class: ``here`` (this CPU's class and the loss
+    measured with its units) and, for each class below them, the loss measured in a process whose oneDNN runs only
+    that class's kernels (:func:`banet.machine.lesser_unit_classes`: the same arithmetic as such a CPU; the ``trt``
+    file under ``AVX512_CORE_VNNI`` gave an AMD EPYC's -3.683 dB to the digit). A class that fails to measure is
+    left out."""
+    from banet.machine import lesser_unit_classes
 
-    by_units = {int8_units(): here}
+    by_units = dict(here)
     if os.environ.get(UNITS_ENV, "").strip().lower() == "here":
         return by_units
     for unit, cap in lesser_unit_classes().items():
@@ -173,7 +176,12 @@ def openvino_delta(int8_onnx: str | Path, fp32_psnr: float, count: int, threads:
     forward = openvino_forward(Path(int8_onnx), threads)
     if forward is None:
         return None
-    return round(run_heldout(forward, _heldout_pairs()[:count], with_ssim=False)[1]["psnr_deblurred"] - fp32_psnr, 4)
+    return heldout_delta(forward, _heldout_pairs()[:count], fp32_psnr)
+
+
+def heldout_delta(forward: Forward, pairs: Sequence, fp32_psnr: float) -> float:
+    """Held-out restoration PSNR of ``forward`` on ``pairs`` minus ``fp32_psnr`` (dB, 4 decimals): a record's entry."""
+    return round(run_heldout(forward, pairs, with_ssim=False)[1]["psnr_deblurred"] - fp32_psnr, 4)
 
 
 @functools.lru_cache(maxsize=4)

@@ -91,6 +91,6 @@ def test_a_unit_class_that_cannot_be_measured_is_left_out_with_a_warning(tmp_pat
 
     _, cap = _one_lesser_class(monkeypatch)
     with caplog.at_level("WARNING", logger="calibration.heldout"):
-        by_units = openvino_by_units(tmp_path / "missing_int8.onnx", 24.0, 2, 1, -0.1)
+        by_units = openvino_by_units(tmp_path / "missing_int8.onnx", 24.0, 2, 1, {int8_units(): -0.1})
     assert by_units == {int8_units(): -0.1}
     assert f"no OpenVINO record under ONEDNN_MAX_CPU_ISA={cap} for missing_int8.onnx" in caplog.text
