@@ -32,6 +32,7 @@ from runtime.image_metadata import (
     metadata_of,
 )
 from runtime.png_chunks import png_cut_short, png_exif, png_header
+from runtime.sample_depth import FLOAT_SUFFIXES, fit_to_format, pnm_maxval, to_full_scale
 
 #: Bytes per pixel of one float32 copy of a colour image: the runtime holds the whole image in a few such copies
 #: (network input, output) whatever the tiling, which bounds the working memory only.
@@ -455,8 +456,11 @@ def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | N
             raise ImageReadError(f"{path}: OpenCV cannot decode it: {first_line(exc)}") from None
         finally:
             cv2.setLogLevel(level)
+        if image is not None and tiff_tags.samples_per_pixel(data) == 2 and image.ndim == 2:
+            # grey and alpha: OpenCV (libtiff) drops the alpha, Pillow keeps it
+            return _read_with_pillow(path, data, max_pixels, hint=False, what="a grey+alpha TIFF"), False
         if image is not None:
-            return image, tiff_tags.is_tiff(data, big=True)
+            return to_full_scale(image, pnm_maxval(data)), tiff_tags.is_tiff(data, big=True)
         if header is None:
             raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'}"
                                  " file of another kind, truncated or empty?)")
@@ -469,7 +473,8 @@ def _png_is_16bit_colour(data: bytes) -> bool:
     return header is not None and header.bit_depth == 16 and header.colour_type in (2, 6)
 
 
-def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: bool = True) -> np.ndarray:
+def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: bool = True,
+                      what: str = "an image") -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     if hint and _png_is_16bit_colour(data):
@@ -491,7 +496,7 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
         extra = f", or a format that needs OpenCV: {OPENCV_HINT}" if hint else ""
         # UnidentifiedImageError's own text names the in-memory buffer ("<_io.BytesIO object at 0x...>")
         detail = "no format Pillow knows" if isinstance(exc, UnidentifiedImageError) else first_line(exc)
-        raise ImageReadError(f"{path}: not an image Pillow can decode (truncated, empty, another kind of "
+        raise ImageReadError(f"{path}: not {what} Pillow can decode (truncated, empty, another kind of "
                              f"file{extra}): {detail}") from None
     return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]])  # RGB(A) -> BGR(A), as OpenCV reads
 
@@ -505,6 +510,8 @@ def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = N
     everything where OpenCV is not installed. Raises :class:`ImageWriteError` in one line (a full disk says so).
     """
     path = Path(path)
+    if not path.name:
+        raise ImageWriteError(f"{str(path)!r}: not a file name to write an image to")
     if path.suffix.lower() in SUFFIX_FORMATS:  # HEIF, AVIF: their encoders write the metadata themselves
         encoded = _encode(path, image, encoder_metadata(metadata, image, str(path)))
     else:
@@ -515,8 +522,6 @@ def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = N
         raise ImageWriteError(write_error(exc, path, len(encoded))) from None
 
 
-#: Extensions of the formats OpenCV writes float pixels to as they are.
-_FLOAT_SUFFIXES = (".tif", ".tiff", ".hdr", ".pic", ".pfm", ".exr")
 #: libtiff's LZW compression: lossless for every sample type.
 _TIFF_LZW = 5
 
@@ -536,17 +541,34 @@ def _encode_params(cv2, suffix: str, image: np.ndarray) -> list[int]:
     return []
 
 
+def _opencv_writes(cv2, suffix: str, path: Path) -> bool:
+    """Whether OpenCV has an encoder for ``suffix``; one line where it has one it was built with turned off (OpenEXR:
+    off unless $OPENCV_IO_ENABLE_OPENEXR is set, and then OpenCV raises rather than answers)."""
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # its own warning block before it raises: the line below says it
+    try:
+        return cv2.haveImageWriter("x" + suffix)
+    except cv2.error:
+        raise ImageWriteError(f"{path}: this OpenCV cannot write {suffix} files (its codec for them is turned off); "
+                              "write .tif instead (float samples kept)") from None
+    finally:
+        cv2.setLogLevel(level)
+
+
 def _encode(path: Path, image: np.ndarray, metadata: dict | None = None, suffix: str | None = None) -> bytes:
     """The encoded bytes of ``image`` in the format of ``suffix`` (default: ``path``'s extension); ``metadata``: what
     Pillow's encoder writes into the file itself (``exif=``, ``icc_profile=``: HEIF and AVIF, whose encoders are
     Pillow's)."""
+    if not isinstance(image, np.ndarray):
+        raise ImageWriteError(f"{path}: the image to write is a {type(image).__name__}, not a numpy array")
     cv2 = opencv()
     suffix = suffix or path.suffix or ".png"
+    image = fit_to_format(image, suffix, path)
     kind = SUFFIX_FORMATS.get(suffix.lower())
     if kind is not None:
         enable(kind, str(path), ImageWriteError)
-    elif cv2 is not None and cv2.haveImageWriter("x" + suffix):
-        if image.dtype.kind == "f" and suffix.lower() not in _FLOAT_SUFFIXES:
+    elif cv2 is not None and _opencv_writes(cv2, suffix, path):
+        if image.dtype.kind == "f" and suffix.lower() not in FLOAT_SUFFIXES:
             raise ImageWriteError(f"{path}: float pixels cannot be written as {suffix} (OpenCV would cast them to "
                                   "8 bits: a black image); the input was read as float (a float TIFF or HDR file "
                                   "under another extension?): write it as .tif")

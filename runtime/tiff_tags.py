@@ -88,6 +88,23 @@ def layout(data: bytes) -> tuple[int, int, int, int] | None:
     return values[WIDTH], values[HEIGHT], pages, values.get(ORIENTATION, 1)
 
 
+#: Samples per pixel (1 grey, 2 grey and alpha, 3 colour, 4 colour and alpha): what :func:`samples_per_pixel` reads.
+SAMPLES_PER_PIXEL = 277
+
+
+def samples_per_pixel(data: bytes) -> int | None:
+    """How many samples each pixel of a classic TIFF file's first page holds (1 where the tag is absent, as the
+    TIFF standard says); None for anything else."""
+    if not is_tiff(data):
+        return None
+    found = read_tags(data, (SAMPLES_PER_PIXEL,)).get(SAMPLES_PER_PIXEL)
+    if found is None:
+        return 1
+    kind, _, value = found
+    form = {3: "H", 4: "I"}.get(kind)  # SHORT or LONG; anything else is a malformed file
+    return struct.unpack_from(_ORDERS[data[:4]] + form, value)[0] if form else None
+
+
 def read_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, tuple[int, int, bytes]]:
     """The ``wanted`` tags of a TIFF file's first directory: tag -> (type, count, value bytes in the file's byte
     order); tags whose value lies outside ``data`` are left out, as is everything of a file that does not parse."""
