@@ -67,25 +67,44 @@ class DeblurClient:
 
 
 def check_server(url: str, model: str, timeout_s: float) -> None:
-    """Raise :class:`ClientError` within about ``timeout_s`` unless ``model`` is ready at the HTTP server ``url``."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
+    """Raise :class:`ClientError` within about ``timeout_s`` unless ``model`` is ready at the HTTP server ``url``
+    and the server describes it as Triton does (KServe v2 JSON metadata): a web server that answers 200 to every
+    path is not taken for one."""
     try:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
         port = parts.port or 8000
-    except ValueError:
+        conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", port, timeout=timeout_s)
+    except (ValueError, http.client.InvalidURL):  # a bad port, an unclosed IPv6 bracket, a space in the host name
         raise ClientError(f"invalid server address {url!r}; expected host:port") from None
-    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", port, timeout=timeout_s)
+    model_path = f"/v2/models/{quote(model, safe='')}"
     try:
-        conn.request("GET", f"/v2/models/{quote(model, safe='')}/ready")
-        response = conn.getresponse()
-        body = response.read()
+        status, body = _get(conn, f"{model_path}/ready")
+        if status != 200:
+            raise ClientError(f"model '{model}' is not available at {url}: {_server_message(body, status)}")
+        status, body = _get(conn, model_path)
     except (OSError, http.client.HTTPException) as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
         raise ClientError(f"cannot reach a server at {url}: {reason} (is `python -m serving.serve` running?)") \
             from None
     finally:
         conn.close()
-    if response.status != 200:
-        raise ClientError(f"model '{model}' is not available at {url}: {_server_message(body, response.status)}")
+    metadata = _json(body) if status == 200 else None
+    if not isinstance(metadata, dict) or "inputs" not in metadata:
+        raise ClientError(f"the server at {url} is not a Triton server (`python -m serving.serve`): it answers "
+                          f"{model_path} with HTTP {status} and no KServe v2 model metadata")
+
+
+def _get(conn: http.client.HTTPConnection, path: str) -> tuple[int, bytes]:
+    conn.request("GET", path)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def error_line(text: str) -> str:
@@ -100,11 +119,8 @@ def error_line(text: str) -> str:
 
 
 def _server_message(body: bytes, status: int) -> str:
-    try:
-        message = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        message = None
-    return message or f"HTTP {status}"
+    answer = _json(body)
+    return (answer.get("error") if isinstance(answer, dict) else None) or f"HTTP {status}"
 
 
 def prepare_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, list[str]]:
@@ -147,13 +163,17 @@ def deblur_file(args: argparse.Namespace) -> None:
 
 def check_output(output: Path, image: Path, force: bool) -> None:
     """Refuse, before anything is sent, an output that is the input (a symbolic or hard link to it included, even
-    with ``force``), a folder, or (without ``force``) an existing file."""
+    with ``force``), a folder, (without ``force``) an existing file, or a name whose format cannot be written here
+    (a small image is encoded in it: the same check the result will meet, in one line)."""
+    from runtime.images import encode_image
+
     if output.resolve() == image.resolve() or (output.exists() and image.exists() and output.samefile(image)):
         raise ClientError("--output would overwrite the input")
     if output.is_dir():
         raise ClientError(f"--output {output} is a folder; give a file name")
     if output.exists() and not force:
         raise ClientError(f"{output} exists; pass --force to replace it")
+    encode_image(np.zeros((MIN_SIDE, MIN_SIDE, 3), np.uint8), output.suffix or ".png", output)
 
 
 def _parser() -> OneLineParser:

@@ -158,3 +158,55 @@ def test_colour_profile_kept_unless_stripped(tmp_path, capsys, served):
             capsys.readouterr().err
         with Image.open(tmp_path / name) as out:
             assert out.info.get("icc_profile") == expected
+
+
+@pytest.mark.parametrize("url", ["host name:8000", "http://[::1", "127.0.0.1:99999"])
+def test_a_malformed_server_address_is_one_line(tmp_path, capsys, url):
+    from serving.client import main
+
+    files = _write_inputs(tmp_path)
+    assert main([str(files["good"]), "--output", str(tmp_path / "out.png"), "--url", url]) == 1
+    err = capsys.readouterr().err
+    # before: http.client.InvalidURL / "ValueError: Invalid IPv6 URL" tracebacks
+    assert "invalid server address" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_web_server_that_is_not_triton_is_named_as_such(tmp_path, capsys):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from serving.client import main
+
+    class WebPage(BaseHTTPRequestHandler):  # a single-page app's dev server: 200 and HTML for every path
+        def do_GET(self):  # noqa: N802
+            body = b"<!doctype html><title>app</title>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    files = _write_inputs(tmp_path)
+    with ThreadingHTTPServer(("127.0.0.1", 0), WebPage) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        try:
+            code = main([str(files["good"]), "--output", str(tmp_path / "out.png"),
+                         "--url", f"127.0.0.1:{web.server_address[1]}"])
+        finally:
+            web.shutdown()
+    err = capsys.readouterr().err
+    assert code == 1 and "is not a Triton server" in err and len(err.strip().splitlines()) == 1, err  # a traceback
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_an_output_format_that_cannot_be_written_is_refused_before_sending(tmp_path, capsys, monkeypatch):
+    from serving.client import main
+
+    monkeypatch.delenv("OPENCV_IO_ENABLE_OPENEXR", raising=False)
+    files = _write_inputs(tmp_path)
+    # no server at this address: the output is refused first (before: a traceback after the server's answer)
+    code = main([str(files["good"]), "--output", str(tmp_path / "out.exr"), "--url", f"127.0.0.1:{_free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot write .exr files" in err and len(err.strip().splitlines()) == 1, err
