@@ -23,6 +23,8 @@ import os
 import pickle
 import re
 import struct
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,12 +82,18 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 def _read_torch(path: Path) -> object:
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's warnings name this line and its advice; the error below is one line
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
             raise CheckpointFormatError(
                 f"{path}: holds pickled Python objects other than tensors and plain containers; refusing to "
                 "unpickle them (torch.load weights_only=True). Re-save just the state_dict.") from exc
+        if (protocol := _plain_pickle_protocol(path)) is not None:
+            raise CheckpointFormatError(
+                f"{path}: a pickle (protocol {protocol}, as pickle.dump writes) rather than a torch.save file; "
+                "re-save it with torch.save(state_dict, path)") from exc
         # torch's first line for foreign bytes is advice to unpickle them with weights_only=False (running any code
         # they hold): never passed on. Its reason is the line after "WeightsUnpickler error:".
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -95,9 +103,34 @@ def _read_torch(path: Path) -> object:
             reason = "not a pickle of tensors"
         raise CheckpointFormatError(f"{path}: not a PyTorch checkpoint (unpickling failed: {reason})") from exc
     except Exception as exc:  # torch.load fails in many ways on foreign bytes; all mean the same to a user
+        if _is_torchscript(path):
+            raise CheckpointFormatError(
+                f"{path}: a TorchScript archive (torch.jit.save), not a checkpoint of weights; save the model's "
+                "weights instead: torch.save(model.state_dict(), path)") from exc
         raise CheckpointFormatError(
             f"{path}: truncated, corrupt or not a PyTorch checkpoint ({type(exc).__name__}: {first_line(exc)})"
         ) from exc
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive: a zip whose records include ``constants.pkl`` (torch.jit.save's;
+    a torch.save zip has none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _plain_pickle_protocol(path: Path) -> int | None:
+    """The protocol of a file that starts as a pickle of protocol 3 or later (pickle.dump's default is 4 or 5;
+    torch.save's non-zip format writes protocol 2), else None."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+    except OSError:
+        return None
+    return head[1] if len(head) == 2 and head[0] == 0x80 and 3 <= head[1] <= pickle.HIGHEST_PROTOCOL else None
 
 
 def _extract_state_dict(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], str]:

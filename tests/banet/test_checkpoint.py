@@ -211,3 +211,16 @@ def test_foreign_bytes_never_pass_on_torchs_advice_to_unpickle_unsafely(tmp_path
     message = str(info.value)
     # before: "... Re-running `torch.load` with `weights_only` set to `False` will likely succeed ..."
     assert "not a PyTorch checkpoint" in message and "weights_only" not in message and "\n" not in message, message
+
+
+def test_a_torchscript_archive_and_a_plain_pickle_are_named_without_torchs_warnings(tmp_path, recwarn):
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 3, 3)), tmp_path / "scripted.pth")
+    with open(tmp_path / "dumped.pth", "wb") as handle:  # pickle.dump of a state_dict, not torch.save
+        pickle.dump(torch.nn.Conv2d(3, 3, 3).state_dict(), handle, protocol=4)
+    recwarn.clear()  # torch.jit's own deprecation warnings, above
+    with pytest.raises(CheckpointFormatError, match=r"a TorchScript archive \(torch.jit.save\).*state_dict"):
+        load_checkpoint(tmp_path / "scripted.pth")  # before: "truncated, corrupt or not a PyTorch checkpoint"
+    with pytest.raises(CheckpointFormatError, match=r"a pickle \(protocol 4, as pickle.dump writes\).*torch.save"):
+        load_checkpoint(tmp_path / "dumped.pth")  # before: "unpickling failed: Unsupported operand 149"
+    # before: torch's UserWarnings, each printed with the source line of banet/checkpoint.py that called torch.load
+    assert not [w for w in recwarn if "torch" in str(w.message).lower()], [str(w.message) for w in recwarn]
