@@ -98,7 +98,7 @@ def validate_options(options: ExportOptions) -> None:
         if h <= 0 or w <= 0 or h % multiple or w % multiple:
             raise ExportError(f"static size {h}x{w} cannot be taken by BANet: height and width must be positive "
                               f"multiples of {multiple} (one stride-2 stage down and up); pad the image, e.g. "
-                              f"{h + (-h) % multiple}x{w + (-w) % multiple}")
+                              f"{max(multiple, h + (-h) % multiple)}x{max(multiple, w + (-w) % multiple)}")
         if max(h, w) > options.max_size:  # traced and verified at full size: 720x1280 already peaks at 6.2 GB
             raise ExportError(f"static size {h}x{w} is larger than --max-size {options.max_size}: a static export "
                               "is traced and verified at its full size (720x1280 peaked at 6.2 GB of memory); "
