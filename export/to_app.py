@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
     from banet.artifacts import app_path, engines_rule, int8_onnx_path, onnx_path
     from banet.defaults import default_weights_path
-    from banet.errors import ArtifactError
+    from banet.errors import ArtifactError, CheckpointError
     from banet.metadata import read_onnx_metadata, stale_source
     from banet.outputs import check_input, check_output, write_atomic, write_error
     from banet.shapes import parse_nhw, sweep_problem
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report:
             _write_report(args, exc.network, [], exc.reports)
         return 1
-    except (ExportError, ArtifactError, FileNotFoundError) as exc:
+    except (ExportError, ArtifactError, CheckpointError, FileNotFoundError) as exc:  # CheckpointError: --weights
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a path the system refuses, a full disk: one line, not a traceback

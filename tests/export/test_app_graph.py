@@ -246,6 +246,17 @@ def test_cli_refuses_an_onnx_of_other_weights(tmp_path, tiny_weights, tiny_onnx,
     assert not (tmp_path / "a.onnx").exists()
 
 
+def test_cli_refuses_weights_that_are_not_a_checkpoint_in_one_line(tmp_path, tiny_onnx, capsys):
+    _, network = tiny_onnx
+    (tmp_path / "rand.pth").write_bytes(np.random.default_rng(2).integers(0, 256, 3000, np.uint8).tobytes())
+    for weights in (tmp_path / "rand.pth", network):  # foreign bytes; an ONNX file given as --weights
+        assert main(["--weights", str(weights), "--output", str(tmp_path / "a.onnx"), "-q"]) == 1
+        err = capsys.readouterr().err
+        # before: a traceback ending in banet.errors.CheckpointFormatError
+        assert "Traceback" not in err and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "a.onnx").exists()
+
+
 def test_script_help_runs():
     import subprocess
     import sys
