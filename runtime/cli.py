@@ -297,11 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_deblur_options(parser: argparse.ArgumentParser,
-                       threads_help: str = "CPU threads for ONNX Runtime / OpenVINO (default: all cores)") -> None:
+def add_deblur_options(parser: argparse.ArgumentParser, **model_options) -> None:
     """The model, backend, precision and per-file options of this command line, shared by ``serving.batch`` so
-    that both take the same options and produce the same files."""
-    add_model_options(parser, threads_help)
+    that both take the same options and produce the same files (``model_options``: its own --threads help and
+    type, :func:`runtime.options.add_model_options`)."""
+    add_model_options(parser, **model_options)
     parser.add_argument("--side-by-side", action="store_true", help="write input and result next to each other")
     parser.add_argument("--recursive", "-r", action="store_true",
                         help="read folders' subfolders too; outputs mirror the tree below each folder given "

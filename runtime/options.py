@@ -5,17 +5,21 @@ the pixel limit, in one place for every command that deblurs (``python -m runtim
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
+from banet.cli_types import threads
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
 
 
 def add_model_options(parser: argparse.ArgumentParser,
-                      threads_help: str = "CPU threads for ONNX Runtime / OpenVINO (default: all cores)") -> None:
+                      threads_help: str = "CPU threads for ONNX Runtime / OpenVINO (default: all cores)",
+                      threads_type: Callable[[str], int] | None = None) -> None:
     """The options that make the :class:`~runtime.Deblurrer` (:func:`deblurrer_options`): model, backend,
-    precision, threads, tiles, the pixel limit."""
+    precision, threads, tiles, the pixel limit. ``threads_type`` parses --threads (default: 0, all cores, up to the
+    CPUs this process may use; refused on the command line, exit 2, outside that)."""
     parser.add_argument("--model", type=Path, default=None,
                         help="checkpoint (.pth/.safetensors), ONNX file or TensorRT engine (default: embedded model)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
@@ -26,7 +30,7 @@ def add_model_options(parser: argparse.ArgumentParser,
                              "model; refused if its recorded held-out cost exceeds 0.3 dB); bf16: an FP32 .onnx on "
                              "OpenVINO in bfloat16, or a checkpoint on PyTorch under bfloat16 autocast (CPUs with "
                              "bfloat16 units); default: the file as it is")
-    parser.add_argument("--threads", type=int, default=None, help=threads_help)
+    parser.add_argument("--threads", type=threads_type or threads(0), default=None, help=threads_help)
     parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
     parser.add_argument("--max-megapixels", type=_megapixels, default=DEFAULT_MAX_PIXELS / 1e6,

@@ -180,16 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=number(int, 1), default=None,
                         help="Ray workers, each with its own model (default: as many as the cluster's CPUs allow at "
                              "--threads each, or its GPUs at --gpus-per-worker each)")
-    parser.add_argument("--gpus-per-worker", type=number(int, 1), default=0, metavar="N",
+    parser.add_argument("--gpus-per-worker", type=number(int, 0), default=0, metavar="N",
                         help="GPUs each worker reserves (device cuda); default 0: CPU workers")
     parser.add_argument("--address", default=None,
                         help="Ray cluster to run on: 'auto' for the one this node belongs to (ray start), or its "
                              "head's host:port; default: an embedded Ray on this machine, started and stopped here")
     parser.add_argument("--results", type=Path, default=None,
                         help=f"results table (CSV, one row per file); default DST/{RESULTS_NAME}")
-    add_deblur_options(parser, threads_help=f"CPU threads (and Ray CPUs) per worker (default: "
-                                            f"{DEFAULT_WORKER_THREADS}, or a node's CPUs where fewer, or the cores "
-                                            "divided by --workers)")
+    # at least 1: each worker reserves that many of the Ray cluster's CPUs (its nodes may have more than this one)
+    add_deblur_options(parser, threads_type=number(int, 1),
+                       threads_help=f"CPU threads (and Ray CPUs) per worker (default: {DEFAULT_WORKER_THREADS}, or a "
+                                    "node's CPUs where fewer, or the cores divided by --workers)")
     return parser
 
 
@@ -337,11 +338,16 @@ def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
 
 
 def check_results_path(path: Path, given: list[Path], inputs: list[Path], targets: list[Path], force: bool,
-                       own: set[Path] = frozenset()) -> Path:
+                       own: set[Path] = frozenset(), output: Path | None = None) -> Path:
     """Refuse a results table that would land among what the user gave (an input file, or in a folder given as
-    SRC; DST may be a subfolder of SRC), replace an output, or (without ``force``) replace a file that is not this
-    job's own table: ``own`` (resolved paths: DST's default table, the one DST's job record names)."""
+    SRC; DST may be a subfolder of SRC), replace an output or the job's own files in ``output`` (its record and
+    lock: the table would be overwritten by the record, even with ``force``), or (without ``force``) replace a
+    file that is not this job's own table: ``own`` (resolved paths: DST's default table, the one DST's job record
+    names)."""
     key = path.resolve()
+    if output is not None and key in {(output / name).resolve() for name in (JOB_NAME, LOCK_NAME)}:
+        raise FileExistsError(f"{path}: the results table would replace this job's {key.name} in DST; choose "
+                              "another --results file")
     if key in {p.resolve() for p in inputs} or key.parent in {p.resolve() for p in given if p.is_dir()}:
         raise FileExistsError(f"{path}: the results table would be written among the inputs; choose another "
                               "--results file")
@@ -537,7 +543,7 @@ def _run(args: argparse.Namespace) -> int:
         record = read_job(args.output) or {}
         own = {(args.output / RESULTS_NAME).resolve()} | ({Path(record["results"])} if record.get("results") else set())
         results = check_results_path(args.results or args.output / RESULTS_NAME, args.inputs, inputs, targets,
-                                     args.force, own)
+                                     args.force, own, args.output)
         _check_reachable(address)
         args.output.mkdir(parents=True, exist_ok=True)
     except Exception as exc:  # a missing folder or model, a results file that would replace something: one line

@@ -233,3 +233,10 @@ def test_a_limit_below_one_pixel_and_a_model_of_no_known_kind_are_said_in_comman
     assert "--max-megapixels: must be at least one pixel (1e-6 megapixels), got 1e-9" in capsys.readouterr().err
     assert main([str(tmp_path / "a.png"), "--model", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 1
     assert "name the backend (backend=, --backend: one of torch, onnxruntime" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value, why", [("-1", "must be at least 0"), ("100000", "at most the"), ("x", "whole number")])
+def test_a_thread_count_that_cannot_work_is_a_usage_error(tmp_path, capsys, value, why):
+    with pytest.raises(SystemExit) as stopped:  # before: -1 reached Deblurrer (exit 1), 100000 reached the backend
+        main([str(tmp_path / "a.png"), "--output", str(tmp_path / "out"), "--threads", value])
+    assert stopped.value.code == 2 and why in capsys.readouterr().err

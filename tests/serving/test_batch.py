@@ -190,9 +190,12 @@ def test_nothing_to_do_starts_no_ray_and_results_never_replace_inputs(tmp_path, 
 
     notes = tmp_path / "notes.csv"
     notes.write_text("mine\n")
-    for results, needle in ((photos / "table.csv", "among the inputs"), (notes, "not a results table"),
-                            (out / "a.png", "would replace an output")):
-        assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(results), "-q"]) == 1
+    for results, needle, force in ((photos / "table.csv", "among the inputs", []), (notes, "not a results table", []),
+                                   (out / "a.png", "would replace an output", []),
+                                   # before: the job record written over the table, exit 0, even with --force
+                                   (out / "banet-batch-job.json", "this job's banet-batch-job.json", ["--force"]),
+                                   (out / ".banet-batch.lock", "this job's .banet-batch.lock", [])):
+        assert main([str(photos), str(out), "--model", str(tiny_onnx), "--results", str(results), "-q", *force]) == 1
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
     assert notes.read_text() == "mine\n" and not (photos / "table.csv").exists()
@@ -406,11 +409,15 @@ def test_default_workers_fit_the_cluster():
 
 
 def test_exit_status_usage_errors_are_2_set_up_errors_1(tmp_path, capsys):
-    for bad in (["--workers", "0"], ["--gpus-per-worker", "x"], ["--no-such-option"]):
+    # --threads 0 and -1: before, a ZeroDivisionError after Ray had started (exit 1), and exit 1
+    for bad in (["--workers", "0"], ["--gpus-per-worker", "x"], ["--gpus-per-worker", "-1"], ["--no-such-option"],
+                ["--threads", "0"], ["--threads", "-1"]):
         with pytest.raises(SystemExit) as stopped:
             main([str(tmp_path), str(tmp_path / "out"), *bad])
         assert stopped.value.code == 2, bad
-    assert "must be at least 1, got 0" in capsys.readouterr().err
+    assert "--workers: must be at least 1, got 0" in capsys.readouterr().err
+    args = batch.build_parser().parse_args([str(tmp_path), str(tmp_path / "out"), "--gpus-per-worker", "0"])
+    assert args.gpus_per_worker == 0  # the default, "CPU workers", may be given (before: "must be at least 1")
     assert main([str(tmp_path / "missing"), str(tmp_path / "out")]) == 1  # nothing to plan
     assert "missing: no such file or folder" in capsys.readouterr().err
     help_text = batch.build_parser().format_help()
