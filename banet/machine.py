@@ -102,6 +102,14 @@ def int8_units(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     return next((flag for flag in INT8_UNIT_FLAGS if flag in flags and cap_allows(flag, cap)), "none")
 
 
+def physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - Windows
+        return None
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask: a container's or ``taskset``'s share), at least 1."""
     try:

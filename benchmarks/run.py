@@ -31,7 +31,7 @@ from banet.artifacts import engine_path, engines_dir, int8_onnx_files, is_failed
 from banet.cli_types import number, threads
 from banet.config import FULL, BANetConfig
 from banet.errors import ArtifactError, first_line
-from banet.machine import cpu_name, results_stem, slug
+from banet.machine import cpu_name, physical_memory, results_stem, slug
 from banet.shapes import MAX_BATCH, hw_text, parse_batch
 from benchmarks import cost
 from benchmarks.cli import BenchmarkError, add_force, add_output, check_results, run_main, size_type, write_files
@@ -313,14 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
 def plot_names(stem: str) -> list[str]:
     """Every PNG :func:`benchmarks.report.plots` may write for ``stem`` (checked before the run)."""
     return [f"{stem}_latency_default.png", f"{stem}_latency_full.png", f"{stem}_quality_speed.png"]
-
-
-def physical_memory() -> int | None:
-    """This machine's memory in bytes, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):  # pragma: no cover - Windows
-        return None
 
 
 def check_memory(models: list[Model], batches: list[int]) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from banet.conventions import BANET, Conventions
+from banet.machine import physical_memory
 from banet.processing import ImageFormatError, preprocess
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 #: Bump when the way images are chosen or cropped changes, so old cache entries are not reused.
 CACHE_VERSION = "1"
 MODES = ("crop", "resize")
+#: Bytes per pixel a source holds at once: its images (uint16 at most: 6) and their float32 network inputs (12).
+_HELD_BYTES_PER_PIXEL = 18
 #: Largest square crop every held-out photo can give (``chelsea`` is 300x451).
 BUILTIN_MAX_SIDE = 300
 
@@ -82,6 +85,11 @@ class CalibrationSource:
                                        f"must be positive multiples of {multiple}")
         if self.mode not in MODES:
             raise CalibrationDataError(f"unknown calibration mode {self.mode!r}; choose one of {MODES}")
+        need, total = self.count * h * w * _HELD_BYTES_PER_PIXEL, physical_memory()
+        if total and need > total:  # before: built image by image until the machine ran out of memory
+            raise CalibrationDataError(f"{self.count} calibration images of {h}x{w} would hold about {need / 1e9:.3g} "
+                                       f"GB in memory (as images and as network inputs); this machine has "
+                                       f"{total / 1e9:.3g} GB: lower --calib-count or --calib-size")
 
     def describe(self) -> str:
         where = str(self.folder) if self.folder else "built-in held-out set (blurred crops, never training photos)"

@@ -35,7 +35,7 @@ from banet.cli_types import number, threads
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
-from banet.machine import usable_cpus
+from banet.machine import physical_memory, usable_cpus
 from banet.model import BANet, count_parameters
 from banet.outputs import (
     check_not_input,
@@ -576,14 +576,6 @@ def decide_total_steps(step: int, steps_per_s: float, seconds_left: float, share
     """Total schedule length for a time-budgeted run: the current step plus what ``share`` of the time left
     holds at the measured rate (at least one more step)."""
     return step + max(1, int(steps_per_s * max(0.0, seconds_left) * share))
-
-
-def physical_memory() -> int | None:
-    """This machine's memory in bytes, or None where the system does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, OSError, ValueError):  # pragma: no cover - Windows
-        return None
 
 
 def check_memory(config: TrainConfig, total: int | None = None) -> None:

@@ -110,3 +110,18 @@ def test_image_smaller_than_the_calibration_size_is_refused(tmp_path):
 def test_bad_settings_are_refused(kwargs, message):
     with pytest.raises(CalibrationDataError, match=message):
         CalibrationSource(**kwargs)
+
+
+def test_a_count_the_machine_cannot_hold_is_refused_before_any_image_is_made(monkeypatch, capsys):
+    import calibration.data as data
+    from calibration.quantize import main
+
+    monkeypatch.setattr(data, "physical_memory", lambda: 10 ** 9)  # a 1 GB machine
+    CalibrationSource(None, 32, (256, 256))  # 38 MB: fine
+    with pytest.raises(CalibrationDataError, match=r"4000 calibration images of 256x256 would hold about 4.72 GB"):
+        CalibrationSource(None, 4000, (256, 256))
+    monkeypatch.setattr(data.CalibrationSource, "images", lambda *a, **k: pytest.fail("images were made"))
+    # before: built image by image until the machine ran out of memory (1.9 GB and growing after 40 s)
+    assert main(["--flavour", "ort", "--calib-count", "100000000", "--calib-size", "32x32"]) == 1
+    err = capsys.readouterr().err
+    assert "would hold about" in err and "lower --calib-count" in err and len(err.strip().splitlines()) == 1, err
