@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="name the files <label>_<machine>_<date> instead: a run that answers one question "
                              "(e.g. --label int8-ov with --only), kept beside the machine's main tables")
     add_force(parser)
-    parser.add_argument("--drift-report", type=Path, default=DRIFT_REPORT,
+    parser.add_argument("--drift-report", type=Path, default=None,
                         help="drift report of the default weights (python -m calibration.drift) for quality columns "
                              f"(default {DRIFT_REPORT}; none there: no quality columns)")
     parser.add_argument("--engines", type=Path, default=None,
@@ -353,16 +353,23 @@ def check_only(patterns: list[str], names: list[str]) -> None:
                              + ", ".join(dict.fromkeys(names)))
 
 
-def read_drift_report(path: Path) -> None:
-    """Refuse a ``--drift-report`` that is there but is a folder or not a JSON report (missing: no quality columns)."""
-    if not path.exists():
-        return
+def read_drift_report(path: Path | None) -> Path:
+    """The drift report for the quality columns: ``path`` as given, refused where it is missing, a folder or not a
+    JSON report; None: :data:`DRIFT_REPORT`, where a missing one means no quality columns (a typed path that is not
+    there must not quietly drop them)."""
+    if path is None:
+        path = DRIFT_REPORT
+        if not path.exists():
+            return path
+    elif not path.exists():
+        raise BenchmarkError(f"--drift-report {path}: no such file (python -m calibration.drift writes one)")
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BenchmarkError(f"--drift-report {path}: not a readable JSON drift report ({first_line(exc)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows", []), list):
         raise BenchmarkError(f"--drift-report {path}: not a drift report (python -m calibration.drift writes them)")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,7 +410,9 @@ def _main(args: argparse.Namespace) -> int:
                                                                         int8 if model is models[0] else {})]
         check_only(args.only, names)
     check_memory(models, args.batches)
-    read_drift_report(args.drift_report)
+    args.drift_report = read_drift_report(args.drift_report)
+    if args.engines is not None and not args.engines.is_dir():
+        raise BenchmarkError(f"--engines {args.engines}: no such folder (it holds the engines and their manifests)")
     # everything the run will write, named now (the date too: a run past midnight writes the names checked)
     machine, date = machine_name(), dt.date.today().isoformat()
     stem = results_stem(args.label, machine, date)

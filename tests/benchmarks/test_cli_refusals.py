@@ -78,8 +78,7 @@ def test_other_benchmarks_refuse_nonsense_numbers(module, argv, needle, tmp_path
 
 def _small(tiny_weights, out, *extra):
     return ["--weights", str(tiny_weights), "--sizes", "16x16", "--full-sizes", "--batches", "1", "--repeats", "1",
-            "--warmup", "0", "--only", "torch eager", "--no-plots", "--output", str(out),
-            "--drift-report", str(out.parent / "no_drift.json"), *extra]
+            "--warmup", "0", "--only", "torch eager", "--no-plots", "--output", str(out), *extra]
 
 
 def _no_work(monkeypatch):
@@ -108,10 +107,13 @@ def test_run_refuses_unusable_files_before_any_work(tmp_path, tiny_weights, caps
     for name in ("missing.onnx", "bad.onnx"):
         assert bench_run.main(_small(tiny_weights, out, "--int8", str(tmp_path / name))) == 1
         _one_error_line(capsys, f"--int8 {tmp_path / name}")
-    argv = _small(tiny_weights, out)
-    argv[argv.index("--drift-report") + 1] = str(tmp_path / "bad.onnx")  # not JSON
-    assert bench_run.main(argv) == 1
+    assert bench_run.main(_small(tiny_weights, out, "--drift-report", str(tmp_path / "bad.onnx"))) == 1  # not JSON
     _one_error_line(capsys, "--drift-report")
+    # a typed path that is not there: before, the run went on without quality columns or engine rows, exit 0
+    assert bench_run.main(_small(tiny_weights, out, "--drift-report", str(tmp_path / "drfit.json"))) == 1
+    _one_error_line(capsys, "drfit.json: no such file")
+    assert bench_run.main(_small(tiny_weights, out, "--engines", str(tmp_path / "engnies"))) == 1
+    _one_error_line(capsys, "engnies: no such folder")
     (tmp_path / "a_file").write_text("x")
     assert bench_run.main(_small(tiny_weights, tmp_path / "a_file")) == 1
     _one_error_line(capsys, "is a file")
