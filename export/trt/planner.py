@@ -210,7 +210,20 @@ def _choose_onnx(options: BuildOptions, strongly_typed: bool, rtx: bool, allow_m
     else:
         export_precision = "fp16" if (precision == "fp16" and strongly_typed) else "fp32"
         onnx = expected_onnx_info(onnx_path, export_precision)
+    if export_precision is not None:
+        _check_checkpoint(weights)
     return stem, weights, onnx, export_precision, missing
+
+
+def _check_checkpoint(weights: Path) -> None:
+    """Refuse (PlanError) a checkpoint the build would export from but cannot load, while planning: a dry run
+    said "ready to build here" for foreign bytes, which the real build then refused."""
+    from banet.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        load_checkpoint(weights)
+    except CheckpointError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def _check_onnx_precision(onnx: OnnxInfo, options: BuildOptions, strongly_typed: bool) -> None:

@@ -534,6 +534,18 @@ def test_int8_without_its_qdq_onnx(tmp_path, monkeypatch, capsys):
     assert "the INT8 Q/DQ ONNX is missing" in capsys.readouterr().err
 
 
+def test_a_dry_run_refuses_weights_it_would_export_but_cannot_load(tmp_path, monkeypatch, capsys):
+    """Before: "ready to build here (drop --dry-run)" for foreign bytes, which the real build then refused."""
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path))
+    weights = tmp_path / "rand.pth"
+    weights.write_bytes(np.random.default_rng(4).integers(0, 256, 3000, np.uint8).tobytes())
+    for extra in (["--dry-run"], []):
+        assert build_trt.main(["--fp16", "--runtime", "tensorrt", "--weights", str(weights), *extra]) == 1
+        err = capsys.readouterr().err
+        assert "rand.pth: not a PyTorch checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rand.pth"]
+
+
 @pytest.mark.parametrize("passed, code", [(True, 0), (False, 1)])
 def test_check_exit_code_follows_the_drift_verdict(tmp_path, monkeypatch, capsys, passed, code):
     """A measured drift below the threshold fails ``--check`` (exit 1), as a failed Polygraphy comparison does."""
