@@ -146,6 +146,9 @@ def read_fp32_onnx(path: Path, weights: Path | None = None):
     foreign or non-FP32 file."""
     from banet.metadata import ArtifactError, read_onnx_metadata
 
+    if path.is_dir():  # not a file to export to either
+        raise QuantizeError(f"{path} is a folder, not an FP32 ONNX file; name the file, or leave out --onnx to use "
+                            "(and make) engines/<weights stem>.onnx")
     make = export_command(weights, "fp32", path)
     try:
         metadata = read_onnx_metadata(path)

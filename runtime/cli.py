@@ -312,7 +312,8 @@ def add_deblur_options(parser: argparse.ArgumentParser, **model_options) -> None
                         help="write outputs without the input's colour profile, EXIF (capture time, camera, GPS), "
                              "XMP and IPTC (captions, keywords, rights), which outputs otherwise keep, orientation set "
                              "upright")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or per-file notes: errors, warnings and the final count only")
 
 
 def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int,

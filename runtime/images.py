@@ -69,7 +69,8 @@ def check_pixels(height: int, width: int, max_pixels: int | None = DEFAULT_MAX_P
     raise ImageFormatError(f"image of {height}x{width} pixels is {pixels / 1e6:.10g} megapixels, over the limit of "
                            f"{max_pixels / 1e6:g} megapixels: it is held whole in float32 ({need / 1e9:.3g} GB a "
                            "copy, a few copies) whatever the tiling, which bounds only the network's working memory; "
-                           "pass Deblurrer(max_pixels=) a larger limit (None: no limit) if this machine has the memory")
+                           "raise the limit (--max-megapixels; Deblurrer(max_pixels=), None: no limit) if this machine "
+                           "has the memory")
 
 
 def split_image(image, rgb: bool = False,

@@ -55,7 +55,7 @@ def listing(folder: Path) -> dict[str, bytes | None]:
 
 ONNX_PROBLEMS = [
     ("missing", "ONNX file not found; export it with python export/to_onnx.py --output"),
-    ("folder", "not a file"),
+    ("folder", "is a folder, not an FP32 ONNX file; name the file"),  # before: "export it with ... --output DIR"
     ("random", "not a readable ONNX model"),
     ("truncated", "not a readable ONNX model"),
     ("foreign", "metadata lacks 'banet.schema'"),

@@ -45,7 +45,7 @@ def test_the_issue_array_is_one_line_naming_size_cap_and_the_way_out(deblurrer):
     message = refused(lambda: deblurrer(huge((100000, 100000, 3))))
     assert message.startswith("image of 100000x100000 pixels is 10000 megapixels, over the limit of 200 megapixels")
     assert "float32 (120 GB a copy" in message and "tiling" in message
-    assert "Deblurrer(max_pixels=)" in message
+    assert "Deblurrer(max_pixels=)" in message and "--max-megapixels" in message  # video frames: the CLI option
 
 
 @pytest.mark.parametrize("shape, dtype", [
