@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from banet.cli_types import threads
+from runtime.stop_signals import stoppable, stopped_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,7 @@ def image_format(path: Path) -> str:
     return name
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 written, 1 a file that cannot be read, run or written (one ``error:``
     line, nothing written), 2 a bad option, 130 interrupted."""
@@ -88,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"error: {write_error(exc, args.output)}; nothing written", file=sys.stderr)
             return 1
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): no image written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
+        return stopped_line(exc, "no image written")
     return 0
 
 

@@ -104,12 +104,13 @@ def run_main(body: Callable[[], int], what: str) -> int:
     """Run a command's ``body``: :class:`BenchmarkError` and the one-line errors of the files it reads become
     ``error: <line>`` (exit 1), Ctrl-C ``interrupted`` (exit 130); ``what`` says what was not written then."""
     from banet.errors import ArtifactError, CheckpointError
+    from runtime.stop_signals import run_stoppable
 
-    try:
-        return body()
-    except (BenchmarkError, CheckpointError, ArtifactError) as exc:
-        print(f"error: {first_line(exc)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"interrupted (Ctrl-C): {what}", file=sys.stderr)
-        return 130
+    def one_line_errors() -> int:
+        try:
+            return body()
+        except (BenchmarkError, CheckpointError, ArtifactError) as exc:
+            print(f"error: {first_line(exc)}", file=sys.stderr)
+            return 1
+
+    return run_stoppable(one_line_errors, what)  # Ctrl-C, SIGTERM or SIGHUP: one line

@@ -42,6 +42,7 @@ from banet.outputs import shown_path, write_together
 from calibration.heldout import openvino_forward, run_heldout
 from export.parity import Forward, changed_8bit, psnr_db
 from runtime.backends.base import BackendUnavailableError
+from runtime.stop_signals import stoppable, stopped_line
 
 log = logging.getLogger(__name__)
 
@@ -421,6 +422,7 @@ def read_int8(path: Path, fp32: Path | None = None, weights: Path | None = None)
     return path
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     from banet.cli_types import number, threads
     from calibration.cli_common import add_calibration_arguments, help_text
@@ -501,9 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     except (*command_errors(), FileNotFoundError) as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"interrupted (Ctrl-C): no report written to {args.output}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
+        return stopped_line(exc, f"no report written to {args.output}")
     from banet.outputs import write_error
 
     text = markdown(report)  # both encoded before anything is written

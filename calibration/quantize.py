@@ -56,6 +56,7 @@ from calibration.int8 import (
 )
 from calibration.sensitivity import search
 from runtime.images import quiet_opencv
+from runtime.stop_signals import stoppable, stopped_line
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def option_conflict(args: argparse.Namespace) -> str | None:
     return percentile_conflict(args)
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -184,9 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     except command_errors() as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): the file in progress was not written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
+        return stopped_line(exc, "the file in progress was not written")
     return 0
 
 

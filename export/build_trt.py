@@ -73,6 +73,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
         shape_text,
         summary,
     )
+    from runtime.stop_signals import stoppable, stopped_line
 except ModuleNotFoundError as _missing:
     if __name__ != "__main__":
         raise
@@ -189,6 +190,7 @@ def check_conflicts(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return None
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -199,9 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return _main(args)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): no engine or manifest was changed", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
+        return stopped_line(exc, "no engine or manifest was changed")
 
 
 def _main(args: argparse.Namespace) -> int:

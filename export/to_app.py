@@ -43,6 +43,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from export.app_check import APP_SWEEP, AppReport
     from export.app_graph import CHANNEL_ORDERS
     from export.onnx_export import ExportError
+    from runtime.stop_signals import stoppable, stopped_line
 except ModuleNotFoundError as _missing:
     if __name__ != "__main__":
         raise
@@ -273,6 +274,7 @@ def _write_report(args: argparse.Namespace, network: Path, outputs: list[Path], 
     return True
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -308,9 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a path the system refuses, a full disk: one line, not a traceback
         print(f"error: {write_error(exc, Path(exc.filename or '.'))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): nothing written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
+        return stopped_line(exc, "nothing written")
     if args.quiet:
         print("\n".join(report.table() for report in reports))
     if args.report and not _write_report(args, network, outputs, reports):

@@ -39,6 +39,7 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from banet.shapes import MAX_BATCH, parse_batch, parse_hw, parse_nhw, sweep_problem
     from export.onnx_export import ExportError, ExportOptions, export_onnx
     from export.parity import DEFAULT_SWEEP
+    from runtime.stop_signals import stoppable, stopped_line
 except ModuleNotFoundError as _missing:
     if __name__ != "__main__":
         raise
@@ -138,6 +139,7 @@ def check_paths(weights: Path, output: Path, report: Path | None, force: bool) -
                  inputs={"the checkpoint (--weights)": weights, "the ONNX file (--output)": output})
 
 
+@stoppable
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -171,9 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a path the system refuses (a name too long...): one line, not a traceback
         print(f"error: {exc.filename or output}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"interrupted (Ctrl-C): nothing written to {output}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
+        return stopped_line(exc, f"nothing written to {output}")
     if args.quiet:
         print(report.table())
     if args.report:

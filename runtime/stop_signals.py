@@ -9,6 +9,7 @@ ignored (SIGHUP under ``nohup``) stays ignored.
 
 from __future__ import annotations
 
+import functools
 import signal
 import sys
 import threading
@@ -57,15 +58,33 @@ def stop_signals_as_interrupts(signals: tuple[int, ...] = STOP_SIGNALS) -> Itera
             signal.signal(signum, handler)
 
 
+def stopped_line(exc: KeyboardInterrupt, unfinished: str) -> int:
+    """Print the one line for a stop on stderr (``interrupted (Ctrl-C):`` or ``terminated (SIGTERM):`` then
+    ``unfinished``, what was not written) and return its exit status: 130, 143 or 129."""
+    if isinstance(exc, Terminated):
+        print(f"terminated ({exc.name}): {unfinished}", file=sys.stderr)
+        return exc.exit_status
+    print(f"interrupted (Ctrl-C): {unfinished}", file=sys.stderr)
+    return 130
+
+
 def run_stoppable(run: Callable[[], int], unfinished: str) -> int:
-    """``run()``'s exit status; stopped by Ctrl-C, SIGTERM or SIGHUP, one line on stderr (``interrupted (Ctrl-C):``
-    or ``terminated (SIGTERM):`` then ``unfinished``, what was not written) and 130, 143 or 129."""
+    """``run()``'s exit status; stopped by Ctrl-C, SIGTERM or SIGHUP, :func:`stopped_line`'s."""
     with stop_signals_as_interrupts():
         try:
             return run()
-        except Terminated as exc:
-            print(f"terminated ({exc.name}): {unfinished}", file=sys.stderr)
-            return exc.exit_status
-        except KeyboardInterrupt:
-            print(f"interrupted (Ctrl-C): {unfinished}", file=sys.stderr)
-            return 130
+        except KeyboardInterrupt as exc:
+            return stopped_line(exc, unfinished)
+
+
+def stoppable(main: Callable[..., int]) -> Callable[..., int]:
+    """A command's ``main`` run with SIGTERM and SIGHUP raising :class:`Terminated`, so that its own Ctrl-C
+    handling (clean-up, then :func:`stopped_line`) runs for them too: before, ``timeout`` or ``docker stop`` killed
+    the export and calibration commands at once, their ``.partial`` files left behind without a word."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs) -> int:
+        with stop_signals_as_interrupts():
+            return main(*args, **kwargs)
+
+    return run
