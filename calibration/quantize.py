@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         for flavour, (output, exclude) in outputs.items():
             extra = {}
             if args.auto_exclude is not None:
-                report = search(fp32, source, flavour, args.method, args.auto_exclude, percentile=args.percentile)
+                report = search(fp32, source, flavour, args.method, args.auto_exclude, percentile=args.percentile,
+                                rank_when_met=False)
                 print(report.table())
                 exclude = report.excluded
                 extra["int8_sensitivity"] = json.dumps(report.summary())

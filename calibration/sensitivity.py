@@ -74,6 +74,8 @@ class SensitivityReport:
         lines = [f"INT8 sensitivity ({self.flavour}, {self.method}); probe: {self.probe}",
                  f"all blocks quantized: {self.all_quantized_psnr_db:.2f} dB vs FP32; budget {self.budget_db:g} dB",
                  f"{'block':22s} {'nodes':>5s} {'alone dB':>9s}  kept in float?"]
+        if not self.groups:
+            lines.append("(not ranked: every block in int8 meets the budget)")
         for g in self.groups:
             why = ""
             if g.group in kept:
@@ -106,11 +108,14 @@ def _mse_db(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[flo
 
 def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort", method: str = "minmax",
            budget_db: float = 45.0, probe: tuple[list[np.ndarray], str] | None = None, percentile: float = 99.999,
-           max_excluded: int | None = None, min_gain_db: float = 0.1, threads: int | None = 1) -> SensitivityReport:
+           max_excluded: int | None = None, min_gain_db: float = 0.1, threads: int | None = 1,
+           rank_when_met: bool = True) -> SensitivityReport:
     """Rank blocks by the drift each causes alone, then keep the worst in float until ``budget_db`` holds.
 
     A block is only kept in float when doing so improves the drift by more than ``min_gain_db`` (its error can
     be masked by quantization of the tensors around it); blocks tried and not kept are in ``report.tried``.
+    ``rank_when_met=False`` (``calibration.quantize --auto-exclude``, which wants the file, not the ranking): where
+    every block in int8 already meets the budget, no block is ranked (one quantization instead of one per block).
     """
     import onnx
     from tqdm import tqdm
@@ -137,6 +142,9 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
 
         _, all_db = drift([], "all")
         ranking = []
+        if all_db >= budget_db and not rank_when_met:
+            log.info("every block in int8 gives %.2f dB, within the %g dB budget: no block ranked", all_db, budget_db)
+            groups = {}
         for i, name in enumerate(tqdm(groups, desc=f"blocks ({flavour})", leave=False)):
             mse, db = drift([g for g in groups if g != name], f"only{i}")
             ranking.append(GroupSensitivity(name, len(groups[name]), db, mse))

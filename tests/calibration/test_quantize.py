@@ -384,9 +384,12 @@ def test_cli_auto_exclude_records_the_search(tiny_onnx, tmp_path, capsys, flavou
     out = tmp_path / "auto.onnx"
     code = main(["--onnx", str(tiny_onnx), "--flavour", flavour, "--auto-exclude", "10", "--calib-count", "2",
                  "--calib-size", "32x32", "--output", str(out)])
-    assert code == 0 and f"INT8 sensitivity ({flavour}, minmax)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert code == 0 and f"INT8 sensitivity ({flavour}, minmax)" in printed
     search = json.loads(read_onnx_metadata(out).extra["int8_sensitivity"])
     assert search["budget_met"] and search["excluded"] == []
+    # every block in int8 meets 10 dB: one quantization, no ranking (before: one more per block, 17 here)
+    assert search["groups"] == [] and "not ranked: every block in int8 meets the budget" in printed
 
 
 def test_a_bad_percentile_is_refused_before_any_work(tmp_path, capsys):
