@@ -210,7 +210,7 @@ def _choose_onnx(options: BuildOptions, strongly_typed: bool, rtx: bool, allow_m
     else:
         export_precision = "fp16" if (precision == "fp16" and strongly_typed) else "fp32"
         onnx = expected_onnx_info(onnx_path, export_precision)
-    if export_precision is not None:
+    if export_precision is not None:  # loaded again to export: milliseconds, against a build's minutes
         _check_checkpoint(weights)
     return stem, weights, onnx, export_precision, missing
 
