@@ -277,6 +277,14 @@ def default_output(target: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Ctrl-C, SIGTERM or SIGHUP: the server a run started is stopped (its ``finally``), one line, 130/143/129;
+    before, SIGTERM (``timeout``) left a --burst run's serving.serve and its tritonserver running, orphaned."""
+    from runtime.stop_signals import run_stoppable
+
+    return run_stoppable(lambda: _main(argv), "the server it started was stopped; no results written")
+
+
+def _main(argv: list[str] | None) -> int:
     from serving.request_rules import OneLineParser  # refusals in one line, exit code 2
 
     parser = OneLineParser(prog="python -m serving.loadtest", description=__doc__,

@@ -319,6 +319,15 @@ def port(free_allowed: bool = False):
     return number(int, 0 if free_allowed else 1, 65535)
 
 
+def listen_host(text: str) -> str:
+    """An argparse ``type`` for ``--host``: an empty one (an unset ``$HOST`` in ``--host "$HOST"``) is refused, as
+    the socket library reads it as every interface: 0.0.0.0 says that on purpose."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty host would listen on every interface; give 127.0.0.1 (this "
+                                         "machine only) or 0.0.0.0 (all interfaces) on purpose")
+    return text
+
+
 def add_port_options(parser: argparse.ArgumentParser, metrics_default: int | None) -> None:
     """The ports, defined once for ``serving.serve`` and ``serving.triton_server``: ``--http-port``, ``--grpc-port``,
     ``--metrics-port`` (each 1-65535, or 0 for a free port that the start-up line names) and ``--no-metrics``.

@@ -61,6 +61,7 @@ from serving.request_rules import (
     add_front_options,
     add_port_options,
     error_tag,
+    listen_host,
     number,
     one_line,
 )
@@ -321,7 +322,7 @@ def _parser() -> OneLineParser:
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="int8: the model's INT8 file on ONNX Runtime or OpenVINO, within the 0.3 dB budget; "
                              "bf16: an FP32 .onnx on OpenVINO in bfloat16 (default: the file as it is)")
-    parser.add_argument("--host", default=LOOPBACK,
+    parser.add_argument("--host", type=listen_host, default=LOOPBACK,
                         help="address the HTTP port listens on (default 127.0.0.1; 0.0.0.0 for all interfaces)")
     add_port_options(parser, metrics_default=8002)
     parser.add_argument("--max-batch", type=number(int, 1, MAX_BATCH), default=8,

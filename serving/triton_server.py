@@ -52,7 +52,15 @@ from pathlib import Path
 
 from banet.triton_marker import MarkerError, RequestLimits, ensemble_limits
 from serving.front import FrontServer, bind_problem, free_port, start_front
-from serving.request_rules import MB, FrontLimits, OneLineParser, add_front_options, add_port_options, number
+from serving.request_rules import (
+    MB,
+    FrontLimits,
+    OneLineParser,
+    add_front_options,
+    add_port_options,
+    listen_host,
+    number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -502,7 +510,7 @@ def _parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m serving.triton_server", description=__doc__, epilog=_NOT_HERE,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("repository", type=Path, help="model repository written by export/to_triton.py")
-    parser.add_argument("--host", default=LOOPBACK,
+    parser.add_argument("--host", type=listen_host, default=LOOPBACK,
                         help="address the (validated) HTTP port listens on (default: 127.0.0.1 only)")
     add_port_options(parser, metrics_default=None)
     parser.add_argument("--model", default=None,

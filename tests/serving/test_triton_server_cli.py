@@ -196,3 +196,13 @@ def test_triton_server_names_the_ports_it_picked_for_0(tmp_path, monkeypatch, ca
     metrics = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", ready)
     assert grpc and metrics, ready
     assert int(grpc[1]) and int(metrics[1]) and grpc[1] != metrics[1], ready
+
+
+@pytest.mark.parametrize("host", ["", "  "])
+def test_an_empty_host_is_refused_by_both_servers(tmp_path, capsys, host):
+    """Before: "serving banet on http://:39233", listening on 0.0.0.0 (an unset $HOST in --host "$HOST")."""
+    for parser, argv in ((serve._parser(), []), (triton_server._parser(), [str(tmp_path)])):
+        with pytest.raises(SystemExit) as stopped:
+            parser.parse_args([*argv, "--host", host])
+        assert stopped.value.code == 2 and "an empty host would listen on every interface" in capsys.readouterr().err
+    assert serve._parser().parse_args(["--host", "0.0.0.0"]).host == "0.0.0.0"  # all interfaces, on purpose
