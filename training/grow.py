@@ -137,9 +137,15 @@ def widen(model: BANet, dim_2: int, seed: int = 0) -> BANet:
     return grown.eval()
 
 
+#: The widest BAM grown: 4x BANet+'s 192 (parameters grow with its square; 100,000 asked for 360 GB and was a
+#: traceback from PyTorch's allocator).
+MAX_WIDTH = 768
+
+
 def bam_width(text: str) -> int:
-    """argparse ``type`` of ``--width``: an even number of channels >= 2 (BANet halves it inside each BAM)."""
-    value = number(int, 2)(text)
+    """argparse ``type`` of ``--width``: an even number of channels, 2 to :data:`MAX_WIDTH` (BANet halves it
+    inside each BAM)."""
+    value = number(int, 2, MAX_WIDTH)(text)
     if value % 2:
         raise argparse.ArgumentTypeError(f"must be even (each BAM works at half of it too), got {value}")
     return value

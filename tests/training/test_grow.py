@@ -67,3 +67,11 @@ def test_cli_writes_a_loadable_checkpoint_and_keeps_its_input(tmp_path, capsys) 
         grow.main(["--weights", str(source), "--width", "20", "--output", str(out)])
     assert "exists" in capsys.readouterr().err
     assert out.read_bytes() == written
+
+
+@pytest.mark.parametrize("width, why", [("100000", "at most 768"), ("7", "must be even"), ("0", "at least 2")])
+def test_a_width_that_cannot_be_grown_is_a_usage_error(tmp_path, capsys, width, why):
+    with pytest.raises(SystemExit) as stopped:  # 100000: before, a traceback from PyTorch's allocator (360 GB)
+        grow.main(["--width", width, "--output", str(tmp_path / "wide.safetensors")])
+    assert stopped.value.code == 2 and why in capsys.readouterr().err
+    assert not (tmp_path / "wide.safetensors").exists()
