@@ -129,6 +129,10 @@ def _post(port: int, body: bytes, timeout: float | None) -> dict:
     return {"status": status, "seconds": round(time.perf_counter() - started, 2), "retry_after": retry_after}
 
 
+#: serving.serve options a --burst run sets itself (--server-args may not).
+_BURST_OWNS = ("--host", "--http-port", "--grpc-port", "--metrics-port", "--no-metrics")
+
+
 def burst(server_args: list[str], count: int, size: tuple[int, int], client_timeout: float | None = None,
           small: tuple[int, int] = (64, 64)) -> dict:
     """Start ``python -m serving.serve`` (its own process, so its memory is its own), send ``count`` concurrent
@@ -330,6 +334,11 @@ def _main(argv: list[str] | None) -> int:
         except (FileExistsError, OSError) as exc:
             print(f"error: {first_line(exc)}", file=sys.stderr)
             return 1
+    owned = sorted({a.split("=")[0] for a in args.server_args.split()} & set(_BURST_OWNS))
+    if owned:  # before: the server listened where told, and this waited 180 s on its own port
+        print(f"error: --server-args may not set {', '.join(owned)}: the load test picks the server's address "
+              "and ports itself", file=sys.stderr)
+        return 2
     if args.burst is not None:
         model = ["--model", args.model] if args.model else []
         try:

@@ -36,3 +36,12 @@ def test_the_default_results_file_is_refused_too(tmp_path, no_work, capsys, monk
     default.write_text("{}\n")
     assert loadtest.main(["--target", "triton"]) == 1  # its default concurrency 1,4,8 writes results
     assert "--force" in capsys.readouterr().err and default.read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("extra", ["--http-port 5", "--deadline-s 3 --host=0.0.0.0", "--no-metrics"])
+def test_server_args_that_move_the_server_are_refused_before_it_starts(monkeypatch, capsys, extra):
+    monkeypatch.setattr(loadtest, "burst", lambda *a, **k: pytest.fail("a server was started"))
+    # before: the server listened where told and the load test waited 180 s on its own port
+    assert loadtest.main(["--burst", "2", f"--server-args={extra}"]) == 2
+    err = capsys.readouterr().err
+    assert "--server-args may not set" in err and len(err.strip().splitlines()) == 1, err
