@@ -404,6 +404,10 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
     for what, port in (("gRPC", grpc_port), ("metrics", metrics_port)):
         if port is None:
             continue
+        if port and (port in ports.values() or port == http_port):  # asked for: never moved without a word
+            other = next((name for name, used in ports.items() if used == port), "HTTP")
+            raise TritonLaunchError(f"--{what.lower()}-port {port} is also the {other} port; give each its own (0: "
+                                    "any free port)")
         while not port or port in ports.values() or port == http_port:  # 0: a free port, distinct from the others
             port = free_port(LOOPBACK)
         check_port(LOOPBACK, port, what)

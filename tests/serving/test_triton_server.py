@@ -254,6 +254,19 @@ def test_a_busy_port_is_refused_with_one_line(tmp_path, onnx_file):
     assert "\n" not in str(caught.value)
 
 
+def test_a_port_given_twice_is_refused_not_moved(tmp_path, onnx_file):
+    from export.triton_repo import write_repository
+    from serving.front import free_port
+
+    write_repository(onnx_file, tmp_path / "repo")
+    port = free_port("127.0.0.1")
+    # before: the metrics (or gRPC) port was moved to a random one without a word
+    for ports, other in (({"http_port": port}, "HTTP"), ({"http_port": 0, "grpc_port": port}, "gRPC")):
+        with pytest.raises(TritonLaunchError, match=f"--metrics-port {port} is also the {other} port"):
+            with start(tmp_path / "repo", metrics_port=port, **ports):  # started after all: stopped again
+                pass
+
+
 def test_cli_refuses_a_missing_repository(tmp_path, capsys):
     assert main([str(tmp_path / "nowhere"), "--http-port", "0", "--grpc-port", "0"]) == 1
     err = capsys.readouterr().err.strip()
