@@ -43,6 +43,7 @@ from banet.config import activation_bytes_per_pixel
 from banet.conventions import METADATA_PREFIX
 from banet.manifest import EngineManifest, ManifestError, read_manifest
 from banet.metadata import ModelMetadata
+from banet.outputs import check_input
 from banet.triton_marker import (
     DEFAULT_MAX_PIXELS,
     MARKER,
@@ -281,8 +282,7 @@ def network_parameters(metadata: ModelMetadata, memory_budget_mb: float, threads
 
 def engine_manifest(engine: Path) -> EngineManifest:
     """The engine's manifest, refused with one line unless Triton's TensorRT backend can load the engine."""
-    if not engine.is_file():
-        raise TritonRepoError(f"engine {engine} not found")
+    check_input(engine, error=TritonRepoError, what="engine file")  # missing, or a folder given for it
     try:
         manifest = read_manifest(engine)
     except ManifestError as exc:

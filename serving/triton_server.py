@@ -346,6 +346,9 @@ class TritonServer:
 
 def _check_repository(repository: Path, bundled: bool) -> None:
     """Refuse a missing or empty repository; for the bundled server, check what its models need up front."""
+    if repository.exists() and not repository.is_dir():
+        raise TritonLaunchError(f"model repository {repository} is a file, not a folder; give the folder "
+                                "export/to_triton.py wrote")
     if not repository.is_dir():
         raise TritonLaunchError(f"model repository {repository} not found; write one with export/to_triton.py")
     configs = {p.parent.name: p.read_text(errors="replace") for p in sorted(repository.glob("*/config.pbtxt"))}

@@ -168,6 +168,16 @@ def test_engine_and_flavour_must_agree(tmp_path, onnx_file, capsys):
         assert message in capsys.readouterr().err
 
 
+def test_a_folder_given_as_the_engine_is_named_as_one(tmp_path, onnx_file, capsys):
+    (tmp_path / "engines").mkdir()
+    for engine, message in ((tmp_path / "engines", "is a directory, not engine file"),  # before: "not found"
+                            (tmp_path / "missing.engine", "missing.engine: engine file not found")):
+        assert main(["--onnx", str(onnx_file), "--repository", str(tmp_path / "r"), "--engine", str(engine)]) == 1
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_force_replaces_another_flavour(tmp_path, onnx_file):
     repo = tmp_path / "repo"
     write_repository(onnx_file, repo, flavour="onnxruntime")

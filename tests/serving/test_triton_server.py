@@ -399,3 +399,9 @@ def test_a_server_that_dies_is_reported_in_one_line_and_not_restarted(tmp_path, 
     assert errors == [f"error: tritonserver was killed by signal 9 (SIGKILL); its log: {tmp_path / 't.log'}; "
                       "not restarted"], err[-2000:]
     assert not child_pids(process.pid) and (tmp_path / "t.log").stat().st_size > 0
+
+
+def test_a_file_given_as_the_repository_is_named_as_one(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(TritonLaunchError, match="afile is a file, not a folder"):  # before: "not found"
+        start(tmp_path / "afile", http_port=0)
