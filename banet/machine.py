@@ -82,9 +82,10 @@ def lesser_unit_classes(cpuinfo: str | None = None, environ: dict | None = None)
     """The int8 unit classes below this CPU's (:func:`int8_units`) whose kernels it can also run, each with the
     oneDNN cap that runs them (:data:`UNIT_CLASS_CAPS`): an INT8 file's quality is measured for each of them here.
     Empty where the CPU cannot be read."""
-    flags, here = _cpu_flags(cpuinfo), int8_units(cpuinfo, environ)
-    if flags is None or here == "unknown":
+    flags = _cpu_flags(cpuinfo)
+    if flags is None:
         return {}
+    here = _best_unit(flags, isa_cap(environ))
     ranked = [*INT8_UNIT_FLAGS, "none"]
     below = ranked[ranked.index(here) + 1:]
     return {unit: UNIT_CLASS_CAPS[unit] for unit in below if unit in flags or unit == "none" and "avx2" in flags}
@@ -96,9 +97,12 @@ def int8_units(cpuinfo: str | None = None, environ: dict | None = None) -> str:
     ``/proc/cpuinfo`` lists no x86 flags (none there, or another architecture). An engine picks different int8
     kernels per unit, and an INT8 file's measured quality holds for the kind it was measured on
     (:func:`runtime.selection.int8_file`)."""
-    cap, flags = isa_cap(environ), _cpu_flags(cpuinfo)
-    if flags is None:
-        return "unknown"
+    flags = _cpu_flags(cpuinfo)
+    return "unknown" if flags is None else _best_unit(flags, isa_cap(environ))
+
+
+def _best_unit(flags: list[str], cap: str | None) -> str:
+    """The best of :data:`INT8_UNIT_FLAGS` among ``flags`` that oneDNN may use under ``cap``, or "none"."""
     return next((flag for flag in INT8_UNIT_FLAGS if flag in flags and cap_allows(flag, cap)), "none")
 
 
