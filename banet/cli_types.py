@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 from banet.machine import usable_cpus
 
@@ -51,3 +52,14 @@ def threads(low: int = 1) -> Callable[[str], int]:
 
     parse.__name__ = "int"
     return parse
+
+
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a file or folder: an empty one is refused. ``Path("")`` is the working folder, so an
+    unset shell variable (``--repository "$REPO"``) would otherwise write into wherever the command ran."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"an empty path ({text!r}; an unset shell variable?)")
+    return Path(text)
+
+
+path_arg.__name__ = "path"

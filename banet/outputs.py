@@ -242,7 +242,21 @@ def write_error(exc: OSError, path: Path, size: int | None = None) -> str:
             free = ""
         needed = f": {size / 1e6:.1f} MB needed{free}" if size is not None else free.replace(", ", ": ", 1)
         return f"no space left on device writing {path}{needed}"
+    blocker = file_in_the_way(Path(path))
+    if blocker is not None and exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"cannot write {path}: {blocker} is a file, not a folder"
     return f"cannot write {path}: {exc.strerror or exc}"
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest folder above ``path`` that exists as something other than a folder (a file where a folder is
+    needed), or None. Making folders under it fails with EEXIST or ENOTDIR, which name neither path."""
+    for parent in Path(path).parents:
+        if parent.is_dir():
+            return None
+        if parent.exists() or parent.is_symlink():
+            return parent
+    return None
 
 
 @contextlib.contextmanager

@@ -14,16 +14,16 @@ import io
 import sys
 from pathlib import Path
 
-from banet.cli_types import threads
+from banet.cli_types import path_arg, threads
 from runtime.stop_signals import stoppable, stopped_line
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.app_run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("app", type=Path, help="app graph (.onnx or .ort) made by export/to_app.py")
-    parser.add_argument("photo", type=Path, help="photo to deblur (any format Pillow reads)")
-    parser.add_argument("output", type=Path, help="where to write the deblurred photo (PNG)")
+    parser.add_argument("app", type=path_arg, help="app graph (.onnx or .ort) made by export/to_app.py")
+    parser.add_argument("photo", type=path_arg, help="photo to deblur (any format Pillow reads)")
+    parser.add_argument("output", type=path_arg, help="where to write the deblurred photo (PNG)")
     parser.add_argument("--threads", type=threads(0), default=0, metavar="N",
                         help="ONNX Runtime intra-op threads (default 0: ONNX Runtime's choice, all cores)")
     parser.add_argument("--force", action="store_true", help="replace an existing output file")

@@ -190,7 +190,7 @@ def cell(value: float | None, fmt: str = "{:.2f}") -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from banet.cli_types import number, threads
+    from banet.cli_types import number, path_arg, threads
     from benchmarks.cli import add_force, add_output
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.batch_throughput", description=__doc__,
@@ -202,11 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=threads(1), default=os.cpu_count() or 1, metavar="N",
                         help="the command line's threads, the one batch worker's threads and the number of 1-thread "
                              "batch workers, at most the CPUs (default: all cores, %(default)s)")
-    parser.add_argument("--model", type=Path, default=None,
+    parser.add_argument("--model", type=path_arg, default=None,
                         help="model file (ONNX, engine or checkpoint; default: the embedded default model)")
     add_output(parser, "batch")
     add_force(parser)
-    parser.add_argument("--keep", type=Path, default=None,
+    parser.add_argument("--keep", type=path_arg, default=None,
                         help="work in this folder and keep the photos and outputs (default: a temporary folder)")
     return parser
 

@@ -52,8 +52,10 @@ RESULTS = Path("benchmarks") / "results"
 def add_output(parser: argparse.ArgumentParser, kind: str | None) -> None:
     """The ``--output`` results folder of a benchmark whose files are named ``<kind>_<cpu>_<date>`` (None:
     ``<machine>_<date>``, benchmarks.run's main tables)."""
+    from banet.cli_types import path_arg
+
     named = f"{kind}_<cpu>_<date>" if kind else "<machine>_<date>"
-    parser.add_argument("--output", type=Path, default=RESULTS,
+    parser.add_argument("--output", type=path_arg, default=RESULTS,
                         help=f"results folder (default benchmarks/results); files are named {named}")
 
 

@@ -238,12 +238,12 @@ DEFAULT_OUTPUT = Path("out") / "gpu_checks" / "roofline"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from banet.cli_types import number
+    from banet.cli_types import number, path_arg
     from benchmarks.cli import size_type
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_roofline", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the default model's)")
+    parser.add_argument("--weights", type=path_arg, default=None, help="checkpoint (default: the default model's)")
     parser.add_argument("--sizes", type=size_type(), nargs="+", default=[(256, 256), (720, 1280), (1080, 1920)],
                         metavar="HxW", help="input sizes, batch 1 (default 256x256 720x1280 1080x1920)")
     parser.add_argument("--repeats", type=number(int, 3), default=50,
@@ -251,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=number(int, 0), default=5, help="untimed calls first (default 5)")
     parser.add_argument("--variants", nargs="+", default=None, choices=[v[0] for v in VARIANTS], metavar="NAME",
                         help="only these variants (default all: " + ", ".join(v[0] for v in VARIANTS) + ")")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help=f"folder for roofline_<GPU>_<date>.json and .md (created; default {DEFAULT_OUTPUT}, "
                              "whose files each run refreshes; in a folder you name, existing ones only with --force)")
     parser.add_argument("--force", action="store_true",

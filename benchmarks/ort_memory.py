@@ -138,11 +138,11 @@ def write_results(rows: list[dict], output: Path, stem: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from banet.cli_types import number
+    from banet.cli_types import number, path_arg
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ort_memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="*", type=Path,
+    parser.add_argument("files", nargs="*", type=path_arg,
                         help="network ONNX files to run (default: the default model's shipped FP32 ONNX and INT8 ort "
                              "file)")
     parser.add_argument("--sizes", nargs="+", type=size_type(), default=[(720, 1280)], metavar="HxW",

@@ -95,12 +95,12 @@ def markdown(profiles: list[dict], machine: str, top: int) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from banet.cli_types import number, threads
+    from banet.cli_types import number, path_arg, threads
     from export.op_profile import BACKENDS
 
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("files", nargs="*", type=Path,
+    parser.add_argument("files", nargs="*", type=path_arg,
                         help="network ONNX files (FP32, FP16, INT8 Q/DQ) to profile, the first one the baseline of "
                              "the ratios (default: the default model's shipped FP32 ONNX and the backend's INT8 "
                              "file: ov on OpenVINO, ort on ONNX Runtime)")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="measured runs after one warm-up run (default %(default)s)")
     parser.add_argument("--top", type=number(int, 1, 1000), default=12,
                         help="rows in each file's kernel and slowest-layer tables (default %(default)s)")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="also write profile_<backend>[-bf16]_<cpu>_<date>.json and .md in this folder")
     add_force(parser)
     return parser

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from banet.artifacts import engine_path, engines_dir, int8_onnx_files, is_failed, onnx_path
-from banet.cli_types import number, threads
+from banet.cli_types import number, path_arg, threads
 from banet.config import FULL, BANetConfig
 from banet.errors import ArtifactError, first_line
 from banet.machine import cpu_name, physical_memory, results_stem, slug
@@ -266,7 +266,7 @@ def _add_ratios(rows: list[dict]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=None, help="default-model checkpoint (default: embedded)")
+    parser.add_argument("--weights", type=path_arg, default=None, help="default-model checkpoint (default: embedded)")
     parser.add_argument("--sizes", type=size_type(even=True), nargs="+",
                         default=[(256, 256), (720, 1280), (1080, 1920)], metavar="HxW",
                         help="resolutions for the default network, each side even (the network's input, unpadded; "
@@ -287,17 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
                         help="run only the systems whose name matches a pattern (shell-style, e.g. 'torch eager' "
                              "'openvino*'); a pattern that matches no system is refused, listing the names")
-    parser.add_argument("--int8", type=Path, nargs="*", default=None,
+    parser.add_argument("--int8", type=path_arg, nargs="*", default=None,
                         help="INT8 Q/DQ ONNX files to include (default: engines/*_int8*.onnx of the default model)")
     add_output(parser, None)
     parser.add_argument("--label", type=label_arg, default=None,
                         help="name the files <label>_<machine>_<date> instead: a run that answers one question "
                              "(e.g. --label int8-ov with --only), kept beside the machine's main tables")
     add_force(parser)
-    parser.add_argument("--drift-report", type=Path, default=None,
+    parser.add_argument("--drift-report", type=path_arg, default=None,
                         help="drift report of the default weights (python -m calibration.drift) for quality columns "
                              f"(default {DRIFT_REPORT}; none there: no quality columns)")
-    parser.add_argument("--engines", type=Path, default=None,
+    parser.add_argument("--engines", type=path_arg, default=None,
                         help="folder whose engine manifests (build time, size) go into the results (default: the "
                              "engines folder, $BANET_ENGINES or the checkout's engines/)")
     parser.add_argument("--e2e", type=size_type(), default=None, metavar="HxW",

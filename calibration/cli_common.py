@@ -10,7 +10,7 @@ import math
 import re
 from pathlib import Path
 
-from banet.cli_types import number
+from banet.cli_types import number, path_arg
 from banet.outputs import NAME_MAX, check_input
 from banet.shapes import parse_hw
 from calibration.data import CalibrationDataError, CalibrationSource, list_images
@@ -74,7 +74,7 @@ def decibels(text: str) -> float:
 def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     """The calibration-data options shared by the quantize, sensitivity and drift commands."""
     group = parser.add_argument_group("calibration data")
-    group.add_argument("--calib-dir", type=Path, default=None,
+    group.add_argument("--calib-dir", type=path_arg, default=None,
                        help="folder of your own (blurred) images; default: the built-in held-out set")
     group.add_argument("--calib-count", type=int, default=32, help="number of calibration images (default 32)")
     group.add_argument("--calib-size", type=parse_size, default=(256, 256), metavar="HxW",

@@ -424,19 +424,20 @@ def read_int8(path: Path, fp32: Path | None = None, weights: Path | None = None)
 
 @stoppable
 def main(argv: list[str] | None = None) -> int:
-    from banet.cli_types import number, threads
+    from banet.cli_types import number, path_arg, threads
     from calibration.cli_common import add_calibration_arguments, help_text
     from runtime.images import quiet_opencv
 
     parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=help_text(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the embedded default model)")
-    parser.add_argument("--onnx", type=Path, default=None,
+    parser.add_argument("--weights", type=path_arg, default=None,
+                        help="checkpoint (default: the embedded default model)")
+    parser.add_argument("--onnx", type=path_arg, default=None,
                         help="FP32 ONNX (default engines/<weights stem>.onnx, exported if missing)")
-    parser.add_argument("--int8", type=Path, nargs="*", default=None,
+    parser.add_argument("--int8", type=path_arg, nargs="*", default=None,
                         help="INT8 Q/DQ files (default engines/<stem>_int8_ort.onnx, _int8_trt.onnx and "
                              "_int8_ov.onnx, made with calibration.quantize's defaults if missing)")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="folder for drift_report.json and drift_report.md (default out/drift, whose report "
                              "each run regenerates; in a folder you name, an existing report only with --force)")
     parser.add_argument("--force", action="store_true",

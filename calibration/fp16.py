@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
+from banet.cli_types import path_arg
 from banet.model import BANet
 
 
@@ -122,10 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     from export.onnx_export import ExportError
 
     parser = argparse.ArgumentParser(prog="python -m calibration.fp16", description=main.__doc__)
-    parser.add_argument("--weights", default=None, help="checkpoint (default: the embedded default model)")
+    parser.add_argument("--weights", type=path_arg, default=None,
+                        help="checkpoint (default: the embedded default model)")
     parser.add_argument("--full", action="store_true",
                         help="also the full stack-10 network (random weights, seed 0: the authors' are not here)")
-    parser.add_argument("--json", type=Path, default=None,
+    parser.add_argument("--json", type=path_arg, default=None,
                         help="write the results as JSON here (an existing file only with --force)")
     parser.add_argument("--force", action="store_true", help="replace the --json file if it already exists")
     args = parser.parse_args(argv)

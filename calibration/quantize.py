@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from banet.artifacts import int8_onnx_path
+from banet.cli_types import path_arg
 from banet.outputs import check_output
 from calibration.cli_common import (
     DEFAULT_PERCENTILE,
@@ -87,9 +88,9 @@ def variant(flavour: str, method: str, percentile: float, exclude: Sequence[str]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m calibration.quantize", description=help_text(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx", type=Path, default=None,
+    parser.add_argument("--onnx", type=path_arg, default=None,
                         help="FP32 ONNX to quantize (default: engines/<weights stem>.onnx, exported if missing)")
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=path_arg, default=None,
                         help="checkpoint to export when the FP32 ONNX is missing (default: the embedded model)")
     parser.add_argument("--flavour", choices=(*FLAVOURS, "both", "all"), default="all",
                         help="ort: U8S8 for ONNX Runtime CPU; trt: S8S8 for TensorRT; ov: made by NNCF for "
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--auto-exclude", type=decibels, default=None, metavar="DB",
                         help="run the sensitivity search and keep the most harmful blocks in float until the "
                              "drift vs FP32 is >= DB dB")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="output file (only with one flavour; default engines/<stem>_int8_<flavour>.onnx, "
                              "or <stem>_int8_<flavour>_<variant>.onnx with other settings than the defaults)")
     parser.add_argument("--force", action="store_true",

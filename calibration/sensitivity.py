@@ -174,7 +174,7 @@ def search(fp32_onnx: str | Path, source: CalibrationSource, flavour: str = "ort
 
 
 def main(argv: list[str] | None = None) -> int:
-    from banet.cli_types import number
+    from banet.cli_types import number, path_arg
     from calibration.cli_common import (
         DEFAULT_PERCENTILE,
         add_calibration_arguments,
@@ -195,9 +195,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="exit status: 0 the drift budget met, 1 an error (one line), 2 a usage "
                                             "error, 3 the budget not met with the blocks allowed in float")
-    parser.add_argument("--onnx", type=Path, default=None,
+    parser.add_argument("--onnx", type=path_arg, default=None,
                         help="FP32 ONNX (default engines/<weights stem>.onnx, exported if missing)")
-    parser.add_argument("--weights", type=Path, default=None, help="checkpoint to export when the ONNX is missing")
+    parser.add_argument("--weights", type=path_arg, default=None, help="checkpoint to export when the ONNX is missing")
     parser.add_argument("--flavour", choices=sorted(FLAVOURS), default="ort", help="Q/DQ flavour (default ort)")
     parser.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
     parser.add_argument("--percentile", type=percentile_arg, default=DEFAULT_PERCENTILE,
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="probe images, 1 to 1000 (default 8)")
     parser.add_argument("--probe-size", type=parse_size, default=(128, 128), metavar="HxW",
                         help="probe image size (default 128x128)")
-    parser.add_argument("--json", type=Path, default=None,
+    parser.add_argument("--json", type=path_arg, default=None,
                         help="also write the report as JSON here (an existing file only with --force)")
     parser.add_argument("--force", action="store_true", help="replace the --json file if it already exists")
     add_calibration_arguments(parser)

@@ -52,6 +52,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
     from banet.artifacts import engines_rule
     from banet.checkpoint import CheckpointError
+    from banet.cli_types import path_arg
     from banet.manifest import ManifestError
     from export.onnx_export import ExportError
     from export.trt_build import (
@@ -103,14 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", default=None, metavar="SM[,SM...]",
                         help="TensorRT for RTX compute capabilities, e.g. sm75 (RTX 2080 Ti) or sm75,sm86,sm89,sm120 "
                              "(default: this machine's RTX GPU; else sm75 for --fp16, Ampere+ RTX for FP32)")
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=path_arg, default=None,
                         help="checkpoint the ONNX is (or will be) exported from; names the engine "
                              "(default: the embedded default model)")
-    parser.add_argument("--onnx", type=Path, default=None,
+    parser.add_argument("--onnx", type=path_arg, default=None,
                         help="ONNX to build from (default: engines/<name>.onnx, <name>_fp16.onnx for strongly typed "
                              "FP16, <name>_int8_trt.onnx for INT8); it must exist. With --check: the FP32 ONNX to "
                              "compare with (default: the engine's FP32 ONNX, as its manifest records)")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="engine file (default: engines/<name>_<precision>[_<targets>].engine); the manifest is "
                              "written next to it as .json")
     parser.add_argument("--force", action="store_true", help="overwrite an existing engine")
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="builder workspace limit in MiB (default: TensorRT's, the GPU's memory)")
     parser.add_argument("--optimization-level", type=int, default=3, metavar="0-5",
                         help="builder optimisation level: higher searches longer for faster kernels (default 3)")
-    parser.add_argument("--timing-cache", type=Path, default=None, metavar="FILE",
+    parser.add_argument("--timing-cache", type=path_arg, default=None, metavar="FILE",
                         help="read and update this TensorRT timing cache (faster rebuilds; ignored by RTX)")
     parser.add_argument("--version-compatible", action="store_true",
                         help="TensorRT: engine also runs on later TensorRT releases (10 -> 11), somewhat slower")
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibrate", action="store_true",
                         help="TensorRT 10, with --int8: implicit INT8 calibration of the FP32 ONNX (entropy "
                              "calibrator) instead of the Q/DQ ONNX")
-    parser.add_argument("--calibration-cache", type=Path, default=None, metavar="FILE",
+    parser.add_argument("--calibration-cache", type=path_arg, default=None, metavar="FILE",
                         help="calibration cache read/written by --calibrate (default: <engine>.calib)")
     parser.add_argument("--calibration-shape", type=_shape, default=(1, 256, 256), metavar="NxHxW",
                         help="shape of the calibration batches (default 1x256x256)")
@@ -148,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true",
                         help="run every check that needs neither TensorRT nor a GPU, print the plan and the "
                              "equivalent trtexec / tensorrt_rtx command, build nothing")
-    parser.add_argument("--check", type=Path, default=None, metavar="ENGINE",
+    parser.add_argument("--check", type=path_arg, default=None, metavar="ENGINE",
                         help="load an engine built elsewhere (e.g. ahead of time) on this GPU, measure its drift "
                              "and record it in its manifest; nothing is built. Fails (exit 1, manifest untouched) "
                              "when it cannot measure: no GPU, no FP32 ONNX to compare with")

@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
     from banet.artifacts import app_path, engines_rule, int8_onnx_path, onnx_path
+    from banet.cli_types import path_arg
     from banet.defaults import default_weights_path
     from banet.errors import ArtifactError, CheckpointError
     from banet.metadata import read_onnx_metadata, stale_source
@@ -74,17 +75,17 @@ class CheckFailed(ExportError):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export/to_app.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=path_arg, default=None,
                         help="the checkpoint the network ONNX was exported from (PyTorch reference; default: the "
                              "embedded default model)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="which network file to wrap: fp32 or fp16 (exported first when missing) or int8 (the "
                              "CPU Q/DQ file of python -m calibration.quantize); default fp32")
-    parser.add_argument("--onnx", type=Path, default=None,
+    parser.add_argument("--onnx", type=path_arg, default=None,
                         help="wrap this network ONNX instead (an export of this project, of --weights)")
     parser.add_argument("--channel-order", type=str.upper, choices=CHANNEL_ORDERS, default="RGB",
                         help="channel order of the app's images, in and out (default RGB; RGBA/BGRA take the same)")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="app graph to write (default: engines/<network name>_app[_bgr].onnx); the .ort and its "
                              "operator list go next to it")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE, metavar="PX",
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="overwrite the outputs (and --report) if they exist")
     parser.add_argument("--verify-sizes", type=parse_nhw, nargs="+", default=[], metavar="[N]xHxW",
                         help="extra shapes to check, e.g. 1x1080x1920 2x36x52")
-    parser.add_argument("--report", type=Path, default=None,
+    parser.add_argument("--report", type=path_arg, default=None,
                         help="also write the check's results as JSON here (an existing file only with --force)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
     return parser

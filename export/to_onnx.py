@@ -34,6 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
     from banet.artifacts import engines_rule, onnx_path
     from banet.checkpoint import CheckpointError, load_checkpoint
+    from banet.cli_types import path_arg
     from banet.defaults import default_weights_path
     from banet.outputs import check_not_input, check_output, write_atomic, write_error
     from banet.shapes import MAX_BATCH, parse_batch, parse_hw, parse_nhw, sweep_problem
@@ -58,10 +59,10 @@ def default_output(weights_stem: str, options: ExportOptions) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export/to_onnx.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=path_arg, default=None,
                         help="checkpoint to export: .pth (bare, module.-prefixed or model_state) or .safetensors; "
                              "default: the embedded default model")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="ONNX file to write (default: engines/<weights name>[_HxW_bN][_fp16].onnx)")
     parser.add_argument("--force", action="store_true", help="overwrite the output file (and --report) if it exists")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (13..21, default 17)")
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--check-openvino", action="store_true",
                         help="also verify the file on OpenVINO's CPU plugin (what Deblurrer() runs where it is "
                              "installed), compiled per shape and for dynamic shapes, against the same thresholds")
-    parser.add_argument("--report", type=Path, default=None,
+    parser.add_argument("--report", type=path_arg, default=None,
                         help="also write the parity report as JSON here (an existing file only with --force)")
     parser.add_argument("--trained-attention", action="store_true",
                         help="keep the blur-aware attention as trained in the graph; by default it is folded (the "

@@ -30,6 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from banet.artifacts import onnx_path  # noqa: E402
+from banet.cli_types import path_arg  # noqa: E402
 from banet.shapes import MAX_BATCH  # noqa: E402
 from banet.triton_marker import DEFAULT_MAX_PIXELS  # noqa: E402
 from export.triton_repo import FLAVOURS, TritonRepoError, write_repository  # noqa: E402
@@ -39,13 +40,13 @@ from runtime.deblurrer import DEFAULT_MEMORY_BUDGET_MB  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="export/to_triton.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--onnx", type=Path, default=onnx_path("banet_default"),
+    parser.add_argument("--onnx", type=path_arg, default=onnx_path("banet_default"),
                         help="ONNX model exported by export/to_onnx.py (default: engines/banet_default.onnx)")
     parser.add_argument("--flavour", choices=list(FLAVOURS), default=None,
                         help="how the network runs (see above; default: tensorrt with --engine, else python)")
-    parser.add_argument("--engine", type=Path, default=None,
+    parser.add_argument("--engine", type=path_arg, default=None,
                         help="TensorRT engine (+ manifest) for the tensorrt flavour (TensorRT for RTX is refused)")
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="output folder")
+    parser.add_argument("--repository", type=path_arg, default=Path("model_repository"), help="output folder")
     parser.add_argument("--name", default="banet",
                         help="ensemble name; models are <name>_ort / _onnx / _trt (flavour), _pre, _post")
     parser.add_argument("--max-batch", type=int, default=8,

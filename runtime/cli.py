@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.cli_types import path_arg
 from banet.errors import first_line
 from banet.outputs import partial_path
 from runtime.images import (
@@ -291,8 +292,8 @@ def process_video(deblurrer, source: Path, target: Path, with_side: bool, progre
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", type=Path, nargs="+", help="image files, video files or folders of them")
-    parser.add_argument("--output", "-o", type=Path, default=Path("deblurred"), help="output folder")
+    parser.add_argument("inputs", type=path_arg, nargs="+", help="image files, video files or folders of them")
+    parser.add_argument("--output", "-o", type=path_arg, default=Path("deblurred"), help="output folder")
     add_deblur_options(parser)
     return parser
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from pathlib import Path
 
-from banet.cli_types import threads
+from banet.cli_types import path_arg, threads
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.loading import BACKENDS
 from runtime.selection import PRECISIONS
@@ -20,7 +19,7 @@ def add_model_options(parser: argparse.ArgumentParser,
     """The options that make the :class:`~runtime.Deblurrer` (:func:`deblurrer_options`): model, backend,
     precision, threads, tiles, the pixel limit. ``threads_type`` parses --threads (default: 0, all cores, up to the
     CPUs this process may use; refused on the command line, exit 2, outside that)."""
-    parser.add_argument("--model", type=Path, default=None,
+    parser.add_argument("--model", type=path_arg, default=None,
                         help="checkpoint (.pth/.safetensors), ONNX file or TensorRT engine (default: embedded model)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
                         help="force a backend; auto: the fastest installed for the file (OpenVINO, else ONNX Runtime, "

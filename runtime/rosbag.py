@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.cli_types import path_arg
 from banet.errors import first_line
 from banet.outputs import commit_partial
 from banet.processing import ImageFormatError
@@ -382,8 +383,8 @@ def build_parser():
         "    python -m runtime.rosbag drive.bag --list               # its image topics: deblurred or copied\n\n"
         "Every image topic is deblurred unless --topics names some; every other message is copied byte for byte,\n"
         "at its recorded time. An output is replaced only with --force, never when it is an input.")
-    parser.add_argument("bags", type=Path, nargs="+", help="ROS bags: .bag, .mcap or .db3 files, ROS 2 bag folders")
-    parser.add_argument("--output", "-o", type=Path, default=Path("deblurred"),
+    parser.add_argument("bags", type=path_arg, nargs="+", help="ROS bags: .bag, .mcap or .db3 files, ROS 2 bag folders")
+    parser.add_argument("--output", "-o", type=path_arg, default=Path("deblurred"),
                         help="output folder; each bag is written there under its own name (default: deblurred)")
     parser.add_argument("--topics", nargs="+", metavar="TOPIC",
                         help="the image topics to deblur (default: every Image and CompressedImage topic)")

@@ -54,6 +54,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
+from banet.cli_types import path_arg
 from banet.errors import first_line
 from banet.hashing import file_sha256
 from banet.outputs import partial_path, write_atomic, write_error
@@ -174,9 +175,9 @@ class DeblurWorker:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m serving.batch", description=__doc__, epilog=EXIT_STATUS,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", type=Path, nargs="+", metavar="SRC",
+    parser.add_argument("inputs", type=path_arg, nargs="+", metavar="SRC",
                         help="image files, video files or folders of them (as for python -m runtime)")
-    parser.add_argument("output", type=Path, metavar="DST", help="output folder")
+    parser.add_argument("output", type=path_arg, metavar="DST", help="output folder")
     parser.add_argument("--workers", type=number(int, 1), default=None,
                         help="Ray workers, each with its own model (default: as many as the cluster's CPUs allow at "
                              "--threads each, or its GPUs at --gpus-per-worker each)")
@@ -185,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--address", default=None,
                         help="Ray cluster to run on: 'auto' for the one this node belongs to (ray start), or its "
                              "head's host:port; default: an embedded Ray on this machine, started and stopped here")
-    parser.add_argument("--results", type=Path, default=None,
+    parser.add_argument("--results", type=path_arg, default=None,
                         help=f"results table (CSV, one row per file); default DST/{RESULTS_NAME}")
     # at least 1: each worker reserves that many of the Ray cluster's CPUs (its nodes may have more than this one)
     add_deblur_options(parser, threads_type=number(int, 1),

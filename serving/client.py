@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 
+from banet.cli_types import path_arg
 from runtime.images import MIN_SIDE, quiet_opencv
 from serving.request_rules import OneLineParser, number
 
@@ -179,8 +180,8 @@ def check_output(output: Path, image: Path, force: bool) -> None:
 def _parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m serving.client", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("image", type=Path, help="blurred image file (PNG, JPEG, ...; 8 or 16 bit)")
-    parser.add_argument("--output", type=Path, required=True, help="where to write the deblurred image (8 bit)")
+    parser.add_argument("image", type=path_arg, help="blurred image file (PNG, JPEG, ...; 8 or 16 bit)")
+    parser.add_argument("--output", type=path_arg, required=True, help="where to write the deblurred image (8 bit)")
     parser.add_argument("--force", action="store_true", help="replace --output if it exists")
     parser.add_argument("--strip-metadata", action="store_true",
                         help="write the output without the input's colour profile and EXIF (kept in PNG and JPEG)")

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.cli_types import number, threads
+from banet.cli_types import number, path_arg, threads
 from banet.errors import first_line
 from banet.outputs import check_output, write_atomic, write_together
 from banet.shapes import MIN_SIDE, parse_hw
@@ -316,7 +316,7 @@ def _main(argv: list[str] | None) -> int:
                         help="--burst: seconds a client waits before it hangs up (default: it waits)")
     parser.add_argument("--server-args", default="",
                         help="--burst: more serving.serve options, e.g. '--deadline-s 60 --queue-size 4'")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="results JSON (+ .md table); default: benchmarks/results/loadtest_<target>_<machine>_"
                              "<date>.json (from the current folder) when --concurrency lists several values, else none")
     parser.add_argument("--force", action="store_true",

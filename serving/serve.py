@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from banet.cli_types import path_arg
+from banet.outputs import file_in_the_way
 from banet.shapes import MAX_BATCH
 from banet.triton_marker import DEFAULT_MAX_PIXELS
 from runtime.backends.base import BackendUnavailableError
@@ -316,7 +318,8 @@ def start(deblurrer, config: ServeConfig, front: FrontServer | None = None) -> S
 def _parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m serving.serve", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=None, help="checkpoint, ONNX or engine (default: embedded model)")
+    parser.add_argument("--model", type=path_arg, default=None,
+                        help="checkpoint, ONNX or engine (default: embedded model)")
     parser.add_argument("--backend", choices=("auto", *BACKENDS), default=None,
                         help="force a backend; auto: the fastest installed for the file (default: from the file)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
@@ -330,7 +333,7 @@ def _parser() -> OneLineParser:
     parser.add_argument("--max-megapixels", type=number(float, 4e-6), default=DEFAULT_MAX_PIXELS / 1e6,
                         help="largest image accepted, in millions of pixels (default %(default).0f)")
     add_front_options(parser, body_default="one image of --max-megapixels, plus 1 MiB")
-    parser.add_argument("--triton-log", type=Path, default=None,
+    parser.add_argument("--triton-log", type=path_arg, default=None,
                         help="file for Triton's log (default: triton.log in a new temporary folder, named at start)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print Triton's and PyTriton's log on the console instead of a file")
@@ -388,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.backends.base import IncompatibleArtifactError
 
     if args.triton_log is not None and not args.triton_log.parent.is_dir():
-        print(f"error: --triton-log {args.triton_log}: no such folder", file=sys.stderr)
+        blocker = file_in_the_way(args.triton_log)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else "no such folder"
+        print(f"error: --triton-log {args.triton_log}: {why}", file=sys.stderr)
         return 1
     log_folder = _quiet_logs(args.verbose, args.triton_log)
     config = _config(args, log_folder)

@@ -50,6 +50,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from banet.cli_types import path_arg
+from banet.outputs import file_in_the_way
 from banet.triton_marker import MarkerError, RequestLimits, ensemble_limits
 from serving.front import FrontServer, bind_problem, free_port, start_front
 from serving.request_rules import (
@@ -453,7 +455,9 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
         log_file = open(log_path, "wb")  # noqa: SIM115 (closed right below; the child keeps its copy)
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
-        raise TritonLaunchError(f"cannot write the server log {log_path}: {exc.strerror}") from None
+        blocker = file_in_the_way(log_path)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror
+        raise TritonLaunchError(f"cannot write the server log {log_path}: {why}") from None
     with log_file:
         try:
             process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -516,16 +520,16 @@ serve, not a network file. Metrics are off unless --metrics-port is given (--no-
 def _parser() -> OneLineParser:
     parser = OneLineParser(prog="python -m serving.triton_server", description=__doc__, epilog=_NOT_HERE,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("repository", type=Path, help="model repository written by export/to_triton.py")
+    parser.add_argument("repository", type=path_arg, help="model repository written by export/to_triton.py")
     parser.add_argument("--host", type=listen_host, default=LOOPBACK,
                         help="address the (validated) HTTP port listens on (default: 127.0.0.1 only)")
     add_port_options(parser, metrics_default=None)
     parser.add_argument("--model", default=None,
                         help="the ensemble to serve, if the repository holds several (default: the only one)")
     add_front_options(parser, body_default="one image of the ensemble's largest size, plus 1 MiB")
-    parser.add_argument("--tritonserver", type=Path, default=None,
+    parser.add_argument("--tritonserver", type=path_arg, default=None,
                         help="another tritonserver binary (default: the one PyTriton bundles)")
-    parser.add_argument("--log", "--triton-log", dest="log", type=Path, default=None,
+    parser.add_argument("--log", "--triton-log", dest="log", type=path_arg, default=None,
                         help="write the server's log here (default: a temporary folder, removed on a clean stop)")
     parser.add_argument("-v", "--verbose", action="store_true", help="also show the server's log (stderr) as it runs")
     parser.add_argument("--timeout", type=number(float, 0, low_open=True), default=120.0,

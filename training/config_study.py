@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from banet.cli_types import number, threads
+from banet.cli_types import number, path_arg, threads
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-images", type=number(int, 1), default=26,
                         help="held-out images for the final measurement")
     parser.add_argument("--only", nargs="*", default=None, help="labels (or run names) of the candidates to run")
-    parser.add_argument("--runs", type=Path, default=STUDY_RUNS, help="directory of the candidates' runs")
-    parser.add_argument("--output", type=Path, default=Path("docs") / "config_study",
+    parser.add_argument("--runs", type=path_arg, default=STUDY_RUNS, help="directory of the candidates' runs")
+    parser.add_argument("--output", type=path_arg, default=Path("docs") / "config_study",
                         help="output stem: writes <stem>.json and <stem>.md")
     parser.add_argument("--threads", type=threads(1), default=None, help="CPU threads for PyTorch")
     parser.add_argument("--force", action="store_true",

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from banet.cli_types import path_arg
 from banet.outputs import shown_path
 from banet.processing import postprocess, preprocess
 from export.parity import Restorer, evaluate_pairs, psnr, ssim  # noqa: F401  (re-exported)
@@ -332,9 +333,9 @@ def _written(path: Path, data: bytes) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=None,
+    parser.add_argument("--weights", type=path_arg, default=None,
                         help="checkpoint in any supported layout (default: the embedded default model)")
-    parser.add_argument("--output", type=Path, default=None,
+    parser.add_argument("--output", type=path_arg, default=None,
                         help="folder for metrics and pictures (default out/eval, which each run refreshes; in a folder "
                              "you name, earlier results only with --force)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N held-out images")

@@ -27,13 +27,12 @@ import copy
 import logging
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from banet.cli_types import number
+from banet.cli_types import number, path_arg
 from banet.model import BANet, BlurAwareModule
 
 #: How unevenly a consumer's weight is split among an old channel's copies (0: evenly, symmetric copies).
@@ -161,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.grow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="the trained network to grow")
+    parser.add_argument("--weights", type=path_arg, default=DEFAULT_WEIGHTS, help="the trained network to grow")
     parser.add_argument("--width", type=bam_width, required=True, help="new dim_2 (BAM width, even), e.g. 96")
-    parser.add_argument("--output", type=Path, required=True, help="safetensors file to write (not overwritten)")
+    parser.add_argument("--output", type=path_arg, required=True, help="safetensors file to write (not overwritten)")
     parser.add_argument("--seed", type=number(int, 0), default=0, help="seed of the channel copies and weight splits")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

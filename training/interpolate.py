@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 import torch
 
+from banet.cli_types import path_arg
 from banet.model import BANet
 
 
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.interpolate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, default=DEFAULT_WEIGHTS,
+    parser.add_argument("--base", type=path_arg, default=DEFAULT_WEIGHTS,
                         help="the weights the fine-tune started from (default: the shipped model)")
-    parser.add_argument("--tuned", type=Path, required=True, help="the fine-tuned weights (safetensors)")
+    parser.add_argument("--tuned", type=path_arg, required=True, help="the fine-tuned weights (safetensors)")
     parser.add_argument("--alpha", type=float, required=True,
                         help="share of the fine-tuned weights, 0 (base) to 1 (tuned)")
-    parser.add_argument("--output", type=Path, required=True, help="safetensors file to write (not overwritten)")
+    parser.add_argument("--output", type=path_arg, required=True, help="safetensors file to write (not overwritten)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.output.exists():

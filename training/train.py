@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from banet.checkpoint import CheckpointError, CheckpointMismatchError, LoadedCheckpoint, save_checkpoint
-from banet.cli_types import number, threads
+from banet.cli_types import number, path_arg, threads
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
@@ -916,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="A run resumed from its last.pt keeps its own value of every option left "
                                             "out;\nthe values in parentheses are a new run's defaults.")
-    parser.add_argument("--run", type=Path, default=None,
+    parser.add_argument("--run", type=path_arg, default=None,
                         help=f"run directory holding last.pt (resumed if present) and history.jsonl (default "
                              f"{DEFAULT_RUN}; with --smoke {SMOKE_RUN})")
     parser.add_argument("--steps", type=number(int, 1), default=None,
@@ -937,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="blur distribution: trajectory (camera shake only; the default), do-no-harm (shake, "
                              "linear motion, sharp inputs, noise and JPEG) or do-no-harm-shake (the same families "
                              "with camera shake weighted up); see calibration/blur.py")
-    parser.add_argument("--init-from", type=Path, default=None,
+    parser.add_argument("--init-from", type=path_arg, default=None,
                         help="start from these weights when the run has no last.pt: a fine-tune, or the "
                              "resumption of this run from weights it exported (optimizer state rebuilt)")
     parser.add_argument("--harm-weight", type=number(float, 0), default=None,
@@ -976,7 +976,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="mixed precision: auto = fp16 on CUDA, bf16 on CPUs with AVX-512 BF16/AMX, else fp32 "
                              "(fp16 is refused off CUDA: use bf16 or fp32)")
     parser.add_argument("--smoke", action="store_true", help="tiny network, 30 steps on 32x32 crops")
-    parser.add_argument("--export", type=Path, default=None,
+    parser.add_argument("--export", type=path_arg, default=None,
                         help="instead of training, write the run's latest weights to this safetensors file")
     parser.add_argument("--force", action="store_true", help="allow --export to overwrite an existing file")
     args = parser.parse_args(argv)

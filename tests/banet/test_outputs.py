@@ -151,3 +151,19 @@ def test_commit_refuses_a_partial_that_became_a_link(tmp_path):
     with pytest.raises(OSError, match="became a symbolic link"):
         commit_partial(tmp_path / "v.mp4.partial.mp4", tmp_path / "v.mp4")
     assert not (tmp_path / "v.mp4").exists() and victim.read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_a_file_where_a_folder_is_needed_is_named(tmp_path, depth):
+    """``--output afile/x.safetensors`` (afile a file) said "File exists", naming neither path."""
+    (tmp_path / "afile").write_bytes(b"the user's notes")
+    target = tmp_path / "afile" / "sub" / "x.safetensors" if depth == 2 else tmp_path / "afile" / "x.safetensors"
+    with pytest.raises(OSError) as info:
+        write_atomic(target, b"x")
+    assert write_error(info.value, target) == f"cannot write {target}: {tmp_path / 'afile'} is a file, not a folder"
+    assert (tmp_path / "afile").read_bytes() == b"the user's notes"
+
+
+def test_a_missing_folder_is_not_blamed_on_a_file(tmp_path):
+    assert banet.outputs.file_in_the_way(tmp_path / "no" / "such" / "x.png") is None
+    assert banet.outputs.file_in_the_way(tmp_path / "x.png") is None
