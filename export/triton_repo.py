@@ -158,7 +158,10 @@ def _present_files(folder: Path) -> set[str]:
 def _check_ours(folder: Path, ensemble: str) -> None:
     """Refuse unless ``folder`` is a model folder this tool wrote for ``ensemble``, holding nothing else."""
     marker = read_marker(folder)
-    if marker is None or marker.get("ensemble") != ensemble:
+    if marker is not None and marker.get("ensemble") != ensemble:
+        raise TritonRepoError(f"{folder} is a model of ensemble '{marker.get('ensemble')}', which {TOOL} wrote; "
+                              f"not replacing it for ensemble '{ensemble}': pick another --name")
+    if marker is None:
         raise TritonRepoError(f"{folder} was not written by {TOOL} for ensemble '{ensemble}' (no {MARKER} of "
                               "ours in it); not replacing it: move it away or pick another --name")
     extra = sorted(_present_files(folder) - set(marker["files"]) - {MARKER})
@@ -388,16 +391,14 @@ def _refuse_replacing(repository: Path, root: Path, name: str, models: list[str]
     """The existing models of this ensemble (and its README) that may be replaced; refuse anything else.
 
     Without ``force`` nothing existing is replaced. With it, only folders this tool wrote for ``name`` (its
-    marker, no file added since), a README its ensemble marker names, and never a folder holding an input.
+    marker, no file added since), a README its ensemble marker names, and never a folder holding an input; anything
+    else is refused first, so that --force is suggested only where it would work.
     """
     for path in [repository / m for m in models] + [readme]:
         _inside(root, path)
     existing = [m for m in models if os.path.lexists(repository / m)]
     readme_exists = os.path.lexists(readme)
-    if (existing or readme_exists) and not force:
-        shown = existing + ([readme.name] if readme_exists else [])
-        raise TritonRepoError(f"{repository} already has {shown}; pass --force to replace them")
-    for model in existing:
+    for model in existing:  # first: --force would not replace another ensemble's models, so it is not suggested
         _check_ours(repository / model, name)
         folder = (repository / model).resolve()
         for source in sources:
@@ -409,6 +410,9 @@ def _refuse_replacing(repository: Path, root: Path, name: str, models: list[str]
         if (readme.is_symlink() or not readme.is_file() or marker is None or marker.get("ensemble") != name
                 or marker.get("readme") != readme.name):
             raise TritonRepoError(f"{readme} was not written by {TOOL}; not replacing it: move it away first")
+    if (existing or readme_exists) and not force:
+        shown = existing + ([readme.name] if readme_exists else [])
+        raise TritonRepoError(f"{repository} already has {shown}; pass --force to replace them")
     return existing
 
 

@@ -147,3 +147,24 @@ def test_the_launcher_needs_the_limits_a_repository_was_written_with(tmp_path, o
                                                                                        '"max_batch": -5'))
     with pytest.raises(MarkerError, match="max-batch must be an integer from 1 to 256, got -5"):
         ensemble_limits(repo, "other")
+
+
+def test_force_is_suggested_only_where_it_would_work(tmp_path, onnx_file):
+    """``--name banet_pre`` beside ensemble banet: the existing folder is another ensemble's model. The tool said
+    "pass --force to replace them", and with --force refused anyway; now the first answer names the ensemble."""
+    repo = tmp_path / "R"
+    write_repository(onnx_file, repo)
+    before = snapshot(repo)
+    for force in (False, True):
+        with pytest.raises(TritonRepoError) as info:
+            write_repository(onnx_file, repo, name="banet_pre", force=force)
+        assert "banet_pre is a model of ensemble 'banet'" in str(info.value) and "--force" not in str(info.value)
+    # A folder with no marker of ours is named without force too.
+    (repo / "mine" / "1").mkdir(parents=True)
+    with pytest.raises(TritonRepoError, match="mine was not written by export/to_triton.py"):
+        write_repository(onnx_file, repo, name="mine")
+    # The ensemble's own models: --force is the answer, and it works.
+    with pytest.raises(TritonRepoError, match="already has .*pass --force"):
+        write_repository(onnx_file, repo)
+    assert {k: v for k, v in snapshot(repo).items() if not k.startswith("mine")} == before
+    write_repository(onnx_file, repo, force=True)
