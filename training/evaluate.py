@@ -378,8 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         # the user names keeps its results unless --force
         replace = args.force or args.output is None
         args.output = DEFAULT_OUTPUT if args.output is None else args.output
+        loaded = load_checkpoint(args.weights or default_weights_path())  # first: a refused one makes no folder
         check_outputs(args.output, output_names(args.train_gap), replace, args.weights)
-        loaded = load_checkpoint(args.weights or default_weights_path())
     except (OSError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ fails keeps the previous checkpoint with no half file left. Tiny network and fix
 import errno
 import json
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -441,11 +442,27 @@ def test_evaluate_never_overwrites_earlier_results_without_force(tiny_weights, t
     assert evaluate(["--weights", str(tiny_weights), "--output", str(afile), "--limit", "1"]) == 1
     assert "is a file" in _one_line_error(capsys.readouterr().err)
     assert evaluate(["--weights", str(out / "metrics.json"), "--output", str(out), "--force"]) == 1
-    assert "refused even with --force" in _one_line_error(capsys.readouterr().err)
+    assert "metrics.json" in _one_line_error(capsys.readouterr().err)  # not a checkpoint: refused as one
     assert (out / "metrics.json").read_text() == '{"earlier": true}'
+    shutil.copyfile(tiny_weights, out / "metrics.json")  # a real checkpoint where an output goes
+    assert evaluate(["--weights", str(out / "metrics.json"), "--output", str(out), "--force"]) == 1
+    assert "refused even with --force" in _one_line_error(capsys.readouterr().err)
+    assert (out / "metrics.json").read_bytes() == tiny_weights.read_bytes()
+    (out / "metrics.json").write_text('{"earlier": true}')
     assert evaluate(["--weights", str(tiny_weights), "--output", str(out), "--limit", "1", "--force"]) == 0
     assert json.loads((out / "metrics.json").read_text())["config"]["dim_2"] == 16
     assert (out / "clock_motion.png").stat().st_size > 0 and _leftovers(out) == []
+
+
+def test_a_refused_evaluation_makes_no_output_folder(tmp_path, capsys):
+    """A checkpoint that does not load was refused after --output had been made: an empty folder stayed."""
+    from training.evaluate import main as evaluate
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    assert evaluate(["--weights", str(bad), "--output", str(tmp_path / "new" / "eval")]) == 1
+    assert "bad.safetensors" in _one_line_error(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
 
 
 def test_evaluate_refreshes_its_own_default_folder(tiny_weights, tmp_path, monkeypatch):
