@@ -20,7 +20,7 @@ import numpy as np
 from banet.errors import first_line
 from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
-from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE
+from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE, hw_text
 from runtime import tiff_tags
 from runtime.image_formats import ENCODER_OPTIONS, SUFFIX_FORMATS, container_format, enable
 from runtime.image_metadata import (
@@ -217,7 +217,7 @@ def _loaded_pil(image):
         orientation = image.getexif().get(_ORIENTATION, 1)
     except Exception as exc:  # PIL raises ValueError (closed), OSError/SyntaxError (truncated, corrupt)...
         raise ImageReadError(f"cannot read the pixels of this PIL image ({image.mode}, "
-                             f"{image.size[0]}x{image.size[1]}): {first_line(exc)}") from None
+                             f"{hw_text(image.size[1], image.size[0])}): {first_line(exc)}") from None
     if orientation in range(2, 9):
         from PIL import ImageOps
 
@@ -427,9 +427,9 @@ def decode_image(data: bytes, name: str | Path, max_pixels: int | None = DEFAULT
     if header is not None:
         pixels = header.width * header.height
         if max_pixels is not None and pixels > max_pixels:
-            raise ImageReadError(f"{path}: {header.width}x{header.height} is {pixels / 1e6:.0f} megapixels, over "
-                                 f"the limit of {max_pixels / 1e6:g} (a decompression bomb?); raise the limit "
-                                 "(--max-megapixels, read_image(max_pixels=)) if the image is real")
+            raise ImageReadError(f"{path}: {hw_text(header.height, header.width)} is {pixels / 1e6:.0f} "
+                                 f"megapixels, over the limit of {max_pixels / 1e6:g} (a decompression bomb?); "
+                                 "raise the limit (--max-megapixels, read_image(max_pixels=)) if the image is real")
         if header.frames > 1 and header.format != "MPO":  # MPO: a camera JPEG with previews; its first is the photo
             raise ImageReadError(f"{path}: a {header.format} with {header.frames} pages or frames; only single "
                                  "images are deblurred (save each page as its own file, or a video as a video)")

@@ -37,6 +37,7 @@ from banet.cli_types import path_arg
 from banet.errors import first_line
 from banet.outputs import commit_partial
 from banet.processing import ImageFormatError
+from banet.shapes import hw_text
 from runtime.images import ImageReadError, decode_image, encode_image
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,7 @@ def _deblurred_raw(message, deblur: Callable[[np.ndarray], np.ndarray]):
     dtype = np.dtype(f"{'>' if message.is_bigendian else '<'}u{bits // 8}")
     row = message.width * channels * dtype.itemsize
     if message.step < row or len(message.data) < message.step * message.height:
-        return None, f"{message.width}x{message.height} {encoding} in {len(message.data)} bytes, step " \
+        return None, f"{hw_text(message.height, message.width)} {encoding} in {len(message.data)} bytes, step " \
                      f"{message.step}: not a whole image"
     rows = np.asarray(message.data, np.uint8)[:message.step * message.height].reshape(message.height, message.step)
     pixels = rows[:, :row].copy().view(dtype).reshape(message.height, message.width, channels)
@@ -470,7 +471,7 @@ def listing(source: Path) -> list[str]:
         elif msgtype in _COMPRESSED_TYPES:
             holds, (_, why) = f"format {message.format!r}", _compressed_suffix(message.format)
         else:
-            holds, why = f"{message.width}x{message.height} {message.encoding}", _raw_refusal(message.encoding)
+            holds, why = f"{hw_text(message.height, message.width)} {message.encoding}", _raw_refusal(message.encoding)
         verdict = "deblurred" if why is None else f"copied as recorded ({why})"
         lines.append(f"{topic}  {msgtype.rsplit('/', 1)[-1]}  {n} messages  {holds}  -> {verdict}")
     return lines

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from banet.errors import first_line
+from banet.shapes import hw_text
 from runtime.video_frames import clockwise, even_frame
 
 log = logging.getLogger("runtime.video")
@@ -163,8 +164,8 @@ class VideoEncoder:
         padded = even_frame(image, self.minimum)
         if padded.shape != image.shape:
             sizes = "even sizes" + (f" of at least {self.minimum} pixels" if self.minimum > 2 else "")
-            log.warning("%s: %dx%d frames are written as %dx%d (%s 4:2:0 stores %s only; the last row/column is "
-                        "repeated)", self.source, image.shape[1], image.shape[0], padded.shape[1], padded.shape[0],
+            log.warning("%s: %s frames are written as %s (%s 4:2:0 stores %s only; the last row/column is "
+                        "repeated)", self.source, hw_text(*image.shape[:2]), hw_text(*padded.shape[:2]),
                         self.codec.split()[0], sizes)
         self.stream.width, self.stream.height = padded.shape[1], padded.shape[0]
         aspect = self.aspect
@@ -180,8 +181,9 @@ class VideoEncoder:
         scale = min(height / image.shape[0], width / image.shape[1])
         h, w = max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))
         if not self.resized:
-            log.warning("%s: frame %d is %dx%d, not %dx%d as the first; frames of another size are scaled to fit "
-                        "(letterboxed)", self.source, self.frames + 1, image.shape[1], image.shape[0], width, height)
+            log.warning("%s: frame %d is %s, not %s as the first; frames of another size are scaled to fit "
+                        "(letterboxed)", self.source, self.frames + 1, hw_text(*image.shape[:2]),
+                        hw_text(height, width))
             self.resized = True
         scaled = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=self.pixels).reformat(
             width=w, height=h).to_ndarray()
@@ -214,7 +216,7 @@ class VideoEncoder:
                 raise
             # The encoder opens at the first frame; before, its refusal read "could not read frame 1".
             limit = "; at most 16384 pixels a side" if max(padded.shape[:2]) > _MAX_SIDE else ""
-            raise OSError(f"{self.source}: {padded.shape[1]}x{padded.shape[0]} frames cannot be encoded as "
+            raise OSError(f"{self.source}: {hw_text(*padded.shape[:2])} frames cannot be encoded as "
                           f"{self.codec} ({ffmpeg_reason(exc)}{limit})") from None
         self.output.mux(packets)
         self.frames += 1

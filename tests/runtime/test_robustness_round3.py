@@ -211,7 +211,7 @@ def test_odd_sized_video_frames_keep_every_pixel_and_quiet_means_no_progress_bar
     frames = _frames(out / "clip.mp4")
     # before: 46x32, the last column and row of every frame dropped without a word
     assert len(frames) == 3 and frames[0].shape == (34, 48, 3)
-    assert "clip.avi: 47x33 frames are written as 48x34" in caplog.text
+    assert "clip.avi: 33x47 frames are written as 34x48" in caplog.text
     err = capsys.readouterr().err
     assert "frame" not in err and "clip.avi" not in err, err  # before: -q still showed the video's progress bar
 

@@ -262,12 +262,12 @@ def test_command_line(tmp_path, tiny_weights, capsys):
     assert "exists; pass --force" in capsys.readouterr().err
     assert main([str(source), "--list"]) == 0
     listed = capsys.readouterr().out
-    assert "/camera/image_raw  Image  2 messages  32x24 rgb8  -> deblurred" in listed and "/imu" not in listed
+    assert "/camera/image_raw  Image  2 messages  24x32 rgb8  -> deblurred" in listed and "/imu" not in listed
     assert "/camera/image_raw/compressed  CompressedImage  2 messages  format 'bgr8; jpeg compressed bgr8'  -> " \
            "deblurred" in listed
     depth = make_bag(tmp_path / "depth.bag", topics=(("/depth", "16UC1"),), count=1)
     assert main([str(depth), "--list"]) == 0
-    assert "/depth  Image  1 messages  32x24 16UC1  -> copied as recorded (16UC1: depth or other non-photo data)" \
+    assert "/depth  Image  1 messages  24x32 16UC1  -> copied as recorded (16UC1: depth or other non-photo data)" \
         in capsys.readouterr().out
     assert main([str(source), "-o", str(out), "--topics", "/imu", "-q"]) == 1  # before the model is loaded
     assert capsys.readouterr().err.strip() == f"error: {source}: /imu carries sensor_msgs/msg/Imu, not images"

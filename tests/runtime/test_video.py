@@ -180,7 +180,7 @@ def test_odd_sizes_are_padded_and_failures_leave_nothing(tmp_path, caplog):
     _make(clip, frames=2, audio=None)
     target = tmp_path / "out.mp4"
     assert transcode_video(clip, target, lambda frame: frame[:47, :63], progress=False) == 2
-    assert _read(target)[0][0].shape == (48, 64, 3) and "63x47 frames are written as 64x48" in caplog.text
+    assert _read(target)[0][0].shape == (48, 64, 3) and "47x63 frames are written as 48x64" in caplog.text
 
     def fails(frame):
         raise RuntimeError("the network stopped")

@@ -203,7 +203,7 @@ def test_frames_that_change_size_are_letterboxed_not_stretched(tmp_path, caplog)
     assert all(f.shape == (32, 48, 3) for f in frames)
     # half as high, centred: 8 black rows above and below (before: squeezed to 48 wide over the whole height)
     assert frames[3][:6].max() < 30 and frames[3][-6:].max() < 30 and frames[3][10:22].mean() > 60
-    assert "frame 3 is 96x32, not 48x32 as the first" in caplog.text
+    assert "frame 3 is 32x96, not 32x48 as the first" in caplog.text
 
 
 def test_ten_bit_clips_smaller_than_x265_takes_are_padded(tmp_path, caplog):
@@ -221,7 +221,7 @@ def test_frames_too_large_for_h264_are_named_as_such(tmp_path):
         transcode_video(tmp_path / "clip.mp4", tmp_path / "out.mp4", lambda f: np.tile(f, (1, 1025, 1)),
                         progress=False)
     # before: "could not read frame 1 (Generic error in an external library: 'avcodec_open2("libx264", ...)')"
-    assert "16400x16 frames cannot be encoded as H.264" in str(refused.value)
+    assert "16x16400 frames cannot be encoded as H.264" in str(refused.value)
     assert "at most 16384 pixels a side" in str(refused.value)
     assert _names(tmp_path) == ["clip.mp4"]
 
