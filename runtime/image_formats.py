@@ -9,11 +9,20 @@ known by its content (the ``ftyp`` brands of its ISO media box), not its name, w
 Both decoders turn the pixels upright the same way the runtime does for every file: pillow-heif applies the file's
 rotation and mirroring (``irot``/``imir``) and sets the EXIF orientation to 1; Pillow's AVIF reader reports them as
 the EXIF orientation, which :func:`runtime.images.read_image` then applies.
+
+HEIF photos of more than 8 bits (a Canon's 10-bit HDR .hif, a phone's 10-bit HEIC) keep their depth: Pillow's
+plugin gives 8 bits, so :func:`deep_heif_pixels` decodes them with pillow-heif itself as 16-bit samples, scaled to
+the full 16-bit range as a 16-bit PNG's are, and :func:`encode_deep_heif` writes 16-bit images as 10-bit HEIF.
 """
 
 from __future__ import annotations
 
+import io
 import threading
+
+import numpy as np
+
+from runtime.sample_depth import to_full_scale
 
 #: The output formats of these files by suffix, as Pillow names them.
 SUFFIX_FORMATS = {".heic": "HEIF", ".heif": "HEIF", ".hif": "HEIF", ".avif": "AVIF"}
@@ -59,3 +68,41 @@ def enable(kind: str, what: str, error: type[Exception]) -> None:
             raise error(f"{what}: a HEIF image (an iPhone's .heic); it needs pillow-heif: {HEIF_HINT}") from None
         pillow_heif.register_heif_opener()
         _heif_registered = True
+
+
+def heif_bit_depth(info: dict) -> int:
+    """The bit depth pillow-heif records in a HEIF image's ``info`` (8 where it says none)."""
+    depth = info.get("bit_depth", 8)
+    return depth if isinstance(depth, int) else 8
+
+
+def deep_heif_pixels(data: bytes) -> np.ndarray:
+    """The primary image of a HEIF file of more than 8 bits as uint16 BGR(A) or grey, full 16-bit scale (a 10-bit
+    1023 is 65535), upright as Pillow's plugin gives it. pillow-heif returns the samples shifted to the top bits,
+    so a 10-bit white would be 65472 without the scaling."""
+    import pillow_heif
+
+    heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+    depth = heif_bit_depth(heif.info)
+    array = np.asarray(heif)
+    if array.dtype != np.uint16:  # an 8-bit image: nothing deeper to keep
+        return array[..., [2, 1, 0, 3][:array.shape[2]]] if array.ndim == 3 else array
+    array = to_full_scale(array >> (16 - depth), 2 ** depth - 1)
+    return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]] if array.ndim == 3 else array)
+
+
+def encode_deep_heif(image: np.ndarray, metadata: dict) -> bytes:
+    """A uint16 image (BGR(A) or grey) as a 10-bit HEIF file (libheif keeps the top 10 bits of each sample) at the
+    output quality, with ``metadata`` (``exif``, ``xmp``, ``icc_profile``: what Pillow's encoder is given)."""
+    import pillow_heif
+
+    if image.ndim == 3:
+        image = image[..., [2, 1, 0, 3][:image.shape[2]]]  # BGR(A) -> RGB(A)
+    mode = {2: "L;16", 3: "RGB;16", 4: "RGBA;16"}[image.ndim if image.ndim == 2 else image.shape[2]]
+    heif = pillow_heif.from_bytes(mode=mode, size=(image.shape[1], image.shape[0]),
+                                  data=np.ascontiguousarray(image, "<u2").tobytes())
+    if metadata.get("icc_profile"):
+        heif.info["icc_profile"] = metadata["icc_profile"]
+    buffer = io.BytesIO()
+    heif.save(buffer, **ENCODER_OPTIONS["HEIF"], **{k: v for k, v in metadata.items() if k in ("exif", "xmp")})
+    return buffer.getvalue()

@@ -22,7 +22,15 @@ from banet.outputs import write_atomic, write_error
 from banet.processing import ImageFormatError
 from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE, hw_text
 from runtime import tiff_tags
-from runtime.image_formats import ENCODER_OPTIONS, SUFFIX_FORMATS, container_format, enable
+from runtime.image_formats import (
+    ENCODER_OPTIONS,
+    SUFFIX_FORMATS,
+    container_format,
+    deep_heif_pixels,
+    enable,
+    encode_deep_heif,
+    heif_bit_depth,
+)
 from runtime.image_metadata import (
     EXIF_HEADER,
     NO_METADATA,
@@ -488,6 +496,8 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
+                if image.format == "HEIF" and heif_bit_depth(image.info) > 8:
+                    return deep_heif_pixels(data)  # Pillow's plugin gives 8 bits of a 10-bit photo
                 if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
                     return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
                 alpha = _has_alpha(image)
@@ -583,6 +593,12 @@ def _encode(path: Path, image: np.ndarray, metadata: dict | None = None, suffix:
         return encoded.tobytes()
     from PIL import Image
 
+    if kind == "HEIF" and image.dtype == np.uint16:
+        try:
+            return encode_deep_heif(image, metadata or {})
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ImageWriteError(f"{path}: pillow-heif could not encode an image of shape {image.shape} and dtype "
+                                  f"{image.dtype} as 10-bit HEIF: {first_line(exc)}") from None
     if image.ndim == 3 and image.dtype != np.uint8:
         raise ImageWriteError(f"{path}: writing {image.dtype} colour images needs OpenCV: {OPENCV_HINT}")
     if image.ndim == 3:

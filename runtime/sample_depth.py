@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 #: Extensions of formats that hold 16-bit integer samples as they are (OpenCV's PNG, TIFF, PNM and JPEG 2000
 #: encoders); every other integer format holds 8 bits.
 SIXTEEN_BIT_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".ppm", ".pgm", ".pnm", ".pam", ".jp2"})
+#: HEIF takes 16-bit samples and keeps 10 bits of them (runtime.image_formats.encode_deep_heif): a 10-bit photo's
+#: own depth, so no conversion and no warning.
+DEEP_SUFFIXES = SIXTEEN_BIT_SUFFIXES | {".heic", ".heif", ".hif"}
 #: Extensions of formats that hold float samples as they are (TIFF too, with integers), and of those that hold
 #: floats only.
 FLOAT_SUFFIXES = frozenset({".tif", ".tiff", ".hdr", ".pic", ".pfm", ".exr"})
@@ -66,7 +69,7 @@ def fit_to_format(image: np.ndarray, suffix: str, name: str | Path) -> np.ndarra
     (with a warning naming ``name``: detail is lost, the picture is not), integers for a float-only format as
     floats in [0, 1]; anything else as it is."""
     suffix = suffix.lower()
-    if image.dtype == np.uint16 and suffix not in SIXTEEN_BIT_SUFFIXES | FLOAT_SUFFIXES:
+    if image.dtype == np.uint16 and suffix not in DEEP_SUFFIXES | FLOAT_SUFFIXES:
         log.warning("%s: 16-bit samples written with 8 bits (%s holds no more); name it .png or .tif to keep 16 "
                     "bits", name, suffix)
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)

@@ -105,3 +105,33 @@ def test_a_pillow_without_avif_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(features, "check", lambda name: name != "avif")
     with pytest.raises(ImageReadError, match=r"photo.avif: an AVIF image; this Pillow has no AVIF support"):
         read_image(photo)
+
+
+def test_a_10_bit_heif_photo_keeps_its_depth_upright_with_its_metadata(tmp_path, tiny_weights, caplog):
+    """A Canon's .hif or a phone's 10-bit HEIC: Pillow's plugin decoded 8 bits of it without a word, and the output
+    was an 8-bit HEIF. Now it is read as 16-bit samples (10-bit 1023 is 65535) and written back as 10-bit HEIF."""
+    pillow_heif.register_heif_opener()
+    ramp = np.linspace(0, 65535, STORED.shape[1] * STORED.shape[0]).reshape(STORED.shape[:2])
+    deep = (STORED.astype(np.float64) * 192 + ramp[..., None] / 4).astype(np.uint16)  # detail under 8 bits
+    exif = Image.Exif()
+    exif[_MAKE], exif[_ORIENTATION] = "HdrCam", 6
+    heif = pillow_heif.from_bytes(mode="RGB;16", size=(deep.shape[1], deep.shape[0]), data=deep.tobytes())
+    heif.info["icc_profile"] = _profile()
+    heif.save(tmp_path / "IMG_0003.hif", quality=-1, exif=exif.tobytes())
+    assert pillow_heif.open_heif(tmp_path / "IMG_0003.hif").info["bit_depth"] == 10
+    read, metadata = read_image_and_metadata(tmp_path / "IMG_0003.hif")
+    upright = np.rot90(deep, -1)[..., ::-1].astype(np.float64)
+    assert read.dtype == np.uint16 and read.shape == (128, 96, 3)
+    assert 10 * np.log10(65535 ** 2 / np.mean((read - upright) ** 2)) > 35  # upright, at full 16-bit scale
+    assert len(np.unique(read)) > 256  # more levels than 8 bits hold
+    assert metadata.icc_profile == _profile()
+    assert main([str(tmp_path / "IMG_0003.hif"), "-o", str(tmp_path / "out"), "--model", str(tiny_weights),
+                 "-q"]) == 0
+    written = pillow_heif.open_heif(tmp_path / "out" / "IMG_0003.hif", convert_hdr_to_8bit=False)
+    assert written.info["bit_depth"] == 10 and written.size == (96, 128)
+    assert written.info.get("icc_profile") == _profile()
+    with Image.open(tmp_path / "out" / "IMG_0003.hif") as out:
+        assert out.getexif()[_MAKE] == "HdrCam" and out.getexif().get(_ORIENTATION, 1) == 1
+    got = read_image(tmp_path / "out" / "IMG_0003.hif")
+    assert got.dtype == np.uint16 and len(np.unique(got)) > 256
+    assert "8 bits" not in caplog.text
