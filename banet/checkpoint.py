@@ -276,13 +276,28 @@ def load_checkpoint(path: str | os.PathLike, config: BANetConfig | None = None,
                             config_inferred=inferred, metadata=metadata)
 
 
+def weights_name_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is no name for weights we write (they are safetensors), or None. ``--export
+    banet/weights/banet_default.onnx --force`` wrote safetensors bytes over the shipped ONNX, which every runtime
+    then refused as a corrupt model."""
+    suffix = Path(path).suffix
+    if suffix.lower() == ".safetensors":
+        return None
+    kind = f"a {suffix} name" if suffix else "a name without an extension"
+    return (f"{path}: weights are written as safetensors, so the name must end in .safetensors ({kind} would pass "
+            "for another kind of file)")
+
+
 def save_checkpoint(model: BANet, path: str | os.PathLike, metadata: dict[str, str] | None = None,
                     overwrite: bool = False) -> Path:
-    """Write our own format: safetensors weights with the configuration (and ``metadata``) in the header."""
+    """Write our own format: safetensors weights with the configuration (and ``metadata``) in the header, to a
+    ``.safetensors`` name (:func:`weights_name_problem`)."""
     from safetensors.torch import save
 
     from banet.outputs import write_atomic
 
+    if (problem := weights_name_problem(path)) is not None:
+        raise ValueError(problem)
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")

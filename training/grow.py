@@ -153,7 +153,7 @@ def bam_width(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 written, 1 weights that cannot be grown or a failed write (one ``error:``
     line), 2 a bad option."""
-    from banet.checkpoint import save_checkpoint
+    from banet.checkpoint import save_checkpoint, weights_name_problem
     from banet.defaults import DEFAULT_WEIGHTS
     from banet.outputs import write_error
     from training.train import TrainError, carried_metadata, load_option_checkpoint
@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
+    if (problem := weights_name_problem(args.output)) is not None:
+        parser.error(f"--output {problem}")
     try:  # a missing file, an ONNX model, not a checkpoint, not a BANet: the checkpoint reader's own one line
         loaded = load_option_checkpoint("--weights", args.weights)
     except TrainError as exc:

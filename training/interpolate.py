@@ -52,7 +52,7 @@ def interpolate(base: BANet, tuned: BANet, alpha: float) -> BANet:
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 written, 1 weights that cannot be read or blended or a failed write (one
     ``error:`` line), 2 a bad option."""
-    from banet.checkpoint import save_checkpoint
+    from banet.checkpoint import save_checkpoint, weights_name_problem
     from banet.defaults import DEFAULT_WEIGHTS
     from banet.errors import first_line
     from banet.outputs import write_error
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.output.exists():
         parser.error(f"{args.output} exists; choose another --output (it is not overwritten)")
+    if (problem := weights_name_problem(args.output)) is not None:
+        parser.error(f"--output {problem}")
     if not 0.0 <= args.alpha <= 1.0:  # an option: before the weights are read
         parser.error(f"--alpha must be between 0 and 1, not {args.alpha}")
     try:  # the checkpoint reader's own one line, naming the option

@@ -30,7 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from banet.checkpoint import CheckpointError, CheckpointMismatchError, LoadedCheckpoint, save_checkpoint
+from banet.checkpoint import (
+    CheckpointError,
+    CheckpointMismatchError,
+    LoadedCheckpoint,
+    save_checkpoint,
+    weights_name_problem,
+)
 from banet.cli_types import number, path_arg, threads
 from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
@@ -819,6 +825,8 @@ def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path
     check_not_input(output, {"the run's training state": state_path,
                              "the run's history": Path(run_dir) / "history.jsonl"}, error=TrainError,
                     option="--export")
+    if (problem := weights_name_problem(output)) is not None:
+        raise TrainError(f"--export {problem}")
     if output.is_file() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --force to overwrite it")
     check_output(output, force=True, error=TrainError, suffix=".safetensors", option="--export")

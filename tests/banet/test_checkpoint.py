@@ -63,6 +63,14 @@ def test_bare_state_dict_and_own_format_round_trip(tmp_path: Path) -> None:
     _same_outputs(loaded.model, model)
 
 
+def test_save_writes_only_safetensors_names(tmp_path: Path) -> None:
+    for name in ("w.onnx", "w.pth", "w"):
+        with pytest.raises(ValueError, match="must end in .safetensors"):
+            save_checkpoint(_model(), tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+    assert save_checkpoint(_model(), tmp_path / "W.SafeTensors").is_file()
+
+
 def test_save_refuses_to_overwrite(tmp_path: Path) -> None:
     path = save_checkpoint(_model(), tmp_path / "w.safetensors")
     before = path.read_bytes()

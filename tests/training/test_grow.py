@@ -69,6 +69,15 @@ def test_cli_writes_a_loadable_checkpoint_and_keeps_its_input(tmp_path, capsys) 
     assert out.read_bytes() == written
 
 
+@pytest.mark.parametrize("name", ["wide.onnx", "wide.pt", "wide"])
+def test_weights_are_written_only_under_a_safetensors_name(tmp_path, capsys, name):
+    """safetensors bytes named .onnx (or .pt) passed for a corrupt file of that kind; refused before any work."""
+    with pytest.raises(SystemExit) as stopped:
+        grow.main(["--width", "96", "--output", str(tmp_path / name)])
+    assert stopped.value.code == 2 and "must end in .safetensors" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("width, why", [("100000", "at most 768"), ("7", "must be even"), ("0", "at least 2")])
 def test_a_width_that_cannot_be_grown_is_a_usage_error(tmp_path, capsys, width, why):
     with pytest.raises(SystemExit) as stopped:  # 100000: before, a traceback from PyTorch's allocator (360 GB)

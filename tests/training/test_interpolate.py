@@ -62,6 +62,9 @@ def test_cli_writes_a_loadable_blend_and_never_overwrites(tmp_path, capsys) -> N
     with pytest.raises(SystemExit):
         I.main([*args[:5], "-0.1", "--output", str(tmp_path / "x.safetensors")])
     assert "between 0 and 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # safetensors bytes named .onnx would pass for a corrupt ONNX
+        I.main([*args[:6], "--output", str(tmp_path / "blend.onnx")])
+    assert "must end in .safetensors" in capsys.readouterr().err and not (tmp_path / "blend.onnx").exists()
     assert I.main(["--tuned", str(tmp_path / "missing.safetensors"), "--alpha", "0.5",
                    "--output", str(tmp_path / "y.safetensors")]) == 1  # a file, not an option: one error line
     err = capsys.readouterr().err

@@ -13,7 +13,7 @@ from banet.config import BANetConfig
 from banet.model import BANet
 from training.losses import charbonnier, deblur_loss, fft_l1, harm_penalty
 from training.photos import make_training_batch
-from training.train import TrainConfig, export_weights, learning_rate_factor, train
+from training.train import TrainConfig, TrainError, export_weights, learning_rate_factor, train
 
 
 def _synthetic_photo(seed: int = 0, size: int = 160) -> np.ndarray:
@@ -141,6 +141,14 @@ def test_exported_weights_load_with_their_training_record(tmp_path):
     assert json.loads(loaded.metadata["banet.train_config"])["crop"] == 32
     with pytest.raises(FileExistsError):
         export_weights(tmp_path / "r", path)
+    # safetensors bytes under another kind's name: --export banet/weights/banet_default.onnx --force replaced the
+    # shipped ONNX with them
+    onnx = tmp_path / "banet_default.onnx"
+    onnx.write_bytes(b"the shipped ONNX")
+    for name in (onnx, tmp_path / "w.pt", tmp_path / "w"):
+        with pytest.raises(TrainError, match=r"--export .*must end in \.safetensors"):
+            export_weights(tmp_path / "r", name, overwrite=True)
+    assert onnx.read_bytes() == b"the shipped ONNX" and not (tmp_path / "w.pt").exists()
 
 
 def test_bf16_autocast_training_runs_and_learns(tmp_path):
