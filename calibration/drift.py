@@ -483,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
                                     "rename one (the row is the part of the name after _int8_)")
             given_int8[row] = read_int8(path, args.onnx, args.weights)
         weights = args.weights or default_weights_path()
+        for path in given_int8.values():  # another model's INT8 file was scored as this one's (exit 0)
+            if (stale := stale_source(read_onnx_metadata(path), path, weights)) is not None:
+                raise QuantizeError(f"--int8 {stale}; give the INT8 file quantized from this model's ONNX")
         loaded = load_checkpoint(weights)
         fp32 = ensure_fp32_onnx(args.onnx, weights)
         fp16 = None if args.no_fp16 else ensure_fp16_onnx(fp32, Path(weights))

@@ -170,3 +170,13 @@ def test_cli_keeps_the_old_pair_when_the_second_file_cannot_be_written(tiny_chec
     assert err.startswith("error: no space left on device writing ") and "drift_report.md" in err, err
     assert "\n" not in err
     assert {p.name: p.read_text() for p in out.iterdir()} == old  # the old pair, and no temporaries
+
+
+def test_cli_refuses_an_int8_file_of_other_weights(int8_model, tmp_path, capsys):
+    """The tiny network's INT8 file given with the default model: the report was titled for the default model and
+    scored the tiny one's file as its INT8 row (-2.7 dB), exit 0; benchmarks.run then copied those numbers."""
+    code = drift.main(["--int8", str(int8_model), "--no-fp16", "--no-speed", "--limit", "1",
+                       "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and "was exported from other weights than" in err and int8_model.name in err
+    assert not (tmp_path / "o" / "drift_report.json").exists()
