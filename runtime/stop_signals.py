@@ -40,6 +40,16 @@ def _raise_terminated(signum: int, frame) -> None:
     raise Terminated(signum)
 
 
+def raises_terminated(signum: int) -> bool:
+    """Whether ``signum`` is turned into :class:`Terminated` now (:func:`stop_signals_as_interrupts` is active)."""
+    return signal.getsignal(signum) is _raise_terminated
+
+
+def stop_exception(signum: int) -> KeyboardInterrupt:
+    """The exception a stop by ``signum`` raises: KeyboardInterrupt for SIGINT, :class:`Terminated` for the rest."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+
+
 @contextmanager
 def stop_signals_as_interrupts(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
     """While the block runs, ``signals`` raise :class:`Terminated` in the main thread, where each still has its

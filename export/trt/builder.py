@@ -26,33 +26,54 @@ from banet.outputs import shown_path as show
 from export.trt.onnx_info import INT8_COMMAND
 from export.trt.plan import BuildPlan
 from export.trt.runtime_info import PlanError, RuntimeInfo, installed_runtime
+from runtime.stop_signals import STOP_SIGNALS, raises_terminated, stop_exception
 
 log = logging.getLogger(__name__)
 
-#: Set by Ctrl-C while an engine is being built (:func:`deferred_interrupt`); the progress monitor then cancels.
+#: Set by Ctrl-C (or SIGTERM, SIGHUP) while an engine is being built (:func:`deferred_interrupt`); the progress
+#: monitor then cancels.
 BUILD_INTERRUPTED = threading.Event()
+#: The signal that set :data:`BUILD_INTERRUPTED` (SIGINT until one is received).
+_RECEIVED = [signal.SIGINT]
+
+
+def build_stop() -> KeyboardInterrupt:
+    """What to raise once TensorRT has returned from a build :data:`BUILD_INTERRUPTED` cancelled: KeyboardInterrupt
+    for Ctrl-C, ``runtime.stop_signals.Terminated`` for SIGTERM or SIGHUP (exit 143 or 129, as outside a build)."""
+    return stop_exception(_RECEIVED[0])
 
 
 @contextlib.contextmanager
 def deferred_interrupt() -> Iterator[threading.Event]:
-    """Ctrl-C while TensorRT builds, honoured.
+    """Ctrl-C, SIGTERM and SIGHUP while TensorRT builds, honoured.
 
     TensorRT calls back into Python during a build (its logger, the progress monitor) and swallows what those
-    raise ("Exception caught in log(): KeyboardInterrupt"), so a plain Ctrl-C was lost and the build went on to
-    replace the engine. For the duration SIGINT only sets :data:`BUILD_INTERRUPTED`: the progress monitor cancels
-    the build at its next step, and the caller raises ``KeyboardInterrupt`` once TensorRT has returned. Outside
-    the main thread (no signal handlers there), or where SIGINT is ignored (a background job), nothing changes.
+    raise ("Exception caught in log(): KeyboardInterrupt", "... Terminated: 15"), so a plain Ctrl-C or a SIGTERM
+    was lost and the build went on to replace the engine, exit 0. For the duration these signals only set
+    :data:`BUILD_INTERRUPTED`: the progress monitor cancels the build at its next step, and the caller raises
+    :func:`build_stop` once TensorRT has returned. Outside the main thread (no signal handlers there), a SIGINT
+    that is ignored (a background job), and a SIGTERM or SIGHUP the command does not turn into an exception
+    (:func:`runtime.stop_signals.stoppable`) are left as they are.
     """
     BUILD_INTERRUPTED.clear()
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    _RECEIVED[0] = signal.SIGINT
+    if threading.current_thread() is not threading.main_thread():
         yield BUILD_INTERRUPTED
         return
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: BUILD_INTERRUPTED.set())
+    deferred = [s for s in (signal.SIGINT,) if signal.getsignal(s) is not signal.SIG_IGN]
+    deferred += [s for s in STOP_SIGNALS if raises_terminated(s)]
+
+    def hold(signum: int, frame) -> None:
+        if not BUILD_INTERRUPTED.is_set():
+            _RECEIVED[0] = signum
+        BUILD_INTERRUPTED.set()
+
+    previous = {signum: signal.signal(signum, hold) for signum in deferred}
     try:
         yield BUILD_INTERRUPTED
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def parser_check(plan: BuildPlan) -> str:

@@ -238,7 +238,7 @@ def run_build(plan: BuildPlan, loaders: BuildLoaders) -> tuple[bytes, dict]:
     KeyboardInterrupt for a Ctrl-C during the build (TensorRT would swallow it: :func:`deferred_interrupt`)."""
     from polygraphy.exception import PolygraphyException
 
-    from export.trt.builder import NOISE, deferred_interrupt, parse_onnx
+    from export.trt.builder import NOISE, build_stop, deferred_interrupt, parse_onnx
 
     backend, _ = polygraphy_backend(plan.runtime.flavour)
     with polygraphy_log() as collected, deferred_interrupt() as interrupted:
@@ -246,7 +246,7 @@ def run_build(plan: BuildPlan, loaders: BuildLoaders) -> tuple[bytes, dict]:
             built = loaders.network()
         except PolygraphyException as exc:
             if interrupted.is_set():
-                raise KeyboardInterrupt from None
+                raise build_stop() from None
             report = parse_onnx(plan.onnx.path, plan.runtime)
             reason = report.first_error() if report is not None and not report.ok else str(exc).splitlines()[0]
             raise BuildError(f"the ONNX parser of {plan.runtime.label} refused {show(plan.onnx.path)} at "
@@ -262,7 +262,7 @@ def run_build(plan: BuildPlan, loaders: BuildLoaders) -> tuple[bytes, dict]:
                 data = engine()
         except PolygraphyException as exc:
             if interrupted.is_set():  # the progress monitor cancelled the build
-                raise KeyboardInterrupt from None
+                raise build_stop() from None
             useful = [e for e in collected.errors if not any(n in e for n in NOISE)]
             first = (useful or [str(exc).splitlines()[0]])[0]
             raise BuildError(f"{plan.runtime.label} could not build the engine: {first}") from None
@@ -270,7 +270,7 @@ def run_build(plan: BuildPlan, loaders: BuildLoaders) -> tuple[bytes, dict]:
             if loaders.calibrator is not None and hasattr(loaders.calibrator, "free"):
                 loaders.calibrator.free()
         if interrupted.is_set():  # Ctrl-C after the last cancellable step: the engine is not kept either
-            raise KeyboardInterrupt
+            raise build_stop()
         seconds = time.perf_counter() - started
     return bytes(data), {"seconds": round(seconds, 2), "layers": layers, "builder": loaders.builder}
 

@@ -20,7 +20,7 @@ from banet.model import BANet
 from export import build_trt, onnx_export, to_onnx
 from export.onnx_export import ExportOptions, export_onnx
 from export.trt import engine_files
-from export.trt.builder import BUILD_INTERRUPTED, deferred_interrupt
+from export.trt.builder import BUILD_INTERRUPTED, build_stop, deferred_interrupt
 from tests.cli_helpers import refused
 from tests.manifest_helpers import make_manifest
 
@@ -263,10 +263,33 @@ def test_deferred_interrupt_holds_ctrl_c_until_tensorrt_returns(ctrl_c_handled):
     assert signal.getsignal(signal.SIGINT) is previous
 
 
-def test_ctrl_c_during_a_real_build_keeps_the_old_pair(tmp_path, tiny_onnx):
-    """Ctrl-C while TensorRT for RTX builds (sent when the first build phase starts). Before: TensorRT swallowed the
-    KeyboardInterrupt ("Exception caught in log()"), the build went on and --force replaced the engine, exit 0.
-    Now the build is cancelled, the old pair stays byte for byte, no lock or staged file is left, exit 130."""
+def test_deferred_interrupt_holds_sigterm_where_the_command_turns_it_into_a_stop():
+    """SIGTERM under @stoppable (runtime.stop_signals) is held like Ctrl-C, and raised as Terminated (exit 143)."""
+    from runtime.stop_signals import Terminated, stop_signals_as_interrupts
+
+    inherited = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with stop_signals_as_interrupts(), deferred_interrupt() as interrupted:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)  # as the interpreter calls it
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # a later Ctrl-C does not change what stopped it
+            assert interrupted.is_set()
+            stop = build_stop()
+            assert isinstance(stop, Terminated) and stop.exit_status == 143
+        with deferred_interrupt():  # not stoppable: SIGTERM keeps its default action
+            assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, inherited)
+
+
+@pytest.mark.parametrize("sent, status, line", [
+    ("SIGINT", 130, "interrupted (Ctrl-C): no engine or manifest was changed"),
+    ("SIGTERM", 143, "terminated (SIGTERM): no engine or manifest was changed"),
+])
+def test_a_stop_during_a_real_build_keeps_the_old_pair(tmp_path, tiny_onnx, sent, status, line):
+    """Ctrl-C or SIGTERM while TensorRT for RTX builds (sent when the first build phase starts). Before: TensorRT
+    swallowed the KeyboardInterrupt ("Exception caught in log()"), the build went on and --force replaced the
+    engine, exit 0 (SIGTERM: until 2026-12-06). Now the build is cancelled, the old pair stays byte for byte, no
+    lock or staged file is left, exit 130 (143)."""
     pytest.importorskip("tensorrt_rtx", reason="TensorRT for RTX is not installed (pip install '.[rtx]')")
     engine = tmp_path / "tiny.engine"
     args = build_args(tiny_onnx, engine)
@@ -283,7 +306,7 @@ def test_ctrl_c_during_a_real_build_keeps_the_old_pair(tmp_path, tiny_onnx):
         "    def phase_start(*a):\n"
         "        if not getattr(m, 'sent', False):\n"
         "            m.sent = True\n"
-        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        f"            os.kill(os.getpid(), signal.{sent})\n"
         "        start(*a)\n"
         "    m.phase_start = phase_start\n"
         "    return m\n"
@@ -291,9 +314,9 @@ def test_ctrl_c_during_a_real_build_keeps_the_old_pair(tmp_path, tiny_onnx):
         "runpy.run_path('export/build_trt.py', run_name='__main__')\n")
     result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             preexec_fn=_ctrl_c_as_in_a_terminal)
-    assert result.returncode == 130, result.stderr
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "interrupted (Ctrl-C): no engine or manifest was changed"
+    assert result.returncode == status, result.stderr
+    assert "Traceback" not in result.stderr and "Exception caught" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == line
     assert listing(tmp_path) == before
 
 
