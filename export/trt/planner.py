@@ -193,6 +193,10 @@ def _choose_onnx(options: BuildOptions, strongly_typed: bool, rtx: bool, allow_m
         onnx = read_given_onnx(onnx_path, fp32_sibling, made_as, weights) if options.onnx is not None else \
             read_onnx_info(onnx_path, fallback_metadata=fp32_sibling)
         stale = stale_onnx(onnx, weights) if options.onnx is None else None
+        if options.onnx is not None and options.weights is not None and \
+                (other := stale_onnx(onnx, Path(options.weights))) is not None:
+            # the engine was named after --weights and built from another model's ONNX (exit 0)
+            raise PlanError(f"--onnx {other}; give the ONNX exported from --weights, or leave --weights out")
         if stale and (onnx.qdq_nodes or not options.force):
             fix = (f"re-quantize it: {INT8_COMMAND} --force" if onnx.qdq_nodes else
                    f"re-export it: {export_command(weights, onnx.precision)} --force (or pass --force here)")

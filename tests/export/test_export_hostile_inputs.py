@@ -366,3 +366,14 @@ def test_a_link_planted_at_the_staging_name_is_never_written_through(tmp_path, w
     refused(capsys, to_onnx.main(["--weights", str(weights), "--output", str(out / "y.onnx"), *FAST]),
             "a folder is in the way of the temporary file")
     assert (out / "y.partial.onnx").is_dir() and not (out / "y.onnx").exists()
+
+
+def test_an_onnx_of_other_weights_than_weights_is_refused(tmp_path, tiny_onnx, weights, capsys):
+    """--onnx of one model with --weights of another: the engine was named after --weights (mymodel_fp32.engine)
+    and built from the other ONNX, its manifest naming that ONNX's source, exit 0 (dry run: "ready to build")."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for extra in (["--dry-run"], []):
+        refused(capsys, build_trt.main(build_args(tiny_onnx, out / "x.engine", "--weights", str(weights), *extra)),
+                "was exported from other weights than")
+    assert list(out.iterdir()) == []
