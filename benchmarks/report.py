@@ -129,8 +129,10 @@ def markdown(result: dict) -> str:
         for s in result["skipped"]:
             where = f" {s['size']} b{s['batch']} t{s.get('threads') or 'all'}" if "size" in s else ""
             lines.append(f"- {s['model']} / {s['system']}{where}: {s['reason']}")
+    images = ((result.get("quality") or {}).get("heldout") or {}).get("images")
+    held_out = f"the {images} held-out images" if isinstance(images, int) else "the held-out images"
     lines += ["", "## Quality", "", "Drift and held-out restoration PSNR come from the drift report (PSNR of each "
-              "output vs FP32 PyTorch; restoration PSNR on the 26 held-out images, delta vs FP32 PyTorch), "
+              f"output vs FP32 PyTorch; restoration PSNR on {held_out}, delta vs FP32 PyTorch), "
               + (result.get("quality_note") or "")]
     return "\n".join(lines) + "\n"
 

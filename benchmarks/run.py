@@ -32,6 +32,7 @@ from banet.cli_types import number, path_arg, threads
 from banet.config import FULL, BANetConfig
 from banet.errors import ArtifactError, first_line
 from banet.machine import cpu_name, physical_memory, results_stem, slug
+from banet.outputs import same_file
 from banet.shapes import MAX_BATCH, hw_text, parse_batch
 from benchmarks import cost
 from benchmarks.cli import BenchmarkError, add_force, add_output, check_results, run_main, size_type, write_files
@@ -378,6 +379,20 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(lambda: _main(args), f"no results written to {args.output}")
 
 
+def check_int8_source(files: list[Path], weights: Path, given: bool) -> None:
+    """Refuse (BenchmarkError) an INT8 file quantized from other weights: it was timed under this model's label
+    (a tiny network's ``--int8`` file in the default model's rows, or the files of another checkpoint of the same
+    name)."""
+    from banet.metadata import read_onnx_metadata, stale_source
+
+    for path in files:
+        stale = stale_source(read_onnx_metadata(path), path, weights)
+        if stale is not None:
+            fix = ("give the INT8 file quantized from this model's ONNX" if given else
+                   "re-quantize it: python -m calibration.quantize --force")
+            raise BenchmarkError(f"{'--int8 ' if given else ''}{stale}; {fix}")
+
+
 def _main(args: argparse.Namespace) -> int:
     from banet.defaults import default_weights_path
 
@@ -404,6 +419,10 @@ def _main(args: argparse.Namespace) -> int:
             raise BenchmarkError(f"--int8 {first_line(exc)}") from None
     else:
         int8_files = int8_onnx_files(onnx_path(weights.stem))
+    check_int8_source(int8_files, weights, given=args.int8 is not None)
+    if args.e2e and not same_file(weights, default_weights_path()):
+        raise BenchmarkError("--e2e times the embedded default model through python -m runtime, not --weights "
+                             f"{weights}; leave --weights out for it, or run it without --e2e")
     int8 = {p.stem.split("_int8")[-1].strip("_") or "qdq": p for p in int8_files}
     if args.only:
         names = [name for model in models for _, name in build_systems(model, Path(tempfile.gettempdir()), None,

@@ -49,7 +49,7 @@ def test_quick_run_writes_results(tmp_path, tiny_weights, monkeypatch):
 def test_quality_columns_engine_table_and_quality_plot(tmp_path, tiny_weights, monkeypatch):
     """Drift-report rows land on the systems they measured (and only those); engine manifests make a table."""
     monkeypatch.chdir(tmp_path)
-    drift = {"model": {"name": tiny_weights.name}, "heldout": {"psnr_blurred": 20.0},
+    drift = {"model": {"name": tiny_weights.name}, "heldout": {"psnr_blurred": 20.0, "images": 3},
              "rows": [{"name": "FP32 PyTorch (reference)", "drift_psnr_db": 200.0, "psnr": 21.5, "delta_psnr_db": 0.0},
                       {"name": "FP32 ONNX", "drift_psnr_db": 150.25, "psnr": 21.5, "delta_psnr_db": -0.0}]}
     (tmp_path / "drift.json").write_text(json.dumps(drift))
@@ -73,6 +73,7 @@ def test_quality_columns_engine_table_and_quality_plot(tmp_path, tiny_weights, m
     assert ("| x_fp16.engine | tensorrt-rtx 1.7 | Polygraphy 0.53.6 (EngineBytesFromNetwork) | fp16 | sm75 | none "
             "| 3.2 | 2.5 | 99 |") in table
     assert list((tmp_path / "res").glob("*_quality_speed.png"))
+    assert "restoration PSNR on the 3 held-out images" in table  # the report's count (it said 26 for a --limit run)
     # a drift report of other weights (by name, or by content under the same name) is not attributed to these
     drift["model"]["sha256"] = "0" * 64
     (tmp_path / "drift.json").write_text(json.dumps(drift))

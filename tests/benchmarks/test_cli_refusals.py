@@ -120,6 +120,21 @@ def test_run_refuses_unusable_files_before_any_work(tmp_path, tiny_weights, caps
     assert not out.exists()
 
 
+def test_run_refuses_files_of_other_weights_than_it_labels(tmp_path, tiny_weights, capsys, monkeypatch):
+    """The default model's INT8 file given with a tiny network's weights was timed in the tiny network's rows, and
+    --e2e timed the default model through python -m runtime under --weights' name."""
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    _no_work(monkeypatch)
+    shipped = Path(__file__).resolve().parents[2] / "engines" / "banet_default_int8_ort.onnx"
+    assert bench_run.main(_small(tiny_weights, tmp_path / "res", "--int8", str(shipped))) == 1
+    _one_error_line(capsys, "was exported from other weights than")
+    assert bench_run.main(_small(tiny_weights, tmp_path / "res", "--e2e", "64x64")) == 1
+    _one_error_line(capsys, "--e2e times the embedded default model")
+    assert not (tmp_path / "res").exists()
+
+
 def test_run_refuses_an_only_pattern_that_matches_no_system(tmp_path, tiny_weights, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _no_work(monkeypatch)
