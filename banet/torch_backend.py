@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,7 +124,7 @@ class TorchBackend(Backend):
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         dtype = torch.float16 if half else torch.float32
         #: runs every batch: through CUDA graphs per shape when ``cuda_graph``, else eager (the same function)
-        self.runner = GraphRunner(self._forward, device, dtype, memory_format, size=graph_cache,
+        self.runner = GraphRunner(self._forward, device, dtype, memory_format, size=int(graph_cache),
                                   enabled=cuda_graph)
         metadata = ModelMetadata(
             conventions=BANET, config=config, precision="fp16" if half else "fp32", source_sha256=sha256,
@@ -186,7 +187,7 @@ class TorchBackend(Backend):
 
 def check_graph_options(device: str, cuda_graph: bool | None, graph_cache: int) -> bool:
     """Whether CUDA graphs are on for ``device``; a request that cannot be met is one :class:`OptionError` line."""
-    if isinstance(graph_cache, bool) or not isinstance(graph_cache, int) or graph_cache < 1:
+    if isinstance(graph_cache, bool | np.bool_) or not isinstance(graph_cache, numbers.Integral) or graph_cache < 1:
         raise OptionError(f"graph_cache must be a whole number of input shapes >= 1, got {graph_cache!r}")
     cuda_graph = check_tristate("cuda_graph", cuda_graph)
     on_cuda = device.startswith("cuda")

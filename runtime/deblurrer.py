@@ -155,11 +155,16 @@ class Deblurrer:
         groups: dict[tuple, list[int]] = {}
         for i, (colour, _, form) in enumerate(parts):
             groups.setdefault((colour.shape, str(colour.dtype), form.channel_order), []).append(i)
-        for (_, _, order), indices in groups.items():
-            stack = np.stack([parts[i][0] for i in indices])
-            restored = self._restore(stack, order)
-            for i, colour in zip(indices, restored):
-                results[i] = merge_image(colour, parts[i][1], parts[i][2])
+        budget = self._budget_pixels()
+        for (shape, _, order), indices in groups.items():
+            # in chunks the forward pass takes at once: stacked whole, a group's float copies grew with the list
+            # (24 images of 600x600 took 609 MB more than one at a time), outside the memory budget
+            per_chunk = len(indices) if budget is None else max(1, budget // (shape[0] * shape[1]))
+            for start in range(0, len(indices), per_chunk):
+                chunk = indices[start:start + per_chunk]
+                restored = self._restore(np.stack([parts[i][0] for i in chunk]), order)
+                for i, colour in zip(chunk, restored):
+                    results[i] = merge_image(colour, parts[i][1], parts[i][2])
         return results
 
     def release_memory(self) -> None:
@@ -179,6 +184,17 @@ class Deblurrer:
     def __enter__(self) -> Deblurrer:
         return self
 
+    def __copy__(self):
+        raise TypeError("a Deblurrer cannot be copied: it holds an open model, which a copy would share (closing one "
+                        "broke the other); make another with the same arguments")
+
+    def __deepcopy__(self, memo):
+        self.__copy__()
+
+    def __reduce__(self):
+        raise TypeError("a Deblurrer cannot be pickled: it holds an open model; make one in each process with the "
+                        "same arguments (e.g. in a worker's initializer)")
+
     def __exit__(self, *exc) -> None:
         self.close()
 
@@ -196,6 +212,11 @@ class Deblurrer:
         if tile is None:
             raw = self._forward(batch)
         else:
+            if self.tile_overlap >= min(tile):  # else a bare ValueError from runtime/tiling.py, image after image
+                raise OptionError(f"tile_overlap={self.tile_overlap} cannot tile {height}x{width}: the tiles are "
+                                  f"{tile[0]}x{tile[1]} ({backend.describe()} takes at most "
+                                  f"{limits.max_hw[0]}x{limits.max_hw[1]}); give a tile_overlap under "
+                                  f"{min(tile)}")
             raw = run_tiled(batch, self._forward, tile, self.tile_overlap)
             # the tiles' working memory, which the engine keeps for the next call, is handed back before the whole
             # image is assembled, where it would add to the peak (python -m benchmarks.end_to_end measures it);
@@ -256,7 +277,7 @@ class Deblurrer:
 # -- option checks: every option's type and range, in one line, before a model is opened ------------------------------
 #: Backend options this project's backends take, and what each must be (checked here so a wrong type is one line,
 #: not an error from deep inside PyTorch or ONNX Runtime); options not listed are left to the backend.
-_BOOL_OPTIONS = ("half", "fold_attention", "static", "check_onnx")
+_BOOL_OPTIONS = ("half", "fold_attention", "static", "check_onnx", "profile")
 #: Options that are True, False or None (automatic: on where the device supports them).
 _TRISTATE_OPTIONS = ("cuda_graph", "io_binding", "channels_last")
 #: The devices the torch backend runs on.

@@ -65,6 +65,8 @@ class ImageForm:
     dtype: np.dtype
     pil_mode: str | None = None
     grey_channels: bool = False  # three equal colour channels: returned exactly grey
+    #: a PIL image's colour profile, resolution and EXIF (orientation upright), put on the returned image
+    pil_info: tuple[tuple[str, object], ...] = ()
 
 
 def check_pixels(height: int, width: int, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
@@ -90,12 +92,15 @@ def split_image(image, rgb: bool = False,
     ``max_pixels`` (:func:`check_pixels`, before any copy), and :class:`ImageReadError` for a PIL image whose pixels
     cannot be read (closed, or a lazily opened file that is truncated).
     """
-    pil_mode = None
+    pil_mode, pil_info = None, ()
     if _is_pil(image):
         check_pixels(image.size[1], image.size[0], max_pixels)
         image = _loaded_pil(image)
         pil_mode = image.mode
-        array = _pil_array(image, detect_8bit=True)
+        pil_info = tuple((key, image.info[key]) for key in _PIL_CARRIED if image.info.get(key))
+        # a transparent colour (an L or RGB PNG's tRNS) or an RGBA palette: converted to RGBA below, never dropped
+        transparent = _has_alpha(image) and image.mode not in _ALPHA_MODES
+        array = None if transparent else _pil_array(image, detect_8bit=True)
         if array is None:
             target = "RGBA" if _has_alpha(image) else "RGB"
             try:
@@ -136,16 +141,37 @@ def split_image(image, rgb: bool = False,
         raise ImageFormatError(f"image of {array.shape[0]}x{array.shape[1]} pixels is too small to deblur "
                                f"(at least {MIN_SIDE}x{MIN_SIDE})")
     grey_channels = kind.startswith("colour") and _channels_equal(colour)
-    return colour, alpha, ImageForm(kind, "RGB" if rgb else "BGR", array.dtype, pil_mode, grey_channels)
+    return colour, alpha, ImageForm(kind, "RGB" if rgb else "BGR", array.dtype, pil_mode, grey_channels, pil_info)
 
 
 #: PIL modes with an alpha band ("LAB" has an "A" band too, but it is a colour axis, not transparency).
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
 
+#: What a PIL image's ``info`` carries to the returned image: its colour profile (kept where it describes the returned
+#: mode's channels), resolution and EXIF (upright: :func:`_loaded_pil` turned the pixels and the EXIF together).
+_PIL_CARRIED = ("icc_profile", "dpi", "exif")
+
+
 def _has_alpha(image) -> bool:
-    """Whether a PIL image carries transparency: an alpha band (premultiplied too) or a transparent colour."""
-    return image.mode in _ALPHA_MODES or "transparency" in image.info
+    """Whether a PIL image carries transparency: an alpha band (premultiplied too), a transparent colour, or a
+    palette of RGBA colours (what ``Image.quantize`` makes of an RGBA image)."""
+    palette = getattr(image, "palette", None) if image.mode == "P" else None
+    return (image.mode in _ALPHA_MODES or "transparency" in image.info
+            or (palette is not None and getattr(palette, "mode", "") == "RGBA"))
+
+
+def _with_info(image, carried: tuple[tuple[str, object], ...]):
+    """``image`` (the returned PIL image) with the input's ``carried`` info; a colour profile only where its colour
+    space is the image's (a grey profile on RGB, or a CMYK one on the RGB a CMYK image is returned as, would
+    misdescribe it)."""
+    for key, value in carried:
+        if key == "icc_profile":
+            space = value[16:20] if isinstance(value, bytes) else b""
+            if space != (b"GRAY" if image.mode in ("L", "I", "I;16", "F") else b"RGB "):
+                continue
+        image.info[key] = value
+    return image
 
 
 def _channels_equal(colour: np.ndarray) -> bool:
@@ -181,10 +207,10 @@ def merge_image(colour: np.ndarray, alpha: np.ndarray | None, form: ImageForm):
         from PIL import Image
 
         if form.pil_mode == "I":
-            return Image.fromarray(out.astype(np.int32))
+            return _with_info(Image.fromarray(out.astype(np.int32)), form.pil_info)
         if form.pil_mode.startswith("I;16"):
-            return Image.fromarray(out.astype(np.uint16))  # -> I;16
-        return Image.fromarray(out.astype(np.float32) if form.pil_mode == "F" else out)
+            return _with_info(Image.fromarray(out.astype(np.uint16)), form.pil_info)  # -> I;16
+        return _with_info(Image.fromarray(out.astype(np.float32) if form.pil_mode == "F" else out), form.pil_info)
     return out
 
 

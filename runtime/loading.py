@@ -15,6 +15,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from banet.defaults import EXPORT_INSTALL
+from banet.errors import OptionError
 from runtime.backends.base import Backend, BackendUnavailableError
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,9 @@ def backend_for_path(path: Path) -> str:
     if suffix in CHECKPOINT_SUFFIXES:
         return "torch"
     if suffix == ".ort":
-        raise ValueError(f"{path}: an ORT Mobile app graph (export/to_app.py: uint8 images in and out) runs on ONNX "
+        raise OptionError(f"{path}: an ORT Mobile app graph (export/to_app.py: uint8 images in and out) runs on ONNX "
                          "Runtime itself; give the runtime the network .onnx it was made from")
-    raise ValueError(f"{path}: cannot tell the backend from the extension {suffix!r}; use .engine, .onnx, "
+    raise OptionError(f"{path}: cannot tell the backend from the extension {suffix!r}; use .engine, .onnx, "
                      f".pth or .safetensors, or name the backend (backend=, --backend: one of {', '.join(BACKENDS)})")
 
 
@@ -79,28 +80,28 @@ def open_backend(path: Path, backend: str | None = None, **options) -> Backend:
                                  ".pth/.safetensors file in it")
     backend = backend or backend_for_path(path)
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+        raise OptionError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
     kind = backend_for_path(path)
     if kind == "torch":
         if backend == "tensorrt":
-            raise ValueError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
+            raise OptionError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
         return checkpoint_opener(backend)(path, **options)
     if backend == "torch":
-        raise ValueError(f"{path}: the torch backend runs checkpoints (.pth/.safetensors), not {path.suffix}")
+        raise OptionError(f"{path}: the torch backend runs checkpoints (.pth/.safetensors), not {path.suffix}")
     if backend == "onnxruntime":
         if kind == "tensorrt":
-            raise ValueError(f"{path}: a TensorRT engine cannot run on ONNX Runtime; use its .onnx")
+            raise OptionError(f"{path}: a TensorRT engine cannot run on ONNX Runtime; use its .onnx")
         from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(path, **options)
     if backend == "openvino":
         if kind != "onnxruntime":
-            raise ValueError(f"{path}: the openvino backend runs an exported .onnx, not {path.suffix}")
+            raise OptionError(f"{path}: the openvino backend runs an exported .onnx, not {path.suffix}")
         from runtime.backends.openvino_backend import OpenVinoBackend
 
         return OpenVinoBackend(path, **options)
     if kind != "tensorrt":
-        raise ValueError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
+        raise OptionError(f"{path}: the tensorrt backend runs engines built by export/build_trt.py (.engine)")
     try:
         from runtime.backends.tensorrt import TensorRTBackend
     except ImportError as exc:

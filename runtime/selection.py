@@ -86,6 +86,8 @@ def choose(model: Path | None, backend: str | None, precision: str | None,
         if found == "int8":
             return model, int8_backend(model, backend, auto)
         return model, backend
+    if backend is None and model.suffix.lower() in CHECKPOINT_SUFFIXES:
+        backend = auto_backend(None)  # a checkpoint's INT8 file (engines/<stem>_int8_*.onnx) on the fastest CPU one
     backend = backend or backend_for_path(model)
     if backend not in INT8_FLAVOUR:
         raise OptionError(f"precision='int8' runs INT8 Q/DQ ONNX files on {' or '.join(INT8_FLAVOUR)}, not on "

@@ -12,10 +12,12 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from banet.errors import OptionError
+from banet.machine import usable_cpus
 from banet.metadata import ModelMetadata
 
 
@@ -58,21 +60,30 @@ class ShapeLimits:
         return None
 
 
-#: Most inference threads accepted: above the largest CPUs' hardware threads, far below what would exhaust a
-#: machine's thread limit (ONNX Runtime starts every intra-op thread when its session opens).
-MAX_THREADS = 4096
-
-
 def check_threads(threads) -> None:
-    """Refuse a thread count that is not a whole number >= 0 (None/0: the library's default, all cores), in one
-    :class:`~banet.errors.OptionError` line; the one rule for ``threads`` wherever it is given."""
+    """Refuse a thread count that is not a whole number >= 0 (None/0: the library's default, all cores), or that
+    is above the CPUs this process may use (:func:`banet.machine.usable_cpus`, as the command lines'
+    ``--threads``), in one :class:`~banet.errors.OptionError` line; the one rule for ``threads`` wherever it is
+    given. More threads than CPUs only contend: 4096 on 2 cores took 15 s a call on PyTorch (and left 8192 threads
+    after close), and ONNX Runtime 2 minutes to open its session."""
     if threads is None:
         return
     if not isinstance(threads, numbers.Integral) or isinstance(threads, bool | np.bool_) or threads < 0:
         raise OptionError(f"threads must be a whole number >= 0 (0: all cores), got {threads!r}")
-    if threads > MAX_THREADS:  # ONNX Runtime would try to start them all; OpenVINO and pybind11 fail deep inside
-        raise OptionError(f"threads must be at most {MAX_THREADS} (this machine has {os.cpu_count()} cores; 0: all "
-                          f"of them), got {threads!r}")
+    cpus = usable_cpus()
+    if threads > cpus:
+        raise OptionError(f"threads must be at most the {cpus} CPU(s) this process may use (0: all of them), got "
+                          f"{threads!r}")
+
+
+def check_compile_cache(folder) -> str | Path | None:
+    """``folder`` as a compile-cache option: None (off), "auto", or a non-empty path; else one
+    :class:`~banet.errors.OptionError` line (``""`` would be the working folder, trimmed as a cache)."""
+    if folder is None or (isinstance(folder, str) and folder == "auto"):
+        return folder
+    if not isinstance(folder, str | os.PathLike) or not str(os.fspath(folder)).strip():
+        raise OptionError(f"compile_cache must be None, \"auto\" or a folder's path, got {folder!r}")
+    return Path(folder)
 
 
 def check_bool(name: str, value) -> bool:

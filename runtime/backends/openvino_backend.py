@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from runtime.backends.base import (
     BackendUnavailableError,
     LayerTime,
     ShapeCache,
+    check_compile_cache,
     check_inference_precision,
     check_threads,
     check_tristate,
@@ -266,6 +268,7 @@ def openvino_bf16_units(device: str = "CPU") -> bool:
 def use_compile_cache(core, folder: str | Path | None) -> Path | None:
     """Point ``core``'s model cache at ``folder`` ("auto": ``<cache>/openvino``) after trimming it to
     :data:`COMPILE_CACHE_BYTES`; None (no cache) when not asked for or when the folder cannot be written."""
+    folder = check_compile_cache(folder)
     if folder is None:
         return None
     if isinstance(folder, str) and folder == "auto":
@@ -285,10 +288,18 @@ def use_compile_cache(core, folder: str | Path | None) -> Path | None:
     return folder
 
 
+#: The names OpenVINO gives its model-cache entries (``<hash>.blob``); nothing else in the folder is ever deleted.
+_CACHE_ENTRY = re.compile(r"[0-9]+\.blob")
+
+
 def trim_compile_cache(folder: Path, limit_bytes: int) -> None:
-    """Delete the oldest entries of ``folder`` until what is left fits ``limit_bytes``."""
+    """Delete the oldest of OpenVINO's cache entries in ``folder`` until they fit ``limit_bytes``. Only its own
+    entries (:data:`_CACHE_ENTRY`): ``compile_cache=`` may name a folder that holds the user's files too, and
+    trimming it deleted a 600 MB video there."""
     entries = []
     for path in folder.iterdir():
+        if not _CACHE_ENTRY.fullmatch(path.name):
+            continue
         try:
             info = path.stat()
         except OSError:
