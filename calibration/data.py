@@ -29,13 +29,14 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from banet.conventions import BANET, Conventions
+from banet.hashing import file_sha256
 from banet.machine import physical_memory
 from banet.processing import ImageFormatError, preprocess
 
 log = logging.getLogger(__name__)
 
 #: Bump when the way images are chosen or cropped changes, so old cache entries are not reused.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: files keyed by their content, not their modification time
 MODES = ("crop", "resize")
 #: Bytes per pixel a source holds at once: its images (uint16 at most: 6) and their float32 network inputs (12).
 _HELD_BYTES_PER_PIXEL = 18
@@ -110,8 +111,8 @@ class CalibrationSource:
 
             payload["blur"] = repr(DEFAULT_CONFIG)
         else:
-            payload["files"] = [(str(p.relative_to(self.folder)), st.st_size, st.st_mtime_ns)
-                                for p, st in ((p, p.stat()) for p in list_images(self.folder))]
+            # by content: images replaced with their times kept (cp -p, rsync -a, tar x) were never read again
+            payload["files"] = [(str(p.relative_to(self.folder)), file_sha256(p)) for p in list_images(self.folder)]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
     def images(self, use_cache: bool = True) -> list[np.ndarray]:

@@ -47,6 +47,24 @@ def test_cache_is_used_on_the_second_call(calibration_cache, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(first, source.images()))
 
 
+def test_images_replaced_with_their_times_kept_are_read_again(tmp_path, calibration_cache):
+    """The cache was keyed by name, size and modification time: images replaced by ``cp -p``, ``rsync -a`` or
+    ``tar x`` (same sizes, old times) gave the old images' scales to a new INT8 file, without a word."""
+    import os
+
+    paths = _write_images(tmp_path / "photos", [(40, 50), (40, 50)], seed=1)
+    for path in paths:
+        os.utime(path, ns=(10**18, 10**18))
+    source = CalibrationSource(tmp_path / "photos", count=2, size=(32, 32))
+    first = source.images()
+    _write_images(tmp_path / "photos", [(40, 50), (40, 50)], seed=2)  # other pixels, same names and sizes
+    for path in paths:
+        os.utime(path, ns=(10**18, 10**18))
+    second = CalibrationSource(tmp_path / "photos", count=2, size=(32, 32)).images()
+    assert not np.array_equal(first[0], second[0])
+    assert all(np.array_equal(a, b) for a, b in zip(second, source.images(use_cache=False)))
+
+
 def test_folder_sampling_is_seeded_sorted_and_sized(tmp_path):
     _write_images(tmp_path / "a", [(64, 80)] * 4, seed=1)
     _write_images(tmp_path / "a" / "sub", [(70, 90)] * 3, seed=2)
