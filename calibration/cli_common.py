@@ -85,6 +85,16 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=number(int, 0), default=0, help="sampling/crop seed, >= 0 (default 0)")
 
 
+#: The calibration options, by their ``args`` names (:func:`add_calibration_arguments`).
+CALIBRATION_OPTIONS = ("calib_dir", "calib_count", "calib_size", "calib_batch", "calib_mode", "seed")
+
+
+def calibration_options_given(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The calibration options given other values than their defaults, as typed (``--calib-dir``...)."""
+    return ["--" + name.replace("_", "-") for name in CALIBRATION_OPTIONS
+            if getattr(args, name) != parser.get_default(name)]
+
+
 def source_from_args(args: argparse.Namespace) -> CalibrationSource:
     """The calibration source the options describe, refused (CalibrationDataError) before any work: a
     ``--calib-dir`` that is missing, not a folder or holds no images, a size, count or batch it cannot take. A

@@ -425,7 +425,7 @@ def read_int8(path: Path, fp32: Path | None = None, weights: Path | None = None)
 @stoppable
 def main(argv: list[str] | None = None) -> int:
     from banet.cli_types import number, path_arg, threads
-    from calibration.cli_common import add_calibration_arguments, help_text
+    from calibration.cli_common import add_calibration_arguments, calibration_options_given, help_text
     from runtime.images import quiet_opencv
 
     parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=help_text(__doc__),
@@ -451,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="ONNX Runtime threads for the quality rows (0: all cores; default 1)")
     add_calibration_arguments(parser)
     args = parser.parse_args(argv)
+    if args.int8 is not None and (given := calibration_options_given(parser, args)):
+        # the files given are measured as they are: the options were ignored without a word
+        parser.error(f"{', '.join(given)} choose how the INT8 files are quantized; with --int8 none is (its files "
+                     "are measured as they were made): leave them out, or quantize with python -m "
+                     "calibration.quantize")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet_opencv()
 
@@ -497,6 +502,10 @@ def main(argv: list[str] | None = None) -> int:
                 path = default_int8_path(fp32, flavour)
                 if not path.is_file():
                     quantize_int8(fp32, path, source, flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])
+                elif given := calibration_options_given(parser, args):
+                    log.warning("%s exists and is measured as it was quantized: %s apply only to a file quantized "
+                                "now (python -m calibration.quantize --flavour %s --force with them)", path,
+                                ", ".join(given), flavour)
                 stale = stale_source(read_onnx_metadata(path), path, weights)
                 if stale:
                     raise QuantizeError(f"{stale}; re-quantize it: python -m calibration.quantize --flavour {flavour} "

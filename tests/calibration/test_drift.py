@@ -180,3 +180,14 @@ def test_cli_refuses_an_int8_file_of_other_weights(int8_model, tmp_path, capsys)
     err = capsys.readouterr().err
     assert code == 1 and "was exported from other weights than" in err and int8_model.name in err
     assert not (tmp_path / "o" / "drift_report.json").exists()
+
+
+def test_cli_refuses_calibration_options_it_would_ignore(int8_model, tiny_checkpoint, tiny_onnx, tmp_path, capsys):
+    """With --int8 nothing is quantized: --calib-dir, --calib-count... were ignored without a word, exit 0."""
+    import pytest
+
+    with pytest.raises(SystemExit) as stopped:
+        drift.main(["--weights", str(tiny_checkpoint), "--onnx", str(tiny_onnx), "--int8", str(int8_model),
+                    "--calib-count", "7", "--seed", "3", "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "--calib-count, --seed choose how the INT8 files are quantized" in err
