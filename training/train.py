@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import io
 import itertools
 import json
@@ -406,7 +407,8 @@ def load_state(path: Path, device: torch.device | str = "cpu") -> tuple[dict, Tr
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # torch.load fails in many ways on damaged bytes; all mean the same to a user
-        if isinstance(exc, OSError) and exc.errno is not None:  # permissions, I/O errors: not the bytes
+        # permissions, I/O errors: not the bytes (EINVAL is torch's zip reader meeting a cut-short file)
+        if isinstance(exc, OSError) and exc.errno not in (None, errno.EINVAL):
             raise TrainError(f"cannot read {path}: {exc.strerror or exc}") from exc
         raise TrainError(f"{path} is empty, cut short or corrupt ({_short_reason(exc)}); {fix}") from exc
     missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]

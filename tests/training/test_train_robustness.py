@@ -114,6 +114,18 @@ def test_a_damaged_last_pt_on_the_command_line_is_one_line(trained, tmp_path, ca
     assert not (tmp_path / "w.safetensors").exists()
 
 
+def test_a_last_pt_cut_anywhere_is_named_as_cut_short(tmp_path):
+    """torch's zip reader fails on some cut-short files with OSError(EINVAL), which was reported as an I/O error
+    ("cannot read last.pt: Invalid argument") without the fix (26 of 33 lengths of this file)."""
+    full = tmp_path / "full.pt"
+    torch.save({"w": torch.arange(20000, dtype=torch.float32)}, full)
+    data = full.read_bytes()
+    for length in range(1000, len(data), 2500):
+        (tmp_path / "last.pt").write_bytes(data[:length])
+        with pytest.raises(TrainError, match="is empty, cut short or corrupt"):
+            T.load_state(tmp_path / "last.pt")
+
+
 def test_resuming_another_network_names_what_differs(trained, tmp_path):
     run = _copy(trained, tmp_path / "run")
     wider = TrainConfig(**{**TINY, "model": BANetConfig(1, 8, 32), "crop": 48})
