@@ -663,6 +663,11 @@ def _train_session(config: TrainConfig, run_dir: Path, batch_source: BatchSource
                              "own are used) or use another --run folder for a different recipe")
         config = replace(config, init_steps=stored.init_steps)  # what this run started from is the run's record
         if stored.minutes is not None:  # a time-budgeted run: its decided schedule is part of the run
+            if config.steps != stored.steps and config.minutes is None:  # --steps given to extend it: not used
+                log.warning("--steps %d is not used: this run's schedule was decided for %g minutes (%d steps), "
+                            "its learning rate decaying to the end; to train further, start a new run from its "
+                            "exported weights (--export, then --init-from)", config.steps, stored.minutes,
+                            stored.steps)
             config = replace(config, steps=stored.steps, minutes=stored.minutes, replan_step=stored.replan_step,
                              replan_factor=stored.replan_factor)
             log.info("keeping the schedule decided for %g minutes: %d steps", stored.minutes, stored.steps)
@@ -694,8 +699,11 @@ def _train_session(config: TrainConfig, run_dir: Path, batch_source: BatchSource
                              "to start over that history)")
     saved = step if state_path.exists() else None  # the step last.pt holds, for the message on Ctrl-C
     if step >= config.steps:
-        log.info("%s is at step %d, at or past --steps %d: nothing to train (give a larger --steps to extend it)",
-                 run_dir, step, config.steps)
+        extend = ("a new run from its exported weights (--export, then --init-from) trains further: its schedule "
+                  f"was sized for {config.minutes:g} minutes" if config.minutes is not None else
+                  "give a larger --steps to extend it")
+        log.info("%s is at step %d, at or past --steps %d: nothing to train (%s)", run_dir, step, config.steps,
+                 extend)
     if batch_source is None:
         batch_source = default_batch_source(config)
     amp_dtype = autocast_dtype(dev, precision)

@@ -276,7 +276,7 @@ class _FakeClock:
         return self.source(step)
 
 
-def test_time_budget_sizes_the_schedule_to_end_at_the_deadline_and_resume_keeps_it(tmp_path):
+def test_time_budget_sizes_the_schedule_to_end_at_the_deadline_and_resume_keeps_it(tmp_path, caplog):
     from training.train import PROBE_SKIP, PROBE_STEPS, decide_total_steps
 
     config = TrainConfig(**{**SMOKE, "steps": 10_000, "warmup": 30})
@@ -297,6 +297,13 @@ def test_time_budget_sizes_the_schedule_to_end_at_the_deadline_and_resume_keeps_
     floor = config.lr * learning_rate_factor(total - 1, replace(config, steps=total))
     assert history[-1]["lr"] == pytest.approx(floor)
     assert floor < 1.5 * config.lr * config.final_lr_ratio  # the last step of the decay, at its floor
+    # a larger --steps does not extend it (the decay has ended): said, with what does, never "give a larger --steps"
+    with caplog.at_level("INFO", logger="training.train"):
+        again = train(replace(config, steps=total + 500), run, batch_source=_FakeClock(_source(config)).batch,
+                      progress=False, clock=_FakeClock(_source(config)))
+    assert again[-1]["step"] == total
+    assert f"--steps {total + 500} is not used: this run's schedule was decided for 1 minutes" in caplog.text
+    assert "start a new run from its exported weights" in caplog.text and "give a larger --steps" not in caplog.text
 
 
 def test_time_budget_stops_a_slow_session_where_it_is_and_saves(tmp_path):
