@@ -88,6 +88,14 @@ def study_candidate(label: str, recipe: TrainConfig, runs: Path, eval_pairs: Seq
     return result
 
 
+def output_paths(stem: Path) -> tuple[Path, Path]:
+    """``<stem>.json`` and ``<stem>.md`` (a stem given as either file stands for both). ``with_suffix`` dropped a
+    dotted stem's last part: ``study-1.5`` wrote ``study-1.json``, where another study's results may be."""
+    if stem.suffix.lower() in (".json", ".md"):
+        stem = stem.with_suffix("")
+    return stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
+
+
 def to_markdown(results: Sequence[dict], steps: int, eval_images: int) -> str:
     lines = [f"Each candidate trained from scratch for {steps} steps with the same recipe and data; PSNR/SSIM gain "
              f"over the blurred input on {eval_images} held-out images. Seconds per step were measured on this "
@@ -123,11 +131,15 @@ def main(argv: list[str] | None = None) -> int:
               if args.only is None or k in args.only or run_name(k) in args.only}
     if not chosen:
         parser.error(f"--only matched no candidate; choose from {[run_name(k) for k in CANDIDATES]}")
-    json_path, md_path = args.output.with_suffix(".json"), args.output.with_suffix(".md")
+    json_path, md_path = output_paths(args.output)
     try:  # no training photos, a damaged or foreign run, a diverged loss, a disk that refuses: one line, as train's
         for path in (json_path, md_path):  # before hours of training, not after them (committed results)
             check_output(path, force=args.force, error=TrainError, suffix=path.suffix, option="--output")
         pairs = heldout_pairs()[:args.eval_images]
+        if len(pairs) < args.eval_images:  # the report would name the images asked for, not those evaluated
+            log.warning("--eval-images %d: only %d held-out images exist; evaluating all of them", args.eval_images,
+                        len(pairs))
+            args.eval_images = len(pairs)
         results = [study_candidate(label, TrainConfig(model=config, steps=args.steps, eval_every=args.steps),
                                    args.runs, pairs) for label, config in chosen.items()]
         markdown = to_markdown(results, args.steps, args.eval_images)

@@ -4,7 +4,7 @@ import numpy as np
 
 from banet.config import BANetConfig
 from tests.training.test_train import _source, _synthetic_photo
-from training.config_study import CANDIDATES, gflops_256, run_name, study_candidate, to_markdown
+from training.config_study import CANDIDATES, gflops_256, output_paths, run_name, study_candidate, to_markdown
 from training.train import TrainConfig
 
 
@@ -132,3 +132,12 @@ def test_ctrl_c_in_a_study_is_one_line_and_130(monkeypatch, tmp_path, capsys):
                        "--only", next(iter(study.CANDIDATES))]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "interrupted (Ctrl-C) at step 3: run/last.pt holds step 2; run the same command to resume"
+
+
+def test_output_stems_keep_their_dots():
+    """``--output cs/study-1.5`` wrote cs/study-1.json (with_suffix), where another study's results may be."""
+    from pathlib import Path
+
+    assert output_paths(Path("cs/study-1.5")) == (Path("cs/study-1.5.json"), Path("cs/study-1.5.md"))
+    assert output_paths(Path("docs/config_study")) == (Path("docs/config_study.json"), Path("docs/config_study.md"))
+    assert output_paths(Path("a/s.json")) == (Path("a/s.json"), Path("a/s.md"))
