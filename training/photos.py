@@ -554,6 +554,19 @@ def training_pairs(photos: Sequence[np.ndarray], crop: int = 128, batch: int = 8
         yield make_training_batch(photos, crop, batch, rng, blur_config, scale_range, min_texture)
 
 
+def crop_size(text: str) -> int:
+    """argparse ``type`` of ``--crop``: an even number of pixels >= 2 (the network halves and doubles the size
+    once; an odd crop failed deep inside the model at the first step)."""
+    import argparse
+
+    from banet.cli_types import number
+
+    value = number(int, 2)(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"must be even (the network's size multiple is 2), got {value}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m training.photos``: list the splits and time the training batch generator."""
     import argparse
@@ -563,9 +576,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m training.photos", description=main.__doc__)
     parser.add_argument("--batches", type=number(int, 1), default=20, help="batches to time")
-    parser.add_argument("--crop", type=number(int, 1), default=128)
-    parser.add_argument("--batch", type=number(int, 1), default=8)
+    parser.add_argument("--crop", type=crop_size, default=128, help="crop size in pixels, even (default 128)")
+    parser.add_argument("--batch", type=number(int, 1), default=8, help="crops per batch (default 8)")
     args = parser.parse_args(argv)
+    from banet.machine import physical_memory
+
+    need, total = args.batch * args.crop ** 2 * 3 * 4 * 4, physical_memory()  # a batch's float copies, blurred and
+    if total and need > total // 2:  # sharp: a numpy MemoryError traceback ("Unable to allocate 112 GiB") before
+        parser.error(f"--batch {args.batch} x --crop {args.crop} needs {need / 1e9:.3g} GB a batch; this machine "
+                     f"has {total / 1e9:.3g} GB: use a smaller --batch or --crop")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     files = training_photo_files()
     for f in files:

@@ -23,6 +23,7 @@ from banet.config import BANetConfig
 from banet.defaults import DEFAULT_CONFIG
 from banet.errors import first_line
 from banet.model import BANet
+from training.photos import crop_size
 from training.train import (
     PRECISIONS,
     BatchSource,
@@ -31,7 +32,6 @@ from training.train import (
     autocast_dtype,
     batch_stream,
     check_memory,
-    crop_size,
     grad_scaler,
     parse_widths,
     pick_device,

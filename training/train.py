@@ -896,15 +896,6 @@ def parse_widths(text: str) -> tuple[int, int]:
     return dim_1, dim_2
 
 
-def crop_size(text: str) -> int:
-    """argparse ``type`` of ``--crop``: an even number of pixels >= 2 (the network halves and doubles the size
-    once; an odd crop failed deep inside the model at the first step)."""
-    value = number(int, 2)(text)
-    if value % 2:
-        raise argparse.ArgumentTypeError(f"must be even (the network's size multiple is 2), got {value}")
-    return value
-
-
 #: The command line's options that set a :class:`TrainConfig` field (``--widths``/``--num-bams`` set the model).
 #: Left out, they keep a resumed run's own values (from its ``last.pt``), else the defaults: resuming with the
 #: plain command no longer resets a run's --lr, --warmup or loss weights, or is refused for its --crop.
@@ -927,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 done, 1 a refused or failed run (one ``error:`` line), 2 a bad option,
     130 interrupted (Ctrl-C; the run resumes from its last save)."""
     from calibration.blur import RECIPES
-    from training.photos import SAMPLING
+    from training.photos import SAMPLING, crop_size
 
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,

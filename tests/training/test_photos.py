@@ -307,3 +307,16 @@ def test_photo_source_tells_extracted_from_installed_and_hashes_the_bytes(tmp_pa
     assert P.photo_source([installed, extracted])["sha256"] == first["sha256"]  # order does not matter
     extracted.write_bytes(b"re-encoded")
     assert P.photo_source([extracted, installed])["sha256"] != first["sha256"]
+
+
+@pytest.mark.parametrize("argv, why", [(["--crop", "1"], "at least 2"), (["--crop", "3"], "must be even"),
+                                       (["--crop", "100000"], "use a smaller --batch or --crop"),
+                                       (["--batch", "1000000", "--crop", "64"], "use a smaller --batch or --crop")])
+def test_the_batch_timer_refuses_sizes_it_cannot_make(argv, why, capsys):
+    """A 1-pixel crop ended in numpy's "Axes=(0, 1) out of range", a huge one in an ArrayMemoryError traceback."""
+    from training.photos import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--batches", "1", *argv])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and why in err and "Traceback" not in err
