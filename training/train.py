@@ -835,7 +835,7 @@ def export_weights(run_dir: Path, output: Path, overwrite: bool = False) -> Path
     check_not_input(output, {"the run's training state": state_path,
                              "the run's history": Path(run_dir) / "history.jsonl"}, error=TrainError,
                     option="--export")
-    if (problem := weights_name_problem(output)) is not None:
+    if not output.is_dir() and (problem := weights_name_problem(output)) is not None:  # a folder: named below
         raise TrainError(f"--export {problem}")
     if output.is_file() and not overwrite:
         raise FileExistsError(f"{output} exists; pass --force to overwrite it")
