@@ -18,7 +18,7 @@ from pathlib import Path
 
 from banet.errors import first_line
 from banet.outputs import check_output, write_error, write_together
-from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE, parse_hw
+from banet.shapes import DEFAULT_MAX_PIXELS, MIN_SIDE, hw_text, parse_hw
 
 
 class BenchmarkError(Exception):
@@ -100,6 +100,17 @@ def write_files(files: dict[Path, bytes]) -> None:
     except OSError as exc:
         path = Path(exc.filename) if exc.filename else next(iter(files))
         raise BenchmarkError(write_error(exc, path, len(files.get(path, b"")) or None)) from exc
+
+
+def check_repeated(options: dict[str, list]) -> None:
+    """Refuse an option that names one value twice (``--threads 2 2``): every system would be timed twice, into rows
+    of the same model, size, batch and threads, and each speed-up over PyTorch eager paired with the other pass's
+    eager time (benchmarks.run keys by those four); the other benchmarks wrote the same row twice."""
+    for option, values in options.items():
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            shown = ", ".join(hw_text(*v) if isinstance(v, tuple) else str(v) for v in repeated)
+            raise BenchmarkError(f"{option} names {shown} more than once; give each value once")
 
 
 def run_main(body: Callable[[], int], what: str) -> int:

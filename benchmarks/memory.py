@@ -25,7 +25,16 @@ import numpy as np
 
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text, parse_hw
-from benchmarks.cli import BenchmarkError, add_force, add_output, check_results, run_main, size_type, write_files
+from benchmarks.cli import (
+    BenchmarkError,
+    add_force,
+    add_output,
+    check_repeated,
+    check_results,
+    run_main,
+    size_type,
+    write_files,
+)
 
 #: Where results go (benchmarks.run's folder; not imported from there, which would load torch in every case).
 #: Results go under the current project (where the command is run), never into an installed package.
@@ -157,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    check_repeated({"--sizes": args.sizes, "--backends": args.backends})
     stem = results_stem("memory")  # today's date: named and checked before the cases run
     check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force)
     rows = [_child("measure", b, hw_text(h, w)) for h, w in args.sizes for b in args.backends]

@@ -34,6 +34,7 @@ from benchmarks.cli import (
     add_force,
     add_output,
     add_threads,
+    check_repeated,
     check_results,
     run_main,
     size_type,
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    check_repeated({"--sizes": args.sizes, "--per-shape": args.per_shape, "files": args.files})
     stem = results_stem("ort_memory")
     check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force,
                   inputs={f"ONNX file {path}": path for path in args.files})

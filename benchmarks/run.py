@@ -35,7 +35,16 @@ from banet.machine import cpu_name, physical_memory, results_stem, slug
 from banet.outputs import same_file
 from banet.shapes import MAX_BATCH, hw_text, parse_batch
 from benchmarks import cost
-from benchmarks.cli import BenchmarkError, add_force, add_output, check_results, run_main, size_type, write_files
+from benchmarks.cli import (
+    BenchmarkError,
+    add_force,
+    add_output,
+    check_repeated,
+    check_results,
+    run_main,
+    size_type,
+    write_files,
+)
 from benchmarks.report import DRIFT_REPORT
 from benchmarks.systems import (
     System,
@@ -332,17 +341,6 @@ def check_memory(models: list[Model], batches: list[int]) -> None:
                     raise BenchmarkError(f"{model.label.split(' (')[0]} network at {hw_text(h, w)}, batch {n}, needs "
                                          f"about {need / 1e9:.3g} GB of working memory; this machine has "
                                          f"{total / 1e9:.3g} GB: use smaller --sizes or --batches")
-
-
-def check_repeated(options: dict[str, list]) -> None:
-    """Refuse an option that names one value twice (``--threads 2 2``): every system would be timed twice, into rows
-    of the same model, size, batch and threads, and each speed-up over PyTorch eager paired with the other pass's
-    eager time (:func:`_add_ratios` keys by those four)."""
-    for option, values in options.items():
-        repeated = sorted({v for v in values if values.count(v) > 1})
-        if repeated:
-            shown = ", ".join(hw_text(*v) if isinstance(v, tuple) else str(v) for v in repeated)
-            raise BenchmarkError(f"{option} names {shown} more than once; give each value once")
 
 
 def check_only(patterns: list[str], names: list[str]) -> None:

@@ -20,7 +20,16 @@ import logging
 
 from banet.machine import cpu_name, results_stem
 from banet.shapes import hw_text
-from benchmarks.cli import add_force, add_output, add_threads, check_results, run_main, size_type, write_files
+from benchmarks.cli import (
+    add_force,
+    add_output,
+    add_threads,
+    check_repeated,
+    check_results,
+    run_main,
+    size_type,
+    write_files,
+)
 from runtime.tiling import WIDTH_MULTIPLE
 
 #: (backend, precision) of each path timed: what ``Deblurrer`` runs on a CPU for each choice.
@@ -92,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     def body() -> int:
+        check_repeated({"--shapes": args.shapes})
         stem = results_stem("tile_widths")
         check_results(args.output, [f"{stem}.json", f"{stem}.md"], args.force)
         rows = []

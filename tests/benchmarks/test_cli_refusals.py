@@ -293,3 +293,15 @@ def test_run_refuses_a_value_given_twice(option, values, needle, tmp_path, tiny_
     assert bench_run.main(argv) == 1
     _one_error_line(capsys, needle)
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("module, argv, needle", [
+    (memory, ["--sizes", "16x16", "16x16", "--backends", "onnxruntime"], "--sizes names 16x16 more than once"),
+    (memory, ["--sizes", "16x16", "--backends", "onnxruntime", "onnxruntime"], "--backends names onnxruntime"),
+])
+def test_other_benchmarks_refuse_a_value_given_twice(module, argv, needle, tmp_path, capsys, monkeypatch):
+    """benchmarks.memory wrote four identical rows for --sizes 16x16 16x16 --backends onnxruntime onnxruntime."""
+    monkeypatch.setattr(module, "measure", lambda *a, **k: pytest.fail("measured although refused"), raising=False)
+    assert module.main([*argv, "--output", str(tmp_path / "res")]) == 1
+    _one_error_line(capsys, needle)
+    assert not (tmp_path / "res").exists()
