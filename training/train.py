@@ -712,9 +712,13 @@ def _train_session(config: TrainConfig, run_dir: Path, batch_source: BatchSource
              amp_dtype or "off")
 
     deciding = minutes is not None and config.minutes is None
+    if not deciding and step < config.steps <= config.warmup:
+        log.warning("--steps %d ends inside the warm-up (--warmup %d): the learning rate never decays; it ends at "
+                    "%.0f%% of --lr", config.steps, config.warmup,
+                    100 * learning_rate_factor(config.steps - 1, config))
     if minutes is not None:
         max_minutes = minutes if max_minutes is None else min(max_minutes, minutes)
-        if deciding and config.warmup < probe_window(step, workers)[1]:
+        if deciding and step < config.warmup < probe_window(step, workers)[1]:  # (a warm-up already over: nothing)
             log.warning("warm-up (%d steps) ends before the step rate is measured: the first steps' learning "
                         "rate follows the provisional --steps %d", config.warmup, config.steps)
     probe_start, probe_end = probe_window(step, workers)

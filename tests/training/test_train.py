@@ -412,3 +412,12 @@ def test_probe_waits_for_the_prefetched_batches_and_a_short_provisional_schedule
     assert history[-1]["step"] == stored.steps
     assert history[0]["session"] == {"photos": None, "workers": 0}
     assert all("session" not in e for e in history[1:])
+
+
+def test_a_schedule_that_ends_inside_the_warm_up_is_said(tmp_path, caplog):
+    """--steps 50 with the default --warmup 200 ended at 25% of --lr without a word: no decay at all."""
+    config = TrainConfig(**{**SMOKE, "steps": 4, "warmup": 8})
+    with caplog.at_level("WARNING", logger="training.train"):
+        train(config, tmp_path / "r", batch_source=_source(config), progress=False)
+    assert "--steps 4 ends inside the warm-up (--warmup 8): the learning rate never decays; it ends at 50% of --lr" \
+        in caplog.text
