@@ -993,6 +993,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of training, write the run's latest weights to this safetensors file")
     parser.add_argument("--force", action="store_true", help="allow --export to overwrite an existing file")
     args = parser.parse_args(argv)
+    if args.export is not None:  # the run's weights as they are: a training option would be ignored without a word
+        ignored = [f"--{name.replace('_', '-')}" for name in (*CONFIG_OPTIONS, "num_bams", "widths", "init_from",
+                                                              "minutes", "smoke")
+                   if getattr(args, name, None) not in (None, False)]
+        if ignored:
+            parser.error(f"--export writes the run's latest weights as they are; {', '.join(ignored)} would be "
+                         "ignored: leave them out (resume the run with them first, then export)")
     for name in ("minutes", "max_minutes"):
         value = getattr(args, name)
         if value is not None and not 0 < value <= MAX_SESSION_MINUTES:

@@ -635,3 +635,14 @@ def test_sigterm_while_training_stops_as_ctrl_c_does_with_143(trained, tmp_path,
     monkeypatch.setattr("training.evaluate.quick_evaluator", lambda count: None)
     assert T.main(["--run", str(run)]) == 143
     assert "terminated (SIGTERM)" in capsys.readouterr().err
+
+
+def test_export_refuses_training_options_it_would_ignore(tmp_path, capsys):
+    """``--export w.safetensors --steps 5000`` exported the weights as they were, the --steps ignored without a word."""
+    with pytest.raises(SystemExit) as stopped:
+        T.main(["--run", str(tmp_path / "r"), "--export", str(tmp_path / "w.safetensors"), "--steps", "5000",
+                "--lr", "1e-4"])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "--steps, --lr would be ignored" in err
+    assert T.main(["--run", str(tmp_path / "r"), "--export", str(tmp_path / "w.safetensors")]) == 1  # no run there
+    assert "has no training state to export" in capsys.readouterr().err
