@@ -151,8 +151,9 @@ def create_partial(partial: Path) -> BinaryIO:
         raise
 
 
-def write_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` whole or not at all: a synced ``<name>.partial`` renamed over ``path``.
+def write_atomic(path: Path, data: bytes, replace: bool = True) -> Path:
+    """Write ``data`` to ``path`` whole or not at all: a synced ``<name>.partial`` renamed over ``path``
+    (``replace=False``: linked to ``path`` only where nothing is there, :func:`commit_partial`).
 
     The partial file is always a new one (:func:`clear_partial`, then created with ``O_CREAT | O_EXCL |
     O_NOFOLLOW``): a symbolic link planted at that name is removed, never written through, and one planted again
@@ -167,7 +168,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
         created = True
         with handle:
             handle.write(data)
-        commit_partial(tmp, path)
+        commit_partial(tmp, path, replace)
     except BaseException:
         if created:  # only the file this call made: an entry planted meanwhile is not ours to remove
             tmp.unlink(missing_ok=True)
@@ -175,11 +176,16 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def commit_partial(partial: Path, path: Path) -> Path:
+def commit_partial(partial: Path, path: Path, replace: bool = True) -> Path:
     """Make the complete file ``partial`` durable (fsync) and rename it over ``path``, then sync the folder: after
     a crash ``path`` is the old file or the whole new one, never an empty or half-written one. Shared by
     :func:`write_atomic` and writers that fill a file themselves (OpenCV's video writer). A symbolic link found
-    at ``partial`` (put there while the file was written) is refused (``OSError``), never renamed into place."""
+    at ``partial`` (put there while the file was written) is refused (``OSError``), never renamed into place.
+
+    ``replace=False`` (a command run without ``--force``) puts the file in place only where nothing is at
+    ``path`` (a hard link, which the kernel refuses over an existing name): a file that appeared there while this
+    one was written (another run writing the same output) is never replaced (``FileExistsError``), where a check
+    made at the start would have let the rename replace it without a word."""
     try:
         handle = os.open(partial, os.O_RDWR | _NOFOLLOW)
     except OSError:
@@ -191,7 +197,23 @@ def commit_partial(partial: Path, path: Path) -> Path:
         os.fsync(handle)
     finally:
         os.close(handle)
-    os.replace(partial, path)
+    if replace:
+        os.replace(partial, path)
+    else:
+        try:
+            os.link(partial, path, follow_symlinks=False)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "written by another run while this one worked (the same output "
+                                                "name?); not replaced: pass --force to replace it", str(path)) from None
+        except OSError as exc:  # a file system without hard links (FAT, some network shares): check, then rename
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, "written by another run while this one worked; not replaced: "
+                                                    "pass --force to replace it", str(path)) from None
+            os.replace(partial, path)
+        else:
+            os.unlink(partial)
     sync_folder(Path(path).parent)
     return Path(path)
 

@@ -279,14 +279,15 @@ def side_by_side(before: np.ndarray, after: np.ndarray) -> np.ndarray:
     return np.concatenate([before, gap, after], axis=1)
 
 
-def process_video(deblurrer, source: Path, target: Path, with_side: bool, progress: bool = True) -> int:
+def process_video(deblurrer, source: Path, target: Path, with_side: bool, progress: bool = True,
+                  replace: bool = True) -> int:
     """Deblur every frame of ``source`` into the video ``target`` with its sound and timing
     (:func:`runtime.video.transcode_video`); returns the frames written."""
     def deblur_frame(frame: np.ndarray) -> np.ndarray:
         out = deblurrer(frame)
         return side_by_side(frame, out) if with_side else out
 
-    return transcode_video(source, target, deblur_frame, progress)
+    return transcode_video(source, target, deblur_frame, progress, replace)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -318,7 +319,7 @@ def add_deblur_options(parser: argparse.ArgumentParser, **model_options) -> None
 
 
 def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixels: int,
-                progress: bool = True, keep_metadata: bool = True) -> int:
+                progress: bool = True, keep_metadata: bool = True, replace: bool = True) -> int:
     """Deblur one image or video file into ``target``, written whole or not at all; returns the frames written
     (1 for an image). Raises on any failure, for the caller to report (:func:`file_error`). ``progress``: a
     video's progress bar of frames. ``keep_metadata``: an image's colour profile and EXIF go into its output
@@ -328,10 +329,10 @@ def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixe
     except OSError as exc:
         raise OSError(f"cannot create the output folder {target.parent}: {exc.strerror or exc}") from None
     if is_video(source):
-        return process_video(deblurrer, source, target, with_side, progress)
+        return process_video(deblurrer, source, target, with_side, progress, replace)
     image, metadata = read_image_and_metadata(source, max_pixels=max_pixels, metadata=keep_metadata)
     out = deblurrer(image)
-    write_image(target, side_by_side(image, out) if with_side else out, metadata)
+    write_image(target, side_by_side(image, out) if with_side else out, metadata, replace)
     return 1
 
 
@@ -381,7 +382,8 @@ def _run(args: argparse.Namespace) -> int:
         for source, target in tqdm(list(zip(inputs, targets)), desc="deblur", unit="file", disable=args.quiet):
             try:
                 frames = deblur_file(deblurrer, source, target, args.side_by_side, max_pixels,
-                                     progress=not args.quiet, keep_metadata=not args.strip_metadata)
+                                     progress=not args.quiet, keep_metadata=not args.strip_metadata,
+                                     replace=args.force)  # without --force, never over a file written meanwhile
                 if is_video(source):
                     log.info("%s -> %s (%d frames)", source, target, frames)
             except Exception as exc:  # one file's failure, whatever it is, never stops the others

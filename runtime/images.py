@@ -538,7 +538,8 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
     return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]])  # RGB(A) -> BGR(A), as OpenCV reads
 
 
-def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = NO_METADATA) -> None:
+def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = NO_METADATA,
+                replace: bool = True) -> None:
     """Write an image (BGR order, as OpenCV expects) whole or not at all (:func:`banet.outputs.write_atomic`), with
     an input's ``metadata`` (:func:`read_image_and_metadata`) in PNG and JPEG files.
 
@@ -554,7 +555,7 @@ def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = N
     else:
         encoded = embed(_encode(path, image), path.suffix or ".png", metadata, str(path), image)
     try:
-        write_atomic(path, encoded)
+        write_atomic(path, encoded, replace)
     except OSError as exc:
         raise ImageWriteError(write_error(exc, path, len(encoded))) from None
 

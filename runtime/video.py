@@ -89,11 +89,12 @@ def muxer_for(target: str | os.PathLike) -> str:
 
 
 def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
-                    transform: Callable[[np.ndarray], np.ndarray], progress: bool = True) -> int:
+                    transform: Callable[[np.ndarray], np.ndarray], progress: bool = True, replace: bool = True) -> int:
     """Write ``transform`` of every frame of ``source`` (HxWx3 BGR uint8, upright) into ``target``, with
     ``source``'s sound and timing, in the container its extension names (:func:`muxer_for`: ``.mov`` QuickTime,
     ``.mkv`` Matroska, else MP4); returns the number of frames. Raises ``OSError`` in one line for a file that
-    is not a video PyAV can read or write; nothing is left at ``target`` (or its temporary name) on any failure."""
+    is not a video PyAV can read or write; nothing is left at ``target`` (or its temporary name) on any failure.
+    ``replace=False``: a file that appeared at ``target`` meanwhile is kept (:func:`banet.outputs.commit_partial`)."""
     source, target = Path(source), Path(target)  # paths as strings too (before: AttributeError on str.name)
     if same_file(source, target):  # before: the deblurred video was renamed over the one it was read from
         raise OSError(f"{target}: is the video being read ({source}); give the output another name (it would be "
@@ -134,7 +135,8 @@ def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
             if _entry_id(partial) != (ours.st_dev, ours.st_ino):
                 raise OSError(f"{target}: its temporary file {partial} was replaced while the video was written")
             try:
-                commit_partial(partial, target)  # synced first: after a crash never an empty video under its name
+                # synced first: after a crash never an empty video under its name
+                commit_partial(partial, target, replace)
             except OSError as exc:
                 raise _write_failed(exc, target) from exc
         except BaseException:

@@ -167,3 +167,16 @@ def test_a_file_where_a_folder_is_needed_is_named(tmp_path, depth):
 def test_a_missing_folder_is_not_blamed_on_a_file(tmp_path):
     assert banet.outputs.file_in_the_way(tmp_path / "no" / "such" / "x.png") is None
     assert banet.outputs.file_in_the_way(tmp_path / "x.png") is None
+
+
+def test_without_replace_a_file_written_meanwhile_is_kept(tmp_path):
+    """Two runs into one folder without --force: each checked at its start that the name was free, and the later
+    rename replaced the other run's output without a word (both exit 0)."""
+    target = tmp_path / "p19.png"
+    target.write_bytes(b"the other run's output")
+    with pytest.raises(FileExistsError) as info:
+        write_atomic(target, b"ours", replace=False)
+    assert target.read_bytes() == b"the other run's output" and sorted(os.listdir(tmp_path)) == ["p19.png"]
+    assert "written by another run while this one worked" in write_error(info.value, target)
+    assert write_atomic(tmp_path / "new.png", b"ours", replace=False).read_bytes() == b"ours"
+    assert sorted(os.listdir(tmp_path)) == ["new.png", "p19.png"]  # no partial left beside it

@@ -240,3 +240,37 @@ def test_a_thread_count_that_cannot_work_is_a_usage_error(tmp_path, capsys, valu
     with pytest.raises(SystemExit) as stopped:  # before: -1 reached Deblurrer (exit 1), 100000 reached the backend
         main([str(tmp_path / "a.png"), "--output", str(tmp_path / "out"), "--threads", value])
     assert stopped.value.code == 2 and why in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_an_output_written_by_another_run_meanwhile_is_kept_without_force(tmp_path, tiny_weights, capsys,
+                                                                          monkeypatch, kind):
+    """Two runs into one folder, no --force: the outputs were checked once, at the start, and the later run's
+    rename replaced what the other had written since (a grey 955-byte result became another photo's), exit 0."""
+    import runtime
+
+    if kind == "image":
+        source, target = tmp_path / "p19.png", tmp_path / "out" / "p19.png"
+        write_image(source, _image())
+    else:
+        source, target = tmp_path / "clip.avi", tmp_path / "out" / "clip.mp4"
+        writer = cv2.VideoWriter(str(source), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+        for i in range(3):
+            writer.write(_image(32, 48, seed=i))
+        writer.release()
+    real = runtime.Deblurrer
+
+    class OtherRunMeanwhile(real):  # the other run writes the same output while this one works
+        def deblur(self, image, rgb=None):
+            if not target.exists():
+                target.write_bytes(b"the other run's output")
+            return super().deblur(image, rgb)
+
+        __call__ = deblur
+
+    monkeypatch.setattr(runtime, "Deblurrer", OtherRunMeanwhile)
+    assert main([str(source), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "written by another run while this one worked" in err and "--force" in err
+    assert target.read_bytes() == b"the other run's output"
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no temporary file left
