@@ -511,8 +511,10 @@ def check_deblurrer_options(args: argparse.Namespace) -> None:
     model = options.pop("model")
     if model is not None and not Path(model).is_file():
         raise ModelNotFoundError(f"{model}: model file not found")
+    # not --threads: a Ray node may have more CPUs than this machine (the cluster check places it); its kind is
+    # argparse's to check
     check_options(model, options.pop("backend"), False, options.pop("tile"), options.pop("tile_overlap"),
-                  DEFAULT_MEMORY_BUDGET_MB, {k: v for k, v in options.items() if k != "precision"})
+                  DEFAULT_MEMORY_BUDGET_MB, {k: v for k, v in options.items() if k not in ("precision", "threads")})
 
 
 def _row(source: Path, target: Path, status: str, error: str = "") -> dict:
