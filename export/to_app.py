@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 try:  # outside the project's venv (no numpy, torch...): one line saying so, not a traceback from our imports
     from banet.artifacts import app_path, engines_rule, int8_onnx_path, onnx_path
     from banet.cli_types import path_arg
-    from banet.defaults import default_weights_path
+    from banet.defaults import DEFAULT_ONNX, default_weights_path
     from banet.errors import ArtifactError, CheckpointError
     from banet.metadata import read_onnx_metadata, stale_source
     from banet.outputs import check_input, check_output, write_atomic, write_error
@@ -124,6 +124,10 @@ def network_file(args: argparse.Namespace, weights: Path) -> Path:
         return check_input(args.onnx, error=ExportError, what="network ONNX (--onnx)")
     if args.precision == "int8":
         path = int8_onnx_path(onnx_path(weights.stem), "ort")
+        shipped = int8_onnx_path(DEFAULT_ONNX, "ort")
+        if not path.is_file() and args.weights is None and shipped.is_file():  # the default model's own, as
+            log.info("wrapping the default model's shipped INT8 file %s", shipped)  # Deblurrer runs it
+            return shipped
         return check_input(path, error=ExportError, what="INT8 file",
                            fix="make it with python -m calibration.quantize" + (
                                f" --weights {weights}" if args.weights else ""))
@@ -165,7 +169,9 @@ def other_engines(args: argparse.Namespace, staged: list[Path], outputs: list[Pa
 
 def outputs_of(args: argparse.Namespace, network: Path) -> list[Path]:
     """The files this run writes: the app .onnx, then (unless ``--no-ort``) its .ort and operator list."""
-    app = args.output or app_path(network, args.channel_order)
+    named = network.name == int8_onnx_path(DEFAULT_ONNX, "ort").name and network.parent == DEFAULT_ONNX.parent
+    # the shipped INT8 file's app graph goes to the engines folder, never beside the package's weights
+    app = args.output or app_path(onnx_path(network.stem) if named else network, args.channel_order)
     if app.suffix.lower() != ".onnx":
         raise ExportError(f"{app}: the app graph is written as .onnx (its .ort goes next to it)")
     return [app] if args.no_ort else [app, app.with_suffix(".ort"), app.with_name(app.stem + CONFIG_SUFFIX)]

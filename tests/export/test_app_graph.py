@@ -474,3 +474,17 @@ def test_cli_checks_other_engines_and_records_them(tmp_path, tiny_weights, capsy
 def test_an_overlap_without_tiles_is_refused_not_ignored(capsys):
     assert main(["--tile", "0", "--overlap", "5"]) == 2  # was accepted, the overlap ignored
     assert "--overlap 5 overlaps tiles, and --tile 0 runs whole images" in capsys.readouterr().err
+
+
+def test_the_default_model_s_int8_app_graph_wraps_its_shipped_int8_file(capsys):
+    """``python export/to_app.py --precision int8``, the browser recipe's first step, failed on a fresh checkout
+    ("INT8 file not found") although the default model ships its INT8 file, which Deblurrer runs. The app graph
+    goes to the engines folder, never beside the package's weights."""
+    from banet.artifacts import engines_dir
+    from banet.defaults import DEFAULT_ONNX, default_weights_path
+    from export.to_app import build_parser, network_file, outputs_of
+
+    args = build_parser().parse_args(["--precision", "int8"])
+    network = network_file(args, default_weights_path())
+    assert network == DEFAULT_ONNX.with_name("banet_default_int8_ort.onnx")
+    assert outputs_of(args, network)[0] == engines_dir() / "banet_default_int8_ort_app.onnx"
