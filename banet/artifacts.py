@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from banet.outputs import is_partial_name
+
 ENV = "BANET_ENGINES"
 
 
@@ -73,10 +75,11 @@ def int8_onnx_path(fp32_onnx: Path, flavour: str, variant: str = "") -> Path:
 
 def int8_onnx_files(fp32_onnx: Path) -> list[Path]:
     """Every INT8 Q/DQ file made from ``fp32_onnx`` beside it (each flavour and variant, :func:`int8_onnx_path`),
-    sorted; neither refused files (:func:`is_failed`) nor the app graphs made from them (:func:`app_path`)."""
+    sorted; neither refused files (:func:`is_failed`), files still being written (or left by a killed run:
+    :func:`banet.outputs.is_partial_name`) nor the app graphs made from them (:func:`app_path`)."""
     fp32_onnx = Path(fp32_onnx)
     found = fp32_onnx.parent.glob(f"{fp32_onnx.stem}_int8_*.onnx")
-    return sorted(p for p in found if not is_failed(p) and not is_app_graph_name(p))
+    return sorted(p for p in found if not is_failed(p) and not is_app_graph_name(p) and not is_partial_name(p))
 
 
 def engine_path(stem: str, precision: str, targets: tuple[str, ...] = (), folder: Path | None = None) -> Path:

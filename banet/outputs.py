@@ -27,6 +27,14 @@ PARTIAL = ".partial"
 NAME_MAX = 255
 
 
+def is_partial_name(name: str | Path) -> bool:
+    """Whether ``name`` is a temporary name of :func:`partial_path` (``x.png.partial``, ``clip.mp4.partial.mp4``,
+    ``m_int8_ort.partial.onnx``): a file still being written, or left by a killed run, never an artifact or an
+    input to pick up (a killed quantization's file was benchmarked as a system; a killed video's read as a clip)."""
+    name = Path(name).name
+    return name.endswith(PARTIAL) or Path(name).stem.endswith(PARTIAL)
+
+
 def partial_path(path: Path, keep_suffix: bool = False) -> Path:
     """The temporary sibling ``path`` is written under: ``<name>.partial`` (``<name>.partial<suffix>`` with
     ``keep_suffix``, for writers that pick the format from the extension).

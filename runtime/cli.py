@@ -33,7 +33,7 @@ import numpy as np
 
 from banet.cli_types import path_arg
 from banet.errors import first_line
-from banet.outputs import partial_path
+from banet.outputs import is_partial_name, partial_path
 from runtime.images import (
     IMAGE_SUFFIXES,
     quiet_opencv,
@@ -113,8 +113,9 @@ def collect_named(paths: list[Path], recursive: bool = False,
 
 
 def _is_media(name: str) -> bool:
-    """Whether a file name's extension is an image's or a video's."""
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    """Whether a file name's extension is an image's or a video's, and it is no temporary file of an output still
+    being written or left by a killed run (``clip.mp4.partial.mp4``: counted with the other files instead)."""
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES and not is_partial_name(name)
 
 
 def _top_level(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:

@@ -44,3 +44,13 @@ def test_the_int8_files_of_an_export_leave_out_app_graphs_and_refused_files(tmp_
         path.write_bytes(b"")
     assert artifacts.int8_onnx_files(fp32) == [ort, trt]
     assert [p.name for p in others[:2]] == ["m_int8_ort_app.onnx", "m_int8_ort_app_bgr.onnx"]
+
+
+def test_int8_files_leave_out_a_killed_run_s_staging_file(tmp_path):
+    """A quantization killed with SIGKILL left m_int8_ort.partial.onnx, which benchmarks.run timed as a system
+    "onnxruntime int8 (ort.partial)" and listed for --only."""
+    from banet.artifacts import int8_onnx_files
+
+    for name in ("m.onnx", "m_int8_ort.onnx", "m_int8_ort.partial.onnx", "m_int8_trt.onnx.partial"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in int8_onnx_files(tmp_path / "m.onnx")] == ["m_int8_ort.onnx"]

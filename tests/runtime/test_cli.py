@@ -274,3 +274,15 @@ def test_an_output_written_by_another_run_meanwhile_is_kept_without_force(tmp_pa
     assert "written by another run while this one worked" in err and "--force" in err
     assert target.read_bytes() == b"the other run's output"
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]  # no temporary file left
+
+
+def test_a_killed_run_s_temporary_video_is_not_read_as_a_clip(tmp_path, tiny_weights, capsys):
+    """``kill -9`` of a video run left clip.mp4.partial.mp4; a later run over that folder took it as an input
+    ("not a video FFmpeg can open", deblurred 0 of 1). It is counted with the other files instead."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "clip.mp4.partial.mp4").write_bytes(b"half a video")
+    write_image(folder / "a.png", _image())
+    assert main([str(folder), "-o", str(tmp_path / "again"), "--model", str(tiny_weights), "-q"]) == 0
+    assert "deblurred 1 of 1" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["a.png"]
