@@ -513,11 +513,11 @@ def main(argv: list[str] | None = None) -> int:
                 int8[flavour] = path
         report = build_report(loaded.model, Path(weights), loaded.config, fp32, fp16, int8, args.limit,
                               not args.no_speed, args.full, args.threads, not args.no_fp16, progress=log.info)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable); first: command_errors() imports
+        return stopped_line(exc, f"no report written to {args.output}")  # torch, which a stop may have cut short
     except (*command_errors(), FileNotFoundError) as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
-        return stopped_line(exc, f"no report written to {args.output}")
     from banet.outputs import write_error
 
     text = markdown(report)  # both encoded before anything is written

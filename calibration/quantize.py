@@ -185,11 +185,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {result.path} ({flavour}, {method}, {len(result.quantized_nodes)} nodes quantized, "
                   f"float blocks: {', '.join(result.excluded_groups) or 'none'}); drift vs FP32 ONNX: {drift} dB "
                   f"({result.seconds:.0f} s){parse_summary(result.tensorrt_parse)}")
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable); first: command_errors() imports
+        return stopped_line(exc, "the file in progress was not written")  # torch, which a stop may have cut short
     except command_errors() as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM or SIGHUP (@stoppable)
-        return stopped_line(exc, "the file in progress was not written")
     return 0
 
 

@@ -95,6 +95,9 @@ def stoppable(main: Callable[..., int]) -> Callable[..., int]:
     @functools.wraps(main)
     def run(*args, **kwargs) -> int:
         with stop_signals_as_interrupts():
-            return main(*args, **kwargs)
+            try:
+                return main(*args, **kwargs)
+            except KeyboardInterrupt as exc:  # outside the command's own handling: while its libraries load
+                return stopped_line(exc, "stopped while starting; nothing was written")
 
     return run

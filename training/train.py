@@ -1013,14 +1013,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from runtime.stop_signals import stop_signals_as_interrupts
+    from runtime.stop_signals import stop_signals_as_interrupts, stopped_line
 
     try:
         with stop_signals_as_interrupts():  # SIGTERM (timeout, a scheduler) and SIGHUP stop it as Ctrl-C does
             return _run(args, parser)
-    except KeyboardInterrupt as exc:  # TrainingInterrupted says which step last.pt holds
-        print(str(exc) or "interrupted (Ctrl-C): the run resumes from its last save", file=sys.stderr)
-        return getattr(exc, "exit_status", 130)
+    except TrainingInterrupted as exc:  # it says which step last.pt holds
+        print(str(exc), file=sys.stderr)
+        return exc.exit_status
+    except KeyboardInterrupt as exc:  # before the first step (SIGTERM printed only "15")
+        return stopped_line(exc, "the run resumes from its last save")
     except (TrainError, CheckpointError, FileExistsError, FloatingPointError) as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1

@@ -646,3 +646,17 @@ def test_export_refuses_training_options_it_would_ignore(tmp_path, capsys):
     assert stopped.value.code == 2 and "--steps, --lr would be ignored" in err
     assert T.main(["--run", str(tmp_path / "r"), "--export", str(tmp_path / "w.safetensors")]) == 1  # no run there
     assert "has no training state to export" in capsys.readouterr().err
+
+
+def test_sigterm_before_the_first_step_is_one_line(tmp_path, monkeypatch, capsys):
+    """SIGTERM while the run was starting printed only "15" (str of the Terminated exception)."""
+    import signal
+
+    from runtime.stop_signals import Terminated
+
+    def starting(*args, **kwargs):
+        raise Terminated(signal.SIGTERM)
+
+    monkeypatch.setattr(T, "_run", starting)
+    assert T.main(["--run", str(tmp_path / "r")]) == 143
+    assert capsys.readouterr().err.strip() == "terminated (SIGTERM): the run resumes from its last save"
