@@ -330,6 +330,36 @@ BUSY_MESSAGE = ("another run is writing {output} (pid {pid}); wait for it to fin
 
 
 @contextlib.contextmanager
+def wait_while_written(output: str | Path, timeout_s: float = 900.0, poll_s: float = 0.2) -> bool:
+    """Wait until no other process holds :func:`output_lock` on ``output`` (at most ``timeout_s``); True if one
+    did. For files several runs may each make and then share (a checkpoint's cached ONNX export): the second run
+    waits for the first's file instead of being refused in a line that names the cache and suggests --output."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return False
+    try:
+        fd = os.open(lock_path(output), os.O_RDONLY)
+    except OSError:
+        return False  # no lock file: nobody is writing it
+    waited, deadline = False, None
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                return waited
+            except BlockingIOError:
+                import time
+
+                deadline = deadline or time.monotonic() + timeout_s
+                if time.monotonic() > deadline:
+                    return waited
+                waited = True
+                time.sleep(poll_s)
+    finally:
+        os.close(fd)
+
+
 def output_lock(output: str | Path, *, error: type[OutputBusyError] = OutputBusyError,
                 message: str = BUSY_MESSAGE) -> Iterator[None]:
     """Hold the exclusive right to write ``output`` (and its staged names); ``error`` (one line, ``message`` with

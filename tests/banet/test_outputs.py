@@ -180,3 +180,30 @@ def test_without_replace_a_file_written_meanwhile_is_kept(tmp_path):
     assert "written by another run while this one worked" in write_error(info.value, target)
     assert write_atomic(tmp_path / "new.png", b"ours", replace=False).read_bytes() == b"ours"
     assert sorted(os.listdir(tmp_path)) == ["new.png", "p19.png"]  # no partial left beside it
+
+
+def test_waiting_for_another_writer_of_a_shared_file(tmp_path):
+    """Two runtime runs opening one checkpoint on ONNX Runtime: the second was refused ("another run is writing
+    <cache>/tiny-....onnx; write to another --output"); it now waits for the first one's export and reuses it."""
+    import threading
+    import time
+
+    from banet.outputs import output_lock, wait_while_written
+
+    target = tmp_path / "tiny-0123.onnx"
+    assert wait_while_written(target) is False  # nobody writing: no wait
+    held = threading.Event()
+
+    def writer():
+        with output_lock(target):
+            held.set()
+            time.sleep(0.6)
+            target.write_bytes(b"exported")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(5)
+    started = time.monotonic()
+    assert wait_while_written(target, poll_s=0.05) is True
+    assert time.monotonic() - started > 0.3 and target.read_bytes() == b"exported"
+    thread.join()
