@@ -329,7 +329,6 @@ BUSY_MESSAGE = ("another run is writing {output} (pid {pid}); wait for it to fin
                 "--output")
 
 
-@contextlib.contextmanager
 def wait_while_written(output: str | Path, timeout_s: float = 900.0, poll_s: float = 0.2) -> bool:
     """Wait until no other process holds :func:`output_lock` on ``output`` (at most ``timeout_s``); True if one
     did. For files several runs may each make and then share (a checkpoint's cached ONNX export): the second run
@@ -360,6 +359,7 @@ def wait_while_written(output: str | Path, timeout_s: float = 900.0, poll_s: flo
         os.close(fd)
 
 
+@contextlib.contextmanager
 def output_lock(output: str | Path, *, error: type[OutputBusyError] = OutputBusyError,
                 message: str = BUSY_MESSAGE) -> Iterator[None]:
     """Hold the exclusive right to write ``output`` (and its staged names); ``error`` (one line, ``message`` with
