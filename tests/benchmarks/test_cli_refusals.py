@@ -127,7 +127,7 @@ def test_run_refuses_files_of_other_weights_than_it_labels(tmp_path, tiny_weight
 
     monkeypatch.chdir(tmp_path)
     _no_work(monkeypatch)
-    shipped = Path(__file__).resolve().parents[2] / "engines" / "banet_default_int8_ort.onnx"
+    shipped = Path(__file__).resolve().parents[2] / "banet" / "weights" / "banet_default_int8_ort.onnx"
     assert bench_run.main(_small(tiny_weights, tmp_path / "res", "--int8", str(shipped))) == 1
     _one_error_line(capsys, "was exported from other weights than")
     assert bench_run.main(_small(tiny_weights, tmp_path / "res", "--e2e", "64x64")) == 1
@@ -192,7 +192,7 @@ def test_run_write_failure_is_one_line_and_leaves_no_partial_file(tmp_path, tiny
     monkeypatch.chdir(tmp_path)
     import banet.outputs
 
-    def full_disk(partial, path):
+    def full_disk(partial, path, replace=True):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(banet.outputs, "commit_partial", full_disk)

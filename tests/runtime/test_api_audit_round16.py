@@ -119,7 +119,7 @@ def test_odd_option_values_are_option_errors(tiny_weights):
     with Deblurrer(tiny_weights, graph_cache=np.int64(4)) as deblurrer:  # numpy integers, as shape_cache takes
         assert deblurrer(np.zeros((16, 16, 3), np.uint8)).shape == (16, 16, 3)
     with pytest.raises(OptionError, match="the torch backend runs checkpoints"):  # was a bare ValueError
-        Deblurrer(ROOT / "engines" / "banet_default.onnx", backend="torch")
+        Deblurrer(ROOT / "banet" / "weights" / "banet_default.onnx", backend="torch")
 
 
 def test_a_tile_overlap_that_cannot_tile_is_an_option_error(tiny_weights):
@@ -149,13 +149,17 @@ def test_deblur_batch_runs_a_long_list_in_chunks_the_budget_allows(tiny_weights,
     assert all(np.array_equal(a, b) for a, b in zip(out, one_by_one))
 
 
-def test_a_checkpoint_with_precision_int8_runs_its_int8_file_on_a_cpu_backend(monkeypatch):
+def test_a_checkpoint_with_precision_int8_runs_its_int8_file_on_a_cpu_backend(monkeypatch, tmp_path):
     """Deblurrer(checkpoint, precision="int8") was told to build a TensorRT engine; its INT8 file in the engines
     folder runs on the fastest CPU backend, as for the default model."""
     from banet.defaults import default_weights_path
     from runtime.selection import INT8_FLAVOUR, choose
 
     pytest.importorskip("onnxruntime", reason="the INT8 file runs on ONNX Runtime or OpenVINO")
-    monkeypatch.setenv("BANET_ENGINES", str(ROOT / "engines"))  # the shipped INT8 files
+    import shutil
+
+    for name in ("banet_default.onnx", "banet_default_int8_ort.onnx", "banet_default_int8_ov.onnx"):
+        shutil.copy(ROOT / "banet" / "weights" / name, tmp_path / name)  # a checkpoint's INT8 files, made
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path))
     chosen, backend = choose(Path(default_weights_path()), None, "int8")
     assert backend in INT8_FLAVOUR and "_int8_" in chosen.name
