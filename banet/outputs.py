@@ -272,20 +272,20 @@ def write_error(exc: OSError, path: Path, size: int | None = None) -> str:
             free = ""
         needed = f": {size / 1e6:.1f} MB needed{free}" if size is not None else free.replace(", ", ": ", 1)
         return f"no space left on device writing {path}{needed}"
-    blocker = file_in_the_way(Path(path))
-    if blocker is not None and exc.errno in (errno.EEXIST, errno.ENOTDIR):
-        return f"cannot write {path}: {blocker} is a file, not a folder"
+    blocked = file_in_the_way(Path(path))
+    if blocked is not None and exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        return f"cannot write {path}: {blocked}"
     return f"cannot write {path}: {exc.strerror or exc}"
 
 
-def file_in_the_way(path: Path) -> Path | None:
-    """The nearest folder above ``path`` that exists as something other than a folder (a file where a folder is
-    needed), or None. Making folders under it fails with EEXIST or ENOTDIR, which name neither path."""
+def file_in_the_way(path: Path) -> str | None:
+    """"<folder> is a file, not a folder" for the nearest folder above ``path`` that exists as something other than
+    a folder, or None. Making folders under it fails with EEXIST or ENOTDIR, whose messages name neither path."""
     for parent in Path(path).parents:
         if parent.is_dir():
             return None
         if parent.exists() or parent.is_symlink():
-            return parent
+            return f"{parent} is a file, not a folder"
     return None
 
 

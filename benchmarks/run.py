@@ -377,20 +377,6 @@ def main(argv: list[str] | None = None) -> int:
     return run_main(lambda: _main(args), f"no results written to {args.output}")
 
 
-def check_int8_source(files: list[Path], weights: Path, given: bool) -> None:
-    """Refuse (BenchmarkError) an INT8 file quantized from other weights: it was timed under this model's label
-    (a tiny network's ``--int8`` file in the default model's rows, or the files of another checkpoint of the same
-    name)."""
-    from banet.metadata import read_onnx_metadata, stale_source
-
-    for path in files:
-        stale = stale_source(read_onnx_metadata(path), path, weights)
-        if stale is not None:
-            fix = ("give the INT8 file quantized from this model's ONNX" if given else
-                   "re-quantize it: python -m calibration.quantize --force")
-            raise BenchmarkError(f"{'--int8 ' if given else ''}{stale}; {fix}")
-
-
 def _main(args: argparse.Namespace) -> int:
     from banet.defaults import default_weights_path
 
@@ -407,17 +393,18 @@ def _main(args: argparse.Namespace) -> int:
     if args.full_sizes:
         models.append(Model(f"full ({FULL.describe()}, random weights)", FULL, Path("full_random.safetensors"),
                             args.full_sizes, "timing does not depend on the weights"))
-    if args.int8 is not None:
-        from calibration.drift import read_int8
-        from calibration.int8 import QuantizeError
+    from calibration.drift import check_int8_source, read_int8
+    from calibration.int8 import QuantizeError
 
-        try:
-            int8_files = [read_int8(path) for path in args.int8]
-        except QuantizeError as exc:
-            raise BenchmarkError(f"--int8 {first_line(exc)}") from None
-    else:
-        int8_files = int8_onnx_files(onnx_path(weights.stem))
-    check_int8_source(int8_files, weights, given=args.int8 is not None)
+    try:
+        int8_files = [read_int8(path) for path in args.int8] if args.int8 is not None else \
+            int8_onnx_files(onnx_path(weights.stem))
+    except QuantizeError as exc:
+        raise BenchmarkError(f"--int8 {first_line(exc)}") from None
+    try:  # another model's INT8 file would be timed under this model's label
+        check_int8_source(int8_files, weights, given=args.int8 is not None)
+    except QuantizeError as exc:
+        raise BenchmarkError(first_line(exc)) from None
     if args.e2e and not same_file(weights, default_weights_path()):
         raise BenchmarkError("--e2e times the embedded default model through python -m runtime, not --weights "
                              f"{weights}; leave --weights out for it, or run it without --e2e")

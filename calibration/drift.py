@@ -422,6 +422,20 @@ def read_int8(path: Path, fp32: Path | None = None, weights: Path | None = None)
     return path
 
 
+def check_int8_source(files, weights: Path, given: bool = True) -> None:
+    """Refuse (QuantizeError, one line) an INT8 file quantized from other weights than ``weights``: its rows would
+    be reported, or timed (``benchmarks.run``), under this model's name. ``given``: the files came from ``--int8``
+    (else they were found beside the FP32 ONNX, and the fix is re-quantizing)."""
+    from banet.metadata import read_onnx_metadata, stale_source
+    from calibration.int8 import QuantizeError
+
+    for path in files:
+        if (stale := stale_source(read_onnx_metadata(path), path, weights)) is not None:
+            fix = ("give the INT8 file quantized from this model's ONNX" if given else
+                   "re-quantize it: python -m calibration.quantize --force")
+            raise QuantizeError(f"{'--int8 ' if given else ''}{stale}; {fix}")
+
+
 @stoppable
 def main(argv: list[str] | None = None) -> int:
     from banet.cli_types import number, path_arg, threads
@@ -488,9 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                                     "rename one (the row is the part of the name after _int8_)")
             given_int8[row] = read_int8(path, args.onnx, args.weights)
         weights = args.weights or default_weights_path()
-        for path in given_int8.values():  # another model's INT8 file was scored as this one's (exit 0)
-            if (stale := stale_source(read_onnx_metadata(path), path, weights)) is not None:
-                raise QuantizeError(f"--int8 {stale}; give the INT8 file quantized from this model's ONNX")
+        check_int8_source(given_int8.values(), weights)  # another model's INT8 file was scored as this one's
         loaded = load_checkpoint(weights)
         fp32 = ensure_fp32_onnx(args.onnx, weights)
         fp16 = None if args.no_fp16 else ensure_fp16_onnx(fp32, Path(weights))

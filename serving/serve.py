@@ -391,9 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     from runtime.backends.base import IncompatibleArtifactError
 
     if args.triton_log is not None and not args.triton_log.parent.is_dir():
-        blocker = file_in_the_way(args.triton_log)
-        why = f"{blocker} is a file, not a folder" if blocker is not None else "no such folder"
-        print(f"error: --triton-log {args.triton_log}: {why}", file=sys.stderr)
+        print(f"error: --triton-log {args.triton_log}: {file_in_the_way(args.triton_log) or 'no such folder'}",
+              file=sys.stderr)
         return 1
     log_folder = _quiet_logs(args.verbose, args.triton_log)
     config = _config(args, log_folder)

@@ -455,8 +455,7 @@ def start(repository: str | Path, host: str = LOOPBACK, http_port: int = 8000, g
         log_file = open(log_path, "wb")  # noqa: SIM115 (closed right below; the child keeps its copy)
     except OSError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
-        blocker = file_in_the_way(log_path)
-        why = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror
+        why = file_in_the_way(log_path) or exc.strerror
         raise TritonLaunchError(f"cannot write the server log {log_path}: {why}") from None
     with log_file:
         try:

@@ -166,6 +166,8 @@ def test_a_file_where_a_folder_is_needed_is_named(tmp_path, depth):
 
 def test_a_missing_folder_is_not_blamed_on_a_file(tmp_path):
     assert banet.outputs.file_in_the_way(tmp_path / "no" / "such" / "x.png") is None
+    (tmp_path / "f").write_text("x")
+    assert banet.outputs.file_in_the_way(tmp_path / "f" / "x.png") == f"{tmp_path / 'f'} is a file, not a folder"
     assert banet.outputs.file_in_the_way(tmp_path / "x.png") is None
 
 
