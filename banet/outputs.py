@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -208,17 +209,17 @@ def commit_partial(partial: Path, path: Path, replace: bool = True) -> Path:
     if replace:
         os.replace(partial, path)
     else:
+        taken = FileExistsError(errno.EEXIST, "written by another run while this one worked (the same output "
+                                              "name?); not replaced: pass --force to replace it", str(path))
         try:
             os.link(partial, path, follow_symlinks=False)
         except FileExistsError:
-            raise FileExistsError(errno.EEXIST, "written by another run while this one worked (the same output "
-                                                "name?); not replaced: pass --force to replace it", str(path)) from None
+            raise taken from None
         except OSError as exc:  # a file system without hard links (FAT, some network shares): check, then rename
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
                 raise
             if os.path.lexists(path):
-                raise FileExistsError(errno.EEXIST, "written by another run while this one worked; not replaced: "
-                                                    "pass --force to replace it", str(path)) from None
+                raise taken from None
             os.replace(partial, path)
         else:
             os.unlink(partial)
@@ -348,8 +349,6 @@ def wait_while_written(output: str | Path, timeout_s: float = 900.0, poll_s: flo
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
                 return waited
             except BlockingIOError:
-                import time
-
                 deadline = deadline or time.monotonic() + timeout_s
                 if time.monotonic() > deadline:
                     return waited

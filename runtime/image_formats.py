@@ -70,6 +70,11 @@ def enable(kind: str, what: str, error: type[Exception]) -> None:
         _heif_registered = True
 
 
+def swap_red_blue(array: np.ndarray) -> np.ndarray:
+    """BGR(A) <-> RGB(A) (alpha kept last); a grey array as it is. OpenCV's order is BGR, Pillow's RGB."""
+    return array[..., [2, 1, 0, 3][:array.shape[2]]] if array.ndim == 3 else array
+
+
 def heif_bit_depth(info: dict) -> int:
     """The bit depth pillow-heif records in a HEIF image's ``info`` (8 where it says none)."""
     depth = info.get("bit_depth", 8)
@@ -85,10 +90,9 @@ def deep_heif_pixels(data: bytes) -> np.ndarray:
     heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
     depth = heif_bit_depth(heif.info)
     array = np.asarray(heif)
-    if array.dtype != np.uint16:  # an 8-bit image: nothing deeper to keep
-        return array[..., [2, 1, 0, 3][:array.shape[2]]] if array.ndim == 3 else array
-    array = to_full_scale(array >> (16 - depth), 2 ** depth - 1)
-    return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]] if array.ndim == 3 else array)
+    if array.dtype == np.uint16:  # (an 8-bit image has nothing deeper to keep)
+        array = to_full_scale(array >> (16 - depth), 2 ** depth - 1)
+    return np.ascontiguousarray(swap_red_blue(array))
 
 
 def encode_deep_heif(image: np.ndarray, metadata: dict) -> bytes:
@@ -96,8 +100,7 @@ def encode_deep_heif(image: np.ndarray, metadata: dict) -> bytes:
     output quality, with ``metadata`` (``exif``, ``xmp``, ``icc_profile``: what Pillow's encoder is given)."""
     import pillow_heif
 
-    if image.ndim == 3:
-        image = image[..., [2, 1, 0, 3][:image.shape[2]]]  # BGR(A) -> RGB(A)
+    image = swap_red_blue(image)
     mode = {2: "L;16", 3: "RGB;16", 4: "RGBA;16"}[image.ndim if image.ndim == 2 else image.shape[2]]
     heif = pillow_heif.from_bytes(mode=mode, size=(image.shape[1], image.shape[0]),
                                   data=np.ascontiguousarray(image, "<u2").tobytes())

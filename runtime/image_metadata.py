@@ -499,14 +499,20 @@ def _say_not_written(target: str, lost: list[str], files: str, written: str) -> 
     log.warning("%s: the input's %s not written into %s (%s)%s", target, named, files, written, colour)
 
 
+def profile_fits(icc: bytes | None, channels: int) -> bool:
+    """Whether the ICC profile ``icc`` describes pixels of ``channels`` (1 grey, 3 colour), by its data colour
+    space (:data:`_ICC_CHANNELS`; a signature not known there is not judged): the one rule for files written and
+    PIL images returned."""
+    return not (icc and len(icc) >= 20) or _ICC_CHANNELS.get(icc[16:20], channels) == channels
+
+
 def _fitting(metadata: ImageMetadata, channels: int | None, target: str) -> ImageMetadata:
     """``metadata`` without a profile that describes other pixels than the output's ``channels`` (1 grey, 3 colour):
     a grey photo's profile where it is written in colour (serving.client sends grey as colour, a grey photo with
     alpha is read as BGRA), a CMYK JPEG's profile where its pixels were read as RGB. Such a profile would be
     misapplied (PNG decoders reject it), so the output is untagged: shown as sRGB, as those pixels now are."""
     icc = metadata.icc_profile
-    fits = _ICC_CHANNELS.get(icc[16:20], channels) if icc and len(icc) >= 20 else channels
-    if channels is None or fits == channels:
+    if channels is None or profile_fits(icc, channels):
         return metadata
     space = icc[16:20].decode("latin-1").strip()
     log.warning("%s: the input's %s colour profile does not describe the %s pixels written; not written", target,

@@ -30,6 +30,7 @@ from runtime.image_formats import (
     enable,
     encode_deep_heif,
     heif_bit_depth,
+    swap_red_blue,
 )
 from runtime.image_metadata import (
     EXIF_HEADER,
@@ -38,6 +39,7 @@ from runtime.image_metadata import (
     embed,
     encoder_metadata,
     metadata_of,
+    profile_fits,
 )
 from runtime.png_chunks import png_cut_short, png_exif, png_header
 from runtime.sample_depth import FLOAT_SUFFIXES, fit_to_format, pnm_maxval, to_full_scale
@@ -166,10 +168,9 @@ def _with_info(image, carried: tuple[tuple[str, object], ...]):
     space is the image's (a grey profile on RGB, or a CMYK one on the RGB a CMYK image is returned as, would
     misdescribe it)."""
     for key, value in carried:
-        if key == "icc_profile":
-            space = value[16:20] if isinstance(value, bytes) else b""
-            if space != (b"GRAY" if image.mode in ("L", "I", "I;16", "F") else b"RGB "):
-                continue
+        if key == "icc_profile" and not (isinstance(value, bytes) and profile_fits(
+                value, 1 if image.mode in ("L", "I", "I;16", "F") else 3)):
+            continue
         image.info[key] = value
     return image
 
@@ -535,7 +536,7 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
         detail = "no format Pillow knows" if isinstance(exc, UnidentifiedImageError) else first_line(exc)
         raise ImageReadError(f"{path}: not {what} Pillow can decode (truncated, empty, another kind of "
                              f"file{extra}): {detail}") from None
-    return np.ascontiguousarray(array[..., [2, 1, 0, 3][:array.shape[2]]])  # RGB(A) -> BGR(A), as OpenCV reads
+    return np.ascontiguousarray(swap_red_blue(array))  # RGB(A) -> BGR(A), as OpenCV reads
 
 
 def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = NO_METADATA,
@@ -628,8 +629,7 @@ def _encode(path: Path, image: np.ndarray, metadata: dict | None = None, suffix:
                                   f"{image.dtype} as 10-bit HEIF: {first_line(exc)}") from None
     if image.ndim == 3 and image.dtype != np.uint8:
         raise ImageWriteError(f"{path}: writing {image.dtype} colour images needs OpenCV: {OPENCV_HINT}")
-    if image.ndim == 3:
-        image = image[..., [2, 1, 0, 3][:image.shape[2]]]  # BGR(A) -> RGB(A)
+    image = swap_red_blue(image)  # BGR(A) -> RGB(A)
     buffer = io.BytesIO()
     try:
         Image.fromarray(np.ascontiguousarray(image)).save(buffer, format=Image.registered_extensions().get(
