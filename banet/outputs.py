@@ -171,21 +171,43 @@ def write_atomic(path: Path, data: bytes, replace: bool = True) -> Path:
     """
     path = Path(path)
     tmp = partial_path(path)
-    created = False
+    ours = None
     try:
         handle = create_partial(tmp)
-        created = True
-        with handle:
+        ours = entry_id(handle)
+        with handle:  # open until renamed: its inode number cannot pass to another run's file meanwhile
             handle.write(data)
-        commit_partial(tmp, path, replace)
+            handle.flush()
+            commit_partial(tmp, path, replace, ours=ours)
     except BaseException:
-        if created:  # only the file this call made: an entry planted meanwhile is not ours to remove
-            tmp.unlink(missing_ok=True)
+        remove_if_ours(tmp, ours)  # an entry planted (or another run's file) meanwhile is not ours to remove
         raise
     return path
 
 
-def commit_partial(partial: Path, path: Path, replace: bool = True) -> Path:
+def entry_id(where: Path | BinaryIO | int) -> tuple[int, int] | None:
+    """(device, inode) of an open file (or descriptor), or of the directory entry ``where`` itself (a link is not
+    followed);
+    None where there is none. How a writer tells its own temporary file from one another run made under the same
+    name after clearing it."""
+    try:
+        if isinstance(where, int):
+            st = os.fstat(where)
+        else:
+            st = os.fstat(where.fileno()) if hasattr(where, "fileno") else os.lstat(where)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def remove_if_ours(partial: Path, ours: tuple[int, int] | None) -> None:
+    """Remove the temporary file ``partial`` if it is still the one this run created (``ours``, its
+    :func:`entry_id`): never another run's file written under the same name meanwhile."""
+    if ours is not None and entry_id(partial) == ours:
+        Path(partial).unlink(missing_ok=True)
+
+
+def commit_partial(partial: Path, path: Path, replace: bool = True, ours: tuple[int, int] | None = None) -> Path:
     """Make the complete file ``partial`` durable (fsync) and rename it over ``path``, then sync the folder: after
     a crash ``path`` is the old file or the whole new one, never an empty or half-written one. Shared by
     :func:`write_atomic` and writers that fill a file themselves (OpenCV's video writer). A symbolic link found
@@ -194,15 +216,26 @@ def commit_partial(partial: Path, path: Path, replace: bool = True) -> Path:
     ``replace=False`` (a command run without ``--force``) puts the file in place only where nothing is at
     ``path`` (a hard link, which the kernel refuses over an existing name): a file that appeared there while this
     one was written (another run writing the same output) is never replaced (``FileExistsError``), where a check
-    made at the start would have let the rename replace it without a word."""
+    made at the start would have let the rename replace it without a word.
+
+    ``ours`` (the :func:`entry_id` of the file this run wrote): a different file found at ``partial`` (another run
+    writing the same output cleared this one's and began its own) is refused (``FileExistsError``), never renamed
+    into place half written."""
     try:
         handle = os.open(partial, os.O_RDWR | _NOFOLLOW)
     except OSError:
         if Path(partial).is_symlink():
             raise OSError(errno.ELOOP, f"{partial} became a symbolic link while it was written; refusing to "
                                        "rename it into place", str(partial)) from None
+        if ours is not None and not os.path.lexists(partial):
+            raise FileNotFoundError(errno.ENOENT, f"its temporary file {partial} was removed while it was written "
+                                                  "(another run writing the same output?)", str(path)) from None
         raise
     try:
+        if ours is not None and entry_id(handle) != ours:
+            raise FileExistsError(errno.EEXIST, f"its temporary file {partial} was replaced while it was written "
+                                                "(another run writing the same output?); not renamed into place",
+                                  str(path))
         os.fsync(handle)
     finally:
         os.close(handle)
@@ -233,21 +266,21 @@ def write_together(files: dict[Path, bytes]) -> None:
     disk) or Ctrl-C removes the temporaries and leaves the files already there untouched; only a rename failing
     between two renames could part them (no file system renames two files at once). Raises ``OSError`` naming the
     file that failed."""
-    staged: list[tuple[Path, Path]] = []
+    staged: list[tuple[Path, Path, tuple[int, int] | None]] = []
     current: Path | None = None
     try:
         for current, data in files.items():
             partial = partial_path(current)
             with create_partial(partial) as handle:
-                staged.append((partial, current))  # ours from here on: removed on any failure
+                staged.append((partial, current, entry_id(handle)))  # ours from here on: removed on any failure
                 handle.write(data)
-        for partial, current in staged:
-            commit_partial(partial, current)
+        for partial, current, ours in staged:
+            commit_partial(partial, current, ours=ours)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror or str(exc), str(current)) from exc
     finally:
-        for partial, _ in staged:  # committed ones are gone already
-            partial.unlink(missing_ok=True)
+        for partial, _, ours in staged:  # committed ones are gone already
+            remove_if_ours(partial, ours)
 
 
 def sync_folder(folder: Path) -> None:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.outputs import commit_partial, create_partial, partial_path, same_file, write_error
+from banet.outputs import commit_partial, create_partial, entry_id, partial_path, remove_if_ours, same_file, write_error
 from runtime.video_encoding import (
     Sound,
     VideoEncoder,
@@ -117,14 +117,12 @@ def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
         video = _video_stream(av, container, source)
         partial = partial_path(target, keep_suffix=True)
         handle = create_partial(partial)
-        ours = os.fstat(handle.fileno())
+        ours = entry_id(handle)
         sink = _Sink(handle)
-        try:
+        try:  # the file stays open until renamed: its inode number cannot pass to another run's file meanwhile
             try:
-                with handle:
-                    frames = _transcode(av, container, video, source, sink, muxer_for(target), transform,
-                                        progress)
-                    sink.flush()
+                frames = _transcode(av, container, video, source, sink, muxer_for(target), transform, progress)
+                sink.flush()
             except Exception:
                 if sink.failed is None:
                     raise
@@ -132,17 +130,16 @@ def transcode_video(source: str | os.PathLike, target: str | os.PathLike,
                 # 28] No space left on device", or PyAV's "Error in PyAV callback: '4'" when the MP4's index,
                 # written on the way out, failed again and hid it).
                 raise _write_failed(sink.failed, target) from sink.failed
-            if _entry_id(partial) != (ours.st_dev, ours.st_ino):
-                raise OSError(f"{target}: its temporary file {partial} was replaced while the video was written")
             try:
-                # synced first: after a crash never an empty video under its name
-                commit_partial(partial, target, replace)
+                # synced first: after a crash never an empty video under its name; never another run's file
+                commit_partial(partial, target, replace, ours=ours)
             except OSError as exc:
                 raise _write_failed(exc, target) from exc
         except BaseException:
-            if _entry_id(partial) == (ours.st_dev, ours.st_ino):  # only the file this call made
-                partial.unlink(missing_ok=True)
+            remove_if_ours(partial, ours)  # only the file this call made
             raise
+        finally:
+            handle.close()
     return frames
 
 
@@ -196,15 +193,6 @@ def _video_stream(av, container, source: Path):
         raise OSError(f"{source}: is a still {kind.upper()} image, not a video; deblur it as a photo, under an image "
                       "file name")
     return moving[0]
-
-
-def _entry_id(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the directory entry ``path`` itself (a link is not followed), None if there is none."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
 
 
 def _transcode(av, container, video, source: Path, sink, muxer: str, transform, progress: bool) -> int:

@@ -209,3 +209,47 @@ def test_waiting_for_another_writer_of_a_shared_file(tmp_path):
     assert wait_while_written(target, poll_s=0.05) is True
     assert time.monotonic() - started > 0.3 and target.read_bytes() == b"exported"
     thread.join()
+
+
+class _RacedHandle:
+    """A temporary file whose write lets another run (``other``) clear it and begin its own under the same name:
+    two --force runs writing one output at once."""
+
+    def __init__(self, handle, other):
+        self.handle, self.other = handle, other
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.handle.__exit__(*exc)
+
+    def write(self, data):
+        self.handle.write(data)
+        self.other()
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_another_runs_temporary_file_is_never_renamed_into_place(tmp_path, monkeypatch, replace):
+    """Two --force runs on one output: the second cleared the first's temporary file and began its own, then the
+    first renamed the second's half-written file over the output (and reported success) or, failing, removed it."""
+    target = tmp_path / "out.png"
+    partial = banet.outputs.partial_path(target)
+    theirs = []
+    real_create = banet.outputs.create_partial
+
+    def other_run():
+        handle = real_create(partial)  # clears ours, as every writer does first
+        handle.write(b"half of the other run's")
+        handle.flush()
+        theirs.append(handle)  # still being written
+
+    monkeypatch.setattr(banet.outputs, "create_partial", lambda p: _RacedHandle(real_create(p), other_run))
+    with pytest.raises(OSError, match="was replaced while it was written"):
+        write_atomic(target, b"all of this run's image", replace=replace)
+    assert not target.exists()
+    assert partial.read_bytes() == b"half of the other run's"  # the other run's file is left to it
+    theirs[0].close()

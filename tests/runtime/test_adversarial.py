@@ -556,6 +556,9 @@ def test_full_disk_is_reported_as_such_and_the_old_output_kept(tmp_path, tiny_we
         def __init__(self, path, mode):
             self.handle = open(path, mode)
 
+        def __getattr__(self, name):  # fileno, flush: the real file's
+            return getattr(self.handle, name)
+
         def __enter__(self):
             return self
 
