@@ -12,6 +12,7 @@ runs writing one output at once are refused, the second in one line (:func:`outp
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import hashlib
@@ -90,7 +91,8 @@ def check_output(path: Path, *, force: bool, error: type[Exception], suffix: str
     (unless ``force``), is a folder, or its folder cannot be written.
 
     ``suffix`` names the kind of file expected (".onnx", ".engine") for the message about folders; ``folders``
-    are other folders the command will write into (caches), checked the same way. Missing folders are created.
+    are other folders the command will write into (caches), checked the same way. Missing folders are created
+    (:func:`make_folder`: removed at exit if nothing was written there).
     """
     path = Path(path)
     if inputs:
@@ -101,11 +103,39 @@ def check_output(path: Path, *, force: bool, error: type[Exception], suffix: str
         raise error(f"{path} exists; pass --force to overwrite it")
     for folder in dict.fromkeys([path.parent, *map(Path, folders)]):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_folder(folder)
         except OSError as exc:
             raise error(f"cannot create output folder {folder}: {exc.strerror or exc}") from exc
         if not os.access(folder, os.W_OK):
             raise error(f"output folder {folder} is not writable")
+
+
+#: Folders :func:`make_folder` created in this process, in the order made: those still empty at exit are removed.
+_MADE: list[Path] = []
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and the missing folders above it, remembering which it made: those still empty when the
+    process ends are removed (:func:`remove_empty_made_folders`), so a command refused after its output checks
+    (a later option, a missing input, Ctrl-C) leaves no empty folder behind, while one that wrote there keeps it."""
+    folder = Path(folder)
+    missing = []
+    probe = folder
+    while not os.path.lexists(probe) and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if missing and not _MADE:
+        atexit.register(remove_empty_made_folders)
+    _MADE.extend(reversed(missing))
+
+
+def remove_empty_made_folders() -> None:
+    """Remove the folders :func:`make_folder` created that are still empty, deepest first (a folder with anything
+    in it, a file another process wrote included, is kept: ``rmdir`` refuses it)."""
+    while _MADE:
+        with contextlib.suppress(OSError):
+            _MADE.pop().rmdir()
 
 
 def check_input(path: Path, *, error: type[Exception], what: str, fix: str = "") -> Path:
@@ -147,6 +177,9 @@ def create_partial(partial: Path) -> BinaryIO:
     (``FileExistsError``) instead of followed. For writers that fill a file object themselves (videos)."""
     partial = Path(partial)
     clear_partial(partial)
+    # its folder again: another run that made it (and was then refused) removes it at exit while still empty
+    with contextlib.suppress(OSError):  # a file in the way: os.open says so, named by write_error
+        partial.parent.mkdir(parents=True, exist_ok=True)
     try:
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0),
                              0o666)

@@ -253,3 +253,27 @@ def test_another_runs_temporary_file_is_never_renamed_into_place(tmp_path, monke
     assert not target.exists()
     assert partial.read_bytes() == b"half of the other run's"  # the other run's file is left to it
     theirs[0].close()
+
+
+def test_a_command_refused_after_its_checks_leaves_no_empty_folder(tmp_path):
+    """check_output creates the output's folders before the work; a command refused later (a missing input, a
+    later option, Ctrl-C) left them behind, empty. Folders this process made are removed at exit while empty;
+    one written into, and folders that were there before, are kept."""
+    import subprocess
+    import sys
+
+    (tmp_path / "there").mkdir()
+    script = (
+        "import sys; from pathlib import Path; from banet.outputs import check_output, write_atomic\n"
+        "root = Path(sys.argv[1])\n"
+        "check_output(root / 'there' / 'new' / 'deeper' / 'r.json', force=False, error=ValueError, suffix='.json')\n"
+        "check_output(root / 'kept' / 'r.json', force=False, error=ValueError, suffix='.json',\n"
+        "             folders=[root / 'cache' / 'sub'])\n"
+        "assert (root / 'there' / 'new' / 'deeper').is_dir() and (root / 'cache' / 'sub').is_dir()\n"
+        "write_atomic(root / 'kept' / 'r.json', b'{}')\n"
+        "raise SystemExit('error: refused after the checks')\n")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 1 and done.stderr.strip() == "error: refused after the checks"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "there"]
+    assert list((tmp_path / "there").iterdir()) == [] and (tmp_path / "kept" / "r.json").read_bytes() == b"{}"
