@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     from banet.checkpoint import load_checkpoint
     from banet.defaults import default_weights_path
     from banet.metadata import read_onnx_metadata, stale_source
-    from banet.outputs import check_output
+    from banet.outputs import check_output, wait_while_written
     from calibration.cli_common import command_errors, ensure_fp32_onnx, error_line, read_files, source_from_args
     from calibration.int8 import DEFAULT_EXCLUDE, FLAVOURS, QuantizeError, default_int8_path, quantize_int8
 
@@ -512,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
             int8 = {}
             for flavour in FLAVOURS:
                 path = default_int8_path(fp32, flavour)
+                if wait_while_written(path):  # calibration.quantize writing it now: measured once written
+                    log.info("waited for another run's quantization of %s", path)
                 if not path.is_file():
                     quantize_int8(fp32, path, source, flavour, exclude_groups=DEFAULT_EXCLUDE[flavour])
                 elif given := calibration_options_given(parser, args):

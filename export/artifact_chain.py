@@ -16,7 +16,7 @@ from pathlib import Path
 
 from banet.artifacts import onnx_path
 from banet.metadata import read_onnx_metadata, stale_source
-from banet.outputs import shown_path
+from banet.outputs import shown_path, wait_while_written
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,10 @@ def exported_onnx(weights: str | Path, precision: str = "fp32", path: str | Path
 
     weights = Path(weights)
     path = Path(path) if path is not None else onnx_path(weights.stem, precision)
+    # another run exporting it right now (to_onnx.py, or a parallel job needing it too): wait for its file, which is
+    # then checked and reused, instead of being refused ("another run is writing ...; write to another --output")
+    if wait_while_written(path):
+        log.info("waited for another run's export of %s to %s", weights, path)
     if path.is_file():
         metadata = read_onnx_metadata(path)
         problem = stale_source(metadata, path, weights)

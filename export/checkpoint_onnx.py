@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 from banet.hashing import file_sha256
-from banet.outputs import wait_while_written
 from banet.paths import cache_dir
 from export.artifact_chain import exported_onnx
 from runtime.backends.base import Backend
@@ -24,10 +23,8 @@ def onnx_for_checkpoint(weights: Path) -> Path:
     cache is ours: one an older exporter wrote (:func:`banet.metadata.outdated_graph`) is exported again."""
     weights = Path(weights)
     target = cache_dir() / f"{weights.stem}-{file_sha256(weights)[:16]}.onnx"
-    # another run exporting the same checkpoint right now (parallel jobs over several folders): wait for its file,
-    # which is then reused, instead of being refused ("another run is writing ...; write to another --output")
-    if wait_while_written(target):
-        log.info("waited for another run's export of %s", weights)
+    # another run exporting the same checkpoint right now (parallel jobs over several folders): exported_onnx waits
+    # for its file, which is then reused
     return exported_onnx(weights, "fp32", target, replace_stale=True, verify_shapes=VERIFY_SHAPES)
 
 

@@ -191,3 +191,41 @@ def test_cli_refuses_calibration_options_it_would_ignore(int8_model, tiny_checkp
                     "--calib-count", "7", "--seed", "3", "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and "--calib-count, --seed choose how the INT8 files are quantized" in err
+
+
+def test_cli_waits_for_a_default_int8_file_being_quantized(int8_model, tiny_checkpoint, tiny_onnx, tmp_path,
+                                                          monkeypatch):
+    """drift making the default INT8 file while calibration.quantize wrote it was refused with "another run is
+    writing ...; write to another --output", an option drift does not have for that file. It now waits for it."""
+    import shutil
+    import threading
+    import time
+
+    import calibration.int8
+
+    fp32 = shutil.copy(tiny_onnx, tmp_path / "tiny.onnx")
+    default = calibration.int8.default_int8_path(fp32, "ort")
+    locked, release = threading.Event(), threading.Event()
+
+    def quantize_run():  # another process's calibration.quantize, writing the file under its lock
+        with banet.outputs.output_lock(default):
+            locked.set()
+            time.sleep(0.5)
+            shutil.copy(int8_model, default)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("quantized again while another run was writing the file")
+
+    monkeypatch.setattr(calibration.int8, "FLAVOURS", {"ort": calibration.int8.FLAVOURS["ort"]})
+    monkeypatch.setattr(calibration.int8, "quantize_int8", not_again)
+    writer = threading.Thread(target=quantize_run)
+    writer.start()
+    locked.wait(10)
+    try:
+        code = drift.main(["--weights", str(tiny_checkpoint), "--onnx", str(fp32), "--no-fp16", "--no-speed",
+                           "--limit", "1", "--output", str(tmp_path / "o")])
+    finally:
+        release.set()
+        writer.join()
+    assert code == 0
+    assert "INT8 ort" in [r["name"] for r in json.loads((tmp_path / "o" / "drift_report.json").read_text())["rows"]]
