@@ -54,11 +54,23 @@ def engines_rule() -> str:
 
 
 def onnx_path(stem: str, precision: str = "fp32", static_hw: tuple[int, int] | None = None,
-              batch: int | None = None, folder: Path | None = None, simplified: bool = False) -> Path:
-    """An exported ONNX: ``<stem>[_<H>x<W>_b<N>][_slim][_<precision>].onnx`` (fp32 carries no suffix)."""
+              batch: int | None = None, folder: Path | None = None, simplified: bool = False, *,
+              sizes: tuple[int, int] | None = None, exporter: str = "torchscript", folded: bool = True) -> Path:
+    """An exported ONNX: ``<stem>[_<H>x<W>_b<N> | _b<N>][_<min>-<max>px][_dynamo][_unfolded][_slim][_<precision>]
+    .onnx`` (fp32 carries no suffix). Every export that differs from the default one (a fixed shape or batch,
+    other declared ``sizes``, another ``exporter``, the attention not folded) has its own name: the default
+    name is what the build, quantization and runtime commands read, which a batch-3 graph would break."""
     name = stem
     if static_hw:
         name += f"_{static_hw[0]}x{static_hw[1]}_b{batch or 1}"
+    elif batch is not None:
+        name += f"_b{batch}"
+    if sizes is not None and not static_hw:
+        name += f"_{sizes[0]}-{sizes[1]}px"
+    if exporter != "torchscript":
+        name += f"_{exporter}"
+    if not folded:
+        name += "_unfolded"
     if simplified:
         name += "_slim"
     if precision != "fp32":

@@ -84,6 +84,12 @@ class ExportOptions:
     #: on CPUs); False keeps the trained module tree in the graph
     fold_attention: bool = True
 
+    def __post_init__(self) -> None:
+        # A static size fixes the batch too (1 unless given): the graph, its name (_HxW_b1) and its recorded
+        # static shape (1, H, W) then agree; before, the graph kept a dynamic batch under that name and record.
+        if self.static_hw is not None and self.batch is None:
+            self.batch = 1
+
 
 def validate_options(options: ExportOptions) -> None:
     """Refuse, before any work, what the network or ONNX cannot take."""

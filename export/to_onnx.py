@@ -52,8 +52,12 @@ log = logging.getLogger("export.to_onnx")
 
 
 def default_output(weights_stem: str, options: ExportOptions) -> Path:
-    """:func:`banet.artifacts.onnx_path`: a static or simplified export gets its own name, never the default one."""
-    return onnx_path(weights_stem, options.precision, options.static_hw, options.batch, simplified=options.simplify)
+    """:func:`banet.artifacts.onnx_path`: a static, fixed-batch, simplified or otherwise different export gets its
+    own name, never the default one."""
+    sizes = (options.min_size, options.max_size)
+    return onnx_path(weights_stem, options.precision, options.static_hw, options.batch, simplified=options.simplify,
+                     sizes=None if sizes == (ExportOptions.min_size, ExportOptions.max_size) else sizes,
+                     exporter=options.exporter, folded=options.fold_attention)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="checkpoint to export: .pth (bare, module.-prefixed or model_state) or .safetensors; "
                              "default: the embedded default model")
     parser.add_argument("--output", type=path_arg, default=None,
-                        help="ONNX file to write (default: engines/<weights name>[_HxW_bN][_fp16].onnx)")
+                        help="ONNX file to write (default: engines/<weights name>[_HxW_bN][_fp16].onnx; any other "
+                             "non-default option adds its own part: _bN, _8-64px, _dynamo, _unfolded, _slim)")
     parser.add_argument("--force", action="store_true", help="overwrite the output file (and --report) if it exists")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (13..21, default 17)")
     parser.add_argument("--fp16", action="store_true",
@@ -72,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fixed input height x width (both even) instead of dynamic height/width; traced and "
                              "verified at that size (720x1280: ~6.2 GB peak memory)")
     parser.add_argument("--batch", type=parse_batch, default=None, metavar="N",
-                        help=f"fixed batch size, 1 to {MAX_BATCH} (default: dynamic batch)")
+                        help=f"fixed batch size, 1 to {MAX_BATCH} (default: dynamic batch; 1 with --static)")
     parser.add_argument("--min-size", type=int, default=None,
                         help=f"smallest height/width the dynamic model is declared and verified for (default "
                              f"{DEFAULT_MIN_SIZE})")
@@ -140,6 +145,17 @@ def check_paths(weights: Path, output: Path, report: Path | None, force: bool) -
                  inputs={"the checkpoint (--weights)": weights, "the ONNX file (--output)": output})
 
 
+def options_from_args(args: argparse.Namespace) -> ExportOptions:
+    """The export the command line asks for."""
+    sweep = ([] if args.no_default_sweep else list(DEFAULT_SWEEP)) + list(args.verify_sizes)
+    return ExportOptions(opset=args.opset, precision="fp16" if args.fp16 else "fp32", static_hw=args.static,
+                         batch=args.batch, min_size=DEFAULT_MIN_SIZE if args.min_size is None else args.min_size,
+                         max_size=args.max_size,
+                         simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
+                         min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force,
+                         check_openvino=args.check_openvino, fold_attention=not args.trained_attention)
+
+
 @stoppable
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -148,13 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if conflict:
         print(f"error: {conflict}", file=sys.stderr)
         return 2
-    sweep = ([] if args.no_default_sweep else list(DEFAULT_SWEEP)) + list(args.verify_sizes)
-    options = ExportOptions(opset=args.opset, precision="fp16" if args.fp16 else "fp32", static_hw=args.static,
-                            batch=args.batch, min_size=DEFAULT_MIN_SIZE if args.min_size is None else args.min_size,
-                            max_size=args.max_size,
-                            simplify=args.simplify, exporter=args.exporter, verify_shapes=sweep,
-                            min_psnr_db=args.min_psnr, max_abs_error=args.max_abs_error, force=args.force,
-                            check_openvino=args.check_openvino, fold_attention=not args.trained_attention)
+    options = options_from_args(args)
     weights = Path(args.weights or default_weights_path())
     output = args.output or default_output(weights.stem, options)
     try:
@@ -185,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {write_error(exc, args.report)} (the ONNX was written: {path})", file=sys.stderr)
             return 1
     size_mb = path.stat().st_size / 1e6
-    shape = ("static " + "x".join(map(str, (options.batch or 1, *options.static_hw))) if options.static_hw
-             else "dynamic N,H,W")
+    shape = ("static " + "x".join(map(str, (options.batch, *options.static_hw))) if options.static_hw
+             else f"batch {options.batch}, dynamic H,W" if options.batch is not None else "dynamic N,H,W")
     print(f"wrote {path} ({size_mb:.1f} MB, {options.precision}, {shape}); "
           f"verified on {len(report.results)} shapes, worst PSNR {report.worst_psnr_db:.1f} dB"
           + "".join(f"; {other.candidate}: worst {other.worst_psnr_db:.1f} dB" for other in report.others))

@@ -31,6 +31,7 @@ Other output formats are written without it, with a warning.
 from __future__ import annotations
 
 import logging
+import os
 import struct
 import zlib
 from dataclasses import dataclass, replace
@@ -483,10 +484,28 @@ def embed(encoded: bytes, suffix: str, metadata: ImageMetadata, target: str, ima
                            image)
     colour = bool(metadata.icc_profile or colour_matters(metadata.png_colour))
     _say_not_written(target, [what for what, present in (
-        ("colour profile", colour), ("EXIF", metadata.exif), ("XMP", metadata.xmp),
-        ("IPTC and text", metadata.jpeg_segments or metadata.png_text or metadata.tiff_tags)) if present],
-        f"{kind or 'extension-less'} files", f"only {', '.join(CARRYING_SUFFIXES)}")
+        ("colour profile", colour), ("EXIF", metadata.exif), ("XMP", metadata.xmp)) if present]
+        + _held_elsewhere(metadata, kind), f"{kind or 'extension-less'} files", f"only {', '.join(CARRYING_SUFFIXES)}")
     return encoded
+
+
+def _held_elsewhere(metadata: ImageMetadata, output: str) -> list[str]:
+    """What ``metadata`` holds in its input format's own form (a JPEG's IPTC, comments and density, a PNG's text
+    chunks and pHYs, a TIFF's IPTC, Photoshop resources and resolution) that an ``output`` file ("jpeg", "png",
+    "tiff", anything else) cannot hold: named for the one warning :func:`_say_not_written` gives."""
+    lost = []
+    if output != "jpeg":
+        kinds = {marker for marker, _ in jpeg_segments.segments(b"\xff\xd8" + (metadata.jpeg_segments or b""))}
+        lost += ["JPEG IPTC"] * (0xED in kinds) + ["JPEG comments"] * (0xFE in kinds)
+        lost += ["JPEG print density"] * bool(metadata.jfif_density)
+    if output != "png":
+        kinds = {kind for kind, _ in split_chunks(metadata.png_text)}
+        lost += ["PNG text chunks"] * bool(kinds - {b"pHYs"}) + ["PNG print density (pHYs)"] * (b"pHYs" in kinds)
+    if output != "tiff":
+        tags = {tag for tag, *_ in metadata.tiff_tags or ()}
+        lost += ["TIFF IPTC"] * (tiff_tags.IPTC in tags) + ["TIFF Photoshop resources"] * (tiff_tags.PHOTOSHOP in tags)
+        lost += ["TIFF print resolution"] * bool({tiff_tags.X_RESOLUTION, tiff_tags.Y_RESOLUTION} & tags)
+    return lost
 
 
 def _say_not_written(target: str, lost: list[str], files: str, written: str) -> None:
@@ -527,6 +546,9 @@ def encoder_metadata(metadata: ImageMetadata, image: np.ndarray, target: str) ->
     if not metadata:
         return {}
     metadata = _fitting(_for_output(metadata, image, target, None), 1 if image.ndim == 2 else 3, target)
+    _say_not_written(target, _held_elsewhere(metadata, "heif") + [what for what, present in (
+        ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour)),) if present],
+        f"{os.path.splitext(target)[1] or 'HEIF'} files", "their profile, EXIF and XMP are")
     carried = {"exif": EXIF_HEADER + metadata.exif} if metadata.exif else {}
     carried |= {"xmp": metadata.xmp} if metadata.xmp else {}
     return carried | ({"icc_profile": metadata.icc_profile} if metadata.icc_profile else {})
@@ -560,6 +582,8 @@ def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
         log.warning("%s: the input's colour profile (%d bytes) is larger than PNG readers take (%d); not written",
                     target, len(icc), PNG_PROFILE_MAX)
         icc = None
+    _say_not_written(target, _held_elsewhere(metadata, "png"), "PNG files",
+                     "their profile, EXIF, XMP and a PNG's own text chunks and pHYs are")
     for kind, chunk in split_chunks(metadata.png_colour):
         if not (icc and kind == b"sRGB"):  # sRGB and iCCP together are forbidden: the profile is the one kept
             chunks += chunk
@@ -576,9 +600,8 @@ def _embed_png(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
 def _embed_webp(encoded: bytes, metadata: ImageMetadata, target: str, image: np.ndarray) -> bytes:
     """The ICC profile, EXIF and XMP in WebP's extended format (:func:`runtime.webp_chunks.with_metadata`); a JPEG's
     IPTC and comments and a PNG's text and colour chunks have no place there (a warning names them)."""
-    _say_not_written(target, [what for what, present in (
-        ("IPTC and text", metadata.jpeg_segments or metadata.png_text or metadata.tiff_tags),
-        ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour))) if present],
+    _say_not_written(target, _held_elsewhere(metadata, "webp") + [what for what, present in (
+        ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour)),) if present],
         "WebP files", "their profile, EXIF and XMP are")
     alpha = image.ndim == 3 and image.shape[2] == 4
     return webp_chunks.with_metadata(encoded, image.shape[1], image.shape[0], alpha, metadata.icc_profile,
@@ -598,10 +621,9 @@ def _embed_tiff(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
         tags[tiff_tags.ICC_PROFILE] = (7, len(metadata.icc_profile), metadata.icc_profile)
     if metadata.xmp:
         tags[tiff_tags.XMP] = (1, len(metadata.xmp), metadata.xmp)
-    _say_not_written(target, [what for what, present in (
-        ("IPTC and text", metadata.jpeg_segments or metadata.png_text),
-        ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour))) if present],
-        "TIFF files", "their profile, EXIF, XMP, IPTC and resolution are")
+    _say_not_written(target, _held_elsewhere(metadata, "tiff") + [what for what, present in (
+        ("colour chunks", not metadata.icc_profile and colour_matters(metadata.png_colour)),) if present],
+        "TIFF files", "their profile, EXIF, XMP and a TIFF's own IPTC and resolution are")
     return tiff_tags.with_tags(encoded, tags, exif)
 
 
@@ -616,6 +638,8 @@ def _embed_jpeg(encoded: bytes, metadata: ImageMetadata, target: str) -> bytes:
     if colour_matters(metadata.png_colour) and not metadata.icc_profile:
         log.warning("%s: the input PNG's colour chunks (gamma, primaries) are not written into JPEG files; colours "
                     "may show differently", target)
+    _say_not_written(target, _held_elsewhere(metadata, "jpeg"), "JPEG files",
+                     "their profile, EXIF, XMP and a JPEG's own IPTC, comments and density are")
     if metadata.exif:
         if len(EXIF_HEADER) + len(metadata.exif) > _SEGMENT_MAX:
             log.warning("%s: the input's EXIF block (%d bytes) is larger than one JPEG segment holds; not written",

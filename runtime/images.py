@@ -41,7 +41,7 @@ from runtime.image_metadata import (
     metadata_of,
     profile_fits,
 )
-from runtime.png_chunks import png_cut_short, png_exif, png_header
+from runtime.png_chunks import png_cut_short, png_exif, png_grey_transparent, png_header
 from runtime.sample_depth import FLOAT_SUFFIXES, fit_to_format, pnm_maxval, to_full_scale
 
 #: Bytes per pixel of one float32 copy of a colour image: the runtime holds the whole image in a few such copies
@@ -494,13 +494,30 @@ def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | N
             cv2.setLogLevel(level)
         if image is not None and tiff_tags.samples_per_pixel(data) == 2 and image.ndim == 2:
             # grey and alpha: OpenCV (libtiff) drops the alpha, Pillow keeps it
-            return _read_with_pillow(path, data, max_pixels, hint=False, what="a grey+alpha TIFF"), False
+            return _read_with_pillow(path, data, max_pixels, hint=False, what="a grey+alpha TIFF")
+        if image is not None and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 4 \
+                and tiff_tags.alpha_kinds(data):
+            # 8-bit colour and alpha: OpenCV reads it through libtiff's RGBA interface, which premultiplies the
+            # colours by the alpha (half-transparent pixels came out darkened, transparent ones black); Pillow
+            # keeps them as stored (and un-premultiplies an associated alpha's)
+            return _read_with_pillow(path, data, max_pixels, hint=False, what="a TIFF with transparency")
+        if image is not None and image.ndim == 2 and (grey_key := png_grey_transparent(data)) is not None:
+            return _grey_with_transparency(image, grey_key), False
         if image is not None:
             return to_full_scale(image, pnm_maxval(data)), tiff_tags.is_tiff(data, big=True)
         if header is None:
             raise ImageReadError(f"{path}: not an image OpenCV can decode (is it a {path.suffix or 'extension-less'}"
                                  " file of another kind, truncated or empty?)")
-    return _read_with_pillow(path, data, max_pixels, hint=cv2 is None), False
+    return _read_with_pillow(path, data, max_pixels, hint=cv2 is None)
+
+
+def _grey_with_transparency(grey: np.ndarray, key: int) -> np.ndarray:
+    """A grey PNG's pixels with its transparent grey level (``key``, read as OpenCV scaled it) as an alpha channel,
+    BGRA as a grey+alpha PNG is read: OpenCV gives the grey alone, so the transparency was lost without a word
+    (RGB PNGs with a transparent colour get their alpha from OpenCV)."""
+    opaque = np.iinfo(grey.dtype).max
+    alpha = np.where(grey == key, 0, opaque).astype(grey.dtype)
+    return np.ascontiguousarray(np.dstack([grey, grey, grey, alpha]))
 
 
 def _png_is_16bit_colour(data: bytes) -> bool:
@@ -510,8 +527,11 @@ def _png_is_16bit_colour(data: bytes) -> bool:
 
 
 def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: bool = True,
-                      what: str = "an image") -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+                      what: str = "an image") -> tuple[np.ndarray, bool]:
+    """Pixels Pillow decodes (BGR order, as OpenCV reads), and whether Pillow turned them upright itself: Pillow
+    13 applies a TIFF's orientation tag as it loads it (and drops the tag), earlier versions do not (before, a
+    grey+alpha TIFF was turned twice with one and not at all with the other)."""
+    from PIL import ExifTags, Image, UnidentifiedImageError
 
     if hint and _png_is_16bit_colour(data):
         raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
@@ -523,10 +543,11 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
                 image.load()
+                upright = image.format == "TIFF" and ExifTags.Base.Orientation not in image.tag_v2
                 if image.format == "HEIF" and heif_bit_depth(image.info) > 8:
-                    return deep_heif_pixels(data)  # Pillow's plugin gives 8 bits of a 10-bit photo
+                    return deep_heif_pixels(data), False  # Pillow's plugin gives 8 bits of a 10-bit photo
                 if image.mode in ("I;16", "I;16B", "I;16L", "I", "L"):
-                    return _pil_array(image)  # uint8 for L, uint16 for the 16-bit modes
+                    return _pil_array(image), upright  # uint8 for L, uint16 for the 16-bit modes
                 alpha = _has_alpha(image)
                 array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError,
@@ -536,7 +557,7 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
         detail = "no format Pillow knows" if isinstance(exc, UnidentifiedImageError) else first_line(exc)
         raise ImageReadError(f"{path}: not {what} Pillow can decode (truncated, empty, another kind of "
                              f"file{extra}): {detail}") from None
-    return np.ascontiguousarray(swap_red_blue(array))  # RGB(A) -> BGR(A), as OpenCV reads
+    return np.ascontiguousarray(swap_red_blue(array)), upright  # RGB(A) -> BGR(A), as OpenCV reads
 
 
 def write_image(path: str | Path, image: np.ndarray, metadata: ImageMetadata = NO_METADATA,
@@ -611,10 +632,17 @@ def _encode(path: Path, image: np.ndarray, metadata: dict | None = None, suffix:
             raise ImageWriteError(f"{path}: float pixels cannot be written as {suffix} (OpenCV would cast them to "
                                   "8 bits: a black image); the input was read as float (a float TIFF or HDR file "
                                   "under another extension?): write it as .tif")
+        if suffix.lower() in (".pgm", ".pbm") and image.ndim == 3:
+            raise ImageWriteError(f"{path}: {suffix} files hold grey pixels only and this image is in colour; name "
+                                  "it .ppm or .png")
+        level = cv2.getLogLevel()
+        cv2.setLogLevel(0)  # its "[ERROR] imencode(): can't encode data" block: the line below says it
         try:
             ok, encoded = cv2.imencode(suffix, image, _encode_params(cv2, suffix, image))
-        except cv2.error as exc:
-            ok, encoded = False, first_line(exc)
+        except cv2.error:
+            ok = False
+        finally:
+            cv2.setLogLevel(level)
         if not ok:
             raise ImageWriteError(f"{path}: OpenCV could not encode an image of shape {image.shape} and dtype "
                                   f"{image.dtype} as {suffix}")

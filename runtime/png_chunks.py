@@ -71,6 +71,24 @@ def png_chunks(data: bytes):
         at = end
 
 
+def png_grey_transparent(data: bytes) -> int | None:
+    """The transparent grey level of a grey PNG with a tRNS chunk, on the scale decoders give (1, 2 and 4-bit
+    levels stretched to 8 bits, 8 and 16 bits as they are); None for any other file."""
+    header = png_header(data)
+    if header is None or header.colour_type != 0:
+        return None
+    for kind, start, end in png_chunks(data):
+        if kind == b"tRNS" and end - start >= 14:
+            (level,) = struct.unpack_from(">H", data, start + 8)
+            depth = header.bit_depth
+            if depth < 8:
+                level = (level & ((1 << depth) - 1)) * (255 // ((1 << depth) - 1))
+            return level
+        if kind == b"IDAT":  # tRNS comes before the image data
+            return None
+    return None
+
+
 def png_cut_short(data: bytes) -> bool:
     """Whether ``data`` is a PNG file that ends before its IEND chunk (a copy cut short, a download still running):
     libpng prints its own error line on stderr for it, so it is refused from the chunk lengths before decoding."""

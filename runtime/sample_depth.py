@@ -29,6 +29,8 @@ DEEP_SUFFIXES = SIXTEEN_BIT_SUFFIXES | {".heic", ".heif", ".hif"}
 #: floats only.
 FLOAT_SUFFIXES = frozenset({".tif", ".tiff", ".hdr", ".pic", ".pfm", ".exr"})
 FLOAT_ONLY_SUFFIXES = FLOAT_SUFFIXES - {".tif", ".tiff"}
+#: Extensions of formats that hold an alpha channel as this toolkit writes them (GIF: one transparent colour).
+ALPHA_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".webp", ".gif", ".avif", ".heic", ".heif", ".hif"})
 
 #: The magic numbers of PNM files with a largest sample value (P2 grey and P3 colour as text, P5 and P6 as bytes)
 #: and the numbers of their header: width, height, largest value, between whitespace and "#" comments.
@@ -67,8 +69,14 @@ def to_full_scale(image: np.ndarray, maxval: int | None) -> np.ndarray:
 def fit_to_format(image: np.ndarray, suffix: str, name: str | Path) -> np.ndarray:
     """``image`` as the format of ``suffix`` can hold it: 16-bit samples for an 8-bit format converted to 8 bits
     (with a warning naming ``name``: detail is lost, the picture is not), integers for a float-only format as
-    floats in [0, 1]; anything else as it is."""
+    floats in [0, 1], an alpha channel left out of a format without one (with a warning: before, JPEG and BMP
+    dropped it without a word, Sun raster wrote wrong colours and PPM failed in OpenCV's words); anything else as
+    it is."""
     suffix = suffix.lower()
+    if image.ndim == 3 and image.shape[2] == 4 and suffix not in ALPHA_SUFFIXES:
+        log.warning("%s: its transparency (alpha channel) is not kept: %s files hold none; name it .png, .tif or "
+                    ".webp to keep it", name, suffix or "extension-less")
+        image = np.ascontiguousarray(image[..., :3])
     if image.dtype == np.uint16 and suffix not in DEEP_SUFFIXES | FLOAT_SUFFIXES:
         log.warning("%s: 16-bit samples written with 8 bits (%s holds no more); name it .png or .tif to keep 16 "
                     "bits", name, suffix)

@@ -90,6 +90,8 @@ def layout(data: bytes) -> tuple[int, int, int, int] | None:
 
 #: Samples per pixel (1 grey, 2 grey and alpha, 3 colour, 4 colour and alpha): what :func:`samples_per_pixel` reads.
 SAMPLES_PER_PIXEL = 277
+#: Which extra samples a pixel holds (0 unspecified, 1 associated alpha, 2 unassociated alpha).
+EXTRA_SAMPLES = 338
 
 
 def samples_per_pixel(data: bytes) -> int | None:
@@ -103,6 +105,17 @@ def samples_per_pixel(data: bytes) -> int | None:
     kind, _, value = found
     form = {3: "H", 4: "I"}.get(kind)  # SHORT or LONG; anything else is a malformed file
     return struct.unpack_from(_ORDERS[data[:4]] + form, value)[0] if form else None
+
+
+def alpha_kinds(data: bytes) -> tuple[int, ...]:
+    """A classic TIFF's extra samples that are transparency: 1 (associated: colours premultiplied by it) or 2
+    (unassociated: colours as they are, what Pillow, GIMP and Photoshop write); () for none or anything else."""
+    found = read_tags(data, (EXTRA_SAMPLES,)).get(EXTRA_SAMPLES) if is_tiff(data) else None
+    if found is None or found[0] != 3:  # SHORT values
+        return ()
+    _, count, value = found
+    kinds = struct.unpack_from(f"{_ORDERS[data[:4]]}{count}H", value)
+    return tuple(kind for kind in kinds if kind in (1, 2))
 
 
 def read_tags(data: bytes, wanted: tuple[int, ...]) -> dict[int, tuple[int, int, bytes]]:

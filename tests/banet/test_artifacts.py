@@ -31,6 +31,11 @@ def test_variant_names_differ_from_the_defaults(tmp_path):
     assert artifacts.onnx_path("m", "fp16", (720, 1280), folder=tmp_path).name == "m_720x1280_b1_fp16.onnx"
     assert artifacts.int8_onnx_path(default, "trt").name == "m_int8_trt.onnx"
     assert artifacts.int8_onnx_path(default, "trt", "auto48db").name == "m_int8_trt_auto48db.onnx"
+    # before: these were written under the default name, which build_trt, quantize and the runtime read
+    assert artifacts.onnx_path("m", folder=tmp_path, batch=3).name == "m_b3.onnx"
+    assert artifacts.onnx_path("m", folder=tmp_path, sizes=(8, 64)).name == "m_8-64px.onnx"
+    assert artifacts.onnx_path("m", folder=tmp_path, exporter="dynamo").name == "m_dynamo.onnx"
+    assert artifacts.onnx_path("m", "fp16", folder=tmp_path, folded=False).name == "m_unfolded_fp16.onnx"
 
 
 def test_the_int8_files_of_an_export_leave_out_app_graphs_and_refused_files(tmp_path):

@@ -64,6 +64,27 @@ def test_static_export(tmp_path, tiny_model):
     assert [d.dim_value for d in dims] == [2, 3, 48, 80]
 
 
+def test_a_static_size_without_a_batch_fixes_batch_1(tmp_path, tiny_model):
+    """--static HxW alone kept a dynamic batch in the graph, under a name (_HxW_b1) and a record (static 1xHxW)
+    saying batch 1."""
+    path, report = _export(tiny_model, tmp_path / "s.onnx", static_hw=(32, 48))
+    assert read_onnx_metadata(path).static_shape == (1, 32, 48)
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 3, 32, 48] and not any(d.dim_param for d in dims)
+
+
+@pytest.mark.parametrize("options, name", [(["--batch", "3"], "m_b3.onnx"), (["--max-size", "64"], "m_8-64px.onnx"),
+                                           (["--trained-attention"], "m_unfolded.onnx")])
+def test_a_non_default_export_never_takes_the_default_name(tmp_path, tiny_model, monkeypatch, options, name):
+    """``to_onnx.py --batch 3`` wrote engines/banet_default.onnx: build_trt then refused it ("a static batch of
+    3") and calibration.quantize failed in ONNX Runtime's words."""
+    from export.to_onnx import build_parser, default_output, options_from_args
+
+    args = build_parser().parse_args(options)
+    assert default_output("m", options_from_args(args)).name == name
+    assert default_output("m", options_from_args(build_parser().parse_args([]))).name == "m.onnx"
+
+
 def test_strip_index_arithmetic_is_the_same_on_any_runtime(tmp_path, tiny_model):
     """The resize sources are integer arithmetic in the graph, so a runtime that computes float division its own
     way cannot move a strip: OpenVINO compiling the plain file for dynamic shapes (what an app on its C++ API

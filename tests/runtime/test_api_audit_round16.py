@@ -4,6 +4,7 @@ lost a user's data, returned wrong pixels without a word, or failed deep inside 
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import pickle
 from pathlib import Path
@@ -77,7 +78,9 @@ def test_transparency_is_never_dropped(tiny_weights):
             assert out.mode == "RGBA" and _transparent(out) == 32 * 24, image.mode
 
 
+@functools.cache
 def _rgb_profile() -> bytes:
+    """Made once: its header records when (two made a second apart differ)."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 

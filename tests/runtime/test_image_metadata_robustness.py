@@ -329,3 +329,41 @@ def test_cli_deblurs_every_odd_photo_with_its_metadata_fixed_or_dropped_in_one_l
         with Image.open(tmp_path / "out" / name) as out:
             assert out.size == size and "icc_profile" not in out.info, name
             assert name in ("cmyk.jpg", "grey-alpha.png") or out.getexif()[_ORIENTATION] == 1, name
+
+
+# -- a format's own metadata into another format ------------------------------------------------------------------
+def _with_own_metadata(path: Path, kind: str) -> None:
+    """A photo in ``kind`` (saved under ``path``, whatever its extension says) with that format's own metadata: a
+    JPEG's comment and density, a PNG's caption and pHYs, a TIFF's resolution."""
+    from PIL import PngImagePlugin
+
+    picture = Image.fromarray(random_image(24, 32)[..., ::-1])
+    if kind == "PNG":
+        text = PngImagePlugin.PngInfo()
+        text.add_text("Description", "my caption")
+        picture.save(path, "PNG", pnginfo=text, dpi=(300, 300))
+    else:
+        picture.save(path, kind, dpi=(300, 300), **({"comment": b"my caption"} if kind == "JPEG" else {}))
+
+
+@pytest.mark.parametrize("kind, suffix, lost", [
+    ("PNG", ".jpg", "PNG text chunks and PNG print density (pHYs) are not written into JPEG files"),
+    ("JPEG", ".png", "JPEG comments and JPEG print density are not written into PNG files"),
+    ("TIFF", ".jpg", "TIFF print resolution is not written into JPEG files"),
+    ("JPEG", ".tif", "JPEG comments and JPEG print density are not written into TIFF files"),
+    ("PNG", ".avif", "PNG text chunks and PNG print density (pHYs) are not written into .avif files"),
+    ("JPEG", ".webp", "JPEG comments and JPEG print density are not written into WebP files"),
+])
+def test_what_the_output_format_cannot_hold_is_named(tmp_path, caplog, kind, suffix, lost):
+    """A PNG's caption and print density written as a JPEG (a mis-named file, or write_image with any name) were
+    dropped without a word, as were a JPEG's comments into PNG, HEIF and AVIF, a TIFF's resolution into JPEG; TIFF
+    outputs said IPTC "is not written into TIFF files (their ... IPTC ... are)"."""
+    _with_own_metadata(tmp_path / "in", kind)
+    pixels, metadata = read_image_and_metadata(tmp_path / "in")
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / f"out{suffix}", pixels, metadata)
+    assert f"out{suffix}: the input's {lost}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # into its own format: all of it kept, no warning
+        write_image(tmp_path / f"same.{kind.lower()}", pixels, metadata)
+    assert "not written" not in caplog.text

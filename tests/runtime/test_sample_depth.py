@@ -96,6 +96,49 @@ def test_a_grey_and_alpha_tiff_keeps_its_alpha(tmp_path):
     np.testing.assert_array_equal(image[..., 0], grey)
 
 
+@pytest.mark.parametrize("depth", [1, 8, 16])
+def test_a_grey_pngs_transparent_level_becomes_its_alpha(tmp_path, depth):
+    """OpenCV reads a grey PNG with a transparent grey level (tRNS) as grey alone: the transparency was lost
+    without a word, where an RGB PNG's transparent colour is kept as alpha."""
+    grey = (GREY12 >> 4).astype(np.uint8) | 1
+    grey[:, :8] = 0
+    key, stored = 0, grey
+    if depth == 1:
+        stored = grey > 0
+    elif depth == 16:
+        stored, key = grey.astype(np.uint16) * 257, 1234
+        stored[:, :8] = key
+    Image.fromarray(stored).save(tmp_path / "key.png", transparency=key)
+    image = read_image(tmp_path / "key.png")
+    full = 65535 if depth == 16 else 255
+    assert image.shape == (40, 56, 4)  # before: (40, 56)
+    assert (image[:, :8, 3] == 0).all() and (image[:, 8:, 3] == full).all()
+    expected = stored.astype(np.uint8) * 255 if depth == 1 else stored
+    np.testing.assert_array_equal(image[..., 0], expected)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".bmp", ".ppm", ".sr"])
+def test_alpha_into_a_format_without_it_is_left_out_with_a_warning(tmp_path, caplog, suffix):
+    """A BGRA image written as JPEG or BMP lost its alpha without a word, as Sun raster with wrong colours
+    ((100, 120, 140) read back as (120, 120, 0)), and PPM failed with OpenCV's multi-line log block."""
+    image = np.zeros((24, 32, 4), np.uint8)
+    image[...] = [100, 120, 140, 255]
+    image[:, :8, 3] = 0
+    with caplog.at_level(logging.WARNING):
+        write_image(tmp_path / f"cutout{suffix}", image)
+    assert f"cutout{suffix}: its transparency (alpha channel) is not kept: {suffix} files hold none" in caplog.text
+    back = read_image(tmp_path / f"cutout{suffix}")
+    assert back.shape == (24, 32, 3) and np.abs(back.astype(int) - [100, 120, 140]).max() <= 2
+
+
+def test_colour_into_a_grey_only_format_is_one_line(tmp_path, capfd):
+    with pytest.raises(ImageWriteError) as refused:
+        write_image(tmp_path / "photo.pgm", np.zeros((24, 32, 3), np.uint8))
+    assert str(refused.value) == (f"{tmp_path / 'photo.pgm'}: .pgm files hold grey pixels only and this image is "
+                                  "in colour; name it .ppm or .png")
+    assert capfd.readouterr().err == ""  # no OpenCV log block
+
+
 def test_unwritable_things_are_one_line_errors(tmp_path):
     with pytest.raises(ImageWriteError, match="a list, not a numpy array"):
         write_image(tmp_path / "a.png", [[1]])

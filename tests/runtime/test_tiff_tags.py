@@ -61,6 +61,36 @@ def test_a_tiff_with_an_orientation_is_turned_upright_once(tmp_path, orientation
     assert np.array_equal(read_image(tmp_path / "turned.tif"), expected)  # before: OpenCV turned it, then we did
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_a_tiff_with_alpha_and_an_orientation_is_turned_upright_once(tmp_path, orientation, mode):
+    """Grey+alpha TIFFs are read by Pillow, which (since 13) turns a TIFF upright as it loads it: turned twice."""
+    stored = np.dstack([random_image(40, 56)[..., :1 if mode == "LA" else 3], np.full((40, 56), 200, np.uint8)])
+    Image.fromarray(stored.squeeze() if mode == "LA" else stored, mode).save(tmp_path / "t.tif",
+                                                                             tiffinfo={274: orientation})
+    read = read_image(tmp_path / "t.tif")
+    upright = apply_orientation(stored, orientation)
+    assert np.array_equal(read[..., [0, 3]] if mode == "LA" else read[..., [2, 1, 0, 3]], upright)
+
+
+@pytest.mark.parametrize("extra, stored_colour, read_colour", [(2, [200, 150, 100], [200, 150, 100]),
+                                                               (1, [100, 75, 50], [199, 149, 99])])
+def test_an_8bit_tiffs_colours_are_not_darkened_by_its_alpha(tmp_path, extra, stored_colour, read_colour):
+    """OpenCV reads 8-bit RGBA TIFFs through libtiff's RGBA interface, which premultiplies the colours by the alpha:
+    a half-transparent (200, 150, 100) was read as (100, 75, 50) and deblurred so, transparent pixels as black.
+    Unassociated alpha (2, what Pillow, GIMP and Photoshop write) is read as stored; associated (1) colours
+    are un-premultiplied, as for every other input."""
+    import tifffile  # scikit-image's dependency
+    pixels = np.zeros((16, 24, 4), np.uint8)
+    pixels[...] = [*stored_colour, 128]
+    pixels[:, :4] = [0, 0, 0, 0] if extra == 1 else [10, 20, 30, 0]
+    tifffile.imwrite(tmp_path / "a.tif", pixels, photometric="rgb", extrasamples=[extra])
+    read = read_image(tmp_path / "a.tif")
+    assert np.abs(read[8, 12].astype(int) - [*read_colour[::-1], 128]).max() <= 1
+    if extra == 2:
+        assert read[8, 1].tolist() == [30, 20, 10, 0]  # a transparent pixel keeps its colour
+
+
 def test_a_turned_tiff_comes_back_upright_with_its_xmp_saying_so(tmp_path):
     stored = _tiff(tmp_path / "portrait.tif", orientation=6)
     pixels, metadata = read_image_and_metadata(tmp_path / "portrait.tif")
