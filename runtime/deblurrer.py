@@ -22,7 +22,8 @@ import numpy as np
 
 from banet.config import activation_bytes_per_pixel
 from banet.errors import DeblurrerClosedError, OptionError
-from banet.processing import ImageFormatError, check_unit_range, postprocess, preprocess
+from banet.processing import ImageFormatError, check_unit_range, padded_size, postprocess, preprocess
+from banet.shapes import hw_text
 from runtime.backends.base import Backend, check_bool, check_threads, check_tristate
 from runtime.host_memory import avoid_hugepage_stalls
 from runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, merge_image, split_image
@@ -155,6 +156,10 @@ class Deblurrer:
         groups: dict[tuple, list[int]] = {}
         for i, (colour, _, form) in enumerate(parts):
             groups.setdefault((colour.shape, str(colour.dtype), form.channel_order), []).append(i)
+        for (shape, _, _), indices in groups.items():  # before any image of the list runs
+            problem = self._tiling_problem(*shape[:2])
+            if problem:
+                raise OptionError(problem if single else f"image {indices[0]} of the list: {problem}")
         budget = self._budget_pixels()
         for (shape, _, order), indices in groups.items():
             # in chunks the forward pass takes at once: stacked whole, a group's float copies grew with the list
@@ -206,17 +211,15 @@ class Deblurrer:
         """NxHxWx3 images of one size and dtype -> restored images, same dtype and order."""
         backend = self._backend()
         limits = backend.limits
+        problem = self._tiling_problem(*images.shape[1:3])  # else a bare ValueError from runtime/tiling.py
+        if problem:
+            raise OptionError(problem)
         batch, padding = preprocess(images, self.conventions, channel_order, min_size=limits.min_hw)
         height, width = batch.shape[2:]
         tile = self._tile_size(height, width)
         if tile is None:
             raw = self._forward(batch)
         else:
-            if self.tile_overlap >= min(tile):  # else a bare ValueError from runtime/tiling.py, image after image
-                raise OptionError(f"tile_overlap={self.tile_overlap} cannot tile {height}x{width}: the tiles are "
-                                  f"{tile[0]}x{tile[1]} ({backend.describe()} takes at most "
-                                  f"{limits.max_hw[0]}x{limits.max_hw[1]}); give a tile_overlap under "
-                                  f"{min(tile)}")
             raw = run_tiled(batch, self._forward, tile, self.tile_overlap)
             # the tiles' working memory, which the engine keeps for the next call, is handed back before the whole
             # image is assembled, where it would add to the peak (python -m benchmarks.end_to_end measures it);
@@ -226,8 +229,29 @@ class Deblurrer:
 
     def tile_for(self, height: int, width: int) -> tuple[int, int] | None:
         """The tile (h, w) an image of ``height`` x ``width`` runs in under this Deblurrer's budget and the
-        artifact's shape limits; None when it runs whole."""
-        return self._tile_size(height, width)
+        artifact's shape limits; None when it runs whole. Planned on the size the network is given (padded to its
+        size multiple and smallest size), as a call plans it: an odd size said "whole" where it ran in tiles."""
+        return self._tile_size(*self._padded(height, width))
+
+    def _padded(self, height: int, width: int) -> tuple[int, int]:
+        return padded_size(height, width, self.conventions.size_multiple, self._backend().limits.min_hw)
+
+    def _tiling_problem(self, height: int, width: int) -> str | None:
+        """Why an image of ``height`` x ``width`` cannot be tiled with this ``tile_overlap``, or None. Only the
+        sides that are cut count: a thin strip (16x4200, tiled along its length only) was refused for its
+        16-pixel height, which no tile cuts."""
+        tile = self.tile_for(height, width)
+        if tile is None:
+            return None
+        cut = [side for side, length in zip(tile, self._padded(height, width)) if side < length]
+        if not cut or self.tile_overlap < min(cut):
+            return None
+        limits = self._backend().limits
+        why = (f"{self._backend().describe()} takes at most {limits.max_hw[0]}x{limits.max_hw[1]}"
+               if tile[0] >= limits.max_hw[0] or tile[1] >= limits.max_hw[1] or self.memory_budget_mb is None
+               else f"memory_budget_mb={self.memory_budget_mb}")
+        return (f"tile_overlap={self.tile_overlap} cannot tile a {hw_text(height, width)} image: its tiles are "
+                f"{hw_text(*tile)} ({why}); give a tile_overlap under {min(cut)}")
 
     def _tile_size(self, height: int, width: int) -> tuple[int, int] | None:
         limits = self._backend().limits

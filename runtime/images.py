@@ -137,8 +137,11 @@ def split_image(image, rgb: bool = False,
     elif array.ndim == 3 and array.shape[2] == 4:
         colour, alpha, kind = array[..., :3], array[..., 3], "colour+alpha"
     else:
+        channels_first = array.ndim == 3 and array.shape[0] in (1, 3, 4)
+        hint = ("a channels-first (CxHxW) image? put the channels last: image.transpose(1, 2, 0)" if channels_first
+                else "pass batches as a list of images")
         raise ImageFormatError(f"expected an HxW, HxWx1, HxWx3 or HxWx4 image, got shape {array.shape} "
-                               f"({array.ndim} dimensions); pass batches as a list of images")
+                               f"({array.ndim} dimensions); {hint}")
     if min(array.shape[:2]) < MIN_SIDE:
         raise ImageFormatError(f"image of {array.shape[0]}x{array.shape[1]} pixels is too small to deblur "
                                f"(at least {MIN_SIDE}x{MIN_SIDE})")

@@ -129,7 +129,7 @@ def test_a_tile_overlap_that_cannot_tile_is_an_option_error(tiny_weights):
     """A bare ValueError from runtime/tiling.py, for every image over the tile size."""
     with Deblurrer(tiny_weights, tile=64, tile_overlap=16) as deblurrer:
         deblurrer.tile_overlap = 64  # what a budget's smaller tile meets: the overlap is not under the tile
-        with pytest.raises(OptionError, match="tile_overlap=64 cannot tile 64x200"):
+        with pytest.raises(OptionError, match="tile_overlap=64 cannot tile a 64x200 image"):
             deblurrer(np.zeros((64, 200, 3), np.uint8))
 
 
@@ -166,3 +166,43 @@ def test_a_checkpoint_with_precision_int8_runs_its_int8_file_on_a_cpu_backend(mo
     monkeypatch.setenv("BANET_ENGINES", str(tmp_path))
     chosen, backend = choose(Path(default_weights_path()), None, "int8")
     assert backend in INT8_FLAVOUR and "_int8_" in chosen.name
+
+
+@pytest.mark.parametrize("shape", [(16, 300), (300, 6)])
+def test_a_thin_strip_tiled_along_its_length_is_not_refused_for_its_width(tiny_weights, shape):
+    """Round 17: a 16x4200 strip on the default Deblurrer (ONNX files take at most 4096) was refused ("tile_overlap=32
+    cannot tile 16x4200 ...; give a tile_overlap under 16"): its 16 rows are not cut, so need no overlap."""
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), np.uint8)
+    with Deblurrer(tiny_weights, tile=128, tile_overlap=32) as deblurrer:
+        out = deblurrer(image)
+        assert out.shape == image.shape
+        deblurrer.tile_overlap = 200  # now the long side's tiles (128) are under it: refused, naming the image
+        listed = [np.zeros((20, 20, 3), np.uint8), image]
+        with pytest.raises(OptionError, match=rf"^image 1 of the list: tile_overlap=200 cannot tile a "
+                                              rf"{shape[0]}x{shape[1]} image: its tiles are"):
+            deblurrer.deblur_batch(listed)
+
+
+def test_tile_for_plans_on_the_size_the_network_is_given(tiny_weights):
+    """Round 17: tile_for planned on the unpadded size: an odd 201x255 image was said to run whole where a call ran
+    it in two tiles (benchmarks recorded it as untiled)."""
+    with Deblurrer(tiny_weights, tile_overlap=16) as deblurrer:
+        deblurrer.memory_budget_mb = (201 * 255 * deblurrer._bytes_per_pixel + 1) / 2**20  # 201x255 fits, 202x256 not
+        assert deblurrer.tile_for(201, 255) is not None
+        calls = []
+        forward = deblurrer._forward
+        deblurrer._forward = lambda batch: (calls.append(batch.shape), forward(batch))[1]
+        deblurrer(np.zeros((201, 255, 3), np.uint8))
+        assert len(calls) > 1  # tiled, as tile_for says
+
+
+def test_a_channels_first_array_is_told_to_put_its_channels_last(tiny_weights):
+    """Round 17: a CxHxW array (what torch code holds) was told to "pass batches as a list of images"."""
+    from banet.processing import ImageFormatError
+
+    with Deblurrer(tiny_weights) as deblurrer:
+        with pytest.raises(ImageFormatError, match=r"channels-first \(CxHxW\) image\? put the channels last: "
+                                                   r"image\.transpose\(1, 2, 0\)"):
+            deblurrer(np.zeros((3, 64, 96), np.float32))
+        with pytest.raises(ImageFormatError, match="pass batches as a list of images"):
+            deblurrer(np.zeros((2, 64, 96, 3), np.float32))
