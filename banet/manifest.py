@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -327,6 +328,9 @@ def read_manifest(engine: str | Path, verify_engine: bool = True) -> EngineManif
         staged = _staged_for(engine, size, sha) if verify_engine else None
         if staged is not None:
             return staged
+        if engine.suffix.lower() == ".onnx":  # "no manifest" said nothing of the real mistake
+            raise ManifestError(f"{engine} is an ONNX model, not an engine; build an engine from it with "
+                                f"python export/build_trt.py --onnx {shlex.quote(str(engine))}")
         raise ManifestError(f"{engine}: no manifest at {path}; engines must be built by export/build_trt.py, "
                             "which writes it (python export/build_trt.py --help)")
     manifest = _load(path)

@@ -60,6 +60,13 @@ def _where(path: Path) -> str:
         return os.path.normcase(os.path.abspath(path))
 
 
+def real_path(path: Path | str) -> Path:
+    """``path`` with every link followed, as ``Path.resolve()``, but a link that points at itself (or a loop of
+    them) is returned as far as it resolves instead of raising ``RuntimeError`` (Python 3.11-3.12): one such
+    file among a folder's inputs stopped the whole command."""
+    return Path(os.path.realpath(path))
+
+
 def same_file(a: Path | str, b: Path | str) -> bool:
     """Whether ``a`` and ``b`` name one file: when both exist, :func:`os.path.samefile` (links, other spellings,
     hard links); otherwise where they lead (:func:`_where`), so an output that does not exist yet is compared with

@@ -15,7 +15,7 @@ from banet.outputs import NAME_MAX, check_input
 from banet.shapes import parse_hw
 from calibration.data import CalibrationDataError, CalibrationSource, list_images
 from calibration.int8 import QuantizeError
-from export.artifact_chain import export_command, exported_onnx
+from export.artifact_chain import export_command, export_hint, exported_onnx, fresh_fp32_name
 
 log = logging.getLogger(__name__)
 
@@ -168,25 +168,13 @@ def read_fp32_onnx(path: Path, weights: Path | None = None):
     except ArtifactError as exc:
         raise QuantizeError(str(exc)) from None
     if metadata.precision != "fp32":
-        fresh = _fresh_fp32_name(path)
-        export = f"export one with {export_command(weights, 'fp32', fresh)} and " if fresh is not None else ""
+        fresh = fresh_fp32_name(path)
+        command = export_hint(weights, "fp32", fresh, metadata.source_name, metadata.source_sha256)
+        export = f"export one with {command} and " if fresh is not None else ""
         raise QuantizeError(f"{path} is a {metadata.precision} model; quantize (and measure against) an FP32 export: "
                             f"{export}pass it as --onnx, or leave out --onnx to use (and make) "
                             "engines/<weights stem>.onnx")
     return metadata
-
-
-def _fresh_fp32_name(path: Path) -> Path | None:
-    """A name next to ``path`` (a non-FP32 ONNX the user gave) for its FP32 export that no file has yet
-    (``my_fp16.onnx`` -> ``my.onnx``, else ``my_fp32.onnx``), or None: a hint never names a file that is there."""
-    stem = path.stem
-    for tail in ("_fp16", "_int8"):
-        stem = stem.removesuffix(tail)
-    for name in (f"{stem}.onnx", f"{stem}_fp32.onnx"):
-        candidate = path.with_name(name)
-        if not candidate.exists() and not candidate.is_symlink():
-            return candidate
-    return None
 
 
 def parse_summary(parse: dict) -> str:

@@ -77,12 +77,14 @@ def openvino_forward(path: Path, threads: int | None = None, inference_precision
 IMAGES_ENV = "BANET_HELDOUT_IMAGES"
 
 
-def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None) -> dict | None:
+def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None, shown: str | None = None
+                    ) -> dict | None:
     """Restoration PSNR the INT8 file loses against its FP32 ONNX on the held-out photos, per CPU backend that can
     run it here (ONNX Runtime; OpenVINO where installed, and with its float layers in bfloat16 where the CPU has
     the units and OpenVINO compiles it so): the record :func:`banet.precision.int8_refusal` reads.
     None for a model that cannot take the held-out crops (a static shape of another size): it gets no record, so
-    ``precision="int8"`` refuses it rather than trusting an unmeasured file."""
+    ``precision="int8"`` refuses it rather than trusting an unmeasured file. ``shown``: the name the logs give the
+    file (the output's, where ``int8_onnx`` is its temporary file)."""
     from banet.machine import cpu_name, int8_units
     from banet.metadata import read_onnx_metadata
     from banet.precision import INT8_HELDOUT_BUDGET_DB, OPENVINO_BY_UNITS
@@ -90,11 +92,12 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
     from runtime.backends.onnxruntime_backend import limits_from_metadata
     from runtime.selection import OPENVINO_INT8_BF16
 
+    name = shown or int8_onnx.name
     pairs = _heldout_pairs()[:int(os.environ.get(IMAGES_ENV) or 0) or None]
     h, w = pairs[0][1].shape[:2]
     unfit = limits_from_metadata(read_onnx_metadata(fp32_onnx)).check((1, 3, h, w))
     if unfit:
-        log.info("no held-out record for %s: the held-out crops are %dx%d and %s", int8_onnx.name, h, w, unfit)
+        log.info("no held-out record for %s: the held-out crops are %dx%d and %s", name, h, w, unfit)
         return None
 
     stat = Path(fp32_onnx).stat()
@@ -110,7 +113,7 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
         try:
             deltas[backend] = heldout_delta(forward, pairs, fp32)
         except BackendUnavailableError as exc:  # OpenVINO cannot compile the ort flavour with bf16 float layers
-            log.info("no %s record for %s: %s", backend, int8_onnx.name, exc)
+            log.info("no %s record for %s: %s", backend, name, str(exc).replace(int8_onnx.name, name))
     log.info("held-out restoration vs FP32: %s dB", deltas)
     units = int8_units()
     record = {"reference": "FP32 ONNX on ONNX Runtime", "images": len(pairs), "fp32_psnr_db": round(fp32, 4),
@@ -118,7 +121,7 @@ def measure_heldout(fp32_onnx: Path, int8_onnx: Path, threads: int | None = None
               "cpu": cpu_name(), "int8_units": units}  # engines' int8 kernels differ by unit
     if "openvino" in deltas and units != "unknown":  # a class to file it under
         record[OPENVINO_BY_UNITS] = openvino_by_units(int8_onnx, fp32, len(pairs), threads,
-                                                      {units: deltas["openvino"]})
+                                                      {units: deltas["openvino"]}, shown=name)
     return record
 
 
@@ -128,7 +131,7 @@ UNITS_ENV = "BANET_HELDOUT_UNITS"
 
 
 def openvino_by_units(int8_onnx: Path, fp32_psnr: float, count: int, threads: int | None,
-                      here: dict[str, float]) -> dict[str, float]:
+                      here: dict[str, float], shown: str | None = None) -> dict[str, float]:
     """OpenVINO's held-out loss for ``int8_onnx`` per int8 unit class: ``here`` (this CPU's class and the loss
     measured with its units) and, for each class below them, the loss measured in a process whose oneDNN runs only
     that class's kernels (:func:`banet.machine.lesser_unit_classes`: the same arithmetic as such a CPU; the ``trt``
@@ -140,7 +143,7 @@ def openvino_by_units(int8_onnx: Path, fp32_psnr: float, count: int, threads: in
     if os.environ.get(UNITS_ENV, "").strip().lower() == "here":
         return by_units
     for unit, cap in lesser_unit_classes().items():
-        delta = _openvino_delta_under_cap(cap, int8_onnx, fp32_psnr, count, threads)
+        delta = _openvino_delta_under_cap(cap, int8_onnx, fp32_psnr, count, threads, shown or int8_onnx.name)
         if delta is not None:
             by_units[unit] = delta
     log.info("OpenVINO held-out restoration vs FP32 per int8 unit class: %s dB", by_units)
@@ -148,7 +151,7 @@ def openvino_by_units(int8_onnx: Path, fp32_psnr: float, count: int, threads: in
 
 
 def _openvino_delta_under_cap(cap: str, int8_onnx: Path, fp32_psnr: float, count: int,
-                              threads: int | None) -> float | None:
+                              threads: int | None, shown: str) -> float | None:
     """:func:`openvino_delta` in a child process under ``ONEDNN_MAX_CPU_ISA=cap`` (oneDNN reads it once, when it
     loads), or None (logged) where that fails."""
     code = ("import json; from calibration.heldout import openvino_delta; "
@@ -166,7 +169,8 @@ def _openvino_delta_under_cap(cap: str, int8_onnx: Path, fp32_psnr: float, count
     except (subprocess.SubprocessError, OSError, ValueError, IndexError) as exc:
         failed = str(exc)
     if failed:
-        log.warning("no OpenVINO record under ONEDNN_MAX_CPU_ISA=%s for %s: %s", cap, int8_onnx.name, failed)
+        log.warning("no OpenVINO record under ONEDNN_MAX_CPU_ISA=%s for %s: %s", cap, shown,
+                    failed.replace(int8_onnx.name, shown))
     return delta if isinstance(delta, (int, float)) and not isinstance(delta, bool) else None
 
 

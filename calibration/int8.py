@@ -382,7 +382,7 @@ def _check_and_commit(fp32_onnx: Path, tmp: Path, output: Path, tensorrt: bool,
         from calibration.heldout import measure_heldout
 
         try:
-            record = measure_heldout(fp32_onnx, tmp, threads)
+            record = measure_heldout(fp32_onnx, tmp, threads, shown=output.name)
         except Exception as exc:  # an engine that cannot run it, a bad setting: one line, the candidate kept
             failed = leave_failed(tmp, output)
             raise QuantizeError(f"measuring the INT8 model on the held-out photos failed ({type(exc).__name__}: "

@@ -35,6 +35,37 @@ def export_command(weights: Path | None, precision: str, output: Path | None = N
     return shlex.join(parts)
 
 
+def export_hint(weights: Path | None, precision: str, output: Path | None, source_name: str = "",
+                source_sha256: str | None = None) -> str:
+    """:func:`export_command` for an artifact made from the checkpoint ``source_name`` (sha256 ``source_sha256``)
+    when the user named no ``weights``: the embedded default's line only where it was made from the default, else
+    that checkpoint's name as ``--weights``, said to be a bare name (before: the line exported the default model
+    under the user's model's name)."""
+    from banet.defaults import DEFAULT_WEIGHTS
+    from banet.hashing import file_sha256
+
+    if weights is not None or not source_name:
+        return export_command(weights, precision, output)
+    default = (source_sha256 == file_sha256(DEFAULT_WEIGHTS)) if source_sha256 else source_name == DEFAULT_WEIGHTS.name
+    if default:
+        return export_command(None, precision, output)
+    return (f"{export_command(Path(source_name), precision, output)} (--weights: where {source_name}, the checkpoint "
+            "it was exported from, is)")
+
+
+def fresh_fp32_name(path: Path) -> Path | None:
+    """A name next to ``path`` (a non-FP32 ONNX the user gave) for its FP32 export that no file has yet
+    (``my_fp16.onnx`` -> ``my.onnx``, else ``my_fp32.onnx``), or None: a hint never names a file that is there."""
+    stem = path.stem
+    for tail in ("_fp16", "_int8"):
+        stem = stem.removesuffix(tail)
+    for name in (f"{stem}.onnx", f"{stem}_fp32.onnx"):
+        candidate = path.with_name(name)
+        if not candidate.exists() and not candidate.is_symlink():
+            return candidate
+    return None
+
+
 def exported_onnx(weights: str | Path, precision: str = "fp32", path: str | Path | None = None, *,
                   replace_stale: bool = False, verify_shapes: Sequence[tuple[int, int, int]] | None = None) -> Path:
     """The ``precision`` ONNX of ``weights`` at ``path`` (default :func:`banet.artifacts.onnx_path`), exported and

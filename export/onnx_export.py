@@ -70,7 +70,7 @@ class ExportOptions:
     precision: str = "fp32"
     static_hw: tuple[int, int] | None = None
     batch: int | None = None
-    min_size: int = 8
+    min_size: int = 2  # the size multiple: the graph runs (and is verified) down to 2x2
     max_size: int = 4096
     simplify: bool = False
     exporter: str = "torchscript"

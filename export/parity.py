@@ -27,8 +27,8 @@ _PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcyc
 
 #: (batch, height, width): square, wide, tall, tiny, non-multiples of 3/5/7, float32-rounding lengths, batch > 1.
 DEFAULT_SWEEP: tuple[tuple[int, int, int], ...] = (
-    (1, 256, 256), (1, 8, 8), (1, 64, 250), (1, 250, 64), (2, 98, 130), (3, 38, 50), (1, 246, 98),
-    (1, 720, 1280),
+    (1, 256, 256), (1, 8, 8), (1, 2, 2), (1, 6, 40), (1, 64, 250), (1, 250, 64), (2, 98, 130), (3, 38, 50),
+    (1, 246, 98), (1, 720, 1280),
 )
 
 

@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The smallest side a dynamic export is declared for unless --min-size says otherwise.
-DEFAULT_MIN_SIZE = 8
+DEFAULT_MIN_SIZE = 2
 
 
 def command_line_conflict(args: argparse.Namespace) -> str | None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from banet.cli_types import path_arg
 from banet.errors import first_line
-from banet.outputs import is_partial_name, partial_path
+from banet.outputs import is_partial_name, partial_path, real_path
 from runtime.images import (
     IMAGE_SUFFIXES,
     quiet_opencv,
@@ -213,9 +213,9 @@ def output_refusals(inputs: list[Path], targets: list[Path]) -> dict[int, str]:
         else:
             first[key] = index
     input_ids = {_file_id(p): p for p in inputs}
-    input_paths = {p.resolve(): p for p in inputs}
+    input_paths = {real_path(p): p for p in inputs}
     for index, target in enumerate(targets):
-        same = input_paths.get(target.resolve())
+        same = input_paths.get(real_path(target))
         if same is None and target.exists():
             same = input_ids.get(_file_id(target))
         if same is not None:

@@ -41,7 +41,7 @@ from runtime.image_metadata import (
     metadata_of,
     profile_fits,
 )
-from runtime.png_chunks import png_cut_short, png_exif, png_grey_transparent, png_header
+from runtime.png_chunks import png_cut_short, png_data_short, png_exif, png_grey_transparent, png_header
 from runtime.sample_depth import FLOAT_SUFFIXES, fit_to_format, pnm_maxval, to_full_scale
 
 #: Bytes per pixel of one float32 copy of a colour image: the runtime holds the whole image in a few such copies
@@ -485,6 +485,9 @@ def _decode(path: Path, data: bytes, header: _Header | None, max_pixels: int | N
     if png_cut_short(data):
         raise ImageReadError(f"{path}: the PNG file is cut short (it ends before its last chunk, IEND): truncated, or "
                              "still being copied?")
+    if (short := png_data_short(data)) is not None:
+        raise ImageReadError(f"{path}: the PNG's image data is cut short (it holds {short[0] / short[1]:.0%} of "
+                             "the pixels its size needs; the rest would be black): a damaged file")
     cv2 = opencv()
     if cv2 is not None:
         level = cv2.getLogLevel()

@@ -89,6 +89,50 @@ def png_grey_transparent(data: bytes) -> int | None:
     return None
 
 
+#: Adam7's passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+#: Samples per pixel of each colour type.
+_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def png_data_short(data: bytes) -> tuple[int, int] | None:
+    """(rows' bytes the image data holds, bytes its size needs) where a PNG's compressed image data (its IDAT
+    chunks, inflated) holds fewer bytes than its header's size needs, else None. OpenCV (libpng) decodes such a
+    file, rows past the data as black, and says so only on stderr ("libpng error: Not enough image data"): a
+    damaged photo was deblurred without a word. Inflated without keeping the pixels (a fraction of the decode)."""
+    header = png_header(data)
+    samples = _SAMPLES.get(header.colour_type) if header is not None else None
+    if samples is None or len(data) < 29:
+        return None
+    bits = header.bit_depth * samples
+
+    def row_bytes(columns: int) -> int:
+        return 1 + (columns * bits + 7) // 8  # the filter byte, then the samples
+
+    if data[28] == 1:  # Adam7: seven passes of smaller images
+        needed = 0
+        for x0, y0, dx, dy in _ADAM7:
+            columns, rows = -(-(header.width - x0) // dx), -(-(header.height - y0) // dy)
+            needed += rows * row_bytes(columns) if columns > 0 and rows > 0 else 0
+    else:
+        needed = header.height * row_bytes(header.width)
+    inflate, held = zlib.decompressobj(), 0
+    try:
+        for kind, start, end in png_chunks(data):
+            if kind != b"IDAT":
+                continue
+            pending = data[start + 8:end - 4]
+            while pending and held < needed:
+                held += len(inflate.decompress(pending, 1 << 20))
+                pending = inflate.unconsumed_tail
+            if held >= needed:
+                return None
+        held += len(inflate.flush())
+    except zlib.error:
+        pass  # damaged data: what inflated before it is all there is
+    return (held, needed) if held < needed else None
+
+
 def png_cut_short(data: bytes) -> bool:
     """Whether ``data`` is a PNG file that ends before its IEND chunk (a copy cut short, a download still running):
     libpng prints its own error line on stderr for it, so it is refused from the chunk lengths before decoding."""

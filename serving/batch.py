@@ -57,7 +57,7 @@ from pathlib import Path
 from banet.cli_types import path_arg
 from banet.errors import first_line
 from banet.hashing import file_sha256
-from banet.outputs import partial_path, write_atomic, write_error
+from banet.outputs import partial_path, real_path, write_atomic, write_error
 from runtime.cli import (
     add_deblur_options,
     collect_named,
@@ -324,7 +324,7 @@ def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
 
     A symbolic link of that name (to a file or to nothing) is removed too, whatever it points to (only the link):
     the writers open the temporary name and would write through it, outside DST or over an input."""
-    given = {p.resolve() for p in inputs}
+    given = {real_path(p) for p in inputs}
     named = {p.absolute() for p in inputs}
     removed = 0
     for target in targets:
@@ -332,7 +332,7 @@ def remove_stale_partials(targets: list[Path], inputs: list[Path]) -> int:
             if partial.is_symlink() and partial.absolute() not in named:
                 partial.unlink(missing_ok=True)
                 removed += 1
-            elif partial.is_file() and partial.resolve() not in given:
+            elif partial.is_file() and real_path(partial) not in given:
                 partial.unlink(missing_ok=True)
                 removed += 1
     return removed
@@ -345,14 +345,14 @@ def check_results_path(path: Path, given: list[Path], inputs: list[Path], target
     lock: the table would be overwritten by the record, even with ``force``), or (without ``force``) replace a
     file that is not this job's own table: ``own`` (resolved paths: DST's default table, the one DST's job record
     names)."""
-    key = path.resolve()
-    if output is not None and key in {(output / name).resolve() for name in (JOB_NAME, LOCK_NAME)}:
+    key = real_path(path)
+    if output is not None and key in {real_path(output / name) for name in (JOB_NAME, LOCK_NAME)}:
         raise FileExistsError(f"{path}: the results table would replace this job's {key.name} in DST; choose "
                               "another --results file")
-    if key in {p.resolve() for p in inputs} or key.parent in {p.resolve() for p in given if p.is_dir()}:
+    if key in {real_path(p) for p in inputs} or key.parent in {real_path(p) for p in given if p.is_dir()}:
         raise FileExistsError(f"{path}: the results table would be written among the inputs; choose another "
                               "--results file")
-    if key in {t.resolve() for t in targets}:
+    if key in {real_path(t) for t in targets}:
         raise FileExistsError(f"{path}: the results table would replace an output; choose another --results file")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give --results a file name ending in .csv")
@@ -424,7 +424,10 @@ def check_job(output: Path, options: dict, force: bool, targets: list[Path]) -> 
         raise FileExistsError(f"{output} already holds {len(existing)} file(s) named as this job's outputs (e.g. "
                               f"{existing[0].name}) but no {JOB_NAME}: serving.batch did not make them, and would "
                               "skip them as done; pass --force to replace them, or choose another DST")
-    if record is None or not existing:
+    # any output the record names counts, not only this job's: a job over another SRC with other options (a second
+    # memory card into the same DST) rewrote the record's options, and the first card's outputs, made with the
+    # earlier ones, were then skipped as done by a rerun with the new options
+    if record is None or not (existing or recorded_outputs(record)):
         return
     recorded = record.get("options", {})
     differing = [flag for key, flag in RECORDED_FLAGS.items() if recorded.get(key, "?") != options[key]]
@@ -575,10 +578,13 @@ def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path
     """The job, holding DST's lock: plan, record its options and the input each output will be made from, deblur
     on Ray; the results table and the record are written however it ends (a file not reached is ``not run``)."""
     previous = read_job(args.output)
-    redoing = previous is not None and ((args.force and previous.get("options") != options)
-                                        or bool(previous.get("redoing")))
+    changed = previous is not None and previous.get("options") != options
+    redoing = previous is not None and ((args.force and changed) or bool(previous.get("redoing")))
     outputs = recorded_outputs(previous)
     keys = [_output_key(args.output, target) for target in targets]
+    if changed:  # (--force) outputs of other inputs, made with the earlier options, are no longer vouched for: a
+        # later run over them is refused ("does not say which input made it") instead of skipping them as done
+        outputs = {key: entry for key, entry in outputs.items() if key in set(keys)}
     rows, todo = plan(inputs, targets, args.force, {args.output / key: entry for key, entry in outputs.items()})
     for index, row in enumerate(rows):
         if row is not None and row["status"] == "skipped":  # settled: a pending entry the output confirms
@@ -608,7 +614,13 @@ def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path
             code = _deblur_on_ray(args, address, [(inputs[i], targets[i]) for i in todo], rows, todo, timing)
     finally:  # however the job ends (a worker without a model, Ray failing, Ctrl-C): the table of what was done
         for index, row in enumerate(rows):
-            if row is None:
+            pending = (outputs.get(keys[index]) or {}).get("pending")
+            if row is None and isinstance(pending, dict) and \
+                    _output_stamp(targets[index]) not in (None, pending.get("replaces")):
+                # its worker put a new output in place before the driver heard of it (a stop in between): done, as
+                # the next run finds it (made_from), not "not run"
+                rows[index] = _row(inputs[index], targets[index], "ok")
+            elif row is None:
                 rows[index] = _row(inputs[index], targets[index], "not run",
                                    "the job stopped before this file; run the same command again to resume")
         for index in todo:
@@ -618,8 +630,11 @@ def _run_locked(args: argparse.Namespace, inputs: list[Path], targets: list[Path
         try:
             write_results(results, rows)
             # redoing ends once every file is redone with these options
+            # (a file that failed and has no output holds nothing made with the earlier options either)
             write_job(args.output, options, results,
-                      redoing and not all(row["status"] in ("ok", "refused") for row in rows), outputs)
+                      redoing and not all(row["status"] in ("ok", "refused")
+                                          or (row["status"] == "failed" and not Path(row["output"]).exists())
+                                          for row in rows), outputs)
         except OSError as exc:  # a full disk, a folder made read-only during the run: the outputs are still there
             print(f"error: {write_error(exc, results)}", file=sys.stderr)
             code = code or 1

@@ -310,6 +310,10 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse whose refusals are one line on stderr (``error: ...``, exit code 2), not usage + error."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        # "--size -5x10": argparse reads the value as an option and says only "expected one argument"
+        option = re.fullmatch(r"argument (-[-\w]+)(?:/-[-\w]+)*: expected one argument", message)
+        if option:
+            message += f" (a value that starts with '-' is read as an option: write {option[1]}=VALUE)"
         print(f"error: {one_line(message, limit=500)} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
 

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +35,7 @@ from banet.manifest import (
 )
 from banet.outputs import shown_path as show
 from banet.outputs import write_error
-from export.artifact_chain import export_command
+from export.artifact_chain import export_command, export_hint, fresh_fp32_name
 from export.onnx_file import writing
 from export.trt.onnx_info import OnnxInfo, nchw
 from export.trt.plan import (
@@ -154,7 +155,7 @@ def _drift_after_build(plan: BuildPlan, staged: Path, gpu: dict | None,
     """Drift of the staged engine, or why it was not measured (a new engine has no earlier measurement to keep)."""
     if gpu is None:
         return {"skipped": "no GPU on the build machine (ahead-of-time TensorRT for RTX build); run "
-                           f"python export/build_trt.py --check {show(plan.output)} on the target GPU"}
+                           f"python export/build_trt.py --check {shlex.quote(show(plan.output))} on the target GPU"}
     if measure is None:
         return {}
     try:
@@ -254,13 +255,14 @@ def drift_reference(engine: Path, manifest: EngineManifest) -> Path:
 def check_reference(reference: Path, engine: Path, manifest: EngineManifest) -> None:
     """PlanError (one line, with the command that makes it) unless ``reference`` is the FP32 ONNX export of the
     weights the engine was built from: comparing with anything else would record a meaningless drift."""
-    from banet.defaults import DEFAULT_WEIGHTS
     from banet.metadata import ArtifactError, read_onnx_metadata
 
     source = manifest.metadata.get(METADATA_PREFIX + "source_name", "")
-    weights = None if source in ("", DEFAULT_WEIGHTS.name) else Path(source)
-    make = (f"export it with {export_command(weights, 'fp32')} --output {show(reference)}, or name it with "
-            "--onnx FILE")
+    recorded = manifest.metadata.get(METADATA_PREFIX + "source_sha256")
+    # never the user's own file (a given FP16 or other-weights ONNX) as the export's --output
+    output = reference if not reference.exists() else (fresh_fp32_name(reference) or reference.with_name(
+        f"{Path(source).stem or 'model'}_reference.onnx"))
+    make = f"export it with {export_hint(None, 'fp32', output, source, recorded)}, or name it with --onnx FILE"
     cannot = f"cannot measure the drift of {show(engine)}"
     try:
         metadata = read_onnx_metadata(reference)
@@ -272,7 +274,6 @@ def check_reference(reference: Path, engine: Path, manifest: EngineManifest) -> 
     if metadata.precision != "fp32":
         raise PlanError(f"{cannot}: {show(reference)} is a {metadata.precision.upper()} ONNX, the reference must be "
                         f"the FP32 export; {make}")
-    recorded = manifest.metadata.get(METADATA_PREFIX + "source_sha256")
     if recorded and metadata.source_sha256 != recorded:
         raise PlanError(f"{cannot}: {show(reference)} was exported from other weights than the engine (sha256 "
                         f"{metadata.source_sha256[:12]}... vs {recorded[:12]}...); {make}")

@@ -30,7 +30,7 @@ DEFAULT_MIN, DEFAULT_OPT, DEFAULT_MAX = (1, 256, 256), (1, 720, 1280), (4, 1080,
 
 
 #: Export defaults of export/to_onnx.py, for validating a plan whose ONNX will be exported first.
-EXPORT_MIN_SIZE, EXPORT_MAX_SIZE = 8, 4096
+EXPORT_MIN_SIZE, EXPORT_MAX_SIZE = 2, 4096
 
 
 INT8_COMMAND = "python -m calibration.quantize --flavour trt"

@@ -281,9 +281,11 @@ def rebuild_command(plan: BuildPlan) -> str:
     args += ["--runtime", plan.runtime.flavour]
     if plan.targets:
         args += ["--target", ",".join(plan.targets)]
+    # both where both were given: the engine is named after --weights, its graph read from --onnx (with --onnx
+    # alone the line built another engine, named after the ONNX's recorded source, and left this one stale)
     if o.onnx is not None:
         args += ["--onnx", show(o.onnx)]
-    elif o.weights is not None:
+    if o.weights is not None:
         args += ["--weights", show(o.weights)]
     if o.output is not None:
         args += ["--output", show(o.output)]
@@ -291,10 +293,26 @@ def rebuild_command(plan: BuildPlan) -> str:
     if (p.min, p.opt, p.max) != (nchw(DEFAULT_MIN), nchw(DEFAULT_OPT), nchw(DEFAULT_MAX)):
         args += ["--min", shape_text(p.min[:1] + p.min[2:]), "--opt", shape_text(p.opt[:1] + p.opt[2:]),
                  "--max", shape_text(p.max[:1] + p.max[2:])]
+    # every option that changes what is built (TF32 changes an FP32 engine's numbers; the level and workspace its
+    # kernels) or how it is checked, so the line builds the same engine
+    if o.workspace_mib is not None:
+        args += ["--workspace", str(o.workspace_mib)]
+    if o.optimization_level != BuildOptions.optimization_level:
+        args += ["--optimization-level", str(o.optimization_level)]
+    if o.timing_cache is not None:
+        args += ["--timing-cache", show(o.timing_cache)]
+    if o.tf32:
+        args.append("--tf32")
+    if o.min_psnr_db is not None:
+        args += ["--min-psnr", f"{o.min_psnr_db:g}"]
     if o.strongly_typed and plan.runtime.flavour == "tensorrt":
         args.append("--strongly-typed")
     if o.calibrate:
         args.append("--calibrate")
+        if o.calibration_cache is not None:
+            args += ["--calibration-cache", show(o.calibration_cache)]
+        if o.calibration_shape != BuildOptions.calibration_shape:
+            args += ["--calibration-shape", shape_text(o.calibration_shape)]
     if o.version_compatible:
         args.append("--version-compatible")
     if o.hardware_compatibility != "none":

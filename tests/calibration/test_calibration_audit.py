@@ -105,6 +105,8 @@ def test_an_fp16_onnx_is_refused_with_an_export_to_a_new_name(command, fp16_copy
     target = Path(argv[argv.index("--output") + 1])
     assert target == fp16_copy.with_name("my.onnx") and not target.exists() and "--force" not in argv
     assert "pass it as --onnx" in line
+    # round 17: the tiny network's file; the line exported the embedded default model under its name
+    assert argv[argv.index("--weights") + 1] == "tiny.safetensors" and "where tiny.safetensors" in line
     # with that name taken, another one that is free; the user's file is never the target
     target.write_bytes(b"the user's FP32 file")
     line = refused(capsys, command.main(["--onnx", str(fp16_copy)]), "is a fp16 model")

@@ -29,6 +29,21 @@ def test_quantized_file_carries_its_heldout_cost(tiny_onnx, tmp_path):
     assert record["delta_psnr_db"]["onnxruntime"] != 0.0  # INT8 changes the output: the measurement is not a default
 
 
+def test_the_logs_name_the_output_not_its_temporary_file(tiny_onnx, tmp_path, caplog):
+    """Round 17: ``calibration.quantize --output q_ort.onnx`` logged "no openvino-bf16 record for
+    q_ort.partial.onnx: OpenVINO cannot compile INT8 q_ort.partial.onnx ...", a name the user never sees."""
+    import logging
+    import shutil
+
+    path = quantize_int8(tiny_onnx, tmp_path / "tiny_int8_ort.onnx", CalibrationSource(count=2, size=(32, 32)),
+                         "ort", verify_shapes=(), threads=1).path
+    staged = shutil.copy(path, tmp_path / "q_ort.partial.onnx")
+    with caplog.at_level(logging.INFO):
+        measure_heldout(tiny_onnx, staged, threads=1, shown="q_ort.onnx")
+    assert "q_ort.partial" not in caplog.text
+    assert "q_ort.onnx" in caplog.text or "openvino-bf16" not in caplog.text  # named where a backend was skipped
+
+
 def test_unchanged_model_costs_nothing(tiny_onnx):
     record = measure_heldout(tiny_onnx, tiny_onnx, threads=1)
     assert all(delta == pytest.approx(0.0, abs=1e-4) for delta in record["delta_psnr_db"].values())

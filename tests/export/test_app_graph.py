@@ -432,10 +432,17 @@ def test_cli_check_web_refused_before_work_where_it_cannot_run(tiny_weights, cap
 
 
 def test_cli_refuses_a_tile_below_the_exports_smallest_side(tmp_path, tiny_weights, capsys):
-    assert main(["--weights", str(tiny_weights), "--tile", "6", "--overlap", "2",
+    from banet.checkpoint import load_checkpoint
+    from banet.hashing import file_sha256
+
+    loaded = load_checkpoint(tiny_weights)  # exported for 16 px and up (exports default to 2: the size multiple)
+    network = tmp_path / "tiny16.onnx"
+    export_onnx(loaded.model, network, ExportOptions(min_size=16, verify_shapes=[(1, 16, 16)]),
+                file_sha256(tiny_weights), tiny_weights.name, loaded.config)
+    assert main(["--weights", str(tiny_weights), "--onnx", str(network), "--tile", "12", "--overlap", "2",
                  "--output", str(tmp_path / "a.onnx")]) == 1
     err = capsys.readouterr().err
-    assert "at least 8" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "at least 16" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("a*"))
 
 

@@ -197,6 +197,23 @@ def test_rtx_plan_and_its_command_line(tmp_path, onnx_files):
     assert "--runtime tensorrt-rtx --target sm75,sm86" in rebuild_command(plan)
 
 
+def test_the_rebuild_command_builds_the_same_engine(tmp_path, onnx_files):
+    """Round 17: with --onnx and --weights the line kept only --onnx (another engine, named after the ONNX's
+    source, was built and the refused one left stale), and it dropped --workspace, --optimization-level,
+    --timing-cache and --tf32 (which changes an FP32 engine's numbers)."""
+    weights = tmp_path / "mine.pth"
+    plan = make_plan(options(tmp_path, onnx_files["fp32"], workspace_mib=512, optimization_level=1,
+                             timing_cache=tmp_path / "tc.bin", tf32=True, min_psnr_db=70.0), RTX)
+    plan.options.weights = weights  # as given with --weights (the tiny ONNX records no real checkpoint to check)
+    line = rebuild_command(plan)
+    for part in (f"--onnx {onnx_files['fp32']}", f"--weights {weights}", "--workspace 512", "--optimization-level 1",
+                 f"--timing-cache {tmp_path / 'tc.bin'}", "--tf32", "--min-psnr 70"):
+        assert part in line, (part, line)
+    parsed = build_trt.build_parser().parse_args(line.split()[2:])
+    assert (parsed.onnx, parsed.weights, parsed.workspace, parsed.optimization_level, parsed.tf32) == (
+        onnx_files["fp32"], weights, 512, 1, True)
+
+
 @pytest.mark.parametrize("gpu, precision, targets, note", [
     (None, "fp16", ("sm75",), "built for the RTX 2080 Ti .sm75, the project's GPU"),
     (("NVIDIA H200", (9, 0)), "fp16", ("sm75",), "H200, sm90. cannot run TensorRT for RTX engines"),

@@ -230,8 +230,10 @@ def test_check_without_its_fp32_onnx_fails_and_keeps_the_measurement(checked_pai
 def test_check_refuses_a_reference_it_cannot_use(checked_pair, files, capsys, reference, message):
     before = folder_state(checked_pair.parent)
     code = build_trt.main(["--check", str(checked_pair), "--onnx", str(files[reference])])
-    refused(capsys, code, message)
+    line = refused(capsys, code, message)
     assert folder_state(checked_pair.parent) == before
+    if reference == "fp16":  # round 17: the export it suggested wrote over the user's FP16 file (with --force)
+        assert f"--output {files['fp16']}" not in line and "export it with python export/to_onnx.py" in line
 
 
 def test_check_refuses_a_reference_of_other_weights(checked_pair, files, capsys):
@@ -416,3 +418,11 @@ def test_a_second_build_of_the_same_engine_is_refused_while_the_first_runs(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.engine", "tiny.json"]
     rebuilt = engine.read_bytes()
     assert rebuilt != before["tiny.engine"] and read_manifest(engine).engine_sha256 == sha(rebuilt)
+
+
+def test_check_on_an_onnx_file_says_it_is_not_an_engine(tmp_path, capsys):
+    """Round 17: ``--check model.onnx`` said "no manifest at model.json; engines must be built by build_trt.py"."""
+    model = tmp_path / "my model.onnx"
+    model.write_bytes(b"not read")
+    line = refused(capsys, build_trt.main(["--check", str(model)]), "is an ONNX model, not an engine")
+    assert f"python export/build_trt.py --onnx '{model}'" in line

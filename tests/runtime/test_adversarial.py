@@ -650,3 +650,15 @@ def test_native_order_16bit_pil_images_stay_16bit(tiny_weights):
         reference = deblur(ramp)
         out = deblur(Image.frombytes("I;16N", (56, 40), ramp.tobytes()))
         assert out.mode.startswith("I;16") and np.array_equal(np.asarray(out).astype(np.uint16), reference)
+
+
+def test_a_link_to_itself_among_the_inputs_fails_alone(tmp_path, tiny_weights, capsys):
+    """Round 17: a self-referencing link in a folder (``ln -s loop.png loop.png``) stopped the whole run, and
+    serving.batch's job, with "error: Symlink loop from ..." (Path.resolve raises RuntimeError on Python 3.11)."""
+    folder = _mkdir(tmp_path / "in")
+    write_image(folder / "a.png", _image())
+    (folder / "loop.png").symlink_to("loop.png")
+    code = main([str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and (tmp_path / "out" / "a.png").is_file()  # the other file deblurred
+    assert "loop.png" in err and "Symlink loop" not in err

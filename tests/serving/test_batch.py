@@ -456,6 +456,71 @@ def test_a_forced_change_of_options_must_finish_before_resuming(tmp_path, tiny_o
     assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 0  # resumable again
 
 
+def test_another_cards_outputs_made_with_other_options_are_not_skipped_as_done(tmp_path, tiny_onnx, monkeypatch,
+                                                                                capsys):
+    """Round 17: card1 into DST, then card2 with --tile 64 (its own files: accepted, and the record's options
+    rewritten), then card1 again with --tile 64: "2 already done", exit 0, its whole-image outputs kept as tiled."""
+    card1, out = _one_photo(tmp_path, ("a.png",))
+    card2 = tmp_path / "card2"
+    card2.mkdir()
+    write_image(card2 / "b.png", _image(40, 56, 7))
+    calls = _fake_ray(monkeypatch)
+    assert main([str(card1), str(out), "--model", str(tiny_onnx), "-q"]) == 0
+    capsys.readouterr()
+    assert main([str(card2), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 1  # was accepted
+    assert "(--tile differ" in capsys.readouterr().err and len(calls) == 1
+    # with --force card2 is made with --tile 64, and card1's output is no longer vouched for as done
+    assert main([str(card2), str(out), "--model", str(tiny_onnx), "--tile", "64", "--force", "-q"]) == 0
+    assert main([str(card1), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "does not say which input made it" in err and calls == [["a.png"], ["b.png"]]
+
+
+def test_a_file_that_failed_without_output_does_not_keep_a_forced_change_open(tmp_path, tiny_onnx, monkeypatch,
+                                                                              capsys):
+    """Round 17: with one damaged photo among the inputs, "redoing" never cleared: every later run without
+    --force was refused ("a --force run that changed the options stopped before redoing every file")."""
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png"))
+    _fake_ray(monkeypatch)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 0
+    (out / "b.png").unlink()
+
+    def fail_b(args, address, jobs, rows, todo, timing):
+        for index, (source, target) in zip(todo, jobs):
+            if source.name == "b.png":
+                rows[index] = dict(file=str(source), output=str(target), status="failed", error="damaged",
+                                   seconds=0.0, frames=0, worker="fake")
+            else:
+                target.write_bytes(b"deblurred")
+                rows[index] = dict(file=str(source), output=str(target), status="ok", error="", seconds=0.1,
+                                   frames=1, worker="fake")
+        return 0
+
+    monkeypatch.setattr(batch, "_deblur_on_ray", fail_b)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "--force", "-q"]) == 1
+    assert not json.loads((out / JOB_NAME).read_text())["redoing"]
+    capsys.readouterr()
+    calls = _fake_ray(monkeypatch)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "--tile", "64", "-q"]) == 0  # resumes
+    assert calls == [["b.png"]]
+
+
+def test_outputs_in_place_when_the_job_stopped_are_counted_done(tmp_path, tiny_onnx, monkeypatch):
+    """Round 17: a Ctrl-C after workers had put outputs in place (before the driver heard of them) listed those
+    files as "not run" in the results table, though the next run found them done."""
+    photos, out = _one_photo(tmp_path, ("a.png", "b.png", "c.png"))
+
+    def stopped(args, address, jobs, rows, todo, timing):
+        jobs[0][1].write_bytes(b"deblurred")  # a.png's worker finished; the driver never heard
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "_deblur_on_ray", stopped)
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 130
+    with open(out / RESULTS_NAME, newline="") as table:
+        statuses = {Path(row["file"]).name: row["status"] for row in csv.DictReader(table)}
+    assert statuses == {"a.png": "ok", "b.png": "not run", "c.png": "not run"}
+
+
 def _one_line(err: str, needle: str) -> None:
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 

@@ -330,6 +330,17 @@ def test_loadtest_refuses_nonsense_options_in_one_line_before_any_work(no_work, 
     assert "Traceback" not in err
 
 
+def test_a_value_read_as_an_option_is_explained(no_work, capsys):
+    """Round 17: ``--size -5x10`` said only "argument --size: expected one argument"."""
+    from serving import loadtest
+
+    with pytest.raises(SystemExit):
+        loadtest.main(["--size", "-5x10"])
+    err = capsys.readouterr().err
+    assert "a value that starts with '-' is read as an option: write --size=VALUE" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_loadtest_takes_sensible_options(no_work, tmp_path, monkeypatch):
     from serving import loadtest
 
