@@ -32,7 +32,7 @@ def add_model_options(parser: argparse.ArgumentParser,
     parser.add_argument("--threads", type=threads_type or threads(0), default=None, help=threads_help)
     parser.add_argument("--tile", type=int, default=None, help="process large images in tiles of this size")
     parser.add_argument("--tile-overlap", type=int, default=32, help="overlap between tiles in pixels")
-    parser.add_argument("--max-megapixels", type=_megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
+    parser.add_argument("--max-megapixels", type=megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
                         help="refuse images larger than this from their header, before decoding (decompression "
                              "bombs); default %(default)g")
 
@@ -44,7 +44,7 @@ def deblurrer_options(args: argparse.Namespace) -> dict:
                 precision=args.precision, max_pixels=round(args.max_megapixels * 1e6), **options)
 
 
-def _megapixels(text: str) -> float:
+def megapixels(text: str) -> float:
     """argparse type: a finite number of megapixels, at least one pixel (1e-6)."""
     try:
         value = float(text)

@@ -200,18 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     job ran or not, 2 a usage error, 130 interrupted)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        print(RAY_MISSING, file=sys.stderr)
-        return 1
-    try:
-        import ray.data  # noqa: F401
-    except ImportError as exc:  # Ray without its data extra, or a pyarrow built for another numpy
-        print(f"serving.batch needs Ray Data, which does not import here ({first_line(exc)}): pip install "
-              "'banet-deploy[batch]'", file=sys.stderr)
-        return 1
-    try:
+    try:  # the imports too: a Ctrl-C in their second was a traceback from inside Ray Data
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            print(RAY_MISSING, file=sys.stderr)
+            return 1
+        try:
+            import ray.data  # noqa: F401
+        except ImportError as exc:  # Ray without its data extra, or a pyarrow built for another numpy
+            print(f"serving.batch needs Ray Data, which does not import here ({first_line(exc)}): pip install "
+                  "'banet-deploy[batch]'", file=sys.stderr)
+            return 1
         return _run(args)
     except KeyboardInterrupt as exc:
         what, code = ("terminated (SIGTERM)", 143) if isinstance(exc, Terminated) else ("interrupted (Ctrl-C)", 130)
@@ -664,9 +664,11 @@ def _deblur_on_ray(args: argparse.Namespace, address: str | None, jobs: list[tup
         # "local": always a fresh embedded Ray; None would join a cluster `ray start` left on this machine (or fail
         # on the address file of one that died).
         ray.init(address=address or "local", **init)
-    except Exception as exc:  # no cluster at --address, a Ray that cannot start here
-        ray.shutdown()  # whatever it started
+    except BaseException as exc:  # no cluster at --address, a Ray that cannot start here; Ctrl-C while it starts
+        ray.shutdown()  # whatever it started (its agents outlived a Ctrl-C here, its temporary folder too)
         remove_ray_temp_dir(temp_dir)
+        if not isinstance(exc, Exception):
+            raise
         print(f"error: Ray could not start{f' at {address}' if address else ''}: {first_line(exc)}", file=sys.stderr)
         return 1
     # Ray's own SIGTERM handlers exit without a word (status 15) after a C++ stack dump; ours stops as Ctrl-C does.

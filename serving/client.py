@@ -23,7 +23,8 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 
 from banet.cli_types import path_arg
-from runtime.images import MIN_SIDE, quiet_opencv
+from runtime.images import DEFAULT_MAX_PIXELS, MIN_SIDE, quiet_opencv
+from runtime.options import megapixels
 from serving.request_rules import OneLineParser, number
 
 
@@ -151,7 +152,8 @@ def deblur_file(args: argparse.Namespace) -> None:
 
     check_output(args.output, args.image, args.force)
     quiet_opencv(silent=True)
-    pixels, metadata = read_image_and_metadata(args.image, metadata=not args.strip_metadata)
+    pixels, metadata = read_image_and_metadata(args.image, max_pixels=round(args.max_megapixels * 1e6),
+                                               metadata=not args.strip_metadata)
     image, alpha, notes = prepare_image(pixels)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -194,12 +196,20 @@ def _parser() -> OneLineParser:
                         help="seconds to wait for the server and model before giving up (default 5)")
     parser.add_argument("--timeout", type=seconds, default=120.0,
                         help="seconds one image may take on the server (default 120)")
+    parser.add_argument("--max-megapixels", type=megapixels, default=DEFAULT_MAX_PIXELS / 1e6,
+                        help="refuse images larger than this from their header, before decoding (decompression "
+                             "bombs); default %(default)g (the server has its own limit)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    import logging
+
     from pytriton.client.exceptions import PyTritonClientError
+
+    # its failures are this command's one error line: PyTriton's logger printed a timeout a second time above it
+    logging.getLogger("pytriton").setLevel(logging.CRITICAL)
 
     try:
         deblur_file(args)

@@ -641,12 +641,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _guarded(self, handler) -> None:
         self._arrived = time.monotonic()
         self._body_read = False
+        self._large = False  # set by a request large enough to hand its memory back after it (answered or not)
         self._unread = _declared_length(self.headers)  # body bytes declared but not read yet
+        try:
+            self._handled(handler)
+        finally:
+            if self._large:  # refused ones too: eight refused 30 MiB JSON requests left the process 360 MB larger
+                release_memory()
+
+    def _handled(self, handler) -> None:
         try:
             handler()
         except ClientGone as exc:
-            log.info("dropped %s %s: the client hung up %s", self.command, _printable(self.path),
-                     exc or "while it waited for the model")
+            # the URL as sent (one_line would write <path> for it), and when it hung up (an exception is always
+            # true, so the "while it waited" fallback never showed: the line ended in a blank)
+            url = " ".join(self.path.encode("ascii", "backslashreplace").decode().split())[:120]
+            log.info("dropped %s %s: the client hung up %s", self.command, url,
+                     str(exc) or "while it waited for the model")
             self.close_connection = True
         except RequestError as exc:
             if not self._body_read:
@@ -669,6 +680,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self) -> None:
         path = self._route({"/infer"}, allow_plain=False)
         length = self._content_length()
+        self._large = length >= LARGE_BYTES
         header_length = self._header_length(length)
         limits = self.server.limits
         if header_length is None and length > limits.max_json_bytes:
@@ -686,8 +698,7 @@ class _Handler(BaseHTTPRequestHandler):
             del body
         self._reply("POST", path, *answer)
         del answer
-        if length >= LARGE_BYTES or pixels * 3 >= LARGE_BYTES:
-            release_memory()
+        self._large = self._large or pixels * 3 >= LARGE_BYTES
 
     def _route(self, suffixes: set[str | None], allow_plain: bool) -> str:
         """The upstream path for this request, or RequestError 404."""

@@ -377,14 +377,21 @@ def _main(argv: list[str] | None) -> int:
     else:
         import logging
 
-        from serving.serve import ServeConfig, start
+        from serving.serve import ServeConfig, ServeError, start
 
         logging.getLogger("pytriton").setLevel(logging.WARNING)
         with Deblurrer(args.model) as deblurrer, tempfile.TemporaryDirectory(prefix="banet_loadtest_") as folder:
             expected = [deblurrer(img) for img in images]
             config = ServeConfig("127.0.0.1", args.port, metrics_port=args.port + 2,
                                  triton_log=Path(folder) / "triton.log")  # Triton's log lines stay off the console
-            with start(deblurrer, config) as server:
+            try:
+                server = start(deblurrer, config)
+            except ServeError as exc:  # a busy port: one line (it was a traceback), naming this command's option
+                message = str(exc).replace("pick another with --metrics-port", "pick another --port (the metrics "
+                                           "port is --port + 2)")
+                print(f"error: {message}", file=sys.stderr)
+                return 1
+            with server:
                 for concurrency in args.concurrency:
                     rows.append({"server": "python -m serving.serve (PyTriton)",
                                  **load_test(server.url, images, expected, args.requests, concurrency)})

@@ -394,6 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --triton-log {args.triton_log}: {file_in_the_way(args.triton_log) or 'no such folder'}",
               file=sys.stderr)
         return 1
+    if args.triton_log is not None and args.triton_log.is_dir():  # Triton's log was lost, "see /tmp" a folder
+        print(f"error: --triton-log {args.triton_log} is a folder; give a file name for Triton's log (e.g. "
+              f"{args.triton_log / 'triton.log'})", file=sys.stderr)
+        return 1
     log_folder = _quiet_logs(args.verbose, args.triton_log)
     config = _config(args, log_folder)
     code = 1

@@ -521,6 +521,24 @@ def test_outputs_in_place_when_the_job_stopped_are_counted_done(tmp_path, tiny_o
     assert statuses == {"a.png": "ok", "b.png": "not run", "c.png": "not run"}
 
 
+def test_a_stop_while_ray_starts_removes_what_it_started(tmp_path, tiny_onnx, monkeypatch, capsys):
+    """Round 17: Ctrl-C during ray.init skipped ray.shutdown() and the removal of its temporary folder (an
+    ``except Exception``): Ray's agents ran on, orphaned, and /tmp/banet-ray-* stayed."""
+    import ray
+
+    photos, out = _one_photo(tmp_path)
+    removed = []
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "init", interrupted)
+    monkeypatch.setattr(batch, "remove_ray_temp_dir", lambda path, attempts=3: removed.append(path))
+    assert main([str(photos), str(out), "--model", str(tiny_onnx), "-q"]) == 130
+    assert removed and removed[0] is not None
+    assert "interrupted (Ctrl-C)" in capsys.readouterr().err
+
+
 def _one_line(err: str, needle: str) -> None:
     assert needle in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 

@@ -351,3 +351,66 @@ def test_loadtest_takes_sensible_options(no_work, tmp_path, monkeypatch):
                        "--concurrency", "1,256"])
     with pytest.raises(AssertionError, match="started"):
         loadtest.main(["--size", f"{FrontLimits().max_pixels // 8000}x8000", "--threads", "1"])
+
+
+def test_a_large_refused_request_hands_its_memory_back(front_on, monkeypatch):
+    """Round 17: only answered requests were followed by release_memory(); eight refused 30 MiB JSON requests left
+    the process 360 MB larger for good."""
+    import serving.front
+
+    released = []
+    monkeypatch.setattr(serving.front, "release_memory", lambda: released.append(1))
+    front, model = front_on()
+    side = 1700  # about 9 MB of JSON digits, over LARGE_BYTES; the last value (256) is refused after parsing
+    values = [7] * (side * side * 3 - 1) + [256]
+    body = json_request([1, side, side, 3], values)
+    assert len(body) >= serving.front.LARGE_BYTES
+    status, answer, _ = post(front.port, body, {"Content-Type": "application/json"})
+    assert status == 400, answer
+    _until(lambda: released, 10, "release_memory after the refusal")  # right after the answer is sent
+    assert not model.seen
+
+
+def test_a_dropped_request_is_logged_with_its_url_and_why(front_on, caplog):
+    """Round 17: "dropped POST <path>: the client hung up " (the URL scrubbed as a file path, the reason blank)."""
+    import logging
+
+    from serving.front import ClientGone
+
+    front, _ = front_on()
+    handler = type("H", (), {})()
+    handler.command, handler.path, handler.close_connection = "POST", INFER, False
+
+    def gone():
+        raise ClientGone()
+
+    with caplog.at_level(logging.INFO, logger="serving.front"):
+        serving_front_handled(handler, gone)
+    assert f"dropped POST {INFER}: the client hung up while it waited for the model" in caplog.text
+
+
+def serving_front_handled(handler, call) -> None:
+    from serving.front import _Handler
+
+    _Handler._handled(handler, call)
+
+
+@pytest.mark.parametrize("busy_offset, says", [(0, "cannot listen on 127.0.0.1:"), (2, "pick another --port")])
+def test_loadtest_on_a_busy_port_is_one_line(capsys, busy_offset, says):
+    """Round 17: a port in use ended the load test in a ServeError traceback; its metrics port (--port + 2) said
+    "pick another with --metrics-port", an option the load test does not have."""
+    from serving import loadtest
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        base = probe.getsockname()[1]
+    if base + 2 > 65535:
+        base -= 10
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", base + busy_offset))
+        busy.listen()
+        code = loadtest.main(["--requests", "2", "--concurrency", "1", "--port", str(base)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and says in err, err
+    assert "--metrics-port" not in err

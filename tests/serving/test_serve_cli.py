@@ -134,3 +134,32 @@ def test_max_megapixels_reaches_the_deblurrer(monkeypatch, capsys):
     assert main(["--http-port", "0", "--no-metrics", "--max-megapixels", "300"]) == 1
     assert seen["max_pixels"] == 300_000_000
     assert "stop here" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_folder_as_tritons_log(capsys, tmp_path):
+    """Round 17: ``--triton-log /tmp`` started, Triton's log was lost and its errors said "see /tmp"."""
+    from serving.serve import main
+
+    assert main(["--triton-log", str(tmp_path)]) == 1
+    assert f"--triton-log {tmp_path} is a folder; give a file name" in _one_line(capsys.readouterr().err)
+
+
+def test_the_clients_pixel_limit_is_its_own_option(capsys, tmp_path):
+    """Round 17: a decompression bomb's refusal told serving.client users to "raise the limit (--max-megapixels,
+    ...)", an option it did not have."""
+    import struct
+    import zlib
+
+    from serving.client import main
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    assert main([str(bomb), "--output", str(tmp_path / "out.png")]) == 1
+    assert "over the limit of 200" in capsys.readouterr().err
+    # raised, the header passes and the file is read (and refused for its missing image data, before any server)
+    assert main([str(bomb), "--output", str(tmp_path / "out.png"), "--max-megapixels", "500"]) == 1
+    assert "image data is cut short" in _one_line(capsys.readouterr().err)
