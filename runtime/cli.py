@@ -269,7 +269,7 @@ def plan_outputs(inputs: list[Path], output_dir: Path, force: bool, names: list[
     if refusals:
         raise FileExistsError(next(iter(refusals.values())))
     for target in targets:
-        if target.exists() and not force:
+        if os.path.lexists(target) and not force:  # a link to nothing too: refused up front, not after the work
             raise FileExistsError(f"{target} exists; pass --force to replace it")
     return targets
 

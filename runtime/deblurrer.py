@@ -52,6 +52,10 @@ def automatic_budget_mb(device_memory_bytes: int | None) -> float:
     return max(float(DEFAULT_MEMORY_BUDGET_MB), GPU_MEMORY_SHARE * device_memory_bytes / 2**20)
 
 
+#: Overlap between tiles, in pixels, unless told otherwise (blended linearly).
+DEFAULT_TILE_OVERLAP = 32
+
+
 class Deblurrer:
     """Deblur images with a BANet checkpoint, ONNX model or TensorRT engine.
 
@@ -80,7 +84,7 @@ class Deblurrer:
     """
 
     def __init__(self, model: str | Path | None = None, backend: str | None = None, rgb: bool = False,
-                 tile: int | None = None, tile_overlap: int = 32,
+                 tile: int | None = None, tile_overlap: int = DEFAULT_TILE_OVERLAP,
                  memory_budget_mb: float | str | None = "auto", precision: str | None = None,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, **backend_options) -> None:
         check_options(model, backend, rgb, tile, tile_overlap, memory_budget_mb, backend_options, max_pixels)
@@ -111,6 +115,17 @@ class Deblurrer:
                 raise OptionError(f"tile {tile} is below the {smallest} pixels {self.backend.describe()} takes at "
                                   "the least")
             self._bytes_per_pixel = activation_bytes_per_pixel(self.backend.metadata.config)
+            budget = self._budget_pixels()
+            side = 2 * tile_overlap + multiple  # the smallest tile that overlap leaves room in
+            floor = (2 * DEFAULT_TILE_OVERLAP + multiple) ** 2  # a budget under the default's smallest tile gets it
+            if tile is None and budget is not None and side * side > max(budget, floor) \
+                    and self.backend.limits.static_shape is None:  # tiles that large were planned anyway: the budget
+                # was off without a word (4002x4002 tiles for tile_overlap=2000, a 12 MP photo run whole: ~16 GB)
+                largest = max(DEFAULT_TILE_OVERLAP, (math.isqrt(budget) - multiple) // 2)
+                raise OptionError(f"tile_overlap={tile_overlap} needs tiles of at least {side}x{side} pixels, more "
+                                  f"than the memory budget lets one pass take ({budget / 1e6:.2f} MP, "
+                                  f"memory_budget_mb={self.memory_budget_mb:g}); give a tile_overlap of at most "
+                                  f"{largest}, or a larger memory_budget_mb (None: no budget)")
         except BaseException:  # refused after the backend opened: it is closed, never left holding its memory
             self.close()
             raise

@@ -198,7 +198,13 @@ def int8_file(model: Path, backend: str) -> Path:
     if suffix == ".onnx":
         fp32, candidate = model, int8_onnx_path(model, flavour)
     elif suffix in CHECKPOINT_SUFFIXES:
+        # its exports in the engines folder, else beside it (the shipped default's INT8 files sit next to it: a
+        # checkpoint given by path was refused, and sent to make files that were there)
+        beside = model.with_suffix(".onnx")
         fp32 = onnx_path(model.stem)
+        if not any(int8_onnx_path(fp32, f).is_file() for f in {flavour, INT8_FALLBACK.get(backend)} if f) and \
+                any(int8_onnx_path(beside, f).is_file() for f in {flavour, INT8_FALLBACK.get(backend)} if f):
+            fp32 = beside
         candidate = int8_onnx_path(fp32, flavour)
     else:
         raise OptionError(f"precision='int8' takes an .onnx or a checkpoint, not {model.name}")
@@ -220,9 +226,11 @@ def int8_file(model: Path, backend: str) -> Path:
         if missing or elsewhere or over:
             flavour, candidate = fallback, int8_onnx_path(fp32, fallback)
     if not candidate.is_file():
+        # a checkpoint's: quantize exports it first where its ONNX is missing (an --onnx that is not there failed)
+        source = f"--onnx {fp32}" if suffix == ".onnx" or fp32.is_file() else f"--weights {model}"
         raise ModelNotFoundError(
             f"no INT8 file for {model.name} on {backend}: {candidate} does not exist; make it with python -m "
-            f"calibration.quantize --onnx {fp32} --flavour {flavour}"
+            f"calibration.quantize {source} --flavour {flavour}"
             + (f" (engines folder: {engines_dir()})" if suffix != ".onnx" else ""))
     problem = int8_source_problem(model, candidate)
     if problem:

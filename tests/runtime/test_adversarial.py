@@ -662,3 +662,14 @@ def test_a_link_to_itself_among_the_inputs_fails_alone(tmp_path, tiny_weights, c
     err = capsys.readouterr().err
     assert code == 1 and (tmp_path / "out" / "a.png").is_file()  # the other file deblurred
     assert "loop.png" in err and "Symlink loop" not in err
+
+
+def test_a_dangling_link_at_an_output_name_is_refused_before_the_work(tmp_path, tiny_weights, capsys):
+    """Round 17: refused only after deblurring, as "written by another run while this one worked"."""
+    write_image(tmp_path / "a.png", _image())
+    out = _mkdir(tmp_path / "out")
+    (out / "a.png").symlink_to(tmp_path / "nowhere" / "x.png")
+    assert main([str(tmp_path / "a.png"), "-o", str(out), "--model", str(tiny_weights), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'a.png'} exists; pass --force to replace it" in err and "another run" not in err
+    assert (out / "a.png").is_symlink()

@@ -206,3 +206,15 @@ def test_a_channels_first_array_is_told_to_put_its_channels_last(tiny_weights):
             deblurrer(np.zeros((3, 64, 96), np.float32))
         with pytest.raises(ImageFormatError, match="pass batches as a list of images"):
             deblurrer(np.zeros((2, 64, 96, 3), np.float32))
+
+
+def test_an_overlap_the_memory_budget_cannot_hold_is_refused(tiny_weights):
+    """Round 17: tile_overlap=2000 planned 4002x4002 tiles whatever the budget: a 12 MP photo ran whole (about
+    16 GB) with the default budget, without a word."""
+    with pytest.raises(OptionError, match=r"tile_overlap=2000 needs tiles of at least 4002x4002 pixels, more than "
+                                          r"the memory budget lets one pass take .*give a tile_overlap of at most"):
+        Deblurrer(tiny_weights, tile_overlap=2000, memory_budget_mb=64)
+    with Deblurrer(tiny_weights, tile_overlap=2000, memory_budget_mb=None) as unbounded:  # no budget: as asked
+        assert unbounded.tile_for(300, 400) is None
+    with Deblurrer(tiny_weights, memory_budget_mb=1) as tiny:  # the default overlap on a tiny budget: smallest tiles
+        assert tiny.tile_for(300, 400) is not None

@@ -338,3 +338,17 @@ def test_an_int8_file_of_other_weights_is_refused_not_run(tiny_files, tmp_path, 
     _with_source(engines / int8.name, engines / int8.name, __import__("banet.hashing").hashing.file_sha256(weights))
     with Deblurrer(weights, precision="int8", backend="onnxruntime", threads=1) as d:
         assert d.model_path == engines / int8.name
+
+
+def test_a_checkpoint_finds_the_int8_files_beside_it(tmp_path, monkeypatch):
+    """Round 17: ``--model banet/weights/banet_default.safetensors --precision int8`` looked only in the engines
+    folder, and its hint named an --onnx that was not there, while the shipped INT8 files sat beside it."""
+    from banet.defaults import DEFAULT_WEIGHTS
+    from runtime.selection import int8_file
+
+    monkeypatch.setenv("BANET_ENGINES", str(tmp_path / "engines"))
+    assert int8_file(DEFAULT_WEIGHTS, "onnxruntime") == int8_onnx_path(DEFAULT_ONNX, "ort")
+    copy = shutil.copy(DEFAULT_WEIGHTS, tmp_path / "mine.safetensors")
+    with pytest.raises(ModelNotFoundError, match=r"make it with python -m calibration\.quantize --weights "
+                                                 rf"{tmp_path / 'mine.safetensors'} --flavour ort"):
+        int8_file(copy, "onnxruntime")
