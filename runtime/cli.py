@@ -3,7 +3,7 @@
 Examples:
     python -m runtime blurred.png                      # -> deblurred/blurred.png
     python -m runtime photos/ --output out/ --side-by-side
-    python -m runtime clip.mp4 --model my_model.onnx       # after python export/to_onnx.py --weights my_model.pth
+    python -m runtime clip.mp4 --model engines/my_model.onnx  # after python export/to_onnx.py --weights my_model.pth
     banet-deblur photos/ --tile 512
 
 Outputs go to --output (default ./deblurred) and keep their names; videos keep their container where it is MP4
@@ -80,6 +80,8 @@ def collect_named(paths: list[Path], recursive: bool = False,
     counted by extension in one warning, or in the error when nothing was found: before, left out in silence."""
     found: dict[str, tuple[Path, Path]] = {}
     skipped: list[Path] = []
+    linked: list[Path] = []  # links to folders holding media: never followed, so named (they were skipped silently)
+    in_output = 0  # media files in the output folder inside a folder read: not inputs, and said so
     left: dict[str, Path] = {}  # neither images nor videos, by absolute path: a folder given twice counts once
     excluded = os.path.realpath(exclude) if exclude is not None else None
     for path in paths:
@@ -88,12 +90,16 @@ def collect_named(paths: list[Path], recursive: bool = False,
                              f"{path}")
         if path.is_dir():
             if recursive:
-                media, others = _walk(path, excluded)
+                media, others, links, in_excluded = _walk(path, excluded)
+                linked += links
+                in_output += in_excluded
                 files = [(p, p.relative_to(path).parent) for p in media]
             else:
                 media, subfolders, others = _top_level(path)
                 files = [(p, Path()) for p in media]
-                skipped += [p for p in subfolders if os.path.realpath(p) != excluded and _holds_media(p)]
+                held = [p for p in subfolders if os.path.realpath(p) != excluded and _holds_media(p)]
+                skipped += [p for p in held if not p.is_symlink()]
+                linked += [p for p in held if p.is_symlink()]
             left.update((os.path.abspath(p), p) for p in others)
         elif path.exists():
             files = [(path, Path())]
@@ -104,7 +110,12 @@ def collect_named(paths: list[Path], recursive: bool = False,
     below = f"{len(skipped)} subfolder(s) holding images or videos ({', '.join(map(str, skipped[:3]))}" \
             f"{', ...' if len(skipped) > 3 else ''}) are not searched: give them as inputs too (e.g. " \
             f"{skipped[0].parent / '*'}/) or pass --recursive" if skipped else ""
-    notes = [note for note in (_left_out(list(left.values())), below) if note]
+    links = f"{len(linked)} linked subfolder(s) holding images or videos ({', '.join(map(str, linked[:3]))}" \
+            f"{', ...' if len(linked) > 3 else ''}) are not followed (a link can lead back up the tree): give them " \
+            "as inputs too" if linked else ""
+    output = f"{in_output} image(s) or video(s) in the output folder {exclude} (inside a folder read) are not read " \
+             "as inputs" if in_output else ""
+    notes = [note for note in (_left_out(list(left.values())), below, links, output) if note]
     if not found:
         raise FileNotFoundError("; ".join([f"no images or videos found in {', '.join(map(str, paths))}", *notes]))
     for note in notes:
@@ -130,17 +141,27 @@ def _top_level(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
     return media, subfolders, others
 
 
-def _walk(folder: Path, excluded: str | None) -> tuple[list[Path], list[Path]]:
+def _walk(folder: Path, excluded: str | None) -> tuple[list[Path], list[Path], list[Path], int]:
     """The image and video files below ``folder`` and its other files, each sorted, hidden files and folders and
     the folder ``excluded`` (a resolved path) left out; symbolic links to folders are not followed (a link to a
-    parent would never end)."""
-    media, others = [], []
+    parent would never end). Also what was left out without a word before: the links to folders holding images or
+    videos, and how many images and videos the ``excluded`` folder (the output folder, inside this one) holds."""
+    media, others, linked, in_excluded = [], [], [], 0
     for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.realpath(os.path.join(root, d)) != excluded)
+        kept = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            path = os.path.join(root, d)
+            if os.path.realpath(path) == excluded:
+                in_excluded += sum(_is_media(n) for _, _, files in os.walk(path) for n in files)
+            elif os.path.islink(path):
+                if _holds_media(Path(path)):
+                    linked.append(Path(path))
+            else:
+                kept.append(d)
+        dirs[:] = kept
         for name in sorted(n for n in names if not n.startswith(".")):
             (media if _is_media(name) else others).append(Path(root) / name)
-    return media, others
+    return media, others, linked, in_excluded
 
 
 def _left_out(files: list[Path]) -> str:
@@ -340,10 +361,13 @@ def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixe
 def file_error(source: Path, exc: BaseException) -> str:
     """The one line for a file that failed: its path once (most messages start with it), then what went wrong;
     an error this module does not expect also names its type."""
-    message = first_line(exc)
+    # a name with a line break in it (possible on Linux) is shown escaped: its first line was all that was left
+    shown = str(source).replace("\r", "\\r").replace("\n", "\\n")
+    text = str(exc).replace(str(source), shown)
+    message = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
     if not isinstance(exc, OSError | ValueError | RuntimeError):
         message = f"{type(exc).__name__}: {message}"
-    return message if str(source) in message else f"{source}: {message}"
+    return message if shown in message else f"{shown}: {message}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -465,7 +465,7 @@ def decode_image(data: bytes, name: str | Path, max_pixels: int | None = DEFAULT
     if header is not None:
         pixels = header.width * header.height
         if max_pixels is not None and pixels > max_pixels:
-            raise ImageReadError(f"{path}: {hw_text(header.height, header.width)} is {pixels / 1e6:.0f} "
+            raise ImageReadError(f"{path}: {hw_text(header.height, header.width)} is {pixels / 1e6:.10g} "
                                  f"megapixels, over the limit of {max_pixels / 1e6:g} (a decompression bomb?); "
                                  "raise the limit (--max-megapixels, read_image(max_pixels=)) if the image is real")
         if header.frames > 1 and header.format != "MPO":  # MPO: a camera JPEG with previews; its first is the photo

@@ -673,3 +673,34 @@ def test_a_dangling_link_at_an_output_name_is_refused_before_the_work(tmp_path, 
     err = capsys.readouterr().err
     assert f"{out / 'a.png'} exists; pass --force to replace it" in err and "another run" not in err
     assert (out / "a.png").is_symlink()
+
+
+def test_recursive_reading_names_what_it_leaves_out(tmp_path, tiny_weights, caplog, capsys):
+    """Round 17: with --recursive, photos behind a linked subfolder and photos already in an output folder inside
+    the tree were left out without a word; without it, the warning advised --recursive for the link too."""
+    import logging
+
+    card = _mkdir(tmp_path / "card")
+    write_image(_mkdir(card / "real") / "a.png", _image())
+    write_image(_mkdir(tmp_path / "elsewhere") / "b.png", _image())
+    (card / "linked").symlink_to(tmp_path / "elsewhere")
+    write_image(_mkdir(card / "best") / "mine.png", _image())
+    with caplog.at_level(logging.WARNING):
+        assert main([str(card), "-r", "-o", str(card / "best"), "--model", str(tiny_weights), "-q"]) == 0
+    assert f"1 linked subfolder(s) holding images or videos ({card / 'linked'}) are not followed" in caplog.text
+    assert f"1 image(s) or video(s) in the output folder {card / 'best'} (inside a folder read) are not read" \
+        in caplog.text
+    capsys.readouterr()
+    assert main([str(card), "-o", str(tmp_path / "flat"), "--model", str(tiny_weights), "-q"]) == 1  # none on top
+    err = capsys.readouterr().err
+    assert f"({card / 'best'}, {card / 'real'}) are not searched" in err and "or pass --recursive" in err
+    assert f"({card / 'linked'}) are not followed" in err
+
+
+def test_a_name_with_a_line_break_keeps_its_reason(tmp_path, tiny_weights, capsys):
+    """Round 17: "error: .../bad" then "name.png: .../bad": the reason was cut off at the name's line break."""
+    folder = _mkdir(tmp_path / "in")
+    (folder / "bad\nname.png").write_bytes(b"junk")
+    assert main([str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: {folder}/bad\\nname.png: not an image" in err
