@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from banet.cli_types import path_arg
-from banet.errors import first_line
-from banet.outputs import is_partial_name, partial_path, real_path
+from banet.errors import OptionError, first_line
+from banet.outputs import is_partial_name, make_folder, partial_path, real_path
 from runtime.images import (
     IMAGE_SUFFIXES,
     quiet_opencv,
@@ -347,7 +347,7 @@ def deblur_file(deblurrer, source: Path, target: Path, with_side: bool, max_pixe
     video's progress bar of frames. ``keep_metadata``: an image's colour profile and EXIF go into its output
     (:mod:`runtime.image_metadata`)."""
     try:  # a subfolder of the output folder, with --recursive
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(target.parent)  # removed at exit if this file fails and nothing else lands there
     except OSError as exc:
         raise OSError(f"cannot create the output folder {target.parent}: {exc.strerror or exc}") from None
     if is_video(source):
@@ -371,8 +371,8 @@ def file_error(source: Path, exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; the exit status: 0 all deblurred, 1 any failure, 130 interrupted (Ctrl-C), 143 or 129
-    terminated (SIGTERM, SIGHUP: :mod:`runtime.stop_signals`)."""
+    """Run the command line; the exit status: 0 all deblurred, 1 any failure, 2 a bad option, 130 interrupted
+    (Ctrl-C), 143 or 129 terminated (SIGTERM, SIGHUP: :mod:`runtime.stop_signals`)."""
     from runtime.stop_signals import run_stoppable
 
     args = build_parser().parse_args(argv)
@@ -390,14 +390,17 @@ def _run(args: argparse.Namespace) -> int:
         named = collect_named(args.inputs, args.recursive, exclude=args.output)
         inputs = [source for source, _ in named]
         targets = plan_outputs(inputs, args.output, args.force, [name for _, name in named])
-        try:
-            args.output.mkdir(parents=True, exist_ok=True)
+        try:  # removed at exit if nothing was written into it (a refused model or option left empty folders)
+            make_folder(args.output)
         except OSError as exc:
             raise OSError(f"cannot create the output folder {args.output}: {exc.strerror or exc}") from None
         check_writable(args.output)  # before the model loads and the first file is deblurred for nothing
         deblurrer = Deblurrer(**deblurrer_options(args))
         log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
-    except Exception as exc:  # a model, folder or option that cannot work: one line, never a traceback
+    except OptionError as exc:  # --tile 0, --tile-overlap -1: a usage error, as argparse's own (exit 2)
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a model, folder or file that cannot work: one line, never a traceback
         log.debug("setup failed", exc_info=True)
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return 1

@@ -176,14 +176,14 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_the_model_loa
     assert capsys.readouterr().err == f"error: cannot write into the output folder {out}: Read-only file system\n"
 
 
-def test_a_tile_below_the_models_smallest_input_is_refused_once(tmp_path, tiny_weights, capsys):
+def test_a_tile_the_model_cannot_take_is_refused_once(tmp_path, tiny_weights, capsys):
     for name in ("a.png", "b.png"):
         write_image(tmp_path / name, _image(40, 56))
     argv = [str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--model", str(tiny_weights), "--backend",
-            "onnxruntime", "--tile", "4", "--tile-overlap", "0", "-o", str(tmp_path / "out"), "-q"]
-    assert main(argv) == 1
+            "onnxruntime", "--tile", "3", "--tile-overlap", "0", "-o", str(tmp_path / "out" / "new"), "-q"]
+    assert main(argv) == 2  # a usage error, as argparse's (round 17: it was 1)
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "tile 4 is below the 8 pixels" in err  # before: one error per file
+    assert err.count("\n") == 1 and "tile must be a multiple of 2" in err  # before: one error per file
 
 
 def test_an_output_name_stdout_cannot_encode_is_printed_escaped(tmp_path, tiny_weights):
@@ -231,7 +231,7 @@ def test_a_limit_below_one_pixel_and_a_model_of_no_known_kind_are_said_in_comman
         main([str(tmp_path / "a.png"), "--max-megapixels", "1e-9", "-o", str(tmp_path / "out")])
     assert exit_.value.code == 2
     assert "--max-megapixels: must be at least one pixel (1e-6 megapixels), got 1e-9" in capsys.readouterr().err
-    assert main([str(tmp_path / "a.png"), "--model", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 1
+    assert main([str(tmp_path / "a.png"), "--model", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 2
     assert "name the backend (backend=, --backend: one of torch, onnxruntime" in capsys.readouterr().err
 
 
@@ -286,3 +286,17 @@ def test_a_killed_run_s_temporary_video_is_not_read_as_a_clip(tmp_path, tiny_wei
     assert main([str(folder), "-o", str(tmp_path / "again"), "--model", str(tiny_weights), "-q"]) == 0
     assert "deblurred 1 of 1" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == ["a.png"]
+
+
+def test_a_refused_run_leaves_no_empty_output_folder(tmp_path, tiny_weights):
+    """Round 17: ``-o new/sub`` with a model or option refused after the folder was made left ``new/sub`` behind."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_image(tmp_path / "a.png", _image(24, 32))
+    done = subprocess.run([sys.executable, "-m", "runtime", str(tmp_path / "a.png"), "--model", str(tiny_weights),
+                           "--tile", "3", "-o", str(tmp_path / "new" / "sub"), "-q"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2 and "tile must be a multiple of 2" in done.stderr
+    assert not (tmp_path / "new").exists()
