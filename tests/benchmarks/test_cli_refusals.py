@@ -192,7 +192,7 @@ def test_run_write_failure_is_one_line_and_leaves_no_partial_file(tmp_path, tiny
     monkeypatch.chdir(tmp_path)
     import banet.outputs
 
-    def full_disk(partial, path, replace=True):
+    def full_disk(partial, path, replace=True, ours=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(banet.outputs, "commit_partial", full_disk)

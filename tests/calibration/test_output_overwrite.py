@@ -37,7 +37,7 @@ def refused_before_work(capsys, code: int, ran: list, path: Path) -> None:
 
 def no_space(monkeypatch) -> None:
     """Every atomic write fails as on a full disk, at the last step (the rename into place)."""
-    def full(partial, path, replace=True):
+    def full(partial, path, replace=True, ours=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(banet.outputs, "commit_partial", full)  # write_atomic's, and the drift report pair's
