@@ -58,6 +58,10 @@ class ImageReadError(OSError):
     """A file that does not exist or cannot be decoded as an image."""
 
 
+class PixelLimitError(ImageReadError):
+    """An image over the pixel limit (``max_pixels``, --max-megapixels), refused from its header before decoding."""
+
+
 @dataclass(frozen=True)
 class ImageForm:
     """How the caller's image looked, so the result is returned in the same form."""
@@ -465,7 +469,7 @@ def decode_image(data: bytes, name: str | Path, max_pixels: int | None = DEFAULT
     if header is not None:
         pixels = header.width * header.height
         if max_pixels is not None and pixels > max_pixels:
-            raise ImageReadError(f"{path}: {hw_text(header.height, header.width)} is {pixels / 1e6:.10g} "
+            raise PixelLimitError(f"{path}: {hw_text(header.height, header.width)} is {pixels / 1e6:.10g} "
                                  f"megapixels, over the limit of {max_pixels / 1e6:g} (a decompression bomb?); "
                                  "raise the limit (--max-megapixels, read_image(max_pixels=)) if the image is real")
         if header.frames > 1 and header.format != "MPO":  # MPO: a camera JPEG with previews; its first is the photo

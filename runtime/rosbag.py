@@ -35,10 +35,10 @@ import numpy as np
 
 from banet.cli_types import path_arg
 from banet.errors import first_line
-from banet.outputs import commit_partial
+from banet.outputs import commit_partial, file_in_the_way, make_folder
 from banet.processing import ImageFormatError
 from banet.shapes import hw_text
-from runtime.images import ImageReadError, decode_image, encode_image
+from runtime.images import DEFAULT_MAX_PIXELS, ImageReadError, PixelLimitError, decode_image, encode_image
 
 log = logging.getLogger(__name__)
 
@@ -297,6 +297,8 @@ def _deblurred(reader, connection, data, deblur: Callable[[np.ndarray], np.ndarr
             new, why = _deblurred_compressed(message, deblur, name)
         else:
             new, why = _deblurred_raw(message, deblur)
+    except PixelLimitError:  # over --max-megapixels: kept as it is, and said so (it was called "damaged")
+        new, why = None, "over the pixel limit (--max-megapixels)"
     except ImageReadError:  # one damaged frame of a long recording: kept as it is, as players skip it
         new, why = None, "damaged: does not decode"
     except ImageFormatError as exc:  # a frame the network cannot take (too small): kept as it is
@@ -365,7 +367,9 @@ def _deblurred_compressed(message, deblur: Callable[[np.ndarray], np.ndarray], n
     suffix, why = _compressed_suffix(message.format)
     if why is not None:
         return None, why
-    pixels, _ = decode_image(bytes(message.data), name, metadata=False)
+    # under the Deblurrer's own pixel limit (--max-megapixels): the default one applied whatever was asked
+    limit = getattr(deblur, "max_pixels", DEFAULT_MAX_PIXELS)
+    pixels, _ = decode_image(bytes(message.data), name, max_pixels=limit, metadata=False)
     encoded = encode_image(deblur(pixels), suffix, name)
     return dataclasses.replace(message, data=np.frombuffer(encoded, np.uint8)), None
 
@@ -394,7 +398,8 @@ def build_parser():
                              "they would be deblurred or copied as recorded; nothing is deblurred or written")
     add_model_options(parser)
     parser.add_argument("--force", action="store_true", help="replace existing output bags")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars or per-bag lines: only errors, warnings and the closing count")
     return parser
 
 
@@ -424,7 +429,7 @@ def _run(args) -> int:
 
     if args.list:  # each bag opened once: one that rosbags cannot read is refused there
         for bag in args.bags:
-            lines = listing(bag)
+            lines = listing(bag, args.topics)
             print(f"{bag}:")
             for line in lines:
                 print(f"  {line}")
@@ -432,8 +437,16 @@ def _run(args) -> int:
     for bag in args.bags:  # a path that is not a bag rosbags reads, or a topic it lacks, refused before any work
         with _opened(bag) as reader:
             _chosen_topics(bag, reader, args.topics)
+    given: dict[str, Path] = {}
+    for bag in args.bags:  # one bag given twice (drive.bag ./drive.bag): deblurred once, as python -m runtime does
+        given.setdefault(os.path.realpath(bag), bag)
+    args.bags = list(given.values())
     targets = _plan(args.bags, args.output, args.force)
-    args.output.mkdir(parents=True, exist_ok=True)
+    try:  # removed at exit if nothing was written into it
+        make_folder(args.output)
+    except OSError as exc:  # "[Errno 17] File exists: 'a.png'" before
+        raise BagError(f"cannot create the output folder {args.output}: "
+                       f"{file_in_the_way(args.output / 'x') or exc.strerror or exc}") from None
     failures = 0
     with Deblurrer(**deblurrer_options(args)) as deblurrer:
         log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
@@ -451,10 +464,12 @@ def _run(args) -> int:
     return 1 if failures else 0
 
 
-def listing(source: Path) -> list[str]:
+def listing(source: Path, topics: Sequence[str] | None = None) -> list[str]:
     """One line per image topic of ``source``: its type, message count and what its first message holds (size and
-    encoding, or format), and whether it would be deblurred or copied as recorded (and why)."""
+    encoding, or format), and whether it would be deblurred or copied as recorded (and why): with ``topics``
+    (--topics) the others are copied, and a topic the bag lacks is refused, as the run itself does."""
     with _opened(source) as reader:
+        chosen = _chosen_topics(source, reader, topics) if topics is not None else None
         images = [c for c in reader.connections if c.msgtype in _IMAGE_TYPES | _COMPRESSED_TYPES]
         counts, first, topics = Counter(), {}, {c.topic for c in images}
         for c in images:
@@ -472,6 +487,8 @@ def listing(source: Path) -> list[str]:
             holds, (_, why) = f"format {message.format!r}", _compressed_suffix(message.format)
         else:
             holds, why = f"{hw_text(message.height, message.width)} {message.encoding}", _raw_refusal(message.encoding)
+        if why is None and chosen is not None and topic not in chosen:
+            why = "not in --topics"
         verdict = "deblurred" if why is None else f"copied as recorded ({why})"
         lines.append(f"{topic}  {msgtype.rsplit('/', 1)[-1]}  {n} messages  {holds}  -> {verdict}")
     return lines

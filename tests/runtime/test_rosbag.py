@@ -299,3 +299,47 @@ def test_without_rosbags_one_line_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "rosbags", None)
     with pytest.raises(BagError, match=r"drive.bag: .*needs rosbags.*pip install 'banet-deploy\[rosbag\]'"):
         require_rosbags("drive.bag")
+
+
+def test_compressed_frames_follow_the_deblurrers_pixel_limit(tmp_path, caplog):
+    """Round 17: --max-megapixels never reached CompressedImage frames (the default 200 MP applied), and a frame
+    refused for its size was counted as "damaged: does not decode"."""
+
+    class Limited:
+        max_pixels = 500  # the frames are 24x32: over it
+
+        def __call__(self, image):
+            return _no_blue(image)
+
+    source = make_bag(tmp_path / "drive.bag", "ros1", topics=(("/camera/image_raw/compressed", "jpeg"),))
+    target = tmp_path / "out" / source.name
+    target.parent.mkdir()
+    with caplog.at_level(logging.WARNING):
+        counts = transcode_bag(source, target, Limited(), progress=False)
+    assert not counts.get("/camera/image_raw/compressed")
+    assert "over the pixel limit (--max-megapixels)" in caplog.text and "damaged" not in caplog.text
+
+
+def test_list_follows_topics(tmp_path, capsys):
+    """Round 17: --list ignored --topics: a topic the run would copy was listed "-> deblurred", and one the bag lacks
+    (refused by the run) was listed without a word, exit 0."""
+    source = make_bag(tmp_path / "drive.bag", count=1)
+    assert main([str(source), "--list", "--topics", "/camera/image_raw"]) == 0
+    listed = capsys.readouterr().out
+    assert "/camera/image_raw  Image  1 messages  24x32 rgb8  -> deblurred" in listed
+    assert "/camera/image_raw/compressed  CompressedImage" in listed and "(not in --topics)" in listed
+    assert main([str(source), "--list", "--topics", "/nope"]) == 1
+    assert "has no topic /nope" in capsys.readouterr().err
+
+
+def test_output_and_duplicate_bags_are_said_in_plain_words(tmp_path, tiny_weights, capsys):
+    """Round 17: ``-o a.png`` (a file) said "[Errno 17] File exists: 'a.png'"; one bag given twice
+    (drive.bag ./drive.bag) was refused as "two bags have the same name"."""
+    source = make_bag(tmp_path / "drive.bag", count=1)
+    (tmp_path / "a.png").write_bytes(b"the user's file")
+    assert main([str(source), "-o", str(tmp_path / "a.png"), "--model", str(tiny_weights), "-q"]) == 1
+    assert f"cannot create the output folder {tmp_path / 'a.png'}: {tmp_path / 'a.png'} is a file, not a folder" \
+        in capsys.readouterr().err
+    twice = [str(source), str(tmp_path / "." / "drive.bag")]
+    assert main([*twice, "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 0
+    assert "deblurred 1 of 1 bag(s)" in capsys.readouterr().out
