@@ -23,3 +23,12 @@ def test_running_an_onnx_imports_nothing_above_the_runtime(tiny_weights, tmp_pat
             "'training', 'benchmarks', 'skimage', 'safetensors'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_package_itself_loads_nothing_until_a_name_is_used():
+    """Round 17: ``python -m runtime`` imports this package before its ``__main__`` guards Ctrl-C; the package
+    imported NumPy and the Deblurrer (0.2 s), so a Ctrl-C then was a KeyboardInterrupt traceback."""
+    code = ("import sys, runtime; before = 'numpy' in sys.modules or 'runtime.deblurrer' in sys.modules; "
+            "from runtime import Deblurrer, OptionError; print(before, Deblurrer.__name__, OptionError.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "Deblurrer", "OptionError"], done.stdout + done.stderr
