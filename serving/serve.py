@@ -33,6 +33,7 @@ Needs the ``serve`` extra: pip install 'banet-deploy[serve]'.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -360,6 +361,21 @@ def _stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
+@contextlib.contextmanager
+def _signals_held(pending: list[int]) -> Iterator[None]:
+    """While Triton starts, SIGINT and SIGTERM are noted in ``pending`` instead of raised: raised inside PyTriton's
+    start-up (gevent), they printed a traceback and a bare timestamp before the one line. The caller raises the
+    first one noted once the server is up, and stops it."""
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    for signum in previous:
+        signal.signal(signum, lambda number, frame: pending.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _quiet_logs(verbose: bool, log_file: Path | None) -> Path | None:
     """PyTriton's chatter only with --verbose; returns the folder made for Triton's log file (None with --verbose
     or a --triton-log FILE of the user's)."""
@@ -406,11 +422,15 @@ def main(argv: list[str] | None = None) -> int:
         with Deblurrer(args.model, backend=args.backend, precision=args.precision,
                        max_pixels=config.max_pixels) as deblurrer:
             log.info("model: %s on %s", deblurrer.model_path, deblurrer.backend.describe())
-            server = start(deblurrer, config, front)
-            if config.triton_log is not None:
-                log.info("Triton's log: %s%s", config.triton_log, "" if args.triton_log else
-                         " (removed when the server stops cleanly; --triton-log FILE keeps one)")
+            pending: list[int] = []
+            with _signals_held(pending):
+                server = start(deblurrer, config, front)
             try:
+                if pending:  # stopped while Triton started: now, cleanly
+                    raise KeyboardInterrupt if pending[0] == signal.SIGINT else _Terminated
+                if config.triton_log is not None:
+                    log.info("Triton's log: %s%s", config.triton_log, "" if args.triton_log else
+                             " (removed when the server stops cleanly; --triton-log FILE keeps one)")
                 server.serve()
             finally:
                 for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short

@@ -163,3 +163,20 @@ def test_the_clients_pixel_limit_is_its_own_option(capsys, tmp_path):
     # raised, the header passes and the file is read (and refused for its missing image data, before any server)
     assert main([str(bomb), "--output", str(tmp_path / "out.png"), "--max-megapixels", "500"]) == 1
     assert "image data is cut short" in _one_line(capsys.readouterr().err)
+
+
+def test_a_stop_while_triton_starts_is_held_until_it_is_up():
+    """Round 17: SIGTERM or Ctrl-C in the 2-3 s Triton takes to start was raised inside PyTriton's start-up (gevent),
+    which printed a traceback and a bare timestamp before the one line. Held now, and raised once it is up."""
+    import os
+    import signal
+
+    from serving.serve import _signals_held
+
+    previous = signal.getsignal(signal.SIGTERM)
+    pending: list[int] = []
+    with _signals_held(pending):
+        os.kill(os.getpid(), signal.SIGTERM)  # nothing raised here
+        os.kill(os.getpid(), signal.SIGINT)
+    assert pending == [signal.SIGTERM, signal.SIGINT]
+    assert signal.getsignal(signal.SIGTERM) is previous
