@@ -51,12 +51,22 @@ def default_model_path(backend: str | None = None) -> Path:
     return DEFAULT_ONNX
 
 
+def started_as_command(module_name: str) -> bool:
+    """Whether the module named ``module_name`` (its ``__name__``) runs as a command: ``python file.py`` or
+    ``python -m`` (``__main__``), or one of this package's console scripts (``banet-export-onnx``...), which imports
+    it under its own name; there a failed import is one line (:func:`missing_module_line`), elsewhere re-raised."""
+    return module_name == "__main__" or Path(sys.argv[0] if sys.argv else "").name.startswith("banet-")
+
+
 def missing_module_line(exc: ModuleNotFoundError, command: str) -> str:
     """One line for a command whose imports failed (run outside the project's venv, or a thin install): what is
-    missing, for which Python, and how to get it (the CPU torch pin where torch is the missing one)."""
+    missing, for which Python, and how to get it (the CPU torch pin where torch is the missing one); the project's
+    venv only where this is a checkout (an installed package has no scripts/setup.sh)."""
     name = (exc.name or str(exc)).split(".")[0]
     fix = (EXPORT_INSTALL if name == "torch" else
            "pip install 'banet-deploy[export]' (with CPU torch first: " + TORCH_CPU_INSTALL + ")")
-    return (f"error: {command} needs the Python package {name!r}, which {sys.executable} does not have; run it "
-            f"with the project's venv (bash scripts/setup.sh, then .venv/bin/python {command} ...) or install it: "
-            f"{fix}")
+    checkout = (Path(__file__).resolve().parents[1] / "scripts" / "setup.sh").is_file()
+    venv = (f"run it with the project's venv (bash scripts/setup.sh, then .venv/bin/python {command} ...) or "
+            if checkout else "")
+    return f"error: {command} needs the Python package {name!r}, which {sys.executable} does not have; {venv}" \
+           f"install it: {fix}"

@@ -27,35 +27,42 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from banet.artifacts import engine_path, engines_dir, int8_onnx_files, is_failed, onnx_path
-from banet.cli_types import number, path_arg, threads
-from banet.config import FULL, BANetConfig
-from banet.errors import ArtifactError, first_line
-from banet.machine import cpu_name, physical_memory, results_stem, slug
-from banet.outputs import same_file
-from banet.shapes import MAX_BATCH, hw_text, parse_batch
-from benchmarks import cost
-from benchmarks.cli import (
-    BenchmarkError,
-    add_force,
-    add_output,
-    check_repeated,
-    check_results,
-    run_main,
-    size_type,
-    write_files,
-)
-from benchmarks.report import DRIFT_REPORT
-from benchmarks.systems import (
-    System,
-    Unavailable,
-    deblurrer_torch_system,
-    onnxruntime_system,
-    openvino_system,
-    tensorrt_system,
-    torch_system,
-)
-from benchmarks.timing import PeakRssSampler, time_call, time_interleaved
+try:  # a thin install (no torch, onnx...): one line naming what to install, not a traceback
+    from banet.artifacts import engine_path, engines_dir, int8_onnx_files, is_failed, onnx_path
+    from banet.cli_types import number, path_arg, threads
+    from banet.config import FULL, BANetConfig
+    from banet.errors import ArtifactError, first_line
+    from banet.machine import cpu_name, physical_memory, results_stem, slug
+    from banet.outputs import same_file
+    from banet.shapes import MAX_BATCH, hw_text, parse_batch
+    from benchmarks import cost
+    from benchmarks.cli import (
+        BenchmarkError,
+        add_force,
+        add_output,
+        check_repeated,
+        check_results,
+        run_main,
+        size_type,
+        write_files,
+    )
+    from benchmarks.report import DRIFT_REPORT
+    from benchmarks.systems import (
+        System,
+        Unavailable,
+        deblurrer_torch_system,
+        onnxruntime_system,
+        openvino_system,
+        tensorrt_system,
+        torch_system,
+    )
+    from benchmarks.timing import PeakRssSampler, time_call, time_interleaved
+except ModuleNotFoundError as _missing:
+    from banet.defaults import missing_module_line, started_as_command
+
+    if not started_as_command(__name__):
+        raise
+    raise SystemExit(missing_module_line(_missing, "python -m benchmarks.run")) from None
 
 log = logging.getLogger("benchmarks")
 #: Results go under the current project (where the command is run), never into an installed package.

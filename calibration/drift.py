@@ -35,14 +35,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+try:  # a thin install (no torch, onnx...): one line naming what to install, not a traceback
+    import numpy as np
 
-from banet.machine import cpu_name, int8_units
-from banet.outputs import shown_path, write_together
-from calibration.heldout import openvino_forward, run_heldout
-from export.parity import Forward, changed_8bit, psnr_db
-from runtime.backends.base import BackendUnavailableError
-from runtime.stop_signals import stoppable, stopped_line
+    from banet.machine import cpu_name, int8_units
+    from banet.outputs import shown_path, write_together
+    from calibration.heldout import openvino_forward, run_heldout
+    from export.parity import Forward, changed_8bit, psnr_db
+    from runtime.backends.base import BackendUnavailableError
+    from runtime.stop_signals import stoppable, stopped_line
+except ModuleNotFoundError as _missing:
+    from banet.defaults import missing_module_line, started_as_command
+
+    if not started_as_command(__name__):
+        raise
+    raise SystemExit(missing_module_line(_missing, "python -m calibration.drift")) from None
 
 log = logging.getLogger(__name__)
 
@@ -439,8 +446,14 @@ def check_int8_source(files, weights: Path, given: bool = True) -> None:
 @stoppable
 def main(argv: list[str] | None = None) -> int:
     from banet.cli_types import number, path_arg, threads
-    from calibration.cli_common import add_calibration_arguments, calibration_options_given, help_text
+    from banet.defaults import missing_module_line
     from runtime.images import quiet_opencv
+
+    try:  # ONNX Runtime's quantization tools need onnx (the export extra): one line where it is missing
+        from calibration.cli_common import add_calibration_arguments, calibration_options_given, help_text
+    except ModuleNotFoundError as exc:
+        print(missing_module_line(exc, "python -m calibration.drift"), file=sys.stderr)
+        return 1
 
     parser = argparse.ArgumentParser(prog="python -m calibration.drift", description=help_text(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -29,35 +29,42 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from banet.artifacts import int8_onnx_path
-from banet.cli_types import path_arg
-from banet.outputs import check_output
-from calibration.cli_common import (
-    DEFAULT_PERCENTILE,
-    add_calibration_arguments,
-    command_errors,
-    decibels,
-    ensure_fp32_onnx,
-    error_line,
-    help_text,
-    parse_summary,
-    percentile_arg,
-    percentile_conflict,
-    read_files,
-    source_from_args,
-)
-from calibration.int8 import (
-    DEFAULT_EXCLUDE,
-    FLAVOURS,
-    METHODS,
-    QuantizeError,
-    node_groups,
-    quantizable_nodes,
-    quantize_int8,
-)
-from calibration.sensitivity import search
-from runtime.images import quiet_opencv
-from runtime.stop_signals import stoppable, stopped_line
+try:  # a thin install (no torch, onnx...): one line naming what to install, not a traceback
+    from banet.artifacts import int8_onnx_path
+    from banet.cli_types import path_arg
+    from banet.outputs import check_output
+    from calibration.cli_common import (
+        DEFAULT_PERCENTILE,
+        add_calibration_arguments,
+        command_errors,
+        decibels,
+        ensure_fp32_onnx,
+        error_line,
+        help_text,
+        parse_summary,
+        percentile_arg,
+        percentile_conflict,
+        read_files,
+        source_from_args,
+    )
+    from calibration.int8 import (
+        DEFAULT_EXCLUDE,
+        FLAVOURS,
+        METHODS,
+        QuantizeError,
+        node_groups,
+        quantizable_nodes,
+        quantize_int8,
+    )
+    from calibration.sensitivity import search
+    from runtime.images import quiet_opencv
+    from runtime.stop_signals import stoppable, stopped_line
+except ModuleNotFoundError as _missing:
+    from banet.defaults import missing_module_line, started_as_command
+
+    if not started_as_command(__name__):
+        raise
+    raise SystemExit(missing_module_line(_missing, "python -m calibration.quantize")) from None
 
 log = logging.getLogger(__name__)
 

@@ -76,9 +76,10 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     )
     from runtime.stop_signals import stoppable, stopped_line
 except ModuleNotFoundError as _missing:
-    if __name__ != "__main__":
+    from banet.defaults import missing_module_line, started_as_command
+
+    if not started_as_command(__name__):  # a console script (banet-export-onnx) imports it under its own name
         raise
-    from banet.defaults import missing_module_line
 
     raise SystemExit(missing_module_line(_missing, "export/build_trt.py")) from None
 

@@ -530,6 +530,23 @@ def _grey_with_transparency(grey: np.ndarray, key: int) -> np.ndarray:
     return np.ascontiguousarray(np.dstack([grey, grey, grey, alpha]))
 
 
+def _deep_colour_kind(data: bytes) -> str | None:
+    """"a 16-bit colour PNG" (TIFF, PPM) for a colour file of more than 8 bits a sample, which Pillow reads as 8
+    (OpenCV keeps them); None for anything else. Before, only PNGs were refused: a 16-bit colour TIFF or PPM was
+    deblurred as 8 bits in the thin install, exit 0."""
+    if _png_is_16bit_colour(data):
+        return "a 16-bit colour PNG"
+    if tiff_tags.is_tiff(data) and (tiff_tags.samples_per_pixel(data) or 1) >= 3:
+        found = tiff_tags.read_tags(data, (tiff_tags.BITS_PER_SAMPLE,)).get(tiff_tags.BITS_PER_SAMPLE)
+        if found is not None and found[0] == 3 and found[2][:2]:
+            bits = int.from_bytes(found[2][:2], "little" if data[:2] == b"II" else "big")
+            if bits > 8:
+                return f"a {bits}-bit colour TIFF"
+    if data[:2] in (b"P3", b"P6") and (pnm_maxval(data) or 0) > 255:
+        return "a 16-bit colour PPM"
+    return None
+
+
 def _png_is_16bit_colour(data: bytes) -> bool:
     """A PNG of 16-bit RGB or RGBA samples."""
     header = png_header(data)
@@ -543,8 +560,8 @@ def _read_with_pillow(path: Path, data: bytes, max_pixels: int | None, hint: boo
     grey+alpha TIFF was turned twice with one and not at all with the other)."""
     from PIL import ExifTags, Image, UnidentifiedImageError
 
-    if hint and _png_is_16bit_colour(data):
-        raise ImageReadError(f"{path}: a 16-bit colour PNG; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
+    if hint and (deep := _deep_colour_kind(data)):  # where OpenCV is missing (the thin install)
+        raise ImageReadError(f"{path}: {deep}; Pillow would truncate it to 8 bits: {OPENCV_HINT}")
     try:
         # The size was checked against the caller's limit: Pillow's own one moves to it. Its warnings ("Truncated
         # File Read", "tag 256 had too many entries") are not printed: the file is refused in one line, or read.

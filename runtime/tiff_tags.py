@@ -90,6 +90,8 @@ def layout(data: bytes) -> tuple[int, int, int, int] | None:
 
 #: Samples per pixel (1 grey, 2 grey and alpha, 3 colour, 4 colour and alpha): what :func:`samples_per_pixel` reads.
 SAMPLES_PER_PIXEL = 277
+#: Bits of each sample (8, 16, 32).
+BITS_PER_SAMPLE = 258
 #: Which extra samples a pixel holds (0 unspecified, 1 associated alpha, 2 unassociated alpha).
 EXTRA_SAMPLES = 338
 

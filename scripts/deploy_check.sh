@@ -5,12 +5,16 @@
 # line deblurs the file. Prints one JSON line: the venv's size on disk, the `import runtime` time (best of 3 fresh
 # processes), what was imported, where outputs went.
 #
-#   bash scripts/deploy_check.sh MODEL.onnx PHOTO.png [WORKDIR]
+#   bash scripts/deploy_check.sh MODEL.onnx PHOTO.png [WORKDIR]   # WORKDIR kept; without it a temporary one, removed
 #
 # MODEL.onnx: any exported ONNX (banet/weights/banet_default.onnx ships with the package; others come from
 # `python export/to_onnx.py` in the full install). Exit 1 if any check fails.
 set -euo pipefail
-MODEL=$(realpath "$1"); PHOTO=$(realpath "$2"); WORK=${3:-$(mktemp -d)}
+MODEL=$(realpath "$1"); PHOTO=$(realpath "$2"); WORK=${3:-}
+if [[ -z "$WORK" ]]; then  # a folder of its own: removed however the check ends (it left 220+ MB behind)
+    WORK=$(mktemp -d)
+    trap 'rm -rf "$WORK"' EXIT
+fi
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PYTHON:-python3}
 mkdir -p "$WORK/src" "$WORK/app"

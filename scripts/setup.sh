@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[export,cpu,openvino,video,heif,rosbag,dev,serve,rtx,batch]"
-# onnxruntime-web (WebAssembly ONNX Runtime, what browsers run; 154 MB in apps/web/node_modules) for the app graphs'
+# onnxruntime-web (WebAssembly ONNX Runtime, what browsers run; 168 MB in apps/web/node_modules) for the app graphs'
 # browser check (export/to_app.py --check-web, tests/export/test_app_graph.py), where Node.js and npm are installed.
 if command -v npm >/dev/null && command -v node >/dev/null; then
     npm ci --prefix apps/web --no-audit --no-fund --ignore-scripts --loglevel=error

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import logging
 import os
 import shutil
@@ -409,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.triton_log is not None and not args.triton_log.parent.is_dir():
         print(f"error: --triton-log {args.triton_log}: {file_in_the_way(args.triton_log) or 'no such folder'}",
               file=sys.stderr)
+        return 1
+    if importlib.util.find_spec("pytriton") is None:  # before the model loads (it said "Deblurrer ready" first)
+        print("error: PyTriton is not installed: pip install 'banet-deploy[serve]'", file=sys.stderr)
         return 1
     if args.triton_log is not None and args.triton_log.is_dir():  # Triton's log was lost, "see /tmp" a folder
         print(f"error: --triton-log {args.triton_log} is a folder; give a file name for Triton's log (e.g. "

@@ -19,14 +19,21 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import numpy as np
-import torch
+try:  # a thin install (no torch, onnx...): one line naming what to install, not a traceback
+    import numpy as np
+    import torch
 
-from banet.cli_types import path_arg
-from banet.outputs import shown_path
-from banet.processing import postprocess, preprocess
-from export.parity import Restorer, evaluate_pairs, psnr, ssim  # noqa: F401  (re-exported)
-from runtime.images import write_image
+    from banet.cli_types import path_arg
+    from banet.outputs import shown_path
+    from banet.processing import postprocess, preprocess
+    from export.parity import Restorer, evaluate_pairs, psnr, ssim  # noqa: F401  (re-exported)
+    from runtime.images import write_image
+except ModuleNotFoundError as _missing:
+    from banet.defaults import missing_module_line, started_as_command
+
+    if not started_as_command(__name__):
+        raise
+    raise SystemExit(missing_module_line(_missing, "python -m training.evaluate")) from None
 
 log = logging.getLogger(__name__)
 

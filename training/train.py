@@ -28,31 +28,38 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-import torch
+try:  # a thin install (no torch, onnx...): one line naming what to install, not a traceback
+    import numpy as np
+    import torch
 
-from banet.checkpoint import (
-    CheckpointError,
-    CheckpointMismatchError,
-    LoadedCheckpoint,
-    save_checkpoint,
-    weights_name_problem,
-)
-from banet.cli_types import number, path_arg, threads
-from banet.config import BANetConfig
-from banet.defaults import DEFAULT_CONFIG
-from banet.errors import first_line
-from banet.machine import physical_memory, usable_cpus
-from banet.model import BANet, count_parameters
-from banet.outputs import (
-    check_not_input,
-    check_output,
-    write_atomic,
-    write_error,
-)
-from banet.processing import preprocess
-from banet.torch_backend import cpu_bf16_units
-from training.losses import deblur_loss, harm_penalty
+    from banet.checkpoint import (
+        CheckpointError,
+        CheckpointMismatchError,
+        LoadedCheckpoint,
+        save_checkpoint,
+        weights_name_problem,
+    )
+    from banet.cli_types import number, path_arg, threads
+    from banet.config import BANetConfig
+    from banet.defaults import DEFAULT_CONFIG
+    from banet.errors import first_line
+    from banet.machine import physical_memory, usable_cpus
+    from banet.model import BANet, count_parameters
+    from banet.outputs import (
+        check_not_input,
+        check_output,
+        write_atomic,
+        write_error,
+    )
+    from banet.processing import preprocess
+    from banet.torch_backend import cpu_bf16_units
+    from training.losses import deblur_loss, harm_penalty
+except ModuleNotFoundError as _missing:
+    from banet.defaults import missing_module_line, started_as_command
+
+    if not started_as_command(__name__):
+        raise
+    raise SystemExit(missing_module_line(_missing, "python -m training.train")) from None
 
 log = logging.getLogger(__name__)
 

@@ -125,9 +125,15 @@ if (args[0] === '--page') {
     server.close();
   }
 } else if (args[0] === '--serve') {
-  const port = Number(option(args, '--port', '8080'));
-  if (args.length !== 2 || !existsSync(args[1])) fail('usage: node apps/web/browser.mjs --serve MODEL [--port 8080]');
+  const given = option(args, '--port', '8080');
+  const port = Number(given);
+  if (args.length !== 2) fail('usage: node apps/web/browser.mjs --serve MODEL [--port 8080]');
+  if (!existsSync(args[1])) fail(`${args[1]} does not exist`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) fail(`--port must be a whole number 1-65535, got ${given}`);
   const { server, modelPath } = serve(resolve(args[1]), null, null);
+  // a port in use (8080 often is) or not allowed: one line, not Node's 'error' event stack
+  server.on('error', (err) => fail(`cannot listen on 127.0.0.1:${port}: ${err.code || err.message}; pick another --port`,
+    1));
   server.listen(port, '127.0.0.1', () => console.log(`open http://127.0.0.1:${port}/index.html?model=${modelPath}`));
 } else {
   const threads = Number(option(args, '--threads', '1'));

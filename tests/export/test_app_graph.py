@@ -495,3 +495,29 @@ def test_the_default_model_s_int8_app_graph_wraps_its_shipped_int8_file(capsys):
     network = network_file(args, default_weights_path())
     assert network == DEFAULT_ONNX.with_name("banet_default_int8_ort.onnx")
     assert outputs_of(args, network)[0] == engines_dir() / "banet_default_int8_ort_app.onnx"
+
+
+def test_serving_the_page_on_a_busy_port_is_one_line(tmp_path):
+    """Round 17: ``browser.mjs --serve`` on a port in use ended in Node's 'error' event stack; a missing model got
+    the usage line."""
+    import shutil
+    import socket
+    import subprocess
+
+    from export.app_web import BROWSER_SCRIPT
+
+    if shutil.which("node") is None:
+        pytest.skip("Node.js is not installed")
+    model = tmp_path / "m.ort"
+    model.write_bytes(b"x")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run(["node", str(BROWSER_SCRIPT), "--serve", str(model), "--port", str(port)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: EADDRINUSE; " \
+                                                            "pick another --port", done.stderr
+    done = subprocess.run(["node", str(BROWSER_SCRIPT), "--serve", str(tmp_path / "none.ort")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: {tmp_path / 'none.ort'} does not exist"

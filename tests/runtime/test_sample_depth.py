@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from runtime.cli import main
-from runtime.images import ImageWriteError, read_image, write_image
+from runtime.images import ImageReadError, ImageWriteError, read_image, write_image
 from runtime.sample_depth import pnm_maxval, to_full_scale
 
 RNG = np.random.default_rng(7)
@@ -164,3 +164,19 @@ def test_the_command_line_writes_a_16_bit_png_named_jpg_as_a_real_jpeg(tmp_path,
     assert as_jpeg.dtype == np.uint8
     assert np.abs(as_jpeg - deblurred).mean() < 8  # before: 255 everywhere, a white image
     assert "download.jpg: 16-bit samples written with 8 bits" in caplog.text
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".ppm", ".png"])
+def test_without_opencv_deep_colour_is_refused_not_truncated(tmp_path, monkeypatch, suffix):
+    """Round 17: in the thin install (no OpenCV) a 16-bit colour TIFF or PPM was read by Pillow as 8 bits and
+    deblurred so, exit 0; only PNGs were refused."""
+    import cv2
+
+    import runtime.images
+
+    cv2.imwrite(str(tmp_path / f"deep{suffix}"), COLOUR16)
+    monkeypatch.setattr(runtime.images, "opencv", lambda: None)
+    with pytest.raises(ImageReadError, match=r"a 16-bit colour (TIFF|PPM|PNG); Pillow would truncate it to 8 bits"):
+        read_image(tmp_path / f"deep{suffix}")
+    cv2.imwrite(str(tmp_path / f"eight{suffix}"), (COLOUR16 >> 8).astype(np.uint8))
+    assert read_image(tmp_path / f"eight{suffix}").dtype == np.uint8  # 8-bit colour: read as ever

@@ -180,3 +180,17 @@ def test_a_stop_while_triton_starts_is_held_until_it_is_up():
         os.kill(os.getpid(), signal.SIGINT)
     assert pending == [signal.SIGTERM, signal.SIGINT]
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_serve_without_pytriton_says_so_before_loading_the_model(capsys, monkeypatch):
+    """Round 17: the thin install loaded the model ("Deblurrer ready") before saying PyTriton was missing."""
+    import importlib.util
+
+    import runtime
+    from serving.serve import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytriton" else real(name, *a))
+    monkeypatch.setattr(runtime, "Deblurrer", lambda *a, **k: pytest.fail("the model was loaded"))
+    assert main([]) == 1
+    assert "PyTriton is not installed: pip install 'banet-deploy[serve]'" in _one_line(capsys.readouterr().err)
