@@ -2,8 +2,8 @@
 # The thin deploy install, checked for real. A fresh venv gets only `pip install '.[cpu]'` (non-editable:
 # numpy, Pillow, tqdm and ONNX Runtime; no torch, onnx or OpenCV); then, from an empty folder, `Deblurrer` runs
 # an exported ONNX on a photo, `Deblurrer()` runs the embedded default model (its shipped ONNX) and the command
-# line deblurs the file. Prints one JSON line: the venv's size on disk, the `import runtime` time (best of 3 fresh
-# processes), what was imported, where outputs went.
+# line deblurs the file. Prints one JSON line: the venv's size on disk, the `from runtime import Deblurrer` time
+# (best of 3 fresh processes), what was imported, where outputs went.
 #
 #   bash scripts/deploy_check.sh MODEL.onnx PHOTO.png [WORKDIR]   # WORKDIR kept; without it a temporary one, removed
 #
@@ -27,7 +27,8 @@ mkdir -p "$WORK/src" "$WORK/app"
 cd "$WORK/app"
 SIZE_MB=$(du -sm "$WORK/venv" | cut -f1)
 IMPORT_S=$(for _ in 1 2 3; do "$WORK/venv/bin/python" -c \
-    "import time; t = time.perf_counter(); import runtime; print(f'{time.perf_counter() - t:.3f}')"; done | sort -n | head -1)
+    "import time; t = time.perf_counter(); from runtime import Deblurrer; print(f'{time.perf_counter() - t:.3f}')"; \
+    done | sort -n | head -1)
 "$WORK/venv/bin/python" - "$MODEL" "$PHOTO" "$SIZE_MB" "$IMPORT_S" <<'PYEOF'
 import importlib.util
 import json
