@@ -538,7 +538,9 @@ class FrontServer(ThreadingHTTPServer):
         return self
 
     def stop(self) -> None:
-        """Stop accepting, close the listening socket."""
+        """Stop accepting, close the listening socket; requests still waiting for the model are answered 503 (the
+        server is stopping: retry), not 502 (as if it had failed), once the model server behind goes away."""
+        self.stopping = True
         if self._thread is not None:
             self.shutdown()
             self._thread.join()
@@ -825,6 +827,9 @@ class _Handler(BaseHTTPRequestHandler):
                                         f"{self.server.limits.upstream_timeout_s:.0f} s") from None
             except (OSError, http.client.HTTPException):
                 self._drop_upstream()
+                if getattr(self.server, "stopping", False):
+                    raise RequestError(503, "the server is stopping; retry (on its replacement)",
+                                       RETRY_AFTER_S) from None
                 if not reused or attempt:
                     raise RequestError(502, "the inference server is not available") from None
         raise AssertionError("unreachable")

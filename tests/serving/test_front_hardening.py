@@ -414,3 +414,16 @@ def test_loadtest_on_a_busy_port_is_one_line(capsys, busy_offset, says):
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and says in err, err
     assert "--metrics-port" not in err
+
+
+def test_requests_left_when_the_server_stops_get_503_not_502(front_on):
+    """Round 17: requests still waiting when the server was stopped got 502 "the inference server is not available",
+    as if it had failed, not 503 with Retry-After."""
+    front, _ = front_on()
+    with socket.socket() as probe:  # a port nothing listens on: the model server gone
+        probe.bind(("127.0.0.1", 0))
+        gone = probe.getsockname()[1]
+    front.upstream = ("127.0.0.1", gone)
+    front.stopping = True
+    status, body, headers = post(front.port, *binary_request(_image()), timeout=10)
+    assert status == 503 and b"the server is stopping" in body and headers.get("Retry-After"), (status, body)
