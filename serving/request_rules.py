@@ -142,6 +142,8 @@ def check_infer_request(body: bytes | bytearray, header_length: int | None, limi
     if not _encodable(request.get("id", "")):
         raise RequestError(400, "request 'id' is not valid Unicode (a lone surrogate such as \\ud800); Triton "
                                 "cannot read it")
+    if "\x00" in request.get("id", ""):  # Triton ends it there: "a\u0000b" came back as "a"
+        raise RequestError(400, "request 'id' holds a NUL character (\\u0000), where Triton would cut it short")
     _check_request_parameters(request.get("parameters", {}))
     _check_outputs(request.get("outputs", []))
     inputs = request.get("inputs")

@@ -208,6 +208,7 @@ def _with_data(data: list) -> bytes:
      "binary_data"),
     ("a lone high surrogate id", _json_body(id="\ud800"), "'id'"),
     ("a lone low surrogate in an id", _json_body(id="a\udc00b"), "'id'"),
+    ("a NUL in an id (round 17: Triton answered it cut short)", _json_body(id="a\u0000b"), "NUL character"),
 ])
 def test_malformed_json_requests_get_400_and_never_reach_the_model(default_front, what, body, expected):
     front, model = default_front
