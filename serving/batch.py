@@ -427,8 +427,8 @@ def check_job(output: Path, options: dict, force: bool, targets: list[Path]) -> 
     # any output the record names counts, not only this job's: a job over another SRC with other options (a second
     # memory card into the same DST) rewrote the record's options, and the first card's outputs, made with the
     # earlier ones, were then skipped as done by a rerun with the new options
-    if record is None or not (existing or recorded_outputs(record)):
-        return
+    if record is None or not (existing or any((output / key).exists() for key in recorded_outputs(record))):
+        return  # (a job that wrote nothing, its workers unable to load the model, pins nothing)
     recorded = record.get("options", {})
     differing = [flag for key, flag in RECORDED_FLAGS.items() if recorded.get(key, "?") != options[key]]
     if differing:

@@ -161,7 +161,7 @@ def test_end_to_end_rows_time_the_real_command_and_keep_a_failure_as_its_reason(
     ok, failed = end_to_end(48, 64, threads=1, cases=(("onnxruntime", "int8"), ("tensorrt", "fp32")))
     assert ok["exit"] == 0 and ok["wall_s"] > 0 and ok["peak_rss_mb"] > 20 and "error" not in ok
     assert "--precision int8" in ok["command"] and ok["size"] == "48x64"
-    assert failed["exit"] == 1 and failed["error"].startswith("error: ")
+    assert failed["exit"] == 2 and failed["error"].startswith("error: ")  # a bad option (no .engine): exit 2
 
 
 def test_a_replaced_run_leaves_no_plot_of_the_old_one(tmp_path, tiny_weights, monkeypatch, capsys):
