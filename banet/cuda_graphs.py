@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from banet.pooling import held_matrices
 from runtime.backends.base import ShapeCache
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ class _Graph:
     device_out: Tensor
     host_in: Tensor
     host_out: Tensor
+    #: the strip-pooling matrices the graph reads by address (:func:`banet.pooling.held_matrices`): held while it
+    #: is kept, as their own cache may drop them meanwhile
+    held: list[Tensor]
 
 
 def _release(entry: _Graph) -> None:
@@ -177,33 +181,39 @@ class GraphRunner:
             key = self.key(batch.shape)
             if key in self.failed:
                 return self.eager(batch)
+            failure = None
             try:
                 graph = self._get(key)
             except Exception as exc:  # capture is best effort: any failure means this shape runs eager
-                self.failed.add(key)
-                log.warning("CUDA graph capture failed for input %s, running it eagerly from now on: %s",
-                            "x".join(map(str, key[:4])), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-                if not self.keys():
-                    self._pool = None  # a capture that failed part-way leaves nothing in a pool worth sharing
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                return self.eager(batch)
-            return self._replay(graph, batch)
+                failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if failure is None:
+                return self._replay(graph, batch)
+            # Out of the except block: the exception's traceback held the failed capture's frames (its graph, pool
+            # and tensors), so empty_cache could not return that memory and the eager pass ran without it.
+            self.failed.add(key)
+            log.warning("CUDA graph capture failed for input %s, running it eagerly from now on: %s",
+                        "x".join(map(str, key[:4])), failure)
+            if not self.keys():
+                self._pool = None  # a capture that failed part-way leaves nothing in a pool worth sharing
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return self.eager(batch)
 
     def _get(self, key: GraphKey) -> _Graph:
         """The graph for ``key``; when capturing it runs out of memory while other shapes hold theirs, those are
-        freed and the capture tried once more (the newest shape is the one in use)."""
+        freed and the capture tried once more (the newest shape is the one in use), once the failed capture's
+        memory is released (outside the except block, whose traceback holds it)."""
         try:
             return self._graphs.get(key)
         except torch.cuda.OutOfMemoryError:  # torch.OutOfMemoryError is its alias from torch 2.5 only
             if not self.keys():
                 raise
-            log.info("out of device memory capturing %s: freeing the %d graphs kept and trying again",
-                     "x".join(map(str, key[:4])), len(self.keys()))
-            self._clear()
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            return self._graphs.get(key)
+        log.info("out of device memory capturing %s: freeing the %d graphs kept and trying again",
+                 "x".join(map(str, key[:4])), len(self.keys()))
+        self._clear()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return self._graphs.get(key)
 
     def eager(self, batch: np.ndarray) -> np.ndarray:
         """The same forward pass without a graph (CPU, graphs off, or a shape that could not be captured)."""
@@ -217,12 +227,13 @@ class GraphRunner:
         device_in = torch.zeros(shape, dtype=torch.float32, device=self.device)  # outside the capture: not pooled
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle() if self.device.type == "cuda" else object()
-        replay, device_out, release = self._capture(self.forward, device_in, self._pool)
+        with held_matrices() as held:
+            replay, device_out, release = self._capture(self.forward, device_in, self._pool)
         host_in = torch.empty(shape, dtype=torch.float32, pin_memory=pinned)
         host_out = torch.empty(tuple(device_out.shape), dtype=torch.float32, pin_memory=pinned)
         log.info("captured a CUDA graph for input %s (%s, %s); %d of %d kept", "x".join(map(str, shape)),
                  key[4], key[5], len(self._graphs.shapes()) + 1, self.size)
-        return _Graph(replay, release, device_in, device_out, host_in, host_out)
+        return _Graph(replay, release, device_in, device_out, host_in, host_out, held)
 
     def _replay(self, graph: _Graph, batch: np.ndarray) -> np.ndarray:
         np.copyto(graph.host_in.numpy(), batch)
@@ -234,9 +245,11 @@ class GraphRunner:
         return graph.host_out.numpy().copy()  # the pinned buffer is overwritten by the next call
 
     def clear(self) -> None:
-        """Free every graph and its buffers (the next call of each shape captures again)."""
+        """Free every graph and its buffers (the next call of each shape captures again, those whose capture failed
+        too: a shortage of memory then is not kept as a reason to run them eager for the process's life)."""
         with self._lock:
             self._clear()
+            self.failed.clear()
 
     def _clear(self) -> None:
         self._graphs.clear()

@@ -25,7 +25,10 @@ a time, which the tests hold to PyTorch's own modules.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +86,24 @@ def _kept(build, length: int, bins: int, dtype: torch.dtype, device: torch.devic
     return matrix
 
 
+_holders = threading.local()
+
+
+@contextlib.contextmanager
+def held_matrices() -> Iterator[list[Tensor]]:
+    """A list that collects every kept matrix handed out in this thread while the block runs: what a CUDA graph
+    captured in the block reads by address. Its owner holds them for as long as it replays the graph: the kept
+    matrices are a bounded LRU, and a replay (no Python runs) never refreshes them, so a graph kept in use while
+    other sizes ran read matrices freed and reused by then (wrong pixels)."""
+    held: list[Tensor] = []
+    stack = _holders.__dict__.setdefault("stack", [])
+    stack.append(held)
+    try:
+        yield held
+    finally:
+        stack.remove(held)
+
+
 def _matrix(build, length: int | Tensor, bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``build(...)``, kept per (length, bins, dtype, device) when ``length`` is a plain int outside tracing.
 
@@ -93,9 +114,13 @@ def _matrix(build, length: int | Tensor, bins: int, dtype: torch.dtype, device: 
     trace). Callers only read the matrix."""
     if type(length) is int and not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
         try:
-            return _kept(build, length, bins, dtype, torch.device(device))
+            matrix = _kept(build, length, bins, dtype, torch.device(device))
         except _Traced:
             pass
+        else:
+            for held in getattr(_holders, "stack", ()):
+                held.append(matrix)
+            return matrix
     return build(length, bins, dtype, device)
 
 

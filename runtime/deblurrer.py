@@ -238,8 +238,10 @@ class Deblurrer:
             raw = run_tiled(batch, self._forward, tile, self.tile_overlap)
             # the tiles' working memory, which the engine keeps for the next call, is handed back before the whole
             # image is assembled, where it would add to the peak (python -m benchmarks.end_to_end measures it);
-            # the next image's first tile allocates it again
-            self.release_memory()
+            # the next image's first tile allocates it again. On the host only: a GPU backend's is device memory,
+            # and there it is its captured CUDA graphs (each photo captured its tiles again, and kept none)
+            if backend.device_memory_bytes() is None:
+                self.release_memory()
         return postprocess(raw, padding, images.dtype, self.conventions, channel_order)
 
     def tile_for(self, height: int, width: int) -> tuple[int, int] | None:

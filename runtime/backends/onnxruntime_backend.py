@@ -124,6 +124,16 @@ def binding_plan(providers: list[str], fixed_shapes: bool, io_binding: bool | No
     return ("cuda" if on_cuda else "cpu") if bind else None, graphs
 
 
+#: ONNX Runtime's execution providers that run a session on an NVIDIA GPU (their ``device_id`` option names it).
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def gpu_of(session) -> int | None:
+    """The GPU a session runs on (its first provider's ``device_id``), None when its first provider is not a GPU
+    one (:data:`GPU_PROVIDERS`)."""
+    return provider_device_id(session) if session.get_providers()[0] in GPU_PROVIDERS else None
+
+
 def provider_device_id(session) -> int:
     """The GPU a session's first provider runs on: its ``device_id`` option (0 when not given), so IO binding
     puts the buffers on the GPU the model is on (``providers=[("CUDAExecutionProvider", {"device_id": 1})]``)."""
@@ -232,8 +242,9 @@ class OnnxRuntimeBackend(Backend):
         self._sessions = ShapeCache(self._open, shape_cache)
         dynamic = self._open(())  # a model ONNX Runtime cannot load fails here, not at the first image
         self.providers = dynamic[0].get_providers()
-        #: the GPU the CUDA provider runs on (None: not on a GPU)
-        self.gpu_index = provider_device_id(dynamic[0]) if self.providers[0] == "CUDAExecutionProvider" else None
+        #: the GPU the CUDA or TensorRT provider runs on (None: not on a GPU). The TensorRT provider comes first
+        #: where installed: it was left out, so a GPU session got the host's 768 MiB budget and cut frames in tiles
+        self.gpu_index = gpu_of(dynamic[0])
         limits = limits_from_metadata(metadata)
         self.binding_device, self.cuda_graph = binding_plan(self.providers, static or limits.static_shape is not None,
                                                             io_binding, cuda_graph)

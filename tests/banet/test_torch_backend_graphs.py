@@ -132,6 +132,66 @@ def test_out_of_memory_frees_the_other_graphs_and_tries_once_more(tiny_model):
     assert [k[:4] for k in runner.failed] == [(1, 3, 8, 8)]
 
 
+def test_a_kept_graph_holds_the_pooling_matrices_it_reads(tiny_model):
+    """Round 17: a graph reads the strip-pooling matrices by address, but their cache (an LRU a replay never
+    refreshes) dropped them once other sizes ran, and the memory was reused: wrong pixels from a graph still kept.
+    The runner now holds what each graph read while it keeps it."""
+    import gc
+    import weakref
+
+    from banet import pooling
+
+    stand_in, refs = StandIn(), []
+
+    def capture(forward, static_in, pool):
+        real = pooling._kept
+
+        def spy(*args):
+            matrix = real(*args)
+            refs.append(weakref.ref(matrix))
+            return matrix
+
+        pooling._kept = spy
+        try:
+            return stand_in(forward, static_in, pool)
+        finally:
+            pooling._kept = real
+
+    runner = GraphRunner(lambda x: tiny_model(x).contiguous(), torch.device("cpu"), capture=capture)
+    runner(_batch(1, 24, 40))
+    assert refs  # the forward pass read kept matrices
+    pooling._kept.cache_clear()  # what 20 other sizes do to them
+    gc.collect()
+    assert all(ref() is not None for ref in refs)  # before: every one freed
+    runner.clear()
+    gc.collect()
+    assert all(ref() is None for ref in refs)  # released with the graph
+
+
+def test_after_out_of_memory_the_failed_captures_memory_is_gone_before_retrying(tiny_model):
+    """Round 17: the retry and the eager fallback ran inside the except block, whose traceback still held the failed
+    capture's frames (its graph, pool and tensors): empty_cache could not return that memory."""
+    import weakref
+
+    stand_in = StandIn()
+    runner = _runner(tiny_model, stand_in)
+    runner(_batch(1, 16, 16))  # another shape kept: an out-of-memory capture is retried once after freeing it
+    scratch_refs, alive = [], []
+
+    def out_of_memory(forward, static_in, pool):
+        alive.append([ref() is not None for ref in scratch_refs])
+        scratch = torch.empty(1 << 16)  # what a capture holds when it fails
+        scratch_refs.append(weakref.ref(scratch))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    runner._capture = out_of_memory
+    real_eager = runner.eager
+    runner.eager = lambda batch: alive.append([ref() is not None for ref in scratch_refs]) or real_eager(batch)
+    out = runner(_batch(1, 24, 24))
+    assert out.shape == (1, 3, 24, 24)
+    assert alive == [[], [False], [False, False]]  # at the retry, then at the eager pass: nothing left alive
+
+
 def test_a_runners_graphs_share_one_memory_pool_until_all_are_freed(tiny_model):
     stand_in = StandIn()
     runner = _runner(tiny_model, stand_in, size=2)
@@ -326,3 +386,19 @@ def test_a_shared_pool_reserves_less_than_a_pool_per_graph(tiny_weights):
     shared = reserved_after_capturing(None)
     separate = reserved_after_capturing(lambda forward, x, pool: capture_cuda_graph(forward, x, None))
     assert shared < separate, (shared, separate)
+
+
+def test_a_tiled_photo_on_a_gpu_keeps_its_tile_graphs(tiny_weights):
+    """Round 17: after every tiled image the Deblurrer released the backend's memory, which on a GPU is its CUDA
+    graphs: each photo of the same size captured its tile shapes again (two eager warm-up passes each) and none
+    was kept. Only a host backend hands its tiles' memory back now."""
+    stand_in = StandIn()
+    with Deblurrer(tiny_weights, backend="torch", device="cpu", tile=64, tile_overlap=8) as deblurrer:
+        backend = deblurrer.backend
+        backend.runner = GraphRunner(backend._forward, backend.device, capture=stand_in)
+        backend.device_memory_bytes = lambda: 80 << 30  # as on a GPU
+        photo = (np.random.default_rng(0).random((100, 120, 3)) * 255).astype(np.uint8)
+        for _ in range(3):
+            deblurrer(photo)
+        assert len(stand_in.captured) == len(set(stand_in.captured)) >= 1  # each tile shape captured once
+        assert backend.runner.keys()  # and kept

@@ -266,3 +266,13 @@ def test_cuda_graphs_on_the_gpu_match_the_cpu(tiny_onnx):
     for seed in range(3):  # capture, then replays with new data at the same address
         x = _batch((1, 3, 64, 96), seed)
         np.testing.assert_allclose(gpu.run(x), cpu.run(x), rtol=0, atol=1e-3)
+
+
+def test_a_session_on_the_tensorrt_provider_is_on_a_gpu():
+    """Round 17: only the CUDA provider counted as a GPU: with onnxruntime-gpu's TensorRT provider first (its
+    default where installed) the session got the host's 768 MiB budget, and a 1080x1920 frame was cut in tiles."""
+    from runtime.backends.onnxruntime_backend import gpu_of
+
+    assert gpu_of(_FakeSession([TRT, CUDA, CPU], {TRT: {"device_id": "1"}})) == 1
+    assert gpu_of(_FakeSession([CUDA, CPU], {CUDA: {}})) == 0
+    assert gpu_of(_FakeSession([CPU], {CPU: {}})) is None
