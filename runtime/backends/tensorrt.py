@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from banet.errors import DeblurrerClosedError
+from banet.errors import DeblurrerClosedError, first_line
 from banet.hashing import file_sha256
 from banet.manifest import (
     FLAVOUR_NAMES,
@@ -49,6 +49,9 @@ from runtime.backends.cuda import (
 )
 
 log = logging.getLogger(__name__)
+
+#: CUDA graphs a TensorRT backend keeps (one per input shape, least recently used dropped): each holds device memory.
+GRAPHS_KEPT = 8
 
 
 def limits_from_manifest(manifest: EngineManifest) -> ShapeLimits:
@@ -99,8 +102,13 @@ class TensorRTBackend(Backend):
         self.context = self.engine = self.stream = None
         self._buffers: list[DeviceBuffer] = []
         self._pinned: list[PinnedBuffer] = []
-        self._graphs: dict[tuple[int, ...], CudaGraph] = {}
+        self._graphs: dict[tuple[int, ...], CudaGraph] = {}  # oldest use first; at most GRAPHS_KEPT
         self.cuda_graph = cuda_graph
+        #: shapes whose capture failed: they run without a graph from then on (logged once each)
+        self._graph_failed: set[tuple[int, ...]] = set()
+        #: the shape last enqueued on the context: TensorRT updates its internal state on the first enqueue after
+        #: a shape change, so a graph is launched only where the context last ran its own shape
+        self._last_enqueued: tuple[int, ...] | None = None
         self._lock = threading.Lock()
         self.runtime_cache_path: Path | None = None
         self._runtime_cache = None
@@ -215,16 +223,33 @@ class TensorRTBackend(Backend):
         self.context.set_tensor_address(self.output_name, dst)
         self.stream.to_device(src, host_in)
         graph = self._graphs.get(shape)
-        if graph is not None:
+        if graph is not None and self._last_enqueued == shape:
+            self._graphs[shape] = self._graphs.pop(shape)  # most recently used last
             graph.launch(self.stream)
         else:
+            # an eager enqueue: the first after a shape change updates TensorRT's internal state (a graph of this
+            # shape launched after another shape ran would replay with the other's); the next call may capture
             self._enqueue(shape)
-            if self.cuda_graph:
-                # TensorRT updates internal state on the first enqueue after a shape change; capture the next.
-                self._graphs[shape] = CudaGraph(self.cudart, self.stream, lambda: self._enqueue(shape))
+            self._last_enqueued = shape
+            if self.cuda_graph and graph is None and shape not in self._graph_failed:
+                self._capture(shape)
         self.stream.to_host(host_out, dst)
         self.stream.synchronize()
         return host_out.copy()
+
+    def _capture(self, shape: tuple[int, ...]) -> None:
+        """Capture this shape's enqueue in a graph (the result of this call is the eager one already enqueued); a
+        failure (RTX engines built without user-allocated memory cannot be captured) leaves the shape eager, logged
+        once, instead of failing this call and every later one. At most :data:`GRAPHS_KEPT` graphs are kept."""
+        try:
+            self._graphs[shape] = CudaGraph(self.cudart, self.stream, lambda: self._enqueue(shape))
+        except Exception as exc:  # noqa: BLE001 (best effort, as the PyTorch backend's graphs)
+            self._graph_failed.add(shape)
+            log.warning("CUDA graph capture failed for %s on input %s, running it without one from now on: %s",
+                        self.path.name, "x".join(map(str, shape)), first_line(exc))
+            return
+        while len(self._graphs) > GRAPHS_KEPT:
+            self._graphs.pop(next(iter(self._graphs))).destroy()
 
     def _enqueue(self, shape: tuple[int, ...]) -> None:
         if not self.context.execute_async_v3(int(self.stream)):

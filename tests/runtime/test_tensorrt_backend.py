@@ -228,6 +228,7 @@ def _stand_in_backend(cuda_graph: bool):
     backend._buffers, backend._pinned = [DeviceBuffer(cudart), DeviceBuffer(cudart)], [PinnedBuffer(cudart),
                                                                                      PinnedBuffer(cudart)]
     backend._graphs, backend._lock, backend._runtime_cache = {}, threading.Lock(), None
+    backend._graph_failed, backend._last_enqueued = set(), None
     backend.stream = Stream.__new__(Stream)
     backend.stream.cudart, backend.stream.handle = cudart, 7
     return backend, cudart.calls
@@ -261,3 +262,34 @@ def test_stand_in_run_loop_without_graphs_enqueues_each_call():
     assert calls.count("execute") == 2 and "BeginCapture" not in calls and calls.count("cudaMalloc") == 2
     with pytest.raises(ValueError, match="cannot run on stand-in.engine"):
         backend.run(np.zeros((1, 3, 1024, 16), np.float32))
+
+
+def test_stand_in_graph_after_another_shape_enqueues_first_and_failures_stay_eager(caplog, monkeypatch):
+    """Round 17: a shape's graph was launched right after another shape ran, with TensorRT's internal state still
+    the other's (it updates it on the first enqueue after a shape change); a capture that failed failed the call,
+    and every later one of that shape; graphs were kept for every shape ever run."""
+    import logging
+
+    backend, calls = _stand_in_backend(cuda_graph=True)
+    a, b = np.zeros((1, 3, 16, 16), np.float32), np.zeros((1, 3, 8, 16), np.float32)
+    backend.run(a)
+    backend.run(b)
+    calls.clear()
+    backend.run(a)  # the context last ran b: enqueued, not launched
+    assert "execute" in calls and "GraphLaunch" not in calls
+    calls.clear()
+    backend.run(a)  # and now its graph
+    assert calls == ["H2D", "GraphLaunch", "D2H", "Synchronize"]
+
+    many, _ = _stand_in_backend(cuda_graph=True)
+    for h in range(8 + 2 * (trt_backend.GRAPHS_KEPT + 3), 8, -2):  # largest first: no re-allocation drops them
+        many.run(np.zeros((1, 3, h, 16), np.float32))
+    assert len(many._graphs) == trt_backend.GRAPHS_KEPT
+
+    failing, calls = _stand_in_backend(cuda_graph=True)
+    monkeypatch.setattr(type(failing.cudart), "cudaStreamBeginCapture",
+                        lambda self, stream, mode: (_ for _ in ()).throw(RuntimeError("cudaStreamBeginCapture failed")))
+    with caplog.at_level(logging.WARNING):
+        failing.run(a)  # the eager result, not the capture's error
+        failing.run(a)
+    assert caplog.text.count("CUDA graph capture failed") == 1 and calls.count("execute") == 2
