@@ -58,6 +58,14 @@ def started_as_command(module_name: str) -> bool:
     return module_name == "__main__" or Path(sys.argv[0] if sys.argv else "").name.startswith("banet-")
 
 
+def exit_if_command(exc: ModuleNotFoundError, module_name: str, command: str) -> None:
+    """In a command module's import guard: when it runs as a command (:func:`started_as_command`), exit with
+    :func:`missing_module_line`'s one line; else return, and the guard re-raises ``exc`` for the program importing
+    it."""
+    if started_as_command(module_name):
+        raise SystemExit(missing_module_line(exc, command)) from None
+
+
 def missing_module_line(exc: ModuleNotFoundError, command: str) -> str:
     """One line for a command whose imports failed (run outside the project's venv, or a thin install): what is
     missing, for which Python, and how to get it (the CPU torch pin where torch is the missing one); the project's

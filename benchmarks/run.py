@@ -57,12 +57,11 @@ try:  # a thin install (no torch, onnx...): one line naming what to install, not
         torch_system,
     )
     from benchmarks.timing import PeakRssSampler, time_call, time_interleaved
-except ModuleNotFoundError as _missing:
-    from banet.defaults import missing_module_line, started_as_command
+except ModuleNotFoundError as _missing:  # one line where run as a command (console scripts too)
+    from banet.defaults import exit_if_command
 
-    if not started_as_command(__name__):
-        raise
-    raise SystemExit(missing_module_line(_missing, "python -m benchmarks.run")) from None
+    exit_if_command(_missing, __name__, "python -m benchmarks.run")
+    raise
 
 log = logging.getLogger("benchmarks")
 #: Results go under the current project (where the command is run), never into an installed package.

@@ -59,12 +59,11 @@ try:  # a thin install (no torch, onnx...): one line naming what to install, not
     from calibration.sensitivity import search
     from runtime.images import quiet_opencv
     from runtime.stop_signals import stoppable, stopped_line
-except ModuleNotFoundError as _missing:
-    from banet.defaults import missing_module_line, started_as_command
+except ModuleNotFoundError as _missing:  # one line where run as a command (console scripts too)
+    from banet.defaults import exit_if_command
 
-    if not started_as_command(__name__):
-        raise
-    raise SystemExit(missing_module_line(_missing, "python -m calibration.quantize")) from None
+    exit_if_command(_missing, __name__, "python -m calibration.quantize")
+    raise
 
 log = logging.getLogger(__name__)
 

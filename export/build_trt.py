@@ -75,13 +75,11 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
         summary,
     )
     from runtime.stop_signals import stoppable, stopped_line
-except ModuleNotFoundError as _missing:
-    from banet.defaults import missing_module_line, started_as_command
+except ModuleNotFoundError as _missing:  # one line where run as a command (console scripts too)
+    from banet.defaults import exit_if_command
 
-    if not started_as_command(__name__):  # a console script (banet-export-onnx) imports it under its own name
-        raise
-
-    raise SystemExit(missing_module_line(_missing, "export/build_trt.py")) from None
+    exit_if_command(_missing, __name__, "export/build_trt.py")
+    raise
 
 log = logging.getLogger("export.build_trt")
 

@@ -41,13 +41,11 @@ try:  # outside the project's venv (no numpy, torch...): one line saying so, not
     from export.onnx_export import ExportError, ExportOptions, export_onnx
     from export.parity import DEFAULT_SWEEP
     from runtime.stop_signals import stoppable, stopped_line
-except ModuleNotFoundError as _missing:
-    from banet.defaults import missing_module_line, started_as_command
+except ModuleNotFoundError as _missing:  # one line where run as a command (console scripts too)
+    from banet.defaults import exit_if_command
 
-    if not started_as_command(__name__):  # a console script (banet-export-onnx) imports it under its own name
-        raise
-
-    raise SystemExit(missing_module_line(_missing, "export/to_onnx.py")) from None
+    exit_if_command(_missing, __name__, "export/to_onnx.py")
+    raise
 
 log = logging.getLogger("export.to_onnx")
 

@@ -28,12 +28,11 @@ try:  # a thin install (no torch, onnx...): one line naming what to install, not
     from banet.processing import postprocess, preprocess
     from export.parity import Restorer, evaluate_pairs, psnr, ssim  # noqa: F401  (re-exported)
     from runtime.images import write_image
-except ModuleNotFoundError as _missing:
-    from banet.defaults import missing_module_line, started_as_command
+except ModuleNotFoundError as _missing:  # one line where run as a command (console scripts too)
+    from banet.defaults import exit_if_command
 
-    if not started_as_command(__name__):
-        raise
-    raise SystemExit(missing_module_line(_missing, "python -m training.evaluate")) from None
+    exit_if_command(_missing, __name__, "python -m training.evaluate")
+    raise
 
 log = logging.getLogger(__name__)
 
