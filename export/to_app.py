@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra shapes to check, e.g. 1x1080x1920 2x36x52")
     parser.add_argument("--report", type=path_arg, default=None,
                         help="also write the check's results as JSON here (an existing file only with --force)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress logs: only errors, the check table and the final line")
     return parser
 
 

@@ -10,7 +10,7 @@ Examples:
     python export/to_onnx.py --check-openvino                  # also verified on OpenVINO (static and dynamic)
 
 Every export is checked with the ONNX checker and shape inference, then run with ONNX Runtime against
-PyTorch on a sweep of shapes (square, wide, tall, 8x8, non-multiples of 7, batch > 1, 720x1280). The file
+PyTorch on a sweep of shapes (square, wide, tall, 8x8, 2x2, 6x40, non-multiples of 7, batch > 1, 720x1280). The file
 is only written when every shape passes (FP32: PSNR >= 80 dB and max abs error <= 1e-4); otherwise the
 command exits non-zero and leaves the graph as <name>.failed.onnx for inspection.
 
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep the blur-aware attention as trained in the graph; by default it is folded (the "
                              "same function with one convolution fewer per BAM and no full-resolution concatenation: "
                              "8-14%% faster on CPUs, banet.folding)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only print errors and the final line")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress logs: only errors, the parity table and the final line")
     return parser
 
 

@@ -355,12 +355,14 @@ def memory_lines(flavour: str, metadata: ModelMetadata, limits: RequestLimits, b
             f"lower `--max-megapixels` to bound it{remedy}.", *safety]
 
 
-def _readme(name: str, flavour: str, network: str, engine_line: str, batching: bool, memory: list[str]) -> str:
+def _readme(name: str, flavour: str, network: str, engine_line: str, batching: bool, memory: list[str],
+            gpu: bool = False) -> str:
     spec = FLAVOURS[flavour]
     serve = ("python -m serving.triton_server REPOSITORY        # the tritonserver PyTriton bundles, on 127.0.0.1"
              if flavour == "python" else
              "docker run --rm -p 8000:8000 -p 8001:8001 -v $PWD/REPOSITORY:/models "
-             + ("--gpus all " if flavour == "tensorrt" else "")
+             # every repository whose network runs on the GPU (KIND_GPU): onnxruntime --gpu lacked it
+             + ("--gpus all " if gpu else "")
              + "nvcr.io/nvidia/tritonserver:<yy.mm>-py3 \\\n    tritonserver --model-repository /models")
     lines = [f"# Triton model repository: {name}", "",
              f"Written by `export/to_triton.py --flavour {flavour}`. Clients send `UINT8 [1, H, W, 3]` BGR images "
@@ -548,5 +550,6 @@ def write_repository(onnx_path: Path, repository: Path, name: str = "banet", max
                 target.write_text(content)
         written.append(folder / "config.pbtxt")
     memory = memory_lines(flavour, metadata, limits, int(parameters["budget_pixels"]), memory_budget_mb)
-    _inside(root, readme).write_text(_readme(name, flavour, network, engine_line, dynamic_batching, memory))
+    _inside(root, readme).write_text(_readme(name, flavour, network, engine_line, dynamic_batching, memory,
+                                             gpu=kind == "KIND_GPU"))
     return written

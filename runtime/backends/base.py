@@ -83,6 +83,8 @@ def check_compile_cache(folder) -> str | Path | None:
         return folder
     if not isinstance(folder, str | os.PathLike) or not str(os.fspath(folder)).strip():
         raise OptionError(f"compile_cache must be None, \"auto\" or a folder's path, got {folder!r}")
+    if Path(folder).exists() and not Path(folder).is_dir():  # the cache was then off, said at INFO only
+        raise OptionError(f"compile_cache {os.fspath(folder)} is a file, not a folder; give a folder's path (or None)")
     return Path(folder)
 
 

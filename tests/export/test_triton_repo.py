@@ -204,3 +204,12 @@ def test_an_engine_of_another_network_is_refused(tmp_path, onnx_file, capsys, ch
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ") and message in err and "tiny.onnx" in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_gpu_repository_says_to_give_the_container_the_gpus(tmp_path, onnx_file):
+    """Round 17: ``--flavour onnxruntime --gpu`` (KIND_GPU) wrote a docker command without ``--gpus all``: Triton in
+    that container cannot place its instances."""
+    triton_repo.write_repository(onnx_file, tmp_path / "gpu", flavour="onnxruntime", gpu=True)
+    assert "--gpus all" in next((tmp_path / "gpu").glob("README*.md")).read_text()
+    triton_repo.write_repository(onnx_file, tmp_path / "cpu", flavour="onnxruntime")
+    assert "--gpus all" not in next((tmp_path / "cpu").glob("README*.md")).read_text()

@@ -218,3 +218,12 @@ def test_an_overlap_the_memory_budget_cannot_hold_is_refused(tiny_weights):
         assert unbounded.tile_for(300, 400) is None
     with Deblurrer(tiny_weights, memory_budget_mb=1) as tiny:  # the default overlap on a tiny budget: smallest tiles
         assert tiny.tile_for(300, 400) is not None
+
+
+def test_a_compile_cache_that_is_a_file_is_refused(tmp_path):
+    """Round 17: a file as compile_cache ran with the cache silently off (logged at INFO)."""
+    (tmp_path / "afile").write_bytes(b"the user's file")
+    with pytest.raises(OptionError, match="is a file, not a folder"):
+        check_compile_cache(tmp_path / "afile")
+    assert (tmp_path / "afile").read_bytes() == b"the user's file"
+    assert check_compile_cache(tmp_path / "new") == tmp_path / "new"  # a folder to make: taken
