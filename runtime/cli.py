@@ -88,6 +88,9 @@ def collect_named(paths: list[Path], recursive: bool = False,
         if is_rosbag(path):
             raise ValueError(f"{path} is a ROS bag: deblur its camera topics with python -m runtime.rosbag "
                              f"{path}")
+        if path.is_file() and path.name.lower().endswith(tuple(ARCHIVE_SUFFIXES)):  # was "not an image OpenCV
+            # can decode (is it a .zip file of another kind, truncated or empty?)"
+            raise ValueError(f"{path} is an archive, which is not unpacked here: unpack it and give the folder")
         if path.is_dir():
             if recursive:
                 media, others, links, in_excluded = _walk(path, excluded)
@@ -197,6 +200,10 @@ def output_name(source: Path) -> str:
     """The output file name for an input: the same name; a video's extension is the container it is written in
     (:func:`runtime.video.output_suffix`: its own for MP4, MOV and Matroska, else ``.mp4``)."""
     return Path(source.name).with_suffix(output_suffix(source)).name if is_video(source) else source.name
+
+
+#: Archives a folder of photos is often sent as: refused by name, never read as a damaged image.
+ARCHIVE_SUFFIXES = frozenset({".zip", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".7z", ".rar"})
 
 
 def is_video(path: Path) -> bool:

@@ -129,6 +129,10 @@ if (args[0] === '--page') {
   const port = Number(given);
   if (args.length !== 2) fail('usage: node apps/web/browser.mjs --serve MODEL [--port 8080]');
   if (!existsSync(args[1])) fail(`${args[1]} does not exist`);
+  // the page loads onnxruntime-web from here: without it, it served a page that cannot run (a 404 for ort.min.mjs)
+  if (!existsSync(join(HERE, 'node_modules', 'onnxruntime-web'))) {
+    fail('onnxruntime-web is not installed: npm ci --prefix apps/web (scripts/setup.sh does it where npm is)', 1);
+  }
   if (!Number.isInteger(port) || port < 1 || port > 65535) fail(`--port must be a whole number 1-65535, got ${given}`);
   const { server, modelPath } = serve(resolve(args[1]), null, null);
   // a port in use (8080 often is) or not allowed: one line, not Node's 'error' event stack

@@ -521,3 +521,10 @@ def test_serving_the_page_on_a_busy_port_is_one_line(tmp_path):
     done = subprocess.run(["node", str(BROWSER_SCRIPT), "--serve", str(tmp_path / "none.ort")], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.strip() == f"error: {tmp_path / 'none.ort'} does not exist"
+    # without onnxruntime-web beside it (a clone without npm ci) it served a page that could not load
+    alone = tmp_path / "web"
+    alone.mkdir()
+    shutil.copy(BROWSER_SCRIPT, alone / "browser.mjs")
+    done = subprocess.run(["node", str(alone / "browser.mjs"), "--serve", str(model)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and "onnxruntime-web is not installed: npm ci --prefix apps/web" in done.stderr

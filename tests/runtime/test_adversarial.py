@@ -706,3 +706,11 @@ def test_a_name_with_a_line_break_keeps_its_reason(tmp_path, tiny_weights, capsy
     assert main([str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_weights), "-q"]) == 1
     err = capsys.readouterr().err
     assert f"error: {folder}/bad\\nname.png: not an image" in err
+
+
+def test_an_archive_given_as_input_is_named_as_one(tmp_path, tiny_weights, capsys):
+    """Round 17: ``python -m runtime photos.zip`` said "not an image OpenCV can decode (is it a .zip file of another
+    kind, truncated or empty?)", as if a photo were damaged."""
+    (tmp_path / "photos.tar.gz").write_bytes(b"\x1f\x8b not read")
+    assert main([str(tmp_path / "photos.tar.gz"), "-o", str(tmp_path / "out"), "--model", str(tiny_weights)]) == 1
+    assert f"{tmp_path / 'photos.tar.gz'} is an archive, which is not unpacked here" in capsys.readouterr().err
