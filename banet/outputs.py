@@ -184,9 +184,6 @@ def create_partial(partial: Path) -> BinaryIO:
     (``FileExistsError``) instead of followed. For writers that fill a file object themselves (videos)."""
     partial = Path(partial)
     clear_partial(partial)
-    # its folder again: another run that made it (and was then refused) removes it at exit while still empty
-    with contextlib.suppress(OSError):  # a file in the way: os.open says so, named by write_error
-        partial.parent.mkdir(parents=True, exist_ok=True)
     try:
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | getattr(os, "O_BINARY", 0),
                              0o666)
