@@ -171,8 +171,8 @@ class Deblurrer:
         groups: dict[tuple, list[int]] = {}
         for i, (colour, _, form) in enumerate(parts):
             groups.setdefault((colour.shape, str(colour.dtype), form.channel_order), []).append(i)
-        for (shape, _, _), indices in groups.items():  # before any image of the list runs
-            problem = self._tiling_problem(*shape[:2])
+        for (shape, _, _), indices in groups.items():  # before any image of the list runs (else a bare
+            problem = self._tiling_problem(*shape[:2])  # ValueError from runtime/tiling.py, partway through it)
             if problem:
                 raise OptionError(problem if single else f"image {indices[0]} of the list: {problem}")
         budget = self._budget_pixels()
@@ -226,9 +226,6 @@ class Deblurrer:
         """NxHxWx3 images of one size and dtype -> restored images, same dtype and order."""
         backend = self._backend()
         limits = backend.limits
-        problem = self._tiling_problem(*images.shape[1:3])  # else a bare ValueError from runtime/tiling.py
-        if problem:
-            raise OptionError(problem)
         batch, padding = preprocess(images, self.conventions, channel_order, min_size=limits.min_hw)
         height, width = batch.shape[2:]
         tile = self._tile_size(height, width)
